@@ -1,0 +1,208 @@
+//! Whole-workload benchmarks of the queue, against real repositories and the real binary.
+//!
+//! `cargo bench --bench hyperion` runs the full sizes and prints a table (docs/BENCHMARKS.md
+//! holds the latest); `-- --quick` runs the smallest sizes only, to keep the benchmark working
+//! in CI. Nothing here asserts a timing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hyperion::model::{
+    Change, ChangeRequest, DeadClass, ErrorInfo, Operation, SCHEMA_V1, sha256_hex,
+};
+use hyperion::queue::{Outcome, Queue};
+use hyperion::store::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
+
+fn git(dir: &Path, args: &[&str]) {
+    let st = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+        .env("GIT_COMMITTER_NAME", "bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+        .status()
+        .expect("git runs");
+    assert!(st.success(), "git {args:?} failed");
+}
+
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.path().join("README"), "bench\n").expect("write");
+    git(dir.path(), &["add", "README"]);
+    git(dir.path(), &["commit", "-q", "-m", "init"]);
+    dir
+}
+
+fn request(i: usize, salt: &str) -> ChangeRequest {
+    let path = format!("src/f{i}.txt");
+    let patch = format!("--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-old {i}\n+new {i} {salt}\n");
+    ChangeRequest {
+        schema: SCHEMA_V1.into(),
+        task_id: format!("TASK-{i}"),
+        agent: "bench".into(),
+        title: format!("change {i}"),
+        description: None,
+        kind: None,
+        priority: (i % 10) as u8,
+        base: None,
+        target: None,
+        file_targets: vec!["src/**".into()],
+        changes: vec![Change {
+            path,
+            operation: Operation::Update,
+            from: None,
+            sha256: sha256_hex(patch.as_bytes()),
+            patch,
+        }],
+        checks: vec![],
+    }
+}
+
+fn write_dir(dir: &Path, n: usize, salt: &str) -> PathBuf {
+    let d = dir.join(format!("requests-{salt}"));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    for i in 0..n {
+        let r = request(i, salt);
+        std::fs::write(
+            d.join(format!("{i:06}.json")),
+            serde_json::to_vec(&r).expect("json"),
+        )
+        .expect("write");
+    }
+    d
+}
+
+fn hyperion(dir: &Path, args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("runs");
+    let el = t.elapsed();
+    assert!(
+        out.status.success(),
+        "git-hyperion {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    el
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn p95(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[(v.len() * 95 / 100).min(v.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (n_enqueue, n_cycles, n_list) = if quick {
+        (200, 200, 1_000)
+    } else {
+        (2_000, 2_000, 10_000)
+    };
+    println!(
+        "git-hyperion queue benchmarks ({})",
+        if quick { "quick" } else { "full" }
+    );
+    println!(
+        "{:<44} {:>14} {:>14}  target",
+        "workload", "median", "result"
+    );
+
+    // 1. enqueue a directory, one process, end to end.
+    let r = repo();
+    let d = write_dir(r.path(), n_enqueue, "a");
+    let el = hyperion(r.path(), &["enqueue", d.to_str().expect("utf-8")]);
+    let rate = n_enqueue as f64 / el.as_secs_f64();
+    println!(
+        "{:<44} {:>14} {:>10.0} req/s  >= 2000 req/s",
+        format!("enqueue DIR of {n_enqueue} (process)"),
+        ms(el),
+        rate
+    );
+
+    // 2. one enqueue process end to end, on a queue that already holds requests.
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let f = r.path().join(format!("single-{i}.json"));
+        std::fs::write(
+            &f,
+            serde_json::to_vec(&request(i, &format!("single{i}"))).expect("json"),
+        )
+        .expect("write");
+        times.push(hyperion(r.path(), &["enqueue", f.to_str().expect("utf-8")]));
+    }
+    println!(
+        "{:<44} {:>14} {:>14}  <= 20 ms",
+        "enqueue one request (process)",
+        ms(median(times.clone())),
+        format!("p95 {}", ms(p95(times)))
+    );
+
+    // 3. lease + complete cycles in one process.
+    let q = Queue::open(Store::discover(r.path()).expect("repo")).expect("queue");
+    let t = Instant::now();
+    let mut done = 0;
+    while done < n_cycles.min(n_enqueue) {
+        let leased = q
+            .dequeue("bench", 1, Some(Duration::from_secs(60)))
+            .expect("dequeue");
+        let Some(rec) = leased.first() else { break };
+        let outcome = if done % 2 == 0 {
+            Outcome::Applied {
+                commit: "0".repeat(40),
+            }
+        } else {
+            Outcome::Failed {
+                class: DeadClass::Check,
+                error: ErrorInfo {
+                    code: "check.failed".into(),
+                    message: "bench".into(),
+                },
+                transient: false,
+                artifacts: vec![],
+            }
+        };
+        q.complete(&rec.id, "bench", outcome).expect("complete");
+        done += 1;
+    }
+    let el = t.elapsed();
+    println!(
+        "{:<44} {:>14} {:>8.0} cycles/s  >= 1000/s",
+        format!("lease+complete x{done} (one process)"),
+        ms(el / done.max(1) as u32),
+        done as f64 / el.as_secs_f64()
+    );
+
+    // 4. list over many records.
+    let r2 = repo();
+    let d = write_dir(r2.path(), n_list, "b");
+    hyperion(r2.path(), &["enqueue", d.to_str().expect("utf-8")]);
+    hyperion(r2.path(), &["list", "--format", "json"]);
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        times.push(hyperion(r2.path(), &["list", "--format", "json"]));
+    }
+    println!(
+        "{:<44} {:>14} {:>14}  <= 50 ms",
+        format!("list over {n_list} records (process)"),
+        ms(median(times.clone())),
+        format!("p95 {}", ms(p95(times)))
+    );
+}

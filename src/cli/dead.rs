@@ -1,0 +1,59 @@
+use hyperion::model::{DeadClass, Status};
+use hyperion::queue::Filter;
+
+use super::error::{CmdResult, CommandError};
+use super::{Ctx, print_records};
+
+/// List dead letters, with why they died.
+///
+/// Classes: validation (the policy or target changed), apply (does not apply), check (a check
+/// failed or timed out), lease (workers holding it kept dying). Put one back with
+/// `git hyperion requeue ID --reason TEXT`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Only this class: validation, apply, check, lease.
+    #[arg(long, value_name = "C")]
+    class: Option<String>,
+    /// At most N requests.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    let class = match args.class.as_deref() {
+        Some(c) => Some(DeadClass::parse(c).ok_or_else(|| {
+            CommandError::usage(format!("unknown dead-letter class '{c}'"))
+                .hint("use one of: validation, apply, check, lease")
+        })?),
+        None => None,
+    };
+    let filter = Filter {
+        status: Some(Status::Dead),
+        dead_class: class,
+        limit: args.limit,
+        ..Filter::default()
+    };
+    let records = ctx.queue()?.list(&filter)?;
+    if !ctx.json() {
+        for r in &records {
+            if let Some(e) = &r.error {
+                println!(
+                    "{}  {}  [{}] {}",
+                    r.id,
+                    r.dead_class.map(|c| c.as_str()).unwrap_or("?"),
+                    e.code,
+                    e.message
+                );
+            } else {
+                println!(
+                    "{}  {}",
+                    r.id,
+                    r.dead_class.map(|c| c.as_str()).unwrap_or("?")
+                );
+            }
+        }
+        return Ok(());
+    }
+    print_records(ctx, &records);
+    Ok(())
+}

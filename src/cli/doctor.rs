@@ -1,0 +1,51 @@
+use super::error::{CmdResult, CommandError};
+use super::{Ctx, print_json};
+
+/// Check every request chain and the index.
+///
+/// Reports unreadable or inconsistent chains, illegal transitions and expired leases, and how
+/// far the derived index had drifted from the refs. With --reindex, rebuilds the index from
+/// the refs (the index is derived: deleting it loses nothing). Exits 1 when a chain is broken.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Rebuild the index from the refs.
+    #[arg(long)]
+    reindex: bool,
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    let d = ctx.queue()?.doctor(args.reindex)?;
+    if ctx.json() {
+        print_json(&d);
+    } else {
+        println!("{} request(s) checked", d.requests);
+        if d.index_drift > 0 {
+            println!(
+                "index: {} entr(ies) were out of date and have been brought up to date",
+                d.index_drift
+            );
+        }
+        if d.reindexed {
+            println!("index: rebuilt from refs");
+        }
+        for f in &d.findings {
+            println!("{}  [{}] {}", f.id, f.code, f.message);
+        }
+        if d.findings.is_empty() {
+            println!("no problems found");
+        }
+    }
+    let broken = d
+        .findings
+        .iter()
+        .filter(|f| f.code != "lease.expired")
+        .count();
+    if broken > 0 {
+        return Err(CommandError::refused(
+            "store.corrupt",
+            format!("{broken} problem(s) in request chains"),
+        )
+        .hint("see the list above; `git log refs/hyperion/requests/ID` shows a chain"));
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use hyperion::Problem;
+use hyperion::model::ChangeRequest;
+
+use super::error::{CmdResult, CommandError};
+use super::{Ctx, print_json};
+
+/// Submit change requests to the queue.
+///
+/// Each FILE is a request in format v1 (schemas/change-request.schema.json); a DIR submits
+/// every `*.json` in it in name order; `-` reads one request from stdin. Every request is
+/// validated first and if any is refused, nothing is stored. Prints the id of each request,
+/// one per line. Submitting the same request again stores nothing and prints the same id.
+///
+/// With --patch, wraps raw `git diff` or `git format-patch` output into a request, one change
+/// per file, with operation and hash filled in.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Request files, directories of them, or `-` for stdin.
+    #[arg(
+        value_name = "FILE|DIR|-",
+        required_unless_present = "patch",
+        conflicts_with = "patch"
+    )]
+    sources: Vec<PathBuf>,
+    /// A diff to wrap into a request (`-` for stdin).
+    #[arg(long, value_name = "FILE", requires_all = ["task", "agent"])]
+    patch: Option<PathBuf>,
+    /// Task id for --patch.
+    #[arg(long, value_name = "T")]
+    task: Option<String>,
+    /// Agent name for --patch.
+    #[arg(long, value_name = "A")]
+    agent: Option<String>,
+    /// Title for --patch (default: the mail subject, if any).
+    #[arg(long)]
+    title: Option<String>,
+    /// Check to run for --patch (repeatable).
+    #[arg(long = "check", value_name = "NAME")]
+    checks: Vec<String>,
+    /// Priority 0..9 for --patch (9 most urgent).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    priority: Option<u8>,
+    /// Validate and report, but store nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// A source name and the request read from it, or every problem found in it.
+pub type Loaded = (String, Result<ChangeRequest, Vec<Problem>>);
+
+/// Read the requests named by `sources`: (source name, parsed request or its problems).
+pub fn load_sources(sources: &[PathBuf]) -> CmdResult<Vec<Loaded>> {
+    let mut out = Vec::new();
+    for src in sources {
+        if src.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| CommandError::usage(format!("could not read stdin: {e}")))?;
+            out.push((
+                "<stdin>".to_owned(),
+                hyperion::validate::parse_request(&buf),
+            ));
+        } else if src.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(src)
+                .map_err(|e| read_error(src, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(CommandError::usage(format!(
+                    "{} holds no *.json request",
+                    src.display()
+                )));
+            }
+            for f in files {
+                out.push(load_file(&f)?);
+            }
+        } else {
+            out.push(load_file(src)?);
+        }
+    }
+    Ok(out)
+}
+
+fn load_file(path: &Path) -> CmdResult<Loaded> {
+    let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
+    Ok((
+        path.display().to_string(),
+        hyperion::validate::parse_request(&bytes),
+    ))
+}
+
+fn read_error(path: &Path, e: std::io::Error) -> CommandError {
+    CommandError::usage(format!("could not read {}: {e}", path.display()))
+        .hint("pass a request file, a directory of *.json requests, or - for stdin")
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    let loaded = match &args.patch {
+        Some(p) => vec![wrap(&args, p)?],
+        None => load_sources(&args.sources)?,
+    };
+    let mut requests = Vec::with_capacity(loaded.len());
+    let mut problems = Vec::new();
+    for (source, r) in loaded {
+        match r {
+            Ok(req) => requests.push((source, req)),
+            Err(ps) => problems.extend(ps.into_iter().map(|p| (source.clone(), p))),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CommandError::rejected(problems));
+    }
+    if args.dry_run {
+        if ctx.json() {
+            let rows: Vec<_> = requests
+                .iter()
+                .map(|(s, r)| serde_json::json!({"source": s, "id": r.id(), "valid": true}))
+                .collect();
+            print_json(&rows);
+        } else {
+            for (s, r) in &requests {
+                println!("{} {s} (valid; dry run, nothing stored)", r.id());
+            }
+        }
+        return Ok(());
+    }
+    let queue = ctx.queue()?;
+    let reqs: Vec<ChangeRequest> = requests.into_iter().map(|(_, r)| r).collect();
+    let done = queue.enqueue(&reqs, &actor())?;
+    if ctx.json() {
+        print_json(&done);
+    } else {
+        for e in &done {
+            println!("{}", e.id);
+            if !e.created {
+                eprintln!(
+                    "note: {} was already enqueued ({}); nothing new was stored",
+                    e.id, e.record.status
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn wrap(args: &Args, path: &Path) -> CmdResult<Loaded> {
+    let text = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| CommandError::usage(format!("could not read stdin: {e}")))?;
+        s
+    } else {
+        let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
+        String::from_utf8(bytes).map_err(|_| {
+            CommandError::refused(
+                "patch.not_utf8",
+                format!("{} is not UTF-8 text", path.display()),
+            )
+            .hint("binary diffs must be produced with `git diff --binary`, which is ASCII")
+        })?
+    };
+    let task = args.task.as_deref().unwrap_or_default();
+    let agent = args.agent.as_deref().unwrap_or_default();
+    let source = path.display().to_string();
+    let req = match hyperion::patch::wrap(&text, task, agent, args.title.as_deref(), &args.checks) {
+        Ok(mut req) => {
+            if let Some(p) = args.priority {
+                req.priority = p;
+            }
+            // The wrapped request goes through the same validation as a submitted one.
+            let value = serde_json::to_value(&req).expect("a ChangeRequest serialises");
+            hyperion::validate::validate_value(&value)
+        }
+        Err(p) => Err(vec![p.at("--patch")]),
+    };
+    Ok((source, req))
+}
+
+/// Who is acting, for the audit trail: `$HYPERION_ACTOR`, else `cli:$USER`.
+pub fn actor() -> String {
+    std::env::var("HYPERION_ACTOR")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            )
+        })
+}

@@ -1,0 +1,179 @@
+//! The one place where failures become `error:` / `hint:` lines and exit codes.
+//!
+//! Exit codes: 0 done; 1 the thing asked for was refused or failed (rejected request, wrong
+//! state, lost lease); 2 usage or environment error.
+
+use std::io::Write;
+
+use hyperion::{Error, Problem};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The request or queue state refused what was asked: exit 1.
+    Refused,
+    /// Bad usage, bad config, missing repository: exit 2.
+    Usage,
+    /// The environment failed (git, disk): exit 2.
+    Environment,
+}
+
+#[derive(Debug)]
+pub struct CommandError {
+    pub kind: Kind,
+    pub code: String,
+    pub message: String,
+    pub hints: Vec<String>,
+    /// Every problem, for rejected requests (one source each).
+    pub problems: Vec<(String, Problem)>,
+    /// The command already printed its JSON document; print only the text on stderr.
+    pub json_printed: bool,
+}
+
+impl CommandError {
+    pub fn usage(message: impl Into<String>) -> CommandError {
+        CommandError {
+            kind: Kind::Usage,
+            code: "usage".into(),
+            message: message.into(),
+            hints: Vec::new(),
+            problems: Vec::new(),
+            json_printed: false,
+        }
+    }
+
+    pub fn refused(code: &str, message: impl Into<String>) -> CommandError {
+        CommandError {
+            kind: Kind::Refused,
+            code: code.into(),
+            message: message.into(),
+            hints: Vec::new(),
+            problems: Vec::new(),
+            json_printed: false,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> CommandError {
+        self.hints.push(hint.into());
+        self
+    }
+
+    /// Requests refused by validation, each problem tagged with the source it came from.
+    pub fn rejected(problems: Vec<(String, Problem)>) -> CommandError {
+        let n_sources = {
+            let mut s: Vec<&str> = problems.iter().map(|(s, _)| s.as_str()).collect();
+            s.dedup();
+            s.len()
+        };
+        let first = problems
+            .first()
+            .map(|(_, p)| p.code)
+            .unwrap_or("request.invalid");
+        let mut hints: Vec<String> = Vec::new();
+        for (_, p) in &problems {
+            if !hints.iter().any(|h| h == p.hint) {
+                hints.push(p.hint.to_owned());
+            }
+        }
+        hints.push("nothing was stored; fix the request and submit it again".into());
+        CommandError {
+            kind: Kind::Refused,
+            code: first.into(),
+            message: format!(
+                "{} problem(s) in {n_sources} request(s); nothing was enqueued",
+                problems.len()
+            ),
+            hints,
+            problems,
+            json_printed: false,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            Kind::Refused => 1,
+            Kind::Usage | Kind::Environment => 2,
+        }
+    }
+
+    /// Render to stderr; with `json`, also print the error document on stdout for scripts.
+    pub fn render(&self, json: bool) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "error: {} [{}]", self.message, self.code);
+        for (source, p) in &self.problems {
+            let _ = writeln!(err, "  {source}: {p}");
+        }
+        for h in &self.hints {
+            let _ = writeln!(err, "hint: {h}");
+        }
+        if json && !self.json_printed {
+            let doc = serde_json::json!({
+                "error": {
+                    "code": self.code,
+                    "message": self.message,
+                    "hints": self.hints,
+                    "problems": self.problems.iter().map(|(source, p)| {
+                        let mut v = serde_json::to_value(p).expect("a Problem serialises");
+                        v["source"] = source.clone().into();
+                        v
+                    }).collect::<Vec<_>>(),
+                }
+            });
+            println!("{doc}");
+        }
+    }
+}
+
+impl From<Error> for CommandError {
+    fn from(e: Error) -> CommandError {
+        let kind = if e.is_refusal() {
+            Kind::Refused
+        } else {
+            match &e {
+                Error::NotFound(_)
+                | Error::Ambiguous { .. }
+                | Error::Usage(_)
+                | Error::Config { .. } => Kind::Usage,
+                _ => Kind::Environment,
+            }
+        };
+        let hint = match &e {
+            Error::NotFound(_) => Some("`git hyperion list` shows the requests and their ids"),
+            Error::Ambiguous { .. } => Some("give more digits of the id"),
+            Error::WrongState { .. } => Some("`git hyperion show ID` shows its state and history"),
+            Error::NotOwner { .. } => {
+                Some("only the worker holding the lease may do this; check --worker")
+            }
+            Error::Conflict { .. } => Some(
+                "another process changed the request first; nothing was changed by this command",
+            ),
+            Error::Config { .. } => {
+                Some("fix the value with `git config`; `git hyperion config` lists every setting")
+            }
+            Error::Corrupt { .. } => Some("run `git hyperion doctor` to see what is wrong"),
+            Error::Git(_) | Error::Io { .. } => {
+                Some("check the repository and disk; nothing was changed by this command")
+            }
+            _ => None,
+        };
+        let problems = match &e {
+            Error::Rejected {
+                source_name,
+                problems,
+            } => problems
+                .iter()
+                .map(|p| (source_name.clone(), p.clone()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        CommandError {
+            kind,
+            code: e.code().into(),
+            message: e.to_string(),
+            hints: hint.map(str::to_owned).into_iter().collect(),
+            problems,
+            json_printed: false,
+        }
+    }
+}
+
+pub type CmdResult<T = ()> = Result<T, CommandError>;

@@ -1,0 +1,233 @@
+//! The `git hyperion` command line: argument parsing, output, and error rendering. One file
+//! per subcommand, each with an `Args` struct (its `--help`) and a `run` function.
+
+pub mod error;
+
+mod audit;
+mod complete;
+mod config;
+mod dead;
+mod demo;
+mod dequeue;
+mod doctor;
+mod enqueue;
+mod gc;
+mod heartbeat;
+mod init;
+mod list;
+mod release;
+mod requeue;
+mod show;
+mod sweep;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hyperion::model::Record;
+use hyperion::queue::Queue;
+use hyperion::store::Store;
+
+use error::{CmdResult, CommandError};
+
+/// A git-native gate for machine-made change requests.
+///
+/// Agents submit change requests (unified-diff patches plus metadata); hyperion stores each
+/// one in the repository under refs/hyperion/requests/<id>, validates it, and workers lease,
+/// apply and land it, or park it as a dead letter. `git log refs/hyperion/requests/<id>` is a
+/// request's audit trail.
+///
+/// Exit codes: 0 done; 1 refused or failed (rejected request, wrong state, lost lease);
+/// 2 usage or environment error.
+#[derive(Parser, Debug)]
+#[command(
+    name = "git hyperion",
+    bin_name = "git hyperion",
+    version,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Run as if started in PATH.
+    #[arg(short = 'C', global = true, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+    /// Output format of records and reports.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Init(init::Args),
+    Config(config::Args),
+    Enqueue(enqueue::Args),
+    Validate(validate::Args),
+    List(list::Args),
+    Show(show::Args),
+    Dequeue(dequeue::Args),
+    Heartbeat(heartbeat::Args),
+    Release(release::Args),
+    Complete(complete::Args),
+    Sweep(sweep::Args),
+    Requeue(requeue::Args),
+    Dead(dead::Args),
+    Gc(gc::Args),
+    Doctor(doctor::Args),
+    Audit(audit::Args),
+    Demo(demo::Args),
+}
+
+/// What every command gets: where to work and how to print.
+pub struct Ctx {
+    pub dir: PathBuf,
+    pub format: Format,
+}
+
+impl Ctx {
+    pub fn json(&self) -> bool {
+        self.format == Format::Json
+    }
+
+    pub fn store(&self) -> CmdResult<Store> {
+        Store::discover(&self.dir).map_err(|e| {
+            CommandError::usage(e.to_string())
+                .hint("run inside a git repository, or point at one with -C PATH")
+        })
+    }
+
+    pub fn queue(&self) -> CmdResult<Queue> {
+        Ok(Queue::open(self.store()?)?)
+    }
+}
+
+pub fn run(cli: Cli) -> CmdResult {
+    let ctx = Ctx {
+        dir: match cli.dir {
+            Some(d) => d,
+            None => std::env::current_dir()
+                .map_err(|e| CommandError::usage(format!("no current directory: {e}")))?,
+        },
+        format: cli.format,
+    };
+    match cli.command {
+        Command::Init(a) => init::run(a, &ctx),
+        Command::Config(a) => config::run(a, &ctx),
+        Command::Enqueue(a) => enqueue::run(a, &ctx),
+        Command::Validate(a) => validate::run(a, &ctx),
+        Command::List(a) => list::run(a, &ctx),
+        Command::Show(a) => show::run(a, &ctx),
+        Command::Dequeue(a) => dequeue::run(a, &ctx),
+        Command::Heartbeat(a) => heartbeat::run(a, &ctx),
+        Command::Release(a) => release::run(a, &ctx),
+        Command::Complete(a) => complete::run(a, &ctx),
+        Command::Sweep(a) => sweep::run(a, &ctx),
+        Command::Requeue(a) => requeue::run(a, &ctx),
+        Command::Dead(a) => dead::run(a, &ctx),
+        Command::Gc(a) => gc::run(a, &ctx),
+        Command::Doctor(a) => doctor::run(a, &ctx),
+        Command::Audit(a) => audit::run(a, &ctx),
+        Command::Demo(a) => demo::run(a, &ctx),
+    }
+}
+
+/// Print one JSON document.
+pub fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output values always serialise")
+    );
+}
+
+/// A timestamp as `2026-11-25T10:00:00Z`.
+pub fn ts(t: jiff::Timestamp) -> String {
+    t.round(jiff::Unit::Second)
+        .unwrap_or(t)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Print records as a table (text) or an array (json).
+pub fn print_records(ctx: &Ctx, records: &[Record]) {
+    if ctx.json() {
+        print_json(&records);
+        return;
+    }
+    if records.is_empty() {
+        return;
+    }
+    println!(
+        "{:<16}  {:<17}  {:>1}  {:>2}  {:<14}  {:<12}  {:<20}  TITLE",
+        "ID", "STATUS", "P", "AT", "AGENT", "TASK", "UPDATED"
+    );
+    for r in records {
+        let status = match r.dead_class {
+            Some(c) => format!("{}:{c}", r.status),
+            None => r.status.to_string(),
+        };
+        println!(
+            "{:<16}  {:<17}  {:>1}  {:>2}  {:<14}  {:<12}  {:<20}  {}",
+            r.id,
+            status,
+            r.priority,
+            r.attempts,
+            clip(&r.agent, 14),
+            clip(&r.task_id, 12),
+            ts(r.updated_at),
+            r.title
+        );
+    }
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut c: String = s.chars().take(n - 1).collect();
+        c.push('…');
+        c
+    }
+}
+
+/// Parse `--since`: an RFC 3339 time, a date (`2026-11-25`), or an age (`2h` = two hours ago).
+pub fn parse_since(s: &str) -> CmdResult<jiff::Timestamp> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>()
+        && let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC)
+    {
+        return Ok(z.timestamp());
+    }
+    if let Ok(age) = hyperion::settings::parse_duration(s) {
+        let age =
+            jiff::SignedDuration::try_from(age).map_err(|e| CommandError::usage(e.to_string()))?;
+        return Ok(jiff::Timestamp::now() - age);
+    }
+    Err(CommandError::usage(format!("'{s}' is not a time")).hint(
+        "use an RFC 3339 time (2026-11-25T10:00:00Z), a date (2026-11-25) or an age (30m, 2h, 7d)",
+    ))
+}
+
+/// Parse a duration argument such as `--lease 5m`.
+pub fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    hyperion::settings::parse_duration(s)
+}

@@ -1,0 +1,89 @@
+use super::error::CmdResult;
+use super::{Ctx, print_json, ts};
+
+/// Show one request: its record, its history (one line per transition) and its artifacts.
+///
+/// ID may be a unique prefix of at least 4 digits. The history is the request's chain:
+/// `git log refs/hyperion/requests/ID` shows the same commits.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The request id (or a unique prefix).
+    id: String,
+    /// Also print the request's patches.
+    #[arg(long)]
+    patch: bool,
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    let q = ctx.queue()?;
+    let d = q.show(&args.id)?;
+    if ctx.json() {
+        let mut v = serde_json::to_value(&d).expect("serialises");
+        if args.patch {
+            v["request"] = serde_json::to_value(q.request(&d.record.id)?).expect("serialises");
+        }
+        print_json(&v);
+        return Ok(());
+    }
+    let r = &d.record;
+    println!("request   {}", r.id);
+    println!(
+        "ref       refs/hyperion/requests/{} ({})",
+        r.id,
+        &d.tip[..12]
+    );
+    match r.dead_class {
+        Some(c) => println!("status    {} ({c})", r.status),
+        None => println!("status    {}", r.status),
+    }
+    println!("title     {}", r.title);
+    println!("task      {}", r.task_id);
+    println!("agent     {}", r.agent);
+    println!("priority  {}", r.priority);
+    println!("attempts  {}", r.attempts);
+    println!("created   {}", ts(r.created_at));
+    println!("updated   {}", ts(r.updated_at));
+    if let (Some(o), Some(u)) = (&r.lease_owner, r.leased_until) {
+        println!("lease     {o} until {}", ts(u));
+    }
+    if let Some(e) = &r.error {
+        println!("error     [{}] {}", e.code, e.message);
+    }
+    if let Some(c) = &r.landed_commit {
+        println!("landed    {c}");
+    }
+    println!("\nhistory (newest first):");
+    for h in &d.history {
+        let e = &h.event;
+        let from = e.from.map(|s| s.as_str()).unwrap_or("-");
+        let mut line = format!(
+            "  {}  {}  {:<9} {from} -> {}  {}",
+            &h.commit[..12],
+            ts(e.at),
+            e.action.as_str(),
+            e.to,
+            e.actor
+        );
+        if let Some(reason) = &e.reason {
+            line.push_str(&format!("  ({reason})"));
+        }
+        println!("{line}");
+    }
+    if !d.artifacts.is_empty() {
+        println!(
+            "\nartifacts (git show refs/hyperion/requests/{}:PATH):",
+            r.id
+        );
+        for a in &d.artifacts {
+            println!("  {a}");
+        }
+    }
+    if args.patch {
+        let req = q.request(&r.id)?;
+        println!();
+        for c in &req.changes {
+            print!("{}", c.patch);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Library errors, each with a stable code (docs/errors.md is the catalogue).
+//!
+//! The CLI maps these to `error:` / `hint:` lines and exit codes in one place
+//! (`cli::error`); the library only describes what went wrong.
+
+use serde::Serialize;
+
+/// One problem found in a submitted request. Validation collects all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Stable error code, e.g. `request.unknown_field`.
+    pub code: &'static str,
+    /// JSON pointer of the offending field (`/changes/0/sha256`) or a path in the repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// 1-based line in the patch, when the problem is inside one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub message: String,
+    pub hint: &'static str,
+}
+
+impl Problem {
+    pub fn new(code: &'static str, message: impl Into<String>, hint: &'static str) -> Problem {
+        Problem {
+            code,
+            field: None,
+            line: None,
+            message: message.into(),
+            hint,
+        }
+    }
+
+    pub fn at(mut self, field: impl Into<String>) -> Problem {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn line(mut self, line: usize) -> Problem {
+        self.line = Some(line);
+        self
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] ", self.code)?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request was refused; nothing was stored.
+    #[error("{source_name}: request refused: {}", .problems.first().map(|p| p.to_string()).unwrap_or_default())]
+    Rejected {
+        source_name: String,
+        problems: Vec<Problem>,
+    },
+    #[error("no request matches '{0}'")]
+    NotFound(String),
+    #[error("'{prefix}' matches more than one request ({candidates})")]
+    Ambiguous { prefix: String, candidates: String },
+    #[error("request {id} is {actual}, but this needs it {expected}")]
+    WrongState {
+        id: String,
+        actual: crate::model::Status,
+        expected: String,
+    },
+    #[error("request {id} is leased by '{owner}', not by '{worker}'")]
+    NotOwner {
+        id: String,
+        owner: String,
+        worker: String,
+    },
+    #[error("request {id} changed under us: {what}")]
+    Conflict { id: String, what: String },
+    #[error("invalid value for {key}: {message}")]
+    Config { key: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("request {id} is stored in a form this version cannot read: {message}")]
+    Corrupt { id: String, message: String },
+    #[error("git: {0}")]
+    Git(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Rejected { problems, .. } => problems
+                .first()
+                .map(|p| p.code)
+                .unwrap_or("request.invalid"),
+            Error::NotFound(_) => "request.not_found",
+            Error::Ambiguous { .. } => "request.ambiguous_id",
+            Error::WrongState { .. } => "queue.wrong_state",
+            Error::NotOwner { .. } => "queue.not_owner",
+            Error::Conflict { .. } => "queue.conflict",
+            Error::Config { .. } => "config.invalid",
+            Error::Usage(_) => "usage",
+            Error::Corrupt { .. } => "store.corrupt",
+            Error::Git(_) => "env.git",
+            Error::Io { .. } => "env.io",
+        }
+    }
+
+    /// Whether the error is about the request or queue state (exit 1) rather than the
+    /// environment or usage (exit 2).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::Rejected { .. }
+                | Error::WrongState { .. }
+                | Error::NotOwner { .. }
+                | Error::Conflict { .. }
+        )
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn git(e: impl std::fmt::Display) -> Error {
+        Error::Git(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,257 @@
+//! The derived index: a sled database under `$GIT_DIR/hyperion/index`.
+//!
+//! It holds, per request, the chain tip it was built from and the record at that tip, plus the
+//! ready queue ordered by (priority, enqueue time). It is never the source of truth: every
+//! entry remembers the tip it reflects and [`Index::reconcile`] compares those with the refs,
+//! re-reading only what moved. Deleting the directory loses nothing.
+//!
+//! sled admits one process at a time, so a process opens the index, acts and closes it; it
+//! never holds it across long work. [`Index::open`] retries briefly when another process has
+//! it and reports `None` when it stays busy, and callers then answer from the refs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{Record, Status};
+use crate::store::Store;
+
+/// Bump when the stored form changes; an index of another version is rebuilt.
+const FORMAT: &[u8] = b"hyperion-index/1";
+
+pub struct Index {
+    db: sled::Db,
+    records: sled::Tree,
+    ready: sled::Tree,
+    dirty: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    tip: String,
+    record: Record,
+}
+
+/// What a reconciliation did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Reconciled {
+    pub refs: usize,
+    pub updated: usize,
+    pub removed: usize,
+}
+
+impl Index {
+    pub fn path(store: &Store) -> PathBuf {
+        store.hyperion_dir().join("index")
+    }
+
+    /// Open the index, waiting up to `wait` while another process holds it. `Ok(None)` when
+    /// it stays busy.
+    pub fn open(dir: &Path, wait: Duration) -> Result<Option<Index>> {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(1);
+        loop {
+            match Index::try_open(dir) {
+                Ok(index) => return Ok(Some(index)),
+                Err(sled::Error::Io(e)) if is_busy(&e) => {
+                    if start.elapsed() >= wait {
+                        tracing::debug!(path = %dir.display(), "index busy; answering from refs");
+                        return Ok(None);
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    // A damaged index is rebuilt: it is derived data.
+                    tracing::warn!(error = %e, "index unreadable; rebuilding it");
+                    std::fs::remove_dir_all(dir)
+                        .map_err(|e| Error::io(format!("could not remove {}", dir.display()), e))?;
+                    return Index::try_open(dir).map(Some).map_err(|e| {
+                        Error::io(
+                            format!("could not open the index at {}", dir.display()),
+                            std::io::Error::other(e.to_string()),
+                        )
+                    });
+                }
+            }
+        }
+    }
+
+    fn try_open(dir: &Path) -> sled::Result<Index> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(16 * 1024 * 1024)
+            .flush_every_ms(None)
+            .open()?;
+        let mut index = Index {
+            records: db.open_tree("records")?,
+            ready: db.open_tree("ready")?,
+            db,
+            dirty: false,
+        };
+        if index.db.get("format")?.as_deref() != Some(FORMAT) {
+            index.records.clear()?;
+            index.ready.clear()?;
+            index.db.insert("format", FORMAT)?;
+            index.dirty = true;
+        }
+        Ok(index)
+    }
+
+    /// Bring the index in line with the refs: entries whose tip differs from the ref are
+    /// re-read from git, entries without a ref are dropped, refs without an entry are added.
+    pub fn reconcile(&mut self, store: &Store) -> Result<Reconciled> {
+        let refs = store.list()?;
+        let mut stats = Reconciled {
+            refs: refs.len(),
+            ..Reconciled::default()
+        };
+        let mut known: HashMap<String, ObjectId> = HashMap::with_capacity(refs.len());
+        for kv in self.records.iter() {
+            let (k, v) = kv.map_err(sled_err)?;
+            let id = String::from_utf8_lossy(&k).into_owned();
+            let tip = serde_json::from_slice::<Stored>(&v)
+                .ok()
+                .and_then(|s| ObjectId::from_hex(s.tip.as_bytes()).ok());
+            match tip {
+                Some(tip) => {
+                    known.insert(id, tip);
+                }
+                None => {
+                    self.remove(&id)?;
+                }
+            }
+        }
+        for (id, tip) in &refs {
+            if known.remove(id) == Some(*tip) {
+                continue;
+            }
+            match store.read_record(id, *tip) {
+                Ok(record) => {
+                    self.put(*tip, &record)?;
+                    stats.updated += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(request = %id, error = %e, "unreadable request left out of the index")
+                }
+            }
+        }
+        for id in known.keys() {
+            self.remove(id)?;
+            stats.removed += 1;
+        }
+        if stats.updated + stats.removed > 0 {
+            tracing::debug!(
+                updated = stats.updated,
+                removed = stats.removed,
+                "index reconciled"
+            );
+        }
+        Ok(stats)
+    }
+
+    /// The indexed tip and record of `id`.
+    pub fn get(&self, id: &str) -> Result<Option<(ObjectId, Record)>> {
+        let Some(v) = self.records.get(id).map_err(sled_err)? else {
+            return Ok(None);
+        };
+        Ok(decode(&v))
+    }
+
+    /// Record that `id`'s chain is now at `tip` with `record`.
+    pub fn put(&mut self, tip: ObjectId, record: &Record) -> Result<()> {
+        if let Some((_, old)) = self.get(&record.id)?
+            && old.status == Status::Pending
+        {
+            self.ready.remove(old.queue_key()).map_err(sled_err)?;
+        }
+        let stored = Stored {
+            tip: tip.to_string(),
+            record: record.clone(),
+        };
+        let bytes = serde_json::to_vec(&stored).expect("a Record always serialises");
+        self.records
+            .insert(record.id.as_bytes(), bytes)
+            .map_err(sled_err)?;
+        if record.status == Status::Pending {
+            self.ready
+                .insert(record.queue_key(), record.id.as_bytes())
+                .map_err(sled_err)?;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub fn remove(&mut self, id: &str) -> Result<()> {
+        if let Some(v) = self.records.remove(id).map_err(sled_err)?
+            && let Some((_, old)) = decode(&v)
+        {
+            self.ready.remove(old.queue_key()).map_err(sled_err)?;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Pending requests in queue order (priority, then enqueue time), with their tips.
+    pub fn pending(&self) -> impl Iterator<Item = Result<(ObjectId, Record)>> + '_ {
+        self.ready.iter().filter_map(move |kv| {
+            let (_, id) = match kv {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(sled_err(e))),
+            };
+            match self.records.get(&id) {
+                Ok(Some(v)) => decode(&v).map(Ok),
+                Ok(None) => None,
+                Err(e) => Some(Err(sled_err(e))),
+            }
+        })
+    }
+
+    /// Every indexed record with its tip, in id order.
+    pub fn all(&self) -> Result<Vec<(ObjectId, Record)>> {
+        let mut out = Vec::with_capacity(self.records.len());
+        for kv in self.records.iter() {
+            let (_, v) = kv.map_err(sled_err)?;
+            if let Some(e) = decode(&v) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drop every entry (for `doctor --reindex`).
+    pub fn clear(&mut self) -> Result<()> {
+        self.records.clear().map_err(sled_err)?;
+        self.ready.clear().map_err(sled_err)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Write buffered changes and release the database.
+    pub fn close(self) -> Result<()> {
+        if self.dirty {
+            self.db.flush().map_err(sled_err)?;
+        }
+        Ok(())
+    }
+}
+
+fn decode(v: &[u8]) -> Option<(ObjectId, Record)> {
+    let s: Stored = serde_json::from_slice(v).ok()?;
+    Some((ObjectId::from_hex(s.tip.as_bytes()).ok()?, s.record))
+}
+
+fn is_busy(e: &std::io::Error) -> bool {
+    // sled reports a held lock as an I/O error from its file lock.
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || e.to_string().contains("lock")
+        || e.raw_os_error() == Some(11)
+}
+
+fn sled_err(e: sled::Error) -> Error {
+    Error::io("index", std::io::Error::other(e.to_string()))
+}

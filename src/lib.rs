@@ -1,0 +1,21 @@
+//! git-hyperion: a git-native gate for machine-made change requests.
+//!
+//! The library stores change requests as commit chains under `refs/hyperion/requests/`
+//! (`store`), keeps a derived index for fast queue operations (`index`), and implements the
+//! queue's state machine on top (`queue`). It never prints: callers (the `git-hyperion`
+//! binary) render what it returns.
+
+pub mod error;
+pub mod git;
+pub mod index;
+pub mod model;
+pub mod patch;
+pub mod queue;
+pub mod settings;
+pub mod store;
+pub mod validate;
+
+pub use error::{Error, Problem, Result};
+
+/// The version recorded in notes and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

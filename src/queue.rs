@@ -1,0 +1,924 @@
+//! The queue: enqueue, lease, heartbeat, release, sweep, complete, requeue, retention.
+//!
+//! Every operation is one or more [`Store::transition`]s, each a compare-and-swap on a
+//! request's chain; this module decides which transitions are legal and what they record.
+//! The index only speeds up finding work and listing; a stale index can make an operation
+//! try a request that has moved on, which the compare-and-swap refuses, and the operation
+//! then moves on to the next one.
+
+use std::time::Duration;
+
+use gix::ObjectId;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::model::{Action, ChangeRequest, DeadClass, ErrorInfo, Event, Record, Status};
+use crate::settings::Settings;
+use crate::store::{Artifact, Created, HistoryEntry, Store, Transition};
+
+pub struct Queue {
+    store: Store,
+    settings: Settings,
+    last_now: std::cell::Cell<jiff::Timestamp>,
+}
+
+/// What enqueue did with one request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enqueued {
+    pub id: String,
+    /// `false` when an identical submission was already stored.
+    pub created: bool,
+    pub record: Record,
+}
+
+/// How a leased request ended, as reported by its worker.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Applied {
+        commit: String,
+    },
+    Failed {
+        class: DeadClass,
+        error: ErrorInfo,
+        /// Worth retrying (e.g. a timeout); retried until `maxAttempts`, then dead.
+        transient: bool,
+        artifacts: Vec<Artifact>,
+    },
+}
+
+/// Filters for [`Queue::list`].
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub status: Option<Status>,
+    pub dead_class: Option<DeadClass>,
+    pub agent: Option<String>,
+    pub since: Option<jiff::Timestamp>,
+    pub limit: Option<usize>,
+}
+
+impl Filter {
+    fn matches(&self, r: &Record) -> bool {
+        self.status.is_none_or(|s| r.status == s)
+            && self.dead_class.is_none_or(|c| r.dead_class == Some(c))
+            && self.agent.as_deref().is_none_or(|a| r.agent == a)
+            && self.since.is_none_or(|t| r.updated_at >= t)
+    }
+}
+
+/// Everything `show` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Details {
+    pub record: Record,
+    pub tip: String,
+    pub history: Vec<HistoryItem>,
+    pub artifacts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryItem {
+    pub commit: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+impl From<HistoryEntry> for HistoryItem {
+    fn from(h: HistoryEntry) -> Self {
+        HistoryItem {
+            commit: h.commit.to_string(),
+            event: h.event,
+        }
+    }
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Swept {
+    pub requeued: Vec<String>,
+    pub dead: Vec<String>,
+}
+
+/// What gc did (or would do, with `dry_run`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Collected {
+    pub archived: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    pub dry_run: bool,
+}
+
+/// One finding of `doctor`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub id: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Diagnosis {
+    pub requests: usize,
+    pub findings: Vec<Finding>,
+    /// Index entries that disagreed with the refs before this run reconciled them.
+    pub index_drift: usize,
+    pub reindexed: bool,
+}
+
+/// A read of all records: from the index when it could be had, else from the refs.
+struct Snapshot {
+    entries: Vec<(ObjectId, Record)>,
+}
+
+impl Queue {
+    pub fn open(store: Store) -> Result<Queue> {
+        let settings = Settings::load(store.repo())?;
+        Ok(Queue::with_settings(store, settings))
+    }
+
+    pub fn with_settings(store: Store, settings: Settings) -> Queue {
+        Queue {
+            store,
+            settings,
+            last_now: std::cell::Cell::new(jiff::Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The current time, strictly increasing within this process so that requests enqueued
+    /// one after another keep their order.
+    pub fn now(&self) -> jiff::Timestamp {
+        let mut now = jiff::Timestamp::now();
+        let last = self.last_now.get();
+        if now <= last {
+            now = last + jiff::SignedDuration::from_nanos(1);
+        }
+        self.last_now.set(now);
+        now
+    }
+
+    /// Open the index and bring it up to date, or `None` when another process keeps it busy.
+    fn index(&self) -> Result<Option<Index>> {
+        let dir = Index::path(&self.store);
+        match Index::open(&dir, self.settings.index_wait)? {
+            Some(mut ix) => {
+                ix.reconcile(&self.store)?;
+                Ok(Some(ix))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn close(ix: Option<Index>) -> Result<()> {
+        match ix {
+            Some(ix) => ix.close(),
+            None => Ok(()),
+        }
+    }
+
+    fn snapshot(&self, ix: Option<&Index>) -> Result<Snapshot> {
+        let entries = match ix {
+            Some(ix) => ix.all()?,
+            None => {
+                let mut v = Vec::new();
+                for (id, tip) in self.store.list()? {
+                    v.push((tip, self.store.read_record(&id, tip)?));
+                }
+                v
+            }
+        };
+        Ok(Snapshot { entries })
+    }
+
+    /// Accept validated requests. All are checked for storage in one pass; an identical
+    /// submission is not stored twice and is reported with `created: false`.
+    pub fn enqueue(&self, requests: &[ChangeRequest], actor: &str) -> Result<Vec<Enqueued>> {
+        let mut ix = self.index()?;
+        let mut out = Vec::with_capacity(requests.len());
+        for req in requests {
+            let now = self.now();
+            let record = Record::new(req, now);
+            let event = Event {
+                action: Action::Enqueue,
+                from: None,
+                to: Status::Pending,
+                actor: actor.to_owned(),
+                worker: None,
+                reason: None,
+                code: None,
+                at: now,
+                leased_until: None,
+            };
+            let _span =
+                tracing::info_span!("enqueue", request = %record.id, task = %record.task_id)
+                    .entered();
+            match self.store.create(req, &record, &event)? {
+                Created::New(tip) => {
+                    tracing::info!(request = %record.id, task = %record.task_id, "enqueued");
+                    if let Some(ix) = ix.as_mut() {
+                        ix.put(tip, &record)?;
+                    }
+                    out.push(Enqueued {
+                        id: record.id.clone(),
+                        created: true,
+                        record,
+                    });
+                }
+                Created::Existing(tip) => {
+                    let existing = self.store.read_record(&record.id, tip)?;
+                    tracing::info!(request = %record.id, "duplicate submission");
+                    out.push(Enqueued {
+                        id: record.id.clone(),
+                        created: false,
+                        record: existing,
+                    });
+                }
+            }
+        }
+        Queue::close(ix)?;
+        Ok(out)
+    }
+
+    /// Lease up to `batch` ready requests to `worker`, in queue order.
+    pub fn dequeue(
+        &self,
+        worker: &str,
+        batch: usize,
+        lease: Option<Duration>,
+    ) -> Result<Vec<Record>> {
+        let lease = self.lease_length(lease)?;
+        check_worker(worker)?;
+        let mut ix = self.index()?;
+        let now = self.now();
+        let candidates: Vec<(ObjectId, Record)> = match ix.as_ref() {
+            Some(ix) => {
+                let mut v = Vec::new();
+                for item in ix.pending() {
+                    let (tip, r) = item?;
+                    if r.is_ready(now) {
+                        v.push((tip, r));
+                    }
+                    // Enough spares that losing a few races still fills the batch.
+                    if v.len() >= batch.saturating_mul(4).max(batch + 16) {
+                        break;
+                    }
+                }
+                v
+            }
+            None => {
+                let mut v: Vec<_> = self
+                    .snapshot(None)?
+                    .entries
+                    .into_iter()
+                    .filter(|(_, r)| r.is_ready(now))
+                    .collect();
+                v.sort_by_key(|(_, r)| r.queue_key());
+                v
+            }
+        };
+        let mut leased = Vec::new();
+        for (tip, current) in candidates {
+            if leased.len() >= batch {
+                break;
+            }
+            let now = self.now();
+            let until = now + jiff::SignedDuration::try_from(lease).expect("lease fits");
+            let mut next = current.clone();
+            next.status = Status::Leased;
+            next.lease_owner = Some(worker.to_owned());
+            next.leased_until = Some(until);
+            next.lease_secs = Some(lease.as_secs().max(1));
+            next.attempts += 1;
+            next.not_before = None;
+            next.updated_at = now;
+            let event = Event {
+                action: Action::Lease,
+                from: Some(Status::Pending),
+                to: Status::Leased,
+                actor: format!("worker:{worker}"),
+                worker: Some(worker.to_owned()),
+                reason: None,
+                code: None,
+                at: now,
+                leased_until: Some(until),
+            };
+            match self.transition(&mut ix, tip, &next, &event, &[], false) {
+                Ok(_) => {
+                    tracing::info!(request = %next.id, task = %next.task_id, worker, "leased");
+                    leased.push(next);
+                }
+                Err(Error::Conflict { .. }) => {
+                    tracing::debug!(request = %current.id, worker, "lost the race for a lease");
+                }
+                Err(e) => {
+                    Queue::close(ix)?;
+                    return Err(e);
+                }
+            }
+        }
+        Queue::close(ix)?;
+        Ok(leased)
+    }
+
+    /// Extend `worker`'s lease on `id` by its lease length.
+    pub fn heartbeat(&self, id: &str, worker: &str) -> Result<Record> {
+        self.with_lease(id, worker, |q, tip, r| {
+            let now = q.now();
+            let secs = r.lease_secs.unwrap_or(q.settings.lease.as_secs());
+            let until = now + jiff::SignedDuration::from_secs(secs as i64);
+            let mut next = r.clone();
+            next.leased_until = Some(until);
+            next.updated_at = now;
+            let event = Event {
+                action: Action::Heartbeat,
+                from: Some(Status::Leased),
+                to: Status::Leased,
+                actor: format!("worker:{worker}"),
+                worker: Some(worker.to_owned()),
+                reason: None,
+                code: None,
+                at: now,
+                leased_until: Some(until),
+            };
+            // A heartbeat on top of a heartbeat replaces it: the chain keeps the lease and
+            // the latest renewal only.
+            let replace = q
+                .store
+                .history_head(tip)?
+                .is_some_and(|e| e.action == Action::Heartbeat);
+            Ok((next, event, Vec::new(), replace))
+        })
+    }
+
+    /// Give a leased request back to the queue without counting it as a failed attempt.
+    pub fn release(&self, id: &str, worker: &str) -> Result<Record> {
+        self.with_lease(id, worker, |q, _, r| {
+            let now = q.now();
+            let mut next = r.clone();
+            next.status = Status::Pending;
+            next.lease_owner = None;
+            next.leased_until = None;
+            next.lease_secs = None;
+            next.attempts = next.attempts.saturating_sub(1);
+            next.updated_at = now;
+            let event = Event {
+                action: Action::Release,
+                from: Some(Status::Leased),
+                to: Status::Pending,
+                actor: format!("worker:{worker}"),
+                worker: Some(worker.to_owned()),
+                reason: None,
+                code: None,
+                at: now,
+                leased_until: None,
+            };
+            Ok((next, event, Vec::new(), false))
+        })
+    }
+
+    /// Finish a leased request: landed, or failed (retried with backoff when transient and
+    /// attempts remain, else a dead letter).
+    pub fn complete(&self, id: &str, worker: &str, outcome: Outcome) -> Result<Record> {
+        self.with_lease(id, worker, |q, _, r| {
+            let now = q.now();
+            let mut next = r.clone();
+            next.lease_owner = None;
+            next.leased_until = None;
+            next.lease_secs = None;
+            next.updated_at = now;
+            let mut event = Event {
+                action: Action::Land,
+                from: Some(Status::Leased),
+                to: Status::Applied,
+                actor: format!("worker:{worker}"),
+                worker: Some(worker.to_owned()),
+                reason: None,
+                code: None,
+                at: now,
+                leased_until: None,
+            };
+            match outcome {
+                Outcome::Applied { commit } => {
+                    next.status = Status::Applied;
+                    next.error = None;
+                    next.landed_commit = Some(commit.clone());
+                    event.reason = Some(format!("landed as {commit}"));
+                    Ok((next, event, Vec::new(), false))
+                }
+                Outcome::Failed {
+                    class,
+                    error,
+                    transient,
+                    artifacts,
+                } => {
+                    event.code = Some(error.code.clone());
+                    event.reason = Some(error.message.clone());
+                    next.error = Some(error);
+                    if transient && next.attempts < q.settings.max_attempts {
+                        next.status = Status::Pending;
+                        next.not_before = Some(now + q.backoff(&next));
+                        event.action = Action::Retry;
+                        event.to = Status::Pending;
+                    } else {
+                        next.status = Status::Dead;
+                        next.dead_class = Some(class);
+                        event.action = Action::Fail;
+                        event.to = Status::Dead;
+                    }
+                    Ok((next, event, artifacts, false))
+                }
+            }
+        })
+    }
+
+    /// Return expired leases to the queue, counting the attempt; past `maxAttempts` the
+    /// request becomes a dead letter of class `lease`.
+    pub fn sweep(&self) -> Result<Swept> {
+        let mut ix = self.index()?;
+        let now = self.now();
+        let mut swept = Swept::default();
+        let expired: Vec<_> = self
+            .snapshot(ix.as_ref())?
+            .entries
+            .into_iter()
+            .filter(|(_, r)| r.status == Status::Leased && r.leased_until.is_none_or(|t| t < now))
+            .collect();
+        for (tip, r) in expired {
+            let mut next = r.clone();
+            let owner = r.lease_owner.clone();
+            next.lease_owner = None;
+            next.leased_until = None;
+            next.lease_secs = None;
+            next.updated_at = now;
+            let message = format!(
+                "lease held by '{}' expired (attempt {} of {})",
+                owner.as_deref().unwrap_or("?"),
+                r.attempts,
+                self.settings.max_attempts
+            );
+            let mut event = Event {
+                action: Action::Expire,
+                from: Some(Status::Leased),
+                to: Status::Pending,
+                actor: "sweep".into(),
+                worker: owner,
+                reason: Some(message.clone()),
+                code: Some("lease.expired".into()),
+                at: now,
+                leased_until: None,
+            };
+            if r.attempts >= self.settings.max_attempts {
+                next.status = Status::Dead;
+                next.dead_class = Some(DeadClass::Lease);
+                next.error = Some(ErrorInfo {
+                    code: "lease.expired".into(),
+                    message,
+                });
+                event.to = Status::Dead;
+            } else {
+                next.status = Status::Pending;
+                next.not_before = Some(now + self.backoff(&next));
+            }
+            match self.transition(&mut ix, tip, &next, &event, &[], false) {
+                Ok(_) => {
+                    tracing::info!(request = %r.id, task = %r.task_id, to = %next.status, "swept expired lease");
+                    if next.status == Status::Dead {
+                        swept.dead.push(r.id);
+                    } else {
+                        swept.requeued.push(r.id);
+                    }
+                }
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => {
+                    Queue::close(ix)?;
+                    return Err(e);
+                }
+            }
+        }
+        Queue::close(ix)?;
+        Ok(swept)
+    }
+
+    /// Put dead letters back in the queue, with the reason recorded in their chains.
+    pub fn requeue(&self, ids: &[String], reason: &str, actor: &str) -> Result<Vec<Record>> {
+        if reason.trim().is_empty() {
+            return Err(Error::Usage("requeue needs a --reason".into()));
+        }
+        // Resolve every id before changing anything, so a typo changes nothing.
+        let mut targets = Vec::new();
+        for id in ids {
+            let (id, tip, record) = self.resolve(id)?;
+            if record.status != Status::Dead {
+                return Err(Error::WrongState {
+                    id,
+                    actual: record.status,
+                    expected: "dead".into(),
+                });
+            }
+            targets.push((tip, record));
+        }
+        let mut ix = self.index()?;
+        let mut out = Vec::new();
+        for (tip, r) in targets {
+            let now = self.now();
+            let mut next = r.clone();
+            next.status = Status::Pending;
+            next.dead_class = None;
+            next.error = None;
+            next.attempts = 0;
+            next.not_before = None;
+            next.updated_at = now;
+            let event = Event {
+                action: Action::Requeue,
+                from: Some(Status::Dead),
+                to: Status::Pending,
+                actor: actor.to_owned(),
+                worker: None,
+                reason: Some(reason.to_owned()),
+                code: None,
+                at: now,
+                leased_until: None,
+            };
+            match self.transition(&mut ix, tip, &next, &event, &[], false) {
+                Ok(_) => out.push(next),
+                Err(e) => {
+                    Queue::close(ix)?;
+                    return Err(e);
+                }
+            }
+        }
+        Queue::close(ix)?;
+        Ok(out)
+    }
+
+    /// Records matching `filter`, oldest first.
+    pub fn list(&self, filter: &Filter) -> Result<Vec<Record>> {
+        let ix = self.index()?;
+        let snap = self.snapshot(ix.as_ref());
+        Queue::close(ix)?;
+        let mut records: Vec<Record> = snap?
+            .entries
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| filter.matches(r))
+            .collect();
+        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        if let Some(limit) = filter.limit {
+            records.truncate(limit);
+        }
+        Ok(records)
+    }
+
+    /// Record, history and artifacts of one request (`id` may be a unique prefix).
+    pub fn show(&self, id: &str) -> Result<Details> {
+        let (id, tip, record) = self.resolve(id)?;
+        let history = self.store.history(&id, tip)?;
+        Ok(Details {
+            record,
+            tip: tip.to_string(),
+            history: history.into_iter().map(HistoryItem::from).collect(),
+            artifacts: self.store.artifacts(tip)?,
+        })
+    }
+
+    /// The full request stored under `id`.
+    pub fn request(&self, id: &str) -> Result<ChangeRequest> {
+        let (id, tip, _) = self.resolve(id)?;
+        self.store.read_request(&id, tip)
+    }
+
+    /// Every transition of every request since `since`, oldest first.
+    pub fn audit(&self, since: Option<jiff::Timestamp>) -> Result<Vec<(String, HistoryItem)>> {
+        let mut out = Vec::new();
+        for (id, tip) in self.store.list()? {
+            for h in self.store.history(&id, tip)? {
+                if since.is_none_or(|t| h.event.at >= t) {
+                    out.push((id.clone(), HistoryItem::from(h)));
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.1.event.at, &a.0).cmp(&(b.1.event.at, &b.0)));
+        Ok(out)
+    }
+
+    /// Archive finished requests older than the retention into a git bundle under
+    /// `$GIT_DIR/hyperion/archive/`, verify it, then remove their refs by compare-and-swap.
+    pub fn gc(&self, older_than: Option<Duration>, dry_run: bool) -> Result<Collected> {
+        let age = older_than.unwrap_or(self.settings.retention);
+        let cutoff = self.now() - jiff::SignedDuration::try_from(age).expect("age fits");
+        let ix = self.index()?;
+        let snap = self.snapshot(ix.as_ref());
+        Queue::close(ix)?;
+        let old: Vec<(ObjectId, Record)> = snap?
+            .entries
+            .into_iter()
+            .filter(|(_, r)| r.status.is_final() && r.updated_at < cutoff)
+            .collect();
+        let mut collected = Collected {
+            archived: old.iter().map(|(_, r)| r.id.clone()).collect(),
+            archive: None,
+            dry_run,
+        };
+        if dry_run || old.is_empty() {
+            return Ok(collected);
+        }
+        let dir = self.store.hyperion_dir().join("archive");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("could not create {}", dir.display()), e))?;
+        let stamp = self.now().strftime("%Y%m%dT%H%M%S%.9fZ").to_string();
+        let bundle = dir.join(format!("gc-{stamp}.bundle"));
+        let refs: Vec<String> = old.iter().map(|(_, r)| Store::ref_name(&r.id)).collect();
+        crate::git::bundle_create(self.store.git_dir(), &bundle, &refs)?;
+        crate::git::bundle_verify(self.store.git_dir(), &bundle, &refs)?;
+        let mut ix = self.index()?;
+        let mut archived = Vec::new();
+        for (tip, r) in old {
+            match self.store.delete(&r.id, tip) {
+                Ok(()) => {
+                    if let Some(ix) = ix.as_mut() {
+                        ix.remove(&r.id)?;
+                    }
+                    tracing::info!(request = %r.id, archive = %bundle.display(), "archived");
+                    archived.push(r.id);
+                }
+                // It moved (e.g. requeued) since we looked: keep it, it is no longer old.
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => {
+                    Queue::close(ix)?;
+                    return Err(e);
+                }
+            }
+        }
+        Queue::close(ix)?;
+        collected.archived = archived;
+        collected.archive = Some(bundle.display().to_string());
+        Ok(collected)
+    }
+
+    /// Check every chain and the index; with `reindex`, rebuild the index from the refs.
+    pub fn doctor(&self, reindex: bool) -> Result<Diagnosis> {
+        let mut d = Diagnosis::default();
+        let refs = self.store.list()?;
+        d.requests = refs.len();
+        // Compare the index with the refs before reconciling it.
+        let dir = Index::path(&self.store);
+        if let Some(mut ix) = Index::open(&dir, self.settings.index_wait)? {
+            let indexed = ix.all()?;
+            let by_id: std::collections::HashMap<&str, ObjectId> =
+                refs.iter().map(|(id, tip)| (id.as_str(), *tip)).collect();
+            d.index_drift = indexed
+                .iter()
+                .filter(|(tip, r)| by_id.get(r.id.as_str()) != Some(tip))
+                .count()
+                + refs.len().saturating_sub(indexed.len());
+            if reindex {
+                ix.clear()?;
+                d.reindexed = true;
+            }
+            ix.reconcile(&self.store)?;
+            ix.close()?;
+        } else if reindex {
+            return Err(Error::Usage(
+                "the index is held by another process; try again when it is idle".into(),
+            ));
+        }
+        let now = self.now();
+        for (id, tip) in &refs {
+            let finding = |code, message: String| Finding {
+                id: id.clone(),
+                code,
+                message,
+            };
+            let record = match self.store.read_record(id, *tip) {
+                Ok(r) => r,
+                Err(e) => {
+                    d.findings.push(finding("store.corrupt", e.to_string()));
+                    continue;
+                }
+            };
+            if record.id != *id {
+                d.findings.push(finding(
+                    "store.corrupt",
+                    format!("state.json names {} but the ref is {id}", record.id),
+                ));
+            }
+            if record.status == Status::Leased
+                && (record.lease_owner.is_none() || record.leased_until.is_none())
+            {
+                d.findings.push(finding(
+                    "store.corrupt",
+                    "leased without an owner or expiry".into(),
+                ));
+            }
+            if record.status == Status::Leased && record.leased_until.is_some_and(|t| t < now) {
+                d.findings.push(finding(
+                    "lease.expired",
+                    "lease expired; `git hyperion sweep` returns it to the queue".into(),
+                ));
+            }
+            match self.store.history(id, *tip) {
+                Ok(h) => {
+                    if let Some(e) = h.first()
+                        && e.event.to != record.status
+                    {
+                        d.findings.push(finding(
+                            "store.corrupt",
+                            format!(
+                                "last event says {} but state.json says {}",
+                                e.event.to, record.status
+                            ),
+                        ));
+                    }
+                    for pair in h.windows(2) {
+                        let (newer, older) = (&pair[0].event, &pair[1].event);
+                        if newer.from != Some(older.to) || !older.to.may_become(newer.to) {
+                            d.findings.push(finding(
+                                "store.illegal_transition",
+                                format!(
+                                    "{} -> {} follows a transition to {}",
+                                    newer.from.map(|s| s.as_str()).unwrap_or("none"),
+                                    newer.to,
+                                    older.to
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => d.findings.push(finding("store.corrupt", e.to_string())),
+            }
+        }
+        Ok(d)
+    }
+
+    /// Find a request by id or unique prefix (at least 4 hex digits).
+    pub fn resolve(&self, prefix: &str) -> Result<(String, ObjectId, Record)> {
+        if prefix.len() == crate::model::ID_LEN {
+            if let Some(tip) = self.store.tip(prefix)? {
+                let r = self.store.read_record(prefix, tip)?;
+                return Ok((prefix.to_owned(), tip, r));
+            }
+            return Err(Error::NotFound(prefix.to_owned()));
+        }
+        if prefix.len() < 4 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::NotFound(prefix.to_owned()));
+        }
+        let matches: Vec<_> = self
+            .store
+            .list()?
+            .into_iter()
+            .filter(|(id, _)| id.starts_with(prefix))
+            .collect();
+        match matches.as_slice() {
+            [] => Err(Error::NotFound(prefix.to_owned())),
+            [(id, tip)] => Ok((id.clone(), *tip, self.store.read_record(id, *tip)?)),
+            many => Err(Error::Ambiguous {
+                prefix: prefix.to_owned(),
+                candidates: many
+                    .iter()
+                    .take(5)
+                    .map(|(id, _)| id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    fn lease_length(&self, lease: Option<Duration>) -> Result<Duration> {
+        let lease = lease.unwrap_or(self.settings.lease);
+        if lease < Duration::from_secs(1) {
+            return Err(Error::Usage("a lease must last at least 1s".into()));
+        }
+        if lease > self.settings.max_lease {
+            return Err(Error::Usage(format!(
+                "a lease of {} is longer than hyperion.maxLease ({})",
+                crate::settings::format_duration(lease),
+                crate::settings::format_duration(self.settings.max_lease)
+            )));
+        }
+        Ok(lease)
+    }
+
+    /// Jittered exponential backoff before attempt `attempts + 1`.
+    fn backoff(&self, r: &Record) -> jiff::SignedDuration {
+        let base = self.settings.retry_backoff.as_millis() as u64;
+        let exp = base.saturating_mul(1u64 << r.attempts.saturating_sub(1).min(16));
+        let capped = exp.min(3_600_000);
+        // Jitter in [50%, 100%] of the delay, decorrelated across requests.
+        let seed = crate::model::sha256_hex(
+            format!("{}:{}:{}", r.id, r.attempts, jiff::Timestamp::now()).as_bytes(),
+        );
+        let frac = u64::from_str_radix(&seed[..4], 16).unwrap_or(0) as f64 / 65535.0;
+        jiff::SignedDuration::from_millis((capped as f64 * (0.5 + 0.5 * frac)) as i64)
+    }
+
+    /// Run `f` on `id`'s current record after checking that `worker` holds its lease, then
+    /// perform the transition it returns.
+    fn with_lease(
+        &self,
+        id: &str,
+        worker: &str,
+        f: impl FnOnce(&Queue, ObjectId, &Record) -> Result<(Record, Event, Vec<Artifact>, bool)>,
+    ) -> Result<Record> {
+        let (id, tip, record) = self.resolve(id)?;
+        if record.status != Status::Leased {
+            return Err(Error::WrongState {
+                id,
+                actual: record.status,
+                expected: "leased".into(),
+            });
+        }
+        let owner = record.lease_owner.clone().unwrap_or_default();
+        if owner != worker {
+            return Err(Error::NotOwner {
+                id,
+                owner,
+                worker: worker.to_owned(),
+            });
+        }
+        let (next, event, artifacts, replace) = f(self, tip, &record)?;
+        let _span =
+            tracing::info_span!("transition", request = %id, task = %record.task_id, worker)
+                .entered();
+        // The ref write is the commit point; the index is brought along afterwards and is
+        // reconciled by the next reader if we die in between.
+        let mut ix: Option<Index> = None;
+        let result = self.transition(&mut ix, tip, &next, &event, &artifacts, replace);
+        match result {
+            Ok(new_tip) => {
+                tracing::info!(request = %id, task = %record.task_id, worker, action = event.action.as_str(), to = %next.status, "transition");
+                if let Some(mut ix) =
+                    Index::open(&Index::path(&self.store), Duration::from_millis(50))?
+                {
+                    ix.put(new_tip, &next)?;
+                    ix.close()?;
+                }
+                Ok(next)
+            }
+            Err(Error::Conflict { .. }) => Err(Error::Conflict {
+                id,
+                what: "another process changed it first (lease lost?)".into(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn transition(
+        &self,
+        ix: &mut Option<Index>,
+        tip: ObjectId,
+        next: &Record,
+        event: &Event,
+        artifacts: &[Artifact],
+        replace_tip: bool,
+    ) -> Result<ObjectId> {
+        debug_assert!(
+            event.from.is_none_or(|from| from.may_become(event.to)),
+            "illegal transition {:?} -> {:?}",
+            event.from,
+            event.to
+        );
+        let result = self.store.transition(Transition {
+            expected_tip: tip,
+            record: next,
+            event,
+            artifacts,
+            replace_tip,
+        });
+        if let Some(ix) = ix.as_mut() {
+            match &result {
+                Ok(new_tip) => ix.put(*new_tip, next)?,
+                Err(Error::Conflict { .. }) => {
+                    // Someone else moved it: refresh this entry from the ref.
+                    match self.store.tip(&next.id)? {
+                        Some(t) => {
+                            if let Ok(r) = self.store.read_record(&next.id, t) {
+                                ix.put(t, &r)?;
+                            }
+                        }
+                        None => ix.remove(&next.id)?,
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        result
+    }
+}
+
+fn check_worker(worker: &str) -> Result<()> {
+    if worker.is_empty()
+        || worker.len() > 128
+        || worker.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(Error::Usage(format!(
+            "'{worker}' is not a usable worker id (1-128 characters, no spaces or control characters)"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Operational settings from git config (`hyperion.*`), with their defaults.
+//!
+//! Versioned rules (checks, limits, path rules) live in the policy file on the target branch;
+//! what is here is how this clone runs the queue.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// One known setting: its key, default, and what it means (`git hyperion config` prints these).
+pub struct Key {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "hyperion.target",
+        default: "main",
+        help: "branch that requests land on when they name no target",
+    },
+    Key {
+        name: "hyperion.leaseDuration",
+        default: "5m",
+        help: "lease length when dequeue/worker are given no --lease",
+    },
+    Key {
+        name: "hyperion.maxLease",
+        default: "1h",
+        help: "longest lease anyone may ask for",
+    },
+    Key {
+        name: "hyperion.maxAttempts",
+        default: "3",
+        help: "leases a request may take before it becomes a dead letter",
+    },
+    Key {
+        name: "hyperion.retryBackoff",
+        default: "30s",
+        help: "base of the jittered exponential backoff between attempts",
+    },
+    Key {
+        name: "hyperion.retention",
+        default: "30d",
+        help: "age after which gc archives applied, dead and rolled-back requests",
+    },
+    Key {
+        name: "hyperion.indexWait",
+        default: "2s",
+        help: "how long to wait for the index while another process holds it",
+    },
+];
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub target: String,
+    pub lease: Duration,
+    pub max_lease: Duration,
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
+    pub retention: Duration,
+    pub index_wait: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            target: "main".into(),
+            lease: Duration::from_secs(300),
+            max_lease: Duration::from_secs(3600),
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(30),
+            retention: Duration::from_secs(30 * 86400),
+            index_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Settings {
+    /// Read the settings from the repository's config (all levels git reads).
+    pub fn load(repo: &gix::Repository) -> Result<Settings> {
+        let config = repo.config_snapshot();
+        let get = |key: &str| config.string(key).map(|v| v.to_string());
+        let mut s = Settings::default();
+        if let Some(v) = get("hyperion.target") {
+            s.target = v;
+        }
+        let dur = |key: &str, into: &mut Duration| -> Result<()> {
+            if let Some(v) = get(key) {
+                *into = parse_duration(&v).map_err(|message| Error::Config {
+                    key: key.into(),
+                    message,
+                })?;
+            }
+            Ok(())
+        };
+        dur("hyperion.leaseDuration", &mut s.lease)?;
+        dur("hyperion.maxLease", &mut s.max_lease)?;
+        dur("hyperion.retryBackoff", &mut s.retry_backoff)?;
+        dur("hyperion.retention", &mut s.retention)?;
+        dur("hyperion.indexWait", &mut s.index_wait)?;
+        if let Some(v) = get("hyperion.maxAttempts") {
+            s.max_attempts =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| Error::Config {
+                        key: "hyperion.maxAttempts".into(),
+                        message: format!("'{v}' is not a whole number of at least 1"),
+                    })?;
+        }
+        Ok(s)
+    }
+}
+
+/// Parse `30s`, `5m`, `1h`, `2d`, `1w`, `250ms`; a bare number means seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (use e.g. 30s, 5m, 1h, 2d)"))?;
+    let secs = match unit.trim() {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "" | "s" | "sec" | "secs" => n,
+        "m" | "min" | "mins" => n * 60,
+        "h" | "hour" | "hours" => n * 3600,
+        "d" | "day" | "days" => n * 86400,
+        "w" | "week" | "weeks" => n * 7 * 86400,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{s}' (use ms, s, m, h, d or w)"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Render a duration the way `parse_duration` reads it.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_millis() != 0 || s == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    for (unit, n) in [("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)] {
+        if s.is_multiple_of(n) {
+            return format!("{}{unit}", s / n);
+        }
+    }
+    format!("{s}s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip() {
+        for s in ["30s", "5m", "1h", "2d", "1w", "250ms"] {
+            let d = parse_duration(s).expect("valid");
+            assert_eq!(format_duration(d), s);
+        }
+        assert_eq!(
+            parse_duration("90").expect("valid"),
+            Duration::from_secs(90)
+        );
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

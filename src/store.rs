@@ -1,0 +1,500 @@
+//! The source of truth: change requests as commit chains under `refs/hyperion/requests/<id>`.
+//!
+//! Every chain commit's tree holds the payload (`request.json`, `changes/NNNN.patch`), the
+//! current record (`state.json`) and any `artifacts/`; its message is a one-line summary and
+//! the JSON [`Event`]. [`Store::transition`] is the only code that moves a request ref, and it
+//! does so by compare-and-swap against the tip the caller read. This module knows nothing of
+//! the queue's rules; it stores what it is given, atomically.
+
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+use gix::bstr::{BString, ByteSlice};
+use gix::objs::tree::{Entry, EntryKind};
+use gix::refs::Target;
+use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+
+use crate::error::{Error, Result};
+use crate::model::{ChangeRequest, Event, Record};
+
+/// Where request chains live.
+pub const REQUESTS_PREFIX: &str = "refs/hyperion/requests/";
+
+/// A file stored with a transition under `artifacts/`.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// Name below `artifacts/`, e.g. `conflict.json` or `checks/unit.stderr`.
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// One transition to perform: the record it produces, the event that explains it, and the
+/// tip it must replace.
+#[derive(Debug)]
+pub struct Transition<'a> {
+    pub expected_tip: ObjectId,
+    pub record: &'a Record,
+    pub event: &'a Event,
+    pub artifacts: &'a [Artifact],
+    /// Rewrite the tip instead of appending (used for heartbeats, so the chain stays short):
+    /// the new commit's parent is the tip's parent. Still a compare-and-swap against the tip.
+    pub replace_tip: bool,
+}
+
+/// Outcome of [`Store::create`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New(ObjectId),
+    /// The same submission is already stored under this id.
+    Existing(ObjectId),
+}
+
+/// One commit of a chain, newest first in [`Store::history`].
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub commit: ObjectId,
+    pub event: Event,
+}
+
+pub struct Store {
+    repo: gix::Repository,
+}
+
+impl Store {
+    /// Open the repository containing `path` (bare or not).
+    pub fn discover(path: &Path) -> Result<Store> {
+        let repo = gix::discover(path)
+            .map_err(|e| Error::Usage(format!("not a git repository: {} ({e})", path.display())))?;
+        Ok(Store::from_repo(repo))
+    }
+
+    pub fn from_repo(mut repo: gix::Repository) -> Store {
+        repo.object_cache_size_if_unset(8 * 1024 * 1024);
+        Store { repo }
+    }
+
+    pub fn repo(&self) -> &gix::Repository {
+        &self.repo
+    }
+
+    pub fn git_dir(&self) -> &Path {
+        self.repo.git_dir()
+    }
+
+    /// `$GIT_DIR/hyperion`: the home of derived state (index, worktrees, archives).
+    pub fn hyperion_dir(&self) -> PathBuf {
+        self.repo.git_dir().join("hyperion")
+    }
+
+    pub fn ref_name(id: &str) -> String {
+        format!("{REQUESTS_PREFIX}{id}")
+    }
+
+    /// The tip of a request's chain, if it exists.
+    pub fn tip(&self, id: &str) -> Result<Option<ObjectId>> {
+        let name = Store::ref_name(id);
+        let r = self
+            .repo
+            .try_find_reference(name.as_str())
+            .map_err(|e| Error::git(format!("could not read {name}: {e}")))?;
+        Ok(r.and_then(|r| r.try_id().map(|id| id.detach())))
+    }
+
+    /// All request refs and their tips, sorted by id.
+    pub fn list(&self) -> Result<Vec<(String, ObjectId)>> {
+        let platform = self
+            .repo
+            .references()
+            .map_err(|e| Error::git(format!("could not list refs: {e}")))?;
+        let iter = platform
+            .prefixed(REQUESTS_PREFIX)
+            .map_err(|e| Error::git(format!("could not list refs: {e}")))?;
+        let mut out = Vec::new();
+        for r in iter {
+            let r = r.map_err(|e| Error::git(format!("could not list refs: {e}")))?;
+            let name = r.name().as_bstr().to_string();
+            let Some(id) = name.strip_prefix(REQUESTS_PREFIX) else {
+                continue;
+            };
+            if let Some(oid) = r.try_id() {
+                out.push((id.to_owned(), oid.detach()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Store a new request: a root commit with the payload and its first record. Idempotent:
+    /// when the ref already exists with the same dedupe key, returns [`Created::Existing`].
+    pub fn create(&self, req: &ChangeRequest, record: &Record, event: &Event) -> Result<Created> {
+        let id = &record.id;
+        // An identical submission is answered without writing a single object.
+        if let Some(tip) = self.tip(id)? {
+            return self.existing(id, tip, record);
+        }
+        let mut entries = Vec::with_capacity(4);
+        let request_json = serde_json::to_vec_pretty(&req.without_patches())
+            .expect("a ChangeRequest always serialises");
+        entries.push(blob_entry("request.json", self.write_blob(&request_json)?));
+        let mut patches = Vec::with_capacity(req.changes.len());
+        for (i, c) in req.changes.iter().enumerate() {
+            patches.push(blob_entry(
+                &patch_file_name(i),
+                self.write_blob(c.patch.as_bytes())?,
+            ));
+        }
+        entries.push(tree_entry("changes", self.write_tree(patches)?));
+        entries.push(blob_entry(
+            "state.json",
+            self.write_blob(&state_json(record))?,
+        ));
+        let tree = self.write_tree(entries)?;
+        let commit = self.write_commit(tree, None, id, event)?;
+        let name = Store::ref_name(id);
+        match self.set_ref(&name, PreviousValue::MustNotExist, commit, event) {
+            Ok(()) => Ok(Created::New(commit)),
+            Err(e) => match self.tip(id)? {
+                Some(tip) => self.existing(id, tip, record),
+                None => Err(e),
+            },
+        }
+    }
+
+    fn existing(&self, id: &str, tip: ObjectId, record: &Record) -> Result<Created> {
+        let existing = self.read_record(id, tip)?;
+        if existing.dedupe_key == record.dedupe_key {
+            Ok(Created::Existing(tip))
+        } else {
+            Err(Error::Corrupt {
+                id: id.to_owned(),
+                message: "a different request already uses this id".into(),
+            })
+        }
+    }
+
+    /// Perform one transition by compare-and-swap. Fails with [`Error::Conflict`] when the
+    /// ref no longer points at `t.expected_tip`; nothing is changed then.
+    pub fn transition(&self, t: Transition<'_>) -> Result<ObjectId> {
+        let id = &t.record.id;
+        let tip_commit = self.find_commit(t.expected_tip)?;
+        let tip_tree = tip_commit
+            .tree_id()
+            .map_err(|e| Error::git(format!("{id}: {e}")))?
+            .detach();
+        let parent = if t.replace_tip {
+            tip_commit.parent_ids().next().map(|p| p.detach())
+        } else {
+            Some(t.expected_tip)
+        };
+        let mut entries = self.tree_entries(tip_tree)?;
+        let state = self.write_blob(&state_json(t.record))?;
+        upsert(&mut entries, blob_entry("state.json", state));
+        if !t.artifacts.is_empty() {
+            let existing = entries
+                .iter()
+                .find(|e| e.filename == "artifacts" && e.mode.is_tree())
+                .map(|e| e.oid);
+            let mut art = match existing {
+                Some(oid) => self.tree_entries(oid)?,
+                None => Vec::new(),
+            };
+            for a in t.artifacts {
+                let blob = self.write_blob(&a.data)?;
+                // Nested names (`checks/unit.stdout`) are flattened with '__' to keep one level.
+                upsert(&mut art, blob_entry(&a.name.replace('/', "__"), blob));
+            }
+            upsert(&mut entries, tree_entry("artifacts", self.write_tree(art)?));
+        }
+        let tree = self.write_tree(entries)?;
+        let commit = self.write_commit(tree, parent, id, t.event)?;
+        let name = Store::ref_name(id);
+        self.cas(&name, t.expected_tip, commit, t.event)?;
+        Ok(commit)
+    }
+
+    /// Remove a request's ref, only if it still points at `expected` (retention).
+    pub fn delete(&self, id: &str, expected: ObjectId) -> Result<()> {
+        let name = Store::ref_name(id);
+        let edit = RefEdit {
+            change: Change::Delete {
+                expected: PreviousValue::MustExistAndMatch(Target::Object(expected)),
+                log: RefLog::AndReference,
+            },
+            name: name.as_str().try_into().map_err(Error::git)?,
+            deref: false,
+        };
+        self.repo.edit_reference(edit).map_err(|e| {
+            if self.tip(id).ok().flatten() != Some(expected) {
+                Error::Conflict {
+                    id: id.to_owned(),
+                    what: "its ref moved while it was being archived".into(),
+                }
+            } else {
+                Error::git(format!("could not delete {name}: {e}"))
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The record stored at `tip`.
+    pub fn read_record(&self, id: &str, tip: ObjectId) -> Result<Record> {
+        let data = self.read_path(id, tip, "state.json")?;
+        serde_json::from_slice(&data).map_err(|e| Error::Corrupt {
+            id: id.to_owned(),
+            message: format!("state.json: {e}"),
+        })
+    }
+
+    /// The full request (patches included) stored at `tip`.
+    pub fn read_request(&self, id: &str, tip: ObjectId) -> Result<ChangeRequest> {
+        let data = self.read_path(id, tip, "request.json")?;
+        let mut req: ChangeRequest = serde_json::from_slice(&data).map_err(|e| Error::Corrupt {
+            id: id.to_owned(),
+            message: format!("request.json: {e}"),
+        })?;
+        for (i, c) in req.changes.iter_mut().enumerate() {
+            let patch = self.read_path(id, tip, &format!("changes/{}", patch_file_name(i)))?;
+            c.patch = String::from_utf8(patch).map_err(|_| Error::Corrupt {
+                id: id.to_owned(),
+                message: format!("changes/{} is not UTF-8", patch_file_name(i)),
+            })?;
+        }
+        Ok(req)
+    }
+
+    /// Names of the artifacts stored at `tip`.
+    pub fn artifacts(&self, tip: ObjectId) -> Result<Vec<String>> {
+        let tree = self
+            .find_commit(tip)?
+            .tree_id()
+            .map_err(Error::git)?
+            .detach();
+        let entries = self.tree_entries(tree)?;
+        match entries.iter().find(|e| e.filename == "artifacts") {
+            Some(e) => Ok(self
+                .tree_entries(e.oid)?
+                .into_iter()
+                .map(|e| format!("artifacts/{}", e.filename))
+                .collect()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The chain from `tip` back to the root, newest first.
+    pub fn history(&self, id: &str, tip: ObjectId) -> Result<Vec<HistoryEntry>> {
+        let mut out = Vec::new();
+        let mut next = Some(tip);
+        while let Some(oid) = next {
+            let commit = self.find_commit(oid)?;
+            let message = commit.message_raw_sloppy().to_str_lossy().into_owned();
+            let event = parse_event(&message).ok_or_else(|| Error::Corrupt {
+                id: id.to_owned(),
+                message: format!("commit {oid} carries no hyperion event"),
+            })?;
+            out.push(HistoryEntry { commit: oid, event });
+            next = commit.parent_ids().next().map(|p| p.detach());
+        }
+        Ok(out)
+    }
+
+    /// The event of the tip commit alone.
+    pub fn history_head(&self, tip: ObjectId) -> Result<Option<Event>> {
+        let commit = self.find_commit(tip)?;
+        Ok(parse_event(&commit.message_raw_sloppy().to_str_lossy()))
+    }
+
+    fn read_path(&self, id: &str, tip: ObjectId, path: &str) -> Result<Vec<u8>> {
+        let commit = self.find_commit(tip)?;
+        let tree = commit.tree().map_err(Error::git)?;
+        let entry = tree
+            .lookup_entry_by_path(path)
+            .map_err(Error::git)?
+            .ok_or_else(|| Error::Corrupt {
+                id: id.to_owned(),
+                message: format!("{path} is missing from {tip}"),
+            })?;
+        let blob = self.repo.find_blob(entry.object_id()).map_err(Error::git)?;
+        Ok(blob.data.clone())
+    }
+
+    fn find_commit(&self, oid: ObjectId) -> Result<gix::Commit<'_>> {
+        self.repo
+            .find_commit(oid)
+            .map_err(|e| Error::git(format!("could not read commit {oid}: {e}")))
+    }
+
+    fn tree_entries(&self, tree: ObjectId) -> Result<Vec<Entry>> {
+        let tree = self
+            .repo
+            .find_tree(tree)
+            .map_err(|e| Error::git(format!("could not read tree {tree}: {e}")))?;
+        let decoded = tree.decode().map_err(Error::git)?;
+        Ok(decoded
+            .entries
+            .iter()
+            .map(|e| Entry {
+                mode: e.mode,
+                filename: e.filename.to_owned(),
+                oid: e.oid.to_owned(),
+            })
+            .collect())
+    }
+
+    pub(crate) fn write_blob(&self, data: &[u8]) -> Result<ObjectId> {
+        self.repo
+            .write_blob(data)
+            .map(|id| id.detach())
+            .map_err(|e| Error::git(format!("could not write a blob: {e}")))
+    }
+
+    fn write_tree(&self, mut entries: Vec<Entry>) -> Result<ObjectId> {
+        entries.sort();
+        self.repo
+            .write_object(gix::objs::Tree { entries })
+            .map(|id| id.detach())
+            .map_err(|e| Error::git(format!("could not write a tree: {e}")))
+    }
+
+    fn write_commit(
+        &self,
+        tree: ObjectId,
+        parent: Option<ObjectId>,
+        id: &str,
+        event: &Event,
+    ) -> Result<ObjectId> {
+        let sig = signature(&event.actor, event.at);
+        let message = format!(
+            "{}\n\n{}\n",
+            event.summary(id),
+            serde_json::to_string(event).expect("an Event always serialises")
+        );
+        let commit = gix::objs::Commit {
+            tree,
+            parents: parent.into_iter().collect(),
+            author: sig.clone(),
+            committer: sig,
+            encoding: None,
+            message: message.into(),
+            extra_headers: Vec::new(),
+        };
+        self.repo
+            .write_object(&commit)
+            .map(|id| id.detach())
+            .map_err(|e| Error::git(format!("could not write a commit: {e}")))
+    }
+
+    /// Move `name` from `expected` to `new`, atomically, or report a conflict.
+    fn cas(&self, name: &str, expected: ObjectId, new: ObjectId, event: &Event) -> Result<()> {
+        let id = name.strip_prefix(REQUESTS_PREFIX).unwrap_or(name);
+        // A ref lock held by another writer is brief; retry a little before giving up, but
+        // stop at once when the ref has moved: then we lost the race.
+        let mut delay = std::time::Duration::from_micros(200);
+        for attempt in 0.. {
+            match self.set_ref(
+                name,
+                PreviousValue::MustExistAndMatch(Target::Object(expected)),
+                new,
+                event,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let now = self.tip(id)?;
+                    if now != Some(expected) {
+                        return Err(Error::Conflict {
+                            id: id.to_owned(),
+                            what: match now {
+                                Some(tip) => format!("its tip moved from {expected} to {tip}"),
+                                None => "its ref was removed".into(),
+                            },
+                        });
+                    }
+                    if attempt >= 40 {
+                        return Err(e);
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn set_ref(
+        &self,
+        name: &str,
+        expected: PreviousValue,
+        new: ObjectId,
+        event: &Event,
+    ) -> Result<()> {
+        let edit = RefEdit {
+            change: Change::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: BString::from(format!("hyperion: {}", event.action.as_str())),
+                },
+                expected,
+                new: Target::Object(new),
+            },
+            name: name.try_into().map_err(Error::git)?,
+            deref: false,
+        };
+        let sig = signature(&event.actor, event.at);
+        let mut time_buf = gix::date::parse::TimeBuf::default();
+        self.repo
+            .edit_references_as([edit], Some(sig.to_ref(&mut time_buf)))
+            .map(|_| ())
+            .map_err(|e| Error::git(format!("could not update {name}: {e}")))
+    }
+}
+
+/// `0001.patch` for the first change.
+pub fn patch_file_name(index: usize) -> String {
+    format!("{:04}.patch", index + 1)
+}
+
+fn state_json(record: &Record) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(record).expect("a Record always serialises");
+    v.push(b'\n');
+    v
+}
+
+/// The event in a chain commit's message (the JSON after the summary line).
+pub fn parse_event(message: &str) -> Option<Event> {
+    let body = message.split_once("\n\n")?.1;
+    serde_json::from_str(body.trim()).ok()
+}
+
+fn signature(actor: &str, at: jiff::Timestamp) -> gix::actor::Signature {
+    gix::actor::Signature {
+        name: actor.into(),
+        email: "hyperion@localhost".into(),
+        time: gix::date::Time {
+            seconds: at.as_second(),
+            offset: 0,
+        },
+    }
+}
+
+fn blob_entry(name: &str, oid: ObjectId) -> Entry {
+    Entry {
+        mode: EntryKind::Blob.into(),
+        filename: name.into(),
+        oid,
+    }
+}
+
+fn tree_entry(name: &str, oid: ObjectId) -> Entry {
+    Entry {
+        mode: EntryKind::Tree.into(),
+        filename: name.into(),
+        oid,
+    }
+}
+
+fn upsert(entries: &mut Vec<Entry>, entry: Entry) {
+    match entries.iter_mut().find(|e| e.filename == entry.filename) {
+        Some(e) => *e = entry,
+        None => entries.push(entry),
+    }
+}
