@@ -27,7 +27,78 @@ pub struct Index {
     db: sled::Db,
     records: sled::Tree,
     ready: sled::Tree,
+    /// Unflushed changes.
     dirty: bool,
+    /// Entries written by this process since the last [`Index::absorb_own_writes`].
+    wrote: bool,
+    /// The refs stamp the entries are known to reflect.
+    known: Option<Stamp>,
+}
+
+/// A cheap fingerprint of the request refs: the `stat` of the loose-ref directory (every ref
+/// update renames a lock file into it) and of `packed-refs`. If it has not changed, no ref
+/// has, and the index needs no rescan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    dir: Option<(i128, u64)>,
+    packed: Option<(i128, u64, u64)>,
+}
+
+/// Stamps with a modification time this close to a scan's start may hide a change made in the
+/// same clock tick (file times advance in coarse ticks); they are re-verified later.
+const RACY: jiff::SignedDuration = jiff::SignedDuration::from_millis(20);
+/// How long an unverified stamp (racy, or moved by our own writes) is trusted before a full
+/// rescan: the longest a concurrent foreign write can stay unseen.
+const REVERIFY: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    stamp: Stamp,
+    /// Rescan once this time has passed, even if the stamp still matches.
+    verify_after: Option<jiff::Timestamp>,
+}
+
+impl Stamp {
+    pub fn read(store: &Store) -> Stamp {
+        let common = store.repo().common_dir();
+        let dir = std::fs::metadata(common.join("refs/hyperion/requests")).ok();
+        let packed = std::fs::metadata(common.join("packed-refs")).ok();
+        Stamp {
+            dir: dir.map(|m| (mtime_ns(&m), ino(&m))),
+            packed: packed.map(|m| (mtime_ns(&m), m.len(), ino(&m))),
+        }
+    }
+
+    fn newest(&self) -> i128 {
+        self.dir
+            .map(|d| d.0)
+            .into_iter()
+            .chain(self.packed.map(|p| p.0))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn is_racy(&self, scan_start: jiff::Timestamp) -> bool {
+        self.newest() >= (scan_start - RACY).as_nanosecond()
+    }
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+    m.modified()
+        .ok()
+        .and_then(|t| jiff::Timestamp::try_from(t).ok())
+        .map(|t| t.as_nanosecond())
+        .unwrap_or(0)
+}
+
+#[cfg(unix)]
+fn ino(m: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(m)
+}
+
+#[cfg(not(unix))]
+fn ino(_: &std::fs::Metadata) -> u64 {
+    0
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,6 +163,8 @@ impl Index {
             ready: db.open_tree("ready")?,
             db,
             dirty: false,
+            wrote: false,
+            known: None,
         };
         if index.db.get("format")?.as_deref() != Some(FORMAT) {
             index.records.clear()?;
@@ -102,9 +175,66 @@ impl Index {
         Ok(index)
     }
 
+    /// Make sure the index reflects the refs: a `stat` of the refs when nothing changed, a
+    /// [`Index::reconcile`] when something did (or a stamp is due for re-verification).
+    pub fn ensure_fresh(&mut self, store: &Store) -> Result<()> {
+        let cur = Stamp::read(store);
+        if let Some(meta) = self.meta()?
+            && meta.stamp == cur
+            && meta.verify_after.is_none_or(|t| jiff::Timestamp::now() < t)
+        {
+            self.known = Some(cur);
+            return Ok(());
+        }
+        self.reconcile(store)?;
+        Ok(())
+    }
+
+    /// After this process moved refs and recorded the moves here, take the new stamp as
+    /// known, so the next operation need not rescan. A foreign write in the same instant
+    /// would hide behind it, so such a stamp is re-verified after [`REVERIFY`].
+    pub fn absorb_own_writes(&mut self, store: &Store) -> Result<()> {
+        if !self.wrote {
+            return Ok(());
+        }
+        self.wrote = false;
+        let Some(meta) = self.meta()? else {
+            return Ok(());
+        };
+        if self.known != Some(meta.stamp) {
+            return Ok(());
+        }
+        let cur = Stamp::read(store);
+        let deadline = jiff::Timestamp::now() + REVERIFY;
+        let verify_after = Some(meta.verify_after.map_or(deadline, |t| t.min(deadline)));
+        self.set_meta(&Meta {
+            stamp: cur,
+            verify_after,
+        })?;
+        self.known = Some(cur);
+        Ok(())
+    }
+
+    fn meta(&self) -> Result<Option<Meta>> {
+        Ok(self
+            .db
+            .get("meta")
+            .map_err(sled_err)?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    fn set_meta(&mut self, meta: &Meta) -> Result<()> {
+        let bytes = serde_json::to_vec(meta).expect("Meta serialises");
+        self.db.insert("meta", bytes).map_err(sled_err)?;
+        self.dirty = true;
+        Ok(())
+    }
+
     /// Bring the index in line with the refs: entries whose tip differs from the ref are
     /// re-read from git, entries without a ref are dropped, refs without an entry are added.
     pub fn reconcile(&mut self, store: &Store) -> Result<Reconciled> {
+        let start = jiff::Timestamp::now();
+        let stamp = Stamp::read(store);
         let refs = store.list()?;
         let mut stats = Reconciled {
             refs: refs.len(),
@@ -144,6 +274,14 @@ impl Index {
             self.remove(id)?;
             stats.removed += 1;
         }
+        // Entries are written before the stamp, so an index that lost a tail of writes in a
+        // crash never claims a stamp its entries do not reflect.
+        self.set_meta(&Meta {
+            stamp,
+            verify_after: stamp.is_racy(start).then(|| start + REVERIFY),
+        })?;
+        self.known = Some(stamp);
+        self.wrote = false;
         if stats.updated + stats.removed > 0 {
             tracing::debug!(
                 updated = stats.updated,
@@ -177,6 +315,7 @@ impl Index {
         self.records
             .insert(record.id.as_bytes(), bytes)
             .map_err(sled_err)?;
+        self.wrote = true;
         if record.status == Status::Pending {
             self.ready
                 .insert(record.queue_key(), record.id.as_bytes())
@@ -193,6 +332,7 @@ impl Index {
             self.ready.remove(old.queue_key()).map_err(sled_err)?;
         }
         self.dirty = true;
+        self.wrote = true;
         Ok(())
     }
 
@@ -227,6 +367,8 @@ impl Index {
     pub fn clear(&mut self) -> Result<()> {
         self.records.clear().map_err(sled_err)?;
         self.ready.clear().map_err(sled_err)?;
+        self.db.remove("meta").map_err(sled_err)?;
+        self.known = None;
         self.dirty = true;
         Ok(())
     }

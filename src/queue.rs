@@ -6,6 +6,7 @@
 //! try a request that has moved on, which the compare-and-swap refuses, and the operation
 //! then moves on to the next one.
 
+use std::cell::{RefCell, RefMut};
 use std::time::Duration;
 
 use gix::ObjectId;
@@ -21,6 +22,17 @@ pub struct Queue {
     store: Store,
     settings: Settings,
     last_now: std::cell::Cell<jiff::Timestamp>,
+    /// The index while this process runs queue operations back to back. Closed by
+    /// [`Queue::close_index`] before any long step, and when the queue is dropped.
+    index: RefCell<Option<Index>>,
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        if let Err(e) = self.close_index() {
+            tracing::warn!(error = %e, "could not flush the index; it will be rebuilt from refs");
+        }
+    }
 }
 
 /// What enqueue did with one request.
@@ -140,6 +152,7 @@ impl Queue {
             store,
             settings,
             last_now: std::cell::Cell::new(jiff::Timestamp::UNIX_EPOCH),
+            index: RefCell::new(None),
         }
     }
 
@@ -163,20 +176,31 @@ impl Queue {
         now
     }
 
-    /// Open the index and bring it up to date, or `None` when another process keeps it busy.
-    fn index(&self) -> Result<Option<Index>> {
-        let dir = Index::path(&self.store);
-        match Index::open(&dir, self.settings.index_wait)? {
-            Some(mut ix) => {
-                ix.reconcile(&self.store)?;
-                Ok(Some(ix))
-            }
-            None => Ok(None),
+    /// The index, opened if need be and brought up to date; `None` inside when another
+    /// process keeps it busy (callers then work from the refs).
+    fn index(&self) -> Result<RefMut<'_, Option<Index>>> {
+        let mut slot = self.index.borrow_mut();
+        if slot.is_none() {
+            *slot = Index::open(&Index::path(&self.store), self.settings.index_wait)?;
+        }
+        if let Some(ix) = slot.as_mut() {
+            ix.ensure_fresh(&self.store)?;
+        }
+        Ok(slot)
+    }
+
+    /// End an operation: remember that the refs moved by our own hand are reflected.
+    fn done(&self, mut ix: RefMut<'_, Option<Index>>) -> Result<()> {
+        match ix.as_mut() {
+            Some(ix) => ix.absorb_own_writes(&self.store),
+            None => Ok(()),
         }
     }
 
-    fn close(ix: Option<Index>) -> Result<()> {
-        match ix {
+    /// Flush and release the index so other processes can use it. Call before long work
+    /// (applying, running checks, sleeping); the next operation opens it again.
+    pub fn close_index(&self) -> Result<()> {
+        match self.index.borrow_mut().take() {
             Some(ix) => ix.close(),
             None => Ok(()),
         }
@@ -241,7 +265,7 @@ impl Queue {
                 }
             }
         }
-        Queue::close(ix)?;
+        self.done(ix)?;
         Ok(out)
     }
 
@@ -317,12 +341,12 @@ impl Queue {
                     tracing::debug!(request = %current.id, worker, "lost the race for a lease");
                 }
                 Err(e) => {
-                    Queue::close(ix)?;
+                    self.done(ix)?;
                     return Err(e);
                 }
             }
         }
-        Queue::close(ix)?;
+        self.done(ix)?;
         Ok(leased)
     }
 
@@ -496,12 +520,12 @@ impl Queue {
                 }
                 Err(Error::Conflict { .. }) => {}
                 Err(e) => {
-                    Queue::close(ix)?;
+                    self.done(ix)?;
                     return Err(e);
                 }
             }
         }
-        Queue::close(ix)?;
+        self.done(ix)?;
         Ok(swept)
     }
 
@@ -548,12 +572,12 @@ impl Queue {
             match self.transition(&mut ix, tip, &next, &event, &[], false) {
                 Ok(_) => out.push(next),
                 Err(e) => {
-                    Queue::close(ix)?;
+                    self.done(ix)?;
                     return Err(e);
                 }
             }
         }
-        Queue::close(ix)?;
+        self.done(ix)?;
         Ok(out)
     }
 
@@ -561,7 +585,7 @@ impl Queue {
     pub fn list(&self, filter: &Filter) -> Result<Vec<Record>> {
         let ix = self.index()?;
         let snap = self.snapshot(ix.as_ref());
-        Queue::close(ix)?;
+        self.done(ix)?;
         let mut records: Vec<Record> = snap?
             .entries
             .into_iter()
@@ -614,7 +638,7 @@ impl Queue {
         let cutoff = self.now() - jiff::SignedDuration::try_from(age).expect("age fits");
         let ix = self.index()?;
         let snap = self.snapshot(ix.as_ref());
-        Queue::close(ix)?;
+        self.done(ix)?;
         let old: Vec<(ObjectId, Record)> = snap?
             .entries
             .into_iter()
@@ -650,12 +674,12 @@ impl Queue {
                 // It moved (e.g. requeued) since we looked: keep it, it is no longer old.
                 Err(Error::Conflict { .. }) => {}
                 Err(e) => {
-                    Queue::close(ix)?;
+                    self.done(ix)?;
                     return Err(e);
                 }
             }
         }
-        Queue::close(ix)?;
+        self.done(ix)?;
         collected.archived = archived;
         collected.archive = Some(bundle.display().to_string());
         Ok(collected)
@@ -667,8 +691,11 @@ impl Queue {
         let refs = self.store.list()?;
         d.requests = refs.len();
         // Compare the index with the refs before reconciling it.
-        let dir = Index::path(&self.store);
-        if let Some(mut ix) = Index::open(&dir, self.settings.index_wait)? {
+        let mut slot = self.index.borrow_mut();
+        if slot.is_none() {
+            *slot = Index::open(&Index::path(&self.store), self.settings.index_wait)?;
+        }
+        if let Some(ix) = slot.as_mut() {
             let indexed = ix.all()?;
             let by_id: std::collections::HashMap<&str, ObjectId> =
                 refs.iter().map(|(id, tip)| (id.as_str(), *tip)).collect();
@@ -682,12 +709,12 @@ impl Queue {
                 d.reindexed = true;
             }
             ix.reconcile(&self.store)?;
-            ix.close()?;
         } else if reindex {
             return Err(Error::Usage(
                 "the index is held by another process; try again when it is idle".into(),
             ));
         }
+        drop(slot);
         let now = self.now();
         for (id, tip) in &refs {
             let finding = |code, message: String| Finding {
@@ -847,17 +874,12 @@ impl Queue {
                 .entered();
         // The ref write is the commit point; the index is brought along afterwards and is
         // reconciled by the next reader if we die in between.
-        let mut ix: Option<Index> = None;
+        let mut ix = self.index()?;
         let result = self.transition(&mut ix, tip, &next, &event, &artifacts, replace);
+        self.done(ix)?;
         match result {
-            Ok(new_tip) => {
+            Ok(_) => {
                 tracing::info!(request = %id, task = %record.task_id, worker, action = event.action.as_str(), to = %next.status, "transition");
-                if let Some(mut ix) =
-                    Index::open(&Index::path(&self.store), Duration::from_millis(50))?
-                {
-                    ix.put(new_tip, &next)?;
-                    ix.close()?;
-                }
                 Ok(next)
             }
             Err(Error::Conflict { .. }) => Err(Error::Conflict {

@@ -1,0 +1,625 @@
+//! End-to-end behaviour of each command, through the real binary on real repositories.
+
+mod common;
+
+use common::{TestRepo, request, request_dir};
+use serde_json::Value;
+
+fn ids(v: &Value) -> Vec<String> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[test]
+fn enqueue_prints_the_id_and_is_idempotent() {
+    let repo = TestRepo::new();
+    let f = repo.write("r.json", &request(1, "a"));
+    let id = repo.ok(&["enqueue", f.to_str().unwrap()]).trim().to_owned();
+    assert_eq!(id.len(), 16);
+    let refs = repo.hyperion_refs();
+    let out = repo.run(&["enqueue", f.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already enqueued"));
+    assert_eq!(repo.hyperion_refs(), refs, "a duplicate changes no ref");
+    assert_eq!(
+        repo.git(&[
+            "rev-list",
+            "--count",
+            &format!("refs/hyperion/requests/{id}")
+        ])
+        .trim(),
+        "1"
+    );
+    let stored = repo.git(&["show", &format!("refs/hyperion/requests/{id}:request.json")]);
+    assert!(stored.contains("\"task_id\": \"TASK-1\""));
+    let patch = repo.git(&[
+        "show",
+        &format!("refs/hyperion/requests/{id}:changes/0001.patch"),
+    ]);
+    assert_eq!(
+        patch,
+        request(1, "a")["changes"][0]["patch"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn a_directory_is_enqueued_in_name_order_and_stdin_works() {
+    let repo = TestRepo::new();
+    let d = request_dir(&repo, 5, "dir");
+    let printed: Vec<String> = repo
+        .ok(&["enqueue", d.to_str().unwrap()])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(printed.len(), 5);
+    assert_eq!(
+        ids(&repo.json(&["list"])),
+        printed,
+        "list is in enqueue order"
+    );
+    let mut child = repo
+        .cmd()
+        .args(["enqueue", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(&request(9, "stdin")).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn dequeue_takes_priority_first_then_first_in_first_out() {
+    let repo = TestRepo::new();
+    let mut expected = Vec::new();
+    for (i, prio) in [(0, 5), (1, 9), (2, 5), (3, 1), (4, 9)] {
+        let mut r = request(i, "p");
+        r["priority"] = prio.into();
+        let f = repo.write(&format!("{i}.json"), &r);
+        expected.push((
+            prio,
+            repo.ok(&["enqueue", f.to_str().unwrap()]).trim().to_owned(),
+        ));
+    }
+    let order: Vec<String> = [1, 4, 0, 2, 3]
+        .iter()
+        .map(|&i| expected[i].1.clone())
+        .collect();
+    let leased = repo.json(&["dequeue", "--worker", "w1", "--batch", "2"]);
+    assert_eq!(ids(&leased), order[..2]);
+    assert_eq!(leased[0]["status"], "leased");
+    assert_eq!(leased[0]["lease_owner"], "w1");
+    assert_eq!(leased[0]["attempts"], 1);
+    let leased = repo.json(&["dequeue", "--worker", "w2", "--batch", "10"]);
+    assert_eq!(ids(&leased), order[2..]);
+    assert_eq!(
+        repo.json(&["dequeue", "--worker", "w3"]),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn only_the_owner_may_heartbeat_release_or_complete() {
+    let repo = TestRepo::new();
+    let f = repo.write("r.json", &request(1, "own"));
+    let id = repo.ok(&["enqueue", f.to_str().unwrap()]).trim().to_owned();
+    repo.ok(&["dequeue", "--worker", "w1", "--lease", "1m"]);
+    let before = repo.hyperion_refs();
+    for args in [
+        vec!["heartbeat", &id, "--worker", "w2"],
+        vec!["release", &id, "--worker", "w2"],
+        vec![
+            "complete",
+            &id,
+            "--worker",
+            "w2",
+            "--landed",
+            "0123456789abcdef0123456789abcdef01234567",
+        ],
+    ] {
+        let (_, err) = repo.fails(&args, 1);
+        assert!(
+            err.contains("error:") && err.contains("queue.not_owner") && err.contains("hint:"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        repo.hyperion_refs(),
+        before,
+        "refused commands change nothing"
+    );
+    let hb = repo.json(&["heartbeat", &id, "--worker", "w1"]);
+    assert_eq!(hb["status"], "leased");
+    let hb2 = repo.json(&["heartbeat", &id, "--worker", "w1"]);
+    assert!(hb2["leased_until"].as_str() >= hb["leased_until"].as_str());
+    // Heartbeats replace each other: enqueue, lease, one heartbeat.
+    assert_eq!(
+        repo.git(&[
+            "rev-list",
+            "--count",
+            &format!("refs/hyperion/requests/{id}")
+        ])
+        .trim(),
+        "3"
+    );
+    let rel = repo.json(&["release", &id, "--worker", "w1"]);
+    assert_eq!(rel["status"], "pending");
+    assert_eq!(rel["attempts"], 0);
+    assert!(rel.get("lease_owner").is_none());
+    let (_, err) = repo.fails(&["heartbeat", &id, "--worker", "w1"], 1);
+    assert!(err.contains("queue.wrong_state"), "{err}");
+}
+
+#[test]
+fn completion_lands_fails_or_retries() {
+    let repo = TestRepo::new();
+    repo.git(&["config", "hyperion.maxAttempts", "2"]);
+    repo.git(&["config", "hyperion.retryBackoff", "1s"]);
+    let d = request_dir(&repo, 3, "c");
+    let all: Vec<String> = repo
+        .ok(&["enqueue", d.to_str().unwrap()])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    repo.ok(&["dequeue", "--worker", "w", "--batch", "3"]);
+    let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    let r = repo.json(&["complete", &all[0], "--worker", "w", "--landed", &head]);
+    assert_eq!(r["status"], "applied");
+    assert_eq!(r["landed_commit"], head.as_str());
+    let r = repo.json(&[
+        "complete",
+        &all[1],
+        "--worker",
+        "w",
+        "--failed",
+        "apply.conflict",
+        "--class",
+        "apply",
+        "--message",
+        "hunk 1 conflicts",
+    ]);
+    assert_eq!(r["status"], "dead");
+    assert_eq!(r["dead_class"], "apply");
+    assert_eq!(r["error"]["code"], "apply.conflict");
+    let r = repo.json(&[
+        "complete",
+        &all[2],
+        "--worker",
+        "w",
+        "--failed",
+        "check.timeout",
+        "--class",
+        "check",
+        "--transient",
+    ]);
+    assert_eq!(
+        r["status"], "pending",
+        "a transient failure with attempts left is retried"
+    );
+    assert!(r["not_before"].is_string());
+    assert_eq!(
+        repo.json(&["dequeue", "--worker", "w"]),
+        serde_json::json!([]),
+        "backoff holds it back"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = repo.json(&["dequeue", "--worker", "w"]);
+    assert_eq!(ids(&again), [all[2].clone()]);
+    assert_eq!(again[0]["attempts"], 2);
+    let r = repo.json(&[
+        "complete",
+        &all[2],
+        "--worker",
+        "w",
+        "--failed",
+        "check.timeout",
+        "--class",
+        "check",
+        "--transient",
+    ]);
+    assert_eq!(r["status"], "dead", "out of attempts");
+    let dead = repo.json(&["dead", "--class", "check"]);
+    assert_eq!(ids(&dead), [all[2].clone()]);
+    let (_, err) = repo.fails(
+        &["complete", &all[0], "--worker", "w", "--landed", &head],
+        1,
+    );
+    assert!(err.contains("queue.wrong_state"));
+}
+
+#[test]
+fn sweep_requeues_expired_leases_and_dead_letters_past_max_attempts() {
+    let repo = TestRepo::new();
+    repo.git(&["config", "hyperion.maxAttempts", "2"]);
+    repo.git(&["config", "hyperion.retryBackoff", "0s"]);
+    let f = repo.write("r.json", &request(1, "sweep"));
+    let id = repo.ok(&["enqueue", f.to_str().unwrap()]).trim().to_owned();
+    repo.ok(&["dequeue", "--worker", "w1", "--lease", "1s"]);
+    assert_eq!(
+        repo.json(&["sweep"])["requeued"],
+        serde_json::json!([]),
+        "not expired yet"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(
+        repo.json(&["sweep"])["requeued"],
+        serde_json::json!([id.clone()])
+    );
+    let r = repo.json(&["show", &id]);
+    assert_eq!(r["record"]["status"], "pending");
+    assert_eq!(r["record"]["attempts"], 1);
+    assert_eq!(r["history"][0]["action"], "expire");
+    repo.ok(&["dequeue", "--worker", "w2", "--lease", "1s"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(
+        repo.json(&["sweep"])["dead"],
+        serde_json::json!([id.clone()])
+    );
+    let r = repo.json(&["show", &id]);
+    assert_eq!(r["record"]["dead_class"], "lease");
+    assert_eq!(r["record"]["error"]["code"], "lease.expired");
+}
+
+#[test]
+fn requeue_needs_a_dead_letter_and_a_reason_and_records_it() {
+    let repo = TestRepo::new();
+    let d = request_dir(&repo, 2, "rq");
+    let all: Vec<String> = repo
+        .ok(&["enqueue", d.to_str().unwrap()])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    repo.ok(&["dequeue", "--worker", "w", "--batch", "1"]);
+    repo.ok(&[
+        "complete",
+        &all[0],
+        "--worker",
+        "w",
+        "--failed",
+        "apply.conflict",
+        "--class",
+        "apply",
+    ]);
+    let before = repo.hyperion_refs();
+    let (_, err) = repo.fails(&["requeue", &all[0], &all[1], "--reason", "retry"], 1);
+    assert!(err.contains("queue.wrong_state"), "{err}");
+    assert_eq!(repo.hyperion_refs(), before, "one bad id changes nothing");
+    repo.fails(&["requeue", &all[0]], 2);
+    repo.fails(&["requeue", "ffffffffffffffff", "--reason", "x"], 2);
+    let r = repo.json(&["requeue", &all[0][..8], "--reason", "base rebased"]);
+    assert_eq!(r[0]["status"], "pending");
+    assert_eq!(r[0]["attempts"], 0);
+    let h = repo.json(&["show", &all[0]]);
+    assert_eq!(h["history"][0]["action"], "requeue");
+    assert_eq!(h["history"][0]["reason"], "base rebased");
+}
+
+#[test]
+fn history_is_the_git_log_of_the_chain() {
+    let repo = TestRepo::new();
+    let f = repo.write("r.json", &request(1, "h"));
+    let id = repo.ok(&["enqueue", f.to_str().unwrap()]).trim().to_owned();
+    repo.ok(&["dequeue", "--worker", "w1"]);
+    repo.ok(&["release", &id, "--worker", "w1"]);
+    let show = repo.json(&["show", &id]);
+    let commits: Vec<String> = repo
+        .git(&[
+            "log",
+            "--format=%H",
+            &format!("refs/hyperion/requests/{id}"),
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let hist: Vec<String> = show["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["commit"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(hist, commits);
+    let subjects = repo.git(&[
+        "log",
+        "--format=%s",
+        &format!("refs/hyperion/requests/{id}"),
+    ]);
+    assert!(
+        subjects.starts_with(&format!("hyperion: release {id} (leased -> pending) by w1")),
+        "{subjects}"
+    );
+    let audit = repo.json(&["audit"]);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["enqueue", "lease", "release"]);
+    repo.git(&["fsck", "--strict", "--no-dangling"]);
+}
+
+#[test]
+fn list_filters() {
+    let repo = TestRepo::new();
+    let d = request_dir(&repo, 4, "lf");
+    let all: Vec<String> = repo
+        .ok(&["enqueue", d.to_str().unwrap()])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut other = request(7, "lf");
+    other["agent"] = "other-agent".into();
+    let f = repo.write("o.json", &other);
+    let oid = repo.ok(&["enqueue", f.to_str().unwrap()]).trim().to_owned();
+    repo.ok(&["dequeue", "--worker", "w", "--batch", "1"]);
+    assert_eq!(
+        ids(&repo.json(&["list", "--status", "leased"])),
+        [all[0].clone()]
+    );
+    assert_eq!(ids(&repo.json(&["list", "--agent", "other-agent"])), [oid]);
+    assert_eq!(
+        repo.json(&["list", "--limit", "2"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        repo.json(&["list", "--since", "2h"])
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        repo.json(&["list", "--since", "2999-01-01"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    repo.fails(&["list", "--status", "bogus"], 2);
+    repo.fails(&["list", "--since", "yesterday-ish"], 2);
+    let text = repo.ok(&["list"]);
+    assert!(text.starts_with("ID "), "{text}");
+}
+
+#[test]
+fn wraps_raw_git_diff_and_format_patch_output() {
+    let repo = TestRepo::new();
+    std::fs::write(repo.path().join("a.txt"), "one\ntwo\n").unwrap();
+    std::fs::write(repo.path().join("gone.txt"), "bye\n").unwrap();
+    std::fs::write(repo.path().join("old.txt"), "moving\n").unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "files"]);
+    std::fs::write(repo.path().join("a.txt"), "one\n2\n").unwrap();
+    std::fs::write(repo.path().join("new.txt"), "fresh\n").unwrap();
+    repo.git(&["rm", "-q", "gone.txt"]);
+    repo.git(&["mv", "old.txt", "moved.txt"]);
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "Rework files"]);
+    let diff = repo.git(&["diff", "-M", "HEAD~1", "HEAD"]);
+    let p = repo.home.path().join("x.diff");
+    std::fs::write(&p, &diff).unwrap();
+    let id = repo
+        .ok(&[
+            "enqueue",
+            "--patch",
+            p.to_str().unwrap(),
+            "--task",
+            "T-9",
+            "--agent",
+            "aider",
+            "--check",
+            "unit",
+        ])
+        .trim()
+        .to_owned();
+    let req = repo.json(&["show", &id, "--patch"])["request"].clone();
+    let ops: Vec<(String, String)> = req["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap().to_owned(),
+                c["operation"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("a.txt".into(), "update".into()),
+            ("gone.txt".into(), "delete".into()),
+            ("moved.txt".into(), "rename".into()),
+            ("new.txt".into(), "add".into())
+        ]
+    );
+    assert_eq!(req["changes"][2]["from"], "old.txt");
+    assert_eq!(req["checks"], serde_json::json!(["unit"]));
+    let fp = repo.git(&["format-patch", "-1", "--stdout", "-M", "HEAD"]);
+    std::fs::write(&p, &fp).unwrap();
+    let id2 = repo
+        .ok(&[
+            "enqueue",
+            "--patch",
+            p.to_str().unwrap(),
+            "--task",
+            "T-10",
+            "--agent",
+            "aider",
+        ])
+        .trim()
+        .to_owned();
+    let shown = repo.json(&["show", &id2]);
+    assert_eq!(
+        shown["record"]["title"], "Rework files",
+        "the mail subject becomes the title"
+    );
+    // The wrapped patches still apply where they were made.
+    let req2 = repo.json(&["show", &id2, "--patch"])["request"].clone();
+    repo.git(&["checkout", "-q", "HEAD~1"]);
+    for c in req2["changes"].as_array().unwrap() {
+        let f = repo.home.path().join("one.patch");
+        std::fs::write(&f, c["patch"].as_str().unwrap()).unwrap();
+        repo.git(&["apply", "--check", f.to_str().unwrap()]);
+    }
+}
+
+#[test]
+fn gc_archives_into_a_restorable_bundle() {
+    let repo = TestRepo::new();
+    let d = request_dir(&repo, 3, "gc");
+    let all: Vec<String> = repo
+        .ok(&["enqueue", d.to_str().unwrap()])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    repo.ok(&["dequeue", "--worker", "w", "--batch", "2"]);
+    repo.ok(&[
+        "complete",
+        &all[0],
+        "--worker",
+        "w",
+        "--failed",
+        "apply.conflict",
+        "--class",
+        "apply",
+    ]);
+    let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    repo.ok(&["complete", &all[1], "--worker", "w", "--landed", &head]);
+    let before = repo.hyperion_refs();
+    let dry = repo.json(&["gc", "--older-than", "0s", "--dry-run"]);
+    assert_eq!(dry["archived"].as_array().unwrap().len(), 2);
+    assert_eq!(repo.hyperion_refs(), before, "a dry run changes nothing");
+    assert_eq!(
+        repo.json(&["gc"])["archived"],
+        serde_json::json!([]),
+        "nothing is 30 days old"
+    );
+    let done = repo.json(&["gc", "--older-than", "0s"]);
+    let bundle = done["archive"].as_str().unwrap().to_owned();
+    assert_eq!(
+        ids(&repo.json(&["list"])),
+        [all[2].clone()],
+        "only the pending one is left"
+    );
+    repo.git(&[
+        "fetch",
+        "-q",
+        &bundle,
+        "refs/hyperion/requests/*:refs/hyperion/requests/*",
+    ]);
+    assert_eq!(
+        repo.hyperion_refs(),
+        before,
+        "the bundle restores every archived chain"
+    );
+    assert_eq!(
+        repo.json(&["list"]).as_array().unwrap().len(),
+        3,
+        "restored requests are indexed again"
+    );
+}
+
+#[test]
+fn works_in_a_bare_repository() {
+    let repo = TestRepo::bare();
+    let d = request_dir(&repo, 3, "bare");
+    let all: Vec<String> = repo
+        .ok(&["enqueue", d.to_str().unwrap()])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids(&repo.json(&["list"])), all);
+    assert_eq!(
+        ids(&repo.json(&["dequeue", "--worker", "ci", "--batch", "3"])),
+        all
+    );
+    repo.ok(&["doctor"]);
+    assert!(repo.git_dir().join("hyperion/index").is_dir());
+}
+
+#[test]
+fn doctor_config_and_demo() {
+    let repo = TestRepo::new();
+    let d = request_dir(&repo, 2, "doc");
+    repo.ok(&["enqueue", d.to_str().unwrap()]);
+    let doc = repo.json(&["doctor"]);
+    assert_eq!(doc["requests"], 2);
+    assert_eq!(doc["findings"], serde_json::json!([]));
+    repo.git(&["config", "hyperion.leaseDuration", "7m"]);
+    let cfg = repo.json(&["config"]);
+    let lease = cfg
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "hyperion.leaseDuration")
+        .unwrap();
+    assert_eq!(lease["value"], "7m");
+    assert!(
+        lease["origin"].as_str().unwrap().starts_with("local"),
+        "{lease}"
+    );
+    let max = cfg
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "hyperion.maxLease")
+        .unwrap();
+    assert_eq!(max["origin"], "default");
+    repo.git(&["config", "hyperion.maxAttempts", "many"]);
+    let (_, err) = repo.fails(&["list"], 2);
+    assert!(
+        err.contains("hyperion.maxAttempts") && err.contains("config.invalid"),
+        "{err}"
+    );
+    repo.git(&["config", "--unset", "hyperion.maxAttempts"]);
+    let demo_dir = repo.home.path().join("demo");
+    let out = repo.ok(&["demo", "--dir", demo_dir.to_str().unwrap()]);
+    assert!(out.contains("request.unknown_field"), "{out}");
+    assert!(out.contains("git log refs/hyperion/requests/"), "{out}");
+    repo.fails(&["demo", "--dir", demo_dir.to_str().unwrap()], 2);
+}
+
+#[test]
+fn lease_length_is_bounded_and_worker_ids_are_checked() {
+    let repo = TestRepo::new();
+    let f = repo.write("r.json", &request(1, "lease"));
+    repo.ok(&["enqueue", f.to_str().unwrap()]);
+    let before = repo.hyperion_refs();
+    let (_, err) = repo.fails(&["dequeue", "--worker", "w", "--lease", "2h"], 2);
+    assert!(err.contains("hyperion.maxLease"), "{err}");
+    repo.fails(&["dequeue", "--worker", "w", "--lease", "soon"], 2);
+    repo.fails(&["dequeue", "--worker", "two words"], 2);
+    assert_eq!(repo.hyperion_refs(), before);
+    repo.git(&["config", "hyperion.maxLease", "3h"]);
+    repo.ok(&["dequeue", "--worker", "w", "--lease", "2h"]);
+}
+
+#[test]
+fn outside_a_repository_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .current_dir(dir.path())
+        .env("GIT_CEILING_DIRECTORIES", dir.path().parent().unwrap())
+        .args(["list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: ") && err.contains("hint:"), "{err}");
+}

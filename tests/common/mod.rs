@@ -1,0 +1,187 @@
+//! A hermetic test environment around the real `git` binary and the real `git-hyperion`
+//! binary: fixed identities, no user or system config, UTC.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
+
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+    pub home: tempfile::TempDir,
+    pub bare: bool,
+}
+
+fn env(cmd: &mut Command, home: &Path) {
+    cmd.env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("TZ", "UTC")
+        .env("LC_ALL", "C")
+        .env("GIT_AUTHOR_NAME", "Test Author")
+        .env("GIT_AUTHOR_EMAIL", "author@example.com")
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_NAME", "Test Committer")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.com")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+        .env_remove("HYPERION_LOG")
+        .env_remove("HYPERION_ACTOR")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE");
+}
+
+impl TestRepo {
+    /// A repository with one commit on `main` and hyperion initialised.
+    pub fn new() -> TestRepo {
+        let r = TestRepo {
+            dir: tempfile::tempdir().expect("temp dir"),
+            home: tempfile::tempdir().expect("temp home"),
+            bare: false,
+        };
+        r.git(&["init", "-q", "-b", "main"]);
+        std::fs::write(r.path().join("README.md"), "hello\n").expect("write");
+        r.git(&["add", "README.md"]);
+        r.git(&["commit", "-q", "-m", "initial"]);
+        r.ok(&["init"]);
+        r
+    }
+
+    /// A bare repository (as on a server or CI mirror).
+    pub fn bare() -> TestRepo {
+        let r = TestRepo {
+            dir: tempfile::tempdir().expect("temp dir"),
+            home: tempfile::tempdir().expect("temp home"),
+            bare: true,
+        };
+        r.git(&["init", "-q", "--bare", "-b", "main"]);
+        r.ok(&["init", "--target", "main"]);
+        r
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn git_dir(&self) -> PathBuf {
+        if self.bare {
+            self.path().to_owned()
+        } else {
+            self.path().join(".git")
+        }
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(self.path()).args(args);
+        env(&mut cmd, self.home.path());
+        let out = cmd.output().expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(self.path());
+        env(&mut cmd, self.home.path());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("git-hyperion runs")
+    }
+
+    /// Run and expect exit 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "git hyperion {args:?} exited {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run and expect exit `code`; returns (stdout, stderr).
+    pub fn fails(&self, args: &[&str], code: i32) -> (String, String) {
+        let out = self.run(args);
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "git hyperion {args:?}\nstdout: {o}\nstderr: {e}"
+        );
+        (o, e)
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--format", "json"]);
+        let out = self.ok(&a);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+    }
+
+    /// Every ref under refs/hyperion with its value.
+    pub fn hyperion_refs(&self) -> String {
+        self.git(&[
+            "for-each-ref",
+            "--format=%(refname) %(objectname)",
+            "refs/hyperion",
+        ])
+    }
+
+    pub fn write(&self, name: &str, value: &Value) -> PathBuf {
+        let p = self.home.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, serde_json::to_vec_pretty(value).expect("json")).expect("write");
+        p
+    }
+}
+
+pub fn sha256(s: &str) -> String {
+    hyperion::model::sha256_hex(s.as_bytes())
+}
+
+/// A valid request touching `src/f{i}.txt`; `salt` makes it distinct.
+pub fn request(i: usize, salt: &str) -> Value {
+    let path = format!("src/f{i}.txt");
+    let patch = format!("--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-old\n+new {salt}\n");
+    json!({
+        "schema": "hyperion.change-request/v1",
+        "task_id": format!("TASK-{i}"),
+        "agent": "test-agent",
+        "title": format!("change {i} {salt}"),
+        "priority": 5,
+        "file_targets": ["src/**"],
+        "changes": [{"path": path, "operation": "update", "patch": patch, "sha256": sha256(&patch)}]
+    })
+}
+
+/// Write `n` requests into a directory and return it.
+pub fn request_dir(repo: &TestRepo, n: usize, salt: &str) -> PathBuf {
+    let d = repo.home.path().join(format!("reqs-{salt}"));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    for i in 0..n {
+        std::fs::write(
+            d.join(format!("{i:05}.json")),
+            serde_json::to_vec(&request(i, salt)).expect("json"),
+        )
+        .expect("write");
+    }
+    d
+}
