@@ -31,8 +31,8 @@ pub struct Index {
     dirty: bool,
     /// Entries written by this process since the last [`Index::absorb_own_writes`].
     wrote: bool,
-    /// The refs stamp the entries are known to reflect.
-    known: Option<Stamp>,
+    /// The refs stamp the entries are known to reflect, and the store's own write count then.
+    known: Option<(Stamp, u64)>,
 }
 
 /// A cheap fingerprint of the request refs: the `stat` of the loose-ref directory (every ref
@@ -42,6 +42,8 @@ pub struct Index {
 pub struct Stamp {
     dir: Option<(i128, u64)>,
     packed: Option<(i128, u64, u64)>,
+    /// [`Store::generation`]: exact for updates made by hyperion processes.
+    generation: Option<(u64, u64)>,
 }
 
 /// Stamps with a modification time this close to a scan's start may hide a change made in the
@@ -66,6 +68,7 @@ impl Stamp {
         Stamp {
             dir: dir.map(|m| (mtime_ns(&m), ino(&m))),
             packed: packed.map(|m| (mtime_ns(&m), m.len(), ino(&m))),
+            generation: store.generation(),
         }
     }
 
@@ -183,7 +186,7 @@ impl Index {
             && meta.stamp == cur
             && meta.verify_after.is_none_or(|t| jiff::Timestamp::now() < t)
         {
-            self.known = Some(cur);
+            self.known = Some((cur, store.own_writes()));
             return Ok(());
         }
         self.reconcile(store)?;
@@ -191,8 +194,10 @@ impl Index {
     }
 
     /// After this process moved refs and recorded the moves here, take the new stamp as
-    /// known, so the next operation need not rescan. A foreign write in the same instant
-    /// would hide behind it, so such a stamp is re-verified after [`REVERIFY`].
+    /// known, so the next operation need not rescan — but only when the update counter moved
+    /// by exactly our own updates, i.e. no other hyperion process wrote meanwhile. A write by
+    /// plain git (a fetch) in the same clock tick could still hide behind it, so such a stamp
+    /// is re-verified after [`REVERIFY`].
     pub fn absorb_own_writes(&mut self, store: &Store) -> Result<()> {
         if !self.wrote {
             return Ok(());
@@ -201,17 +206,31 @@ impl Index {
         let Some(meta) = self.meta()? else {
             return Ok(());
         };
-        if self.known != Some(meta.stamp) {
+        let Some((known, writes_then)) = self.known else {
+            return Ok(());
+        };
+        if known != meta.stamp {
             return Ok(());
         }
         let cur = Stamp::read(store);
+        let ours = store.own_writes() - writes_then;
+        let only_ours = match (known.generation, cur.generation) {
+            (Some((before, ino_a)), Some((after, ino_b))) => {
+                ino_a == ino_b && after == before + ours
+            }
+            (None, Some((after, _))) => after == ours,
+            _ => false,
+        };
+        if !only_ours {
+            return Ok(());
+        }
         let deadline = jiff::Timestamp::now() + REVERIFY;
         let verify_after = Some(meta.verify_after.map_or(deadline, |t| t.min(deadline)));
         self.set_meta(&Meta {
             stamp: cur,
             verify_after,
         })?;
-        self.known = Some(cur);
+        self.known = Some((cur, store.own_writes()));
         Ok(())
     }
 
@@ -234,6 +253,7 @@ impl Index {
     /// re-read from git, entries without a ref are dropped, refs without an entry are added.
     pub fn reconcile(&mut self, store: &Store) -> Result<Reconciled> {
         let start = jiff::Timestamp::now();
+        let writes_before = store.own_writes();
         let stamp = Stamp::read(store);
         let refs = store.list()?;
         let mut stats = Reconciled {
@@ -280,7 +300,7 @@ impl Index {
             stamp,
             verify_after: stamp.is_racy(start).then(|| start + REVERIFY),
         })?;
-        self.known = Some(stamp);
+        self.known = Some((stamp, writes_before));
         self.wrote = false;
         if stats.updated + stats.removed > 0 {
             tracing::debug!(

@@ -108,6 +108,10 @@ impl From<HistoryEntry> for HistoryItem {
 pub struct Swept {
     pub requeued: Vec<String>,
     pub dead: Vec<String>,
+    /// Requests whose ref lock, left by a writer that died mid-update, was removed.
+    pub unlocked: Vec<String>,
+    /// Expired leases that could not be swept this time (e.g. a ref lock not yet stale).
+    pub skipped: Vec<Finding>,
 }
 
 /// What gc did (or would do, with `dry_run`).
@@ -307,6 +311,7 @@ impl Queue {
             }
         };
         let mut leased = Vec::new();
+        let mut failure = None;
         for (tip, current) in candidates {
             if leased.len() >= batch {
                 break;
@@ -340,14 +345,19 @@ impl Queue {
                 Err(Error::Conflict { .. }) => {
                     tracing::debug!(request = %current.id, worker, "lost the race for a lease");
                 }
+                // One request that cannot be leased (say, its ref is locked by a writer that
+                // died) must not stop the queue: skip it, and report only if nothing worked.
                 Err(e) => {
-                    self.done(ix)?;
-                    return Err(e);
+                    tracing::warn!(request = %current.id, worker, error = %e, "could not lease; skipped");
+                    failure.get_or_insert(e);
                 }
             }
         }
         self.done(ix)?;
-        Ok(leased)
+        match failure {
+            Some(e) if leased.is_empty() => Err(e),
+            _ => Ok(leased),
+        }
     }
 
     /// Extend `worker`'s lease on `id` by its lease length.
@@ -464,9 +474,17 @@ impl Queue {
     /// Return expired leases to the queue, counting the attempt; past `maxAttempts` the
     /// request becomes a dead letter of class `lease`.
     pub fn sweep(&self) -> Result<Swept> {
+        let mut swept = Swept::default();
+        for id in self.store.stale_locks(crate::store::STALE_LOCK)? {
+            if self
+                .store
+                .remove_stale_lock(&id, crate::store::STALE_LOCK)?
+            {
+                swept.unlocked.push(id);
+            }
+        }
         let mut ix = self.index()?;
         let now = self.now();
-        let mut swept = Swept::default();
         let expired: Vec<_> = self
             .snapshot(ix.as_ref())?
             .entries
@@ -519,9 +537,14 @@ impl Queue {
                     }
                 }
                 Err(Error::Conflict { .. }) => {}
+                // Recovery must not stop at one stuck request: report it and go on.
                 Err(e) => {
-                    self.done(ix)?;
-                    return Err(e);
+                    tracing::warn!(request = %r.id, error = %e, "could not sweep; will retry");
+                    swept.skipped.push(Finding {
+                        id: r.id,
+                        code: e.code(),
+                        message: e.to_string(),
+                    });
                 }
             }
         }
@@ -680,6 +703,7 @@ impl Queue {
             }
         }
         self.done(ix)?;
+        self.store.reset_generation()?;
         collected.archived = archived;
         collected.archive = Some(bundle.display().to_string());
         Ok(collected)
@@ -715,6 +739,14 @@ impl Queue {
             ));
         }
         drop(slot);
+        for id in self.store.stale_locks(crate::store::STALE_LOCK)? {
+            d.findings.push(Finding {
+                id,
+                code: "store.stale_lock",
+                message: "a writer died holding this ref's lock; `git hyperion sweep` removes it"
+                    .into(),
+            });
+        }
         let now = self.now();
         for (id, tip) in &refs {
             let finding = |code, message: String| Finding {

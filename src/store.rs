@@ -58,6 +58,10 @@ pub struct HistoryEntry {
 
 pub struct Store {
     repo: gix::Repository,
+    /// Request refs this process has moved (see [`Store::generation`]).
+    writes: std::cell::Cell<u64>,
+    /// The update counter, opened for appending on first use.
+    generation_file: std::cell::RefCell<Option<std::fs::File>>,
 }
 
 impl Store {
@@ -70,7 +74,11 @@ impl Store {
 
     pub fn from_repo(mut repo: gix::Repository) -> Store {
         repo.object_cache_size_if_unset(8 * 1024 * 1024);
-        Store { repo }
+        Store {
+            repo,
+            writes: std::cell::Cell::new(0),
+            generation_file: std::cell::RefCell::new(None),
+        }
     }
 
     pub fn repo(&self) -> &gix::Repository {
@@ -152,7 +160,10 @@ impl Store {
         let commit = self.write_commit(tree, None, id, event)?;
         let name = Store::ref_name(id);
         match self.set_ref(&name, PreviousValue::MustNotExist, commit, event) {
-            Ok(()) => Ok(Created::New(commit)),
+            Ok(()) => {
+                self.wrote();
+                Ok(Created::New(commit))
+            }
             Err(e) => match self.tip(id)? {
                 Some(tip) => self.existing(id, tip, record),
                 None => Err(e),
@@ -212,6 +223,132 @@ impl Store {
         Ok(commit)
     }
 
+    /// Count one request-ref update: one byte appended to `hyperion/generation`. Its size
+    /// changes with every update any hyperion process makes, exactly, which file times (that
+    /// advance in coarse ticks) cannot promise; the index uses it to tell its own writes from
+    /// everyone else's.
+    fn wrote(&self) {
+        let n = self.writes.get() + 1;
+        self.writes.set(n);
+        let dir = self.repo.common_dir().join("hyperion");
+        let path = dir.join("generation");
+        let mut slot = self.generation_file.borrow_mut();
+        if slot.is_none() {
+            let open = || {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+            };
+            *slot = open()
+                .or_else(|_| {
+                    std::fs::create_dir_all(&dir)?;
+                    open()
+                })
+                .map_err(|e| tracing::warn!(error = %e, "could not open the update counter"))
+                .ok();
+        }
+        let Some(file) = slot.as_mut() else {
+            // The ref already moved; a missed count only costs readers a rescan.
+            return;
+        };
+        if let Err(e) = std::io::Write::write_all(file, b".") {
+            tracing::warn!(error = %e, "could not count a ref update");
+        }
+        // `gc` starts a fresh file (a new inode) when it grows large; a long-lived process
+        // notices and reopens.
+        if n.is_multiple_of(64) && !same_file(file, &path) {
+            *slot = None;
+        }
+    }
+
+    /// Replace the update counter with an empty file (a new inode, which every reader treats
+    /// as a change), so it does not grow without bound. Called by `gc`.
+    pub fn reset_generation(&self) -> Result<()> {
+        let dir = self.repo.common_dir().join("hyperion");
+        let path = dir.join("generation");
+        if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) < 1 << 16 {
+            return Ok(());
+        }
+        let tmp = dir.join(format!("generation.{}", std::process::id()));
+        std::fs::write(&tmp, b"")
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(format!("could not reset {}", path.display()), e))?;
+        *self.generation_file.borrow_mut() = None;
+        Ok(())
+    }
+
+    /// How many request-ref updates this process has made.
+    pub fn own_writes(&self) -> u64 {
+        self.writes.get()
+    }
+
+    /// (size, inode) of the update counter: changes whenever any hyperion process moves a
+    /// request ref.
+    pub fn generation(&self) -> Option<(u64, u64)> {
+        let m = std::fs::metadata(self.repo.common_dir().join("hyperion/generation")).ok()?;
+        #[cfg(unix)]
+        let ino = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let ino = 0;
+        Some((m.len(), ino))
+    }
+
+    /// Lock files of request refs older than `min_age`: left by a writer that died between
+    /// taking a ref's lock and committing it (a SIGKILL in that instant).
+    pub fn stale_locks(&self, min_age: std::time::Duration) -> Result<Vec<String>> {
+        let dir = self.repo.common_dir().join(REQUESTS_PREFIX);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("could not read {}", dir.display()), e)),
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".lock")
+                && is_older_than(&e.path(), min_age)
+            {
+                out.push(id.to_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Remove `id`'s ref lock if it is older than `min_age`. The lock is first moved aside and
+    /// checked again, and put back if it turns out to be a live writer's fresh lock.
+    pub fn remove_stale_lock(&self, id: &str, min_age: std::time::Duration) -> Result<bool> {
+        let lock = self
+            .repo
+            .common_dir()
+            .join(format!("{REQUESTS_PREFIX}{id}.lock"));
+        if !is_older_than(&lock, min_age) {
+            return Ok(false);
+        }
+        let aside = lock.with_extension(format!(
+            "lock.stale-{}-{}",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond()
+        ));
+        if std::fs::rename(&lock, &aside).is_err() {
+            return Ok(false);
+        }
+        if is_older_than(&aside, min_age) {
+            let _ = std::fs::remove_file(&aside);
+            tracing::warn!(request = %id, "removed a stale ref lock left by a dead writer");
+            Ok(true)
+        } else {
+            // We took a live lock: hand it back unless its writer already moved on.
+            if !lock.exists() {
+                let _ = std::fs::rename(&aside, &lock);
+            } else {
+                let _ = std::fs::remove_file(&aside);
+            }
+            Ok(false)
+        }
+    }
+
     /// Remove a request's ref, only if it still points at `expected` (retention).
     pub fn delete(&self, id: &str, expected: ObjectId) -> Result<()> {
         let name = Store::ref_name(id);
@@ -223,7 +360,7 @@ impl Store {
             name: name.as_str().try_into().map_err(Error::git)?,
             deref: false,
         };
-        self.repo.edit_reference(edit).map_err(|e| {
+        let result = self.repo.edit_reference(edit).map_err(|e| {
             if self.tip(id).ok().flatten() != Some(expected) {
                 Error::Conflict {
                     id: id.to_owned(),
@@ -232,7 +369,9 @@ impl Store {
             } else {
                 Error::git(format!("could not delete {name}: {e}"))
             }
-        })?;
+        });
+        result?;
+        self.wrote();
         Ok(())
     }
 
@@ -396,7 +535,10 @@ impl Store {
                 new,
                 event,
             ) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.wrote();
+                    return Ok(());
+                }
                 Err(e) => {
                     let now = self.tip(id)?;
                     if now != Some(expected) {
@@ -410,6 +552,10 @@ impl Store {
                     }
                     if attempt >= 40 {
                         return Err(e);
+                    }
+                    if attempt == 10 {
+                        // Still locked after a while: a writer may have died holding it.
+                        self.remove_stale_lock(id, STALE_LOCK)?;
                     }
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(std::time::Duration::from_millis(20));
@@ -446,6 +592,32 @@ impl Store {
             .map(|_| ())
             .map_err(|e| Error::git(format!("could not update {name}: {e}")))
     }
+}
+
+/// A ref lock older than this was left by a dead writer: live writers hold one for
+/// microseconds.
+pub const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[cfg(unix)]
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::File, _: &Path) -> bool {
+    true
+}
+
+fn is_older_than(path: &Path, age: std::time::Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e >= age)
 }
 
 /// `0001.patch` for the first change.

@@ -1,5 +1,7 @@
 //! End-to-end behaviour of each command, through the real binary on real repositories.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{TestRepo, request, request_dir};

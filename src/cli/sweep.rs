@@ -19,6 +19,15 @@ pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
         for id in &s.dead {
             println!("{id} dead (lease expired too often)");
         }
+        for id in &s.unlocked {
+            println!("{id} unlocked (a writer died holding its ref lock)");
+        }
+        for f in &s.skipped {
+            eprintln!(
+                "warning: {} not swept this time: [{}] {}",
+                f.id, f.code, f.message
+            );
+        }
         eprintln!("swept {} expired lease(s)", s.requeued.len() + s.dead.len());
     }
     Ok(())
