@@ -22,6 +22,8 @@ pub struct Queue {
     store: Store,
     settings: Settings,
     last_now: std::cell::Cell<jiff::Timestamp>,
+    /// Added to the wall clock (see [`Queue::travel`]).
+    clock_offset: std::cell::Cell<jiff::SignedDuration>,
     /// The index while this process runs queue operations back to back. Closed by
     /// [`Queue::close_index`] before any long step, and when the queue is dropped.
     index: RefCell<Option<Index>>,
@@ -156,6 +158,7 @@ impl Queue {
             store,
             settings,
             last_now: std::cell::Cell::new(jiff::Timestamp::UNIX_EPOCH),
+            clock_offset: std::cell::Cell::new(jiff::SignedDuration::ZERO),
             index: RefCell::new(None),
         }
     }
@@ -171,13 +174,19 @@ impl Queue {
     /// The current time, strictly increasing within this process so that requests enqueued
     /// one after another keep their order.
     pub fn now(&self) -> jiff::Timestamp {
-        let mut now = jiff::Timestamp::now();
+        let mut now = jiff::Timestamp::now() + self.clock_offset.get();
         let last = self.last_now.get();
         if now <= last {
             now = last + jiff::SignedDuration::from_nanos(1);
         }
         self.last_now.set(now);
         now
+    }
+
+    /// Move this queue's clock forward by `by`, so that lease expiry and backoff can be
+    /// exercised without waiting. For tests and simulations; real workers never call it.
+    pub fn travel(&self, by: jiff::SignedDuration) {
+        self.clock_offset.set(self.clock_offset.get() + by);
     }
 
     /// The index, opened if need be and brought up to date; `None` inside when another

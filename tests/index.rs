@@ -1,0 +1,217 @@
+//! The index is derived: with it deleted, busy, or out of date, every command answers the
+//! same as from the refs, and `doctor --reindex` rebuilds it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{TestRepo, request, request_dir};
+
+/// A queue with requests in every state, and the read-only answers it gives.
+fn populated() -> (TestRepo, Vec<String>) {
+    let repo = TestRepo::new();
+    repo.git(&["config", "hyperion.retryBackoff", "0s"]);
+    let d = request_dir(&repo, 6, "ix");
+    let ids: Vec<String> = repo
+        .ok(&["enqueue", d.to_str().unwrap()])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    repo.ok(&["dequeue", "--worker", "w1", "--batch", "4"]);
+    let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    repo.ok(&["complete", &ids[0], "--worker", "w1", "--landed", &head]);
+    repo.ok(&[
+        "complete",
+        &ids[1],
+        "--worker",
+        "w1",
+        "--failed",
+        "apply.conflict",
+        "--class",
+        "apply",
+        "--message",
+        "conflict in src/f1.txt",
+    ]);
+    repo.ok(&["release", &ids[2], "--worker", "w1"]);
+    repo.ok(&["heartbeat", &ids[3], "--worker", "w1"]);
+    (repo, ids)
+}
+
+fn answers(repo: &TestRepo, ids: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for args in [
+        vec!["list"],
+        vec!["list", "--status", "pending"],
+        vec!["list", "--agent", "test-agent", "--limit", "3"],
+        vec!["dead"],
+        vec!["dead", "--class", "apply"],
+        vec!["audit"],
+    ] {
+        out.push(repo.json(&args).to_string());
+    }
+    for id in ids {
+        out.push(repo.json(&["show", id]).to_string());
+    }
+    let mut doctor = repo.json(&["doctor"]);
+    doctor.as_object_mut().unwrap().remove("index_drift");
+    out.push(doctor.to_string());
+    out
+}
+
+#[test]
+fn deleting_the_index_changes_no_answer_and_reindex_rebuilds_it() {
+    let (repo, ids) = populated();
+    let index = repo.git_dir().join("hyperion/index");
+    let with_index = answers(&repo, &ids);
+    assert!(index.is_dir());
+    std::fs::remove_dir_all(&index).unwrap();
+    assert_eq!(
+        answers(&repo, &ids),
+        with_index,
+        "answers without the index"
+    );
+    let rebuilt = repo.json(&["doctor", "--reindex"]);
+    assert_eq!(rebuilt["reindexed"], true);
+    assert_eq!(answers(&repo, &ids), with_index, "answers after reindex");
+    // A dequeue after deletion leases what it would have leased.
+    std::fs::remove_dir_all(&index).unwrap();
+    let leased = repo.json(&["dequeue", "--worker", "w2"]);
+    assert_eq!(
+        leased[0]["id"],
+        ids[2].as_str(),
+        "the released request is first in line"
+    );
+}
+
+#[test]
+fn a_damaged_index_is_rebuilt() {
+    let (repo, ids) = populated();
+    let with_index = answers(&repo, &ids);
+    let index = repo.git_dir().join("hyperion/index");
+    for entry in std::fs::read_dir(&index).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::write(&p, b"garbage").unwrap();
+        }
+    }
+    assert_eq!(answers(&repo, &ids), with_index);
+}
+
+#[test]
+fn a_busy_index_is_answered_from_the_refs() {
+    let (repo, ids) = populated();
+    let with_index = answers(&repo, &ids);
+    repo.git(&["config", "hyperion.indexWait", "100ms"]);
+    let held = hyperion::index::Index::open(
+        &repo.git_dir().join("hyperion/index"),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap()
+    .expect("the test holds the index");
+    let t = std::time::Instant::now();
+    assert_eq!(
+        answers(&repo, &ids),
+        with_index,
+        "answers while another process holds the index"
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
+    // Writes go on too, straight to the refs; the index catches up once it is free.
+    let leased = repo.json(&["dequeue", "--worker", "w3"]);
+    assert_eq!(leased[0]["id"], ids[2].as_str());
+    drop(held);
+    assert_eq!(
+        repo.json(&["list", "--status", "leased"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn refs_written_elsewhere_appear() {
+    let (repo, _) = populated();
+    repo.json(&["list"]); // the index exists and is current
+    // Another clone enqueues, and we fetch its refs.
+    let other = TestRepo::new();
+    let f = other.write("r.json", &request(42, "elsewhere"));
+    let id = other
+        .ok(&["enqueue", f.to_str().unwrap()])
+        .trim()
+        .to_owned();
+    repo.git(&[
+        "fetch",
+        "-q",
+        other.path().to_str().unwrap(),
+        "refs/hyperion/requests/*:refs/hyperion/requests/*",
+    ]);
+    let listed = repo.json(&["list"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id.as_str()),
+        "fetched request listed"
+    );
+    assert_eq!(repo.json(&["show", &id])["record"]["status"], "pending");
+    // A ref moved by plain git is reflected too: put a leased request back to its root.
+    let leased = repo.json(&["list", "--status", "leased"]);
+    let lid = leased[0]["id"].as_str().unwrap().to_owned();
+    let root = repo
+        .git(&[
+            "rev-list",
+            "--max-parents=0",
+            &format!("refs/hyperion/requests/{lid}"),
+        ])
+        .trim()
+        .to_owned();
+    repo.git(&[
+        "update-ref",
+        &format!("refs/hyperion/requests/{lid}"),
+        &root,
+    ]);
+    assert_eq!(repo.json(&["show", &lid])["record"]["status"], "pending");
+    let pending = repo.json(&["list", "--status", "pending"]);
+    assert!(
+        pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == lid.as_str())
+    );
+    // And a deleted ref disappears.
+    repo.git(&["update-ref", "-d", &format!("refs/hyperion/requests/{id}")]);
+    assert!(
+        !repo
+            .json(&["list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id.as_str())
+    );
+}
+
+#[test]
+fn pushing_to_a_bare_server_shares_the_queue() {
+    let (repo, ids) = populated();
+    let server = TestRepo::bare();
+    repo.git(&[
+        "push",
+        "-q",
+        server.path().to_str().unwrap(),
+        "refs/hyperion/requests/*:refs/hyperion/requests/*",
+    ]);
+    let mut on_server: Vec<String> = server
+        .json(&["list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut local = ids.clone();
+    on_server.sort();
+    local.sort();
+    assert_eq!(on_server, local);
+    assert_eq!(server.json(&["list"]), repo.json(&["list"]));
+}
