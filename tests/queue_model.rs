@@ -145,7 +145,9 @@ impl World {
         match *op {
             Op::Enqueue(k) => {
                 let r = req(k);
-                let out = self.queues[0].enqueue(&[r.clone()], "model").unwrap();
+                let out = self.queues[0]
+                    .enqueue(std::slice::from_ref(&r), "model")
+                    .unwrap();
                 let known = self.model.contains_key(&r.id());
                 assert_eq!(out[0].created, !known, "duplicate detection");
                 if !known {
