@@ -5,9 +5,15 @@
 //! entry remembers the tip it reflects and [`Index::reconcile`] compares those with the refs,
 //! re-reading only what moved. Deleting the directory loses nothing.
 //!
-//! sled admits one process at a time, so a process opens the index, acts and closes it; it
-//! never holds it across long work. [`Index::open`] retries briefly when another process has
-//! it and reports `None` when it stays busy, and callers then answer from the refs.
+//! sled admits one process at a time. A process opens the index for a run of queue operations
+//! and closes it before any long step (applying, checks, sleeping) and at exit; it never holds
+//! it across long work. [`Index::open`] retries briefly when another process has it and
+//! reports `None` when it stays busy; callers then answer from the refs.
+//!
+//! Freshness is checked cheaply: a [`Stamp`] of the refs (the loose-ref directory, which every
+//! ref update renames a lock file into; `packed-refs`; and an exact update counter that every
+//! hyperion writer bumps) is compared with the one the index was built at. Only when it moved
+//! does [`Index::reconcile`] list the refs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -286,7 +292,8 @@ impl Index {
                     stats.updated += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(request = %id, error = %e, "unreadable request left out of the index")
+                    tracing::warn!(request = %id, error = %e, "unreadable request left out of the index");
+                    self.remove(id)?;
                 }
             }
         }

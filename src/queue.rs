@@ -225,7 +225,12 @@ impl Queue {
             None => {
                 let mut v = Vec::new();
                 for (id, tip) in self.store.list()? {
-                    v.push((tip, self.store.read_record(&id, tip)?));
+                    match self.store.read_record(&id, tip) {
+                        Ok(r) => v.push((tip, r)),
+                        Err(e) => {
+                            tracing::warn!(request = %id, error = %e, "unreadable request left out")
+                        }
+                    }
                 }
                 v
             }

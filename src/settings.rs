@@ -123,20 +123,25 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("'{s}' is not a duration (use e.g. 30s, 5m, 1h, 2d)"))?;
-    let secs = match unit.trim() {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" | "sec" | "secs" => n,
-        "m" | "min" | "mins" => n * 60,
-        "h" | "hour" | "hours" => n * 3600,
-        "d" | "day" | "days" => n * 86400,
-        "w" | "week" | "weeks" => n * 7 * 86400,
+    let per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" | "sec" | "secs" => 1000,
+        "m" | "min" | "mins" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        "w" | "week" | "weeks" => 7 * 86_400_000,
         other => {
             return Err(format!(
                 "unknown unit '{other}' in '{s}' (use ms, s, m, h, d or w)"
             ));
         }
     };
-    Ok(Duration::from_secs(secs))
+    // Nothing hyperion measures lasts a century; anything longer is surely a typo.
+    const MAX_MS: u64 = 100 * 366 * 86_400_000;
+    match n.checked_mul(per_unit) {
+        Some(ms) if ms <= MAX_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("'{s}' is longer than 100 years")),
+    }
 }
 
 /// Render a duration the way `parse_duration` reads it.
@@ -169,5 +174,7 @@ mod tests {
         );
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999w").is_err());
+        assert!(parse_duration("10000w").is_err());
     }
 }

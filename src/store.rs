@@ -67,7 +67,7 @@ pub struct Store {
 impl Store {
     /// Open the repository containing `path` (bare or not).
     pub fn discover(path: &Path) -> Result<Store> {
-        let repo = gix::discover(path)
+        let repo = gix::discover_with_environment_overrides(path)
             .map_err(|e| Error::Usage(format!("not a git repository: {} ({e})", path.display())))?;
         Ok(Store::from_repo(repo))
     }
@@ -89,9 +89,10 @@ impl Store {
         self.repo.git_dir()
     }
 
-    /// `$GIT_DIR/hyperion`: the home of derived state (index, worktrees, archives).
+    /// `hyperion/` in the common git dir (shared by all worktrees): the home of derived
+    /// state (index, worktrees, archives).
     pub fn hyperion_dir(&self) -> PathBuf {
-        self.repo.git_dir().join("hyperion")
+        self.repo.common_dir().join("hyperion")
     }
 
     pub fn ref_name(id: &str) -> String {

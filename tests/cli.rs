@@ -625,3 +625,75 @@ fn outside_a_repository_is_a_usage_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: ") && err.contains("hint:"), "{err}");
 }
+
+#[test]
+fn dash_c_and_git_dir_pick_the_repository_like_git_does() {
+    let repo = TestRepo::new();
+    let f = repo.write("r.json", &request(1, "dashc"));
+    // -C: relative paths are read from the new directory, as with `git -C`.
+    std::fs::copy(&f, repo.path().join("local.json")).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let id = {
+        let out = std::process::Command::new(common::BIN)
+            .current_dir(elsewhere.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .args(["-C", repo.path().to_str().unwrap(), "enqueue", "local.json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // GIT_DIR: `git --git-dir=X hyperion …` works on X.
+    let out = std::process::Command::new(common::BIN)
+        .current_dir(elsewhere.path())
+        .env("GIT_DIR", repo.git_dir())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["id"], id.as_str());
+}
+
+#[test]
+fn absurd_durations_are_refused_not_panicked_on() {
+    let repo = TestRepo::new();
+    for args in [
+        vec!["list", "--since", "99999999999999w"],
+        vec!["gc", "--older-than", "1000000w"],
+        vec![
+            "dequeue",
+            "--worker",
+            "w",
+            "--lease",
+            "18446744073709551615s",
+        ],
+    ] {
+        let (_, err) = repo.fails(&args, 2);
+        assert!(err.starts_with("error"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    repo.git(&["config", "hyperion.maxLease", "99999999999w"]);
+    let (_, err) = repo.fails(&["list"], 2);
+    assert!(err.contains("hyperion.maxLease"), "{err}");
+}
+
+#[test]
+fn patch_options_need_patch() {
+    let repo = TestRepo::new();
+    let f = repo.write("r.json", &request(1, "opts"));
+    repo.fails(&["enqueue", f.to_str().unwrap(), "--task", "T"], 2);
+    repo.fails(&["enqueue", f.to_str().unwrap(), "--check", "unit"], 2);
+    assert_eq!(repo.hyperion_refs(), "");
+}

@@ -49,10 +49,12 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         }
         (None, Some(code)) => {
             let c = args.class.as_deref().unwrap_or_default();
-            let class = DeadClass::parse(c).ok_or_else(|| {
-                CommandError::usage(format!("unknown class '{c}'"))
-                    .hint("use validation, apply or check")
-            })?;
+            let class = DeadClass::parse(c)
+                .filter(|c| *c != DeadClass::Lease)
+                .ok_or_else(|| {
+                    CommandError::usage(format!("unknown class '{c}'"))
+                        .hint("use validation, apply or check")
+                })?;
             Outcome::Failed {
                 class,
                 error: ErrorInfo {

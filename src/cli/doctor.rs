@@ -41,11 +41,14 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         .filter(|f| f.code != "lease.expired" && f.code != "store.stale_lock")
         .count();
     if broken > 0 {
-        return Err(CommandError::refused(
-            "store.corrupt",
+        let mut e = CommandError::refused(
+            "doctor.problems",
             format!("{broken} problem(s) in request chains"),
         )
-        .hint("see the list above; `git log refs/hyperion/requests/ID` shows a chain"));
+        .hint("see the list above; `git log refs/hyperion/requests/ID` shows a chain");
+        // The report above is the JSON document; print no second one.
+        e.json_printed = ctx.json();
+        return Err(e);
     }
     Ok(())
 }

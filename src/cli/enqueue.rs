@@ -29,19 +29,19 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires_all = ["task", "agent"])]
     patch: Option<PathBuf>,
     /// Task id for --patch.
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", requires = "patch")]
     task: Option<String>,
     /// Agent name for --patch.
-    #[arg(long, value_name = "A")]
+    #[arg(long, value_name = "A", requires = "patch")]
     agent: Option<String>,
     /// Title for --patch (default: the mail subject, if any).
-    #[arg(long)]
+    #[arg(long, requires = "patch")]
     title: Option<String>,
     /// Check to run for --patch (repeatable).
-    #[arg(long = "check", value_name = "NAME")]
+    #[arg(long = "check", value_name = "NAME", requires = "patch")]
     checks: Vec<String>,
     /// Priority 0..9 for --patch (9 most urgent).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    #[arg(long, requires = "patch", value_parser = clap::value_parser!(u8).range(0..=9))]
     priority: Option<u8>,
     /// Validate and report, but store nothing.
     #[arg(long)]
@@ -151,11 +151,14 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
 
 fn wrap(args: &Args, path: &Path) -> CmdResult<Loaded> {
     let text = if path.as_os_str() == "-" {
-        let mut s = String::new();
+        let mut bytes = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut s)
+            .read_to_end(&mut bytes)
             .map_err(|e| CommandError::usage(format!("could not read stdin: {e}")))?;
-        s
+        String::from_utf8(bytes).map_err(|_| {
+            CommandError::refused("patch.not_utf8", "the diff on stdin is not UTF-8 text")
+                .hint("binary diffs must be produced with `git diff --binary`, which is ASCII")
+        })?
     } else {
         let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
         String::from_utf8(bytes).map_err(|_| {

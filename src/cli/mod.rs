@@ -49,7 +49,7 @@ use error::{CmdResult, CommandError};
 pub struct Cli {
     /// Run as if started in PATH.
     #[arg(short = 'C', global = true, value_name = "PATH")]
-    pub dir: Option<PathBuf>,
+    pub change_dir: Option<PathBuf>,
     /// Output format of records and reports.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -120,12 +120,14 @@ impl Ctx {
 }
 
 pub fn run(cli: Cli) -> CmdResult {
+    // Like `git -C`: relative paths given to the command are read from PATH too.
+    if let Some(d) = &cli.change_dir {
+        std::env::set_current_dir(d)
+            .map_err(|e| CommandError::usage(format!("cannot change to {}: {e}", d.display())))?;
+    }
     let ctx = Ctx {
-        dir: match cli.dir {
-            Some(d) => d,
-            None => std::env::current_dir()
-                .map_err(|e| CommandError::usage(format!("no current directory: {e}")))?,
-        },
+        dir: std::env::current_dir()
+            .map_err(|e| CommandError::usage(format!("no current directory: {e}")))?,
         format: cli.format,
     };
     match cli.command {
