@@ -380,14 +380,29 @@ impl Index {
 
     /// Every indexed record with its tip, in id order.
     pub fn all(&self) -> Result<Vec<(ObjectId, Record)>> {
-        let mut out = Vec::with_capacity(self.records.len());
+        let mut raw = Vec::with_capacity(self.records.len());
         for kv in self.records.iter() {
-            let (_, v) = kv.map_err(sled_err)?;
-            if let Some(e) = decode(&v) {
-                out.push(e);
-            }
+            raw.push(kv.map_err(sled_err)?.1);
         }
-        Ok(out)
+        // Decoding dominates a listing; spread it over the cores for large queues.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        if threads < 2 || raw.len() < 2048 {
+            return Ok(raw.iter().filter_map(|v| decode(v)).collect());
+        }
+        let chunk = raw.len().div_ceil(threads);
+        let parts: Vec<Vec<(ObjectId, Record)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = raw
+                .chunks(chunk)
+                .map(|c| s.spawn(move || c.iter().filter_map(|v| decode(v)).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("decoding does not panic"))
+                .collect()
+        });
+        Ok(parts.into_iter().flatten().collect())
     }
 
     /// Drop every entry (for `doctor --reindex`).
