@@ -9,6 +9,7 @@ pub mod error;
 pub mod git;
 pub mod index;
 pub mod model;
+pub mod pack;
 pub mod patch;
 pub mod queue;
 pub mod settings;

@@ -18,6 +18,9 @@ use crate::model::{Action, ChangeRequest, DeadClass, ErrorInfo, Event, Record, S
 use crate::settings::Settings;
 use crate::store::{Artifact, Created, HistoryEntry, Store, Transition};
 
+/// From this many requests on, enqueue writes their objects as one pack.
+const PACK_BATCH: usize = 16;
+
 pub struct Queue {
     store: Store,
     settings: Settings,
@@ -242,25 +245,49 @@ impl Queue {
     /// submission is not stored twice and is reported with `created: false`.
     pub fn enqueue(&self, requests: &[ChangeRequest], actor: &str) -> Result<Vec<Enqueued>> {
         let mut ix = self.index()?;
+        let prepared: Vec<(Record, Event)> = requests
+            .iter()
+            .map(|req| {
+                let now = self.now();
+                let event = Event {
+                    action: Action::Enqueue,
+                    from: None,
+                    to: Status::Pending,
+                    actor: actor.to_owned(),
+                    worker: None,
+                    reason: None,
+                    code: None,
+                    at: now,
+                    leased_until: None,
+                };
+                (Record::new(req, now), event)
+            })
+            .collect();
+        // Large batches write their objects as one pack: far fewer files to create.
+        let created = if requests.len() >= PACK_BATCH {
+            let items: Vec<_> = requests
+                .iter()
+                .zip(&prepared)
+                .map(|(req, (record, event))| (req, record, event))
+                .collect();
+            self.store.create_many(&items)
+        } else {
+            requests
+                .iter()
+                .zip(&prepared)
+                .map(|(req, (record, event))| self.store.create(req, record, event))
+                .collect()
+        };
+        let created = match created {
+            Ok(c) => c,
+            Err(e) => {
+                self.done(ix)?;
+                return Err(e);
+            }
+        };
         let mut out = Vec::with_capacity(requests.len());
-        for req in requests {
-            let now = self.now();
-            let record = Record::new(req, now);
-            let event = Event {
-                action: Action::Enqueue,
-                from: None,
-                to: Status::Pending,
-                actor: actor.to_owned(),
-                worker: None,
-                reason: None,
-                code: None,
-                at: now,
-                leased_until: None,
-            };
-            let _span =
-                tracing::info_span!("enqueue", request = %record.id, task = %record.task_id)
-                    .entered();
-            match self.store.create(req, &record, &event)? {
+        for ((record, _), result) in prepared.into_iter().zip(created) {
+            match result {
                 Created::New(tip) => {
                     tracing::info!(request = %record.id, task = %record.task_id, "enqueued");
                     if let Some(ix) = ix.as_mut() {
@@ -274,7 +301,7 @@ impl Queue {
                 }
                 Created::Existing(tip) => {
                     let existing = self.store.read_record(&record.id, tip)?;
-                    tracing::info!(request = %record.id, "duplicate submission");
+                    tracing::info!(request = %record.id, task = %record.task_id, "duplicate submission");
                     out.push(Enqueued {
                         id: record.id.clone(),
                         created: false,

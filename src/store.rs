@@ -16,6 +16,7 @@ use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 
 use crate::error::{Error, Result};
 use crate::model::{ChangeRequest, Event, Record};
+use crate::pack::PackBuilder;
 
 /// Where request chains live.
 pub const REQUESTS_PREFIX: &str = "refs/hyperion/requests/";
@@ -141,24 +142,105 @@ impl Store {
         if let Some(tip) = self.tip(id)? {
             return self.existing(id, tip, record);
         }
+        let commit = self.root_objects(req, record, event, &mut Sink::Loose)?;
+        self.create_ref(record, event, commit)
+    }
+
+    /// [`Store::create`] for many requests at once: their objects are written as one pack,
+    /// then each ref is created. Same results, in the same order, as one `create` each.
+    pub fn create_many(&self, items: &[(&ChangeRequest, &Record, &Event)]) -> Result<Vec<Created>> {
+        let mut pack = PackBuilder::new();
+        let mut out: Vec<Option<Created>> = vec![None; items.len()];
+        let mut planned: Vec<(usize, ObjectId)> = Vec::new();
+        let mut in_batch: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for (i, (req, record, event)) in items.iter().enumerate() {
+            if let Some(tip) = self.tip(&record.id)? {
+                out[i] = Some(self.existing(&record.id, tip, record)?);
+            } else if in_batch.insert(record.id.as_str()) {
+                let commit = self.root_objects(req, record, event, &mut Sink::Pack(&mut pack))?;
+                planned.push((i, commit));
+            }
+        }
+        let objects = self.repo.common_dir().join("objects");
+        pack.write(&objects).map_err(|e| {
+            Error::io(
+                format!("could not write a pack in {}", objects.display()),
+                e,
+            )
+        })?;
+        for (i, commit) in planned {
+            let (_, record, event) = items[i];
+            out[i] = Some(self.create_ref(record, event, commit)?);
+        }
+        // Repeats of a request within the batch are duplicates of its first occurrence.
+        for (i, (_, record, _)) in items.iter().enumerate() {
+            if out[i].is_none() {
+                let tip = self
+                    .tip(&record.id)?
+                    .ok_or_else(|| Error::NotFound(record.id.clone()))?;
+                out[i] = Some(Created::Existing(tip));
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|c| c.expect("every item was decided"))
+            .collect())
+    }
+
+    /// The root commit of a new chain and everything below it.
+    fn root_objects(
+        &self,
+        req: &ChangeRequest,
+        record: &Record,
+        event: &Event,
+        sink: &mut Sink<'_>,
+    ) -> Result<ObjectId> {
         let mut entries = Vec::with_capacity(4);
         let request_json = serde_json::to_vec_pretty(&req.without_patches())
             .expect("a ChangeRequest always serialises");
-        entries.push(blob_entry("request.json", self.write_blob(&request_json)?));
+        entries.push(blob_entry(
+            "request.json",
+            self.put_blob(sink, request_json)?,
+        ));
         let mut patches = Vec::with_capacity(req.changes.len());
         for (i, c) in req.changes.iter().enumerate() {
             patches.push(blob_entry(
                 &patch_file_name(i),
-                self.write_blob(c.patch.as_bytes())?,
+                self.put_blob(sink, c.patch.as_bytes().to_vec())?,
             ));
         }
-        entries.push(tree_entry("changes", self.write_tree(patches)?));
+        entries.push(tree_entry("changes", self.put_tree(sink, patches)?));
         entries.push(blob_entry(
             "state.json",
-            self.write_blob(&state_json(record))?,
+            self.put_blob(sink, state_json(record))?,
         ));
-        let tree = self.write_tree(entries)?;
-        let commit = self.write_commit(tree, None, id, event)?;
+        let tree = self.put_tree(sink, entries)?;
+        let commit = commit_object(tree, None, &record.id, event);
+        match sink {
+            Sink::Loose => self.write_object(&commit),
+            Sink::Pack(p) => Ok(p.add(gix::objs::Kind::Commit, encode(&commit))),
+        }
+    }
+
+    fn put_blob(&self, sink: &mut Sink<'_>, data: Vec<u8>) -> Result<ObjectId> {
+        match sink {
+            Sink::Loose => self.write_blob(&data),
+            Sink::Pack(p) => Ok(p.add(gix::objs::Kind::Blob, data)),
+        }
+    }
+
+    fn put_tree(&self, sink: &mut Sink<'_>, mut entries: Vec<Entry>) -> Result<ObjectId> {
+        match sink {
+            Sink::Loose => self.write_tree(entries),
+            Sink::Pack(p) => {
+                entries.sort();
+                Ok(p.add(gix::objs::Kind::Tree, encode(&gix::objs::Tree { entries })))
+            }
+        }
+    }
+
+    fn create_ref(&self, record: &Record, event: &Event, commit: ObjectId) -> Result<Created> {
+        let id = &record.id;
         let name = Store::ref_name(id);
         match self.set_ref(&name, PreviousValue::MustNotExist, commit, event) {
             Ok(()) => {
@@ -502,23 +584,12 @@ impl Store {
         id: &str,
         event: &Event,
     ) -> Result<ObjectId> {
-        let sig = signature(&event.actor, event.at);
-        let message = format!(
-            "{}\n\n{}\n",
-            event.summary(id),
-            serde_json::to_string(event).expect("an Event always serialises")
-        );
-        let commit = gix::objs::Commit {
-            tree,
-            parents: parent.into_iter().collect(),
-            author: sig.clone(),
-            committer: sig,
-            encoding: None,
-            message: message.into(),
-            extra_headers: Vec::new(),
-        };
+        self.write_object(&commit_object(tree, parent, id, event))
+    }
+
+    fn write_object(&self, object: &gix::objs::Commit) -> Result<ObjectId> {
         self.repo
-            .write_object(&commit)
+            .write_object(object)
             .map(|id| id.detach())
             .map_err(|e| Error::git(format!("could not write a commit: {e}")))
     }
@@ -646,6 +717,45 @@ fn signature(actor: &str, at: jiff::Timestamp) -> gix::actor::Signature {
             seconds: at.as_second(),
             offset: 0,
         },
+    }
+}
+
+/// Where new objects go: loose files one by one, or a pack written at the end of a batch.
+enum Sink<'a> {
+    Loose,
+    Pack(&'a mut PackBuilder),
+}
+
+fn encode(object: &dyn gix::objs::WriteTo) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(512);
+    object
+        .write_to(&mut buf)
+        .expect("writing to memory cannot fail");
+    buf
+}
+
+/// A chain commit: authored and committed by the event's actor at the event's time; the
+/// message is the summary line and the event as JSON.
+fn commit_object(
+    tree: ObjectId,
+    parent: Option<ObjectId>,
+    id: &str,
+    event: &Event,
+) -> gix::objs::Commit {
+    let sig = signature(&event.actor, event.at);
+    let message = format!(
+        "{}\n\n{}\n",
+        event.summary(id),
+        serde_json::to_string(event).expect("an Event always serialises")
+    );
+    gix::objs::Commit {
+        tree,
+        parents: parent.into_iter().collect(),
+        author: sig.clone(),
+        committer: sig,
+        encoding: None,
+        message: message.into(),
+        extra_headers: Vec::new(),
     }
 }
 

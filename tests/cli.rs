@@ -697,3 +697,50 @@ fn patch_options_need_patch() {
     repo.fails(&["enqueue", f.to_str().unwrap(), "--check", "unit"], 2);
     assert_eq!(repo.hyperion_refs(), "");
 }
+
+#[test]
+fn a_large_batch_is_written_as_one_pack_that_git_reads() {
+    let repo = TestRepo::new();
+    let d = request_dir(&repo, 40, "pack");
+    let mut copy = request(3, "pack");
+    copy["title"] = "change 3 pack".into();
+    std::fs::write(
+        d.join("00003-again.json"),
+        serde_json::to_vec(&copy).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<String> = repo
+        .ok(&["enqueue", d.to_str().unwrap()])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids.len(), 41);
+    assert_eq!(
+        ids[3], ids[4],
+        "a repeat within the batch is the same request"
+    );
+    let counts = repo.git(&["count-objects", "-v"]);
+    assert!(counts.contains("packs: 1"), "{counts}");
+    let packs: Vec<_> = std::fs::read_dir(repo.git_dir().join("objects/pack"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+        .collect();
+    let verify = repo.git(&["verify-pack", "-v", packs[0].to_str().unwrap()]);
+    assert!(
+        verify.contains("commit") && verify.contains("tree") && verify.contains("blob"),
+        "{verify}"
+    );
+    repo.git(&["fsck", "--strict", "--no-dangling"]);
+    assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 40);
+    let id = &ids[0];
+    let shown = repo.json(&["show", id, "--patch"]);
+    assert_eq!(
+        shown["request"]["changes"][0]["patch"],
+        request(0, "pack")["changes"][0]["patch"]
+    );
+    // The queue works on packed chains as on loose ones.
+    repo.ok(&["dequeue", "--worker", "w", "--batch", "40"]);
+    repo.ok(&["release", id, "--worker", "w"]);
+    repo.git(&["fsck", "--strict", "--no-dangling"]);
+}
