@@ -91,7 +91,7 @@ impl PackBuilder {
         let pack_sum = sha1(&pack);
         pack.extend_from_slice(pack_sum.as_bytes());
 
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by_key(|e| e.0);
         let mut idx = Vec::with_capacity(8 + 1024 + entries.len() * 28 + 40);
         idx.extend_from_slice(&[0xff, b't', b'O', b'c']);
         idx.extend_from_slice(&2u32.to_be_bytes());
