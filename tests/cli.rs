@@ -744,3 +744,36 @@ fn a_large_batch_is_written_as_one_pack_that_git_reads() {
     repo.ok(&["release", id, "--worker", "w"]);
     repo.git(&["fsck", "--strict", "--no-dangling"]);
 }
+
+#[test]
+fn logs_are_quiet_by_default_and_json_lines_with_ids_on_request() {
+    let repo = TestRepo::new();
+    let f = repo.write("r.json", &request(1, "log"));
+    let out = repo.run(&["enqueue", f.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "quiet by default: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = repo.run(&["-v", "--log-format", "json", "dequeue", "--worker", "w7"]);
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
+        .collect();
+    let leased = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "leased")
+        .expect("a lease event");
+    assert_eq!(leased["fields"]["request"], id.as_str());
+    assert_eq!(leased["fields"]["task"], "TASK-1");
+    assert_eq!(leased["fields"]["worker"], "w7");
+    let out = repo.run(&["-v", "release", &id, "--worker", "w7"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("transition") && text.contains(&id) && text.contains("w7"),
+        "{text}"
+    );
+}
