@@ -120,17 +120,20 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let all: Vec<_> = reqs.iter().map(|(_, r)| r.clone()).collect();
     let done = queue.enqueue(&all, "demo")?;
     for ((name, _), e) in reqs.iter().zip(&done) {
-        log.push(format!("enqueue {name:<28} -> {}", e.id));
+        log.push(format!("{:<10} {name:<28} -> {}", "enqueue", e.id));
     }
     let again = queue.enqueue(&all[..1], "demo")?;
     log.push(format!(
-        "enqueue {:<28} -> {} again: duplicate, nothing stored",
-        GOOD[0].0, again[0].id
+        "{:<10} {:<28} -> {} again: duplicate, nothing stored",
+        "enqueue", GOOD[0].0, again[0].id
     ));
     match hyperion::validate::parse_request(BAD.1.as_bytes()) {
         Ok(_) => return Err(CommandError::usage("the invalid sample was accepted")),
         Err(problems) => {
-            log.push(format!("enqueue {:<28} -> refused: {}", BAD.0, problems[0]));
+            log.push(format!(
+                "{:<10} {:<28} -> refused: {}",
+                "enqueue", BAD.0, problems[0]
+            ));
             rows.push((
                 BAD.0.to_owned(),
                 "refused".into(),
@@ -141,17 +144,20 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let leased = queue.dequeue("demo-worker", 2, Some(std::time::Duration::from_secs(300)))?;
     for r in &leased {
         log.push(format!(
-            "dequeue demo-worker           -> leased {} (priority {})",
-            r.id, r.priority
+            "{:<10} {:<28} -> leased {} (priority {})",
+            "dequeue", "--worker demo-worker", r.id, r.priority
         ));
     }
     if let Some(r) = leased.first() {
         queue.heartbeat(&r.id, "demo-worker")?;
-        log.push(format!("heartbeat {}  -> lease extended", r.id));
+        log.push(format!(
+            "{:<10} {:<28} -> lease extended",
+            "heartbeat", r.id
+        ));
     }
     if let Some(r) = leased.get(1) {
         queue.release(&r.id, "demo-worker")?;
-        log.push(format!("release {}    -> back to pending", r.id));
+        log.push(format!("{:<10} {:<28} -> back to pending", "release", r.id));
     }
     for r in queue.list(&Filter::default())? {
         let name = reqs
