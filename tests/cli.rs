@@ -52,11 +52,7 @@ fn enqueue_prints_the_id_and_is_idempotent() {
 fn a_directory_is_enqueued_in_name_order_and_stdin_works() {
     let repo = TestRepo::new();
     let d = request_dir(&repo, 5, "dir");
-    let printed: Vec<String> = repo
-        .ok(&["enqueue", d.to_str().unwrap()])
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let printed: Vec<String> = repo.enqueue(&d);
     assert_eq!(printed.len(), 5);
     assert_eq!(
         ids(&repo.json(&["list"])),
@@ -170,11 +166,7 @@ fn completion_lands_fails_or_retries() {
     repo.git(&["config", "hyperion.maxAttempts", "2"]);
     repo.git(&["config", "hyperion.retryBackoff", "1s"]);
     let d = request_dir(&repo, 3, "c");
-    let all: Vec<String> = repo
-        .ok(&["enqueue", d.to_str().unwrap()])
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let all: Vec<String> = repo.enqueue(&d);
     repo.ok(&["dequeue", "--worker", "w", "--batch", "3"]);
     let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
     let r = repo.json(&["complete", &all[0], "--worker", "w", "--landed", &head]);
@@ -278,11 +270,7 @@ fn sweep_requeues_expired_leases_and_dead_letters_past_max_attempts() {
 fn requeue_needs_a_dead_letter_and_a_reason_and_records_it() {
     let repo = TestRepo::new();
     let d = request_dir(&repo, 2, "rq");
-    let all: Vec<String> = repo
-        .ok(&["enqueue", d.to_str().unwrap()])
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let all: Vec<String> = repo.enqueue(&d);
     repo.ok(&["dequeue", "--worker", "w", "--batch", "1"]);
     repo.ok(&[
         "complete",
@@ -356,11 +344,7 @@ fn history_is_the_git_log_of_the_chain() {
 fn list_filters() {
     let repo = TestRepo::new();
     let d = request_dir(&repo, 4, "lf");
-    let all: Vec<String> = repo
-        .ok(&["enqueue", d.to_str().unwrap()])
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let all: Vec<String> = repo.enqueue(&d);
     let mut other = request(7, "lf");
     other["agent"] = "other-agent".into();
     let f = repo.write("o.json", &other);
@@ -485,11 +469,7 @@ fn wraps_raw_git_diff_and_format_patch_output() {
 fn gc_archives_into_a_restorable_bundle() {
     let repo = TestRepo::new();
     let d = request_dir(&repo, 3, "gc");
-    let all: Vec<String> = repo
-        .ok(&["enqueue", d.to_str().unwrap()])
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let all: Vec<String> = repo.enqueue(&d);
     repo.ok(&["dequeue", "--worker", "w", "--batch", "2"]);
     repo.ok(&[
         "complete",
@@ -541,11 +521,7 @@ fn gc_archives_into_a_restorable_bundle() {
 fn works_in_a_bare_repository() {
     let repo = TestRepo::bare();
     let d = request_dir(&repo, 3, "bare");
-    let all: Vec<String> = repo
-        .ok(&["enqueue", d.to_str().unwrap()])
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let all: Vec<String> = repo.enqueue(&d);
     assert_eq!(ids(&repo.json(&["list"])), all);
     assert_eq!(
         ids(&repo.json(&["dequeue", "--worker", "ci", "--batch", "3"])),
@@ -709,11 +685,7 @@ fn a_large_batch_is_written_as_one_pack_that_git_reads() {
         serde_json::to_vec(&copy).unwrap(),
     )
     .unwrap();
-    let ids: Vec<String> = repo
-        .ok(&["enqueue", d.to_str().unwrap()])
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let ids: Vec<String> = repo.enqueue(&d);
     assert_eq!(ids.len(), 41);
     assert_eq!(
         ids[3], ids[4],

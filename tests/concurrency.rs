@@ -37,11 +37,7 @@ fn spawn_dequeuer(repo: &TestRepo, worker: &str, batch: usize) -> Child {
 fn eight_processes_lease_each_of_500_requests_exactly_once() {
     let repo = TestRepo::new();
     let d = request_dir(&repo, 500, "conc");
-    let all: Vec<String> = repo
-        .ok(&["enqueue", d.to_str().unwrap()])
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let all: Vec<String> = repo.enqueue(&d);
     assert_eq!(all.len(), 500);
     let children: Vec<(String, Child)> = (0..8)
         .map(|w| {

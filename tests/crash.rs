@@ -34,6 +34,19 @@ fn spawn(repo: &TestRepo, args: &[String]) -> Child {
         .expect("spawn")
 }
 
+/// Put every dead letter back. A ref still locked by a killed writer refuses (changing
+/// nothing) until a sweep clears the lock, so a failure here is retried later.
+fn requeue_dead(repo: &TestRepo, reason: &str) {
+    let dead = repo.ids(&["dead"]);
+    if dead.is_empty() {
+        return;
+    }
+    let mut args = vec!["requeue"];
+    args.extend(dead.iter().map(String::as_str));
+    args.extend(["--reason", reason]);
+    let _ = repo.run(&args);
+}
+
 fn check_invariants(repo: &TestRepo, expected: &[String], round: usize) {
     let doctor = repo.json(&["doctor"]);
     for f in doctor["findings"].as_array().unwrap() {
@@ -82,11 +95,7 @@ fn sigkill_during_transitions_loses_nothing() {
     repo.git(&["config", "hyperion.maxAttempts", "1000"]);
     repo.git(&["config", "hyperion.retryBackoff", "0s"]);
     let d = request_dir(&repo, 40, "crash");
-    let mut expected: Vec<String> = repo
-        .ok(&["enqueue", d.to_str().unwrap()])
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let mut expected: Vec<String> = repo.enqueue(&d);
     expected.sort();
     let seed = std::env::var("HYPERION_CRASH_SEED")
         .ok()
@@ -172,19 +181,8 @@ fn sigkill_during_transitions_loses_nothing() {
         }
         check_invariants(&repo, &expected, round);
         // Requeue dead letters now and then, so the queue keeps moving.
-        let dead: Vec<String> = repo
-            .json(&["dead"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_owned())
-            .collect();
-        if !dead.is_empty() && rng.below(3) == 0 {
-            let mut args = vec!["requeue".to_owned()];
-            args.extend(dead);
-            args.extend(["--reason".into(), "crash test".into()]);
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            let _ = repo.run(&a); // a ref still locked by a killed writer refuses, changing nothing
+        if rng.below(3) == 0 {
+            requeue_dead(&repo, "crash test");
         }
     }
     assert!(kills > 0, "no process was killed mid-flight");
@@ -192,20 +190,7 @@ fn sigkill_during_transitions_loses_nothing() {
 
     // Recovery: expired leases and stale locks are swept, then everything drains.
     std::thread::sleep(Duration::from_millis(1100));
-    let mut dead: Vec<String> = repo
-        .json(&["dead"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect();
-    if !dead.is_empty() {
-        let mut args = vec!["requeue".to_owned()];
-        args.append(&mut dead);
-        args.extend(["--reason".into(), "drain".into()]);
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let _ = repo.run(&a);
-    }
+    requeue_dead(&repo, "drain");
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         repo.ok(&["sweep"]);
@@ -225,19 +210,7 @@ fn sigkill_during_transitions_loses_nothing() {
             ]);
         }
         let all = repo.json(&["list"]);
-        let dead: Vec<&str> = all
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["status"] == "dead")
-            .map(|r| r["id"].as_str().unwrap())
-            .collect();
-        if !dead.is_empty() {
-            let mut args = vec!["requeue"];
-            args.extend(dead);
-            args.extend(["--reason", "drain"]);
-            let _ = repo.run(&args);
-        }
+        requeue_dead(&repo, "drain");
         if all
             .as_array()
             .unwrap()

@@ -12,11 +12,7 @@ fn populated() -> (TestRepo, Vec<String>) {
     let repo = TestRepo::new();
     repo.git(&["config", "hyperion.retryBackoff", "0s"]);
     let d = request_dir(&repo, 6, "ix");
-    let ids: Vec<String> = repo
-        .ok(&["enqueue", d.to_str().unwrap()])
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let ids: Vec<String> = repo.enqueue(&d);
     repo.ok(&["dequeue", "--worker", "w1", "--batch", "4"]);
     let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
     repo.ok(&["complete", &ids[0], "--worker", "w1", "--landed", &head]);

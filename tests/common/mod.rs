@@ -143,6 +143,24 @@ impl TestRepo {
         ])
     }
 
+    /// `git hyperion enqueue PATH`; the ids it printed.
+    pub fn enqueue(&self, path: &Path) -> Vec<String> {
+        self.ok(&["enqueue", path.to_str().expect("utf-8 path")])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Ids of the records `args` lists (with `--format json`).
+    pub fn ids(&self, args: &[&str]) -> Vec<String> {
+        self.json(args)
+            .as_array()
+            .expect("a listing")
+            .iter()
+            .map(|r| r["id"].as_str().expect("an id").to_owned())
+            .collect()
+    }
+
     pub fn write(&self, name: &str, value: &Value) -> PathBuf {
         let p = self.home.path().join(name);
         if let Some(parent) = p.parent() {
