@@ -42,7 +42,7 @@ fn repo() -> tempfile::TempDir {
 
 fn request(i: usize, salt: &str) -> ChangeRequest {
     let path = format!("src/f{i}.txt");
-    let patch = format!("--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-old {i}\n+new {i} {salt}\n");
+    let patch = format!("--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+new {i} {salt}\n");
     ChangeRequest {
         schema: SCHEMA_V1.into(),
         task_id: format!("TASK-{i}"),
@@ -56,7 +56,7 @@ fn request(i: usize, salt: &str) -> ChangeRequest {
         file_targets: vec!["src/**".into()],
         changes: vec![Change {
             path,
-            operation: Operation::Update,
+            operation: Operation::Add,
             from: None,
             sha256: sha256_hex(patch.as_bytes()),
             patch,

@@ -11,6 +11,7 @@ pub mod index;
 pub mod model;
 pub mod pack;
 pub mod patch;
+pub mod paths;
 pub mod queue;
 pub mod settings;
 pub mod store;

@@ -243,7 +243,51 @@ impl Queue {
 
     /// Accept validated requests. All are checked for storage in one pass; an identical
     /// submission is not stored twice and is reported with `created: false`.
+    /// Problems of `req` against its target branch's tree (see
+    /// [`crate::validate::tree_problems`]). A target branch that does not exist yet (a new or
+    /// empty repository) has no tree to check against, and gives none.
+    pub fn check_against_target(&self, req: &ChangeRequest) -> Result<Vec<crate::Problem>> {
+        let target = req.target.as_deref().unwrap_or(&self.settings.target);
+        let repo = self.store.repo();
+        let name = format!("refs/heads/{target}");
+        let Some(mut r) = repo
+            .try_find_reference(name.as_str())
+            .map_err(|e| Error::git(format!("could not read {name}: {e}")))?
+        else {
+            return Ok(Vec::new());
+        };
+        let tree = r
+            .peel_to_commit()
+            .and_then(|c| c.tree())
+            .map_err(|e| Error::git(format!("could not read the tree of {name}: {e}")))?;
+        let lookup = |path: &str| -> Option<crate::validate::TreeEntry> {
+            use crate::validate::TreeEntry;
+            let entry = tree.lookup_entry_by_path(path).ok()??;
+            let mode = entry.mode();
+            Some(if mode.is_tree() {
+                TreeEntry::Dir
+            } else if mode.is_link() {
+                TreeEntry::Symlink
+            } else if mode.is_commit() {
+                TreeEntry::Submodule
+            } else {
+                TreeEntry::File
+            })
+        };
+        Ok(crate::validate::tree_problems(req, &lookup))
+    }
+
     pub fn enqueue(&self, requests: &[ChangeRequest], actor: &str) -> Result<Vec<Enqueued>> {
+        // Refuse the whole batch, before writing anything, if one does not fit its target.
+        for req in requests {
+            let problems = self.check_against_target(req)?;
+            if !problems.is_empty() {
+                return Err(Error::Rejected {
+                    source_name: format!("{} ({})", req.id(), req.title),
+                    problems,
+                });
+            }
+        }
         let mut ix = self.index()?;
         let prepared: Vec<(Record, Event)> = requests
             .iter()

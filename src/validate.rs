@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::error::Problem;
 use crate::model::{ChangeRequest, Operation, sha256_hex};
 use crate::patch;
+use crate::paths;
 
 /// The schema, as shipped in `schemas/change-request.schema.json`.
 pub const SCHEMA_TEXT: &str = include_str!("../schemas/change-request.schema.json");
@@ -128,9 +129,44 @@ fn schema_problems(value: &Value) -> Vec<Problem> {
 
 fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
     let mut out = Vec::new();
+    for (i, pattern) in req.file_targets.iter().enumerate() {
+        if let Some(reason) = paths::unsafe_reason(pattern.trim_end_matches("/**")) {
+            out.push(
+                Problem::new(
+                    "path.unsafe",
+                    format!("file target '{pattern}': {reason}"),
+                    "file targets are globs relative to the repository root, inside it",
+                )
+                .at(format!("/file_targets/{i}")),
+            );
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for (i, c) in req.changes.iter().enumerate() {
         let field = |f: &str| format!("/changes/{i}/{f}");
+        let named = [("path", Some(&c.path)), ("from", c.from.as_ref())];
+        for (name, p) in named {
+            let Some(p) = p else { continue };
+            if let Some(reason) = paths::unsafe_reason(p) {
+                out.push(
+                    Problem::new(
+                        "path.unsafe",
+                        format!("'{}': {reason}", p.escape_debug()),
+                        "a change may touch only ordinary paths inside the work tree",
+                    )
+                    .at(field(name)),
+                );
+            } else if !req.file_targets.iter().any(|g| paths::glob_match(g, p)) {
+                out.push(
+                    Problem::new(
+                        "path.outside_file_targets",
+                        format!("'{p}' matches none of the request's file_targets"),
+                        "add a glob for it to `file_targets`, or leave the file alone",
+                    )
+                    .at(field(name)),
+                );
+            }
+        }
         if !seen.insert(c.path.as_str()) {
             out.push(
                 Problem::new(
@@ -215,6 +251,89 @@ fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
     out
 }
 
+/// What a path is in the target tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeEntry {
+    File,
+    Symlink,
+    Dir,
+    Submodule,
+}
+
+/// Checks against the target branch's tree: each operation must fit what is there (`add` a
+/// path that does not exist, `update`/`delete` one that does, `rename` from one that does to
+/// one that does not), and no path may lie below a symlink or a submodule.
+pub fn tree_problems(
+    req: &ChangeRequest,
+    lookup: &dyn Fn(&str) -> Option<TreeEntry>,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (i, c) in req.changes.iter().enumerate() {
+        let field = |f: &str| format!("/changes/{i}/{f}");
+        for (name, p) in [("path", Some(&c.path)), ("from", c.from.as_ref())] {
+            let Some(p) = p else { continue };
+            let mut prefix = String::new();
+            for comp in p.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+                if !prefix.is_empty() {
+                    prefix.push('/');
+                }
+                prefix.push_str(comp);
+                match lookup(&prefix) {
+                    Some(TreeEntry::Symlink)
+                    | Some(TreeEntry::Submodule)
+                    | Some(TreeEntry::File) => {
+                        out.push(
+                            Problem::new(
+                                "path.through_link",
+                                format!("'{p}' lies below '{prefix}', which is not a directory at the target"),
+                                "a change cannot write through a symlink, a submodule or a file",
+                            )
+                            .at(field(name)),
+                        );
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let exists =
+            |p: &str| matches!(lookup(p), Some(TreeEntry::File) | Some(TreeEntry::Symlink));
+        let missing = |p: &str, name: &str, what: &str| {
+            Problem::new(
+                "operation.missing",
+                format!("'{p}' does not exist at the target, so it cannot be {what}"),
+                "the target moved on; regenerate the patch against the current target",
+            )
+            .at(field(name))
+        };
+        let present = |p: &str, name: &str| {
+            Problem::new(
+                "operation.exists",
+                format!("'{p}' already exists at the target"),
+                "use operation \"update\" for an existing file, or regenerate the patch",
+            )
+            .at(field(name))
+        };
+        match c.operation {
+            Operation::Add if lookup(&c.path).is_some() => out.push(present(&c.path, "path")),
+            Operation::Update if !exists(&c.path) => out.push(missing(&c.path, "path", "updated")),
+            Operation::Delete if !exists(&c.path) => out.push(missing(&c.path, "path", "deleted")),
+            Operation::Rename => {
+                if let Some(from) = &c.from
+                    && !exists(from)
+                {
+                    out.push(missing(from, "from", "renamed"));
+                }
+                if lookup(&c.path).is_some() {
+                    out.push(present(&c.path, "path"));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +380,13 @@ mod tests {
             .iter()
             .map(|p| p.code)
             .collect();
-        assert_eq!(codes, ["request.sha256_mismatch", "request.path_mismatch"]);
+        assert_eq!(
+            codes,
+            [
+                "path.outside_file_targets",
+                "request.sha256_mismatch",
+                "request.path_mismatch"
+            ]
+        );
     }
 }

@@ -96,7 +96,14 @@ fn shipped_invalid_samples_give_their_documented_codes() {
 
 #[test]
 fn shipped_valid_samples_are_accepted() {
+    // Against the repository they were made for (what `demo` builds).
     let repo = TestRepo::new();
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/base");
+    std::fs::create_dir_all(repo.path().join("src")).unwrap();
+    std::fs::copy(base.join("src/pager.rs"), repo.path().join("src/pager.rs")).unwrap();
+    std::fs::copy(base.join("README.md"), repo.path().join("README.md")).unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "base"]);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
     let out = repo.ok(&["validate", dir.to_str().unwrap()]);
     assert_eq!(out.lines().count(), 4, "{out}");
@@ -105,7 +112,10 @@ fn shipped_valid_samples_are_accepted() {
 #[test]
 fn corpus_of_bad_requests() {
     let repo = TestRepo::new();
-    let cases: Vec<(&str, Vec<u8>, &str, Option<&str>)> = vec![
+    std::os::unix::fs::symlink("/tmp", repo.path().join("link")).unwrap();
+    repo.git(&["add", "link"]);
+    repo.git(&["commit", "-q", "-m", "a symlink"]);
+    let mut cases: Vec<(&str, Vec<u8>, &str, Option<&str>)> = vec![
         ("empty-file", b"".to_vec(), "request.json_syntax", None),
         (
             "truncated",
@@ -353,7 +363,7 @@ fn corpus_of_bad_requests() {
         ),
         (
             "operation-mismatch",
-            with(|v| v["changes"][0]["operation"] = "add".into()),
+            with(|v| v["changes"][0]["operation"] = "update".into()),
             "request.operation_mismatch",
             Some("/changes/0/operation"),
         ),
@@ -367,10 +377,147 @@ fn corpus_of_bad_requests() {
             Some("/changes/1/path"),
         ),
     ];
-    assert!(cases.len() >= 35);
+    cases.extend(path_cases());
+    assert!(cases.len() >= 50, "{}", cases.len());
     for (name, bytes, code, field) in cases {
         refused(&repo, &format!("{name}.json"), &bytes, code, field);
     }
+}
+
+/// A request whose one change adds `path` (patch and hash made to agree).
+fn adding(path: &str, targets: &[&str]) -> Vec<u8> {
+    with(|v| {
+        set_patch(
+            v,
+            &format!("--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+x\n"),
+        );
+        v["changes"][0]["path"] = path.into();
+        v["file_targets"] = json!(targets);
+    })
+}
+
+fn path_cases() -> Vec<(&'static str, Vec<u8>, &'static str, Option<&'static str>)> {
+    vec![
+        (
+            "path-dotdot",
+            adding("../outside.txt", &["**"]),
+            "path.unsafe",
+            Some("/changes/0/path"),
+        ),
+        (
+            "path-inner-dotdot",
+            adding("src/../../x", &["**"]),
+            "path.unsafe",
+            Some("/changes/0/path"),
+        ),
+        (
+            "path-absolute",
+            adding("/etc/passwd", &["**"]),
+            "path.unsafe",
+            Some("/changes/0/path"),
+        ),
+        (
+            "path-dotgit",
+            adding(".git/hooks/pre-commit", &["**"]),
+            "path.unsafe",
+            Some("/changes/0/path"),
+        ),
+        (
+            "path-dotgit-case",
+            adding(".GiT/config", &["**"]),
+            "path.unsafe",
+            Some("/changes/0/path"),
+        ),
+        (
+            "path-dotgit-nested",
+            adding("sub/.git/config", &["**"]),
+            "path.unsafe",
+            Some("/changes/0/path"),
+        ),
+        (
+            "path-dotgit-ntfs-dot",
+            adding(".git./config", &["**"]),
+            "path.unsafe",
+            Some("/changes/0/path"),
+        ),
+        (
+            "path-dotgit-8dot3",
+            adding("GIT~1/config", &["**"]),
+            "path.unsafe",
+            Some("/changes/0/path"),
+        ),
+        (
+            "path-dotgit-hfs",
+            adding(".g\u{200c}it/config", &["**"]),
+            "path.unsafe",
+            Some("/changes/0/path"),
+        ),
+        (
+            "path-control",
+            adding("src/a\u{1b}b.txt", &["**"]),
+            "path.unsafe",
+            Some("/changes/0/path"),
+        ),
+        (
+            "path-backslash",
+            adding("src\\x.txt", &["**"]),
+            "path.unsafe",
+            Some("/changes/0/path"),
+        ),
+        (
+            "path-outside-targets",
+            adding("docs/x.md", &["src/**"]),
+            "path.outside_file_targets",
+            Some("/changes/0/path"),
+        ),
+        (
+            "file-target-escapes",
+            adding("src/x.txt", &["src/**", "../**"]),
+            "path.unsafe",
+            Some("/file_targets/1"),
+        ),
+        (
+            "add-existing",
+            adding("README.md", &["**"]),
+            "operation.exists",
+            Some("/changes/0/path"),
+        ),
+        (
+            "update-missing",
+            with(|v| {
+                set_patch(
+                    v,
+                    "--- a/src/nope.txt\n+++ b/src/nope.txt\n@@ -1 +1 @@\n-a\n+b\n",
+                );
+                v["changes"][0]["path"] = "src/nope.txt".into();
+                v["changes"][0]["operation"] = "update".into();
+            }),
+            "operation.missing",
+            Some("/changes/0/path"),
+        ),
+        (
+            "delete-missing",
+            with(|v| {
+                set_patch(v, "--- a/src/nope.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-a\n");
+                v["changes"][0]["path"] = "src/nope.txt".into();
+                v["changes"][0]["operation"] = "delete".into();
+            }),
+            "operation.missing",
+            Some("/changes/0/path"),
+        ),
+        (
+            "through-symlink",
+            adding("link/x.txt", &["**"]),
+            "path.through_link",
+            Some("/changes/0/path"),
+        ),
+        (
+            "through-file",
+            adding("README.md/x.txt", &["**"]),
+            "path.through_link",
+            Some("/changes/0/path"),
+        ),
+    ]
 }
 
 #[test]

@@ -397,6 +397,9 @@ fn wraps_raw_git_diff_and_format_patch_output() {
     repo.git(&["add", "-A"]);
     repo.git(&["commit", "-q", "-m", "Rework files"]);
     let diff = repo.git(&["diff", "-M", "HEAD~1", "HEAD"]);
+    let fp = repo.git(&["format-patch", "-1", "--stdout", "-M", "HEAD"]);
+    // The patches go to a target that does not have them yet.
+    repo.git(&["reset", "-q", "--hard", "HEAD~1"]);
     let p = repo.home.path().join("x.diff");
     std::fs::write(&p, &diff).unwrap();
     let id = repo
@@ -436,7 +439,6 @@ fn wraps_raw_git_diff_and_format_patch_output() {
     );
     assert_eq!(req["changes"][2]["from"], "old.txt");
     assert_eq!(req["checks"], serde_json::json!(["unit"]));
-    let fp = repo.git(&["format-patch", "-1", "--stdout", "-M", "HEAD"]);
     std::fs::write(&p, &fp).unwrap();
     let id2 = repo
         .ok(&[
@@ -457,7 +459,7 @@ fn wraps_raw_git_diff_and_format_patch_output() {
     );
     // The wrapped patches still apply where they were made.
     let req2 = repo.json(&["show", &id2, "--patch"])["request"].clone();
-    repo.git(&["checkout", "-q", "HEAD~1"]);
+
     for c in req2["changes"].as_array().unwrap() {
         let f = repo.home.path().join("one.patch");
         std::fs::write(&f, c["patch"].as_str().unwrap()).unwrap();

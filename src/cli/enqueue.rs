@@ -113,6 +113,15 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             Err(ps) => problems.extend(ps.into_iter().map(|p| (source.clone(), p))),
         }
     }
+    if problems.is_empty() {
+        // Against the target branch: every request's operations must fit its tree.
+        let queue = ctx.queue()?;
+        for (source, req) in &requests {
+            for p in queue.check_against_target(req)? {
+                problems.push((source.clone(), p));
+            }
+        }
+    }
     if !problems.is_empty() {
         return Err(CommandError::rejected(problems));
     }

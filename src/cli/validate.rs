@@ -6,6 +6,9 @@ use super::{Ctx, print_json};
 
 /// Check requests without storing anything, reporting every problem found.
 ///
+/// Inside a repository, each request is also checked against its target branch (operations
+/// must fit the files there).
+///
 /// Prints `ok ID SOURCE` for each valid request. Exits 1 if any request is refused.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -16,9 +19,22 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let loaded = load_sources(&args.sources)?;
+    // Inside a repository, requests are also checked against their target branch.
+    let queue = ctx
+        .store()
+        .ok()
+        .map(hyperion::queue::Queue::open)
+        .transpose()?;
     let mut problems = Vec::new();
     let mut rows = Vec::new();
     for (source, r) in loaded {
+        let r = match (r, &queue) {
+            (Ok(req), Some(q)) => {
+                let ps = q.check_against_target(&req)?;
+                if ps.is_empty() { Ok(req) } else { Err(ps) }
+            }
+            (r, _) => r,
+        };
         match r {
             Ok(req) => {
                 rows.push(serde_json::json!({"source": source, "id": req.id(), "valid": true}))

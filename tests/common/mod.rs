@@ -175,10 +175,10 @@ pub fn sha256(s: &str) -> String {
     hyperion::model::sha256_hex(s.as_bytes())
 }
 
-/// A valid request touching `src/f{i}.txt`; `salt` makes it distinct.
+/// A valid request adding `src/f{i}.txt`; `salt` makes it distinct.
 pub fn request(i: usize, salt: &str) -> Value {
     let path = format!("src/f{i}.txt");
-    let patch = format!("--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-old\n+new {salt}\n");
+    let patch = format!("--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+new {salt}\n");
     json!({
         "schema": "hyperion.change-request/v1",
         "task_id": format!("TASK-{i}"),
@@ -186,7 +186,7 @@ pub fn request(i: usize, salt: &str) -> Value {
         "title": format!("change {i} {salt}"),
         "priority": 5,
         "file_targets": ["src/**"],
-        "changes": [{"path": path, "operation": "update", "patch": patch, "sha256": sha256(&patch)}]
+        "changes": [{"path": path, "operation": "add", "patch": patch, "sha256": sha256(&patch)}]
     })
 }
 
