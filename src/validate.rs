@@ -127,8 +127,73 @@ fn schema_problems(value: &Value) -> Vec<Problem> {
     out
 }
 
-fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
+/// Size limits: generous enough for real work, tight enough to stop a runaway agent. (The
+/// policy file will be able to change them.)
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub change_bytes: usize,
+    pub request_bytes: usize,
+    pub files: usize,
+}
+
+pub const DEFAULT_LIMITS: Limits = Limits {
+    change_bytes: 1 << 20,
+    request_bytes: 8 << 20,
+    files: 500,
+};
+
+fn limit_problems(req: &ChangeRequest, limits: &Limits) -> Vec<Problem> {
     let mut out = Vec::new();
+    if req.changes.len() > limits.files {
+        out.push(
+            Problem::new(
+                "limit.files",
+                format!(
+                    "{} changes; at most {} files per request",
+                    req.changes.len(),
+                    limits.files
+                ),
+                "split the work into several requests",
+            )
+            .at("/changes"),
+        );
+    }
+    let mut total = 0;
+    for (i, c) in req.changes.iter().enumerate() {
+        total += c.patch.len();
+        if c.patch.len() > limits.change_bytes {
+            out.push(
+                Problem::new(
+                    "limit.change_bytes",
+                    format!(
+                        "the patch is {} bytes; at most {} per change",
+                        c.patch.len(),
+                        limits.change_bytes
+                    ),
+                    "generated or vendored files do not belong in a change request",
+                )
+                .at(format!("/changes/{i}/patch")),
+            );
+        }
+    }
+    if total > limits.request_bytes {
+        out.push(
+            Problem::new(
+                "limit.request_bytes",
+                format!(
+                    "the patches total {total} bytes; at most {} per request",
+                    limits.request_bytes
+                ),
+                "split the work into several requests",
+            )
+            .at("/changes"),
+        );
+    }
+    out
+}
+
+fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
+    let mut out = limit_problems(req, &DEFAULT_LIMITS);
     for (i, pattern) in req.file_targets.iter().enumerate() {
         if let Some(reason) = paths::unsafe_reason(pattern.trim_end_matches("/**")) {
             out.push(

@@ -595,3 +595,39 @@ fn a_missing_file_or_patch_is_a_usage_error() {
     assert!(err.contains("patch.not_a_diff"), "{err}");
     assert_eq!(repo.hyperion_refs(), "");
 }
+
+#[test]
+fn size_limits_stop_a_runaway_agent() {
+    let repo = TestRepo::new();
+    let big = format!(
+        "--- /dev/null\n+++ b/src/big.txt\n@@ -0,0 +1 @@\n+{}\n",
+        "x".repeat(1 << 20)
+    );
+    let bytes = with(|v| {
+        set_patch(v, &big);
+        v["changes"][0]["path"] = "src/big.txt".into();
+    });
+    refused(
+        &repo,
+        "too-big.json",
+        &bytes,
+        "limit.change_bytes",
+        Some("/changes/0/patch"),
+    );
+    let many = with(|v| {
+        let changes: Vec<Value> = (0..501)
+            .map(|i| {
+                let patch = format!("--- /dev/null\n+++ b/src/m{i}.txt\n@@ -0,0 +1 @@\n+x\n");
+                json!({"path": format!("src/m{i}.txt"), "operation": "add", "sha256": sha256(&patch), "patch": patch})
+            })
+            .collect();
+        v["changes"] = changes.into();
+    });
+    refused(
+        &repo,
+        "too-many.json",
+        &many,
+        "limit.files",
+        Some("/changes"),
+    );
+}
