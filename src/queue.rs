@@ -243,44 +243,61 @@ impl Queue {
 
     /// Accept validated requests. All are checked for storage in one pass; an identical
     /// submission is not stored twice and is reported with `created: false`.
-    /// Problems of `req` against its target branch's tree (see
-    /// [`crate::validate::tree_problems`]). A target branch that does not exist yet (a new or
-    /// empty repository) has no tree to check against, and gives none.
-    pub fn check_against_target(&self, req: &ChangeRequest) -> Result<Vec<crate::Problem>> {
-        let target = req.target.as_deref().unwrap_or(&self.settings.target);
+    /// Problems of each request against its target branch's tree (see
+    /// [`crate::validate::tree_problems`]), one list per request. A target branch that does
+    /// not exist yet (a new or empty repository) has no tree to check against, and gives none.
+    pub fn check_against_targets(
+        &self,
+        reqs: &[&ChangeRequest],
+    ) -> Result<Vec<Vec<crate::Problem>>> {
         let repo = self.store.repo();
-        let name = format!("refs/heads/{target}");
-        let Some(mut r) = repo
-            .try_find_reference(name.as_str())
-            .map_err(|e| Error::git(format!("could not read {name}: {e}")))?
-        else {
-            return Ok(Vec::new());
-        };
-        let tree = r
-            .peel_to_commit()
-            .and_then(|c| c.tree())
-            .map_err(|e| Error::git(format!("could not read the tree of {name}: {e}")))?;
-        let lookup = |path: &str| -> Option<crate::validate::TreeEntry> {
-            use crate::validate::TreeEntry;
-            let entry = tree.lookup_entry_by_path(path).ok()??;
-            let mode = entry.mode();
-            Some(if mode.is_tree() {
-                TreeEntry::Dir
-            } else if mode.is_link() {
-                TreeEntry::Symlink
-            } else if mode.is_commit() {
-                TreeEntry::Submodule
-            } else {
-                TreeEntry::File
-            })
-        };
-        Ok(crate::validate::tree_problems(req, &lookup))
+        let mut trees: std::collections::HashMap<&str, Option<gix::Tree<'_>>> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            let target = req.target.as_deref().unwrap_or(&self.settings.target);
+            if !trees.contains_key(target) {
+                let name = format!("refs/heads/{target}");
+                let tree = match repo
+                    .try_find_reference(name.as_str())
+                    .map_err(|e| Error::git(format!("could not read {name}: {e}")))?
+                {
+                    Some(mut r) => {
+                        Some(r.peel_to_commit().and_then(|c| c.tree()).map_err(|e| {
+                            Error::git(format!("could not read the tree of {name}: {e}"))
+                        })?)
+                    }
+                    None => None,
+                };
+                trees.insert(target, tree);
+            }
+            let Some(tree) = &trees[target] else {
+                out.push(Vec::new());
+                continue;
+            };
+            let lookup = |path: &str| -> Option<crate::validate::TreeEntry> {
+                use crate::validate::TreeEntry;
+                let entry = tree.lookup_entry_by_path(path).ok()??;
+                let mode = entry.mode();
+                Some(if mode.is_tree() {
+                    TreeEntry::Dir
+                } else if mode.is_link() {
+                    TreeEntry::Symlink
+                } else if mode.is_commit() {
+                    TreeEntry::Submodule
+                } else {
+                    TreeEntry::File
+                })
+            };
+            out.push(crate::validate::tree_problems(req, &lookup));
+        }
+        Ok(out)
     }
 
     pub fn enqueue(&self, requests: &[ChangeRequest], actor: &str) -> Result<Vec<Enqueued>> {
         // Refuse the whole batch, before writing anything, if one does not fit its target.
-        for req in requests {
-            let problems = self.check_against_target(req)?;
+        let all: Vec<&ChangeRequest> = requests.iter().collect();
+        for (req, problems) in requests.iter().zip(self.check_against_targets(&all)?) {
             if !problems.is_empty() {
                 return Err(Error::Rejected {
                     source_name: format!("{} ({})", req.id(), req.title),

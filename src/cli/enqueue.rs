@@ -116,10 +116,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     if problems.is_empty() {
         // Against the target branch: every request's operations must fit its tree.
         let queue = ctx.queue()?;
-        for (source, req) in &requests {
-            for p in queue.check_against_target(req)? {
-                problems.push((source.clone(), p));
-            }
+        let reqs: Vec<&ChangeRequest> = requests.iter().map(|(_, r)| r).collect();
+        for ((source, _), ps) in requests.iter().zip(queue.check_against_targets(&reqs)?) {
+            problems.extend(ps.into_iter().map(|p| (source.clone(), p)));
         }
     }
     if !problems.is_empty() {

@@ -30,7 +30,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     for (source, r) in loaded {
         let r = match (r, &queue) {
             (Ok(req), Some(q)) => {
-                let ps = q.check_against_target(&req)?;
+                let ps = q.check_against_targets(&[&req])?.remove(0);
                 if ps.is_empty() { Ok(req) } else { Err(ps) }
             }
             (r, _) => r,
