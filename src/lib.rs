@@ -16,6 +16,7 @@ pub mod queue;
 pub mod settings;
 pub mod store;
 pub mod validate;
+pub mod verify;
 
 pub use error::{Error, Problem, Result};
 

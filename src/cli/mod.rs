@@ -20,6 +20,7 @@ mod requeue;
 mod show;
 mod sweep;
 mod validate;
+mod verify_push;
 
 use std::path::PathBuf;
 
@@ -94,6 +95,7 @@ pub enum Command {
     Doctor(doctor::Args),
     Audit(audit::Args),
     Demo(demo::Args),
+    VerifyPush(verify_push::Args),
 }
 
 /// What every command gets: where to work and how to print.
@@ -148,6 +150,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Doctor(a) => doctor::run(a, &ctx),
         Command::Audit(a) => audit::run(a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
+        Command::VerifyPush(a) => verify_push::run(a, &ctx),
     }
 }
 

@@ -1,0 +1,183 @@
+//! A server with hooks/pre-receive takes the chains git hyperion writes and refuses forged
+//! ones, leaving its refs untouched.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{TestRepo, request_dir};
+
+fn server() -> TestRepo {
+    let server = TestRepo::bare();
+    let hook = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/pre-receive");
+    std::fs::copy(hook, server.git_dir().join("hooks/pre-receive")).unwrap();
+    server
+}
+
+/// `git push` from `client` to `server`; (success, stderr).
+fn push(client: &TestRepo, server: &TestRepo, refspec: &str) -> (bool, String) {
+    let bin_dir = std::path::Path::new(common::BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let out = Command::new("git")
+        .current_dir(client.path())
+        .env("PATH", path)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args(["push", "-q", server.path().to_str().unwrap(), refspec])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Commit `tree` on top of `parent` with `message`, as a forger would.
+fn forge(repo: &TestRepo, tree: &str, parent: &str, message: &str) -> String {
+    repo.git(&["commit-tree", tree, "-p", parent, "-m", message])
+        .trim()
+        .to_owned()
+}
+
+/// The tree of `rev` with `name` replaced by a blob holding `content`.
+fn tree_with(repo: &TestRepo, rev: &str, name: &str, content: &str) -> String {
+    let blob_file = repo.home.path().join("blob");
+    std::fs::write(&blob_file, content).unwrap();
+    let blob = repo
+        .git(&["hash-object", "-w", blob_file.to_str().unwrap()])
+        .trim()
+        .to_owned();
+    let listing: String = repo
+        .git(&["ls-tree", rev])
+        .lines()
+        .map(|l| {
+            if l.ends_with(&format!("\t{name}")) {
+                format!("100644 blob {blob}\t{name}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    let mut child = Command::new("git")
+        .current_dir(repo.path())
+        .args(["mktree"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(listing.as_bytes())
+        .unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn honest_chains_are_taken_and_forged_ones_refused() {
+    let client = TestRepo::new();
+    let server = server();
+    let d = request_dir(&client, 3, "push");
+    let ids = client.enqueue(&d);
+    let all = "refs/hyperion/requests/*:refs/hyperion/requests/*";
+    let (ok, err) = push(&client, &server, all);
+    assert!(ok, "{err}");
+    assert_eq!(server.ids(&["list"]).len(), 3);
+
+    // Transitions, including a heartbeat that replaces the previous one, push fine.
+    client.ok(&["dequeue", "--worker", "w", "--batch", "2"]);
+    client.ok(&["heartbeat", &ids[0], "--worker", "w"]);
+    assert!(push(&client, &server, all).0);
+    client.ok(&["heartbeat", &ids[0], "--worker", "w"]);
+    let head = client.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    client.ok(&["complete", &ids[1], "--worker", "w", "--landed", &head]);
+    let (ok, err) = push(&client, &server, &format!("+{all}"));
+    assert!(ok, "{err}");
+    assert_eq!(
+        server.json(&["show", &ids[1]])["record"]["status"],
+        "applied"
+    );
+
+    let r = |id: &str| format!("refs/hyperion/requests/{id}");
+    let before = server.hyperion_refs();
+    let tip = client.git(&["rev-parse", &r(&ids[2])]).trim().to_owned();
+    let event = |from: &str, to: &str| {
+        format!(
+            "hyperion: forged\n\n{{\"action\":\"land\",\"from\":\"{from}\",\"to\":\"{to}\",\"actor\":\"x\",\"at\":\"2026-01-01T00:00:00Z\"}}\n"
+        )
+    };
+
+    // 1. An illegal transition: pending straight to applied.
+    let state = client
+        .git(&["show", &format!("{tip}:state.json")])
+        .replace("\"pending\"", "\"applied\"");
+    let forged = forge(
+        &client,
+        &tree_with(&client, &tip, "state.json", &state),
+        &tip,
+        &event("pending", "applied"),
+    );
+    client.git(&["update-ref", &r(&ids[2]), &forged]);
+    let (ok, err) = push(&client, &server, &format!("{}:{}", r(&ids[2]), r(&ids[2])));
+    assert!(!ok && err.contains("push.illegal_transition"), "{err}");
+
+    // 2. A payload edited after enqueue, under a legal-looking transition.
+    let edited = client
+        .git(&["show", &format!("{tip}:request.json")])
+        .replace("change 2", "something else");
+    let leased = client
+        .git(&["show", &format!("{tip}:state.json")])
+        .replace("\"pending\"", "\"dead\"");
+    let t = tree_with(&client, &tip, "request.json", &edited);
+    let forged = forge(
+        &client,
+        &tree_with(&client, &t, "state.json", &leased),
+        &tip,
+        &event("pending", "dead"),
+    );
+    client.git(&["update-ref", &r(&ids[2]), &forged]);
+    let (ok, err) = push(&client, &server, &format!("{}:{}", r(&ids[2]), r(&ids[2])));
+    assert!(!ok && err.contains("push.payload_changed"), "{err}");
+
+    // 3. A chain pushed under another request's id.
+    let (ok, err) = push(
+        &client,
+        &server,
+        &format!("{}:refs/hyperion/requests/0123456789abcdef", r(&ids[1])),
+    );
+    assert!(!ok && err.contains("push.wrong_id"), "{err}");
+
+    // 4. Rewriting history: the server's tip dropped.
+    client.git(&[
+        "update-ref",
+        &r(&ids[1]),
+        &client
+            .git(&["rev-list", "--max-parents=0", &r(&ids[1])])
+            .trim()
+            .to_owned(),
+    ]);
+    let (ok, err) = push(&client, &server, &format!("+{}:{}", r(&ids[1]), r(&ids[1])));
+    assert!(!ok && err.contains("push.rewrites_history"), "{err}");
+
+    // 5. Deleting an unfinished request.
+    let (ok, err) = push(&client, &server, &format!(":{}", r(&ids[0])));
+    assert!(!ok && err.contains("push.delete_unfinished"), "{err}");
+    assert_eq!(
+        server.hyperion_refs(),
+        before,
+        "refused pushes change nothing on the server"
+    );
+
+    // Deleting a finished one (as after gc) is fine.
+    let (ok, err) = push(&client, &server, &format!(":{}", r(&ids[1])));
+    assert!(ok, "{err}");
+    assert_eq!(server.ids(&["list"]).len(), 2);
+}
