@@ -156,14 +156,8 @@ fn honest_chains_are_taken_and_forged_ones_refused() {
     assert!(!ok && err.contains("push.wrong_id"), "{err}");
 
     // 4. Rewriting history: the server's tip dropped.
-    client.git(&[
-        "update-ref",
-        &r(&ids[1]),
-        &client
-            .git(&["rev-list", "--max-parents=0", &r(&ids[1])])
-            .trim()
-            .to_owned(),
-    ]);
+    let root = client.git(&["rev-list", "--max-parents=0", &r(&ids[1])]);
+    client.git(&["update-ref", &r(&ids[1]), root.trim()]);
     let (ok, err) = push(&client, &server, &format!("+{}:{}", r(&ids[1]), r(&ids[1])));
     assert!(!ok && err.contains("push.rewrites_history"), "{err}");
 
