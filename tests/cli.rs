@@ -59,21 +59,10 @@ fn a_directory_is_enqueued_in_name_order_and_stdin_works() {
         printed,
         "list is in enqueue order"
     );
-    let mut child = repo
-        .cmd()
-        .args(["enqueue", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(&request(9, "stdin")).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::pipe(
+        repo.cmd().args(["enqueue", "-"]),
+        &serde_json::to_vec(&request(9, "stdin")).unwrap(),
+    );
     assert!(out.status.success());
     assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 6);
 }
@@ -272,16 +261,7 @@ fn requeue_needs_a_dead_letter_and_a_reason_and_records_it() {
     let d = request_dir(&repo, 2, "rq");
     let all: Vec<String> = repo.enqueue(&d);
     repo.ok(&["dequeue", "--worker", "w", "--batch", "1"]);
-    repo.ok(&[
-        "complete",
-        &all[0],
-        "--worker",
-        "w",
-        "--failed",
-        "apply.conflict",
-        "--class",
-        "apply",
-    ]);
+    repo.fail_apply(&all[0], "w");
     let before = repo.hyperion_refs();
     let (_, err) = repo.fails(&["requeue", &all[0], &all[1], "--reason", "retry"], 1);
     assert!(err.contains("queue.wrong_state"), "{err}");
@@ -473,16 +453,7 @@ fn gc_archives_into_a_restorable_bundle() {
     let d = request_dir(&repo, 3, "gc");
     let all: Vec<String> = repo.enqueue(&d);
     repo.ok(&["dequeue", "--worker", "w", "--batch", "2"]);
-    repo.ok(&[
-        "complete",
-        &all[0],
-        "--worker",
-        "w",
-        "--failed",
-        "apply.conflict",
-        "--class",
-        "apply",
-    ]);
+    repo.fail_apply(&all[0], "w");
     let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
     repo.ok(&["complete", &all[1], "--worker", "w", "--landed", &head]);
     let before = repo.hyperion_refs();

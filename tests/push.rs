@@ -61,24 +61,13 @@ fn tree_with(repo: &TestRepo, rev: &str, name: &str, content: &str) -> String {
         })
         .map(|l| l + "\n")
         .collect();
-    let mut child = Command::new("git")
-        .current_dir(repo.path())
-        .args(["mktree"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(listing.as_bytes())
-        .unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_owned()
+    let out = common::pipe(
+        Command::new("git")
+            .current_dir(repo.path())
+            .args(["mktree"]),
+        listing.as_bytes(),
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 #[test]

@@ -161,6 +161,20 @@ impl TestRepo {
             .collect()
     }
 
+    /// Complete `id` (leased by `worker`) as a dead letter of class apply.
+    pub fn fail_apply(&self, id: &str, worker: &str) {
+        self.ok(&[
+            "complete",
+            id,
+            "--worker",
+            worker,
+            "--failed",
+            "apply.conflict",
+            "--class",
+            "apply",
+        ]);
+    }
+
     pub fn write(&self, name: &str, value: &Value) -> PathBuf {
         let p = self.home.path().join(name);
         if let Some(parent) = p.parent() {
@@ -169,6 +183,24 @@ impl TestRepo {
         std::fs::write(&p, serde_json::to_vec_pretty(value).expect("json")).expect("write");
         p
     }
+}
+
+/// Run `cmd` with `input` on its stdin; its output.
+pub fn pipe(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input)
+        .expect("writes stdin");
+    child.wait_with_output().expect("waits")
 }
 
 pub fn sha256(s: &str) -> String {
