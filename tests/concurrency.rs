@@ -35,7 +35,21 @@ fn spawn_dequeuer(repo: &TestRepo, worker: &str, batch: usize) -> Child {
 
 #[test]
 fn eight_processes_lease_each_of_500_requests_exactly_once() {
+    eight_processes(None);
+}
+
+/// The same with the index out of the way: processes that do not get it at once work from the
+/// refs side by side, so only the compare-and-swap on each ref keeps leases exclusive.
+#[test]
+fn eight_processes_racing_on_the_refs_lease_each_request_exactly_once() {
+    eight_processes(Some("0ms"));
+}
+
+fn eight_processes(index_wait: Option<&str>) {
     let repo = TestRepo::new();
+    if let Some(wait) = index_wait {
+        repo.git(&["config", "hyperion.indexWait", wait]);
+    }
     let d = request_dir(&repo, 500, "conc");
     let all: Vec<String> = repo.enqueue(&d);
     assert_eq!(all.len(), 500);
