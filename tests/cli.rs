@@ -543,6 +543,11 @@ fn doctor_config_and_demo() {
     let out = repo.ok(&["demo", "--dir", demo_dir.to_str().unwrap()]);
     assert!(out.contains("request.unknown_field"), "{out}");
     assert!(out.contains("git log refs/hyperion/requests/"), "{out}");
+    let (_, err) = repo.fails(&["demo", "--dir", "/proc/hyperion-demo/x"], 2);
+    assert!(
+        err.contains("[env.io]"),
+        "an unwritable place is an environment error: {err}"
+    );
     repo.fails(&["demo", "--dir", demo_dir.to_str().unwrap()], 2);
 }
 

@@ -62,15 +62,18 @@ fn git(dir: &Path, args: &[&str]) -> CmdResult<String> {
         .env("GIT_COMMITTER_EMAIL", "demo@hyperion.invalid")
         .output()
         .map_err(|e| {
-            CommandError::usage(format!("could not run git: {e}"))
+            CommandError::env("env.io", format!("could not run git: {e}"))
                 .hint("install git and put it on PATH")
         })?;
     if !out.status.success() {
-        return Err(CommandError::usage(format!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(CommandError::env(
+            "env.git",
+            format!(
+                "git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -89,17 +92,19 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         None => tempfile::Builder::new()
             .prefix("hyperion-demo-")
             .tempdir()
-            .map_err(|e| CommandError::usage(format!("could not create a temp dir: {e}")))?
+            .map_err(|e| CommandError::env("env.io", format!("could not create a temp dir: {e}")))?
             .keep(),
     };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| CommandError::usage(format!("could not create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        CommandError::env("env.io", format!("could not create {}: {e}", dir.display()))
+    })?;
     for (path, text) in BASE {
         let p = dir.join(path);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| CommandError::usage(e.to_string()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| CommandError::env("env.io", e.to_string()))?;
         }
-        std::fs::write(&p, text).map_err(|e| CommandError::usage(e.to_string()))?;
+        std::fs::write(&p, text).map_err(|e| CommandError::env("env.io", e.to_string()))?;
     }
     git(&dir, &["init", "-q", "-b", "main"])?;
     git(&dir, &["add", "-A"])?;

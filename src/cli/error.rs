@@ -41,6 +41,18 @@ impl CommandError {
         }
     }
 
+    /// The environment failed (git not runnable, a file that cannot be written): exit 2.
+    pub fn env(code: &str, message: impl Into<String>) -> CommandError {
+        CommandError {
+            kind: Kind::Environment,
+            code: code.into(),
+            message: message.into(),
+            hints: Vec::new(),
+            problems: Vec::new(),
+            json_printed: false,
+        }
+    }
+
     pub fn refused(code: &str, message: impl Into<String>) -> CommandError {
         CommandError {
             kind: Kind::Refused,

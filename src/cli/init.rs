@@ -46,16 +46,20 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         .arg(store.git_dir())
         .args(["config", "hyperion.target", &target])
         .output()
-        .map_err(|e| CommandError::usage(format!("could not run git: {e}")))?;
+        .map_err(|e| CommandError::env("env.io", format!("could not run git: {e}")))?;
     if !out.status.success() {
-        return Err(CommandError::usage(format!(
-            "could not set hyperion.target: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(CommandError::env(
+            "env.git",
+            format!(
+                "could not set hyperion.target: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
     }
     let dir = store.hyperion_dir();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| CommandError::usage(format!("could not create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        CommandError::env("env.io", format!("could not create {}: {e}", dir.display()))
+    })?;
     if ctx.json() {
         print_json(&serde_json::json!({"git_dir": store.git_dir(), "target": target}));
     } else {
