@@ -16,6 +16,14 @@ pub struct FilePatch {
     /// Path after the change (`None` for a deleted file).
     pub new_path: Option<String>,
     pub operation: Operation,
+    /// File mode before and after (`old mode`/`new mode`, `new file mode`, `deleted file mode`,
+    /// or the mode at the end of the `index` line when it does not change), in octal.
+    pub old_mode: Option<u32>,
+    pub new_mode: Option<u32>,
+    /// Blob ids of the `index` line (possibly abbreviated), when the diff has one.
+    pub old_id: Option<String>,
+    pub new_id: Option<String>,
+    /// A binary section: `GIT binary patch` (with data) or `Binary files … differ` (without).
     pub binary: bool,
     pub hunks: Vec<Hunk>,
     /// The exact text of this file's section, headers included.
@@ -42,6 +50,12 @@ pub struct Hunk {
     pub new_count: usize,
     /// 1-based line of the `@@` header in the input.
     pub line: usize,
+    /// Context lines before the first and after the last changed line.
+    pub leading: usize,
+    pub trailing: usize,
+    /// Byte range of the hunk's body (the lines after the `@@` header, `\` markers included)
+    /// within [`FilePatch::text`].
+    pub body: std::ops::Range<usize>,
 }
 
 const HINT_DIFF: &str = "produce the patch with `git diff` (or `diff -u`) and submit it unchanged";
@@ -86,6 +100,11 @@ pub fn parse(text: &str) -> Result<Vec<FilePatch>, Problem> {
 fn finish(mut fp: FilePatch, text: &str, offsets: &[usize], start: usize, end: usize) -> FilePatch {
     fp.text = text[offsets[start]..offsets[end]].to_owned();
     fp.line = start + 1;
+    // Hunk bodies were recorded as line indices of the whole input; make them byte ranges of
+    // this section's text.
+    for h in &mut fp.hunks {
+        h.body = offsets[h.body.start] - offsets[start]..offsets[h.body.end] - offsets[start];
+    }
     fp
 }
 
@@ -100,6 +119,10 @@ fn empty(operation: Operation) -> FilePatch {
         old_path: None,
         new_path: None,
         operation,
+        old_mode: None,
+        new_mode: None,
+        old_id: None,
+        new_id: None,
         binary: false,
         hunks: Vec::new(),
         text: String::new(),
@@ -140,12 +163,28 @@ fn parse_git_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize),
                 .line(i + 1));
             }
             fp.new_path = header_path(p, "b/");
-        } else if l.starts_with("new file mode ") {
+        } else if let Some(m) = l.strip_prefix("new file mode ") {
             fp.operation = Operation::Add;
             fp.old_path = None;
-        } else if l.starts_with("deleted file mode ") {
+            fp.new_mode = parse_mode(m);
+        } else if let Some(m) = l.strip_prefix("deleted file mode ") {
             fp.operation = Operation::Delete;
             fp.new_path = None;
+            fp.old_mode = parse_mode(m);
+        } else if let Some(m) = l.strip_prefix("old mode ") {
+            fp.old_mode = parse_mode(m);
+        } else if let Some(m) = l.strip_prefix("new mode ") {
+            fp.new_mode = parse_mode(m);
+        } else if let Some(rest) = l.strip_prefix("index ") {
+            let (ids, mode) = rest.split_once(' ').unwrap_or((rest, ""));
+            if let Some((a, b)) = ids.split_once("..") {
+                fp.old_id = Some(a.to_owned());
+                fp.new_id = Some(b.to_owned());
+            }
+            if let Some(m) = parse_mode(mode) {
+                fp.old_mode.get_or_insert(m);
+                fp.new_mode.get_or_insert(m);
+            }
         } else if let Some(p) = l.strip_prefix("rename from ") {
             fp.operation = Operation::Rename;
             fp.old_path = Some(unquote(p));
@@ -167,12 +206,7 @@ fn parse_git_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize),
                 i += 1;
             }
             return Ok((fp, i));
-        } else if !(l.starts_with("index ")
-            || l.starts_with("old mode ")
-            || l.starts_with("new mode ")
-            || l.starts_with("similarity index ")
-            || l.starts_with("dissimilarity index "))
-        {
+        } else if !(l.starts_with("similarity index ") || l.starts_with("dissimilarity index ")) {
             break;
         }
         i += 1;
@@ -235,23 +269,32 @@ fn parse_hunks(lines: &[&str], mut i: usize, fp: &mut FilePatch) -> Result<usize
         })?;
         hunk.line = i + 1;
         let (mut old, mut new) = (0usize, 0usize);
+        let (mut context_run, mut seen_change) = (0usize, false);
         i += 1;
+        let body_start = i;
         while old < hunk.old_count || new < hunk.new_count {
             let Some(raw) = lines.get(i) else {
                 return Err(hunk_count_problem(&hunk, old, new, i));
             };
             match raw.as_bytes().first() {
-                Some(b' ') => {
-                    old += 1;
-                    new += 1;
-                }
                 // An empty line stands for an empty context line in some mailers' output.
-                Some(b'\n') | Some(b'\r') => {
+                Some(b' ') | Some(b'\n') | Some(b'\r') => {
                     old += 1;
                     new += 1;
+                    context_run += 1;
                 }
-                Some(b'-') => old += 1,
-                Some(b'+') => new += 1,
+                Some(b'-') | Some(b'+') => {
+                    if raw.starts_with('-') {
+                        old += 1;
+                    } else {
+                        new += 1;
+                    }
+                    if !seen_change {
+                        hunk.leading = context_run;
+                        seen_change = true;
+                    }
+                    context_run = 0;
+                }
                 Some(b'\\') => {}
                 _ => return Err(hunk_count_problem(&hunk, old, new, i)),
             }
@@ -263,6 +306,12 @@ fn parse_hunks(lines: &[&str], mut i: usize, fp: &mut FilePatch) -> Result<usize
         while lines.get(i).is_some_and(|l| l.starts_with('\\')) {
             i += 1;
         }
+        if seen_change {
+            hunk.trailing = context_run;
+        } else {
+            hunk.leading = context_run;
+        }
+        hunk.body = body_start..i;
         fp.hunks.push(hunk);
     }
     Ok(i)
@@ -298,7 +347,18 @@ fn parse_hunk_header(l: &str) -> Option<Hunk> {
         new_start,
         new_count,
         line: 0,
+        leading: 0,
+        trailing: 0,
+        body: 0..0,
     })
+}
+
+/// An octal file mode as git writes it (`100644`, `100755`, `120000`, `160000`).
+fn parse_mode(s: &str) -> Option<u32> {
+    let s = s.trim();
+    (!s.is_empty() && s.len() <= 6)
+        .then(|| u32::from_str_radix(s, 8).ok())
+        .flatten()
 }
 
 /// `a/x b/y` → (`x`, `y`), handling quoted paths and paths with spaces when both sides agree.
@@ -490,6 +550,21 @@ mod tests {
         assert_eq!(files[1].operation, Operation::Delete);
         assert_eq!(files[1].path(), "gone");
         assert!(files[2].binary);
+    }
+
+    #[test]
+    fn hunk_bodies_context_and_modes() {
+        let diff = "diff --git a/x b/x\nold mode 100644\nnew mode 100755\nindex 1111111..2222222\n--- a/x\n+++ b/x\n@@ -1,4 +1,4 @@\n a\n b\n-c\n+C\n d\n\\ No newline at end of file\n";
+        let files = parse(diff).expect("parses");
+        let f = &files[0];
+        assert_eq!((f.old_mode, f.new_mode), (Some(0o100644), Some(0o100755)));
+        assert_eq!(f.old_id.as_deref(), Some("1111111"));
+        let h = &f.hunks[0];
+        assert_eq!((h.leading, h.trailing), (2, 1));
+        assert_eq!(
+            &f.text[h.body.clone()],
+            " a\n b\n-c\n+C\n d\n\\ No newline at end of file\n"
+        );
     }
 
     #[test]
