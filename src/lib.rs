@@ -5,6 +5,8 @@
 //! queue's state machine on top (`queue`). It never prints: callers (the `git-hyperion`
 //! binary) render what it returns.
 
+pub mod apply;
+pub mod binary;
 pub mod error;
 pub mod git;
 pub mod index;

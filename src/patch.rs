@@ -16,8 +16,8 @@ pub struct FilePatch {
     /// Path after the change (`None` for a deleted file).
     pub new_path: Option<String>,
     pub operation: Operation,
-    /// File mode before and after (`old mode`/`new mode`, `new file mode`, `deleted file mode`,
-    /// or the mode at the end of the `index` line when it does not change), in octal.
+    /// File mode before and after, in octal: `old mode`/`new mode`, `new file mode`,
+    /// `deleted file mode`; the mode at the end of an `index` line is the expected old mode.
     pub old_mode: Option<u32>,
     pub new_mode: Option<u32>,
     /// Blob ids of the `index` line (possibly abbreviated), when the diff has one.
@@ -181,9 +181,10 @@ fn parse_git_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize),
                 fp.old_id = Some(a.to_owned());
                 fp.new_id = Some(b.to_owned());
             }
+            // The mode of an unchanged-mode diff is what the patch expects; the result keeps
+            // whatever mode the file has (as git apply does).
             if let Some(m) = parse_mode(mode) {
                 fp.old_mode.get_or_insert(m);
-                fp.new_mode.get_or_insert(m);
             }
         } else if let Some(p) = l.strip_prefix("rename from ") {
             fp.operation = Operation::Rename;
