@@ -167,6 +167,7 @@ fn main() {
         let outcome = if done % 2 == 0 {
             Outcome::Applied {
                 commit: "0".repeat(40),
+                artifacts: Vec::new(),
             }
         } else {
             Outcome::Failed {

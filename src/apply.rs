@@ -614,29 +614,7 @@ impl<'r> Engine<'r> {
     }
 
     fn merge(&self, base: &[u8], ours: &[u8], theirs: &[u8]) -> Merged {
-        if is_binary(base) || is_binary(ours) || is_binary(theirs) {
-            return Merged::Conflict(Vec::new());
-        }
-        let mut out = Vec::new();
-        let mut input = imara_diff::InternedInput::default();
-        let labels = gix_merge::blob::builtin_driver::text::Labels {
-            ancestor: Some("base".into()),
-            current: Some("ours".into()),
-            other: Some("theirs".into()),
-        };
-        let resolution = gix_merge::blob::builtin_driver::text(
-            &mut out,
-            &mut input,
-            labels,
-            ours,
-            base,
-            theirs,
-            Default::default(),
-        );
-        match resolution {
-            gix_merge::blob::Resolution::Conflict => Merged::Conflict(out),
-            _ => Merged::Clean(out),
-        }
+        merge_text(base, ours, theirs)
     }
 
     /// Write the base tree with every change of the overlay.
@@ -672,10 +650,39 @@ impl<'r> Engine<'r> {
     }
 }
 
-enum Merged {
+/// The result of a 3-way content merge.
+pub enum Merged {
     Clean(Vec<u8>),
     /// Merged text with conflict markers (empty for binary content).
     Conflict(Vec<u8>),
+}
+
+/// git's 3-way merge of file contents (the `merge` conflict style, labels `ours`/`theirs`);
+/// binary content (a NUL in the first 8000 bytes) always conflicts.
+pub fn merge_text(base: &[u8], ours: &[u8], theirs: &[u8]) -> Merged {
+    if is_binary(base) || is_binary(ours) || is_binary(theirs) {
+        return Merged::Conflict(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut input = imara_diff::InternedInput::default();
+    let labels = gix_merge::blob::builtin_driver::text::Labels {
+        ancestor: Some("base".into()),
+        current: Some("ours".into()),
+        other: Some("theirs".into()),
+    };
+    let resolution = gix_merge::blob::builtin_driver::text(
+        &mut out,
+        &mut input,
+        labels,
+        ours,
+        base,
+        theirs,
+        Default::default(),
+    );
+    match resolution {
+        gix_merge::blob::Resolution::Conflict => Merged::Conflict(out),
+        _ => Merged::Clean(out),
+    }
 }
 
 fn rename_from(fp: &FilePatch) -> Option<String> {

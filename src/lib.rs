@@ -7,18 +7,25 @@
 
 pub mod apply;
 pub mod binary;
+pub mod checks;
 pub mod error;
 pub mod git;
+pub mod hooks;
 pub mod index;
+pub mod land;
 pub mod model;
 pub mod pack;
 pub mod patch;
 pub mod paths;
+pub mod policy;
 pub mod queue;
+pub mod rollback;
 pub mod settings;
 pub mod store;
 pub mod validate;
 pub mod verify;
+pub mod worker;
+pub mod worktree;
 
 pub use error::{Error, Problem, Result};
 

@@ -215,14 +215,18 @@ pub enum DeadClass {
     Check,
     /// Its lease expired `hyperion.maxAttempts` times: the workers that took it kept dying.
     Lease,
+    /// The worker's environment kept failing (the repository could not be read or written,
+    /// the target branch is missing) until `hyperion.maxAttempts`.
+    Environment,
 }
 
 impl DeadClass {
-    pub const ALL: [DeadClass; 4] = [
+    pub const ALL: [DeadClass; 5] = [
         DeadClass::Validation,
         DeadClass::Apply,
         DeadClass::Check,
         DeadClass::Lease,
+        DeadClass::Environment,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -231,6 +235,7 @@ impl DeadClass {
             DeadClass::Apply => "apply",
             DeadClass::Check => "check",
             DeadClass::Lease => "lease",
+            DeadClass::Environment => "environment",
         }
     }
 
@@ -285,6 +290,9 @@ pub struct Record {
     pub error: Option<ErrorInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub landed_commit: Option<String>,
+    /// The revert commit of a rolled-back request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_by: Option<String>,
     pub dedupe_key: String,
 }
 
@@ -310,6 +318,7 @@ impl Record {
             not_before: None,
             error: None,
             landed_commit: None,
+            rolled_back_by: None,
             dedupe_key: req.dedupe_key(),
         }
     }

@@ -54,6 +54,8 @@ pub struct Enqueued {
 pub enum Outcome {
     Applied {
         commit: String,
+        /// Stored with the transition (check output).
+        artifacts: Vec<Artifact>,
     },
     Failed {
         class: DeadClass,
@@ -418,27 +420,7 @@ impl Queue {
             if leased.len() >= batch {
                 break;
             }
-            let now = self.now();
-            let until = now + jiff::SignedDuration::try_from(lease).expect("lease fits");
-            let mut next = current.clone();
-            next.status = Status::Leased;
-            next.lease_owner = Some(worker.to_owned());
-            next.leased_until = Some(until);
-            next.lease_secs = Some(lease.as_secs().max(1));
-            next.attempts += 1;
-            next.not_before = None;
-            next.updated_at = now;
-            let event = Event {
-                action: Action::Lease,
-                from: Some(Status::Pending),
-                to: Status::Leased,
-                actor: format!("worker:{worker}"),
-                worker: Some(worker.to_owned()),
-                reason: None,
-                code: None,
-                at: now,
-                leased_until: Some(until),
-            };
+            let (next, event) = self.leased(&current, worker, lease);
             match self.transition(&mut ix, tip, &next, &event, &[], false) {
                 Ok(_) => {
                     tracing::info!(request = %next.id, task = %next.task_id, worker, "leased");
@@ -459,6 +441,98 @@ impl Queue {
         match failure {
             Some(e) if leased.is_empty() => Err(e),
             _ => Ok(leased),
+        }
+    }
+
+    /// The record and event of `worker` leasing `current` for `lease`.
+    fn leased(&self, current: &Record, worker: &str, lease: Duration) -> (Record, Event) {
+        let now = self.now();
+        let until = now + jiff::SignedDuration::try_from(lease).expect("lease fits");
+        let mut next = current.clone();
+        next.status = Status::Leased;
+        next.lease_owner = Some(worker.to_owned());
+        next.leased_until = Some(until);
+        next.lease_secs = Some(lease.as_secs().max(1));
+        next.attempts += 1;
+        next.not_before = None;
+        next.updated_at = now;
+        let event = Event {
+            action: Action::Lease,
+            from: Some(Status::Pending),
+            to: Status::Leased,
+            actor: format!("worker:{worker}"),
+            worker: Some(worker.to_owned()),
+            reason: None,
+            code: None,
+            at: now,
+            leased_until: Some(until),
+        };
+        (next, event)
+    }
+
+    /// Lease one particular pending request (`git hyperion apply ID`), ignoring queue order
+    /// and any retry backoff.
+    pub fn lease_one(&self, id: &str, worker: &str, lease: Option<Duration>) -> Result<Record> {
+        let lease = self.lease_length(lease)?;
+        check_worker(worker)?;
+        let (id, tip, current) = self.resolve(id)?;
+        if current.status != Status::Pending {
+            return Err(Error::WrongState {
+                id,
+                actual: current.status,
+                expected: "pending".into(),
+            });
+        }
+        let (next, event) = self.leased(&current, worker, lease);
+        let mut ix = self.index()?;
+        let result = self.transition(&mut ix, tip, &next, &event, &[], false);
+        self.done(ix)?;
+        match result {
+            Ok(_) => Ok(next),
+            Err(Error::Conflict { .. }) => Err(Error::Conflict {
+                id,
+                what: "another process changed it first".into(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Record that the commit of applied request `id` was reverted by `revert`.
+    pub fn roll_back(&self, id: &str, revert: &str, reason: &str, actor: &str) -> Result<Record> {
+        let (id, tip, current) = self.resolve(id)?;
+        if current.status != Status::Applied {
+            return Err(Error::WrongState {
+                id,
+                actual: current.status,
+                expected: "applied".into(),
+            });
+        }
+        let now = self.now();
+        let mut next = current.clone();
+        next.status = Status::RolledBack;
+        next.updated_at = now;
+        next.rolled_back_by = Some(revert.to_owned());
+        let event = Event {
+            action: Action::Rollback,
+            from: Some(Status::Applied),
+            to: Status::RolledBack,
+            actor: actor.to_owned(),
+            worker: None,
+            reason: Some(format!("{reason} (reverted by {revert})")),
+            code: None,
+            at: now,
+            leased_until: None,
+        };
+        let mut ix = self.index()?;
+        let result = self.transition(&mut ix, tip, &next, &event, &[], false);
+        self.done(ix)?;
+        match result {
+            Ok(_) => Ok(next),
+            Err(Error::Conflict { .. }) => Err(Error::Conflict {
+                id,
+                what: "another process changed it first".into(),
+            }),
+            Err(e) => Err(e),
         }
     }
 
@@ -540,12 +614,12 @@ impl Queue {
                 leased_until: None,
             };
             match outcome {
-                Outcome::Applied { commit } => {
+                Outcome::Applied { commit, artifacts } => {
                     next.status = Status::Applied;
                     next.error = None;
                     next.landed_commit = Some(commit.clone());
                     event.reason = Some(format!("landed as {commit}"));
-                    Ok((next, event, Vec::new(), false))
+                    Ok((next, event, artifacts, false))
                 }
                 Outcome::Failed {
                     class,

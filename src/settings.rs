@@ -46,6 +46,16 @@ pub const KEYS: &[Key] = &[
         help: "age after which gc archives applied, dead and rolled-back requests",
     },
     Key {
+        name: "hyperion.hooksDir",
+        default: ".hyperion/hooks/pre-apply.d/ in the target tree",
+        help: "directory of pre-apply hooks (relative to the top level, or absolute)",
+    },
+    Key {
+        name: "hyperion.maxRebuilds",
+        default: "5",
+        help: "times a worker rebuilds a result when the target moved while it worked",
+    },
+    Key {
         name: "hyperion.indexWait",
         default: "2s",
         help: "how long to wait for the index while another process holds it",
@@ -61,6 +71,8 @@ pub struct Settings {
     pub retry_backoff: Duration,
     pub retention: Duration,
     pub index_wait: Duration,
+    pub hooks_dir: Option<std::path::PathBuf>,
+    pub max_rebuilds: u32,
 }
 
 impl Default for Settings {
@@ -73,6 +85,8 @@ impl Default for Settings {
             retry_backoff: Duration::from_secs(30),
             retention: Duration::from_secs(30 * 86400),
             index_wait: Duration::from_secs(2),
+            hooks_dir: None,
+            max_rebuilds: 5,
         }
     }
 }
@@ -85,6 +99,9 @@ impl Settings {
         let mut s = Settings::default();
         if let Some(v) = get("hyperion.target") {
             s.target = v;
+        }
+        if let Some(v) = get("hyperion.hooksDir").filter(|v| !v.trim().is_empty()) {
+            s.hooks_dir = Some(v.trim().into());
         }
         let dur = |key: &str, into: &mut Duration| -> Result<()> {
             if let Some(v) = get(key) {
@@ -100,6 +117,12 @@ impl Settings {
         dur("hyperion.retryBackoff", &mut s.retry_backoff)?;
         dur("hyperion.retention", &mut s.retention)?;
         dur("hyperion.indexWait", &mut s.index_wait)?;
+        if let Some(v) = get("hyperion.maxRebuilds") {
+            s.max_rebuilds = v.trim().parse().map_err(|_| Error::Config {
+                key: "hyperion.maxRebuilds".into(),
+                message: format!("'{v}' is not a whole number"),
+            })?;
+        }
         if let Some(v) = get("hyperion.maxAttempts") {
             s.max_attempts =
                 v.trim()

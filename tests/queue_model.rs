@@ -212,6 +212,7 @@ impl World {
                         &worker,
                         Outcome::Applied {
                             commit: "0".repeat(40),
+                            artifacts: Vec::new(),
                         },
                     ),
                     Op::Fail { transient, .. } => q.complete(

@@ -45,7 +45,10 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
                     "'{commit}' is not a commit id"
                 )));
             }
-            Outcome::Applied { commit }
+            Outcome::Applied {
+                commit,
+                artifacts: Vec::new(),
+            }
         }
         (None, Some(code)) => {
             let c = args.class.as_deref().unwrap_or_default();

@@ -3,6 +3,7 @@
 
 pub mod error;
 
+mod apply;
 mod audit;
 mod complete;
 mod config;
@@ -17,10 +18,12 @@ mod init;
 mod list;
 mod release;
 mod requeue;
+mod rollback;
 mod show;
 mod sweep;
 mod validate;
 mod verify_push;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -84,6 +87,9 @@ pub enum Command {
     Validate(validate::Args),
     List(list::Args),
     Show(show::Args),
+    Worker(worker::Args),
+    Apply(apply::Args),
+    Rollback(rollback::Args),
     Dequeue(dequeue::Args),
     Heartbeat(heartbeat::Args),
     Release(release::Args),
@@ -139,6 +145,9 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Validate(a) => validate::run(a, &ctx),
         Command::List(a) => list::run(a, &ctx),
         Command::Show(a) => show::run(a, &ctx),
+        Command::Worker(a) => worker::run(a, &ctx),
+        Command::Apply(a) => apply::run(a, &ctx),
+        Command::Rollback(a) => rollback::run(a, &ctx),
         Command::Dequeue(a) => dequeue::run(a, &ctx),
         Command::Heartbeat(a) => heartbeat::run(a, &ctx),
         Command::Release(a) => release::run(a, &ctx),

@@ -1,0 +1,177 @@
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyperion::model::Status;
+use hyperion::queue::Filter;
+use hyperion::worker::{self, Mode, Options, Progress, Report, Result_, Stop, Worker};
+
+use super::error::{CmdResult, CommandError};
+use super::{Ctx, parse_duration_arg};
+
+/// Process the queue: lease, validate, apply, check, land.
+///
+/// For each leased request the worker validates it again against the target's current tip
+/// and policy, runs the pre-apply hooks, applies it in memory (3-way when the target moved
+/// since the patch was written), runs its checks in a pooled worktree, and lands it on the
+/// target branch by compare-and-swap, with a note in refs/notes/hyperion. Failures become dead
+/// letters with a class and code (validation, apply, check, environment); transient ones are
+/// retried with backoff. Expired leases are swept as the worker polls.
+///
+/// By default the worker runs until stopped. SIGINT or SIGTERM finishes the request in hand
+/// and stops; a second signal cancels running checks and gives the request back.
+///
+/// Output: one line per request (text) or one JSON object per line (--format json).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Process one batch (or nothing, if no request is ready) and stop.
+    #[arg(long, conflicts_with = "drain")]
+    once: bool,
+    /// Process until no request is ready, then stop.
+    #[arg(long)]
+    drain: bool,
+    /// Requests leased at a time.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    batch_size: usize,
+    /// Lease length (default hyperion.leaseDuration; at most hyperion.maxLease).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration_arg)]
+    lease: Option<Duration>,
+    /// Show what would happen to each ready request; lease, land and record nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Worker id (default: host, process id and a random part).
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// Longest pause between polls of an empty queue.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration_arg, default_value = "2s")]
+    poll: Duration,
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    let queue = ctx.queue()?;
+    let id = args.id.clone().unwrap_or_else(worker::new_id);
+    let w = Worker::new(&queue, id.clone(), args.lease);
+    let json = ctx.json();
+    let mut print = |r: &Report| print_report(r, json);
+
+    if args.dry_run {
+        let mut ready = queue.list(&Filter {
+            status: Some(Status::Pending),
+            ..Filter::default()
+        })?;
+        ready.sort_by_key(|r| r.queue_key());
+        if args.once {
+            ready.truncate(args.batch_size.max(1));
+        }
+        for r in &ready {
+            let report = w.dry_run(r)?;
+            print(&report);
+        }
+        if ready.is_empty() && !json {
+            eprintln!("nothing is ready");
+        }
+        return Ok(());
+    }
+
+    let stop = Arc::new(Stop::default());
+    watch_signals(stop.clone())?;
+    let progress = !json && std::io::stderr().is_terminal();
+    let mut on_progress = |p: &Progress| {
+        if !progress {
+            return;
+        }
+        match p {
+            Progress::Leased { id, task_id } => eprintln!("hyperion: leased {id} ({task_id})"),
+            Progress::Check { id, name } => eprintln!("hyperion: {id}: running check {name}"),
+            Progress::Sweep { returned } => {
+                eprintln!("hyperion: swept {returned} expired lease(s)")
+            }
+        }
+    };
+    let opts = Options {
+        id: id.clone(),
+        lease: args.lease,
+        batch: args.batch_size.max(1),
+        mode: if args.once {
+            Mode::Once
+        } else if args.drain {
+            Mode::Drain
+        } else {
+            Mode::Forever
+        },
+        poll: args.poll,
+    };
+    let reports = w.run(&opts, &stop, &mut print, &mut on_progress)?;
+    if !json {
+        let count = |want: &[Result_]| reports.iter().filter(|r| want.contains(&r.result)).count();
+        eprintln!(
+            "worker {id}: {} landed, {} dead, {} to retry, {} given back",
+            count(&[Result_::Landed, Result_::Recovered]),
+            count(&[Result_::Dead]),
+            count(&[Result_::Retry]),
+            count(&[Result_::Released, Result_::LeaseLost]),
+        );
+    }
+    Ok(())
+}
+
+/// First SIGINT/SIGTERM: drain. Second: abort (cancel checks, give the request back).
+fn watch_signals(stop: Arc<Stop>) -> CmdResult {
+    let hit = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, hit.clone())
+            .map_err(|e| CommandError::env("env.io", format!("cannot handle signals: {e}")))?;
+    }
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        loop {
+            std::thread::sleep(Duration::from_millis(25));
+            if hit.swap(false, Ordering::SeqCst) {
+                seen += 1;
+                if seen == 1 {
+                    stop.drain.store(true, Ordering::SeqCst);
+                } else {
+                    stop.abort.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One line (text) or one JSON object per line (json).
+pub fn print_report(r: &Report, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(r).expect("a report always serialises")
+        );
+        return;
+    }
+    let what = match r.result {
+        Result_::Landed => "landed",
+        Result_::Recovered => "recovered",
+        Result_::Dead => "dead",
+        Result_::Retry => "retry",
+        Result_::Released => "released",
+        Result_::LeaseLost => "lost",
+        Result_::WouldLand => "would land",
+        Result_::WouldFail => "would fail",
+    };
+    let mut line = format!("{what:<10}  {}  {}", r.id, r.task_id);
+    if let Some(c) = &r.commit {
+        line.push_str(&format!("  {}", &c[..c.len().min(12)]));
+    }
+    if let Some(class) = r.class {
+        line.push_str(&format!("  {class}"));
+    }
+    if let Some(code) = &r.code {
+        line.push_str(&format!("  [{code}]"));
+    }
+    if let Some(m) = &r.message {
+        line.push_str(&format!("  {m}"));
+    }
+    line.push_str(&format!("  ({} ms)", r.duration_ms));
+    println!("{line}");
+}

@@ -1,0 +1,485 @@
+//! Landing: the commit a request becomes, the compare-and-swap that puts it on the target
+//! branch, the note that records who made it, and finding it again after a crash.
+//!
+//! The target branch moves only from the tip the commit was built on. When the branch is
+//! checked out in a worktree, that worktree is brought along the way `git push` does with
+//! `receive.denyCurrentBranch=updateInstead`: only when it is clean, and before the branch
+//! moves, so a dirty or conflicting checkout refuses the landing and nothing changes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gix::ObjectId;
+use gix::bstr::{BString, ByteSlice};
+use gix::refs::Target;
+use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+
+use crate::error::{Error, Result};
+use crate::model::ChangeRequest;
+
+/// Where notes on landed commits live.
+pub const NOTES_REF: &str = "refs/notes/hyperion";
+/// The trailer that ties a landed commit to its request.
+pub const TRAILER_REQUEST: &str = "Hyperion-Request";
+pub const TRAILER_TASK: &str = "Hyperion-Task";
+/// The trailer of a rollback's revert commit.
+pub const TRAILER_ROLLBACK: &str = "Hyperion-Rollback";
+
+/// A name and e-mail for a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub name: String,
+    pub email: String,
+}
+
+impl Person {
+    fn signature(&self, at: jiff::Timestamp) -> gix::actor::Signature {
+        gix::actor::Signature {
+            name: self.name.as_str().into(),
+            email: self.email.as_str().into(),
+            time: gix::date::Time {
+                seconds: at.as_second(),
+                offset: 0,
+            },
+        }
+    }
+}
+
+/// Who commits: git's committer identity (`user.name`/`user.email`, `GIT_COMMITTER_*`), or
+/// `git-hyperion <hyperion@localhost>` when none is configured.
+pub fn committer(repo: &gix::Repository) -> Person {
+    match repo.committer() {
+        Some(Ok(sig)) => Person {
+            name: sig.name.to_str_lossy().into_owned(),
+            email: sig.email.to_str_lossy().into_owned(),
+        },
+        _ => Person {
+            name: "git-hyperion".into(),
+            email: "hyperion@localhost".into(),
+        },
+    }
+}
+
+/// The author of a request's commit: the agent that wrote it.
+pub fn author(agent: &str) -> Person {
+    let local: String = agent
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    Person {
+        name: agent.to_owned(),
+        email: format!("{local}@agents.hyperion.invalid"),
+    }
+}
+
+/// `main` → `refs/heads/main`; a full ref name stays as it is.
+pub fn target_ref(target: &str) -> String {
+    if target.starts_with("refs/") {
+        target.to_owned()
+    } else {
+        format!("refs/heads/{target}")
+    }
+}
+
+/// The commit a ref points at, if it exists.
+pub fn read_tip(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>> {
+    let Some(mut r) = repo
+        .try_find_reference(name)
+        .map_err(|e| Error::git(format!("cannot read {name}: {e}")))?
+    else {
+        return Ok(None);
+    };
+    let id = r
+        .peel_to_id()
+        .map_err(|e| Error::git(format!("cannot resolve {name}: {e}")))?;
+    Ok(Some(id.detach()))
+}
+
+/// The tree of `commit`.
+pub fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId> {
+    repo.find_commit(commit)
+        .and_then(|c| c.tree_id().map(|t| t.detach()))
+        .map_err(|e| Error::git(format!("cannot read the tree of {commit}: {e}")))
+}
+
+/// The message of a request's commit: title, description, trailers.
+pub fn message(req: &ChangeRequest, id: &str) -> String {
+    let mut m = req.title.trim().to_owned();
+    m.push_str("\n\n");
+    if let Some(d) = req
+        .description
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        m.push_str(d);
+        m.push_str("\n\n");
+    }
+    m.push_str(&format!("{TRAILER_REQUEST}: {id}\n"));
+    m.push_str(&format!("{TRAILER_TASK}: {}\n", one_line(&req.task_id)));
+    m
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+/// Write a commit object (no ref moves).
+#[allow(clippy::too_many_arguments)]
+pub fn write_commit(
+    repo: &gix::Repository,
+    tree: ObjectId,
+    parents: &[ObjectId],
+    author: &Person,
+    authored: jiff::Timestamp,
+    committer: &Person,
+    committed: jiff::Timestamp,
+    message: &str,
+) -> Result<ObjectId> {
+    let commit = gix::objs::Commit {
+        tree,
+        parents: parents.iter().copied().collect(),
+        author: author.signature(authored),
+        committer: committer.signature(committed),
+        encoding: None,
+        message: message.into(),
+        extra_headers: Vec::new(),
+    };
+    repo.write_object(&commit)
+        .map(|id| id.detach())
+        .map_err(|e| Error::git(format!("cannot write a commit: {e}")))
+}
+
+/// Why the target branch did not move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotMoved {
+    /// It no longer points at the commit the result was built on.
+    Moved { now: Option<ObjectId> },
+    /// It is checked out in a worktree with changes.
+    Dirty { worktree: PathBuf },
+    /// The checked-out worktree could not be brought along.
+    Checkout { worktree: PathBuf, message: String },
+}
+
+impl NotMoved {
+    pub fn code(&self) -> &'static str {
+        match self {
+            NotMoved::Moved { .. } => "land.moved",
+            NotMoved::Dirty { .. } => "land.worktree_dirty",
+            NotMoved::Checkout { .. } => "land.worktree_update",
+        }
+    }
+
+    pub fn message(&self, target: &str) -> String {
+        match self {
+            NotMoved::Moved { now: Some(now) } => format!("{target} moved to {now} meanwhile"),
+            NotMoved::Moved { now: None } => format!("{target} was deleted meanwhile"),
+            NotMoved::Dirty { worktree } => format!(
+                "{target} is checked out in {} and that worktree has uncommitted changes",
+                worktree.display()
+            ),
+            NotMoved::Checkout { worktree, message } => format!(
+                "could not bring the checkout of {target} in {} along: {message}",
+                worktree.display()
+            ),
+        }
+    }
+}
+
+/// Move `name` from `old` to `new` by compare-and-swap, bringing along a clean worktree that
+/// has it checked out.
+pub fn advance(
+    repo: &gix::Repository,
+    name: &str,
+    old: ObjectId,
+    new: ObjectId,
+    reflog: &str,
+    who: &Person,
+) -> Result<std::result::Result<(), NotMoved>> {
+    let checkouts = checkouts(repo, name);
+    let mut updated: Vec<&Path> = Vec::new();
+    for wt in &checkouts {
+        match bring_along(wt, old, new) {
+            Ok(()) => updated.push(wt),
+            Err(refusal) => {
+                for done in updated {
+                    // Put back what was already moved; best effort, it was clean before.
+                    let _ = read_tree(done, new, old);
+                }
+                return Ok(Err(refusal));
+            }
+        }
+    }
+    let edit = RefEdit {
+        change: Change::Update {
+            log: LogChange {
+                mode: RefLog::AndReference,
+                force_create_reflog: false,
+                message: BString::from(reflog),
+            },
+            expected: PreviousValue::MustExistAndMatch(Target::Object(old)),
+            new: Target::Object(new),
+        },
+        name: name.try_into().map_err(Error::git)?,
+        deref: false,
+    };
+    let sig = who.signature(jiff::Timestamp::now());
+    let mut time_buf = gix::date::parse::TimeBuf::default();
+    let result = repo.edit_references_as([edit], Some(sig.to_ref(&mut time_buf)));
+    if let Err(e) = result {
+        for done in &updated {
+            let _ = read_tree(done, new, old);
+        }
+        let now = read_tip(repo, name)?;
+        if now != Some(old) {
+            return Ok(Err(NotMoved::Moved { now }));
+        }
+        return Err(Error::git(format!("could not update {name}: {e}")));
+    }
+    Ok(Ok(()))
+}
+
+/// Worktrees of this repository whose HEAD is the branch `name`.
+pub fn checkouts(repo: &gix::Repository, name: &str) -> Vec<PathBuf> {
+    let common = repo.common_dir();
+    let wanted = format!("ref: {name}");
+    let head_is = |head: &Path| std::fs::read_to_string(head).is_ok_and(|s| s.trim_end() == wanted);
+    let mut out = Vec::new();
+    let bare = repo
+        .config_snapshot()
+        .boolean("core.bare")
+        .unwrap_or(repo.is_bare());
+    if !bare && head_is(&common.join("HEAD")) {
+        let main = repo
+            .config_snapshot()
+            .string("core.worktree")
+            .map(|p| common.join(p.to_str_lossy().as_ref()))
+            .or_else(|| common.parent().map(Path::to_path_buf));
+        if let Some(main) = main {
+            out.push(main);
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(common.join("worktrees")) {
+        for e in entries.flatten() {
+            let dir = e.path();
+            if !head_is(&dir.join("HEAD")) {
+                continue;
+            }
+            if let Ok(gitdir) = std::fs::read_to_string(dir.join("gitdir"))
+                && let Some(wt) = Path::new(gitdir.trim()).parent()
+            {
+                out.push(wt.to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+fn git_in(worktree: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(worktree)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .env_remove("GIT_COMMON_DIR")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// receive-pack's `updateInstead`: refresh, require no changes, then a two-way checkout.
+fn bring_along(wt: &Path, old: ObjectId, new: ObjectId) -> std::result::Result<(), NotMoved> {
+    let run = |args: &[&str]| -> std::result::Result<bool, NotMoved> {
+        git_in(wt)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .map_err(|e| NotMoved::Checkout {
+                worktree: wt.to_path_buf(),
+                message: format!("cannot run git: {e}"),
+            })
+    };
+    run(&["update-index", "-q", "--ignore-submodules", "--refresh"])?;
+    let clean = run(&["diff-files", "--quiet", "--ignore-submodules", "--"])?
+        && run(&[
+            "diff-index",
+            "--quiet",
+            "--cached",
+            "--ignore-submodules",
+            &old.to_string(),
+            "--",
+        ])?;
+    if !clean {
+        return Err(NotMoved::Dirty {
+            worktree: wt.to_path_buf(),
+        });
+    }
+    read_tree(wt, old, new)
+}
+
+fn read_tree(wt: &Path, from: ObjectId, to: ObjectId) -> std::result::Result<(), NotMoved> {
+    let out = git_in(wt)
+        .args(["read-tree", "-u", "-m", &from.to_string(), &to.to_string()])
+        .output()
+        .map_err(|e| NotMoved::Checkout {
+            worktree: wt.to_path_buf(),
+            message: format!("cannot run git: {e}"),
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NotMoved::Checkout {
+            worktree: wt.to_path_buf(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// The value of `key` in the trailers of a commit message.
+pub fn trailer<'m>(message: &'m str, key: &str) -> Option<&'m str> {
+    message.lines().rev().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+/// Find the commit that landed request `id` on the first-parent history of `tip`, looking no
+/// further back than commits made before `since` (the request's creation, less a margin for
+/// clocks that disagree).
+pub fn find_landed(
+    repo: &gix::Repository,
+    tip: ObjectId,
+    key: &str,
+    id: &str,
+    since: jiff::Timestamp,
+) -> Result<Option<ObjectId>> {
+    let horizon = since.as_second() - 3600;
+    let mut next = Some(tip);
+    let mut seen = 0usize;
+    while let Some(c) = next {
+        let commit = repo
+            .find_commit(c)
+            .map_err(|e| Error::git(format!("cannot read commit {c}: {e}")))?;
+        let decoded = commit
+            .decode()
+            .map_err(|e| Error::git(format!("cannot decode commit {c}: {e}")))?;
+        if trailer(&decoded.message.to_str_lossy(), key) == Some(id) {
+            return Ok(Some(c));
+        }
+        if decoded.committer().map(|s| s.seconds()).unwrap_or(0) < horizon {
+            return Ok(None);
+        }
+        seen += 1;
+        if seen > 100_000 {
+            return Ok(None);
+        }
+        next = decoded.parents().next();
+    }
+    Ok(None)
+}
+
+/// The note of a landed commit, if there is one.
+pub fn read_note(repo: &gix::Repository, commit: ObjectId) -> Result<Option<String>> {
+    let Some(tip) = read_tip(repo, NOTES_REF)? else {
+        return Ok(None);
+    };
+    let tree = repo
+        .find_tree(tree_of(repo, tip)?)
+        .map_err(|e| Error::git(format!("cannot read the notes tree: {e}")))?;
+    let hex = commit.to_string();
+    for path in [format!("{}/{}", &hex[..2], &hex[2..]), hex.clone()] {
+        if let Some(entry) = tree
+            .lookup_entry_by_path(path.as_str())
+            .map_err(|e| Error::git(format!("cannot read the notes tree: {e}")))?
+        {
+            let blob = repo
+                .find_object(entry.object_id())
+                .map_err(|e| Error::git(format!("cannot read a note: {e}")))?;
+            return Ok(Some(String::from_utf8_lossy(&blob.data).into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// Add (or replace) the note on `commit` in `refs/notes/hyperion`, by compare-and-swap on the
+/// notes ref, retried while other workers add theirs.
+pub fn add_note(repo: &gix::Repository, commit: ObjectId, text: &str, who: &Person) -> Result<()> {
+    let blob = repo
+        .write_blob(text.as_bytes())
+        .map_err(|e| Error::git(format!("cannot write a note: {e}")))?
+        .detach();
+    let hex = commit.to_string();
+    let path = format!("{}/{}", &hex[..2], &hex[2..]);
+    for attempt in 0..50u32 {
+        let tip = read_tip(repo, NOTES_REF)?;
+        let base_tree = match tip {
+            Some(t) => tree_of(repo, t)?,
+            None => repo.empty_tree().id,
+        };
+        let mut editor = repo
+            .edit_tree(base_tree)
+            .map_err(|e| Error::git(format!("cannot edit the notes tree: {e}")))?;
+        // A note git wrote without fan-out for the same commit would shadow ours.
+        editor
+            .remove(hex.as_str())
+            .map_err(|e| Error::git(format!("cannot edit the notes tree: {e}")))?;
+        editor
+            .upsert(path.as_str(), gix::objs::tree::EntryKind::Blob, blob)
+            .map_err(|e| Error::git(format!("cannot edit the notes tree: {e}")))?;
+        let tree = editor
+            .write()
+            .map_err(|e| Error::git(format!("cannot write the notes tree: {e}")))?
+            .detach();
+        let now = jiff::Timestamp::now();
+        let parents: Vec<ObjectId> = tip.into_iter().collect();
+        let note_commit = write_commit(
+            repo,
+            tree,
+            &parents,
+            who,
+            now,
+            who,
+            now,
+            "Notes added by 'git hyperion'\n",
+        )?;
+        let expected = match tip {
+            Some(t) => PreviousValue::MustExistAndMatch(Target::Object(t)),
+            None => PreviousValue::MustNotExist,
+        };
+        let edit = RefEdit {
+            change: Change::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: BString::from("hyperion: note"),
+                },
+                expected,
+                new: Target::Object(note_commit),
+            },
+            name: NOTES_REF.try_into().map_err(Error::git)?,
+            deref: false,
+        };
+        let sig = who.signature(now);
+        let mut time_buf = gix::date::parse::TimeBuf::default();
+        match repo.edit_references_as([edit], Some(sig.to_ref(&mut time_buf))) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                if read_tip(repo, NOTES_REF)? == tip && attempt > 10 {
+                    return Err(Error::git(format!("could not update {NOTES_REF}: {e}")));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1 + u64::from(attempt)));
+            }
+        }
+    }
+    Err(Error::git(format!(
+        "could not update {NOTES_REF}: too many concurrent writers"
+    )))
+}

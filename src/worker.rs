@@ -1,0 +1,827 @@
+//! The worker: lease, validate again, run pre-apply hooks, apply in memory, run checks in a
+//! pooled worktree, land by compare-and-swap, note, record.
+//!
+//! Every outcome is recorded on the request's chain: `applied` with the landed commit, a dead
+//! letter with its class and code, or a retry with backoff for transient failures. A worker
+//! that dies anywhere leaves the request leased; the lease expires, `sweep` returns it, and the
+//! next worker first looks for a commit that already landed it (the `Hyperion-Request`
+//! trailer) so nothing lands twice.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+use serde::Serialize;
+
+use crate::apply::{self, FileApplied};
+use crate::checks::{self, CheckCommand, CheckStatus, OutputLimit};
+use crate::error::{Error, Result};
+use crate::land::{self, NotMoved, Person};
+use crate::model::{ChangeRequest, DeadClass, ErrorInfo, Record, Status};
+use crate::queue::{Outcome, Queue};
+use crate::store::Artifact;
+
+/// How a request left the worker's hands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Result_ {
+    /// Landed on the target branch.
+    Landed,
+    /// Found already landed by an earlier attempt that died before recording it.
+    Recovered,
+    /// Became a dead letter.
+    Dead,
+    /// Failed transiently; back in the queue after a backoff.
+    Retry,
+    /// Given back to the queue untouched (the worker was told to stop).
+    Released,
+    /// Another worker took the request over (our lease expired meanwhile).
+    LeaseLost,
+    /// `--dry-run`: what would happen, nothing changed.
+    WouldLand,
+    WouldFail,
+}
+
+/// One check's outcome, as reported and noted.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckSummary {
+    pub name: String,
+    /// `passed`, `failed`, `timed_out`, `cancelled` or `spawn_failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+}
+
+/// What the worker did with one request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub id: String,
+    pub task_id: String,
+    pub result: Result_,
+    /// The request's status afterwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<DeadClass>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileApplied>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSummary>,
+    pub duration_ms: u64,
+}
+
+/// Long steps, for progress on a terminal.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Leased { id: String, task_id: String },
+    Check { id: String, name: String },
+    Sweep { returned: usize },
+}
+
+/// Stop signals: `drain` finishes what is in hand and stops; `abort` also cancels running
+/// checks and gives the request back.
+#[derive(Debug, Default)]
+pub struct Stop {
+    pub drain: AtomicBool,
+    pub abort: AtomicBool,
+}
+
+impl Stop {
+    pub fn draining(&self) -> bool {
+        self.drain.load(Ordering::SeqCst) || self.aborted()
+    }
+    pub fn aborted(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
+    }
+}
+
+/// How the worker loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One batch (or nothing, when the queue is empty), then stop.
+    Once,
+    /// Until no request is ready.
+    Drain,
+    /// Until stopped.
+    Forever,
+}
+
+/// Options of a worker run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub id: String,
+    pub lease: Option<Duration>,
+    pub batch: usize,
+    pub mode: Mode,
+    /// Longest sleep between polls of an empty queue.
+    pub poll: Duration,
+}
+
+/// A unique worker id: host, process and a random part.
+pub fn new_id() -> String {
+    let host = rustix_hostname();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        (nanos ^ std::process::id().rotate_left(16)) & 0xffff
+    )
+}
+
+fn rustix_hostname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_else(|_| "host".into());
+    let host: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if host.is_empty() { "host".into() } else { host }
+}
+
+/// The worker's machinery around one queue.
+pub struct Worker<'q> {
+    queue: &'q Queue,
+    id: String,
+    lease: Option<Duration>,
+    committer: Person,
+    pool: crate::worktree::Pool,
+    output: OutputLimit,
+}
+
+/// The fate of a request decided inside the pipeline.
+enum Verdict {
+    Land {
+        commit: ObjectId,
+        files: Vec<FileApplied>,
+        checks: Vec<CheckSummary>,
+        artifacts: Vec<Artifact>,
+        recovered: bool,
+    },
+    Fail {
+        class: DeadClass,
+        code: String,
+        message: String,
+        transient: bool,
+        artifacts: Vec<Artifact>,
+        checks: Vec<CheckSummary>,
+    },
+    Release {
+        reason: String,
+    },
+    LeaseLost,
+}
+
+impl<'q> Worker<'q> {
+    pub fn new(queue: &'q Queue, id: String, lease: Option<Duration>) -> Worker<'q> {
+        let repo = queue.store().repo();
+        Worker {
+            queue,
+            id,
+            lease,
+            committer: land::committer(repo),
+            pool: crate::worktree::Pool::new(repo.common_dir()),
+            output: OutputLimit::default(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Run the loop: sweep, lease, process, until `opts.mode` says stop or `stop` is set.
+    pub fn run(
+        &self,
+        opts: &Options,
+        stop: &Stop,
+        on_report: &mut dyn FnMut(&Report),
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Vec<Report>> {
+        let mut reports = Vec::new();
+        let sweep_every = self
+            .queue
+            .settings()
+            .lease
+            .min(Duration::from_secs(30))
+            .max(Duration::from_secs(1));
+        let mut last_sweep: Option<Instant> = None;
+        let mut idle = Duration::from_millis(50);
+        loop {
+            if stop.draining() {
+                break;
+            }
+            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+                let swept = self.queue.sweep()?;
+                last_sweep = Some(Instant::now());
+                let returned = swept.requeued.len() + swept.dead.len();
+                if returned > 0 {
+                    on_progress(&Progress::Sweep { returned });
+                }
+            }
+            let leased = self
+                .queue
+                .dequeue(&self.id, opts.batch.max(1), self.lease)?;
+            self.queue.close_index()?;
+            if leased.is_empty() {
+                if matches!(opts.mode, Mode::Once | Mode::Drain) {
+                    break;
+                }
+                let until = Instant::now() + idle;
+                while Instant::now() < until && !stop.draining() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                idle = (idle * 2).min(opts.poll.max(Duration::from_millis(50)));
+                continue;
+            }
+            idle = Duration::from_millis(50);
+            for record in leased {
+                if stop.aborted() {
+                    let report = self.give_back(&record, "the worker was stopped")?;
+                    on_report(&report);
+                    reports.push(report);
+                    continue;
+                }
+                on_progress(&Progress::Leased {
+                    id: record.id.clone(),
+                    task_id: record.task_id.clone(),
+                });
+                let report = self.process(&record, stop, on_progress)?;
+                on_report(&report);
+                reports.push(report);
+            }
+            if opts.mode == Mode::Once {
+                break;
+            }
+        }
+        Ok(reports)
+    }
+
+    fn give_back(&self, record: &Record, reason: &str) -> Result<Report> {
+        let started = Instant::now();
+        let result = match self.queue.release(&record.id, &self.id) {
+            Ok(_) => Result_::Released,
+            Err(e) if lease_gone(&e) => Result_::LeaseLost,
+            Err(e) => return Err(e),
+        };
+        Ok(Report {
+            id: record.id.clone(),
+            task_id: record.task_id.clone(),
+            result,
+            status: Some(Status::Pending),
+            commit: None,
+            class: None,
+            code: None,
+            message: Some(reason.to_owned()),
+            files: Vec::new(),
+            checks: Vec::new(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Take one leased request through the pipeline and record the outcome.
+    pub fn process(
+        &self,
+        record: &Record,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Report> {
+        let started = Instant::now();
+        let _span =
+            tracing::info_span!("process", request = %record.id, worker = %self.id).entered();
+        let verdict = match self.pipeline(record, stop, on_progress, false) {
+            Ok(v) => v,
+            // The repository or the machine failed us, not the request: retry later.
+            Err(e) => Verdict::Fail {
+                class: DeadClass::Environment,
+                code: e.code().to_owned(),
+                message: e.to_string(),
+                transient: true,
+                artifacts: Vec::new(),
+                checks: Vec::new(),
+            },
+        };
+        self.queue.close_index()?;
+        let mut report = Report {
+            id: record.id.clone(),
+            task_id: record.task_id.clone(),
+            result: Result_::Landed,
+            status: None,
+            commit: None,
+            class: None,
+            code: None,
+            message: None,
+            files: Vec::new(),
+            checks: Vec::new(),
+            duration_ms: 0,
+        };
+        match verdict {
+            Verdict::Land {
+                commit,
+                files,
+                checks,
+                artifacts,
+                recovered,
+            } => {
+                report.commit = Some(commit.to_string());
+                report.files = files;
+                report.checks = checks;
+                report.result = if recovered {
+                    Result_::Recovered
+                } else {
+                    Result_::Landed
+                };
+                match self.queue.complete(
+                    &record.id,
+                    &self.id,
+                    Outcome::Applied {
+                        commit: commit.to_string(),
+                        artifacts,
+                    },
+                ) {
+                    Ok(r) => report.status = Some(r.status),
+                    // Landed, but someone else holds the request now: they will find the
+                    // commit by its trailer and record it.
+                    Err(e) if lease_gone(&e) => {
+                        report.result = Result_::LeaseLost;
+                        report.code = Some("worker.lease_lost".into());
+                        report.message = Some(format!("landed as {commit}, but {e}"));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Verdict::Fail {
+                class,
+                code,
+                message,
+                transient,
+                artifacts,
+                checks,
+            } => {
+                report.checks = checks;
+                report.code = Some(code.clone());
+                report.message = Some(message.clone());
+                match self.queue.complete(
+                    &record.id,
+                    &self.id,
+                    Outcome::Failed {
+                        class,
+                        error: ErrorInfo { code, message },
+                        transient,
+                        artifacts,
+                    },
+                ) {
+                    Ok(r) => {
+                        report.status = Some(r.status);
+                        if r.status == Status::Dead {
+                            report.result = Result_::Dead;
+                            report.class = Some(class);
+                        } else {
+                            report.result = Result_::Retry;
+                        }
+                    }
+                    Err(e) if lease_gone(&e) => report.result = Result_::LeaseLost,
+                    Err(e) => return Err(e),
+                }
+            }
+            Verdict::Release { reason } => {
+                let mut r = self.give_back(record, &reason)?;
+                r.duration_ms = started.elapsed().as_millis() as u64;
+                return Ok(r);
+            }
+            Verdict::LeaseLost => {
+                report.result = Result_::LeaseLost;
+                report.code = Some("worker.lease_lost".into());
+                report.message = Some("the lease expired and another worker took over".into());
+            }
+        }
+        self.queue.close_index()?;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(request = %report.id, result = ?report.result, code = ?report.code, "processed");
+        Ok(report)
+    }
+
+    /// What would happen to `id` now, without leasing it or changing anything.
+    pub fn dry_run(&self, record: &Record) -> Result<Report> {
+        let started = Instant::now();
+        let stop = Stop::default();
+        let verdict = self.pipeline(record, &stop, &mut |_| {}, true)?;
+        self.queue.close_index()?;
+        let mut report = Report {
+            id: record.id.clone(),
+            task_id: record.task_id.clone(),
+            result: Result_::WouldLand,
+            status: Some(record.status),
+            commit: None,
+            class: None,
+            code: None,
+            message: None,
+            files: Vec::new(),
+            checks: Vec::new(),
+            duration_ms: 0,
+        };
+        match verdict {
+            Verdict::Land { files, checks, .. } => {
+                report.files = files;
+                report.checks = checks;
+            }
+            Verdict::Fail {
+                class,
+                code,
+                message,
+                checks,
+                ..
+            } => {
+                report.result = Result_::WouldFail;
+                report.class = Some(class);
+                report.code = Some(code);
+                report.message = Some(message);
+                report.checks = checks;
+            }
+            Verdict::Release { reason } => {
+                report.result = Result_::WouldFail;
+                report.message = Some(reason);
+            }
+            Verdict::LeaseLost => report.result = Result_::WouldFail,
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    fn pipeline(
+        &self,
+        record: &Record,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+        dry_run: bool,
+    ) -> Result<Verdict> {
+        let queue = self.queue;
+        let repo = queue.store().repo();
+        let id = record.id.as_str();
+        let req = queue.request(id)?;
+        let settings = queue.settings();
+        let target = req
+            .target
+            .clone()
+            .unwrap_or_else(|| settings.target.clone());
+        let refname = land::target_ref(&target);
+
+        // An earlier attempt may have landed it and died before recording that.
+        if !dry_run
+            && record.attempts > 1
+            && let Some(tip) = land::read_tip(repo, &refname)?
+            && let Some(commit) =
+                land::find_landed(repo, tip, land::TRAILER_REQUEST, id, record.created_at)?
+        {
+            if land::read_note(repo, commit)?.is_none() {
+                land::add_note(repo, commit, &self.note(&req, id, &[]), &self.committer)?;
+            }
+            tracing::info!(request = id, %commit, "found already landed; recording it");
+            return Ok(Verdict::Land {
+                commit,
+                files: Vec::new(),
+                checks: Vec::new(),
+                artifacts: Vec::new(),
+                recovered: true,
+            });
+        }
+
+        let mut rebuilds = 0;
+        loop {
+            let Some(tip) = land::read_tip(repo, &refname)? else {
+                return Ok(Verdict::Fail {
+                    class: DeadClass::Environment,
+                    code: "land.no_target".into(),
+                    message: format!("the target branch {target} does not exist"),
+                    transient: true,
+                    artifacts: Vec::new(),
+                    checks: Vec::new(),
+                });
+            };
+            let tree = land::tree_of(repo, tip)?;
+
+            // Validate again: the policy or the target may have changed since enqueue.
+            let problems = queue
+                .check_against_targets(&[&req])?
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            if let Some(first) = problems.first() {
+                let message = problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Ok(Verdict::Fail {
+                    class: DeadClass::Validation,
+                    code: first.code.to_owned(),
+                    message: format!("no longer valid against {target}: {message}"),
+                    transient: false,
+                    artifacts: Vec::new(),
+                    checks: Vec::new(),
+                });
+            }
+
+            if let Some(refused) = crate::hooks::pre_apply(
+                repo,
+                settings.hooks_dir.as_deref(),
+                tree,
+                &req,
+                id,
+                &target,
+            )? {
+                return Ok(Verdict::Fail {
+                    class: DeadClass::Validation,
+                    code: "hook.refused".into(),
+                    message: refused.message,
+                    transient: false,
+                    artifacts: Vec::new(),
+                    checks: Vec::new(),
+                });
+            }
+
+            let applied = match apply::apply_request(repo, tree, &req)? {
+                Ok(a) => a,
+                Err(refusal) => {
+                    return Ok(Verdict::Fail {
+                        class: DeadClass::Apply,
+                        code: refusal.code().to_owned(),
+                        message: refusal.message(),
+                        transient: false,
+                        artifacts: refusal.artifacts(),
+                        checks: Vec::new(),
+                    });
+                }
+            };
+
+            let now = jiff::Timestamp::now();
+            let commit = land::write_commit(
+                repo,
+                applied.tree,
+                &[tip],
+                &land::author(&req.agent),
+                record.created_at,
+                &self.committer,
+                now,
+                &land::message(&req, id),
+            )?;
+
+            let mut checks = Vec::new();
+            let mut artifacts = Vec::new();
+            if !req.checks.is_empty() {
+                match self.run_checks(record, &req, tree, commit, stop, on_progress, dry_run)? {
+                    ChecksDone::Passed(s, a) => {
+                        checks = s;
+                        artifacts = a;
+                    }
+                    ChecksDone::Failed(v) => return Ok(v),
+                }
+            }
+
+            if dry_run {
+                return Ok(Verdict::Land {
+                    commit,
+                    files: applied.files,
+                    checks,
+                    artifacts,
+                    recovered: false,
+                });
+            }
+
+            match land::advance(
+                repo,
+                &refname,
+                tip,
+                commit,
+                &format!("hyperion: land {id}"),
+                &self.committer,
+            )? {
+                Ok(()) => {
+                    tracing::info!(request = id, %commit, target = %target, "landed");
+                    if let Err(e) =
+                        land::add_note(repo, commit, &self.note(&req, id, &checks), &self.committer)
+                    {
+                        // Landed all the same; the note is for people and can be added later.
+                        tracing::warn!(request = id, %commit, error = %e, "could not add the note");
+                    }
+                    return Ok(Verdict::Land {
+                        commit,
+                        files: applied.files,
+                        checks,
+                        artifacts,
+                        recovered: false,
+                    });
+                }
+                Err(NotMoved::Moved { now }) if rebuilds < settings.max_rebuilds => {
+                    rebuilds += 1;
+                    tracing::info!(request = id, moved_to = ?now, rebuilds, "target moved; rebuilding");
+                    continue;
+                }
+                Err(not_moved) => {
+                    return Ok(Verdict::Fail {
+                        class: DeadClass::Environment,
+                        code: not_moved.code().to_owned(),
+                        message: not_moved.message(&target),
+                        transient: true,
+                        artifacts: Vec::new(),
+                        checks,
+                    });
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_checks(
+        &self,
+        record: &Record,
+        req: &ChangeRequest,
+        tree: ObjectId,
+        commit: ObjectId,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+        dry_run: bool,
+    ) -> Result<ChecksDone> {
+        let repo = self.queue.store().repo();
+        let policy = crate::policy::Policy::at_tree(repo, Some(tree))?;
+        let mut commands = Vec::new();
+        for name in &req.checks {
+            match policy.resolve_check(name) {
+                Ok(def) => commands.push(CheckCommand {
+                    name: def.name,
+                    argv: def.run,
+                    env: def.env,
+                    timeout: def.timeout,
+                }),
+                Err(p) => {
+                    return Ok(ChecksDone::Failed(Verdict::Fail {
+                        class: DeadClass::Validation,
+                        code: p.code.to_owned(),
+                        message: p.message,
+                        transient: false,
+                        artifacts: Vec::new(),
+                        checks: Vec::new(),
+                    }));
+                }
+            }
+        }
+        // The index must not stay locked while checks run: other workers need it.
+        self.queue.close_index()?;
+        let slot = self.pool.acquire(repo.git_dir())?;
+        slot.checkout(&commit.to_string())?;
+        let cancel = AtomicBool::new(false);
+        let mut lease_lost = false;
+        let beat_every = Duration::from_secs(
+            record
+                .lease_secs
+                .unwrap_or(self.queue.settings().lease.as_secs())
+                .max(3)
+                / 3,
+        );
+        let mut last_beat = Instant::now();
+        let mut summaries = Vec::new();
+        let mut artifacts = Vec::new();
+        for cmd in &commands {
+            on_progress(&Progress::Check {
+                id: record.id.clone(),
+                name: cmd.name.clone(),
+            });
+            let mut tick = || {
+                if stop.aborted() {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+                if !dry_run && last_beat.elapsed() >= beat_every {
+                    last_beat = Instant::now();
+                    match self.queue.heartbeat(&record.id, &self.id) {
+                        Ok(_) => {}
+                        Err(e) if lease_gone(&e) => {
+                            lease_lost = true;
+                            cancel.store(true, Ordering::SeqCst);
+                        }
+                        Err(e) => {
+                            tracing::warn!(request = %record.id, error = %e, "heartbeat failed")
+                        }
+                    }
+                    let _ = self.queue.close_index();
+                }
+            };
+            let result = checks::run(cmd, slot.path(), self.output, &cancel, &mut tick);
+            let (status, exit_code) = match &result.status {
+                CheckStatus::Passed => ("passed", Some(0)),
+                CheckStatus::Failed { exit_code, .. } => ("failed", *exit_code),
+                CheckStatus::TimedOut => ("timed_out", None),
+                CheckStatus::Cancelled => ("cancelled", None),
+                CheckStatus::SpawnFailed(_) => ("spawn_failed", None),
+            };
+            summaries.push(CheckSummary {
+                name: cmd.name.clone(),
+                status,
+                exit_code,
+                duration_ms: result.duration.as_millis() as u64,
+            });
+            for (stream, captured) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
+                if captured.total_bytes > 0 {
+                    artifacts.push(Artifact {
+                        name: format!("checks/{}.{stream}", cmd.name),
+                        data: captured.tail.clone(),
+                    });
+                }
+            }
+            if lease_lost {
+                return Ok(ChecksDone::Failed(Verdict::LeaseLost));
+            }
+            match result.status {
+                CheckStatus::Passed => {}
+                CheckStatus::Cancelled => {
+                    return Ok(ChecksDone::Failed(Verdict::Release {
+                        reason: format!("check {} was cancelled: the worker was stopped", cmd.name),
+                    }));
+                }
+                other => {
+                    let (code, message) = match other {
+                        CheckStatus::TimedOut => (
+                            "check.timeout",
+                            format!(
+                                "check {} ran past its timeout of {}s and was stopped",
+                                cmd.name,
+                                cmd.timeout.as_secs()
+                            ),
+                        ),
+                        CheckStatus::SpawnFailed(why) => (
+                            "check.spawn",
+                            format!("check {} could not start: {why}", cmd.name),
+                        ),
+                        CheckStatus::Failed { exit_code, signal } => (
+                            "check.failed",
+                            match (exit_code, signal) {
+                                (Some(c), _) => format!("check {} failed (exit {c})", cmd.name),
+                                (None, Some(s)) => {
+                                    format!("check {} was killed by signal {s}", cmd.name)
+                                }
+                                _ => format!("check {} failed", cmd.name),
+                            },
+                        ),
+                        _ => ("check.failed", format!("check {} failed", cmd.name)),
+                    };
+                    let transient = code == "check.timeout";
+                    return Ok(ChecksDone::Failed(Verdict::Fail {
+                        class: DeadClass::Check,
+                        code: code.into(),
+                        message,
+                        transient,
+                        artifacts,
+                        checks: summaries,
+                    }));
+                }
+            }
+        }
+        Ok(ChecksDone::Passed(summaries, artifacts))
+    }
+
+    /// The note on a landed commit: who and what produced it.
+    fn note(&self, req: &ChangeRequest, id: &str, checks: &[CheckSummary]) -> String {
+        let mut s = format!(
+            "request: {id}\ntask: {}\nagent: {}\nworker: {}\nversion: git-hyperion {}\n",
+            req.task_id.replace('\n', " "),
+            req.agent.replace('\n', " "),
+            self.id,
+            crate::VERSION
+        );
+        for c in checks {
+            s.push_str(&format!(
+                "check: {} {} {}ms\n",
+                c.name, c.status, c.duration_ms
+            ));
+        }
+        s
+    }
+}
+
+enum ChecksDone {
+    Passed(Vec<CheckSummary>, Vec<Artifact>),
+    Failed(Verdict),
+}
+
+/// Errors that mean our lease is gone: someone swept it, or another worker holds it now.
+fn lease_gone(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NotOwner { .. } | Error::WrongState { .. } | Error::Conflict { .. }
+    )
+}
