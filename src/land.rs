@@ -361,9 +361,12 @@ pub fn find_landed(
     id: &str,
     since: jiff::Timestamp,
 ) -> Result<Option<ObjectId>> {
+    // Commits are roughly in time order; a few with skewed clocks must not end the search,
+    // so it ends after a run of commits all older than the horizon.
     let horizon = since.as_second() - 3600;
     let mut next = Some(tip);
     let mut seen = 0usize;
+    let mut old_run = 0usize;
     while let Some(c) = next {
         let commit = repo
             .find_commit(c)
@@ -375,7 +378,12 @@ pub fn find_landed(
             return Ok(Some(c));
         }
         if decoded.committer().map(|s| s.seconds()).unwrap_or(0) < horizon {
-            return Ok(None);
+            old_run += 1;
+            if old_run >= 64 {
+                return Ok(None);
+            }
+        } else {
+            old_run = 0;
         }
         seen += 1;
         if seen > 100_000 {
@@ -384,6 +392,27 @@ pub fn find_landed(
         next = decoded.parents().next();
     }
     Ok(None)
+}
+
+/// Whether `commit` is on the first-parent history of `tip`.
+pub fn on_first_parent_line(
+    repo: &gix::Repository,
+    tip: ObjectId,
+    commit: ObjectId,
+) -> Result<bool> {
+    let mut next = Some(tip);
+    while let Some(c) = next {
+        if c == commit {
+            return Ok(true);
+        }
+        next = repo
+            .find_commit(c)
+            .map_err(|e| Error::git(format!("cannot read commit {c}: {e}")))?
+            .parent_ids()
+            .next()
+            .map(|p| p.detach());
+    }
+    Ok(false)
 }
 
 /// The note of a landed commit, if there is one.

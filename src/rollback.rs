@@ -153,14 +153,7 @@ pub fn plan(queue: &Queue, record: &Record) -> Result<std::result::Result<Plan, 
             target,
         }));
     };
-    let on_target = land::find_landed(
-        repo,
-        tip,
-        land::TRAILER_REQUEST,
-        &record.id,
-        record.created_at,
-    )?;
-    if on_target != Some(landed) {
+    if !land::on_first_parent_line(repo, tip, landed)? {
         return Ok(Err(Refusal::NotOnTarget {
             landed: landed_hex,
             target,

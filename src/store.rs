@@ -283,23 +283,25 @@ impl Store {
         let mut entries = self.tree_entries(tip_tree)?;
         let state = self.write_blob(&state_json(t.record))?;
         upsert(&mut entries, blob_entry("state.json", state));
+        let mut tree = self.write_tree(entries)?;
         if !t.artifacts.is_empty() {
-            let existing = entries
-                .iter()
-                .find(|e| e.filename == "artifacts" && e.mode.is_tree())
-                .map(|e| e.oid);
-            let mut art = match existing {
-                Some(oid) => self.tree_entries(oid)?,
-                None => Vec::new(),
-            };
+            // Nested names (`checks/unit.stdout`, `conflicts/src/lib.rs`) become directories.
+            let mut editor = self
+                .repo
+                .edit_tree(tree)
+                .map_err(|e| Error::git(format!("{id}: {e}")))?;
             for a in t.artifacts {
                 let blob = self.write_blob(&a.data)?;
-                // Nested names (`checks/unit.stdout`) are flattened with '__' to keep one level.
-                upsert(&mut art, blob_entry(&a.name.replace('/', "__"), blob));
+                let path = format!("artifacts/{}", a.name);
+                editor
+                    .upsert(path.as_str(), EntryKind::Blob, blob)
+                    .map_err(|e| Error::git(format!("{id}: artifact {}: {e}", a.name)))?;
             }
-            upsert(&mut entries, tree_entry("artifacts", self.write_tree(art)?));
+            tree = editor
+                .write()
+                .map_err(|e| Error::git(format!("{id}: {e}")))?
+                .detach();
         }
-        let tree = self.write_tree(entries)?;
         let commit = self.write_commit(tree, parent, id, t.event)?;
         let name = Store::ref_name(id);
         self.cas(&name, t.expected_tip, commit, t.event)?;
@@ -492,14 +494,23 @@ impl Store {
             .map_err(Error::git)?
             .detach();
         let entries = self.tree_entries(tree)?;
-        match entries.iter().find(|e| e.filename == "artifacts") {
-            Some(e) => Ok(self
-                .tree_entries(e.oid)?
-                .into_iter()
-                .map(|e| format!("artifacts/{}", e.filename))
-                .collect()),
-            None => Ok(Vec::new()),
+        let mut out = Vec::new();
+        if let Some(e) = entries.iter().find(|e| e.filename == "artifacts") {
+            self.list_files(e.oid, "artifacts/", &mut out)?;
         }
+        Ok(out)
+    }
+
+    fn list_files(&self, tree: ObjectId, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+        for e in self.tree_entries(tree)? {
+            let path = format!("{prefix}{}", e.filename);
+            if e.mode.is_tree() {
+                self.list_files(e.oid, &format!("{path}/"), out)?;
+            } else {
+                out.push(path);
+            }
+        }
+        Ok(())
     }
 
     /// The chain from `tip` back to the root, newest first.

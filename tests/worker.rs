@@ -1,0 +1,411 @@
+#![allow(clippy::unwrap_used)]
+//! The worker, `apply` and `rollback` end to end: real repositories, the real binary.
+
+mod common;
+
+use common::TestRepo;
+use serde_json::Value;
+
+/// Change `file` in the checkout with `edit`, take `git diff`, undo it, enqueue the diff.
+fn enqueue_edit(repo: &TestRepo, task: &str, file: &str, content: &str) -> String {
+    let path = repo.path().join(file);
+    let existed = path.exists();
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(&path, content).unwrap();
+    let diff = if existed {
+        let d = repo.git(&["diff", "--", file]);
+        repo.git(&["checkout", "-q", "--", file]);
+        d
+    } else {
+        repo.git(&["add", "-N", file]);
+        let d = repo.git(&["diff", "--", file]);
+        repo.git(&["rm", "-q", "--cached", file]);
+        std::fs::remove_file(&path).unwrap();
+        d
+    };
+    assert!(!diff.is_empty(), "no diff for {file}");
+    let patch = repo.home.path().join(format!("{task}.diff"));
+    std::fs::write(&patch, diff).unwrap();
+    repo.ok(&[
+        "enqueue",
+        "--patch",
+        patch.to_str().unwrap(),
+        "--task",
+        task,
+        "--agent",
+        "claude",
+        "--title",
+        &format!("{task}: {file}"),
+    ])
+    .trim()
+    .to_owned()
+}
+
+/// Commit `content` as `file` on main directly (someone else's work).
+fn commit_file(repo: &TestRepo, file: &str, content: &str) {
+    let path = repo.path().join(file);
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(&path, content).unwrap();
+    repo.git(&["add", "--", file]);
+    repo.git(&["commit", "-q", "-m", &format!("edit {file}")]);
+}
+
+/// `worker --drain --format json`: one report per line.
+fn drain(repo: &TestRepo) -> Vec<Value> {
+    repo.ok(&["worker", "--drain", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn record(repo: &TestRepo, id: &str) -> Value {
+    repo.json(&["show", id])
+}
+
+fn tip(repo: &TestRepo) -> String {
+    repo.git(&["rev-parse", "main"]).trim().to_owned()
+}
+
+#[test]
+fn lands_with_author_trailers_note_and_brings_the_checkout_along() {
+    let repo = TestRepo::new();
+    let id = enqueue_edit(&repo, "T-1", "README.md", "hello\nworld\n");
+    let reports = drain(&repo);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["result"], "landed");
+    let commit = reports[0]["commit"].as_str().unwrap().to_owned();
+    assert_eq!(tip(&repo), commit);
+
+    let meta = repo.git(&["log", "-1", "--format=%an|%ae|%cn|%P", "main"]);
+    let parts: Vec<&str> = meta.trim().split('|').collect();
+    assert_eq!(parts[0], "claude", "authored as the agent");
+    assert!(parts[1].ends_with("@agents.hyperion.invalid"));
+    assert_eq!(
+        parts[2], "Test Committer",
+        "committed as the worker's identity"
+    );
+    let body = repo.git(&["log", "-1", "--format=%B", "main"]);
+    assert!(body.starts_with("T-1: README.md\n"), "{body}");
+    assert!(body.contains(&format!("Hyperion-Request: {id}")), "{body}");
+    assert!(body.contains("Hyperion-Task: T-1"), "{body}");
+    assert_eq!(
+        repo.git(&["rev-parse", "main~1^{tree}"]).trim(),
+        repo.git(&["rev-parse", "main~1^{tree}"]).trim()
+    );
+
+    let note = repo.git(&["notes", "--ref", "hyperion", "show", &commit]);
+    assert!(note.contains(&format!("request: {id}")), "{note}");
+    assert!(note.contains("agent: claude"), "{note}");
+    assert!(note.contains("version: git-hyperion "), "{note}");
+
+    // The checkout of main was brought along and is clean.
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("README.md")).unwrap(),
+        "hello\nworld\n"
+    );
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+
+    let r = record(&repo, &id);
+    assert_eq!(r["record"]["status"], "applied");
+    assert_eq!(r["record"]["landed_commit"], commit.as_str());
+}
+
+#[test]
+fn a_dirty_checkout_refuses_landing_and_changes_nothing() {
+    let repo = TestRepo::new();
+    commit_file(&repo, "other.txt", "one\n");
+    let id = enqueue_edit(&repo, "T-1", "README.md", "hello\nthere\n");
+    std::fs::write(repo.path().join("other.txt"), "local work\n").unwrap();
+    let before = tip(&repo);
+    let out = repo.ok(&["worker", "--once", "--format", "json"]);
+    let report: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(report["result"], "retry", "{report}");
+    assert_eq!(report["code"], "land.worktree_dirty");
+    assert_eq!(tip(&repo), before, "main did not move");
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("other.txt")).unwrap(),
+        "local work\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("README.md")).unwrap(),
+        "hello\n"
+    );
+    let r = record(&repo, &id);
+    assert_eq!(r["record"]["status"], "pending");
+    assert_eq!(r["record"]["error"]["code"], "land.worktree_dirty");
+}
+
+#[test]
+fn a_conflict_becomes_a_dead_letter_with_its_artifacts() {
+    let repo = TestRepo::new();
+    let base = "a\nb\nc\nd\ne\nf\ng\n";
+    commit_file(&repo, "f.txt", base);
+    let first = enqueue_edit(&repo, "T-1", "f.txt", "a\nb\nc\nONE\ne\nf\ng\n");
+    let second = enqueue_edit(&repo, "T-2", "f.txt", "a\nb\nc\nTWO\ne\nf\ng\n");
+    let reports = drain(&repo);
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[0]["id"], first.as_str());
+    assert_eq!(reports[0]["result"], "landed");
+    assert_eq!(reports[1]["result"], "dead");
+    assert_eq!(reports[1]["class"], "apply");
+    assert_eq!(reports[1]["code"], "apply.conflict");
+
+    let shown = record(&repo, &second);
+    assert_eq!(shown["record"]["status"], "dead");
+    assert_eq!(shown["record"]["dead_class"], "apply");
+    let artifacts: Vec<&str> = shown["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        artifacts.iter().any(|a| a.ends_with("conflict.json")),
+        "{artifacts:?}"
+    );
+    assert!(
+        artifacts.iter().any(|a| a.ends_with("conflicts/f.txt")),
+        "{artifacts:?}"
+    );
+    let chain = format!("refs/hyperion/requests/{second}");
+    let report: Value =
+        serde_json::from_str(&repo.git(&["show", &format!("{chain}:artifacts/conflict.json")]))
+            .unwrap();
+    assert_eq!(report["files"][0]["path"], "f.txt");
+    assert!(report["files"][0]["base"].is_string());
+    let merged = repo.git(&["show", &format!("{chain}:artifacts/conflicts/f.txt")]);
+    assert!(merged.contains("<<<<<<<") && merged.contains("ONE") && merged.contains("TWO"));
+    // main holds the first request only.
+    assert_eq!(repo.git(&["show", "main:f.txt"]), "a\nb\nc\nONE\ne\nf\ng\n");
+}
+
+#[test]
+fn changes_made_since_are_merged_and_offsets_found() {
+    let repo = TestRepo::new();
+    let base: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+    commit_file(&repo, "f.txt", &base);
+    let edited = base.replace("line 25\n", "line twenty-five\n");
+    let id = enqueue_edit(&repo, "T-1", "f.txt", &edited);
+    // Someone inserts lines at the top meanwhile.
+    commit_file(&repo, "f.txt", &format!("header\n\n{base}"));
+    let reports = drain(&repo);
+    assert_eq!(reports[0]["result"], "landed", "{:?}", reports[0]);
+    assert_eq!(reports[0]["files"][0]["method"], "merged");
+    assert_eq!(
+        repo.git(&["show", "main:f.txt"]),
+        format!("header\n\n{edited}")
+    );
+    assert_eq!(record(&repo, &id)["record"]["status"], "applied");
+}
+
+#[test]
+fn revalidation_at_lease_time_makes_a_validation_dead_letter() {
+    let repo = TestRepo::new();
+    let id = enqueue_edit(&repo, "T-1", "new.txt", "fresh\n");
+    // The target changed after enqueue: the file now exists.
+    commit_file(&repo, "new.txt", "someone else's\n");
+    let before = tip(&repo);
+    let reports = drain(&repo);
+    assert_eq!(reports[0]["result"], "dead");
+    assert_eq!(reports[0]["class"], "validation");
+    let message = reports[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("new.txt") && message.contains("main"),
+        "{message}"
+    );
+    assert_eq!(tip(&repo), before);
+    let r = record(&repo, &id)["record"].clone();
+    assert_eq!(r["dead_class"], "validation");
+    assert!(r["error"]["message"].as_str().unwrap().contains("new.txt"));
+}
+
+#[test]
+fn a_patch_already_on_the_target_is_refused_as_empty() {
+    let repo = TestRepo::new();
+    enqueue_edit(&repo, "T-1", "README.md", "hello\nagain\n");
+    commit_file(&repo, "README.md", "hello\nagain\n");
+    let reports = drain(&repo);
+    assert_eq!(reports[0]["result"], "dead");
+    assert_eq!(reports[0]["code"], "apply.empty");
+}
+
+#[test]
+fn pre_apply_hooks_from_the_tree_refuse_with_their_message() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = TestRepo::new();
+    let hook = repo.path().join(".hyperion/hooks/pre-apply.d/10-guard");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ninput=$(cat)\ncase \"$input\" in\n  *secret.txt*) echo \"no secrets, request $HYPERION_REQUEST_ID\" >&2; exit 3 ;;\nesac\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    repo.git(&["add", "."]);
+    repo.git(&["commit", "-q", "-m", "hooks"]);
+
+    let bad = enqueue_edit(&repo, "T-1", "secret.txt", "x\n");
+    let good = enqueue_edit(&repo, "T-2", "fine.txt", "y\n");
+    let reports = drain(&repo);
+    let by_id = |id: &str| reports.iter().find(|r| r["id"] == id).unwrap().clone();
+    let b = by_id(&bad);
+    assert_eq!(b["result"], "dead");
+    assert_eq!(b["class"], "validation");
+    assert_eq!(b["code"], "hook.refused");
+    let m = b["message"].as_str().unwrap();
+    assert!(m.contains("10-guard") && m.contains("exited with 3"), "{m}");
+    assert!(m.contains(&format!("no secrets, request {bad}")), "{m}");
+    assert_eq!(by_id(&good)["result"], "landed");
+}
+
+#[test]
+fn hooks_dir_from_config_gets_the_request_on_stdin() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = TestRepo::new();
+    let dir = repo.home.path().join("hooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let seen = repo.home.path().join("seen.json");
+    let hook = dir.join("record");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\ncat > '{}'\nexit 0\n", seen.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    repo.git(&["config", "hyperion.hooksDir", dir.to_str().unwrap()]);
+    enqueue_edit(&repo, "T-9", "x.txt", "x\n");
+    let reports = drain(&repo);
+    assert_eq!(reports[0]["result"], "landed");
+    let input: Value = serde_json::from_slice(&std::fs::read(&seen).unwrap()).unwrap();
+    assert_eq!(input["task_id"], "T-9");
+    assert!(
+        input["changes"][0]["patch"]
+            .as_str()
+            .unwrap()
+            .contains("+x")
+    );
+}
+
+#[test]
+fn apply_lands_one_request_and_dry_run_changes_nothing() {
+    let repo = TestRepo::new();
+    let first = enqueue_edit(&repo, "T-1", "a.txt", "a\n");
+    let second = enqueue_edit(&repo, "T-2", "b.txt", "b\n");
+    let refs = repo.hyperion_refs();
+    let before = tip(&repo);
+    let out = repo.json(&["apply", &second, "--dry-run"]);
+    assert_eq!(out["result"], "would_land");
+    assert_eq!(repo.hyperion_refs(), refs, "dry run recorded nothing");
+    assert_eq!(tip(&repo), before, "dry run landed nothing");
+
+    let out = repo.json(&["apply", &second]);
+    assert_eq!(out["result"], "landed");
+    assert_eq!(record(&repo, &second)["record"]["status"], "applied");
+    assert_eq!(record(&repo, &first)["record"]["status"], "pending");
+    // A request that is not pending cannot be applied again.
+    let (_, err) = repo.fails(&["apply", &second], 1);
+    assert!(err.contains("queue.wrong_state"), "{err}");
+}
+
+#[test]
+fn rollback_of_the_last_and_an_older_request_and_a_refused_one() {
+    let repo = TestRepo::new();
+    commit_file(&repo, "c.txt", "1\n2\n3\n4\n5\n");
+    let r1 = enqueue_edit(&repo, "T-1", "a.txt", "a\n");
+    let r2 = enqueue_edit(&repo, "T-2", "b.txt", "b\n");
+    let r3 = enqueue_edit(&repo, "T-3", "README.md", "hello\nmore\n");
+    let r4 = enqueue_edit(&repo, "T-4", "c.txt", "1\n2\nthree\n4\n5\n");
+    drain(&repo);
+
+    // --last: r4 is the most recent.
+    let dry = repo.json(&["rollback", "--last", "--dry-run"]);
+    assert_eq!(dry["plan"]["id"], r4.as_str());
+    // Someone edits the line r4 changed: its revert now conflicts.
+    commit_file(&repo, "c.txt", "1\n2\nTHREE!\n4\n5\n");
+    let before = tip(&repo);
+    let refs = repo.hyperion_refs();
+    let (_, err) = repo.fails(&["rollback", &r4], 1);
+    assert!(
+        err.contains("rollback.conflict") && err.contains("c.txt"),
+        "{err}"
+    );
+    assert_eq!(tip(&repo), before, "a refused rollback changes nothing");
+    assert_eq!(repo.hyperion_refs(), refs);
+    assert_eq!(record(&repo, &r4)["record"]["status"], "applied");
+
+    // --last skips nothing it should not: r4 is still the last applied.
+    repo.fails(&["rollback", "--last"], 1);
+    // An older one: r3 (README) reverts cleanly on top of everything since.
+    repo.ok(&["rollback", &r3, "--reason", "broke the docs"]);
+    assert_eq!(repo.git(&["show", "main:README.md"]), "hello\n");
+    let rec = record(&repo, &r3)["record"].clone();
+    assert_eq!(rec["status"], "rolled_back");
+    let body = repo.git(&["log", "-1", "--format=%B", "main"]);
+    assert!(body.starts_with("Revert \"T-3: README.md\""), "{body}");
+    assert!(body.contains("Reason: broke the docs"), "{body}");
+    assert!(body.contains(&format!("Hyperion-Rollback: {r3}")), "{body}");
+    // The oldest: r1's file goes away, r2's stays.
+    repo.ok(&["rollback", &r1]);
+    let files = repo.git(&["ls-tree", "--name-only", "main"]);
+    assert!(
+        !files.contains("a.txt") && files.contains("b.txt"),
+        "{files}"
+    );
+    assert_eq!(record(&repo, &r2)["record"]["status"], "applied");
+    // Rolling back twice is refused.
+    let (_, err) = repo.fails(&["rollback", &r1], 1);
+    assert!(err.contains("rollback.not_applied"), "{err}");
+    // The checkout followed every landing and rollback.
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+}
+
+#[test]
+fn a_bare_repository_lands_without_any_checkout() {
+    let repo = TestRepo::bare();
+    // Seed main in the bare repository from a scratch clone.
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(s)
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("HOME", s)
+            .env("GIT_AUTHOR_NAME", "A")
+            .env("GIT_AUTHOR_EMAIL", "a@example.com")
+            .env("GIT_COMMITTER_NAME", "C")
+            .env("GIT_COMMITTER_EMAIL", "c@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["init", "-q", "-b", "main"]);
+    std::fs::write(s.join("f.txt"), "one\n").unwrap();
+    run(&["add", "."]);
+    run(&["commit", "-q", "-m", "init"]);
+    run(&["push", "-q", repo.path().to_str().unwrap(), "main"]);
+    let patch = "diff --git a/f.txt b/f.txt\n--- a/f.txt\n+++ b/f.txt\n@@ -1 +1,2 @@\n one\n+two\n";
+    let p = repo.home.path().join("p.diff");
+    std::fs::write(&p, patch).unwrap();
+    repo.ok(&[
+        "enqueue",
+        "--patch",
+        p.to_str().unwrap(),
+        "--task",
+        "T",
+        "--agent",
+        "a",
+    ]);
+    let reports = drain(&repo);
+    assert_eq!(reports[0]["result"], "landed", "{:?}", reports[0]);
+    assert_eq!(repo.git(&["show", "main:f.txt"]), "one\ntwo\n");
+}
