@@ -238,8 +238,9 @@ impl<'q> Worker<'q> {
             let leased = self
                 .queue
                 .dequeue(&self.id, opts.batch.max(1), self.lease)?;
-            self.queue.close_index()?;
             if leased.is_empty() {
+                // Other processes may want the index while we wait.
+                self.queue.close_index()?;
                 if matches!(opts.mode, Mode::Once | Mode::Drain) {
                     break;
                 }
@@ -266,10 +267,14 @@ impl<'q> Worker<'q> {
                 on_report(&report);
                 reports.push(report);
             }
+            // The index stays open across one batch (fast back-to-back transitions) and is
+            // released between batches, so other workers get their turn.
+            self.queue.close_index()?;
             if opts.mode == Mode::Once {
                 break;
             }
         }
+        self.queue.close_index()?;
         Ok(reports)
     }
 
@@ -317,7 +322,6 @@ impl<'q> Worker<'q> {
                 checks: Vec::new(),
             },
         };
-        self.queue.close_index()?;
         let mut report = Report {
             id: record.id.clone(),
             task_id: record.task_id.clone(),
@@ -411,7 +415,6 @@ impl<'q> Worker<'q> {
                 report.message = Some("the lease expired and another worker took over".into());
             }
         }
-        self.queue.close_index()?;
         report.duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(request = %report.id, result = ?report.result, code = ?report.code, "processed");
         Ok(report)

@@ -543,6 +543,22 @@ fn doctor_config_and_demo() {
     let out = repo.ok(&["demo", "--dir", demo_dir.to_str().unwrap()]);
     assert!(out.contains("request.unknown_field"), "{out}");
     assert!(out.contains("git log refs/hyperion/requests/"), "{out}");
+    // End to end: three samples land, the conflicting one is a dead letter, the last landing
+    // is rolled back.
+    assert_eq!(out.matches("landed as ").count(), 3, "{out}");
+    assert!(out.contains("dead:apply"), "{out}");
+    assert!(out.contains("rolled_back"), "{out}");
+    let log = std::process::Command::new("git")
+        .current_dir(&demo_dir)
+        .args(["log", "--format=%s", "main"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert_eq!(
+        log.lines().count(),
+        5,
+        "base, three landings, one revert: {log}"
+    );
     let (_, err) = repo.fails(&["demo", "--dir", "/proc/hyperion-demo/x"], 2);
     assert!(
         err.contains("[env.io]"),

@@ -10,8 +10,9 @@ use super::{Ctx, print_json};
 /// Run hyperion end to end on a scratch repository with the built-in samples.
 ///
 /// Creates a small repository (samples/base), enqueues the sample requests (good ones, one
-/// that will conflict, one that fails validation), leases them as a worker, and prints an
-/// outcome table and where to look. The repository is kept so you can explore it.
+/// that will conflict, one that fails validation), runs a worker that lands them (or parks
+/// them as dead letters), rolls the last one back, and prints an outcome table and where to
+/// look. The repository is kept so you can explore it.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Where to create the scratch repository (default: a new directory under the system
@@ -146,23 +147,46 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             ));
         }
     }
-    let leased = queue.dequeue("demo-worker", 2, Some(std::time::Duration::from_secs(300)))?;
-    for r in &leased {
-        log.push(format!(
-            "{:<10} {:<28} -> leased {} (priority {})",
-            "dequeue", "--worker demo-worker", r.id, r.priority
-        ));
+    // A worker drains the queue: validation again, apply in memory, land, note.
+    let worker = hyperion::worker::Worker::new(&queue, "demo-worker".into(), None);
+    let reports = worker.run(
+        &hyperion::worker::Options {
+            id: "demo-worker".into(),
+            lease: None,
+            batch: 1,
+            mode: hyperion::worker::Mode::Drain,
+            poll: std::time::Duration::from_millis(50),
+        },
+        &hyperion::worker::Stop::default(),
+        &mut |_| {},
+        &mut |_| {},
+    )?;
+    for r in &reports {
+        let what = match (&r.commit, &r.code) {
+            (Some(c), _) => format!("landed as {}", &c[..12]),
+            (None, Some(code)) => format!("{:?} [{code}]", r.result).to_lowercase(),
+            _ => format!("{:?}", r.result).to_lowercase(),
+        };
+        log.push(format!("{:<10} {:<28} -> {what}", "worker", r.id));
     }
-    if let Some(r) = leased.first() {
-        queue.heartbeat(&r.id, "demo-worker")?;
-        log.push(format!(
-            "{:<10} {:<28} -> lease extended",
-            "heartbeat", r.id
-        ));
-    }
-    if let Some(r) = leased.get(1) {
-        queue.release(&r.id, "demo-worker")?;
-        log.push(format!("{:<10} {:<28} -> back to pending", "release", r.id));
+    // Roll the last landing back: a revert commit, the request marked rolled_back.
+    if let Some(id) = hyperion::rollback::last(&queue, "main")? {
+        let (_, _, record) = queue.resolve(&id)?;
+        if let Ok(plan) = hyperion::rollback::plan(&queue, &record)? {
+            match hyperion::rollback::execute(&queue, &plan, "demo: showing rollback", "demo")? {
+                Ok((revert, _)) => log.push(format!(
+                    "{:<10} {:<28} -> reverted by {}",
+                    "rollback",
+                    id,
+                    &revert.to_string()[..12]
+                )),
+                Err(r) => log.push(format!(
+                    "{:<10} {id:<28} -> refused: {}",
+                    "rollback",
+                    r.message()
+                )),
+            }
+        }
     }
     for r in queue.list(&Filter::default())? {
         let name = reqs
@@ -171,7 +195,11 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             .find(|(_, e)| e.id == r.id)
             .map(|((n, _), _)| n.to_string())
             .unwrap_or_default();
-        rows.push((name, r.status.to_string(), r.id.clone()));
+        let outcome = match r.dead_class {
+            Some(c) => format!("{}:{c}", r.status),
+            None => r.status.to_string(),
+        };
+        rows.push((name, outcome, r.id.clone()));
     }
     rows.sort();
 
@@ -187,9 +215,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     for l in &log {
         println!("  {l}");
     }
-    println!("\n  {:<30} {:<10} ID / ERROR CODE", "SAMPLE", "OUTCOME");
+    println!("\n  {:<30} {:<12} ID / ERROR CODE", "SAMPLE", "OUTCOME");
     for (s, st, id) in &rows {
-        println!("  {s:<30} {st:<10} {id}");
+        println!("  {s:<30} {st:<12} {id}");
     }
     let first = done.first().map(|e| e.id.as_str()).unwrap_or("ID");
     println!("\nwhere to look:");
@@ -198,7 +226,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     println!("  git hyperion show {first}            # one request and its history");
     println!("  git log refs/hyperion/requests/{first}   # the same history, as commits");
     println!("  git show refs/hyperion/requests/{first}:request.json");
-    println!("\nThe worker that applies and lands requests arrives with the apply pipeline;");
-    println!("until then the demo stops after leasing.");
+    println!("  git log --notes=hyperion main               # landed commits and their notes");
+    println!("  git hyperion dead                           # dead letters and why");
     Ok(())
 }
