@@ -172,6 +172,10 @@ fn generate(seed: u64, files: usize, n: usize) -> Generated {
         std::fs::write(&p, random_file(&mut rng)).unwrap();
         names.push(name);
     }
+    // One binary file (NULs), edited by some requests: `GIT binary patch` sections.
+    let blob: Vec<u8> = (0..3000).map(|_| rng.below(256) as u8).collect();
+    std::fs::write(repo.join("blob.bin"), blob).unwrap();
+    names.push("blob.bin".to_owned());
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "base"]);
     let base = git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
@@ -191,7 +195,7 @@ fn generate(seed: u64, files: usize, n: usize) -> Generated {
                 1 => {
                     let to = format!("moved{k}_{}", name.replace('/', "_"));
                     git(&repo, &["mv", name, &to]);
-                    if rng.chance(50) {
+                    if rng.chance(50) && !name.ends_with(".bin") {
                         let text = std::fs::read_to_string(repo.join(&to)).unwrap();
                         std::fs::write(repo.join(&to), edit_file(&mut rng, &text)).unwrap();
                     }
@@ -207,6 +211,17 @@ fn generate(seed: u64, files: usize, n: usize) -> Generated {
                     )
                     .unwrap();
                 }
+                _ if name.ends_with(".bin") => {
+                    let mut data = std::fs::read(&p).unwrap();
+                    for _ in 0..1 + rng.below(20) {
+                        let at = rng.below(data.len());
+                        data[at] = rng.below(256) as u8;
+                    }
+                    if rng.chance(30) {
+                        data.extend((0..rng.below(500)).map(|_| rng.below(256) as u8));
+                    }
+                    std::fs::write(&p, data).unwrap();
+                }
                 _ => {
                     let text = std::fs::read_to_string(&p).unwrap();
                     std::fs::write(&p, edit_file(&mut rng, &text)).unwrap();
@@ -216,10 +231,12 @@ fn generate(seed: u64, files: usize, n: usize) -> Generated {
         git(&repo, &["add", "-A"]);
         let out = git_at(&repo, &["commit", "-q", "-m", &format!("edit {k}")], None);
         if out.status.success() {
-            let mut diff = git(&repo, &["diff", &base, "HEAD"]);
+            let mut diff = git(&repo, &["diff", "--binary", &base, "HEAD"]);
             // A third of the patches lose their `index` lines: plain `diff -u` style, so only
             // direct application (offsets, exact context) can apply them.
-            if rng.chance(33) {
+            // (Binary sections keep theirs: git silently skips a binary section without a
+            // full `index` line, where hyperion refuses it with `apply.binary`.)
+            if rng.chance(33) && !diff.contains("GIT binary patch") {
                 diff = diff
                     .lines()
                     .filter(|l| !l.starts_with("index "))
@@ -306,6 +323,7 @@ fn with_engine(g: &Generated) -> (Vec<bool>, Vec<String>, Vec<&'static str>) {
 #[test]
 fn lands_what_git_apply_3way_lands() {
     let mut totals = (0, 0, 0);
+    let mut binary_landed = 0;
     // HYPERION_TEST_SEEDS=N runs N more generated repositories (for a longer local hunt).
     let extra: u64 = std::env::var("HYPERION_TEST_SEEDS")
         .ok()
@@ -338,6 +356,11 @@ fn lands_what_git_apply_3way_lands() {
                 );
             }
         }
+        binary_landed += ours
+            .iter()
+            .zip(&g.patches)
+            .filter(|(l, p)| **l && p.contains("GIT binary patch"))
+            .count();
         totals.0 += ours.iter().filter(|l| **l).count();
         totals.1 += ours.iter().filter(|l| !**l).count();
         totals.2 += codes.iter().filter(|c| **c == "apply.conflict").count();
@@ -348,6 +371,10 @@ fn lands_what_git_apply_3way_lands() {
     assert!(landed >= 40, "only {landed} requests landed");
     assert!(refused >= 20, "only {refused} requests were refused");
     assert!(conflicts >= 5, "only {conflicts} 3-way conflicts");
+    assert!(
+        binary_landed >= 3,
+        "only {binary_landed} binary patches landed"
+    );
 }
 
 #[test]
