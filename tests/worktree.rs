@@ -1,0 +1,138 @@
+#![allow(clippy::unwrap_used)]
+//! The worktree pool on real repositories: incremental checkout, cleaning, slots held by
+//! processes (freed when one is killed), repair of a slot deleted by hand.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use common::TestRepo;
+use hyperion::worktree::Pool;
+
+fn commit(repo: &TestRepo, files: &[(&str, &str)], msg: &str) -> String {
+    for (name, content) in files {
+        let p = repo.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", msg]);
+    repo.git(&["rev-parse", "HEAD"]).trim().to_owned()
+}
+
+#[test]
+fn a_slot_moves_between_commits_touching_only_what_differs() {
+    let repo = TestRepo::new();
+    let a = commit(
+        &repo,
+        &[
+            ("keep.txt", "same\n"),
+            ("change.txt", "one\n"),
+            (".gitignore", "cache/\n"),
+        ],
+        "a",
+    );
+    let b = commit(&repo, &[("change.txt", "two\n"), ("new/x.txt", "x\n")], "b");
+    let pool = Pool::new(&repo.git_dir());
+    let slot = pool.acquire(&repo.git_dir()).unwrap();
+    assert!(
+        slot.path()
+            .starts_with(repo.git_dir().join("hyperion/worktrees"))
+    );
+    slot.checkout(&a).unwrap();
+    let p = slot.path();
+    assert_eq!(
+        std::fs::read_to_string(p.join("change.txt")).unwrap(),
+        "one\n"
+    );
+    let keep = std::fs::metadata(p.join("keep.txt")).unwrap();
+    // What a check might leave behind.
+    std::fs::write(p.join("change.txt"), "scribbled\n").unwrap();
+    std::fs::write(p.join("stray.txt"), "untracked\n").unwrap();
+    std::fs::create_dir_all(p.join("cache")).unwrap();
+    std::fs::write(p.join("cache/build.o"), "ignored\n").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+
+    slot.checkout(&b).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(p.join("change.txt")).unwrap(),
+        "two\n"
+    );
+    assert_eq!(std::fs::read_to_string(p.join("new/x.txt")).unwrap(), "x\n");
+    assert!(!p.join("stray.txt").exists(), "untracked files are removed");
+    assert!(
+        p.join("cache/build.o").exists(),
+        "ignored files (caches) survive"
+    );
+    let keep2 = std::fs::metadata(p.join("keep.txt")).unwrap();
+    assert_eq!(
+        keep.ino(),
+        keep2.ino(),
+        "an unchanged file is not rewritten"
+    );
+    assert_eq!(keep.mtime_nsec(), keep2.mtime_nsec());
+    // The user's checkout is untouched.
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+    assert_eq!(repo.git(&["rev-parse", "HEAD"]).trim(), b);
+}
+
+#[test]
+fn slots_held_at_once_differ_and_a_deleted_slot_is_rebuilt() {
+    let repo = TestRepo::new();
+    let a = commit(&repo, &[("f.txt", "f\n")], "a");
+    let pool = Pool::new(&repo.git_dir());
+    let s1 = pool.acquire(&repo.git_dir()).unwrap();
+    let s2 = pool.acquire(&repo.git_dir()).unwrap();
+    assert_ne!(s1.path(), s2.path());
+    let first = s1.path().to_path_buf();
+    drop(s1);
+    drop(s2);
+    std::fs::remove_dir_all(&first).unwrap();
+    let again = pool.acquire(&repo.git_dir()).unwrap();
+    assert_eq!(again.path(), first, "the freed first slot is reused");
+    again.checkout(&a).unwrap();
+    assert_eq!(std::fs::read_to_string(first.join("f.txt")).unwrap(), "f\n");
+}
+
+/// Run as a child: hold slot 0 of the repository in HYPERION_TEST_HOLD and sleep.
+#[test]
+fn holder() {
+    let Ok(dir) = std::env::var("HYPERION_TEST_HOLD") else {
+        return;
+    };
+    let git_dir = std::path::PathBuf::from(dir);
+    let _slot = Pool::new(&git_dir).acquire(&git_dir).unwrap();
+    println!("holding");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_slot_of_a_killed_process_is_free_again() {
+    use std::io::BufRead;
+    let repo = TestRepo::new();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "holder", "--nocapture", "--test-threads=1"])
+        .env("HYPERION_TEST_HOLD", repo.git_dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("holding") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the holder died");
+    }
+    let pool = Pool::new(&repo.git_dir());
+    let other = pool.acquire(&repo.git_dir()).unwrap();
+    assert!(other.path().ends_with("hyperion-1"), "slot 0 is held");
+    drop(other);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let freed = pool.acquire(&repo.git_dir()).unwrap();
+    assert!(
+        freed.path().ends_with("hyperion-0"),
+        "{}",
+        freed.path().display()
+    );
+}
