@@ -409,3 +409,84 @@ fn a_bare_repository_lands_without_any_checkout() {
     assert_eq!(reports[0]["result"], "landed", "{:?}", reports[0]);
     assert_eq!(repo.git(&["show", "main:f.txt"]), "one\ntwo\n");
 }
+
+#[test]
+fn checks_run_in_a_pooled_worktree_and_decide() {
+    let repo = TestRepo::new();
+    commit_file(
+        &repo,
+        ".hyperion/policy.toml",
+        "[checks.pass]\nrun = [\"sh\", \"-c\", \"test -f f.txt && echo saw f.txt\"]\n\n[checks.fail]\nrun = [\"sh\", \"-c\", \"echo broken >&2; exit 4\"]\n\n[checks.slow]\nrun = [\"sleep\", \"30\"]\ntimeout = \"500ms\"\n",
+    );
+    repo.git(&["config", "hyperion.maxAttempts", "1"]);
+    let with_checks = |task: &str, file: &str, check: &str| {
+        let id = enqueue_edit(&repo, task, file, "content\n");
+        // Re-enqueue the same patch with a check named (enqueue --check).
+        let patch = repo.home.path().join(format!("{task}.diff"));
+        repo.git(&["update-ref", "-d", &format!("refs/hyperion/requests/{id}")]);
+        repo.ok(&["doctor", "--reindex"]);
+        repo.ok(&[
+            "enqueue",
+            "--patch",
+            patch.to_str().unwrap(),
+            "--task",
+            task,
+            "--agent",
+            "claude",
+            "--check",
+            check,
+        ])
+        .trim()
+        .to_owned()
+    };
+    let good = with_checks("T-1", "f.txt", "pass");
+    let bad = with_checks("T-2", "g.txt", "fail");
+    let slow = with_checks("T-3", "h.txt", "slow");
+    let unknown = with_checks("T-4", "i.txt", "nope");
+    let reports = drain(&repo);
+    let by_id = |id: &str| reports.iter().find(|r| r["id"] == id).unwrap().clone();
+
+    let g = by_id(&good);
+    assert_eq!(g["result"], "landed", "{g}");
+    assert_eq!(g["checks"][0]["status"], "passed");
+    let commit = g["commit"].as_str().unwrap();
+    let note = repo.git(&["notes", "--ref", "hyperion", "show", commit]);
+    assert!(note.contains("check: pass passed"), "{note}");
+    let out = repo.git(&[
+        "show",
+        &format!("refs/hyperion/requests/{good}:artifacts/checks/pass.stdout"),
+    ]);
+    assert_eq!(out, "saw f.txt\n", "the check saw the request's result");
+
+    let b = by_id(&bad);
+    assert_eq!(
+        (
+            b["result"].as_str(),
+            b["class"].as_str(),
+            b["code"].as_str()
+        ),
+        (Some("dead"), Some("check"), Some("check.failed")),
+        "{b}"
+    );
+    let err = repo.git(&[
+        "show",
+        &format!("refs/hyperion/requests/{bad}:artifacts/checks/fail.stderr"),
+    ]);
+    assert_eq!(err, "broken\n");
+
+    let s = by_id(&slow);
+    assert_eq!(s["code"], "check.timeout", "{s}");
+    assert_eq!(s["class"], "check");
+    assert!(s["duration_ms"].as_u64().unwrap() < 10_000);
+
+    let u = by_id(&unknown);
+    assert_eq!(
+        (u["class"].as_str(), u["code"].as_str()),
+        (Some("validation"), Some("check.unknown")),
+        "{u}"
+    );
+    // Only the good one landed; the user's checkout is untouched and clean.
+    assert_eq!(repo.git(&["show", "main:f.txt"]), "content\n");
+    assert_eq!(repo.git(&["rev-list", "--count", "main"]).trim(), "3");
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+}
