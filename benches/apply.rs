@@ -206,7 +206,7 @@ cd '{wt}'
 for p in '{patches}'/*.diff; do
   old=$(git rev-parse refs/heads/main)
   git checkout -q --detach "$old"
-  git apply --3way --index "$p"
+  git apply --3way --index "$p" 2>/dev/null
   git commit -q -m "request $p"
   git update-ref refs/heads/main "$(git rev-parse HEAD)" "$old"
 done
