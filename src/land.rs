@@ -205,7 +205,9 @@ pub fn advance(
     let checkouts = checkouts(repo, name);
     let mut updated: Vec<&Path> = Vec::new();
     for wt in &checkouts {
-        match bring_along(wt, old, new) {
+        let marker = marker_path(repo, wt);
+        finish_interrupted(repo, name, wt, &marker);
+        match bring_along(wt, old, new, &marker) {
             Ok(()) => updated.push(wt),
             Err(refusal) => {
                 for done in updated {
@@ -235,6 +237,7 @@ pub fn advance(
     if let Err(e) = result {
         for done in &updated {
             let _ = read_tree(done, new, old);
+            let _ = std::fs::remove_file(marker_path(repo, done));
         }
         let now = read_tip(repo, name)?;
         if now != Some(old) {
@@ -242,7 +245,49 @@ pub fn advance(
         }
         return Err(Error::git(format!("could not update {name}: {e}")));
     }
+    for done in &updated {
+        let _ = std::fs::remove_file(marker_path(repo, done));
+    }
     Ok(Ok(()))
+}
+
+/// Where a landing records, while it moves a checkout, which move it is making: a worker
+/// killed between moving the checkout and moving the branch leaves it behind, and the next
+/// landing puts the checkout back (see [`finish_interrupted`]).
+fn marker_path(repo: &gix::Repository, wt: &Path) -> PathBuf {
+    let key = crate::model::sha256_hex(wt.to_string_lossy().as_bytes());
+    repo.common_dir()
+        .join("hyperion")
+        .join("landing")
+        .join(&key[..16])
+}
+
+/// Repair a checkout a killed worker left half-moved. The marker is written only after the
+/// checkout was found clean, so the checkout holds nothing of the user's: if the branch moved
+/// (the landing completed) the checkout is already right; if not, it goes back to the branch.
+fn finish_interrupted(repo: &gix::Repository, name: &str, wt: &Path, marker: &Path) {
+    let Ok(text) = std::fs::read_to_string(marker) else {
+        return;
+    };
+    let ids: Vec<ObjectId> = text
+        .split_whitespace()
+        .filter_map(|h| ObjectId::from_hex(h.as_bytes()).ok())
+        .collect();
+    if let ([old, new], Ok(Some(tip))) = (ids.as_slice(), read_tip(repo, name))
+        && tip == *old
+    {
+        tracing::warn!(worktree = %wt.display(), "putting back a checkout a killed worker left half-moved");
+        let index_is_new = git_in(wt)
+            .args(["diff-index", "--quiet", "--cached", &new.to_string(), "--"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !(index_is_new && read_tree(wt, *new, *old).is_ok()) {
+            let _ = git_in(wt)
+                .args(["read-tree", "-u", "--reset", &old.to_string()])
+                .output();
+        }
+    }
+    let _ = std::fs::remove_file(marker);
 }
 
 /// Worktrees of this repository whose HEAD is the branch `name`.
@@ -293,7 +338,12 @@ fn git_in(worktree: &Path) -> Command {
 }
 
 /// receive-pack's `updateInstead`: refresh, require no changes, then a two-way checkout.
-fn bring_along(wt: &Path, old: ObjectId, new: ObjectId) -> std::result::Result<(), NotMoved> {
+fn bring_along(
+    wt: &Path,
+    old: ObjectId,
+    new: ObjectId,
+    marker: &Path,
+) -> std::result::Result<(), NotMoved> {
     let run = |args: &[&str]| -> std::result::Result<bool, NotMoved> {
         git_in(wt)
             .args(args)
@@ -321,7 +371,22 @@ fn bring_along(wt: &Path, old: ObjectId, new: ObjectId) -> std::result::Result<(
             worktree: wt.to_path_buf(),
         });
     }
-    read_tree(wt, old, new)
+    let written = marker
+        .parent()
+        .map(std::fs::create_dir_all)
+        .unwrap_or(Ok(()))
+        .and_then(|()| std::fs::write(marker, format!("{old} {new}\n")));
+    if let Err(e) = written {
+        return Err(NotMoved::Checkout {
+            worktree: wt.to_path_buf(),
+            message: format!("cannot write {}: {e}", marker.display()),
+        });
+    }
+    let result = read_tree(wt, old, new);
+    if result.is_err() {
+        let _ = std::fs::remove_file(marker);
+    }
+    result
 }
 
 fn read_tree(wt: &Path, from: ObjectId, to: ObjectId) -> std::result::Result<(), NotMoved> {

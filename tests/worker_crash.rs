@@ -115,10 +115,17 @@ fn killed_workers_lose_nothing_and_land_nothing_twice() {
         }
     }
     assert!(kills >= 9, "only {kills} workers were killed");
-    // Finish calmly.
-    std::thread::sleep(Duration::from_millis(1100));
-    repo.ok(&["sweep"]);
-    repo.ok(&["worker", "--drain"]);
+    // Finish calmly: requests retried after a kill wait out their (jittered, exponential)
+    // backoff, so sweep and drain until everything is in.
+    let calm_until = Instant::now() + Duration::from_secs(150);
+    loop {
+        std::thread::sleep(Duration::from_millis(1100));
+        repo.ok(&["sweep"]);
+        repo.ok(&["worker", "--drain"]);
+        if statuses(&repo).iter().all(|(_, s)| s == "applied") || Instant::now() > calm_until {
+            break;
+        }
+    }
 
     let st = statuses(&repo);
     assert_eq!(st.len(), REQUESTS, "no request lost");
