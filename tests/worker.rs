@@ -490,3 +490,39 @@ fn checks_run_in_a_pooled_worktree_and_decide() {
     assert_eq!(repo.git(&["rev-list", "--count", "main"]).trim(), "3");
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
 }
+
+#[test]
+fn the_shipped_pre_apply_hook_guards_protected_paths_and_agents() {
+    let repo = TestRepo::new();
+    let dir = repo.home.path().join("hooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/pre-apply");
+    std::fs::copy(&src, dir.join("10-guard")).unwrap();
+    repo.git(&["config", "hyperion.hooksDir", dir.to_str().unwrap()]);
+    repo.git(&["config", "--add", "hyperion.protectedPath", "deploy/"]);
+    let blocked = enqueue_edit(&repo, "T-1", "deploy/prod.yml", "x\n");
+    let fine = enqueue_edit(&repo, "T-2", "src/ok.txt", "y\n");
+    let reports = drain(&repo);
+    let by_id = |id: &str| reports.iter().find(|r| r["id"] == id).unwrap().clone();
+    let b = by_id(&blocked);
+    assert_eq!(b["code"], "hook.refused", "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("protected path deploy/"),
+        "{b}"
+    );
+    assert_eq!(by_id(&fine)["result"], "landed");
+    // An allowlist without the agent refuses everything.
+    repo.git(&["config", "--add", "hyperion.allowedAgent", "someone-else"]);
+    let other = enqueue_edit(&repo, "T-3", "src/more.txt", "z\n");
+    let reports = drain(&repo);
+    assert_eq!(reports[0]["id"], other.as_str());
+    assert!(
+        reports[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not in hyperion.allowedAgent")
+    );
+}
