@@ -54,6 +54,13 @@ fn generate(dir: &Path, files: usize) -> PathBuf {
         let body: String = (0..LINES).map(|l| format!("file {i} line {l}\n")).collect();
         std::fs::write(p, body).expect("write");
     }
+    // A trivial check for the second workload.
+    std::fs::create_dir_all(work.join(".hyperion")).expect("mkdir");
+    std::fs::write(
+        work.join(".hyperion/policy.toml"),
+        "[checks.trivial]\nrun = [\"true\"]\n",
+    )
+    .expect("write");
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "base"]);
     work
@@ -122,29 +129,37 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let (files, n) = if quick { (1_000, 40) } else { (5_000, 400) };
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let seed = generate(tmp.path(), files);
-    let patches = tmp.path().join("patches");
+struct Figures {
+    hy_per: Duration,
+    hy_median: Duration,
+    hy_p95: Duration,
+    sc_per: Duration,
+}
+
+/// Requests `range` through hyperion and through the script, on fresh copies of `seed`.
+fn run_pair(tmp: &Path, seed: &Path, range: std::ops::Range<usize>, check: bool) -> Figures {
+    let n = range.len();
+    let tag = if check { "check" } else { "plain" };
+    let patches = tmp.join(format!("patches-{tag}"));
     std::fs::create_dir_all(&patches).expect("mkdir");
-    for k in 0..n {
+    for k in range.clone() {
         std::fs::write(patches.join(format!("{k:05}.diff")), patch(k)).expect("write");
     }
-    println!(
-        "apply + land, {n} requests on a {files}-file repository ({})",
-        if quick { "quick" } else { "full" }
-    );
+    let checks: Vec<String> = if check {
+        vec!["trivial".into()]
+    } else {
+        Vec::new()
+    };
 
-    // hyperion: enqueue everything, then one worker process drains the queue.
-    let hy = tmp.path().join("hyperion.git");
-    clone_bare(&seed, &hy);
-    let store = Store::discover(&hy).expect("repo");
-    let queue = Queue::open(store).expect("queue");
-    let reqs: Vec<_> = (0..n)
+    // hyperion: enqueue everything, then one worker drains the queue in this process.
+    let hy = tmp.join(format!("hyperion-{tag}.git"));
+    clone_bare(seed, &hy);
+    let queue = Queue::open(Store::discover(&hy).expect("repo")).expect("queue");
+    let reqs: Vec<_> = range
+        .clone()
         .map(|k| {
-            hyperion::patch::wrap(&patch(k), &format!("T-{k}"), "bench", None, &[]).expect("wraps")
+            hyperion::patch::wrap(&patch(k), &format!("T-{k}"), "bench", None, &checks)
+                .expect("wraps")
         })
         .collect();
     queue.enqueue(&reqs, "bench").expect("enqueue");
@@ -173,32 +188,20 @@ fn main() {
             &mut |_| {},
         )
         .expect("worker runs");
-    let hy_total = started.elapsed();
+    let hy_per = started.elapsed() / n as u32;
     let landed = reports
         .iter()
         .filter(|r| r.result == Result_::Landed)
         .count();
-    assert_eq!(landed, n, "every request lands");
-    let hy_per = hy_total / n as u32;
-    if std::env::args().any(|a| a == "--hyperion-only") {
-        println!("hyperion: {} per request", ms(hy_per));
-        return;
-    }
+    assert_eq!(landed, n, "every request lands: {:?}", reports.first());
 
     // The plain-git script: one reused worktree.
-    let sc = tmp.path().join("script.git");
-    clone_bare(&seed, &sc);
-    let wt = tmp.path().join("script-wt");
+    let sc = tmp.join(format!("script-{tag}.git"));
+    clone_bare(seed, &sc);
+    let wt = tmp.join(format!("script-wt-{tag}"));
     git(
         &sc,
-        &[
-            "worktree",
-            "add",
-            "-q",
-            "--detach",
-            wt.to_str().expect("utf-8"),
-            "main",
-        ],
+        &["worktree", "add", "-q", "--detach", wt.to_str().expect("utf-8"), "main"],
     );
     let script = format!(
         r#"set -e
@@ -207,12 +210,14 @@ for p in '{patches}'/*.diff; do
   old=$(git rev-parse refs/heads/main)
   git checkout -q --detach "$old"
   git apply --3way --index "$p" 2>/dev/null
+  {check}
   git commit -q -m "request $p"
   git update-ref refs/heads/main "$(git rev-parse HEAD)" "$old"
 done
 "#,
         wt = wt.display(),
-        patches = patches.display()
+        patches = patches.display(),
+        check = if check { "true" } else { ":" }
     );
     let started = Instant::now();
     let st = Command::new("bash")
@@ -227,33 +232,49 @@ done
         .status()
         .expect("bash runs");
     assert!(st.success(), "the script failed");
-    let sc_total = started.elapsed();
-    let sc_per = sc_total / n as u32;
-
-    // Same result: the two branches hold the same tree.
+    let sc_per = started.elapsed() / n as u32;
     let t1 = git(&hy, &["rev-parse", "main^{tree}"]);
     let t2 = git(&sc, &["rev-parse", "main^{tree}"]);
     assert_eq!(t1, t2, "hyperion and the script end on different trees");
+    Figures {
+        hy_per,
+        hy_median: median(per_request.clone()),
+        hy_p95: p95(per_request),
+        sc_per,
+    }
+}
 
-    println!("{:<52} {:>12} {:>12}", "workload", "per request", "p95");
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (files, n, n_check) = if quick { (1_000, 40, 10) } else { (5_000, 400, 100) };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let seed = generate(tmp.path(), files);
     println!(
-        "{:<52} {:>12} {:>12}",
-        "hyperion worker, whole pipeline (median between reports)",
-        ms(median(per_request.clone())),
-        ms(p95(per_request))
+        "apply + land on a {files}-file repository ({})",
+        if quick { "quick" } else { "full" }
     );
     println!(
-        "{:<52} {:>12}",
-        "hyperion worker, wall time / requests",
-        ms(hy_per)
+        "{:<44} {:>12} {:>12} {:>12} {:>12} {:>8}",
+        "workload", "hyperion", "median", "p95", "script", "ratio"
     );
-    println!(
-        "{:<52} {:>12}",
-        "plain-git script (checkout, apply --3way, commit, update-ref)",
-        ms(sc_per)
-    );
-    println!(
-        "speed-up: {:.1}x (target >= 20x; target per request <= 1 ms)",
-        sc_per.as_secs_f64() / hy_per.as_secs_f64()
-    );
+    for (label, range, check, target) in [
+        (format!("no checks, {n} requests"), 0..n, false, ">= 20x, <= 1 ms"),
+        (
+            format!("trivial check (true), {n_check} requests"),
+            n..n + n_check,
+            true,
+            ">= 5x",
+        ),
+    ] {
+        let f = run_pair(tmp.path(), &seed, range, check);
+        println!(
+            "{:<44} {:>12} {:>12} {:>12} {:>12} {:>7.1}x  target {target}",
+            label,
+            ms(f.hy_per),
+            ms(f.hy_median),
+            ms(f.hy_p95),
+            ms(f.sc_per),
+            f.sc_per.as_secs_f64() / f.hy_per.as_secs_f64()
+        );
+    }
 }
