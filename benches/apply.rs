@@ -201,7 +201,14 @@ fn run_pair(tmp: &Path, seed: &Path, range: std::ops::Range<usize>, check: bool)
     let wt = tmp.join(format!("script-wt-{tag}"));
     git(
         &sc,
-        &["worktree", "add", "-q", "--detach", wt.to_str().expect("utf-8"), "main"],
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "--detach",
+            wt.to_str().expect("utf-8"),
+            "main",
+        ],
     );
     let script = format!(
         r#"set -e
@@ -246,7 +253,11 @@ done
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (files, n, n_check) = if quick { (1_000, 40, 10) } else { (5_000, 400, 100) };
+    let (files, n, n_check) = if quick {
+        (1_000, 40, 10)
+    } else {
+        (5_000, 400, 100)
+    };
     let tmp = tempfile::tempdir().expect("temp dir");
     let seed = generate(tmp.path(), files);
     println!(
@@ -258,7 +269,12 @@ fn main() {
         "workload", "hyperion", "median", "p95", "script", "ratio"
     );
     for (label, range, check, target) in [
-        (format!("no checks, {n} requests"), 0..n, false, ">= 20x, <= 1 ms"),
+        (
+            format!("no checks, {n} requests"),
+            0..n,
+            false,
+            ">= 20x, <= 1 ms",
+        ),
         (
             format!("trivial check (true), {n_check} requests"),
             n..n + n_check,
