@@ -35,7 +35,7 @@ pub fn unsafe_reason(path: &str) -> Option<&'static str> {
 }
 
 /// Whether a path component names `.git` on some filesystem git supports.
-fn is_dotgit(component: &str) -> bool {
+pub fn is_dotgit(component: &str) -> bool {
     // HFS+ ignores these code points when comparing names.
     let stripped: String = component
         .chars()
@@ -56,59 +56,157 @@ fn is_dotgit(component: &str) -> bool {
 /// Whether `path` matches the glob `pattern`: `*` matches within one path component, `**`
 /// matches any number of components, `?` one character, `[abc]`/`[a-z]`/`[!a]` one of a set.
 /// A pattern without a glob character also matches everything below it (`src` ⊇ `src/x`).
+///
+/// Both pattern and path may come from a request, so matching takes time proportional to
+/// their lengths' product at worst, never exponential: a `*` (or `**`) only ever backtracks to
+/// the most recent one.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
     let pat: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
     let parts: Vec<&str> = path.split('/').collect();
     if !pattern.contains(['*', '?', '[']) {
         return parts.len() >= pat.len() && parts[..pat.len()] == pat[..];
     }
-    match_components(&pat, &parts)
+    wildcard(
+        &pat,
+        &parts,
+        |p| *p == "**",
+        |p, s| match_one(p.as_bytes(), s.as_bytes()),
+    )
 }
 
-fn match_components(pat: &[&str], parts: &[&str]) -> bool {
-    match pat.split_first() {
-        None => parts.is_empty(),
-        Some((&"**", rest)) => (0..=parts.len()).any(|skip| match_components(rest, &parts[skip..])),
-        Some((p, rest)) => match parts.split_first() {
-            Some((first, tail)) => {
-                match_one(p.as_bytes(), first.as_bytes()) && match_components(rest, tail)
-            }
-            None => false,
-        },
+/// Whether `text` matches `pattern`, where `*` matches any run of characters (spaces and `/`
+/// included), `?` one character and `[…]` one of a set. For command allowlists.
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    match_one(pattern.as_bytes(), text.as_bytes())
+}
+
+/// The classic two-pointer wildcard match over tokens: `is_star` tokens match any run,
+/// `one` matches a single token against a single item.
+fn wildcard<P, S>(
+    pat: &[P],
+    items: &[S],
+    is_star: impl Fn(&P) -> bool,
+    one: impl Fn(&P, &S) -> bool,
+) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut resume: Option<(usize, usize)> = None;
+    while si < items.len() {
+        if pi < pat.len() && is_star(&pat[pi]) {
+            pi += 1;
+            resume = Some((pi, si));
+        } else if pi < pat.len() && one(&pat[pi], &items[si]) {
+            pi += 1;
+            si += 1;
+        } else if let Some((p, s)) = resume {
+            // Let the last star swallow one more item and try again from there.
+            pi = p;
+            si = s + 1;
+            resume = Some((p, s + 1));
+        } else {
+            return false;
+        }
     }
+    pat[pi..].iter().all(is_star)
+}
+
+/// One glob token of a component pattern: a literal byte, `?`, `*`, or a `[…]` set.
+enum Token<'a> {
+    Byte(u8),
+    Any,
+    Star,
+    Set { negate: bool, set: &'a [u8] },
+}
+
+fn tokens(p: &[u8]) -> Vec<Token<'_>> {
+    let mut out = Vec::with_capacity(p.len());
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'*' => out.push(Token::Star),
+            b'?' => out.push(Token::Any),
+            b'[' => {
+                if let Some(end) = p[i + 1..]
+                    .iter()
+                    .position(|&b| b == b']')
+                    .map(|e| i + 1 + e)
+                {
+                    let mut set = &p[i + 1..end];
+                    let negate = matches!(set.first(), Some(b'!') | Some(b'^'));
+                    if negate {
+                        set = &set[1..];
+                    }
+                    out.push(Token::Set { negate, set });
+                    i = end + 1;
+                    continue;
+                }
+                out.push(Token::Byte(b'['));
+            }
+            b => out.push(Token::Byte(b)),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Glob match within one component.
 fn match_one(p: &[u8], s: &[u8]) -> bool {
-    match p.first() {
-        None => s.is_empty(),
-        Some(b'*') => (0..=s.len()).any(|i| match_one(&p[1..], &s[i..])),
-        Some(b'?') => !s.is_empty() && match_one(&p[1..], &s[1..]),
-        Some(b'[') => {
-            let Some(end) = p.iter().skip(1).position(|&b| b == b']').map(|i| i + 1) else {
-                return s.first() == Some(&b'[') && match_one(&p[1..], &s[1..]);
-            };
-            let Some(&c) = s.first() else { return false };
-            let mut set = &p[1..end];
-            let negate = matches!(set.first(), Some(b'!') | Some(b'^'));
-            if negate {
-                set = &set[1..];
+    let toks = tokens(p);
+    wildcard(
+        &toks,
+        s,
+        |t| matches!(t, Token::Star),
+        |t, &c| match t {
+            Token::Byte(b) => *b == c,
+            Token::Any => true,
+            Token::Star => false,
+            Token::Set { negate, set } => {
+                let mut hit = false;
+                let mut i = 0;
+                while i < set.len() {
+                    if i + 2 < set.len() && set[i + 1] == b'-' {
+                        hit |= (set[i]..=set[i + 2]).contains(&c);
+                        i += 3;
+                    } else {
+                        hit |= set[i] == c;
+                        i += 1;
+                    }
+                }
+                hit != *negate
             }
-            let mut hit = false;
-            let mut i = 0;
-            while i < set.len() {
-                if i + 2 < set.len() && set[i + 1] == b'-' {
-                    hit |= (set[i]..=set[i + 2]).contains(&c);
-                    i += 3;
-                } else {
-                    hit |= set[i] == c;
-                    i += 1;
+        },
+    )
+}
+
+/// Why a symlink at `link` pointing to `target` is not acceptable, or `None` when it stays
+/// inside the repository and out of `.git`. The check is lexical: `..` is resolved against the
+/// link's directory; backslashes count as separators (they are on Windows).
+pub fn symlink_target_reason(link: &str, target: &str) -> Option<&'static str> {
+    if target.is_empty() {
+        return Some("has an empty target");
+    }
+    if target.chars().any(|c| c.is_control()) {
+        return Some("has NUL, a newline or a control character in its target");
+    }
+    let b = target.as_bytes();
+    if b[0] == b'/' || b[0] == b'\\' || (b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic())
+    {
+        return Some("points to an absolute path");
+    }
+    let mut depth = link.split('/').count() as isize - 1;
+    for component in target.split(['/', '\\']) {
+        match component {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return Some("points outside the repository");
                 }
             }
-            hit != negate && match_one(&p[end + 1..], &s[1..])
+            c if is_dotgit(c) => return Some("points into `.git`"),
+            _ => depth += 1,
         }
-        Some(&b) => s.first() == Some(&b) && match_one(&p[1..], &s[1..]),
     }
+    None
 }
 
 #[cfg(test)]
@@ -170,5 +268,61 @@ mod tests {
         assert!(!glob_match("f[!0-9].txt", "f7.txt"));
         assert!(glob_match("f?.txt", "f7.txt"));
         assert!(!glob_match("*.rs", "src/a.rs"));
+        assert!(glob_match("f[ab]*.txt", "fbx.txt"));
+        assert!(glob_match("f[.txt", "f[.txt"));
+        assert!(glob_match("**/x/**", "a/b/x/c"));
+        assert!(!glob_match("**/x/*", "a/b/x/c/d"));
+    }
+
+    #[test]
+    fn hostile_globs_take_linear_time() {
+        let path = "a/".repeat(2000) + "c";
+        let pattern = "**/a/".repeat(12) + "b";
+        let t = std::time::Instant::now();
+        assert!(!glob_match(&pattern, &path));
+        let name = "a".repeat(4000);
+        assert!(!glob_match(&("*a".repeat(20) + "b"), &name));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn command_wildcards() {
+        assert!(wildcard_match("cargo test*", "cargo test --all"));
+        assert!(wildcard_match("cargo test*", "cargo test"));
+        assert!(!wildcard_match("cargo test*", "cargo build"));
+        assert!(wildcard_match("make ?", "make x"));
+    }
+
+    #[test]
+    fn symlink_targets() {
+        for (link, target) in [
+            ("l", "/etc/passwd"),
+            ("l", "../x"),
+            ("a/b/l", "../../../x"),
+            ("a/l", "x/../../../y"),
+            ("l", ".git/config"),
+            ("l", "sub/.GIT/hooks"),
+            ("l", "..\\x"),
+            ("l", "C:/x"),
+            ("l", ""),
+            ("l", "a\nb"),
+        ] {
+            assert!(
+                symlink_target_reason(link, target).is_some(),
+                "{link} -> {target:?} must be refused"
+            );
+        }
+        for (link, target) in [
+            ("l", "x"),
+            ("a/b/l", "../../x"),
+            ("a/l", "./y/../z"),
+            ("l", ".gitignore"),
+        ] {
+            assert_eq!(
+                symlink_target_reason(link, target),
+                None,
+                "{link} -> {target}"
+            );
+        }
     }
 }
