@@ -85,6 +85,12 @@ pub enum Error {
     Config { key: String, message: String },
     #[error("{0}")]
     Usage(String),
+    /// The policy file of the target cannot be read: every problem, each with its line.
+    #[error("the policy {origin} is invalid: {}", .problems.first().map(|p| p.to_string()).unwrap_or_default())]
+    Policy {
+        origin: String,
+        problems: Vec<Problem>,
+    },
     #[error("request {id} is stored in a form this version cannot read: {message}")]
     Corrupt { id: String, message: String },
     #[error("git: {0}")]
@@ -112,6 +118,7 @@ impl Error {
             Error::Conflict { .. } => "queue.conflict",
             Error::Config { .. } => "config.invalid",
             Error::Usage(_) => "usage",
+            Error::Policy { .. } => "policy.invalid",
             Error::Corrupt { .. } => "store.corrupt",
             Error::Git(_) => "env.git",
             Error::Io { .. } => "env.io",

@@ -162,6 +162,9 @@ impl From<Error> for CommandError {
                 Some("fix the value with `git config`; `git hyperion config` lists every setting")
             }
             Error::Corrupt { .. } => Some("run `git hyperion doctor` to see what is wrong"),
+            Error::Policy { .. } => Some(
+                "`git hyperion policy check` lists every problem; fix .hyperion/policy.toml on the target branch",
+            ),
             Error::Git(_) | Error::Io { .. } => {
                 Some("check the repository and disk; nothing was changed by this command")
             }
@@ -174,6 +177,10 @@ impl From<Error> for CommandError {
             } => problems
                 .iter()
                 .map(|p| (source_name.clone(), p.clone()))
+                .collect(),
+            Error::Policy { origin, problems } => problems
+                .iter()
+                .map(|p| (origin.clone(), p.clone()))
                 .collect(),
             _ => Vec::new(),
         };
