@@ -252,46 +252,40 @@ impl Queue {
         &self,
         reqs: &[&ChangeRequest],
     ) -> Result<Vec<Vec<crate::Problem>>> {
+        // Everything that depends on the target and its policy (validate::against_target),
+        // with the policy read from the target tip's tree: never from the request. An invalid
+        // policy file fails the whole call (policy.invalid). A target branch that does not
+        // exist yet has no tree: the default policy applies, and the checks that need the
+        // target's files are skipped.
         let repo = self.store.repo();
-        let mut trees: std::collections::HashMap<&str, Option<gix::Tree<'_>>> =
-            std::collections::HashMap::new();
+        let mut targets: std::collections::HashMap<
+            &str,
+            (Option<gix::ObjectId>, crate::policy::Policy),
+        > = std::collections::HashMap::new();
         let mut out = Vec::with_capacity(reqs.len());
         for req in reqs {
             let target = req.target.as_deref().unwrap_or(&self.settings.target);
-            if !trees.contains_key(target) {
+            if !targets.contains_key(target) {
                 let name = format!("refs/heads/{target}");
                 let tree = match repo
                     .try_find_reference(name.as_str())
                     .map_err(|e| Error::git(format!("could not read {name}: {e}")))?
                 {
-                    Some(mut r) => {
-                        Some(r.peel_to_commit().and_then(|c| c.tree()).map_err(|e| {
-                            Error::git(format!("could not read the tree of {name}: {e}"))
-                        })?)
-                    }
+                    Some(mut r) => Some(
+                        r.peel_to_commit()
+                            .and_then(|c| c.tree_id())
+                            .map_err(|e| {
+                                Error::git(format!("could not read the tree of {name}: {e}"))
+                            })?
+                            .detach(),
+                    ),
                     None => None,
                 };
-                trees.insert(target, tree);
+                let policy = crate::policy::Policy::load(repo, tree, target)?;
+                targets.insert(target, (tree, policy));
             }
-            let Some(tree) = &trees[target] else {
-                out.push(Vec::new());
-                continue;
-            };
-            let lookup = |path: &str| -> Option<crate::validate::TreeEntry> {
-                use crate::validate::TreeEntry;
-                let entry = tree.lookup_entry_by_path(path).ok()??;
-                let mode = entry.mode();
-                Some(if mode.is_tree() {
-                    TreeEntry::Dir
-                } else if mode.is_link() {
-                    TreeEntry::Symlink
-                } else if mode.is_commit() {
-                    TreeEntry::Submodule
-                } else {
-                    TreeEntry::File
-                })
-            };
-            out.push(crate::validate::tree_problems(req, &lookup));
+            let (tree, policy) = &targets[target];
+            out.push(crate::validate::against_target(repo, req, *tree, policy));
         }
         Ok(out)
     }

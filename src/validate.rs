@@ -10,6 +10,7 @@ use crate::error::Problem;
 use crate::model::{ChangeRequest, Operation, sha256_hex};
 use crate::patch;
 use crate::paths;
+use crate::policy::Policy;
 
 /// The schema, as shipped in `schemas/change-request.schema.json`.
 pub const SCHEMA_TEXT: &str = include_str!("../schemas/change-request.schema.json");
@@ -24,39 +25,64 @@ fn validator() -> &'static jsonschema::Validator {
 
 /// Parse and validate one request. `Err` carries every problem found.
 pub fn parse_request(bytes: &[u8]) -> Result<ChangeRequest, Vec<Problem>> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        vec![
-            Problem::new(
-                "request.json_syntax",
-                format!("not valid JSON: {e}"),
-                "the request must be one JSON object (see schemas/change-request.schema.json)",
-            )
-            .line(e.line()),
-        ]
-    })?;
-    validate_value(&value)
+    into_result(check_request(bytes))
 }
 
 /// Validate an already parsed JSON value.
 pub fn validate_value(value: &Value) -> Result<ChangeRequest, Vec<Problem>> {
+    into_result(check_value(value))
+}
+
+fn into_result(
+    (req, problems): (Option<ChangeRequest>, Vec<Problem>),
+) -> Result<ChangeRequest, Vec<Problem>> {
+    match req {
+        Some(req) if problems.is_empty() => Ok(req),
+        _ => Err(problems),
+    }
+}
+
+/// Like [`parse_request`], but keeps the request whenever it passed the schema, even with
+/// problems, so that a caller can also check it against its target and report every problem
+/// at once.
+pub fn check_request(bytes: &[u8]) -> (Option<ChangeRequest>, Vec<Problem>) {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(value) => check_value(&value),
+        Err(e) => (
+            None,
+            vec![
+                Problem::new(
+                    "request.json_syntax",
+                    format!("not valid JSON: {e}"),
+                    "the request must be one JSON object (see schemas/change-request.schema.json)",
+                )
+                .line(e.line()),
+            ],
+        ),
+    }
+}
+
+/// Like [`validate_value`], keeping the request whenever it passed the schema.
+pub fn check_value(value: &Value) -> (Option<ChangeRequest>, Vec<Problem>) {
     let mut problems = schema_problems(value);
     if !problems.is_empty() {
         problems.sort_by(|a, b| a.field.cmp(&b.field).then(a.code.cmp(b.code)));
         problems.dedup();
-        return Err(problems);
+        return (None, problems);
     }
-    let req: ChangeRequest = serde_json::from_value(value.clone()).map_err(|e| {
-        vec![Problem::new(
-            "request.invalid_value",
-            e.to_string(),
-            "see schemas/change-request.schema.json",
-        )]
-    })?;
-    let problems = semantic_problems(&req);
-    if problems.is_empty() {
-        Ok(req)
-    } else {
-        Err(problems)
+    match serde_json::from_value::<ChangeRequest>(value.clone()) {
+        Ok(req) => {
+            let problems = semantic_problems(&req);
+            (Some(req), problems)
+        }
+        Err(e) => (
+            None,
+            vec![Problem::new(
+                "request.invalid_value",
+                e.to_string(),
+                "see schemas/change-request.schema.json",
+            )],
+        ),
     }
 }
 
@@ -127,8 +153,8 @@ fn schema_problems(value: &Value) -> Vec<Problem> {
     out
 }
 
-/// Size limits: generous enough for real work, tight enough to stop a runaway agent. (The
-/// policy file will be able to change them.)
+/// Size limits: generous enough for real work, tight enough to stop a runaway agent. The
+/// policy's `[limits]` changes them.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub change_bytes: usize,
@@ -192,8 +218,11 @@ fn limit_problems(req: &ChangeRequest, limits: &Limits) -> Vec<Problem> {
     out
 }
 
+/// File modes git writes in diffs.
+const MODES: [u32; 4] = [0o100644, 0o100755, 0o120000, 0o160000];
+
 fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
-    let mut out = limit_problems(req, &DEFAULT_LIMITS);
+    let mut out = Vec::new();
     for (i, pattern) in req.file_targets.iter().enumerate() {
         if let Some(reason) = paths::unsafe_reason(pattern.trim_end_matches("/**")) {
             out.push(
@@ -268,6 +297,19 @@ fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
             ),
             Ok(files) => {
                 let f = &files[0];
+                for m in [f.old_mode, f.new_mode].into_iter().flatten() {
+                    if !MODES.contains(&m) {
+                        out.push(
+                            Problem::new(
+                                "patch.bad_mode",
+                                format!("file mode {m:o} is not one git records (100644, 100755, 120000, 160000)"),
+                                "regenerate the patch with `git diff`",
+                            )
+                            .at(field("patch"))
+                            .line(f.line),
+                        );
+                    }
+                }
                 if f.path() != c.path {
                     out.push(
                         Problem::new(
@@ -311,6 +353,32 @@ fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
                     );
                 }
             }
+        }
+    }
+    // A path below a file that another change of the same request creates or keeps.
+    let files: std::collections::HashSet<&str> = req
+        .changes
+        .iter()
+        .filter(|c| c.operation != Operation::Delete)
+        .map(|c| c.path.as_str())
+        .collect();
+    for (i, c) in req.changes.iter().enumerate() {
+        let mut end = 0;
+        while let Some(pos) = c.path[end..].find('/') {
+            end += pos;
+            let prefix = &c.path[..end];
+            if files.contains(prefix) {
+                out.push(
+                    Problem::new(
+                        "path.through_link",
+                        format!("'{}' lies below '{prefix}', which another change of this request makes a file", c.path),
+                        "a path cannot be both a file and a directory",
+                    )
+                    .at(format!("/changes/{i}/path")),
+                );
+                break;
+            }
+            end += 1;
         }
     }
     out
@@ -394,6 +462,313 @@ pub fn tree_problems(
                 }
             }
             _ => {}
+        }
+    }
+    out
+}
+
+/// Read access to the target branch's tree, for the checks that depend on it.
+pub trait TargetTree {
+    /// What `path` is at the target, if anything.
+    fn entry(&self, path: &str) -> Option<TreeEntry>;
+    /// The content of the blob at `path` (a file or a symlink's target).
+    fn blob(&self, path: &str) -> Option<Vec<u8>>;
+}
+
+impl TargetTree for gix::Tree<'_> {
+    fn entry(&self, path: &str) -> Option<TreeEntry> {
+        let entry = self.lookup_entry_by_path(path).ok()??;
+        let mode = entry.mode();
+        Some(if mode.is_tree() {
+            TreeEntry::Dir
+        } else if mode.is_link() {
+            TreeEntry::Symlink
+        } else if mode.is_commit() {
+            TreeEntry::Submodule
+        } else {
+            TreeEntry::File
+        })
+    }
+
+    fn blob(&self, path: &str) -> Option<Vec<u8>> {
+        let entry = self.lookup_entry_by_path(path).ok()??;
+        if !entry.mode().is_blob_or_symlink() {
+            return None;
+        }
+        Some(entry.object().ok()?.detach().data)
+    }
+}
+
+/// Everything about a request that depends on its target and the target's policy: size
+/// limits, minimum hunk context, denied paths, gitlinks, symlink targets, checks, secrets, and
+/// (with a tree) operations against the files there and paths below symlinks. Run at enqueue,
+/// by `validate`, and again by a worker at lease time, with the policy read from the same tree
+/// (`Policy::load`). `target_tree` is `None` when the target branch does not exist yet; the
+/// checks that need its files are skipped then.
+pub fn against_target(
+    repo: &gix::Repository,
+    req: &ChangeRequest,
+    target_tree: Option<gix::ObjectId>,
+    policy: &Policy,
+) -> Vec<Problem> {
+    match target_tree.map(|id| repo.find_tree(id)).transpose() {
+        Ok(tree) => check_policy(req, policy, tree.as_ref().map(|t| t as &dyn TargetTree)),
+        Err(e) => {
+            let mut out = check_policy(req, policy, None);
+            out.push(Problem::new(
+                "env.git",
+                format!("could not read the target's tree: {e}"),
+                "check the repository; nothing was stored",
+            ));
+            out
+        }
+    }
+}
+
+/// [`against_target`] without a repository: `tree` gives the target's files, if known.
+pub fn check_policy(
+    req: &ChangeRequest,
+    policy: &Policy,
+    tree: Option<&dyn TargetTree>,
+) -> Vec<Problem> {
+    let mut out = limit_problems(req, &policy.limits);
+    let from = policy.origin.as_deref().unwrap_or("the default policy");
+    for (i, c) in req.changes.iter().enumerate() {
+        let field = |f: &str| format!("/changes/{i}/{f}");
+        for (name, p) in [("path", Some(&c.path)), ("from", c.from.as_ref())] {
+            let Some(p) = p else { continue };
+            if let Some(g) = policy.deny.iter().find(|g| paths::glob_match(g, p)) {
+                out.push(
+                    Problem::new(
+                        "path.denied",
+                        format!("'{p}' matches the deny rule '{g}' of {from}"),
+                        "the target's policy does not let requests touch this path; leave it to a person",
+                    )
+                    .at(field(name)),
+                );
+            }
+        }
+        let file = patch::parse(&c.patch)
+            .ok()
+            .filter(|files| files.len() == 1)
+            .and_then(|files| files.into_iter().next());
+        if let Some(f) = &file {
+            let submodule = tree.is_some_and(|t| {
+                [Some(&c.path), c.from.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|p| t.entry(p) == Some(TreeEntry::Submodule))
+            });
+            let gitlink = f.old_mode == Some(0o160000) || f.new_mode == Some(0o160000);
+            if (gitlink || submodule) && !policy.allow_gitlinks {
+                out.push(
+                    Problem::new(
+                        "path.gitlink",
+                        format!("'{}' is a submodule (a gitlink, mode 160000)", c.path),
+                        "the target's policy does not let requests change submodules ([paths] allow_gitlinks)",
+                    )
+                    .at(field("patch")),
+                );
+            }
+            if f.new_mode == Some(0o120000)
+                && let Some(target) = symlink_target(f, c.from.as_deref(), tree)
+                && let Some(reason) = paths::symlink_target_reason(&c.path, &target)
+            {
+                out.push(
+                    Problem::new(
+                        "path.symlink_escape",
+                        format!(
+                            "'{}' would be a symlink to '{}', which {reason}",
+                            c.path,
+                            target.escape_debug()
+                        ),
+                        "a symlink may point only to a relative path inside the repository, outside .git",
+                    )
+                    .at(field("patch")),
+                );
+            }
+            out.extend(
+                context_problems(f, c, policy.min_context, tree)
+                    .into_iter()
+                    .map(|p| p.at(field("patch"))),
+            );
+        }
+        if !policy.secrets_allowed_in(&c.path) {
+            for (line, rule, what) in added_secrets(&c.patch, file.as_ref(), policy) {
+                out.push(
+                    Problem::new(
+                        "secret.detected",
+                        format!(
+                            "line {line} of the patch of '{}' adds what looks like {what} (rule {rule}); it is not shown here",
+                            c.path
+                        ),
+                        "remove the secret from the change (and revoke it: it has left your machine); nothing was stored",
+                    )
+                    .at(field("patch"))
+                    .line(line),
+                );
+            }
+        }
+    }
+    for (name, text) in [
+        ("title", Some(&req.title)),
+        ("description", req.description.as_ref()),
+    ] {
+        let Some(text) = text else { continue };
+        if let Some((rule, what)) = text.lines().find_map(|l| policy.find_secret(l)) {
+            out.push(
+                Problem::new(
+                    "secret.detected",
+                    format!("the {name} contains what looks like {what} (rule {rule}); it is not shown here"),
+                    "remove the secret from the request (and revoke it); nothing was stored",
+                )
+                .at(format!("/{name}")),
+            );
+        }
+    }
+    for (i, name) in req.checks.iter().enumerate() {
+        if let Err(p) = policy.resolve_check(name) {
+            out.push(p.at(format!("/checks/{i}")));
+        }
+    }
+    if let Some(t) = tree {
+        // Paths that are unsafe were reported already and are not looked up.
+        let safe = req.changes.iter().all(|c| {
+            paths::unsafe_reason(&c.path).is_none()
+                && c.from
+                    .as_deref()
+                    .is_none_or(|f| paths::unsafe_reason(f).is_none())
+        });
+        if safe {
+            out.extend(tree_problems(req, &|p| t.entry(p)));
+        }
+    }
+    out
+}
+
+/// What a new symlink points to: the postimage of its hunk, or for a pure rename the target
+/// of the symlink it was.
+fn symlink_target(
+    f: &patch::FilePatch,
+    from: Option<&str>,
+    tree: Option<&dyn TargetTree>,
+) -> Option<String> {
+    if f.hunks.is_empty() {
+        let blob = tree?.blob(from?)?;
+        return Some(String::from_utf8_lossy(&blob).into_owned());
+    }
+    let mut lines = Vec::new();
+    for h in &f.hunks {
+        for l in f.text[h.body.clone()].lines() {
+            if let Some(rest) = l.strip_prefix('+').or_else(|| l.strip_prefix(' ')) {
+                lines.push(rest);
+            }
+        }
+    }
+    Some(lines.join("\n"))
+}
+
+/// Hunks with less context than the policy asks for, except at the start of the file (before
+/// the first change) and at its end (after the last): what `git diff` writes by default always
+/// passes. The end of the file is known from the target's blob; without one, short trailing
+/// context is accepted.
+fn context_problems(
+    f: &patch::FilePatch,
+    c: &crate::model::Change,
+    min: usize,
+    tree: Option<&dyn TargetTree>,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if min == 0 || f.binary || c.operation == Operation::Add {
+        return out;
+    }
+    let old_path = c.from.as_deref().unwrap_or(&c.path);
+    let mut old_len: Option<Option<usize>> = None;
+    for h in &f.hunks {
+        let body = &f.text[h.body.clone()];
+        if !body.lines().any(|l| l.starts_with(['+', '-'])) {
+            continue;
+        }
+        if h.leading < min && h.old_start > 1 {
+            out.push(
+                Problem::new(
+                    "patch.min_context",
+                    format!(
+                        "the hunk at line {} has {} line(s) of context before its first change; the policy asks for {min} except at the start of the file",
+                        h.line, h.leading
+                    ),
+                    "generate the patch with `git diff` (3 lines of context by default, not -U0 or -U1)",
+                )
+                .line(h.line),
+            );
+        }
+        if h.trailing < min {
+            let len = *old_len.get_or_insert_with(|| {
+                tree.and_then(|t| t.blob(old_path)).map(|b| count_lines(&b))
+            });
+            let end = if h.old_count == 0 {
+                h.old_start
+            } else {
+                h.old_start + h.old_count - 1
+            };
+            if let Some(len) = len
+                && end < len
+            {
+                out.push(
+                    Problem::new(
+                        "patch.min_context",
+                        format!(
+                            "the hunk at line {} has {} line(s) of context after its last change and ends at line {end} of {len}; the policy asks for {min} except at the end of the file",
+                            h.line, h.trailing
+                        ),
+                        "generate the patch with `git diff` (3 lines of context by default, not -U0 or -U1) against the current target",
+                    )
+                    .line(h.line),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn count_lines(b: &[u8]) -> usize {
+    let n = b.iter().filter(|&&c| c == b'\n').count();
+    if b.last().is_some_and(|&c| c != b'\n') {
+        n + 1
+    } else {
+        n
+    }
+}
+
+/// Added lines that look like secrets: (1-based line in the patch, rule, what it finds). For a
+/// patch that does not parse, every `+` line that is not a `+++` header is scanned.
+fn added_secrets<'p>(
+    text: &str,
+    file: Option<&patch::FilePatch>,
+    policy: &'p Policy,
+) -> Vec<(usize, &'p str, &'p str)> {
+    let mut out = Vec::new();
+    match file {
+        Some(f) => {
+            for h in &f.hunks {
+                for (k, l) in f.text[h.body.clone()].lines().enumerate() {
+                    if let Some(added) = l.strip_prefix('+')
+                        && let Some((rule, what)) = policy.find_secret(added)
+                    {
+                        out.push((h.line + 1 + k, rule, what));
+                    }
+                }
+            }
+        }
+        None => {
+            for (k, l) in text.lines().enumerate() {
+                if let Some(added) = l.strip_prefix('+')
+                    && !l.starts_with("+++ ")
+                    && let Some((rule, what)) = policy.find_secret(added)
+                {
+                    out.push((k + 1, rule, what));
+                }
+            }
         }
     }
     out

@@ -380,6 +380,15 @@ fn wraps_raw_git_diff_and_format_patch_output() {
     let fp = repo.git(&["format-patch", "-1", "--stdout", "-M", "HEAD"]);
     // The patches go to a target that does not have them yet.
     repo.git(&["reset", "-q", "--hard", "HEAD~1"]);
+    // The check named below must be defined by the target's policy.
+    std::fs::create_dir_all(repo.path().join(".hyperion")).unwrap();
+    std::fs::write(
+        repo.path().join(".hyperion/policy.toml"),
+        "[checks.unit]\nrun = [\"true\"]\n",
+    )
+    .unwrap();
+    repo.git(&["add", ".hyperion"]);
+    repo.git(&["commit", "-q", "-m", "policy"]);
     let p = repo.home.path().join("x.diff");
     std::fs::write(&p, &diff).unwrap();
     let id = repo

@@ -48,8 +48,9 @@ pub struct Args {
     dry_run: bool,
 }
 
-/// A source name and the request read from it, or every problem found in it.
-pub type Loaded = (String, Result<ChangeRequest, Vec<Problem>>);
+/// A source name, the request read from it (whenever it passed the schema, so that it can
+/// still be checked against its target), and every problem found in it so far.
+pub type Loaded = (String, Option<ChangeRequest>, Vec<Problem>);
 
 /// Read the requests named by `sources`: (source name, parsed request or its problems).
 pub fn load_sources(sources: &[PathBuf]) -> CmdResult<Vec<Loaded>> {
@@ -60,10 +61,8 @@ pub fn load_sources(sources: &[PathBuf]) -> CmdResult<Vec<Loaded>> {
             std::io::stdin()
                 .read_to_end(&mut buf)
                 .map_err(|e| CommandError::usage(format!("could not read stdin: {e}")))?;
-            out.push((
-                "<stdin>".to_owned(),
-                hyperion::validate::parse_request(&buf),
-            ));
+            let (req, problems) = hyperion::validate::check_request(&buf);
+            out.push(("<stdin>".to_owned(), req, problems));
         } else if src.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(src)
                 .map_err(|e| read_error(src, e))?
@@ -89,10 +88,8 @@ pub fn load_sources(sources: &[PathBuf]) -> CmdResult<Vec<Loaded>> {
 
 fn load_file(path: &Path) -> CmdResult<Loaded> {
     let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
-    Ok((
-        path.display().to_string(),
-        hyperion::validate::parse_request(&bytes),
-    ))
+    let (req, problems) = hyperion::validate::check_request(&bytes);
+    Ok((path.display().to_string(), req, problems))
 }
 
 fn read_error(path: &Path, e: std::io::Error) -> CommandError {
@@ -107,18 +104,10 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     };
     let mut requests = Vec::with_capacity(loaded.len());
     let mut problems = Vec::new();
-    for (source, r) in loaded {
+    for (source, r) in check_targets(loaded, ctx)? {
         match r {
             Ok(req) => requests.push((source, req)),
             Err(ps) => problems.extend(ps.into_iter().map(|p| (source.clone(), p))),
-        }
-    }
-    if problems.is_empty() {
-        // Against the target branch: every request's operations must fit its tree.
-        let queue = ctx.queue()?;
-        let reqs: Vec<&ChangeRequest> = requests.iter().map(|(_, r)| r).collect();
-        for ((source, _), ps) in requests.iter().zip(queue.check_against_targets(&reqs)?) {
-            problems.extend(ps.into_iter().map(|p| (source.clone(), p)));
         }
     }
     if !problems.is_empty() {
@@ -157,6 +146,33 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     Ok(())
 }
 
+/// Check every request that passed the schema against its target branch and that target's
+/// policy too, so that every problem is reported at once. One result per source, in order.
+pub fn check_targets(loaded: Vec<Loaded>, ctx: &Ctx) -> CmdResult<Vec<Checked>> {
+    let reqs: Vec<&ChangeRequest> = loaded.iter().filter_map(|(_, r, _)| r.as_ref()).collect();
+    let mut against = if reqs.is_empty() {
+        Vec::new()
+    } else {
+        ctx.queue()?.check_against_targets(&reqs)?
+    }
+    .into_iter();
+    Ok(loaded
+        .into_iter()
+        .map(|(source, req, mut problems)| {
+            if req.is_some() {
+                problems.extend(against.next().expect("one list of problems per request"));
+            }
+            match req {
+                Some(req) if problems.is_empty() => (source, Ok(req)),
+                _ => (source, Err(problems)),
+            }
+        })
+        .collect())
+}
+
+/// A source and its request, or every problem found in it.
+pub type Checked = (String, Result<ChangeRequest, Vec<Problem>>);
+
 fn wrap(args: &Args, path: &Path) -> CmdResult<Loaded> {
     let text = if path.as_os_str() == "-" {
         let mut bytes = Vec::new();
@@ -180,18 +196,19 @@ fn wrap(args: &Args, path: &Path) -> CmdResult<Loaded> {
     let task = args.task.as_deref().unwrap_or_default();
     let agent = args.agent.as_deref().unwrap_or_default();
     let source = path.display().to_string();
-    let req = match hyperion::patch::wrap(&text, task, agent, args.title.as_deref(), &args.checks) {
-        Ok(mut req) => {
-            if let Some(p) = args.priority {
-                req.priority = p;
+    let (req, problems) =
+        match hyperion::patch::wrap(&text, task, agent, args.title.as_deref(), &args.checks) {
+            Ok(mut req) => {
+                if let Some(p) = args.priority {
+                    req.priority = p;
+                }
+                // The wrapped request goes through the same validation as a submitted one.
+                let value = serde_json::to_value(&req).expect("a ChangeRequest serialises");
+                hyperion::validate::check_value(&value)
             }
-            // The wrapped request goes through the same validation as a submitted one.
-            let value = serde_json::to_value(&req).expect("a ChangeRequest serialises");
-            hyperion::validate::validate_value(&value)
-        }
-        Err(p) => Err(vec![p.at("--patch")]),
-    };
-    Ok((source, req))
+            Err(p) => (None, vec![p.at("--patch")]),
+        };
+    Ok((source, req, problems))
 }
 
 /// Who is acting, for the audit trail: `$HYPERION_ACTOR`, else `cli:$USER`.

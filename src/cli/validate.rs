@@ -1,13 +1,16 @@
 use std::path::PathBuf;
 
-use super::enqueue::load_sources;
+use hyperion::policy::Policy;
+
+use super::enqueue::{check_targets, load_sources};
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};
 
 /// Check requests without storing anything, reporting every problem found.
 ///
-/// Inside a repository, each request is also checked against its target branch (operations
-/// must fit the files there).
+/// Inside a repository, each request is also checked against its target branch and the policy
+/// there (`.hyperion/policy.toml`): operations must fit the files, and the policy's limits,
+/// path rules, checks and secret rules apply. Outside one, the default policy applies.
 ///
 /// Prints `ok ID SOURCE` for each valid request. Exits 1 if any request is refused.
 #[derive(clap::Args, Debug)]
@@ -19,22 +22,28 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let loaded = load_sources(&args.sources)?;
-    // Inside a repository, requests are also checked against their target branch.
-    let queue = ctx
-        .store()
-        .ok()
-        .map(hyperion::queue::Queue::open)
-        .transpose()?;
+    let checked = if ctx.store().is_ok() {
+        check_targets(loaded, ctx)?
+    } else {
+        let policy = Policy::default();
+        loaded
+            .into_iter()
+            .map(|(source, req, mut problems)| match req {
+                Some(req) => {
+                    problems.extend(hyperion::validate::check_policy(&req, &policy, None));
+                    if problems.is_empty() {
+                        (source, Ok(req))
+                    } else {
+                        (source, Err(problems))
+                    }
+                }
+                None => (source, Err(problems)),
+            })
+            .collect()
+    };
     let mut problems = Vec::new();
     let mut rows = Vec::new();
-    for (source, r) in loaded {
-        let r = match (r, &queue) {
-            (Ok(req), Some(q)) => {
-                let ps = q.check_against_targets(&[&req])?.remove(0);
-                if ps.is_empty() { Ok(req) } else { Err(ps) }
-            }
-            (r, _) => r,
-        };
+    for (source, r) in checked {
         match r {
             Ok(req) => {
                 rows.push(serde_json::json!({"source": source, "id": req.id(), "valid": true}))
