@@ -86,7 +86,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     /// The policy file of the target cannot be read: every problem, each with its line.
-    #[error("the policy {origin} is invalid: {}", .problems.first().map(|p| p.to_string()).unwrap_or_default())]
+    #[error("invalid policy: {}", policy_summary(origin, problems))]
     Policy {
         origin: String,
         problems: Vec<Problem>,
@@ -147,6 +147,22 @@ impl Error {
     pub fn git(e: impl std::fmt::Display) -> Error {
         Error::Git(e.to_string())
     }
+}
+
+/// `ORIGIN:LINE: message`, like a compiler, plus how many more problems there are.
+fn policy_summary(origin: &str, problems: &[Problem]) -> String {
+    let Some(first) = problems.first() else {
+        return origin.to_owned();
+    };
+    let at = match first.line {
+        Some(line) => format!("{origin}:{line}"),
+        None => origin.to_owned(),
+    };
+    let more = match problems.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    format!("{at}: {}{more}", first.message)
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -459,12 +459,14 @@ impl Parser {
         match n {
             Some(n) if (min..=max).contains(&n) => Some(n),
             _ => {
+                let range = if max >= u64::MAX >> 1 {
+                    format!("of at least {min}")
+                } else {
+                    format!("from {min} to {max}")
+                };
                 self.invalid(
                     line,
-                    format!(
-                        "{section}.{} must be a whole number from {min} to {max}",
-                        k.get_ref()
-                    ),
+                    format!("{section}.{} must be a whole number {range}", k.get_ref()),
                 );
                 None
             }

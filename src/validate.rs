@@ -599,7 +599,7 @@ pub fn check_policy(
                     Problem::new(
                         "secret.detected",
                         format!(
-                            "line {line} of the patch of '{}' adds what looks like {what} (rule {rule}); it is not shown here",
+                            "the patch of '{}' adds what looks like {what} (rule {rule}); it is not shown here",
                             c.path
                         ),
                         "remove the secret from the change (and revoke it: it has left your machine); nothing was stored",
@@ -694,8 +694,8 @@ fn context_problems(
                 Problem::new(
                     "patch.min_context",
                     format!(
-                        "the hunk at line {} has {} line(s) of context before its first change; the policy asks for {min} except at the start of the file",
-                        h.line, h.leading
+                        "the hunk has {} line(s) of context before its first change; the policy asks for {min} except at the start of the file",
+                        h.leading
                     ),
                     "generate the patch with `git diff` (3 lines of context by default, not -U0 or -U1)",
                 )
@@ -718,8 +718,8 @@ fn context_problems(
                     Problem::new(
                         "patch.min_context",
                         format!(
-                            "the hunk at line {} has {} line(s) of context after its last change and ends at line {end} of {len}; the policy asks for {min} except at the end of the file",
-                            h.line, h.trailing
+                            "the hunk has {} line(s) of context after its last change and ends at line {end} of {len}; the policy asks for {min} except at the end of the file",
+                            h.trailing
                         ),
                         "generate the patch with `git diff` (3 lines of context by default, not -U0 or -U1) against the current target",
                     )

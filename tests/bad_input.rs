@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{TestRepo, request, sha256};
 use serde_json::{Value, json};
 
@@ -12,12 +14,43 @@ fn objects(repo: &TestRepo) -> String {
     repo.git(&["count-objects", "-v"])
 }
 
-/// Enqueue `bytes` and check the refusal: exit 1, `code` and `field` named, nothing written.
+/// Every file and directory below `dir`, with sizes, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            out.push(format!("{} {}", e.path().display(), meta.len()));
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Fake secrets the corpus uses; none may ever appear in any output or stored object.
+const SECRETS: &[&str] = &[
+    "AKIAQ3EGRQ7SMPLEKEY7",
+    "ghp_R3alLooking7okenThatIsFake0123456789",
+    "MIIEowIBAAKCAQEA7fakefakefake",
+    "Sup3r-S3cret-Passw0rd",
+];
+
+/// Enqueue `bytes` and check the refusal: exit 1, `code` and `field` named, nothing written:
+/// no ref, no object, no index, nothing in the work tree, HOME or next to the input file.
 fn refused(repo: &TestRepo, name: &str, bytes: &[u8], code: &str, field: Option<&str>) {
-    let path = repo.home.path().join(name);
+    let inputs = tempfile::tempdir().unwrap();
+    let path = inputs.path().join(name);
     std::fs::write(&path, bytes).unwrap();
     let objects_before = objects(repo);
-    let (_, err) = repo.fails(&["enqueue", path.to_str().unwrap()], 1);
+    let status_before = repo.git(&["status", "--porcelain", "--ignored"]);
+    let home_before = listing(repo.home.path());
+    let inputs_before = listing(inputs.path());
+    let (out1, err) = repo.fails(&["enqueue", path.to_str().unwrap()], 1);
     assert!(err.starts_with("error: "), "{name}: {err}");
     assert!(
         err.contains(&format!("[{code}]")),
@@ -30,7 +63,7 @@ fn refused(repo: &TestRepo, name: &str, bytes: &[u8], code: &str, field: Option<
         );
     }
     assert!(err.contains("hint: "), "{name}: {err}");
-    let (out, _) = repo.fails(&["enqueue", "--format", "json", path.to_str().unwrap()], 1);
+    let (out, err2) = repo.fails(&["enqueue", "--format", "json", path.to_str().unwrap()], 1);
     let doc: Value =
         serde_json::from_str(&out).unwrap_or_else(|_| panic!("{name}: no JSON error: {out}"));
     assert!(
@@ -41,8 +74,16 @@ fn refused(repo: &TestRepo, name: &str, bytes: &[u8], code: &str, field: Option<
             .any(|p| p["code"] == code),
         "{name}: {doc}"
     );
-    let (_, err) = repo.fails(&["validate", path.to_str().unwrap()], 1);
-    assert!(err.contains(code), "{name}: validate: {err}");
+    let (out3, err3) = repo.fails(&["validate", path.to_str().unwrap()], 1);
+    assert!(err3.contains(code), "{name}: validate: {err3}");
+    for text in [&out1, &err, &out, &err2, &out3, &err3] {
+        for secret in SECRETS {
+            assert!(
+                !text.contains(secret),
+                "{name}: a secret was echoed: {text}"
+            );
+        }
+    }
     assert_eq!(repo.hyperion_refs(), "", "{name}: a ref was written");
     assert_eq!(
         objects(repo),
@@ -52,6 +93,21 @@ fn refused(repo: &TestRepo, name: &str, bytes: &[u8], code: &str, field: Option<
     assert!(
         !repo.git_dir().join("hyperion/index").exists(),
         "{name}: the index was created"
+    );
+    assert_eq!(
+        repo.git(&["status", "--porcelain", "--ignored"]),
+        status_before,
+        "{name}: the work tree changed"
+    );
+    assert_eq!(
+        listing(repo.home.path()),
+        home_before,
+        "{name}: HOME changed"
+    );
+    assert_eq!(
+        listing(inputs.path()),
+        inputs_before,
+        "{name}: something was written next to the input"
     );
 }
 
@@ -115,6 +171,20 @@ fn corpus_of_bad_requests() {
     std::os::unix::fs::symlink("/tmp", repo.path().join("link")).unwrap();
     repo.git(&["add", "link"]);
     repo.git(&["commit", "-q", "-m", "a symlink"]);
+    // A longer file to edit, a submodule (gitlink), and a policy that tightens the limits.
+    std::fs::create_dir_all(repo.path().join("src")).unwrap();
+    std::fs::write(repo.path().join("src/long.txt"), LONG).unwrap();
+    std::fs::create_dir_all(repo.path().join(".hyperion")).unwrap();
+    std::fs::write(repo.path().join(".hyperion/policy.toml"), CORPUS_POLICY).unwrap();
+    repo.git(&["add", "src/long.txt", ".hyperion"]);
+    let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    repo.git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("160000,{head},sub"),
+    ]);
+    repo.git(&["commit", "-q", "-m", "long file, submodule, policy"]);
     let mut cases: Vec<(&str, Vec<u8>, &str, Option<&str>)> = vec![
         ("empty-file", b"".to_vec(), "request.json_syntax", None),
         (
@@ -250,7 +320,7 @@ fn corpus_of_bad_requests() {
         ),
         (
             "bad-check-name",
-            with(|v| v["checks"] = json!(["rm -rf /"])),
+            with(|v| v["checks"] = json!(["unit\u{7}"])),
             "request.invalid_value",
             Some("/checks/0"),
         ),
@@ -378,10 +448,282 @@ fn corpus_of_bad_requests() {
         ),
     ];
     cases.extend(path_cases());
-    assert!(cases.len() >= 50, "{}", cases.len());
+    cases.extend(policy_cases());
+    assert!(cases.len() >= 60, "{}", cases.len());
+    let mut names = std::collections::HashSet::new();
     for (name, bytes, code, field) in cases {
+        assert!(names.insert(name), "{name} twice");
         refused(&repo, &format!("{name}.json"), &bytes, code, field);
     }
+    assert_eq!(
+        listing(repo.home.path()),
+        Vec::<String>::new(),
+        "HOME stays empty"
+    );
+}
+
+/// The corpus repository's policy: lower limits, denied paths, one named check.
+const CORPUS_POLICY: &str = r#"[limits]
+files = 3
+change_bytes = 4096
+
+[paths]
+deny = ["secrets/**", "**/*.pem"]
+
+[checks.unit]
+run = ["true"]
+"#;
+
+const LONG: &str =
+    "l1\nl2\nl3\nl4\nl5\nl6\nl7\nl8\nl9\nl10\nl11\nl12\nl13\nl14\nl15\nl16\nl17\nl18\nl19\nl20\n";
+
+/// A request whose one change is `patch` on `path` with `operation`.
+fn changing(path: &str, operation: &str, patch: &str) -> Vec<u8> {
+    with(|v| {
+        set_patch(v, patch);
+        v["changes"][0]["path"] = path.into();
+        v["changes"][0]["operation"] = operation.into();
+        v["file_targets"] = json!(["**"]);
+    })
+}
+
+fn symlink_to(target: &str) -> Vec<u8> {
+    changing(
+        "lnk",
+        "add",
+        &format!(
+            "diff --git a/lnk b/lnk\nnew file mode 120000\nindex 0000000..1234567\n--- /dev/null\n+++ b/lnk\n@@ -0,0 +1 @@\n+{target}\n\\ No newline at end of file\n"
+        ),
+    )
+}
+
+fn adding_line(line: &str) -> Vec<u8> {
+    changing(
+        "src/config.txt",
+        "add",
+        &format!("--- /dev/null\n+++ b/src/config.txt\n@@ -0,0 +1,2 @@\n+# settings\n+{line}\n"),
+    )
+}
+
+/// Cases that need the target's tree or its policy (see CORPUS_POLICY).
+fn policy_cases() -> Vec<(&'static str, Vec<u8>, &'static str, Option<&'static str>)> {
+    let change = |i: usize| {
+        let patch = format!("--- /dev/null\n+++ b/src/m{i}.txt\n@@ -0,0 +1 @@\n+x\n");
+        json!({"path": format!("src/m{i}.txt"), "operation": "add", "sha256": sha256(&patch), "patch": patch})
+    };
+    vec![
+        (
+            "context-short-before",
+            changing(
+                "src/long.txt",
+                "update",
+                "--- a/src/long.txt\n+++ b/src/long.txt\n@@ -8,3 +8,3 @@\n l8\n-l9\n+L9\n l10\n",
+            ),
+            "patch.min_context",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "context-none-u0",
+            changing(
+                "src/long.txt",
+                "update",
+                "--- a/src/long.txt\n+++ b/src/long.txt\n@@ -9 +9 @@\n-l9\n+L9\n",
+            ),
+            "patch.min_context",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "context-short-after",
+            changing(
+                "src/long.txt",
+                "update",
+                "--- a/src/long.txt\n+++ b/src/long.txt\n@@ -6,4 +6,4 @@\n l6\n l7\n l8\n-l9\n+L9\n",
+            ),
+            "patch.min_context",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "deny-dir",
+            adding("secrets/token.txt", &["**"]),
+            "path.denied",
+            Some("/changes/0/path"),
+        ),
+        (
+            "deny-glob",
+            adding("deploy/server.pem", &["**"]),
+            "path.denied",
+            Some("/changes/0/path"),
+        ),
+        (
+            "deny-rename-source",
+            with(|v| {
+                let p = "diff --git a/secrets/a.txt b/public.txt\nsimilarity index 100%\nrename from secrets/a.txt\nrename to public.txt\n";
+                set_patch(v, p);
+                v["changes"][0]["path"] = "public.txt".into();
+                v["changes"][0]["from"] = "secrets/a.txt".into();
+                v["changes"][0]["operation"] = "rename".into();
+                v["file_targets"] = json!(["**"]);
+            }),
+            "path.denied",
+            Some("/changes/0/from"),
+        ),
+        (
+            "symlink-absolute",
+            symlink_to("/etc/passwd"),
+            "path.symlink_escape",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "symlink-dotdot",
+            symlink_to("../../home/user/.ssh"),
+            "path.symlink_escape",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "symlink-dotgit",
+            symlink_to(".git/hooks"),
+            "path.symlink_escape",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "symlink-dotgit-ntfs",
+            symlink_to("src/../.GIT./config"),
+            "path.symlink_escape",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "gitlink-new",
+            changing(
+                "vendor/lib",
+                "add",
+                "diff --git a/vendor/lib b/vendor/lib\nnew file mode 160000\nindex 0000000..1111111111111111111111111111111111111111\n--- /dev/null\n+++ b/vendor/lib\n@@ -0,0 +1 @@\n+Subproject commit 1111111111111111111111111111111111111111\n",
+            ),
+            "path.gitlink",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "gitlink-update",
+            changing(
+                "sub",
+                "update",
+                "--- a/sub\n+++ b/sub\n@@ -1 +1 @@\n-Subproject commit 0000000000000000000000000000000000000000\n+Subproject commit 1111111111111111111111111111111111111111\n",
+            ),
+            "path.gitlink",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "through-submodule",
+            adding("sub/x.txt", &["**"]),
+            "path.through_link",
+            Some("/changes/0/path"),
+        ),
+        (
+            "below-a-new-file",
+            with(|v| {
+                let a = "--- /dev/null\n+++ b/src/d\n@@ -0,0 +1 @@\n+x\n";
+                let b = "--- /dev/null\n+++ b/src/d/x\n@@ -0,0 +1 @@\n+x\n";
+                v["changes"] = json!([
+                    {"path": "src/d", "operation": "add", "patch": a, "sha256": sha256(a)},
+                    {"path": "src/d/x", "operation": "add", "patch": b, "sha256": sha256(b)},
+                ]);
+            }),
+            "path.through_link",
+            Some("/changes/1/path"),
+        ),
+        (
+            "bad-mode",
+            changing(
+                "src/x.sh",
+                "add",
+                "diff --git a/src/x.sh b/src/x.sh\nnew file mode 100777\n--- /dev/null\n+++ b/src/x.sh\n@@ -0,0 +1 @@\n+x\n",
+            ),
+            "patch.bad_mode",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "secret-aws-key",
+            adding_line("aws_key_id = AKIAQ3EGRQ7SMPLEKEY7"),
+            "secret.detected",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "secret-github-token",
+            adding_line("token: ghp_R3alLooking7okenThatIsFake0123456789"),
+            "secret.detected",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "secret-private-key",
+            changing(
+                "src/id_rsa",
+                "add",
+                "--- /dev/null\n+++ b/src/id_rsa\n@@ -0,0 +1,3 @@\n+-----BEGIN RSA PRIVATE KEY-----\n+MIIEowIBAAKCAQEA7fakefakefake\n+-----END RSA PRIVATE KEY-----\n",
+            ),
+            "secret.detected",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "secret-password",
+            adding_line("password = \"Sup3r-S3cret-Passw0rd\""),
+            "secret.detected",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "secret-in-description",
+            with(|v| v["description"] = "use AKIAQ3EGRQ7SMPLEKEY7 to deploy".into()),
+            "secret.detected",
+            Some("/description"),
+        ),
+        (
+            "unknown-check",
+            with(|v| v["checks"] = json!(["unit", "lint"])),
+            "check.unknown",
+            Some("/checks/1"),
+        ),
+        (
+            "inline-check-not-allowed",
+            with(|v| v["checks"] = json!(["rm -rf /"])),
+            "check.inline_refused",
+            Some("/checks/0"),
+        ),
+        (
+            "policy-limit-files",
+            with(|v| v["changes"] = (0..4).map(change).collect::<Vec<_>>().into()),
+            "limit.files",
+            Some("/changes"),
+        ),
+        (
+            "policy-limit-change-bytes",
+            adding_line(&"y".repeat(5000)),
+            "limit.change_bytes",
+            Some("/changes/0/patch"),
+        ),
+        (
+            "rename-onto-existing",
+            with(|v| {
+                let p = "diff --git a/src/long.txt b/README.md\nsimilarity index 100%\nrename from src/long.txt\nrename to README.md\n";
+                set_patch(v, p);
+                v["changes"][0]["path"] = "README.md".into();
+                v["changes"][0]["from"] = "src/long.txt".into();
+                v["changes"][0]["operation"] = "rename".into();
+                v["file_targets"] = json!(["**"]);
+            }),
+            "operation.exists",
+            Some("/changes/0/path"),
+        ),
+        (
+            "rename-from-mismatch",
+            with(|v| {
+                let p = "diff --git a/src/long.txt b/src/short.txt\nsimilarity index 100%\nrename from src/long.txt\nrename to src/short.txt\n";
+                set_patch(v, p);
+                v["changes"][0]["path"] = "src/short.txt".into();
+                v["changes"][0]["from"] = "src/other.txt".into();
+                v["changes"][0]["operation"] = "rename".into();
+            }),
+            "request.path_mismatch",
+            Some("/changes/0/from"),
+        ),
+    ]
 }
 
 /// A request whose one change adds `path` (patch and hash made to agree).
@@ -528,7 +870,8 @@ fn every_problem_is_reported_not_only_the_first() {
         v["priority"] = 42.into();
         v["changes"][0]["sha256"] = sha256("x").into();
     });
-    let p = repo.home.path().join("many.json");
+    let inputs = tempfile::tempdir().unwrap();
+    let p = inputs.path().join("many.json");
     std::fs::write(&p, bytes).unwrap();
     let (out, _) = repo.fails(&["validate", "--format", "json", p.to_str().unwrap()], 1);
     let doc: Value = serde_json::from_str(&out).unwrap();
@@ -630,4 +973,131 @@ fn size_limits_stop_a_runaway_agent() {
         "limit.files",
         Some("/changes"),
     );
+}
+
+/// Every byte git stores: all objects (loose and packed) with their contents.
+fn all_objects(repo: &TestRepo) -> Vec<u8> {
+    let out = std::process::Command::new("git")
+        .current_dir(repo.path())
+        .args(["cat-file", "--batch-all-objects", "--batch"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Every file below the git directory (refs, index, logs, objects), concatenated.
+fn git_dir_bytes(repo: &TestRepo) -> Vec<u8> {
+    let mut all = Vec::new();
+    for line in listing(&repo.git_dir()) {
+        let path = line.rsplit_once(' ').unwrap().0;
+        if let Ok(b) = std::fs::read(path) {
+            all.extend(b);
+        }
+    }
+    all
+}
+
+#[test]
+fn secrets_are_never_stored_or_echoed() {
+    let repo = TestRepo::new();
+    // Control: a path the policy exempts is stored, so the search below can find a secret.
+    std::fs::create_dir_all(repo.path().join(".hyperion")).unwrap();
+    std::fs::write(
+        repo.path().join(".hyperion/policy.toml"),
+        "[secrets]\nallow_paths = [\"fixtures/**\"]\n",
+    )
+    .unwrap();
+    repo.git(&["add", ".hyperion"]);
+    repo.git(&["commit", "-q", "-m", "policy"]);
+    let control = "AKIAZZZZCONTROL77777Z";
+    let inputs = tempfile::tempdir().unwrap();
+    let fixture = inputs.path().join("fixture.json");
+    std::fs::write(
+        &fixture,
+        changing_in(
+            "fixtures/keys.txt",
+            &format!("--- /dev/null\n+++ b/fixtures/keys.txt\n@@ -0,0 +1 @@\n+{control}\n"),
+        ),
+    )
+    .unwrap();
+    repo.ok(&["enqueue", fixture.to_str().unwrap()]);
+    assert!(
+        contains(&all_objects(&repo), control),
+        "the control is stored"
+    );
+    let refs_before = repo.hyperion_refs();
+
+    // A batch with one good request and one with a secret: nothing of either is stored.
+    let dir = inputs.path().join("batch");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("1.json"),
+        serde_json::to_vec(&request(7, "good")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("2.json"),
+        adding_line(&format!("aws = {}", SECRETS[0])),
+    )
+    .unwrap();
+    let diff = inputs.path().join("leak.diff");
+    std::fs::write(
+        &diff,
+        format!(
+            "diff --git a/src/k.txt b/src/k.txt\nnew file mode 100644\n--- /dev/null\n+++ b/src/k.txt\n@@ -0,0 +1,2 @@\n+x\n+{}\n",
+            SECRETS[1]
+        ),
+    )
+    .unwrap();
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["enqueue", dir.to_str().unwrap()],
+        vec!["enqueue", "--format", "json", dir.to_str().unwrap()],
+        vec!["enqueue", "--dry-run", dir.to_str().unwrap()],
+        vec!["validate", "--format", "json", dir.to_str().unwrap()],
+        vec![
+            "enqueue",
+            "--patch",
+            diff.to_str().unwrap(),
+            "--task",
+            "T",
+            "--agent",
+            "a",
+        ],
+    ];
+    for args in runs {
+        let out = repo.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let text = [out.stdout, out.stderr].concat();
+        assert!(contains(&text, "secret.detected"), "{args:?}");
+        for s in SECRETS {
+            assert!(!contains(&text, s), "{args:?} echoed a secret");
+        }
+    }
+    assert_eq!(repo.hyperion_refs(), refs_before, "no ref moved");
+    let objects = all_objects(&repo);
+    let files = git_dir_bytes(&repo);
+    for s in SECRETS {
+        assert!(!contains(&objects, s), "an object holds {s}");
+        assert!(
+            !contains(&files, s),
+            "a file in the git directory holds {s}"
+        );
+    }
+    assert!(
+        !contains(&objects, "src/f7.txt"),
+        "the good request of the refused batch is not stored either"
+    );
+}
+
+fn changing_in(path: &str, patch: &str) -> Vec<u8> {
+    with(|v| {
+        set_patch(v, patch);
+        v["changes"][0]["path"] = path.into();
+        v["file_targets"] = json!(["**"]);
+    })
 }

@@ -10,21 +10,24 @@ use super::{Ctx, print_json};
 /// Settings are read from git config at every level git reads (system, global, local,
 /// worktree); a setting that is set nowhere shows its default. Change one with
 /// `git config hyperion.<name> VALUE`.
+///
+/// The rules of the target branch's policy follow as `policy.*` rows, with the origin
+/// `policy:BRANCH:.hyperion/policy.toml` for values the file sets and `default` for the rest.
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
 #[derive(serde::Serialize)]
 struct Row {
-    key: &'static str,
+    key: String,
     value: String,
     origin: String,
-    help: &'static str,
+    help: String,
 }
 
 pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
     let store = ctx.store()?;
     // Validate first, so a bad value is reported with its key.
-    hyperion::settings::Settings::load(store.repo())?;
+    let settings = hyperion::settings::Settings::load(store.repo())?;
     let out = Command::new("git")
         .arg("--git-dir")
         .arg(store.git_dir())
@@ -56,21 +59,93 @@ pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
             .next();
         let (origin, value) = found.unwrap_or_else(|| ("default".into(), k.default.to_owned()));
         rows.push(Row {
-            key: k.name,
+            key: k.name.to_owned(),
             value,
             origin,
-            help: k.help,
+            help: k.help.to_owned(),
         });
     }
+    rows.extend(policy_rows(&store, &settings.target)?);
     if ctx.json() {
         print_json(&rows);
     } else {
+        let w = |f: fn(&Row) -> usize| rows.iter().map(f).max().unwrap_or(0);
+        let (wk, wv, wo) = (
+            w(|r| r.key.len()),
+            w(|r| r.value.chars().count().min(30)),
+            w(|r| r.origin.len()),
+        );
         for r in &rows {
             println!(
-                "{:<24} {:<10} {:<40} # {}",
+                "{:<wk$} {:<wv$} {:<wo$} # {}",
                 r.key, r.value, r.origin, r.help
             );
         }
     }
     Ok(())
+}
+
+/// The effective policy of `target` as rows: a value the policy file sets has the origin
+/// `policy:TARGET:.hyperion/policy.toml`, the others `default`.
+fn policy_rows(store: &hyperion::store::Store, target: &str) -> CmdResult<Vec<Row>> {
+    let repo = store.repo();
+    let name = format!("refs/heads/{target}");
+    let tree = match repo
+        .try_find_reference(name.as_str())
+        .map_err(|e| CommandError::env("env.git", format!("could not read {name}: {e}")))?
+    {
+        Some(mut r) => Some(
+            r.peel_to_commit()
+                .and_then(|c| c.tree_id())
+                .map_err(|e| CommandError::env("env.git", format!("could not read {name}: {e}")))?
+                .detach(),
+        ),
+        None => None,
+    };
+    let policy = hyperion::policy::Policy::load(repo, tree, target)?;
+    let origin = policy
+        .origin
+        .as_ref()
+        .map(|o| format!("policy:{o}"))
+        .unwrap_or_default();
+    Ok(policy
+        .settings()
+        .into_iter()
+        .map(|(key, value, set)| Row {
+            help: policy_help(&key),
+            key: format!("policy.{key}"),
+            value,
+            origin: if set {
+                origin.clone()
+            } else {
+                "default".to_owned()
+            },
+        })
+        .collect())
+}
+
+fn policy_help(key: &str) -> String {
+    let fixed = match key {
+        "limits.change_bytes" => "largest patch of one change, in bytes",
+        "limits.request_bytes" => "largest total of a request's patches, in bytes",
+        "limits.files" => "most changes (files) in one request",
+        "patch.min_context" => "context lines a hunk needs, except at the start/end of a file",
+        "paths.deny" => "globs of paths no request may touch",
+        "paths.allow_gitlinks" => "whether requests may change submodules",
+        "checks.allow_inline" => "whether requests may name inline commands as checks",
+        "checks.inline_allow" => "globs an inline command must match",
+        "checks.inline_timeout" => "timeout of an inline command",
+        "secrets.rules" => "secret rules applied to added lines",
+        "secrets.allow_paths" => "globs of paths not scanned for secrets",
+        _ => "",
+    };
+    if !fixed.is_empty() {
+        return fixed.to_owned();
+    }
+    match key.strip_prefix("checks.").and_then(|k| k.rsplit_once('.')) {
+        Some((name, "run")) => format!("check '{name}': program and arguments"),
+        Some((name, "timeout")) => format!("check '{name}': timeout"),
+        Some((name, "env")) => format!("check '{name}': environment"),
+        _ => String::new(),
+    }
 }

@@ -16,6 +16,7 @@ mod gc;
 mod heartbeat;
 mod init;
 mod list;
+mod policy;
 mod release;
 mod requeue;
 mod rollback;
@@ -83,6 +84,7 @@ pub enum LogFormat {
 pub enum Command {
     Init(init::Args),
     Config(config::Args),
+    Policy(policy::Args),
     Enqueue(enqueue::Args),
     Validate(validate::Args),
     List(list::Args),
@@ -141,6 +143,7 @@ pub fn run(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Init(a) => init::run(a, &ctx),
         Command::Config(a) => config::run(a, &ctx),
+        Command::Policy(a) => policy::run(a, &ctx),
         Command::Enqueue(a) => enqueue::run(a, &ctx),
         Command::Validate(a) => validate::run(a, &ctx),
         Command::List(a) => list::run(a, &ctx),
