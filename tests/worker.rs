@@ -226,8 +226,11 @@ fn revalidation_at_lease_time_makes_a_validation_dead_letter() {
 #[test]
 fn a_patch_already_on_the_target_is_refused_as_empty() {
     let repo = TestRepo::new();
-    enqueue_edit(&repo, "T-1", "README.md", "hello\nagain\n");
-    commit_file(&repo, "README.md", "hello\nagain\n");
+    let base: String = (1..=10).map(|i| format!("line {i}\n")).collect();
+    commit_file(&repo, "f.txt", &base);
+    let edited = base.replace("line 5\n", "line five\n");
+    enqueue_edit(&repo, "T-1", "f.txt", &edited);
+    commit_file(&repo, "f.txt", &edited);
     let reports = drain(&repo);
     assert_eq!(reports[0]["result"], "dead");
     assert_eq!(reports[0]["code"], "apply.empty");
@@ -416,7 +419,7 @@ fn checks_run_in_a_pooled_worktree_and_decide() {
     commit_file(
         &repo,
         ".hyperion/policy.toml",
-        "[checks.pass]\nrun = [\"sh\", \"-c\", \"test -f f.txt && echo saw f.txt\"]\n\n[checks.fail]\nrun = [\"sh\", \"-c\", \"echo broken >&2; exit 4\"]\n\n[checks.slow]\nrun = [\"sleep\", \"30\"]\ntimeout = \"500ms\"\n",
+        "[checks.pass]\nrun = [\"sh\", \"-c\", \"test -f f.txt && echo saw f.txt\"]\n\n[checks.fail]\nrun = [\"sh\", \"-c\", \"echo broken >&2; exit 4\"]\n\n[checks.slow]\nrun = [\"sleep\", \"30\"]\ntimeout = \"1s\"\n",
     );
     repo.git(&["config", "hyperion.maxAttempts", "1"]);
     let with_checks = |task: &str, file: &str, check: &str| {
@@ -442,7 +445,23 @@ fn checks_run_in_a_pooled_worktree_and_decide() {
     let good = with_checks("T-1", "f.txt", "pass");
     let bad = with_checks("T-2", "g.txt", "fail");
     let slow = with_checks("T-3", "h.txt", "slow");
-    let unknown = with_checks("T-4", "i.txt", "nope");
+    // A check the policy does not define is refused at enqueue already.
+    let patch = repo.home.path().join("T-1.diff");
+    let (_, err) = repo.fails(
+        &[
+            "enqueue",
+            "--patch",
+            patch.to_str().unwrap(),
+            "--task",
+            "T-9",
+            "--agent",
+            "a",
+            "--check",
+            "nope",
+        ],
+        1,
+    );
+    assert!(err.contains("check.unknown"), "{err}");
     let reports = drain(&repo);
     let by_id = |id: &str| reports.iter().find(|r| r["id"] == id).unwrap().clone();
 
@@ -479,12 +498,6 @@ fn checks_run_in_a_pooled_worktree_and_decide() {
     assert_eq!(s["class"], "check");
     assert!(s["duration_ms"].as_u64().unwrap() < 10_000);
 
-    let u = by_id(&unknown);
-    assert_eq!(
-        (u["class"].as_str(), u["code"].as_str()),
-        (Some("validation"), Some("check.unknown")),
-        "{u}"
-    );
     // Only the good one landed; the user's checkout is untouched and clean.
     assert_eq!(repo.git(&["show", "main:f.txt"]), "content\n");
     assert_eq!(repo.git(&["rev-list", "--count", "main"]).trim(), "3");
