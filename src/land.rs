@@ -276,6 +276,7 @@ fn finish_interrupted(repo: &gix::Repository, name: &str, wt: &Path, marker: &Pa
     if let ([old, new], Ok(Some(tip))) = (ids.as_slice(), read_tip(repo, name))
         && tip == *old
     {
+        remove_stale_index_lock(wt);
         tracing::warn!(worktree = %wt.display(), "putting back a checkout a killed worker left half-moved");
         let index_is_new = git_in(wt)
             .args(["diff-index", "--quiet", "--cached", &new.to_string(), "--"])
@@ -356,7 +357,13 @@ fn bring_along(
                 message: format!("cannot run git: {e}"),
             })
     };
-    run(&["update-index", "-q", "--ignore-submodules", "--refresh"])?;
+    if !run(&["update-index", "-q", "--ignore-submodules", "--refresh"])? {
+        // A worker killed while git held the checkout's index leaves `index.lock` behind,
+        // and every later landing would see a dirty checkout. A lock that old is no live
+        // git's: remove it and try once more.
+        remove_stale_index_lock(wt);
+        run(&["update-index", "-q", "--ignore-submodules", "--refresh"])?;
+    }
     let clean = run(&["diff-files", "--quiet", "--ignore-submodules", "--"])?
         && run(&[
             "diff-index",
@@ -387,6 +394,29 @@ fn bring_along(
         let _ = std::fs::remove_file(marker);
     }
     result
+}
+
+fn remove_stale_index_lock(wt: &Path) {
+    let Ok(out) = git_in(wt)
+        .args(["rev-parse", "--git-path", "index.lock"])
+        .output()
+    else {
+        return;
+    };
+    let rel = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if rel.is_empty() {
+        return;
+    }
+    let lock = wt.join(rel);
+    let old = std::fs::metadata(&lock)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= crate::store::STALE_LOCK);
+    if old {
+        tracing::warn!(lock = %lock.display(), "removing an index lock left by a killed process");
+        let _ = std::fs::remove_file(&lock);
+    }
 }
 
 fn read_tree(wt: &Path, from: ObjectId, to: ObjectId) -> std::result::Result<(), NotMoved> {

@@ -14,7 +14,9 @@ const REQUESTS: usize = 48;
 /// A shared file of many lines; each request edits one line far from the others, so every
 /// order of landing merges cleanly and ends on the same tree.
 fn shared_file() -> String {
-    (0..REQUESTS * 6).map(|i| format!("line {i}\n")).collect()
+    (0..REQUESTS * 6 + 6)
+        .map(|i| format!("line {i}\n"))
+        .collect()
 }
 
 fn make_repo() -> TestRepo {
@@ -35,12 +37,12 @@ fn make_repo() -> TestRepo {
         } else {
             // One line of the shared file, written against the original.
             let n = i * 6 + 3;
+            let before: String = (n - 3..n).map(|l| format!(" line {l}\n")).collect();
+            let after: String = (n + 1..n + 4).map(|l| format!(" line {l}\n")).collect();
             format!(
-                "--- a/shared.txt\n+++ b/shared.txt\n@@ -{},3 +{},3 @@\n line {}\n-line {n}\n+line {n} edited by {i}\n line {}\n",
-                n,
-                n,
-                n - 1,
-                n + 1
+                "--- a/shared.txt\n+++ b/shared.txt\n@@ -{},7 +{},7 @@\n{before}-line {n}\n+line {n} edited by {i}\n{after}",
+                n - 2,
+                n - 2
             )
         };
         let p = dir.join(format!("{i}.diff"));
@@ -87,7 +89,11 @@ fn killed_workers_lose_nothing_and_land_nothing_twice() {
     let calm = make_repo();
     calm.ok(&["worker", "--drain"]);
     let calm_tree = calm.git(&["rev-parse", "main^{tree}"]);
-    assert!(statuses(&calm).iter().all(|(_, s)| s == "applied"));
+    assert!(
+        statuses(&calm).iter().all(|(_, s)| s == "applied"),
+        "{}",
+        calm.ok(&["list", "--format", "json"])
+    );
 
     let repo = make_repo();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -130,7 +136,12 @@ fn killed_workers_lose_nothing_and_land_nothing_twice() {
     let st = statuses(&repo);
     assert_eq!(st.len(), REQUESTS, "no request lost");
     for (id, s) in &st {
-        assert_eq!(s, "applied", "{id} ended {s}");
+        assert_eq!(
+            s,
+            "applied",
+            "{id} ended {s}: {}",
+            repo.json(&["show", id])["record"]
+        );
     }
     // Each request landed exactly once.
     let log = repo.git(&[
