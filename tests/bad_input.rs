@@ -1101,3 +1101,41 @@ fn changing_in(path: &str, patch: &str) -> Vec<u8> {
         v["file_targets"] = json!(["**"]);
     })
 }
+
+#[test]
+fn every_code_the_source_can_emit_is_in_the_catalogue() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let catalogue = std::fs::read_to_string(root.join("docs/errors.md")).unwrap();
+    let code = regex::Regex::new(
+        r#""((?:request|patch|path|operation|limit|secret|check|policy|queue|store|push|doctor|lease|config|env|apply|worker|hook)\.[a-z0-9_]+)""#,
+    )
+    .unwrap();
+    let mut found = std::collections::BTreeSet::new();
+    for line in listing(&root.join("src")) {
+        let file = line.rsplit_once(' ').unwrap().0;
+        if !file.ends_with(".rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        for c in code.captures_iter(&text) {
+            let c = c[1].to_owned();
+            // File names, not codes.
+            if [".json", ".toml", ".rs", ".md", ".patch"]
+                .iter()
+                .any(|ext| c.ends_with(ext))
+            {
+                continue;
+            }
+            found.insert(c);
+        }
+    }
+    assert!(found.len() > 40, "{found:?}");
+    let missing: Vec<&String> = found
+        .iter()
+        .filter(|c| !catalogue.contains(&format!("`{c}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "codes missing from docs/errors.md: {missing:?}"
+    );
+}

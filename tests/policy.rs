@@ -373,3 +373,22 @@ fn git_diff_output_passes_the_default_minimum_context() {
         "a",
     ]);
 }
+
+#[test]
+fn the_shipped_sample_policy_is_valid_and_enforced() {
+    let repo = TestRepo::new();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/policy.toml");
+    let out = repo.ok(&["policy", "check", sample.to_str().unwrap()]);
+    assert!(out.contains("(2 named check(s))"), "{out}");
+    commit_policy(&repo, &std::fs::read_to_string(&sample).unwrap());
+    let mut v = request(1, "s");
+    v["checks"] = json!(["unit", "fmt", "cargo test --doc"]);
+    let f = repo.write("ok.json", &v);
+    repo.ok(&["enqueue", "--dry-run", f.to_str().unwrap()]);
+    v["file_targets"] = json!(["**"]);
+    let patch = "--- /dev/null\n+++ b/.github/workflows/ci.yml\n@@ -0,0 +1 @@\n+on: push\n";
+    v["changes"][0] = json!({"path": ".github/workflows/ci.yml", "operation": "add", "patch": patch, "sha256": sha256(patch)});
+    let f = repo.write("ci.json", &v);
+    let (_, err) = repo.fails(&["enqueue", f.to_str().unwrap()], 1);
+    assert!(err.contains("[path.denied]"), "{err}");
+}
