@@ -478,17 +478,7 @@ impl Queue {
             });
         }
         let (next, event) = self.leased(&current, worker, lease);
-        let mut ix = self.index()?;
-        let result = self.transition(&mut ix, tip, &next, &event, &[], false);
-        self.done(ix)?;
-        match result {
-            Ok(_) => Ok(next),
-            Err(Error::Conflict { .. }) => Err(Error::Conflict {
-                id,
-                what: "another process changed it first".into(),
-            }),
-            Err(e) => Err(e),
-        }
+        self.apply_transition(id, tip, next, &event)
     }
 
     /// Record that the commit of applied request `id` was reverted by `revert`.
@@ -517,8 +507,19 @@ impl Queue {
             at: now,
             leased_until: None,
         };
+        self.apply_transition(id, tip, next, &event)
+    }
+
+    /// One transition of `id` from `tip` outside a lease, with the index brought along.
+    fn apply_transition(
+        &self,
+        id: String,
+        tip: ObjectId,
+        next: Record,
+        event: &Event,
+    ) -> Result<Record> {
         let mut ix = self.index()?;
-        let result = self.transition(&mut ix, tip, &next, &event, &[], false);
+        let result = self.transition(&mut ix, tip, &next, event, &[], false);
         self.done(ix)?;
         match result {
             Ok(_) => Ok(next),
