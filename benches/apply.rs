@@ -115,6 +115,27 @@ fn clone_bare(seed: &Path, to: &Path) {
     );
 }
 
+/// Each request's share of the pipeline: the worker reports a batch's requests together when
+/// it lands them, so the time from the previous burst of reports to the end of this one,
+/// its lease included, is divided among the burst's requests.
+fn per_request(started: Instant, at: &[Instant]) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(at.len());
+    let mut burst_start = 0;
+    let mut prev_end = started;
+    for i in 0..at.len() {
+        let last_of_burst =
+            i + 1 == at.len() || at[i + 1].duration_since(at[i]) > Duration::from_micros(200);
+        if last_of_burst {
+            let k = (i + 1 - burst_start) as u32;
+            let share = at[i].duration_since(prev_end) / k;
+            out.extend(std::iter::repeat_n(share, k as usize));
+            prev_end = at[i];
+            burst_start = i + 1;
+        }
+    }
+    out
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -165,9 +186,8 @@ fn run_pair(tmp: &Path, seed: &Path, range: std::ops::Range<usize>, check: bool)
     queue.enqueue(&reqs, "bench").expect("enqueue");
     queue.close_index().expect("close");
     let worker = Worker::new(&queue, "bench-worker".into(), None);
-    let mut per_request = Vec::new();
+    let mut at = Vec::new();
     let started = Instant::now();
-    let mut last = started;
     let reports = worker
         .run(
             &Options {
@@ -178,17 +198,12 @@ fn run_pair(tmp: &Path, seed: &Path, range: std::ops::Range<usize>, check: bool)
                 poll: Duration::from_millis(50),
             },
             &Stop::default(),
-            &mut |_| {
-                // Time between consecutive reports: each request's share of the pipeline,
-                // its batch's lease included.
-                let now = Instant::now();
-                per_request.push(now - last);
-                last = now;
-            },
+            &mut |_| at.push(Instant::now()),
             &mut |_| {},
         )
         .expect("worker runs");
     let hy_per = started.elapsed() / n as u32;
+    let per_request = per_request(started, &at);
     let landed = reports
         .iter()
         .filter(|r| r.result == Result_::Landed)

@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gix::ObjectId;
-use gix::bstr::{BString, ByteSlice};
-use gix::refs::Target;
-use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+use gix::bstr::ByteSlice;
 
 use crate::error::{Error, Result};
 use crate::model::ChangeRequest;
@@ -202,6 +200,8 @@ pub fn advance(
     reflog: &str,
     who: &Person,
 ) -> Result<std::result::Result<(), NotMoved>> {
+    // A checkout brought along reads the new commits with git itself.
+    crate::pack::persist(repo)?;
     let checkouts = checkouts(repo, name);
     let mut updated: Vec<&Path> = Vec::new();
     for wt in &checkouts {
@@ -218,32 +218,29 @@ pub fn advance(
             }
         }
     }
-    let edit = RefEdit {
-        change: Change::Update {
-            log: LogChange {
-                mode: RefLog::AndReference,
-                force_create_reflog: false,
-                message: BString::from(reflog),
-            },
-            expected: PreviousValue::MustExistAndMatch(Target::Object(old)),
-            new: Target::Object(new),
+    let result = crate::refs::cas(
+        repo,
+        name,
+        Some(old),
+        new,
+        &crate::refs::LogLine {
+            name: &who.name,
+            email: &who.email,
+            at: jiff::Timestamp::now(),
+            message: reflog,
         },
-        name: name.try_into().map_err(Error::git)?,
-        deref: false,
+    );
+    let failed = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(moved)) => Some(Ok(Err(NotMoved::Moved { now: moved.now }))),
+        Err(e) => Some(Err(e)),
     };
-    let sig = who.signature(jiff::Timestamp::now());
-    let mut time_buf = gix::date::parse::TimeBuf::default();
-    let result = repo.edit_references_as([edit], Some(sig.to_ref(&mut time_buf)));
-    if let Err(e) = result {
+    if let Some(failed) = failed {
         for done in &updated {
             let _ = read_tree(done, new, old);
             let _ = std::fs::remove_file(marker_path(repo, done));
         }
-        let now = read_tip(repo, name)?;
-        if now != Some(old) {
-            return Ok(Err(NotMoved::Moved { now }));
-        }
-        return Err(Error::git(format!("could not update {name}: {e}")));
+        return failed;
     }
     for done in &updated {
         let _ = std::fs::remove_file(marker_path(repo, done));
@@ -536,12 +533,22 @@ pub fn read_note(repo: &gix::Repository, commit: ObjectId) -> Result<Option<Stri
 /// Add (or replace) the note on `commit` in `refs/notes/hyperion`, by compare-and-swap on the
 /// notes ref, retried while other workers add theirs.
 pub fn add_note(repo: &gix::Repository, commit: ObjectId, text: &str, who: &Person) -> Result<()> {
-    let blob = repo
-        .write_blob(text.as_bytes())
-        .map_err(|e| Error::git(format!("cannot write a note: {e}")))?
-        .detach();
-    let hex = commit.to_string();
-    let path = format!("{}/{}", &hex[..2], &hex[2..]);
+    add_notes(repo, &[(commit, text.to_owned())], who)
+}
+
+/// [`add_note`] for many commits in one notes commit.
+pub fn add_notes(repo: &gix::Repository, notes: &[(ObjectId, String)], who: &Person) -> Result<()> {
+    if notes.is_empty() {
+        return Ok(());
+    }
+    let mut blobs = Vec::with_capacity(notes.len());
+    for (commit, text) in notes {
+        let blob = repo
+            .write_blob(text.as_bytes())
+            .map_err(|e| Error::git(format!("cannot write a note: {e}")))?
+            .detach();
+        blobs.push((commit.to_string(), blob));
+    }
     for attempt in 0..50u32 {
         let tip = read_tip(repo, NOTES_REF)?;
         let base_tree = match tip {
@@ -551,13 +558,16 @@ pub fn add_note(repo: &gix::Repository, commit: ObjectId, text: &str, who: &Pers
         let mut editor = repo
             .edit_tree(base_tree)
             .map_err(|e| Error::git(format!("cannot edit the notes tree: {e}")))?;
-        // A note git wrote without fan-out for the same commit would shadow ours.
-        editor
-            .remove(hex.as_str())
-            .map_err(|e| Error::git(format!("cannot edit the notes tree: {e}")))?;
-        editor
-            .upsert(path.as_str(), gix::objs::tree::EntryKind::Blob, blob)
-            .map_err(|e| Error::git(format!("cannot edit the notes tree: {e}")))?;
+        for (hex, blob) in &blobs {
+            // A note git wrote without fan-out for the same commit would shadow ours.
+            editor
+                .remove(hex.as_str())
+                .map_err(|e| Error::git(format!("cannot edit the notes tree: {e}")))?;
+            let path = format!("{}/{}", &hex[..2], &hex[2..]);
+            editor
+                .upsert(path.as_str(), gix::objs::tree::EntryKind::Blob, *blob)
+                .map_err(|e| Error::git(format!("cannot edit the notes tree: {e}")))?;
+        }
         let tree = editor
             .write()
             .map_err(|e| Error::git(format!("cannot write the notes tree: {e}")))?
@@ -574,34 +584,23 @@ pub fn add_note(repo: &gix::Repository, commit: ObjectId, text: &str, who: &Pers
             now,
             "Notes added by 'git hyperion'\n",
         )?;
-        let expected = match tip {
-            Some(t) => PreviousValue::MustExistAndMatch(Target::Object(t)),
-            None => PreviousValue::MustNotExist,
-        };
-        let edit = RefEdit {
-            change: Change::Update {
-                log: LogChange {
-                    mode: RefLog::AndReference,
-                    force_create_reflog: false,
-                    message: BString::from("hyperion: note"),
-                },
-                expected,
-                new: Target::Object(note_commit),
+        let moved = crate::refs::cas(
+            repo,
+            NOTES_REF,
+            tip,
+            note_commit,
+            &crate::refs::LogLine {
+                name: &who.name,
+                email: &who.email,
+                at: now,
+                message: "hyperion: note",
             },
-            name: NOTES_REF.try_into().map_err(Error::git)?,
-            deref: false,
-        };
-        let sig = who.signature(now);
-        let mut time_buf = gix::date::parse::TimeBuf::default();
-        match repo.edit_references_as([edit], Some(sig.to_ref(&mut time_buf))) {
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                if read_tip(repo, NOTES_REF)? == tip && attempt > 10 {
-                    return Err(Error::git(format!("could not update {NOTES_REF}: {e}")));
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1 + u64::from(attempt)));
-            }
+        )?;
+        if moved.is_ok() {
+            return Ok(());
         }
+        // Another worker added its notes first: edit on top of theirs.
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(attempt % 4)));
     }
     Err(Error::git(format!(
         "could not update {NOTES_REF}: too many concurrent writers"

@@ -19,6 +19,7 @@ pub mod patch;
 pub mod paths;
 pub mod policy;
 pub mod queue;
+pub mod refs;
 pub mod rollback;
 pub mod settings;
 pub mod store;

@@ -150,3 +150,127 @@ fn sha1(data: &[u8]) -> ObjectId {
     h.update(data);
     h.try_finalize().expect("sha1 of bytes in memory")
 }
+
+/// Up to this many objects are written loose; more become one pack.
+const LOOSE_AT_MOST: usize = 6;
+
+/// Once this many packs exist, small ones are rolled up (see [`roll_up`]).
+const PACKS_BEFORE_ROLL_UP: usize = 40;
+
+/// Write the objects held in `repo`'s object memory to disk: a few as loose objects, more as
+/// one pack. Hyperion's repository handles keep new objects in memory (see
+/// [`crate::store::Store::from_repo`]) until a ref is about to point at them, so that
+/// everything one step of work writes — a batch of leases, a chain of landed commits with
+/// their notes and records — reaches the disk as one pack instead of dozens of small files.
+/// Every ref update and every git subprocess that reads new objects calls this first.
+/// Returns how many objects were written.
+pub fn persist(repo: &gix::Repository) -> crate::Result<usize> {
+    let Some(memory) = repo.objects.reset_object_memory() else {
+        return Ok(0);
+    };
+    let n = memory.len();
+    if n == 0 {
+        return Ok(0);
+    }
+    let objects_dir = repo.common_dir().join("objects");
+    let write = || {
+        if n <= LOOSE_AT_MOST {
+            let odb: &gix::odb::Cache<_> = &repo.objects;
+            memory.iter().try_for_each(|(_, (kind, data))| {
+                gix::objs::Write::write_buf(odb, *kind, data)
+                    .map(|_| ())
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            })
+        } else {
+            let mut pack = PackBuilder::new();
+            for (kind, data) in memory.values() {
+                pack.add(*kind, data.clone());
+            }
+            pack.write(&objects_dir).map(|_| ())
+        }
+    };
+    // A concurrent `git repack -d` (another worker rolling packs up) prunes emptied
+    // `objects/xx/` directories under a writer's feet; git retries such writes, so do we.
+    let mut written = write();
+    for _ in 0..3 {
+        if written.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        written = write();
+    }
+    if let Err(e) = written {
+        // Keep them for a retry: nothing points at them yet.
+        for (kind, data) in memory.values() {
+            let _ = gix::objs::Write::write_buf(&repo.objects, *kind, data);
+        }
+        return Err(crate::Error::io(
+            format!("could not write objects in {}", objects_dir.display()),
+            e,
+        ));
+    }
+    if n > LOOSE_AT_MOST {
+        roll_up(repo);
+    }
+    Ok(n)
+}
+
+/// Drop the objects held in memory (a dry run's commits): nothing points at them.
+pub fn discard(repo: &gix::Repository) {
+    repo.objects.reset_object_memory();
+}
+
+/// Keep the number of packs small: every worker batch writes one, and object lookups slow
+/// down with many. When more than [`PACKS_BEFORE_ROLL_UP`] exist, `git repack -d
+/// --geometric=2` merges the small ones (the large base pack stays as it is), under a lock so
+/// that concurrent workers do not repack at once. Best effort: a failure only costs speed.
+fn roll_up(repo: &gix::Repository) {
+    let common = repo.common_dir();
+    let packs = std::fs::read_dir(common.join("objects/pack"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+                .count()
+        })
+        .unwrap_or(0);
+    if packs < PACKS_BEFORE_ROLL_UP {
+        return;
+    }
+    let lock = common.join("hyperion/repack.lock");
+    let _ = std::fs::create_dir_all(common.join("hyperion"));
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock);
+    if held.is_err() {
+        // Another process is at it — or died at it long ago.
+        if std::fs::metadata(&lock)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(600))
+        {
+            let _ = std::fs::remove_file(&lock);
+        }
+        return;
+    }
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(common)
+        .args(["repack", "-d", "-q", "--geometric=2"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    let _ = std::fs::remove_file(&lock);
+    match out {
+        Ok(o) if o.status.success() => {
+            tracing::debug!(packs, took = ?started.elapsed(), "rolled up small packs");
+        }
+        Ok(o) => tracing::warn!(
+            packs,
+            stderr = %String::from_utf8_lossy(&o.stderr).trim(),
+            "could not roll up small packs"
+        ),
+        Err(e) => tracing::warn!(packs, error = %e, "could not run git repack"),
+    }
+}

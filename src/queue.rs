@@ -410,24 +410,37 @@ impl Queue {
         };
         let mut leased = Vec::new();
         let mut failure = None;
-        for (tip, current) in candidates {
-            if leased.len() >= batch {
-                break;
+        let mut candidates = candidates.into_iter().peekable();
+        while leased.len() < batch && candidates.peek().is_some() {
+            // Prepare as many leases as are missing, write their objects as one pack (at the
+            // first ref update), then move their refs one by one.
+            let mut prepared = Vec::new();
+            for (tip, current) in candidates.by_ref().take(batch - leased.len()) {
+                let (next, event) = self.leased(&current, worker, lease);
+                match self.prepare(tip, &next, &event, &[], false) {
+                    Ok(commit) => prepared.push((tip, commit, next, event)),
+                    Err(e) => {
+                        tracing::warn!(request = %current.id, worker, error = %e, "could not lease; skipped");
+                        failure.get_or_insert(e);
+                    }
+                }
             }
-            let (next, event) = self.leased(&current, worker, lease);
-            match self.transition(&mut ix, tip, &next, &event, &[], false) {
-                Ok(_) => {
-                    tracing::info!(request = %next.id, task = %next.task_id, worker, "leased");
-                    leased.push(next);
-                }
-                Err(Error::Conflict { .. }) => {
-                    tracing::debug!(request = %current.id, worker, "lost the race for a lease");
-                }
-                // One request that cannot be leased (say, its ref is locked by a writer that
-                // died) must not stop the queue: skip it, and report only if nothing worked.
-                Err(e) => {
-                    tracing::warn!(request = %current.id, worker, error = %e, "could not lease; skipped");
-                    failure.get_or_insert(e);
+            for (tip, commit, next, event) in prepared {
+                match self.finish(&mut ix, tip, commit, &next, &event) {
+                    Ok(()) => {
+                        tracing::info!(request = %next.id, task = %next.task_id, worker, "leased");
+                        leased.push(next);
+                    }
+                    Err(Error::Conflict { .. }) => {
+                        tracing::debug!(request = %next.id, worker, "lost the race for a lease");
+                    }
+                    // One request that cannot be leased (say, its ref is locked by a writer
+                    // that died) must not stop the queue: skip it, and report only if nothing
+                    // worked.
+                    Err(e) => {
+                        tracing::warn!(request = %next.id, worker, error = %e, "could not lease; skipped");
+                        failure.get_or_insert(e);
+                    }
                 }
             }
         }
@@ -591,6 +604,63 @@ impl Queue {
     /// attempts remain, else a dead letter).
     pub fn complete(&self, id: &str, worker: &str, outcome: Outcome) -> Result<Record> {
         self.with_lease(id, worker, |q, _, r| {
+            let (next, event, artifacts) = q.completed(r, worker, outcome);
+            Ok((next, event, artifacts, false))
+        })
+    }
+
+    /// [`Queue::complete`] for many requests held by `worker`: every record's objects are
+    /// written as one pack, then each ref moves. One result per item, in order; an error of
+    /// one item does not stop the others.
+    pub fn complete_many(
+        &self,
+        worker: &str,
+        items: Vec<(String, Outcome)>,
+    ) -> Result<Vec<Result<Record>>> {
+        let mut out: Vec<Option<Result<Record>>> = Vec::with_capacity(items.len());
+        let mut prepared = Vec::new();
+        for (i, (id, outcome)) in items.into_iter().enumerate() {
+            out.push(None);
+            let step = self.held(&id, worker).and_then(|(id, tip, r)| {
+                let (next, event, artifacts) = self.completed(&r, worker, outcome);
+                let commit = self.prepare(tip, &next, &event, &artifacts, false)?;
+                Ok((id, tip, commit, next, event))
+            });
+            match step {
+                Ok(p) => prepared.push((i, p)),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        let mut ix = self.index()?;
+        for (i, (id, tip, commit, next, event)) in prepared {
+            out[i] = Some(match self.finish(&mut ix, tip, commit, &next, &event) {
+                Ok(()) => {
+                    tracing::info!(request = %id, worker, action = event.action.as_str(), to = %next.status, "transition");
+                    Ok(next)
+                }
+                Err(Error::Conflict { .. }) => Err(Error::Conflict {
+                    id,
+                    what: "another process changed it first (lease lost?)".into(),
+                }),
+                Err(e) => Err(e),
+            });
+        }
+        self.done(ix)?;
+        Ok(out
+            .into_iter()
+            .map(|r| r.expect("every item has a result"))
+            .collect())
+    }
+
+    /// The record and event of `worker` finishing `r` with `outcome`.
+    fn completed(
+        &self,
+        r: &Record,
+        worker: &str,
+        outcome: Outcome,
+    ) -> (Record, Event, Vec<Artifact>) {
+        {
+            let q = self;
             let now = q.now();
             let mut next = r.clone();
             next.lease_owner = None;
@@ -614,7 +684,7 @@ impl Queue {
                     next.error = None;
                     next.landed_commit = Some(commit.clone());
                     event.reason = Some(format!("landed as {commit}"));
-                    Ok((next, event, artifacts, false))
+                    (next, event, artifacts)
                 }
                 Outcome::Failed {
                     class,
@@ -636,10 +706,10 @@ impl Queue {
                         event.action = Action::Fail;
                         event.to = Status::Dead;
                     }
-                    Ok((next, event, artifacts, false))
+                    (next, event, artifacts)
                 }
             }
-        })
+        }
     }
 
     /// Return expired leases to the queue, counting the attempt; past `maxAttempts` the
@@ -1055,22 +1125,7 @@ impl Queue {
         worker: &str,
         f: impl FnOnce(&Queue, ObjectId, &Record) -> Result<(Record, Event, Vec<Artifact>, bool)>,
     ) -> Result<Record> {
-        let (id, tip, record) = self.resolve(id)?;
-        if record.status != Status::Leased {
-            return Err(Error::WrongState {
-                id,
-                actual: record.status,
-                expected: "leased".into(),
-            });
-        }
-        let owner = record.lease_owner.clone().unwrap_or_default();
-        if owner != worker {
-            return Err(Error::NotOwner {
-                id,
-                owner,
-                worker: worker.to_owned(),
-            });
-        }
+        let (id, tip, record) = self.held(id, worker)?;
         let (next, event, artifacts, replace) = f(self, tip, &record)?;
         let _span =
             tracing::info_span!("transition", request = %id, task = %record.task_id, worker)
@@ -1093,9 +1148,54 @@ impl Queue {
         }
     }
 
+    /// Whether `worker` still holds `id`'s lease (read from its ref, not the index).
+    pub fn holds(&self, id: &str, worker: &str) -> bool {
+        let Ok(Some(tip)) = self.store.tip(id) else {
+            return false;
+        };
+        self.store
+            .read_record(id, tip)
+            .is_ok_and(|r| r.status == Status::Leased && r.lease_owner.as_deref() == Some(worker))
+    }
+
+    /// `id` with its tip and record, if `worker` holds its lease.
+    fn held(&self, id: &str, worker: &str) -> Result<(String, ObjectId, Record)> {
+        let (id, tip, record) = self.resolve(id)?;
+        if record.status != Status::Leased {
+            return Err(Error::WrongState {
+                id,
+                actual: record.status,
+                expected: "leased".into(),
+            });
+        }
+        let owner = record.lease_owner.clone().unwrap_or_default();
+        if owner != worker {
+            return Err(Error::NotOwner {
+                id,
+                owner,
+                worker: worker.to_owned(),
+            });
+        }
+        Ok((id, tip, record))
+    }
+
     fn transition(
         &self,
         ix: &mut Option<Index>,
+        tip: ObjectId,
+        next: &Record,
+        event: &Event,
+        artifacts: &[Artifact],
+        replace_tip: bool,
+    ) -> Result<ObjectId> {
+        let commit = self.prepare(tip, next, event, artifacts, replace_tip)?;
+        self.finish(ix, tip, commit, next, event)?;
+        Ok(commit)
+    }
+
+    /// The objects of a transition, in memory until the first ref update persists them.
+    fn prepare(
+        &self,
         tip: ObjectId,
         next: &Record,
         event: &Event,
@@ -1108,16 +1208,28 @@ impl Queue {
             event.from,
             event.to
         );
-        let result = self.store.transition(Transition {
+        self.store.prepare(Transition {
             expected_tip: tip,
             record: next,
             event,
             artifacts,
             replace_tip,
-        });
+        })
+    }
+
+    /// Move the ref to a prepared transition's commit and bring the index along.
+    fn finish(
+        &self,
+        ix: &mut Option<Index>,
+        tip: ObjectId,
+        commit: ObjectId,
+        next: &Record,
+        event: &Event,
+    ) -> Result<()> {
+        let result = self.store.commit_transition(&next.id, tip, commit, event);
         if let Some(ix) = ix.as_mut() {
             match &result {
-                Ok(new_tip) => ix.put(*new_tip, next)?,
+                Ok(()) => ix.put(commit, next)?,
                 Err(Error::Conflict { .. }) => {
                     // Someone else moved it: refresh this entry from the ref.
                     match self.store.tip(&next.id)? {

@@ -9,14 +9,13 @@
 use std::path::{Path, PathBuf};
 
 use gix::ObjectId;
-use gix::bstr::{BString, ByteSlice};
+use gix::bstr::ByteSlice;
 use gix::objs::tree::{Entry, EntryKind};
 use gix::refs::Target;
-use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+use gix::refs::transaction::{Change, PreviousValue, RefEdit, RefLog};
 
 use crate::error::{Error, Result};
 use crate::model::{ChangeRequest, Event, Record};
-use crate::pack::PackBuilder;
 
 /// Where request chains live.
 pub const REQUESTS_PREFIX: &str = "refs/hyperion/requests/";
@@ -68,13 +67,33 @@ pub struct Store {
 impl Store {
     /// Open the repository containing `path` (bare or not).
     pub fn discover(path: &Path) -> Result<Store> {
-        let repo = gix::discover_with_environment_overrides(path)
-            .map_err(|e| Error::Usage(format!("not a git repository: {} ({e})", path.display())))?;
-        Ok(Store::from_repo(repo))
+        // Workers add packs while others read: room for many more pack indexes than are on
+        // disk now (the default sizes the table from what is there at open time).
+        let options = |trust| {
+            <gix::open::Options as gix::sec::trust::DefaultForLevel>::default_for_level(trust)
+                .object_store_slots(gix::odb::store::init::Slots::AsNeededByDiskState {
+                    multiplier: 2.0,
+                    minimum: 1024,
+                })
+        };
+        let repo = gix::ThreadSafeRepository::discover_with_environment_overrides_opts(
+            path,
+            Default::default(),
+            gix::sec::trust::Mapping {
+                full: options(gix::sec::Trust::Full),
+                reduced: options(gix::sec::Trust::Reduced),
+            },
+        )
+        .map_err(|e| Error::Usage(format!("not a git repository: {} ({e})", path.display())))?;
+        Ok(Store::from_repo(repo.into()))
     }
 
+    /// Wrap an opened repository. Its object memory is switched on: new objects stay in
+    /// memory until a ref is about to point at them ([`crate::pack::persist`]), so that one
+    /// step of work reaches the disk as one pack.
     pub fn from_repo(mut repo: gix::Repository) -> Store {
         repo.object_cache_size_if_unset(8 * 1024 * 1024);
+        repo.objects.enable_object_memory();
         Store {
             repo,
             writes: std::cell::Cell::new(0),
@@ -142,14 +161,13 @@ impl Store {
         if let Some(tip) = self.tip(id)? {
             return self.existing(id, tip, record);
         }
-        let commit = self.root_objects(req, record, event, &mut Sink::Loose)?;
+        let commit = self.root_objects(req, record, event)?;
         self.create_ref(record, event, commit)
     }
 
     /// [`Store::create`] for many requests at once: their objects are written as one pack,
     /// then each ref is created. Same results, in the same order, as one `create` each.
     pub fn create_many(&self, items: &[(&ChangeRequest, &Record, &Event)]) -> Result<Vec<Created>> {
-        let mut pack = PackBuilder::new();
         let mut out: Vec<Option<Created>> = vec![None; items.len()];
         let mut planned: Vec<(usize, ObjectId)> = Vec::new();
         let mut in_batch: std::collections::HashSet<&str> = std::collections::HashSet::new();
@@ -157,17 +175,12 @@ impl Store {
             if let Some(tip) = self.tip(&record.id)? {
                 out[i] = Some(self.existing(&record.id, tip, record)?);
             } else if in_batch.insert(record.id.as_str()) {
-                let commit = self.root_objects(req, record, event, &mut Sink::Pack(&mut pack))?;
+                let commit = self.root_objects(req, record, event)?;
                 planned.push((i, commit));
             }
         }
-        let objects = self.repo.common_dir().join("objects");
-        pack.write(&objects).map_err(|e| {
-            Error::io(
-                format!("could not write a pack in {}", objects.display()),
-                e,
-            )
-        })?;
+        // All of them in one pack, before the first ref points at any.
+        self.persist()?;
         for (i, commit) in planned {
             let (_, record, event) = items[i];
             out[i] = Some(self.create_ref(record, event, commit)?);
@@ -193,63 +206,48 @@ impl Store {
         req: &ChangeRequest,
         record: &Record,
         event: &Event,
-        sink: &mut Sink<'_>,
     ) -> Result<ObjectId> {
         let mut entries = Vec::with_capacity(4);
         let request_json = serde_json::to_vec_pretty(&req.without_patches())
             .expect("a ChangeRequest always serialises");
-        entries.push(blob_entry(
-            "request.json",
-            self.put_blob(sink, request_json)?,
-        ));
+        entries.push(blob_entry("request.json", self.write_blob(&request_json)?));
         let mut patches = Vec::with_capacity(req.changes.len());
         for (i, c) in req.changes.iter().enumerate() {
             patches.push(blob_entry(
                 &patch_file_name(i),
-                self.put_blob(sink, c.patch.as_bytes().to_vec())?,
+                self.write_blob(c.patch.as_bytes())?,
             ));
         }
-        entries.push(tree_entry("changes", self.put_tree(sink, patches)?));
+        entries.push(tree_entry("changes", self.write_tree(patches)?));
         entries.push(blob_entry(
             "state.json",
-            self.put_blob(sink, state_json(record))?,
+            self.write_blob(&state_json(record))?,
         ));
-        let tree = self.put_tree(sink, entries)?;
-        let commit = commit_object(tree, None, &record.id, event);
-        match sink {
-            Sink::Loose => self.write_object(&commit),
-            Sink::Pack(p) => Ok(p.add(gix::objs::Kind::Commit, encode(&commit))),
-        }
+        let tree = self.write_tree(entries)?;
+        self.write_object(&commit_object(tree, None, &record.id, event))
     }
 
-    fn put_blob(&self, sink: &mut Sink<'_>, data: Vec<u8>) -> Result<ObjectId> {
-        match sink {
-            Sink::Loose => self.write_blob(&data),
-            Sink::Pack(p) => Ok(p.add(gix::objs::Kind::Blob, data)),
-        }
+    /// Write the objects held in memory (see [`crate::pack::persist`]).
+    pub fn persist(&self) -> Result<usize> {
+        crate::pack::persist(&self.repo)
     }
 
-    fn put_tree(&self, sink: &mut Sink<'_>, mut entries: Vec<Entry>) -> Result<ObjectId> {
-        match sink {
-            Sink::Loose => self.write_tree(entries),
-            Sink::Pack(p) => {
-                entries.sort();
-                Ok(p.add(gix::objs::Kind::Tree, encode(&gix::objs::Tree { entries })))
-            }
-        }
+    /// Forget the objects held in memory (a dry run's).
+    pub fn discard(&self) {
+        crate::pack::discard(&self.repo)
     }
 
     fn create_ref(&self, record: &Record, event: &Event, commit: ObjectId) -> Result<Created> {
         let id = &record.id;
         let name = Store::ref_name(id);
-        match self.set_ref(&name, PreviousValue::MustNotExist, commit, event) {
+        match self.set_ref(&name, None, commit, event)? {
             Ok(()) => {
                 self.wrote();
                 Ok(Created::New(commit))
             }
-            Err(e) => match self.tip(id)? {
+            Err(moved) => match moved.now {
                 Some(tip) => self.existing(id, tip, record),
-                None => Err(e),
+                None => Err(Error::git(format!("could not create {name}"))),
             },
         }
     }
@@ -269,6 +267,17 @@ impl Store {
     /// Perform one transition by compare-and-swap. Fails with [`Error::Conflict`] when the
     /// ref no longer points at `t.expected_tip`; nothing is changed then.
     pub fn transition(&self, t: Transition<'_>) -> Result<ObjectId> {
+        let id = t.record.id.clone();
+        let (expected, event) = (t.expected_tip, t.event);
+        let commit = self.prepare(t)?;
+        self.commit_transition(&id, expected, commit, event)?;
+        Ok(commit)
+    }
+
+    /// The objects of a transition (in memory until persisted), without moving the ref: the
+    /// first half of [`Store::transition`], so that many can be prepared and then written as
+    /// one pack before their refs move one by one ([`Store::commit_transition`]).
+    pub fn prepare(&self, t: Transition<'_>) -> Result<ObjectId> {
         let id = &t.record.id;
         let tip_commit = self.find_commit(t.expected_tip)?;
         let tip_tree = tip_commit
@@ -302,10 +311,18 @@ impl Store {
                 .map_err(|e| Error::git(format!("{id}: {e}")))?
                 .detach();
         }
-        let commit = self.write_commit(tree, parent, id, t.event)?;
-        let name = Store::ref_name(id);
-        self.cas(&name, t.expected_tip, commit, t.event)?;
-        Ok(commit)
+        self.write_commit(tree, parent, id, t.event)
+    }
+
+    /// Move request `id`'s ref from `expected` to `commit` (made by [`Store::prepare`]).
+    pub fn commit_transition(
+        &self,
+        id: &str,
+        expected: ObjectId,
+        commit: ObjectId,
+        event: &Event,
+    ) -> Result<()> {
+        self.cas(&Store::ref_name(id), expected, commit, event)
     }
 
     /// Count one request-ref update: one byte appended to `hyperion/generation`. Its size
@@ -392,7 +409,7 @@ impl Store {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(id) = name.strip_suffix(".lock")
-                && is_older_than(&e.path(), min_age)
+                && crate::refs::is_older_than(&e.path(), min_age)
             {
                 out.push(id.to_owned());
             }
@@ -408,30 +425,7 @@ impl Store {
             .repo
             .common_dir()
             .join(format!("{REQUESTS_PREFIX}{id}.lock"));
-        if !is_older_than(&lock, min_age) {
-            return Ok(false);
-        }
-        let aside = lock.with_extension(format!(
-            "lock.stale-{}-{}",
-            std::process::id(),
-            jiff::Timestamp::now().as_nanosecond()
-        ));
-        if std::fs::rename(&lock, &aside).is_err() {
-            return Ok(false);
-        }
-        if is_older_than(&aside, min_age) {
-            let _ = std::fs::remove_file(&aside);
-            tracing::warn!(request = %id, "removed a stale ref lock left by a dead writer");
-            Ok(true)
-        } else {
-            // We took a live lock: hand it back unless its writer already moved on.
-            if !lock.exists() {
-                let _ = std::fs::rename(&aside, &lock);
-            } else {
-                let _ = std::fs::remove_file(&aside);
-            }
-            Ok(false)
-        }
+        Ok(crate::refs::remove_stale_lock(&lock, min_age))
     }
 
     /// Remove a request's ref, only if it still points at `expected` (retention).
@@ -445,6 +439,7 @@ impl Store {
             name: name.as_str().try_into().map_err(Error::git)?,
             deref: false,
         };
+        self.persist()?;
         let result = self.repo.edit_reference(edit).map_err(|e| {
             if self.tip(id).ok().flatten() != Some(expected) {
                 Error::Conflict {
@@ -608,78 +603,45 @@ impl Store {
     /// Move `name` from `expected` to `new`, atomically, or report a conflict.
     fn cas(&self, name: &str, expected: ObjectId, new: ObjectId, event: &Event) -> Result<()> {
         let id = name.strip_prefix(REQUESTS_PREFIX).unwrap_or(name);
-        // A ref lock held by another writer is brief; retry a little before giving up, but
-        // stop at once when the ref has moved: then we lost the race.
-        let mut delay = std::time::Duration::from_micros(200);
-        for attempt in 0.. {
-            match self.set_ref(
-                name,
-                PreviousValue::MustExistAndMatch(Target::Object(expected)),
-                new,
-                event,
-            ) {
-                Ok(()) => {
-                    self.wrote();
-                    return Ok(());
-                }
-                Err(e) => {
-                    let now = self.tip(id)?;
-                    if now != Some(expected) {
-                        return Err(Error::Conflict {
-                            id: id.to_owned(),
-                            what: match now {
-                                Some(tip) => format!("its tip moved from {expected} to {tip}"),
-                                None => "its ref was removed".into(),
-                            },
-                        });
-                    }
-                    if attempt >= 40 {
-                        return Err(e);
-                    }
-                    if attempt == 10 {
-                        // Still locked after a while: a writer may have died holding it.
-                        self.remove_stale_lock(id, STALE_LOCK)?;
-                    }
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(std::time::Duration::from_millis(20));
-                }
+        match self.set_ref(name, Some(expected), new, event)? {
+            Ok(()) => {
+                self.wrote();
+                Ok(())
             }
+            Err(moved) => Err(Error::Conflict {
+                id: id.to_owned(),
+                what: match moved.now {
+                    Some(tip) => format!("its tip moved from {expected} to {tip}"),
+                    None => "its ref was removed".into(),
+                },
+            }),
         }
-        unreachable!("the loop returns")
     }
 
     fn set_ref(
         &self,
         name: &str,
-        expected: PreviousValue,
+        expected: Option<ObjectId>,
         new: ObjectId,
         event: &Event,
-    ) -> Result<()> {
-        let edit = RefEdit {
-            change: Change::Update {
-                log: LogChange {
-                    mode: RefLog::AndReference,
-                    force_create_reflog: false,
-                    message: BString::from(format!("hyperion: {}", event.action.as_str())),
-                },
-                expected,
-                new: Target::Object(new),
+    ) -> Result<std::result::Result<(), crate::refs::Moved>> {
+        crate::refs::cas(
+            &self.repo,
+            name,
+            expected,
+            new,
+            &crate::refs::LogLine {
+                name: &event.actor,
+                email: "hyperion@localhost",
+                at: event.at,
+                message: &format!("hyperion: {}", event.action.as_str()),
             },
-            name: name.try_into().map_err(Error::git)?,
-            deref: false,
-        };
-        let sig = signature(&event.actor, event.at);
-        let mut time_buf = gix::date::parse::TimeBuf::default();
-        self.repo
-            .edit_references_as([edit], Some(sig.to_ref(&mut time_buf)))
-            .map(|_| ())
-            .map_err(|e| Error::git(format!("could not update {name}: {e}")))
+        )
     }
 }
 
-/// A ref lock older than this was left by a dead writer: live writers hold one for
-/// microseconds.
-pub const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(5);
+/// A ref lock older than this was left by a dead writer.
+pub const STALE_LOCK: std::time::Duration = crate::refs::STALE_LOCK;
 
 #[cfg(unix)]
 fn same_file(file: &std::fs::File, path: &Path) -> bool {
@@ -693,14 +655,6 @@ fn same_file(file: &std::fs::File, path: &Path) -> bool {
 #[cfg(not(unix))]
 fn same_file(_: &std::fs::File, _: &Path) -> bool {
     true
-}
-
-fn is_older_than(path: &Path, age: std::time::Duration) -> bool {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|e| e >= age)
 }
 
 /// `0001.patch` for the first change.
@@ -729,20 +683,6 @@ fn signature(actor: &str, at: jiff::Timestamp) -> gix::actor::Signature {
             offset: 0,
         },
     }
-}
-
-/// Where new objects go: loose files one by one, or a pack written at the end of a batch.
-enum Sink<'a> {
-    Loose,
-    Pack(&'a mut PackBuilder),
-}
-
-fn encode(object: &dyn gix::objs::WriteTo) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(512);
-    object
-        .write_to(&mut buf)
-        .expect("writing to memory cannot fail");
-    buf
 }
 
 /// A chain commit: authored and committed by the event's actor at the event's time; the

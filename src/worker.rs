@@ -168,8 +168,11 @@ pub struct Worker<'q> {
 
 /// The fate of a request decided inside the pipeline.
 enum Verdict {
+    /// Built as `commit` on `parent` (not landed yet), or found already landed
+    /// (`recovered`).
     Land {
         commit: ObjectId,
+        parent: ObjectId,
         files: Vec<FileApplied>,
         checks: Vec<CheckSummary>,
         artifacts: Vec<Artifact>,
@@ -252,18 +255,28 @@ impl<'q> Worker<'q> {
                 continue;
             }
             idle = Duration::from_millis(50);
+            let mut batch = Batch::default();
             for record in leased {
                 if stop.aborted() {
-                    let report = self.give_back(&record, "the worker was stopped")?;
-                    on_report(&report);
-                    reports.push(report);
+                    batch.decided.push(Decided {
+                        record,
+                        verdict: Verdict::Release {
+                            reason: "the worker was stopped".into(),
+                        },
+                        started: Instant::now(),
+                    });
                     continue;
                 }
                 on_progress(&Progress::Leased {
                     id: record.id.clone(),
                     task_id: record.task_id.clone(),
                 });
-                let report = self.process(&record, stop, on_progress)?;
+                self.take(&mut batch, record, stop, on_progress, &mut |r| {
+                    on_report(r);
+                    reports.push(r.clone());
+                })?;
+            }
+            for report in self.flush(&mut batch)? {
                 on_report(&report);
                 reports.push(report);
             }
@@ -278,28 +291,6 @@ impl<'q> Worker<'q> {
         Ok(reports)
     }
 
-    fn give_back(&self, record: &Record, reason: &str) -> Result<Report> {
-        let started = Instant::now();
-        let result = match self.queue.release(&record.id, &self.id) {
-            Ok(_) => Result_::Released,
-            Err(e) if lease_gone(&e) => Result_::LeaseLost,
-            Err(e) => return Err(e),
-        };
-        Ok(Report {
-            id: record.id.clone(),
-            task_id: record.task_id.clone(),
-            result,
-            status: Some(Status::Pending),
-            commit: None,
-            class: None,
-            code: None,
-            message: Some(reason.to_owned()),
-            files: Vec::new(),
-            checks: Vec::new(),
-            duration_ms: started.elapsed().as_millis() as u64,
-        })
-    }
-
     /// Take one leased request through the pipeline and record the outcome.
     pub fn process(
         &self,
@@ -307,116 +298,384 @@ impl<'q> Worker<'q> {
         stop: &Stop,
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Result<Report> {
+        let mut batch = Batch::default();
+        let mut early = Vec::new();
+        self.take(&mut batch, record.clone(), stop, on_progress, &mut |r| {
+            early.push(r.clone())
+        })?;
+        early.extend(self.flush(&mut batch)?);
+        Ok(early.pop().expect("one request in, one report out"))
+    }
+
+    /// Build `record` onto its target (on top of what this batch built there already); a
+    /// request that cannot land is decided at once, one that can waits in its target's
+    /// chain for [`Worker::flush`].
+    fn take(
+        &self,
+        batch: &mut Batch,
+        record: Record,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+        on_report: &mut dyn FnMut(&Report),
+    ) -> Result<()> {
         let started = Instant::now();
         let _span =
             tracing::info_span!("process", request = %record.id, worker = %self.id).entered();
-        let verdict = match self.pipeline(record, stop, on_progress, false) {
-            Ok(v) => v,
-            // The repository or the machine failed us, not the request: retry later.
-            Err(e) => Verdict::Fail {
-                class: DeadClass::Environment,
-                code: e.code().to_owned(),
-                message: e.to_string(),
-                transient: true,
-                artifacts: Vec::new(),
-                checks: Vec::new(),
-            },
+        let req = match self.queue.request(&record.id) {
+            Ok(req) => req,
+            Err(e) => {
+                batch.decided.push(Decided {
+                    verdict: environment(&e),
+                    record,
+                    started,
+                });
+                return Ok(());
+            }
         };
-        let mut report = Report {
-            id: record.id.clone(),
-            task_id: record.task_id.clone(),
-            result: Result_::Landed,
-            status: None,
-            commit: None,
-            class: None,
-            code: None,
-            message: None,
-            files: Vec::new(),
-            checks: Vec::new(),
-            duration_ms: 0,
-        };
+        // Checks may run for long: land what waits first, so no built request sits unlanded
+        // on a lease that could run out meanwhile.
+        if !req.checks.is_empty() && !batch.chains.is_empty() {
+            for report in self.flush(batch)? {
+                on_report(&report);
+            }
+        }
+        let target = self.target_of(&req);
+        let refname = land::target_ref(&target);
+        let onto = batch
+            .chains
+            .iter()
+            .find(|c| c.refname == refname)
+            .map(|c| c.head);
+        let verdict = self
+            .pipeline(&record, &req, onto, stop, on_progress, false)
+            .unwrap_or_else(|e| environment(&e));
         match verdict {
             Verdict::Land {
                 commit,
+                parent,
                 files,
                 checks,
                 artifacts,
-                recovered,
+                recovered: false,
             } => {
-                report.commit = Some(commit.to_string());
-                report.files = files;
-                report.checks = checks;
-                report.result = if recovered {
-                    Result_::Recovered
-                } else {
-                    Result_::Landed
+                let built = Built {
+                    record,
+                    req,
+                    commit,
+                    files,
+                    checks,
+                    artifacts,
+                    started,
                 };
-                match self.queue.complete(
-                    &record.id,
-                    &self.id,
-                    Outcome::Applied {
-                        commit: commit.to_string(),
-                        artifacts,
-                    },
-                ) {
-                    Ok(r) => report.status = Some(r.status),
-                    // Landed, but someone else holds the request now: they will find the
-                    // commit by its trailer and record it.
-                    Err(e) if lease_gone(&e) => {
-                        report.result = Result_::LeaseLost;
-                        report.code = Some("worker.lease_lost".into());
-                        report.message = Some(format!("landed as {commit}, but {e}"));
+                match batch.chains.iter_mut().find(|c| c.refname == refname) {
+                    Some(chain) => {
+                        chain.head = commit;
+                        chain.items.push(built);
                     }
-                    Err(e) => return Err(e),
+                    None => batch.chains.push(Chain {
+                        refname,
+                        target,
+                        base: parent,
+                        head: commit,
+                        items: vec![built],
+                    }),
                 }
             }
-            Verdict::Fail {
-                class,
-                code,
-                message,
-                transient,
-                artifacts,
-                checks,
-            } => {
-                report.checks = checks;
-                report.code = Some(code.clone());
-                report.message = Some(message.clone());
-                match self.queue.complete(
-                    &record.id,
-                    &self.id,
-                    Outcome::Failed {
+            verdict => batch.decided.push(Decided {
+                record,
+                verdict,
+                started,
+            }),
+        }
+        Ok(())
+    }
+
+    fn target_of(&self, req: &ChangeRequest) -> String {
+        req.target
+            .clone()
+            .unwrap_or_else(|| self.queue.settings().target.clone())
+    }
+
+    /// Land every chain of the batch (one compare-and-swap of each target, one notes
+    /// commit), then record every outcome (one pack for all the records).
+    fn flush(&self, batch: &mut Batch) -> Result<Vec<Report>> {
+        for chain in std::mem::take(&mut batch.chains) {
+            self.land_chain(chain, &mut batch.decided)?;
+        }
+        self.record(std::mem::take(&mut batch.decided))
+    }
+
+    /// Move `chain`'s target from its base to its head, rebuilding on the new tip (bounded)
+    /// when another writer moved it first.
+    fn land_chain(&self, mut chain: Chain, decided: &mut Vec<Decided>) -> Result<()> {
+        let repo = self.queue.store().repo();
+        let max_rebuilds = self.queue.settings().max_rebuilds;
+        let mut rebuilds = 0;
+        loop {
+            // A lease that ran out meanwhile (a slow disk, a stopped process) may be another
+            // worker's now: its request must not land here as well.
+            let (held, lost): (Vec<Built>, Vec<Built>) = chain
+                .items
+                .into_iter()
+                .partition(|b| self.queue.holds(&b.record.id, &self.id));
+            for b in lost {
+                decided.push(Decided {
+                    record: b.record,
+                    verdict: Verdict::LeaseLost,
+                    started: b.started,
+                });
+            }
+            chain.items = held;
+            if chain.head != chain.items.last().map_or(chain.base, |b| b.commit) {
+                match self.rebuild(chain, decided)? {
+                    Some(c) => chain = c,
+                    None => return Ok(()),
+                }
+                continue;
+            }
+            if chain.items.is_empty() {
+                return Ok(());
+            }
+            let reflog = match chain.items.as_slice() {
+                [one] => format!("hyperion: land {}", one.record.id),
+                many => format!("hyperion: land {} requests", many.len()),
+            };
+            match land::advance(
+                repo,
+                &chain.refname,
+                chain.base,
+                chain.head,
+                &reflog,
+                &self.committer,
+            )? {
+                Ok(()) => {
+                    tracing::info!(target = %chain.target, head = %chain.head, requests = chain.items.len(), "landed");
+                    let notes: Vec<(ObjectId, String)> = chain
+                        .items
+                        .iter()
+                        .map(|b| (b.commit, self.note(&b.req, &b.record.id, &b.checks)))
+                        .collect();
+                    if let Err(e) = land::add_notes(repo, &notes, &self.committer) {
+                        // Landed all the same; notes are for people and can be added later.
+                        tracing::warn!(target = %chain.target, error = %e, "could not add the notes");
+                    }
+                    for b in chain.items {
+                        decided.push(Decided {
+                            record: b.record,
+                            verdict: Verdict::Land {
+                                commit: b.commit,
+                                parent: chain.base,
+                                files: b.files,
+                                checks: b.checks,
+                                artifacts: b.artifacts,
+                                recovered: false,
+                            },
+                            started: b.started,
+                        });
+                    }
+                    return Ok(());
+                }
+                Err(NotMoved::Moved { now }) if rebuilds < max_rebuilds => {
+                    rebuilds += 1;
+                    tracing::info!(target = %chain.target, moved_to = ?now, rebuilds, "target moved; rebuilding");
+                    match self.rebuild(chain, decided)? {
+                        Some(c) => chain = c,
+                        None => return Ok(()),
+                    }
+                }
+                Err(not_moved) => {
+                    for b in chain.items {
+                        decided.push(Decided {
+                            record: b.record,
+                            verdict: Verdict::Fail {
+                                class: DeadClass::Environment,
+                                code: not_moved.code().to_owned(),
+                                message: not_moved.message(&chain.target),
+                                transient: true,
+                                artifacts: Vec::new(),
+                                checks: b.checks,
+                            },
+                            started: b.started,
+                        });
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Build `chain`'s requests again, in order, on the target's tip as it is now; those that no longer land are decided. `None` when nothing is left to land.
+    fn rebuild(&self, chain: Chain, decided: &mut Vec<Decided>) -> Result<Option<Chain>> {
+        let mut next: Option<Chain> = None;
+        let stop = Stop::default();
+        for b in chain.items {
+            let onto = next.as_ref().map(|c| c.head);
+            let verdict = self
+                .pipeline(&b.record, &b.req, onto, &stop, &mut |_| {}, false)
+                .unwrap_or_else(|e| environment(&e));
+            match verdict {
+                Verdict::Land {
+                    commit,
+                    parent,
+                    files,
+                    checks,
+                    artifacts,
+                    recovered: false,
+                } => {
+                    let built = Built {
+                        commit,
+                        files,
+                        checks,
+                        artifacts,
+                        ..b
+                    };
+                    match next.as_mut() {
+                        Some(c) => {
+                            c.head = commit;
+                            c.items.push(built);
+                        }
+                        None => {
+                            next = Some(Chain {
+                                refname: chain.refname.clone(),
+                                target: chain.target.clone(),
+                                base: parent,
+                                head: commit,
+                                items: vec![built],
+                            })
+                        }
+                    }
+                }
+                verdict => decided.push(Decided {
+                    record: b.record,
+                    verdict,
+                    started: b.started,
+                }),
+            }
+        }
+        Ok(next)
+    }
+
+    /// Record every decided outcome on its request's chain (one pack for all), and report.
+    fn record(&self, decided: Vec<Decided>) -> Result<Vec<Report>> {
+        let mut reports = Vec::with_capacity(decided.len());
+        let mut completions = Vec::new();
+        for d in decided {
+            let mut report = Report::new(&d.record);
+            let outcome = match d.verdict {
+                Verdict::Land {
+                    commit,
+                    files,
+                    checks,
+                    artifacts,
+                    recovered,
+                    ..
+                } => {
+                    report.commit = Some(commit.to_string());
+                    report.files = files;
+                    report.checks = checks;
+                    report.result = if recovered {
+                        Result_::Recovered
+                    } else {
+                        Result_::Landed
+                    };
+                    Some(Outcome::Applied {
+                        commit: commit.to_string(),
+                        artifacts,
+                    })
+                }
+                Verdict::Fail {
+                    class,
+                    code,
+                    message,
+                    transient,
+                    artifacts,
+                    checks,
+                } => {
+                    report.checks = checks;
+                    report.class = Some(class);
+                    report.code = Some(code.clone());
+                    report.message = Some(message.clone());
+                    Some(Outcome::Failed {
                         class,
                         error: ErrorInfo { code, message },
                         transient,
                         artifacts,
-                    },
-                ) {
-                    Ok(r) => {
-                        report.status = Some(r.status);
-                        if r.status == Status::Dead {
-                            report.result = Result_::Dead;
-                            report.class = Some(class);
-                        } else {
-                            report.result = Result_::Retry;
-                        }
-                    }
-                    Err(e) if lease_gone(&e) => report.result = Result_::LeaseLost,
-                    Err(e) => return Err(e),
+                    })
                 }
-            }
-            Verdict::Release { reason } => {
-                let mut r = self.give_back(record, &reason)?;
-                r.duration_ms = started.elapsed().as_millis() as u64;
-                return Ok(r);
-            }
-            Verdict::LeaseLost => {
-                report.result = Result_::LeaseLost;
-                report.code = Some("worker.lease_lost".into());
-                report.message = Some("the lease expired and another worker took over".into());
+                Verdict::Release { reason } => {
+                    let mut r = self.give_back(&d.record, &reason)?;
+                    r.duration_ms = d.started.elapsed().as_millis() as u64;
+                    reports.push((r, None));
+                    continue;
+                }
+                Verdict::LeaseLost => {
+                    report.result = Result_::LeaseLost;
+                    report.code = Some("worker.lease_lost".into());
+                    report.message = Some("the lease expired and another worker took over".into());
+                    None
+                }
+            };
+            if let Some(outcome) = outcome {
+                completions.push((d.record.id.clone(), outcome));
+                reports.push((report, Some((completions.len() - 1, d.started))));
+            } else {
+                report.duration_ms = d.started.elapsed().as_millis() as u64;
+                reports.push((report, None));
             }
         }
+        let mut results = self
+            .queue
+            .complete_many(&self.id, completions)?
+            .into_iter()
+            .map(Some)
+            .collect::<Vec<_>>();
+        let mut out = Vec::with_capacity(reports.len());
+        for (mut report, completion) in reports {
+            if let Some((i, started)) = completion {
+                match results[i].take().expect("each completion is reported once") {
+                    Ok(r) => {
+                        report.status = Some(r.status);
+                        if report.class.is_some() {
+                            if r.status == Status::Dead {
+                                report.result = Result_::Dead;
+                            } else {
+                                report.result = Result_::Retry;
+                                report.class = None;
+                            }
+                        }
+                    }
+                    // Landed, but someone else holds the request now: they will find the
+                    // commit by its trailer and record it.
+                    Err(e) if lease_gone(&e) => {
+                        report.result = Result_::LeaseLost;
+                        report.class = None;
+                        if let Some(commit) = &report.commit {
+                            report.code = Some("worker.lease_lost".into());
+                            report.message = Some(format!("landed as {commit}, but {e}"));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+                report.duration_ms = started.elapsed().as_millis() as u64;
+            }
+            tracing::info!(request = %report.id, result = ?report.result, code = ?report.code, "processed");
+            out.push(report);
+        }
+        Ok(out)
+    }
+
+    fn give_back(&self, record: &Record, reason: &str) -> Result<Report> {
+        let started = Instant::now();
+        let result = match self.queue.release(&record.id, &self.id) {
+            Ok(_) => Result_::Released,
+            Err(e) if lease_gone(&e) => Result_::LeaseLost,
+            Err(e) => return Err(e),
+        };
+        let mut report = Report::new(record);
+        report.result = result;
+        report.status = Some(Status::Pending);
+        report.message = Some(reason.to_owned());
         report.duration_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(request = %report.id, result = ?report.result, code = ?report.code, "processed");
         Ok(report)
     }
 
@@ -424,21 +683,17 @@ impl<'q> Worker<'q> {
     pub fn dry_run(&self, record: &Record) -> Result<Report> {
         let started = Instant::now();
         let stop = Stop::default();
-        let verdict = self.pipeline(record, &stop, &mut |_| {}, true)?;
+        let verdict = self
+            .queue
+            .request(&record.id)
+            .and_then(|req| self.pipeline(record, &req, None, &stop, &mut |_| {}, true));
+        // What the dry run built stays off the disk.
+        self.queue.store().discard();
+        let verdict = verdict?;
         self.queue.close_index()?;
-        let mut report = Report {
-            id: record.id.clone(),
-            task_id: record.task_id.clone(),
-            result: Result_::WouldLand,
-            status: Some(record.status),
-            commit: None,
-            class: None,
-            code: None,
-            message: None,
-            files: Vec::new(),
-            checks: Vec::new(),
-            duration_ms: 0,
-        };
+        let mut report = Report::new(record);
+        report.result = Result_::WouldLand;
+        report.status = Some(record.status);
         match verdict {
             Verdict::Land { files, checks, .. } => {
                 report.files = files;
@@ -467,9 +722,13 @@ impl<'q> Worker<'q> {
         Ok(report)
     }
 
+    /// Validate, run hooks, apply onto `onto` (or the target's tip) and commit; run the
+    /// checks. Nothing lands here: a `Land` verdict is a commit built on `parent`.
     fn pipeline(
         &self,
         record: &Record,
+        req: &ChangeRequest,
+        onto: Option<ObjectId>,
         stop: &Stop,
         on_progress: &mut dyn FnMut(&Progress),
         dry_run: bool,
@@ -477,12 +736,8 @@ impl<'q> Worker<'q> {
         let queue = self.queue;
         let repo = queue.store().repo();
         let id = record.id.as_str();
-        let req = queue.request(id)?;
         let settings = queue.settings();
-        let target = req
-            .target
-            .clone()
-            .unwrap_or_else(|| settings.target.clone());
+        let target = self.target_of(req);
         let refname = land::target_ref(&target);
 
         // An earlier attempt may have landed it and died before recording that.
@@ -493,11 +748,12 @@ impl<'q> Worker<'q> {
                 land::find_landed(repo, tip, land::TRAILER_REQUEST, id, record.created_at)?
         {
             if land::read_note(repo, commit)?.is_none() {
-                land::add_note(repo, commit, &self.note(&req, id, &[]), &self.committer)?;
+                land::add_note(repo, commit, &self.note(req, id, &[]), &self.committer)?;
             }
             tracing::info!(request = id, %commit, "found already landed; recording it");
             return Ok(Verdict::Land {
                 commit,
+                parent: commit,
                 files: Vec::new(),
                 checks: Vec::new(),
                 artifacts: Vec::new(),
@@ -505,149 +761,103 @@ impl<'q> Worker<'q> {
             });
         }
 
-        let mut rebuilds = 0;
-        loop {
-            let Some(tip) = land::read_tip(repo, &refname)? else {
-                return Ok(Verdict::Fail {
-                    class: DeadClass::Environment,
-                    code: "land.no_target".into(),
-                    message: format!("the target branch {target} does not exist"),
-                    transient: true,
-                    artifacts: Vec::new(),
-                    checks: Vec::new(),
-                });
-            };
-            let tree = land::tree_of(repo, tip)?;
-
-            // Validate again: the policy or the target may have changed since enqueue.
-            let problems = queue
-                .check_against_targets(&[&req])?
-                .into_iter()
-                .next()
-                .unwrap_or_default();
-            if let Some(first) = problems.first() {
-                let message = problems
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Ok(Verdict::Fail {
-                    class: DeadClass::Validation,
-                    code: first.code.to_owned(),
-                    message: format!("no longer valid against {target}: {message}"),
-                    transient: false,
-                    artifacts: Vec::new(),
-                    checks: Vec::new(),
-                });
-            }
-
-            if let Some(refused) = crate::hooks::pre_apply(
-                repo,
-                settings.hooks_dir.as_deref(),
-                tree,
-                &req,
-                id,
-                &target,
-            )? {
-                return Ok(Verdict::Fail {
-                    class: DeadClass::Validation,
-                    code: "hook.refused".into(),
-                    message: refused.message,
-                    transient: false,
-                    artifacts: Vec::new(),
-                    checks: Vec::new(),
-                });
-            }
-
-            let applied = match apply::apply_request(repo, tree, &req)? {
-                Ok(a) => a,
-                Err(refusal) => {
+        let tip = match onto {
+            Some(head) => head,
+            None => match land::read_tip(repo, &refname)? {
+                Some(tip) => tip,
+                None => {
                     return Ok(Verdict::Fail {
-                        class: DeadClass::Apply,
-                        code: refusal.code().to_owned(),
-                        message: refusal.message(),
-                        transient: false,
-                        artifacts: refusal.artifacts(),
+                        class: DeadClass::Environment,
+                        code: "land.no_target".into(),
+                        message: format!("the target branch {target} does not exist"),
+                        transient: true,
+                        artifacts: Vec::new(),
                         checks: Vec::new(),
                     });
                 }
-            };
+            },
+        };
+        let tree = land::tree_of(repo, tip)?;
 
-            let now = jiff::Timestamp::now();
-            let commit = land::write_commit(
-                repo,
-                applied.tree,
-                &[tip],
-                &land::author(&req.agent),
-                record.created_at,
-                &self.committer,
-                now,
-                &land::message(&req, id),
-            )?;
+        // Validate again: the policy or the target may have changed since enqueue.
+        let problems = queue
+            .check_against_targets(&[req])?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        if let Some(first) = problems.first() {
+            let message = problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Ok(Verdict::Fail {
+                class: DeadClass::Validation,
+                code: first.code.to_owned(),
+                message: format!("no longer valid against {target}: {message}"),
+                transient: false,
+                artifacts: Vec::new(),
+                checks: Vec::new(),
+            });
+        }
 
-            let mut checks = Vec::new();
-            let mut artifacts = Vec::new();
-            if !req.checks.is_empty() {
-                match self.run_checks(record, &req, tree, commit, stop, on_progress, dry_run)? {
-                    ChecksDone::Passed(s, a) => {
-                        checks = s;
-                        artifacts = a;
-                    }
-                    ChecksDone::Failed(v) => return Ok(v),
-                }
-            }
+        if let Some(refused) =
+            crate::hooks::pre_apply(repo, settings.hooks_dir.as_deref(), tree, req, id, &target)?
+        {
+            return Ok(Verdict::Fail {
+                class: DeadClass::Validation,
+                code: "hook.refused".into(),
+                message: refused.message,
+                transient: false,
+                artifacts: Vec::new(),
+                checks: Vec::new(),
+            });
+        }
 
-            if dry_run {
-                return Ok(Verdict::Land {
-                    commit,
-                    files: applied.files,
-                    checks,
-                    artifacts,
-                    recovered: false,
+        let applied = match apply::apply_request(repo, tree, req)? {
+            Ok(a) => a,
+            Err(refusal) => {
+                return Ok(Verdict::Fail {
+                    class: DeadClass::Apply,
+                    code: refusal.code().to_owned(),
+                    message: refusal.message(),
+                    transient: false,
+                    artifacts: refusal.artifacts(),
+                    checks: Vec::new(),
                 });
             }
+        };
 
-            match land::advance(
-                repo,
-                &refname,
-                tip,
-                commit,
-                &format!("hyperion: land {id}"),
-                &self.committer,
-            )? {
-                Ok(()) => {
-                    tracing::info!(request = id, %commit, target = %target, "landed");
-                    if let Err(e) =
-                        land::add_note(repo, commit, &self.note(&req, id, &checks), &self.committer)
-                    {
-                        // Landed all the same; the note is for people and can be added later.
-                        tracing::warn!(request = id, %commit, error = %e, "could not add the note");
-                    }
-                    return Ok(Verdict::Land {
-                        commit,
-                        files: applied.files,
-                        checks,
-                        artifacts,
-                        recovered: false,
-                    });
+        let commit = land::write_commit(
+            repo,
+            applied.tree,
+            &[tip],
+            &land::author(&req.agent),
+            record.created_at,
+            &self.committer,
+            jiff::Timestamp::now(),
+            &land::message(req, id),
+        )?;
+
+        let mut checks = Vec::new();
+        let mut artifacts = Vec::new();
+        if !req.checks.is_empty() {
+            match self.run_checks(record, req, tree, commit, stop, on_progress, dry_run)? {
+                ChecksDone::Passed(s, a) => {
+                    checks = s;
+                    artifacts = a;
                 }
-                Err(NotMoved::Moved { now }) if rebuilds < settings.max_rebuilds => {
-                    rebuilds += 1;
-                    tracing::info!(request = id, moved_to = ?now, rebuilds, "target moved; rebuilding");
-                    continue;
-                }
-                Err(not_moved) => {
-                    return Ok(Verdict::Fail {
-                        class: DeadClass::Environment,
-                        code: not_moved.code().to_owned(),
-                        message: not_moved.message(&target),
-                        transient: true,
-                        artifacts: Vec::new(),
-                        checks,
-                    });
-                }
+                ChecksDone::Failed(v) => return Ok(v),
             }
         }
+        Ok(Verdict::Land {
+            commit,
+            parent: tip,
+            files: applied.files,
+            checks,
+            artifacts,
+            recovered: false,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -686,6 +896,8 @@ impl<'q> Worker<'q> {
         }
         // The index must not stay locked while checks run: other workers need it.
         self.queue.close_index()?;
+        // git checks the commit out: it must be on disk.
+        self.queue.store().persist()?;
         let slot = self.pool.acquire(repo.git_dir())?;
         slot.checkout(&commit.to_string())?;
         let cancel = AtomicBool::new(false);
@@ -813,6 +1025,71 @@ impl<'q> Worker<'q> {
             ));
         }
         s
+    }
+}
+
+/// A request built into a commit on its target, waiting to land with its chain.
+struct Built {
+    record: Record,
+    req: ChangeRequest,
+    commit: ObjectId,
+    files: Vec<FileApplied>,
+    checks: Vec<CheckSummary>,
+    artifacts: Vec<Artifact>,
+    started: Instant,
+}
+
+/// The commits built on one target in this batch, each on the one before: landed together
+/// by one compare-and-swap from `base` to `head`.
+struct Chain {
+    refname: String,
+    target: String,
+    base: ObjectId,
+    head: ObjectId,
+    items: Vec<Built>,
+}
+
+/// An outcome waiting to be recorded.
+struct Decided {
+    record: Record,
+    verdict: Verdict,
+    started: Instant,
+}
+
+/// What a batch holds between leasing and recording.
+#[derive(Default)]
+struct Batch {
+    chains: Vec<Chain>,
+    decided: Vec<Decided>,
+}
+
+/// The repository or the machine failed us, not the request: retry later.
+fn environment(e: &Error) -> Verdict {
+    Verdict::Fail {
+        class: DeadClass::Environment,
+        code: e.code().to_owned(),
+        message: e.to_string(),
+        transient: true,
+        artifacts: Vec::new(),
+        checks: Vec::new(),
+    }
+}
+
+impl Report {
+    fn new(record: &Record) -> Report {
+        Report {
+            id: record.id.clone(),
+            task_id: record.task_id.clone(),
+            result: Result_::Landed,
+            status: None,
+            commit: None,
+            class: None,
+            code: None,
+            message: None,
+            files: Vec::new(),
+            checks: Vec::new(),
+            duration_ms: 0,
+        }
     }
 }
 

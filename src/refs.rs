@@ -1,0 +1,255 @@
+//! Compare-and-swap of one loose ref, the way git's files backend does it.
+//!
+//! `refs/<name>.lock` is created exclusively, the current value read (the loose file, else
+//! `packed-refs`) and compared, the new value written into the lock, a reflog line appended
+//! where git would write one, and the lock renamed over the ref. git itself takes only the
+//! ref's own lock for an update, so hyperion's writers and git's exclude each other exactly as
+//! two git processes do. Unlike a general ref transaction this never locks `packed-refs`,
+//! which every update would otherwise create and delete once more (and a writer killed while
+//! holding it would block every ref update in the repository).
+//!
+//! A lock older than [`STALE_LOCK`] was left by a writer that died (live writers hold one for
+//! microseconds): it is moved aside, checked again, and removed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gix::ObjectId;
+
+use crate::error::{Error, Result};
+
+/// A ref lock older than this was left by a dead writer.
+pub const STALE_LOCK: Duration = Duration::from_secs(5);
+
+/// Why a compare-and-swap did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// What the ref points at now (`None`: it does not exist).
+    pub now: Option<ObjectId>,
+}
+
+/// Who moves a ref, for its reflog line.
+pub struct LogLine<'a> {
+    pub name: &'a str,
+    pub email: &'a str,
+    pub at: jiff::Timestamp,
+    pub message: &'a str,
+}
+
+/// Move `name` (a full ref name under `refs/`) from `expected` (`None`: it must not exist) to
+/// `new`. The objects held in memory are written first. `Ok(Err(Moved))` when the ref is not
+/// at `expected`; nothing changed then.
+pub fn cas(
+    repo: &gix::Repository,
+    name: &str,
+    expected: Option<ObjectId>,
+    new: ObjectId,
+    log: &LogLine<'_>,
+) -> Result<std::result::Result<(), Moved>> {
+    if !name.starts_with("refs/") || name.ends_with(".lock") || name.contains("..") {
+        return Err(Error::git(format!("not a ref hyperion writes: {name}")));
+    }
+    crate::pack::persist(repo)?;
+    let common = repo.common_dir();
+    let path = common.join(name);
+    let lock_path = lock_of(&path);
+    let mut lock = take_lock(&lock_path, name)?;
+    let outcome = (|| {
+        let now = current(repo, &path, name)?;
+        if now != expected {
+            return Ok(Err(Moved { now }));
+        }
+        lock.file
+            .write_all(format!("{new}\n").as_bytes())
+            .map_err(|e| Error::io(format!("could not write {}", lock_path.display()), e))?;
+        if let Some(reflog) = reflog_path(repo, name) {
+            append_reflog(&reflog, expected, new, log)?;
+        }
+        std::fs::rename(&lock_path, &path)
+            .map_err(|e| Error::io(format!("could not update {name}"), e))?;
+        lock.committed = true;
+        Ok(Ok(()))
+    })();
+    drop(lock);
+    outcome
+}
+
+/// The value of `name` now: its loose file, else its line in `packed-refs`.
+fn current(repo: &gix::Repository, path: &Path, name: &str) -> Result<Option<ObjectId>> {
+    match std::fs::read(path) {
+        Ok(data) => {
+            let text = String::from_utf8_lossy(&data);
+            let text = text.trim();
+            ObjectId::from_hex(text.as_bytes())
+                .map(Some)
+                .map_err(|_| Error::git(format!("{name} is not a plain ref: {text:?}")))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let found = repo
+                .try_find_reference(name)
+                .map_err(|e| Error::git(format!("could not read {name}: {e}")))?;
+            Ok(found.and_then(|r| r.try_id().map(|id| id.detach())))
+        }
+        Err(e) => Err(Error::io(format!("could not read {}", path.display()), e)),
+    }
+}
+
+fn lock_of(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// A held ref lock, removed on drop unless it became the ref.
+struct Lock {
+    path: PathBuf,
+    file: std::fs::File,
+    committed: bool,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Take `lock_path`, waiting a little for a live holder and clearing a dead one's.
+fn take_lock(lock_path: &Path, name: &str) -> Result<Lock> {
+    let mut delay = Duration::from_micros(100);
+    let mut waited = Duration::ZERO;
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(lock_path)
+        {
+            Ok(file) => {
+                return Ok(Lock {
+                    path: lock_path.to_owned(),
+                    file,
+                    committed: false,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let dir = lock_path.parent().expect("a ref has a directory");
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::io(format!("could not create {}", dir.display()), e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if remove_stale_lock(lock_path, STALE_LOCK) {
+                    continue;
+                }
+                if waited >= Duration::from_secs(2) {
+                    return Err(Error::git(format!(
+                        "could not update {name}: {} is held by another writer",
+                        lock_path.display()
+                    )));
+                }
+                std::thread::sleep(delay);
+                waited += delay;
+                delay = (delay * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("could not lock {}", lock_path.display()),
+                    e,
+                ));
+            }
+        }
+    }
+}
+
+/// Remove the lock at `lock` if it is older than `min_age`. It is first moved aside and
+/// checked again, and put back if it turns out to be a live writer's fresh lock.
+pub fn remove_stale_lock(lock: &Path, min_age: Duration) -> bool {
+    if !is_older_than(lock, min_age) {
+        return false;
+    }
+    let mut aside = lock.as_os_str().to_owned();
+    aside.push(format!(
+        ".stale-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    ));
+    let aside = PathBuf::from(aside);
+    if std::fs::rename(lock, &aside).is_err() {
+        return false;
+    }
+    if is_older_than(&aside, min_age) {
+        let _ = std::fs::remove_file(&aside);
+        tracing::warn!(lock = %lock.display(), "removed a stale ref lock left by a dead writer");
+        true
+    } else {
+        // We took a live lock: hand it back unless its writer already moved on.
+        if !lock.exists() {
+            let _ = std::fs::rename(&aside, lock);
+        } else {
+            let _ = std::fs::remove_file(&aside);
+        }
+        false
+    }
+}
+
+pub(crate) fn is_older_than(path: &Path, age: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e >= age)
+}
+
+/// Where git would log an update of `name`: its reflog when one exists, or when
+/// `core.logAllRefUpdates` asks for one (`true`, the default outside bare repositories:
+/// branches, remote-tracking refs and notes; `always`: every ref).
+fn reflog_path(repo: &gix::Repository, name: &str) -> Option<PathBuf> {
+    let path = repo.common_dir().join("logs").join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    let config = repo.config_snapshot();
+    let setting = config
+        .string("core.logAllRefUpdates")
+        .map(|v| v.to_string().to_ascii_lowercase());
+    let create = match setting.as_deref() {
+        Some("always") => true,
+        Some("true" | "yes" | "on" | "1") => standard_logged(name),
+        Some(_) => false,
+        None => !repo.is_bare() && standard_logged(name),
+    };
+    create.then_some(path)
+}
+
+fn standard_logged(name: &str) -> bool {
+    ["refs/heads/", "refs/remotes/", "refs/notes/"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+fn append_reflog(
+    path: &Path,
+    old: Option<ObjectId>,
+    new: ObjectId,
+    log: &LogLine<'_>,
+) -> Result<()> {
+    let old = old.unwrap_or_else(|| ObjectId::null(gix::hash::Kind::Sha1));
+    let clean = |s: &str| s.replace(['\n', '<', '>'], " ");
+    let line = format!(
+        "{old} {new} {} <{}> {} +0000\t{}\n",
+        clean(log.name),
+        clean(log.email),
+        log.at.as_second(),
+        log.message.replace('\n', " ")
+    );
+    let dir = path.parent().expect("a reflog has a directory");
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("could not create {}", dir.display()), e))?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(|e| Error::io(format!("could not write {}", path.display()), e))
+}
