@@ -148,6 +148,9 @@ pub fn run(
     let deadline = started + cmd.timeout;
     let mut last_tick = Instant::now();
     let mut stopping: Option<(CheckStatus, Instant)> = None;
+    // Polls start fine-grained, so a quick check is not held up by the poll interval, and
+    // back off to 10 ms for long ones.
+    let mut pause = Duration::from_micros(50);
     let exit = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
@@ -179,7 +182,8 @@ pub fn run(
             last_tick = now;
             tick();
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
     };
     // The leader is gone; whatever it left behind in its group goes too, so nothing outlives
     // the check and the pipes close.

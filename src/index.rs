@@ -39,6 +39,10 @@ pub struct Index {
     wrote: bool,
     /// The refs stamp the entries are known to reflect, and the store's own write count then.
     known: Option<(Stamp, u64)>,
+    /// When this process opened it (see [`Index::wanted`]).
+    opened_at: std::time::SystemTime,
+    /// `index.wanted` beside it.
+    wanted_path: PathBuf,
 }
 
 /// A cheap fingerprint of the request refs: the `stat` of the loose-ref directory (every ref
@@ -129,6 +133,15 @@ impl Index {
         store.hyperion_dir().join("index")
     }
 
+    /// Whether another process found the index busy since this one opened it. Opening costs
+    /// milliseconds, so a worker keeps the index open from one batch to the next, and lets go
+    /// when someone else asked for it (by touching `index.wanted`).
+    pub fn wanted(&self) -> bool {
+        std::fs::metadata(&self.wanted_path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= self.opened_at)
+    }
+
     /// Open the index, waiting up to `wait` while another process holds it. `Ok(None)` when
     /// it stays busy.
     pub fn open(dir: &Path, wait: Duration) -> Result<Option<Index>> {
@@ -138,6 +151,10 @@ impl Index {
             match Index::try_open(dir) {
                 Ok(index) => return Ok(Some(index)),
                 Err(sled::Error::Io(e)) if is_busy(&e) => {
+                    if delay == Duration::from_millis(1) {
+                        // Tell the holder (a worker keeping it across batches) to let go.
+                        let _ = std::fs::write(wanted_path(dir), b"");
+                    }
                     if start.elapsed() >= wait {
                         tracing::debug!(path = %dir.display(), "index busy; answering from refs");
                         return Ok(None);
@@ -174,6 +191,8 @@ impl Index {
             dirty: false,
             wrote: false,
             known: None,
+            opened_at: std::time::SystemTime::now(),
+            wanted_path: wanted_path(dir),
         };
         if index.db.get("format")?.as_deref() != Some(FORMAT) {
             index.records.clear()?;
@@ -438,4 +457,8 @@ fn is_busy(e: &std::io::Error) -> bool {
 
 fn sled_err(e: sled::Error) -> Error {
     Error::io("index", std::io::Error::other(e.to_string()))
+}
+
+fn wanted_path(dir: &Path) -> PathBuf {
+    dir.with_extension("wanted")
 }

@@ -215,6 +215,16 @@ impl Queue {
         }
     }
 
+    /// [`Queue::close_index`] if another process asked for the index since this one opened
+    /// it; otherwise keep it open (opening it again costs milliseconds).
+    pub fn release_index_if_wanted(&self) -> Result<()> {
+        let wanted = self.index.borrow().as_ref().is_some_and(|ix| ix.wanted());
+        if wanted {
+            self.close_index()?;
+        }
+        Ok(())
+    }
+
     /// Flush and release the index so other processes can use it. Call before long work
     /// (applying, running checks, sleeping); the next operation opens it again.
     pub fn close_index(&self) -> Result<()> {

@@ -163,6 +163,11 @@ pub struct Worker<'q> {
     lease: Option<Duration>,
     committer: Person,
     pool: crate::worktree::Pool,
+    /// The worktree slot this worker keeps between requests with checks.
+    slot: std::cell::RefCell<Option<crate::worktree::Slot>>,
+    /// Requests built in this batch and not landed yet (their leases are renewed during
+    /// checks).
+    waiting: std::cell::RefCell<Vec<String>>,
     output: OutputLimit,
 }
 
@@ -201,6 +206,8 @@ impl<'q> Worker<'q> {
             lease,
             committer: land::committer(repo),
             pool: crate::worktree::Pool::new(repo.common_dir()),
+            slot: std::cell::RefCell::new(None),
+            waiting: std::cell::RefCell::new(Vec::new()),
             output: OutputLimit::default(),
         }
     }
@@ -271,18 +278,15 @@ impl<'q> Worker<'q> {
                     id: record.id.clone(),
                     task_id: record.task_id.clone(),
                 });
-                self.take(&mut batch, record, stop, on_progress, &mut |r| {
-                    on_report(r);
-                    reports.push(r.clone());
-                })?;
+                self.take(&mut batch, record, stop, on_progress)?;
             }
             for report in self.flush(&mut batch)? {
                 on_report(&report);
                 reports.push(report);
             }
-            // The index stays open across one batch (fast back-to-back transitions) and is
-            // released between batches, so other workers get their turn.
-            self.queue.close_index()?;
+            // The index stays open from batch to batch (opening it costs milliseconds) until
+            // another process asks for it; then it is its turn.
+            self.queue.release_index_if_wanted()?;
             if opts.mode == Mode::Once {
                 break;
             }
@@ -299,12 +303,11 @@ impl<'q> Worker<'q> {
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Result<Report> {
         let mut batch = Batch::default();
-        let mut early = Vec::new();
-        self.take(&mut batch, record.clone(), stop, on_progress, &mut |r| {
-            early.push(r.clone())
-        })?;
-        early.extend(self.flush(&mut batch)?);
-        Ok(early.pop().expect("one request in, one report out"))
+        self.take(&mut batch, record.clone(), stop, on_progress)?;
+        Ok(self
+            .flush(&mut batch)?
+            .pop()
+            .expect("one request in, one report out"))
     }
 
     /// Build `record` onto its target (on top of what this batch built there already); a
@@ -316,7 +319,6 @@ impl<'q> Worker<'q> {
         record: Record,
         stop: &Stop,
         on_progress: &mut dyn FnMut(&Progress),
-        on_report: &mut dyn FnMut(&Report),
     ) -> Result<()> {
         let started = Instant::now();
         let _span =
@@ -332,13 +334,11 @@ impl<'q> Worker<'q> {
                 return Ok(());
             }
         };
-        // Checks may run for long: land what waits first, so no built request sits unlanded
-        // on a lease that could run out meanwhile.
-        if !req.checks.is_empty() && !batch.chains.is_empty() {
-            for report in self.flush(batch)? {
-                on_report(&report);
-            }
-        }
+        *self.waiting.borrow_mut() = batch
+            .chains
+            .iter()
+            .flat_map(|c| c.items.iter().map(|b| b.record.id.clone()))
+            .collect();
         let target = self.target_of(&req);
         let refname = land::target_ref(&target);
         let onto = batch
@@ -894,12 +894,15 @@ impl<'q> Worker<'q> {
                 }
             }
         }
-        // The index must not stay locked while checks run: other workers need it.
-        self.queue.close_index()?;
-        // git checks the commit out: it must be on disk.
-        self.queue.store().persist()?;
-        let slot = self.pool.acquire(repo.git_dir())?;
-        slot.checkout(&commit.to_string())?;
+        // Other processes may need the index while checks run.
+        self.queue.release_index_if_wanted()?;
+        let mut held = self.slot.borrow_mut();
+        if held.is_none() {
+            *held = Some(self.pool.acquire(repo.git_dir())?);
+        }
+        let slot = held.as_mut().expect("a slot is held");
+        let moved = slot.checkout(repo, commit)?;
+        tracing::debug!(request = %record.id, ?moved, "slot moved");
         let cancel = AtomicBool::new(false);
         let mut lease_lost = false;
         let beat_every = Duration::from_secs(
@@ -933,8 +936,15 @@ impl<'q> Worker<'q> {
                             tracing::warn!(request = %record.id, error = %e, "heartbeat failed")
                         }
                     }
-                    let _ = self.queue.close_index();
+                    // The requests built earlier in this batch wait for this check to land
+                    // with it: their leases are kept too (one lost shows when landing).
+                    for id in self.waiting.borrow().iter() {
+                        if let Err(e) = self.queue.heartbeat(id, &self.id) {
+                            tracing::warn!(request = %id, error = %e, "heartbeat failed");
+                        }
+                    }
                 }
+                let _ = self.queue.release_index_if_wanted();
             };
             let result = checks::run(cmd, slot.path(), self.output, &cancel, &mut tick);
             let (status, exit_code) = match &result.status {

@@ -2,16 +2,33 @@
 //!
 //! A slot is a linked worktree (`git worktree add --detach`, locked so `git worktree prune`
 //! leaves it) named `hyperion-N`, taken by holding an exclusive `flock` on `hyperion-N.lock`
-//! beside it: a worker that dies frees its slot with its file descriptors. Moving a slot to a
-//! commit is `git checkout --force --detach` — git touches only the files that differ, so
-//! unchanged files keep their timestamps and build caches survive — followed by
-//! `git clean -fdq`, which removes untracked files a previous check left but keeps ignored
-//! ones (`target/`, `node_modules/`): checks start from the commit's content plus whatever the
-//! repository's `.gitignore` says is a cache.
+//! beside it: a worker that dies frees its slot with its file descriptors. A worker keeps its
+//! slot from one request to the next.
+//!
+//! Moving a slot to a commit has two ways:
+//! - **incremental**, in process: when nothing has touched the slot since hyperion last put it
+//!   at a commit, the two commits' trees are compared and only the files that differ are
+//!   written or removed; the slot's index gets those entries (with fresh stat data) and its
+//!   `HEAD` the new commit. "Nothing has touched it" is known from an inotify watch on every
+//!   directory of the checked-out tree: any creation, deletion, rename, write or mode change
+//!   in one of them — by a check, a person, anything — marks the slot dirty.
+//! - **full**, with git: `git checkout --force --detach` (git, too, touches only files that
+//!   differ) and `git clean -fdq`, which removes untracked files a check left but keeps
+//!   ignored ones (`target/`, `node_modules/`). Used when the slot is dirty, new, or holds an
+//!   index feature the incremental way does not handle (split index, untracked cache), and
+//!   when a path changes between file and directory.
+//!
+//! Either way a check starts from the commit's content plus whatever the repository's
+//! `.gitignore` says is a cache: files inside ignored directories are neither watched nor
+//! removed.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use std::os::unix::ffi::OsStrExt;
+
+use gix::ObjectId;
 
 use crate::error::{Error, Result};
 
@@ -24,6 +41,22 @@ pub struct Pool {
 pub struct Slot {
     path: PathBuf,
     _lock: File,
+    /// What hyperion put there last, while no one has touched it since.
+    known: Option<Known>,
+}
+
+struct Known {
+    commit: ObjectId,
+    watch: Watch,
+}
+
+/// How a slot was moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// In process, touching `files` paths.
+    Incremental { files: usize },
+    /// With `git checkout --force` and `git clean`.
+    Full,
 }
 
 impl Pool {
@@ -59,7 +92,11 @@ impl Pool {
             }
             let path = self.dir.join(&name);
             ensure_worktree(git_dir, &path)?;
-            return Ok(Slot { path, _lock: lock });
+            return Ok(Slot {
+                path,
+                _lock: lock,
+                known: None,
+            });
         }
         Err(Error::git("all 1024 worktree slots are taken"))
     }
@@ -70,16 +107,363 @@ impl Slot {
         &self.path
     }
 
-    /// Move the slot's files to `commit`, touching only what differs, and remove what a
-    /// previous check added (ignored files stay).
-    pub fn checkout(&self, commit: &str) -> Result<()> {
+    /// Move the slot to `commit`: its files, index and `HEAD`. Touches only what differs
+    /// from what the slot holds; removes what a check added (ignored files stay).
+    pub fn checkout(&mut self, repo: &gix::Repository, commit: ObjectId) -> Result<Moved> {
+        if let Some(known) = self.known.take()
+            && known.watch.quiet()
+        {
+            match incremental(repo, &self.path, known.commit, commit, &known.watch) {
+                Ok(Some(files)) => {
+                    known.watch.drain();
+                    self.known = Some(Known {
+                        commit,
+                        watch: known.watch,
+                    });
+                    return Ok(Moved::Incremental { files });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "incremental move failed; checking out fully");
+                }
+            }
+        }
+        // git reads the commit from disk.
+        crate::pack::persist(repo)?;
+        let hex = commit.to_string();
         git(
             &self.path,
-            &["checkout", "--force", "--quiet", "--detach", commit],
+            &["checkout", "--force", "--quiet", "--detach", &hex],
         )?;
         git(&self.path, &["clean", "-fdq"])?;
-        Ok(())
+        self.known = match Watch::arm(repo, &self.path, commit) {
+            Ok(watch) => Some(Known { commit, watch }),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch the slot; every move will be full");
+                None
+            }
+        };
+        Ok(Moved::Full)
     }
+}
+
+/// An inotify watch on every directory of a slot's checked-out tree.
+struct Watch {
+    fd: rustix::fd::OwnedFd,
+}
+
+const WATCHED: rustix::fs::inotify::WatchFlags = rustix::fs::inotify::WatchFlags::MODIFY
+    .union(rustix::fs::inotify::WatchFlags::ATTRIB)
+    .union(rustix::fs::inotify::WatchFlags::CREATE)
+    .union(rustix::fs::inotify::WatchFlags::DELETE)
+    .union(rustix::fs::inotify::WatchFlags::MOVED_FROM)
+    .union(rustix::fs::inotify::WatchFlags::MOVED_TO)
+    .union(rustix::fs::inotify::WatchFlags::DELETE_SELF)
+    .union(rustix::fs::inotify::WatchFlags::MOVE_SELF)
+    .union(rustix::fs::inotify::WatchFlags::ONLYDIR)
+    .union(rustix::fs::inotify::WatchFlags::DONT_FOLLOW);
+
+impl Watch {
+    /// Watch the slot's root and every directory of `commit`'s tree.
+    fn arm(repo: &gix::Repository, root: &Path, commit: ObjectId) -> Result<Watch> {
+        use rustix::fs::inotify;
+        let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
+            .map_err(|e| Error::io("cannot start an inotify watch", e.into()))?;
+        let watch = Watch { fd };
+        watch.add(root)?;
+        let tree = crate::land::tree_of(repo, commit)?;
+        let mut stack = vec![(tree, root.to_path_buf())];
+        while let Some((tree, dir)) = stack.pop() {
+            for entry in tree_entries(repo, tree)? {
+                if entry.mode.is_tree() {
+                    let sub = under(&dir, &entry.filename);
+                    watch.add(&sub)?;
+                    stack.push((entry.oid, sub));
+                }
+            }
+        }
+        watch.drain();
+        Ok(watch)
+    }
+
+    fn add(&self, dir: &Path) -> Result<()> {
+        rustix::fs::inotify::add_watch(&self.fd, dir, WATCHED)
+            .map(|_| ())
+            .map_err(|e| Error::io(format!("cannot watch {}", dir.display()), e.into()))
+    }
+
+    /// Read every pending event; true when there was none (a removed watch's own notice
+    /// aside).
+    fn drain(&self) -> bool {
+        use rustix::fs::inotify::{ReadFlags, Reader};
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = Reader::new(&self.fd, &mut buf);
+        let mut quiet = true;
+        loop {
+            match reader.next() {
+                Ok(event) => {
+                    if !event.events().difference(ReadFlags::IGNORED).is_empty() {
+                        quiet = false;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                // AGAIN: nothing more; anything else: treat as touched.
+                Err(rustix::io::Errno::AGAIN) => return quiet,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Whether nothing happened in the slot since the last drain.
+    fn quiet(&self) -> bool {
+        self.drain()
+    }
+}
+
+fn tree_entries(repo: &gix::Repository, tree: ObjectId) -> Result<Vec<gix::objs::tree::Entry>> {
+    let tree = repo
+        .find_tree(tree)
+        .map_err(|e| Error::git(format!("cannot read tree {tree}: {e}")))?;
+    let decoded = tree.decode().map_err(Error::git)?;
+    Ok(decoded.entries.iter().map(|e| (*e).into()).collect())
+}
+
+/// One path that differs between two trees: its entry before and after.
+struct Change {
+    path: gix::bstr::BString,
+    new: Option<(gix::objs::tree::EntryMode, ObjectId)>,
+}
+
+/// The non-tree paths that differ between `a` and `b`, and the directories only `b` has;
+/// `None` when a path is a directory on one side and not on the other.
+#[allow(clippy::type_complexity)]
+fn diff_trees(
+    repo: &gix::Repository,
+    a: ObjectId,
+    b: ObjectId,
+) -> Result<
+    Option<(
+        Vec<Change>,
+        Vec<gix::bstr::BString>,
+        Vec<gix::bstr::BString>,
+    )>,
+> {
+    use gix::bstr::{BString, ByteVec};
+    let mut changes = Vec::new();
+    let mut new_dirs = Vec::new();
+    let mut gone_dirs = Vec::new();
+    // (old tree, new tree, prefix); either side may be absent (a directory added/removed).
+    let mut stack: Vec<(Option<ObjectId>, Option<ObjectId>, BString)> =
+        vec![(Some(a), Some(b), BString::default())];
+    while let Some((old, new, prefix)) = stack.pop() {
+        let old_entries = match old {
+            Some(t) => tree_entries(repo, t)?,
+            None => Vec::new(),
+        };
+        let new_entries = match new {
+            Some(t) => tree_entries(repo, t)?,
+            None => Vec::new(),
+        };
+        let mut by_name: std::collections::BTreeMap<BString, (Option<_>, Option<_>)> =
+            std::collections::BTreeMap::new();
+        for e in old_entries {
+            by_name.entry(e.filename.clone()).or_default().0 = Some((e.mode, e.oid));
+        }
+        for e in new_entries {
+            by_name.entry(e.filename.clone()).or_default().1 = Some((e.mode, e.oid));
+        }
+        for (name, (o, n)) in by_name {
+            if o == n {
+                continue;
+            }
+            let mut path = prefix.clone();
+            if !path.is_empty() {
+                path.push_byte(b'/');
+            }
+            path.extend_from_slice(&name);
+            let o_tree = o.filter(|(m, _)| m.is_tree());
+            let n_tree = n.filter(|(m, _)| m.is_tree());
+            match (o, n) {
+                (Some((om, _)), Some((nm, _))) if om.is_tree() != nm.is_tree() => {
+                    return Ok(None);
+                }
+                _ => {}
+            }
+            if o_tree.is_some() || n_tree.is_some() {
+                if o_tree.is_none() {
+                    new_dirs.push(path.clone());
+                }
+                if n_tree.is_none() {
+                    gone_dirs.push(path.clone());
+                }
+                stack.push((o_tree.map(|t| t.1), n_tree.map(|t| t.1), path));
+            } else {
+                changes.push(Change { path, new: n });
+            }
+        }
+    }
+    Ok(Some((changes, new_dirs, gone_dirs)))
+}
+
+/// Move a clean slot from `from` to `to` in process. `None` when this needs git (see the
+/// module documentation); an error leaves the slot for a full checkout to repair.
+fn incremental(
+    repo: &gix::Repository,
+    root: &Path,
+    from: ObjectId,
+    to: ObjectId,
+    watch: &Watch,
+) -> Result<Option<usize>> {
+    use gix::index::entry::{Flags, Mode, Stage, Stat};
+    use gix::objs::tree::EntryKind;
+    let Some(git_dir) = slot_git_dir(root) else {
+        return Ok(None);
+    };
+    let index_path = git_dir.join("index");
+    let mut index = gix::index::File::at(
+        &index_path,
+        gix::hash::Kind::Sha1,
+        false,
+        Default::default(),
+    )
+    .map_err(|e| Error::git(format!("cannot read {}: {e}", index_path.display())))?;
+    if index.link().is_some()
+        || index.untracked().is_some()
+        || index.fs_monitor().is_some()
+        || index.is_sparse()
+    {
+        return Ok(None);
+    }
+    let (from_tree, to_tree) = (
+        crate::land::tree_of(repo, from)?,
+        crate::land::tree_of(repo, to)?,
+    );
+    let Some((changes, new_dirs, gone_dirs)) = diff_trees(repo, from_tree, to_tree)? else {
+        return Ok(None);
+    };
+    let io =
+        |what: &str, p: &Path, e: std::io::Error| Error::io(format!("{what} {}", p.display()), e);
+
+    // Removals first, so that a file can take a removed one's place.
+    let mut removed = std::collections::HashSet::new();
+    for c in changes.iter().filter(|c| c.new.is_none()) {
+        let p = under(root, &c.path);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot remove", &p, e)),
+        }
+        removed.insert(c.path.clone());
+    }
+    // Deepest first; a directory that still holds ignored files stays, as with git.
+    let mut gone_dirs = gone_dirs;
+    gone_dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    for d in &gone_dirs {
+        let _ = std::fs::remove_dir(under(root, d));
+    }
+    let mut new_dirs = new_dirs;
+    new_dirs.sort_by_key(|d| d.len());
+    for d in &new_dirs {
+        let p = under(root, d);
+        std::fs::create_dir_all(&p).map_err(|e| io("cannot create", &p, e))?;
+        watch.add(&p)?;
+    }
+    let mut written = Vec::new();
+    for c in changes.iter() {
+        let Some((mode, id)) = c.new else { continue };
+        let p = under(root, &c.path);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => return Ok(None),
+            Ok(_) => std::fs::remove_file(&p).map_err(|e| io("cannot replace", &p, e))?,
+            Err(_) => {}
+        }
+        let index_mode = match mode.kind() {
+            EntryKind::Blob | EntryKind::BlobExecutable => {
+                let blob = repo
+                    .find_object(id)
+                    .map_err(|e| Error::git(format!("cannot read blob {id}: {e}")))?;
+                std::fs::write(&p, &blob.data).map_err(|e| io("cannot write", &p, e))?;
+                if mode.kind() == EntryKind::BlobExecutable {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+                        .map_err(|e| io("cannot make executable", &p, e))?;
+                    Mode::FILE_EXECUTABLE
+                } else {
+                    Mode::FILE
+                }
+            }
+            EntryKind::Link => {
+                let blob = repo
+                    .find_object(id)
+                    .map_err(|e| Error::git(format!("cannot read blob {id}: {e}")))?;
+                let target = std::ffi::OsStr::from_bytes(&blob.data);
+                std::os::unix::fs::symlink(target, &p).map_err(|e| io("cannot link", &p, e))?;
+                Mode::SYMLINK
+            }
+            EntryKind::Commit => {
+                std::fs::create_dir_all(&p).map_err(|e| io("cannot create", &p, e))?;
+                Mode::COMMIT
+            }
+            EntryKind::Tree => unreachable!("trees are descended into"),
+        };
+        let meta = gix::index::fs::Metadata::from_path_no_follow(&p)
+            .map_err(|e| io("cannot stat", &p, e))?;
+        let stat = Stat::from_fs(&meta).unwrap_or_default();
+        written.push((c.path.clone(), id, index_mode, stat));
+    }
+
+    // The index: removed entries out, changed ones updated, new ones added.
+    let mut added = Vec::new();
+    for (path, id, mode, stat) in written {
+        use gix::bstr::ByteSlice;
+        removed.remove(&path);
+        match index.entry_mut_by_path_and_stage(path.as_bstr(), Stage::Unconflicted) {
+            Some(e) => {
+                e.id = id;
+                e.mode = mode;
+                e.stat = stat;
+            }
+            None => added.push((path, id, mode, stat)),
+        }
+    }
+    if !removed.is_empty() {
+        index.remove_entries(|_, path, _| removed.contains(path));
+    }
+    for (path, id, mode, stat) in &added {
+        use gix::bstr::ByteSlice;
+        index.dangerously_push_entry(*stat, *id, Flags::empty(), *mode, path.as_bstr());
+    }
+    if !added.is_empty() {
+        index.sort_entries();
+    }
+    index.remove_tree();
+    index
+        .write(gix::index::write::Options::default())
+        .map_err(|e| Error::git(format!("cannot write {}: {e}", index_path.display())))?;
+
+    // HEAD, detached at the new commit.
+    let head = git_dir.join("HEAD");
+    let tmp = git_dir.join("HEAD.hyperion-tmp");
+    std::fs::write(&tmp, format!("{to}\n")).map_err(|e| io("cannot write", &tmp, e))?;
+    std::fs::rename(&tmp, &head).map_err(|e| io("cannot update", &head, e))?;
+    Ok(Some(changes.len()))
+}
+
+/// `rel` (a path from a tree, `/`-separated bytes) below `root`.
+fn under(root: &Path, rel: &[u8]) -> PathBuf {
+    root.join(std::ffi::OsStr::from_bytes(rel))
+}
+
+/// The slot's own git directory (`<common>/worktrees/<name>`), from its `.git` file.
+fn slot_git_dir(root: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(root.join(".git")).ok()?;
+    let dir = text.strip_prefix("gitdir:")?.trim();
+    let dir = PathBuf::from(dir);
+    Some(if dir.is_absolute() {
+        dir
+    } else {
+        root.join(dir)
+    })
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<String> {

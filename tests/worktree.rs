@@ -8,7 +8,11 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use common::TestRepo;
-use hyperion::worktree::Pool;
+use hyperion::worktree::{Moved, Pool};
+
+fn oid(hex: &str) -> gix::ObjectId {
+    gix::ObjectId::from_hex(hex.as_bytes()).unwrap()
+}
 
 fn commit(repo: &TestRepo, files: &[(&str, &str)], msg: &str) -> String {
     for (name, content) in files {
@@ -35,13 +39,14 @@ fn a_slot_moves_between_commits_touching_only_what_differs() {
     );
     let b = commit(&repo, &[("change.txt", "two\n"), ("new/x.txt", "x\n")], "b");
     let pool = Pool::new(&repo.git_dir());
-    let slot = pool.acquire(&repo.git_dir()).unwrap();
+    let gix_repo = gix::open(repo.git_dir()).unwrap();
+    let mut slot = pool.acquire(&repo.git_dir()).unwrap();
     assert!(
         slot.path()
             .starts_with(repo.git_dir().join("hyperion/worktrees"))
     );
-    slot.checkout(&a).unwrap();
-    let p = slot.path();
+    assert_eq!(slot.checkout(&gix_repo, oid(&a)).unwrap(), Moved::Full);
+    let p = slot.path().to_path_buf();
     assert_eq!(
         std::fs::read_to_string(p.join("change.txt")).unwrap(),
         "one\n"
@@ -54,7 +59,11 @@ fn a_slot_moves_between_commits_touching_only_what_differs() {
     std::fs::write(p.join("cache/build.o"), "ignored\n").unwrap();
     std::thread::sleep(Duration::from_millis(20));
 
-    slot.checkout(&b).unwrap();
+    assert_eq!(
+        slot.checkout(&gix_repo, oid(&b)).unwrap(),
+        Moved::Full,
+        "a scribbled slot is checked out fully"
+    );
     assert_eq!(
         std::fs::read_to_string(p.join("change.txt")).unwrap(),
         "two\n"
@@ -89,9 +98,11 @@ fn slots_held_at_once_differ_and_a_deleted_slot_is_rebuilt() {
     drop(s1);
     drop(s2);
     std::fs::remove_dir_all(&first).unwrap();
-    let again = pool.acquire(&repo.git_dir()).unwrap();
+    let mut again = pool.acquire(&repo.git_dir()).unwrap();
     assert_eq!(again.path(), first, "the freed first slot is reused");
-    again.checkout(&a).unwrap();
+    again
+        .checkout(&gix::open(repo.git_dir()).unwrap(), oid(&a))
+        .unwrap();
     assert_eq!(std::fs::read_to_string(first.join("f.txt")).unwrap(), "f\n");
 }
 
@@ -135,4 +146,114 @@ fn a_slot_of_a_killed_process_is_free_again() {
         "{}",
         freed.path().display()
     );
+}
+
+/// A slot nobody touched moves in process; after every move its files, index and HEAD are
+/// exactly what `git checkout` would leave: git sees a clean checkout of the commit.
+#[test]
+fn an_untouched_slot_moves_in_process_and_git_agrees() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = TestRepo::new();
+    let mut commits = vec![commit(
+        &repo,
+        &[
+            ("a.txt", "a\n"),
+            ("dir/b.txt", "b\n"),
+            ("dir/deep/c.txt", "c\n"),
+            ("gone/d.txt", "d\n"),
+            (".gitignore", "cache/\n"),
+        ],
+        "one",
+    )];
+    // Edits, additions in new directories, a removed directory, an executable, a symlink,
+    // a rename, a file where a symlink was.
+    std::fs::remove_dir_all(repo.path().join("gone")).unwrap();
+    commits.push(commit(
+        &repo,
+        &[
+            ("a.txt", "a2\n"),
+            ("new/sub/e.txt", "e\n"),
+            ("run.sh", "#!/bin/sh\n"),
+        ],
+        "two",
+    ));
+    std::fs::set_permissions(
+        repo.path().join("run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("a.txt", repo.path().join("link")).unwrap();
+    std::fs::rename(
+        repo.path().join("dir/b.txt"),
+        repo.path().join("dir/b2.txt"),
+    )
+    .unwrap();
+    commits.push(commit(&repo, &[], "three"));
+    std::fs::remove_file(repo.path().join("link")).unwrap();
+    commits.push(commit(&repo, &[("link", "now a file\n")], "four"));
+
+    let gix_repo = gix::open(repo.git_dir()).unwrap();
+    let pool = Pool::new(&repo.git_dir());
+    let mut slot = pool.acquire(&repo.git_dir()).unwrap();
+    let p = slot.path().to_path_buf();
+    let git_in_slot = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(&p)
+            .args(args)
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_INDEX_FILE")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        slot.checkout(&gix_repo, oid(&commits[0])).unwrap(),
+        Moved::Full
+    );
+    // A cache directory a check made (ignored): not watched, kept.
+    std::fs::create_dir_all(p.join("cache")).unwrap();
+    assert_eq!(
+        slot.checkout(&gix_repo, oid(&commits[0])).unwrap(),
+        Moved::Full
+    );
+    std::fs::write(p.join("cache/obj"), "built\n").unwrap();
+    // Forwards and backwards through every pair.
+    let order = [1, 2, 3, 0, 3, 1, 0, 2];
+    for &i in &order {
+        let moved = slot.checkout(&gix_repo, oid(&commits[i])).unwrap();
+        assert!(
+            matches!(moved, Moved::Incremental { .. }),
+            "to commit {i}: {moved:?}"
+        );
+        assert_eq!(git_in_slot(&["rev-parse", "HEAD"]).trim(), commits[i]);
+        assert_eq!(
+            git_in_slot(&["status", "--porcelain", "--untracked-files=all"]),
+            "",
+            "to commit {i}"
+        );
+        // The index matches HEAD's tree exactly, stat data included (no refresh needed).
+        assert_eq!(git_in_slot(&["diff-index", "--cached", "HEAD"]), "");
+        assert_eq!(git_in_slot(&["diff-files"]), "", "stat data is fresh");
+        let listed = git_in_slot(&["ls-files", "-s"]);
+        let tree = repo.git(&["ls-tree", "-r", &commits[i]]);
+        assert_eq!(listed.lines().count(), tree.lines().count());
+        assert!(p.join("cache/obj").exists(), "ignored files survive");
+    }
+    assert!(!p.join("gone").exists(), "emptied directories go");
+
+    // Anything that touches the slot makes the next move a full one, which cleans it.
+    std::fs::write(p.join("a.txt"), "scribbled\n").unwrap();
+    std::fs::write(p.join("dir/stray.txt"), "stray\n").unwrap();
+    assert_eq!(
+        slot.checkout(&gix_repo, oid(&commits[1])).unwrap(),
+        Moved::Full
+    );
+    assert_eq!(std::fs::read_to_string(p.join("a.txt")).unwrap(), "a2\n");
+    assert!(!p.join("dir/stray.txt").exists());
+    assert_eq!(git_in_slot(&["status", "--porcelain"]), "");
+    assert!(matches!(
+        slot.checkout(&gix_repo, oid(&commits[3])).unwrap(),
+        Moved::Incremental { .. }
+    ));
 }
