@@ -202,6 +202,11 @@ pub fn advance(
 ) -> Result<std::result::Result<(), NotMoved>> {
     // A checkout brought along reads the new commits with git itself.
     crate::pack::persist(repo)?;
+    // Moved already: say so (a checkout of the moved branch would look dirty against `old`).
+    let now = read_tip(repo, name)?;
+    if now != Some(old) {
+        return Ok(Err(NotMoved::Moved { now }));
+    }
     let checkouts = checkouts(repo, name);
     let mut updated: Vec<&Path> = Vec::new();
     for wt in &checkouts {

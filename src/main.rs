@@ -5,6 +5,7 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    quiet_on_broken_pipe();
     let cli = cli::Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     let json = cli.format == cli::Format::Json;
@@ -43,4 +44,22 @@ fn init_logging(verbose: u8, format: cli::LogFormat) {
         cli::LogFormat::Json => builder.json().with_current_span(true).init(),
         cli::LogFormat::Text => builder.with_ansi(false).init(),
     }
+}
+
+/// `git hyperion list | head`: when the reader goes away, stop quietly as a process killed by
+/// SIGPIPE would (status 141), instead of reporting a panic from `println!`.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }

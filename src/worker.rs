@@ -217,6 +217,8 @@ impl<'q> Worker<'q> {
     }
 
     /// Run the loop: sweep, lease, process, until `opts.mode` says stop or `stop` is set.
+    /// Every report goes to `on_report`; they are also returned, except in
+    /// [`Mode::Forever`] (a long-running worker does not keep them).
     pub fn run(
         &self,
         opts: &Options,
@@ -264,7 +266,8 @@ impl<'q> Worker<'q> {
             idle = Duration::from_millis(50);
             let mut batch = Batch::default();
             for record in leased {
-                if stop.aborted() {
+                // Stopping: what is in hand lands; the rest of the batch goes back.
+                if stop.draining() {
                     batch.decided.push(Decided {
                         record,
                         verdict: Verdict::Release {
@@ -282,7 +285,9 @@ impl<'q> Worker<'q> {
             }
             for report in self.flush(&mut batch)? {
                 on_report(&report);
-                reports.push(report);
+                if opts.mode != Mode::Forever {
+                    reports.push(report);
+                }
             }
             // The index stays open from batch to batch (opening it costs milliseconds) until
             // another process asks for it; then it is its turn.
@@ -402,7 +407,10 @@ impl<'q> Worker<'q> {
         for chain in std::mem::take(&mut batch.chains) {
             self.land_chain(chain, &mut batch.decided)?;
         }
-        self.record(std::mem::take(&mut batch.decided))
+        let mut decided = std::mem::take(&mut batch.decided);
+        // Reports in the order the requests were leased (queue order).
+        decided.sort_by_key(|d| d.started);
+        self.record(decided)
     }
 
     /// Move `chain`'s target from its base to its head, rebuilding on the new tip (bounded)
@@ -1063,6 +1071,7 @@ struct Chain {
 struct Decided {
     record: Record,
     verdict: Verdict,
+    /// When the worker took the request up; orders the reports too.
     started: Instant,
 }
 

@@ -752,3 +752,30 @@ fn logs_are_quiet_by_default_and_json_lines_with_ids_on_request() {
         "{text}"
     );
 }
+
+/// `git hyperion list | head`: a reader that goes away ends the command quietly (as SIGPIPE
+/// would), not with a panic message.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let repo = TestRepo::new();
+    let cmd = repo.cmd();
+    let script = "\"$BIN\" list --format json 2>\"$ERR\" | true; echo \"${PIPESTATUS[0]}\"";
+    let err = repo.home.path().join("err.txt");
+    let mut c = std::process::Command::new("bash");
+    c.current_dir(repo.path())
+        .arg("-c")
+        .arg(script)
+        .env("BIN", common::BIN)
+        .env("ERR", &err);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let out = c.output().unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(status == "0" || status == "141", "exit {status}: {stderr}");
+}

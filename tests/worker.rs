@@ -539,3 +539,107 @@ fn the_shipped_pre_apply_hook_guards_protected_paths_and_agents() {
             .contains("not in hyperion.allowedAgent")
     );
 }
+
+/// A batch lands as one chain: one move of the branch for all its requests, each its own
+/// commit in order; a request that conflicts with one before it in the batch is a dead letter
+/// and the others land all the same.
+#[test]
+fn a_batch_lands_as_one_chain_with_one_branch_update() {
+    let repo = TestRepo::new();
+    commit_file(&repo, "shared.txt", "line\n");
+    let a = enqueue_edit(&repo, "T-1", "a.txt", "a\n");
+    let s1 = enqueue_edit(&repo, "T-2", "shared.txt", "first\n");
+    let s2 = enqueue_edit(&repo, "T-3", "shared.txt", "second\n");
+    let b = enqueue_edit(&repo, "T-4", "b.txt", "b\n");
+    let before = tip(&repo);
+    let reflog_before = repo.git(&["reflog", "show", "main"]).lines().count();
+    let reports: Vec<Value> = repo
+        .ok(&["worker", "--once", "--batch-size", "8", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 4, "{reports:?}");
+    for id in [&a, &s1, &b] {
+        assert_eq!(record(&repo, id)["record"]["status"], "applied", "{id}");
+    }
+    let dead = record(&repo, &s2);
+    assert_eq!(dead["record"]["status"], "dead");
+    assert_eq!(dead["record"]["dead_class"], "apply");
+    // Three commits, in queue order, on top of the old tip; the branch moved once.
+    let log = repo.git(&[
+        "log",
+        "--format=%(trailers:key=Hyperion-Task,valueonly)",
+        &format!("{before}..main"),
+    ]);
+    let tasks: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(tasks, ["T-4", "T-2", "T-1"]);
+    let reflog = repo.git(&["reflog", "show", "--format=%gs", "main"]);
+    assert_eq!(reflog.lines().count(), reflog_before + 1, "{reflog}");
+    assert_eq!(reflog.lines().next().unwrap(), "hyperion: land 3 requests");
+    // Each landed request's record names its own commit, and each has its note.
+    for id in [&a, &s1, &b] {
+        let commit = record(&repo, id)["record"]["landed_commit"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let note = repo.git(&["notes", "--ref", "hyperion", "show", &commit]);
+        assert!(note.contains(&format!("request: {id}")), "{note}");
+    }
+    // The checkout came along to the chain's end.
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("shared.txt")).unwrap(),
+        "first\n"
+    );
+    assert!(repo.path().join("a.txt").exists() && repo.path().join("b.txt").exists());
+}
+
+/// When the branch moves while a batch is being built (here: a pre-apply hook commits, as a
+/// person pushing at that moment would), the compare-and-swap fails and the whole chain is
+/// built again on the new tip; nothing of the other commit is lost.
+#[test]
+fn a_branch_moved_during_the_batch_makes_the_chain_rebuild_on_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = TestRepo::new();
+    let x = enqueue_edit(&repo, "T-1", "x.txt", "x\n");
+    let y = enqueue_edit(&repo, "T-2", "y.txt", "y\n");
+    let dir = repo.home.path().join("hooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let flag = repo.home.path().join("moved");
+    let hook = dir.join("move-main");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncat > /dev/null\n[ -e '{flag}' ] && exit 0\ntouch '{flag}'\n\
+             cd '{repo}' && unset GIT_DIR GIT_INDEX_FILE GIT_WORK_TREE\n\
+             echo other > other.txt && git add other.txt && \
+             git -c user.name=P -c user.email=p@example.com commit -q -m 'meanwhile'\n",
+            flag = flag.display(),
+            repo = repo.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    repo.git(&["config", "hyperion.hooksDir", dir.to_str().unwrap()]);
+    let reports = drain(&repo);
+    assert!(flag.exists(), "the hook moved main");
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    for r in &reports {
+        assert_eq!(r["result"], "landed", "{r}");
+    }
+    let subjects = repo.git(&["log", "--format=%s", "-3", "main"]);
+    let subjects: Vec<&str> = subjects.lines().collect();
+    assert_eq!(subjects[2], "meanwhile", "{subjects:?}");
+    for id in [&x, &y] {
+        let commit = record(&repo, id)["record"]["landed_commit"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            repo.git(&["merge-base", "--is-ancestor", &commit, "main"])
+                .is_empty()
+        );
+    }
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+    assert!(repo.path().join("other.txt").exists());
+}

@@ -19,8 +19,9 @@ use super::{Ctx, parse_duration_arg};
 /// letters with a class and code (validation, apply, check, environment); transient ones are
 /// retried with backoff. Expired leases are swept as the worker polls.
 ///
-/// By default the worker runs until stopped. SIGINT or SIGTERM finishes the request in hand
-/// and stops; a second signal cancels running checks and gives the request back.
+/// By default the worker runs until stopped. SIGINT or SIGTERM finishes the request in hand,
+/// lands what the batch built, gives the rest of the batch back and stops; a second signal
+/// cancels running checks and gives the request back.
 ///
 /// Output: one line per request (text) or one JSON object per line (--format json).
 #[derive(clap::Args, Debug)]
@@ -31,8 +32,8 @@ pub struct Args {
     /// Process until no request is ready, then stop.
     #[arg(long)]
     drain: bool,
-    /// Requests leased at a time.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Requests leased at a time; a batch lands with one update of the target branch.
+    #[arg(long, value_name = "N", default_value_t = 16)]
     batch_size: usize,
     /// Lease length (default hyperion.leaseDuration; at most hyperion.maxLease).
     #[arg(long, value_name = "DUR", value_parser = parse_duration_arg)]
@@ -53,7 +54,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let id = args.id.clone().unwrap_or_else(worker::new_id);
     let w = Worker::new(&queue, id.clone(), args.lease);
     let json = ctx.json();
-    let mut print = |r: &Report| print_report(r, json);
+    let print = |r: &Report| print_report(r, json);
 
     if args.dry_run {
         let mut ready = queue.list(&Filter {
@@ -102,16 +103,22 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         },
         poll: args.poll,
     };
-    let reports = w.run(&opts, &stop, &mut print, &mut on_progress)?;
+    // landed, dead, to retry, given back
+    let mut counts = [0usize; 4];
+    let mut print_and_count = |r: &Report| {
+        match r.result {
+            Result_::Landed | Result_::Recovered => counts[0] += 1,
+            Result_::Dead => counts[1] += 1,
+            Result_::Retry => counts[2] += 1,
+            Result_::Released | Result_::LeaseLost => counts[3] += 1,
+            Result_::WouldLand | Result_::WouldFail => {}
+        }
+        print(r);
+    };
+    w.run(&opts, &stop, &mut print_and_count, &mut on_progress)?;
     if !json {
-        let count = |want: &[Result_]| reports.iter().filter(|r| want.contains(&r.result)).count();
-        eprintln!(
-            "worker {id}: {} landed, {} dead, {} to retry, {} given back",
-            count(&[Result_::Landed, Result_::Recovered]),
-            count(&[Result_::Dead]),
-            count(&[Result_::Retry]),
-            count(&[Result_::Released, Result_::LeaseLost]),
-        );
+        let [landed, dead, retry, back] = counts;
+        eprintln!("worker {id}: {landed} landed, {dead} dead, {retry} to retry, {back} given back");
     }
     Ok(())
 }
