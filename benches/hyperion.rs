@@ -4,72 +4,31 @@
 //! holds the latest); `-- --quick` runs the smallest sizes only, to keep the benchmark working
 //! in CI. Nothing here asserts a timing.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hyperion::model::{
-    Change, ChangeRequest, DeadClass, ErrorInfo, Operation, SCHEMA_V1, sha256_hex,
-};
+use common::{add_request, git, median, ms, p95};
+
+use hyperion::model::{DeadClass, ErrorInfo};
 use hyperion::queue::{Outcome, Queue};
 use hyperion::store::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
 
-fn git(dir: &Path, args: &[&str]) {
-    let st = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
-        .env("GIT_COMMITTER_NAME", "bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
-        .status()
-        .expect("git runs");
-    assert!(st.success(), "git {args:?} failed");
-}
-
 fn repo() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    std::fs::write(dir.path().join("README"), "bench\n").expect("write");
-    git(dir.path(), &["add", "README"]);
-    git(dir.path(), &["commit", "-q", "-m", "init"]);
+    common::init_small(dir.path());
     dir
-}
-
-fn request(i: usize, salt: &str) -> ChangeRequest {
-    let path = format!("src/f{i}.txt");
-    let patch = format!("--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+new {i} {salt}\n");
-    ChangeRequest {
-        schema: SCHEMA_V1.into(),
-        task_id: format!("TASK-{i}"),
-        agent: "bench".into(),
-        title: format!("change {i}"),
-        description: None,
-        kind: None,
-        priority: (i % 10) as u8,
-        base: None,
-        target: None,
-        file_targets: vec!["src/**".into()],
-        changes: vec![Change {
-            path,
-            operation: Operation::Add,
-            from: None,
-            sha256: sha256_hex(patch.as_bytes()),
-            patch,
-        }],
-        checks: vec![],
-    }
 }
 
 fn write_dir(dir: &Path, n: usize, salt: &str) -> PathBuf {
     let d = dir.join(format!("requests-{salt}"));
     std::fs::create_dir_all(&d).expect("mkdir");
     for i in 0..n {
-        let r = request(i, salt);
+        let r = add_request(i, salt);
         std::fs::write(
             d.join(format!("{i:06}.json")),
             serde_json::to_vec(&r).expect("json"),
@@ -93,20 +52,6 @@ fn hyperion(dir: &Path, args: &[&str]) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     el
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn p95(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[(v.len() * 95 / 100).min(v.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
 fn main() {
@@ -148,7 +93,7 @@ fn main() {
         let f = r.path().join(format!("single-{i}.json"));
         std::fs::write(
             &f,
-            serde_json::to_vec(&request(i, &format!("single{i}"))).expect("json"),
+            serde_json::to_vec(&add_request(i, &format!("single{i}"))).expect("json"),
         )
         .expect("write");
         times.push(hyperion(r.path(), &["enqueue", f.to_str().expect("utf-8")]));
@@ -156,8 +101,8 @@ fn main() {
     println!(
         "{:<44} {:>14} {:>14}  <= 20 ms",
         "enqueue one request (process)",
-        ms(median(times.clone())),
-        format!("p95 {}", ms(p95(times)))
+        ms(median(&times)),
+        format!("p95 {}", ms(p95(&times)))
     );
 
     // 3. lease + complete cycles in one process.
@@ -208,8 +153,8 @@ fn main() {
     println!(
         "{:<44} {:>14} {:>14}  <= 50 ms",
         format!("list over {n_list} records (process)"),
-        ms(median(times.clone())),
-        format!("p95 {}", ms(p95(times)))
+        ms(median(&times)),
+        format!("p95 {}", ms(p95(&times)))
     );
 
     validate_group();
@@ -280,7 +225,7 @@ fn validate_group() {
             diff.lines().count(),
             req.changes.len()
         ),
-        ms(median(times.clone())),
-        format!("p95 {}", ms(p95(times)))
+        ms(median(&times)),
+        format!("p95 {}", ms(p95(&times)))
     );
 }
