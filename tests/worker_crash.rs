@@ -60,9 +60,11 @@ fn make_repo() -> TestRepo {
     repo
 }
 
-fn spawn_worker(repo: &TestRepo) -> Child {
+/// A worker leasing `batch` requests at a time (landing each batch as one chain).
+fn spawn_worker(repo: &TestRepo, batch: usize) -> Child {
     repo.cmd()
         .args(["worker", "--drain", "--lease", "1s", "--format", "json"])
+        .args(["--batch-size", &batch.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -106,7 +108,9 @@ fn killed_workers_lose_nothing_and_land_nothing_twice() {
     let started = Instant::now();
     let mut kills = 0;
     for _round in 0..12 {
-        let mut workers: Vec<Child> = (0..3).map(|_| spawn_worker(&repo)).collect();
+        let mut workers: Vec<Child> = (0..3)
+            .map(|_| spawn_worker(&repo, [1, 2, 4][rand(3) as usize]))
+            .collect();
         for w in &mut workers {
             std::thread::sleep(Duration::from_millis(rand(120)));
             let _ = w.kill(); // SIGKILL
