@@ -320,13 +320,10 @@ fn incremental(
         return Ok(None);
     };
     let index_path = git_dir.join("index");
-    let mut index = gix::index::File::at(
-        &index_path,
-        gix::hash::Kind::Sha1,
-        false,
-        Default::default(),
-    )
-    .map_err(|e| Error::git(format!("cannot read {}: {e}", index_path.display())))?;
+    // Not re-hashed on reading: git and hyperion wrote it, and git checks it when it reads.
+    let mut index =
+        gix::index::File::at(&index_path, gix::hash::Kind::Sha1, true, Default::default())
+            .map_err(|e| Error::git(format!("cannot read {}: {e}", index_path.display())))?;
     if index.link().is_some()
         || index.untracked().is_some()
         || index.fs_monitor().is_some()
@@ -438,7 +435,10 @@ fn incremental(
     }
     index.remove_tree();
     index
-        .write(gix::index::write::Options::default())
+        .write(gix::index::write::Options {
+            skip_hash: git_reads_unhashed_index(),
+            ..Default::default()
+        })
         .map_err(|e| Error::git(format!("cannot write {}: {e}", index_path.display())))?;
 
     // HEAD, detached at the new commit.
@@ -447,6 +447,27 @@ fn incremental(
     std::fs::write(&tmp, format!("{to}\n")).map_err(|e| io("cannot write", &tmp, e))?;
     std::fs::rename(&tmp, &head).map_err(|e| io("cannot update", &head, e))?;
     Ok(Some(changes.len()))
+}
+
+/// Whether the git on PATH reads an index without its trailing checksum (all zeros, as
+/// `index.skipHash` writes it): git 2.40 and later. Hashing a large index with collision
+/// detection is most of the cost of an incremental move; asked once per process.
+fn git_reads_unhashed_index() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let Ok(out) = Command::new("git").arg("--version").output() else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut numbers = text
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or("")
+            .split('.')
+            .map(|n| n.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+        (major, minor) >= (2, 40)
+    })
 }
 
 /// `rel` (a path from a tree, `/`-separated bytes) below `root`.
