@@ -701,7 +701,7 @@ fn worker_cli(repo: &Path, scratch: &Path, reqs: &[ChangeRequest]) -> CliRun {
         }
     };
     CliRun {
-        gaps: common::gaps(start, &ends),
+        gaps: common::shares(start, &ends),
         peak_kib,
         how,
     }

@@ -27,12 +27,14 @@ use crate::model::{Record, Status};
 use crate::store::Store;
 
 /// Bump when the stored form changes; an index of another version is rebuilt.
-const FORMAT: &[u8] = b"hyperion-index/1";
+const FORMAT: &[u8] = b"hyperion-index/2";
 
 pub struct Index {
     db: sled::Db,
     records: sled::Tree,
     ready: sled::Tree,
+    /// The ids of leased requests (what `sweep` looks at).
+    leased: sled::Tree,
     /// Unflushed changes.
     dirty: bool,
     /// Entries written by this process since the last [`Index::absorb_own_writes`].
@@ -187,6 +189,7 @@ impl Index {
         let mut index = Index {
             records: db.open_tree("records")?,
             ready: db.open_tree("ready")?,
+            leased: db.open_tree("leased")?,
             db,
             dirty: false,
             wrote: false,
@@ -197,6 +200,7 @@ impl Index {
         if index.db.get("format")?.as_deref() != Some(FORMAT) {
             index.records.clear()?;
             index.ready.clear()?;
+            index.leased.clear()?;
             index.db.insert("format", FORMAT)?;
             index.dirty = true;
         }
@@ -353,6 +357,13 @@ impl Index {
         {
             self.ready.remove(old.queue_key()).map_err(sled_err)?;
         }
+        if record.status == Status::Leased {
+            self.leased
+                .insert(record.id.as_bytes(), &[])
+                .map_err(sled_err)?;
+        } else {
+            self.leased.remove(record.id.as_bytes()).map_err(sled_err)?;
+        }
         let stored = Stored {
             tip: tip.to_string(),
             record: record.clone(),
@@ -377,9 +388,25 @@ impl Index {
         {
             self.ready.remove(old.queue_key()).map_err(sled_err)?;
         }
+        self.leased.remove(id.as_bytes()).map_err(sled_err)?;
         self.dirty = true;
         self.wrote = true;
         Ok(())
+    }
+
+    /// Leased requests with their tips, in id order: what `sweep` examines, without reading
+    /// the rest of the queue.
+    pub fn leased(&self) -> Result<Vec<(ObjectId, Record)>> {
+        let mut out = Vec::new();
+        for kv in self.leased.iter() {
+            let (id, _) = kv.map_err(sled_err)?;
+            if let Some(v) = self.records.get(&id).map_err(sled_err)?
+                && let Some(entry) = decode(&v)
+            {
+                out.push(entry);
+            }
+        }
+        Ok(out)
     }
 
     /// Pending requests in queue order (priority, then enqueue time), with their tips.
@@ -428,6 +455,7 @@ impl Index {
     pub fn clear(&mut self) -> Result<()> {
         self.records.clear().map_err(sled_err)?;
         self.ready.clear().map_err(sled_err)?;
+        self.leased.clear().map_err(sled_err)?;
         self.db.remove("meta").map_err(sled_err)?;
         self.known = None;
         self.dirty = true;

@@ -736,9 +736,12 @@ impl Queue {
         }
         let mut ix = self.index()?;
         let now = self.now();
-        let expired: Vec<_> = self
-            .snapshot(ix.as_ref())?
-            .entries
+        // The index keeps the leased ones apart; without it, every record is read.
+        let leased = match ix.as_ref() {
+            Some(ix) => ix.leased()?,
+            None => self.snapshot(None)?.entries,
+        };
+        let expired: Vec<_> = leased
             .into_iter()
             .filter(|(_, r)| r.status == Status::Leased && r.leased_until.is_none_or(|t| t < now))
             .collect();

@@ -139,19 +139,6 @@ pub fn settle() {
     std::thread::sleep(Duration::from_secs(31));
 }
 
-/// Timestamps of completions, turned into the gaps between them (the first measured from
-/// `start`).
-pub fn gaps(start: Instant, ends: &[Instant]) -> Vec<Duration> {
-    let mut last = start;
-    ends.iter()
-        .map(|&t| {
-            let g = t - last;
-            last = t;
-            g
-        })
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // generated repositories and requests
 
