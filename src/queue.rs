@@ -18,9 +18,6 @@ use crate::model::{Action, ChangeRequest, DeadClass, ErrorInfo, Event, Record, S
 use crate::settings::Settings;
 use crate::store::{Artifact, Created, HistoryEntry, Store, Transition};
 
-/// From this many requests on, enqueue writes their objects as one pack.
-const PACK_BATCH: usize = 16;
-
 pub struct Queue {
     store: Store,
     settings: Settings,
@@ -330,21 +327,13 @@ impl Queue {
                 (Record::new(req, now), event)
             })
             .collect();
-        // Large batches write their objects as one pack: far fewer files to create.
-        let created = if requests.len() >= PACK_BATCH {
-            let items: Vec<_> = requests
-                .iter()
-                .zip(&prepared)
-                .map(|(req, (record, event))| (req, record, event))
-                .collect();
-            self.store.create_many(&items)
-        } else {
-            requests
-                .iter()
-                .zip(&prepared)
-                .map(|(req, (record, event))| self.store.create(req, record, event))
-                .collect()
-        };
+        // All objects first (one pack when there are more than a few), then the refs.
+        let items: Vec<_> = requests
+            .iter()
+            .zip(&prepared)
+            .map(|(req, (record, event))| (req, record, event))
+            .collect();
+        let created = self.store.create_many(&items);
         let created = match created {
             Ok(c) => c,
             Err(e) => {

@@ -41,7 +41,7 @@ pub struct Transition<'a> {
     pub replace_tip: bool,
 }
 
-/// Outcome of [`Store::create`].
+/// Outcome of storing one request ([`Store::create_many`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
     New(ObjectId),
@@ -153,20 +153,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Store a new request: a root commit with the payload and its first record. Idempotent:
-    /// when the ref already exists with the same dedupe key, returns [`Created::Existing`].
-    pub fn create(&self, req: &ChangeRequest, record: &Record, event: &Event) -> Result<Created> {
-        let id = &record.id;
-        // An identical submission is answered without writing a single object.
-        if let Some(tip) = self.tip(id)? {
-            return self.existing(id, tip, record);
-        }
-        let commit = self.root_objects(req, record, event)?;
-        self.create_ref(record, event, commit)
-    }
-
-    /// [`Store::create`] for many requests at once: their objects are written as one pack,
-    /// then each ref is created. Same results, in the same order, as one `create` each.
+    /// Store new requests: for each, a root commit with the payload and its first record, its
+    /// objects written with all the others (one pack when there are more than a few), then its
+    /// ref created. Idempotent: an id whose ref already exists with the same dedupe key gives
+    /// [`Created::Existing`] without writing anything for it.
     pub fn create_many(&self, items: &[(&ChangeRequest, &Record, &Event)]) -> Result<Vec<Created>> {
         let mut out: Vec<Option<Created>> = vec![None; items.len()];
         let mut planned: Vec<(usize, ObjectId)> = Vec::new();

@@ -448,14 +448,36 @@ impl<'q> Worker<'q> {
                 [one] => format!("hyperion: land {}", one.record.id),
                 many => format!("hyperion: land {} requests", many.len()),
             };
-            match land::advance(
+            let advanced = match land::advance(
                 repo,
                 &chain.refname,
                 chain.base,
                 chain.head,
                 &reflog,
                 &self.committer,
-            )? {
+            ) {
+                Ok(advanced) => advanced,
+                // The branch could not be moved (a live writer holds its lock, the disk
+                // failed): nothing landed; every request of the chain is retried later.
+                Err(e) => {
+                    for b in chain.items {
+                        decided.push(Decided {
+                            record: b.record,
+                            verdict: Verdict::Fail {
+                                class: DeadClass::Environment,
+                                code: e.code().to_owned(),
+                                message: e.to_string(),
+                                transient: true,
+                                artifacts: Vec::new(),
+                                checks: b.checks,
+                            },
+                            started: b.started,
+                        });
+                    }
+                    return Ok(());
+                }
+            };
+            match advanced {
                 Ok(()) => {
                     tracing::info!(target = %chain.target, head = %chain.head, requests = chain.items.len(), "landed");
                     let notes: Vec<(ObjectId, String)> = chain

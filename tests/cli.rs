@@ -779,3 +779,35 @@ fn a_closed_pipe_ends_output_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(status == "0" || status == "141", "exit {status}: {stderr}");
 }
+
+/// Every batch of new objects becomes a pack; once 40 exist, the small ones are rolled up
+/// (`git repack --geometric`), and the repository stays whole.
+#[test]
+fn many_small_packs_are_rolled_up() {
+    let repo = TestRepo::new();
+    let packs = || {
+        std::fs::read_dir(repo.git_dir().join("objects/pack"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let mut most = 0;
+    for i in 0..45 {
+        // Two requests per call: more objects than are written loose, so one pack each.
+        let d = repo.home.path().join(format!("batch-{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..2 {
+            let r = request(1000 + i * 2 + k, &format!("pk{i}"));
+            std::fs::write(d.join(format!("{k}.json")), r.to_string()).unwrap();
+        }
+        repo.ok(&["enqueue", d.to_str().unwrap()]);
+        most = most.max(packs());
+    }
+    assert!(most >= 20, "batches were written as packs ({most})");
+    assert!(packs() < 40, "small packs were rolled up: {}", packs());
+    assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 90);
+    repo.git(&["fsck", "--strict", "--no-dangling"]);
+}

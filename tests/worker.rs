@@ -643,3 +643,33 @@ fn a_branch_moved_during_the_batch_makes_the_chain_rebuild_on_it() {
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
     assert!(repo.path().join("other.txt").exists());
 }
+
+/// A lock on the target branch left by a writer that died (older than 5 s) does not stop
+/// landing: it is cleared, as hyperion's request-ref locks are.
+#[test]
+fn a_stale_lock_on_the_target_left_by_a_dead_writer_is_cleared() {
+    let repo = TestRepo::new();
+    let id = enqueue_edit(&repo, "T-1", "a.txt", "a\n");
+    let lock = repo.git_dir().join("refs/heads/main.lock");
+    std::fs::write(&lock, "").unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(30);
+    std::fs::File::options()
+        .write(true)
+        .open(&lock)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let reports = drain(&repo);
+    assert_eq!(reports[0]["result"], "landed", "{reports:?}");
+    assert!(!lock.exists());
+    assert_eq!(record(&repo, &id)["record"]["status"], "applied");
+
+    // A fresh lock (a live writer) is waited for, then reported, never removed.
+    let second = enqueue_edit(&repo, "T-2", "b.txt", "b\n");
+    std::fs::write(&lock, "").unwrap();
+    let reports = drain(&repo);
+    assert_eq!(reports[0]["result"], "retry", "{reports:?}");
+    assert!(lock.exists(), "a live writer's lock stays");
+    assert_eq!(record(&repo, &second)["record"]["status"], "pending");
+    std::fs::remove_file(&lock).unwrap();
+}
