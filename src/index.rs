@@ -139,9 +139,13 @@ impl Index {
     /// milliseconds, so a worker keeps the index open from one batch to the next, and lets go
     /// when someone else asked for it (by touching `index.wanted`).
     pub fn wanted(&self) -> bool {
+        // File times come from the kernel's coarse clock, a tick behind: a request made just
+        // after the index was opened can carry an earlier time. One asked for shortly before
+        // is counted too; at worst the index is reopened once more.
+        let since = self.opened_at - std::time::Duration::from_secs(1);
         std::fs::metadata(&self.wanted_path)
             .and_then(|m| m.modified())
-            .is_ok_and(|t| t >= self.opened_at)
+            .is_ok_and(|t| t >= since)
     }
 
     /// Open the index, waiting up to `wait` while another process holds it. `Ok(None)` when

@@ -211,3 +211,43 @@ fn pushing_to_a_bare_server_shares_the_queue() {
     assert_eq!(on_server, local);
     assert_eq!(server.json(&["list"]), repo.json(&["list"]));
 }
+
+/// A process that keeps the index open (a worker between batches) lets go once another
+/// process has found it busy and said so; that one then gets the index.
+#[test]
+fn a_busy_index_is_asked_for_and_handed_over() {
+    let repo = TestRepo::new();
+    repo.git(&["config", "hyperion.indexWait", "0s"]);
+    let d = request_dir(&repo, 3, "wanted");
+    repo.enqueue(&d);
+    let holder =
+        hyperion::queue::Queue::open(hyperion::store::Store::discover(repo.path()).unwrap())
+            .unwrap();
+    holder.list(&Default::default()).unwrap();
+    let wanted = repo.git_dir().join("hyperion/index.wanted");
+    let _ = std::fs::remove_file(&wanted);
+    let list = |repo: &TestRepo| {
+        let out = repo
+            .cmd()
+            .args(["list", "--format", "json"])
+            .env("HYPERION_LOG", "debug")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let n = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len();
+        (n, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    holder.release_index_if_wanted().unwrap();
+    let (n, log) = list(&repo);
+    assert_eq!(n, 3, "the same answer from the refs");
+    assert!(log.contains("index busy"), "{log}");
+    assert!(wanted.exists(), "the busy index was asked for");
+    holder.release_index_if_wanted().unwrap();
+    let (n, log) = list(&repo);
+    assert_eq!(n, 3);
+    assert!(!log.contains("index busy"), "handed over: {log}");
+}
