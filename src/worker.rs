@@ -113,11 +113,9 @@ pub enum Mode {
     Forever,
 }
 
-/// Options of a worker run.
+/// Options of a worker run (its id and lease length are the [`Worker`]'s own).
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub id: String,
-    pub lease: Option<Duration>,
     pub batch: usize,
     pub mode: Mode,
     /// Longest sleep between polls of an empty queue.

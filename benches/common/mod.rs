@@ -300,8 +300,6 @@ pub fn drain_in_process(repo: &Path, reqs: &[ChangeRequest], pause: fn()) -> Dra
     let reports = worker
         .run(
             &Options {
-                id: "bench-worker".into(),
-                lease: None,
                 batch: 32,
                 mode: Mode::Drain,
                 poll: Duration::from_millis(50),

@@ -151,8 +151,6 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let worker = hyperion::worker::Worker::new(&queue, "demo-worker".into(), None);
     let reports = worker.run(
         &hyperion::worker::Options {
-            id: "demo-worker".into(),
-            lease: None,
             batch: 1,
             mode: hyperion::worker::Mode::Drain,
             poll: std::time::Duration::from_millis(50),

@@ -91,8 +91,6 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         }
     };
     let opts = Options {
-        id: id.clone(),
-        lease: args.lease,
         batch: args.batch_size.max(1),
         mode: if args.once {
             Mode::Once
