@@ -2,7 +2,7 @@
 //! stable error codes every layer reports.
 //!
 //! These types are the serde form of what lives in the repository (`request.json`,
-//! `state.json`, commit-message events) and of what `--format json` prints. They hold no
+//! commit-message events and records) and of what `--format json` prints. They hold no
 //! behaviour beyond (de)serialisation and a few derived values; the state machine lives in
 //! `queue`.
 
@@ -257,7 +257,7 @@ pub struct ErrorInfo {
     pub message: String,
 }
 
-/// The current state of one request: `state.json` at the tip of its chain, and the row of
+/// The current state of one request: the record in the tip commit of its chain, and the row of
 /// `list`/`show --format json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {

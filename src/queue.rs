@@ -1007,7 +1007,7 @@ impl Queue {
             if record.id != *id {
                 d.findings.push(finding(
                     "store.corrupt",
-                    format!("state.json names {} but the ref is {id}", record.id),
+                    format!("its record names {} but the ref is {id}", record.id),
                 ));
             }
             if record.status == Status::Leased
@@ -1032,7 +1032,7 @@ impl Queue {
                         d.findings.push(finding(
                             "store.corrupt",
                             format!(
-                                "last event says {} but state.json says {}",
+                                "last event says {} but its record says {}",
                                 e.event.to, record.status
                             ),
                         ));

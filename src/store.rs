@@ -1,8 +1,9 @@
 //! The source of truth: change requests as commit chains under `refs/hyperion/requests/<id>`.
 //!
-//! Every chain commit's tree holds the payload (`request.json`, `changes/NNNN.patch`), the
-//! current record (`state.json`) and any `artifacts/`; its message is a one-line summary and
-//! the JSON [`Event`]. [`Store::transition`] is the only code that moves a request ref, and it
+//! Every chain commit's tree holds the payload (`request.json`, `changes/NNNN.patch`) and any
+//! `artifacts/`; its message is a one-line summary, the JSON [`Event`] and the JSON record
+//! (chains written by earlier versions keep the record as `state.json` in the tree, which is
+//! still read). [`Store::transition`] is the only code that moves a request ref, and it
 //! does so by compare-and-swap against the tip the caller read. This module knows nothing of
 //! the queue's rules; it stores what it is given, atomically.
 
@@ -209,12 +210,8 @@ impl Store {
             ));
         }
         entries.push(tree_entry("changes", self.write_tree(patches)?));
-        entries.push(blob_entry(
-            "state.json",
-            self.write_blob(&state_json(record))?,
-        ));
         let tree = self.write_tree(entries)?;
-        self.write_object(&commit_object(tree, None, &record.id, event))
+        self.write_object(&commit_object(tree, None, &record.id, event, record))
     }
 
     /// Write the objects held in memory (see [`crate::pack::persist`]).
@@ -279,10 +276,15 @@ impl Store {
         } else {
             Some(t.expected_tip)
         };
+        // The record travels in the commit message: the tree stays the tip's (one object per
+        // transition), but for a chain from before that change, whose stale `state.json` goes.
+        let mut tree = tip_tree;
         let mut entries = self.tree_entries(tip_tree)?;
-        let state = self.write_blob(&state_json(t.record))?;
-        upsert(&mut entries, blob_entry("state.json", state));
-        let mut tree = self.write_tree(entries)?;
+        let before = entries.len();
+        entries.retain(|e| e.filename != "state.json");
+        if entries.len() != before {
+            tree = self.write_tree(entries)?;
+        }
         if !t.artifacts.is_empty() {
             // Nested names (`checks/unit.stdout`, `conflicts/src/lib.rs`) become directories.
             let mut editor = self
@@ -301,7 +303,7 @@ impl Store {
                 .map_err(|e| Error::git(format!("{id}: {e}")))?
                 .detach();
         }
-        self.write_commit(tree, parent, id, t.event)
+        self.write_object(&commit_object(tree, parent, id, t.event, t.record))
     }
 
     /// Move request `id`'s ref from `expected` to `commit` (made by [`Store::prepare`]).
@@ -447,6 +449,11 @@ impl Store {
 
     /// The record stored at `tip`.
     pub fn read_record(&self, id: &str, tip: ObjectId) -> Result<Record> {
+        let commit = self.find_commit(tip)?;
+        let message = commit.message_raw_sloppy().to_str_lossy().into_owned();
+        if let Some(record) = parse_record(&message) {
+            return Ok(record);
+        }
         let data = self.read_path(id, tip, "state.json")?;
         serde_json::from_slice(&data).map_err(|e| Error::Corrupt {
             id: id.to_owned(),
@@ -573,16 +580,6 @@ impl Store {
             .map_err(|e| Error::git(format!("could not write a tree: {e}")))
     }
 
-    fn write_commit(
-        &self,
-        tree: ObjectId,
-        parent: Option<ObjectId>,
-        id: &str,
-        event: &Event,
-    ) -> Result<ObjectId> {
-        self.write_object(&commit_object(tree, parent, id, event))
-    }
-
     fn write_object(&self, object: &gix::objs::Commit) -> Result<ObjectId> {
         self.repo
             .write_object(object)
@@ -652,16 +649,18 @@ pub fn patch_file_name(index: usize) -> String {
     format!("{:04}.patch", index + 1)
 }
 
-fn state_json(record: &Record) -> Vec<u8> {
-    let mut v = serde_json::to_vec_pretty(record).expect("a Record always serialises");
-    v.push(b'\n');
-    v
-}
-
 /// The event in a chain commit's message (the JSON after the summary line).
 pub fn parse_event(message: &str) -> Option<Event> {
     let body = message.split_once("\n\n")?.1;
-    serde_json::from_str(body.trim()).ok()
+    serde_json::from_str(body.split("\n\n").next()?.trim()).ok()
+}
+
+/// The record in a chain commit's message (the JSON paragraph after the event), if the commit
+/// carries one: chains written before records moved into messages keep theirs in
+/// `state.json` in the tree.
+pub fn parse_record(message: &str) -> Option<Record> {
+    let body = message.split_once("\n\n")?.1;
+    serde_json::from_str(body.split("\n\n").nth(1)?.trim()).ok()
 }
 
 fn signature(actor: &str, at: jiff::Timestamp) -> gix::actor::Signature {
@@ -682,12 +681,14 @@ fn commit_object(
     parent: Option<ObjectId>,
     id: &str,
     event: &Event,
+    record: &Record,
 ) -> gix::objs::Commit {
     let sig = signature(&event.actor, event.at);
     let message = format!(
-        "{}\n\n{}\n",
+        "{}\n\n{}\n\n{}\n",
         event.summary(id),
-        serde_json::to_string(event).expect("an Event always serialises")
+        serde_json::to_string(event).expect("an Event always serialises"),
+        serde_json::to_string(record).expect("a Record always serialises")
     );
     gix::objs::Commit {
         tree,
@@ -713,12 +714,5 @@ fn tree_entry(name: &str, oid: ObjectId) -> Entry {
         mode: EntryKind::Tree.into(),
         filename: name.into(),
         oid,
-    }
-}
-
-fn upsert(entries: &mut Vec<Entry>, entry: Entry) {
-    match entries.iter_mut().find(|e| e.filename == entry.filename) {
-        Some(e) => *e = entry,
-        None => entries.push(entry),
     }
 }

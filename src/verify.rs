@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use crate::error::{Error, Problem, Result};
 use crate::model::{Action, Record, Status};
-use crate::store::{REQUESTS_PREFIX, parse_event, patch_file_name};
+use crate::store::{REQUESTS_PREFIX, parse_event, parse_record, patch_file_name};
 
 /// Objects read by a `git cat-file --batch` process.
 pub struct CatFile {
@@ -111,6 +111,17 @@ fn read_commit(cat: &mut CatFile, id: &str) -> Result<Option<ChainCommit>> {
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
+/// A chain commit's record: in its message, or (chains written before records moved there)
+/// `state.json` in its tree.
+fn record_of(cat: &mut CatFile, c: &ChainCommit) -> Result<Option<Record>> {
+    if let Some(r) = parse_record(&c.message) {
+        return Ok(Some(r));
+    }
+    Ok(cat
+        .blob(&format!("{}:state.json", c.tree))?
+        .and_then(|s| serde_json::from_slice(&s).ok()))
+}
+
 /// Check one pushed update of `refname` from `old` to `new` (all-zero ids for create and
 /// delete, as `pre-receive` gives them). Returns every problem found.
 pub fn check_update(
@@ -134,8 +145,10 @@ pub fn check_update(
     };
     if new == ZERO {
         // Deleting a chain loses its history: only finished requests, as `gc` does.
-        let state = cat.blob(&format!("{old}:state.json"))?;
-        let record: Option<Record> = state.and_then(|s| serde_json::from_slice(&s).ok());
+        let record = match read_commit(cat, old)? {
+            Some(c) => record_of(cat, &c)?,
+            None => None,
+        };
         return Ok(match record {
             Some(r) if r.status.is_final() => Vec::new(),
             _ => problem(
@@ -194,20 +207,18 @@ pub fn check_update(
     let mut previous: Option<Status> = None;
     for c in &chain {
         let event = parse_event(&c.message);
-        let record: Option<Record> = cat
-            .blob(&format!("{}:state.json", c.tree))?
-            .and_then(|s| serde_json::from_slice(&s).ok());
+        let record = record_of(cat, c)?;
         let (Some(event), Some(record)) = (event, record) else {
             out.extend(problem(
                 "push.bad_chain",
-                format!("{} lacks its event or state.json", c.id),
+                format!("{} lacks its event or its record", c.id),
             ));
             break;
         };
         if record.id != id || record.status != event.to {
             out.extend(problem(
                 "push.bad_chain",
-                format!("{}: state.json disagrees with its event", c.id),
+                format!("{}: its record disagrees with its event", c.id),
             ));
         }
         let legal = match previous {

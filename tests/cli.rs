@@ -811,3 +811,47 @@ fn many_small_packs_are_rolled_up() {
     assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 90);
     repo.git(&["fsck", "--strict", "--no-dangling"]);
 }
+
+/// Chains written before records moved into commit messages keep their record in
+/// `state.json`: they are read as before, and their first new transition drops the stale file.
+#[test]
+fn a_chain_with_its_record_in_state_json_is_still_read() {
+    let repo = TestRepo::new();
+    let d = request_dir(&repo, 1, "old");
+    let id = repo.enqueue(&d).remove(0);
+    let r = format!("refs/hyperion/requests/{id}");
+    let tip = repo.git(&["rev-parse", &r]).trim().to_owned();
+    let message = repo.git(&["log", "-1", "--format=%B", &tip]);
+    let mut parts: Vec<&str> = message.trim().split("\n\n").collect();
+    assert_eq!(parts.len(), 3, "summary, event, record: {message}");
+    let record = parts.pop().unwrap().to_owned();
+    // The old layout: the record as state.json in the tree, the message without it.
+    let state = repo.home.path().join("state.json");
+    std::fs::write(&state, format!("{record}\n")).unwrap();
+    let blob = repo.git(&["hash-object", "-w", state.to_str().unwrap()]);
+    let mut listing = repo.git(&["ls-tree", &tip]);
+    listing.push_str(&format!("100644 blob {}\tstate.json\n", blob.trim()));
+    let listing_file = repo.home.path().join("listing");
+    std::fs::write(&listing_file, &listing).unwrap();
+    let tree = {
+        let out = std::process::Command::new("git")
+            .current_dir(repo.path())
+            .args(["mktree"])
+            .stdin(std::fs::File::open(&listing_file).unwrap())
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let old_message = parts.join("\n\n");
+    let old = repo.git(&["commit-tree", &tree, "-m", &old_message]);
+    repo.git(&["update-ref", &r, old.trim(), &tip]);
+    repo.ok(&["doctor", "--reindex"]);
+
+    let shown = repo.json(&["show", &id]);
+    assert_eq!(shown["record"]["status"], "pending");
+    let leased = repo.json(&["dequeue", "--worker", "w", "--batch", "1"]);
+    assert_eq!(leased[0]["id"], id.as_str());
+    let files = repo.git(&["ls-tree", "--name-only", &r]);
+    assert!(!files.contains("state.json"), "{files}");
+    assert_eq!(repo.json(&["show", &id])["record"]["status"], "leased");
+}

@@ -98,22 +98,28 @@ fn honest_chains_are_taken_and_forged_ones_refused() {
     let r = |id: &str| format!("refs/hyperion/requests/{id}");
     let before = server.hyperion_refs();
     let tip = client.git(&["rev-parse", &r(&ids[2])]).trim().to_owned();
-    let event = |from: &str, to: &str| {
+    // The record at the tip: the last paragraph of its message.
+    let record = client
+        .git(&["log", "-1", "--format=%B", &tip])
+        .trim()
+        .rsplit("\n\n")
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(record.contains("\"status\":\"pending\""), "{record}");
+    let message = |from: &str, to: &str| {
         format!(
-            "hyperion: forged\n\n{{\"action\":\"land\",\"from\":\"{from}\",\"to\":\"{to}\",\"actor\":\"x\",\"at\":\"2026-01-01T00:00:00Z\"}}\n"
+            "hyperion: forged\n\n{{\"action\":\"land\",\"from\":\"{from}\",\"to\":\"{to}\",\"actor\":\"x\",\"at\":\"2026-01-01T00:00:00Z\"}}\n\n{}\n",
+            record.replace("\"pending\"", &format!("\"{to}\""))
         )
     };
+    let tip_tree = client
+        .git(&["rev-parse", &format!("{tip}^{{tree}}")])
+        .trim()
+        .to_owned();
 
     // 1. An illegal transition: pending straight to applied.
-    let state = client
-        .git(&["show", &format!("{tip}:state.json")])
-        .replace("\"pending\"", "\"applied\"");
-    let forged = forge(
-        &client,
-        &tree_with(&client, &tip, "state.json", &state),
-        &tip,
-        &event("pending", "applied"),
-    );
+    let forged = forge(&client, &tip_tree, &tip, &message("pending", "applied"));
     client.git(&["update-ref", &r(&ids[2]), &forged]);
     let (ok, err) = push(&client, &server, &format!("{}:{}", r(&ids[2]), r(&ids[2])));
     assert!(!ok && err.contains("push.illegal_transition"), "{err}");
@@ -122,16 +128,8 @@ fn honest_chains_are_taken_and_forged_ones_refused() {
     let edited = client
         .git(&["show", &format!("{tip}:request.json")])
         .replace("change 2", "something else");
-    let leased = client
-        .git(&["show", &format!("{tip}:state.json")])
-        .replace("\"pending\"", "\"dead\"");
     let t = tree_with(&client, &tip, "request.json", &edited);
-    let forged = forge(
-        &client,
-        &tree_with(&client, &t, "state.json", &leased),
-        &tip,
-        &event("pending", "dead"),
-    );
+    let forged = forge(&client, &t, &tip, &message("pending", "dead"));
     client.git(&["update-ref", &r(&ids[2]), &forged]);
     let (ok, err) = push(&client, &server, &format!("{}:{}", r(&ids[2]), r(&ids[2])));
     assert!(!ok && err.contains("push.payload_changed"), "{err}");

@@ -7,7 +7,7 @@ use super::{Ctx, print_json};
 ///
 /// Reads `OLD NEW REFNAME` lines on stdin, as `pre-receive` gets them, and checks every update
 /// under refs/hyperion/requests/: the root holds a valid request stored under its own id, every
-/// commit is a legal transition whose state.json agrees with its event, the payload never
+/// commit is a legal transition whose record agrees with its event, the payload never
 /// changes, history is only extended (a heartbeat may replace the tip), and only finished
 /// requests are deleted. Other refs pass. Exits 1 if any update is refused.
 #[derive(clap::Args, Debug)]
