@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hyperion::model::{ChangeRequest, DeadClass, ErrorInfo};
-use hyperion::queue::{Filter, Outcome, Queue};
+use hyperion::model::ChangeRequest;
+use hyperion::queue::{Filter, Queue};
 use hyperion::store::Store;
 use serde_json::json;
 
@@ -398,22 +398,7 @@ fn queue_suite(tmp: &Path, depth: usize, c: &Counts, rows: &mut Vec<Row>) {
     let (mut hy, mut sq) = (Vec::new(), Vec::new());
     for i in 0..cycles {
         let applied = i % 2 == 0;
-        let outcome = if applied {
-            Outcome::Applied {
-                commit: "0".repeat(40),
-                artifacts: Vec::new(),
-            }
-        } else {
-            Outcome::Failed {
-                class: DeadClass::Check,
-                error: ErrorInfo {
-                    code: "check.failed".into(),
-                    message: "bench".into(),
-                },
-                transient: false,
-                artifacts: Vec::new(),
-            }
-        };
+        let outcome = common::cycle_outcome(applied);
         let t = Instant::now();
         let got = q.dequeue("bench", 1, Some(SHORT_LEASE)).expect("dequeue");
         let rec = got.first().expect("a request is ready");

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{add_request, git, median, ms, p95};
 
-use hyperion::model::{DeadClass, ErrorInfo};
-use hyperion::queue::{Outcome, Queue};
+use hyperion::queue::Queue;
 use hyperion::store::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
@@ -114,22 +113,7 @@ fn main() {
             .dequeue("bench", 1, Some(Duration::from_secs(60)))
             .expect("dequeue");
         let Some(rec) = leased.first() else { break };
-        let outcome = if done % 2 == 0 {
-            Outcome::Applied {
-                commit: "0".repeat(40),
-                artifacts: Vec::new(),
-            }
-        } else {
-            Outcome::Failed {
-                class: DeadClass::Check,
-                error: ErrorInfo {
-                    code: "check.failed".into(),
-                    message: "bench".into(),
-                },
-                transient: false,
-                artifacts: vec![],
-            }
-        };
+        let outcome = common::cycle_outcome(done % 2 == 0);
         q.complete(&rec.id, "bench", outcome).expect("complete");
         done += 1;
     }

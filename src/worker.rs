@@ -342,13 +342,34 @@ impl<'q> Worker<'q> {
             .iter()
             .flat_map(|c| c.items.iter().map(|b| b.record.id.clone()))
             .collect();
+        self.build(
+            &mut batch.chains,
+            &mut batch.decided,
+            record,
+            req,
+            started,
+            stop,
+            on_progress,
+        );
+        Ok(())
+    }
+
+    /// Build one request on the head of its target's chain in `chains` (or the target's tip
+    /// when there is none yet) and add it there; decide it when it cannot land.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        chains: &mut Vec<Chain>,
+        decided: &mut Vec<Decided>,
+        record: Record,
+        req: ChangeRequest,
+        started: Instant,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) {
         let target = self.target_of(&req);
         let refname = land::target_ref(&target);
-        let onto = batch
-            .chains
-            .iter()
-            .find(|c| c.refname == refname)
-            .map(|c| c.head);
+        let onto = chains.iter().find(|c| c.refname == refname).map(|c| c.head);
         let verdict = self
             .pipeline(&record, &req, onto, stop, on_progress, false)
             .unwrap_or_else(|e| environment(&e));
@@ -370,12 +391,12 @@ impl<'q> Worker<'q> {
                     artifacts,
                     started,
                 };
-                match batch.chains.iter_mut().find(|c| c.refname == refname) {
+                match chains.iter_mut().find(|c| c.refname == refname) {
                     Some(chain) => {
                         chain.head = commit;
                         chain.items.push(built);
                     }
-                    None => batch.chains.push(Chain {
+                    None => chains.push(Chain {
                         refname,
                         target,
                         base: parent,
@@ -384,13 +405,12 @@ impl<'q> Worker<'q> {
                     }),
                 }
             }
-            verdict => batch.decided.push(Decided {
+            verdict => decided.push(Decided {
                 record,
                 verdict,
                 started,
             }),
         }
-        Ok(())
     }
 
     fn target_of(&self, req: &ChangeRequest) -> String {
@@ -532,55 +552,24 @@ impl<'q> Worker<'q> {
         }
     }
 
-    /// Build `chain`'s requests again, in order, on the target's tip as it is now; those that no longer land are decided. `None` when nothing is left to land.
+    /// Build `chain`'s requests again, in order, on the target's tip as it is now; those
+    /// that no longer land are decided. `None` when nothing is left to land.
     fn rebuild(&self, chain: Chain, decided: &mut Vec<Decided>) -> Result<Option<Chain>> {
-        let mut next: Option<Chain> = None;
+        let mut chains = Vec::new();
         let stop = Stop::default();
         for b in chain.items {
-            let onto = next.as_ref().map(|c| c.head);
-            let verdict = self
-                .pipeline(&b.record, &b.req, onto, &stop, &mut |_| {}, false)
-                .unwrap_or_else(|e| environment(&e));
-            match verdict {
-                Verdict::Land {
-                    commit,
-                    parent,
-                    files,
-                    checks,
-                    artifacts,
-                    recovered: false,
-                } => {
-                    let built = Built {
-                        commit,
-                        files,
-                        checks,
-                        artifacts,
-                        ..b
-                    };
-                    match next.as_mut() {
-                        Some(c) => {
-                            c.head = commit;
-                            c.items.push(built);
-                        }
-                        None => {
-                            next = Some(Chain {
-                                refname: chain.refname.clone(),
-                                target: chain.target.clone(),
-                                base: parent,
-                                head: commit,
-                                items: vec![built],
-                            })
-                        }
-                    }
-                }
-                verdict => decided.push(Decided {
-                    record: b.record,
-                    verdict,
-                    started: b.started,
-                }),
-            }
+            self.build(
+                &mut chains,
+                decided,
+                b.record,
+                b.req,
+                b.started,
+                &stop,
+                &mut |_| {},
+            );
         }
-        Ok(next)
+        // One target: at most one chain.
+        Ok(chains.pop())
     }
 
     /// Record every decided outcome on its request's chain (one pack for all), and report.

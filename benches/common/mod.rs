@@ -129,6 +129,28 @@ pub fn shares(start: Instant, ends: &[Instant]) -> Vec<Duration> {
     out
 }
 
+/// The outcome of one lease + complete cycle: landed, or a dead letter of class `check`.
+pub fn cycle_outcome(applied: bool) -> hyperion::queue::Outcome {
+    use hyperion::model::{DeadClass, ErrorInfo};
+    use hyperion::queue::Outcome;
+    if applied {
+        Outcome::Applied {
+            commit: "0".repeat(40),
+            artifacts: Vec::new(),
+        }
+    } else {
+        Outcome::Failed {
+            class: DeadClass::Check,
+            error: ErrorInfo {
+                code: "check.failed".into(),
+                message: "bench".into(),
+            },
+            transient: false,
+            artifacts: Vec::new(),
+        }
+    }
+}
+
 /// Let the file system forget the files an earlier phase deleted. On ext4 without a journal
 /// (this machine's /tmp) every file creation skips, one by one, each inode freed in the last
 /// ~30 s (the kernel's `recently_deleted` check), so a phase that follows one that deleted
