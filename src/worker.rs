@@ -478,20 +478,7 @@ impl<'q> Worker<'q> {
                 // The branch could not be moved (a live writer holds its lock, the disk
                 // failed): nothing landed; every request of the chain is retried later.
                 Err(e) => {
-                    for b in chain.items {
-                        decided.push(Decided {
-                            record: b.record,
-                            verdict: Verdict::Fail {
-                                class: DeadClass::Environment,
-                                code: e.code().to_owned(),
-                                message: e.to_string(),
-                                transient: true,
-                                artifacts: Vec::new(),
-                                checks: b.checks,
-                            },
-                            started: b.started,
-                        });
-                    }
+                    retry_all(chain.items, e.code(), e.to_string(), decided);
                     return Ok(());
                 }
             };
@@ -532,20 +519,8 @@ impl<'q> Worker<'q> {
                     }
                 }
                 Err(not_moved) => {
-                    for b in chain.items {
-                        decided.push(Decided {
-                            record: b.record,
-                            verdict: Verdict::Fail {
-                                class: DeadClass::Environment,
-                                code: not_moved.code().to_owned(),
-                                message: not_moved.message(&chain.target),
-                                transient: true,
-                                artifacts: Vec::new(),
-                                checks: b.checks,
-                            },
-                            started: b.started,
-                        });
-                    }
+                    let message = not_moved.message(&chain.target);
+                    retry_all(chain.items, not_moved.code(), message, decided);
                     return Ok(());
                 }
             }
@@ -1089,6 +1064,24 @@ struct Decided {
 struct Batch {
     chains: Vec<Chain>,
     decided: Vec<Decided>,
+}
+
+/// A chain that could not land: each of its requests is retried later (environment class).
+fn retry_all(items: Vec<Built>, code: &str, message: String, decided: &mut Vec<Decided>) {
+    for b in items {
+        decided.push(Decided {
+            record: b.record,
+            verdict: Verdict::Fail {
+                class: DeadClass::Environment,
+                code: code.to_owned(),
+                message: message.clone(),
+                transient: true,
+                artifacts: Vec::new(),
+                checks: b.checks,
+            },
+            started: b.started,
+        });
+    }
 }
 
 /// The repository or the machine failed us, not the request: retry later.
