@@ -126,6 +126,7 @@ fn record_of(cat: &mut CatFile, c: &ChainCommit) -> Result<Option<Record>> {
 /// delete, as `pre-receive` gives them). Returns every problem found.
 pub fn check_update(
     cat: &mut CatFile,
+    queue: &crate::queue::Queue,
     old: &str,
     new: &str,
     refname: &str,
@@ -194,6 +195,13 @@ pub fn check_update(
                 req.id()
             ),
         )),
+        // A new request is held to what `validate` checks against its target here: the
+        // target's tree and this repository's policy for it.
+        Some(Ok(req)) if old == ZERO => {
+            for p in queue.check_against_targets(&[&req])?.into_iter().flatten() {
+                out.push(p.at(refname.to_owned()));
+            }
+        }
         Some(Ok(_)) => {}
     }
     // The payload: request.json and the changes/ tree, byte for byte.
@@ -290,15 +298,18 @@ fn reassemble(cat: &mut CatFile, tree: &str) -> Result<Option<serde_json::Value>
 }
 
 /// Check every update `pre-receive` was given (`old new ref` lines); problems by ref.
-pub fn check_push(git_dir: &Path, lines: &str) -> Result<HashMap<String, Vec<Problem>>> {
-    let mut cat = CatFile::start(git_dir)?;
+pub fn check_push(
+    queue: &crate::queue::Queue,
+    lines: &str,
+) -> Result<HashMap<String, Vec<Problem>>> {
+    let mut cat = CatFile::start(queue.store().git_dir())?;
     let mut out = HashMap::new();
     for line in lines.lines() {
         let parts: Vec<&str> = line.split_whitespace().collect();
         let [old, new, refname] = parts[..] else {
             continue;
         };
-        let problems = check_update(&mut cat, old, new, refname)?;
+        let problems = check_update(&mut cat, queue, old, new, refname)?;
         if !problems.is_empty() {
             out.insert(refname.to_owned(), problems);
         }

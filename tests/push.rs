@@ -162,3 +162,46 @@ fn honest_chains_are_taken_and_forged_ones_refused() {
     assert!(ok, "{err}");
     assert_eq!(server.ids(&["list"]).len(), 2);
 }
+
+/// A new request is held to the server's own view of its target, as `validate` there would
+/// hold it: here the server's policy denies a path the client's does not.
+#[test]
+fn a_new_request_is_checked_against_the_servers_target_and_policy() {
+    let client = TestRepo::new();
+    let server = server();
+    // The server's main: the client's, plus a policy that keeps requests out of secret/.
+    client.git(&["checkout", "-q", "-b", "strict"]);
+    std::fs::create_dir_all(client.path().join(".hyperion")).unwrap();
+    std::fs::write(
+        client.path().join(".hyperion/policy.toml"),
+        "[paths]\ndeny = [\"secret/**\"]\n",
+    )
+    .unwrap();
+    client.git(&["add", "-A"]);
+    client.git(&["commit", "-q", "-m", "strict policy"]);
+    client.git(&["checkout", "-q", "main"]);
+    let (ok, err) = push(&client, &server, "strict:refs/heads/main");
+    assert!(ok, "{err}");
+
+    let diff = "diff --git a/secret/key.txt b/secret/key.txt\nnew file mode 100644\n--- /dev/null\n+++ b/secret/key.txt\n@@ -0,0 +1 @@\n+not for agents\n";
+    let patch = client.home.path().join("secret.diff");
+    std::fs::write(&patch, diff).unwrap();
+    let id = client
+        .ok(&[
+            "enqueue",
+            "--patch",
+            patch.to_str().unwrap(),
+            "--task",
+            "T-secret",
+            "--agent",
+            "a",
+        ])
+        .trim()
+        .to_owned();
+    let before = server.hyperion_refs();
+    let r = format!("refs/hyperion/requests/{id}");
+    let (ok, err) = push(&client, &server, &format!("{r}:{r}"));
+    assert!(!ok, "the server's policy refuses it");
+    assert!(err.contains("path.denied"), "{err}");
+    assert_eq!(server.hyperion_refs(), before, "nothing was stored");
+}

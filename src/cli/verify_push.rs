@@ -14,12 +14,12 @@ use super::{Ctx, print_json};
 pub struct Args {}
 
 pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
-    let store = ctx.store()?;
+    let queue = ctx.queue()?;
     let mut lines = String::new();
     std::io::stdin()
         .read_to_string(&mut lines)
         .map_err(|e| CommandError::usage(format!("could not read stdin: {e}")))?;
-    let refused = hyperion::verify::check_push(store.git_dir(), &lines)?;
+    let refused = hyperion::verify::check_push(&queue, &lines)?;
     if ctx.json() {
         print_json(&refused);
     }
