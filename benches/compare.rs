@@ -456,17 +456,7 @@ fn apply_suite(tmp: &Path, files: usize, c: &Counts, rows: &mut Vec<Row>, rss: &
     let repo = dir.join("validate.git");
     clone_bare(&seed, &repo);
     let wt = dir.join("validate-wt");
-    git(
-        &repo,
-        &[
-            "worktree",
-            "add",
-            "-q",
-            "--detach",
-            wt.to_str().expect("utf-8"),
-            "main",
-        ],
-    );
+    common::add_worktree(&repo, &wt);
     let q = Queue::open(Store::discover(&repo).expect("repo")).expect("queue");
     let (mut hy, mut gc) = (Vec::new(), Vec::new());
     for (k, p) in patches.iter().enumerate().take(c.validate) {

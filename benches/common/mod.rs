@@ -129,6 +129,21 @@ pub fn shares(start: Instant, ends: &[Instant]) -> Vec<Duration> {
     out
 }
 
+/// A linked worktree of `repo` at `wt`, detached at `main`.
+pub fn add_worktree(repo: &Path, wt: &Path) {
+    git(
+        repo,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "--detach",
+            wt.to_str().expect("utf-8"),
+            "main",
+        ],
+    );
+}
+
 /// The outcome of one lease + complete cycle: landed, or a dead letter of class `check`.
 pub fn cycle_outcome(applied: bool) -> hyperion::queue::Outcome {
     use hyperion::model::{DeadClass, ErrorInfo};
@@ -387,17 +402,7 @@ pub fn run_script(
         Script::Reused => {
             let wt = scratch.join("wt");
             if !wt.exists() {
-                git(
-                    repo,
-                    &[
-                        "worktree",
-                        "add",
-                        "-q",
-                        "--detach",
-                        wt.to_str().expect("utf-8"),
-                        "main",
-                    ],
-                );
+                add_worktree(repo, &wt);
             }
             format!(
                 r#"cd '{wt}'
