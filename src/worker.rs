@@ -422,6 +422,7 @@ impl<'q> Worker<'q> {
     /// Land every chain of the batch (one compare-and-swap of each target, one notes
     /// commit), then record every outcome (one pack for all the records).
     fn flush(&self, batch: &mut Batch) -> Result<Vec<Report>> {
+        self.waiting.borrow_mut().clear();
         for chain in std::mem::take(&mut batch.chains) {
             self.land_chain(chain, &mut batch.decided)?;
         }
