@@ -381,21 +381,9 @@ impl Queue {
         check_worker(worker)?;
         let mut ix = self.index()?;
         let now = self.now();
-        let candidates: Vec<(ObjectId, Record)> = match ix.as_ref() {
-            Some(ix) => {
-                let mut v = Vec::new();
-                for item in ix.pending() {
-                    let (tip, r) = item?;
-                    if r.is_ready(now) {
-                        v.push((tip, r));
-                    }
-                    // Enough spares that losing a few races still fills the batch.
-                    if v.len() >= batch.saturating_mul(4).max(batch + 16) {
-                        break;
-                    }
-                }
-                v
-            }
+        // Without the index, every ready request from the refs, in queue order.
+        let mut from_refs = match ix.as_ref() {
+            Some(_) => None,
             None => {
                 let mut v: Vec<_> = self
                     .snapshot(None)?
@@ -404,17 +392,40 @@ impl Queue {
                     .filter(|(_, r)| r.is_ready(now))
                     .collect();
                 v.sort_by_key(|(_, r)| r.queue_key());
-                v
+                Some(v.into_iter())
             }
         };
+        let mut tried = std::collections::HashSet::new();
         let mut leased = Vec::new();
         let mut failure = None;
-        let mut candidates = candidates.into_iter().peekable();
-        while leased.len() < batch && candidates.peek().is_some() {
-            // Prepare as many leases as are missing, write their objects as one pack (at the
-            // first ref update), then move their refs one by one.
+        while leased.len() < batch {
+            // Take as many candidates as leases are missing (more only after a lost race),
+            // prepare them, write their objects as one pack (at the first ref update), then
+            // move their refs one by one.
+            let missing = batch - leased.len();
+            let candidates: Vec<(ObjectId, Record)> = match (&mut from_refs, ix.as_ref()) {
+                (Some(refs), _) => refs.by_ref().take(missing).collect(),
+                (None, Some(ix)) => {
+                    let mut v = Vec::with_capacity(missing);
+                    for item in ix.pending() {
+                        let (tip, r) = item?;
+                        if r.is_ready(now) && !tried.contains(&r.id) {
+                            v.push((tip, r));
+                            if v.len() == missing {
+                                break;
+                            }
+                        }
+                    }
+                    v
+                }
+                (None, None) => Vec::new(),
+            };
+            if candidates.is_empty() {
+                break;
+            }
             let mut prepared = Vec::new();
-            for (tip, current) in candidates.by_ref().take(batch - leased.len()) {
+            for (tip, current) in candidates {
+                tried.insert(current.id.clone());
                 let (next, event) = self.leased(&current, worker, lease);
                 match self.prepare(tip, &next, &event, &[], false) {
                     Ok(commit) => prepared.push((tip, commit, next, event)),

@@ -63,7 +63,22 @@ pub struct Store {
     writes: std::cell::Cell<u64>,
     /// The update counter, opened for appending on first use.
     generation_file: std::cell::RefCell<Option<std::fs::File>>,
+    /// What this process knows of recent chain commits (see [`Store::tip_info`]).
+    tips: std::cell::RefCell<std::collections::HashMap<ObjectId, std::rc::Rc<TipInfo>>>,
 }
+
+/// The parts of a chain commit a transition needs. Commits never change, so this is kept by
+/// id: a transition reads what the one before it wrote without going to the disk.
+struct TipInfo {
+    tree: ObjectId,
+    parent: Option<ObjectId>,
+    /// The record in the message; `None` for a chain from before records moved there, whose
+    /// record (`state.json`) is in the tree.
+    record: Option<Record>,
+}
+
+/// At most this many commits are remembered; then the memory starts over.
+const TIPS_KEPT: usize = 1024;
 
 impl Store {
     /// Open the repository containing `path` (bare or not).
@@ -99,6 +114,7 @@ impl Store {
             repo,
             writes: std::cell::Cell::new(0),
             generation_file: std::cell::RefCell::new(None),
+            tips: Default::default(),
         }
     }
 
@@ -266,24 +282,22 @@ impl Store {
     /// one pack before their refs move one by one ([`Store::commit_transition`]).
     pub fn prepare(&self, t: Transition<'_>) -> Result<ObjectId> {
         let id = &t.record.id;
-        let tip_commit = self.find_commit(t.expected_tip)?;
-        let tip_tree = tip_commit
-            .tree_id()
-            .map_err(|e| Error::git(format!("{id}: {e}")))?
-            .detach();
+        let tip = self.tip_info(t.expected_tip)?;
         let parent = if t.replace_tip {
-            tip_commit.parent_ids().next().map(|p| p.detach())
+            tip.parent
         } else {
             Some(t.expected_tip)
         };
         // The record travels in the commit message: the tree stays the tip's (one object per
         // transition), but for a chain from before that change, whose stale `state.json` goes.
-        let mut tree = tip_tree;
-        let mut entries = self.tree_entries(tip_tree)?;
-        let before = entries.len();
-        entries.retain(|e| e.filename != "state.json");
-        if entries.len() != before {
-            tree = self.write_tree(entries)?;
+        let mut tree = tip.tree;
+        if tip.record.is_none() {
+            let mut entries = self.tree_entries(tip.tree)?;
+            let before = entries.len();
+            entries.retain(|e| e.filename != "state.json");
+            if entries.len() != before {
+                tree = self.write_tree(entries)?;
+            }
         }
         if !t.artifacts.is_empty() {
             // Nested names (`checks/unit.stdout`, `conflicts/src/lib.rs`) become directories.
@@ -303,7 +317,49 @@ impl Store {
                 .map_err(|e| Error::git(format!("{id}: {e}")))?
                 .detach();
         }
-        self.write_object(&commit_object(tree, parent, id, t.event, t.record))
+        let commit = self.write_object(&commit_object(tree, parent, id, t.event, t.record))?;
+        self.remember(
+            commit,
+            TipInfo {
+                tree,
+                parent,
+                record: Some(t.record.clone()),
+            },
+        );
+        Ok(commit)
+    }
+
+    /// Tree, first parent and record of chain commit `oid`, from memory when this process
+    /// wrote or read it recently.
+    fn tip_info(&self, oid: ObjectId) -> Result<std::rc::Rc<TipInfo>> {
+        if let Some(info) = self.tips.borrow().get(&oid) {
+            return Ok(info.clone());
+        }
+        let commit = self.find_commit(oid)?;
+        let tree = commit
+            .tree_id()
+            .map_err(|e| Error::git(format!("commit {oid}: {e}")))?
+            .detach();
+        let parent = commit.parent_ids().next().map(|p| p.detach());
+        let record = parse_record(&commit.message_raw_sloppy().to_str_lossy());
+        Ok(self.remember(
+            oid,
+            TipInfo {
+                tree,
+                parent,
+                record,
+            },
+        ))
+    }
+
+    fn remember(&self, oid: ObjectId, info: TipInfo) -> std::rc::Rc<TipInfo> {
+        let info = std::rc::Rc::new(info);
+        let mut tips = self.tips.borrow_mut();
+        if tips.len() >= TIPS_KEPT {
+            tips.clear();
+        }
+        tips.insert(oid, info.clone());
+        info
     }
 
     /// Move request `id`'s ref from `expected` to `commit` (made by [`Store::prepare`]).
@@ -449,10 +505,8 @@ impl Store {
 
     /// The record stored at `tip`.
     pub fn read_record(&self, id: &str, tip: ObjectId) -> Result<Record> {
-        let commit = self.find_commit(tip)?;
-        let message = commit.message_raw_sloppy().to_str_lossy().into_owned();
-        if let Some(record) = parse_record(&message) {
-            return Ok(record);
+        if let Some(record) = &self.tip_info(tip)?.record {
+            return Ok(record.clone());
         }
         let data = self.read_path(id, tip, "state.json")?;
         serde_json::from_slice(&data).map_err(|e| Error::Corrupt {
