@@ -40,8 +40,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
 
 const USAGE: &str = "usage: cargo bench --bench compare -- [--files 1k,5k,10k] [--depth 1k,10k] \
                      [--quick] [--format text|json]
-  --files SIZES   repository sizes in files (1k, 10k, 50k, ...; repeat or list with commas)
-  --depth SIZES   queue depths for the queue workloads (1k, 10k, 100k, ...)
+  --files SIZES   repository sizes in files (1k, 10k, 50k, ...; repeat or list with commas;
+                  `none` skips the apply workloads)
+  --depth SIZES   queue depths for the queue workloads (1k, 10k, 100k, ...; `none` skips them)
   --quick         smallest sizes and few iterations (CI)
   --format json   JSON lines instead of a table";
 
@@ -206,6 +207,7 @@ fn progress(started: Instant, what: &str) {
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Plan, String> {
     let (mut files, mut depths) = (Vec::new(), Vec::new());
+    let (mut no_files, mut no_depths) = (false, false);
     let (mut quick, mut json) = (false, false);
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -222,8 +224,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Plan, String> {
             // `cargo bench` passes this to every bench target.
             "--bench" => {}
             "--quick" => quick = true,
-            "--files" => files.extend(sizes(&value()?)?),
-            "--depth" => depths.extend(sizes(&value()?)?),
+            "--files" => match value()?.as_str() {
+                "none" => no_files = true,
+                list => files.extend(sizes(list)?),
+            },
+            "--depth" => match value()?.as_str() {
+                "none" => no_depths = true,
+                list => depths.extend(sizes(list)?),
+            },
             "--format" => match value()?.as_str() {
                 "json" => json = true,
                 "text" => json = false,
@@ -237,14 +245,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Plan, String> {
         }
     }
     let counts = if quick { &QUICK } else { &FULL };
-    if files.is_empty() {
+    if files.is_empty() && !no_files {
         files = if quick {
             vec![1_000]
         } else {
             vec![1_000, 5_000, 10_000]
         };
     }
-    if depths.is_empty() {
+    if depths.is_empty() && !no_depths {
         depths = if quick {
             vec![1_000]
         } else {
@@ -257,12 +265,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Plan, String> {
     }
     // One file per request, and one for the warm-up request.
     let fewest_files = counts.apply.max(counts.apply_check) + 1;
-    if files[0] < fewest_files {
+    if files.first().is_some_and(|&f| f < fewest_files) {
         return Err(format!(
             "--files must be at least {fewest_files} (one file per request)"
         ));
     }
-    if depths[0] < 100 {
+    if depths.first().is_some_and(|&d| d < 100) {
         return Err("--depth must be at least 100".into());
     }
     Ok(Plan {

@@ -59,6 +59,25 @@ fn main() {
         validate_group();
         return;
     }
+    // `cargo bench --bench hyperion -- cycle [N]` runs only N lease + complete cycles (for
+    // profiling: `perf record` the bench binary with these arguments).
+    if std::env::args().skip(1).any(|a| a == "cycle") {
+        let n = std::env::args()
+            .skip_while(|a| a != "cycle")
+            .nth(1)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(2_000);
+        let r = repo();
+        let d = write_dir(r.path(), n, "a");
+        hyperion(r.path(), &["enqueue", d.to_str().expect("utf-8")]);
+        let (done, el) = cycles(r.path(), n);
+        println!(
+            "lease+complete x{done}: {} per cycle, {:.0} cycles/s",
+            ms(el / done.max(1) as u32),
+            done as f64 / el.as_secs_f64()
+        );
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let (n_enqueue, n_cycles, n_list) = if quick {
         (200, 200, 1_000)
@@ -105,19 +124,7 @@ fn main() {
     );
 
     // 3. lease + complete cycles in one process.
-    let q = Queue::open(Store::discover(r.path()).expect("repo")).expect("queue");
-    let t = Instant::now();
-    let mut done = 0;
-    while done < n_cycles.min(n_enqueue) {
-        let leased = q
-            .dequeue("bench", 1, Some(Duration::from_secs(60)))
-            .expect("dequeue");
-        let Some(rec) = leased.first() else { break };
-        let outcome = common::cycle_outcome(done % 2 == 0);
-        q.complete(&rec.id, "bench", outcome).expect("complete");
-        done += 1;
-    }
-    let el = t.elapsed();
+    let (done, el) = cycles(r.path(), n_cycles.min(n_enqueue));
     println!(
         "{:<44} {:>14} {:>8.0} cycles/s  >= 1000/s",
         format!("lease+complete x{done} (one process)"),
@@ -142,6 +149,24 @@ fn main() {
     );
 
     validate_group();
+}
+
+/// Up to `n` lease + complete cycles, one request each, in this process: how many ran and how
+/// long they took.
+fn cycles(dir: &Path, n: usize) -> (usize, Duration) {
+    let q = Queue::open(Store::discover(dir).expect("repo")).expect("queue");
+    let t = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let leased = q
+            .dequeue("bench", 1, Some(Duration::from_secs(60)))
+            .expect("dequeue");
+        let Some(rec) = leased.first() else { break };
+        let outcome = common::cycle_outcome(done % 2 == 0);
+        q.complete(&rec.id, "bench", outcome).expect("complete");
+        done += 1;
+    }
+    (done, t.elapsed())
 }
 
 /// Validation of one request as enqueue does it: JSON, schema, request semantics, then
