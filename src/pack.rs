@@ -78,13 +78,7 @@ impl PackBuilder {
                 size >>= 7;
             }
             pack.push(byte);
-            let mut z = gix_zlib::stream::deflate::Write::new(
-                Vec::with_capacity(data.len() / 2 + 16),
-                gix_zlib::Compression::BEST_SPEED,
-            );
-            z.write_all(data)?;
-            z.flush()?;
-            pack.extend_from_slice(&z.into_inner());
+            deflate(&[data], &mut pack)?;
             let crc = crc32fast::hash(&pack[offset as usize..]);
             entries.push((*id, offset, crc));
         }
@@ -145,6 +139,208 @@ impl PackBuilder {
     }
 }
 
+/// Below this size an object is stored in its zlib stream without compression: preparing a
+/// compressor for a stream (clearing its tables) costs more than a small object gains.
+const STORED_BELOW: usize = 1024;
+
+/// Append the zlib stream of the concatenated `parts` to `out`: uncompressed ("stored"
+/// blocks, which every zlib reader reads) when small, else compressed at the fastest level.
+fn deflate(parts: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total < STORED_BELOW {
+        stored(parts, out);
+        return Ok(());
+    }
+    compressed(parts, out)
+}
+
+/// A zlib stream of stored blocks: header (deflate, 32 KiB window, no dictionary, fastest),
+/// blocks of at most 65,535 bytes each with its length and the length's complement, and the
+/// Adler-32 checksum of the data.
+fn stored(parts: &[&[u8]], out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0x78, 0x01]);
+    let data: Vec<u8>;
+    let all: &[u8] = match parts {
+        [one] => one,
+        _ => {
+            data = parts.concat();
+            &data
+        }
+    };
+    let mut blocks = all.chunks(0xffff).peekable();
+    if blocks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(block) = blocks.next() {
+        out.push(u8::from(blocks.peek().is_none()));
+        let len = block.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out.extend_from_slice(&adler32(all).to_be_bytes());
+}
+
+fn adler32(data: &[u8]) -> u32 {
+    const MOD: u32 = 65_521;
+    let (mut a, mut b) = (1u32, 0u32);
+    // 5,552 bytes is the most that can be summed before the sums may overflow.
+    for chunk in data.chunks(5_552) {
+        for &byte in chunk {
+            a += u32::from(byte);
+            b += a;
+        }
+        a %= MOD;
+        b %= MOD;
+    }
+    (b << 16) | a
+}
+
+/// The compressed zlib stream (fastest level) of `parts`. The compressor is made once per
+/// thread and reset for every stream: making one allocates a few hundred kilobytes.
+fn compressed(parts: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
+    use gix_zlib::stream::deflate::{Compress, FlushCompress};
+    thread_local! {
+        static COMPRESS: std::cell::RefCell<Option<Compress>> = const { std::cell::RefCell::new(None) };
+    }
+    COMPRESS.with_borrow_mut(|slot| {
+        let z = slot.get_or_insert_with(|| Compress::new(gix_zlib::Compression::BEST_SPEED));
+        z.reset();
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut buf = vec![0u8; total + total / 8 + 64];
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.iter().enumerate() {
+            let mut input = *part;
+            let flush = if i == last {
+                FlushCompress::Finish
+            } else {
+                FlushCompress::None
+            };
+            loop {
+                let (before_in, before_out) = (z.total_in(), z.total_out());
+                let status = z
+                    .compress(input, &mut buf, flush)
+                    .map_err(std::io::Error::other)?;
+                let consumed = (z.total_in() - before_in) as usize;
+                let produced = (z.total_out() - before_out) as usize;
+                out.extend_from_slice(&buf[..produced]);
+                input = &input[consumed..];
+                match status {
+                    gix_zlib::Status::StreamEnd => return Ok(()),
+                    _ if input.is_empty() && flush == FlushCompress::None => break,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Write one loose object (`objects/xx/…`), as git does: into a temporary file next to
+/// it, then renamed into place. An object already present is left alone. Returns whether
+/// it was written.
+fn write_loose(
+    common: &Path,
+    objects_dir: &Path,
+    id: &ObjectId,
+    kind: Kind,
+    data: &[u8],
+) -> std::io::Result<bool> {
+    let hex = id.to_string();
+    let dir = objects_dir.join(&hex[..2]);
+    let path = dir.join(&hex[2..]);
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Ok(false);
+    }
+    let header = format!("{} {}\0", kind, data.len());
+    let mut z = Vec::with_capacity(data.len() / 2 + 64);
+    deflate(&[header.as_bytes(), data], &mut z)?;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        "tmp_obj_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let create = || {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o444);
+        options.open(&tmp)
+    };
+    let taken = match crate::spare::take(common, &tmp, false) {
+        crate::spare::Taken::None if !dir.exists() => {
+            std::fs::create_dir_all(&dir)?;
+            crate::spare::take(common, &tmp, false)
+        }
+        taken => taken,
+    };
+    let written = match taken {
+        crate::spare::Taken::File(file) => {
+            // A spare: overwrite its old content, and make it read-only as objects are.
+            use std::os::unix::fs::{FileExt, PermissionsExt};
+            file.write_all_at(&z, 0)
+                .and_then(|()| file.set_len(z.len() as u64))
+                .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o444)))
+        }
+        crate::spare::Taken::Busy | crate::spare::Taken::None => {
+            let mut file = match create() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(&dir)?;
+                    create()?
+                }
+                other => other?,
+            };
+            file.write_all(&z)
+        }
+    };
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(true)
+}
+
+/// Loose objects this process wrote since they were last rolled into a pack: once
+/// [`ROLL_AT`] exist they become one pack, and their files spares ([`crate::spare`]) for the
+/// next loose objects, so that a steady stream of transitions neither creates nor deletes
+/// files.
+fn unrolled() -> &'static std::sync::Mutex<std::collections::HashMap<PathBuf, Vec<Held>>> {
+    static UNROLLED: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<PathBuf, Vec<Held>>>,
+    > = std::sync::OnceLock::new();
+    UNROLLED.get_or_init(Default::default)
+}
+
+/// An object kept in memory: id, kind, content.
+type Held = (ObjectId, Kind, Vec<u8>);
+
+/// This many loose objects of one process are rolled into one pack.
+const ROLL_AT: usize = 256;
+
+/// Once [`ROLL_AT`] loose objects were written, write them as one pack and keep their files
+/// as spares. Best effort: on failure they stay loose objects.
+fn roll(common: &Path, loose: &mut Vec<Held>) {
+    if loose.len() < ROLL_AT {
+        return;
+    }
+    let objects_dir = common.join("objects");
+    let mut pack = PackBuilder::new();
+    for (_, kind, data) in loose.iter() {
+        pack.add(*kind, data.clone());
+    }
+    if let Err(e) = pack.write(&objects_dir) {
+        tracing::debug!(error = %e, "could not pack loose objects; they stay loose");
+        loose.clear();
+        return;
+    }
+    for (id, _, _) in loose.drain(..) {
+        let hex = id.to_string();
+        crate::spare::adopt(common, &objects_dir.join(&hex[..2]).join(&hex[2..]));
+    }
+    roll_up_at(common);
+}
+
 fn sha1(data: &[u8]) -> ObjectId {
     let mut h = gix::hash::hasher(gix::hash::Kind::Sha1);
     h.update(data);
@@ -175,12 +371,16 @@ pub fn persist(repo: &gix::Repository) -> crate::Result<usize> {
     let objects_dir = repo.common_dir().join("objects");
     let write = || {
         if n <= LOOSE_AT_MOST {
-            let odb: &gix::odb::Cache<_> = &repo.objects;
-            memory.iter().try_for_each(|(_, (kind, data))| {
-                gix::objs::Write::write_buf(odb, *kind, data)
-                    .map(|_| ())
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            })
+            let common = repo.common_dir();
+            let mut unrolled = unrolled().lock().unwrap_or_else(|p| p.into_inner());
+            let loose = unrolled.entry(common.to_owned()).or_default();
+            for (id, (kind, data)) in memory.iter() {
+                if write_loose(common, &objects_dir, id, *kind, data)? {
+                    loose.push((*id, *kind, data.clone()));
+                }
+            }
+            roll(common, loose);
+            Ok(())
         } else {
             let mut pack = PackBuilder::new();
             for (kind, data) in memory.values() {
@@ -225,7 +425,10 @@ pub fn discard(repo: &gix::Repository) {
 /// --geometric=2` merges the small ones (the large base pack stays as it is), under a lock so
 /// that concurrent workers do not repack at once. Best effort: a failure only costs speed.
 fn roll_up(repo: &gix::Repository) {
-    let common = repo.common_dir();
+    roll_up_at(repo.common_dir());
+}
+
+fn roll_up_at(common: &Path) {
     let packs = std::fs::read_dir(common.join("objects/pack"))
         .map(|d| {
             d.flatten()
@@ -272,5 +475,103 @@ fn roll_up(repo: &gix::Repository) {
             "could not roll up small packs"
         ),
         Err(e) => tracing::warn!(packs, error = %e, "could not run git repack"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Loose objects written stored (small, and one over a stored block's 65,535 bytes) and
+    /// compressed read back through git itself, byte for byte, and pass `git fsck`.
+    #[test]
+    fn loose_objects_are_read_by_git() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        git(dir.path(), &["init", "-q"]);
+        let common = dir.path().join(".git");
+        let objects = common.join("objects");
+        let sizes = [0, 1, STORED_BELOW - 20, STORED_BELOW, 70_000, 200_000];
+        for (i, &size) in sizes.iter().enumerate() {
+            let data: Vec<u8> = (0..size).map(|n| (n * 7 + i) as u8).collect();
+            let id =
+                gix::objs::compute_hash(gix::hash::Kind::Sha1, Kind::Blob, &data).expect("hash");
+            assert!(write_loose(&common, &objects, &id, Kind::Blob, &data).expect("write"));
+            assert!(!write_loose(&common, &objects, &id, Kind::Blob, &data).expect("again"));
+            let hex = id.to_string();
+            assert_eq!(git(dir.path(), &["cat-file", "-s", &hex]), size.to_string());
+            let out = std::process::Command::new("git")
+                .current_dir(dir.path())
+                .args(["cat-file", "blob", &hex])
+                .output()
+                .expect("git runs");
+            assert!(out.stdout == data, "{size} bytes read back unchanged");
+        }
+        // One over 65,535 bytes, stored: several stored blocks.
+        let data = vec![b'x'; 70_000];
+        let mut z = Vec::new();
+        stored(&[b"blob 70000\0", &data], &mut z);
+        let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, Kind::Blob, &data).expect("hash");
+        let hex = id.to_string();
+        std::fs::create_dir_all(objects.join(&hex[..2])).expect("mkdir");
+        std::fs::write(objects.join(&hex[..2]).join(&hex[2..]), z).expect("write");
+        assert_eq!(git(dir.path(), &["cat-file", "-s", &hex]), "70000");
+        git(dir.path(), &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    /// Loose objects rolled into a pack leave their files as spares, the next loose objects
+    /// are written into those files, and git finds every object, packed or loose.
+    #[test]
+    fn rolled_loose_objects_become_spares_that_git_reads_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        git(dir.path(), &["init", "-q"]);
+        let common = dir.path().join(".git");
+        let objects = common.join("objects");
+        let mut loose = Vec::new();
+        let mut ids = Vec::new();
+        for i in 0..ROLL_AT * 2 + 3 {
+            let data = format!("object {i}\n").into_bytes();
+            let id =
+                gix::objs::compute_hash(gix::hash::Kind::Sha1, Kind::Blob, &data).expect("hash");
+            assert!(write_loose(&common, &objects, &id, Kind::Blob, &data).expect("write"));
+            loose.push((id, Kind::Blob, data));
+            roll(&common, &mut loose);
+            ids.push(id);
+        }
+        // Two rolls: two packs, and the second one's objects were written into spares.
+        let packs = std::fs::read_dir(objects.join("pack"))
+            .expect("pack dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+            .count();
+        assert_eq!(packs, 2);
+        let kept = std::fs::read_dir(common.join(crate::spare::DIR))
+            .expect("spare dir")
+            .count();
+        assert_eq!(
+            kept,
+            ROLL_AT - 3,
+            "the second roll's files are spares, 3 taken since"
+        );
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(
+                git(dir.path(), &["cat-file", "blob", &id.to_string()]),
+                format!("object {i}")
+            );
+        }
+        git(dir.path(), &["fsck", "--strict", "--no-dangling"]);
     }
 }

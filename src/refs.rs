@@ -8,6 +8,9 @@
 //! which every update would otherwise create and delete once more (and a writer killed while
 //! holding it would block every ref update in the repository).
 //!
+//! The lock is made of a spare file where one is kept ([`crate::spare`]): the file a ref
+//! update replaces is kept for a later lock instead of being freed.
+//!
 //! A lock older than [`STALE_LOCK`] was left by a writer that died (live writers hold one for
 //! microseconds): it is moved aside, checked again, and removed.
 
@@ -54,17 +57,19 @@ pub fn cas(
     let common = repo.common_dir();
     let path = common.join(name);
     let lock_path = lock_of(&path);
-    let mut lock = take_lock(&lock_path, name)?;
+    let mut lock = take_lock(common, &lock_path, name)?;
     let outcome = (|| {
         let now = current(repo, &path, name)?;
         if now != expected {
             return Ok(Err(Moved { now }));
         }
-        lock.file
-            .write_all(format!("{new}\n").as_bytes())
-            .map_err(|e| Error::io(format!("could not write {}", lock_path.display()), e))?;
+        lock.write(format!("{new}\n").as_bytes())?;
         if let Some(reflog) = reflog_path(repo, name) {
             append_reflog(&reflog, expected, new, log)?;
+        }
+        // Keep the file this rename replaces, for a later lock.
+        if now.is_some() {
+            crate::spare::keep(common, &path);
         }
         std::fs::rename(&lock_path, &path)
             .map_err(|e| Error::io(format!("could not update {name}"), e))?;
@@ -102,37 +107,59 @@ fn lock_of(path: &Path) -> PathBuf {
 }
 
 /// A held ref lock, removed on drop unless it became the ref.
-struct Lock {
+struct Lock<'a> {
+    common: &'a Path,
     path: PathBuf,
     file: std::fs::File,
+    /// Made of a spare: the old content is overwritten in place.
+    recycled: bool,
     committed: bool,
 }
 
-impl Drop for Lock {
+impl Lock<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        let err = |e| Error::io(format!("could not write {}", self.path.display()), e);
+        if self.recycled {
+            use std::os::unix::fs::FileExt;
+            self.file.write_all_at(data, 0).map_err(err)?;
+            self.file.set_len(data.len() as u64).map_err(err)
+        } else {
+            self.file.write_all(data).map_err(err)
+        }
+    }
+}
+
+impl Drop for Lock<'_> {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_file(&self.path);
+            crate::spare::give_back(self.common, &self.path);
         }
     }
 }
 
 /// Take `lock_path`, waiting a little for a live holder and clearing a dead one's.
-fn take_lock(lock_path: &Path, name: &str) -> Result<Lock> {
+fn take_lock<'a>(common: &'a Path, lock_path: &Path, name: &str) -> Result<Lock<'a>> {
     let mut delay = Duration::from_micros(100);
     let mut waited = Duration::ZERO;
     loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(lock_path)
-        {
-            Ok(file) => {
-                return Ok(Lock {
-                    path: lock_path.to_owned(),
-                    file,
-                    committed: false,
-                });
-            }
+        let lock = |file, recycled| Lock {
+            common,
+            path: lock_path.to_owned(),
+            file,
+            recycled,
+            committed: false,
+        };
+        let attempt = match crate::spare::take(common, lock_path, true) {
+            crate::spare::Taken::File(file) => Ok(lock(file, true)),
+            crate::spare::Taken::Busy => Err(std::io::ErrorKind::AlreadyExists.into()),
+            crate::spare::Taken::None => std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(lock_path)
+                .map(|file| lock(file, false)),
+        };
+        match attempt {
+            Ok(lock) => return Ok(lock),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let dir = lock_path.parent().expect("a ref has a directory");
                 std::fs::create_dir_all(dir)

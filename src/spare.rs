@@ -1,0 +1,295 @@
+//! Spare files: the files hyperion would otherwise delete, kept to be written again.
+//!
+//! A queue transition replaces a ref file (the lock renamed over it frees the old one) and
+//! writes a loose object (a new file). On some file systems creating and freeing files is
+//! most of what a transition costs: ext4 without a journal walks, for every new inode, every
+//! inode freed in the last minutes, and with `discard` each freed block is discarded at
+//! once. SQLite, by contrast, appends to files that exist. So hyperion keeps what it would
+//! free — the file a ref update replaces, the loose objects it has rolled into a pack — in
+//! `$GIT_COMMON_DIR/hyperion/spares/`, and takes a spare where it would create a file: a
+//! ref's lock, a loose object's temporary file.
+//!
+//! A spare is taken with one rename (for a lock: one that fails when the lock exists,
+//! `RENAME_NOREPLACE`, so writers exclude each other exactly as creating the lock would),
+//! and then written in place. Two checks make that safe; a spare failing either is not
+//! written to:
+//! - it has no other name (a link count of 1): a ref file is linked here just before the
+//!   rename that replaces it, and a writer that died in between left a spare that is still
+//!   the live ref;
+//! - nobody else has it open or mapped ([`crate::sys::only_opener`]): a reader that opened a
+//!   ref or a loose object before it was replaced keeps reading what it opened, never a torn
+//!   or foreign value.
+//!
+//! Where the kernel lacks what this needs (non-Linux systems, file systems without leases or
+//! `RENAME_NOREPLACE`, another user's files), files are created and deleted as git does.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// At most this many spares are kept by one process; beyond, files are deleted.
+const KEPT: usize = 256;
+
+/// Where spares live, under the common git directory.
+pub const DIR: &str = "hyperion/spares";
+
+/// The spares of one repository, as this process knows them.
+struct Pool {
+    dir: PathBuf,
+    /// Spares this process may take (another process may take one first).
+    free: Vec<PathBuf>,
+    /// Whether `dir` was read for spares other processes left.
+    scanned: bool,
+    /// Off once the kernel refused something spares need.
+    enabled: bool,
+}
+
+/// The pools of this process, by common git directory.
+fn pools() -> &'static Mutex<HashMap<PathBuf, Pool>> {
+    static POOLS: std::sync::OnceLock<Mutex<HashMap<PathBuf, Pool>>> = std::sync::OnceLock::new();
+    POOLS.get_or_init(Default::default)
+}
+
+fn with_pool<T>(common: &Path, f: impl FnOnce(&mut Pool) -> T) -> T {
+    let mut pools = pools().lock().unwrap_or_else(|p| p.into_inner());
+    let pool = pools.entry(common.to_owned()).or_insert_with(|| Pool {
+        dir: common.join(DIR),
+        free: Vec::new(),
+        scanned: false,
+        enabled: cfg!(target_os = "linux"),
+    });
+    f(pool)
+}
+
+/// What [`take`] found.
+pub enum Taken {
+    /// A spare, now at the destination, open for writing: overwrite it whole.
+    File(std::fs::File),
+    /// The destination exists (with `exclusive`): a lock held by another writer.
+    Busy,
+    /// No usable spare: create the file.
+    None,
+}
+
+/// Take a spare to `dest` (which must be on the same file system). With `exclusive`, fail
+/// with [`Taken::Busy`] when `dest` exists, as creating it exclusively would.
+pub fn take(common: &Path, dest: &Path, exclusive: bool) -> Taken {
+    with_pool(common, |pool| {
+        if !pool.enabled {
+            return Taken::None;
+        }
+        if !pool.scanned {
+            pool.scanned = true;
+            if let Ok(entries) = std::fs::read_dir(&pool.dir) {
+                pool.free
+                    .extend(entries.flatten().take(KEPT).map(|e| e.path()));
+            }
+        }
+        while let Some(spare) = pool.free.pop() {
+            let flags = if exclusive {
+                rustix::fs::RenameFlags::NOREPLACE
+            } else {
+                rustix::fs::RenameFlags::empty()
+            };
+            let cwd = rustix::fs::CWD;
+            match rustix::fs::renameat_with(cwd, &spare, cwd, dest, flags) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::EXIST) => {
+                    pool.free.push(spare);
+                    return Taken::Busy;
+                }
+                Err(rustix::io::Errno::NOENT) => {
+                    if spare.exists() {
+                        // The destination's directory is missing: the caller makes it.
+                        pool.free.push(spare);
+                        return Taken::None;
+                    }
+                    // Another process took this one.
+                    continue;
+                }
+                Err(e) => {
+                    pool.disable(&e.into());
+                    pool.free.push(spare);
+                    return Taken::None;
+                }
+            }
+            match usable(dest) {
+                Ok(Some(file)) => return Taken::File(file),
+                Ok(None) => {
+                    // Still linked elsewhere, or open: leave it to its other users. (With
+                    // `exclusive`, dest stays ours until removed; a new file takes its place.)
+                    let _ = std::fs::remove_file(dest);
+                    return Taken::None;
+                }
+                Err(e) => {
+                    pool.disable(&e);
+                    let _ = std::fs::remove_file(dest);
+                    return Taken::None;
+                }
+            }
+        }
+        Taken::None
+    })
+}
+
+/// Open a just-taken spare for writing if it is safe to write (see the module docs).
+fn usable(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.nlink() != 1 || !meta.is_file() {
+        return Ok(None);
+    }
+    if meta.mode() & 0o200 == 0 {
+        // Loose objects are read-only; they become writable when kept (see [`adopt`]).
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.nlink() != 1 || !crate::sys::only_opener(&file)? {
+        return Ok(None);
+    }
+    Ok(Some(file))
+}
+
+impl Pool {
+    fn disable(&mut self, why: &std::io::Error) {
+        if self.enabled {
+            self.enabled = false;
+            tracing::debug!(error = %why, "no spare files from now on: files are created");
+        }
+    }
+
+    fn name(&self) -> PathBuf {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        self.dir.join(format!(
+            "{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// Put `path` into the pool with `put` (a rename or a link), making the directory once.
+    fn keep_with(
+        &mut self,
+        path: &Path,
+        put: impl Fn(&Path, &Path) -> std::io::Result<()>,
+    ) -> bool {
+        if !self.enabled || self.free.len() >= KEPT {
+            return false;
+        }
+        let spare = self.name();
+        let mut done = put(path, &spare);
+        if done
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            && !self.dir.exists()
+        {
+            done = std::fs::create_dir_all(&self.dir).and_then(|()| put(path, &spare));
+        }
+        match done {
+            Ok(()) => {
+                self.free.push(spare);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Keep the file at `path` as a spare once its last other name goes: link it into the pool.
+/// Used on a ref file just before the rename that replaces it. Best effort.
+pub fn keep(common: &Path, path: &Path) {
+    with_pool(common, |pool| {
+        pool.keep_with(path, |from, to| std::fs::hard_link(from, to));
+    });
+}
+
+/// Move the file at `path` into the pool instead of deleting it; deleted when the pool is
+/// full or spares are off. Used on loose objects once they are in a pack.
+pub fn adopt(common: &Path, path: &Path) {
+    let kept = with_pool(common, |pool| {
+        pool.keep_with(path, |from, to| std::fs::rename(from, to))
+    });
+    if !kept {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Return a taken spare (at `path`) that was not used, e.g. the lock of a failed
+/// compare-and-swap.
+pub fn give_back(common: &Path, path: &Path) {
+    adopt(common, path);
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// A repository-like directory with one spare, whose content is `old`.
+    fn pool_with_one_spare(old: &[u8]) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let common = dir.path().to_owned();
+        let file = common.join("replaced");
+        std::fs::write(&file, old).expect("write");
+        adopt(&common, &file);
+        assert!(!file.exists(), "moved into the pool");
+        let spares: Vec<_> = std::fs::read_dir(common.join(DIR))
+            .expect("the pool exists")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(spares.len(), 1);
+        let spare = spares[0].clone();
+        (dir, common, spare)
+    }
+
+    #[test]
+    fn a_spare_is_taken_exclusively_and_written_in_place() {
+        let (_dir, common, spare) = pool_with_one_spare(b"old old old");
+        let lock = common.join("ref.lock");
+        std::fs::write(&lock, b"held").expect("write");
+        assert!(matches!(take(&common, &lock, true), Taken::Busy));
+        assert!(spare.exists(), "a busy lock leaves the spare where it was");
+        assert_eq!(std::fs::read(&lock).expect("read"), b"held");
+        std::fs::remove_file(&lock).expect("rm");
+        let Taken::File(file) = take(&common, &lock, true) else {
+            panic!("the spare is free to take");
+        };
+        assert!(!spare.exists());
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(b"new", 0).expect("write");
+        file.set_len(3).expect("truncate");
+        assert_eq!(std::fs::read(&lock).expect("read"), b"new");
+        // The pool is empty now: the next lock is a new file.
+        std::fs::remove_file(&lock).expect("rm");
+        assert!(matches!(take(&common, &lock, true), Taken::None));
+    }
+
+    /// A writer that died between linking a ref file into the pool and renaming its lock over
+    /// the ref left a spare that is still the live ref: it must not be written.
+    #[test]
+    fn a_spare_that_is_still_a_live_file_is_left_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let common = dir.path().to_owned();
+        let live = common.join("live-ref");
+        std::fs::write(&live, b"the live value\n").expect("write");
+        keep(&common, &live);
+        let lock = common.join("other.lock");
+        assert!(matches!(take(&common, &lock, true), Taken::None));
+        assert!(!lock.exists(), "the name taken is given up again");
+        assert_eq!(std::fs::read(&live).expect("read"), b"the live value\n");
+    }
+
+    /// A reader that opened a file before it became a spare keeps reading what it opened.
+    #[test]
+    fn a_spare_someone_has_open_is_left_alone() {
+        let (_dir, common, spare) = pool_with_one_spare(b"what the reader opened");
+        let reader = std::fs::File::open(&spare).expect("open");
+        let dest = common.join("tmp_obj");
+        assert!(matches!(take(&common, &dest, false), Taken::None));
+        assert!(!dest.exists());
+        let mut seen = String::new();
+        std::io::Read::read_to_string(&mut &reader, &mut seen).expect("read");
+        assert_eq!(seen, "what the reader opened");
+    }
+}

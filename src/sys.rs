@@ -1,0 +1,57 @@
+//! The one system call neither the standard library nor rustix offers: a file lease, asked
+//! for only to learn whether anyone else has a file open (see [`only_opener`]).
+#![allow(unsafe_code)]
+
+/// Whether `file` (opened for writing) is the only open file description of its inode: no
+/// other process, and no other handle of this one, has it open or mapped. Asks the kernel
+/// for a write lease, which it grants only then, and gives it back at once.
+///
+/// `Err` where leases are not available (switched off, a file system without them, a file
+/// owned by another user); callers then treat the file as possibly open.
+#[cfg(target_os = "linux")]
+pub fn only_opener(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is open for as long as `file` is borrowed, and F_SETLEASE takes a plain
+    // integer argument: no memory is shared with the kernel.
+    let taken = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) };
+    if taken == -1 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(false),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: as above.
+    let released = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+    if released == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn only_opener(_: &std::fs::File) -> std::io::Result<bool> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::only_opener;
+
+    #[test]
+    fn a_file_open_elsewhere_is_seen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").expect("write");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        assert!(only_opener(&file).expect("leases work here"));
+        let reader = std::fs::File::open(&path).expect("open to read");
+        assert!(!only_opener(&file).expect("leases work here"));
+        drop(reader);
+        assert!(only_opener(&file).expect("leases work here"));
+    }
+}
