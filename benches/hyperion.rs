@@ -70,6 +70,12 @@ fn main() {
         let r = repo();
         let d = write_dir(r.path(), n, "a");
         hyperion(r.path(), &["enqueue", d.to_str().expect("utf-8")]);
+        // HYPERION_BENCH_PAUSE=1: wait a second after the setup, so that a profiler can
+        // attach (`perf record -p PID`) to the cycles alone.
+        if std::env::var_os("HYPERION_BENCH_PAUSE").is_some() {
+            eprintln!("pid {}: cycles start in 1 s", std::process::id());
+            std::thread::sleep(Duration::from_secs(1));
+        }
         let (done, el) = cycles(r.path(), n);
         println!(
             "lease+complete x{done}: {} per cycle, {:.0} cycles/s",

@@ -268,10 +268,10 @@ fn write_loose(
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o444);
         options.open(&tmp)
     };
-    let taken = match crate::spare::take(common, &tmp, false) {
+    let taken = match crate::spare::take(common, &tmp, crate::spare::Kind::Object) {
         crate::spare::Taken::None if !dir.exists() => {
             std::fs::create_dir_all(&dir)?;
-            crate::spare::take(common, &tmp, false)
+            crate::spare::take(common, &tmp, crate::spare::Kind::Object)
         }
         taken => taken,
     };
@@ -336,7 +336,11 @@ fn roll(common: &Path, loose: &mut Vec<Held>) {
     }
     for (id, _, _) in loose.drain(..) {
         let hex = id.to_string();
-        crate::spare::adopt(common, &objects_dir.join(&hex[..2]).join(&hex[2..]));
+        crate::spare::adopt(
+            common,
+            &objects_dir.join(&hex[..2]).join(&hex[2..]),
+            crate::spare::Kind::Object,
+        );
     }
     roll_up_at(common);
 }

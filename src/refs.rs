@@ -119,6 +119,16 @@ struct Lock<'a> {
 impl Lock<'_> {
     fn write(&mut self, data: &[u8]) -> Result<()> {
         let err = |e| Error::io(format!("could not write {}", self.path.display()), e);
+        // Give the lock its block now: renaming a file whose block is still to be allocated
+        // over an existing one makes ext4 write it out first (its `auto_da_alloc`), an I/O
+        // round trip per ref update. Best effort: not every file system allocates ahead.
+        #[cfg(target_os = "linux")]
+        let _ = rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            0,
+            data.len() as u64,
+        );
         if self.recycled {
             use std::os::unix::fs::FileExt;
             self.file.write_all_at(data, 0).map_err(err)?;
@@ -149,7 +159,7 @@ fn take_lock<'a>(common: &'a Path, lock_path: &Path, name: &str) -> Result<Lock<
             recycled,
             committed: false,
         };
-        let attempt = match crate::spare::take(common, lock_path, true) {
+        let attempt = match crate::spare::take(common, lock_path, crate::spare::Kind::Ref) {
             crate::spare::Taken::File(file) => Ok(lock(file, true)),
             crate::spare::Taken::Busy => Err(std::io::ErrorKind::AlreadyExists.into()),
             crate::spare::Taken::None => std::fs::OpenOptions::new()

@@ -34,11 +34,37 @@ const KEPT: usize = 256;
 /// Where spares live, under the common git directory.
 pub const DIR: &str = "hyperion/spares";
 
+/// What a spare was and will be again: files of one kind keep their size from one use to
+/// the next (a ref file is always 41 bytes), so they are rewritten without being resized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Ref files and their locks.
+    Ref,
+    /// Loose objects and their temporary files.
+    Object,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Ref => "r",
+            Kind::Object => "o",
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Kind::Ref => 0,
+            Kind::Object => 1,
+        }
+    }
+}
+
 /// The spares of one repository, as this process knows them.
 struct Pool {
     dir: PathBuf,
-    /// Spares this process may take (another process may take one first).
-    free: Vec<PathBuf>,
+    /// Spares this process may take (another process may take one first), by [`Kind`].
+    free: [Vec<PathBuf>; 2],
     /// Whether `dir` was read for spares other processes left.
     scanned: bool,
     /// Off once the kernel refused something spares need.
@@ -55,7 +81,7 @@ fn with_pool<T>(common: &Path, f: impl FnOnce(&mut Pool) -> T) -> T {
     let mut pools = pools().lock().unwrap_or_else(|p| p.into_inner());
     let pool = pools.entry(common.to_owned()).or_insert_with(|| Pool {
         dir: common.join(DIR),
-        free: Vec::new(),
+        free: [Vec::new(), Vec::new()],
         scanned: false,
         enabled: cfg!(target_os = "linux"),
     });
@@ -72,9 +98,11 @@ pub enum Taken {
     None,
 }
 
-/// Take a spare to `dest` (which must be on the same file system). With `exclusive`, fail
-/// with [`Taken::Busy`] when `dest` exists, as creating it exclusively would.
-pub fn take(common: &Path, dest: &Path, exclusive: bool) -> Taken {
+/// Take a spare to `dest` (which must be on the same file system), one of `kind` if there
+/// is one. A ref's lock is taken exclusively: [`Taken::Busy`] when `dest` exists, as
+/// creating it exclusively would.
+pub fn take(common: &Path, dest: &Path, kind: Kind) -> Taken {
+    let exclusive = kind == Kind::Ref;
     with_pool(common, |pool| {
         if !pool.enabled {
             return Taken::None;
@@ -82,11 +110,26 @@ pub fn take(common: &Path, dest: &Path, exclusive: bool) -> Taken {
         if !pool.scanned {
             pool.scanned = true;
             if let Ok(entries) = std::fs::read_dir(&pool.dir) {
-                pool.free
-                    .extend(entries.flatten().take(KEPT).map(|e| e.path()));
+                for e in entries.flatten().take(KEPT) {
+                    let object = e
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(Kind::Object.prefix());
+                    let kind = if object { Kind::Object } else { Kind::Ref };
+                    pool.free[kind.slot()].push(e.path());
+                }
             }
         }
-        while let Some(spare) = pool.free.pop() {
+        let other = 1 - kind.slot();
+        loop {
+            let slot = if pool.free[kind.slot()].is_empty() {
+                other
+            } else {
+                kind.slot()
+            };
+            let Some(spare) = pool.free[slot].pop() else {
+                break;
+            };
             let flags = if exclusive {
                 rustix::fs::RenameFlags::NOREPLACE
             } else {
@@ -96,13 +139,13 @@ pub fn take(common: &Path, dest: &Path, exclusive: bool) -> Taken {
             match rustix::fs::renameat_with(cwd, &spare, cwd, dest, flags) {
                 Ok(()) => {}
                 Err(rustix::io::Errno::EXIST) => {
-                    pool.free.push(spare);
+                    pool.free[slot].push(spare);
                     return Taken::Busy;
                 }
                 Err(rustix::io::Errno::NOENT) => {
                     if spare.exists() {
                         // The destination's directory is missing: the caller makes it.
-                        pool.free.push(spare);
+                        pool.free[slot].push(spare);
                         return Taken::None;
                     }
                     // Another process took this one.
@@ -110,7 +153,7 @@ pub fn take(common: &Path, dest: &Path, exclusive: bool) -> Taken {
                 }
                 Err(e) => {
                     pool.disable(&e.into());
-                    pool.free.push(spare);
+                    pool.free[slot].push(spare);
                     return Taken::None;
                 }
             }
@@ -159,10 +202,11 @@ impl Pool {
         }
     }
 
-    fn name(&self) -> PathBuf {
+    fn name(&self, kind: Kind) -> PathBuf {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         self.dir.join(format!(
-            "{}-{}",
+            "{}-{}-{}",
+            kind.prefix(),
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ))
@@ -172,12 +216,13 @@ impl Pool {
     fn keep_with(
         &mut self,
         path: &Path,
+        kind: Kind,
         put: impl Fn(&Path, &Path) -> std::io::Result<()>,
     ) -> bool {
-        if !self.enabled || self.free.len() >= KEPT {
+        if !self.enabled || self.free.iter().map(Vec::len).sum::<usize>() >= KEPT {
             return false;
         }
-        let spare = self.name();
+        let spare = self.name(kind);
         let mut done = put(path, &spare);
         if done
             .as_ref()
@@ -188,7 +233,7 @@ impl Pool {
         }
         match done {
             Ok(()) => {
-                self.free.push(spare);
+                self.free[kind.slot()].push(spare);
                 true
             }
             Err(_) => false,
@@ -200,15 +245,15 @@ impl Pool {
 /// Used on a ref file just before the rename that replaces it. Best effort.
 pub fn keep(common: &Path, path: &Path) {
     with_pool(common, |pool| {
-        pool.keep_with(path, |from, to| std::fs::hard_link(from, to));
+        pool.keep_with(path, Kind::Ref, |from, to| std::fs::hard_link(from, to));
     });
 }
 
 /// Move the file at `path` into the pool instead of deleting it; deleted when the pool is
 /// full or spares are off. Used on loose objects once they are in a pack.
-pub fn adopt(common: &Path, path: &Path) {
+pub fn adopt(common: &Path, path: &Path, kind: Kind) {
     let kept = with_pool(common, |pool| {
-        pool.keep_with(path, |from, to| std::fs::rename(from, to))
+        pool.keep_with(path, kind, |from, to| std::fs::rename(from, to))
     });
     if !kept {
         let _ = std::fs::remove_file(path);
@@ -218,7 +263,7 @@ pub fn adopt(common: &Path, path: &Path) {
 /// Return a taken spare (at `path`) that was not used, e.g. the lock of a failed
 /// compare-and-swap.
 pub fn give_back(common: &Path, path: &Path) {
-    adopt(common, path);
+    adopt(common, path, Kind::Ref);
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -231,7 +276,7 @@ mod tests {
         let common = dir.path().to_owned();
         let file = common.join("replaced");
         std::fs::write(&file, old).expect("write");
-        adopt(&common, &file);
+        adopt(&common, &file, Kind::Object);
         assert!(!file.exists(), "moved into the pool");
         let spares: Vec<_> = std::fs::read_dir(common.join(DIR))
             .expect("the pool exists")
@@ -248,11 +293,11 @@ mod tests {
         let (_dir, common, spare) = pool_with_one_spare(b"old old old");
         let lock = common.join("ref.lock");
         std::fs::write(&lock, b"held").expect("write");
-        assert!(matches!(take(&common, &lock, true), Taken::Busy));
+        assert!(matches!(take(&common, &lock, Kind::Ref), Taken::Busy));
         assert!(spare.exists(), "a busy lock leaves the spare where it was");
         assert_eq!(std::fs::read(&lock).expect("read"), b"held");
         std::fs::remove_file(&lock).expect("rm");
-        let Taken::File(file) = take(&common, &lock, true) else {
+        let Taken::File(file) = take(&common, &lock, Kind::Ref) else {
             panic!("the spare is free to take");
         };
         assert!(!spare.exists());
@@ -262,7 +307,7 @@ mod tests {
         assert_eq!(std::fs::read(&lock).expect("read"), b"new");
         // The pool is empty now: the next lock is a new file.
         std::fs::remove_file(&lock).expect("rm");
-        assert!(matches!(take(&common, &lock, true), Taken::None));
+        assert!(matches!(take(&common, &lock, Kind::Ref), Taken::None));
     }
 
     /// A writer that died between linking a ref file into the pool and renaming its lock over
@@ -275,7 +320,7 @@ mod tests {
         std::fs::write(&live, b"the live value\n").expect("write");
         keep(&common, &live);
         let lock = common.join("other.lock");
-        assert!(matches!(take(&common, &lock, true), Taken::None));
+        assert!(matches!(take(&common, &lock, Kind::Ref), Taken::None));
         assert!(!lock.exists(), "the name taken is given up again");
         assert_eq!(std::fs::read(&live).expect("read"), b"the live value\n");
     }
@@ -286,7 +331,7 @@ mod tests {
         let (_dir, common, spare) = pool_with_one_spare(b"what the reader opened");
         let reader = std::fs::File::open(&spare).expect("open");
         let dest = common.join("tmp_obj");
-        assert!(matches!(take(&common, &dest, false), Taken::None));
+        assert!(matches!(take(&common, &dest, Kind::Object), Taken::None));
         assert!(!dest.exists());
         let mut seen = String::new();
         std::io::Read::read_to_string(&mut &reader, &mut seen).expect("read");
