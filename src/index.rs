@@ -45,6 +45,8 @@ pub struct Index {
     opened_at: std::time::SystemTime,
     /// `index.wanted` beside it.
     wanted_path: PathBuf,
+    /// How long the last full rescan ([`Index::reconcile`]) took.
+    rescan_cost: std::time::Duration,
 }
 
 /// A cheap fingerprint of the request refs: the `stat` of the loose-ref directory (every ref
@@ -62,8 +64,22 @@ pub struct Stamp {
 /// same clock tick (file times advance in coarse ticks); they are re-verified later.
 const RACY: jiff::SignedDuration = jiff::SignedDuration::from_millis(20);
 /// How long an unverified stamp (racy, or moved by our own writes) is trusted before a full
-/// rescan: the longest a concurrent foreign write can stay unseen.
+/// rescan: the longest a concurrent foreign write can stay unseen — at least; see
+/// [`reverify_after`].
 const REVERIFY: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
+/// A rescan is allowed this share of a busy process's time: a deep queue stretches
+/// [`REVERIFY`] so that rescanning it every second does not become most of the work.
+const RESCAN_SHARE: u32 = 50;
+/// The longest an unverified stamp is trusted, however deep the queue.
+const REVERIFY_MAX: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
+
+/// How long after `at` an unverified stamp is re-verified, given what the last full rescan
+/// cost this process.
+fn reverify_after(at: jiff::Timestamp, rescan: std::time::Duration) -> jiff::Timestamp {
+    let stretched =
+        jiff::SignedDuration::try_from(rescan * RESCAN_SHARE).unwrap_or(REVERIFY_MAX);
+    at + stretched.clamp(REVERIFY, REVERIFY_MAX)
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Meta {
@@ -200,6 +216,7 @@ impl Index {
             known: None,
             opened_at: std::time::SystemTime::now(),
             wanted_path: wanted_path(dir),
+            rescan_cost: std::time::Duration::ZERO,
         };
         if index.db.get("format")?.as_deref() != Some(FORMAT) {
             index.records.clear()?;
@@ -257,7 +274,7 @@ impl Index {
         if !only_ours {
             return Ok(());
         }
-        let deadline = jiff::Timestamp::now() + REVERIFY;
+        let deadline = reverify_after(jiff::Timestamp::now(), self.rescan_cost);
         let verify_after = Some(meta.verify_after.map_or(deadline, |t| t.min(deadline)));
         self.set_meta(&Meta {
             stamp: cur,
@@ -286,6 +303,7 @@ impl Index {
     /// re-read from git, entries without a ref are dropped, refs without an entry are added.
     pub fn reconcile(&mut self, store: &Store) -> Result<Reconciled> {
         let start = jiff::Timestamp::now();
+        let timer = Instant::now();
         let writes_before = store.own_writes();
         let stamp = Stamp::read(store);
         let refs = store.list()?;
@@ -330,9 +348,12 @@ impl Index {
         }
         // Entries are written before the stamp, so an index that lost a tail of writes in a
         // crash never claims a stamp its entries do not reflect.
+        self.rescan_cost = timer.elapsed();
         self.set_meta(&Meta {
             stamp,
-            verify_after: stamp.is_racy(start).then(|| start + REVERIFY),
+            verify_after: stamp
+                .is_racy(start)
+                .then(|| reverify_after(start, self.rescan_cost)),
         })?;
         self.known = Some((stamp, writes_before));
         self.wrote = false;
