@@ -515,3 +515,18 @@ fn sled_err(e: sled::Error) -> Error {
 fn wanted_path(dir: &Path) -> PathBuf {
     dir.with_extension("wanted")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_costly_rescan_is_repeated_less_often() {
+        let at = jiff::Timestamp::UNIX_EPOCH;
+        let after = |ms| reverify_after(at, Duration::from_millis(ms)).duration_since(at);
+        assert_eq!(after(0), REVERIFY, "a cheap rescan: every second");
+        assert_eq!(after(10), REVERIFY);
+        assert_eq!(after(100), jiff::SignedDuration::from_secs(5));
+        assert_eq!(after(2_000), REVERIFY_MAX, "never longer than the cap");
+    }
+}
