@@ -76,8 +76,7 @@ const REVERIFY_MAX: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
 /// How long after `at` an unverified stamp is re-verified, given what the last full rescan
 /// cost this process.
 fn reverify_after(at: jiff::Timestamp, rescan: std::time::Duration) -> jiff::Timestamp {
-    let stretched =
-        jiff::SignedDuration::try_from(rescan * RESCAN_SHARE).unwrap_or(REVERIFY_MAX);
+    let stretched = jiff::SignedDuration::try_from(rescan * RESCAN_SHARE).unwrap_or(REVERIFY_MAX);
     at + stretched.clamp(REVERIFY, REVERIFY_MAX)
 }
 
@@ -382,6 +381,25 @@ impl Index {
         {
             self.ready.remove(old.queue_key()).map_err(sled_err)?;
         }
+        self.put_entry(tip, record)
+    }
+
+    /// [`Index::put`] after this process moved the chain from a record in status `from` to
+    /// `record`: the entry being replaced need not be read, as its place in the queue is
+    /// `record`'s (priority and enqueue time never change along a chain).
+    pub fn put_transition(
+        &mut self,
+        tip: ObjectId,
+        record: &Record,
+        from: Option<Status>,
+    ) -> Result<()> {
+        if from == Some(Status::Pending) && record.status != Status::Pending {
+            self.ready.remove(record.queue_key()).map_err(sled_err)?;
+        }
+        self.put_entry(tip, record)
+    }
+
+    fn put_entry(&mut self, tip: ObjectId, record: &Record) -> Result<()> {
         if record.status == Status::Leased {
             self.leased
                 .insert(record.id.as_bytes(), &[])

@@ -27,6 +27,8 @@ pub struct Queue {
     /// The index while this process runs queue operations back to back. Closed by
     /// [`Queue::close_index`] before any long step, and when the queue is dropped.
     index: RefCell<Option<Index>>,
+    /// When `sweep` last looked for stale ref locks (see [`Queue::sweep`]).
+    locks_scanned: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 impl Drop for Queue {
@@ -162,6 +164,7 @@ impl Queue {
             last_now: std::cell::Cell::new(jiff::Timestamp::UNIX_EPOCH),
             clock_offset: std::cell::Cell::new(jiff::SignedDuration::ZERO),
             index: RefCell::new(None),
+            locks_scanned: std::cell::Cell::new(None),
         }
     }
 
@@ -726,7 +729,19 @@ impl Queue {
     /// request becomes a dead letter of class `lease`.
     pub fn sweep(&self) -> Result<Swept> {
         let mut swept = Swept::default();
-        for id in self.store.stale_locks(crate::store::STALE_LOCK)? {
+        // Looking for stale locks reads the whole ref directory. A lock becomes stale only
+        // after STALE_LOCK, so a process sweeping more often than that looks once per period.
+        let due = self
+            .locks_scanned
+            .get()
+            .is_none_or(|at| at.elapsed() >= crate::store::STALE_LOCK);
+        let stale = if due {
+            self.locks_scanned.set(Some(std::time::Instant::now()));
+            self.store.stale_locks(crate::store::STALE_LOCK)?
+        } else {
+            Vec::new()
+        };
+        for id in stale {
             if self
                 .store
                 .remove_stale_lock(&id, crate::store::STALE_LOCK)?
@@ -1242,7 +1257,7 @@ impl Queue {
         let result = self.store.commit_transition(&next.id, tip, commit, event);
         if let Some(ix) = ix.as_mut() {
             match &result {
-                Ok(()) => ix.put(commit, next)?,
+                Ok(()) => ix.put_transition(commit, next, event.from)?,
                 Err(Error::Conflict { .. }) => {
                     // Someone else moved it: refresh this entry from the ref.
                     match self.store.tip(&next.id)? {
