@@ -59,16 +59,18 @@ fn main() {
         validate_group();
         return;
     }
-    // `cargo bench --bench hyperion -- cycle [N]` runs only N lease + complete cycles (for
-    // profiling: `perf record` the bench binary with these arguments).
+    // `cargo bench --bench hyperion -- cycle [N [DEPTH]]` runs only N lease + complete
+    // cycles, on a queue DEPTH deep (at least N; for profiling: `perf record` the bench
+    // binary with these arguments).
     if std::env::args().skip(1).any(|a| a == "cycle") {
-        let n = std::env::args()
+        let mut numbers = std::env::args()
             .skip_while(|a| a != "cycle")
-            .nth(1)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(2_000);
+            .skip(1)
+            .map(|a| a.parse::<usize>().ok());
+        let n = numbers.next().flatten().unwrap_or(2_000);
+        let depth = numbers.next().flatten().unwrap_or(n).max(n);
         let r = repo();
-        let d = write_dir(r.path(), n, "a");
+        let d = write_dir(r.path(), depth, "a");
         hyperion(r.path(), &["enqueue", d.to_str().expect("utf-8")]);
         // HYPERION_BENCH_PAUSE=1: wait a second after the setup, so that a profiler can
         // attach (`perf record -p PID`) to the cycles alone.
