@@ -487,27 +487,26 @@ mod tests {
     use super::*;
 
     fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        crate::worktree::git(dir, args)
+            .expect("git succeeds")
+            .trim()
+            .to_owned()
+    }
+
+    /// A new repository: its directory, its git directory, its object directory.
+    fn repo() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        git(dir.path(), &["init", "-q"]);
+        let common = dir.path().join(".git");
+        let objects = common.join("objects");
+        (dir, common, objects)
     }
 
     /// Loose objects written stored (small, and one over a stored block's 65,535 bytes) and
     /// compressed read back through git itself, byte for byte, and pass `git fsck`.
     #[test]
     fn loose_objects_are_read_by_git() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        git(dir.path(), &["init", "-q"]);
-        let common = dir.path().join(".git");
-        let objects = common.join("objects");
+        let (dir, common, objects) = repo();
         let sizes = [0, 1, STORED_BELOW - 20, STORED_BELOW, 70_000, 200_000];
         for (i, &size) in sizes.iter().enumerate() {
             let data: Vec<u8> = (0..size).map(|n| (n * 7 + i) as u8).collect();
@@ -540,10 +539,7 @@ mod tests {
     /// are written into those files, and git finds every object, packed or loose.
     #[test]
     fn rolled_loose_objects_become_spares_that_git_reads_back() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        git(dir.path(), &["init", "-q"]);
-        let common = dir.path().join(".git");
-        let objects = common.join("objects");
+        let (dir, common, objects) = repo();
         let mut loose = Vec::new();
         let mut ids = Vec::new();
         for i in 0..ROLL_AT * 2 + 3 {

@@ -487,7 +487,7 @@ fn slot_git_dir(root: &Path) -> Option<PathBuf> {
     })
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("git")
         .current_dir(dir)
         .args(args)
