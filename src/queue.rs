@@ -495,28 +495,14 @@ impl Queue {
     pub fn lease_one(&self, id: &str, worker: &str, lease: Option<Duration>) -> Result<Record> {
         let lease = self.lease_length(lease)?;
         check_worker(worker)?;
-        let (id, tip, current) = self.resolve(id)?;
-        if current.status != Status::Pending {
-            return Err(Error::WrongState {
-                id,
-                actual: current.status,
-                expected: "pending".into(),
-            });
-        }
+        let (id, tip, current) = self.resolve_in(id, Status::Pending)?;
         let (next, event) = self.leased(&current, worker, lease);
         self.apply_transition(id, tip, next, &event)
     }
 
     /// Record that the commit of applied request `id` was reverted by `revert`.
     pub fn roll_back(&self, id: &str, revert: &str, reason: &str, actor: &str) -> Result<Record> {
-        let (id, tip, current) = self.resolve(id)?;
-        if current.status != Status::Applied {
-            return Err(Error::WrongState {
-                id,
-                actual: current.status,
-                expected: "applied".into(),
-            });
-        }
+        let (id, tip, current) = self.resolve_in(id, Status::Applied)?;
         let now = self.now();
         let mut next = current.clone();
         next.status = Status::RolledBack;
@@ -829,14 +815,7 @@ impl Queue {
         // Resolve every id before changing anything, so a typo changes nothing.
         let mut targets = Vec::new();
         for id in ids {
-            let (id, tip, record) = self.resolve(id)?;
-            if record.status != Status::Dead {
-                return Err(Error::WrongState {
-                    id,
-                    actual: record.status,
-                    expected: "dead".into(),
-                });
-            }
+            let (_, tip, record) = self.resolve_in(id, Status::Dead)?;
             targets.push((tip, record));
         }
         let mut ix = self.index()?;
@@ -1117,6 +1096,19 @@ impl Queue {
         }
     }
 
+    /// [`Queue::resolve`], refusing a request that is not in `status`.
+    fn resolve_in(&self, prefix: &str, status: Status) -> Result<(String, ObjectId, Record)> {
+        let (id, tip, record) = self.resolve(prefix)?;
+        if record.status != status {
+            return Err(Error::WrongState {
+                id,
+                actual: record.status,
+                expected: status.as_str().into(),
+            });
+        }
+        Ok((id, tip, record))
+    }
+
     fn lease_length(&self, lease: Option<Duration>) -> Result<Duration> {
         let lease = lease.unwrap_or(self.settings.lease);
         if lease < Duration::from_secs(1) {
@@ -1188,14 +1180,7 @@ impl Queue {
 
     /// `id` with its tip and record, if `worker` holds its lease.
     fn held(&self, id: &str, worker: &str) -> Result<(String, ObjectId, Record)> {
-        let (id, tip, record) = self.resolve(id)?;
-        if record.status != Status::Leased {
-            return Err(Error::WrongState {
-                id,
-                actual: record.status,
-                expected: "leased".into(),
-            });
-        }
+        let (id, tip, record) = self.resolve_in(id, Status::Leased)?;
         let owner = record.lease_owner.clone().unwrap_or_default();
         if owner != worker {
             return Err(Error::NotOwner {
