@@ -73,6 +73,7 @@ const ORDER: [&str; 9] = [
 
 /// The alternatives.
 const SQLITE: &str = "sqlite";
+const FLOOR: &str = "git floor";
 const SCRIPT: &str = "git script";
 const FRESH: &str = "fresh worktree";
 const GIT_CHECK: &str = "git apply --check";
@@ -327,18 +328,22 @@ fn queue_suite(tmp: &Path, depth: usize, c: &Counts, rows: &mut Vec<Row>) {
     let dir = tmp.join(format!("queue-{depth}"));
     std::fs::create_dir_all(&dir).expect("mkdir");
     common::init_small(&dir);
+    common::object_dirs(&dir);
     let q = Queue::open(Store::discover(&dir).expect("repo")).expect("queue");
     let mut db = sqlite::SqliteQueue::create(&tmp.join(format!("queue-{depth}.sqlite")));
+    let mut floor = floor::GitFloor::create(&tmp.join(format!("floor-{depth}")), depth);
     // Leave most of the queue pending while leasing, whatever the depth.
     let lease = c.lease.min(depth / 4);
     let cycles = c.cycles.min(depth / 4);
     let expired = c.expired.min(depth / (4 * c.sweeps)).max(1);
-    let mut push = |workload, hy: &[Duration], sq: &[Duration]| {
+    let mut push = |workload, hy: &[Duration], sq: &[Duration], fl: Option<&[Duration]>| {
+        let mut alternatives = vec![(SQLITE, Stats::of(sq))];
+        alternatives.extend(fl.map(|fl| (FLOOR, Stats::of(fl))));
         rows.push(Row {
             workload,
             scale: depth,
             hyperion: Stats::of(hy),
-            alternatives: vec![(SQLITE, Stats::of(sq))],
+            alternatives,
         })
     };
 
@@ -358,7 +363,7 @@ fn queue_suite(tmp: &Path, depth: usize, c: &Counts, rows: &mut Vec<Row>) {
         sq.push(t.elapsed() / batch.len() as u32);
         assert_eq!(inserted, batch.len(), "every row is new");
     }
-    push(ENQUEUE, &hy, &sq);
+    push(ENQUEUE, &hy, &sq, None);
 
     // Everything below runs on a queue opened after the enqueue, as a worker or `list` started
     // later would. (It is also needed: a repository handle sizes its table of pack indexes
@@ -386,10 +391,10 @@ fn queue_suite(tmp: &Path, depth: usize, c: &Counts, rows: &mut Vec<Row>) {
             sq.push(el);
         }
     }
-    push(LIST, &hy, &sq);
+    push(LIST, &hy, &sq, None);
 
-    // Lease one at a time, the queue `depth` deep.
-    let (mut hy, mut sq) = (Vec::new(), Vec::new());
+    // Lease one at a time, the queue `depth` deep; the git floor makes one transition.
+    let (mut hy, mut sq, mut fl) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..lease {
         let t = Instant::now();
         let got = q.dequeue("bench", 1, Some(LONG_LEASE)).expect("dequeue");
@@ -399,11 +404,15 @@ fn queue_suite(tmp: &Path, depth: usize, c: &Counts, rows: &mut Vec<Row>) {
         let got = db.claim("bench", LONG_LEASE);
         sq.push(t.elapsed());
         assert!(got.is_some_and(|c| !c.payload.is_empty()));
+        let t = Instant::now();
+        floor.transition();
+        fl.push(t.elapsed());
     }
-    push(LEASE, &hy, &sq);
+    push(LEASE, &hy, &sq, Some(&fl));
 
-    // Lease + complete, alternately applied and failed (a dead letter).
-    let (mut hy, mut sq) = (Vec::new(), Vec::new());
+    // Lease + complete, alternately applied and failed (a dead letter); the git floor makes
+    // two transitions.
+    let (mut hy, mut sq, mut fl) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..cycles {
         let applied = i % 2 == 0;
         let outcome = common::cycle_outcome(applied);
@@ -416,8 +425,12 @@ fn queue_suite(tmp: &Path, depth: usize, c: &Counts, rows: &mut Vec<Row>) {
         let job = db.claim("bench", SHORT_LEASE).expect("a job is ready");
         assert!(db.complete(&job.id, "bench", applied), "completed");
         sq.push(t.elapsed());
+        let t = Instant::now();
+        floor.transition();
+        floor.transition();
+        fl.push(t.elapsed());
     }
-    push(CYCLE, &hy, &sq);
+    push(CYCLE, &hy, &sq, Some(&fl));
 
     // Sweep: lease `expired` records (not timed), move the clock past their lease, sweep.
     let (mut hy, mut sq) = (Vec::new(), Vec::new());
@@ -440,7 +453,7 @@ fn queue_suite(tmp: &Path, depth: usize, c: &Counts, rows: &mut Vec<Row>) {
         sq.push(t.elapsed());
         assert_eq!(n, expired);
     }
-    push(SWEEP, &hy, &sq);
+    push(SWEEP, &hy, &sq, None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1175,6 +1188,150 @@ mod sqlite {
             .expect("query")
             .collect::<Result<_, _>>()
             .expect("rows")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the floor of a queue kept in git
+
+/// What any queue that keeps its requests as git refs and objects must do per transition,
+/// and nothing else: the lower bound hyperion's lease + complete is measured against.
+///
+/// A transition is a new commit (one loose object) and a compare-and-swap of the request's
+/// ref under git's lock protocol (take `<ref>.lock` exclusively, write it, check the ref's
+/// old value, rename the lock over the ref). Files are reused the way hyperion reuses them
+/// (`src/spare.rs`): a replaced ref file and the loose objects (rolled into a pack every 256)
+/// become the next locks and temporary files, so that a steady stream of transitions neither
+/// creates nor frees inodes. Left out: hashing, compressing and formatting the commit, the
+/// record and event, the index, the update counter, the safety checks on reused files, the
+/// pack the rolled objects go into. The object bytes are a fixed 800-byte stand-in.
+mod floor {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
+
+    pub struct GitFloor {
+        refs: PathBuf,
+        objects: PathBuf,
+        spares: PathBuf,
+        /// Reusable files, by path.
+        free: Vec<PathBuf>,
+        /// Loose objects written since the last roll.
+        loose: Vec<PathBuf>,
+        counter: u64,
+        /// The ids of the refs, one per request, and the next to use.
+        ids: Vec<String>,
+        next: usize,
+        object: Vec<u8>,
+    }
+
+    impl GitFloor {
+        /// A queue directory with `depth` refs and git's 256 object directories, warmed by
+        /// 600 untimed transitions: past the first roll, files are reused.
+        pub fn create(dir: &Path, depth: usize) -> GitFloor {
+            let refs = dir.join("refs/hyperion/requests");
+            let objects = dir.join("objects");
+            let spares = dir.join("spares");
+            for d in [&refs, &spares] {
+                std::fs::create_dir_all(d).expect("mkdir");
+            }
+            for i in 0..=255u8 {
+                std::fs::create_dir_all(objects.join(format!("{i:02x}"))).expect("mkdir");
+            }
+            let ids: Vec<String> = (0..depth).map(|i| format!("{:016x}", i * 7919)).collect();
+            for id in &ids {
+                std::fs::write(refs.join(id), format!("{}\n", "1".repeat(40))).expect("ref");
+            }
+            let mut floor = GitFloor {
+                refs,
+                objects,
+                spares,
+                free: Vec::new(),
+                loose: Vec::new(),
+                counter: 0,
+                ids,
+                next: 0,
+                object: vec![b'x'; 800],
+            };
+            for _ in 0..600 {
+                floor.transition();
+            }
+            floor
+        }
+
+        fn name(&mut self) -> u64 {
+            self.counter += 1;
+            self.counter
+        }
+
+        /// A file at `dest`, reused if one is free (`exclusive`: fail if `dest` exists, as
+        /// taking a lock must), else created.
+        fn take(&mut self, dest: &Path, exclusive: bool) -> std::fs::File {
+            if let Some(spare) = self.free.pop() {
+                let flags = if exclusive {
+                    rustix::fs::RenameFlags::NOREPLACE
+                } else {
+                    rustix::fs::RenameFlags::empty()
+                };
+                let cwd = rustix::fs::CWD;
+                rustix::fs::renameat_with(cwd, &spare, cwd, dest, flags).expect("take a spare");
+                return std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dest)
+                    .expect("open");
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(dest)
+                .expect("create")
+        }
+
+        /// One transition of the next request: a loose object, then its ref moved to it.
+        pub fn transition(&mut self) {
+            let n = self.name();
+            let hex = format!("{n:040x}");
+            let dir = self.objects.join(&hex[38..]);
+            let tmp = dir.join(format!("tmp_obj_{n}"));
+            let file = self.take(&tmp, false);
+            file.write_all_at(&self.object, 0).expect("write");
+            file.set_len(self.object.len() as u64).expect("truncate");
+            drop(file);
+            let path = dir.join(&hex[..38]);
+            std::fs::rename(&tmp, &path).expect("rename");
+            self.loose.push(path);
+            if self.loose.len() == 256 {
+                // Rolled into a pack (not written here); the files become spares.
+                for path in std::mem::take(&mut self.loose) {
+                    let n = self.name();
+                    let spare = self.spares.join(format!("o-{n}"));
+                    std::fs::rename(&path, &spare).expect("keep");
+                    self.free.push(spare);
+                }
+            }
+
+            let id = self.ids[self.next % self.ids.len()].clone();
+            self.next += 1;
+            let path = self.refs.join(&id);
+            let lock = self.refs.join(format!("{id}.lock"));
+            let file = self.take(&lock, true);
+            let mut old = Vec::with_capacity(64);
+            std::fs::File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut old))
+                .expect("read the ref");
+            assert_eq!(old.len(), 41, "the old value is checked");
+            // As hyperion does: the block allocated before the rename (see src/refs.rs).
+            let _ = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, 41);
+            file.write_all_at(format!("{hex}\n").as_bytes(), 0)
+                .expect("write");
+            file.set_len(41).expect("truncate");
+            drop(file);
+            let n = self.name();
+            let spare = self.spares.join(format!("r-{n}"));
+            std::fs::hard_link(&path, &spare).expect("keep");
+            std::fs::rename(&lock, &path).expect("commit");
+            self.free.push(spare);
         }
     }
 }

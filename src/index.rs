@@ -47,6 +47,28 @@ pub struct Index {
     wanted_path: PathBuf,
     /// How long the last full rescan ([`Index::reconcile`]) took.
     rescan_cost: std::time::Duration,
+    /// The stored [`Meta`], as this process last wrote or read it (sled admits one process
+    /// at a time, so nobody else changes it meanwhile).
+    meta: Option<Meta>,
+    /// `meta` moved past the stored one without being written (see [`Index::absorb_own_writes`]).
+    meta_unsaved: bool,
+    /// This process's last ref updates, recorded here, to be taken as known at the next
+    /// stamp read (see [`Index::absorb_own_writes`]).
+    unsettled: Option<OwnWrites>,
+}
+
+/// What [`Index::absorb_own_writes`] leaves for the next stamp read to settle.
+#[derive(Debug, Clone, Copy)]
+struct OwnWrites {
+    /// The stamp the entries reflected before the updates.
+    before: Stamp,
+    /// How many ref updates this process made since then, all recorded in the entries.
+    count: u64,
+    /// The store's count of its own updates at the end: one more since means an update the
+    /// entries may not reflect.
+    total: u64,
+    /// Past this, a full rescan instead (see [`REVERIFY`]).
+    deadline: jiff::Timestamp,
 }
 
 /// A cheap fingerprint of the request refs: the `stat` of the loose-ref directory (every ref
@@ -80,7 +102,7 @@ fn reverify_after(at: jiff::Timestamp, rescan: std::time::Duration) -> jiff::Tim
     at + stretched.clamp(REVERIFY, REVERIFY_MAX)
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Meta {
     stamp: Stamp,
     /// Rescan once this time has passed, even if the stamp still matches.
@@ -216,6 +238,9 @@ impl Index {
             opened_at: std::time::SystemTime::now(),
             wanted_path: wanted_path(dir),
             rescan_cost: std::time::Duration::ZERO,
+            meta: None,
+            meta_unsaved: false,
+            unsettled: None,
         };
         if index.db.get("format")?.as_deref() != Some(FORMAT) {
             index.records.clear()?;
@@ -224,6 +249,10 @@ impl Index {
             index.db.insert("format", FORMAT)?;
             index.dirty = true;
         }
+        index.meta = index
+            .db
+            .get("meta")?
+            .and_then(|v| serde_json::from_slice(&v).ok());
         Ok(index)
     }
 
@@ -231,10 +260,12 @@ impl Index {
     /// [`Index::reconcile`] when something did (or a stamp is due for re-verification).
     pub fn ensure_fresh(&mut self, store: &Store) -> Result<()> {
         let cur = Stamp::read(store);
-        if let Some(meta) = self.meta()?
-            && meta.stamp == cur
-            && meta.verify_after.is_none_or(|t| jiff::Timestamp::now() < t)
+        let now = jiff::Timestamp::now();
+        if let Some(meta) = self.meta
+            && meta.verify_after.is_none_or(|t| now < t)
+            && (meta.stamp == cur || self.settle(store, meta, cur, now))
         {
+            self.unsettled = None;
             self.known = Some((cur, store.own_writes()));
             return Ok(());
         }
@@ -242,58 +273,73 @@ impl Index {
         Ok(())
     }
 
-    /// After this process moved refs and recorded the moves here, take the new stamp as
-    /// known, so the next operation need not rescan — but only when the update counter moved
-    /// by exactly our own updates, i.e. no other hyperion process wrote meanwhile. A write by
-    /// plain git (a fetch) in the same clock tick could still hide behind it, so such a stamp
-    /// is re-verified after [`REVERIFY`].
+    /// After this process moved refs and recorded the moves here: let the next stamp read
+    /// take the stamp it finds as known, so the next operation need not rescan — but only
+    /// when the update counter moved by exactly our own updates, i.e. no other hyperion
+    /// process wrote meanwhile (see [`Index::settle`]). Reading the stamp here and again at
+    /// the next operation's start would cost three `stat`s per operation.
     pub fn absorb_own_writes(&mut self, store: &Store) -> Result<()> {
         if !self.wrote {
             return Ok(());
         }
         self.wrote = false;
-        let Some(meta) = self.meta()? else {
+        self.unsettled = None;
+        let (Some(meta), Some((before, writes_then))) = (self.meta, self.known) else {
             return Ok(());
         };
-        let Some((known, writes_then)) = self.known else {
-            return Ok(());
-        };
-        if known != meta.stamp {
+        if before != meta.stamp {
             return Ok(());
         }
-        let cur = Stamp::read(store);
-        let ours = store.own_writes() - writes_then;
-        let only_ours = match (known.generation, cur.generation) {
-            (Some((before, ino_a)), Some((after, ino_b))) => {
-                ino_a == ino_b && after == before + ours
-            }
-            (None, Some((after, _))) => after == ours,
-            _ => false,
-        };
-        if !only_ours {
-            return Ok(());
-        }
-        let deadline = reverify_after(jiff::Timestamp::now(), self.rescan_cost);
-        let verify_after = Some(meta.verify_after.map_or(deadline, |t| t.min(deadline)));
-        self.set_meta(&Meta {
-            stamp: cur,
-            verify_after,
-        })?;
-        self.known = Some((cur, store.own_writes()));
+        let total = store.own_writes();
+        self.unsettled = Some(OwnWrites {
+            before,
+            count: total - writes_then,
+            total,
+            deadline: reverify_after(jiff::Timestamp::now(), self.rescan_cost),
+        });
         Ok(())
     }
 
-    fn meta(&self) -> Result<Option<Meta>> {
-        Ok(self
-            .db
-            .get("meta")
-            .map_err(sled_err)?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+    /// Take `cur` as the stamp the entries reflect if all that moved the refs since `meta`
+    /// was this process's own updates, recorded here ([`Index::absorb_own_writes`]). A write
+    /// by plain git (a fetch) in the same clock tick could still hide behind them, so such a
+    /// stamp is re-verified by a rescan after [`REVERIFY`] — or at once, once that passed.
+    fn settle(&mut self, store: &Store, meta: Meta, cur: Stamp, now: jiff::Timestamp) -> bool {
+        let Some(own) = self.unsettled.take() else {
+            return false;
+        };
+        let only_ours = match (own.before.generation, cur.generation) {
+            (Some((before, ino_a)), Some((after, ino_b))) => {
+                ino_a == ino_b && after == before + own.count
+            }
+            (None, Some((after, _))) => after == own.count,
+            _ => false,
+        };
+        if own.before != meta.stamp
+            || store.own_writes() != own.total
+            || !only_ours
+            || now >= own.deadline
+        {
+            return false;
+        }
+        let verify_after = meta
+            .verify_after
+            .map_or(own.deadline, |t| t.min(own.deadline));
+        // Kept in memory until the index is closed: a process that dies first leaves the
+        // older stamp stored, which the next one finds moved, and rescans.
+        self.meta = Some(Meta {
+            stamp: cur,
+            verify_after: Some(verify_after),
+        });
+        self.meta_unsaved = true;
+        true
     }
 
     fn set_meta(&mut self, meta: &Meta) -> Result<()> {
         let bytes = serde_json::to_vec(meta).expect("Meta serialises");
         self.db.insert("meta", bytes).map_err(sled_err)?;
+        self.meta = Some(*meta);
+        self.meta_unsaved = false;
         self.dirty = true;
         Ok(())
     }
@@ -356,6 +402,7 @@ impl Index {
         })?;
         self.known = Some((stamp, writes_before));
         self.wrote = false;
+        self.unsettled = None;
         if stats.updated + stats.removed > 0 {
             tracing::debug!(
                 updated = stats.updated,
@@ -500,13 +547,28 @@ impl Index {
         self.ready.clear().map_err(sled_err)?;
         self.leased.clear().map_err(sled_err)?;
         self.db.remove("meta").map_err(sled_err)?;
+        self.meta = None;
+        self.meta_unsaved = false;
+        self.unsettled = None;
         self.known = None;
         self.dirty = true;
         Ok(())
     }
 
     /// Write buffered changes and release the database.
-    pub fn close(self) -> Result<()> {
+    pub fn close(mut self, store: &Store) -> Result<()> {
+        if let Some(meta) = self.meta
+            && self.unsettled.is_some()
+        {
+            // Settle now, so that the next process need not rescan.
+            self.settle(store, meta, Stamp::read(store), jiff::Timestamp::now());
+        }
+        if self.meta_unsaved
+            && let Some(meta) = self.meta
+        {
+            // After every entry it vouches for (see [`Index::reconcile`]).
+            self.set_meta(&meta)?;
+        }
         if self.dirty {
             self.db.flush().map_err(sled_err)?;
         }

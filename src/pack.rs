@@ -237,28 +237,26 @@ fn compressed(parts: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
 }
 
 /// Write one loose object (`objects/xx/…`), as git does: into a temporary file next to
-/// it, then renamed into place. An object already present is left alone. Returns whether
-/// it was written.
+/// it, then renamed into place. For objects the store does not have: those of a
+/// repository's object memory, which gix writes there only when it finds them nowhere on
+/// disk (a copy another process wrote meanwhile is replaced by the same bytes).
 fn write_loose(
     common: &Path,
     objects_dir: &Path,
     id: &ObjectId,
     kind: Kind,
     data: &[u8],
-) -> std::io::Result<bool> {
+) -> std::io::Result<()> {
     let hex = id.to_string();
     let dir = objects_dir.join(&hex[..2]);
     let path = dir.join(&hex[2..]);
-    if std::fs::symlink_metadata(&path).is_ok() {
-        return Ok(false);
-    }
     let header = format!("{} {}\0", kind, data.len());
     let mut z = Vec::with_capacity(data.len() / 2 + 64);
     deflate(&[header.as_bytes(), data], &mut z)?;
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
         "tmp_obj_{}_{}",
-        std::process::id(),
+        crate::sys::pid(),
         COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let create = || {
@@ -298,7 +296,7 @@ fn write_loose(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Loose objects this process wrote since they were last rolled into a pack: once
@@ -379,9 +377,8 @@ pub fn persist(repo: &gix::Repository) -> crate::Result<usize> {
             let mut unrolled = unrolled().lock().unwrap_or_else(|p| p.into_inner());
             let loose = unrolled.entry(common.to_owned()).or_default();
             for (id, (kind, data)) in memory.iter() {
-                if write_loose(common, &objects_dir, id, *kind, data)? {
-                    loose.push((*id, *kind, data.clone()));
-                }
+                write_loose(common, &objects_dir, id, *kind, data)?;
+                loose.push((*id, *kind, data.clone()));
             }
             roll(common, loose);
             Ok(())
@@ -512,8 +509,7 @@ mod tests {
             let data: Vec<u8> = (0..size).map(|n| (n * 7 + i) as u8).collect();
             let id =
                 gix::objs::compute_hash(gix::hash::Kind::Sha1, Kind::Blob, &data).expect("hash");
-            assert!(write_loose(&common, &objects, &id, Kind::Blob, &data).expect("write"));
-            assert!(!write_loose(&common, &objects, &id, Kind::Blob, &data).expect("again"));
+            write_loose(&common, &objects, &id, Kind::Blob, &data).expect("write");
             let hex = id.to_string();
             assert_eq!(git(dir.path(), &["cat-file", "-s", &hex]), size.to_string());
             let out = std::process::Command::new("git")
@@ -546,7 +542,7 @@ mod tests {
             let data = format!("object {i}\n").into_bytes();
             let id =
                 gix::objs::compute_hash(gix::hash::Kind::Sha1, Kind::Blob, &data).expect("hash");
-            assert!(write_loose(&common, &objects, &id, Kind::Blob, &data).expect("write"));
+            write_loose(&common, &objects, &id, Kind::Blob, &data).expect("write");
             loose.push((id, Kind::Blob, data));
             roll(&common, &mut loose);
             ids.push(id);

@@ -229,7 +229,7 @@ impl Queue {
     /// (applying, running checks, sleeping); the next operation opens it again.
     pub fn close_index(&self) -> Result<()> {
         match self.index.borrow_mut().take() {
-            Some(ix) => ix.close(),
+            Some(ix) => ix.close(&self.store),
             None => Ok(()),
         }
     }

@@ -82,7 +82,7 @@ pub fn cas(
 
 /// The value of `name` now: its loose file, else its line in `packed-refs`.
 fn current(repo: &gix::Repository, path: &Path, name: &str) -> Result<Option<ObjectId>> {
-    match std::fs::read(path) {
+    match read_small(path) {
         Ok(data) => {
             let text = String::from_utf8_lossy(&data);
             let text = text.trim();
@@ -97,6 +97,32 @@ fn current(repo: &gix::Repository, path: &Path, name: &str) -> Result<Option<Obj
             Ok(found.and_then(|r| r.try_id().map(|id| id.detach())))
         }
         Err(e) => Err(Error::io(format!("could not read {}", path.display()), e)),
+    }
+}
+
+/// The value of loose ref `name` (`refs/…`) when it is a loose file holding an object id:
+/// one `open` and `read`, where a lookup through gix also checks `packed-refs` and `stat`s.
+/// `None` otherwise (packed, symbolic, absent, unreadable): ask gix then.
+pub fn loose_value(common: &Path, name: &str) -> Option<ObjectId> {
+    let data = read_small(&common.join(name)).ok()?;
+    let text = data.strip_suffix(b"\n").unwrap_or(&data);
+    ObjectId::from_hex(text).ok()
+}
+
+/// A loose ref's content: open and read, without the `stat` `std::fs::read` makes to size
+/// its buffer (a ref file is 41 bytes; a symbolic one a little more).
+fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 128];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(data),
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -178,17 +178,29 @@ pub fn take(common: &Path, dest: &Path, kind: Kind) -> Taken {
 
 /// Open a just-taken spare for writing if it is safe to write (see the module docs).
 fn usable(path: &Path) -> std::io::Result<Option<std::fs::File>> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.nlink() != 1 || !meta.is_file() {
-        return Ok(None);
-    }
-    if meta.mode() & 0o200 == 0 {
-        // Loose objects are read-only; they become writable when kept (see [`adopt`]).
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
-    }
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
-    if file.metadata()?.nlink() != 1 || !crate::sys::only_opener(&file)? {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    // Not through a symbolic link, and without waiting on a FIFO: whatever the name leads
+    // to is checked on the open file.
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    let file = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            // A read-only loose object kept before [`adopt`] made spares writable.
+            if !std::fs::symlink_metadata(path)?.is_file() {
+                return Ok(None);
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+            open()?
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        other => other?,
+    };
+    let meta = file.metadata()?;
+    if meta.nlink() != 1 || !meta.is_file() || !crate::sys::only_opener(&file)? {
         return Ok(None);
     }
     Ok(Some(file))
@@ -207,7 +219,7 @@ impl Pool {
         self.dir.join(format!(
             "{}-{}-{}",
             kind.prefix(),
-            std::process::id(),
+            crate::sys::pid(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ))
     }
@@ -253,7 +265,16 @@ pub fn keep(common: &Path, path: &Path) {
 /// full or spares are off. Used on loose objects once they are in a pack.
 pub fn adopt(common: &Path, path: &Path, kind: Kind) {
     let kept = with_pool(common, |pool| {
-        pool.keep_with(path, kind, |from, to| std::fs::rename(from, to))
+        pool.keep_with(path, kind, |from, to| {
+            std::fs::rename(from, to)?;
+            if kind == Kind::Object {
+                // Loose objects are read-only; a spare is opened for writing when taken (and
+                // made writable then, should this fail).
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644));
+            }
+            Ok(())
+        })
     });
     if !kept {
         let _ = std::fs::remove_file(path);

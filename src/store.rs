@@ -139,6 +139,9 @@ impl Store {
     /// The tip of a request's chain, if it exists.
     pub fn tip(&self, id: &str) -> Result<Option<ObjectId>> {
         let name = Store::ref_name(id);
+        if let Some(tip) = crate::refs::loose_value(self.repo.common_dir(), &name) {
+            return Ok(Some(tip));
+        }
         let r = self
             .repo
             .try_find_reference(name.as_str())
@@ -634,11 +637,17 @@ impl Store {
             .map_err(|e| Error::git(format!("could not write a tree: {e}")))
     }
 
+    /// Write a chain's commit to the object memory. Unlike `Repository::write_object`,
+    /// without first looking for it on disk (a `stat` and a lookup in every pack index): a
+    /// chain's commit carries its event's time and its parent, so it is new but for a rare
+    /// duplicate enqueue within one second, whose second copy is harmless.
     fn write_object(&self, object: &gix::objs::Commit) -> Result<ObjectId> {
-        self.repo
-            .write_object(object)
-            .map(|id| id.detach())
-            .map_err(|e| Error::git(format!("could not write a commit: {e}")))
+        use gix::objs::WriteTo;
+        let mut buf = Vec::with_capacity(object.size() as usize);
+        let err = |e: &dyn std::fmt::Display| Error::git(format!("could not write a commit: {e}"));
+        object.write_to(&mut buf).map_err(|e| err(&e))?;
+        gix::objs::Write::write_buf(&self.repo.objects, gix::objs::Kind::Commit, &buf)
+            .map_err(|e| err(&e))
     }
 
     /// Move `name` from `expected` to `new`, atomically, or report a conflict.

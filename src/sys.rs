@@ -1,5 +1,6 @@
-//! The one system call neither the standard library nor rustix offers: a file lease, asked
-//! for only to learn whether anyone else has a file open (see [`only_opener`]).
+//! What the standard library and rustix do not offer as hyperion needs it: a file lease,
+//! asked for only to learn whether anyone else has a file open (see [`only_opener`], the one
+//! `unsafe` call), and the process id without a system call per use ([`pid`]).
 #![allow(unsafe_code)]
 
 /// Whether `file` (opened for writing) is the only open file description of its inode: no
@@ -28,6 +29,13 @@ pub fn only_opener(file: &std::fs::File) -> std::io::Result<bool> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(true)
+}
+
+/// This process's id, asked of the kernel once: it names the temporary files of every ref
+/// update and object write (`getpid` is a system call each time).
+pub fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -251,3 +251,66 @@ fn a_busy_index_is_asked_for_and_handed_over() {
     assert_eq!(n, 3);
     assert!(!log.contains("index busy"), "handed over: {log}");
 }
+
+/// A process that keeps the index open across operations (a worker) sees what was done
+/// between two of them: by another hyperion process at once (the update counter grew by more
+/// than its own updates), by plain git within a second (a full rescan re-verifies a stamp
+/// adopted after own updates).
+#[test]
+fn a_long_lived_process_sees_what_others_did_between_its_operations() {
+    use hyperion::model::Status;
+    use hyperion::queue::{Filter, Queue};
+    use hyperion::store::Store;
+    let repo = TestRepo::new();
+    repo.git(&["config", "hyperion.indexWait", "10ms"]);
+    let d = request_dir(&repo, 4, "live");
+    let ids = repo.enqueue(&d);
+    let q = Queue::open(Store::discover(repo.path()).unwrap()).unwrap();
+    let status = |id: &str| {
+        q.list(&Filter::default())
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == id)
+            .map(|r| r.status)
+    };
+    // Our own update, then another hyperion process's (the index is ours: it answers from
+    // the refs).
+    let mine = q.dequeue("w1", 1, None).unwrap().remove(0);
+    let theirs = repo.ids(&["dequeue", "--worker", "w2"]).remove(0);
+    assert!(ids.contains(&theirs) && theirs != mine.id);
+    assert_eq!(status(&theirs), Some(Status::Leased), "seen at once");
+    assert_eq!(status(&mine.id), Some(Status::Leased));
+    // (Past the re-verification of that rescan's racy stamp, so that what follows does not
+    // rest on it.)
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    assert_eq!(status(&mine.id), Some(Status::Leased));
+
+    // Our own update, then plain git puts their lease back to the request's root.
+    q.complete(
+        &mine.id,
+        "w1",
+        hyperion::queue::Outcome::Failed {
+            class: hyperion::model::DeadClass::Check,
+            error: hyperion::model::ErrorInfo {
+                code: "check.failed".into(),
+                message: "test".into(),
+            },
+            transient: false,
+            artifacts: Vec::new(),
+        },
+    )
+    .unwrap();
+    let name = format!("refs/hyperion/requests/{theirs}");
+    let root = repo
+        .git(&["rev-list", "--max-parents=0", &name])
+        .trim()
+        .to_owned();
+    repo.git(&["update-ref", &name, &root]);
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    assert_eq!(
+        status(&theirs),
+        Some(Status::Pending),
+        "seen within a second"
+    );
+    assert_eq!(status(&mine.id), Some(Status::Dead));
+}

@@ -166,6 +166,24 @@ pub fn cycle_outcome(applied: bool) -> hyperion::queue::Outcome {
     }
 }
 
+/// Create git's 256 loose-object directories (`objects/00` … `objects/ff`) in `repo`'s git
+/// directory, as a repository that has stored loose objects since its last `gc` has them.
+/// Queue transitions write loose objects; in a fresh repository (here, one whose objects
+/// are all packed) the first object into each directory also creates the directory, which
+/// on this machine's ext4 costs as much as a few transitions (a new inode, see [`settle`]).
+/// Timed phases that should show the steady cost call this first; the docs report the cold
+/// one apart.
+pub fn object_dirs(repo: &Path) {
+    let common = git(
+        repo,
+        &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+    );
+    let objects = PathBuf::from(common.trim()).join("objects");
+    for i in 0..=255u8 {
+        std::fs::create_dir_all(objects.join(format!("{i:02x}"))).expect("mkdir");
+    }
+}
+
 /// Let the file system forget the files an earlier phase deleted. On ext4 without a journal
 /// (this machine's /tmp) every file creation skips, one by one, each inode freed in the last
 /// ~30 s (the kernel's `recently_deleted` check), so a phase that follows one that deleted
