@@ -83,13 +83,10 @@ pub fn cas(
 /// The value of `name` now: its loose file, else its line in `packed-refs`.
 fn current(repo: &gix::Repository, path: &Path, name: &str) -> Result<Option<ObjectId>> {
     match read_small(path) {
-        Ok(data) => {
+        Ok(data) => plain_value(&data).map(Some).ok_or_else(|| {
             let text = String::from_utf8_lossy(&data);
-            let text = text.trim();
-            ObjectId::from_hex(text.as_bytes())
-                .map(Some)
-                .map_err(|_| Error::git(format!("{name} is not a plain ref: {text:?}")))
-        }
+            Error::git(format!("{name} is not a plain ref: {:?}", text.trim()))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let found = repo
                 .try_find_reference(name)
@@ -104,9 +101,12 @@ fn current(repo: &gix::Repository, path: &Path, name: &str) -> Result<Option<Obj
 /// one `open` and `read`, where a lookup through gix also checks `packed-refs` and `stat`s.
 /// `None` otherwise (packed, symbolic, absent, unreadable): ask gix then.
 pub fn loose_value(common: &Path, name: &str) -> Option<ObjectId> {
-    let data = read_small(&common.join(name)).ok()?;
-    let text = data.strip_suffix(b"\n").unwrap_or(&data);
-    ObjectId::from_hex(text).ok()
+    plain_value(&read_small(&common.join(name)).ok()?)
+}
+
+/// The object id a loose ref file holds, if it holds one (not `ref: …`).
+fn plain_value(data: &[u8]) -> Option<ObjectId> {
+    ObjectId::from_hex(data.trim_ascii()).ok()
 }
 
 /// A loose ref's content: open and read, without the `stat` `std::fs::read` makes to size

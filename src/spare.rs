@@ -318,9 +318,22 @@ mod tests {
         assert!(spare.exists(), "a busy lock leaves the spare where it was");
         assert_eq!(std::fs::read(&lock).expect("read"), b"held");
         std::fs::remove_file(&lock).expect("rm");
-        let Taken::File(file) = take(&common, &lock, Kind::Ref) else {
-            panic!("the spare is free to take");
-        };
+        let mut taken = None;
+        let granted = crate::sys::granted_soon(|| match take(&common, &lock, Kind::Ref) {
+            Taken::File(file) => {
+                taken = Some(file);
+                true
+            }
+            _ => {
+                // Refused while another test spawned a child: that spare is gone, keep another.
+                let again = common.join("replaced-again");
+                std::fs::write(&again, b"old old old").expect("write");
+                adopt(&common, &again, Kind::Ref);
+                false
+            }
+        });
+        assert!(granted, "the spare is free to take");
+        let file = taken.expect("taken");
         assert!(!spare.exists());
         use std::os::unix::fs::FileExt;
         file.write_all_at(b"new", 0).expect("write");
@@ -344,6 +357,21 @@ mod tests {
         assert!(matches!(take(&common, &lock, Kind::Ref), Taken::None));
         assert!(!lock.exists(), "the name taken is given up again");
         assert_eq!(std::fs::read(&live).expect("read"), b"the live value\n");
+    }
+
+    /// A spare that is a symbolic link (put there by hand) is not followed: what it points
+    /// to is left unwritten.
+    #[test]
+    fn a_spare_that_is_a_symbolic_link_is_not_followed() {
+        let (_dir, common, spare) = pool_with_one_spare(b"x");
+        let target = common.join("somewhere-else");
+        std::fs::write(&target, b"not a spare").expect("write");
+        std::fs::remove_file(&spare).expect("rm");
+        std::os::unix::fs::symlink(&target, &spare).expect("symlink");
+        let dest = common.join("tmp_obj");
+        assert!(matches!(take(&common, &dest, Kind::Object), Taken::None));
+        assert!(!dest.exists() && std::fs::symlink_metadata(&dest).is_err());
+        assert_eq!(std::fs::read(&target).expect("read"), b"not a spare");
     }
 
     /// A reader that opened a file before it became a spare keeps reading what it opened.
