@@ -87,6 +87,40 @@ fn main() {
         );
         return;
     }
+    // `cargo bench --bench hyperion -- drain [N [FILES [check]]]` runs only one in-process
+    // worker draining N one-line requests from a FILES-file repository, with the trivial check
+    // when `check` is given (for profiling the apply pipeline, like `cycle`).
+    if std::env::args().skip(1).any(|a| a == "drain") {
+        let rest: Vec<String> = std::env::args().skip_while(|a| a != "drain").skip(1).collect();
+        let n = rest.first().and_then(|a| a.parse().ok()).unwrap_or(200);
+        let files = rest.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000usize).max(n + 1);
+        let checks = if rest.iter().any(|a| a == "check") {
+            vec!["trivial".to_owned()]
+        } else {
+            vec![]
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let seed = common::generate(dir.path(), files);
+        let bare = dir.path().join("bare.git");
+        common::clone_bare(&seed, &bare);
+        common::object_dirs(&bare);
+        let reqs: Vec<_> = (0..n).map(|k| common::patch_request(k, &checks)).collect();
+        let drained = common::drain_in_process(&bare, &reqs, || {
+            if std::env::var_os("HYPERION_BENCH_PAUSE").is_some() {
+                eprintln!("pid {}: the worker starts in 1 s", std::process::id());
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        let total: Duration = drained.gaps.iter().sum();
+        println!(
+            "drain x{n} ({files} files{}): {} per request (median {}, p95 {})",
+            if checks.is_empty() { "" } else { ", trivial check" },
+            ms(total / n.max(1) as u32),
+            ms(median(&drained.gaps)),
+            ms(p95(&drained.gaps))
+        );
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let (n_enqueue, n_cycles, n_list) = if quick {
         (200, 200, 1_000)

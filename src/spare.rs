@@ -287,6 +287,58 @@ pub fn give_back(common: &Path, path: &Path) {
     adopt(common, path, Kind::Ref);
 }
 
+/// Suffix of the companion file [`exchange`] keeps beside a file it replaces.
+pub const COMPANION: &str = ".hyperion-spare";
+
+/// Replace the content of `path` with `data` in one step, without creating or freeing a file:
+/// `data` is written into the companion `<path>.hyperion-spare`, which is then exchanged with
+/// `path` (`renameat2` with `RENAME_EXCHANGE`). A reader finds the old content or the new,
+/// never a mix, as after a rename; the old content stays in the companion, to be written over
+/// the next time.
+///
+/// For files only hyperion writes, under a lock it already holds (a check slot's index and
+/// `HEAD`): the companion excludes no other writer, as a ref's lock does. It is written over
+/// only if it is a regular file with no other name that nobody else has open (the rules of
+/// spares, see the module docs); else a new companion takes its place. Where the kernel cannot
+/// exchange two names, the companion is renamed over `path`, as a temporary file would be.
+pub fn exchange(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let mut companion = path.as_os_str().to_owned();
+    companion.push(COMPANION);
+    let companion = PathBuf::from(companion);
+    match usable(&companion) {
+        Ok(Some(file)) => {
+            file.write_all_at(data, 0)?;
+            file.set_len(data.len() as u64)?;
+        }
+        _ => {
+            match std::fs::remove_file(&companion) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&companion)?
+                .write_all(data)?;
+        }
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let cwd = rustix::fs::CWD;
+        match rustix::fs::renameat_with(cwd, &companion, cwd, path, rustix::fs::RenameFlags::EXCHANGE)
+        {
+            Ok(()) => return Ok(()),
+            // No `path` yet (nothing to exchange with), or no exchange on this file system.
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    std::fs::rename(&companion, path)
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
@@ -357,6 +409,72 @@ mod tests {
         assert!(matches!(take(&common, &lock, Kind::Ref), Taken::None));
         assert!(!lock.exists(), "the name taken is given up again");
         assert_eq!(std::fs::read(&live).expect("read"), b"the live value\n");
+    }
+
+    fn companion_of(path: &Path) -> PathBuf {
+        PathBuf::from(format!("{}{COMPANION}", path.display()))
+    }
+
+    fn inode(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).expect("stat").ino()
+    }
+
+    /// After the first exchange, a file and its companion trade places: no file is made or
+    /// freed, and each keeps a whole content.
+    #[test]
+    fn an_exchange_reuses_the_companion() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("index");
+        std::fs::write(&path, b"first, a long content").expect("write");
+        exchange(&path, b"second").expect("exchange");
+        assert_eq!(std::fs::read(&path).expect("read"), b"second");
+        let companion = companion_of(&path);
+        assert_eq!(
+            std::fs::read(&companion).expect("read"),
+            b"first, a long content"
+        );
+        let mut n = 0;
+        let reused = crate::sys::granted_soon(|| {
+            n += 1;
+            let before = [inode(&path), inode(&companion)];
+            exchange(&path, format!("update {n}").as_bytes()).expect("exchange");
+            let after = [inode(&path), inode(&companion)];
+            before[0] == after[1] && before[1] == after[0]
+        });
+        assert!(reused, "the two files trade places");
+        assert_eq!(std::fs::read(&path).expect("read"), format!("update {n}").as_bytes());
+    }
+
+    /// A reader that has the companion open (it opened the file before it was exchanged) keeps
+    /// reading what it opened; the companion is replaced by a new file instead.
+    #[test]
+    fn an_exchange_leaves_an_open_companion_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("HEAD");
+        std::fs::write(&path, b"old\n").expect("write");
+        let reader = std::fs::File::open(&path).expect("open");
+        exchange(&path, b"new\n").expect("exchange");
+        exchange(&path, b"newer\n").expect("exchange");
+        assert_eq!(std::fs::read(&path).expect("read"), b"newer\n");
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 16];
+        let n = reader.read_at(&mut buf, 0).expect("read");
+        assert_eq!(&buf[..n], b"old\n");
+    }
+
+    /// A companion that is a symbolic link is not followed, and a missing file is created.
+    #[test]
+    fn an_exchange_follows_no_link_and_creates_a_missing_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("index");
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"not ours").expect("write");
+        std::os::unix::fs::symlink(&target, companion_of(&path)).expect("symlink");
+        exchange(&path, b"created").expect("exchange");
+        assert_eq!(std::fs::read(&path).expect("read"), b"created");
+        assert_eq!(std::fs::read(&target).expect("read"), b"not ours");
+        assert!(std::fs::symlink_metadata(companion_of(&path)).is_err());
     }
 
     /// A spare that is a symbolic link (put there by hand) is not followed: what it points

@@ -369,30 +369,46 @@ fn incremental(
     for c in changes.iter() {
         let Some((mode, id)) = c.new else { continue };
         let p = under(root, &c.path);
+        let executable = mode.kind() == EntryKind::BlobExecutable;
+        let blob = match mode.kind() {
+            EntryKind::Blob | EntryKind::BlobExecutable | EntryKind::Link => Some(
+                repo.find_object(id)
+                    .map_err(|e| Error::git(format!("cannot read blob {id}: {e}")))?,
+            ),
+            _ => None,
+        };
+        let mut in_place = false;
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => return Ok(None),
+            Ok(m) if m.is_file() && mode.kind() != EntryKind::Link => {
+                let data = blob.as_ref().map_or(&[][..], |b| &b.data[..]);
+                in_place = mode.kind() != EntryKind::Commit && overwrite(&p, data, executable);
+                if !in_place {
+                    std::fs::remove_file(&p).map_err(|e| io("cannot replace", &p, e))?;
+                }
+            }
             Ok(_) => std::fs::remove_file(&p).map_err(|e| io("cannot replace", &p, e))?,
             Err(_) => {}
         }
         let index_mode = match mode.kind() {
             EntryKind::Blob | EntryKind::BlobExecutable => {
-                let blob = repo
-                    .find_object(id)
-                    .map_err(|e| Error::git(format!("cannot read blob {id}: {e}")))?;
-                std::fs::write(&p, &blob.data).map_err(|e| io("cannot write", &p, e))?;
-                if mode.kind() == EntryKind::BlobExecutable {
+                let blob = blob.as_ref().expect("read above");
+                if !in_place {
+                    std::fs::write(&p, &blob.data).map_err(|e| io("cannot write", &p, e))?;
+                }
+                if executable && !in_place {
                     use std::os::unix::fs::PermissionsExt;
                     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
                         .map_err(|e| io("cannot make executable", &p, e))?;
+                }
+                if executable {
                     Mode::FILE_EXECUTABLE
                 } else {
                     Mode::FILE
                 }
             }
             EntryKind::Link => {
-                let blob = repo
-                    .find_object(id)
-                    .map_err(|e| Error::git(format!("cannot read blob {id}: {e}")))?;
+                let blob = blob.as_ref().expect("read above");
                 let target = std::ffi::OsStr::from_bytes(&blob.data);
                 std::os::unix::fs::symlink(target, &p).map_err(|e| io("cannot link", &p, e))?;
                 Mode::SYMLINK
@@ -434,19 +450,47 @@ fn incremental(
         index.sort_entries();
     }
     index.remove_tree();
+    let mut data = Vec::with_capacity(index.entries().len() * 80 + 4096);
     index
-        .write(gix::index::write::Options {
-            skip_hash: git_reads_unhashed_index(),
-            ..Default::default()
-        })
+        .write_to(
+            &mut data,
+            gix::index::write::Options {
+                skip_hash: git_reads_unhashed_index(),
+                ..Default::default()
+            },
+        )
         .map_err(|e| Error::git(format!("cannot write {}: {e}", index_path.display())))?;
-
-    // HEAD, detached at the new commit.
+    // The index and `HEAD` are replaced by exchange with a companion file (the slot is this
+    // worker's alone, and nothing a check started runs any more): no file is made or freed.
+    crate::spare::exchange(&index_path, &data).map_err(|e| io("cannot write", &index_path, e))?;
     let head = git_dir.join("HEAD");
-    let tmp = git_dir.join("HEAD.hyperion-tmp");
-    std::fs::write(&tmp, format!("{to}\n")).map_err(|e| io("cannot write", &tmp, e))?;
-    std::fs::rename(&tmp, &head).map_err(|e| io("cannot update", &head, e))?;
+    crate::spare::exchange(&head, format!("{to}\n").as_bytes())
+        .map_err(|e| io("cannot update", &head, e))?;
     Ok(Some(changes.len()))
+}
+
+/// Write `data` over the regular file `p` where it stands, when that is safe: the file has no
+/// other name, nobody else has it open, and its executable bit is already the one wanted.
+/// `false` (nothing written): the caller replaces the file. A new file costs its creation and
+/// the old one's freeing, which on some file systems is most of a move (see `crate::spare`).
+fn overwrite(p: &Path, data: &[u8], executable: bool) -> bool {
+    use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+    let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)
+    else {
+        return false;
+    };
+    let fits = file.metadata().is_ok_and(|m| {
+        m.is_file() && m.nlink() == 1 && (m.mode() & 0o100 != 0) == executable
+    });
+    if !fits || !crate::sys::only_opener(&file).unwrap_or(false) {
+        return false;
+    }
+    // Written first, then cut to size: a file cut to nothing first is, on ext4, written out
+    // at once when closed (`auto_da_alloc`).
+    file.write_all_at(data, 0).is_ok() && file.set_len(data.len() as u64).is_ok()
 }
 
 /// Whether the git on PATH reads an index without its trailing checksum (all zeros, as

@@ -257,3 +257,61 @@ fn an_untouched_slot_moves_in_process_and_git_agrees() {
         Moved::Incremental { .. }
     ));
 }
+
+/// An in-process move writes a changed file over itself and replaces the index and `HEAD` by
+/// exchange with a companion, so a steady stream of moves makes and frees no file — but a
+/// file someone has open is replaced, never written under its reader.
+#[test]
+fn moves_reuse_files_but_not_one_someone_has_open() {
+    let repo = TestRepo::new();
+    let a = commit(&repo, &[("f.txt", "one\n"), ("g.txt", "g\n")], "a");
+    let b = commit(&repo, &[("f.txt", "two, longer\n")], "b");
+    let gix_repo = gix::open(repo.git_dir()).unwrap();
+    let mut slot = Pool::new(&repo.git_dir()).acquire(&repo.git_dir()).unwrap();
+    let p = slot.path().to_path_buf();
+    let slot_git = repo.git_dir().join("worktrees").join(p.file_name().unwrap());
+    assert_eq!(slot.checkout(&gix_repo, oid(&a)).unwrap(), Moved::Full);
+    // A file is known by its inode and its birth time (a freed inode number is soon reused).
+    let id = |m: std::fs::Metadata| (m.ino(), m.created().ok());
+    let inodes = || {
+        let ino = |path: std::path::PathBuf| id(std::fs::metadata(path).unwrap());
+        let pair = |name: &str| {
+            let mut v = [
+                ino(slot_git.join(name)),
+                ino(slot_git.join(format!("{name}.hyperion-spare"))),
+            ];
+            v.sort();
+            v
+        };
+        (ino(p.join("f.txt")), pair("index"), pair("HEAD"))
+    };
+    // Two moves make the companions; after that the files are the same ones. (A move may
+    // make a new file while another thread of this test binary spawns a process, which then
+    // holds a copy of every descriptor: try a few times.)
+    slot.checkout(&gix_repo, oid(&b)).unwrap();
+    slot.checkout(&gix_repo, oid(&a)).unwrap();
+    let kept = (0..50).any(|i| {
+        let before = inodes();
+        let to = if i % 2 == 0 { &b } else { &a };
+        let moved = slot.checkout(&gix_repo, oid(to)).unwrap();
+        assert!(matches!(moved, Moved::Incremental { files: 1 }), "{moved:?}");
+        inodes() == before
+    });
+    assert!(kept, "a steady stream of moves reuses its files");
+    let now = repo.git(&["-C", p.to_str().unwrap(), "rev-parse", "HEAD"]);
+    let (next, content) = if now.trim() == a {
+        (&b, "two, longer\n")
+    } else {
+        (&a, "one\n")
+    };
+    let reader = std::fs::File::open(p.join("f.txt")).unwrap();
+    let before = std::fs::read_to_string(p.join("f.txt")).unwrap();
+    slot.checkout(&gix_repo, oid(next)).unwrap();
+    assert_eq!(std::fs::read_to_string(p.join("f.txt")).unwrap(), content);
+    assert_ne!(id(reader.metadata().unwrap()), inodes().0, "a new file");
+    let mut seen = String::new();
+    std::io::Read::read_to_string(&mut &reader, &mut seen).unwrap();
+    assert_eq!(seen, before, "the reader keeps what it opened");
+    let status = repo.git(&["-C", p.to_str().unwrap(), "status", "--porcelain"]);
+    assert_eq!(status, "");
+}
