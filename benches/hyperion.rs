@@ -91,9 +91,16 @@ fn main() {
     // worker draining N one-line requests from a FILES-file repository, with the trivial check
     // when `check` is given (for profiling the apply pipeline, like `cycle`).
     if std::env::args().skip(1).any(|a| a == "drain") {
-        let rest: Vec<String> = std::env::args().skip_while(|a| a != "drain").skip(1).collect();
+        let rest: Vec<String> = std::env::args()
+            .skip_while(|a| a != "drain")
+            .skip(1)
+            .collect();
         let n = rest.first().and_then(|a| a.parse().ok()).unwrap_or(200);
-        let files = rest.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000usize).max(n + 1);
+        let files = rest
+            .get(1)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1_000usize)
+            .max(n + 1);
         let checks = if rest.iter().any(|a| a == "check") {
             vec!["trivial".to_owned()]
         } else {
@@ -114,7 +121,11 @@ fn main() {
         let total: Duration = drained.gaps.iter().sum();
         println!(
             "drain x{n} ({files} files{}): {} per request (median {}, p95 {})",
-            if checks.is_empty() { "" } else { ", trivial check" },
+            if checks.is_empty() {
+                ""
+            } else {
+                ", trivial check"
+            },
             ms(total / n.max(1) as u32),
             ms(median(&drained.gaps)),
             ms(p95(&drained.gaps))

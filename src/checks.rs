@@ -148,8 +148,13 @@ pub fn run(
     let deadline = started + cmd.timeout;
     let mut last_tick = Instant::now();
     let mut stopping: Option<(CheckStatus, Instant)> = None;
-    // Polls start fine-grained, so a quick check is not held up by the poll interval, and
-    // back off to 10 ms for long ones.
+    // The wait wakes when the child exits (a pidfd, Linux 5.3+) or after 10 ms, to look at
+    // the deadline, the cancel flag and the tick. Without a pidfd it polls, fine-grained at
+    // first so that a quick check is not held up, backing off to 10 ms.
+    #[cfg(target_os = "linux")]
+    let exited = rustix::process::pidfd_open(pgid, rustix::process::PidfdFlags::empty()).ok();
+    #[cfg(not(target_os = "linux"))]
+    let exited: Option<std::os::fd::OwnedFd> = None;
     let mut pause = Duration::from_micros(50);
     let exit = loop {
         match child.try_wait() {
@@ -182,8 +187,21 @@ pub fn run(
             last_tick = now;
             tick();
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(10));
+        match &exited {
+            Some(fd) => {
+                use rustix::event::{PollFd, PollFlags, Timespec};
+                let mut fds = [PollFd::new(fd, PollFlags::IN)];
+                let most = Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 10_000_000,
+                };
+                let _ = rustix::event::poll(&mut fds, Some(&most));
+            }
+            None => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+        }
     };
     // The leader is gone; whatever it left behind in its group goes too, so nothing outlives
     // the check and the pipes close.

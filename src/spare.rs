@@ -328,11 +328,17 @@ pub fn exchange(path: &Path, data: &[u8]) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         let cwd = rustix::fs::CWD;
-        match rustix::fs::renameat_with(cwd, &companion, cwd, path, rustix::fs::RenameFlags::EXCHANGE)
-        {
+        match rustix::fs::renameat_with(
+            cwd,
+            &companion,
+            cwd,
+            path,
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
             Ok(()) => return Ok(()),
             // No `path` yet (nothing to exchange with), or no exchange on this file system.
-            Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -443,7 +449,10 @@ mod tests {
             before[0] == after[1] && before[1] == after[0]
         });
         assert!(reused, "the two files trade places");
-        assert_eq!(std::fs::read(&path).expect("read"), format!("update {n}").as_bytes());
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            format!("update {n}").as_bytes()
+        );
     }
 
     /// A reader that has the companion open (it opened the file before it was exchanged) keeps

@@ -482,9 +482,9 @@ fn overwrite(p: &Path, data: &[u8], executable: bool) -> bool {
     else {
         return false;
     };
-    let fits = file.metadata().is_ok_and(|m| {
-        m.is_file() && m.nlink() == 1 && (m.mode() & 0o100 != 0) == executable
-    });
+    let fits = file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.nlink() == 1 && (m.mode() & 0o100 != 0) == executable);
     if !fits || !crate::sys::only_opener(&file).unwrap_or(false) {
         return false;
     }

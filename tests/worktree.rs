@@ -269,7 +269,10 @@ fn moves_reuse_files_but_not_one_someone_has_open() {
     let gix_repo = gix::open(repo.git_dir()).unwrap();
     let mut slot = Pool::new(&repo.git_dir()).acquire(&repo.git_dir()).unwrap();
     let p = slot.path().to_path_buf();
-    let slot_git = repo.git_dir().join("worktrees").join(p.file_name().unwrap());
+    let slot_git = repo
+        .git_dir()
+        .join("worktrees")
+        .join(p.file_name().unwrap());
     assert_eq!(slot.checkout(&gix_repo, oid(&a)).unwrap(), Moved::Full);
     // A file is known by its inode and its birth time (a freed inode number is soon reused).
     let id = |m: std::fs::Metadata| (m.ino(), m.created().ok());
@@ -294,7 +297,10 @@ fn moves_reuse_files_but_not_one_someone_has_open() {
         let before = inodes();
         let to = if i % 2 == 0 { &b } else { &a };
         let moved = slot.checkout(&gix_repo, oid(to)).unwrap();
-        assert!(matches!(moved, Moved::Incremental { files: 1 }), "{moved:?}");
+        assert!(
+            matches!(moved, Moved::Incremental { files: 1 }),
+            "{moved:?}"
+        );
         inodes() == before
     });
     assert!(kept, "a steady stream of moves reuses its files");
