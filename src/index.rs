@@ -45,8 +45,8 @@ pub struct Index {
     opened_at: std::time::SystemTime,
     /// `index.wanted` beside it.
     wanted_path: PathBuf,
-    /// How long the last full rescan ([`Index::reconcile`]) took.
-    rescan_cost: std::time::Duration,
+    /// How long this process's last full rescan ([`Index::reconcile`]) took, if it made one.
+    rescan_cost: Option<std::time::Duration>,
     /// The stored [`Meta`], as this process last wrote or read it (sled admits one process
     /// at a time, so nobody else changes it meanwhile).
     meta: Option<Meta>,
@@ -80,6 +80,9 @@ pub struct Stamp {
     packed: Option<(i128, u64, u64)>,
     /// [`Store::generation`]: exact for updates made by hyperion processes.
     generation: Option<(u64, u64)>,
+    /// The size of the loose-ref directory: it grows with the number of refs.
+    #[serde(default)]
+    dir_len: u64,
 }
 
 /// Stamps with a modification time this close to a scan's start may hide a change made in the
@@ -98,7 +101,10 @@ const REVERIFY_MAX: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
 /// How long after `at` an unverified stamp is re-verified, given what the last full rescan
 /// cost this process.
 fn reverify_after(at: jiff::Timestamp, rescan: std::time::Duration) -> jiff::Timestamp {
-    let stretched = jiff::SignedDuration::try_from(rescan * RESCAN_SHARE).unwrap_or(REVERIFY_MAX);
+    let stretched = rescan
+        .checked_mul(RESCAN_SHARE)
+        .and_then(|d| jiff::SignedDuration::try_from(d).ok())
+        .unwrap_or(REVERIFY_MAX);
     at + stretched.clamp(REVERIFY, REVERIFY_MAX)
 }
 
@@ -107,6 +113,14 @@ struct Meta {
     stamp: Stamp,
     /// Rescan once this time has passed, even if the stamp still matches.
     verify_after: Option<jiff::Timestamp>,
+    /// How long the last full rescan took, in microseconds, whichever process made it: a
+    /// process that has not rescanned yet stretches [`REVERIFY`] by it too (else its first
+    /// re-verification of a deep queue would come after one second).
+    #[serde(default)]
+    rescan_us: Option<u64>,
+    /// [`Stamp::bytes`] at that rescan.
+    #[serde(default)]
+    rescan_bytes: Option<u64>,
 }
 
 impl Stamp {
@@ -115,10 +129,17 @@ impl Stamp {
         let dir = std::fs::metadata(common.join("refs/hyperion/requests")).ok();
         let packed = std::fs::metadata(common.join("packed-refs")).ok();
         Stamp {
-            dir: dir.map(|m| (mtime_ns(&m), ino(&m))),
+            dir: dir.as_ref().map(|m| (mtime_ns(m), ino(m))),
             packed: packed.map(|m| (mtime_ns(&m), m.len(), ino(&m))),
             generation: store.generation(),
+            dir_len: dir.map_or(0, |m| m.len()),
         }
+    }
+
+    /// How much the refs take: the loose-ref directory's size plus `packed-refs`'s. Both grow
+    /// with the number of refs, and so does the cost of a rescan.
+    fn bytes(&self) -> u64 {
+        self.dir_len + self.packed.map_or(0, |p| p.1)
     }
 
     fn newest(&self) -> i128 {
@@ -237,7 +258,7 @@ impl Index {
             known: None,
             opened_at: std::time::SystemTime::now(),
             wanted_path: wanted_path(dir),
-            rescan_cost: std::time::Duration::ZERO,
+            rescan_cost: None,
             meta: None,
             meta_unsaved: false,
             unsettled: None,
@@ -295,7 +316,7 @@ impl Index {
             before,
             count: total - writes_then,
             total,
-            deadline: reverify_after(jiff::Timestamp::now(), self.rescan_cost),
+            deadline: reverify_after(jiff::Timestamp::now(), self.expected_rescan(&before)),
         });
         Ok(())
     }
@@ -330,9 +351,25 @@ impl Index {
         self.meta = Some(Meta {
             stamp: cur,
             verify_after: Some(verify_after),
+            ..meta
         });
         self.meta_unsaved = true;
         true
+    }
+
+    /// What a full rescan is expected to cost: this process's last one, else the last one any
+    /// process made, scaled by how much the refs grew since. A process that has not rescanned
+    /// yet (the stamp matched when it started) must not take a deep queue for a shallow one.
+    fn expected_rescan(&self, now: &Stamp) -> std::time::Duration {
+        if let Some(cost) = self.rescan_cost {
+            return cost;
+        }
+        let Some((Some(us), Some(then))) = self.meta.map(|m| (m.rescan_us, m.rescan_bytes)) else {
+            return std::time::Duration::ZERO;
+        };
+        let grown = (now.bytes() as f64 / then.max(1) as f64).max(1.0);
+        std::time::Duration::try_from_secs_f64(us as f64 / 1e6 * grown)
+            .unwrap_or(std::time::Duration::MAX)
     }
 
     fn set_meta(&mut self, meta: &Meta) -> Result<()> {
@@ -393,12 +430,13 @@ impl Index {
         }
         // Entries are written before the stamp, so an index that lost a tail of writes in a
         // crash never claims a stamp its entries do not reflect.
-        self.rescan_cost = timer.elapsed();
+        let cost = timer.elapsed();
+        self.rescan_cost = Some(cost);
         self.set_meta(&Meta {
             stamp,
-            verify_after: stamp
-                .is_racy(start)
-                .then(|| reverify_after(start, self.rescan_cost)),
+            verify_after: stamp.is_racy(start).then(|| reverify_after(start, cost)),
+            rescan_us: Some(cost.as_micros().try_into().unwrap_or(u64::MAX)),
+            rescan_bytes: Some(stamp.bytes()),
         })?;
         self.known = Some((stamp, writes_before));
         self.wrote = false;
@@ -608,5 +646,50 @@ mod tests {
         assert_eq!(after(10), REVERIFY);
         assert_eq!(after(100), jiff::SignedDuration::from_secs(5));
         assert_eq!(after(2_000), REVERIFY_MAX, "never longer than the cap");
+        assert_eq!(
+            reverify_after(at, Duration::MAX).duration_since(at),
+            REVERIFY_MAX
+        );
+    }
+
+    /// A process that has not rescanned expects the cost of the last rescan any process made,
+    /// grown with the refs: a deep queue enqueued after a rescan of an empty one is not
+    /// rescanned one second into the next process's work.
+    #[test]
+    fn a_process_that_has_not_rescanned_expects_the_last_cost_grown_with_the_refs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut index = Index::try_open(&dir.path().join("index")).expect("opens");
+        let stamp = |dir_len| Stamp {
+            dir: Some((1, 2)),
+            packed: None,
+            generation: None,
+            dir_len,
+        };
+        assert_eq!(index.expected_rescan(&stamp(4096)), Duration::ZERO);
+        index.meta = Some(Meta {
+            stamp: stamp(4096),
+            verify_after: None,
+            rescan_us: Some(2_000),
+            rescan_bytes: Some(4096),
+        });
+        assert_eq!(
+            index.expected_rescan(&stamp(4096)),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            index.expected_rescan(&stamp(4096 * 100)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            index.expected_rescan(&stamp(1024)),
+            Duration::from_millis(2),
+            "never less than measured"
+        );
+        index.rescan_cost = Some(Duration::from_millis(7));
+        assert_eq!(
+            index.expected_rescan(&stamp(4096 * 100)),
+            Duration::from_millis(7),
+            "this process's own measure first"
+        );
     }
 }
