@@ -45,8 +45,9 @@ pub struct Index {
     opened_at: std::time::SystemTime,
     /// `index.wanted` beside it.
     wanted_path: PathBuf,
-    /// How long this process's last full rescan ([`Index::reconcile`]) took, if it made one.
-    rescan_cost: Option<std::time::Duration>,
+    /// How long this process's last full rescan ([`Index::reconcile`]) took, if it made one,
+    /// and [`Stamp::bytes`] then.
+    rescan_cost: Option<(std::time::Duration, u64)>,
     /// The stored [`Meta`], as this process last wrote or read it (sled admits one process
     /// at a time, so nobody else changes it meanwhile).
     meta: Option<Meta>,
@@ -358,17 +359,23 @@ impl Index {
     }
 
     /// What a full rescan is expected to cost: this process's last one, else the last one any
-    /// process made, scaled by how much the refs grew since. A process that has not rescanned
-    /// yet (the stamp matched when it started) must not take a deep queue for a shallow one.
+    /// process made, scaled by how much the refs grew since. A process that rescanned a
+    /// shallow queue and then filled it (a large enqueue), or that has not rescanned at all
+    /// (the stamp matched when it started), must not take a deep queue for a shallow one.
     fn expected_rescan(&self, now: &Stamp) -> std::time::Duration {
-        if let Some(cost) = self.rescan_cost {
-            return cost;
-        }
-        let Some((Some(us), Some(then))) = self.meta.map(|m| (m.rescan_us, m.rescan_bytes)) else {
+        let stored = || {
+            let m = self.meta?;
+            Some((
+                std::time::Duration::from_micros(m.rescan_us?),
+                m.rescan_bytes?,
+            ))
+        };
+        let Some((cost, then)) = self.rescan_cost.or_else(stored) else {
             return std::time::Duration::ZERO;
         };
-        let grown = (now.bytes() as f64 / then.max(1) as f64).max(1.0);
-        std::time::Duration::try_from_secs_f64(us as f64 / 1e6 * grown)
+        // (A missing directory counts as one block: growth from nothing is not infinite.)
+        let grown = (now.bytes() as f64 / then.max(4096) as f64).max(1.0);
+        std::time::Duration::try_from_secs_f64(cost.as_secs_f64() * grown)
             .unwrap_or(std::time::Duration::MAX)
     }
 
@@ -431,7 +438,7 @@ impl Index {
         // Entries are written before the stamp, so an index that lost a tail of writes in a
         // crash never claims a stamp its entries do not reflect.
         let cost = timer.elapsed();
-        self.rescan_cost = Some(cost);
+        self.rescan_cost = Some((cost, stamp.bytes()));
         self.set_meta(&Meta {
             stamp,
             verify_after: stamp.is_racy(start).then(|| reverify_after(start, cost)),
@@ -685,11 +692,11 @@ mod tests {
             Duration::from_millis(2),
             "never less than measured"
         );
-        index.rescan_cost = Some(Duration::from_millis(7));
+        index.rescan_cost = Some((Duration::from_millis(7), 4096 * 10));
         assert_eq!(
             index.expected_rescan(&stamp(4096 * 100)),
-            Duration::from_millis(7),
-            "this process's own measure first"
+            Duration::from_millis(70),
+            "this process's own measure first, grown too"
         );
     }
 }
