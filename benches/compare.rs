@@ -694,6 +694,9 @@ fn worker_cli(repo: &Path, scratch: &Path, reqs: &[ChangeRequest]) -> CliRun {
         }
     }
     let status = child.wait().expect("the worker exits");
+    // The process's end (closing the index, waiting for a repack it started in the
+    // background) is part of its last batch.
+    let exited = Instant::now();
     assert!(
         status.success(),
         "worker --drain failed: {}",
@@ -715,8 +718,12 @@ fn worker_cli(repo: &Path, scratch: &Path, reqs: &[ChangeRequest]) -> CliRun {
             (kib, "/usr/bin/time -f %M")
         }
     };
+    let mut gaps = common::shares(start, &ends);
+    if let (Some(last), Some(end)) = (gaps.last_mut(), ends.last()) {
+        *last += exited.duration_since(*end);
+    }
     CliRun {
-        gaps: common::shares(start, &ends),
+        gaps,
         peak_kib,
         how,
     }

@@ -16,6 +16,8 @@ fn main() {
             e.exit_code()
         }
     };
+    // A repack started in the background (many small packs) ends with the command.
+    hyperion::pack::finish_roll_up();
     std::process::exit(code);
 }
 

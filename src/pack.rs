@@ -423,13 +423,67 @@ pub fn discard(repo: &gix::Repository) {
 
 /// Keep the number of packs small: every worker batch writes one, and object lookups slow
 /// down with many. When more than [`PACKS_BEFORE_ROLL_UP`] exist, `git repack -d
-/// --geometric=2` merges the small ones (the large base pack stays as it is), under a lock so
-/// that concurrent workers do not repack at once. Best effort: a failure only costs speed.
+/// --geometric=2` merges the small ones (the large base pack stays as it is). It runs in the
+/// background while this process goes on (it compares the new trees with each other for
+/// deltas, which on a large repository takes a few hundred milliseconds), and
+/// [`finish_roll_up`] waits for it before the process exits. An `flock` on
+/// `hyperion/repack.lock`, held by the `git` process itself, keeps concurrent workers from
+/// repacking at once, and goes with it however it ends. Best effort: a failure only costs
+/// speed.
 fn roll_up(repo: &gix::Repository) {
     roll_up_at(repo.common_dir());
 }
 
+/// A roll-up this process started.
+struct RollUp {
+    child: std::process::Child,
+    packs: usize,
+    started: std::time::Instant,
+}
+
+impl RollUp {
+    /// Wait for it (at once when it has ended) and say how it went.
+    fn finish(self) {
+        let RollUp {
+            child,
+            packs,
+            started,
+        } = self;
+        let status = child.wait_with_output();
+        let took = started.elapsed();
+        match status {
+            Ok(o) if o.status.success() => {
+                tracing::debug!(packs, ?took, "rolled up small packs");
+            }
+            Ok(o) => tracing::warn!(
+                packs,
+                stderr = %String::from_utf8_lossy(&o.stderr).trim(),
+                "could not roll up small packs"
+            ),
+            Err(e) => tracing::warn!(packs, error = %e, "could not wait for git repack"),
+        }
+    }
+}
+
+/// The roll-ups this process started and has not waited for, by common git directory.
+fn rolling() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf, RollUp>> {
+    static ROLLING: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<PathBuf, RollUp>>,
+    > = std::sync::OnceLock::new();
+    ROLLING
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
 fn roll_up_at(common: &Path) {
+    let mut rolling = rolling();
+    if let Some(r) = rolling.get_mut(common) {
+        if let Ok(None) = r.child.try_wait() {
+            return;
+        }
+        rolling.remove(common).expect("present").finish();
+    }
     let packs = std::fs::read_dir(common.join("objects/pack"))
         .map(|d| {
             d.flatten()
@@ -440,42 +494,62 @@ fn roll_up_at(common: &Path) {
     if packs < PACKS_BEFORE_ROLL_UP {
         return;
     }
-    let lock = common.join("hyperion/repack.lock");
     let _ = std::fs::create_dir_all(common.join("hyperion"));
-    let held = std::fs::OpenOptions::new()
+    let Ok(lock) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
         .write(true)
-        .create_new(true)
-        .open(&lock);
-    if held.is_err() {
-        // Another process is at it — or died at it long ago.
-        if std::fs::metadata(&lock)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > std::time::Duration::from_secs(600))
-        {
-            let _ = std::fs::remove_file(&lock);
-        }
+        .open(common.join("hyperion/repack.lock"))
+    else {
+        return;
+    };
+    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        // Another process is at it.
         return;
     }
-    let started = std::time::Instant::now();
-    let out = std::process::Command::new("git")
+    // git inherits the locked descriptor, so the lock lasts as long as the repack.
+    if rustix::io::fcntl_setfd(&lock, rustix::io::FdFlags::empty()).is_err() {
+        return;
+    }
+    let child = std::process::Command::new("git")
         .arg("--git-dir")
         .arg(common)
-        .args(["repack", "-d", "-q", "--geometric=2"])
+        // One thread: the other cores stay with the work that goes on meanwhile.
+        .args([
+            "-c",
+            "pack.threads=1",
+            "repack",
+            "-d",
+            "-q",
+            "--geometric=2",
+        ])
         .stdin(std::process::Stdio::null())
-        .output();
-    let _ = std::fs::remove_file(&lock);
-    match out {
-        Ok(o) if o.status.success() => {
-            tracing::debug!(packs, took = ?started.elapsed(), "rolled up small packs");
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    drop(lock);
+    match child {
+        Ok(child) => {
+            rolling.insert(
+                common.to_owned(),
+                RollUp {
+                    child,
+                    packs,
+                    started: std::time::Instant::now(),
+                },
+            );
         }
-        Ok(o) => tracing::warn!(
-            packs,
-            stderr = %String::from_utf8_lossy(&o.stderr).trim(),
-            "could not roll up small packs"
-        ),
         Err(e) => tracing::warn!(packs, error = %e, "could not run git repack"),
+    }
+}
+
+/// Wait for the roll-ups this process started (see [`roll_up`]). A command calls this before
+/// it exits, so that no repack outlives it: a `git fsck` or `git gc` run right after finds
+/// the packs settled.
+pub fn finish_roll_up() {
+    let running: Vec<RollUp> = rolling().drain().map(|(_, r)| r).collect();
+    for r in running {
+        r.finish();
     }
 }
 
@@ -569,5 +643,39 @@ mod tests {
             );
         }
         git(dir.path(), &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    /// Many small packs are rolled up by a `git repack` that runs while this process goes on,
+    /// holding `hyperion/repack.lock` for as long as it runs; [`finish_roll_up`] waits for it.
+    #[test]
+    fn small_packs_are_rolled_up_in_the_background() {
+        let (dir, common, objects) = repo();
+        let mut ids = Vec::new();
+        for p in 0..PACKS_BEFORE_ROLL_UP {
+            let mut pack = PackBuilder::new();
+            for i in 0..3 {
+                ids.push(pack.add(Kind::Blob, format!("pack {p} object {i}\n").into_bytes()));
+            }
+            pack.write(&objects).expect("write");
+        }
+        let count = || {
+            std::fs::read_dir(objects.join("pack"))
+                .expect("pack dir")
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+                .count()
+        };
+        assert_eq!(count(), PACKS_BEFORE_ROLL_UP);
+        roll_up_at(&common);
+        let lock = std::fs::File::open(common.join("hyperion/repack.lock")).expect("lock file");
+        let held = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared);
+        assert!(held.is_err(), "git holds the lock while it runs");
+        finish_roll_up();
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared)
+            .expect("the lock is free once the repack is done");
+        assert!(count() < PACKS_BEFORE_ROLL_UP, "rolled up: {}", count());
+        for id in ids {
+            git(dir.path(), &["cat-file", "-e", &id.to_string()]);
+        }
     }
 }

@@ -295,6 +295,8 @@ impl<'q> Worker<'q> {
             }
         }
         self.queue.close_index()?;
+        // A repack this worker started in the background ends with its run.
+        crate::pack::finish_roll_up();
         Ok(reports)
     }
 

@@ -364,6 +364,9 @@ pub fn drain_in_process(repo: &Path, reqs: &[ChangeRequest], pause: fn()) -> Dra
             &mut |_| {},
         )
         .expect("worker runs");
+    // The run's end (a repack it started in the background, which it waits for) is part of
+    // its last batch.
+    let finished = Instant::now();
     let landed = reports
         .iter()
         .filter(|r| r.result == Result_::Landed)
@@ -374,10 +377,11 @@ pub fn drain_in_process(repo: &Path, reqs: &[ChangeRequest], pause: fn()) -> Dra
         "every request lands: {:?}",
         reports.first()
     );
-    Drained {
-        gaps: shares(start, &ends),
-        reports,
+    let mut gaps = shares(start, &ends);
+    if let (Some(last), Some(end)) = (gaps.last_mut(), ends.last()) {
+        *last += finished.duration_since(*end);
     }
+    Drained { gaps, reports }
 }
 
 // ---------------------------------------------------------------------------------------------
