@@ -2,6 +2,7 @@
 //! cannot express (patch hashes, patch/path agreement, duplicate paths). Every problem found is
 //! reported, not only the first, each with a stable code and the field it concerns.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -475,10 +476,57 @@ pub trait TargetTree {
     fn blob(&self, path: &str) -> Option<Vec<u8>>;
 }
 
-impl TargetTree for gix::Tree<'_> {
+/// The target's tree as [`against_target`] reads it: each directory on a path looked up is
+/// read and decoded once, however many checks ask. A request's checks look its paths up
+/// several times, and in a directory of thousands of files every reading of it inflated and
+/// copied the whole tree again.
+struct Target<'repo> {
+    repo: &'repo gix::Repository,
+    /// Directories by path (`""`: the root), as read (entries are found in the encoded tree,
+    /// without decoding the others); `None`: not a directory there.
+    dirs: std::cell::RefCell<HashMap<String, Option<std::rc::Rc<Vec<u8>>>>>,
+}
+
+impl<'repo> Target<'repo> {
+    fn new(repo: &'repo gix::Repository, root: Vec<u8>) -> Self {
+        let dirs = HashMap::from([(String::new(), Some(std::rc::Rc::new(root)))]);
+        Target {
+            repo,
+            dirs: std::cell::RefCell::new(dirs),
+        }
+    }
+
+    /// The encoded tree of directory `dir`, if there is one.
+    fn dir(&self, dir: &str) -> Option<std::rc::Rc<Vec<u8>>> {
+        let known = self.dirs.borrow().get(dir).cloned();
+        if let Some(known) = known {
+            return known;
+        }
+        let tree = self.find(dir).and_then(|(mode, id)| {
+            let tree = mode.is_tree().then(|| self.repo.find_tree(id).ok())??;
+            Some(std::rc::Rc::new(tree.detach().data))
+        });
+        self.dirs.borrow_mut().insert(dir.to_owned(), tree.clone());
+        tree
+    }
+
+    /// The mode and id of the entry at `path`.
+    fn find(&self, path: &str) -> Option<(gix::objs::tree::EntryMode, gix::ObjectId)> {
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if name.is_empty() {
+            return None;
+        }
+        let dir = self.dir(parent)?;
+        gix::objs::TreeRefIter::from_bytes(&dir, self.repo.object_hash())
+            .filter_map(Result::ok)
+            .find(|e| e.filename == name.as_bytes())
+            .map(|e| (e.mode, e.oid.to_owned()))
+    }
+}
+
+impl TargetTree for Target<'_> {
     fn entry(&self, path: &str) -> Option<TreeEntry> {
-        let entry = self.lookup_entry_by_path(path).ok()??;
-        let mode = entry.mode();
+        let (mode, _) = self.find(path)?;
         Some(if mode.is_tree() {
             TreeEntry::Dir
         } else if mode.is_link() {
@@ -491,11 +539,11 @@ impl TargetTree for gix::Tree<'_> {
     }
 
     fn blob(&self, path: &str) -> Option<Vec<u8>> {
-        let entry = self.lookup_entry_by_path(path).ok()??;
-        if !entry.mode().is_blob_or_symlink() {
+        let (mode, id) = self.find(path)?;
+        if !mode.is_blob_or_symlink() {
             return None;
         }
-        Some(entry.object().ok()?.detach().data)
+        Some(self.repo.find_object(id).ok()?.detach().data)
     }
 }
 
@@ -511,8 +559,14 @@ pub fn against_target(
     target_tree: Option<gix::ObjectId>,
     policy: &Policy,
 ) -> Vec<Problem> {
-    match target_tree.map(|id| repo.find_tree(id)).transpose() {
-        Ok(tree) => check_policy(req, policy, tree.as_ref().map(|t| t as &dyn TargetTree)),
+    let root = target_tree
+        .map(|id| repo.find_tree(id).map(|t| t.detach().data))
+        .transpose();
+    match root {
+        Ok(root) => {
+            let target = root.map(|root| Target::new(repo, root));
+            check_policy(req, policy, target.as_ref().map(|t| t as &dyn TargetTree))
+        }
         Err(e) => {
             let mut out = check_policy(req, policy, None);
             out.push(Problem::new(
