@@ -48,6 +48,10 @@ pub struct Slot {
 struct Known {
     commit: ObjectId,
     watch: Watch,
+    /// The slot's index as hyperion last wrote it, kept from one move to the next (decoding
+    /// 50,000 entries again was an eighth of a move). A check that changed the index without
+    /// touching a file (`git add`, `git rm --cached`) has it put back by the next move.
+    index: Option<gix::index::File>,
 }
 
 /// How a slot was moved.
@@ -113,12 +117,20 @@ impl Slot {
         if let Some(known) = self.known.take()
             && known.watch.quiet()
         {
-            match incremental(repo, &self.path, known.commit, commit, &known.watch) {
-                Ok(Some(files)) => {
+            match incremental(
+                repo,
+                &self.path,
+                known.commit,
+                commit,
+                &known.watch,
+                known.index,
+            ) {
+                Ok(Some((files, index))) => {
                     known.watch.drain();
                     self.known = Some(Known {
                         commit,
                         watch: known.watch,
+                        index: Some(index),
                     });
                     return Ok(Moved::Incremental { files });
                 }
@@ -137,7 +149,11 @@ impl Slot {
         )?;
         git(&self.path, &["clean", "-fdq"])?;
         self.known = match Watch::arm(repo, &self.path, commit) {
-            Ok(watch) => Some(Known { commit, watch }),
+            Ok(watch) => Some(Known {
+                commit,
+                watch,
+                index: None,
+            }),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot watch the slot; every move will be full");
                 None
@@ -313,7 +329,8 @@ fn incremental(
     from: ObjectId,
     to: ObjectId,
     watch: &Watch,
-) -> Result<Option<usize>> {
+    cached: Option<gix::index::File>,
+) -> Result<Option<(usize, gix::index::File)>> {
     use gix::index::entry::{Flags, Mode, Stage, Stat};
     use gix::objs::tree::EntryKind;
     let Some(git_dir) = slot_git_dir(root) else {
@@ -321,9 +338,11 @@ fn incremental(
     };
     let index_path = git_dir.join("index");
     // Not re-hashed on reading: git and hyperion wrote it, and git checks it when it reads.
-    let mut index =
-        gix::index::File::at(&index_path, gix::hash::Kind::Sha1, true, Default::default())
-            .map_err(|e| Error::git(format!("cannot read {}: {e}", index_path.display())))?;
+    let mut index = match cached {
+        Some(index) => index,
+        None => gix::index::File::at(&index_path, gix::hash::Kind::Sha1, true, Default::default())
+            .map_err(|e| Error::git(format!("cannot read {}: {e}", index_path.display())))?,
+    };
     if index.link().is_some()
         || index.untracked().is_some()
         || index.fs_monitor().is_some()
@@ -450,23 +469,79 @@ fn incremental(
         index.sort_entries();
     }
     index.remove_tree();
-    let mut data = Vec::with_capacity(index.entries().len() * 80 + 4096);
-    index
-        .write_to(
-            &mut data,
-            gix::index::write::Options {
-                skip_hash: git_reads_unhashed_index(),
-                ..Default::default()
-            },
-        )
-        .map_err(|e| Error::git(format!("cannot write {}: {e}", index_path.display())))?;
+    let skip_hash = git_reads_unhashed_index();
+    let data = match encode_index(&index, skip_hash) {
+        Some(data) => data,
+        None => {
+            let mut data = Vec::with_capacity(index.entries().len() * 80 + 4096);
+            index
+                .write_to(
+                    &mut data,
+                    gix::index::write::Options {
+                        skip_hash,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| Error::git(format!("cannot write {}: {e}", index_path.display())))?;
+            data
+        }
+    };
     // The index and `HEAD` are replaced by exchange with a companion file (the slot is this
     // worker's alone, and nothing a check started runs any more): no file is made or freed.
     crate::spare::exchange(&index_path, &data).map_err(|e| io("cannot write", &index_path, e))?;
     let head = git_dir.join("HEAD");
     crate::spare::exchange(&head, format!("{to}\n").as_bytes())
         .map_err(|e| io("cannot update", &head, e))?;
-    Ok(Some(changes.len()))
+    Ok(Some((changes.len(), index)))
+}
+
+/// `index` in git's index format, version 2, without extensions: what git reads back as the
+/// same entries. gix's writer puts each field through a `dyn Write`, which for 50,000 entries
+/// was most of a move; this fills one buffer. `None` when an entry needs more than version 2
+/// holds (extended flags): gix's writer then.
+fn encode_index(index: &gix::index::File, skip_hash: bool) -> Option<Vec<u8>> {
+    use gix::index::entry::Flags;
+    let entries = index.entries();
+    let mut out = Vec::with_capacity(12 + entries.len() * 88 + 20);
+    out.extend_from_slice(b"DIRC");
+    out.extend_from_slice(&2u32.to_be_bytes());
+    out.extend_from_slice(&u32::try_from(entries.len()).ok()?.to_be_bytes());
+    for e in entries {
+        if e.flags.contains(Flags::EXTENDED) {
+            return None;
+        }
+        let path = e.path(index);
+        let s = &e.stat;
+        for n in [
+            s.ctime.secs,
+            s.ctime.nsecs,
+            s.mtime.secs,
+            s.mtime.nsecs,
+            s.dev,
+            s.ino,
+            e.mode.bits(),
+            s.uid,
+            s.gid,
+            s.size,
+        ] {
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        out.extend_from_slice(e.id.as_bytes());
+        let len = path.len().min(0xfff) as u16;
+        out.extend_from_slice(&(e.flags.to_storage().bits() | len).to_be_bytes());
+        out.extend_from_slice(path);
+        // NUL-padded to a multiple of 8 bytes, at least one NUL.
+        let size = 62 + path.len();
+        out.resize(out.len() + (size + 8) / 8 * 8 - size, 0);
+    }
+    if skip_hash {
+        out.extend_from_slice(&[0u8; 20]);
+    } else {
+        let mut h = gix::hash::hasher(gix::hash::Kind::Sha1);
+        h.update(&out);
+        out.extend_from_slice(h.try_finalize().ok()?.as_bytes());
+    }
+    Some(out)
 }
 
 /// Write `data` over the regular file `p` where it stands, when that is safe: the file has no

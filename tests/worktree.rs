@@ -321,3 +321,37 @@ fn moves_reuse_files_but_not_one_someone_has_open() {
     let status = repo.git(&["-C", p.to_str().unwrap(), "status", "--porcelain"]);
     assert_eq!(status, "");
 }
+
+/// The index a move writes is the slot's whole truth: a check that changed the index without
+/// touching a file (`git rm --cached`) finds it put back by the next in-process move, and git
+/// reads every index hyperion writes (version 2, checked by `git status` and `ls-files`).
+#[test]
+fn a_move_puts_back_an_index_a_check_changed() {
+    let repo = TestRepo::new();
+    let a = commit(&repo, &[("f.txt", "one\n"), ("d/g.txt", "g\n")], "a");
+    let b = commit(&repo, &[("f.txt", "two\n")], "b");
+    let gix_repo = gix::open(repo.git_dir()).unwrap();
+    let mut slot = Pool::new(&repo.git_dir()).acquire(&repo.git_dir()).unwrap();
+    let p = slot.path().to_str().unwrap().to_owned();
+    assert_eq!(slot.checkout(&gix_repo, oid(&a)).unwrap(), Moved::Full);
+    assert!(matches!(
+        slot.checkout(&gix_repo, oid(&b)).unwrap(),
+        Moved::Incremental { .. }
+    ));
+    repo.git(&["-C", &p, "rm", "-q", "--cached", "d/g.txt"]);
+    assert!(!repo.git(&["-C", &p, "status", "--porcelain"]).is_empty());
+    assert!(matches!(
+        slot.checkout(&gix_repo, oid(&a)).unwrap(),
+        Moved::Incremental { .. }
+    ));
+    assert_eq!(repo.git(&["-C", &p, "status", "--porcelain"]), "");
+    assert_eq!(
+        repo.git(&["-C", &p, "ls-files", "-s"]),
+        repo.git(&[
+            "ls-tree",
+            "-r",
+            "--format=%(objectmode) %(objectname) 0\t%(path)",
+            &a
+        ])
+    );
+}
