@@ -96,13 +96,36 @@ impl Pool {
             }
             let path = self.dir.join(&name);
             ensure_worktree(git_dir, &path)?;
+            let known = released().remove(&path);
             return Ok(Slot {
                 path,
                 _lock: lock,
-                known: None,
+                known,
             });
         }
         Err(Error::git("all 1024 worktree slots are taken"))
+    }
+}
+
+/// What the slots this process let go of held (see [`Known`]), by path: a slot taken again by
+/// the same process (a new worker in a long-lived process, a benchmark's next round) goes on
+/// moving in process. Its watch stays armed meanwhile, so whatever touched the slot in between
+/// — another process that held it, a person — still makes the next move a full one.
+fn released() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf, Known>> {
+    static RELEASED: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<PathBuf, Known>>,
+    > = std::sync::OnceLock::new();
+    RELEASED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(known) = self.known.take() {
+            released().insert(self.path.clone(), known);
+        }
     }
 }
 

@@ -355,3 +355,29 @@ fn a_move_puts_back_an_index_a_check_changed() {
         ])
     );
 }
+
+/// A slot this process lets go of and takes again keeps moving in process, unless something
+/// touched it in between.
+#[test]
+fn a_slot_taken_again_by_the_same_process_remembers_what_it_holds() {
+    let repo = TestRepo::new();
+    let a = commit(&repo, &[("f.txt", "one\n")], "a");
+    let b = commit(&repo, &[("f.txt", "two\n")], "b");
+    let gix_repo = gix::open(repo.git_dir()).unwrap();
+    let pool = Pool::new(&repo.git_dir());
+    let mut slot = pool.acquire(&repo.git_dir()).unwrap();
+    let p = slot.path().to_path_buf();
+    assert_eq!(slot.checkout(&gix_repo, oid(&a)).unwrap(), Moved::Full);
+    drop(slot);
+    let mut slot = pool.acquire(&repo.git_dir()).unwrap();
+    assert_eq!(slot.path(), p);
+    assert!(matches!(
+        slot.checkout(&gix_repo, oid(&b)).unwrap(),
+        Moved::Incremental { .. }
+    ));
+    drop(slot);
+    std::fs::write(p.join("f.txt"), "scribbled\n").unwrap();
+    let mut slot = pool.acquire(&repo.git_dir()).unwrap();
+    assert_eq!(slot.checkout(&gix_repo, oid(&a)).unwrap(), Moved::Full);
+    assert_eq!(std::fs::read_to_string(p.join("f.txt")).unwrap(), "one\n");
+}
