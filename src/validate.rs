@@ -477,7 +477,7 @@ pub trait TargetTree {
 }
 
 /// The target's tree as [`against_target`] reads it: each directory on a path looked up is
-/// read and decoded once, however many checks ask. A request's checks look its paths up
+/// read once, however many checks ask, and searched without being decoded. A request's checks look its paths up
 /// several times, and in a directory of thousands of files every reading of it inflated and
 /// copied the whole tree again.
 struct Target<'repo> {

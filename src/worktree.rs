@@ -121,10 +121,19 @@ fn released() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBu
         .unwrap_or_else(|p| p.into_inner())
 }
 
+/// At most this many released slots are remembered: each holds an inotify instance, of which
+/// a user may have only a few (128 by default on Linux).
+const REMEMBERED: usize = 8;
+
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(known) = self.known.take() {
-            released().insert(self.path.clone(), known);
+            let mut released = released();
+            // Slots of repositories deleted since are forgotten.
+            released.retain(|path, _| path.exists());
+            if released.len() < REMEMBERED {
+                released.insert(self.path.clone(), known);
+            }
         }
     }
 }
