@@ -123,7 +123,7 @@ fn released() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBu
 
 /// At most this many released slots are remembered: each holds an inotify instance, of which
 /// a user may have only a few (128 by default on Linux).
-const REMEMBERED: usize = 8;
+const REMEMBERED: usize = 16;
 
 impl Drop for Slot {
     fn drop(&mut self) {
