@@ -1,0 +1,279 @@
+//! What every attack case asserts, in one place.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::common::{TestRepo, pipe, sha256};
+
+/// Secrets planted by the corpus. They look real to the built-in rules (and to the policy
+/// rule `planted` that [`Attack::with_policy_secret_rule`] adds) but are fake.
+pub const SECRETS: &[&str] = &[
+    "AKIAQ3EGRQ7ATTACKKEY",
+    "ghp_AttackTokenThatIsFake0123456789abcdef",
+    "xoxb-1234567890-attack-slack-token",
+    "hyperion-planted-secret-0xC0FFEE",
+];
+
+/// What a person's repository looked like before an attack: every branch and tag with its
+/// commit, `HEAD`, and the checkout's status and tracked content.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    refs: String,
+    head: String,
+    status: String,
+    tracked: String,
+}
+
+impl Snapshot {
+    pub fn take(repo: &TestRepo) -> Snapshot {
+        let refs = repo.git(&[
+            "for-each-ref",
+            "--format=%(refname) %(objectname)",
+            "refs/heads",
+            "refs/tags",
+        ]);
+        let head = std::fs::read_to_string(repo.git_dir().join("HEAD")).unwrap();
+        let (status, tracked) = if repo.bare {
+            (String::new(), String::new())
+        } else {
+            (
+                repo.git(&["status", "--porcelain=v1", "--untracked-files=all"]),
+                // Content of the work tree as git would commit it, staged or not.
+                repo.git(&["ls-files", "-s", "--", "."]) + &repo.git(&["diff", "--stat", "HEAD"]),
+            )
+        };
+        Snapshot {
+            refs,
+            head,
+            status,
+            tracked,
+        }
+    }
+}
+
+/// A repository under attack.
+pub struct Attack {
+    pub repo: TestRepo,
+    before: Snapshot,
+}
+
+impl Attack {
+    /// A fresh repository (one commit on `main`, hyperion initialised), snapshot taken.
+    pub fn new() -> Attack {
+        Attack::on(TestRepo::new())
+    }
+
+    /// `repo` as it is now, snapshot taken.
+    pub fn on(repo: TestRepo) -> Attack {
+        let before = Snapshot::take(&repo);
+        Attack { repo, before }
+    }
+
+    /// Commit `files` on `main` (set-up, before the attack), and take the snapshot again.
+    pub fn commit(&mut self, files: &[(&str, &str)]) -> &mut Attack {
+        for (path, content) in files {
+            let p = self.repo.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, content).unwrap();
+            self.repo.git(&["add", "--", path]);
+        }
+        self.repo.git(&["commit", "-q", "-m", "set-up"]);
+        self.before = Snapshot::take(&self.repo);
+        self
+    }
+
+    /// Take the snapshot again (after set-up the test did by hand).
+    pub fn settle(&mut self) {
+        self.before = Snapshot::take(&self.repo);
+    }
+
+    /// Enqueue `request` (a JSON value) and expect a refusal with `code`: exit 1, `error:`,
+    /// `hint:`, the code in brackets; then everything untouched and no secret stored.
+    pub fn refused(&self, request: &Value, code: &str) -> String {
+        let path = self.repo.write(
+            &format!("attack-{}.json", sha256(&request.to_string())),
+            request,
+        );
+        let (_, err) = self.repo.fails(&["enqueue", path.to_str().unwrap()], 1);
+        assert_refusal(&err, code);
+        assert!(
+            self.repo
+                .hyperion_refs()
+                .lines()
+                .all(|l| !l.starts_with("refs/hyperion/requests/")),
+            "a refused request was stored: {}",
+            self.repo.hyperion_refs()
+        );
+        self.untouched();
+        err
+    }
+
+    /// Enqueue `request`, which must be accepted; its id.
+    pub fn enqueue(&self, request: &Value) -> String {
+        let path = self.repo.write(
+            &format!("req-{}.json", sha256(&request.to_string())),
+            request,
+        );
+        let out = self.repo.ok(&["enqueue", path.to_str().unwrap()]);
+        out.lines().next().unwrap().trim().to_owned()
+    }
+
+    /// Run the worker until the queue is empty; its reports.
+    pub fn drain(&self) -> Vec<Value> {
+        let out = self.repo.run(&["worker", "--drain", "--format", "json"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// After a drain: `id` is a dead letter with `code` (and nothing of it landed).
+    pub fn parked(&self, id: &str, code: &str) -> Value {
+        let record = self.repo.json(&["show", id]);
+        assert_eq!(record["status"], "dead", "{id} was not parked: {record}");
+        assert_eq!(record["error"]["code"], code, "{record}");
+        assert!(
+            !record["error"]["message"].as_str().unwrap_or("").is_empty(),
+            "{record}"
+        );
+        self.untouched();
+        record
+    }
+
+    /// Branches, tags, `HEAD` and the checkout are as the snapshot has them, and no planted
+    /// secret is stored.
+    pub fn untouched(&self) {
+        assert_eq!(
+            Snapshot::take(&self.repo),
+            self.before,
+            "the attack changed the repository"
+        );
+        assert_no_secret_stored(self.repo.git_dir().as_path(), SECRETS);
+    }
+
+    /// No commit reachable from any branch carries a `Hyperion-Request` trailer: nothing
+    /// landed.
+    pub fn nothing_landed(&self) {
+        let log = self
+            .repo
+            .git(&["log", "--all", "--format=%B", "--branches", "--tags"]);
+        assert!(
+            !log.contains("Hyperion-Request:"),
+            "something landed:\n{log}"
+        );
+    }
+}
+
+/// `stderr` is a refusal with `code`: `error:` first, the code in brackets, a hint.
+pub fn assert_refusal(stderr: &str, code: &str) {
+    assert!(stderr.starts_with("error: "), "not an error: {stderr}");
+    assert!(
+        stderr.contains(&format!("[{code}]")),
+        "expected [{code}] in:\n{stderr}"
+    );
+    assert!(stderr.contains("hint: "), "no hint in:\n{stderr}");
+    for s in SECRETS {
+        assert!(!stderr.contains(s), "the refusal shows a secret:\n{stderr}");
+    }
+}
+
+/// No byte sequence of `secrets` anywhere in `git_dir`: every object decompressed (loose,
+/// packed, unreachable), and every other file raw (refs, logs, index, config, the derived
+/// index, worktree slots, artifacts).
+pub fn assert_no_secret_stored(git_dir: &Path, secrets: &[&str]) {
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(git_dir)
+        .args(["cat-file", "--batch-all-objects", "--batch", "--unordered"])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null");
+    let out = pipe(&mut cmd, b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in secrets {
+        assert!(
+            !contains(&out.stdout, s.as_bytes()),
+            "secret {s} is stored in an object of {}",
+            git_dir.display()
+        );
+    }
+    let mut stack = vec![git_dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() {
+                let data = std::fs::read(&p).unwrap_or_default();
+                for s in secrets {
+                    assert!(
+                        !contains(&data, s.as_bytes()),
+                        "secret {s} is stored in {}",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A request changing `changes` (each `(path, operation, patch)`), with `file_targets` that
+/// allow everything; `extra` fields are merged in (and may override).
+pub fn request(task: &str, changes: &[(&str, &str, &str)], extra: Value) -> Value {
+    let changes: Vec<Value> = changes
+        .iter()
+        .map(|(path, op, patch)| {
+            json!({"path": path, "operation": op, "patch": patch, "sha256": sha256(patch)})
+        })
+        .collect();
+    let mut v = json!({
+        "schema": "hyperion.change-request/v1",
+        "task_id": task,
+        "agent": "attacker",
+        "title": format!("attack {task}"),
+        "file_targets": ["**"],
+        "changes": changes,
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, val) in e {
+            o.insert(k.clone(), val.clone());
+        }
+    }
+    v
+}
+
+/// The patch that adds `path` with `content` (lines, each ending in a newline).
+pub fn add_patch(path: &str, content: &str) -> String {
+    let lines: Vec<&str> = content.lines().collect();
+    let mut p = format!(
+        "diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{} @@\n",
+        lines.len()
+    );
+    for l in lines {
+        p.push('+');
+        p.push_str(l);
+        p.push('\n');
+    }
+    p
+}
+
+/// A request adding one file.
+pub fn adds(task: &str, path: &str, content: &str) -> Value {
+    request(task, &[(path, "add", &add_patch(path, content))], json!({}))
+}
