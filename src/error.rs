@@ -17,17 +17,21 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
     pub message: String,
-    pub hint: &'static str,
+    pub hint: std::borrow::Cow<'static, str>,
 }
 
 impl Problem {
-    pub fn new(code: &'static str, message: impl Into<String>, hint: &'static str) -> Problem {
+    pub fn new(
+        code: &'static str,
+        message: impl Into<String>,
+        hint: impl Into<std::borrow::Cow<'static, str>>,
+    ) -> Problem {
         Problem {
             code,
             field: None,
             line: None,
             message: message.into(),
-            hint,
+            hint: hint.into(),
         }
     }
 

@@ -76,15 +76,6 @@ pub fn author(agent: &str) -> Person {
     }
 }
 
-/// `main` → `refs/heads/main`; a full ref name stays as it is.
-pub fn target_ref(target: &str) -> String {
-    if target.starts_with("refs/") {
-        target.to_owned()
-    } else {
-        format!("refs/heads/{target}")
-    }
-}
-
 /// The commit a ref points at, if it exists.
 pub fn read_tip(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>> {
     let Some(mut r) = repo

@@ -25,6 +25,7 @@ pub mod settings;
 pub mod spare;
 pub mod store;
 mod sys;
+pub mod target;
 pub mod validate;
 pub mod verify;
 pub mod worker;

@@ -17,6 +17,7 @@ use crate::index::Index;
 use crate::model::{Action, ChangeRequest, DeadClass, ErrorInfo, Event, Record, Status};
 use crate::settings::Settings;
 use crate::store::{Artifact, Created, HistoryEntry, Store, Transition};
+use crate::target::{Target, Tip};
 
 pub struct Queue {
     store: Store,
@@ -253,53 +254,52 @@ impl Queue {
         Ok(Snapshot { entries })
     }
 
-    /// Accept validated requests. All are checked for storage in one pass; an identical
-    /// submission is not stored twice and is reported with `created: false`.
-    /// Problems of each request against its target branch's tree (see
-    /// [`crate::validate::tree_problems`]), one list per request. A target branch that does
-    /// not exist yet (a new or empty repository) has no tree to check against, and gives none.
+    /// Problems of each request against the branch it lands on, one list per request: the
+    /// target must be an existing branch ([`Target`]), and the request must pass
+    /// [`crate::validate::against_target`] with that branch's tree and the policy of its tip —
+    /// never a policy the request brings. An invalid policy file fails the whole call
+    /// (`policy.invalid`).
     pub fn check_against_targets(
         &self,
         reqs: &[&ChangeRequest],
     ) -> Result<Vec<Vec<crate::Problem>>> {
-        // Everything that depends on the target and its policy (validate::against_target),
-        // with the policy read from the target tip's tree: never from the request. An invalid
-        // policy file fails the whole call (policy.invalid). A target branch that does not
-        // exist yet has no tree: the default policy applies, and the checks that need the
-        // target's files are skipped.
         let repo = self.store.repo();
-        let mut targets: std::collections::HashMap<
-            &str,
-            (Option<gix::ObjectId>, crate::policy::Policy),
+        let mut tips: std::collections::HashMap<
+            Target,
+            std::result::Result<(Tip, crate::policy::Policy), crate::Problem>,
         > = std::collections::HashMap::new();
         let mut out = Vec::with_capacity(reqs.len());
         for req in reqs {
-            let target = req.target.as_deref().unwrap_or(&self.settings.target);
-            if !targets.contains_key(target) {
-                let name = format!("refs/heads/{target}");
-                let tree = match repo
-                    .try_find_reference(name.as_str())
-                    .map_err(|e| Error::git(format!("could not read {name}: {e}")))?
-                {
-                    Some(mut r) => Some(
-                        r.peel_to_commit()
-                            .and_then(|c| c.tree_id())
-                            .map_err(|e| {
-                                Error::git(format!("could not read the tree of {name}: {e}"))
-                            })?
-                            .detach(),
-                    ),
-                    None => None,
+            let target = match Target::of_request(req.target.as_deref(), &self.settings.target) {
+                Ok(t) => t,
+                Err(p) => {
+                    out.push(vec![p]);
+                    continue;
+                }
+            };
+            if !tips.contains_key(&target) {
+                let resolved = match target.resolve(repo)? {
+                    Ok(tip) => {
+                        let policy = tip.policy(repo)?;
+                        Ok((tip, policy))
+                    }
+                    Err(p) => Err(p),
                 };
-                let policy = crate::policy::Policy::load(repo, tree, target)?;
-                targets.insert(target, (tree, policy));
+                tips.insert(target.clone(), resolved);
             }
-            let (tree, policy) = &targets[target];
-            out.push(crate::validate::against_target(repo, req, *tree, policy));
+            out.push(match &tips[&target] {
+                Ok((tip, policy)) => {
+                    crate::validate::against_target(repo, req, Some(tip.tree), policy)
+                }
+                Err(p) if req.target.is_some() => vec![p.clone().at("/target")],
+                Err(p) => vec![p.clone()],
+            });
         }
         Ok(out)
     }
 
+    /// Accept validated requests. All are checked for storage in one pass; an identical
+    /// submission is not stored twice and is reported with `created: false`.
     pub fn enqueue(&self, requests: &[ChangeRequest], actor: &str) -> Result<Vec<Enqueued>> {
         // Refuse the whole batch, before writing anything, if one does not fit its target.
         let all: Vec<&ChangeRequest> = requests.iter().collect();

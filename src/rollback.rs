@@ -16,13 +16,15 @@ use crate::error::{Error, Result};
 use crate::land::{self, NotMoved};
 use crate::model::{Record, Status};
 use crate::queue::Queue;
+use crate::target::Target;
 
 /// A revert ready to land (or shown by `--dry-run`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub id: String,
     pub title: String,
-    pub target: String,
+    #[serde(serialize_with = "crate::target::serialize_name")]
+    pub target: Target,
     /// The commit that landed the request.
     pub landed: String,
     /// The target tip the revert is built on.
@@ -103,9 +105,9 @@ impl Refusal {
 }
 
 /// The most recently landed request on `target` that is still applied.
-pub fn last(queue: &Queue, target: &str) -> Result<Option<String>> {
+pub fn last(queue: &Queue, target: &Target) -> Result<Option<String>> {
     let repo = queue.store().repo();
-    let Some(mut next) = land::read_tip(repo, &land::target_ref(target))? else {
+    let Some(mut next) = target.tip(repo)? else {
         return Ok(None);
     };
     for _ in 0..100_000 {
@@ -139,24 +141,28 @@ pub fn plan(queue: &Queue, record: &Record) -> Result<std::result::Result<Plan, 
         }));
     }
     let repo = queue.store().repo();
-    let target = record
-        .target
-        .clone()
-        .unwrap_or_else(|| queue.settings().target.clone());
-    let refname = land::target_ref(&target);
+    let target = match Target::of_request(record.target.as_deref(), &queue.settings().target) {
+        Ok(t) => t,
+        Err(p) => {
+            return Ok(Err(Refusal::Target {
+                code: p.code,
+                message: p.message,
+            }));
+        }
+    };
     let landed_hex = record.landed_commit.clone().unwrap_or_default();
     let landed = ObjectId::from_hex(landed_hex.as_bytes())
         .map_err(|e| Error::git(format!("bad landed commit '{landed_hex}': {e}")))?;
-    let Some(tip) = land::read_tip(repo, &refname)? else {
+    let Some(tip) = target.tip(repo)? else {
         return Ok(Err(Refusal::NotOnTarget {
             landed: landed_hex,
-            target,
+            target: target.to_string(),
         }));
     };
     if !land::on_first_parent_line(repo, tip, landed)? {
         return Ok(Err(Refusal::NotOnTarget {
             landed: landed_hex,
-            target,
+            target: target.to_string(),
         }));
     }
     let commit = repo
@@ -276,10 +282,9 @@ pub fn execute(
         now,
         &message,
     )?;
-    let refname = land::target_ref(&plan.target);
     match land::advance(
         repo,
-        &refname,
+        plan.target.refname(),
         plan.tip_id,
         revert,
         &format!("hyperion: rollback {}", plan.id),
@@ -290,9 +295,9 @@ pub fn execute(
             let message = match &not_moved {
                 NotMoved::Moved { .. } => format!(
                     "{}; run the rollback again to rebuild it on the new tip",
-                    not_moved.message(&plan.target)
+                    not_moved.message(plan.target.name())
                 ),
-                _ => not_moved.message(&plan.target),
+                _ => not_moved.message(plan.target.name()),
             };
             return Ok(Err(Refusal::Target {
                 code: not_moved.code(),

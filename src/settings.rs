@@ -64,7 +64,8 @@ pub const KEYS: &[Key] = &[
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub target: String,
+    /// `hyperion.target`: where requests that name no target land.
+    pub target: crate::target::Target,
     pub lease: Duration,
     pub max_lease: Duration,
     pub max_attempts: u32,
@@ -78,7 +79,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            target: "main".into(),
+            target: crate::target::Target::parse("main").expect("main is a branch name"),
             lease: Duration::from_secs(300),
             max_lease: Duration::from_secs(3600),
             max_attempts: 3,
@@ -98,7 +99,10 @@ impl Settings {
         let get = |key: &str| config.string(key).map(|v| v.to_string());
         let mut s = Settings::default();
         if let Some(v) = get("hyperion.target") {
-            s.target = v;
+            s.target = crate::target::Target::parse(v.trim()).map_err(|p| Error::Config {
+                key: "hyperion.target".into(),
+                message: p.message,
+            })?;
         }
         if let Some(v) = get("hyperion.hooksDir").filter(|v| !v.trim().is_empty()) {
             s.hooks_dir = Some(v.trim().into());

@@ -712,18 +712,54 @@ pub fn patch_file_name(index: usize) -> String {
     format!("{:04}.patch", index + 1)
 }
 
-/// The event in a chain commit's message (the JSON after the summary line).
+/// The event in a chain commit's message. See [`parse_message`].
 pub fn parse_event(message: &str) -> Option<Event> {
-    let body = message.split_once("\n\n")?.1;
-    serde_json::from_str(body.split("\n\n").next()?.trim()).ok()
+    parse_message(message).map(|(event, _)| event)
 }
 
-/// The record in a chain commit's message (the JSON paragraph after the event), if the commit
-/// carries one: chains written before records moved into messages keep theirs in
-/// `state.json` in the tree.
+/// The record in a chain commit's message, if the commit carries one: chains written before
+/// records moved into messages keep theirs in `state.json` in the tree. See
+/// [`parse_message`].
 pub fn parse_record(message: &str) -> Option<Record> {
-    let body = message.split_once("\n\n")?.1;
-    serde_json::from_str(body.split("\n\n").nth(1)?.trim()).ok()
+    parse_message(message).and_then(|(_, record)| record)
+}
+
+/// The event and record of a chain commit, read only from a message of exactly the form
+/// [`commit_object`] writes: the summary line the event gives, then the event as one line of
+/// JSON, then the record as one line of JSON (absent in chains written before records moved
+/// into messages), each paragraph separated by one blank line, ending in one newline.
+/// Anything else — a landed commit whose description holds JSON paragraphs, a message with
+/// trailers or extra text — is not a chain commit, however much of it looks like one.
+pub fn parse_message(message: &str) -> Option<(Event, Option<Record>)> {
+    let body = message.strip_suffix('\n')?;
+    let mut paragraphs = body.split("\n\n");
+    let (summary, event) = (paragraphs.next()?, paragraphs.next()?);
+    let record = paragraphs.next();
+    if paragraphs.next().is_some()
+        || [summary, event]
+            .iter()
+            .chain(&record)
+            .any(|p| p.contains('\n'))
+    {
+        return None;
+    }
+    let event: Event = serde_json::from_str(event).ok()?;
+    // The id is the summary's third word; the summary must be the one the event gives.
+    let id = summary.split(' ').nth(2)?;
+    if event.summary(id) != summary {
+        return None;
+    }
+    let record = match record {
+        Some(text) => {
+            let record: Record = serde_json::from_str(text).ok()?;
+            if record.id != id {
+                return None;
+            }
+            Some(record)
+        }
+        None => None,
+    };
+    Some((event, record))
 }
 
 fn signature(actor: &str, at: jiff::Timestamp) -> gix::actor::Signature {

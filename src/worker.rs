@@ -18,8 +18,10 @@ use crate::checks::{self, CheckCommand, CheckStatus, OutputLimit};
 use crate::error::{Error, Result};
 use crate::land::{self, NotMoved, Person};
 use crate::model::{ChangeRequest, DeadClass, ErrorInfo, Record, Status};
+use crate::policy::Policy;
 use crate::queue::{Outcome, Queue};
 use crate::store::Artifact;
+use crate::target::{Target, Tip};
 
 /// How a request left the worker's hands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -171,11 +173,9 @@ pub struct Worker<'q> {
 
 /// The fate of a request decided inside the pipeline.
 enum Verdict {
-    /// Built as `commit` on `parent` (not landed yet), or found already landed
-    /// (`recovered`).
+    /// Built as `commit` (not landed yet), or found already landed (`recovered`).
     Land {
         commit: ObjectId,
-        parent: ObjectId,
         files: Vec<FileApplied>,
         checks: Vec<CheckSummary>,
         artifacts: Vec<Artifact>,
@@ -369,20 +369,28 @@ impl<'q> Worker<'q> {
         stop: &Stop,
         on_progress: &mut dyn FnMut(&Progress),
     ) {
-        let target = self.target_of(&req);
-        let refname = land::target_ref(&target);
-        let onto = chains.iter().find(|c| c.refname == refname).map(|c| c.head);
+        let (gate, onto) = match self.gate_for(chains, &req) {
+            Ok(found) => found,
+            Err(verdict) => {
+                decided.push(Decided {
+                    record,
+                    verdict,
+                    started,
+                });
+                return;
+            }
+        };
         let verdict = self
-            .pipeline(&record, &req, onto, stop, on_progress, false)
+            .pipeline(&record, &req, &gate, onto, stop, on_progress, false)
             .unwrap_or_else(|e| environment(&e));
         match verdict {
             Verdict::Land {
                 commit,
-                parent,
                 files,
                 checks,
                 artifacts,
                 recovered: false,
+                ..
             } => {
                 let built = Built {
                     record,
@@ -393,15 +401,16 @@ impl<'q> Worker<'q> {
                     artifacts,
                     started,
                 };
-                match chains.iter_mut().find(|c| c.refname == refname) {
+                match chains
+                    .iter_mut()
+                    .find(|c| std::rc::Rc::ptr_eq(&c.gate, &gate))
+                {
                     Some(chain) => {
                         chain.head = commit;
                         chain.items.push(built);
                     }
                     None => chains.push(Chain {
-                        refname,
-                        target,
-                        base: parent,
+                        gate,
                         head: commit,
                         items: vec![built],
                     }),
@@ -415,10 +424,43 @@ impl<'q> Worker<'q> {
         }
     }
 
-    fn target_of(&self, req: &ChangeRequest) -> String {
-        req.target
-            .clone()
-            .unwrap_or_else(|| self.queue.settings().target.clone())
+    /// The gate `req` is judged by and the commit it is applied onto: the head of the
+    /// batch's chain on its target when there is one (the gate stays that of the branch as it
+    /// is, never what the batch built), else the target's tip. A verdict when the request
+    /// names no valid target or the branch is gone.
+    fn gate_for(
+        &self,
+        chains: &[Chain],
+        req: &ChangeRequest,
+    ) -> std::result::Result<(std::rc::Rc<Gate>, ObjectId), Verdict> {
+        let target = Target::of_request(req.target.as_deref(), &self.queue.settings().target)
+            .map_err(|p| fail(DeadClass::Validation, p.code, p.message, false))?;
+        if let Some(chain) = chains.iter().find(|c| c.gate.tip.target == target) {
+            return Ok((chain.gate.clone(), chain.head));
+        }
+        match self.gate(&target) {
+            Ok(Ok(gate)) => {
+                let onto = gate.tip.commit;
+                Ok((gate, onto))
+            }
+            // Gone since enqueue: someone may bring it back.
+            Ok(Err(p)) => Err(fail(DeadClass::Environment, p.code, p.message, true)),
+            Err(e) => Err(environment(&e)),
+        }
+    }
+
+    /// The gate of `target` as the branch is now: its tip and the policy there.
+    fn gate(
+        &self,
+        target: &Target,
+    ) -> Result<std::result::Result<std::rc::Rc<Gate>, crate::Problem>> {
+        let repo = self.queue.store().repo();
+        let tip = match target.resolve(repo)? {
+            Ok(tip) => tip,
+            Err(p) => return Ok(Err(p)),
+        };
+        let policy = tip.policy(repo)?;
+        Ok(Ok(std::rc::Rc::new(Gate { tip, policy })))
     }
 
     /// Land every chain of the batch (one compare-and-swap of each target, one notes
@@ -447,6 +489,7 @@ impl<'q> Worker<'q> {
                 .items
                 .into_iter()
                 .partition(|b| self.queue.holds(&b.record.id, &self.id));
+            let lost_any = !lost.is_empty();
             for b in lost {
                 decided.push(Decided {
                     record: b.record,
@@ -455,7 +498,9 @@ impl<'q> Worker<'q> {
                 });
             }
             chain.items = held;
-            if chain.head != chain.items.last().map_or(chain.base, |b| b.commit) {
+            // Any request lost anywhere in the chain is inside the commits of those built
+            // after it: the rest is built again without it.
+            if lost_any {
                 match self.rebuild(chain, decided)? {
                     Some(c) => chain = c,
                     None => return Ok(()),
@@ -471,8 +516,8 @@ impl<'q> Worker<'q> {
             };
             let advanced = match land::advance(
                 repo,
-                &chain.refname,
-                chain.base,
+                chain.gate.tip.target.refname(),
+                chain.gate.tip.commit,
                 chain.head,
                 &reflog,
                 &self.committer,
@@ -487,7 +532,7 @@ impl<'q> Worker<'q> {
             };
             match advanced {
                 Ok(()) => {
-                    tracing::info!(target = %chain.target, head = %chain.head, requests = chain.items.len(), "landed");
+                    tracing::info!(target = %chain.gate.tip.target, head = %chain.head, requests = chain.items.len(), "landed");
                     let notes: Vec<(ObjectId, String)> = chain
                         .items
                         .iter()
@@ -495,14 +540,13 @@ impl<'q> Worker<'q> {
                         .collect();
                     if let Err(e) = land::add_notes(repo, &notes, &self.committer) {
                         // Landed all the same; notes are for people and can be added later.
-                        tracing::warn!(target = %chain.target, error = %e, "could not add the notes");
+                        tracing::warn!(target = %chain.gate.tip.target, error = %e, "could not add the notes");
                     }
                     for b in chain.items {
                         decided.push(Decided {
                             record: b.record,
                             verdict: Verdict::Land {
                                 commit: b.commit,
-                                parent: chain.base,
                                 files: b.files,
                                 checks: b.checks,
                                 artifacts: b.artifacts,
@@ -515,14 +559,14 @@ impl<'q> Worker<'q> {
                 }
                 Err(NotMoved::Moved { now }) if rebuilds < max_rebuilds => {
                     rebuilds += 1;
-                    tracing::info!(target = %chain.target, moved_to = ?now, rebuilds, "target moved; rebuilding");
+                    tracing::info!(target = %chain.gate.tip.target, moved_to = ?now, rebuilds, "target moved; rebuilding");
                     match self.rebuild(chain, decided)? {
                         Some(c) => chain = c,
                         None => return Ok(()),
                     }
                 }
                 Err(not_moved) => {
-                    let message = not_moved.message(&chain.target);
+                    let message = not_moved.message(chain.gate.tip.target.name());
                     retry_all(chain.items, not_moved.code(), message, decided);
                     return Ok(());
                 }
@@ -678,10 +722,15 @@ impl<'q> Worker<'q> {
     pub fn dry_run(&self, record: &Record) -> Result<Report> {
         let started = Instant::now();
         let stop = Stop::default();
-        let verdict = self
-            .queue
-            .request(&record.id)
-            .and_then(|req| self.pipeline(record, &req, None, &stop, &mut |_| {}, true));
+        let verdict =
+            self.queue
+                .request(&record.id)
+                .and_then(|req| match self.gate_for(&[], &req) {
+                    Ok((gate, onto)) => {
+                        self.pipeline(record, &req, &gate, onto, &stop, &mut |_| {}, true)
+                    }
+                    Err(verdict) => Ok(verdict),
+                });
         // What the dry run built stays off the disk.
         self.queue.store().discard();
         let verdict = verdict?;
@@ -717,13 +766,18 @@ impl<'q> Worker<'q> {
         Ok(report)
     }
 
-    /// Validate, run hooks, apply onto `onto` (or the target's tip) and commit; run the
-    /// checks. Nothing lands here: a `Land` verdict is a commit built on `parent`.
+    /// Validate, run hooks, apply onto `onto` and commit; run the checks. Everything that
+    /// decides whether the request may land — the policy, the hooks, the definitions of the
+    /// checks — comes from `gate`, the target branch as it is; `onto` is what the request is
+    /// applied onto and validated against (the gate's tip, or the head of what this batch
+    /// built there). Nothing lands here: a `Land` verdict is a commit built on `onto`.
+    #[allow(clippy::too_many_arguments)]
     fn pipeline(
         &self,
         record: &Record,
         req: &ChangeRequest,
-        onto: Option<ObjectId>,
+        gate: &Gate,
+        onto: ObjectId,
         stop: &Stop,
         on_progress: &mut dyn FnMut(&Progress),
         dry_run: bool,
@@ -732,15 +786,18 @@ impl<'q> Worker<'q> {
         let repo = queue.store().repo();
         let id = record.id.as_str();
         let settings = queue.settings();
-        let target = self.target_of(req);
-        let refname = land::target_ref(&target);
+        let target = &gate.tip.target;
 
         // An earlier attempt may have landed it and died before recording that.
         if !dry_run
             && record.attempts > 1
-            && let Some(tip) = land::read_tip(repo, &refname)?
-            && let Some(commit) =
-                land::find_landed(repo, tip, land::TRAILER_REQUEST, id, record.created_at)?
+            && let Some(commit) = land::find_landed(
+                repo,
+                gate.tip.commit,
+                land::TRAILER_REQUEST,
+                id,
+                record.created_at,
+            )?
         {
             if land::read_note(repo, commit)?.is_none() {
                 land::add_note(repo, commit, &self.note(req, id, &[]), &self.committer)?;
@@ -748,7 +805,6 @@ impl<'q> Worker<'q> {
             tracing::info!(request = id, %commit, "found already landed; recording it");
             return Ok(Verdict::Land {
                 commit,
-                parent: commit,
                 files: Vec::new(),
                 checks: Vec::new(),
                 artifacts: Vec::new(),
@@ -756,57 +812,38 @@ impl<'q> Worker<'q> {
             });
         }
 
-        let tip = match onto {
-            Some(head) => head,
-            None => match land::read_tip(repo, &refname)? {
-                Some(tip) => tip,
-                None => {
-                    return Ok(Verdict::Fail {
-                        class: DeadClass::Environment,
-                        code: "land.no_target".into(),
-                        message: format!("the target branch {target} does not exist"),
-                        transient: true,
-                        artifacts: Vec::new(),
-                        checks: Vec::new(),
-                    });
-                }
-            },
-        };
-        let tree = land::tree_of(repo, tip)?;
-
-        // Validate again: the policy or the target may have changed since enqueue.
-        let problems = queue
-            .check_against_targets(&[req])?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+        // Validate again, against what it is applied onto: the policy or the target may have
+        // changed since enqueue, and requests before it in this batch changed the tree.
+        let tree = land::tree_of(repo, onto)?;
+        let problems = crate::validate::against_target(repo, req, Some(tree), &gate.policy);
         if let Some(first) = problems.first() {
             let message = problems
                 .iter()
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>()
                 .join("; ");
-            return Ok(Verdict::Fail {
-                class: DeadClass::Validation,
-                code: first.code.to_owned(),
-                message: format!("no longer valid against {target}: {message}"),
-                transient: false,
-                artifacts: Vec::new(),
-                checks: Vec::new(),
-            });
+            return Ok(fail(
+                DeadClass::Validation,
+                first.code,
+                format!("no longer valid against {target}: {message}"),
+                false,
+            ));
         }
 
-        if let Some(refused) =
-            crate::hooks::pre_apply(repo, settings.hooks_dir.as_deref(), tree, req, id, &target)?
-        {
-            return Ok(Verdict::Fail {
-                class: DeadClass::Validation,
-                code: "hook.refused".into(),
-                message: refused.message,
-                transient: false,
-                artifacts: Vec::new(),
-                checks: Vec::new(),
-            });
+        if let Some(refused) = crate::hooks::pre_apply(
+            repo,
+            settings.hooks_dir.as_deref(),
+            gate.tip.tree,
+            req,
+            id,
+            target.name(),
+        )? {
+            return Ok(fail(
+                DeadClass::Validation,
+                "hook.refused",
+                refused.message,
+                false,
+            ));
         }
 
         let applied = match apply::apply_request(repo, tree, req)? {
@@ -826,7 +863,7 @@ impl<'q> Worker<'q> {
         let commit = land::write_commit(
             repo,
             applied.tree,
-            &[tip],
+            &[onto],
             &land::author(&req.agent),
             record.created_at,
             &self.committer,
@@ -837,7 +874,7 @@ impl<'q> Worker<'q> {
         let mut checks = Vec::new();
         let mut artifacts = Vec::new();
         if !req.checks.is_empty() {
-            match self.run_checks(record, req, tree, commit, stop, on_progress, dry_run)? {
+            match self.run_checks(record, req, gate, commit, stop, on_progress, dry_run)? {
                 ChecksDone::Passed(s, a) => {
                     checks = s;
                     artifacts = a;
@@ -847,7 +884,6 @@ impl<'q> Worker<'q> {
         }
         Ok(Verdict::Land {
             commit,
-            parent: tip,
             files: applied.files,
             checks,
             artifacts,
@@ -860,17 +896,16 @@ impl<'q> Worker<'q> {
         &self,
         record: &Record,
         req: &ChangeRequest,
-        tree: ObjectId,
+        gate: &Gate,
         commit: ObjectId,
         stop: &Stop,
         on_progress: &mut dyn FnMut(&Progress),
         dry_run: bool,
     ) -> Result<ChecksDone> {
         let repo = self.queue.store().repo();
-        let policy = crate::policy::Policy::at_tree(repo, Some(tree))?;
         let mut commands = Vec::new();
         for name in &req.checks {
-            match policy.resolve_check(name) {
+            match gate.policy.resolve_check(name) {
                 Ok(def) => commands.push(CheckCommand {
                     name: def.name,
                     argv: def.run,
@@ -1047,11 +1082,19 @@ struct Built {
 /// The commits built on one target in this batch, each on the one before: landed together
 /// by one compare-and-swap from `base` to `head`.
 struct Chain {
-    refname: String,
-    target: String,
-    base: ObjectId,
+    /// The branch as it was when the chain was started (its tip is the chain's base) and
+    /// the policy there: every request of the chain is judged by it.
+    gate: std::rc::Rc<Gate>,
     head: ObjectId,
     items: Vec<Built>,
+}
+
+/// What requests are judged by on one target: the branch's tip as it is on the branch —
+/// never a commit a batch built on it — and the policy of that tip. A request that changes
+/// the policy, the hooks or the checks changes the gate only once it has landed.
+struct Gate {
+    tip: Tip,
+    policy: Policy,
 }
 
 /// An outcome waiting to be recorded.
@@ -1084,6 +1127,18 @@ fn retry_all(items: Vec<Built>, code: &str, message: String, decided: &mut Vec<D
             },
             started: b.started,
         });
+    }
+}
+
+/// A request that cannot land, without artifacts or checks run.
+fn fail(class: DeadClass, code: &str, message: String, transient: bool) -> Verdict {
+    Verdict::Fail {
+        class,
+        code: code.to_owned(),
+        message,
+        transient,
+        artifacts: Vec::new(),
+        checks: Vec::new(),
     }
 }
 

@@ -502,6 +502,10 @@ fn gc_archives_into_a_restorable_bundle() {
 #[test]
 fn works_in_a_bare_repository() {
     let repo = TestRepo::bare();
+    // Requests land on an existing branch: give main a first commit.
+    let tree = repo.git(&["mktree"]);
+    let commit = repo.git(&["commit-tree", "-m", "initial", tree.trim()]);
+    repo.git(&["update-ref", "refs/heads/main", commit.trim()]);
     let d = request_dir(&repo, 3, "bare");
     let all: Vec<String> = repo.enqueue(&d);
     assert_eq!(ids(&repo.json(&["list"])), all);

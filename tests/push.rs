@@ -77,6 +77,9 @@ fn honest_chains_are_taken_and_forged_ones_refused() {
     let d = request_dir(&client, 3, "push");
     let ids = client.enqueue(&d);
     let all = "refs/hyperion/requests/*:refs/hyperion/requests/*";
+    // The server judges requests by its own target branch: it must exist there.
+    let (ok, err) = push(&client, &server, "main");
+    assert!(ok, "{err}");
     let (ok, err) = push(&client, &server, all);
     assert!(ok, "{err}");
     assert_eq!(server.ids(&["list"]).len(), 3);
@@ -107,9 +110,11 @@ fn honest_chains_are_taken_and_forged_ones_refused() {
         .unwrap()
         .to_owned();
     assert!(record.contains("\"status\":\"pending\""), "{record}");
+    // A forger writes the exact form of a chain commit (summary, event, record).
     let message = |from: &str, to: &str| {
         format!(
-            "hyperion: forged\n\n{{\"action\":\"land\",\"from\":\"{from}\",\"to\":\"{to}\",\"actor\":\"x\",\"at\":\"2026-01-01T00:00:00Z\"}}\n\n{}\n",
+            "hyperion: land {} ({from} -> {to})\n\n{{\"action\":\"land\",\"from\":\"{from}\",\"to\":\"{to}\",\"actor\":\"x\",\"at\":\"2026-01-01T00:00:00Z\"}}\n\n{}\n",
+            ids[2],
             record.replace("\"pending\"", &format!("\"{to}\""))
         )
     };

@@ -87,22 +87,15 @@ pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
 
 /// The effective policy of `target` as rows: a value the policy file sets has the origin
 /// `policy:TARGET:.hyperion/policy.toml`, the others `default`.
-fn policy_rows(store: &hyperion::store::Store, target: &str) -> CmdResult<Vec<Row>> {
+fn policy_rows(
+    store: &hyperion::store::Store,
+    target: &hyperion::target::Target,
+) -> CmdResult<Vec<Row>> {
     let repo = store.repo();
-    let name = format!("refs/heads/{target}");
-    let tree = match repo
-        .try_find_reference(name.as_str())
-        .map_err(|e| CommandError::env("env.git", format!("could not read {name}: {e}")))?
-    {
-        Some(mut r) => Some(
-            r.peel_to_commit()
-                .and_then(|c| c.tree_id())
-                .map_err(|e| CommandError::env("env.git", format!("could not read {name}: {e}")))?
-                .detach(),
-        ),
-        None => None,
+    let policy = match target.resolve(repo)? {
+        Ok(tip) => tip.policy(repo)?,
+        Err(_) => hyperion::policy::Policy::default(),
     };
-    let policy = hyperion::policy::Policy::load(repo, tree, target)?;
     let origin = policy
         .origin
         .as_ref()

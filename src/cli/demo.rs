@@ -168,7 +168,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         log.push(format!("{:<10} {:<28} -> {what}", "worker", r.id));
     }
     // Roll the last landing back: a revert commit, the request marked rolled_back.
-    if let Some(id) = hyperion::rollback::last(&queue, "main")? {
+    if let Some(id) = hyperion::rollback::last(&queue, &queue.settings().target)? {
         let (_, _, record) = queue.resolve(&id)?;
         if let Ok(plan) = hyperion::rollback::plan(&queue, &record)? {
             match hyperion::rollback::execute(&queue, &plan, "demo: showing rollback", "demo")? {

@@ -64,6 +64,15 @@ impl CommandError {
         }
     }
 
+    /// A bad argument described by a library problem (its code and hint): exit 2.
+    pub fn from_problem(p: Problem) -> CommandError {
+        CommandError {
+            code: p.code.into(),
+            ..CommandError::usage(p.message)
+        }
+        .hint(p.hint)
+    }
+
     pub fn hint(mut self, hint: impl Into<String>) -> CommandError {
         self.hints.push(hint.into());
         self
@@ -82,8 +91,8 @@ impl CommandError {
             .unwrap_or("request.invalid");
         let mut hints: Vec<String> = Vec::new();
         for (_, p) in &problems {
-            if !hints.iter().any(|h| h == p.hint) {
-                hints.push(p.hint.to_owned());
+            if !hints.iter().any(|h| *h == p.hint) {
+                hints.push(p.hint.to_string());
             }
         }
         hints.push("nothing was stored; fix the request and submit it again".into());

@@ -1,5 +1,7 @@
 use std::process::Command;
 
+use hyperion::target::Target;
+
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};
 
@@ -31,16 +33,13 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             .map(|n| n.shorten().to_string())
             .unwrap_or_else(|| "main".into()),
     };
-    if target.is_empty()
-        || target.starts_with('-')
-        || target.contains("..")
-        || target.contains(char::is_whitespace)
-    {
-        return Err(
-            CommandError::usage(format!("'{target}' is not a valid branch name"))
-                .hint("pass a branch name such as --target main"),
-        );
+    let target = Target::parse(&target).map_err(CommandError::from_problem)?;
+    // A repository with branches must name one of them; a new repository (no branch yet)
+    // may name the branch its first commit will create.
+    if target.tip(repo)?.is_none() && !hyperion::target::branches(repo)?.is_empty() {
+        return Err(CommandError::from_problem(target.missing(repo)?));
     }
+    let target = target.name().to_owned();
     let out = Command::new("git")
         .arg("--git-dir")
         .arg(store.git_dir())

@@ -66,12 +66,21 @@ fn check(args: CheckArgs, ctx: &Ctx) -> CmdResult {
         None => {
             let store = ctx.store()?;
             let repo = store.repo();
-            let rev = match &args.rev {
-                Some(r) => r.clone(),
-                None => hyperion::settings::Settings::load(repo)?.target,
-            };
-            let Some(tree) = tree_of(store.git_dir(), &rev, args.rev.is_some())? else {
-                return report_defaults(ctx, &rev, "the branch does not exist yet");
+            let (rev, tree) = match &args.rev {
+                Some(rev) => (rev.clone(), tree_of(store.git_dir(), rev)?),
+                None => {
+                    let target = hyperion::settings::Settings::load(repo)?.target;
+                    match target.resolve(repo)? {
+                        Ok(tip) => (target.to_string(), tip.tree),
+                        Err(_) => {
+                            return report_defaults(
+                                ctx,
+                                target.name(),
+                                "the branch does not exist yet",
+                            );
+                        }
+                    }
+                }
             };
             let origin = format!("{rev}:{POLICY_PATH}");
             match Policy::load(repo, Some(tree), &rev) {
@@ -133,14 +142,10 @@ fn report_defaults(ctx: &Ctx, rev: &str, why: &str) -> CmdResult {
     Ok(())
 }
 
-/// The tree of `rev`, by git's own rules for revisions. `None` when the default target branch
-/// does not exist; an unknown revision the user named is a usage error.
-fn tree_of(git_dir: &std::path::Path, rev: &str, named: bool) -> CmdResult<Option<gix::ObjectId>> {
-    let spec = if named {
-        format!("{rev}^{{tree}}")
-    } else {
-        format!("refs/heads/{rev}^{{tree}}")
-    };
+/// The tree of `rev`, by git's own rules for revisions; an unknown revision is a usage
+/// error.
+fn tree_of(git_dir: &std::path::Path, rev: &str) -> CmdResult<gix::ObjectId> {
+    let spec = format!("{rev}^{{tree}}");
     let out = Command::new("git")
         .arg("--git-dir")
         .arg(git_dir)
@@ -154,16 +159,12 @@ fn tree_of(git_dir: &std::path::Path, rev: &str, named: bool) -> CmdResult<Optio
         .output()
         .map_err(|e| CommandError::env("env.io", format!("could not run git: {e}")))?;
     if !out.status.success() {
-        if named {
-            return Err(
-                CommandError::usage(format!("'{rev}' names no commit or tree"))
-                    .hint("give a branch, tag or commit id"),
-            );
-        }
-        return Ok(None);
+        return Err(
+            CommandError::usage(format!("'{rev}' names no commit or tree"))
+                .hint("give a branch, tag or commit id"),
+        );
     }
     let hex = String::from_utf8_lossy(&out.stdout);
     gix::ObjectId::from_hex(hex.trim().as_bytes())
-        .map(Some)
         .map_err(|e| CommandError::env("env.git", format!("git rev-parse printed '{hex}': {e}")))
 }

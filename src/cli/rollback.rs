@@ -1,4 +1,5 @@
 use hyperion::rollback;
+use hyperion::target::Target;
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};
@@ -34,10 +35,10 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let id = match (&args.id, args.last) {
         (Some(id), _) => id.clone(),
         (None, _) => {
-            let target = args
-                .target
-                .clone()
-                .unwrap_or_else(|| queue.settings().target.clone());
+            let target = match &args.target {
+                Some(name) => Target::parse(name).map_err(CommandError::from_problem)?,
+                None => queue.settings().target.clone(),
+            };
             rollback::last(&queue, &target)?.ok_or_else(|| {
                 CommandError::refused(
                     "rollback.nothing",

@@ -132,15 +132,16 @@ impl Attack {
 
     /// After a drain: `id` is a dead letter with `code` (and nothing of it landed).
     pub fn parked(&self, id: &str, code: &str) -> Value {
-        let record = self.repo.json(&["show", id]);
-        assert_eq!(record["status"], "dead", "{id} was not parked: {record}");
-        assert_eq!(record["error"]["code"], code, "{record}");
+        let shown = self.repo.json(&["show", id]);
+        let record = &shown["record"];
+        assert_eq!(record["status"], "dead", "{id} was not parked: {shown}");
+        assert_eq!(record["error"]["code"], code, "{shown}");
         assert!(
             !record["error"]["message"].as_str().unwrap_or("").is_empty(),
-            "{record}"
+            "{shown}"
         );
         self.untouched();
-        record
+        record.clone()
     }
 
     /// Branches, tags, `HEAD` and the checkout are as the snapshot has them, and no planted
@@ -276,4 +277,33 @@ pub fn add_patch(path: &str, content: &str) -> String {
 /// A request adding one file.
 pub fn adds(task: &str, path: &str, content: &str) -> Value {
     request(task, &[(path, "add", &add_patch(path, content))], json!({}))
+}
+
+/// Store `request` as a pending request WITHOUT any validation, the way a hand-made chain
+/// (plumbing, a forged push accepted by a server without the hook) would put it in the queue;
+/// its id.
+pub fn plant(repo: &TestRepo, request: &Value) -> String {
+    use hyperion::model::{Action, ChangeRequest, Event, Record, Status};
+    let req: ChangeRequest = serde_json::from_value(request.clone()).unwrap();
+    let store = hyperion::store::Store::discover(repo.path()).unwrap();
+    let now = jiff::Timestamp::now();
+    let record = Record::new(&req, now);
+    let event = Event {
+        action: Action::Enqueue,
+        from: None,
+        to: Status::Pending,
+        actor: "forger".into(),
+        worker: None,
+        reason: None,
+        code: None,
+        at: now,
+        leased_until: None,
+    };
+    store.create_many(&[(&req, &record, &event)]).unwrap();
+    record.id
+}
+
+/// Write `policy` as `.hyperion/policy.toml` on `main` (set-up).
+pub fn with_policy(attack: &mut Attack, policy: &str) {
+    attack.commit(&[(".hyperion/policy.toml", policy)]);
 }

@@ -13,3 +13,4 @@
 mod common;
 
 mod harness;
+mod target;
