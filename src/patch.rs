@@ -30,6 +30,57 @@ pub struct FilePatch {
     pub text: String,
     /// 1-based line where the section starts in the input.
     pub line: usize,
+    /// Every path the section's headers name, in order. The parser has checked that they
+    /// agree: each old-side name is [`FilePatch::old_path`] (or, for a new file, the new
+    /// path), each new-side name [`FilePatch::new_path`] (or, for a deleted file, the old
+    /// path); a request's checks go through all of them all the same.
+    pub names: Vec<Name>,
+}
+
+/// A header of a file section that names a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Header {
+    /// The first name of `diff --git a/X b/Y`.
+    GitOld,
+    /// The second name of `diff --git a/X b/Y`.
+    GitNew,
+    /// `--- a/X`
+    Minus,
+    /// `+++ b/Y`
+    Plus,
+    /// `rename from X`
+    RenameFrom,
+    /// `rename to Y`
+    RenameTo,
+}
+
+impl Header {
+    /// Whether the header names the file as it was before the change: the path the patch
+    /// reads.
+    pub fn old_side(self) -> bool {
+        matches!(self, Header::GitOld | Header::Minus | Header::RenameFrom)
+    }
+
+    /// How the header reads in a diff, for messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Header::GitOld => "`diff --git a/…`",
+            Header::GitNew => "`diff --git … b/…`",
+            Header::Minus => "`---`",
+            Header::Plus => "`+++`",
+            Header::RenameFrom => "`rename from`",
+            Header::RenameTo => "`rename to`",
+        }
+    }
+}
+
+/// One path named by a header of a file section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name {
+    pub header: Header,
+    pub path: String,
+    /// 1-based line of the header in the input.
+    pub line: usize,
 }
 
 impl FilePatch {
@@ -127,34 +178,47 @@ fn empty(operation: Operation) -> FilePatch {
         hunks: Vec::new(),
         text: String::new(),
         line: 0,
+        names: Vec::new(),
     }
+}
+
+/// The path headers of a `diff --git` section as read, before they are reconciled: each with
+/// its 1-based line; `None` names `/dev/null`.
+#[derive(Default)]
+struct GitHeaders {
+    minus: Option<(Option<String>, usize)>,
+    plus: Option<(Option<String>, usize)>,
+    rename_from: Option<(String, usize)>,
+    rename_to: Option<(String, usize)>,
+    new_file: bool,
+    deleted: bool,
 }
 
 fn parse_git_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize), Problem> {
     let header = trim_eol(lines[start]);
     let mut fp = empty(Operation::Update);
-    let (a, b) = split_git_header(&header["diff --git ".len()..]).ok_or_else(|| {
+    let mut h = GitHeaders::default();
+    let twice = |what: &str, at: usize| {
         Problem::new(
             "patch.bad_header",
-            format!("cannot read the paths of `{header}`"),
+            format!("a second {what} header in one file section"),
             HINT_DIFF,
         )
-        .line(start + 1)
-    })?;
-    fp.old_path = Some(a);
-    fp.new_path = Some(b);
+        .line(at)
+    };
     let mut i = start + 1;
-    let mut saw_minus = false;
     while i < lines.len() {
         let l = trim_eol(lines[i]);
         if l.starts_with("@@") || l.starts_with("diff --git ") {
             break;
         }
         if let Some(p) = l.strip_prefix("--- ") {
-            saw_minus = true;
-            fp.old_path = header_path(p, "a/");
+            if h.minus.is_some() {
+                return Err(twice("`---`", i + 1));
+            }
+            h.minus = Some((header_path(p, "a/"), i + 1));
         } else if let Some(p) = l.strip_prefix("+++ ") {
-            if !saw_minus {
+            if h.minus.is_none() {
                 return Err(Problem::new(
                     "patch.missing_header",
                     "`+++` line without a `---` line before it",
@@ -162,14 +226,15 @@ fn parse_git_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize),
                 )
                 .line(i + 1));
             }
-            fp.new_path = header_path(p, "b/");
+            if h.plus.is_some() {
+                return Err(twice("`+++`", i + 1));
+            }
+            h.plus = Some((header_path(p, "b/"), i + 1));
         } else if let Some(m) = l.strip_prefix("new file mode ") {
-            fp.operation = Operation::Add;
-            fp.old_path = None;
+            h.new_file = true;
             fp.new_mode = parse_mode(m);
         } else if let Some(m) = l.strip_prefix("deleted file mode ") {
-            fp.operation = Operation::Delete;
-            fp.new_path = None;
+            h.deleted = true;
             fp.old_mode = parse_mode(m);
         } else if let Some(m) = l.strip_prefix("old mode ") {
             fp.old_mode = parse_mode(m);
@@ -187,16 +252,28 @@ fn parse_git_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize),
                 fp.old_mode.get_or_insert(m);
             }
         } else if let Some(p) = l.strip_prefix("rename from ") {
-            fp.operation = Operation::Rename;
-            fp.old_path = Some(unquote(p));
+            if h.rename_from.is_some() {
+                return Err(twice("`rename from`", i + 1));
+            }
+            h.rename_from = Some((unquote(p), i + 1));
         } else if let Some(p) = l.strip_prefix("rename to ") {
-            fp.operation = Operation::Rename;
-            fp.new_path = Some(unquote(p));
-        } else if let Some(p) = l.strip_prefix("copy from ") {
-            fp.old_path = Some(unquote(p));
-        } else if let Some(p) = l.strip_prefix("copy to ") {
-            fp.operation = Operation::Add;
-            fp.new_path = Some(unquote(p));
+            if h.rename_to.is_some() {
+                return Err(twice("`rename to`", i + 1));
+            }
+            h.rename_to = Some((unquote(p), i + 1));
+        } else if l.starts_with("copy from ") || l.starts_with("copy to ") {
+            // The apply engine would read the copy's content from its source: a path the
+            // request does not name. Format v1 has no copy; refusing it here, where every
+            // reader of a patch comes through, closes that for all of them.
+            return Err(Problem::new(
+                "patch.copy",
+                format!(
+                    "`{}`: a copy reads the content of another file, and a change request has no copy operation",
+                    l.escape_debug()
+                ),
+                "submit the new file as an `add` that carries its whole content: make the diff without copy detection (no `-C`/`--find-copies`, `diff.renames` not `copies`)",
+            )
+            .line(i + 1));
         } else if l == "GIT binary patch"
             || (l.starts_with("Binary files ") && l.ends_with(" differ"))
         {
@@ -206,20 +283,228 @@ fn parse_git_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize),
             while i < lines.len() && !trim_eol(lines[i]).starts_with("diff --git ") {
                 i += 1;
             }
-            return Ok((fp, i));
+            break;
         } else if !(l.starts_with("similarity index ") || l.starts_with("dissimilarity index ")) {
             break;
         }
         i += 1;
     }
-    let i = parse_hunks(lines, i, &mut fp)?;
-    if fp.operation == Operation::Add && fp.new_path.is_none() {
-        return Err(
-            Problem::new("patch.bad_header", "a new file without a path", HINT_DIFF)
-                .line(start + 1),
+    let i = if fp.binary {
+        i
+    } else {
+        parse_hunks(lines, i, &mut fp)?
+    };
+    reconcile(&mut fp, &header["diff --git ".len()..], start + 1, &h)?;
+    Ok((fp, i))
+}
+
+fn inconsistent(message: String, line: usize) -> Problem {
+    Problem::new(
+        "patch.inconsistent_paths",
+        message,
+        "a file section changes one file (or renames one, with `rename from`/`rename to`); regenerate the patch with `git diff` and submit it unchanged",
+    )
+    .line(line)
+}
+
+/// Decide what a `diff --git` section does and to which paths, from all its headers, and
+/// refuse a section whose headers disagree: what git apply calls an inconsistent file name.
+/// Only a rename has an old path other than its new one; every other section reads and
+/// writes one path. Fills `operation`, `old_path`, `new_path` and `names`.
+fn reconcile(
+    fp: &mut FilePatch,
+    git_line: &str,
+    line: usize,
+    h: &GitHeaders,
+) -> Result<(), Problem> {
+    let bad = |message: &str, at: usize| {
+        Err(Problem::new("patch.bad_header", message.to_owned(), HINT_DIFF).line(at))
+    };
+    let renamed = h.rename_from.is_some() || h.rename_to.is_some();
+    fp.operation = match (h.new_file, h.deleted, renamed) {
+        (false, false, false) => Operation::Update,
+        (true, false, false) => Operation::Add,
+        (false, true, false) => Operation::Delete,
+        (false, false, true) => Operation::Rename,
+        _ => {
+            return bad(
+                "the section combines `new file mode`, `deleted file mode` and `rename` headers",
+                line,
+            );
+        }
+    };
+    let op = fp.operation;
+    // `/dev/null` stands exactly where the file does not exist.
+    if let Some((name, at)) = &h.minus
+        && name.is_none() != (op == Operation::Add)
+    {
+        return bad(
+            if op == Operation::Add {
+                "a new file whose `---` line names a file instead of /dev/null"
+            } else {
+                "`--- /dev/null` in a section that does not create the file"
+            },
+            *at,
         );
     }
-    Ok((fp, i))
+    if let Some((name, at)) = &h.plus
+        && name.is_none() != (op == Operation::Delete)
+    {
+        return bad(
+            if op == Operation::Delete {
+                "a deleted file whose `+++` line names a file instead of /dev/null"
+            } else {
+                "`+++ /dev/null` in a section that does not delete the file"
+            },
+            *at,
+        );
+    }
+    let minus = h
+        .minus
+        .as_ref()
+        .and_then(|(n, at)| Some((n.as_ref()?, *at)));
+    let plus = h.plus.as_ref().and_then(|(n, at)| Some((n.as_ref()?, *at)));
+    let (old, new) = if op == Operation::Rename {
+        let (Some((from, from_at)), Some((to, _))) = (&h.rename_from, &h.rename_to) else {
+            return bad("a `rename from` without `rename to`, or the reverse", line);
+        };
+        for (side, header, expected) in [(minus, "`---`", from), (plus, "`+++`", to)] {
+            if let Some((name, at)) = side
+                && name != expected
+            {
+                return Err(inconsistent(
+                    format!(
+                        "the {header} line names '{}' but the rename's header names '{}'",
+                        name.escape_debug(),
+                        expected.escape_debug()
+                    ),
+                    at,
+                ));
+            }
+        }
+        if from == to {
+            return bad("a rename to the same path", *from_at);
+        }
+        (from.clone(), to.clone())
+    } else {
+        let name = match (minus, plus) {
+            (Some((a, _)), Some((b, at))) if a != b => {
+                return Err(inconsistent(
+                    format!(
+                        "the `---` line names '{}' and the `+++` line '{}'; only a rename changes the path",
+                        a.escape_debug(),
+                        b.escape_debug()
+                    ),
+                    at,
+                ));
+            }
+            (Some((a, _)), _) | (None, Some((a, _))) => a.clone(),
+            (None, None) => match git_line_name(git_line) {
+                Some(name) => name,
+                None => {
+                    return bad(
+                        &format!("cannot read one path from `diff --git {git_line}`"),
+                        line,
+                    );
+                }
+            },
+        };
+        (name.clone(), name)
+    };
+    if !git_line_agrees(git_line, &old, &new) {
+        return Err(inconsistent(
+            format!(
+                "`diff --git {}` does not name the files its other headers name ('{}', '{}')",
+                git_line.escape_debug(),
+                old.escape_debug(),
+                new.escape_debug()
+            ),
+            line,
+        ));
+    }
+    let mut names = vec![
+        Name {
+            header: Header::GitOld,
+            path: old.clone(),
+            line,
+        },
+        Name {
+            header: Header::GitNew,
+            path: new.clone(),
+            line,
+        },
+    ];
+    let headers = [
+        (Header::Minus, minus),
+        (Header::Plus, plus),
+        (
+            Header::RenameFrom,
+            h.rename_from.as_ref().map(|(n, at)| (n, *at)),
+        ),
+        (
+            Header::RenameTo,
+            h.rename_to.as_ref().map(|(n, at)| (n, *at)),
+        ),
+    ];
+    for (header, named) in headers {
+        if let Some((path, at)) = named {
+            names.push(Name {
+                header,
+                path: path.clone(),
+                line: at,
+            });
+        }
+    }
+    fp.names = names;
+    fp.old_path = (op != Operation::Add).then_some(old);
+    fp.new_path = (op != Operation::Delete).then_some(new);
+    Ok(())
+}
+
+/// The one path of a `diff --git` line whose two halves name the same file (a section
+/// without rename headers), quoted or not, with or without the `a/`/`b/` prefixes.
+fn git_line_name(s: &str) -> Option<String> {
+    if let Some((a, b)) = split_quoted_git_header(s) {
+        return (a == b).then_some(a);
+    }
+    // Unquoted: the halves are equal, so the split is in the middle.
+    for (pa, pb) in [("a/", "b/"), ("", "")] {
+        let Some(twice) = s.len().checked_sub(1 + pa.len() + pb.len()) else {
+            continue;
+        };
+        if twice % 2 != 0 {
+            continue;
+        }
+        let n = twice / 2;
+        let a = s.get(pa.len()..pa.len() + n);
+        let b = s.get(pa.len() + n + 1 + pb.len()..);
+        if s.starts_with(pa)
+            && s.get(pa.len() + n..pa.len() + n + 1 + pb.len()) == Some(&format!(" {pb}"))
+            && a.is_some()
+            && a == b
+        {
+            return a.map(str::to_owned);
+        }
+    }
+    None
+}
+
+/// Whether the `diff --git` line names `old` and then `new`, each quoted or not, with the
+/// `a/`/`b/` prefixes or without.
+fn git_line_agrees(s: &str, old: &str, new: &str) -> bool {
+    fn side<'s>(s: &'s str, prefix: &str, name: &str) -> Option<&'s str> {
+        if s.starts_with('"') {
+            let (q, rest) = take_quoted(s)?;
+            return (q.strip_prefix(prefix) == Some(name)).then_some(rest);
+        }
+        s.strip_prefix(prefix)?.strip_prefix(name)
+    }
+    [("a/", "b/"), ("", "")].into_iter().any(|(pa, pb)| {
+        side(s, pa, old)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|rest| side(rest, pb, new))
+            .is_some_and(str::is_empty)
+    })
 }
 
 fn parse_plain_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize), Problem> {
@@ -231,6 +516,30 @@ fn parse_plain_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize
         _ => Operation::Update,
     };
     let mut fp = empty(operation);
+    if let (Some(a), Some(b)) = (&old, &new)
+        && a != b
+    {
+        return Err(inconsistent(
+            format!(
+                "the `---` line names '{}' and the `+++` line '{}'; a plain diff changes one file in place",
+                a.escape_debug(),
+                b.escape_debug()
+            ),
+            start + 2,
+        ));
+    }
+    for (header, name, at) in [
+        (Header::Minus, &old, start + 1),
+        (Header::Plus, &new, start + 2),
+    ] {
+        if let Some(path) = name {
+            fp.names.push(Name {
+                header,
+                path: path.clone(),
+                line: at,
+            });
+        }
+    }
     fp.old_path = old;
     fp.new_path = new;
     if fp.old_path.is_none() && fp.new_path.is_none() {
@@ -362,38 +671,30 @@ fn parse_mode(s: &str) -> Option<u32> {
         .flatten()
 }
 
-/// `a/x b/y` → (`x`, `y`), handling quoted paths and paths with spaces when both sides agree.
-fn split_git_header(s: &str) -> Option<(String, String)> {
+/// `"a/x" b/y` → (`x`, `y`): a `diff --git` line with at least one quoted path.
+fn split_quoted_git_header(s: &str) -> Option<(String, String)> {
     if s.starts_with('"') {
         let (a, rest) = take_quoted(s)?;
         let rest = rest.strip_prefix(' ')?;
         let b = if rest.starts_with('"') {
-            take_quoted(rest)?.0
+            let (b, after) = take_quoted(rest)?;
+            if !after.is_empty() {
+                return None;
+            }
+            b
         } else {
             rest.to_owned()
         };
         return Some((strip_prefix_dir(&a, "a/"), strip_prefix_dir(&b, "b/")));
     }
-    if let Some(pos) = s.find(" \"") {
-        let b = take_quoted(&s[pos + 1..])?.0;
-        return Some((
-            strip_prefix_dir(&s[..pos], "a/"),
-            strip_prefix_dir(&b, "b/"),
-        ));
+    let pos = s.find(" \"")?;
+    let (b, after) = take_quoted(&s[pos + 1..])?;
+    if !after.is_empty() {
+        return None;
     }
-    // Unquoted: the two halves are equal for a non-rename; find the split that makes them so.
-    let bytes = s.as_bytes();
-    for (idx, _) in s.match_indices(" b/") {
-        let (a, b) = (&s[..idx], &s[idx + 1..]);
-        if a.strip_prefix("a/") == b.strip_prefix("b/") {
-            return Some((strip_prefix_dir(a, "a/"), strip_prefix_dir(b, "b/")));
-        }
-    }
-    let idx = s.rfind(" b/").or_else(|| s.find(' '))?;
-    let _ = bytes;
     Some((
-        strip_prefix_dir(&s[..idx], "a/"),
-        strip_prefix_dir(&s[idx + 1..], "b/"),
+        strip_prefix_dir(&s[..pos], "a/"),
+        strip_prefix_dir(&b, "b/"),
     ))
 }
 
@@ -590,6 +891,104 @@ mod tests {
             "patch.not_a_diff"
         );
         assert_eq!(parse("").expect_err("empty").code, "patch.not_a_diff");
+    }
+
+    fn code(diff: &str) -> &'static str {
+        parse(diff).expect_err("refused").code
+    }
+
+    #[test]
+    fn copies_are_refused_wherever_they_stand() {
+        let copy = "diff --git a/secrets/key b/public/key\nsimilarity index 100%\ncopy from secrets/key\ncopy to public/key\n";
+        assert_eq!(code(copy), "patch.copy");
+        let with_hunk = "diff --git a/secrets/key b/public/key\nsimilarity index 90%\ncopy from secrets/key\ncopy to public/key\n--- a/secrets/key\n+++ b/public/key\n@@ -1 +1 @@\n-a\n+b\n";
+        assert_eq!(code(with_hunk), "patch.copy");
+        let to_only = "diff --git a/x b/y\ncopy to y\n";
+        assert_eq!(code(to_only), "patch.copy");
+    }
+
+    #[test]
+    fn a_section_reads_and_writes_the_paths_all_its_headers_name() {
+        // Each of these would have the apply engine read one file and write another.
+        for diff in [
+            "diff --git a/secrets/key b/y\n--- a/secrets/key\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n",
+            "diff --git a/y b/y\n--- a/secrets/key\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n",
+            "diff --git a/secrets/key b/secrets/key\n--- a/y\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n",
+            "--- a/secrets/key\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n",
+            "diff --git a/x b/y\nrename from x\nrename to y\n--- a/secrets/key\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n",
+            "diff --git a/x b/y\nrename from x\nrename to y\n--- a/x\n+++ b/z\n@@ -1 +1 @@\n-a\n+b\n",
+            "diff --git a/secrets/key b/y\nrename from x\nrename to y\n",
+            "diff --git a/x b/y\nold mode 100644\nnew mode 100755\n",
+        ] {
+            let c = parse(diff).map(|f| f[0].clone()).err().map(|p| p.code);
+            assert!(
+                matches!(
+                    c,
+                    Some("patch.inconsistent_paths") | Some("patch.bad_header")
+                ),
+                "{diff:?} gave {c:?}"
+            );
+        }
+        // A new file whose `---` names a file: the engine would read that file.
+        let add = "diff --git a/y b/y\nnew file mode 100644\n--- a/secrets/key\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n";
+        assert_eq!(code(add), "patch.bad_header");
+        let not_new = "diff --git a/y b/y\n--- /dev/null\n+++ b/y\n@@ -0,0 +1 @@\n+b\n";
+        assert_eq!(code(not_new), "patch.bad_header");
+        let both = "diff --git a/y b/y\nnew file mode 100644\ndeleted file mode 100644\n";
+        assert_eq!(code(both), "patch.bad_header");
+        let half_rename = "diff --git a/x b/y\nrename from x\n";
+        assert_eq!(code(half_rename), "patch.bad_header");
+        let twice = "diff --git a/y b/y\n--- a/y\n--- a/y\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n";
+        assert_eq!(code(twice), "patch.bad_header");
+    }
+
+    #[test]
+    fn every_header_name_is_recorded() {
+        let diff = "diff --git a/old name b/new name\nsimilarity index 90%\nrename from old name\nrename to new name\n--- a/old name\n+++ b/new name\n@@ -1 +1 @@\n-a\n+b\n";
+        let f = &parse(diff).expect("parses")[0];
+        let names: Vec<(Header, &str, usize)> = f
+            .names
+            .iter()
+            .map(|n| (n.header, n.path.as_str(), n.line))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (Header::GitOld, "old name", 1),
+                (Header::GitNew, "new name", 1),
+                (Header::Minus, "old name", 5),
+                (Header::Plus, "new name", 6),
+                (Header::RenameFrom, "old name", 3),
+                (Header::RenameTo, "new name", 4),
+            ]
+        );
+        // Sections without `---`/`+++`: the name comes from the `diff --git` line alone,
+        // whose halves must be equal (with spaces, quotes, or without prefixes).
+        for (diff, name) in [
+            (
+                "diff --git a/a b b/a b\nold mode 100644\nnew mode 100755\n",
+                "a b",
+            ),
+            (
+                "diff --git x y x y\nold mode 100644\nnew mode 100755\n",
+                "x y",
+            ),
+            (
+                "diff --git \"a/t\\303\\251\" b/t\u{e9}\nnew file mode 100644\nindex 0000000..e69de29\n",
+                "t\u{e9}",
+            ),
+            (
+                "diff --git a/e b/e\nnew file mode 100644\nindex 0000000..e69de29\n",
+                "e",
+            ),
+        ] {
+            let f = &parse(diff).expect(diff)[0];
+            assert_eq!(f.path(), name, "{diff:?}");
+        }
+        assert_eq!(
+            code("diff --git a/e b/f\nnew file mode 100644\n"),
+            "patch.bad_header"
+        );
     }
 
     #[test]
