@@ -26,6 +26,7 @@ pub mod spare;
 pub mod store;
 mod sys;
 pub mod target;
+pub mod touched;
 pub mod validate;
 pub mod verify;
 pub mod worker;

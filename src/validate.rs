@@ -1,6 +1,9 @@
 //! Validation of submitted change requests: JSON syntax, schema v1, then the checks a schema
-//! cannot express (patch hashes, patch/path agreement, duplicate paths). Every problem found is
-//! reported, not only the first, each with a stable code and the field it concerns.
+//! cannot express (patch hashes, patches that parse, duplicate paths), then everything that
+//! depends on the target and its policy ([`against_target`]: limits, the paths a request
+//! touches and where its symlinks lead, see [`crate::touched`], submodules, context, secrets,
+//! checks). Every problem found is reported, not only the first, each with a stable code and
+//! the field it concerns.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -10,7 +13,6 @@ use serde_json::Value;
 use crate::error::Problem;
 use crate::model::{ChangeRequest, Operation, sha256_hex};
 use crate::patch;
-use crate::paths;
 use crate::policy::Policy;
 
 /// The schema, as shipped in `schemas/change-request.schema.json`.
@@ -222,46 +224,15 @@ fn limit_problems(req: &ChangeRequest, limits: &Limits) -> Vec<Problem> {
 /// File modes git writes in diffs.
 const MODES: [u32; 4] = [0o100644, 0o100755, 0o120000, 0o160000];
 
+/// The checks of a request's own content that a schema cannot express: patch hashes, patches
+/// that parse, file modes git records, one change per path. The checks of the paths it
+/// touches are not here but in [`check_policy`] ([`crate::touched`]), which a worker runs
+/// again at lease time.
 fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
     let mut out = Vec::new();
-    for (i, pattern) in req.file_targets.iter().enumerate() {
-        if let Some(reason) = paths::unsafe_reason(pattern.trim_end_matches("/**")) {
-            out.push(
-                Problem::new(
-                    "path.unsafe",
-                    format!("file target '{pattern}': {reason}"),
-                    "file targets are globs relative to the repository root, inside it",
-                )
-                .at(format!("/file_targets/{i}")),
-            );
-        }
-    }
     let mut seen = std::collections::HashSet::new();
     for (i, c) in req.changes.iter().enumerate() {
         let field = |f: &str| format!("/changes/{i}/{f}");
-        let named = [("path", Some(&c.path)), ("from", c.from.as_ref())];
-        for (name, p) in named {
-            let Some(p) = p else { continue };
-            if let Some(reason) = paths::unsafe_reason(p) {
-                out.push(
-                    Problem::new(
-                        "path.unsafe",
-                        format!("'{}': {reason}", p.escape_debug()),
-                        "a change may touch only ordinary paths inside the work tree",
-                    )
-                    .at(field(name)),
-                );
-            } else if !req.file_targets.iter().any(|g| paths::glob_match(g, p)) {
-                out.push(
-                    Problem::new(
-                        "path.outside_file_targets",
-                        format!("'{p}' matches none of the request's file_targets"),
-                        "add a glob for it to `file_targets`, or leave the file alone",
-                    )
-                    .at(field(name)),
-                );
-            }
-        }
         if !seen.insert(c.path.as_str()) {
             out.push(
                 Problem::new(
@@ -285,101 +256,23 @@ fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
         }
         match patch::parse(&c.patch) {
             Err(p) => out.push(p.at(field("patch"))),
-            Ok(files) if files.len() != 1 => out.push(
-                Problem::new(
-                    "patch.multiple_files",
-                    format!(
-                        "the patch touches {} files; a change holds one",
-                        files.len()
-                    ),
-                    "split the diff into one change per file (`enqueue --patch` does this)",
-                )
-                .at(field("patch")),
-            ),
             Ok(files) => {
-                let f = &files[0];
-                for m in [f.old_mode, f.new_mode].into_iter().flatten() {
-                    if !MODES.contains(&m) {
-                        out.push(
-                            Problem::new(
-                                "patch.bad_mode",
-                                format!("file mode {m:o} is not one git records (100644, 100755, 120000, 160000)"),
-                                "regenerate the patch with `git diff`",
-                            )
-                            .at(field("patch"))
-                            .line(f.line),
-                        );
+                for f in &files {
+                    for m in [f.old_mode, f.new_mode].into_iter().flatten() {
+                        if !MODES.contains(&m) {
+                            out.push(
+                                Problem::new(
+                                    "patch.bad_mode",
+                                    format!("file mode {m:o} is not one git records (100644, 100755, 120000, 160000)"),
+                                    "regenerate the patch with `git diff`",
+                                )
+                                .at(field("patch"))
+                                .line(f.line),
+                            );
+                        }
                     }
                 }
-                if f.path() != c.path {
-                    out.push(
-                        Problem::new(
-                            "request.path_mismatch",
-                            format!(
-                                "the change names '{}' but its patch touches '{}'",
-                                c.path,
-                                f.path()
-                            ),
-                            "make `path` the path the patch touches",
-                        )
-                        .at(field("path")),
-                    );
-                }
-                if f.operation != c.operation {
-                    out.push(
-                        Problem::new(
-                            "request.operation_mismatch",
-                            format!(
-                                "operation is {:?} but the patch is {:?}",
-                                c.operation, f.operation
-                            )
-                            .to_lowercase(),
-                            "make `operation` say what the patch does",
-                        )
-                        .at(field("operation")),
-                    );
-                }
-                if c.operation == Operation::Rename && f.old_path.as_deref() != c.from.as_deref() {
-                    out.push(
-                        Problem::new(
-                            "request.path_mismatch",
-                            format!(
-                                "the change renames from '{}' but its patch from '{}'",
-                                c.from.as_deref().unwrap_or(""),
-                                f.old_path.as_deref().unwrap_or("")
-                            ),
-                            "make `from` the old path of the rename",
-                        )
-                        .at(field("from")),
-                    );
-                }
             }
-        }
-    }
-    // A path below a file that another change of the same request creates or keeps.
-    let files: std::collections::HashSet<&str> = req
-        .changes
-        .iter()
-        .filter(|c| c.operation != Operation::Delete)
-        .map(|c| c.path.as_str())
-        .collect();
-    for (i, c) in req.changes.iter().enumerate() {
-        let mut end = 0;
-        while let Some(pos) = c.path[end..].find('/') {
-            end += pos;
-            let prefix = &c.path[..end];
-            if files.contains(prefix) {
-                out.push(
-                    Problem::new(
-                        "path.through_link",
-                        format!("'{}' lies below '{prefix}', which another change of this request makes a file", c.path),
-                        "a path cannot be both a file and a directory",
-                    )
-                    .at(format!("/changes/{i}/path")),
-                );
-                break;
-            }
-            end += 1;
         }
     }
     out
@@ -394,86 +287,15 @@ pub enum TreeEntry {
     Submodule,
 }
 
-/// Checks against the target branch's tree: each operation must fit what is there (`add` a
-/// path that does not exist, `update`/`delete` one that does, `rename` from one that does to
-/// one that does not), and no path may lie below a symlink or a submodule.
-pub fn tree_problems(
-    req: &ChangeRequest,
-    lookup: &dyn Fn(&str) -> Option<TreeEntry>,
-) -> Vec<Problem> {
-    let mut out = Vec::new();
-    for (i, c) in req.changes.iter().enumerate() {
-        let field = |f: &str| format!("/changes/{i}/{f}");
-        for (name, p) in [("path", Some(&c.path)), ("from", c.from.as_ref())] {
-            let Some(p) = p else { continue };
-            let mut prefix = String::new();
-            for comp in p.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
-                if !prefix.is_empty() {
-                    prefix.push('/');
-                }
-                prefix.push_str(comp);
-                match lookup(&prefix) {
-                    Some(TreeEntry::Symlink)
-                    | Some(TreeEntry::Submodule)
-                    | Some(TreeEntry::File) => {
-                        out.push(
-                            Problem::new(
-                                "path.through_link",
-                                format!("'{p}' lies below '{prefix}', which is not a directory at the target"),
-                                "a change cannot write through a symlink, a submodule or a file",
-                            )
-                            .at(field(name)),
-                        );
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let exists =
-            |p: &str| matches!(lookup(p), Some(TreeEntry::File) | Some(TreeEntry::Symlink));
-        let missing = |p: &str, name: &str, what: &str| {
-            Problem::new(
-                "operation.missing",
-                format!("'{p}' does not exist at the target, so it cannot be {what}"),
-                "the target moved on; regenerate the patch against the current target",
-            )
-            .at(field(name))
-        };
-        let present = |p: &str, name: &str| {
-            Problem::new(
-                "operation.exists",
-                format!("'{p}' already exists at the target"),
-                "use operation \"update\" for an existing file, or regenerate the patch",
-            )
-            .at(field(name))
-        };
-        match c.operation {
-            Operation::Add if lookup(&c.path).is_some() => out.push(present(&c.path, "path")),
-            Operation::Update if !exists(&c.path) => out.push(missing(&c.path, "path", "updated")),
-            Operation::Delete if !exists(&c.path) => out.push(missing(&c.path, "path", "deleted")),
-            Operation::Rename => {
-                if let Some(from) = &c.from
-                    && !exists(from)
-                {
-                    out.push(missing(from, "from", "renamed"));
-                }
-                if lookup(&c.path).is_some() {
-                    out.push(present(&c.path, "path"));
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 /// Read access to the target branch's tree, for the checks that depend on it.
 pub trait TargetTree {
     /// What `path` is at the target, if anything.
     fn entry(&self, path: &str) -> Option<TreeEntry>;
     /// The content of the blob at `path` (a file or a symlink's target).
     fn blob(&self, path: &str) -> Option<Vec<u8>>;
+    /// The path of every symlink in the tree. Reads the whole tree: asked only about a
+    /// request that makes a symlink.
+    fn symlinks(&self) -> Vec<String>;
 }
 
 /// The target's tree as [`against_target`] reads it: each directory on a path looked up is
@@ -545,14 +367,46 @@ impl TargetTree for Target<'_> {
         }
         Some(self.repo.find_object(id).ok()?.detach().data)
     }
+
+    fn symlinks(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(root) = self.dir("") else {
+            return out;
+        };
+        let mut stack = vec![(String::new(), root.as_ref().clone())];
+        while let Some((dir, data)) = stack.pop() {
+            for e in gix::objs::TreeRefIter::from_bytes(&data, self.repo.object_hash())
+                .filter_map(Result::ok)
+            {
+                let name = String::from_utf8_lossy(e.filename);
+                let path = if dir.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                if e.mode.is_link() {
+                    out.push(path);
+                } else if e.mode.is_tree()
+                    && let Ok(tree) = self.repo.find_tree(e.oid.to_owned())
+                {
+                    stack.push((path, tree.detach().data));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Everything about a request that depends on its target and the target's policy: size
-/// limits, minimum hunk context, denied paths, gitlinks, symlink targets, checks, secrets, and
-/// (with a tree) operations against the files there and paths below symlinks. Run at enqueue,
-/// by `validate`, and again by a worker at lease time, with the policy read from the same tree
-/// (`Policy::load`). `target_tree` is `None` when the target branch does not exist yet; the
-/// checks that need its files are skipped then.
+/// limits, the paths it touches (safe, not too long, within `file_targets`, not denied, the
+/// ones its patches name agreeing with its `path`/`from`/`operation`: [`crate::touched`]),
+/// minimum hunk context, gitlinks, checks, secrets, and (with a tree) operations against the
+/// files there, paths below symlinks, and where its symlinks lead in that tree plus its own
+/// changes. Run at enqueue, by `validate`, and again by a worker at lease time, with the
+/// policy read from the same tree (`Policy::load`): a request that reached the queue without
+/// enqueue's checks is held to the same path rules before it is applied. `target_tree` is the
+/// tree the request will be applied onto, `None` when the target branch does not exist yet;
+/// the checks that need its files are skipped then.
 pub fn against_target(
     repo: &gix::Repository,
     req: &ChangeRequest,
@@ -586,27 +440,16 @@ pub fn check_policy(
     tree: Option<&dyn TargetTree>,
 ) -> Vec<Problem> {
     let mut out = limit_problems(req, &policy.limits);
-    let from = policy.origin.as_deref().unwrap_or("the default policy");
+    let parsed: Vec<Option<Vec<patch::FilePatch>>> =
+        req.changes.iter().map(|c| patch::parse(&c.patch).ok()).collect();
+    out.extend(crate::touched::problems(req, &parsed, policy, tree));
     for (i, c) in req.changes.iter().enumerate() {
         let field = |f: &str| format!("/changes/{i}/{f}");
-        for (name, p) in [("path", Some(&c.path)), ("from", c.from.as_ref())] {
-            let Some(p) = p else { continue };
-            if let Some(g) = policy.deny.iter().find(|g| paths::glob_match(g, p)) {
-                out.push(
-                    Problem::new(
-                        "path.denied",
-                        format!("'{p}' matches the deny rule '{g}' of {from}"),
-                        "the target's policy does not let requests touch this path; leave it to a person",
-                    )
-                    .at(field(name)),
-                );
-            }
-        }
-        let file = patch::parse(&c.patch)
-            .ok()
-            .filter(|files| files.len() == 1)
-            .and_then(|files| files.into_iter().next());
-        if let Some(f) = &file {
+        let file = match &parsed[i] {
+            Some(files) if files.len() == 1 => files.first(),
+            _ => None,
+        };
+        if let Some(f) = file {
             let submodule = tree.is_some_and(|t| {
                 [Some(&c.path), c.from.as_ref()]
                     .into_iter()
@@ -624,23 +467,6 @@ pub fn check_policy(
                     .at(field("patch")),
                 );
             }
-            if f.new_mode == Some(0o120000)
-                && let Some(target) = symlink_target(f, c.from.as_deref(), tree)
-                && let Some(reason) = paths::symlink_target_reason(&c.path, &target)
-            {
-                out.push(
-                    Problem::new(
-                        "path.symlink_escape",
-                        format!(
-                            "'{}' would be a symlink to '{}', which {reason}",
-                            c.path,
-                            target.escape_debug()
-                        ),
-                        "a symlink may point only to a relative path inside the repository, outside .git",
-                    )
-                    .at(field("patch")),
-                );
-            }
             out.extend(
                 context_problems(f, c, policy.min_context, tree)
                     .into_iter()
@@ -648,7 +474,7 @@ pub fn check_policy(
             );
         }
         if !policy.secrets_allowed_in(&c.path) {
-            for (line, rule, what) in added_secrets(&c.patch, file.as_ref(), policy) {
+            for (line, rule, what) in added_secrets(&c.patch, file, policy) {
                 out.push(
                     Problem::new(
                         "secret.detected",
@@ -685,41 +511,7 @@ pub fn check_policy(
             out.push(p.at(format!("/checks/{i}")));
         }
     }
-    if let Some(t) = tree {
-        // Paths that are unsafe were reported already and are not looked up.
-        let safe = req.changes.iter().all(|c| {
-            paths::unsafe_reason(&c.path).is_none()
-                && c.from
-                    .as_deref()
-                    .is_none_or(|f| paths::unsafe_reason(f).is_none())
-        });
-        if safe {
-            out.extend(tree_problems(req, &|p| t.entry(p)));
-        }
-    }
     out
-}
-
-/// What a new symlink points to: the postimage of its hunk, or for a pure rename the target
-/// of the symlink it was.
-fn symlink_target(
-    f: &patch::FilePatch,
-    from: Option<&str>,
-    tree: Option<&dyn TargetTree>,
-) -> Option<String> {
-    if f.hunks.is_empty() {
-        let blob = tree?.blob(from?)?;
-        return Some(String::from_utf8_lossy(&blob).into_owned());
-    }
-    let mut lines = Vec::new();
-    for h in &f.hunks {
-        for l in f.text[h.body.clone()].lines() {
-            if let Some(rest) = l.strip_prefix('+').or_else(|| l.strip_prefix(' ')) {
-                lines.push(rest);
-            }
-        }
-    }
-    Some(lines.join("\n"))
 }
 
 /// Hunks with less context than the policy asks for, except at the start of the file (before
@@ -864,23 +656,85 @@ mod tests {
         assert_eq!(unknown.field.as_deref(), Some("/bogus"));
     }
 
+    fn codes(v: &Value) -> Vec<&'static str> {
+        let (req, mut problems) = check_value(v);
+        if let Some(req) = &req {
+            problems.extend(check_policy(req, &Policy::default(), None));
+        }
+        problems.iter().map(|p| p.code).collect()
+    }
+
     #[test]
     fn hash_and_path_must_agree_with_the_patch() {
         let mut v = good();
         v["changes"][0]["sha256"] = "0".repeat(64).into();
         v["changes"][0]["path"] = "y".into();
-        let codes: Vec<_> = validate_value(&v)
-            .expect_err("invalid")
-            .iter()
-            .map(|p| p.code)
-            .collect();
+        // The hash is the request's own business; the path is judged with the target's
+        // checks, which a worker runs again at lease time.
         assert_eq!(
-            codes,
+            validate_value(&v)
+                .expect_err("invalid")
+                .iter()
+                .map(|p| p.code)
+                .collect::<Vec<_>>(),
+            ["request.sha256_mismatch"]
+        );
+        assert_eq!(
+            codes(&v),
             [
-                "path.outside_file_targets",
                 "request.sha256_mismatch",
+                "path.outside_file_targets",
                 "request.path_mismatch"
             ]
         );
+    }
+
+    fn with_patch(path: &str, op: &str, patch: &str) -> Value {
+        let mut v = good();
+        v["file_targets"] = serde_json::json!(["**"]);
+        v["changes"][0] = serde_json::json!({
+            "path": path, "operation": op, "patch": patch, "sha256": sha256_hex(patch.as_bytes())
+        });
+        v
+    }
+
+    #[test]
+    fn every_name_in_the_patch_is_a_path_of_the_request() {
+        // The old side of a rename is checked like its new side: unsafe, outside the file
+        // targets, denied.
+        let rename = |from: &str| {
+            let patch = format!(
+                "diff --git a/{from} b/y\nsimilarity index 100%\nrename from {from}\nrename to y\n"
+            );
+            let mut v = with_patch("y", "rename", &patch);
+            v["changes"][0]["from"] = from.into();
+            v
+        };
+        assert!(codes(&rename(".git/config")).contains(&"path.unsafe"));
+        let mut v = rename("secrets/key");
+        v["file_targets"] = serde_json::json!(["y"]);
+        assert!(codes(&v).contains(&"path.outside_file_targets"));
+        // A rename whose declared `from` is not the patch's.
+        let mut v = rename("secrets/key");
+        v["changes"][0]["from"] = "x".into();
+        assert!(codes(&v).contains(&"request.path_mismatch"), "{:?}", codes(&v));
+        // A patch of another file than the change says, on either side.
+        let patch = "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n";
+        assert_eq!(codes(&with_patch("y", "update", patch)), ["request.path_mismatch"]);
+        // Two files in one change.
+        let two = format!("{patch}diff --git a/y b/y\n--- a/y\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n");
+        let c = codes(&with_patch("x", "update", &two));
+        assert!(c.contains(&"patch.multiple_files") && c.contains(&"request.path_mismatch"), "{c:?}");
+        // An operation the patch does not do.
+        assert_eq!(codes(&with_patch("x", "add", patch)), ["request.operation_mismatch"]);
+    }
+
+    #[test]
+    fn path_problems_are_reported_once_at_enqueue() {
+        let patch = "diff --git a/.git/hooks/x b/.git/hooks/x\n--- a/.git/hooks/x\n+++ b/.git/hooks/x\n@@ -1 +1 @@\n-a\n+b\n";
+        assert_eq!(codes(&with_patch(".git/hooks/x", "update", patch)), ["path.unsafe"]);
+        let long = "n".repeat(256);
+        let patch = format!("diff --git a/{long} b/{long}\nnew file mode 100644\n--- /dev/null\n+++ b/{long}\n@@ -0,0 +1 @@\n+a\n");
+        assert_eq!(codes(&with_patch(&long, "add", &patch)), ["path.too_long"]);
     }
 }
