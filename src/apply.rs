@@ -120,6 +120,12 @@ pub enum Refusal {
     Empty,
     /// The stored patch cannot be read (it passed validation once; the parser refuses now).
     BadPatch { path: String, message: String },
+    /// A path the result would hold is one no request may write (`crate::paths::check`):
+    /// validation refuses it first; this is the last look before a tree is written.
+    UnsafePath {
+        path: String,
+        refused: crate::paths::Refused,
+    },
 }
 
 impl Refusal {
@@ -132,6 +138,7 @@ impl Refusal {
             Refusal::Binary { .. } => "apply.binary",
             Refusal::Empty => "apply.empty",
             Refusal::BadPatch { .. } => "apply.bad_patch",
+            Refusal::UnsafePath { refused, .. } => refused.code,
         }
     }
 
@@ -152,6 +159,9 @@ impl Refusal {
             Refusal::Binary { path, message } => format!("{path}: {message}"),
             Refusal::Empty => "the request changes nothing at the target".to_owned(),
             Refusal::BadPatch { path, message } => format!("{path}: unreadable patch: {message}"),
+            Refusal::UnsafePath { path, refused } => {
+                format!("'{}': {}", path.escape_debug(), refused.reason)
+            }
         }
     }
 
@@ -235,6 +245,14 @@ pub fn apply_sections(
     }
     if !conflicts.is_empty() {
         return Ok(Err(Refusal::Conflict { files: conflicts }));
+    }
+    if let Some((path, refused)) =
+        crate::paths::first_refused(engine.overlay.keys().map(String::as_str))
+    {
+        return Ok(Err(Refusal::UnsafePath {
+            path: path.to_owned(),
+            refused,
+        }));
     }
     let tree = engine.write_tree(base_tree)?;
     if tree == base_tree {
@@ -590,25 +608,23 @@ impl<'r> Engine<'r> {
                 method: Method::Deleted,
             })));
         }
-        let id = if self.repo.has_object(new_id) {
-            new_id
-        } else {
-            let bp = match crate::binary::parse(&fp.text) {
-                Ok(bp) => bp,
-                Err(p) => return refuse(p.message),
-            };
-            let data = match crate::binary::apply(&bp.forward, ours) {
-                Ok(d) => d,
-                Err(p) => return refuse(p.message),
-            };
-            let id = self.write_blob(&data)?;
-            if id != new_id {
-                return refuse(format!(
-                    "the binary patch produces {id}, not the {new_id} it promises"
-                ));
-            }
-            id
+        // The content comes from the patch's data, never from an object the repository
+        // happens to have under the promised id: that would land any blob (a denied file's,
+        // one from history) at a path of the request.
+        let bp = match crate::binary::parse(&fp.text) {
+            Ok(bp) => bp,
+            Err(p) => return refuse(p.message),
         };
+        let data = match crate::binary::apply(&bp.forward, ours) {
+            Ok(d) => d,
+            Err(p) => return refuse(p.message),
+        };
+        let id = self.write_blob(&data)?;
+        if id != new_id {
+            return refuse(format!(
+                "the binary patch produces {id}, not the {new_id} it promises"
+            ));
+        }
         self.put(fp, kind, id);
         Ok(Ok(FileOutcome::Done(FileApplied {
             path,

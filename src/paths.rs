@@ -303,7 +303,9 @@ fn target_fault(target: &str) -> Option<LinkFault> {
         Some(LinkFault::Control)
     } else if b.len() > MAX_PATH_BYTES {
         Some(LinkFault::TooLong)
-    } else if b[0] == b'/' || b[0] == b'\\' || (b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic())
+    } else if b[0] == b'/'
+        || b[0] == b'\\'
+        || (b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic())
     {
         Some(LinkFault::Absolute)
     } else {
@@ -538,7 +540,11 @@ mod tests {
             ("l", ".gitignore", ".gitignore"),
             ("a/l", "..", ""),
         ] {
-            assert_eq!(resolve(&[], l, target).result, Ok(to.to_owned()), "{l} -> {target}");
+            assert_eq!(
+                resolve(&[], l, target).result,
+                Ok(to.to_owned()),
+                "{l} -> {target}"
+            );
         }
     }
 
@@ -553,10 +559,16 @@ mod tests {
         assert!(resolve(&[], "x", "d/l/d/l/../../etc/passwd").result.is_ok());
         // A link to a link that leaves.
         let tree = [("up", link("../..")), ("a", Node::Dir)];
-        assert_eq!(resolve(&tree, "a/x", "../up").result, Err(LinkFault::Outside));
+        assert_eq!(
+            resolve(&tree, "a/x", "../up").result,
+            Err(LinkFault::Outside)
+        );
         // A link to a link into .git, and to an absolute one.
         let tree = [("g", link(".GIT")), ("abs", link("/etc"))];
-        assert_eq!(resolve(&tree, "x", "g/config").result, Err(LinkFault::DotGit));
+        assert_eq!(
+            resolve(&tree, "x", "g/config").result,
+            Err(LinkFault::DotGit)
+        );
         assert_eq!(resolve(&tree, "x", "abs").result, Err(LinkFault::Absolute));
         // A link to a directory, then down: resolved where it leads.
         let tree = [("s", Node::Dir), ("s/t", Node::Dir), ("to", link("s/t"))];
@@ -579,7 +591,12 @@ mod tests {
         // Deep missing directories and 40 links each expanding to a long target.
         let deep = "a/".repeat(2000);
         let tree: Vec<(String, Node)> = (0..40)
-            .map(|i| (format!("l{i}"), link(&format!("{deep}../../../{}", "../".repeat(2000)))))
+            .map(|i| {
+                (
+                    format!("l{i}"),
+                    link(&format!("{deep}../../../{}", "../".repeat(2000))),
+                )
+            })
             .collect();
         let tree: Vec<(&str, Node)> = tree.iter().map(|(p, n)| (p.as_str(), n.clone())).collect();
         let t = std::time::Instant::now();
@@ -592,14 +609,26 @@ mod tests {
     fn long_paths_are_refused_with_their_own_code() {
         let name = "n".repeat(MAX_COMPONENT_BYTES);
         assert_eq!(check(&name), Ok(()));
-        assert_eq!(check(&format!("{name}n")).map_err(|r| r.code), Err("path.too_long"));
+        assert_eq!(
+            check(&format!("{name}n")).map_err(|r| r.code),
+            Err("path.too_long")
+        );
         let path = ["d"; 2048].join("/");
         assert_eq!(path.len(), MAX_PATH_BYTES);
         assert_eq!(check(&path), Ok(()));
-        assert_eq!(check(&format!("{path}x")).map_err(|r| r.code), Err("path.too_long"));
+        assert_eq!(
+            check(&format!("{path}x")).map_err(|r| r.code),
+            Err("path.too_long")
+        );
         // Multi-byte names count in bytes.
-        assert_eq!(check(&"é".repeat(128)).map_err(|r| r.code), Err("path.too_long"));
+        assert_eq!(
+            check(&"é".repeat(128)).map_err(|r| r.code),
+            Err("path.too_long")
+        );
         // An unsafe long path is unsafe first.
-        assert_eq!(check(&format!("../{name}n")).map_err(|r| r.code), Err("path.unsafe"));
+        assert_eq!(
+            check(&format!("../{name}n")).map_err(|r| r.code),
+            Err("path.unsafe")
+        );
     }
 }

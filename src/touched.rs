@@ -105,7 +105,11 @@ pub fn problems(
                 )));
                 continue;
             }
-            if !req.file_targets.iter().any(|g| paths::glob_match(g, t.path)) {
+            if !req
+                .file_targets
+                .iter()
+                .any(|g| paths::glob_match(g, t.path))
+            {
                 out.push(at(Problem::new(
                     "path.outside_file_targets",
                     format!("'{}' matches none of the request's file_targets", t.path),

@@ -440,8 +440,11 @@ pub fn check_policy(
     tree: Option<&dyn TargetTree>,
 ) -> Vec<Problem> {
     let mut out = limit_problems(req, &policy.limits);
-    let parsed: Vec<Option<Vec<patch::FilePatch>>> =
-        req.changes.iter().map(|c| patch::parse(&c.patch).ok()).collect();
+    let parsed: Vec<Option<Vec<patch::FilePatch>>> = req
+        .changes
+        .iter()
+        .map(|c| patch::parse(&c.patch).ok())
+        .collect();
     out.extend(crate::touched::problems(req, &parsed, policy, tree));
     for (i, c) in req.changes.iter().enumerate() {
         let field = |f: &str| format!("/changes/{i}/{f}");
@@ -717,24 +720,42 @@ mod tests {
         // A rename whose declared `from` is not the patch's.
         let mut v = rename("secrets/key");
         v["changes"][0]["from"] = "x".into();
-        assert!(codes(&v).contains(&"request.path_mismatch"), "{:?}", codes(&v));
+        assert!(
+            codes(&v).contains(&"request.path_mismatch"),
+            "{:?}",
+            codes(&v)
+        );
         // A patch of another file than the change says, on either side.
         let patch = "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n";
-        assert_eq!(codes(&with_patch("y", "update", patch)), ["request.path_mismatch"]);
+        assert_eq!(
+            codes(&with_patch("y", "update", patch)),
+            ["request.path_mismatch"]
+        );
         // Two files in one change.
         let two = format!("{patch}diff --git a/y b/y\n--- a/y\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n");
         let c = codes(&with_patch("x", "update", &two));
-        assert!(c.contains(&"patch.multiple_files") && c.contains(&"request.path_mismatch"), "{c:?}");
+        assert!(
+            c.contains(&"patch.multiple_files") && c.contains(&"request.path_mismatch"),
+            "{c:?}"
+        );
         // An operation the patch does not do.
-        assert_eq!(codes(&with_patch("x", "add", patch)), ["request.operation_mismatch"]);
+        assert_eq!(
+            codes(&with_patch("x", "add", patch)),
+            ["request.operation_mismatch"]
+        );
     }
 
     #[test]
     fn path_problems_are_reported_once_at_enqueue() {
         let patch = "diff --git a/.git/hooks/x b/.git/hooks/x\n--- a/.git/hooks/x\n+++ b/.git/hooks/x\n@@ -1 +1 @@\n-a\n+b\n";
-        assert_eq!(codes(&with_patch(".git/hooks/x", "update", patch)), ["path.unsafe"]);
+        assert_eq!(
+            codes(&with_patch(".git/hooks/x", "update", patch)),
+            ["path.unsafe"]
+        );
         let long = "n".repeat(256);
-        let patch = format!("diff --git a/{long} b/{long}\nnew file mode 100644\n--- /dev/null\n+++ b/{long}\n@@ -0,0 +1 @@\n+a\n");
+        let patch = format!(
+            "diff --git a/{long} b/{long}\nnew file mode 100644\n--- /dev/null\n+++ b/{long}\n@@ -0,0 +1 @@\n+a\n"
+        );
         assert_eq!(codes(&with_patch(&long, "add", &patch)), ["path.too_long"]);
     }
 }

@@ -13,4 +13,5 @@
 mod common;
 
 mod harness;
+mod paths;
 mod target;
