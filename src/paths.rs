@@ -98,18 +98,17 @@ pub fn first_refused<'p>(paths: impl IntoIterator<Item = &'p str>) -> Option<(&'
         .find_map(|p| check(p).err().map(|r| (p, r)))
 }
 
+/// The code points HFS+ ignores when it compares names.
+fn hfs_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200c}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{206a}'..='\u{206f}' | '\u{feff}'
+    )
+}
+
 /// Whether a path component names `.git` on some filesystem git supports.
 pub fn is_dotgit(component: &str) -> bool {
-    // HFS+ ignores these code points when comparing names.
-    let stripped: String = component
-        .chars()
-        .filter(|c| {
-            !matches!(
-                *c,
-                '\u{200c}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{206a}'..='\u{206f}' | '\u{feff}'
-            )
-        })
-        .collect();
+    let stripped: String = component.chars().filter(|c| !hfs_ignorable(*c)).collect();
     // NTFS ignores trailing dots and spaces, and accepts `::$INDEX_ALLOCATION` stream names.
     let base = stripped.split(':').next().unwrap_or("");
     let trimmed = base.trim_end_matches(['.', ' ']);
@@ -136,6 +135,27 @@ pub fn glob_match(pattern: &str, path: &str) -> bool {
         |p| *p == "**",
         |p, s| match_one(p.as_bytes(), s.as_bytes()),
     )
+}
+
+/// The first of `globs` that covers `path` on some file system a checkout may live on: as
+/// written, or with both sides case-folded and without the code points HFS+ ignores, since
+/// on macOS and Windows `SECRETS/key` is the file `secrets/key`. For the policy's
+/// `[paths] deny`, where matching too much only refuses more.
+pub fn first_covering<'g>(globs: &'g [String], path: &str) -> Option<&'g str> {
+    if globs.is_empty() {
+        return None;
+    }
+    let fold = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !hfs_ignorable(*c))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let folded = fold(path);
+    globs
+        .iter()
+        .find(|g| glob_match(g, path) || glob_match(&fold(g), &folded))
+        .map(String::as_str)
 }
 
 /// Whether `text` matches `pattern`, where `*` matches any run of characters (spaces and `/`
@@ -481,6 +501,24 @@ mod tests {
         let name = "a".repeat(4000);
         assert!(!glob_match(&("*a".repeat(20) + "b"), &name));
         assert!(t.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn deny_globs_cover_every_spelling_of_a_path() {
+        let deny = vec!["secrets/**".to_owned(), "*.PEM".to_owned()];
+        for p in [
+            "secrets/key",
+            "SECRETS/key",
+            "Secrets/a/b",
+            "secrets\u{200c}/key",
+            "x.pem",
+        ] {
+            assert!(first_covering(&deny, p).is_some(), "{p:?}");
+        }
+        for p in ["secret/key", "public/secrets", "a/x.pem"] {
+            assert_eq!(first_covering(&deny, p), None, "{p:?}");
+        }
+        assert_eq!(first_covering(&[], "secrets/key"), None);
     }
 
     #[test]

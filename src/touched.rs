@@ -116,7 +116,7 @@ pub fn problems(
                     "add a glob for it to `file_targets`, or leave the file alone",
                 )));
             }
-            if let Some(g) = policy.deny.iter().find(|g| paths::glob_match(g, t.path)) {
+            if let Some(g) = paths::first_covering(&policy.deny, t.path) {
                 out.push(at(Problem::new(
                     "path.denied",
                     format!("'{}' matches the deny rule '{g}' of {origin}", t.path),
@@ -481,7 +481,7 @@ fn symlinks(
     }
     let node = |p: &str| view.node(p);
     let origin = policy.origin.as_deref().unwrap_or("the default policy");
-    let denied = |p: &str| policy.deny.iter().find(|g| paths::glob_match(g, p));
+    let denied = |p: &str| paths::first_covering(&policy.deny, p);
     for &(i, path) in &links {
         let Some(Some(Planned::Link(Some(target)))) = view.changed.get(path) else {
             continue;

@@ -125,6 +125,21 @@ fn a_rename_out_of_a_denied_directory_is_refused_whichever_field_names_it() {
 }
 
 #[test]
+fn a_denied_path_in_another_case_or_with_hfs_ignored_code_points_is_refused() {
+    // On macOS and Windows checkouts these are `secrets/key` itself.
+    let a = guarded();
+    a.refused(
+        &adds("P-case", "SECRETS/key", "overwritten\n"),
+        "path.denied",
+    );
+    a.refused(
+        &adds("P-zwnj", "secrets\u{200c}/key", "overwritten\n"),
+        "path.denied",
+    );
+    a.nothing_landed();
+}
+
+#[test]
 fn a_binary_patch_that_names_a_stored_blob_copies_nothing() {
     // No data, only the id of the denied file's blob: the engine took any object the
     // repository had under that id.
