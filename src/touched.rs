@@ -555,3 +555,67 @@ fn symlinks(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::sha256_hex;
+
+    fn change(path: &str, op: Operation, from: Option<&str>, patch: &str) -> Change {
+        Change {
+            path: path.to_owned(),
+            operation: op,
+            from: from.map(str::to_owned),
+            patch: patch.to_owned(),
+            sha256: sha256_hex(patch.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn every_path_a_change_reads_or_writes_is_listed_with_where_it_is_named() {
+        let patch = "diff --git a/old b/new\nsimilarity index 90%\nrename from old\nrename to new\n--- a/old\n+++ b/new\n@@ -1 +1 @@\n-a\n+b\n";
+        let c = change("new", Operation::Rename, Some("old"), patch);
+        let files = crate::patch::parse(patch).expect("parses");
+        let list: Vec<(&str, String, Option<(Header, usize)>)> = touched(3, &c, &files)
+            .into_iter()
+            .map(|t| (t.path, t.field, t.header))
+            .collect();
+        let p = "/changes/3/patch".to_owned();
+        assert_eq!(
+            list,
+            [
+                ("new", "/changes/3/path".to_owned(), None),
+                ("old", "/changes/3/from".to_owned(), None),
+                ("old", p.clone(), Some((Header::GitOld, 1))),
+                ("new", p.clone(), Some((Header::GitNew, 1))),
+                ("old", p.clone(), Some((Header::Minus, 5))),
+                ("new", p.clone(), Some((Header::Plus, 6))),
+                ("old", p.clone(), Some((Header::RenameFrom, 3))),
+                ("new", p, Some((Header::RenameTo, 4))),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_symlink_patch_is_judged_by_the_target_it_leaves() {
+        // A target with a trailing newline (no `\ No newline` marker) keeps it.
+        let patch =
+            "diff --git a/l b/l\nnew file mode 120000\n--- /dev/null\n+++ b/l\n@@ -0,0 +1 @@\n+x\n";
+        let c = change("l", Operation::Add, None, patch);
+        let f = &crate::patch::parse(patch).expect("parses")[0];
+        assert_eq!(
+            planned(&c, f, None),
+            Ok(Planned::Link(Some("x\n".to_owned())))
+        );
+        let patch = "diff --git a/l b/l\nnew file mode 120000\n--- /dev/null\n+++ b/l\n@@ -0,0 +1 @@\n+x\n\\ No newline at end of file\n";
+        let f = &crate::patch::parse(patch).expect("parses")[0];
+        assert_eq!(
+            planned(&c, f, None),
+            Ok(Planned::Link(Some("x".to_owned())))
+        );
+        // A hunk that does not apply still counts by what it writes.
+        let patch = "diff --git a/l b/l\nnew file mode 120000\n--- /dev/null\n+++ b/l\n@@ -0,0 +1,2 @@\n+a\n+../..\n\\ No newline at end of file\n";
+        let f = &crate::patch::parse(patch).expect("parses")[0];
+        assert_eq!(postimage(f), b"a\n../..");
+    }
+}
