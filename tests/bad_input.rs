@@ -1118,9 +1118,11 @@ fn every_code_the_source_can_emit_is_in_the_catalogue() {
             let c = c[1].to_owned();
             // File names and git config keys, not codes.
             // (policy keys are `section.key` with the section plural: `checks.`, `limits.`…)
-            if [".json", ".toml", ".rs", ".md", ".patch", ".lock", ".txt"]
-                .iter()
-                .any(|ext| c.ends_with(ext))
+            if [
+                ".json", ".toml", ".rs", ".md", ".patch", ".lock", ".txt", ".pem",
+            ]
+            .iter()
+            .any(|ext| c.ends_with(ext))
                 || [
                     "hyperion.",
                     "core.",
