@@ -19,6 +19,9 @@ use crate::settings::Settings;
 use crate::store::{Artifact, Created, HistoryEntry, Store, Transition};
 use crate::target::{Target, Tip};
 
+/// The longest backoff before a retry (`not_before` is at most this after the retry).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
 pub struct Queue {
     store: Store,
     settings: Settings,
@@ -997,69 +1000,19 @@ impl Queue {
         }
         let now = self.now();
         for (id, tip) in &refs {
-            let finding = |code, message: String| Finding {
-                id: id.clone(),
-                code,
-                message,
-            };
-            let record = match self.store.read_record(id, *tip) {
-                Ok(r) => r,
-                Err(e) => {
-                    d.findings.push(finding("store.corrupt", e.to_string()));
-                    continue;
-                }
-            };
-            if record.id != *id {
-                d.findings.push(finding(
-                    "store.corrupt",
-                    format!("its record names {} but the ref is {id}", record.id),
-                ));
-            }
-            if record.status == Status::Leased
-                && (record.lease_owner.is_none() || record.leased_until.is_none())
+            // An unreadable record is reported by the chain checks below.
+            if let Ok(record) = self.store.read_record(id, *tip)
+                && record.status == Status::Leased
+                && record.leased_until.is_some_and(|t| t < now)
             {
-                d.findings.push(finding(
-                    "store.corrupt",
-                    "leased without an owner or expiry".into(),
-                ));
-            }
-            if record.status == Status::Leased && record.leased_until.is_some_and(|t| t < now) {
-                d.findings.push(finding(
-                    "lease.expired",
-                    "lease expired; `git hyperion sweep` returns it to the queue".into(),
-                ));
-            }
-            match self.store.history(id, *tip) {
-                Ok(h) => {
-                    if let Some(e) = h.first()
-                        && e.event.to != record.status
-                    {
-                        d.findings.push(finding(
-                            "store.corrupt",
-                            format!(
-                                "last event says {} but its record says {}",
-                                e.event.to, record.status
-                            ),
-                        ));
-                    }
-                    for pair in h.windows(2) {
-                        let (newer, older) = (&pair[0].event, &pair[1].event);
-                        if newer.from != Some(older.to) || !older.to.may_become(newer.to) {
-                            d.findings.push(finding(
-                                "store.illegal_transition",
-                                format!(
-                                    "{} -> {} follows a transition to {}",
-                                    newer.from.map(|s| s.as_str()).unwrap_or("none"),
-                                    newer.to,
-                                    older.to
-                                ),
-                            ));
-                        }
-                    }
-                }
-                Err(e) => d.findings.push(finding("store.corrupt", e.to_string())),
+                d.findings.push(Finding {
+                    id: id.clone(),
+                    code: "lease.expired",
+                    message: "lease expired; `git hyperion sweep` returns it to the queue".into(),
+                });
             }
         }
+        d.findings.extend(crate::verify::check_local(self, &refs)?);
         Ok(d)
     }
 
@@ -1128,7 +1081,7 @@ impl Queue {
     fn backoff(&self, r: &Record) -> jiff::SignedDuration {
         let base = self.settings.retry_backoff.as_millis() as u64;
         let exp = base.saturating_mul(1u64 << r.attempts.saturating_sub(1).min(16));
-        let capped = exp.min(3_600_000);
+        let capped = exp.min(MAX_BACKOFF.as_millis() as u64);
         // Jitter in [50%, 100%] of the delay, decorrelated across requests.
         let seed = crate::model::sha256_hex(
             format!("{}:{}:{}", r.id, r.attempts, jiff::Timestamp::now()).as_bytes(),

@@ -1,317 +1,388 @@
-//! Checking pushed request chains, for a server's `pre-receive` hook.
+//! Checking request chains: pushed ones, for a server's `pre-receive` hook, and local ones,
+//! for `doctor`.
 //!
-//! A server that shares a queue must not take a chain a client forged: a request that would
-//! be refused at enqueue, an id that is not its dedupe key, a transition the lifecycle does
-//! not allow, a record that disagrees with its events, a payload edited after enqueue, or
-//! history rewritten. Objects are read through `git cat-file --batch`, because during
-//! `pre-receive` the pushed objects sit in git's quarantine, which only git itself sees.
+//! A server that shares a queue must not take what a client forged. [`check_push`] looks at
+//! every ref a push updates:
+//!
+//! - under `refs/hyperion/`, only `refs/hyperion/requests/<id>` with `id` of the shape
+//!   request ids have: not `refs/hyperion/requests` itself, not a nested name, not any other
+//!   name (each would block the refs of every request, or of one, from being created);
+//! - a request's chain is held to everything [`chain`] checks, its new commits also to this
+//!   server's `hyperion.maxLease` and target branches (the pushed update of the target, when
+//!   the same push moves it); a new request must pass validation against this server's
+//!   target and policy; an update only extends the chain (a heartbeat may replace the tip);
+//!   only finished requests are deleted;
+//! - `refs/notes/hyperion` only gains notes, each on a commit carrying a `Hyperion-Request`
+//!   trailer and naming the same request: a note never attributes a commit that does not
+//!   say so itself, and notes are not removed.
+//!
+//! Other refs pass. [`check_local`] holds a local repository's chains to the same rules.
+
+pub mod chain;
+pub mod objects;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use gix::ObjectId;
 
 use crate::error::{Error, Problem, Result};
-use crate::model::{Action, Record, Status};
-use crate::store::{REQUESTS_PREFIX, parse_event, parse_record, patch_file_name};
+use crate::model::{Action, Status, is_id};
+use crate::queue::{Finding, Queue};
+use crate::store::REQUESTS_PREFIX;
+use chain::{Checker, Rules};
+use objects::{CatFile, Local, Objects};
 
-/// Objects read by a `git cat-file --batch` process.
-pub struct CatFile {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+/// Notes that one push may add, change or move.
+pub const MAX_NOTES: usize = 1_000_000;
+/// Bytes of one note.
+pub const MAX_NOTE: u64 = 64 << 10;
 
-impl CatFile {
-    pub fn start(git_dir: &Path) -> Result<CatFile> {
-        let mut child = Command::new("git")
-            .arg("--git-dir")
-            .arg(git_dir)
-            .args(["cat-file", "--batch"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io("could not run git cat-file", e))?;
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        Ok(CatFile {
-            child,
-            stdin,
-            stdout,
-        })
-    }
+const HINT_PUSH: &str =
+    "push only chains written by git hyperion; fetch and retry if the request moved";
+const HINT_REF: &str = "under refs/hyperion/ a server takes only refs/hyperion/requests/<id>, with the 16 hex digits of a request id";
+const HINT_NOTES: &str = "refs/notes/hyperion holds the notes git hyperion writes on landed commits; push it as a worker left it";
 
-    /// (kind, content) of `rev`, or `None` if it does not exist.
-    pub fn get(&mut self, rev: &str) -> Result<Option<(String, Vec<u8>)>> {
-        let io = |e| Error::io("git cat-file", e);
-        writeln!(self.stdin, "{rev}").map_err(io)?;
-        self.stdin.flush().map_err(io)?;
-        let mut header = String::new();
-        self.stdout.read_line(&mut header).map_err(io)?;
-        let fields: Vec<&str> = header.split_whitespace().collect();
-        if fields.len() != 3 {
-            return Ok(None);
-        }
-        let size: usize = fields[2]
-            .parse()
-            .map_err(|_| Error::Git(format!("bad cat-file header: {header}")))?;
-        let mut data = vec![0; size + 1];
-        self.stdout.read_exact(&mut data).map_err(io)?;
-        data.pop();
-        Ok(Some((fields[1].to_owned(), data)))
-    }
-
-    fn blob(&mut self, rev: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.get(rev)?.filter(|(k, _)| k == "blob").map(|(_, d)| d))
+/// The rules of this repository: its settings, and now.
+fn rules(queue: &Queue) -> Rules {
+    Rules {
+        max_lease: queue.settings().max_lease,
+        now: queue.now(),
+        default_target: queue.settings().target.clone(),
     }
 }
 
-impl Drop for CatFile {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct ChainCommit {
-    id: String,
-    parent: Option<String>,
-    tree: String,
-    message: String,
-}
-
-fn read_commit(cat: &mut CatFile, id: &str) -> Result<Option<ChainCommit>> {
-    let Some((kind, data)) = cat.get(id)? else {
-        return Ok(None);
-    };
-    if kind != "commit" {
-        return Ok(None);
-    }
-    let text = String::from_utf8_lossy(&data);
-    let (headers, message) = text.split_once("\n\n").unwrap_or((&text, ""));
-    let mut tree = String::new();
-    let mut parent = None;
-    for line in headers.lines() {
-        if let Some(t) = line.strip_prefix("tree ") {
-            tree = t.to_owned();
-        } else if let Some(p) = line.strip_prefix("parent ") {
-            if parent.is_some() {
-                return Ok(None); // chains are linear
+/// Check every update `pre-receive` was given (`OLD NEW REFNAME` lines); problems by ref.
+pub fn check_push(queue: &Queue, lines: &str) -> Result<HashMap<String, Vec<Problem>>> {
+    let repo = queue.store().repo();
+    let hash = repo.object_hash();
+    let zero = ObjectId::null(hash);
+    let mut updates = Vec::new();
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let parsed = match parts[..] {
+            [old, new, name] => ObjectId::from_hex(old.as_bytes())
+                .and_then(|o| ObjectId::from_hex(new.as_bytes()).map(|n| (o, n, name))),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "not an 'OLD NEW REFNAME' line: {line}"
+                )));
             }
-            parent = Some(p.to_owned());
+        };
+        let (old, new, name) =
+            parsed.map_err(|_| Error::Usage(format!("not an 'OLD NEW REFNAME' line: {line}")))?;
+        updates.push((old, new, name.to_owned()));
+    }
+    // A landing is checked against the target as this push leaves it.
+    let pushed: HashMap<String, ObjectId> = updates
+        .iter()
+        .filter(|(_, _, name)| name.starts_with("refs/heads/"))
+        .map(|(_, new, name)| (name.clone(), *new))
+        .collect();
+    let mut cat = CatFile::start(queue.store().git_dir(), hash)?;
+    let mut checker = Checker::new(&mut cat, rules(queue), move |name: &str| {
+        match pushed.get(name) {
+            Some(new) if new.is_null() => Ok(None),
+            Some(new) => Ok(Some(*new)),
+            None => crate::land::read_tip(repo, name),
+        }
+    });
+    let mut out = HashMap::new();
+    for (old, new, name) in updates {
+        let mut problems = check_update(&mut checker, queue, old, new, &name)?;
+        if !problems.is_empty() {
+            for p in &mut problems {
+                if p.field.is_none() {
+                    p.field = Some(name.clone());
+                }
+            }
+            out.insert(name, problems);
         }
     }
-    Ok(Some(ChainCommit {
-        id: id.to_owned(),
-        parent,
-        tree,
-        message: message.to_owned(),
-    }))
+    let _ = zero;
+    Ok(out)
 }
 
-const ZERO: &str = "0000000000000000000000000000000000000000";
-
-/// A chain commit's record: in its message, or (chains written before records moved there)
-/// `state.json` in its tree.
-fn record_of(cat: &mut CatFile, c: &ChainCommit) -> Result<Option<Record>> {
-    if let Some(r) = parse_record(&c.message) {
-        return Ok(Some(r));
-    }
-    Ok(cat
-        .blob(&format!("{}:state.json", c.tree))?
-        .and_then(|s| serde_json::from_slice(&s).ok()))
-}
-
-/// Check one pushed update of `refname` from `old` to `new` (all-zero ids for create and
-/// delete, as `pre-receive` gives them). Returns every problem found.
-pub fn check_update(
-    cat: &mut CatFile,
-    queue: &crate::queue::Queue,
-    old: &str,
-    new: &str,
+/// Problems of one pushed update of `refname` from `old` to `new` (null ids for create and
+/// delete).
+fn check_update(
+    checker: &mut Checker<'_>,
+    queue: &Queue,
+    old: ObjectId,
+    new: ObjectId,
     refname: &str,
 ) -> Result<Vec<Problem>> {
-    let Some(id) = refname.strip_prefix(REQUESTS_PREFIX) else {
+    if refname == crate::land::NOTES_REF {
+        return check_notes(checker.objects(), old, new);
+    }
+    if refname != "refs/hyperion" && !refname.starts_with("refs/hyperion/") {
         return Ok(Vec::new());
+    }
+    let Some(id) = refname.strip_prefix(REQUESTS_PREFIX).filter(|id| is_id(id)) else {
+        return Ok(vec![Problem::new(
+            "push.bad_ref",
+            format!("{refname} is not the ref of a request"),
+            HINT_REF,
+        )]);
     };
-    let problem = |code: &'static str, message: String| {
-        vec![
-            Problem::new(
-                code,
-                message,
-                "push only chains written by git hyperion; fetch and retry if the request moved",
-            )
-            .at(refname.to_owned()),
-        ]
-    };
-    if new == ZERO {
+    let push_problem = |code: &'static str, m: String| vec![Problem::new(code, m, HINT_PUSH)];
+    if new.is_null() {
         // Deleting a chain loses its history: only finished requests, as `gc` does.
-        let record = match read_commit(cat, old)? {
-            Some(c) => record_of(cat, &c)?,
-            None => None,
+        let finished = match checker.read(old)? {
+            Ok(links) => links.last().is_some_and(|l| l.record.status.is_final()),
+            Err(_) => false,
         };
-        return Ok(match record {
-            Some(r) if r.status.is_final() => Vec::new(),
-            _ => problem(
+        return Ok(if finished {
+            Vec::new()
+        } else {
+            push_problem(
                 "push.delete_unfinished",
                 format!("{id} is not finished; its chain may not be deleted"),
-            ),
+            )
         });
     }
-    // Walk the new chain down to its root.
-    let mut chain = Vec::new();
-    let mut next = Some(new.to_owned());
-    while let Some(c) = next {
-        if chain.len() > 100_000 {
-            return Ok(problem(
-                "push.bad_chain",
-                "the chain is implausibly long".into(),
-            ));
-        }
-        let Some(commit) = read_commit(cat, &c)? else {
-            return Ok(problem(
-                "push.bad_chain",
-                format!("{c} is not a linear chain commit"),
-            ));
-        };
-        next = commit.parent.clone();
-        chain.push(commit);
-    }
-    chain.reverse();
-    let mut out = Vec::new();
-    // The root: a request that passes validation, stored under its own id, pending.
-    let root = &chain[0];
-    let request = reassemble(cat, &root.tree)?;
-    match request.map(|v| crate::validate::validate_value(&v)) {
-        None => out.extend(problem(
-            "push.bad_chain",
-            "the root lacks request.json or a patch".into(),
-        )),
-        Some(Err(ps)) => out.extend(ps),
-        Some(Ok(req)) if req.id() != id => out.extend(problem(
-            "push.wrong_id",
-            format!(
-                "the request's id is {}, but it was pushed as {id}",
-                req.id()
-            ),
-        )),
-        // A new request is held to what `validate` checks against its target here: the
-        // target's tree and this repository's policy for it.
-        Some(Ok(req)) if old == ZERO => {
-            for p in queue.check_against_targets(&[&req])?.into_iter().flatten() {
-                out.push(p.at(refname.to_owned()));
-            }
-        }
-        Some(Ok(_)) => {}
-    }
-    // The payload: request.json and the changes/ tree, byte for byte.
-    let payload = |cat: &mut CatFile, tree: &str| -> Result<Vec<Option<Vec<u8>>>> {
-        Ok(vec![
-            cat.blob(&format!("{tree}:request.json"))?,
-            cat.get(&format!("{tree}:changes"))?.map(|(_, d)| d),
-        ])
+    let links = match checker.read(new)? {
+        Ok(links) => links,
+        Err(p) => return Ok(vec![p]),
     };
-    let root_payload = payload(cat, &root.tree)?;
-    let mut previous: Option<Status> = None;
-    for c in &chain {
-        let event = parse_event(&c.message);
-        let record = record_of(cat, c)?;
-        let (Some(event), Some(record)) = (event, record) else {
-            out.extend(problem(
-                "push.bad_chain",
-                format!("{} lacks its event or its record", c.id),
-            ));
-            break;
+    let mut out = Vec::new();
+    // Commits the server has already taken are not judged again by its current settings.
+    let fresh_from = if old.is_null() {
+        0
+    } else if let Some(k) = links.iter().position(|l| l.commit.id == old) {
+        k + 1
+    } else {
+        // A heartbeat may replace the heartbeat at the tip.
+        let replaced = match objects::commit(checker.objects(), old, chain::MAX_CHAIN_COMMIT, true)?
+        {
+            Ok(o) => crate::store::parse_event(&o.message)
+                .is_some_and(|e| e.action == Action::Heartbeat && e.to == Status::Leased)
+                .then(|| o.parents.first().copied())
+                .flatten()
+                .and_then(|p| links.iter().position(|l| l.commit.id == p)),
+            Err(_) => None,
         };
-        if record.id != id || record.status != event.to {
-            out.extend(problem(
-                "push.bad_chain",
-                format!("{}: its record disagrees with its event", c.id),
-            ));
-        }
-        let legal = match previous {
+        match replaced {
+            Some(k) => k + 1,
             None => {
-                event.from.is_none()
-                    && event.to == Status::Pending
-                    && event.action == Action::Enqueue
+                out.extend(push_problem(
+                    "push.rewrites_history",
+                    format!("the push drops {old} from {id}'s chain"),
+                ));
+                0
             }
-            Some(p) => event.from == Some(p) && p.may_become(event.to),
-        };
-        if !legal {
-            out.extend(problem(
-                "push.illegal_transition",
-                format!(
-                    "{}: {:?} -> {} does not follow {:?}",
-                    c.id, event.from, event.to, previous
-                ),
-            ));
         }
-        if payload(cat, &c.tree)? != root_payload {
-            out.extend(problem(
-                "push.payload_changed",
-                format!(
-                    "{}: the request or its patches were changed after enqueue",
-                    c.id
-                ),
-            ));
-        }
-        previous = Some(event.to);
+    };
+    let checked = checker.check(id, &links, fresh_from)?;
+    out.extend(checked.problems);
+    // A new request is held to what `validate` checks against its target here: the target's
+    // tree and this repository's policy for it.
+    if old.is_null()
+        && let Some(req) = checked.request
+    {
+        out.extend(queue.check_against_targets(&[&req])?.into_iter().flatten());
     }
-    // An update must extend the chain the server has (a heartbeat may replace the tip).
-    if old != ZERO && !chain.iter().any(|c| c.id == old) {
-        let replaced = match read_commit(cat, old)? {
-            Some(o) => {
-                let heartbeat =
-                    parse_event(&o.message).is_some_and(|e| e.action == Action::Heartbeat);
-                heartbeat
-                    && o.parent.is_some()
-                    && chain.iter().any(|c| Some(&c.id) == o.parent.as_ref())
-            }
-            None => false,
+    Ok(out)
+}
+
+/// Problems of an update of `refs/notes/hyperion`: it is not deleted, no note goes, and
+/// every note added or changed sits on a commit whose `Hyperion-Request` trailer names the
+/// request the note names.
+fn check_notes(objects: &mut dyn Objects, old: ObjectId, new: ObjectId) -> Result<Vec<Problem>> {
+    let problem = |m: String| vec![Problem::new("push.notes", m, HINT_NOTES)];
+    if new.is_null() {
+        return Ok(problem(
+            "deleting refs/notes/hyperion would drop the record of every landed commit".into(),
+        ));
+    }
+    let tree_of =
+        |objects: &mut dyn Objects, c: ObjectId| -> Result<std::result::Result<ObjectId, String>> {
+            Ok(objects::commit(objects, c, chain::MAX_CHAIN_COMMIT, false)?.map(|c| c.tree))
         };
-        if !replaced {
-            out.extend(problem(
-                "push.rewrites_history",
-                format!("the push drops {old} from {id}'s chain"),
-            ));
+    let new_tree = match tree_of(objects, new)? {
+        Ok(t) => t,
+        Err(why) => return Ok(problem(why)),
+    };
+    let old_tree = if old.is_null() {
+        None
+    } else {
+        tree_of(objects, old)?.ok()
+    };
+    let mut diff = NotesDiff::default();
+    if let Err(why) = diff.trees(objects, old_tree, Some(new_tree), "")? {
+        return Ok(problem(why));
+    }
+    let mut out = Vec::new();
+    let mut gone: Vec<&String> = diff
+        .removed
+        .keys()
+        .filter(|k| !diff.added.contains_key(*k))
+        .collect();
+    gone.sort();
+    if let Some(first) = gone.first() {
+        out.extend(problem(format!(
+            "the push removes {} note(s), the first on {first}; notes are only added",
+            gone.len()
+        )));
+    }
+    let mut added: Vec<(&String, &ObjectId)> = diff
+        .added
+        .iter()
+        .filter(|(k, blob)| diff.removed.get(*k) != Some(*blob))
+        .collect();
+    added.sort();
+    for (commit, blob) in added {
+        if let Err(why) = check_note(objects, commit, *blob)? {
+            out.extend(problem(format!("the note on {commit} {why}")));
+            if out.len() >= 20 {
+                break;
+            }
         }
     }
     Ok(out)
 }
 
-/// The full request stored in a root tree, as JSON, with patches put back.
-fn reassemble(cat: &mut CatFile, tree: &str) -> Result<Option<serde_json::Value>> {
-    let Some(json) = cat.blob(&format!("{tree}:request.json"))? else {
-        return Ok(None);
+/// The note `blob` on `commit`: the commit carries `Hyperion-Request: ID` and the note starts
+/// with `request: ID`.
+fn check_note(
+    objects: &mut dyn Objects,
+    commit: &str,
+    blob: ObjectId,
+) -> Result<std::result::Result<(), String>> {
+    let Ok(id) = ObjectId::from_hex(commit.as_bytes()) else {
+        return Ok(Err("is not on a commit id".into()));
     };
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&json) else {
-        return Ok(None);
+    let c = match objects::commit(objects, id, chain::MAX_TARGET_COMMIT, false)? {
+        Ok(c) => c,
+        Err(why) => return Ok(Err(format!("is on no commit here: {why}"))),
     };
-    let n = value["changes"].as_array().map_or(0, Vec::len);
-    for i in 0..n {
-        let Some(patch) = cat.blob(&format!("{tree}:changes/{}", patch_file_name(i)))? else {
-            return Ok(None);
-        };
-        value["changes"][i]["patch"] = String::from_utf8_lossy(&patch).into_owned().into();
+    let Some(request) = crate::land::trailer(&c.message, crate::land::TRAILER_REQUEST) else {
+        return Ok(Err(format!(
+            "is on a commit that carries no {} trailer: hyperion notes only what it landed",
+            crate::land::TRAILER_REQUEST
+        )));
+    };
+    let text = match objects::blob(objects, blob, MAX_NOTE)? {
+        Ok(t) => t,
+        Err(why) => return Ok(Err(why)),
+    };
+    let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
+    if first != format!("request: {request}").as_bytes() {
+        return Ok(Err(format!(
+            "does not start with 'request: {request}', the request its commit names"
+        )));
     }
-    Ok(Some(value))
+    Ok(Ok(()))
 }
 
-/// Check every update `pre-receive` was given (`old new ref` lines); problems by ref.
-pub fn check_push(
-    queue: &crate::queue::Queue,
-    lines: &str,
-) -> Result<HashMap<String, Vec<Problem>>> {
-    let mut cat = CatFile::start(queue.store().git_dir())?;
-    let mut out = HashMap::new();
-    for line in lines.lines() {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let [old, new, refname] = parts[..] else {
-            continue;
+/// Notes removed from and added to a notes tree, by the commit they annotate (fan-out
+/// directories joined), with their blobs.
+#[derive(Default)]
+struct NotesDiff {
+    removed: HashMap<String, ObjectId>,
+    added: HashMap<String, ObjectId>,
+    seen: usize,
+}
+
+impl NotesDiff {
+    fn trees(
+        &mut self,
+        objects: &mut dyn Objects,
+        a: Option<ObjectId>,
+        b: Option<ObjectId>,
+        prefix: &str,
+    ) -> Result<std::result::Result<(), String>> {
+        let mut read =
+            |t: Option<ObjectId>| -> Result<std::result::Result<Vec<objects::Entry>, String>> {
+                match t {
+                    None => Ok(Ok(Vec::new())),
+                    Some(t) => objects::tree(objects, t, 64 << 20, MAX_NOTES),
+                }
+            };
+        let ea = match read(a)? {
+            Ok(e) => e,
+            Err(why) => return Ok(Err(why)),
         };
-        let problems = check_update(&mut cat, queue, old, new, refname)?;
-        if !problems.is_empty() {
-            out.insert(refname.to_owned(), problems);
+        let eb = match read(b)? {
+            Ok(e) => e,
+            Err(why) => return Ok(Err(why)),
+        };
+        let mut names: Vec<&str> = ea.iter().chain(&eb).map(|e| e.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let x = ea.iter().find(|e| e.name == name);
+            let y = eb.iter().find(|e| e.name == name);
+            if x == y {
+                continue;
+            }
+            self.seen += 1;
+            if self.seen > MAX_NOTES {
+                return Ok(Err(format!("the push changes more than {MAX_NOTES} notes")));
+            }
+            if !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(Err(format!(
+                    "refs/notes/hyperion holds '{prefix}{name}', which is not a note"
+                )));
+            }
+            let path = format!("{prefix}{name}");
+            let sub = |e: Option<&objects::Entry>| e.filter(|e| e.is_tree()).map(|e| e.id);
+            if sub(x).is_some() || sub(y).is_some() {
+                match self.trees(objects, sub(x), sub(y), &path)? {
+                    Ok(()) => {}
+                    Err(why) => return Ok(Err(why)),
+                }
+            }
+            if let Some(e) = x.filter(|e| !e.is_tree()) {
+                self.removed.insert(path.clone(), e.id);
+            }
+            if let Some(e) = y.filter(|e| !e.is_tree()) {
+                if !e.is_file() {
+                    return Ok(Err(format!("the note on {path} is not a regular file")));
+                }
+                self.added.insert(path, e.id);
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// The chain problems of every request of a local repository (`doctor`), by id.
+pub fn check_local(queue: &Queue, refs: &[(String, ObjectId)]) -> Result<Vec<Finding>> {
+    let repo = queue.store().repo();
+    let mut local = Local::new(repo);
+    let mut checker = Checker::new(&mut local, rules(queue), |name: &str| {
+        crate::land::read_tip(repo, name)
+    });
+    let mut out = Vec::new();
+    for (id, tip) in refs {
+        let finding = |p: Problem| Finding {
+            id: id.clone(),
+            code: p.code,
+            message: p.message,
+        };
+        if !is_id(id) {
+            out.push(Finding {
+                id: id.clone(),
+                code: "push.bad_ref",
+                message: format!("{REQUESTS_PREFIX}{id} is not the ref of a request"),
+            });
+            continue;
+        }
+        match checker.read(*tip) {
+            Ok(Ok(links)) => match checker.check(id, &links, 0) {
+                Ok(checked) => out.extend(checked.problems.into_iter().map(finding)),
+                Err(e) => out.push(Finding {
+                    id: id.clone(),
+                    code: "store.corrupt",
+                    message: e.to_string(),
+                }),
+            },
+            Ok(Err(p)) => out.push(finding(p)),
+            Err(e) => out.push(Finding {
+                id: id.clone(),
+                code: "store.corrupt",
+                message: e.to_string(),
+            }),
         }
     }
     Ok(out)

@@ -199,15 +199,9 @@ fn sigkill_during_transitions_loses_nothing() {
         ]);
         for r in leased.as_array().unwrap() {
             let id = r["id"].as_str().unwrap();
+            let landed = repo.landing(id);
             // A ref still locked by a killed writer refuses until sweep clears the lock.
-            let _ = repo.run(&[
-                "complete",
-                id,
-                "--worker",
-                "drain",
-                "--landed",
-                "0123456789abcdef0123456789abcdef01234567",
-            ]);
+            let _ = repo.run(&["complete", id, "--worker", "drain", "--landed", &landed]);
         }
         let all = repo.json(&["list"]);
         requeue_dead(&repo, "drain");

@@ -14,8 +14,8 @@ fn populated() -> (TestRepo, Vec<String>) {
     let d = request_dir(&repo, 6, "ix");
     let ids: Vec<String> = repo.enqueue(&d);
     repo.ok(&["dequeue", "--worker", "w1", "--batch", "4"]);
-    let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
-    repo.ok(&["complete", &ids[0], "--worker", "w1", "--landed", &head]);
+    let landed = repo.landing(&ids[0]);
+    repo.ok(&["complete", &ids[0], "--worker", "w1", "--landed", &landed]);
     repo.ok(&[
         "complete",
         &ids[1],

@@ -7,31 +7,11 @@ mod common;
 
 use std::process::Command;
 
-use common::{TestRepo, request_dir};
+use common::{TestRepo, request_dir, server};
 
-fn server() -> TestRepo {
-    let server = TestRepo::bare();
-    let hook = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/pre-receive");
-    std::fs::copy(hook, server.git_dir().join("hooks/pre-receive")).unwrap();
-    server
-}
-
-/// `git push` from `client` to `server`; (success, stderr).
+/// `git push` of one refspec from `client` to `server`; (success, stderr).
 fn push(client: &TestRepo, server: &TestRepo, refspec: &str) -> (bool, String) {
-    let bin_dir = std::path::Path::new(common::BIN).parent().unwrap();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
-    let out = Command::new("git")
-        .current_dir(client.path())
-        .env("PATH", path)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args(["push", "-q", server.path().to_str().unwrap(), refspec])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::push(client, server, &[refspec])
 }
 
 /// Commit `tree` on top of `parent` with `message`, as a forger would.
@@ -89,9 +69,10 @@ fn honest_chains_are_taken_and_forged_ones_refused() {
     client.ok(&["heartbeat", &ids[0], "--worker", "w"]);
     assert!(push(&client, &server, all).0);
     client.ok(&["heartbeat", &ids[0], "--worker", "w"]);
-    let head = client.git(&["rev-parse", "HEAD"]).trim().to_owned();
-    client.ok(&["complete", &ids[1], "--worker", "w", "--landed", &head]);
-    let (ok, err) = push(&client, &server, &format!("+{all}"));
+    // A landing: the commit on main and the chain's record, pushed together.
+    let landed = client.landing(&ids[1]);
+    client.ok(&["complete", &ids[1], "--worker", "w", "--landed", &landed]);
+    let (ok, err) = common::push(&client, &server, &[&format!("+{all}"), "main"]);
     assert!(ok, "{err}");
     assert_eq!(
         server.json(&["show", &ids[1]])["record"]["status"],
@@ -127,7 +108,7 @@ fn honest_chains_are_taken_and_forged_ones_refused() {
     let forged = forge(&client, &tip_tree, &tip, &message("pending", "applied"));
     client.git(&["update-ref", &r(&ids[2]), &forged]);
     let (ok, err) = push(&client, &server, &format!("{}:{}", r(&ids[2]), r(&ids[2])));
-    assert!(!ok && err.contains("push.illegal_transition"), "{err}");
+    assert!(!ok && err.contains("chain.illegal_transition"), "{err}");
 
     // 2. A payload edited after enqueue, under a legal-looking transition.
     let edited = client
@@ -137,7 +118,7 @@ fn honest_chains_are_taken_and_forged_ones_refused() {
     let forged = forge(&client, &t, &tip, &message("pending", "dead"));
     client.git(&["update-ref", &r(&ids[2]), &forged]);
     let (ok, err) = push(&client, &server, &format!("{}:{}", r(&ids[2]), r(&ids[2])));
-    assert!(!ok && err.contains("push.payload_changed"), "{err}");
+    assert!(!ok && err.contains("chain.payload_changed"), "{err}");
 
     // 3. A chain pushed under another request's id.
     let (ok, err) = push(
@@ -145,7 +126,7 @@ fn honest_chains_are_taken_and_forged_ones_refused() {
         &server,
         &format!("{}:refs/hyperion/requests/0123456789abcdef", r(&ids[1])),
     );
-    assert!(!ok && err.contains("push.wrong_id"), "{err}");
+    assert!(!ok && err.contains("chain.wrong_id"), "{err}");
 
     // 4. Rewriting history: the server's tip dropped.
     let root = client.git(&["rev-list", "--max-parents=0", &r(&ids[1])]);

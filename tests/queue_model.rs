@@ -93,7 +93,7 @@ fn req(k: usize) -> ChangeRequest {
 }
 
 struct World {
-    _repo: common::TestRepo,
+    repo: common::TestRepo,
     queues: Vec<Queue>,
     model: BTreeMap<String, M>,
     now: i64,
@@ -114,7 +114,7 @@ impl World {
             .map(|_| Queue::with_settings(Store::discover(repo.path()).unwrap(), settings.clone()))
             .collect();
         World {
-            _repo: repo,
+            repo,
             queues,
             model: BTreeMap::new(),
             now: 0,
@@ -204,6 +204,13 @@ impl World {
                 let Some(id) = self.pick(pick) else { return };
                 let worker = format!("w{w}");
                 let q = &self.queues[w];
+                // A landing names a real commit on the target, carrying the request's trailer.
+                let landed =
+                    if matches!(op, Op::Land { .. }) && self.lease_check(&id, &worker).is_ok() {
+                        self.repo.landing(&id)
+                    } else {
+                        "0".repeat(40)
+                    };
                 let result = match *op {
                     Op::Heartbeat { .. } => q.heartbeat(&id, &worker),
                     Op::Release { .. } => q.release(&id, &worker),
@@ -211,7 +218,7 @@ impl World {
                         &id,
                         &worker,
                         Outcome::Applied {
-                            commit: "0".repeat(40),
+                            commit: landed,
                             artifacts: Vec::new(),
                         },
                     ),

@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
+pub mod forge;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
 
 pub struct TestRepo {
@@ -175,6 +177,29 @@ impl TestRepo {
         ]);
     }
 
+    /// A commit on `main` carrying `Hyperion-Request: ID`, as an external worker lands a
+    /// request before `complete --landed` records it; its id.
+    pub fn landing(&self, id: &str) -> String {
+        let tip = self
+            .git(&["rev-parse", "refs/heads/main"])
+            .trim()
+            .to_owned();
+        let commit = self
+            .git(&[
+                "commit-tree",
+                &format!("{tip}^{{tree}}"),
+                "-p",
+                &tip,
+                "-m",
+                &format!("land {id}\n\nHyperion-Request: {id}\n"),
+            ])
+            .trim()
+            .to_owned();
+        // Same tree as the tip: a checkout of main stays clean.
+        self.git(&["update-ref", "refs/heads/main", &commit, &tip]);
+        commit
+    }
+
     pub fn write(&self, name: &str, value: &Value) -> PathBuf {
         let p = self.home.path().join(name);
         if let Some(parent) = p.parent() {
@@ -234,4 +259,48 @@ pub fn request_dir(repo: &TestRepo, n: usize, salt: &str) -> PathBuf {
         .expect("write");
     }
     d
+}
+
+/// A bare server with hooks/pre-receive installed (it runs `git hyperion verify-push`).
+pub fn server() -> TestRepo {
+    let server = TestRepo::bare();
+    let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/pre-receive");
+    std::fs::copy(hook, server.git_dir().join("hooks/pre-receive")).expect("install the hook");
+    server
+}
+
+/// `git push` of `refspecs` from `client` to `server`, with git-hyperion on the PATH (as the
+/// server's hook needs it); (success, stderr).
+pub fn push(client: &TestRepo, server: &TestRepo, refspecs: &[&str]) -> (bool, String) {
+    let bin_dir = Path::new(BIN).parent().expect("the binary's directory");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("git");
+    cmd.current_dir(client.path())
+        .env("HOME", client.home.path())
+        .env("PATH", path)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args(["push", "-q", "--atomic"])
+        .arg(server.path())
+        .args(refspecs);
+    let out = cmd.output().expect("git push runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What the server's hook printed, from `git push`'s stderr: its `remote: ` lines, unprefixed,
+/// from the first `error:` on.
+pub fn hook_output(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("remote: "))
+        .skip_while(|l| !l.starts_with("error: "))
+        .collect();
+    lines.join("\n")
 }
