@@ -55,7 +55,6 @@ fn rules(queue: &Queue) -> Rules {
 pub fn check_push(queue: &Queue, lines: &str) -> Result<HashMap<String, Vec<Problem>>> {
     let repo = queue.store().repo();
     let hash = repo.object_hash();
-    let zero = ObjectId::null(hash);
     let mut updates = Vec::new();
     for line in lines.lines().filter(|l| !l.trim().is_empty()) {
         let parts: Vec<&str> = line.split_whitespace().collect();
@@ -88,17 +87,12 @@ pub fn check_push(queue: &Queue, lines: &str) -> Result<HashMap<String, Vec<Prob
     });
     let mut out = HashMap::new();
     for (old, new, name) in updates {
-        let mut problems = check_update(&mut checker, queue, old, new, &name)?;
+        // The ref name is each problem's source (see `verify-push`).
+        let problems = check_update(&mut checker, queue, old, new, &name)?;
         if !problems.is_empty() {
-            for p in &mut problems {
-                if p.field.is_none() {
-                    p.field = Some(name.clone());
-                }
-            }
             out.insert(name, problems);
         }
     }
-    let _ = zero;
     Ok(out)
 }
 
@@ -119,7 +113,7 @@ fn check_update(
     }
     let Some(id) = refname.strip_prefix(REQUESTS_PREFIX).filter(|id| is_id(id)) else {
         return Ok(vec![Problem::new(
-            "push.bad_ref",
+            "chain.bad_ref",
             format!("{refname} is not the ref of a request"),
             HINT_REF,
         )]);
@@ -363,7 +357,7 @@ pub fn check_local(queue: &Queue, refs: &[(String, ObjectId)]) -> Result<Vec<Fin
         if !is_id(id) {
             out.push(Finding {
                 id: id.clone(),
-                code: "push.bad_ref",
+                code: "chain.bad_ref",
                 message: format!("{REQUESTS_PREFIX}{id} is not the ref of a request"),
             });
             continue;

@@ -237,20 +237,14 @@ impl<'a> Checker<'a> {
         let Some(root) = links.first() else {
             return Ok(out);
         };
-        self.check_trees(links, &mut out.problems);
-        out.request = self.check_root(id, root, &mut out.problems)?;
+        if self.check_trees(links, &mut out.problems) {
+            out.request = self.check_root(id, root, &mut out.problems)?;
+        }
         let mut fields_reported = false;
         for (i, pair) in links.windows(2).enumerate() {
             let (prev, link) = (&pair[0], &pair[1]);
             let fresh = i + 1 >= fresh_from;
-            self.check_step(
-                id,
-                prev,
-                link,
-                fresh,
-                &mut fields_reported,
-                &mut out.problems,
-            )?;
+            self.check_step(prev, link, fresh, &mut fields_reported, &mut out.problems)?;
         }
         for (i, link) in links.iter().enumerate() {
             if link.event.at > self.rules.now + CLOCK_SKEW {
@@ -270,7 +264,7 @@ impl<'a> Checker<'a> {
 
     /// Every commit holds the root's payload, byte for byte, and nothing but artifacts
     /// besides.
-    fn check_trees(&mut self, links: &[Link], problems: &mut Vec<Problem>) {
+    fn check_trees(&mut self, links: &[Link], problems: &mut Vec<Problem>) -> bool {
         let root = &links[0];
         let payload = |l: &Link, name: &str| l.entries.iter().find(|e| e.name == name).cloned();
         let (request, changes) = (payload(root, "request.json"), payload(root, "changes"));
@@ -278,28 +272,32 @@ impl<'a> Checker<'a> {
             let legacy = parse_record(&link.commit.message).is_none();
             let mut wrong = Vec::new();
             for e in &link.entries {
-                let fits = match e.name.as_str() {
-                    "request.json" => e.is_file(),
-                    "changes" => e.is_tree(),
-                    "artifacts" => e.is_tree() && i > 0,
-                    "state.json" => e.is_file() && legacy,
-                    _ => false,
+                let (fits, what) = match e.name.as_str() {
+                    "request.json" => (e.is_file(), "a regular file"),
+                    "changes" => (e.is_tree(), "a directory"),
+                    "artifacts" => (e.is_tree() && i > 0, "a directory after the root"),
+                    "state.json" => (e.is_file() && legacy, "a regular file of an old chain"),
+                    _ => (false, ""),
                 };
-                if !fits {
-                    wrong.push(e.name.clone());
+                if what.is_empty() {
+                    wrong.push(format!("'{}', which hyperion does not write", e.name));
+                } else if !fits {
+                    wrong.push(format!(
+                        "{} with mode {:o}, where hyperion writes {what}",
+                        e.name, e.mode
+                    ));
                 }
+            }
+            if request.is_none() || changes.is_none() {
+                wrong.push("no request.json or no changes/".into());
             }
             if !wrong.is_empty() {
                 problems.push(Problem::new(
                     "chain.unreadable",
-                    format!(
-                        "{}: its tree holds {} where hyperion keeps only request.json, changes/ and artifacts/",
-                        link.short(),
-                        wrong.join(", ")
-                    ),
+                    format!("{}: its tree holds {}", link.short(), wrong.join("; ")),
                     HINT_UNREADABLE,
                 ));
-                return;
+                return false;
             }
             if i > 0
                 && (payload(link, "request.json") != request || payload(link, "changes") != changes)
@@ -313,9 +311,10 @@ impl<'a> Checker<'a> {
                     ),
                     HINT_FORGED,
                 ));
-                return;
+                return false;
             }
         }
+        true
     }
 
     /// The root: an enqueue of a request that validates, stored under its own id, with the
@@ -327,7 +326,8 @@ impl<'a> Checker<'a> {
         problems: &mut Vec<Problem>,
     ) -> Result<Option<ChangeRequest>> {
         let ev = &root.event;
-        if ev.action != Action::Enqueue || ev.from.is_some() || ev.to != Status::Pending {
+        let enqueue = ev.action == Action::Enqueue && ev.from.is_none() && ev.to == Status::Pending;
+        if !enqueue {
             problems.push(Problem::new(
                 "chain.illegal_transition",
                 format!(
@@ -372,7 +372,16 @@ impl<'a> Checker<'a> {
                 HINT_FORGED,
             ));
         }
-        let expected = Record::new(&req, ev.at);
+        let mut expected = Record::new(&req, ev.at);
+        if req.id() != id {
+            // Reported above; the record's id and key would only say it again.
+            expected.id = root.record.id.clone();
+            expected.dedupe_key = root.record.dedupe_key.clone();
+        }
+        if !enqueue {
+            // What the root claims to be was reported; its record is not an enqueue's.
+            return Ok(Some(req));
+        }
         report_differences(
             &format!("{} (enqueue)", root.short()),
             "the request",
@@ -457,7 +466,6 @@ impl<'a> Checker<'a> {
     /// One transition: `link` after `prev`.
     fn check_step(
         &mut self,
-        id: &str,
         prev: &Link,
         link: &Link,
         fresh: bool,
@@ -530,8 +538,8 @@ impl<'a> Checker<'a> {
                         } else if fresh && secs(length) > self.rules.max_lease.as_secs_f64() {
                             problems.push(lease_problem(format!(
                                 "{here}: a lease of {}, longer than hyperion.maxLease ({})",
-                                crate::settings::format_duration(Duration::from_secs_f64(
-                                    secs(length).min(1e12)
+                                crate::settings::format_duration(Duration::from_secs(
+                                    length.as_secs().max(0) as u64
                                 )),
                                 crate::settings::format_duration(self.rules.max_lease)
                             )));
@@ -701,7 +709,6 @@ impl<'a> Checker<'a> {
             report_differences(&here, "the transition", &expected, r, &mut rest);
             problems.extend(rest.into_iter().filter(|p| p.code != "chain.field_changed"));
         }
-        let _ = id;
         Ok(())
     }
 

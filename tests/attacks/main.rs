@@ -15,3 +15,4 @@ mod common;
 mod harness;
 mod paths;
 mod target;
+mod push;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use std::process::Command;
+
 use serde_json::{Value, json};
 
 use super::TestRepo;
@@ -156,4 +158,109 @@ pub fn land(prev: &Value, commit: &str, when: &str) -> (Value, Value) {
         }
     }
     (event, record)
+}
+
+/// Write `content` as a blob; its id.
+pub fn blob(repo: &TestRepo, content: &[u8]) -> String {
+    let out = super::pipe(
+        Command::new("git")
+            .current_dir(repo.path())
+            .args(["hash-object", "-w", "--stdin"]),
+        content,
+    );
+    assert!(out.status.success(), "hash-object failed");
+    String::from_utf8(out.stdout)
+        .expect("hex")
+        .trim()
+        .to_owned()
+}
+
+/// A tree of `entries` (`mode`, `kind`, `id`, `name`), written with `git mktree`; its id.
+pub fn mktree(repo: &TestRepo, entries: &[(&str, &str, &str, &str)]) -> String {
+    let listing: String = entries
+        .iter()
+        .map(|(mode, kind, id, name)| format!("{mode} {kind} {id}\t{name}\n"))
+        .collect();
+    let out = super::pipe(
+        Command::new("git")
+            .current_dir(repo.path())
+            .args(["mktree"]),
+        listing.as_bytes(),
+    );
+    assert!(out.status.success(), "mktree failed");
+    String::from_utf8(out.stdout)
+        .expect("hex")
+        .trim()
+        .to_owned()
+}
+
+/// The tree of `rev` with entry `name` replaced by (or set to) `mode kind id`.
+pub fn tree_with(
+    repo: &TestRepo,
+    rev: &str,
+    mode: &str,
+    kind: &str,
+    id: &str,
+    name: &str,
+) -> String {
+    let mut entries: Vec<(String, String, String, String)> = repo
+        .git(&["ls-tree", rev])
+        .lines()
+        .filter_map(|l| {
+            let (meta, n) = l.split_once('\t')?;
+            let f: Vec<&str> = meta.split(' ').collect();
+            (n != name).then(|| {
+                (
+                    f[0].to_owned(),
+                    f[1].to_owned(),
+                    f[2].to_owned(),
+                    n.to_owned(),
+                )
+            })
+        })
+        .collect();
+    entries.push((mode.into(), kind.into(), id.into(), name.into()));
+    let refs: Vec<(&str, &str, &str, &str)> = entries
+        .iter()
+        .map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str()))
+        .collect();
+    mktree(repo, &refs)
+}
+
+/// The root commit git hyperion would write for `request` (JSON, patches included) enqueued
+/// now, whatever the request holds (nothing is validated against a target): (id, commit,
+/// event, record).
+pub fn root(repo: &TestRepo, request: &Value) -> (String, String, Value, Value) {
+    let req = hyperion::validate::validate_value(request).expect("the request passes the schema");
+    let now = jiff::Timestamp::now();
+    let record = serde_json::to_value(hyperion::model::Record::new(&req, now)).expect("json");
+    let event = json!({"action": "enqueue", "from": null, "to": "pending", "actor": "cli:forger", "at": now});
+    let json = serde_json::to_vec_pretty(&req.without_patches()).expect("json");
+    let request_blob = blob(repo, &json);
+    let patches: Vec<(String, String)> = req
+        .changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                format!("{:04}.patch", i + 1),
+                blob(repo, c.patch.as_bytes()),
+            )
+        })
+        .collect();
+    let patch_entries: Vec<(&str, &str, &str, &str)> = patches
+        .iter()
+        .map(|(n, b)| ("100644", "blob", b.as_str(), n.as_str()))
+        .collect();
+    let changes = mktree(repo, &patch_entries);
+    let tree = mktree(
+        repo,
+        &[
+            ("100644", "blob", &request_blob, "request.json"),
+            ("040000", "tree", &changes, "changes"),
+        ],
+    );
+    let id = req.id();
+    let commit = commit(repo, &id, None, &tree, &event, &record);
+    (id, commit, event, record)
 }
