@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{TestRepo, request_dir, server};
+use common::{TestRepo, forge, request_dir, server};
 
 /// `git push` of one refspec from `client` to `server`; (success, stderr).
 fn push(client: &TestRepo, server: &TestRepo, refspec: &str) -> (bool, String) {
@@ -190,4 +190,217 @@ fn a_new_request_is_checked_against_the_servers_target_and_policy() {
     assert!(!ok, "the server's policy refuses it");
     assert!(err.contains("path.denied"), "{err}");
     assert_eq!(server.hyperion_refs(), before, "nothing was stored");
+}
+
+/// Everything the queue and the worker write — landings with their notes, a rollback,
+/// heartbeats that replace each other, a release, a retry, an expired lease, a dead letter
+/// and its requeue — is taken by a hooked server, and `doctor` finds nothing on either side.
+#[test]
+fn every_kind_of_honest_chain_is_taken_and_passes_doctor() {
+    let client = TestRepo::new();
+    client.git(&["config", "hyperion.retryBackoff", "0s"]);
+    let server = server();
+    let d = request_dir(&client, 4, "honest");
+    let ids = client.enqueue(&d);
+    let all = "refs/hyperion/*:refs/hyperion/*";
+    assert!(common::push(&client, &server, &["main", all]).0);
+
+    client.ok(&["dequeue", "--worker", "w", "--batch", "3"]);
+    client.ok(&["heartbeat", &ids[0], "--worker", "w"]);
+    client.ok(&["heartbeat", &ids[0], "--worker", "w"]);
+    client.ok(&["release", &ids[0], "--worker", "w"]);
+    let failed = |id: &str, extra: &[&str]| {
+        let mut args = vec!["complete", id, "--worker", "w", "--failed"];
+        args.extend(extra);
+        client.ok(&args);
+    };
+    failed(
+        &ids[1],
+        &["check.timeout", "--class", "check", "--transient"],
+    );
+    failed(
+        &ids[2],
+        &["apply.conflict", "--class", "apply", "--message", "c"],
+    );
+    client.ok(&["requeue", &ids[2], "--reason", "try again"]);
+    // A lease that runs out and is swept back.
+    client.ok(&[
+        "dequeue", "--worker", "gone", "--batch", "4", "--lease", "1s",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(
+        client.json(&["sweep"])["requeued"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let (ok, err) = common::push(&client, &server, &[&format!("+{all}")]);
+    assert!(ok, "{err}");
+
+    let reports = client.run(&["worker", "--drain"]);
+    assert!(reports.status.success());
+    assert_eq!(client.ids(&["list", "--status", "applied"]).len(), 4);
+    client.ok(&["rollback", &ids[3], "--reason", "not wanted"]);
+    let (ok, err) = common::push(&client, &server, &["main", all, "refs/notes/hyperion"]);
+    assert!(ok, "{err}");
+    for repo in [&client, &server] {
+        let doctor = repo.json(&["doctor"]);
+        assert_eq!(doctor["requests"], 4);
+        assert_eq!(doctor["findings"], serde_json::json!([]), "{doctor}");
+    }
+    assert_eq!(
+        server.json(&["show", &ids[3]])["record"]["status"],
+        "rolled_back"
+    );
+}
+
+/// The root of `id`'s chain on `client`, and its tree with `name` set to `blob`.
+fn root_with(client: &TestRepo, id: &str, name: &str, blob: &str) -> (forge::Link, String) {
+    let root = forge::tip(client, id);
+    let tree = forge::tree_with(client, &root.commit, "100644", "blob", blob, name);
+    (root, tree)
+}
+
+/// A pushed object that would take long or much memory to read is refused from its header:
+/// a request.json of 17 MiB and a patch of 65 MiB (zeros, so they travel small).
+#[test]
+fn oversized_blobs_are_refused_without_being_read() {
+    let client = TestRepo::new();
+    let server = server();
+    let ids = client.enqueue(&request_dir(&client, 1, "bomb"));
+    let id = &ids[0];
+    let r = forge::refname(id);
+    let huge_json = forge::blob(&client, &vec![b' '; 17 << 20]);
+    let (root, tree) = root_with(&client, id, "request.json", &huge_json);
+    let c = forge::commit(&client, id, None, &tree, &root.event, &root.record);
+    forge::set(&client, id, &c);
+    let start = std::time::Instant::now();
+    let (ok, err) = push(&client, &server, &format!("{r}:{r}"));
+    assert!(
+        !ok && err.contains("chain.unreadable") && err.contains("more than"),
+        "{err}"
+    );
+    // A patch of 65 MiB in changes/.
+    let huge_patch = forge::blob(&client, &vec![b'+'; 65 << 20]);
+    let changes = forge::mktree(&client, &[("100644", "blob", &huge_patch, "0001.patch")]);
+    let tree = forge::tree_with(&client, &root.commit, "040000", "tree", &changes, "changes");
+    let c = forge::commit(&client, id, None, &tree, &root.event, &root.record);
+    forge::set(&client, id, &c);
+    let (ok, err) = push(&client, &server, &format!("{r}:{r}"));
+    assert!(
+        ok == false && err.contains("more than the 67108864 a push may carry"),
+        "{err}"
+    );
+    eprintln!("two oversized pushes refused in {:?}", start.elapsed());
+    assert_eq!(server.hyperion_refs(), "");
+}
+
+/// Commits no hyperion writes are refused: a message that is not UTF-8, an `encoding` or a
+/// signature header, two parents; and a chain longer than the bound is refused after reading
+/// only that many commits.
+#[test]
+fn hostile_chain_commits_are_refused() {
+    let client = TestRepo::new();
+    let server = server();
+    let ids = client.enqueue(&request_dir(&client, 1, "hostile"));
+    let id = &ids[0];
+    let r = forge::refname(id);
+    let root = forge::tip(&client, id);
+    let tree = forge::tree(&client, &root.commit);
+    let raw = |headers: &str, message: &[u8]| -> String {
+        let mut data = format!(
+            "tree {tree}\nparent {}\nauthor a <a@x> 1767225600 +0000\ncommitter a <a@x> 1767225600 +0000\n{headers}\n",
+            root.commit
+        )
+        .into_bytes();
+        data.extend_from_slice(message);
+        let out = common::pipe(
+            Command::new("git").current_dir(client.path()).args([
+                "hash-object",
+                "-t",
+                "commit",
+                "-w",
+                "--stdin",
+                "--literally",
+            ]),
+            &data,
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (ev, rec) = forge::lease(&root.record, "w", &forge::at(1), &forge::at(301));
+    let good = forge::message(id, &ev, &rec);
+    let mut latin1 = good.clone().into_bytes();
+    latin1.extend_from_slice(b"\xe9t\xe9\n");
+    let cases = [
+        (raw("", &latin1), "not UTF-8"),
+        (raw("encoding ISO-8859-1\n", good.as_bytes()), "header"),
+        (
+            raw(
+                "gpgsig -----BEGIN PGP SIGNATURE-----\n x\n -----END PGP SIGNATURE-----\n",
+                good.as_bytes(),
+            ),
+            "header",
+        ),
+        (raw("", good.as_bytes()), "ok"),
+    ];
+    for (commit, expect) in &cases[..3] {
+        forge::set(&client, id, commit);
+        let (ok, err) = push(&client, &server, &format!("{r}:{r}"));
+        assert!(
+            !ok && err.contains("chain.unreadable") && err.contains(expect),
+            "{err}"
+        );
+    }
+    // The same commit written cleanly is taken: the refusals were for the form.
+    forge::set(&client, id, &cases[3].0);
+    let (ok, err) = push(&client, &server, &format!("{r}:{r}"));
+    assert!(ok, "{err}");
+    // A merge in a chain.
+    let merge = client
+        .git(&[
+            "commit-tree",
+            &tree,
+            "-p",
+            &cases[3].0,
+            "-p",
+            "main",
+            "-m",
+            &good,
+        ])
+        .trim()
+        .to_owned();
+    forge::set(&client, id, &merge);
+    let (ok, err) = push(&client, &server, &format!("{r}:{r}"));
+    assert!(!ok && err.contains("2 parents"), "{err}");
+
+    // 12,000 commits on one chain, made with fast-import: refused after 10,000.
+    let mut stream = String::new();
+    for i in 0..12_000 {
+        let from = if i == 0 {
+            format!("from {}\n", root.commit)
+        } else {
+            String::new()
+        };
+        // Each commit in hyperion's form, so that only the length refuses the chain.
+        stream.push_str(&format!(
+            "commit {r}\ncommitter a <a@x> 1767225600 +0000\ndata {}\n{good}{from}\n",
+            good.len()
+        ));
+    }
+    let out = common::pipe(
+        Command::new("git")
+            .current_dir(client.path())
+            .args(["fast-import", "--quiet", "--force"]),
+        stream.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = std::time::Instant::now();
+    let (ok, err) = push(&client, &server, &format!("+{r}:{r}"));
+    assert!(!ok && err.contains("more than 10000 commits"), "{err}");
+    eprintln!("a chain of 12,000 commits refused in {:?}", start.elapsed());
 }
