@@ -3,8 +3,10 @@ use super::{Ctx, print_json};
 
 /// Check every request chain and the index.
 ///
-/// Reports unreadable or inconsistent chains, illegal transitions and expired leases, and how
-/// far the derived index had drifted from the refs. With --reindex, rebuilds the index from
+/// Reports chains git hyperion would not have written (the checks of `verify-push`, with this
+/// repository's settings and branches: unreadable commits, illegal transitions, records that
+/// do not follow from their events, unbounded leases, landings not on the target), expired
+/// leases, and how far the derived index had drifted from the refs. With --reindex, rebuilds the index from
 /// the refs (the index is derived: deleting it loses nothing). Exits 1 when a chain is broken.
 #[derive(clap::Args, Debug)]
 pub struct Args {

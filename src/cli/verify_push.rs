@@ -5,11 +5,15 @@ use super::{Ctx, print_json};
 
 /// Check pushed request chains; for a server's `pre-receive` hook (see hooks/pre-receive).
 ///
-/// Reads `OLD NEW REFNAME` lines on stdin, as `pre-receive` gets them, and checks every update
-/// under refs/hyperion/requests/: the root holds a valid request stored under its own id, every
-/// commit is a legal transition whose record agrees with its event, the payload never
-/// changes, history is only extended (a heartbeat may replace the tip), and only finished
-/// requests are deleted. Other refs pass. Exits 1 if any update is refused.
+/// Reads `OLD NEW REFNAME` lines on stdin, as `pre-receive` gets them. Under refs/hyperion/
+/// only refs/hyperion/requests/<id> is taken, and each pushed chain is held to what `doctor`
+/// checks (docs/storage.md, "What a chain must be") with this server's settings and
+/// branches: the root holds a valid request stored under its own id, every commit is a legal
+/// transition whose record follows from its event and the enqueue record, leases are
+/// bounded, landings are on the target with their trailer, the payload never changes,
+/// history is only extended (a heartbeat may replace the tip), and only finished requests are
+/// deleted. Notes in refs/notes/hyperion must match their commit's trailer. Other refs pass.
+/// Exits 1 if any update is refused.
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
@@ -33,7 +37,7 @@ pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
         problems.extend(refused[name].iter().map(|p| (name.clone(), p.clone())));
     }
     let mut e = CommandError::rejected(problems);
-    e.message = format!("{} pushed request chain(s) refused", refused.len());
+    e.message = format!("{} pushed ref(s) refused", refused.len());
     e.hints.retain(|h| !h.starts_with("nothing was stored"));
     e.hints
         .push("the push was refused whole; nothing was changed on the server".into());
