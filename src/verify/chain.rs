@@ -247,7 +247,7 @@ impl<'a> Checker<'a> {
             self.check_step(prev, link, fresh, &mut fields_reported, &mut out.problems)?;
         }
         for (i, link) in links.iter().enumerate() {
-            if link.event.at > self.rules.now + CLOCK_SKEW {
+            if link.event.at > later(self.rules.now, CLOCK_SKEW) {
                 out.problems.push(time_problem(format!(
                     "{} ({}): its time {} is in the future",
                     link.short(),
@@ -491,7 +491,7 @@ impl<'a> Checker<'a> {
             // What follows an illegal step cannot be judged against it.
             return Ok(());
         }
-        if ev.at + CLOCK_SKEW < prev.event.at {
+        if later(ev.at, CLOCK_SKEW) < prev.event.at {
             problems.push(time_problem(format!(
                 "{here}: its time {} is before the time of the transition before it ({})",
                 ev.at, prev.event.at
@@ -594,7 +594,7 @@ impl<'a> Checker<'a> {
                 clear_lease(&mut expected);
                 if ev.action == Action::Expire
                     && p.leased_until
-                        .is_some_and(|until| ev.at + CLOCK_SKEW < until)
+                        .is_some_and(|until| later(ev.at, CLOCK_SKEW) < until)
                 {
                     problems.push(lease_problem(format!(
                         "{here}: the lease was expired at {}, before it ran out",
@@ -956,6 +956,12 @@ fn clip(v: &serde_json::Value) -> String {
     } else {
         s
     }
+}
+
+/// `t + d`, or the latest time there is: a forged time near the end of the calendar must not
+/// overflow.
+fn later(t: jiff::Timestamp, d: Duration) -> jiff::Timestamp {
+    t.checked_add(d).unwrap_or(jiff::Timestamp::MAX)
 }
 
 fn time_problem(message: String) -> Problem {

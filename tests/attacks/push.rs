@@ -320,16 +320,20 @@ fn timestamps_going_back_are_refused() {
 fn a_transition_dated_in_the_future_is_refused() {
     let s = Scene::new(1);
     let id = &s.ids[0];
-    // A lease of five minutes, taken in ten days: it would never be swept before then.
-    let (ev, rec) = forge::lease(
-        &s.tip(id).record,
-        "w",
-        &at(10 * 86400),
-        &at(10 * 86400 + 300),
-    );
-    s.forge(id, &ev, &rec);
-    let msg = s.refused(&[&force(id)], "chain.time");
-    assert!(msg.contains("in the future"), "{msg}");
+    let root = s.tip(id);
+    // A lease of five minutes, taken in ten days (it would not be swept before then), and
+    // one at the end of the calendar, where adding the clock's tolerance overflows.
+    let end = "9999-12-30T00:00:00Z";
+    for (when, until) in [
+        (at(10 * 86400), at(10 * 86400 + 300)),
+        (end.to_owned(), "9999-12-30T00:05:00Z".to_owned()),
+    ] {
+        let (ev, rec) = forge::lease(&root.record, "w", &when, &until);
+        let c = forge::after(&s.client, id, &root, &ev, &rec);
+        forge::set(&s.client, id, &c);
+        let msg = s.refused(&[&force(id)], "chain.time");
+        assert!(msg.contains("in the future"), "{msg}");
+    }
 }
 
 #[test]
