@@ -1214,7 +1214,7 @@ impl Queue {
     }
 }
 
-fn check_worker(worker: &str) -> Result<()> {
+pub(crate) fn check_worker(worker: &str) -> Result<()> {
     if worker.is_empty()
         || worker.len() > 128
         || worker.chars().any(|c| c.is_control() || c.is_whitespace())

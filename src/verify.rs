@@ -315,7 +315,8 @@ impl NotesDiff {
             }
             if !name.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Ok(Err(format!(
-                    "refs/notes/hyperion holds '{prefix}{name}', which is not a note"
+                    "refs/notes/hyperion holds '{prefix}{}', which is not a note",
+                    name.escape_debug()
                 )));
             }
             let path = format!("{prefix}{name}");

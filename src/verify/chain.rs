@@ -280,7 +280,10 @@ impl<'a> Checker<'a> {
                     _ => (false, ""),
                 };
                 if what.is_empty() {
-                    wrong.push(format!("'{}', which hyperion does not write", e.name));
+                    wrong.push(format!(
+                        "'{}', which hyperion does not write",
+                        e.name.escape_debug()
+                    ));
                 } else if !fits {
                     wrong.push(format!(
                         "{} with mode {:o}, where hyperion writes {what}",
@@ -512,8 +515,11 @@ impl<'a> Checker<'a> {
         if holder_acts && (ev.worker.is_none() || ev.worker != p.lease_owner) {
             problems.push(lease_problem(format!(
                 "{here}: made by worker {}, but the lease is held by {}",
-                ev.worker.as_deref().unwrap_or("(none)"),
-                p.lease_owner.as_deref().unwrap_or("(nobody)")
+                ev.worker.as_deref().unwrap_or("(none)").escape_debug(),
+                p.lease_owner
+                    .as_deref()
+                    .unwrap_or("(nobody)")
+                    .escape_debug()
             )));
         }
         let mut expected = p.clone();
@@ -528,7 +534,7 @@ impl<'a> Checker<'a> {
         match ev.action {
             Action::Lease => {
                 match (&ev.worker, ev.leased_until) {
-                    (Some(w), Some(until)) if !w.is_empty() => {
+                    (Some(w), Some(until)) if crate::queue::check_worker(w).is_ok() => {
                         let length = until.duration_since(ev.at);
                         if length < jiff::SignedDuration::from_secs(1) {
                             problems.push(lease_problem(format!(
@@ -549,7 +555,7 @@ impl<'a> Checker<'a> {
                         expected.lease_secs = Some((length.as_secs().max(1)) as u64);
                     }
                     _ => problems.push(lease_problem(format!(
-                        "{here}: the event names no worker or no expiry"
+                        "{here}: the event names no usable worker id (1-128 characters, no spaces or control characters) or no expiry"
                     ))),
                 }
                 event_until = ev.leased_until;
@@ -738,7 +744,7 @@ impl<'a> Checker<'a> {
                     Ok(_) => {}
                     Err(why) => problems.push(problem(
                         "chain.landed",
-                        format!("{here}: applied as {hex}, but {why}"),
+                        format!("{here}: applied as {}, but {why}", hex.escape_debug()),
                     )),
                 }
             }
@@ -762,14 +768,15 @@ impl<'a> Checker<'a> {
                             problems.push(problem(
                                 "chain.rolled_back",
                                 format!(
-                                    "{here}: reverted by {hex}, which does not come after the landed commit on {target}"
+                                    "{here}: reverted by {hex}, which does not come after the landed commit on {}",
+                                    target.escape_debug()
                                 ),
                             ));
                         }
                     }
                     Err(why) => problems.push(problem(
                         "chain.rolled_back",
-                        format!("{here}: reverted by {hex}, but {why}"),
+                        format!("{here}: reverted by {}, but {why}", hex.escape_debug()),
                     )),
                 }
             }
@@ -802,13 +809,17 @@ impl<'a> Checker<'a> {
             Some(t) if t == id => {}
             Some(other) => {
                 return Ok(Err(format!(
-                    "that commit's trailer is '{key}: {other}', another request's"
+                    "that commit's trailer is '{key}: {}', another request's",
+                    other.escape_debug()
                 )));
             }
             None => return Ok(Err(format!("that commit carries no '{key}: {id}' trailer"))),
         }
         let Some(tip) = self.tip_of(target)? else {
-            return Ok(Err(format!("the target branch {target} does not exist")));
+            return Ok(Err(format!(
+                "the target branch {} does not exist",
+                target.escape_debug()
+            )));
         };
         match self.depth(tip, commit)? {
             Some(d) => Ok(Ok(d)),
@@ -816,9 +827,15 @@ impl<'a> Checker<'a> {
                 let line = self.lines.get(&tip).and_then(|l| l.stopped.clone());
                 Ok(Err(match line {
                     Some(why) => {
-                        format!("it was not found on {target}'s first-parent history ({why})")
+                        format!(
+                            "it was not found on {}'s first-parent history ({why})",
+                            target.escape_debug()
+                        )
                     }
-                    None => format!("it is not on {target}'s first-parent history"),
+                    None => format!(
+                        "it is not on {}'s first-parent history",
+                        target.escape_debug()
+                    ),
                 }))
             }
         }

@@ -106,6 +106,18 @@ fn an_endless_lease_is_refused() {
 }
 
 #[test]
+fn a_lease_by_a_worker_id_with_terminal_escapes_is_refused() {
+    let s = Scene::new(1);
+    let id = &s.ids[0];
+    // `show` and `list` would print it to a person's terminal.
+    let (ev, rec) = forge::lease(&s.tip(id).record, "w\u{1b}]0;owned\u{7}", &at(1), &at(301));
+    s.forge(id, &ev, &rec);
+    let msg = s.refused(&[&force(id)], "chain.bad_lease");
+    assert!(msg.contains("no usable worker id"), "{msg}");
+    assert!(!msg.contains('\u{1b}'), "the refusal prints the escape: {msg:?}");
+}
+
+#[test]
 fn a_heartbeat_renewing_a_lease_beyond_its_length_is_refused() {
     let mut s = Scene::new(1);
     let id = s.ids[0].clone();
