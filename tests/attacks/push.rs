@@ -114,7 +114,10 @@ fn a_lease_by_a_worker_id_with_terminal_escapes_is_refused() {
     s.forge(id, &ev, &rec);
     let msg = s.refused(&[&force(id)], "chain.bad_lease");
     assert!(msg.contains("no usable worker id"), "{msg}");
-    assert!(!msg.contains('\u{1b}'), "the refusal prints the escape: {msg:?}");
+    assert!(
+        !msg.contains('\u{1b}'),
+        "the refusal prints the escape: {msg:?}"
+    );
 }
 
 #[test]
