@@ -266,7 +266,24 @@ impl Queue {
         &self,
         reqs: &[&ChangeRequest],
     ) -> Result<Vec<Vec<crate::Problem>>> {
-        let repo = self.store.repo();
+        self.check_against_tips(reqs, &|_| None, None)
+    }
+
+    /// [`Queue::check_against_targets`] with some branches elsewhere than their refs say:
+    /// `moved(target)` is `Some(tip)` for a branch a push about to be taken moves (`Some(None)`
+    /// when it deletes it).
+    ///
+    /// `objects` reads the objects instead of this repository when given: during a push,
+    /// the pushed branch's commits sit in git's quarantine, which a view over it sees
+    /// (see `verify::quarantine_view`).
+    pub fn check_against_tips(
+        &self,
+        reqs: &[&ChangeRequest],
+        moved: &dyn Fn(&Target) -> Option<Option<gix::ObjectId>>,
+        objects: Option<&gix::Repository>,
+    ) -> Result<Vec<Vec<crate::Problem>>> {
+        let refs = self.store.repo();
+        let repo = objects.unwrap_or(refs);
         let mut tips: std::collections::HashMap<
             Target,
             std::result::Result<(Tip, crate::policy::Policy), crate::Problem>,
@@ -281,7 +298,11 @@ impl Queue {
                 }
             };
             if !tips.contains_key(&target) {
-                let resolved = match target.resolve(repo)? {
+                let tip = match moved(&target) {
+                    Some(tip) => tip,
+                    None => target.tip(refs)?,
+                };
+                let resolved = match target.resolve_at(repo, tip)? {
                     Ok(tip) => {
                         let policy = tip.policy(repo)?;
                         Ok((tip, policy))

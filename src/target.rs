@@ -92,7 +92,17 @@ impl Target {
     /// The branch as it is now: its tip and tree. A branch that does not exist is refused
     /// (`target.missing`) with the closest existing names as a hint.
     pub fn resolve(&self, repo: &gix::Repository) -> Result<std::result::Result<Tip, Problem>> {
-        let Some(commit) = self.tip(repo)? else {
+        self.resolve_at(repo, self.tip(repo)?)
+    }
+
+    /// [`Target::resolve`] with the branch at `tip` (`None`: it does not exist) instead of
+    /// where its ref points: what a push about to be taken makes of it.
+    pub fn resolve_at(
+        &self,
+        repo: &gix::Repository,
+        tip: Option<ObjectId>,
+    ) -> Result<std::result::Result<Tip, Problem>> {
+        let Some(commit) = tip else {
             return Ok(Err(self.missing(repo)?));
         };
         let tree = crate::land::tree_of(repo, commit)?;

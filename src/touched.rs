@@ -576,7 +576,7 @@ mod tests {
         let patch = "diff --git a/old b/new\nsimilarity index 90%\nrename from old\nrename to new\n--- a/old\n+++ b/new\n@@ -1 +1 @@\n-a\n+b\n";
         let c = change("new", Operation::Rename, Some("old"), patch);
         let files = crate::patch::parse(patch).expect("parses");
-        let list: Vec<(&str, String, Option<(Header, usize)>)> = touched(3, &c, &files)
+        let list: Vec<_> = touched(3, &c, &files)
             .into_iter()
             .map(|t| (t.path, t.field, t.header))
             .collect();

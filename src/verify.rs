@@ -78,6 +78,9 @@ pub fn check_push(queue: &Queue, lines: &str) -> Result<HashMap<String, Vec<Prob
         .map(|(_, new, name)| (name.clone(), *new))
         .collect();
     let mut cat = CatFile::start(queue.store().git_dir(), hash)?;
+    let branches = pushed.clone();
+    let view = quarantine_view(repo)?;
+    let objects = view.as_ref().map(|(_, repo)| repo);
     let mut checker = Checker::new(&mut cat, rules(queue), move |name: &str| {
         match pushed.get(name) {
             Some(new) if new.is_null() => Ok(None),
@@ -88,7 +91,7 @@ pub fn check_push(queue: &Queue, lines: &str) -> Result<HashMap<String, Vec<Prob
     let mut out = HashMap::new();
     for (old, new, name) in updates {
         // The ref name is each problem's source (see `verify-push`).
-        let problems = check_update(&mut checker, queue, old, new, &name)?;
+        let problems = check_update(&mut checker, queue, &branches, objects, old, new, &name)?;
         if !problems.is_empty() {
             out.insert(name, problems);
         }
@@ -101,6 +104,8 @@ pub fn check_push(queue: &Queue, lines: &str) -> Result<HashMap<String, Vec<Prob
 fn check_update(
     checker: &mut Checker<'_>,
     queue: &Queue,
+    pushed: &HashMap<String, ObjectId>,
+    objects: Option<&gix::Repository>,
     old: ObjectId,
     new: ObjectId,
     refname: &str,
@@ -173,7 +178,17 @@ fn check_update(
     if old.is_null()
         && let Some(req) = checked.request
     {
-        out.extend(queue.check_against_targets(&[&req])?.into_iter().flatten());
+        let moved = |t: &crate::target::Target| {
+            pushed
+                .get(t.refname())
+                .map(|tip| Some(*tip).filter(|t| !t.is_null()))
+        };
+        out.extend(
+            queue
+                .check_against_tips(&[&req], &moved, objects)?
+                .into_iter()
+                .flatten(),
+        );
     }
     Ok(out)
 }
@@ -381,4 +396,39 @@ pub fn check_local(queue: &Queue, refs: &[(String, ObjectId)]) -> Result<Vec<Fin
         }
     }
     Ok(out)
+}
+
+/// During `pre-receive`, a read-only repository whose objects are the push's quarantine
+/// (`GIT_QUARANTINE_PATH`) and this repository's objects: the pushed branch's trees and
+/// policy are found there, as git itself finds them. `None` outside a hook. The temporary
+/// directory lives as long as the view.
+fn quarantine_view(repo: &gix::Repository) -> Result<Option<(tempfile::TempDir, gix::Repository)>> {
+    let Some(quarantine) = std::env::var_os("GIT_QUARANTINE_PATH") else {
+        return Ok(None);
+    };
+    let io = |e| Error::io("could not set up a view of the push's quarantine", e);
+    let main = std::fs::canonicalize(repo.objects.store_ref().path()).map_err(io)?;
+    let quarantine = std::fs::canonicalize(quarantine).map_err(io)?;
+    let dir = tempfile::tempdir().map_err(io)?;
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("objects/info")).map_err(io)?;
+    std::fs::create_dir_all(root.join("refs")).map_err(io)?;
+    std::fs::write(root.join("HEAD"), "ref: refs/heads/main\n").map_err(io)?;
+    std::fs::write(
+        root.join("config"),
+        "[core]\n\trepositoryformatversion = 0\n\tbare = true\n",
+    )
+    .map_err(io)?;
+    let mut alternates = Vec::new();
+    for p in [&quarantine, &main] {
+        alternates.extend_from_slice(p.as_os_str().as_encoded_bytes());
+        alternates.push(b'\n');
+    }
+    std::fs::write(root.join("objects/info/alternates"), alternates).map_err(io)?;
+    let view = gix::open_opts(root, gix::open::Options::isolated()).map_err(|e| {
+        Error::git(format!(
+            "could not open a view of the push's quarantine: {e}"
+        ))
+    })?;
+    Ok(Some((dir, view)))
 }

@@ -289,7 +289,7 @@ fn oversized_blobs_are_refused_without_being_read() {
     forge::set(&client, id, &c);
     let (ok, err) = push(&client, &server, &format!("{r}:{r}"));
     assert!(
-        ok == false && err.contains("more than the 67108864 a push may carry"),
+        !ok && err.contains("more than the 67108864 a push may carry"),
         "{err}"
     );
     eprintln!("two oversized pushes refused in {:?}", start.elapsed());
@@ -344,6 +344,7 @@ fn hostile_chain_commits_are_refused() {
         ),
         (raw("", good.as_bytes()), "ok"),
     ];
+    assert!(push(&client, &server, "main").0, "the target branch reaches the server");
     for (commit, expect) in &cases[..3] {
         forge::set(&client, id, commit);
         let (ok, err) = push(&client, &server, &format!("{r}:{r}"));

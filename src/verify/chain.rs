@@ -82,7 +82,7 @@ pub struct Rules {
     /// The time to compare event times with.
     pub now: jiff::Timestamp,
     /// `hyperion.target`: where a request that names no target lands.
-    pub default_target: String,
+    pub default_target: crate::target::Target,
 }
 
 /// One commit of a chain, read.
@@ -122,12 +122,15 @@ struct Line {
     stopped: Option<String>,
 }
 
+/// Where a checker reads a target branch's tip (by full ref name).
+type TipOf<'a> = Box<dyn FnMut(&str) -> Result<Option<ObjectId>> + 'a>;
+
 /// Checks chains; remembers the target histories it walked.
 pub struct Checker<'a> {
     objects: &'a mut dyn Objects,
     rules: Rules,
     /// The tip a target branch (a full ref name) is checked against.
-    target_tip: Box<dyn FnMut(&str) -> Result<Option<ObjectId>> + 'a>,
+    target_tip: TipOf<'a>,
     lines: HashMap<ObjectId, Line>,
 }
 
@@ -730,17 +733,24 @@ impl<'a> Checker<'a> {
         let link = &links[i];
         let here = format!("{} ({})", link.short(), link.event.action.as_str());
         let r = &link.record;
-        let target = r
-            .target
-            .clone()
-            .unwrap_or_else(|| self.rules.default_target.clone());
+        let target = match crate::target::Target::of_request(
+            r.target.as_deref(),
+            &self.rules.default_target,
+        ) {
+            Ok(t) => t,
+            Err(p) => {
+                problems.push(p);
+                return Ok(());
+            }
+        };
+        let target = &target;
         let problem = |code: &'static str, m: String| Problem::new(code, m, HINT_LANDED);
         match link.event.action {
             Action::Land => {
                 let Some(hex) = &r.landed_commit else {
                     return Ok(());
                 };
-                match self.named_commit(hex, crate::land::TRAILER_REQUEST, id, &target)? {
+                match self.named_commit(hex, crate::land::TRAILER_REQUEST, id, target)? {
                     Ok(_) => {}
                     Err(why) => problems.push(problem(
                         "chain.landed",
@@ -752,14 +762,14 @@ impl<'a> Checker<'a> {
                 let Some(hex) = &r.rolled_back_by else {
                     return Ok(());
                 };
-                match self.named_commit(hex, crate::land::TRAILER_ROLLBACK, id, &target)? {
+                match self.named_commit(hex, crate::land::TRAILER_ROLLBACK, id, target)? {
                     Ok(depth) => {
                         // The revert comes after the landed commit.
                         let landed = r
                             .landed_commit
                             .as_deref()
                             .and_then(|h| full_id(h, self.objects.hash_kind()));
-                        let tip = self.tip_of(&target)?;
+                        let tip = self.tip_of(target.refname())?;
                         let landed_depth = match (landed, tip) {
                             (Some(l), Some(t)) => self.depth(t, l)?,
                             _ => None,
@@ -769,7 +779,7 @@ impl<'a> Checker<'a> {
                                 "chain.rolled_back",
                                 format!(
                                     "{here}: reverted by {hex}, which does not come after the landed commit on {}",
-                                    target.escape_debug()
+                                    target.name().escape_debug()
                                 ),
                             ));
                         }
@@ -785,8 +795,9 @@ impl<'a> Checker<'a> {
         Ok(())
     }
 
-    fn tip_of(&mut self, target: &str) -> Result<Option<ObjectId>> {
-        (self.target_tip)(&target_ref(target))
+    /// The tip of the branch `refname` (a [`crate::target::Target`]'s ref).
+    fn tip_of(&mut self, refname: &str) -> Result<Option<ObjectId>> {
+        (self.target_tip)(refname)
     }
 
     /// Commit `hex` exists, carries `key: id` as a trailer and lies on `target`'s
@@ -796,7 +807,7 @@ impl<'a> Checker<'a> {
         hex: &str,
         key: &str,
         id: &str,
-        target: &str,
+        target: &crate::target::Target,
     ) -> Result<std::result::Result<usize, String>> {
         let Some(commit) = full_id(hex, self.objects.hash_kind()) else {
             return Ok(Err("that is not a full commit id".into()));
@@ -815,10 +826,10 @@ impl<'a> Checker<'a> {
             }
             None => return Ok(Err(format!("that commit carries no '{key}: {id}' trailer"))),
         }
-        let Some(tip) = self.tip_of(target)? else {
+        let Some(tip) = self.tip_of(target.refname())? else {
             return Ok(Err(format!(
                 "the target branch {} does not exist",
-                target.escape_debug()
+                target.name().escape_debug()
             )));
         };
         match self.depth(tip, commit)? {
@@ -829,12 +840,12 @@ impl<'a> Checker<'a> {
                     Some(why) => {
                         format!(
                             "it was not found on {}'s first-parent history ({why})",
-                            target.escape_debug()
+                            target.name().escape_debug()
                         )
                     }
                     None => format!(
                         "it is not on {}'s first-parent history",
-                        target.escape_debug()
+                        target.name().escape_debug()
                     ),
                 }))
             }
@@ -890,11 +901,6 @@ fn action_fits(action: Action, from: Option<Status>, to: Status) -> bool {
             | (Requeue, Some(Dead), Pending)
             | (Rollback, Some(Applied), RolledBack)
     )
-}
-
-/// The full ref of a target branch.
-pub fn target_ref(target: &str) -> String {
-    format!("refs/heads/{target}")
 }
 
 /// `hex` as an object id, if it is a full one.

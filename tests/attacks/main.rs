@@ -14,5 +14,5 @@ mod common;
 
 mod harness;
 mod paths;
-mod target;
 mod push;
+mod target;

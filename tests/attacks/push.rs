@@ -251,7 +251,7 @@ fn a_push_of_refs_hyperion_requests_itself_is_refused() {
     let (ok, err) = push(
         &s.client,
         &s.server.repo,
-        &["refs/hyperion/*:refs/hyperion/*"],
+        &["main", "refs/hyperion/*:refs/hyperion/*"],
     );
     assert!(ok, "{err}");
 }
