@@ -85,6 +85,9 @@ pub enum Error {
     },
     #[error("request {id} changed under us: {what}")]
     Conflict { id: String, what: String },
+    /// An approval was refused: the actor may not approve, or nobody may (the problem says).
+    #[error("cannot approve {id}: {}", .problem.message)]
+    Approval { id: String, problem: Problem },
     #[error("invalid value for {key}: {message}")]
     Config { key: String, message: String },
     #[error("{0}")]
@@ -120,6 +123,7 @@ impl Error {
             Error::WrongState { .. } => "queue.wrong_state",
             Error::NotOwner { .. } => "queue.not_owner",
             Error::Conflict { .. } => "queue.conflict",
+            Error::Approval { problem, .. } => problem.code,
             Error::Config { .. } => "config.invalid",
             Error::Usage(_) => "usage",
             Error::Policy { .. } => "policy.invalid",
@@ -138,6 +142,7 @@ impl Error {
                 | Error::WrongState { .. }
                 | Error::NotOwner { .. }
                 | Error::Conflict { .. }
+                | Error::Approval { .. }
         )
     }
 

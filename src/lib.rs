@@ -27,6 +27,7 @@ pub mod store;
 mod sys;
 pub mod target;
 pub mod touched;
+pub mod tiers;
 pub mod validate;
 pub mod verify;
 pub mod worker;

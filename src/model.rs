@@ -178,13 +178,27 @@ impl Status {
         matches!(self, Status::Applied | Status::Dead | Status::RolledBack)
     }
 
+    /// The statuses a chain may start in (its root, the `enqueue` event): `awaiting_approval`
+    /// when its risk tier needs a person, else `pending`.
+    pub fn may_start(self) -> bool {
+        matches!(self, Status::Pending | Status::AwaitingApproval)
+    }
+
     /// The legal transitions of the lifecycle (see docs/lifecycle.md).
+    ///
+    /// `awaiting_approval` is left only by `approve` (to `pending`) and `reject` (to `dead`);
+    /// a worker that finds no valid approval at lease time puts the request back
+    /// (`leased -> awaiting_approval`), and `requeue` of a request whose tier needs approval
+    /// (or that was rejected) goes back there too (`dead -> awaiting_approval`). Nothing
+    /// reaches `pending` from `awaiting_approval` but an approval.
     pub fn may_become(self, to: Status) -> bool {
         use Status::*;
         matches!(
             (self, to),
             (AwaitingApproval, Pending)
                 | (AwaitingApproval, Dead)
+                | (Leased, AwaitingApproval)
+                | (Dead, AwaitingApproval)
                 | (Pending, Leased)
                 | (Pending, Dead)
                 | (Leased, Leased)
@@ -218,15 +232,18 @@ pub enum DeadClass {
     /// The worker's environment kept failing (the repository could not be read or written,
     /// the target branch is missing) until `hyperion.maxAttempts`.
     Environment,
+    /// A person refused it while it awaited approval (`reject`).
+    Rejected,
 }
 
 impl DeadClass {
-    pub const ALL: [DeadClass; 5] = [
+    pub const ALL: [DeadClass; 6] = [
         DeadClass::Validation,
         DeadClass::Apply,
         DeadClass::Check,
         DeadClass::Lease,
         DeadClass::Environment,
+        DeadClass::Rejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -236,6 +253,7 @@ impl DeadClass {
             DeadClass::Check => "check",
             DeadClass::Lease => "lease",
             DeadClass::Environment => "environment",
+            DeadClass::Rejected => "rejected",
         }
     }
 
@@ -293,6 +311,13 @@ pub struct Record {
     /// The revert commit of a rolled-back request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_by: Option<String>,
+    /// The risk tiers that need a person's approval, as judged when the request last entered
+    /// `awaiting_approval` (see docs/policy.md#risk-tiers-and-approvals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approval_tiers: Vec<String>,
+    /// Who approved it, since it last entered `awaiting_approval` (the `approve` event's actor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     pub dedupe_key: String,
 }
 
@@ -319,6 +344,8 @@ impl Record {
             error: None,
             landed_commit: None,
             rolled_back_by: None,
+            approval_tiers: Vec::new(),
+            approved_by: None,
             dedupe_key: req.dedupe_key(),
         }
     }
@@ -371,7 +398,12 @@ pub enum Action {
     Fail,
     Requeue,
     Rollback,
+    /// A person approved a request awaiting approval (`awaiting_approval -> pending`).
     Approve,
+    /// A person refused a request awaiting approval (`awaiting_approval -> dead`).
+    Reject,
+    /// A worker found no valid approval at lease time (`leased -> awaiting_approval`).
+    Hold,
 }
 
 impl Action {
@@ -388,6 +420,8 @@ impl Action {
             Action::Requeue => "requeue",
             Action::Rollback => "rollback",
             Action::Approve => "approve",
+            Action::Reject => "reject",
+            Action::Hold => "hold",
         }
     }
 }

@@ -33,6 +33,89 @@ pub struct CheckDef {
     pub env: BTreeMap<String, String>,
 }
 
+/// A risk tier declared by `[[tiers]]`: what puts a request in it, and what that asks for.
+/// `tiers` applies them (with the built-in tiers) to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub name: String,
+    /// Globs of paths (a change's path or rename source) that put a request in the tier.
+    pub paths: Vec<String>,
+    /// What a change does that puts a request in the tier.
+    pub operations: Vec<TierOperation>,
+    /// A request that adds and removes at least this many lines in all is in the tier.
+    pub min_changed_lines: Option<usize>,
+    /// A request that changes at least this many files is in the tier.
+    pub min_files: Option<usize>,
+    /// A request that names any of these checks is in the tier.
+    pub checks: Vec<String>,
+    /// Whether a request in the tier waits for a person's approval.
+    pub approval: bool,
+    /// Who may approve (identities, see docs/policy.md); empty: `[approvals] approvers`.
+    pub approvers: Vec<String>,
+    /// Checks every request in the tier runs, whatever it names.
+    pub required_checks: Vec<String>,
+    /// Line of the `[[tiers]]` header in the policy file (0 for a built-in tier).
+    pub line: usize,
+}
+
+impl Tier {
+    /// Whether the tier has no condition at all (it then takes every request).
+    pub fn matches_everything(&self) -> bool {
+        self.paths.is_empty()
+            && self.operations.is_empty()
+            && self.min_changed_lines.is_none()
+            && self.min_files.is_none()
+            && self.checks.is_empty()
+    }
+}
+
+/// What a change does, as a tier's `operations` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TierOperation {
+    Add,
+    Update,
+    Delete,
+    Rename,
+    /// The mode of an existing file changes (the executable bit, file to symlink, …).
+    Mode,
+    /// The result is an executable file where there was none (a new one, or a mode change).
+    Executable,
+    /// The change adds, changes, removes or makes a symlink.
+    Symlink,
+    /// A binary change (`GIT binary patch`).
+    Binary,
+}
+
+impl TierOperation {
+    pub const ALL: [TierOperation; 8] = [
+        TierOperation::Add,
+        TierOperation::Update,
+        TierOperation::Delete,
+        TierOperation::Rename,
+        TierOperation::Mode,
+        TierOperation::Executable,
+        TierOperation::Symlink,
+        TierOperation::Binary,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TierOperation::Add => "add",
+            TierOperation::Update => "update",
+            TierOperation::Delete => "delete",
+            TierOperation::Rename => "rename",
+            TierOperation::Mode => "mode",
+            TierOperation::Executable => "executable",
+            TierOperation::Symlink => "symlink",
+            TierOperation::Binary => "binary",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TierOperation> {
+        TierOperation::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
 /// A secret pattern: a name (shown in errors), what it finds, and the expression.
 #[derive(Debug, Clone)]
 pub struct SecretRule {
@@ -65,6 +148,12 @@ pub struct Policy {
     pub secret_disabled: BTreeSet<String>,
     /// Secret rules added by the policy.
     pub secret_rules: Vec<SecretRule>,
+    /// Checks every request runs, whatever it names (`[checks] required`).
+    pub required_checks: Vec<String>,
+    /// Who may approve requests of a tier that names no approvers (`[approvals] approvers`).
+    pub approvers: Vec<String>,
+    /// The tiers of `[[tiers]]`, in file order (the built-in ones are in `tiers`).
+    pub tiers: Vec<Tier>,
     /// Keys the file set (`limits.files`, `checks.unit`, …); the others are defaults.
     set: BTreeSet<String>,
 }
@@ -84,6 +173,9 @@ impl Default for Policy {
             secret_allow_paths: Vec::new(),
             secret_disabled: BTreeSet::new(),
             secret_rules: Vec::new(),
+            required_checks: Vec::new(),
+            approvers: Vec::new(),
+            tiers: Vec::new(),
             set: BTreeSet::new(),
         }
     }
@@ -143,6 +235,7 @@ impl Policy {
         let mut p = Parser {
             lines: line_starts(text),
             problems: Vec::new(),
+            required: Vec::new(),
         };
         let doc = match DeTable::parse(text) {
             Ok(doc) => doc,
@@ -170,12 +263,19 @@ impl Policy {
                 ("paths", DeValue::Table(t)) => p.paths(t, &mut policy),
                 ("checks", DeValue::Table(t)) => p.checks(t, &mut policy),
                 ("secrets", DeValue::Table(t)) => p.secrets(t, &mut policy),
-                ("limits" | "patch" | "paths" | "checks" | "secrets", _) => {
+                ("approvals", DeValue::Table(t)) => p.approvals(t, &mut policy),
+                ("tiers", DeValue::Array(items)) => p.tiers(items, &mut policy),
+                ("tiers", _) => p.invalid(
+                    line,
+                    "`tiers` must be an array of tables: write each as [[tiers]]".into(),
+                ),
+                ("limits" | "patch" | "paths" | "checks" | "secrets" | "approvals", _) => {
                     p.invalid(line, format!("`{}` must be a table", key.get_ref()))
                 }
                 (other, _) => p.unknown(line, "", other, SECTIONS),
             }
         }
+        p.required_defined(&policy);
         if p.problems.is_empty() {
             Ok(policy)
         } else {
@@ -339,6 +439,14 @@ impl Policy {
                 rows.push((format!("checks.{name}.env"), json(&def.env)));
             }
         }
+        rows.push(("checks.required".to_owned(), json(&self.required_checks)));
+        rows.push(("approvals.approvers".to_owned(), json(&self.approvers)));
+        for tier in crate::tiers::effective(self) {
+            rows.push((
+                format!("tiers.{}", tier.name),
+                crate::tiers::describe(&tier),
+            ));
+        }
         let active: Vec<&str> = BUILTIN_SECRETS
             .iter()
             .map(|(n, _, _)| *n)
@@ -373,6 +481,12 @@ impl Policy {
     }
 }
 
+/// `v` without repeats, first occurrences kept in order.
+fn dedup(v: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    v.into_iter().filter(|x| seen.insert(x.clone())).collect()
+}
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -403,13 +517,24 @@ fn read_policy_text(repo: &gix::Repository, tree: gix::ObjectId) -> Result<Optio
     Ok(Some(object.detach().data))
 }
 
-const SECTIONS: &[&str] = &["limits", "patch", "paths", "checks", "secrets"];
+const SECTIONS: &[&str] = &[
+    "limits",
+    "patch",
+    "paths",
+    "checks",
+    "secrets",
+    "approvals",
+    "[[tiers]]",
+];
 const HINT_POLICY: &str = "see docs/policy.md for the keys and their values";
 
 /// Collects problems while walking the parsed document.
 struct Parser {
     lines: Vec<usize>,
     problems: Vec<Problem>,
+    /// Check names the policy requires (`[checks] required`, a tier's `required_checks`),
+    /// with their lines: each must be a `[checks.NAME]`, which may come later in the file.
+    required: Vec<(String, usize, String)>,
 }
 
 type Entry<'a, 'i> = (
@@ -630,6 +755,233 @@ impl Parser {
         }
     }
 
+    fn approvals(&mut self, t: &DeTable<'_>, policy: &mut Policy) {
+        for e in self.entries(t) {
+            match e.0.get_ref().as_ref() {
+                "approvers" => {
+                    if let Some(v) = self.approver_list(e, "approvals.") {
+                        policy.approvers = v;
+                        policy.set.insert("approvals.approvers".into());
+                    }
+                }
+                other => {
+                    let line = self.line(e.0.span().start);
+                    self.unknown(line, "approvals", other, &["approvers"]);
+                }
+            }
+        }
+    }
+
+    /// A non-empty list of approver identities.
+    fn approver_list(&mut self, entry: Entry<'_, '_>, what: &str) -> Option<Vec<String>> {
+        let line = self.line(entry.1.span().start);
+        let list = self.strings(entry, what)?;
+        if list.is_empty() {
+            self.invalid(
+                line,
+                format!(
+                    "{what}{} must name at least one approver (leave the key out for the default)",
+                    entry.0.get_ref()
+                ),
+            );
+            return None;
+        }
+        for a in &list {
+            if crate::tiers::identity_problem(a).is_some() {
+                self.invalid(
+                    line,
+                    format!(
+                        "{what}{}: '{}' is not an identity (1-256 characters, no control characters, not blank)",
+                        entry.0.get_ref(),
+                        a.escape_debug()
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(dedup(list.iter().map(|a| a.trim().to_owned()).collect()))
+    }
+
+    fn tiers(&mut self, items: &[toml::Spanned<DeValue<'_>>], policy: &mut Policy) {
+        for item in items {
+            let line = self.line(item.span().start);
+            let DeValue::Table(t) = item.get_ref() else {
+                self.invalid(line, "each [[tiers]] entry must be a table".into());
+                continue;
+            };
+            if let Some(tier) = self.tier(t, line) {
+                if policy.tiers.iter().any(|x| x.name == tier.name) {
+                    self.invalid(
+                        line,
+                        format!("tier '{}' is declared more than once", tier.name),
+                    );
+                    continue;
+                }
+                policy.set.insert(format!("tiers.{}", tier.name));
+                policy.tiers.push(tier);
+            }
+        }
+    }
+
+    fn tier(&mut self, t: &DeTable<'_>, line: usize) -> Option<Tier> {
+        const KEYS: &[&str] = &[
+            "name",
+            "description",
+            "paths",
+            "operations",
+            "min_changed_lines",
+            "min_files",
+            "checks",
+            "approval",
+            "approvers",
+            "required_checks",
+        ];
+        let mut ok = true;
+        let mut name = None;
+        let mut tier = Tier {
+            name: String::new(),
+            paths: Vec::new(),
+            operations: Vec::new(),
+            min_changed_lines: None,
+            min_files: None,
+            checks: Vec::new(),
+            approval: false,
+            approvers: Vec::new(),
+            required_checks: Vec::new(),
+            line,
+        };
+        let mut required_lines = Vec::new();
+        for e in self.entries(t) {
+            let key = e.0.get_ref().as_ref();
+            let value_line = self.line(e.1.span().start);
+            match key {
+                "name" => match self.string(e, "tiers.") {
+                    Some(n) => name = Some(n),
+                    None => ok = false,
+                },
+                "description" => ok &= self.string(e, "tiers.").is_some(),
+                "paths" => match self.globs(e, "tiers.") {
+                    Some(g) => tier.paths = g,
+                    None => ok = false,
+                },
+                "operations" => match self.strings(e, "tiers.") {
+                    Some(ops) => {
+                        for op in ops {
+                            match TierOperation::parse(&op) {
+                                Some(o) if !tier.operations.contains(&o) => tier.operations.push(o),
+                                Some(_) => {}
+                                None => {
+                                    let known: Vec<&str> =
+                                        TierOperation::ALL.iter().map(|o| o.as_str()).collect();
+                                    self.invalid(
+                                        value_line,
+                                        format!(
+                                            "tiers.operations: no operation '{op}' (known: {})",
+                                            known.join(", ")
+                                        ),
+                                    );
+                                    ok = false;
+                                }
+                            }
+                        }
+                    }
+                    None => ok = false,
+                },
+                "min_changed_lines" => match self.uint(e, "tiers", 1, u64::MAX >> 1) {
+                    Some(n) => tier.min_changed_lines = Some(n as usize),
+                    None => ok = false,
+                },
+                "min_files" => match self.uint(e, "tiers", 1, u64::MAX >> 1) {
+                    Some(n) => tier.min_files = Some(n as usize),
+                    None => ok = false,
+                },
+                "checks" => match self.strings(e, "tiers.") {
+                    Some(c) => tier.checks = dedup(c),
+                    None => ok = false,
+                },
+                "approval" => match self.boolean(e, "tiers") {
+                    Some(b) => tier.approval = b,
+                    None => ok = false,
+                },
+                "approvers" => match self.approver_list(e, "tiers.") {
+                    Some(a) => tier.approvers = a,
+                    None => ok = false,
+                },
+                "required_checks" => match self.strings(e, "tiers.") {
+                    Some(c) => {
+                        required_lines.extend(c.iter().map(|n| (n.clone(), value_line)));
+                        tier.required_checks = dedup(c);
+                    }
+                    None => ok = false,
+                },
+                other => {
+                    let l = self.line(e.0.span().start);
+                    self.unknown(l, "[tiers]", other, KEYS);
+                    ok = false;
+                }
+            }
+        }
+        let Some(name) = name else {
+            self.invalid(line, "each [[tiers]] entry needs a `name`".into());
+            return None;
+        };
+        if name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            self.invalid(
+                line,
+                format!(
+                    "tier name '{name}' may use only letters, digits, `_`, `.` and `-` (at most 64)"
+                ),
+            );
+            return None;
+        }
+        if name == crate::tiers::GATE {
+            self.invalid(
+                line,
+                format!(
+                    "tier '{name}' is built in and cannot be redefined: changes to the gate always need approval; set [approvals] approvers to choose who gives it"
+                ),
+            );
+            return None;
+        }
+        if !tier.approval && tier.required_checks.is_empty() {
+            self.invalid(
+                line,
+                format!("tier '{name}' has no effect: set `approval = true` or `required_checks`"),
+            );
+            ok = false;
+        }
+        if !tier.approval && !tier.approvers.is_empty() {
+            self.invalid(
+                line,
+                format!("tier '{name}' names approvers but does not ask for approval"),
+            );
+            ok = false;
+        }
+        for (check, l) in required_lines {
+            self.required
+                .push((check, l, format!("tier '{name}' required_checks")));
+        }
+        tier.name = name;
+        ok.then_some(tier)
+    }
+
+    /// Every required check must be a named check: a requirement that names nothing would
+    /// silently require nothing.
+    fn required_defined(&mut self, policy: &Policy) {
+        for (name, line, what) in std::mem::take(&mut self.required) {
+            if !policy.checks.contains_key(&name) {
+                self.invalid(
+                    line,
+                    format!("{what}: '{name}' is not a check defined as [checks.{name}]"),
+                );
+            }
+        }
+    }
+
     fn checks(&mut self, t: &DeTable<'_>, policy: &mut Policy) {
         for e in self.entries(t) {
             let key = e.0.get_ref().as_ref();
@@ -652,6 +1004,17 @@ impl Parser {
                         policy.set.insert("checks.inline_timeout".into());
                     }
                 }
+                ("required", _) => {
+                    let line = self.line(e.1.span().start);
+                    if let Some(v) = self.strings(e, "checks.") {
+                        for name in &v {
+                            self.required
+                                .push((name.clone(), line, "checks.required".into()));
+                        }
+                        policy.required_checks = dedup(v);
+                        policy.set.insert("checks.required".into());
+                    }
+                }
                 (name, DeValue::Table(def)) => {
                     let line = self.line(e.0.span().start);
                     if let Some(def) = self.check_def(name, def, line) {
@@ -669,6 +1032,7 @@ impl Parser {
                             "allow_inline",
                             "inline_allow",
                             "inline_timeout",
+                            "required",
                             "[checks.NAME] tables",
                         ],
                     );
@@ -947,6 +1311,99 @@ patterns = { corp = "corp_[a-z0-9]{16}" }
         );
         let syntax = Policy::parse("[limits]\nfiles = = 3\n", "x").expect_err("syntax");
         assert_eq!((syntax[0].code, syntax[0].line), ("policy.syntax", Some(2)));
+    }
+
+    #[test]
+    fn tiers_approvals_and_required_checks() {
+        let text = r#"
+[checks]
+required = ["unit", "unit"]
+
+[checks.unit]
+run = ["cargo", "test"]
+
+[approvals]
+approvers = ["alice@example.com", " bob@example.com "]
+
+[[tiers]]
+name = "deploy"
+description = "production configuration"
+paths = ["deploy/**"]
+operations = ["delete", "executable"]
+min_changed_lines = 400
+min_files = 30
+checks = ["release"]
+approval = true
+approvers = ["carol@example.com"]
+required_checks = ["unit"]
+
+[[tiers]]
+name = "tests-only"
+required_checks = ["unit"]
+"#;
+        let p = Policy::parse(text, "x").expect("valid");
+        assert_eq!(p.required_checks, ["unit"]);
+        assert_eq!(p.approvers, ["alice@example.com", "bob@example.com"]);
+        assert_eq!(p.tiers.len(), 2);
+        let t = &p.tiers[0];
+        assert_eq!(t.name, "deploy");
+        assert_eq!(
+            t.operations,
+            [TierOperation::Delete, TierOperation::Executable]
+        );
+        assert_eq!((t.min_changed_lines, t.min_files), (Some(400), Some(30)));
+        assert!(t.approval && t.approvers == ["carol@example.com"]);
+        assert_eq!(t.line, 11);
+        assert!(!p.tiers[1].approval);
+        let settings = p.settings();
+        let row = |k: &str| settings.iter().find(|r| r.0 == k).expect(k).clone();
+        assert!(row("checks.required").2);
+        assert!(row("tiers.deploy").2);
+        assert!(!row("tiers.gate").2, "the built-in tiers are defaults");
+        assert!(row("tiers.sensitive").1.contains(".github/workflows/**"));
+    }
+
+    #[test]
+    fn tier_mistakes_carry_their_lines() {
+        let text = "[checks]\nrequired = [\"nope\"]\n\n[[tiers]]\nname = \"gate\"\napproval = true\n\n[[tiers]]\nname = \"x\"\noperations = [\"chmod\"]\napproval = true\n\n[[tiers]]\nname = \"quiet\"\npaths = [\"a/**\"]\n\n[[tiers]]\nname = \"y\"\napproval = true\napprovers = []\nwat = 1\n\n[approvals]\napprovers = [\"\\u0007\"]\n\n[[tiers]]\npaths = [\"../x\"]\n";
+        let problems = Policy::parse(text, "x").expect_err("invalid");
+        let got: Vec<(usize, &str)> = problems
+            .iter()
+            .map(|p| (p.line.expect("line"), p.code))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, "policy.invalid_value"),
+                (4, "policy.invalid_value"),
+                (10, "policy.invalid_value"),
+                (13, "policy.invalid_value"),
+                (20, "policy.invalid_value"),
+                (21, "policy.unknown_key"),
+                (24, "policy.invalid_value"),
+                (26, "policy.invalid_value"),
+                (27, "policy.invalid_value"),
+            ],
+            "{problems:#?}"
+        );
+        assert!(
+            problems[0]
+                .message
+                .contains("'nope' is not a check defined")
+        );
+        assert!(problems[1].message.contains("built in"));
+        let twice =
+            "[[tiers]]\nname = \"a\"\napproval = true\n[[tiers]]\nname = \"a\"\napproval = true\n";
+        let problems = Policy::parse(twice, "x").expect_err("twice");
+        assert!(
+            problems[0].message.contains("more than once"),
+            "{problems:#?}"
+        );
+        let not_array = "tiers = 3\n";
+        assert_eq!(
+            Policy::parse(not_array, "x").expect_err("x")[0].code,
+            "policy.invalid_value"
+        );
     }
 
     #[test]

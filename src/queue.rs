@@ -322,6 +322,36 @@ impl Queue {
         Ok(out)
     }
 
+    /// The risk tiers of each request (see [`crate::tiers`]), judged by its target's policy
+    /// and tree as they are now, one assessment per request. A request whose target is not
+    /// an existing branch is refused (`target.*`).
+    pub fn assess(&self, reqs: &[&ChangeRequest]) -> Result<Vec<crate::tiers::Assessment>> {
+        let repo = self.store.repo();
+        let local = crate::tiers::Local::load(repo, &self.settings);
+        let refused = |req: &ChangeRequest, p: crate::Problem| Error::Rejected {
+            source_name: format!("{} ({})", req.id(), req.title),
+            problems: vec![p],
+        };
+        let mut gates: std::collections::HashMap<Target, (Tip, crate::tiers::Rules)> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            let target = Target::of_request(req.target.as_deref(), &self.settings.target)
+                .map_err(|p| refused(req, p))?;
+            if !gates.contains_key(&target) {
+                let tip = target.resolve(repo)?.map_err(|p| refused(req, p))?;
+                let policy = tip.policy(repo)?;
+                let view = crate::tiers::GitTree::new(repo, tip.tree);
+                let rules = crate::tiers::Rules::new(&policy, &local, Some(&view));
+                gates.insert(target.clone(), (tip, rules));
+            }
+            let (tip, rules) = &gates[&target];
+            let view = crate::tiers::GitTree::new(repo, tip.tree);
+            out.push(rules.assess(req, Some(&view)));
+        }
+        Ok(out)
+    }
+
     /// Accept validated requests. All are checked for storage in one pass; an identical
     /// submission is not stored twice and is reported with `created: false`.
     pub fn enqueue(&self, requests: &[ChangeRequest], actor: &str) -> Result<Vec<Enqueued>> {
@@ -335,12 +365,16 @@ impl Queue {
                 });
             }
         }
+        // A request whose risk tier needs a person waits for one, out of the ready queue.
+        let assessments = self.assess(&all)?;
         let mut ix = self.index()?;
         let prepared: Vec<(Record, Event)> = requests
             .iter()
-            .map(|req| {
+            .zip(&assessments)
+            .map(|(req, assessment)| {
                 let now = self.now();
-                let event = Event {
+                let mut record = Record::new(req, now);
+                let mut event = Event {
                     action: Action::Enqueue,
                     from: None,
                     to: Status::Pending,
@@ -351,7 +385,13 @@ impl Queue {
                     at: now,
                     leased_until: None,
                 };
-                (Record::new(req, now), event)
+                if assessment.needs_approval() {
+                    record.status = Status::AwaitingApproval;
+                    record.approval_tiers = assessment.approval_tiers();
+                    event.to = Status::AwaitingApproval;
+                    event.reason = Some(format!("needs approval: {}", assessment.summary()));
+                }
+                (record, event)
             })
             .collect();
         // All objects first (one pack when there are more than a few), then the refs.
@@ -544,6 +584,121 @@ impl Queue {
             leased_until: None,
         };
         self.apply_transition(id, tip, next, &event)
+    }
+
+    /// Approve a request that awaits approval: `actor` must be an allowed approver of every
+    /// tier the request falls in now, by its target's policy at the tip
+    /// (`approval.not_allowed`, `approval.no_approvers`). It becomes `pending`; the event
+    /// records the actor. A worker checks the approval again when it leases the request.
+    pub fn approve(&self, id: &str, actor: &str, reason: Option<&str>) -> Result<Record> {
+        check_identity(actor)?;
+        let (id, tip, current) = self.resolve_in(id, Status::AwaitingApproval)?;
+        let req = self.store.read_request(&id, tip)?;
+        let assessment = self
+            .assess(&[&req])?
+            .pop()
+            .expect("one request, one assessment");
+        assessment
+            .check_approver(actor)
+            .map_err(|problem| Error::Approval {
+                id: id.clone(),
+                problem,
+            })?;
+        let tiers = assessment.approval_tiers();
+        let what = if tiers.is_empty() {
+            "no tier needs approval any more".to_owned()
+        } else {
+            format!("tier {}", tiers.join(", "))
+        };
+        let now = self.now();
+        let mut next = current.clone();
+        next.status = Status::Pending;
+        next.updated_at = now;
+        next.error = None;
+        next.not_before = None;
+        next.approved_by = Some(actor.trim().to_owned());
+        next.approval_tiers = tiers;
+        let event = Event {
+            action: Action::Approve,
+            from: Some(Status::AwaitingApproval),
+            to: Status::Pending,
+            actor: actor.trim().to_owned(),
+            worker: None,
+            reason: Some(match reason.map(str::trim).filter(|r| !r.is_empty()) {
+                Some(r) => format!("{r} ({what})"),
+                None => format!("approved ({what})"),
+            }),
+            code: None,
+            at: now,
+            leased_until: None,
+        };
+        self.apply_transition(id, tip, next, &event)
+    }
+
+    /// Refuse a request that awaits approval: it becomes a dead letter of class `rejected`
+    /// with the reason. `requeue` brings it back to `awaiting_approval`, never to `pending`.
+    pub fn reject(&self, id: &str, actor: &str, reason: &str) -> Result<Record> {
+        if reason.trim().is_empty() {
+            return Err(Error::Usage("reject needs a --reason".into()));
+        }
+        check_identity(actor)?;
+        let (id, tip, current) = self.resolve_in(id, Status::AwaitingApproval)?;
+        let now = self.now();
+        let mut next = current.clone();
+        next.status = Status::Dead;
+        next.dead_class = Some(DeadClass::Rejected);
+        next.error = Some(ErrorInfo {
+            code: "approval.rejected".into(),
+            message: format!("rejected by {}: {}", actor.trim(), reason.trim()),
+        });
+        next.approved_by = None;
+        next.updated_at = now;
+        let event = Event {
+            action: Action::Reject,
+            from: Some(Status::AwaitingApproval),
+            to: Status::Dead,
+            actor: actor.trim().to_owned(),
+            worker: None,
+            reason: Some(reason.trim().to_owned()),
+            code: Some("approval.rejected".into()),
+            at: now,
+            leased_until: None,
+        };
+        self.apply_transition(id, tip, next, &event)
+    }
+
+    /// A worker found no valid approval for the request it leased (see
+    /// [`crate::tiers::at_lease`]): it goes back to `awaiting_approval`, the attempt not
+    /// counted, with the reason as its error (`approval.required`).
+    pub fn hold(&self, id: &str, worker: &str, tiers: Vec<String>, reason: &str) -> Result<Record> {
+        self.with_lease(id, worker, |q, _, r| {
+            let now = q.now();
+            let mut next = r.clone();
+            next.status = Status::AwaitingApproval;
+            next.lease_owner = None;
+            next.leased_until = None;
+            next.lease_secs = None;
+            next.attempts = next.attempts.saturating_sub(1);
+            next.approved_by = None;
+            next.approval_tiers = tiers;
+            next.error = Some(ErrorInfo {
+                code: "approval.required".into(),
+                message: reason.to_owned(),
+            });
+            next.updated_at = now;
+            let event = Event {
+                action: Action::Hold,
+                from: Some(Status::Leased),
+                to: Status::AwaitingApproval,
+                actor: format!("worker:{worker}"),
+                worker: Some(worker.to_owned()),
+                reason: Some(reason.to_owned()),
+                code: Some("approval.required".into()),
+                at: now,
+                leased_until: None,
+            };
+            Ok((next, event, Vec::new(), false))
+        })
     }
 
     /// One transition of `id` from `tip` outside a lease, with the index brought along.
@@ -831,35 +986,60 @@ impl Queue {
         Ok(swept)
     }
 
-    /// Put dead letters back in the queue, with the reason recorded in their chains.
+    /// Put dead letters back in the queue, with the reason recorded in their chains. One
+    /// that was rejected, or whose risk tier needs approval by the policy now, goes back to
+    /// `awaiting_approval` (an approval given before does not carry over).
     pub fn requeue(&self, ids: &[String], reason: &str, actor: &str) -> Result<Vec<Record>> {
         if reason.trim().is_empty() {
             return Err(Error::Usage("requeue needs a --reason".into()));
         }
         // Resolve every id before changing anything, so a typo changes nothing.
         let mut targets = Vec::new();
+        let mut requests = Vec::new();
         for id in ids {
-            let (_, tip, record) = self.resolve_in(id, Status::Dead)?;
+            let (id, tip, record) = self.resolve_in(id, Status::Dead)?;
+            requests.push(self.store.read_request(&id, tip)?);
             targets.push((tip, record));
         }
+        let assessments = self.assess(&requests.iter().collect::<Vec<_>>())?;
         let mut ix = self.index()?;
         let mut out = Vec::new();
-        for (tip, r) in targets {
+        for ((tip, r), assessment) in targets.into_iter().zip(assessments) {
             let now = self.now();
             let mut next = r.clone();
-            next.status = Status::Pending;
+            let waits = r.dead_class == Some(DeadClass::Rejected) || assessment.needs_approval();
+            next.status = if waits {
+                Status::AwaitingApproval
+            } else {
+                Status::Pending
+            };
             next.dead_class = None;
             next.error = None;
             next.attempts = 0;
             next.not_before = None;
+            next.approved_by = None;
+            next.approval_tiers = if waits {
+                assessment.approval_tiers()
+            } else {
+                Vec::new()
+            };
             next.updated_at = now;
+            let mut why = reason.to_owned();
+            if waits {
+                let summary = assessment.summary();
+                why.push_str(&if summary.is_empty() {
+                    "; it was rejected, so it needs approval again".to_owned()
+                } else {
+                    format!("; needs approval: {summary}")
+                });
+            }
             let event = Event {
                 action: Action::Requeue,
                 from: Some(Status::Dead),
-                to: Status::Pending,
+                to: next.status,
                 actor: actor.to_owned(),
                 worker: None,
-                reason: Some(reason.to_owned()),
+                reason: Some(why),
                 code: None,
                 at: now,
                 leased_until: None,
@@ -1232,6 +1412,17 @@ impl Queue {
             }
         }
         result
+    }
+}
+
+/// An approver's identity must be usable (see [`crate::tiers::identity_problem`]).
+fn check_identity(actor: &str) -> Result<()> {
+    match crate::tiers::identity_problem(actor) {
+        Some(why) => Err(Error::Usage(format!(
+            "'{}' is not a usable identity: {why}",
+            actor.escape_debug()
+        ))),
+        None => Ok(()),
     }
 }
 

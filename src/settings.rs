@@ -56,6 +56,11 @@ pub const KEYS: &[Key] = &[
         help: "times a worker rebuilds a result when the target moved while it worked",
     },
     Key {
+        name: "hyperion.approvers",
+        default: "(none)",
+        help: "who may approve requests when the target's policy names no approvers (repeatable, or comma-separated)",
+    },
+    Key {
         name: "hyperion.indexWait",
         default: "2s",
         help: "how long to wait for the index while another process holds it",
@@ -74,6 +79,8 @@ pub struct Settings {
     pub index_wait: Duration,
     pub hooks_dir: Option<std::path::PathBuf>,
     pub max_rebuilds: u32,
+    /// `hyperion.approvers`: who may approve when the policy names nobody.
+    pub approvers: Vec<String>,
 }
 
 impl Default for Settings {
@@ -88,6 +95,7 @@ impl Default for Settings {
             index_wait: Duration::from_secs(2),
             hooks_dir: None,
             max_rebuilds: 5,
+            approvers: Vec::new(),
         }
     }
 }
@@ -103,6 +111,23 @@ impl Settings {
                 key: "hyperion.target".into(),
                 message: p.message,
             })?;
+        }
+        for v in config.strings("hyperion.approvers").unwrap_or_default() {
+            for a in v.to_string().split(',') {
+                let a = a.trim();
+                if a.is_empty() {
+                    continue;
+                }
+                if let Some(why) = crate::tiers::identity_problem(a) {
+                    return Err(Error::Config {
+                        key: "hyperion.approvers".into(),
+                        message: format!("'{}' is not an identity: {why}", a.escape_debug()),
+                    });
+                }
+                if !s.approvers.iter().any(|x| x == a) {
+                    s.approvers.push(a.to_owned());
+                }
+            }
         }
         if let Some(v) = get("hyperion.hooksDir").filter(|v| !v.trim().is_empty()) {
             s.hooks_dir = Some(v.trim().into());

@@ -53,7 +53,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         (None, Some(code)) => {
             let c = args.class.as_deref().unwrap_or_default();
             let class = DeadClass::parse(c)
-                .filter(|c| *c != DeadClass::Lease)
+                .filter(|c| !matches!(c, DeadClass::Lease | DeadClass::Rejected))
                 .ok_or_else(|| {
                     CommandError::usage(format!("unknown class '{c}'"))
                         .hint("use validation, apply or check")

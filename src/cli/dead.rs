@@ -7,11 +7,12 @@ use super::{Ctx, print_records};
 /// List dead letters, with why they died.
 ///
 /// Classes: validation (the policy or target changed), apply (does not apply), check (a check
-/// failed or timed out), lease (workers holding it kept dying). Put one back with
+/// failed or timed out), lease (workers holding it kept dying), environment (the repository
+/// kept failing), rejected (a person refused it while it awaited approval). Put one back with
 /// `git hyperion requeue ID --reason TEXT`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Only this class: validation, apply, check, lease.
+    /// Only this class: validation, apply, check, lease, environment, rejected.
     #[arg(long, value_name = "C")]
     class: Option<String>,
     /// At most N requests.
@@ -22,8 +23,10 @@ pub struct Args {
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let class = match args.class.as_deref() {
         Some(c) => Some(DeadClass::parse(c).ok_or_else(|| {
-            CommandError::usage(format!("unknown dead-letter class '{c}'"))
-                .hint("use one of: validation, apply, check, lease")
+            CommandError::usage(format!("unknown dead-letter class '{c}'")).hint(format!(
+                "use one of: {}",
+                DeadClass::ALL.map(|c| c.as_str()).join(", ")
+            ))
         })?),
         None => None,
     };

@@ -135,6 +135,14 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     } else {
         for e in &done {
             println!("{}", e.id);
+            if e.created && e.record.status == hyperion::model::Status::AwaitingApproval {
+                eprintln!(
+                    "note: {} awaits approval ({}); an approver runs `git hyperion approve {}`",
+                    e.id,
+                    e.record.approval_tiers.join(", "),
+                    e.id
+                );
+            }
             if !e.created {
                 eprintln!(
                     "note: {} was already enqueued ({}); nothing new was stored",

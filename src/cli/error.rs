@@ -171,6 +171,7 @@ impl From<Error> for CommandError {
                 Some("fix the value with `git config`; `git hyperion config` lists every setting")
             }
             Error::Corrupt { .. } => Some("run `git hyperion doctor` to see what is wrong"),
+            Error::Approval { problem, .. } => Some(&*problem.hint),
             Error::Policy { .. } => Some(
                 "`git hyperion policy check` lists every problem; fix .hyperion/policy.toml on the target branch",
             ),

@@ -4,6 +4,7 @@
 pub mod error;
 
 mod apply;
+mod approve;
 mod audit;
 mod complete;
 mod config;
@@ -17,6 +18,7 @@ mod heartbeat;
 mod init;
 mod list;
 mod policy;
+mod reject;
 mod release;
 mod requeue;
 mod rollback;
@@ -98,6 +100,8 @@ pub enum Command {
     Complete(complete::Args),
     Sweep(sweep::Args),
     Requeue(requeue::Args),
+    Approve(approve::Args),
+    Reject(reject::Args),
     Dead(dead::Args),
     Gc(gc::Args),
     Doctor(doctor::Args),
@@ -157,6 +161,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Complete(a) => complete::run(a, &ctx),
         Command::Sweep(a) => sweep::run(a, &ctx),
         Command::Requeue(a) => requeue::run(a, &ctx),
+        Command::Approve(a) => approve::run(a, &ctx),
+        Command::Reject(a) => reject::run(a, &ctx),
         Command::Dead(a) => dead::run(a, &ctx),
         Command::Gc(a) => gc::run(a, &ctx),
         Command::Doctor(a) => doctor::run(a, &ctx),

@@ -5,7 +5,8 @@ use super::{Ctx, print_records};
 /// Put dead letters back into the queue, recording why.
 ///
 /// Attempts start again from zero; the reason is stored in each request's chain. Every id is
-/// checked first: if one is unknown or not dead, nothing changes.
+/// checked first: if one is unknown or not dead, nothing changes. A rejected request, or one
+/// whose risk tier needs approval by the target's policy now, goes back to awaiting_approval.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Ids (or unique prefixes) of dead requests.
@@ -22,7 +23,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         print_records(ctx, &records);
     } else {
         for r in &records {
-            println!("{} pending again", r.id);
+            println!("{} {} again", r.id, r.status);
         }
     }
     Ok(())

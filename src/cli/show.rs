@@ -46,6 +46,16 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     if let (Some(o), Some(u)) = (&r.lease_owner, r.leased_until) {
         println!("lease     {o} until {}", ts(u));
     }
+    if r.status == hyperion::model::Status::AwaitingApproval && !r.approval_tiers.is_empty() {
+        println!(
+            "approval  needed for tier {} (git hyperion approve {})",
+            r.approval_tiers.join(", "),
+            r.id
+        );
+    }
+    if let Some(a) = &r.approved_by {
+        println!("approved  by {a}");
+    }
     if let Some(e) = &r.error {
         println!("error     [{}] {}", e.code, e.message);
     }

@@ -332,7 +332,7 @@ impl<'a> Checker<'a> {
         problems: &mut Vec<Problem>,
     ) -> Result<Option<ChangeRequest>> {
         let ev = &root.event;
-        let enqueue = ev.action == Action::Enqueue && ev.from.is_none() && ev.to == Status::Pending;
+        let enqueue = ev.action == Action::Enqueue && ev.from.is_none() && ev.to.may_start();
         if !enqueue {
             problems.push(Problem::new(
                 "chain.illegal_transition",
@@ -379,6 +379,19 @@ impl<'a> Checker<'a> {
             ));
         }
         let mut expected = Record::new(&req, ev.at);
+        if ev.to == Status::AwaitingApproval {
+            // Which tiers it waits for is the enqueuing side's judgement; that it names some
+            // is the form. The worker judges the approval again by the target's policy.
+            expected.status = Status::AwaitingApproval;
+            expected.approval_tiers = root.record.approval_tiers.clone();
+            if expected.approval_tiers.is_empty() {
+                problems.push(Problem::new(
+                    "chain.record_mismatch",
+                    format!("{} (enqueue): awaits approval for no tier", root.short()),
+                    HINT_FORGED,
+                ));
+            }
+        }
         if req.id() != id {
             // Reported above; the record's id and key would only say it again.
             expected.id = root.record.id.clone();
@@ -514,6 +527,7 @@ impl<'a> Checker<'a> {
                 | Action::Land
                 | Action::Fail
                 | Action::Expire
+                | Action::Hold
         );
         if holder_acts && (ev.worker.is_none() || ev.worker != p.lease_owner) {
             problems.push(lease_problem(format!(
@@ -678,6 +692,8 @@ impl<'a> Checker<'a> {
                 }
             }
             Action::Requeue => {
+                expected.approved_by = None;
+                expected.approval_tiers = r.approval_tiers.clone();
                 expected.dead_class = None;
                 expected.error = None;
                 expected.attempts = 0;
@@ -699,7 +715,45 @@ impl<'a> Checker<'a> {
                     ));
                 }
             }
-            Action::Approve | Action::Enqueue => {}
+            Action::Approve => {
+                expected.error = None;
+                expected.not_before = None;
+                expected.approved_by = Some(ev.actor.clone());
+                expected.approval_tiers = r.approval_tiers.clone();
+            }
+            Action::Reject => {
+                expected.dead_class = Some(DeadClass::Rejected);
+                expected.approved_by = None;
+                expected.error = r.error.clone();
+                let coded = ev.code.as_deref() == Some("approval.rejected")
+                    && r.error.as_ref().map(|e| e.code.as_str()) == Some("approval.rejected");
+                if !coded || ev.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                    problems.push(forged(
+                        "chain.record_mismatch",
+                        format!(
+                            "{here}: a rejection needs a reason and code approval.rejected in its event and record"
+                        ),
+                    ));
+                }
+            }
+            Action::Hold => {
+                clear_lease(&mut expected);
+                expected.attempts = p.attempts.saturating_sub(1);
+                expected.approved_by = None;
+                expected.approval_tiers = r.approval_tiers.clone();
+                expected.error = r.error.clone();
+                let coded = ev.code.as_deref() == Some("approval.required")
+                    && r.error.as_ref().map(|e| e.code.as_str()) == Some("approval.required");
+                if !coded || r.approval_tiers.is_empty() {
+                    problems.push(forged(
+                        "chain.record_mismatch",
+                        format!(
+                            "{here}: a hold needs the tiers it waits for and code approval.required in its event and record"
+                        ),
+                    ));
+                }
+            }
+            Action::Enqueue => {}
         }
         if ev.leased_until != event_until {
             problems.push(lease_problem(format!(
@@ -891,14 +945,16 @@ fn action_fits(action: Action, from: Option<Status>, to: Status) -> bool {
     use Status::*;
     matches!(
         (action, from, to),
-        (Enqueue, None, Pending)
+        (Enqueue, None, Pending | AwaitingApproval)
             | (Approve, Some(AwaitingApproval), Pending)
+            | (Reject, Some(AwaitingApproval), Dead)
+            | (Hold, Some(Leased), AwaitingApproval)
             | (Lease, Some(Pending), Leased)
             | (Heartbeat, Some(Leased), Leased)
             | (Release | Retry | Expire, Some(Leased), Pending)
             | (Land, Some(Leased), Applied)
             | (Fail | Expire, Some(Leased), Dead)
-            | (Requeue, Some(Dead), Pending)
+            | (Requeue, Some(Dead), Pending | AwaitingApproval)
             | (Rollback, Some(Applied), RolledBack)
     )
 }
