@@ -963,10 +963,7 @@ pub fn valid_approval(
 #[derive(Debug)]
 pub enum AtLease {
     /// Go on; these checks must pass (required ones first).
-    Proceed {
-        checks: Vec<String>,
-        policy: Box<Policy>,
-    },
+    Proceed { checks: Vec<String> },
     /// No valid approval: back to `awaiting_approval`.
     Hold { tiers: Vec<String>, reason: String },
 }
@@ -1001,7 +998,6 @@ pub fn at_lease(
     }
     Ok(AtLease::Proceed {
         checks: assessment.checks(req),
-        policy: Box::new(policy.clone()),
     })
 }
 

@@ -39,6 +39,9 @@ pub enum Result_ {
     Released,
     /// Another worker took the request over (our lease expired meanwhile).
     LeaseLost,
+    /// Back to `awaiting_approval`: its tier needs approval and its chain holds no approval
+    /// valid under the policy now.
+    Held,
     /// `--dry-run`: what would happen, nothing changed.
     WouldLand,
     WouldFail,
@@ -190,6 +193,11 @@ enum Verdict {
         checks: Vec<CheckSummary>,
     },
     Release {
+        reason: String,
+    },
+    /// No valid approval: back to `awaiting_approval` (see [`crate::tiers::at_lease`]).
+    Hold {
+        tiers: Vec<String>,
         reason: String,
     },
     LeaseLost,
@@ -647,6 +655,20 @@ impl<'q> Worker<'q> {
                     reports.push((r, None));
                     continue;
                 }
+                Verdict::Hold { tiers, reason } => {
+                    let mut report = Report::new(&d.record);
+                    report.result = match self.queue.hold(&d.record.id, &self.id, tiers, &reason) {
+                        Ok(_) => Result_::Held,
+                        Err(e) if lease_gone(&e) => Result_::LeaseLost,
+                        Err(e) => return Err(e),
+                    };
+                    report.status = Some(Status::AwaitingApproval);
+                    report.code = Some("approval.required".into());
+                    report.message = Some(reason);
+                    report.duration_ms = d.started.elapsed().as_millis() as u64;
+                    reports.push((report, None));
+                    continue;
+                }
                 Verdict::LeaseLost => {
                     report.result = Result_::LeaseLost;
                     report.code = Some("worker.lease_lost".into());
@@ -760,6 +782,11 @@ impl<'q> Worker<'q> {
                 report.result = Result_::WouldFail;
                 report.message = Some(reason);
             }
+            Verdict::Hold { reason, .. } => {
+                report.result = Result_::WouldFail;
+                report.code = Some("approval.required".into());
+                report.message = Some(reason);
+            }
             Verdict::LeaseLost => report.result = Result_::WouldFail,
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
@@ -811,6 +838,16 @@ impl<'q> Worker<'q> {
                 recovered: true,
             });
         }
+
+        // Risk tiers, approval and required checks, by the policy at the target's tip: a
+        // request without an approval valid under it goes back to awaiting_approval.
+        let check_names =
+            match crate::tiers::at_lease(queue, (&gate.tip, &gate.policy), record, req)? {
+                crate::tiers::AtLease::Proceed { checks } => checks,
+                crate::tiers::AtLease::Hold { tiers, reason } => {
+                    return Ok(Verdict::Hold { tiers, reason });
+                }
+            };
 
         // Validate again, against what it is applied onto: the policy or the target may have
         // changed since enqueue, and requests before it in this batch changed the tree.
@@ -873,8 +910,16 @@ impl<'q> Worker<'q> {
 
         let mut checks = Vec::new();
         let mut artifacts = Vec::new();
-        if !req.checks.is_empty() {
-            match self.run_checks(record, req, gate, commit, stop, on_progress, dry_run)? {
+        if !check_names.is_empty() {
+            match self.run_checks(
+                record,
+                &check_names,
+                gate,
+                commit,
+                stop,
+                on_progress,
+                dry_run,
+            )? {
                 ChecksDone::Passed(s, a) => {
                     checks = s;
                     artifacts = a;
@@ -895,7 +940,7 @@ impl<'q> Worker<'q> {
     fn run_checks(
         &self,
         record: &Record,
-        req: &ChangeRequest,
+        names: &[String],
         gate: &Gate,
         commit: ObjectId,
         stop: &Stop,
@@ -904,7 +949,7 @@ impl<'q> Worker<'q> {
     ) -> Result<ChecksDone> {
         let repo = self.queue.store().repo();
         let mut commands = Vec::new();
-        for name in &req.checks {
+        for name in names {
             match gate.policy.resolve_check(name) {
                 Ok(def) => commands.push(CheckCommand {
                     name: def.name,

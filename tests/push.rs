@@ -344,7 +344,10 @@ fn hostile_chain_commits_are_refused() {
         ),
         (raw("", good.as_bytes()), "ok"),
     ];
-    assert!(push(&client, &server, "main").0, "the target branch reaches the server");
+    assert!(
+        push(&client, &server, "main").0,
+        "the target branch reaches the server"
+    );
     for (commit, expect) in &cases[..3] {
         forge::set(&client, id, commit);
         let (ok, err) = push(&client, &server, &format!("{r}:{r}"));

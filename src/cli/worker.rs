@@ -108,7 +108,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             Result_::Landed | Result_::Recovered => counts[0] += 1,
             Result_::Dead => counts[1] += 1,
             Result_::Retry => counts[2] += 1,
-            Result_::Released | Result_::LeaseLost => counts[3] += 1,
+            Result_::Released | Result_::LeaseLost | Result_::Held => counts[3] += 1,
             Result_::WouldLand | Result_::WouldFail => {}
         }
         print(r);
@@ -161,6 +161,7 @@ pub fn print_report(r: &Report, json: bool) {
         Result_::Retry => "retry",
         Result_::Released => "released",
         Result_::LeaseLost => "lost",
+        Result_::Held => "held",
         Result_::WouldLand => "would land",
         Result_::WouldFail => "would fail",
     };
