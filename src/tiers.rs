@@ -969,19 +969,23 @@ pub enum AtLease {
 }
 
 /// Judge a leased request again, as the worker must before applying it: its tiers by the
-/// policy at the target's tip now (it may have changed since enqueue: `gate` is the branch
-/// as the worker read it, with its policy), the approval in its chain (an `approve` by an
-/// actor allowed now, after its last enqueue or requeue), and the checks it must pass.
+/// policy at the target's tip now (it may have changed since enqueue: `policy` is the one at
+/// the tip the worker read), the approval in its chain (an `approve` by an actor allowed now,
+/// after its last enqueue or requeue), and the checks it must pass.
+///
+/// `onto` is the tree the request is about to be applied to (the target's tip, or the commit
+/// of an earlier request of the same batch): what is there (modes, symlinks) is judged from
+/// it, the rules from the policy at the target's tip.
 pub fn at_lease(
     queue: &crate::queue::Queue,
-    gate: (&crate::target::Tip, &Policy),
+    policy: &Policy,
     record: &Record,
     req: &ChangeRequest,
+    onto: gix::ObjectId,
 ) -> Result<AtLease> {
     let store = queue.store();
-    let (tip, policy) = gate;
     let local = Local::load(store.repo(), queue.settings());
-    let view = GitTree::new(store.repo(), tip.tree);
+    let view = GitTree::new(store.repo(), onto);
     let view_ref = Some(&view as &dyn TreeView);
     let assessment = Rules::new(policy, &local, view_ref).assess(req, view_ref);
     if assessment.needs_approval() {

@@ -841,17 +841,16 @@ impl<'q> Worker<'q> {
 
         // Risk tiers, approval and required checks, by the policy at the target's tip: a
         // request without an approval valid under it goes back to awaiting_approval.
-        let check_names =
-            match crate::tiers::at_lease(queue, (&gate.tip, &gate.policy), record, req)? {
-                crate::tiers::AtLease::Proceed { checks } => checks,
-                crate::tiers::AtLease::Hold { tiers, reason } => {
-                    return Ok(Verdict::Hold { tiers, reason });
-                }
-            };
+        let tree = land::tree_of(repo, onto)?;
+        let check_names = match crate::tiers::at_lease(queue, &gate.policy, record, req, tree)? {
+            crate::tiers::AtLease::Proceed { checks } => checks,
+            crate::tiers::AtLease::Hold { tiers, reason } => {
+                return Ok(Verdict::Hold { tiers, reason });
+            }
+        };
 
         // Validate again, against what it is applied onto: the policy or the target may have
         // changed since enqueue, and requests before it in this batch changed the tree.
-        let tree = land::tree_of(repo, onto)?;
         let problems = crate::validate::against_target(repo, req, Some(tree), &gate.policy);
         if let Some(first) = problems.first() {
             let message = problems

@@ -307,3 +307,52 @@ pub fn plant(repo: &TestRepo, request: &Value) -> String {
 pub fn with_policy(attack: &mut Attack, policy: &str) {
     attack.commit(&[(".hyperion/policy.toml", policy)]);
 }
+
+impl Attack {
+    /// The record of `id` (the `record` of `show --format json`).
+    pub fn record(&self, id: &str) -> Value {
+        self.repo.json(&["show", id])["record"].clone()
+    }
+
+    /// Enqueue what `edit` does to the checkout, as `git diff` shows it (renames, modes and
+    /// symlinks included), through `enqueue --patch`, naming `checks`; the checkout is put
+    /// back first. The id.
+    pub fn propose(&self, task: &str, checks: &[&str], edit: impl FnOnce(&Path)) -> String {
+        edit(self.repo.path());
+        self.repo.git(&["add", "-A"]);
+        let diff = self.repo.git(&["diff", "--cached", "-M", "--full-index"]);
+        self.repo.git(&["reset", "-q", "--hard"]);
+        assert!(!diff.is_empty(), "the edit changed nothing");
+        let patch = self.repo.home.path().join(format!("{task}.diff"));
+        std::fs::write(&patch, diff).unwrap();
+        let mut args = vec![
+            "enqueue",
+            "--patch",
+            patch.to_str().unwrap(),
+            "--task",
+            task,
+            "--agent",
+            "attacker",
+        ];
+        for c in checks {
+            args.extend(["--check", c]);
+        }
+        self.repo.ok(&args).trim().to_owned()
+    }
+
+    /// After a drain: `id` awaits approval (it was never landed), everything untouched.
+    pub fn waits(&self, id: &str) -> Value {
+        let record = self.record(id);
+        assert_eq!(
+            record["status"], "awaiting_approval",
+            "{id} does not wait: {record}"
+        );
+        assert!(
+            !record["approval_tiers"].as_array().unwrap().is_empty(),
+            "{record}"
+        );
+        self.nothing_landed();
+        self.untouched();
+        record
+    }
+}

@@ -16,3 +16,4 @@ mod harness;
 mod paths;
 mod push;
 mod target;
+mod tiers;
