@@ -60,7 +60,10 @@ fn guarded(approvers: &[&str], extra: &str) -> Attack {
 /// Drain the queue: a worker must not even take what waits for approval.
 fn drain_takes_nothing(a: &Attack) {
     let reports = a.drain();
-    assert!(reports.is_empty(), "a worker took a waiting request: {reports:?}");
+    assert!(
+        reports.is_empty(),
+        "a worker took a waiting request: {reports:?}"
+    );
 }
 
 /// Drain the queue; nothing may be landed.
