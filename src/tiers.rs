@@ -749,8 +749,7 @@ fn reason(
                 None => String::new(),
             };
             if let Some(p) = f.paths.iter().find(|p| g.hits(p)) {
-                let glob = g.via.as_ref().map_or(g.text.as_str(), |_| g.text.as_str());
-                return Some(format!("'{p}' matches '{glob}'{}", through(g)));
+                return Some(format!("'{p}' matches '{}'{}", g.text, through(g)));
             }
             if let Some(target) = &f.link
                 && g.hits(target)
