@@ -1119,7 +1119,8 @@ fn every_code_the_source_can_emit_is_in_the_catalogue() {
             // File names and git config keys, not codes.
             // (policy keys are `section.key` with the section plural: `checks.`, `limits.`…)
             if [
-                ".json", ".toml", ".rs", ".md", ".patch", ".lock", ".txt", ".pem",
+                ".json", ".toml", ".rs", ".md", ".patch", ".lock", ".txt", ".pem", ".yml", ".yaml",
+                ".sh",
             ]
             .iter()
             .any(|ext| c.ends_with(ext))
