@@ -21,6 +21,7 @@ pub mod policy;
 pub mod queue;
 pub mod refs;
 pub mod rollback;
+pub mod secrets;
 pub mod settings;
 pub mod spare;
 pub mod store;

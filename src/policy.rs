@@ -117,12 +117,7 @@ impl TierOperation {
 }
 
 /// A secret pattern: a name (shown in errors), what it finds, and the expression.
-#[derive(Debug, Clone)]
-pub struct SecretRule {
-    pub name: String,
-    pub what: String,
-    pub regex: regex::Regex,
-}
+pub use crate::secrets::Rule as SecretRule;
 
 /// The effective policy of one target.
 #[derive(Debug, Clone)]
@@ -154,6 +149,8 @@ pub struct Policy {
     pub approvers: Vec<String>,
     /// The tiers of `[[tiers]]`, in file order (the built-in ones are in `tiers`).
     pub tiers: Vec<Tier>,
+    /// The scanner of the rules above, built on first use.
+    secret_scanner: OnceLock<crate::secrets::Scanner>,
     /// Keys the file set (`limits.files`, `checks.unit`, …); the others are defaults.
     set: BTreeSet<String>,
 }
@@ -176,57 +173,14 @@ impl Default for Policy {
             required_checks: Vec::new(),
             approvers: Vec::new(),
             tiers: Vec::new(),
+            secret_scanner: OnceLock::new(),
             set: BTreeSet::new(),
         }
     }
 }
 
-/// The built-in secret rules: (name, what it finds, expression).
-pub const BUILTIN_SECRETS: &[(&str, &str, &str)] = &[
-    (
-        "private-key",
-        "a private key",
-        r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----",
-    ),
-    (
-        "aws-access-key-id",
-        "an AWS access key id",
-        r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",
-    ),
-    (
-        "aws-secret-access-key",
-        "an AWS secret access key",
-        r#"(?i)aws_?secret_?(?:access_?)?key\b["']?\s*[:=]\s*["']?[A-Za-z0-9/+=]{40}"#,
-    ),
-    (
-        "github-token",
-        "a GitHub token",
-        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
-    ),
-    (
-        "gitlab-token",
-        "a GitLab token",
-        r"\b(?:glpat|gldt|glrt|glptt|glsoat)-[A-Za-z0-9_-]{20,}",
-    ),
-    (
-        "slack-token",
-        "a Slack token or webhook",
-        r"\bxox[abposre]-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/]{20,}",
-    ),
-    (
-        "generic-password",
-        "a password or secret assigned a literal",
-        r#"(?i)\b(?:password|passwd|pwd|secret|api_?key|access_?token|auth_?token|client_?secret)\b["']?\s*[:=]\s*["'][^"'\s$<{%][^"'\s]{7,}["']"#,
-    ),
-];
-
-fn builtin_set() -> &'static regex::RegexSet {
-    static SET: OnceLock<regex::RegexSet> = OnceLock::new();
-    SET.get_or_init(|| {
-        regex::RegexSet::new(BUILTIN_SECRETS.iter().map(|(_, _, r)| *r))
-            .expect("the built-in secret patterns are valid")
-    })
-}
+/// The built-in secret rules (see [`crate::secrets::BUILTIN`]).
+pub use crate::secrets::BUILTIN as BUILTIN_SECRETS;
 
 impl Policy {
     /// Parse a policy file's text. `origin` names it in the policy (`main:.hyperion/policy.toml`
@@ -375,22 +329,20 @@ impl Policy {
         })
     }
 
-    /// The rule an added line breaks, if it looks like a secret: the rule's name and what it
-    /// finds. Never returns (or keeps) the matched text.
-    pub fn find_secret(&self, line: &str) -> Option<(&str, &str)> {
-        let set = builtin_set();
-        if set.is_match(line) {
-            for i in set.matches(line).iter() {
-                let (name, what, _) = BUILTIN_SECRETS[i];
-                if !self.secret_disabled.contains(name) {
-                    return Some((name, what));
-                }
-            }
-        }
-        self.secret_rules
-            .iter()
-            .find(|r| r.regex.is_match(line))
-            .map(|r| (r.name.as_str(), r.what.as_str()))
+    /// The secret rules of this policy: the built-in ones it does not disable, and its own.
+    /// Every secret scan of a request goes through it.
+    pub fn secrets(&self) -> &crate::secrets::Scanner {
+        self.secret_scanner.get_or_init(|| {
+            crate::secrets::Scanner::new(&self.secret_disabled, self.secret_rules.clone())
+        })
+    }
+
+    /// The rule `text` breaks, if it holds what looks like a secret: the rule's name and what
+    /// it finds. Never returns (or keeps) the matched text.
+    pub fn find_secret(&self, text: &str) -> Option<(&str, &str)> {
+        self.secrets()
+            .find(text.as_bytes())
+            .map(|h| (h.rule, h.what))
     }
 
     /// Whether `path`'s added lines are exempt from the secret scan.
@@ -454,6 +406,7 @@ impl Policy {
             .chain(self.secret_rules.iter().map(|r| r.name.as_str()))
             .collect();
         rows.push(("secrets.rules".to_owned(), json(&active)));
+        rows.push(("secrets.rules".to_owned(), json(&self.secrets().names())));
         rows.push((
             "secrets.allow_paths".to_owned(),
             json(&self.secret_allow_paths),
@@ -1173,12 +1126,13 @@ impl Parser {
                         let Some(expr) = self.string(r, "secrets.patterns.") else {
                             continue;
                         };
-                        match regex::RegexBuilder::new(&expr).size_limit(1 << 20).build() {
-                            Ok(regex) => policy.secret_rules.push(SecretRule {
-                                what: format!("a match of the policy's secret pattern '{name}'"),
-                                name,
-                                regex,
-                            }),
+                        let what = format!("a match of the policy's secret pattern '{name}'");
+                        match SecretRule::new(name.clone(), what, &expr) {
+                            Ok(rule) => {
+                                // Output is redacted by every rule this process has seen.
+                                crate::secrets::register(&rule);
+                                policy.secret_rules.push(rule);
+                            }
                             Err(err) => {
                                 let l = self.line(r.1.span().start);
                                 let first = err.to_string();
