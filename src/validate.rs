@@ -69,11 +69,15 @@ pub fn check_request(bytes: &[u8]) -> (Option<ChangeRequest>, Vec<Problem>) {
 pub fn check_value(value: &Value) -> (Option<ChangeRequest>, Vec<Problem>) {
     let mut problems = schema_problems(value);
     if !problems.is_empty() {
+        // The request goes no further, so it is not scanned against its target's policy:
+        // scan every string and field name of it here, with the built-in rules.
+        problems.extend(raw_secrets(value));
+        crate::secrets::redact_problems(&mut problems);
         problems.sort_by(|a, b| a.field.cmp(&b.field).then(a.code.cmp(b.code)));
         problems.dedup();
         return (None, problems);
     }
-    match serde_json::from_value::<ChangeRequest>(value.clone()) {
+    let (req, mut problems) = match serde_json::from_value::<ChangeRequest>(value.clone()) {
         Ok(req) => {
             let problems = semantic_problems(&req);
             (Some(req), problems)
@@ -86,6 +90,78 @@ pub fn check_value(value: &Value) -> (Option<ChangeRequest>, Vec<Problem>) {
                 "see schemas/change-request.schema.json",
             )],
         ),
+    };
+    // Messages quote paths and values of the request; a secret in one is reported (by
+    // `check_policy`) but never shown.
+    crate::secrets::redact_problems(&mut problems);
+    (req, problems)
+}
+
+/// `secret.detected` for a field of the request: named, the secret never shown.
+fn secret_in_field(field: &str, hit: &crate::secrets::Hit<'_>) -> Problem {
+    Problem::new(
+        "secret.detected",
+        format!(
+            "{field} holds what looks like {} (rule {}); it is not shown here",
+            hit.what, hit.rule
+        ),
+        "remove the secret from the request (and revoke it: it has left your machine); nothing was stored",
+    )
+    .at(field)
+}
+
+/// Every string and field name of a request that did not pass the schema that holds what a
+/// built-in rule finds.
+fn raw_secrets(value: &Value) -> Vec<Problem> {
+    let scanner = crate::secrets::Scanner::builtin();
+    let mut out = Vec::new();
+    walk_strings(value, &mut String::new(), &mut |field, text, is_name| {
+        if let Some(hit) = scanner.find(text.as_bytes()) {
+            let what = if is_name {
+                format!(
+                    "a field name in {}",
+                    if field.is_empty() { "/" } else { field }
+                )
+            } else {
+                field.to_owned()
+            };
+            let mut p = secret_in_field(&what, &hit);
+            // The field of a name is the object holding it: the name itself is the secret.
+            p.field = Some(if field.is_empty() {
+                "/".into()
+            } else {
+                field.into()
+            });
+            out.push(p);
+        }
+    });
+    out
+}
+
+/// Call `f(pointer, text, is_name)` for every string in `value` and every name of its objects
+/// (`pointer` is then the object's).
+fn walk_strings(value: &Value, pointer: &mut String, f: &mut dyn FnMut(&str, &str, bool)) {
+    match value {
+        Value::String(s) => f(pointer, s, false),
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let len = pointer.len();
+                pointer.push_str(&format!("/{i}"));
+                walk_strings(v, pointer, f);
+                pointer.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                f(pointer, k, true);
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                walk_strings(v, pointer, f);
+                pointer.truncate(len);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -477,7 +553,10 @@ pub fn check_policy(
             );
         }
         if !policy.secrets_allowed_in(&c.path) {
-            for (line, rule, what) in added_secrets(&c.patch, file, policy) {
+            let old_path = c.from.as_deref().unwrap_or(&c.path);
+            let old = || tree.and_then(|t| t.blob(old_path));
+            for (line, rule, what) in patch_secrets(&c.patch, file, policy.secrets(), &old)
+            {
                 out.push(
                     Problem::new(
                         "secret.detected",
@@ -493,27 +572,32 @@ pub fn check_policy(
             }
         }
     }
-    for (name, text) in [
-        ("title", Some(&req.title)),
-        ("description", req.description.as_ref()),
-    ] {
-        let Some(text) = text else { continue };
-        if let Some((rule, what)) = text.lines().find_map(|l| policy.find_secret(l)) {
-            out.push(
-                Problem::new(
-                    "secret.detected",
-                    format!("the {name} contains what looks like {what} (rule {rule}); it is not shown here"),
-                    "remove the secret from the request (and revoke it); nothing was stored",
-                )
-                .at(format!("/{name}")),
-            );
-        }
-    }
+    out.extend(field_secrets(req, policy.secrets()));
     for (i, name) in req.checks.iter().enumerate() {
         if let Err(p) = policy.resolve_check(name) {
             out.push(p.at(format!("/checks/{i}")));
         }
     }
+    crate::secrets::redact_problems(&mut out);
+    out
+}
+
+/// `secret.detected` for every string field of the request that holds a secret: every field
+/// of the request as it is stored (`request.json`), found by walking its serialised form, so
+/// that a field added to the model is scanned without being named here. Patches are scanned
+/// by [`patch_secrets`] instead (added lines, decoded binary content, `allow_paths`).
+fn field_secrets(req: &ChangeRequest, scanner: &crate::secrets::Scanner) -> Vec<Problem> {
+    let value = serde_json::to_value(req).expect("a ChangeRequest always serialises");
+    let mut out = Vec::new();
+    walk_strings(&value, &mut String::new(), &mut |field, text, is_name| {
+        let patch = field.starts_with("/changes/") && field.ends_with("/patch");
+        if is_name || patch {
+            return;
+        }
+        if let Some(hit) = scanner.find(text.as_bytes()) {
+            out.push(secret_in_field(field, &hit));
+        }
+    });
     out
 }
 
@@ -589,43 +673,145 @@ fn count_lines(b: &[u8]) -> usize {
     }
 }
 
-/// Added lines that look like secrets: (1-based line in the patch, rule, what it finds). For a
-/// patch that does not parse, every `+` line that is not a `+++` header is scanned.
-fn added_secrets<'p>(
+/// Where a patch stores what looks like a secret: (1-based line in the patch, rule, what it
+/// finds).
+///
+/// Every line of the patch is stored, so every line is scanned, not only the added ones: an
+/// added line with a match is refused; a context or removed line only when what matched is
+/// not in the file at the target already (`old`: the file's content there, if it exists), so
+/// that a request may remove a secret a person committed; header, preamble and binary-data
+/// lines are refused (a path with a secret is also reported as a field). Added lines are also
+/// scanned joined, for the policy's patterns that span lines. A `GIT binary patch` section is
+/// decoded (base85, zlib) and a delta applied to the file at the target — or, without one, to
+/// zeros of the size it names, which keeps its inserted bytes together — and the resulting
+/// content is scanned for what is not in the target's file already. For a patch that does
+/// not parse, every `+` line that is not a `+++` header counts as added.
+fn patch_secrets<'s>(
     text: &str,
     file: Option<&patch::FilePatch>,
-    policy: &'p Policy,
-) -> Vec<(usize, &'p str, &'p str)> {
-    let mut out = Vec::new();
-    match file {
-        Some(f) => {
-            for h in &f.hunks {
-                for (k, l) in f.text[h.body.clone()].lines().enumerate() {
-                    if let Some(added) = l.strip_prefix('+')
-                        && let Some((rule, what)) = policy.find_secret(added)
-                    {
-                        out.push((h.line + 1 + k, rule, what));
-                    }
-                }
-            }
-        }
-        None => {
-            for (k, l) in text.lines().enumerate() {
-                if let Some(added) = l.strip_prefix('+')
-                    && !l.starts_with("+++ ")
-                    && let Some((rule, what)) = policy.find_secret(added)
-                {
-                    out.push((k + 1, rule, what));
+    scanner: &'s crate::secrets::Scanner,
+    old: &dyn Fn() -> Option<Vec<u8>>,
+) -> Vec<(usize, &'s str, &'s str)> {
+    let mut out: Vec<(usize, &str, &str)> = Vec::new();
+    let old_content = std::cell::OnceCell::new();
+    let in_old = |bytes: &[u8]| {
+        old_content
+            .get_or_init(old)
+            .as_deref()
+            .is_some_and(|o: &[u8]| contains(o, bytes))
+    };
+    // 1-based lines of the patch that are hunk body lines.
+    let mut body = std::collections::HashSet::new();
+    let mut added: Vec<(usize, &str)> = Vec::new();
+    if let Some(f) = file {
+        for h in &f.hunks {
+            for (k, l) in f.text[h.body.clone()].lines().enumerate() {
+                body.insert(h.line + 1 + k);
+                if let Some(a) = l.strip_prefix('+') {
+                    added.push((h.line + 1 + k, a));
                 }
             }
         }
     }
+    if scanner.find(text.as_bytes()).is_some() {
+        for (k, l) in text.lines().enumerate() {
+            let line = k + 1;
+            let kind = if body.contains(&line) {
+                l.bytes().next()
+            } else if file.is_none() && l.starts_with('+') && !l.starts_with("+++ ") {
+                Some(b'+')
+            } else {
+                None
+            };
+            for hit in scanner.find_all(l.as_bytes()) {
+                let known =
+                    matches!(kind, Some(b' ' | b'-')) && in_old(&l.as_bytes()[hit.range.clone()]);
+                if !known && !out.iter().any(|(n, r, _)| *n == line && *r == hit.rule) {
+                    out.push((line, hit.rule, hit.what));
+                }
+            }
+        }
+    }
+    // Added lines joined: what a pattern finds across lines (single lines were scanned above).
+    let mut joined = Vec::new();
+    let mut starts = Vec::with_capacity(added.len());
+    for (line, a) in &added {
+        starts.push((joined.len(), *line));
+        joined.extend_from_slice(a.as_bytes());
+        joined.push(b'\n');
+    }
+    for hit in scanner.find_all(&joined) {
+        if joined[hit.range.clone()].contains(&b'\n') {
+            let at = starts.partition_point(|(off, _)| *off <= hit.range.start);
+            out.push((starts[at.saturating_sub(1)].1, hit.rule, hit.what));
+        }
+    }
+    if let Some(f) = file.filter(|f| f.binary)
+        && let Ok(bp) = crate::binary::parse(&f.text)
+    {
+        let target = old_content.get_or_init(old).clone();
+        let forward = decoded(&bp.forward, target.as_deref());
+        let reverse = bp
+            .reverse
+            .as_ref()
+            .map(|r| decoded(r, Some(forward.as_slice())));
+        for content in std::iter::once(&forward).chain(reverse.as_ref()) {
+            for hit in scanner.find_all(content) {
+                if !in_old(&content[hit.range.clone()])
+                    && !out.iter().any(|(n, r, _)| *n == f.line && *r == hit.rule)
+                {
+                    out.push((f.line, hit.rule, hit.what));
+                }
+            }
+        }
+    }
+    out.sort();
     out
+}
+
+/// Deltas naming a larger source than this are not applied to zeros (see [`decoded`]).
+const MAX_ZERO_SOURCE: usize = 16 << 20;
+
+/// The content a binary hunk makes: a literal's data, or a delta applied to `base` (the
+/// content it applies to, when known). A delta that cannot be applied to `base` is applied to
+/// zeros of the size it names, which keeps its inserted bytes together as the real content
+/// would; failing that, its data as it is.
+fn decoded(h: &crate::binary::BinaryHunk, base: Option<&[u8]>) -> Vec<u8> {
+    if h.kind == crate::binary::Kind::Literal {
+        return h.data.clone();
+    }
+    if let Some(b) = base
+        && let Ok(v) = crate::binary::apply(h, b)
+    {
+        return v;
+    }
+    delta_source_size(&h.data)
+        .filter(|&n| n <= MAX_ZERO_SOURCE)
+        .and_then(|n| crate::binary::apply(h, &vec![0; n]).ok())
+        .unwrap_or_else(|| h.data.clone())
+}
+
+/// The source size a pack delta starts with (a little-endian base-128 number), as
+/// gitformat-pack(5) describes it; `src/binary.rs` reads it the same way when it applies one.
+fn delta_source_size(d: &[u8]) -> Option<usize> {
+    let mut value: u64 = 0;
+    for (i, b) in d.iter().take(9).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return usize::try_from(value).ok();
+        }
+    }
+    None
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secrets::Scanner;
 
     fn good() -> Value {
         let patch = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n";
@@ -757,5 +943,214 @@ mod tests {
             "diff --git a/{long} b/{long}\nnew file mode 100644\n--- /dev/null\n+++ b/{long}\n@@ -0,0 +1 @@\n+a\n"
         );
         assert_eq!(codes(&with_patch(&long, "add", &patch)), ["path.too_long"]);
+    }
+
+    const TOKEN: &str = "ghp_AttackTokenThatIsFake0123456789abcdef";
+
+    /// Problems of `v` as `enqueue` finds them: the schema and semantics, then (when it
+    /// passed the schema) the default policy with `tree` as the target.
+    fn all_problems(v: &Value, tree: Option<&dyn TargetTree>) -> Vec<Problem> {
+        let (req, mut problems) = check_value(v);
+        if let Some(req) = req {
+            problems.extend(check_policy(&req, &Policy::default(), tree));
+        }
+        for p in &problems {
+            assert!(
+                !p.message.contains(TOKEN) && !p.field.as_deref().unwrap_or("").contains(TOKEN),
+                "a problem shows the secret: {p:?}"
+            );
+        }
+        problems
+    }
+
+    fn secret_fields(problems: &[Problem]) -> Vec<String> {
+        problems
+            .iter()
+            .filter(|p| p.code == "secret.detected")
+            .map(|p| p.field.clone().unwrap_or_default())
+            .collect()
+    }
+
+    /// Every string a request can carry, as the schema lists it: (JSON pointer, whether it
+    /// is a list of strings). Read from the schema, not from the code under test, so that a
+    /// field added to the format is tried here without anyone remembering to.
+    fn string_fields_of_the_schema() -> Vec<(String, bool)> {
+        let schema: Value = serde_json::from_str(SCHEMA_TEXT).expect("json");
+        let is_string = |s: &Value| {
+            s["type"] == "string"
+                || s["const"].is_string()
+                || s["enum"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().all(Value::is_string))
+        };
+        let mut out = Vec::new();
+        let mut visit = |props: &serde_json::Map<String, Value>, prefix: &str| {
+            for (name, s) in props {
+                if is_string(s) {
+                    out.push((format!("{prefix}/{name}"), false));
+                } else if s["type"] == "array" && is_string(&s["items"]) {
+                    out.push((format!("{prefix}/{name}"), true));
+                }
+            }
+        };
+        visit(schema["properties"].as_object().expect("props"), "");
+        visit(
+            schema["properties"]["changes"]["items"]["properties"]
+                .as_object()
+                .expect("change props"),
+            "/changes/0",
+        );
+        out
+    }
+
+    #[test]
+    fn a_secret_in_any_string_field_is_refused_and_named() {
+        let fields = string_fields_of_the_schema();
+        assert!(fields.len() >= 14, "{fields:?}");
+        for (pointer, list) in fields {
+            let mut v = good();
+            let slot = v.pointer_mut(&pointer.rsplit_once('/').expect("parent").0.to_owned());
+            let name = pointer.rsplit('/').next().expect("name").to_owned();
+            let value = format!("x {TOKEN} y");
+            slot.and_then(Value::as_object_mut)
+                .expect("parent object")
+                .insert(
+                    name,
+                    if list {
+                        serde_json::json!([value])
+                    } else {
+                        value.into()
+                    },
+                );
+            let expect = if list {
+                format!("{pointer}/0")
+            } else {
+                pointer.clone()
+            };
+            let problems = all_problems(&v, None);
+            assert!(
+                secret_fields(&problems).contains(&expect),
+                "{pointer}: {problems:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_secret_in_a_field_name_is_refused_and_not_shown() {
+        let mut v = good();
+        v[TOKEN] = 1.into();
+        v["changes"][0][TOKEN] = 1.into();
+        let problems = all_problems(&v, None);
+        assert_eq!(
+            secret_fields(&problems),
+            ["/", "/changes/0"],
+            "{problems:#?}"
+        );
+    }
+
+    /// A target tree holding one file.
+    struct OneFile(&'static str, Vec<u8>);
+
+    impl TargetTree for OneFile {
+        fn entry(&self, path: &str) -> Option<TreeEntry> {
+            (path == self.0).then_some(TreeEntry::File)
+        }
+        fn blob(&self, path: &str) -> Option<Vec<u8>> {
+            (path == self.0).then(|| self.1.clone())
+        }
+    }
+
+    fn update(patch: &str) -> Value {
+        let mut v = good();
+        v["changes"][0]["patch"] = patch.into();
+        v["changes"][0]["sha256"] = sha256_hex(patch.as_bytes()).into();
+        v
+    }
+
+    #[test]
+    fn removing_a_committed_secret_is_allowed_claiming_one_is_not() {
+        let committed = format!("a\nkey = {TOKEN}\nb\n");
+        let tree = OneFile("x", committed.into_bytes());
+        let removal = format!("--- a/x\n+++ b/x\n@@ -1,3 +1,2 @@\n a\n-key = {TOKEN}\n b\n");
+        assert!(secret_fields(&all_problems(&update(&removal), Some(&tree))).is_empty());
+        // Context that is not in the file: the patch would store it all the same.
+        let other = OneFile("x", b"a\nkey = none\nb\n".to_vec());
+        let claimed = format!("--- a/x\n+++ b/x\n@@ -1,3 +1,3 @@\n a\n key = {TOKEN}\n-b\n+c\n");
+        assert_eq!(
+            secret_fields(&all_problems(&update(&claimed), Some(&other))),
+            ["/changes/0/patch"]
+        );
+        // Without the target's file nothing is known to be there already.
+        assert_eq!(
+            secret_fields(&all_problems(&update(&removal), None)),
+            ["/changes/0/patch"]
+        );
+    }
+
+    #[test]
+    fn a_secret_outside_the_hunks_is_refused() {
+        for patch in [
+            format!("From: agent\nSubject: {TOKEN}\n\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"),
+            format!("--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n-- \n{TOKEN}\n"),
+        ] {
+            let tree = OneFile("x", b"a\n".to_vec());
+            let problems = all_problems(&update(&patch), Some(&tree));
+            assert_eq!(
+                secret_fields(&problems),
+                ["/changes/0/patch"],
+                "{problems:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_policy_pattern_spanning_added_lines_is_found() {
+        let policy = Policy::parse(
+            "[secrets]\npatterns = { pair = \"corp-user: \\\\w+\\\\ncorp-pass: \\\\w+\" }\n",
+            "x",
+        )
+        .expect("valid");
+        let patch = "--- a/x\n+++ b/x\n@@ -1 +1,3 @@\n a\n+corp-user: alice\n+corp-pass: hunter2\n";
+        let req = validate_value(&update(patch)).expect("valid");
+        let tree = OneFile("x", b"a\n".to_vec());
+        let problems = check_policy(&req, &policy, Some(&tree));
+        assert_eq!(
+            problems
+                .iter()
+                .map(|p| (p.code, p.line))
+                .collect::<Vec<_>>(),
+            [("secret.detected", Some(5))],
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn a_delta_is_scanned_as_the_content_it_makes() {
+        use crate::binary::{BinaryHunk, Kind};
+        // Inserts hold at most 127 bytes each: the token spans two of them, with an
+        // instruction byte between.
+        let mut data = vec![0u8, 0];
+        let body = format!("{} {TOKEN}", "z".repeat(110));
+        let (a, b) = body.as_bytes().split_at(127);
+        for part in [a, b] {
+            data.push(part.len() as u8);
+            data.extend_from_slice(part);
+        }
+        data[1] = body.len() as u8 | 0x80;
+        data.insert(2, (body.len() >> 7) as u8);
+        let hunk = BinaryHunk {
+            kind: Kind::Delta,
+            size: data.len(),
+            data: data.clone(),
+        };
+        assert!(
+            Scanner::builtin().find(&data).is_none(),
+            "the raw delta hides it"
+        );
+        let made = decoded(&hunk, None);
+        assert_eq!(made, body.as_bytes());
+        assert!(Scanner::builtin().find(&made).is_some());
+        // A delta that does not fit the content at hand is applied to zeros of its size.
+        assert_eq!(decoded(&hunk, Some(b"other")), body.as_bytes());
     }
 }
