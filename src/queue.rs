@@ -360,7 +360,7 @@ impl Queue {
         for (req, problems) in requests.iter().zip(self.check_against_targets(&all)?) {
             if !problems.is_empty() {
                 return Err(Error::Rejected {
-                    source_name: format!("{} ({})", req.id(), req.title),
+                    source_name: format!("{} ({})", req.id(), crate::secrets::redact(&req.title)),
                     problems,
                 });
             }
@@ -378,7 +378,8 @@ impl Queue {
                     action: Action::Enqueue,
                     from: None,
                     to: Status::Pending,
-                    actor: actor.to_owned(),
+                    // Stored in the chain's first commit and its reflog, like every actor.
+                    actor: crate::secrets::redact(actor).into_owned(),
                     worker: None,
                     reason: None,
                     code: None,
@@ -493,8 +494,8 @@ impl Queue {
             let mut prepared = Vec::new();
             for (tip, current) in candidates {
                 tried.insert(current.id.clone());
-                let (next, event) = self.leased(&current, worker, lease);
-                match self.prepare(tip, &next, &event, &[], false) {
+                let (mut next, mut event) = self.leased(&current, worker, lease);
+                match self.prepare(tip, &mut next, &mut event, &mut [], false) {
                     Ok(commit) => prepared.push((tip, commit, next, event)),
                     Err(e) => {
                         tracing::warn!(request = %current.id, worker, error = %e, "could not lease; skipped");
@@ -561,7 +562,7 @@ impl Queue {
         check_worker(worker)?;
         let (id, tip, current) = self.resolve_in(id, Status::Pending)?;
         let (next, event) = self.leased(&current, worker, lease);
-        self.apply_transition(id, tip, next, &event)
+        self.apply_transition(id, tip, next, event)
     }
 
     /// Record that the commit of applied request `id` was reverted by `revert`.
@@ -583,7 +584,7 @@ impl Queue {
             at: now,
             leased_until: None,
         };
-        self.apply_transition(id, tip, next, &event)
+        self.apply_transition(id, tip, next, event)
     }
 
     /// Approve a request that awaits approval: `actor` must be an allowed approver of every
@@ -632,7 +633,7 @@ impl Queue {
             at: now,
             leased_until: None,
         };
-        self.apply_transition(id, tip, next, &event)
+        self.apply_transition(id, tip, next, event)
     }
 
     /// Refuse a request that awaits approval: it becomes a dead letter of class `rejected`
@@ -664,7 +665,7 @@ impl Queue {
             at: now,
             leased_until: None,
         };
-        self.apply_transition(id, tip, next, &event)
+        self.apply_transition(id, tip, next, event)
     }
 
     /// A worker found no valid approval for the request it leased (see
@@ -706,11 +707,11 @@ impl Queue {
         &self,
         id: String,
         tip: ObjectId,
-        next: Record,
-        event: &Event,
+        mut next: Record,
+        mut event: Event,
     ) -> Result<Record> {
         let mut ix = self.index()?;
-        let result = self.transition(&mut ix, tip, &next, event, &[], false);
+        let result = self.transition(&mut ix, tip, &mut next, &mut event, &mut [], false);
         self.done(ix)?;
         match result {
             Ok(_) => Ok(next),
@@ -800,8 +801,8 @@ impl Queue {
         for (i, (id, outcome)) in items.into_iter().enumerate() {
             out.push(None);
             let step = self.held(&id, worker).and_then(|(id, tip, r)| {
-                let (next, event, artifacts) = self.completed(&r, worker, outcome);
-                let commit = self.prepare(tip, &next, &event, &artifacts, false)?;
+                let (mut next, mut event, mut artifacts) = self.completed(&r, worker, outcome);
+                let commit = self.prepare(tip, &mut next, &mut event, &mut artifacts, false)?;
                 Ok((id, tip, commit, next, event))
             });
             match step {
@@ -961,7 +962,7 @@ impl Queue {
                 next.status = Status::Pending;
                 next.not_before = Some(now + self.backoff(&next));
             }
-            match self.transition(&mut ix, tip, &next, &event, &[], false) {
+            match self.transition(&mut ix, tip, &mut next, &mut event, &mut [], false) {
                 Ok(_) => {
                     tracing::info!(request = %r.id, task = %r.task_id, to = %next.status, "swept expired lease");
                     if next.status == Status::Dead {
@@ -1033,7 +1034,7 @@ impl Queue {
                     format!("; needs approval: {summary}")
                 });
             }
-            let event = Event {
+            let mut event = Event {
                 action: Action::Requeue,
                 from: Some(Status::Dead),
                 to: next.status,
@@ -1044,7 +1045,7 @@ impl Queue {
                 at: now,
                 leased_until: None,
             };
-            match self.transition(&mut ix, tip, &next, &event, &[], false) {
+            match self.transition(&mut ix, tip, &mut next, &mut event, &mut [], false) {
                 Ok(_) => out.push(next),
                 Err(e) => {
                     self.done(ix)?;
@@ -1300,14 +1301,14 @@ impl Queue {
         f: impl FnOnce(&Queue, ObjectId, &Record) -> Result<(Record, Event, Vec<Artifact>, bool)>,
     ) -> Result<Record> {
         let (id, tip, record) = self.held(id, worker)?;
-        let (next, event, artifacts, replace) = f(self, tip, &record)?;
+        let (mut next, mut event, mut artifacts, replace) = f(self, tip, &record)?;
         let _span =
             tracing::info_span!("transition", request = %id, task = %record.task_id, worker)
                 .entered();
         // The ref write is the commit point; the index is brought along afterwards and is
         // reconciled by the next reader if we die in between.
         let mut ix = self.index()?;
-        let result = self.transition(&mut ix, tip, &next, &event, &artifacts, replace);
+        let result = self.transition(&mut ix, tip, &mut next, &mut event, &mut artifacts, replace);
         self.done(ix)?;
         match result {
             Ok(_) => {
@@ -1350,9 +1351,9 @@ impl Queue {
         &self,
         ix: &mut Option<Index>,
         tip: ObjectId,
-        next: &Record,
-        event: &Event,
-        artifacts: &[Artifact],
+        next: &mut Record,
+        event: &mut Event,
+        artifacts: &mut [Artifact],
         replace_tip: bool,
     ) -> Result<ObjectId> {
         let commit = self.prepare(tip, next, event, artifacts, replace_tip)?;
@@ -1361,14 +1362,20 @@ impl Queue {
     }
 
     /// The objects of a transition, in memory until the first ref update persists them.
+    ///
+    /// Every transition passes here, so this is where what it stores is redacted (error
+    /// messages, reasons, actors, artifacts such as check output): the record and event
+    /// are changed in place, and what the ref, the reflog and the index then get is the
+    /// redacted form.
     fn prepare(
         &self,
         tip: ObjectId,
-        next: &Record,
-        event: &Event,
-        artifacts: &[Artifact],
+        next: &mut Record,
+        event: &mut Event,
+        artifacts: &mut [Artifact],
         replace_tip: bool,
     ) -> Result<ObjectId> {
+        crate::secrets::redact_transition(next, event, artifacts);
         debug_assert!(
             event.from.is_none_or(|from| from.may_become(event.to)),
             "illegal transition {:?} -> {:?}",
@@ -1432,7 +1439,16 @@ pub(crate) fn check_worker(worker: &str) -> Result<()> {
         || worker.chars().any(|c| c.is_control() || c.is_whitespace())
     {
         return Err(Error::Usage(format!(
-            "'{worker}' is not a usable worker id (1-128 characters, no spaces or control characters)"
+            "'{}' is not a usable worker id (1-128 characters, no spaces or control characters)",
+            crate::secrets::redact(worker)
+        )));
+    }
+    // The id is stored as the lease owner, which is never redacted (it is how a worker
+    // recognises its own leases): one that looks like a secret is refused instead.
+    if let Some(hit) = crate::secrets::redactor().find(worker.as_bytes()) {
+        return Err(Error::Usage(format!(
+            "the worker id looks like {} (rule {}); it is not shown here, and not used",
+            hit.what, hit.rule
         )));
     }
     Ok(())
