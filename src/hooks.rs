@@ -234,7 +234,8 @@ fn run_one(
         while !said.is_char_boundary(cut) {
             cut += 1;
         }
-        said = format!("…{}", &said[cut..]);
+        // The cut may fall inside a secret, whose rest no rule would recognise.
+        said = format!("…{}", crate::secrets::cut_tail_str(&said[cut..]));
     }
     match status {
         None => Ok(Some(format!(

@@ -40,11 +40,28 @@ fn init_logging(verbose: u8, format: cli::LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactedStderr)
         .with_target(false);
     match format {
         cli::LogFormat::Json => builder.json().with_current_span(true).init(),
         cli::LogFormat::Text => builder.with_ansi(false).init(),
+    }
+}
+
+/// stderr for log lines, each redacted as a whole (the formatter writes one line per call):
+/// nothing that looks like a secret, or is the value of a secret-looking variable of this
+/// process's environment, reaches a log.
+struct RedactedStderr;
+
+impl std::io::Write for RedactedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = hyperion::secrets::redact_bytes(buf);
+        std::io::stderr().lock().write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

@@ -268,7 +268,7 @@ pub fn execute(
         plan.title.trim(),
         plan.landed_id,
         plan.id,
-        reason.trim(),
+        crate::secrets::redact(reason.trim()),
         land::TRAILER_ROLLBACK,
         plan.id
     );

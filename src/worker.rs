@@ -641,7 +641,8 @@ impl<'q> Worker<'q> {
                     report.checks = checks;
                     report.class = Some(class);
                     report.code = Some(code.clone());
-                    report.message = Some(message.clone());
+                    // As it will be stored (hook and process output can be quoted in it).
+                    report.message = Some(crate::secrets::redact(&message).into_owned());
                     Some(Outcome::Failed {
                         class,
                         error: ErrorInfo { code, message },
@@ -775,7 +776,7 @@ impl<'q> Worker<'q> {
                 report.result = Result_::WouldFail;
                 report.class = Some(class);
                 report.code = Some(code);
-                report.message = Some(message);
+                report.message = Some(crate::secrets::redact(&message).into_owned());
                 report.checks = checks;
             }
             Verdict::Release { reason } => {
@@ -1038,7 +1039,8 @@ impl<'q> Worker<'q> {
                 if captured.total_bytes > 0 {
                     artifacts.push(Artifact {
                         name: format!("checks/{}.{stream}", cmd.name),
-                        data: captured.tail.clone(),
+                        // Redacted when stored; a cut tail first loses its partial line.
+                        data: crate::secrets::cut_tail(&captured.tail, captured.truncated).to_vec(),
                     });
                 }
             }

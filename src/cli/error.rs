@@ -118,14 +118,17 @@ impl CommandError {
 
     /// Render to stderr; with `json`, also print the error document on stdout for scripts.
     pub fn render(&self, json: bool) {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "error: {} [{}]", self.message, self.code);
+        // Messages may quote a request, a process's output or git's: redacted as a whole.
+        let mut text = format!("error: {} [{}]\n", self.message, self.code);
         for (source, p) in &self.problems {
-            let _ = writeln!(err, "  {source}: {p}");
+            text.push_str(&format!("  {source}: {p}\n"));
         }
         for h in &self.hints {
-            let _ = writeln!(err, "hint: {h}");
+            text.push_str(&format!("hint: {h}\n"));
         }
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(hyperion::secrets::redact(&text).as_bytes());
         if json && !self.json_printed {
             let doc = serde_json::json!({
                 "error": {
@@ -139,7 +142,7 @@ impl CommandError {
                     }).collect::<Vec<_>>(),
                 }
             });
-            println!("{doc}");
+            println!("{}", hyperion::secrets::redact(&doc.to_string()));
         }
     }
 }
