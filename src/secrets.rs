@@ -460,48 +460,64 @@ fn escape_bytes(bytes: &[u8]) -> String {
     s
 }
 
-/// The process-wide redaction rules.
+/// The process-wide rules.
 struct Registry {
-    /// Rules of the policies parsed so far (after the environment's).
-    extra: Vec<Rule>,
-    scanner: Arc<Scanner>,
+    /// This process's secret-looking environment values.
+    env: Vec<Rule>,
+    /// Rules of the policies parsed so far.
+    policies: Vec<Rule>,
+    /// Every built-in rule and `policies`.
+    known: Arc<Scanner>,
+    /// `known` and `env`.
+    redactor: Arc<Scanner>,
+}
+
+impl Registry {
+    fn rebuild(&mut self) {
+        let scanner = |extra: Vec<Rule>| {
+            Arc::new(Scanner {
+                disabled: Vec::new(),
+                extra,
+            })
+        };
+        self.known = scanner(self.policies.clone());
+        self.redactor = scanner(self.env.iter().chain(&self.policies).cloned().collect());
+    }
 }
 
 fn registry() -> &'static RwLock<Registry> {
     static R: OnceLock<RwLock<Registry>> = OnceLock::new();
     R.get_or_init(|| {
-        let extra = env_rules(std::env::vars_os());
-        RwLock::new(Registry {
-            scanner: Arc::new(Scanner {
-                disabled: Vec::new(),
-                extra: extra.clone(),
-            }),
-            extra,
-        })
+        let mut r = Registry {
+            env: env_rules(std::env::vars_os()),
+            policies: Vec::new(),
+            known: Arc::default(),
+            redactor: Arc::default(),
+        };
+        r.rebuild();
+        RwLock::new(r)
     })
 }
 
-/// Add a policy's rule to what [`redactor`] redacts (the policy parser calls this for every
-/// pattern it reads, so output is redacted by the rules of every policy this process saw).
+/// Add a policy's rule to what [`redactor`] redacts and [`known`] finds (the policy parser
+/// calls this for every pattern it reads, so output is redacted by the rules of every policy
+/// this process saw).
 pub fn register(rule: &Rule) {
-    let known = |r: &Registry| {
-        r.extra
+    let seen = |r: &Registry| {
+        r.policies
             .iter()
             .any(|x| x.name == rule.name && x.pattern() == rule.pattern())
     };
     let lock = registry();
-    if known(&lock.read().unwrap_or_else(|e| e.into_inner())) {
+    if seen(&lock.read().unwrap_or_else(|e| e.into_inner())) {
         return;
     }
     let mut r = lock.write().unwrap_or_else(|e| e.into_inner());
-    if known(&r) || r.extra.len() >= MAX_REGISTERED {
+    if seen(&r) || r.policies.len() >= MAX_REGISTERED {
         return;
     }
-    r.extra.push(rule.clone());
-    r.scanner = Arc::new(Scanner {
-        disabled: Vec::new(),
-        extra: r.extra.clone(),
-    });
+    r.policies.push(rule.clone());
+    r.rebuild();
 }
 
 /// The scanner output is redacted with: every built-in rule, the rules of every policy this
@@ -510,7 +526,17 @@ pub fn redactor() -> Arc<Scanner> {
     registry()
         .read()
         .unwrap_or_else(|e| e.into_inner())
-        .scanner
+        .redactor
+        .clone()
+}
+
+/// Every built-in rule and the rules of every policy this process has parsed: what a request
+/// is scanned with before its target (and so its policy) is known.
+pub fn known() -> Arc<Scanner> {
+    registry()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .known
         .clone()
 }
 

@@ -70,7 +70,8 @@ pub fn check_value(value: &Value) -> (Option<ChangeRequest>, Vec<Problem>) {
     let mut problems = schema_problems(value);
     if !problems.is_empty() {
         // The request goes no further, so it is not scanned against its target's policy:
-        // scan every string and field name of it here, with the built-in rules.
+        // scan every string and field name of it here, with the built-in rules and those of
+        // the policies read so far (the CLI reads the default target's first).
         problems.extend(raw_secrets(value));
         crate::secrets::redact_problems(&mut problems);
         problems.sort_by(|a, b| a.field.cmp(&b.field).then(a.code.cmp(b.code)));
@@ -111,9 +112,9 @@ fn secret_in_field(field: &str, hit: &crate::secrets::Hit<'_>) -> Problem {
 }
 
 /// Every string and field name of a request that did not pass the schema that holds what a
-/// built-in rule finds.
+/// built-in rule or a rule of a policy read so far finds ([`crate::secrets::known`]).
 fn raw_secrets(value: &Value) -> Vec<Problem> {
-    let scanner = crate::secrets::Scanner::builtin();
+    let scanner = crate::secrets::known();
     let mut out = Vec::new();
     walk_strings(value, &mut String::new(), &mut |field, text, is_name| {
         if let Some(hit) = scanner.find(text.as_bytes()) {
@@ -561,7 +562,7 @@ pub fn check_policy(
                     Problem::new(
                         "secret.detected",
                         format!(
-                            "the patch of '{}' adds what looks like {what} (rule {rule}); it is not shown here",
+                            "the patch of '{}' holds what looks like {what} (rule {rule}); it is not shown here",
                             c.path
                         ),
                         "remove the secret from the change (and revoke it: it has left your machine); nothing was stored",

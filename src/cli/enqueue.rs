@@ -97,7 +97,20 @@ fn read_error(path: &Path, e: std::io::Error) -> CommandError {
         .hint("pass a request file, a directory of *.json requests, or - for stdin")
 }
 
+/// Read the default target's policy before any request, so that its secret rules are known
+/// when a request that fails the schema (and so is never checked against its target) is
+/// scanned, and when problems are redacted. A failure here shows in the checks that follow.
+pub fn read_default_policy(ctx: &Ctx) {
+    if let Ok(queue) = ctx.queue() {
+        let repo = queue.store().repo();
+        if let Ok(Ok(tip)) = queue.settings().target.resolve(repo) {
+            let _ = tip.policy(repo);
+        }
+    }
+}
+
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    read_default_policy(ctx);
     let loaded = match &args.patch {
         Some(p) => vec![wrap(&args, p)?],
         None => load_sources(&args.sources)?,

@@ -21,6 +21,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    super::enqueue::read_default_policy(ctx);
     let loaded = load_sources(&args.sources)?;
     let checked = if ctx.store().is_ok() {
         check_targets(loaded, ctx)?
