@@ -356,3 +356,76 @@ impl Attack {
         record
     }
 }
+
+/// The policy rule `planted`: it finds `SECRETS[3]` (and whatever else has its shape) without
+/// spelling it, so the policy file that holds it stores no secret.
+pub const PLANTED_RULE: &str =
+    "[secrets]\npatterns = { planted = \"hyperion-planted-secret-0x[0-9A-F]+\" }\n";
+
+impl Attack {
+    /// Commit a policy holding the rule `planted` ([`PLANTED_RULE`]).
+    pub fn with_policy_secret_rule(&mut self) -> &mut Attack {
+        self.with_policy("")
+    }
+
+    /// Commit a policy holding the rule `planted` and `more` (more TOML: checks, limits…).
+    pub fn with_policy(&mut self, more: &str) -> &mut Attack {
+        let text = format!("{PLANTED_RULE}\n{more}");
+        self.commit(&[(".hyperion/policy.toml", &text)])
+    }
+
+    /// Run `git hyperion worker --drain --format json` with `args` before the subcommand
+    /// (`--log-format json`, `-vv`) and `env` added; its reports, and everything it printed
+    /// (stdout, then stderr: the logs).
+    pub fn drain_with(&self, args: &[&str], env: &[(&str, &str)]) -> (Vec<Value>, String) {
+        let mut cmd = self.repo.cmd();
+        cmd.args(args)
+            .args(["worker", "--drain", "--format", "json"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let reports = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (reports, stdout + &String::from_utf8_lossy(&out.stderr))
+    }
+
+    /// The artifact `name` stored on `id`'s chain (e.g. `checks/unit.stdout`).
+    pub fn artifact(&self, id: &str, name: &str) -> String {
+        self.repo.git(&[
+            "show",
+            &format!("refs/hyperion/requests/{id}:artifacts/{name}"),
+        ])
+    }
+
+    /// After a drain: `id` is a dead letter with `code`, and the repository is untouched. Like
+    /// [`Attack::parked`], reading the record where `show --format json` puts it (`record`).
+    pub fn dead_letter(&self, id: &str, code: &str) -> Value {
+        let shown = self.repo.json(&["show", id]);
+        let record = &shown["record"];
+        assert_eq!(record["status"], "dead", "{id} was not parked: {shown}");
+        assert_eq!(record["error"]["code"], code, "{shown}");
+        assert!(
+            !record["error"]["message"].as_str().unwrap_or("").is_empty(),
+            "{shown}"
+        );
+        self.untouched();
+        record.clone()
+    }
+
+    /// No commit reachable from a branch or a tag carries a `Hyperion-Request` trailer. Like
+    /// [`Attack::nothing_landed`], without `--all`, which also walks the `HEAD`s of the
+    /// worker's pooled worktrees, where a request whose check failed is still checked out.
+    pub fn nothing_on_branches(&self) {
+        let log = self
+            .repo
+            .git(&["log", "--format=%B", "--branches", "--tags"]);
+        assert!(
+            !log.contains("Hyperion-Request:"),
+            "something landed:\n{log}"
+        );
+    }
+}

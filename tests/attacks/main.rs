@@ -17,3 +17,4 @@ mod paths;
 mod push;
 mod target;
 mod tiers;
+mod secrets;
