@@ -22,7 +22,8 @@ fn main() {
 }
 
 /// Quiet by default (warnings only); `-v` for lifecycle steps, `--log-format json` for JSON
-/// lines. `HYPERION_LOG` (an env-filter-like level) overrides the level.
+/// lines. `HYPERION_LOG` (an env-filter-like level) overrides the level. Every line is
+/// redacted: nothing that looks like a secret reaches a log.
 fn init_logging(verbose: u8, format: cli::LogFormat) {
     use tracing::Level;
     let level = match std::env::var("HYPERION_LOG").ok().as_deref() {
@@ -40,28 +41,11 @@ fn init_logging(verbose: u8, format: cli::LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(|| RedactedStderr)
+        .with_writer(|| hyperion::secrets::Redacting(std::io::stderr()))
         .with_target(false);
     match format {
         cli::LogFormat::Json => builder.json().with_current_span(true).init(),
         cli::LogFormat::Text => builder.with_ansi(false).init(),
-    }
-}
-
-/// stderr for log lines, each redacted as a whole (the formatter writes one line per call):
-/// nothing that looks like a secret, or is the value of a secret-looking variable of this
-/// process's environment, reaches a log.
-struct RedactedStderr;
-
-impl std::io::Write for RedactedStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let line = hyperion::secrets::redact_bytes(buf);
-        std::io::stderr().lock().write_all(&line)?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
     }
 }
 

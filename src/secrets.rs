@@ -596,6 +596,22 @@ pub fn redact_problems(problems: &mut [crate::error::Problem]) {
     }
 }
 
+/// A writer that redacts what goes through it with [`redactor`]: the log writer of the
+/// binary. Each `write` is redacted as a whole, so it must carry whole lines (the `tracing`
+/// formatter writes each event with one call); a secret split across two writes is not found.
+pub struct Redacting<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for Redacting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(&redact_bytes(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// What of an output tail may be stored. A tail that was cut (`truncated`) may begin inside a
 /// secret whose start was dropped, where no rule can recognise it: its first, partial line
 /// is dropped. When the tail has no line break, its first word (up to the first whitespace)
@@ -766,6 +782,19 @@ mod tests {
             "a [redacted registry-test] b"
         );
         assert_eq!(redact(&format!("t {TOKEN}")), "t [redacted github-token]");
+    }
+
+    #[test]
+    fn the_log_writer_redacts_each_line() {
+        use std::io::Write;
+        let mut w = Redacting(Vec::new());
+        // As the formatter writes: one whole line per call.
+        let line = format!("{{\"msg\":\"got {TOKEN}\"}}\n");
+        w.write_all(line.as_bytes()).expect("writes");
+        assert_eq!(
+            String::from_utf8(w.0).expect("utf-8"),
+            "{\"msg\":\"got [redacted github-token]\"}\n"
+        );
     }
 
     #[test]
