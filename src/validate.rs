@@ -147,7 +147,8 @@ fn walk_strings(value: &Value, pointer: &mut String, f: &mut dyn FnMut(&str, &st
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
                 let len = pointer.len();
-                pointer.push_str(&format!("/{i}"));
+                use std::fmt::Write;
+                write!(pointer, "/{i}").expect("writing to a String cannot fail");
                 walk_strings(v, pointer, f);
                 pointer.truncate(len);
             }
@@ -157,7 +158,13 @@ fn walk_strings(value: &Value, pointer: &mut String, f: &mut dyn FnMut(&str, &st
                 f(pointer, k, true);
                 let len = pointer.len();
                 pointer.push('/');
-                pointer.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                for c in k.chars() {
+                    match c {
+                        '~' => pointer.push_str("~0"),
+                        '/' => pointer.push_str("~1"),
+                        c => pointer.push(c),
+                    }
+                }
                 walk_strings(v, pointer, f);
                 pointer.truncate(len);
             }
@@ -589,10 +596,22 @@ pub fn check_policy(
 /// by [`patch_secrets`] instead (added lines, decoded binary content, `allow_paths`).
 fn field_secrets(req: &ChangeRequest, scanner: &crate::secrets::Scanner) -> Vec<Problem> {
     let value = serde_json::to_value(req).expect("a ChangeRequest always serialises");
+    let is_patch = |field: &str| field.starts_with("/changes/") && field.ends_with("/patch");
+    // Every field at once first (a request is clean almost always), apart by a separator no
+    // built-in rule matches across; field by field only when something was found.
+    let mut all = Vec::new();
+    walk_strings(&value, &mut String::new(), &mut |field, text, is_name| {
+        if !is_name && !is_patch(field) {
+            all.extend_from_slice(text.as_bytes());
+            all.extend_from_slice(b"\n\0\n");
+        }
+    });
+    if scanner.find(&all).is_none() {
+        return Vec::new();
+    }
     let mut out = Vec::new();
     walk_strings(&value, &mut String::new(), &mut |field, text, is_name| {
-        let patch = field.starts_with("/changes/") && field.ends_with("/patch");
-        if is_name || patch {
+        if is_name || is_patch(field) {
             return;
         }
         if let Some(hit) = scanner.find(text.as_bytes()) {
@@ -701,50 +720,60 @@ fn patch_secrets<'s>(
             .as_deref()
             .is_some_and(|o: &[u8]| contains(o, bytes))
     };
-    // 1-based lines of the patch that are hunk body lines.
-    let mut body = std::collections::HashSet::new();
-    let mut added: Vec<(usize, &str)> = Vec::new();
-    if let Some(f) = file {
-        for h in &f.hunks {
-            for (k, l) in f.text[h.body.clone()].lines().enumerate() {
-                body.insert(h.line + 1 + k);
-                if let Some(a) = l.strip_prefix('+') {
-                    added.push((h.line + 1 + k, a));
-                }
-            }
+    // 1-based line ranges of the hunk bodies, in order.
+    let bodies: Vec<std::ops::Range<usize>> = file
+        .map(|f| {
+            f.hunks
+                .iter()
+                .map(|h| {
+                    let n = f.text.as_bytes()[h.body.clone()]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count();
+                    h.line + 1..h.line + 1 + n
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    // Added lines (without their `+`) joined, and the other lines (body lines without their
+    // prefix) joined: each scanned once, so a pattern also finds what spans lines.
+    let mut added = Joined::with_capacity(text.len());
+    let mut others = Joined::with_capacity(text.len());
+    let mut hunk = 0;
+    for (k, l) in text.lines().enumerate() {
+        let line = k + 1;
+        while bodies.get(hunk).is_some_and(|b| b.end <= line) {
+            hunk += 1;
+        }
+        let in_body = bodies.get(hunk).is_some_and(|b| b.contains(&line));
+        // The first byte of a hunk body line (an empty one is context whose space was lost);
+        // without a parsed patch, `+` lines that are not headers count as added.
+        let kind = if in_body {
+            l.bytes().next().unwrap_or(b' ')
+        } else if file.is_none() && l.starts_with('+') && !l.starts_with("+++ ") {
+            b'+'
+        } else {
+            0
+        };
+        match kind {
+            b'+' => added.push(l.get(1..).unwrap_or(""), line, kind),
+            0 => others.push(l, line, kind),
+            _ => others.push(l.get(1..).unwrap_or(""), line, kind),
         }
     }
-    if scanner.find(text.as_bytes()).is_some() {
-        for (k, l) in text.lines().enumerate() {
-            let line = k + 1;
-            let kind = if body.contains(&line) {
-                l.bytes().next()
-            } else if file.is_none() && l.starts_with('+') && !l.starts_with("+++ ") {
-                Some(b'+')
-            } else {
-                None
-            };
-            for hit in scanner.find_all(l.as_bytes()) {
-                let known =
-                    matches!(kind, Some(b' ' | b'-')) && in_old(&l.as_bytes()[hit.range.clone()]);
-                if !known && !out.iter().any(|(n, r, _)| *n == line && *r == hit.rule) {
-                    out.push((line, hit.rule, hit.what));
-                }
-            }
+    let mut report = |line: usize, rule: &'s str, what: &'s str| {
+        if !out.iter().any(|(n, r, _)| *n == line && *r == rule) {
+            out.push((line, rule, what));
         }
+    };
+    for hit in scanner.find_all(&added.text) {
+        report(added.at(hit.range.start).0, hit.rule, hit.what);
     }
-    // Added lines joined: what a pattern finds across lines (single lines were scanned above).
-    let mut joined = Vec::new();
-    let mut starts = Vec::with_capacity(added.len());
-    for (line, a) in &added {
-        starts.push((joined.len(), *line));
-        joined.extend_from_slice(a.as_bytes());
-        joined.push(b'\n');
-    }
-    for hit in scanner.find_all(&joined) {
-        if joined[hit.range.clone()].contains(&b'\n') {
-            let at = starts.partition_point(|(off, _)| *off <= hit.range.start);
-            out.push((starts[at.saturating_sub(1)].1, hit.rule, hit.what));
+    for hit in scanner.find_all(&others.text) {
+        let (line, kind) = others.at(hit.range.start);
+        let known = matches!(kind, b' ' | b'-') && in_old(&others.text[hit.range.clone()]);
+        if !known {
+            report(line, hit.rule, hit.what);
         }
     }
     if let Some(f) = file.filter(|f| f.binary)
@@ -768,6 +797,35 @@ fn patch_secrets<'s>(
     }
     out.sort();
     out
+}
+
+/// Lines joined with `\n`, each remembered with its line number and kind.
+struct Joined {
+    text: Vec<u8>,
+    /// (offset in `text`, 1-based line in the patch, kind).
+    starts: Vec<(usize, usize, u8)>,
+}
+
+impl Joined {
+    fn with_capacity(bytes: usize) -> Joined {
+        Joined {
+            text: Vec::with_capacity(bytes),
+            starts: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, line: &str, number: usize, kind: u8) {
+        self.starts.push((self.text.len(), number, kind));
+        self.text.extend_from_slice(line.as_bytes());
+        self.text.push(b'\n');
+    }
+
+    /// Line number and kind of the line holding `offset`.
+    fn at(&self, offset: usize) -> (usize, u8) {
+        let i = self.starts.partition_point(|(o, _, _)| *o <= offset);
+        let (_, line, kind) = self.starts[i.saturating_sub(1)];
+        (line, kind)
+    }
 }
 
 /// Deltas naming a larger source than this are not applied to zeros (see [`decoded`]).
