@@ -320,6 +320,38 @@ fn a_hook_refusal_quoting_a_secret_is_parked_with_the_message_redacted() {
 }
 
 #[test]
+fn a_hook_message_cut_inside_a_secret_keeps_none_of_it() {
+    // A refusal keeps the last 4096 bytes of what the hook said (src/hooks.rs); here they
+    // begin 10 bytes into a token.
+    const KEPT: usize = 4096;
+    let a = Attack::new();
+    let dir = a.repo.home.path().join("hooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let into = 10;
+    let pad = KEPT + 2 + into - 2 - GITHUB.len() - 1;
+    script(
+        &a,
+        "hooks/10-guard",
+        &format!(
+            "{{ printf 'x %s\\n' '{GITHUB}'; yes padding-line | head -c {pad}; }} >&2\nexit 1\n"
+        ),
+    );
+    a.repo
+        .git(&["config", "hyperion.hooksDir", dir.to_str().unwrap()]);
+    let id = a.enqueue(&adds("T-hook-cut", "new.txt", "hello\n"));
+    a.drain();
+    let record = a.dead_letter(&id, "hook.refused");
+    let message = record["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("hook 10-guard exited with 1: \u{2026}padding-line\n"),
+        "{}",
+        &message[..80]
+    );
+    assert_no_secret_stored(&a.repo.git_dir(), &[&GITHUB[into..]]);
+    a.nothing_landed();
+}
+
+#[test]
 fn a_secret_cut_by_the_output_tail_is_not_stored_in_part() {
     // The stored tail begins inside the token: what is left of it matches no rule, but is most
     // of the secret all the same.
