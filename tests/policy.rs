@@ -392,3 +392,33 @@ fn the_shipped_sample_policy_is_valid_and_enforced() {
     let (_, err) = repo.fails(&["enqueue", f.to_str().unwrap()], 1);
     assert!(err.contains("[path.denied]"), "{err}");
 }
+
+#[test]
+fn a_secret_rule_added_after_enqueue_parks_the_request_when_it_is_leased() {
+    // Accepted under the old policy; the worker judges it by the new one at lease time.
+    let repo = TestRepo::new();
+    let corp = "corp_0123456789abcdef";
+    let mut req = request(1, "corp");
+    req["title"] = format!("deploy with {corp}").into();
+    let f = repo.write("corp.json", &req);
+    let id = repo.enqueue(&f)[0].clone();
+    commit_policy(
+        &repo,
+        "[secrets]\npatterns = { corp = \"corp_[0-9a-f]{16}\" }\n",
+    );
+    let out = repo.run(&["worker", "--drain", "--format", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["id"], id.as_str());
+    assert_eq!(report["result"], "dead", "{report}");
+    assert_eq!(report["class"], "validation", "{report}");
+    assert_eq!(report["code"], "secret.detected", "{report}");
+    let shown = repo.json(&["show", &id]);
+    let message = shown["record"]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("/title holds what looks like"),
+        "{message}"
+    );
+    for text in [message, &String::from_utf8_lossy(&out.stdout)] {
+        assert!(!text.contains(corp), "{text}");
+    }
+}
