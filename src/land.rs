@@ -4,14 +4,19 @@
 //! The target branch moves only from the tip the commit was built on. When the branch is
 //! checked out in a worktree, that worktree is brought along the way `git push` does with
 //! `receive.denyCurrentBranch=updateInstead`: only when it is clean, and before the branch
-//! moves, so a dirty or conflicting checkout refuses the landing and nothing changes.
+//! moves, so a dirty or conflicting checkout refuses the landing and nothing changes. That
+//! part, with the lock it holds and the recovery of a landing interrupted half-way, is
+//! `crate::checkout`'s.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use gix::ObjectId;
 use gix::bstr::ByteSlice;
 
+pub use crate::checkout::Holder;
+use crate::checkout::Landing;
 use crate::error::{Error, Result};
 use crate::model::ChangeRequest;
 
@@ -188,6 +193,21 @@ pub enum NotMoved {
     Dirty { worktree: PathBuf },
     /// The checked-out worktree could not be brought along.
     Checkout { worktree: PathBuf, message: String },
+    /// Another landing onto the branch (its lock held by a live process) did not finish
+    /// within `hyperion.landingWait`.
+    Busy { holder: String, waited: Duration },
+    /// A landing interrupted after it moved a checkout could not be put back, or its marker
+    /// cannot be trusted: nothing was changed, and landings onto the branch wait for a person.
+    Interrupted {
+        worktree: Option<PathBuf>,
+        message: String,
+    },
+    /// A git process (or a dead one) holds the checkout's `index.lock`.
+    Locked {
+        worktree: PathBuf,
+        lock: PathBuf,
+        age: Duration,
+    },
 }
 
 impl NotMoved {
@@ -196,6 +216,9 @@ impl NotMoved {
             NotMoved::Moved { .. } => "land.moved",
             NotMoved::Dirty { .. } => "land.worktree_dirty",
             NotMoved::Checkout { .. } => "land.worktree_update",
+            NotMoved::Busy { .. } => "land.busy",
+            NotMoved::Interrupted { .. } => "land.interrupted",
+            NotMoved::Locked { .. } => "land.worktree_locked",
         }
     }
 
@@ -211,12 +234,28 @@ impl NotMoved {
                 "could not bring the checkout of {target} in {} along: {message}",
                 worktree.display()
             ),
+            NotMoved::Busy { holder, waited } => format!(
+                "another landing onto {target} is in progress ({holder}) and did not finish within {}",
+                crate::settings::format_duration(Duration::from_millis(waited.as_millis() as u64))
+            ),
+            NotMoved::Interrupted { message, .. } => message.clone(),
+            NotMoved::Locked {
+                worktree,
+                lock,
+                age,
+            } => format!(
+                "{target} is checked out in {} and git's lock {} exists ({}s old): a git command is running there, or one was killed",
+                worktree.display(),
+                lock.display(),
+                age.as_secs()
+            ),
         }
     }
 }
 
 /// Move `name` from `old` to `new` by compare-and-swap, bringing along a clean worktree that
-/// has it checked out.
+/// has it checked out (see [`crate::checkout`]: the landing lock, the marker, recovery of an
+/// interrupted landing).
 pub fn advance(
     repo: &gix::Repository,
     name: &str,
@@ -224,6 +263,7 @@ pub fn advance(
     new: ObjectId,
     reflog: &str,
     who: &Person,
+    holder: &Holder<'_>,
 ) -> Result<std::result::Result<(), NotMoved>> {
     // A checkout brought along reads the new commits with git itself.
     crate::pack::persist(repo)?;
@@ -232,20 +272,18 @@ pub fn advance(
     if now != Some(old) {
         return Ok(Err(NotMoved::Moved { now }));
     }
-    let checkouts = checkouts(repo, name);
-    let mut updated: Vec<&Path> = Vec::new();
-    for wt in &checkouts {
-        let marker = marker_path(repo, wt);
-        finish_interrupted(repo, name, wt, &marker);
-        match bring_along(wt, old, new, &marker) {
-            Ok(()) => updated.push(wt),
-            Err(refusal) => {
-                for done in updated {
-                    // Put back what was already moved; best effort, it was clean before.
-                    let _ = read_tree(done, new, old);
-                }
-                return Ok(Err(refusal));
-            }
+    let mut landing = match Landing::begin(repo, name, holder)? {
+        Ok(landing) => landing,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if let Some(landing) = &mut landing {
+        // Under the lock: the landing this one waited for may have moved the branch.
+        let now = read_tip(repo, name)?;
+        if now != Some(old) {
+            return Ok(Err(NotMoved::Moved { now }));
+        }
+        if let Err(refusal) = landing.bring_along(old, new) {
+            return Ok(Err(refusal));
         }
     }
     let result = crate::refs::cas(
@@ -265,96 +303,22 @@ pub fn advance(
         Ok(Err(moved)) => Some(Ok(Err(NotMoved::Moved { now: moved.now }))),
         Err(e) => Some(Err(e)),
     };
-    if let Some(failed) = failed {
-        for done in &updated {
-            let _ = read_tree(done, new, old);
-            let _ = std::fs::remove_file(marker_path(repo, done));
+    match (failed, landing) {
+        (None, Some(landing)) => landing.finish(),
+        (None, None) => {}
+        (Some(failed), landing) => {
+            if let Some(mut landing) = landing {
+                landing.put_back_all(old, new);
+            }
+            return failed;
         }
-        return failed;
-    }
-    for done in &updated {
-        let _ = std::fs::remove_file(marker_path(repo, done));
     }
     Ok(Ok(()))
 }
 
-/// Where a landing records, while it moves a checkout, which move it is making: a worker
-/// killed between moving the checkout and moving the branch leaves it behind, and the next
-/// landing puts the checkout back (see [`finish_interrupted`]).
-fn marker_path(repo: &gix::Repository, wt: &Path) -> PathBuf {
-    let key = crate::model::sha256_hex(wt.to_string_lossy().as_bytes());
-    repo.common_dir()
-        .join("hyperion")
-        .join("landing")
-        .join(&key[..16])
-}
-
-/// Repair a checkout a killed worker left half-moved. The marker is written only after the
-/// checkout was found clean, so the checkout holds nothing of the user's: if the branch moved
-/// (the landing completed) the checkout is already right; if not, it goes back to the branch.
-fn finish_interrupted(repo: &gix::Repository, name: &str, wt: &Path, marker: &Path) {
-    let Ok(text) = std::fs::read_to_string(marker) else {
-        return;
-    };
-    let ids: Vec<ObjectId> = text
-        .split_whitespace()
-        .filter_map(|h| ObjectId::from_hex(h.as_bytes()).ok())
-        .collect();
-    if let ([old, new], Ok(Some(tip))) = (ids.as_slice(), read_tip(repo, name))
-        && tip == *old
-    {
-        remove_stale_index_lock(wt);
-        tracing::warn!(worktree = %wt.display(), "putting back a checkout a killed worker left half-moved");
-        let index_is_new = git_in(wt)
-            .args(["diff-index", "--quiet", "--cached", &new.to_string(), "--"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !(index_is_new && read_tree(wt, *new, *old).is_ok()) {
-            let _ = git_in(wt)
-                .args(["read-tree", "-u", "--reset", &old.to_string()])
-                .output();
-        }
-    }
-    let _ = std::fs::remove_file(marker);
-}
-
-/// Worktrees of this repository whose HEAD is the branch `name`.
-pub fn checkouts(repo: &gix::Repository, name: &str) -> Vec<PathBuf> {
-    let common = repo.common_dir();
-    let wanted = format!("ref: {name}");
-    let head_is = |head: &Path| std::fs::read_to_string(head).is_ok_and(|s| s.trim_end() == wanted);
-    let mut out = Vec::new();
-    let bare = repo
-        .config_snapshot()
-        .boolean("core.bare")
-        .unwrap_or(repo.is_bare());
-    if !bare && head_is(&common.join("HEAD")) {
-        let main = repo
-            .config_snapshot()
-            .string("core.worktree")
-            .map(|p| common.join(p.to_str_lossy().as_ref()))
-            .or_else(|| common.parent().map(Path::to_path_buf));
-        if let Some(main) = main {
-            out.push(main);
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(common.join("worktrees")) {
-        for e in entries.flatten() {
-            let dir = e.path();
-            if !head_is(&dir.join("HEAD")) {
-                continue;
-            }
-            if let Ok(gitdir) = std::fs::read_to_string(dir.join("gitdir"))
-                && let Some(wt) = Path::new(gitdir.trim()).parent()
-            {
-                out.push(wt.to_path_buf());
-            }
-        }
-    }
-    out
-}
-
-fn git_in(worktree: &Path) -> Command {
+/// git run in the worktree `worktree`, with none of the variables that would point it
+/// elsewhere and no stdin.
+pub(crate) fn git_in(worktree: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.current_dir(worktree)
         .env_remove("GIT_DIR")
@@ -363,105 +327,6 @@ fn git_in(worktree: &Path) -> Command {
         .env_remove("GIT_COMMON_DIR")
         .stdin(std::process::Stdio::null());
     cmd
-}
-
-/// receive-pack's `updateInstead`: refresh, require no changes, then a two-way checkout.
-fn bring_along(
-    wt: &Path,
-    old: ObjectId,
-    new: ObjectId,
-    marker: &Path,
-) -> std::result::Result<(), NotMoved> {
-    let run = |args: &[&str]| -> std::result::Result<bool, NotMoved> {
-        git_in(wt)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .map_err(|e| NotMoved::Checkout {
-                worktree: wt.to_path_buf(),
-                message: format!("cannot run git: {e}"),
-            })
-    };
-    if !run(&["update-index", "-q", "--ignore-submodules", "--refresh"])? {
-        // A worker killed while git held the checkout's index leaves `index.lock` behind,
-        // and every later landing would see a dirty checkout. A lock that old is no live
-        // git's: remove it and try once more.
-        remove_stale_index_lock(wt);
-        run(&["update-index", "-q", "--ignore-submodules", "--refresh"])?;
-    }
-    let clean = run(&["diff-files", "--quiet", "--ignore-submodules", "--"])?
-        && run(&[
-            "diff-index",
-            "--quiet",
-            "--cached",
-            "--ignore-submodules",
-            &old.to_string(),
-            "--",
-        ])?;
-    if !clean {
-        return Err(NotMoved::Dirty {
-            worktree: wt.to_path_buf(),
-        });
-    }
-    let written = marker
-        .parent()
-        .map(std::fs::create_dir_all)
-        .unwrap_or(Ok(()))
-        .and_then(|()| std::fs::write(marker, format!("{old} {new}\n")));
-    if let Err(e) = written {
-        return Err(NotMoved::Checkout {
-            worktree: wt.to_path_buf(),
-            message: format!("cannot write {}: {e}", marker.display()),
-        });
-    }
-    let result = read_tree(wt, old, new);
-    if result.is_err() {
-        let _ = std::fs::remove_file(marker);
-    }
-    result
-}
-
-fn remove_stale_index_lock(wt: &Path) {
-    let Ok(out) = git_in(wt)
-        .args(["rev-parse", "--git-path", "index.lock"])
-        .output()
-    else {
-        return;
-    };
-    let rel = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if rel.is_empty() {
-        return;
-    }
-    let lock = wt.join(rel);
-    let old = std::fs::metadata(&lock)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age >= crate::store::STALE_LOCK);
-    if old {
-        tracing::warn!(lock = %lock.display(), "removing an index lock left by a killed process");
-        let _ = std::fs::remove_file(&lock);
-    }
-}
-
-fn read_tree(wt: &Path, from: ObjectId, to: ObjectId) -> std::result::Result<(), NotMoved> {
-    let out = git_in(wt)
-        .args(["read-tree", "-u", "-m", &from.to_string(), &to.to_string()])
-        .output()
-        .map_err(|e| NotMoved::Checkout {
-            worktree: wt.to_path_buf(),
-            message: format!("cannot run git: {e}"),
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NotMoved::Checkout {
-            worktree: wt.to_path_buf(),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
 }
 
 /// The value of `key` in the trailers of a commit message.

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod binary;
+pub mod checkout;
 pub mod checks;
 pub mod error;
 pub mod git;

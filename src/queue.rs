@@ -1215,6 +1215,9 @@ impl Queue {
             }
         }
         d.findings.extend(crate::verify::check_local(self, &refs)?);
+        // Landings onto checked-out branches: in progress, interrupted, an old index.lock.
+        d.findings
+            .extend(crate::checkout::findings(self.store.repo()));
         Ok(d)
     }
 

@@ -289,6 +289,10 @@ pub fn execute(
         revert,
         &format!("hyperion: rollback {}", plan.id),
         &who,
+        &land::Holder {
+            worker: &format!("rollback:{actor}"),
+            wait: queue.settings().landing_wait,
+        },
     )? {
         Ok(()) => {}
         Err(not_moved) => {

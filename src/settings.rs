@@ -65,6 +65,11 @@ pub const KEYS: &[Key] = &[
         default: "2s",
         help: "how long to wait for the index while another process holds it",
     },
+    Key {
+        name: "hyperion.landingWait",
+        default: "10s",
+        help: "how long a landing onto a checked-out branch waits for another one in progress",
+    },
 ];
 
 #[derive(Debug, Clone)]
@@ -81,6 +86,7 @@ pub struct Settings {
     pub max_rebuilds: u32,
     /// `hyperion.approvers`: who may approve when the policy names nobody.
     pub approvers: Vec<String>,
+    pub landing_wait: Duration,
 }
 
 impl Default for Settings {
@@ -96,6 +102,7 @@ impl Default for Settings {
             hooks_dir: None,
             max_rebuilds: 5,
             approvers: Vec::new(),
+            landing_wait: Duration::from_secs(10),
         }
     }
 }
@@ -146,6 +153,7 @@ impl Settings {
         dur("hyperion.retryBackoff", &mut s.retry_backoff)?;
         dur("hyperion.retention", &mut s.retention)?;
         dur("hyperion.indexWait", &mut s.index_wait)?;
+        dur("hyperion.landingWait", &mut s.landing_wait)?;
         if let Some(v) = get("hyperion.maxRebuilds") {
             s.max_rebuilds = v.trim().parse().map_err(|_| Error::Config {
                 key: "hyperion.maxRebuilds".into(),

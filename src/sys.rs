@@ -1,6 +1,7 @@
 //! What the standard library and rustix do not offer as hyperion needs it: a file lease,
-//! asked for only to learn whether anyone else has a file open (see [`only_opener`], the one
-//! `unsafe` call), and the process id without a system call per use ([`pid`]).
+//! asked for only to learn whether anyone else has a file open (see [`only_opener`]), a lock
+//! handed down to a child process ([`hand_down`]), the process id without a system call per
+//! use ([`pid`]), and the pause points tests stop a process at ([`pause_point`]).
 #![allow(unsafe_code)]
 
 /// Whether `file` (opened for writing) is the only open file description of its inode: no
@@ -38,6 +39,44 @@ pub fn only_opener(file: &std::fs::File) -> std::io::Result<bool> {
 pub fn pid() -> u32 {
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *PID.get_or_init(std::process::id)
+}
+
+/// Let the child `cmd` starts inherit the descriptor `fd` (open in this process with
+/// close-on-exec, as every descriptor the standard library opens): whatever is tied to its
+/// open file description, an `flock` above all, then lasts until this process and the child
+/// have both closed it. Only this child gets it, not those other threads start meanwhile.
+///
+/// The caller keeps `fd` open until the child has been spawned.
+pub fn hand_down(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it makes one `fcntl` system call (rustix calls the
+    // kernel directly, no allocation, no lock), on a descriptor the fork copied from a parent
+    // that keeps it open until the spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            Ok(())
+        });
+    }
+}
+
+/// The environment variable naming the pause point a test wants a process stopped at.
+pub const PAUSE_AT: &str = "HYPERION_TEST_PAUSE_AT";
+
+/// For tests of crashes at an exact instant: when `HYPERION_TEST_PAUSE_AT` is `name`, the
+/// process stops itself (SIGSTOP) here. A test waits until `/proc/PID/stat` says it is stopped,
+/// then kills it (SIGKILL) or lets it go on (SIGCONT). Stopped, the process holds everything
+/// it held: its locks, leases and open files.
+pub fn pause_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var(PAUSE_AT).ok());
+    if at.as_deref() == Some(name) {
+        tracing::info!(point = name, "pausing ({PAUSE_AT})");
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
+    }
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -529,6 +529,10 @@ impl<'q> Worker<'q> {
                 chain.head,
                 &reflog,
                 &self.committer,
+                &land::Holder {
+                    worker: &self.id,
+                    wait: self.queue.settings().landing_wait,
+                },
             ) {
                 Ok(advanced) => advanced,
                 // The branch could not be moved (a live writer holds its lock, the disk

@@ -40,7 +40,12 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let broken = d
         .findings
         .iter()
-        .filter(|f| f.code != "lease.expired" && f.code != "store.stale_lock")
+        .filter(|f| {
+            !matches!(
+                f.code,
+                "lease.expired" | "store.stale_lock" | "land.in_progress" | "land.index_lock"
+            )
+        })
         .count();
     if broken > 0 {
         let mut e = CommandError::refused(
