@@ -332,20 +332,13 @@ impl<'r> Landing<'r> {
             .map(|w| w.git_dir)
     }
 
-    /// Refresh the checkout's index (stat data only, as `git status` does), waiting a moment
-    /// for a git process of the person's that holds it. Never removes their `index.lock`.
-    fn refresh(&self, wt: &Path) -> std::result::Result<(), NotMoved> {
+    /// Wait a moment for a git process of the person's that holds the checkout's index
+    /// (`index.lock`); then `land.worktree_locked`. The lock is never removed here: only a
+    /// person can tell a git that died from one waiting for an editor.
+    fn unlocked(&self, wt: &Path) -> std::result::Result<(), NotMoved> {
         let until = Instant::now() + INDEX_LOCK_WAIT;
         loop {
-            let (ok, _) = self.run(
-                wt,
-                &["update-index", "-q", "--ignore-submodules", "--refresh"],
-            )?;
-            if ok {
-                return Ok(());
-            }
             let Some((lock, age)) = self.git_dir_of(wt).and_then(|d| index_lock(&d)) else {
-                // Failed for another reason: what follows reports it.
                 return Ok(());
             };
             if Instant::now() >= until {
@@ -357,6 +350,19 @@ impl<'r> Landing<'r> {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Refresh the checkout's index (stat data only, as `git status` does).
+    fn refresh(&self, wt: &Path) -> std::result::Result<(), NotMoved> {
+        self.unlocked(wt)?;
+        let refresh = ["update-index", "-q", "--ignore-submodules", "--refresh"];
+        if !self.run(wt, &refresh)?.0 {
+            // A git of the person's took the lock meanwhile: wait for it once more. Any
+            // other failure shows in what follows.
+            self.unlocked(wt)?;
+            self.run(wt, &refresh)?;
+        }
+        Ok(())
     }
 
     /// Where `wt` stands between `old` and `new` (after a refresh).
@@ -415,13 +421,20 @@ impl<'r> Landing<'r> {
             &["read-tree", "-u", "-m", &from.to_string(), &to.to_string()],
         )?;
         if ok {
-            Ok(())
-        } else {
-            Err(NotMoved::Checkout {
-                worktree: wt.to_path_buf(),
-                message: err,
-            })
+            return Ok(());
         }
+        // git refused before it changed anything; a lock of the person's is the likely cause.
+        if let Some((lock, age)) = self.git_dir_of(wt).and_then(|d| index_lock(&d)) {
+            return Err(NotMoved::Locked {
+                worktree: wt.to_path_buf(),
+                lock,
+                age,
+            });
+        }
+        Err(NotMoved::Checkout {
+            worktree: wt.to_path_buf(),
+            message: err,
+        })
     }
 
     /// Put `wt` back from `new` to `old` if it is provably as the landing left it: every
@@ -517,17 +530,18 @@ impl<'r> Landing<'r> {
             self.name,
             marker.describe()
         );
-        for wt in &marker.worktrees {
-            if !current.iter().any(|c| same_path(c, wt)) {
+        for named in &marker.worktrees {
+            // git runs in the checkout as git's registry has it, never in the marker's path.
+            let Some(wt) = current.iter().find(|c| same_path(c, named)) else {
                 // Not (any longer) a checkout of this branch as git lists them: nothing to
                 // bring back for this branch, and no git is run there on a marker's word.
                 tracing::warn!(
                     target = %self.name,
-                    worktree = %wt.display(),
+                    worktree = %named.display(),
                     "an interrupted landing named a worktree that is not a checkout of the branch; left alone"
                 );
                 continue;
-            }
+            };
             match self.put_back(wt, old, new, &why) {
                 Ok(true) => tracing::warn!(
                     target = %self.name,
@@ -775,6 +789,12 @@ pub fn findings(repo: &gix::Repository) -> Vec<Finding> {
                 message: format!("{who} is landing onto this branch{what}"),
             });
         } else if let Some(m) = parsed {
+            let old = ObjectId::from_hex(m.old.as_bytes()).ok();
+            if old.is_some() && read_tip(repo, &m.target).ok().flatten() != old {
+                // The branch moved since: the landing completed or a person took over.
+                // Nothing is pending; the next landing onto the branch drops the marker.
+                continue;
+            }
             out.push(Finding {
                 id: branch(&m.target),
                 code: "land.interrupted",

@@ -253,6 +253,26 @@ impl NotMoved {
     }
 }
 
+/// What a person does about a landing that did not move the branch, by [`NotMoved::code`].
+pub fn hint(code: &str) -> &'static str {
+    match code {
+        "land.worktree_dirty" => "commit or stash the changes in that worktree and retry",
+        "land.worktree_update" => {
+            "look at the worktree named in the message (an untracked file in the way?) and retry"
+        }
+        "land.busy" => {
+            "another landing is in progress; retry, or see `git hyperion doctor` if it never ends"
+        }
+        "land.interrupted" => {
+            "see `git hyperion doctor`: in that checkout, `git stash`, let the landing happen, `git stash pop` (docs/storage.md)"
+        }
+        "land.worktree_locked" => {
+            "if no git command runs in that worktree, remove the index.lock named, and retry"
+        }
+        _ => "retry; the target moved meanwhile",
+    }
+}
+
 /// Move `name` from `old` to `new` by compare-and-swap, bringing along a clean worktree that
 /// has it checked out (see [`crate::checkout`]: the landing lock, the marker, recovery of an
 /// interrupted landing).

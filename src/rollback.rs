@@ -98,7 +98,7 @@ impl Refusal {
             Refusal::Conflict { .. } => {
                 "revert by hand (`git revert` the landed commit and resolve), or roll back the later requests first"
             }
-            Refusal::Target { .. } => "commit or stash the changes in that worktree and retry",
+            Refusal::Target { code, .. } => land::hint(code),
             _ => "see `git hyperion show ID` for the request's history",
         }
     }

@@ -274,8 +274,7 @@ fn landing_repo() -> TestRepo {
 
 /// The request: edit line 2 of a.txt, delete gone.txt, add new.txt.
 fn enqueue_landing(repo: &TestRepo) -> String {
-    let edit =
-        "--- a/a.txt\n+++ b/a.txt\n@@ -1,5 +1,5 @@\n a1\n-a2\n+a2 landed\n a3\n a4\n a5\n";
+    let edit = "--- a/a.txt\n+++ b/a.txt\n@@ -1,5 +1,5 @@\n a1\n-a2\n+a2 landed\n a3\n a4\n a5\n";
     let gone = "diff --git a/gone.txt b/gone.txt\ndeleted file mode 100644\n--- a/gone.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-to be deleted\n";
     let new = "diff --git a/new.txt b/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+added by the landing\n";
     let sha = |p: &str| common::sha256(p);
@@ -418,7 +417,10 @@ fn a_worker_killed_after_moving_the_checkout_is_put_back_and_the_persons_edits_s
     assert!(doctor(&repo).is_empty());
     // The checkout has the person's edits: the second request (and the first, if its lease
     // ran out meanwhile) waits (invariant 5).
-    assert!(reports.iter().any(|r| r["id"] == second.as_str()), "{reports:?}");
+    assert!(
+        reports.iter().any(|r| r["id"] == second.as_str()),
+        "{reports:?}"
+    );
     for r in &reports {
         assert_eq!(r["code"], "land.worktree_dirty", "{reports:?}");
     }

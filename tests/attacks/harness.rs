@@ -428,4 +428,84 @@ impl Attack {
             "something landed:\n{log}"
         );
     }
+// Landing onto a checked-out branch (tests/attacks/landing.rs).
+
+/// A `worker --once` with a `lease` that stops itself (SIGSTOP) at the pause point `point`
+/// (`HYPERION_TEST_PAUSE_AT`); returned once it is stopped there.
+pub fn worker_paused_at(repo: &TestRepo, point: &str, lease: &str) -> std::process::Child {
+    let child = repo
+        .cmd()
+        .args(["worker", "--once", "--id", "paused", "--lease", lease])
+        .env("HYPERION_TEST_PAUSE_AT", point)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stat = format!("/proc/{}/stat", child.id());
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let s = std::fs::read_to_string(&stat).unwrap_or_default();
+        if s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+        {
+            return child;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the worker never reached {point}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `kill -SIG PID`.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+/// Where a landing onto `refname` keeps its marker (`.json`) and its lock (`.lock`): the
+/// first 16 hex digits of the sha256 of the ref name (docs/storage.md).
+pub fn landing_file(repo: &TestRepo, refname: &str, ext: &str) -> std::path::PathBuf {
+    let key = sha256(refname);
+    repo.git_dir()
+        .join("hyperion/landing")
+        .join(format!("{}.{ext}", &key[..16]))
+}
+
+/// Plant a landing marker for `refname` by hand.
+pub fn plant_marker(repo: &TestRepo, refname: &str, text: &str) {
+    let p = landing_file(repo, refname, "json");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// `doctor --format json`'s findings about landings (codes `land.*`).
+pub fn landing_findings(repo: &TestRepo) -> Vec<Value> {
+    let out = repo.run(&["doctor", "--format", "json"]);
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    d["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"].as_str().unwrap().starts_with("land."))
+        .cloned()
+        .collect()
+}
+
+/// `worker --once --format json`: its reports and its log.
+pub fn work_once(repo: &TestRepo) -> (Vec<Value>, String) {
+    let out = repo.run(&["worker", "--once", "--format", "json"]);
+    (
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

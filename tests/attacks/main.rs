@@ -18,3 +18,4 @@ mod push;
 mod target;
 mod tiers;
 mod secrets;
+mod landing;
