@@ -612,7 +612,7 @@ impl<'r> Landing<'r> {
                 message: format!("cannot write {}: {e}", self.marker.display()),
             });
         }
-        crate::sys::pause_point("land.marker_written");
+        crate::sys::pause_point("landing.marker_written");
         for wt in self.checkouts.clone() {
             if let Err(refusal) = self.read_tree(&wt, old, new) {
                 self.put_back_all(old, new);
@@ -620,7 +620,7 @@ impl<'r> Landing<'r> {
             }
             self.moved.push(wt);
         }
-        crate::sys::pause_point("land.checkout_moved");
+        crate::sys::pause_point("landing.checkout_moved");
         Ok(())
     }
 

@@ -99,7 +99,37 @@ pub(crate) fn granted_soon(mut f: impl FnMut() -> bool) -> bool {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use super::{granted_soon, only_opener};
+    use super::{granted_soon, hand_down, only_opener};
+
+    fn free(path: &std::path::Path) -> bool {
+        let f = std::fs::File::open(path).expect("open");
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared).is_ok()
+    }
+
+    /// A landing's lock lasts while a git it started runs, even when the landing's process
+    /// is gone (here: its descriptor closed); a child spawned without it does not hold it.
+    #[test]
+    fn a_handed_down_lock_lasts_until_the_child_exits() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lock");
+        for handed in [true, false] {
+            let lock = std::fs::File::create(&path).expect("create");
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .expect("lock");
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("30");
+            if handed {
+                hand_down(&mut cmd, lock.as_raw_fd());
+            }
+            let mut child = cmd.spawn().expect("sleep runs");
+            drop(lock);
+            assert_eq!(free(&path), !handed, "handed down: {handed}");
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+            assert!(free(&path));
+        }
+    }
 
     #[test]
     fn a_file_open_elsewhere_is_seen() {

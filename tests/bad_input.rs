@@ -1134,6 +1134,8 @@ fn every_code_the_source_can_emit_is_in_the_catalogue() {
                     "secrets.",
                     "tiers.",
                     "approvals.",
+                    // Test pause points (HYPERION_TEST_PAUSE_AT), see src/sys.rs.
+                    "landing.",
                 ]
                 .iter()
                 .any(|section| c.starts_with(section))

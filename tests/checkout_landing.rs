@@ -363,7 +363,7 @@ fn a_worker_killed_after_moving_the_checkout_is_put_back_and_the_persons_edits_s
     let repo = landing_repo();
     let old = repo.git(&["rev-parse", "main"]);
     let first = enqueue_landing(&repo);
-    let mut doomed = paused_worker(&repo, "doomed", "land.checkout_moved", "1s");
+    let mut doomed = paused_worker(&repo, "doomed", "landing.checkout_moved", "1s");
     // Half-moved: the branch is where it was, the checkout holds the landing.
     assert_eq!(repo.git(&["rev-parse", "main"]), old);
     assert!(repo.path().join("new.txt").exists());
@@ -455,7 +455,7 @@ fn edits_overlapping_a_killed_landing_stop_landings_and_the_documented_fix_keeps
     let repo = landing_repo();
     let old = repo.git(&["rev-parse", "main"]);
     let first = enqueue_landing(&repo);
-    let mut doomed = paused_worker(&repo, "doomed", "land.checkout_moved", "1s");
+    let mut doomed = paused_worker(&repo, "doomed", "landing.checkout_moved", "1s");
     doomed.signal("KILL");
     doomed.wait();
     edit_untouched(&repo);
@@ -537,7 +537,7 @@ fn a_live_landing_is_waited_for_and_never_repaired() {
     let repo = landing_repo();
     repo.git(&["config", "hyperion.landingWait", "1s"]);
     let first = enqueue_landing(&repo);
-    let mut paused = paused_worker(&repo, "paused", "land.checkout_moved", "5m");
+    let mut paused = paused_worker(&repo, "paused", "landing.checkout_moved", "5m");
     let everything = ["a.txt", "b.txt", "new.txt", "gone.txt"];
     let half_moved = (view(&repo, &everything), repo.git(&["ls-files", "-s"]));
     let second = enqueue(&repo, 1, "second", &[]);

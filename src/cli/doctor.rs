@@ -6,8 +6,10 @@ use super::{Ctx, print_json};
 /// Reports chains git hyperion would not have written (the checks of `verify-push`, with this
 /// repository's settings and branches: unreadable commits, illegal transitions, records that
 /// do not follow from their events, unbounded leases, landings not on the target), expired
-/// leases, and how far the derived index had drifted from the refs. With --reindex, rebuilds the index from
-/// the refs (the index is derived: deleting it loses nothing). Exits 1 when a chain is broken.
+/// leases, how far the derived index had drifted from the refs, and landings onto checked-out
+/// branches: one in progress, one interrupted half-way (with what to do), an old index.lock.
+/// With --reindex, rebuilds the index from the refs (the index is derived: deleting it loses
+/// nothing). Exits 1 when a chain is broken or a landing was interrupted.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Rebuild the index from the refs.
@@ -50,7 +52,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     if broken > 0 {
         let mut e = CommandError::refused(
             "doctor.problems",
-            format!("{broken} problem(s) in request chains"),
+            format!("{broken} problem(s) in request chains or landings"),
         )
         .hint("see the list above; `git log refs/hyperion/requests/ID` shows a chain");
         // The report above is the JSON document; print no second one.

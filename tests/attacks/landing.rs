@@ -133,7 +133,7 @@ fn state_of(dir: &Path) -> String {
 #[test]
 fn a_landing_killed_before_it_moved_the_checkout_leaves_nothing_to_put_back() {
     let a = target();
-    let first = kill_at(&a, "land.marker_written");
+    let first = kill_at(&a, "landing.marker_written");
     // The marker is written, the checkout and the branch are as they were.
     assert!(landing_file(&a.repo, MAIN, "json").exists());
     a.untouched();
@@ -159,7 +159,7 @@ fn a_landing_killed_before_it_moved_the_checkout_leaves_nothing_to_put_back() {
 #[test]
 fn a_landing_killed_after_it_moved_the_checkout_is_put_back_keeping_the_persons_edits() {
     let a = target();
-    kill_at(&a, "land.checkout_moved");
+    kill_at(&a, "landing.checkout_moved");
     // Half-moved: the landing's changes sit in the checkout, the branch has not moved.
     assert_eq!(
         read(&a.repo, "new.txt").as_deref(),
@@ -197,7 +197,7 @@ fn a_landing_killed_after_it_moved_the_checkout_is_put_back_keeping_the_persons_
 #[test]
 fn edits_to_the_files_a_killed_landing_changed_stop_landings_and_change_nothing() {
     let mut a = target();
-    kill_at(&a, "land.checkout_moved");
+    kill_at(&a, "landing.checkout_moved");
     let landed_a = read(&a.repo, "a.txt").unwrap();
     std::fs::write(
         a.repo.path().join("a.txt"),
@@ -233,7 +233,7 @@ fn edits_to_the_files_a_killed_landing_changed_stop_landings_and_change_nothing(
 #[test]
 fn an_untracked_file_where_the_put_back_would_write_is_never_overwritten() {
     let mut a = target();
-    kill_at(&a, "land.checkout_moved");
+    kill_at(&a, "landing.checkout_moved");
     // The landing deleted gone.txt; the person made a file of their own there.
     assert_eq!(read(&a.repo, "gone.txt"), None);
     std::fs::write(a.repo.path().join("gone.txt"), "my own file\n").unwrap();
@@ -254,7 +254,7 @@ fn an_untracked_file_where_the_put_back_would_write_is_never_overwritten() {
 fn a_stopped_landing_is_waited_for_and_never_repaired() {
     let mut a = target();
     let first = a.enqueue(&landing());
-    let mut paused = worker_paused_at(&a.repo, "land.checkout_moved", "5m");
+    let mut paused = worker_paused_at(&a.repo, "landing.checkout_moved", "5m");
     a.settle();
     let second = a.enqueue(&other(2));
     let (reports, log) = work_once(&a.repo);
@@ -289,7 +289,7 @@ fn a_rollback_waits_for_a_live_landing_and_changes_nothing() {
     let earlier = a.enqueue(&other(2));
     a.drain();
     a.enqueue(&landing());
-    let mut paused = worker_paused_at(&a.repo, "land.checkout_moved", "5m");
+    let mut paused = worker_paused_at(&a.repo, "landing.checkout_moved", "5m");
     a.settle();
     let (_, err) = a
         .repo
@@ -488,7 +488,7 @@ fn a_landing_killed_in_a_linked_worktree_is_put_back_there() {
     a.repo
         .git(&["worktree", "add", "-q", wt.to_str().unwrap(), "main"]);
     a.settle();
-    kill_at(&a, "land.checkout_moved");
+    kill_at(&a, "landing.checkout_moved");
     assert!(wt.join("new.txt").exists(), "the linked checkout was moved");
     std::fs::write(wt.join("b.txt"), "b1\nedited in the linked worktree\n").unwrap();
     a.enqueue(&other(2));
@@ -509,7 +509,7 @@ fn a_landing_killed_in_a_linked_worktree_is_put_back_there() {
 #[test]
 fn a_person_committing_in_a_half_moved_checkout_keeps_their_commit() {
     let a = target();
-    kill_at(&a, "land.checkout_moved");
+    kill_at(&a, "landing.checkout_moved");
     // The person commits what they see, the landing's changes included, and more.
     std::fs::write(a.repo.path().join("b.txt"), "b1\nmine\n").unwrap();
     a.repo.git(&["commit", "-q", "-am", "the person's commit"]);
