@@ -226,7 +226,8 @@ enum State {
     AtOld,
     /// Every file the move changes is as `new` has it.
     AtNew,
-    /// Some are neither: a person changed them (listed).
+    /// Neither: files a person changed since, or a move half done (those not as `new` has
+    /// them, listed).
     Changed(Vec<String>),
 }
 
@@ -799,9 +800,9 @@ pub fn findings(repo: &gix::Repository) -> Vec<Finding> {
                 id: branch(&m.target),
                 code: "land.interrupted",
                 message: format!(
-                    "a landing {} was interrupted (its process is gone) before the branch moved, or before it said so; \
+                    "a landing {} was interrupted (its process is gone) after it moved the checkout and before it moved the branch; \
                      the next landing onto {} puts the checkout back unless changes made there since touch the files it changed \
-                     (`git diff --name-only {} {}`); if they do, landings stop until, in that checkout, `git stash` \
+                     (`git diff --name-only {} {}`); if they do, landings stop until, in that checkout, `git stash -u` \
                      (keeps the landing's changes and yours), the request lands again, and `git stash pop`; marker: {}",
                     m.describe(),
                     branch(&m.target),

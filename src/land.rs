@@ -269,7 +269,9 @@ pub fn hint(code: &str) -> &'static str {
         "land.worktree_locked" => {
             "if no git command runs in that worktree, remove the index.lock named, and retry"
         }
-        _ => "retry; the target moved meanwhile",
+        "land.moved" => "retry; the target moved meanwhile",
+        "land.no_target" => "create the branch, or set hyperion.target",
+        _ => "retry",
     }
 }
 

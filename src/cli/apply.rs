@@ -49,6 +49,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
                 "see `git hyperion show {}` for its record and artifacts",
                 report.id
             ));
+            if let Some(code) = report.code.as_deref().filter(|c| c.starts_with("land.")) {
+                e = e.hint(hyperion::land::hint(code));
+            }
             e.json_printed = ctx.json();
             Err(e)
         }
