@@ -31,7 +31,6 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -265,11 +264,10 @@ impl<'r> Landing<'r> {
         Ok(Ok(Some(landing)))
     }
 
-    /// git in the checkout `wt`, holding the landing lock for as long as it runs.
-    fn git(&self, wt: &Path) -> Command {
-        let mut cmd = crate::land::git_in(wt);
-        crate::sys::hand_down(&mut cmd, self.lock.as_raw_fd());
-        cmd
+    /// Start `cmd` (git in a checkout), holding the landing lock for as long as it runs: a
+    /// git that outlives a killed worker keeps the landing live until it is done.
+    fn spawn(&self, cmd: &mut Command) -> std::io::Result<std::process::Child> {
+        crate::sys::spawn_holding(cmd, &self.lock)
     }
 
     /// Run git in `wt`; whether it succeeded, and its error output. Output goes to files, not
@@ -281,11 +279,13 @@ impl<'r> Landing<'r> {
         };
         let mut err = tempfile::tempfile().map_err(cannot)?;
         let status = self
-            .git(wt)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(err.try_clone().map_err(cannot)?)
-            .status()
+            .spawn(
+                crate::land::git_in(wt)
+                    .args(args)
+                    .stdout(Stdio::null())
+                    .stderr(err.try_clone().map_err(cannot)?),
+            )
+            .and_then(|mut child| child.wait())
             .map_err(cannot)?;
         let mut text = String::new();
         if !status.success() {
@@ -299,10 +299,13 @@ impl<'r> Landing<'r> {
     /// The paths git lists (`-z --name-only` output).
     fn names(&self, wt: &Path, args: &[&str]) -> std::result::Result<HashSet<Vec<u8>>, NotMoved> {
         let out = self
-            .git(wt)
-            .args(args)
-            .stderr(Stdio::piped())
-            .output()
+            .spawn(
+                crate::land::git_in(wt)
+                    .args(args)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped()),
+            )
+            .and_then(std::process::Child::wait_with_output)
             .map_err(|e| NotMoved::Checkout {
                 worktree: wt.to_path_buf(),
                 message: format!("cannot run git: {e}"),

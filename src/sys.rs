@@ -1,6 +1,6 @@
 //! What the standard library and rustix do not offer as hyperion needs it: a file lease,
 //! asked for only to learn whether anyone else has a file open (see [`only_opener`]), a lock
-//! handed down to a child process ([`hand_down`]), the process id without a system call per
+//! handed down to a child process ([`spawn_holding`]), the process id without a system call per
 //! use ([`pid`]), and the pause points tests stop a process at ([`pause_point`]).
 #![allow(unsafe_code)]
 
@@ -41,25 +41,20 @@ pub fn pid() -> u32 {
     *PID.get_or_init(std::process::id)
 }
 
-/// Let the child `cmd` starts inherit the descriptor `fd` (open in this process with
-/// close-on-exec, as every descriptor the standard library opens): whatever is tied to its
+/// Start `cmd` with a copy of `file`'s descriptor that it inherits: whatever is tied to the
 /// open file description, an `flock` above all, then lasts until this process and the child
-/// have both closed it. Only this child gets it, not those other threads start meanwhile.
-///
-/// The caller keeps `fd` open until the child has been spawned.
-pub fn hand_down(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed: it makes one `fcntl` system call (rustix calls the
-    // kernel directly, no allocation, no lock), on a descriptor the fork copied from a parent
-    // that keeps it open until the spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-            Ok(())
-        });
-    }
+/// have both closed it. The copy (made without close-on-exec) lives only while the child is
+/// spawned, so the standard library's fast spawn (no `fork` of this whole process) still
+/// applies; a child another thread spawns in that instant inherits it too (it then holds the
+/// lock as long as it runs: a delay for others, never a lock released too early).
+pub fn spawn_holding(
+    cmd: &mut std::process::Command,
+    file: &std::fs::File,
+) -> std::io::Result<std::process::Child> {
+    let copy = rustix::io::dup(file)?;
+    let child = cmd.spawn();
+    drop(copy);
+    child
 }
 
 /// The environment variable naming the pause point a test wants a process stopped at.
@@ -99,7 +94,7 @@ pub(crate) fn granted_soon(mut f: impl FnMut() -> bool) -> bool {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use super::{granted_soon, hand_down, only_opener};
+    use super::{granted_soon, only_opener, spawn_holding};
 
     fn free(path: &std::path::Path) -> bool {
         let f = std::fs::File::open(path).expect("open");
@@ -110,7 +105,6 @@ mod tests {
     /// is gone (here: its descriptor closed); a child spawned without it does not hold it.
     #[test]
     fn a_handed_down_lock_lasts_until_the_child_exits() {
-        use std::os::fd::AsRawFd;
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("lock");
         for handed in [true, false] {
@@ -119,10 +113,12 @@ mod tests {
                 .expect("lock");
             let mut cmd = std::process::Command::new("sleep");
             cmd.arg("30");
-            if handed {
-                hand_down(&mut cmd, lock.as_raw_fd());
+            let mut child = if handed {
+                spawn_holding(&mut cmd, &lock)
+            } else {
+                cmd.spawn()
             }
-            let mut child = cmd.spawn().expect("sleep runs");
+            .expect("sleep runs");
             drop(lock);
             if handed {
                 for _ in 0..20 {

@@ -171,7 +171,7 @@ fn three_workers_landing_onto_a_checked_out_branch_leave_it_clean_at_the_tip() {
             // race for the checkout.
             // (A landing that lost the race rebuilds on the new tip and runs its check again,
             // so the 3 s check comes in the later rounds only.)
-            let check = ["slow1", "slow2", "slow3"][(i / 3 + round) % 2 + round / 2];
+            let check = ["slow1", "slow2", "slow3"][(i / 3 + round) % 2 + (round / 2).min(1)];
             all.push(enqueue(&repo, round * 6 + i, &salt, &[check]));
         }
         let mut workers: Vec<Worker> = (0..3)
@@ -200,14 +200,7 @@ fn three_workers_landing_onto_a_checked_out_branch_leave_it_clean_at_the_tip() {
             reports.extend(r);
             logs.push_str(&log);
         }
-        eprintln!(
-            "round {round} after {:?}: {:?}",
-            started.elapsed(),
-            reports
-                .iter()
-                .map(|r| format!("{}:{}:{}ms", r["result"], r["code"], r["duration_ms"]))
-                .collect::<Vec<_>>()
-        );
+        eprintln!("round {round} after {:?}", started.elapsed());
         assert!(
             !logs.contains("putting back"),
             "round {round}: a live worker's landing was repaired:\n{logs}"
