@@ -270,7 +270,6 @@ pub fn hint(code: &str) -> &'static str {
             "if no git command runs in that worktree, remove the index.lock named, and retry"
         }
         "land.moved" => "retry; the target moved meanwhile",
-        "land.no_target" => "create the branch, or set hyperion.target",
         _ => "retry",
     }
 }

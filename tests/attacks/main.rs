@@ -13,9 +13,10 @@
 mod common;
 
 mod harness;
+
+mod landing;
 mod paths;
 mod push;
+mod secrets;
 mod target;
 mod tiers;
-mod secrets;
-mod landing;
