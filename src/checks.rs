@@ -1,35 +1,23 @@
-//! Running one check: a command in its own process group, with a timeout, a watchdog,
-//! cancellation, and its output captured with a bounded tail.
+//! Running one check: its command, through the runner of untrusted processes
+//! ([`crate::untrusted`]): its own process group, a hard deadline (SIGTERM, grace, SIGKILL),
+//! its descendants found and killed however they detached (Linux), cancellation, and its
+//! output captured with a bounded tail that no leftover process can hold open.
 //!
-//! The child gets no stdin, the worktree as its directory, the worker's environment without
-//! the `GIT_*` variables that would redirect git, plus the check's own variables and
-//! `HYPERION_CHECK=<name>`. stdout and stderr are drained by threads into ring buffers that
-//! keep the last [`OutputLimit::bytes`] of each, so a check that prints gigabytes neither blocks
-//! nor fills memory. On timeout or cancellation the whole process group gets SIGTERM, then
-//! SIGKILL after a grace period: grandchildren (`sh -c 'sleep 1000 &'`) go too.
+//! The child gets no stdin, the worktree slot as its directory, and a scrubbed environment
+//! ([`crate::untrusted::Env::scrubbed`]): `PATH`, `LANG`, `LC_*`, `TZ`, the variables named in
+//! `hyperion.checkEnv`, `HOME` and `TMPDIR` in a scratch directory emptied before and after
+//! the check, the check's own variables from the policy, `HYPERION_CHECK=<name>`, and
+//! `GIT_CEILING_DIRECTORIES` set to the directory above the slot, so that git run in the
+//! check finds the slot's repository and never one above it.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-/// Time between SIGTERM and SIGKILL of a check's process group.
-pub const GRACE: Duration = Duration::from_secs(2);
-
-/// Variables that would point git inside a check at another repository or index.
-const GIT_REDIRECTS: &[&str] = &[
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_COMMON_DIR",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-];
+use crate::untrusted::{self, Ended, Env, Scratch, Spec};
+pub use crate::untrusted::{Captured, GRACE, Killed};
 
 /// One check to run.
 #[derive(Debug, Clone)]
@@ -38,6 +26,8 @@ pub struct CheckCommand {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub timeout: Duration,
+    /// Variables of the worker's environment the check also gets (`hyperion.checkEnv`).
+    pub inherit: Vec<String>,
 }
 
 /// How much of each output stream is kept (the tail).
@@ -64,29 +54,6 @@ pub enum CheckStatus {
     SpawnFailed(String),
 }
 
-/// The tail of one output stream.
-#[derive(Debug, Clone, Default)]
-pub struct Captured {
-    pub tail: Vec<u8>,
-    pub total_bytes: u64,
-    pub truncated: bool,
-}
-
-impl Captured {
-    /// The tail as text, with a marker for what was dropped.
-    pub fn render(&self) -> String {
-        let text = String::from_utf8_lossy(&self.tail);
-        if self.truncated {
-            format!(
-                "[… {} bytes omitted …]\n{text}",
-                self.total_bytes - self.tail.len() as u64
-            )
-        } else {
-            text.into_owned()
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct CheckResult {
     pub name: String,
@@ -94,166 +61,86 @@ pub struct CheckResult {
     pub duration: Duration,
     pub stdout: Captured,
     pub stderr: Captured,
+    /// Processes outside the check's process group that were found and killed (its
+    /// descendants that detached, or were left running after it exited).
+    pub killed: Vec<Killed>,
+    /// Something still held the output pipes when reading stopped.
+    pub output_cut: bool,
 }
 
-/// Run `cmd` in `cwd`. `tick` is called about once a second while it runs (the worker
-/// heartbeats its lease there); setting `cancel` stops the check.
+/// Run `cmd` in `cwd`, with `HOME` and `TMPDIR` under `scratch` (emptied before and after).
+/// `tick` is called about once a second while it runs (the worker heartbeats its lease
+/// there); setting `cancel` stops the check.
 pub fn run(
     cmd: &CheckCommand,
     cwd: &Path,
+    scratch: &Path,
     limit: OutputLimit,
     cancel: &AtomicBool,
     tick: &mut dyn FnMut(),
 ) -> CheckResult {
-    let started = Instant::now();
-    let result = |status, stdout, stderr| CheckResult {
+    let failed = |why: String| CheckResult {
         name: cmd.name.clone(),
-        status,
-        duration: started.elapsed(),
-        stdout,
-        stderr,
+        status: CheckStatus::SpawnFailed(why),
+        duration: Duration::ZERO,
+        stdout: Captured::default(),
+        stderr: Captured::default(),
+        killed: Vec::new(),
+        output_cut: false,
     };
-    let Some((program, args)) = cmd.argv.split_first() else {
-        return result(
-            CheckStatus::SpawnFailed("the check has no command".into()),
-            Captured::default(),
-            Captured::default(),
-        );
-    };
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    for v in GIT_REDIRECTS {
-        command.env_remove(v);
+    if cmd.argv.is_empty() {
+        return failed("the check has no command".into());
     }
-    command.envs(&cmd.env).env("HYPERION_CHECK", &cmd.name);
-    let mut child = match command.spawn() {
-        Ok(c) => c,
+    let scratch = match Scratch::at(scratch) {
+        Ok(s) => s,
         Err(e) => {
-            return result(
-                CheckStatus::SpawnFailed(format!("{program}: {e}")),
-                Captured::default(),
-                Captured::default(),
-            );
+            return failed(format!(
+                "cannot prepare its scratch directory {}: {e}",
+                scratch.display()
+            ));
         }
     };
-    let pgid = rustix::process::Pid::from_child(&child);
-    let out = drain(child.stdout.take(), limit.bytes);
-    let err = drain(child.stderr.take(), limit.bytes);
-    let deadline = started + cmd.timeout;
-    let mut last_tick = Instant::now();
-    let mut stopping: Option<(CheckStatus, Instant)> = None;
-    // The wait wakes when the child exits (a pidfd, Linux 5.3+) or after 10 ms, to look at
-    // the deadline, the cancel flag and the tick. Without a pidfd it polls, fine-grained at
-    // first so that a quick check is not held up, backing off to 10 ms.
-    #[cfg(target_os = "linux")]
-    let exited = rustix::process::pidfd_open(pgid, rustix::process::PidfdFlags::empty()).ok();
-    #[cfg(not(target_os = "linux"))]
-    let exited: Option<std::os::fd::OwnedFd> = None;
-    let mut pause = Duration::from_micros(50);
-    let exit = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) => {}
-            Err(_) => break None,
-        }
-        let now = Instant::now();
-        match &stopping {
-            None => {
-                let why = if cancel.load(Ordering::SeqCst) {
-                    Some(CheckStatus::Cancelled)
-                } else if now >= deadline {
-                    Some(CheckStatus::TimedOut)
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    let _ =
-                        rustix::process::kill_process_group(pgid, rustix::process::Signal::TERM);
-                    stopping = Some((why, now));
-                }
-            }
-            Some((_, since)) if now.duration_since(*since) >= GRACE => {
-                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-            }
-            Some(_) => {}
-        }
-        if now.duration_since(last_tick) >= Duration::from_secs(1) {
-            last_tick = now;
-            tick();
-        }
-        match &exited {
-            Some(fd) => {
-                use rustix::event::{PollFd, PollFlags, Timespec};
-                let mut fds = [PollFd::new(fd, PollFlags::IN)];
-                let most = Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 10_000_000,
-                };
-                let _ = rustix::event::poll(&mut fds, Some(&most));
-            }
-            None => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(10));
-            }
-        }
-    };
-    // The leader is gone; whatever it left behind in its group goes too, so nothing outlives
-    // the check and the pipes close.
-    let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    let status = match (stopping, exit) {
-        (Some((why, _)), _) => why,
-        (None, Some(s)) if s.success() => CheckStatus::Passed,
-        (None, Some(s)) => CheckStatus::Failed {
+    let mut env = Env::scrubbed(&scratch, &cmd.inherit);
+    for (k, v) in &cmd.env {
+        env.set(k, v);
+    }
+    env.set("HYPERION_CHECK", &cmd.name);
+    if let Some(above) = cwd.parent() {
+        env.set("GIT_CEILING_DIRECTORIES", above.to_string_lossy());
+    }
+    let outcome = untrusted::run(
+        &Spec {
+            argv: &cmd.argv,
+            cwd,
+            env: &env,
+            stdin: None,
+            timeout: cmd.timeout,
+            grace: GRACE,
+            keep: limit.bytes,
+            portable: false,
+        },
+        cancel,
+        tick,
+    );
+    // What the check left in its scratch goes now (and again before the next one).
+    let _ = scratch.clear();
+    let status = match outcome.ended {
+        Ended::Exited(s) if s.success() => CheckStatus::Passed,
+        Ended::Exited(s) => CheckStatus::Failed {
             exit_code: s.code(),
             signal: s.signal(),
         },
-        (None, None) => CheckStatus::Failed {
-            exit_code: None,
-            signal: None,
-        },
+        Ended::TimedOut => CheckStatus::TimedOut,
+        Ended::Cancelled => CheckStatus::Cancelled,
+        Ended::SpawnFailed(why) => CheckStatus::SpawnFailed(why),
     };
-    result(status, stdout, stderr)
-}
-
-/// Read a stream to its end on a thread, keeping the last `keep` bytes.
-fn drain<R: Read + Send + 'static>(
-    stream: Option<R>,
-    keep: usize,
-) -> std::thread::JoinHandle<Captured> {
-    std::thread::spawn(move || {
-        let Some(mut stream) = stream else {
-            return Captured::default();
-        };
-        let mut ring: VecDeque<u8> = VecDeque::with_capacity(keep.min(1 << 20));
-        let mut total = 0u64;
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    total += n as u64;
-                    let chunk = &buf[n.saturating_sub(keep)..n];
-                    let overflow = (ring.len() + chunk.len()).saturating_sub(keep);
-                    ring.drain(..overflow.min(ring.len()));
-                    ring.extend(chunk);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        let tail: Vec<u8> = ring.into_iter().collect();
-        Captured {
-            truncated: total > tail.len() as u64,
-            total_bytes: total,
-            tail,
-        }
-    })
+    CheckResult {
+        name: cmd.name.clone(),
+        status,
+        duration: outcome.duration,
+        stdout: outcome.stdout,
+        stderr: outcome.stderr,
+        killed: outcome.killed,
+        output_cut: outcome.output_cut,
+    }
 }

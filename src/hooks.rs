@@ -3,16 +3,16 @@
 //! They come from `hyperion.hooksDir` (a directory in git config, relative to the repository's
 //! top level or absolute) or, when that is unset, from `.hyperion/hooks/pre-apply.d/` in the
 //! target branch's tree — versioned with the code, like the policy. Each executable runs in
-//! name order with the request (JSON, patches included) on stdin and
-//! `HYPERION_REQUEST_ID`, `HYPERION_TASK_ID`, `HYPERION_AGENT`, `HYPERION_TARGET` and `GIT_DIR`
-//! in its environment. The first non-zero exit refuses the request with the hook's output as
-//! the reason. A hook that runs past its timeout is killed and refuses too.
+//! name order with the request (JSON, patches included) on stdin, through the runner of
+//! untrusted processes ([`crate::untrusted`]: own process group, hard deadline
+//! `hyperion.hookTimeout`, descendants killed, bounded output), with the same scrubbed
+//! environment as checks plus `HYPERION_REQUEST_ID`, `HYPERION_TASK_ID`, `HYPERION_AGENT`,
+//! `HYPERION_TARGET` and `GIT_DIR` (the repository, so that the hook can read its config).
+//! The first non-zero exit refuses the request with the hook's output as the reason. A hook
+//! that runs past its timeout is killed and refuses too.
 
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
 
 use gix::ObjectId;
 use gix::objs::tree::EntryKind;
@@ -22,9 +22,6 @@ use crate::model::ChangeRequest;
 
 /// Where hooks live in the target tree when `hyperion.hooksDir` is unset.
 pub const TREE_DIR: &str = ".hyperion/hooks/pre-apply.d";
-
-/// How long one hook may run.
-pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Most of a hook's output kept for the refusal message.
 const MESSAGE_BYTES: usize = 4096;
@@ -37,17 +34,17 @@ pub struct Refused {
 }
 
 /// Run the pre-apply hooks for `req` (id `id`) about to land on `target`, whose tree is
-/// `tree`. `configured` is `hyperion.hooksDir`.
+/// `tree`, as `settings` say (`hyperion.hooksDir`, `hookTimeout`, `checkEnv`).
 pub fn pre_apply(
     repo: &gix::Repository,
-    configured: Option<&Path>,
+    settings: &crate::settings::Settings,
     tree: ObjectId,
     req: &ChangeRequest,
     id: &str,
     target: &str,
 ) -> Result<Option<Refused>> {
     let staged;
-    let (dir, hooks) = match configured {
+    let (dir, hooks) = match settings.hooks_dir.as_deref() {
         Some(dir) => {
             let dir = match repo.workdir() {
                 Some(top) if dir.is_relative() => top.join(dir),
@@ -71,9 +68,23 @@ pub fn pre_apply(
         return Ok(None);
     }
     let input = serde_json::to_vec(req).expect("a request always serialises");
+    let scratch = tempfile::Builder::new()
+        .prefix("hook-scratch-")
+        .tempdir_in(scratch_dir(repo)?)
+        .map_err(|e| Error::io("cannot make a scratch directory for hooks", e))?;
     for name in hooks {
         let path = dir.join(&name);
-        if let Some(message) = run_one(repo, &path, &input, req, id, target)? {
+        let run = Run {
+            repo,
+            input: &input,
+            req,
+            id,
+            target,
+            timeout: settings.hook_timeout,
+            inherit: &settings.check_env,
+            scratch: scratch.path(),
+        };
+        if let Some(message) = run.one(&path)? {
             return Ok(Some(Refused {
                 hook: name,
                 message,
@@ -158,101 +169,82 @@ fn scratch_dir(repo: &gix::Repository) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Run one hook; `Some(message)` when it refuses.
-fn run_one(
-    repo: &gix::Repository,
-    path: &Path,
-    input: &[u8],
-    req: &ChangeRequest,
-    id: &str,
-    target: &str,
-) -> Result<Option<String>> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut child = match Command::new(path)
-        .current_dir(repo.workdir().unwrap_or(repo.git_dir()))
-        .env("GIT_DIR", repo.git_dir())
-        .env("HYPERION_REQUEST_ID", id)
-        .env("HYPERION_TASK_ID", &req.task_id)
-        .env("HYPERION_AGENT", &req.agent)
-        .env("HYPERION_TARGET", target)
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => return Ok(Some(format!("hook {name} could not start: {e}"))),
-    };
-    let mut stdin = child.stdin.take().expect("piped");
-    let data = input.to_vec();
-    // A hook that does not read its input must not block us: write from a thread and ignore
-    // a closed pipe.
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(Error::io(format!("cannot wait for hook {name}"), e)),
-        }
-    };
-    let _ = writer.join();
-    let out = out_reader.join().unwrap_or_default();
-    let err = err_reader.join().unwrap_or_default();
-    let text = |v: &[u8]| String::from_utf8_lossy(v).trim().to_owned();
-    let mut said = text(&err);
-    if said.is_empty() {
-        said = text(&out);
-    }
-    if said.len() > MESSAGE_BYTES {
-        let mut cut = said.len() - MESSAGE_BYTES;
-        while !said.is_char_boundary(cut) {
-            cut += 1;
-        }
-        // The cut may fall inside a secret, whose rest no rule would recognise.
-        said = format!("…{}", crate::secrets::cut_tail_str(&said[cut..]));
-    }
-    match status {
-        None => Ok(Some(format!(
-            "hook {name} ran past {}s and was stopped",
-            TIMEOUT.as_secs()
-        ))),
-        Some(s) if s.success() => Ok(None),
-        Some(s) => {
-            let how = match s.code() {
-                Some(c) => format!("exited with {c}"),
-                None => "was killed by a signal".to_owned(),
-            };
-            Ok(Some(if said.is_empty() {
-                format!("hook {name} {how}")
+/// What every hook of one request runs with.
+struct Run<'a> {
+    repo: &'a gix::Repository,
+    input: &'a [u8],
+    req: &'a ChangeRequest,
+    id: &'a str,
+    target: &'a str,
+    timeout: std::time::Duration,
+    inherit: &'a [String],
+    scratch: &'a Path,
+}
+
+impl Run<'_> {
+    /// Run one hook; `Some(message)` when it refuses.
+    fn one(&self, path: &Path) -> Result<Option<String>> {
+        use crate::untrusted::{self, Ended, Env, Scratch, Spec};
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let scratch = Scratch::at(self.scratch)
+            .map_err(|e| Error::io("cannot prepare the hooks' scratch directory", e))?;
+        let repo = self.repo;
+        let mut env = Env::scrubbed(&scratch, self.inherit);
+        env.set("GIT_DIR", repo.git_dir().to_string_lossy())
+            .set("HYPERION_REQUEST_ID", self.id)
+            .set("HYPERION_TASK_ID", &self.req.task_id)
+            .set("HYPERION_AGENT", &self.req.agent)
+            .set("HYPERION_TARGET", self.target);
+        let argv = [path.to_string_lossy().into_owned()];
+        let outcome = untrusted::run(
+            &Spec {
+                argv: &argv,
+                cwd: repo.workdir().unwrap_or(repo.git_dir()),
+                env: &env,
+                stdin: Some(self.input),
+                timeout: self.timeout,
+                grace: untrusted::GRACE,
+                keep: MESSAGE_BYTES,
+                portable: false,
+            },
+            &AtomicBool::new(false),
+            &mut || {},
+        );
+        let _ = scratch.clear();
+        let text = |c: &untrusted::Captured| {
+            let t = String::from_utf8_lossy(&c.tail).trim().to_owned();
+            // The cut may fall inside a secret, whose rest no rule would recognise.
+            if c.truncated {
+                format!("…{}", crate::secrets::cut_tail_str(&t))
             } else {
-                format!("hook {name} {how}: {said}")
-            }))
+                t
+            }
+        };
+        let mut said = text(&outcome.stderr);
+        if said.is_empty() {
+            said = text(&outcome.stdout);
+        }
+        match outcome.ended {
+            Ended::SpawnFailed(why) => Ok(Some(format!("hook {name} could not start: {why}"))),
+            Ended::TimedOut | Ended::Cancelled => Ok(Some(format!(
+                "hook {name} ran past {} and was stopped",
+                crate::settings::format_duration(self.timeout)
+            ))),
+            Ended::Exited(s) if s.success() => Ok(None),
+            Ended::Exited(s) => {
+                let how = match s.code() {
+                    Some(c) => format!("exited with {c}"),
+                    None => "was killed by a signal".to_owned(),
+                };
+                Ok(Some(if said.is_empty() {
+                    format!("hook {name} {how}")
+                } else {
+                    format!("hook {name} {how}: {said}")
+                }))
+            }
         }
     }
 }

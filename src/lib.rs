@@ -30,6 +30,7 @@ mod sys;
 pub mod target;
 pub mod tiers;
 pub mod touched;
+pub mod untrusted;
 pub mod validate;
 pub mod verify;
 pub mod worker;

@@ -51,6 +51,16 @@ pub const KEYS: &[Key] = &[
         help: "directory of pre-apply hooks (relative to the top level, or absolute)",
     },
     Key {
+        name: "hyperion.hookTimeout",
+        default: "60s",
+        help: "how long one pre-apply hook may run before it is stopped (and refuses)",
+    },
+    Key {
+        name: "hyperion.checkEnv",
+        default: "(none)",
+        help: "names of variables of the worker's environment that checks and hooks also get (multi-valued; PATH, LANG, LC_*, TZ always)",
+    },
+    Key {
         name: "hyperion.maxRebuilds",
         default: "5",
         help: "times a worker rebuilds a result when the target moved while it worked",
@@ -83,6 +93,11 @@ pub struct Settings {
     pub retention: Duration,
     pub index_wait: Duration,
     pub hooks_dir: Option<std::path::PathBuf>,
+    /// How long one pre-apply hook may run.
+    pub hook_timeout: Duration,
+    /// Variables of the worker's environment that checks and hooks get besides the allowlist
+    /// (see [`crate::untrusted::Env`]).
+    pub check_env: Vec<String>,
     pub max_rebuilds: u32,
     /// `hyperion.approvers`: who may approve when the policy names nobody.
     pub approvers: Vec<String>,
@@ -100,6 +115,8 @@ impl Default for Settings {
             retention: Duration::from_secs(30 * 86400),
             index_wait: Duration::from_secs(2),
             hooks_dir: None,
+            hook_timeout: Duration::from_secs(60),
+            check_env: Vec::new(),
             max_rebuilds: 5,
             approvers: Vec::new(),
             landing_wait: Duration::from_secs(10),
@@ -154,6 +171,26 @@ impl Settings {
         dur("hyperion.retention", &mut s.retention)?;
         dur("hyperion.indexWait", &mut s.index_wait)?;
         dur("hyperion.landingWait", &mut s.landing_wait)?;
+        dur("hyperion.hookTimeout", &mut s.hook_timeout)?;
+        for value in config
+            .plumbing()
+            .strings("hyperion.checkEnv")
+            .unwrap_or_default()
+        {
+            let value = value.to_string();
+            for name in value.split(|c: char| c == ',' || c.is_whitespace()) {
+                if name.is_empty() {
+                    continue;
+                }
+                crate::untrusted::Env::check_name(name).map_err(|message| Error::Config {
+                    key: "hyperion.checkEnv".into(),
+                    message,
+                })?;
+                if !s.check_env.iter().any(|n| n == name) {
+                    s.check_env.push(name.to_owned());
+                }
+            }
+        }
         if let Some(v) = get("hyperion.maxRebuilds") {
             s.max_rebuilds = v.trim().parse().map_err(|_| Error::Config {
                 key: "hyperion.maxRebuilds".into(),

@@ -1,7 +1,10 @@
 //! What the standard library and rustix do not offer as hyperion needs it: a file lease,
-//! asked for only to learn whether anyone else has a file open (see [`only_opener`]), a lock
-//! handed down to a child process ([`spawn_holding`]), the process id without a system call per
-//! use ([`pid`]), and the pause points tests stop a process at ([`pause_point`]).
+//! asked for only to learn whether anyone else has a file open (see [`only_opener`], the one
+//! `unsafe` call), a lock handed down to a child process ([`spawn_holding`]), the process id
+//! without a system call per use ([`pid`]), the pause points tests stop a process at
+//! ([`pause_point`]), and on Linux the orphans this process adopts ([`adopt_orphans`],
+//! [`children`]): what lets the runner of untrusted processes find a check's descendants that
+//! left its process group.
 #![allow(unsafe_code)]
 
 /// Whether `file` (opened for writing) is the only open file description of its inode: no
@@ -71,6 +74,147 @@ pub fn pause_point(name: &str) {
         tracing::info!(point = name, "pausing ({PAUSE_AT})");
         let _ =
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
+    }
+}
+
+/// One child of this process, as `/proc` shows it.
+#[derive(Debug, Clone)]
+pub struct ChildProc {
+    pub pid: u32,
+    /// The program's name (`comm`, at most 15 bytes).
+    pub name: String,
+    pub pgrp: i32,
+    pub session: i32,
+    /// Exited, waiting to be reaped.
+    pub zombie: bool,
+    /// Start time, in clock ticks since boot.
+    pub start: u64,
+}
+
+/// Make this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`): a
+/// process whose parent exits is then reparented to this one instead of init, so that
+/// [`children`] finds what a check left behind however it detached (`setsid`, double fork).
+/// Once per process; false where the kernel refuses.
+#[cfg(target_os = "linux")]
+pub fn adopt_orphans() -> bool {
+    static ADOPTING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ADOPTING.get_or_init(|| {
+        let me = rustix::process::getpid();
+        rustix::process::set_child_subreaper(Some(me)).is_ok()
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn adopt_orphans() -> bool {
+    false
+}
+
+/// The children of this process (adopted orphans included), from
+/// `/proc/self/task/*/children`, or, where the kernel lacks that file, from every process's
+/// `stat`.
+#[cfg(target_os = "linux")]
+pub fn children() -> Vec<ChildProc> {
+    let mut pids = Vec::new();
+    let mut listed = false;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+                listed = true;
+                pids.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    if !listed {
+        let me = pid() as i32;
+        if let Ok(all) = std::fs::read_dir("/proc") {
+            for e in all.flatten() {
+                let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if stat(p).is_some_and(|(_, ppid)| ppid == me) {
+                    pids.push(p);
+                }
+            }
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids.into_iter()
+        .filter_map(|p| stat(p).map(|(c, _)| c))
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn children() -> Vec<ChildProc> {
+    Vec::new()
+}
+
+/// `/proc/PID/stat`: the process and its parent's pid.
+#[cfg(target_os = "linux")]
+fn stat(pid: u32) -> Option<(ChildProc, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp session … starttime(22) …`; comm may hold anything, ')'
+    // included, so the fields are counted from the last ')'.
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let name = text.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    let num = |i: usize| fields.get(i).and_then(|f| f.parse::<i64>().ok());
+    Some((
+        ChildProc {
+            pid,
+            name,
+            zombie: matches!(fields.first(), Some(&"Z") | Some(&"X")),
+            pgrp: num(2)? as i32,
+            session: num(3)? as i32,
+            start: num(19)? as u64,
+        },
+        num(1)? as i32,
+    ))
+}
+
+/// The start time of process `pid` (clock ticks since boot), if it exists.
+#[cfg(target_os = "linux")]
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat(pid).map(|(c, _)| c.start)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn start_time(_: u32) -> Option<u64> {
+    None
+}
+
+/// The value of `name` in the environment process `pid` started with; `None` when it has
+/// none or it cannot be read (another user's process, a zombie).
+#[cfg(target_os = "linux")]
+pub fn environ_var(pid: u32, name: &str) -> Option<Vec<u8>> {
+    let data = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    data.split(|b| *b == 0).find_map(|entry| {
+        entry
+            .strip_prefix(name.as_bytes())
+            .and_then(|rest| rest.strip_prefix(b"="))
+            .map(<[u8]>::to_vec)
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn environ_var(_: u32, _: &str) -> Option<Vec<u8>> {
+    None
+}
+
+/// Reap child `pid` if it has exited; true when it was reaped (or is gone).
+pub fn reap(pid: u32) -> bool {
+    use rustix::process::{Pid, WaitOptions};
+    let Some(p) = Pid::from_raw(pid as i32) else {
+        return true;
+    };
+    match rustix::process::waitpid(Some(p), WaitOptions::NOHANG) {
+        Ok(Some(_)) => true,
+        Ok(None) => false,
+        Err(_) => true,
     }
 }
 

@@ -871,14 +871,9 @@ impl<'q> Worker<'q> {
             ));
         }
 
-        if let Some(refused) = crate::hooks::pre_apply(
-            repo,
-            settings.hooks_dir.as_deref(),
-            gate.tip.tree,
-            req,
-            id,
-            target.name(),
-        )? {
+        if let Some(refused) =
+            crate::hooks::pre_apply(repo, settings, gate.tip.tree, req, id, target.name())?
+        {
             return Ok(fail(
                 DeadClass::Validation,
                 "hook.refused",
@@ -960,6 +955,7 @@ impl<'q> Worker<'q> {
                     argv: def.run,
                     env: def.env,
                     timeout: def.timeout,
+                    inherit: self.queue.settings().check_env.clone(),
                 }),
                 Err(p) => {
                     return Ok(ChecksDone::Failed(Verdict::Fail {
@@ -1025,7 +1021,14 @@ impl<'q> Worker<'q> {
                 }
                 let _ = self.queue.release_index_if_wanted();
             };
-            let result = checks::run(cmd, slot.path(), self.output, &cancel, &mut tick);
+            let result = checks::run(
+                cmd,
+                slot.path(),
+                &slot.path().with_extension("scratch"),
+                self.output,
+                &cancel,
+                &mut tick,
+            );
             let (status, exit_code) = match &result.status {
                 CheckStatus::Passed => ("passed", Some(0)),
                 CheckStatus::Failed { exit_code, .. } => ("failed", *exit_code),
@@ -1048,6 +1051,10 @@ impl<'q> Worker<'q> {
                     });
                 }
             }
+            if !result.killed.is_empty() || result.output_cut {
+                tracing::info!(request = %record.id, check = %cmd.name, killed = ?result.killed, output_cut = result.output_cut, "processes the check left behind");
+            }
+            let left = leftovers(&result);
             if lease_lost {
                 return Ok(ChecksDone::Failed(Verdict::LeaseLost));
             }
@@ -1084,6 +1091,7 @@ impl<'q> Worker<'q> {
                         ),
                         _ => ("check.failed", format!("check {} failed", cmd.name)),
                     };
+                    let message = message + &left;
                     let transient = code == "check.timeout";
                     return Ok(ChecksDone::Failed(Verdict::Fail {
                         class: DeadClass::Check,
@@ -1225,6 +1233,28 @@ impl Report {
 enum ChecksDone {
     Passed(Vec<CheckSummary>, Vec<Artifact>),
     Failed(Verdict),
+}
+
+/// What a check left behind, for its failure message: the processes outside its process
+/// group that were killed, and output cut short by one still holding the pipes.
+fn leftovers(result: &checks::CheckResult) -> String {
+    let mut s = String::new();
+    if !result.killed.is_empty() {
+        let names: Vec<String> = result
+            .killed
+            .iter()
+            .map(|k| format!("{} ({})", k.name, k.pid))
+            .collect();
+        s.push_str(&format!(
+            "; killed {} process(es) it left outside its process group: {}",
+            names.len(),
+            names.join(", ")
+        ));
+    }
+    if result.output_cut {
+        s.push_str("; its output may be cut: a process it started still held the pipes");
+    }
+    s
 }
 
 /// Errors that mean our lease is gone: someone swept it, or another worker holds it now.
