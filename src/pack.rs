@@ -49,6 +49,27 @@ impl PackBuilder {
         if self.objects.is_empty() {
             return Ok(None);
         }
+        let (pack, idx, pack_sum) = self.encode()?;
+        let dir = objects_dir.join("pack");
+        std::fs::create_dir_all(&dir)?;
+        let name = format!("pack-{pack_sum}");
+        let final_pack = dir.join(format!("{name}.pack"));
+        let mut tmp = tempfile::Builder::new()
+            .prefix("tmp_pack_")
+            .tempfile_in(&dir)?;
+        tmp.write_all(&pack)?;
+        tmp.persist(&final_pack).map_err(|e| e.error)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix("tmp_idx_")
+            .tempfile_in(&dir)?;
+        tmp.write_all(&idx)?;
+        tmp.persist(dir.join(format!("{name}.idx")))
+            .map_err(|e| e.error)?;
+        Ok(Some(final_pack))
+    }
+
+    /// The pack and its index, in memory, and the pack's checksum (which names it).
+    pub fn encode(&self) -> std::io::Result<(Vec<u8>, Vec<u8>, ObjectId)> {
         let mut pack = Vec::with_capacity(
             12 + self
                 .objects
@@ -119,23 +140,7 @@ impl PackBuilder {
         idx.extend_from_slice(pack_sum.as_bytes());
         let idx_sum = sha1(&idx);
         idx.extend_from_slice(idx_sum.as_bytes());
-
-        let dir = objects_dir.join("pack");
-        std::fs::create_dir_all(&dir)?;
-        let name = format!("pack-{pack_sum}");
-        let final_pack = dir.join(format!("{name}.pack"));
-        let mut tmp = tempfile::Builder::new()
-            .prefix("tmp_pack_")
-            .tempfile_in(&dir)?;
-        tmp.write_all(&pack)?;
-        tmp.persist(&final_pack).map_err(|e| e.error)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix("tmp_idx_")
-            .tempfile_in(&dir)?;
-        tmp.write_all(&idx)?;
-        tmp.persist(dir.join(format!("{name}.idx")))
-            .map_err(|e| e.error)?;
-        Ok(Some(final_pack))
+        Ok((pack, idx, pack_sum))
     }
 }
 
@@ -414,6 +419,29 @@ pub fn persist(repo: &gix::Repository) -> crate::Result<usize> {
         roll_up(repo);
     }
     Ok(n)
+}
+
+/// The objects held in `repo`'s memory as one pack and its index, leaving them there: what a
+/// check slot's own object store gets ([`crate::worktree`]), so that git in the slot sees a
+/// commit before, or without (a dry run), it is written to the repository. `None` when
+/// memory holds nothing.
+pub fn memory_pack(repo: &gix::Repository) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let Some(memory) = repo.objects.reset_object_memory() else {
+        return Ok(None);
+    };
+    let mut pack = PackBuilder::new();
+    for (id, (kind, data)) in memory.iter() {
+        pack.objects.push((*id, *kind, data.clone()));
+    }
+    // Back into memory as they were (nothing else reads or writes it meanwhile: a repository
+    // handle is used by one thread).
+    for (id, (kind, data)) in memory.iter() {
+        let _ = gix::objs::Write::write_buf_with_known_id(&repo.objects, *kind, data, *id);
+    }
+    if pack.is_empty() {
+        return Ok(None);
+    }
+    pack.encode().map(|(p, i, _)| Some((p, i)))
 }
 
 /// Drop the objects held in memory (a dry run's commits): nothing points at them.

@@ -188,6 +188,23 @@ impl Scratch {
     }
 }
 
+/// Remove `p` and everything under it, without following links; directories a program made
+/// read-only are made writable on the way.
+pub(crate) fn remove_all(p: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            if std::fs::remove_dir_all(p).is_err() {
+                empty_dir(p)?;
+                std::fs::remove_dir(p)?;
+            }
+            Ok(())
+        }
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Remove what `dir` holds, without following links; directories a program made read-only
 /// are made writable on the way.
 fn empty_dir(dir: &Path) -> std::io::Result<()> {

@@ -1024,7 +1024,7 @@ impl<'q> Worker<'q> {
             let result = checks::run(
                 cmd,
                 slot.path(),
-                &slot.path().with_extension("scratch"),
+                slot.scratch(),
                 self.output,
                 &cancel,
                 &mut tick,

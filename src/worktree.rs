@@ -1,26 +1,42 @@
 //! Pooled worktrees for checks, under `$GIT_COMMON_DIR/hyperion/worktrees/`.
 //!
-//! A slot is a linked worktree (`git worktree add --detach`, locked so `git worktree prune`
-//! leaves it) named `hyperion-N`, taken by holding an exclusive `flock` on `hyperion-N.lock`
-//! beside it: a worker that dies frees its slot with its file descriptors. A worker keeps its
-//! slot from one request to the next.
+//! A slot `hyperion-N` is a repository of its own, not a linked worktree of the shared one:
+//! its `.git` directory holds only what hyperion writes there — `HEAD` (detached), a fixed
+//! `config`, the `index`, `refs/` (empty), and an object store whose
+//! `objects/info/alternates` points at the shared repository's objects, plus one pack of the
+//! objects git in the slot needs that are not written to the shared repository yet (the
+//! commit under check, held in memory until it lands; see [`crate::pack::memory_pack`]).
+//! A check that runs `git config`, `git branch`, `git update-ref`, `git commit`, or writes
+//! `.git/config` or `.git/hooks/…` in its directory changes that repository, never the shared
+//! one: its config, refs and hooks are not shared, and git writes new objects into the slot's
+//! own store. Before every move the slot's `.git` is checked against what hyperion wrote
+//! (entries, kinds, `config`, `alternates`, nothing in `refs/`); one a check changed is
+//! rebuilt from scratch, and the `index` and `HEAD` are rewritten by every move anyway. A
+//! slot taken by holding an exclusive `flock` on `hyperion-N.lock` beside it: a worker that
+//! dies frees its slot with its file descriptors. A worker keeps its slot from one request to
+//! the next. `hyperion-N.scratch/` beside it holds the checks' `HOME` and `TMPDIR`.
 //!
 //! Moving a slot to a commit has two ways:
-//! - **incremental**, in process: when nothing has touched the slot since hyperion last put it
-//!   at a commit, the two commits' trees are compared and only the files that differ are
-//!   written or removed; the slot's index gets those entries (with fresh stat data) and its
-//!   `HEAD` the new commit. "Nothing has touched it" is known from an inotify watch on every
-//!   directory of the checked-out tree: any creation, deletion, rename, write or mode change
-//!   in one of them — by a check, a person, anything — marks the slot dirty.
-//! - **full**, with git: `git checkout --force --detach` (git, too, touches only files that
-//!   differ) and `git clean -fdq`, which removes untracked files a check left but keeps
-//!   ignored ones (`target/`, `node_modules/`). Used when the slot is dirty, new, or holds an
-//!   index feature the incremental way does not handle (split index, untracked cache), and
-//!   when a path changes between file and directory.
+//! - **incremental**, in process: when nothing has touched the slot's files since hyperion
+//!   last put it at a commit, the two commits' trees are compared and only the files that
+//!   differ are written or removed; the slot's index (kept in memory) gets those entries
+//!   (with fresh stat data) and its `HEAD` the new commit. "Nothing has touched it" is known
+//!   from an inotify watch on every directory of the checked-out tree: any creation,
+//!   deletion, rename, write or mode change in one of them — by a check, a person, anything —
+//!   marks the slot dirty.
+//! - **full**, with git: `git read-tree --reset -u` (git, too, touches only files that differ
+//!   from its index, which hyperion puts back first when it holds one) and `git clean -ffdq`,
+//!   which removes untracked files a check left but keeps ignored ones (`target/`,
+//!   `node_modules/`). Used when the slot is dirty, new, or holds an index feature the
+//!   incremental way does not handle, and when a path changes between file and directory.
 //!
 //! Either way a check starts from the commit's content plus whatever the repository's
 //! `.gitignore` says is a cache: files inside ignored directories are neither watched nor
-//! removed.
+//! removed. Nothing of a move — no object, ref, reflog or config — reaches the shared
+//! repository, so a dry run with checks leaves it as it was.
+//!
+//! What this does not stop: a check runs as the worker's user, so one that writes the shared
+//! repository by its absolute path can (see docs/usage.md, "What a check can reach").
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -35,11 +51,15 @@ use crate::error::{Error, Result};
 /// The pool of one repository.
 pub struct Pool {
     dir: PathBuf,
+    common: PathBuf,
 }
 
 /// A slot held by this process until dropped.
 pub struct Slot {
     path: PathBuf,
+    scratch: PathBuf,
+    /// The slot repository's `objects/info/alternates`: the shared object directory.
+    alternates: String,
     _lock: File,
     /// What hyperion put there last, while no one has touched it since.
     known: Option<Known>,
@@ -49,8 +69,8 @@ struct Known {
     commit: ObjectId,
     watch: Watch,
     /// The slot's index as hyperion last wrote it, kept from one move to the next (decoding
-    /// 50,000 entries again was an eighth of a move). A check that changed the index without
-    /// touching a file (`git add`, `git rm --cached`) has it put back by the next move.
+    /// 50,000 entries again was an eighth of a move). A check that changed the index (`git
+    /// add`, `git rm --cached`, by hand) has it put back by the next move.
     index: Option<gix::index::File>,
 }
 
@@ -59,20 +79,33 @@ struct Known {
 pub enum Moved {
     /// In process, touching `files` paths.
     Incremental { files: usize },
-    /// With `git checkout --force` and `git clean`.
+    /// With `git read-tree --reset -u` and `git clean`.
     Full,
 }
+
+/// The name of the slot's own pack (see [`Slot::write_objects`]): fixed, so that each move
+/// writes the same two files over instead of making and removing files.
+const PACK: &str = "pack-0000000000000000000000000000000068797065";
+
+/// The slot repository's whole config.
+const CONFIG: &str = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\
+\tlogallrefupdates = false\n\tfsmonitor = false\n\tuntrackedCache = false\n\tsplitIndex = false\n\
+[gc]\n\tauto = 0\n";
+
+/// `HEAD` of a slot not yet moved.
+const UNBORN: &str = "ref: refs/heads/hyperion-slot\n";
 
 impl Pool {
     pub fn new(common_dir: &Path) -> Pool {
         Pool {
             dir: common_dir.join("hyperion").join("worktrees"),
+            common: common_dir.to_owned(),
         }
     }
 
-    /// Take a free slot, making a new one when all are taken. `git_dir` is the repository's
-    /// git directory (the worktrees are registered with it).
-    pub fn acquire(&self, git_dir: &Path) -> Result<Slot> {
+    /// Take a free slot, making a new one when all are taken. (`_git_dir`, the repository's
+    /// git directory, is no longer needed: a slot is a repository of its own.)
+    pub fn acquire(&self, _git_dir: &Path) -> Result<Slot> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| Error::io(format!("cannot create {}", self.dir.display()), e))?;
         for n in 0..1024 {
@@ -95,10 +128,12 @@ impl Pool {
                 }
             }
             let path = self.dir.join(&name);
-            ensure_worktree(git_dir, &path)?;
+            ensure_slot(&self.common, &path)?;
             let known = released().remove(&path);
             return Ok(Slot {
+                scratch: self.dir.join(format!("{name}.scratch")),
                 path,
+                alternates: alternates(&self.common),
                 _lock: lock,
                 known,
             });
@@ -143,27 +178,40 @@ impl Slot {
         &self.path
     }
 
+    /// Where the checks run in this slot get their `HOME` and `TMPDIR`
+    /// ([`crate::untrusted::Scratch`]).
+    pub fn scratch(&self) -> &Path {
+        &self.scratch
+    }
+
+    /// The slot's own git directory.
+    pub fn git_dir(&self) -> PathBuf {
+        self.path.join(".git")
+    }
+
     /// Move the slot to `commit`: its files, index and `HEAD`. Touches only what differs
-    /// from what the slot holds; removes what a check added (ignored files stay).
+    /// from what the slot holds; removes what a check added (ignored files stay); puts back
+    /// the slot's repository if a check changed it. Writes nothing into the shared
+    /// repository.
     pub fn checkout(&mut self, repo: &gix::Repository, commit: ObjectId) -> Result<Moved> {
-        if let Some(known) = self.known.take()
-            && known.watch.quiet()
+        let git_dir = self.git_dir();
+        // Whether the files were touched, before the repository's rebuild adds its own events.
+        let quiet = self.known.as_ref().is_some_and(|k| k.watch.quiet());
+        if !git_dir_intact(&git_dir, &self.alternates) {
+            tracing::debug!(slot = %self.path.display(), "the slot's repository was changed; rebuilding it");
+            build_git_dir(&git_dir, &self.alternates)?;
+        }
+        self.write_objects(repo)?;
+        let mut known = self.known.take();
+        if let Some(k) = &mut known
+            && quiet
+            && let Some(index) = &mut k.index
         {
-            match incremental(
-                repo,
-                &self.path,
-                known.commit,
-                commit,
-                &known.watch,
-                known.index,
-            ) {
-                Ok(Some((files, index))) => {
-                    known.watch.drain();
-                    self.known = Some(Known {
-                        commit,
-                        watch: known.watch,
-                        index: Some(index),
-                    });
+            match incremental(repo, &self.path, k.commit, commit, &k.watch, index) {
+                Ok(Some(files)) => {
+                    k.watch.drain();
+                    k.commit = commit;
+                    self.known = known;
                     return Ok(Moved::Incremental { files });
                 }
                 Ok(None) => {}
@@ -172,20 +220,37 @@ impl Slot {
                 }
             }
         }
-        // git reads the commit from disk.
-        crate::pack::persist(repo)?;
+        // git compares the files with the index: the one hyperion last wrote, when it has
+        // it, not one a check may have changed; none when the repository was rebuilt.
+        let index_path = git_dir.join("index");
+        if let Some(index) = known.as_ref().and_then(|k| k.index.as_ref())
+            && plain(index)
+        {
+            write_index(index, &index_path)?;
+        }
+        drop(known);
         let hex = commit.to_string();
-        git(
-            &self.path,
-            &["checkout", "--force", "--quiet", "--detach", &hex],
-        )?;
-        git(&self.path, &["clean", "-fdq"])?;
+        slot_git(&self.path, &["read-tree", "--reset", "-u", &hex])?;
+        slot_git(&self.path, &["clean", "-ffdq"])?;
+        let head = git_dir.join("HEAD");
+        crate::spare::exchange(&head, format!("{hex}\n").as_bytes())
+            .map_err(|e| Error::io(format!("cannot update {}", head.display()), e))?;
         self.known = match Watch::arm(repo, &self.path, commit) {
-            Ok(watch) => Some(Known {
-                commit,
-                watch,
-                index: None,
-            }),
+            Ok(watch) => {
+                // Read back while nothing else runs here: the index hyperion trusts next time.
+                let index = gix::index::File::at(
+                    &index_path,
+                    gix::hash::Kind::Sha1,
+                    true,
+                    Default::default(),
+                )
+                .ok();
+                Some(Known {
+                    commit,
+                    watch,
+                    index,
+                })
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot watch the slot; every move will be full");
                 None
@@ -193,11 +258,81 @@ impl Slot {
         };
         Ok(Moved::Full)
     }
+
+    /// Write the objects `repo` holds in memory — the commit to check and what it needs that
+    /// the shared repository has not got yet — as the slot's own pack, so that git in the
+    /// slot (the full move, a check running `git log`) finds them; they reach the shared
+    /// repository only when they land. With nothing in memory the pack goes: the commit is in
+    /// the shared repository, and what a check may have written over the pack is not kept.
+    fn write_objects(&self, repo: &gix::Repository) -> Result<()> {
+        let dir = self.git_dir().join("objects").join("pack");
+        let (pack, idx) = (
+            dir.join(format!("{PACK}.pack")),
+            dir.join(format!("{PACK}.idx")),
+        );
+        let Some((pack_data, idx_data)) = crate::pack::memory_pack(repo)
+            .map_err(|e| Error::io("cannot encode the objects in memory", e))?
+        else {
+            for p in [&idx, &pack] {
+                match std::fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(format!("cannot remove {}", p.display()), e)),
+                }
+            }
+            return Ok(());
+        };
+        // The pack first: an index is never newer than its pack.
+        for (p, data) in [(&pack, &pack_data), (&idx, &idx_data)] {
+            if !overwrite(p, data, false) {
+                replace_file(p, data)
+                    .map_err(|e| Error::io(format!("cannot write {}", p.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write `index` (git's version 2 format) as the slot's index file.
+fn write_index(index: &gix::index::File, index_path: &Path) -> Result<()> {
+    let skip_hash = git_reads_unhashed_index();
+    let data = match encode_index(index, skip_hash) {
+        Some(data) => data,
+        None => {
+            let mut data = Vec::with_capacity(index.entries().len() * 80 + 4096);
+            index
+                .write_to(
+                    &mut data,
+                    gix::index::write::Options {
+                        skip_hash,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| Error::git(format!("cannot write {}: {e}", index_path.display())))?;
+            data
+        }
+    };
+    // Replaced by exchange with a companion file (the slot is this worker's alone, and
+    // nothing a check started runs any more): no file is made or freed.
+    crate::spare::exchange(index_path, &data)
+        .map_err(|e| Error::io(format!("cannot write {}", index_path.display()), e))
+}
+
+/// Write `data` into a new file renamed over `p`.
+fn replace_file(p: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = p.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix("tmp_").tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.persist(p).map(|_| ()).map_err(|e| e.error)
 }
 
 /// An inotify watch on every directory of a slot's checked-out tree.
 struct Watch {
     fd: rustix::fd::OwnedFd,
+    /// The watch of the slot's root, where `.git` is: what happens to the slot's repository
+    /// is found by looking at it ([`git_dir_intact`]), not by this watch.
+    root: i32,
 }
 
 const WATCHED: rustix::fs::inotify::WatchFlags = rustix::fs::inotify::WatchFlags::MODIFY
@@ -217,8 +352,8 @@ impl Watch {
         use rustix::fs::inotify;
         let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
             .map_err(|e| Error::io("cannot start an inotify watch", e.into()))?;
-        let watch = Watch { fd };
-        watch.add(root)?;
+        let mut watch = Watch { fd, root: -1 };
+        watch.root = watch.add(root)?;
         let tree = crate::land::tree_of(repo, commit)?;
         let mut stack = vec![(tree, root.to_path_buf())];
         while let Some((tree, dir)) = stack.pop() {
@@ -234,9 +369,8 @@ impl Watch {
         Ok(watch)
     }
 
-    fn add(&self, dir: &Path) -> Result<()> {
+    fn add(&self, dir: &Path) -> Result<i32> {
         rustix::fs::inotify::add_watch(&self.fd, dir, WATCHED)
-            .map(|_| ())
             .map_err(|e| Error::io(format!("cannot watch {}", dir.display()), e.into()))
     }
 
@@ -250,7 +384,9 @@ impl Watch {
         loop {
             match reader.next() {
                 Ok(event) => {
-                    if !event.events().difference(ReadFlags::IGNORED).is_empty() {
+                    let git_dir = event.wd() == self.root
+                        && event.file_name().is_some_and(|n| n.to_bytes() == b".git");
+                    if !git_dir && !event.events().difference(ReadFlags::IGNORED).is_empty() {
                         quiet = false;
                     }
                 }
@@ -353,33 +489,22 @@ fn diff_trees(
     Ok(Some((changes, new_dirs, gone_dirs)))
 }
 
-/// Move a clean slot from `from` to `to` in process. `None` when this needs git (see the
-/// module documentation); an error leaves the slot for a full checkout to repair.
+/// Move a clean slot from `from` to `to` in process, `index` being what hyperion last wrote
+/// there. `None` when this needs git (see the module documentation); an error leaves the slot
+/// for a full move to repair. `index` is changed only to what was written to the disk.
 fn incremental(
     repo: &gix::Repository,
     root: &Path,
     from: ObjectId,
     to: ObjectId,
     watch: &Watch,
-    cached: Option<gix::index::File>,
-) -> Result<Option<(usize, gix::index::File)>> {
+    index: &mut gix::index::File,
+) -> Result<Option<usize>> {
     use gix::index::entry::{Flags, Mode, Stage, Stat};
     use gix::objs::tree::EntryKind;
-    let Some(git_dir) = slot_git_dir(root) else {
-        return Ok(None);
-    };
+    let git_dir = root.join(".git");
     let index_path = git_dir.join("index");
-    // Not re-hashed on reading: git and hyperion wrote it, and git checks it when it reads.
-    let mut index = match cached {
-        Some(index) => index,
-        None => gix::index::File::at(&index_path, gix::hash::Kind::Sha1, true, Default::default())
-            .map_err(|e| Error::git(format!("cannot read {}: {e}", index_path.display())))?,
-    };
-    if index.link().is_some()
-        || index.untracked().is_some()
-        || index.fs_monitor().is_some()
-        || index.is_sparse()
-    {
+    if !plain(index) {
         return Ok(None);
     }
     let (from_tree, to_tree) = (
@@ -501,30 +626,20 @@ fn incremental(
         index.sort_entries();
     }
     index.remove_tree();
-    let skip_hash = git_reads_unhashed_index();
-    let data = match encode_index(&index, skip_hash) {
-        Some(data) => data,
-        None => {
-            let mut data = Vec::with_capacity(index.entries().len() * 80 + 4096);
-            index
-                .write_to(
-                    &mut data,
-                    gix::index::write::Options {
-                        skip_hash,
-                        ..Default::default()
-                    },
-                )
-                .map_err(|e| Error::git(format!("cannot write {}: {e}", index_path.display())))?;
-            data
-        }
-    };
-    // The index and `HEAD` are replaced by exchange with a companion file (the slot is this
-    // worker's alone, and nothing a check started runs any more): no file is made or freed.
-    crate::spare::exchange(&index_path, &data).map_err(|e| io("cannot write", &index_path, e))?;
+    write_index(index, &index_path)?;
     let head = git_dir.join("HEAD");
     crate::spare::exchange(&head, format!("{to}\n").as_bytes())
         .map_err(|e| io("cannot update", &head, e))?;
-    Ok(Some((changes.len(), index)))
+    Ok(Some(changes.len()))
+}
+
+/// Whether `index` is one the incremental move handles and [`write_index`] writes whole: no
+/// split index, untracked cache, fsmonitor data or sparse entries.
+fn plain(index: &gix::index::File) -> bool {
+    index.link().is_none()
+        && index.untracked().is_none()
+        && index.fs_monitor().is_none()
+        && !index.is_sparse()
 }
 
 /// `index` in git's index format, version 2, without extensions: what git reads back as the
@@ -626,18 +741,6 @@ fn under(root: &Path, rel: &[u8]) -> PathBuf {
     root.join(std::ffi::OsStr::from_bytes(rel))
 }
 
-/// The slot's own git directory (`<common>/worktrees/<name>`), from its `.git` file.
-fn slot_git_dir(root: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(root.join(".git")).ok()?;
-    let dir = text.strip_prefix("gitdir:")?.trim();
-    let dir = PathBuf::from(dir);
-    Some(if dir.is_absolute() {
-        dir
-    } else {
-        root.join(dir)
-    })
-}
-
 pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("git")
         .current_dir(dir)
@@ -660,49 +763,156 @@ pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Make sure `path` is a working linked worktree of the repository; repair it otherwise.
-fn ensure_worktree(git_dir: &Path, path: &Path) -> Result<()> {
-    let healthy = path.join(".git").is_file()
-        && Command::new("git")
-            .current_dir(path)
-            .args(["rev-parse", "--is-inside-work-tree"])
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_WORK_TREE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-    if healthy {
-        return Ok(());
+/// Run git in the slot at `root`, on the slot's repository and nothing else: its git
+/// directory and work tree named, none of the caller's `GIT_*` redirections.
+fn slot_git(root: &Path, args: &[&str]) -> Result<String> {
+    let git_dir = root.join(".git");
+    let mut full: Vec<&str> = Vec::with_capacity(args.len() + 4);
+    let (g, w) = (git_dir.to_string_lossy(), root.to_string_lossy());
+    full.extend(["--git-dir", &g, "--work-tree", &w]);
+    full.extend(args);
+    git(root, &full)
+}
+
+/// Make sure the slot at `path` exists and is a repository of its own; start it over
+/// otherwise (deleted by hand, or a linked worktree of the shared repository as hyperion made
+/// slots before).
+fn ensure_slot(common: &Path, path: &Path) -> Result<()> {
+    let dotgit = path.join(".git");
+    match std::fs::symlink_metadata(&dotgit) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.is_file() => forget_linked_worktree(common, path),
+        _ => {}
     }
-    // Deleted by hand, or its registration is gone: start the slot over.
-    if path.exists() {
-        std::fs::remove_dir_all(path)
-            .map_err(|e| Error::io(format!("cannot remove {}", path.display()), e))?;
+    if std::fs::symlink_metadata(path).is_ok() {
+        remove_all(path)?;
     }
-    let path_str = path.to_string_lossy();
-    let _ = git(git_dir, &["worktree", "unlock", &path_str]);
-    git(git_dir, &["worktree", "prune"])?;
-    git(
-        git_dir,
-        &[
-            "worktree",
-            "add",
-            "--quiet",
-            "--detach",
-            "--no-checkout",
-            &path_str,
-        ],
-    )?;
-    git(
-        git_dir,
-        &[
-            "worktree",
-            "lock",
-            "--reason",
-            "git-hyperion check pool",
-            &path_str,
-        ],
-    )?;
+    std::fs::create_dir_all(path)
+        .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+    build_git_dir(&dotgit, &alternates(common))
+}
+
+/// A slot that was a linked worktree (`.git` a file naming `<common>/worktrees/NAME`): remove
+/// that registration, which is hyperion's own, so that the shared repository forgets it as
+/// `git worktree prune` would. Only a registration pointing back at this slot is removed.
+fn forget_linked_worktree(common: &Path, path: &Path) {
+    let Ok(text) = std::fs::read_to_string(path.join(".git")) else {
+        return;
+    };
+    let Some(dir) = text
+        .strip_prefix("gitdir:")
+        .map(|d| PathBuf::from(d.trim()))
+    else {
+        return;
+    };
+    let registry = common.join("worktrees");
+    let Ok(back) = std::fs::read_to_string(dir.join("gitdir")) else {
+        return;
+    };
+    if dir.parent() == Some(registry.as_path())
+        && Path::new(back.trim()) == path.join(".git").as_path()
+    {
+        let _ = remove_all(&dir);
+    }
+}
+
+/// Remove `p` and everything under it, without following links (a directory a check made
+/// read-only included).
+fn remove_all(p: &Path) -> Result<()> {
+    crate::untrusted::remove_all(p)
+        .map_err(|e| Error::io(format!("cannot remove {}", p.display()), e))
+}
+
+/// The `objects/info/alternates` of a slot of the repository whose common directory is
+/// `common`: its object directory, absolute.
+fn alternates(common: &Path) -> String {
+    let objects =
+        std::fs::canonicalize(common.join("objects")).unwrap_or_else(|_| common.join("objects"));
+    format!("{}\n", objects.display())
+}
+
+/// Make the slot's git directory `git_dir` from scratch: whatever is there goes.
+fn build_git_dir(git_dir: &Path, alternates: &str) -> Result<()> {
+    if std::fs::symlink_metadata(git_dir).is_ok() {
+        remove_all(git_dir)?;
+    }
+    let io = |p: &Path, e| Error::io(format!("cannot create {}", p.display()), e);
+    for d in ["objects/info", "objects/pack", "refs"] {
+        let p = git_dir.join(d);
+        std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
+    }
+    for (name, content) in [
+        ("config", CONFIG.to_owned()),
+        ("HEAD", UNBORN.to_owned()),
+        ("objects/info/alternates", alternates.to_owned()),
+    ] {
+        let p = git_dir.join(name);
+        std::fs::write(&p, content).map_err(|e| io(&p, e))?;
+    }
     Ok(())
+}
+
+/// Whether the slot's git directory holds exactly what hyperion writes there: the entries
+/// (regular files and directories, no links), `config` and `alternates` as written, a `HEAD`
+/// naming a commit (or the unborn start), nothing in `refs/`, only the slot's own pack in
+/// `objects/`. The index, `HEAD`'s commit and the pack's content are not checked: every move
+/// writes them.
+fn git_dir_intact(git_dir: &Path, alternates: &str) -> bool {
+    use std::collections::BTreeSet;
+    fn listing(dir: &Path) -> Option<BTreeSet<(String, bool)>> {
+        let mut names = BTreeSet::new();
+        for e in std::fs::read_dir(dir).ok()? {
+            let e = e.ok()?;
+            let kind = e.file_type().ok()?;
+            if !(kind.is_file() || kind.is_dir()) {
+                return None;
+            }
+            names.insert((e.file_name().into_string().ok()?, kind.is_dir()));
+        }
+        Some(names)
+    }
+    let within = |dir: &Path, files: &[&str], dirs: &[&str], required: &[&str]| -> bool {
+        let Some(names) = listing(dir) else {
+            return false;
+        };
+        names.iter().all(|(n, is_dir)| {
+            if *is_dir {
+                dirs.contains(&n.as_str())
+            } else {
+                files.contains(&n.as_str())
+            }
+        }) && required.iter().all(|r| names.iter().any(|(n, _)| n == r))
+    };
+    let spare = crate::spare::COMPANION;
+    let (head_spare, index_spare) = (format!("HEAD{spare}"), format!("index{spare}"));
+    let pack = (format!("{PACK}.pack"), format!("{PACK}.idx"));
+    let content = |p: &Path| std::fs::read(p).ok();
+    matches!(std::fs::symlink_metadata(git_dir), Ok(m) if m.is_dir())
+        && within(
+            git_dir,
+            &["HEAD", "config", "index", &head_spare, &index_spare],
+            &["objects", "refs"],
+            &["HEAD", "config", "objects", "refs"],
+        )
+        && within(
+            &git_dir.join("objects"),
+            &[],
+            &["info", "pack"],
+            &["info", "pack"],
+        )
+        && within(
+            &git_dir.join("objects/info"),
+            &["alternates"],
+            &[],
+            &["alternates"],
+        )
+        && within(&git_dir.join("objects/pack"), &[&pack.0, &pack.1], &[], &[])
+        && within(&git_dir.join("refs"), &[], &[], &[])
+        && content(&git_dir.join("config")).is_some_and(|c| c == CONFIG.as_bytes())
+        && content(&git_dir.join("objects/info/alternates"))
+            .is_some_and(|c| c == alternates.as_bytes())
+        && content(&git_dir.join("HEAD")).is_some_and(|h| {
+            h == UNBORN.as_bytes()
+                || (h.len() == 41 && h[40] == b'\n' && h[..40].iter().all(u8::is_ascii_hexdigit))
+        })
 }

@@ -283,10 +283,7 @@ fn moves_reuse_files_but_not_one_someone_has_open() {
     let gix_repo = gix::open(repo.git_dir()).unwrap();
     let mut slot = Pool::new(&repo.git_dir()).acquire(&repo.git_dir()).unwrap();
     let p = slot.path().to_path_buf();
-    let slot_git = repo
-        .git_dir()
-        .join("worktrees")
-        .join(p.file_name().unwrap());
+    let slot_git = slot.git_dir();
     assert_eq!(slot.checkout(&gix_repo, oid(&a)).unwrap(), Moved::Full);
     // A file is known by its inode and its birth time (a freed inode number is soon reused).
     let id = |m: std::fs::Metadata| (m.ino(), m.created().ok());
@@ -393,4 +390,237 @@ fn a_slot_taken_again_by_the_same_process_remembers_what_it_holds() {
     let mut slot = acquire_again(&pool, &repo.git_dir(), &p);
     assert_eq!(slot.checkout(&gix_repo, oid(&a)).unwrap(), Moved::Full);
     assert_eq!(std::fs::read_to_string(p.join("f.txt")).unwrap(), "one\n");
+}
+
+/// What a check could change in the shared repository through its directory: config, refs,
+/// hooks, `HEAD`, the work tree's status.
+fn shared_state(repo: &TestRepo) -> (Vec<u8>, String, String, Vec<u8>, String) {
+    let hooks = std::fs::read_dir(repo.git_dir().join("hooks"))
+        .map(|d| {
+            let mut v: Vec<String> = d
+                .flatten()
+                .map(|e| {
+                    format!(
+                        "{} {:?}",
+                        e.file_name().to_string_lossy(),
+                        std::fs::read(e.path()).ok()
+                    )
+                })
+                .collect();
+            v.sort();
+            v.join("\n")
+        })
+        .unwrap_or_default();
+    (
+        std::fs::read(repo.git_dir().join("config")).unwrap(),
+        repo.git(&["for-each-ref", "--format=%(refname) %(objectname)"]),
+        hooks,
+        std::fs::read(repo.git_dir().join("HEAD")).unwrap(),
+        repo.git(&["worktree", "list", "--porcelain"]),
+    )
+}
+
+/// Run `script` with `sh` in the slot at `dir`, as a check would (git finds the slot's
+/// repository from its directory).
+fn in_slot(dir: &std::path::Path, script: &str) {
+    let out = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {out:?}");
+}
+
+/// The issue's case: a check that set `hyperion.hooksDir` and created a branch changed the
+/// shared repository (slots were linked worktrees, sharing config, refs and hooks). A slot is
+/// a repository of its own: whatever git does in it stays there, and the next move puts the
+/// slot's repository back as hyperion wrote it.
+#[test]
+fn git_run_in_a_slot_cannot_change_the_shared_repository() {
+    let repo = TestRepo::new();
+    let a = commit(&repo, &[("f.txt", "one\n")], "a");
+    let b = commit(&repo, &[("f.txt", "two\n")], "b");
+    let before = shared_state(&repo);
+    let gix_repo = gix::open(repo.git_dir()).unwrap();
+    let mut slot = Pool::new(&repo.git_dir()).acquire(&repo.git_dir()).unwrap();
+    let p = slot.path().to_path_buf();
+    slot.checkout(&gix_repo, oid(&a)).unwrap();
+    let pristine = std::fs::read(slot.git_dir().join("config")).unwrap();
+    in_slot(
+        &p,
+        "git config hyperion.hooksDir /tmp/evil && git config core.hooksPath /tmp/evil && \
+         git branch evil && git update-ref refs/heads/main HEAD && \
+         mkdir -p .git/hooks && printf '#!/bin/sh\\nexit 0\\n' > .git/hooks/pre-commit && \
+         echo '[alias] st = !touch pwned' >> .git/config && \
+         git -c user.name=x -c user.email=x@x commit -q --allow-empty -m evil && \
+         git tag evil-tag && git reflog expire --all",
+    );
+    assert_eq!(shared_state(&repo), before, "the shared repository changed");
+    // The next move: the slot's repository is as hyperion writes it, at `b`, clean.
+    let moved = slot.checkout(&gix_repo, oid(&b)).unwrap();
+    assert!(matches!(moved, Moved::Incremental { .. }), "{moved:?}");
+    assert_eq!(
+        std::fs::read(slot.git_dir().join("config")).unwrap(),
+        pristine
+    );
+    let git_in = |args: &[&str]| repo.git(&[&["-C", p.to_str().unwrap()][..], args].concat());
+    assert_eq!(git_in(&["for-each-ref"]), "", "no ref in the slot");
+    assert!(!slot.git_dir().join("hooks").exists());
+    assert_eq!(git_in(&["rev-parse", "HEAD"]).trim(), b);
+    assert_eq!(git_in(&["status", "--porcelain"]), "");
+    assert_eq!(shared_state(&repo), before);
+}
+
+/// Other spellings of the same attack: the slot's `.git` replaced by a link to the shared git
+/// directory, by a `gitdir:` file naming it, or removed (git would then find the shared
+/// repository above the slot, were it not for `GIT_CEILING_DIRECTORIES`). The next move
+/// rebuilds the slot's repository without writing through any of them.
+#[test]
+fn a_slot_whose_git_directory_was_replaced_is_rebuilt_without_following_it() {
+    let repo = TestRepo::new();
+    let a = commit(&repo, &[("f.txt", "one\n")], "a");
+    let b = commit(&repo, &[("f.txt", "two\n"), ("g.txt", "g\n")], "b");
+    let gix_repo = gix::open(repo.git_dir()).unwrap();
+    let mut slot = Pool::new(&repo.git_dir()).acquire(&repo.git_dir()).unwrap();
+    let p = slot.path().to_path_buf();
+    let shared = repo.git_dir();
+    let attacks = [
+        format!("rm -rf .git && ln -s '{}' .git", shared.display()),
+        format!("rm -rf .git && echo 'gitdir: {}' > .git", shared.display()),
+        "rm -rf .git".to_owned(),
+        format!(
+            "rm .git/config && ln -s '{}' .git/config && rm .git/index && ln -s '{}' .git/index",
+            shared.join("config").display(),
+            shared.join("config").display()
+        ),
+        "chmod 000 .git/refs".to_owned(),
+    ];
+    let mut at = &a;
+    for attack in &attacks {
+        slot.checkout(&gix_repo, oid(at)).unwrap();
+        let before = shared_state(&repo);
+        in_slot(&p, attack);
+        if attack == "rm -rf .git" {
+            // git run in the slot now would find the shared repository above it, were it not
+            // for `GIT_CEILING_DIRECTORIES`, which checks get.
+            let out = std::process::Command::new("git")
+                .args(["config", "hyperion.hooksDir", "/tmp/evil"])
+                .current_dir(&p)
+                .env("GIT_CEILING_DIRECTORIES", p.parent().unwrap())
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "git found a repository: {out:?}");
+        }
+        // (A link or `gitdir:` file naming the shared repository is that repository for git
+        // run in the slot: a check writing the shared repository by its path, which nothing
+        // short of a namespace stops. What matters here is that the move does not write
+        // through it.)
+        at = if at == &a { &b } else { &a };
+        slot.checkout(&gix_repo, oid(at)).unwrap();
+        assert_eq!(shared_state(&repo), before, "{attack}");
+        let meta = std::fs::symlink_metadata(slot.git_dir()).unwrap();
+        assert!(meta.is_dir(), "{attack}");
+        let status = repo.git(&["-C", p.to_str().unwrap(), "status", "--porcelain"]);
+        assert_eq!(status, "", "{attack}");
+        let head = repo.git(&["-C", p.to_str().unwrap(), "rev-parse", "HEAD"]);
+        assert_eq!(head.trim(), at.as_str(), "{attack}");
+    }
+}
+
+/// Slots made by earlier versions were linked worktrees registered in the shared repository:
+/// taking one makes it a repository of its own and removes the registration.
+#[test]
+fn an_old_linked_worktree_slot_becomes_a_repository_of_its_own() {
+    let repo = TestRepo::new();
+    let a = commit(&repo, &[("f.txt", "one\n")], "a");
+    let old = repo.git_dir().join("hyperion/worktrees/hyperion-0");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    repo.git(&["worktree", "add", "-q", "--detach", old.to_str().unwrap()]);
+    repo.git(&["worktree", "lock", old.to_str().unwrap()]);
+    assert!(repo.git(&["worktree", "list"]).contains("hyperion-0"));
+    let gix_repo = gix::open(repo.git_dir()).unwrap();
+    let mut slot = Pool::new(&repo.git_dir()).acquire(&repo.git_dir()).unwrap();
+    assert_eq!(slot.path(), old.as_path());
+    slot.checkout(&gix_repo, oid(&a)).unwrap();
+    assert!(std::fs::symlink_metadata(slot.git_dir()).unwrap().is_dir());
+    assert!(!repo.git(&["worktree", "list"]).contains("hyperion-0"));
+    assert!(!repo.git_dir().join("worktrees/hyperion-0").exists());
+    assert_eq!(
+        repo.git(&["-C", old.to_str().unwrap(), "status", "--porcelain"]),
+        ""
+    );
+}
+
+/// The commit under check exists only in memory until it lands (or never, in a dry run):
+/// the slot gets it in its own pack, so git in the slot reads it, and the shared repository
+/// does not get it.
+#[test]
+fn git_in_a_slot_reads_the_commit_under_check_which_the_shared_repository_lacks() {
+    use gix::objs::Write as _;
+    let repo = TestRepo::new();
+    let a = commit(&repo, &[("f.txt", "one\n")], "a");
+    let mut gix_repo = gix::open(repo.git_dir()).unwrap();
+    gix_repo.objects.enable_object_memory();
+    let blob = gix_repo
+        .objects
+        .write_buf(gix::objs::Kind::Blob, b"in memory\n")
+        .unwrap();
+    let base = gix_repo
+        .find_commit(oid(&a))
+        .unwrap()
+        .tree_id()
+        .unwrap()
+        .detach();
+    let mut tree: gix::objs::Tree = gix_repo.find_tree(base).unwrap().decode().unwrap().into();
+    tree.entries.push(gix::objs::tree::Entry {
+        mode: gix::objs::tree::EntryKind::Blob.into(),
+        filename: "mem.txt".into(),
+        oid: blob,
+    });
+    tree.entries.sort();
+    let tree = gix_repo.objects.write(&tree).unwrap();
+    let sig = gix::actor::Signature {
+        name: "t".into(),
+        email: "t@t".into(),
+        time: gix::date::Time::new(0, 0),
+    };
+    let c = |msg: &str, parent: gix::ObjectId| gix::objs::Commit {
+        tree,
+        parents: vec![parent].into(),
+        author: sig.clone(),
+        committer: sig.clone(),
+        encoding: None,
+        message: msg.into(),
+        extra_headers: Vec::new(),
+    };
+    let c1 = gix_repo.objects.write(&c("one", oid(&a))).unwrap();
+    let c2 = gix_repo.objects.write(&c("two", c1)).unwrap();
+    let mut slot = Pool::new(&repo.git_dir()).acquire(&repo.git_dir()).unwrap();
+    let p = slot.path().to_str().unwrap().to_owned();
+    for (commit, full) in [(c1, true), (c2, false)] {
+        let moved = slot.checkout(&gix_repo, commit).unwrap();
+        assert_eq!(moved == Moved::Full, full, "{moved:?}");
+        assert_eq!(
+            repo.git(&["-C", &p, "log", "--format=%s", "-1"]).trim(),
+            if full { "one" } else { "two" }
+        );
+        assert_eq!(repo.git(&["-C", &p, "status", "--porcelain"]), "");
+        assert_eq!(repo.git(&["-C", &p, "show", "HEAD:mem.txt"]), "in memory\n");
+        repo.git(&["-C", &p, "fsck", "--connectivity-only", "--no-dangling"]);
+    }
+    let missing = std::process::Command::new("git")
+        .args(["cat-file", "-e", &c2.to_string()])
+        .current_dir(repo.path())
+        .status()
+        .unwrap();
+    assert!(!missing.success(), "the shared repository got the commit");
+    assert_eq!(gix_repo.objects.num_objects_in_memory(), 4, "memory kept");
 }
