@@ -514,18 +514,26 @@ fn the_shipped_pre_apply_hook_guards_protected_paths_and_agents() {
     repo.git(&["config", "hyperion.hooksDir", dir.to_str().unwrap()]);
     repo.git(&["config", "--add", "hyperion.protectedPath", "deploy/"]);
     let blocked = enqueue_edit(&repo, "T-1", "deploy/prod.yml", "x\n");
+    // The example once parsed the JSON with sed: a `,` or `}` in a path split it, and the
+    // path escaped the protected-path test.
+    let comma = enqueue_edit(&repo, "T-4", "deploy/a,b.yml", "x\n");
+    let brace = enqueue_edit(&repo, "T-5", "deploy/x}y.yml", "x\n");
     let fine = enqueue_edit(&repo, "T-2", "src/ok.txt", "y\n");
     let reports = drain(&repo);
     let by_id = |id: &str| reports.iter().find(|r| r["id"] == id).unwrap().clone();
-    let b = by_id(&blocked);
-    assert_eq!(b["code"], "hook.refused", "{b}");
-    assert!(
-        b["message"]
-            .as_str()
-            .unwrap()
-            .contains("protected path deploy/"),
-        "{b}"
-    );
+    for (id, path) in [
+        (&blocked, "deploy/prod.yml"),
+        (&comma, "deploy/a,b.yml"),
+        (&brace, "deploy/x}y.yml"),
+    ] {
+        let b = by_id(id);
+        assert_eq!(b["code"], "hook.refused", "{b}");
+        let m = b["message"].as_str().unwrap();
+        assert!(
+            m.contains(&format!("\"{path}\", under the protected path deploy/")),
+            "{b}"
+        );
+    }
     assert_eq!(by_id(&fine)["result"], "landed");
     // An allowlist without the agent refuses everything.
     repo.git(&["config", "--add", "hyperion.allowedAgent", "someone-else"]);
