@@ -508,4 +508,69 @@ pub fn work_once(repo: &TestRepo) -> (Vec<Value>, String) {
             .collect(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+/// What a process running in the repository's name could change in its git directory
+/// besides branches and tags: the config, every ref but hyperion's own (whose chains the
+/// worker moves), the hooks, `info/`, `HEAD`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SharedGit {
+    config: Vec<u8>,
+    refs: String,
+    hooks: Vec<(String, Vec<u8>)>,
+    info: Vec<(String, Vec<u8>)>,
+    head: Vec<u8>,
+}
+
+impl SharedGit {
+    pub fn take(repo: &TestRepo) -> SharedGit {
+        let git_dir = repo.git_dir();
+        let listing = |dir: &Path| {
+            let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| {
+                            (
+                                e.file_name().to_string_lossy().into_owned(),
+                                std::fs::read(e.path()).unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        let refs = repo
+            .git(&["for-each-ref", "--format=%(refname) %(objectname)"])
+            .lines()
+            .filter(|l| !l.starts_with("refs/hyperion/") && !l.starts_with("refs/notes/hyperion "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        SharedGit {
+            config: std::fs::read(git_dir.join("config")).unwrap(),
+            refs,
+            hooks: listing(&git_dir.join("hooks")),
+            info: listing(&git_dir.join("info")),
+            head: std::fs::read(git_dir.join("HEAD")).unwrap(),
+        }
+    }
+}
+
+impl Attack {
+    /// Run the worker until the queue is empty, with `vars` added to its environment; its
+    /// reports and how long it ran.
+    pub fn drain_with_env(&self, vars: &[(&str, &str)]) -> (Vec<Value>, std::time::Duration) {
+        let started = std::time::Instant::now();
+        let mut cmd = self.repo.cmd();
+        cmd.args(["worker", "--drain", "--format", "json"]);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let took = started.elapsed();
+        let reports = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (reports, took)
+    }
 }

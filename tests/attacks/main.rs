@@ -16,6 +16,7 @@ mod harness;
 
 mod landing;
 mod paths;
+mod procs;
 mod push;
 mod secrets;
 mod target;
