@@ -49,8 +49,9 @@ pub const TOKEN_VAR: &str = "HYPERION_RUN";
 /// `LC_*`): what programs need to find programs and read text.
 pub const ALWAYS: &[&str] = &["PATH", "LANG", "TZ"];
 
-/// Variables that point git at another repository, index or object store: never passed
-/// through from the worker's environment ([`Env::check_name`]).
+/// Variables that point git at another repository, index or object store, or inject config:
+/// never passed through from the worker's environment ([`Env::check_name`]; with
+/// `GIT_CONFIG_KEY_n` and `GIT_CONFIG_VALUE_n`).
 pub const GIT_REDIRECTS: &[&str] = &[
     "GIT_DIR",
     "GIT_WORK_TREE",
@@ -127,7 +128,9 @@ impl Env {
                 "'{name}' is not a variable name (letters, digits and _)"
             ));
         }
-        if GIT_REDIRECTS.contains(&name) || name == TOKEN_VAR {
+        let injects_config =
+            name.starts_with("GIT_CONFIG_KEY_") || name.starts_with("GIT_CONFIG_VALUE_");
+        if GIT_REDIRECTS.contains(&name) || injects_config || name == TOKEN_VAR {
             return Err(format!(
                 "'{name}' cannot be passed to checks: it would point git or hyperion elsewhere"
             ));

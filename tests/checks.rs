@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use hyperion::checks::{self, CheckCommand, CheckStatus, OutputLimit};
 
+mod common;
+
 fn sh(name: &str, script: &str, timeout: Duration) -> CheckCommand {
     CheckCommand {
         name: name.into(),
@@ -514,6 +516,7 @@ fn names_passed_to_checks_are_plain_and_redirect_nothing() {
     for bad in [
         "GIT_DIR",
         "GIT_CONFIG_PARAMETERS",
+        "GIT_CONFIG_KEY_0",
         "HYPERION_RUN",
         "A-B",
         "1X",
@@ -522,4 +525,23 @@ fn names_passed_to_checks_are_plain_and_redirect_nothing() {
     ] {
         assert!(Env::check_name(bad).is_err(), "{bad}");
     }
+}
+
+/// `hyperion.checkEnv` naming a variable that would point git elsewhere is bad input: the
+/// worker stops before doing anything, with the code and a hint, and changes nothing.
+#[test]
+fn a_check_env_setting_that_names_a_git_redirect_is_refused() {
+    let repo = common::TestRepo::new();
+    let before = repo.hyperion_refs();
+    for bad in ["GIT_DIR", "PATH GIT_WORK_TREE", "NOT-A-NAME"] {
+        repo.git(&["config", "hyperion.checkEnv", bad]);
+        let (_, err) = repo.fails(&["worker", "--drain"], 2);
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(err.contains("hyperion.checkEnv"), "{err}");
+        assert!(err.contains("[config.invalid]"), "{err}");
+        assert!(err.contains("hint: "), "{err}");
+    }
+    repo.git(&["config", "hyperion.checkEnv", "CARGO_HOME, RUSTUP_HOME"]);
+    repo.ok(&["worker", "--drain"]);
+    assert_eq!(repo.hyperion_refs(), before);
 }
