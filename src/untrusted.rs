@@ -349,8 +349,9 @@ pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outc
         RUNS.fetch_add(1, Ordering::Relaxed)
     );
     let adopting = !spec.portable && crate::sys::adopt_orphans();
-    let mut command = Command::new(program);
+    let mut command = Command::new(resolve(program, spec.env.get("PATH"), spec.cwd));
     command
+        .arg0(program)
         .args(args)
         .current_dir(spec.cwd)
         .env_clear()
@@ -568,6 +569,28 @@ pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outc
         killed,
         output_cut,
     }
+}
+
+/// `program` found in `path` (the program's own `PATH`), as the shell would: unchanged when it
+/// names a path (holds a `/`) or is found nowhere. The standard library looks a bare name up
+/// itself when the environment's `PATH` differs from this process's, by forking and trying
+/// each directory; with the full path it spawns the program with `posix_spawn` (a `vfork`),
+/// which for a worker with a large address space is much cheaper.
+fn resolve(program: &str, path: Option<&str>, cwd: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    for dir in path.unwrap_or_default().split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = cwd.join(dir).join(program);
+        if std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        {
+            return candidate;
+        }
+    }
+    PathBuf::from(program)
 }
 
 /// Whether the program has exited. On Linux it is left a zombie (`WNOWAIT`), so that its pid,
