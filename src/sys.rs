@@ -109,22 +109,30 @@ pub fn adopt_orphans() -> bool {
     false
 }
 
-/// The children of this process (adopted orphans included), from
-/// `/proc/self/task/*/children`, or, where the kernel lacks that file, from every process's
-/// `stat`.
+/// The orphans this process adopted (see [`adopt_orphans`]), with the children its main
+/// thread started: the kernel hands an orphan to the reaper's first live thread, the main one
+/// (`/proc/self/task/PID/children`). While the main thread has exited, the children of every
+/// thread; where the kernel lacks those files, every process whose parent this is.
 #[cfg(target_os = "linux")]
 pub fn children() -> Vec<ChildProc> {
     let mut pids = Vec::new();
-    let mut listed = false;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+    let read = |path: &std::path::Path, pids: &mut Vec<u32>| {
+        let text = std::fs::read_to_string(path).ok()?;
+        pids.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+        Some(())
+    };
+    let main = pid();
+    let mut listed = read(
+        std::path::Path::new(&format!("/proc/self/task/{main}/children")),
+        &mut pids,
+    )
+    .is_some();
+    if !listed && let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for t in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
-                listed = true;
-                pids.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<u32>().ok()),
-                );
-            }
+            listed |= read(&t.path().join("children"), &mut pids).is_some();
         }
     }
     if !listed {

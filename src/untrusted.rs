@@ -153,9 +153,6 @@ impl Scratch {
         let s = Scratch {
             root: root.to_owned(),
         };
-        for d in [s.home(), s.tmp()] {
-            std::fs::create_dir_all(&d)?;
-        }
         s.clear()?;
         Ok(s)
     }
@@ -171,6 +168,15 @@ impl Scratch {
     /// Remove everything in the scratch directories (symbolic links are removed, never
     /// followed); an emptied directory a run made unwritable is made writable first.
     pub fn clear(&self) -> std::io::Result<()> {
+        // Never through a link a run put in the root's place: what it points at is not ours.
+        match std::fs::symlink_metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                std::fs::remove_file(&self.root)?;
+                std::fs::create_dir(&self.root)?;
+            }
+            Err(_) => std::fs::create_dir_all(&self.root)?,
+        }
         for d in [self.home(), self.tmp()] {
             // A run may have replaced the directory itself (by a link, a file): start over.
             match std::fs::symlink_metadata(&d) {
@@ -379,11 +385,6 @@ pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outc
     registry.insert(leader, token.clone());
     drop(registry);
     let pgid = rustix::process::Pid::from_child(&child);
-    let leader_start = if adopting {
-        crate::sys::start_time(leader)
-    } else {
-        None
-    };
 
     let mut stdin = child.stdin.take().map(|s| (s, 0usize));
     let mut out = child.stdout.take();
@@ -421,7 +422,7 @@ pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outc
     let sweep = |sig: rustix::process::Signal, killed: &mut Vec<Killed>| -> bool {
         let _ = rustix::process::kill_process_group(pgid, sig);
         if adopting {
-            sweep_orphans(leader, &token, leader_start, sig, killed)
+            sweep_orphans(leader, &token, sig, killed)
         } else {
             false
         }
@@ -431,6 +432,10 @@ pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outc
         let now = Instant::now();
         if exited_at.is_none() && leader_exited(&mut child, exit_fd.as_ref()) {
             exited_at = Some(now);
+            // What it wrote last, and its pipes' end when nothing else holds them: most runs
+            // end right here, with one sweep.
+            read_some(&mut out, &mut out_tail);
+            read_some(&mut err, &mut err_tail);
         }
         if exited_at.is_none() {
             match &mut stopping {
@@ -621,7 +626,6 @@ fn leader_exited(child: &mut std::process::Child, exit_fd: Option<&std::os::fd::
 fn sweep_orphans(
     leader: u32,
     token: &str,
-    leader_start: Option<u64>,
     sig: rustix::process::Signal,
     killed: &mut Vec<Killed>,
 ) -> bool {
@@ -647,10 +651,11 @@ fn sweep_orphans(
         }
         let mine = match crate::sys::environ_var(c.pid, TOKEN_VAR) {
             Some(t) => t == token.as_bytes(),
+            // The program is not reaped yet (see `leader_exited`): its start time is there.
             None => {
                 others == 0
                     && (c.pgrp == leader as i32
-                        || leader_start.is_some_and(|start| c.start >= start))
+                        || crate::sys::start_time(leader).is_some_and(|start| c.start >= start))
             }
         };
         if !mine {

@@ -60,6 +60,8 @@ pub struct Slot {
     scratch: PathBuf,
     /// The slot repository's `objects/info/alternates`: the shared object directory.
     alternates: String,
+    /// The shared repository's common git directory.
+    common: PathBuf,
     _lock: File,
     /// What hyperion put there last, while no one has touched it since.
     known: Option<Known>,
@@ -134,6 +136,7 @@ impl Pool {
                 scratch: self.dir.join(format!("{name}.scratch")),
                 path,
                 alternates: alternates(&self.common),
+                common: self.common.clone(),
                 _lock: lock,
                 known,
             });
@@ -194,6 +197,12 @@ impl Slot {
     /// the slot's repository if a check changed it. Writes nothing into the shared
     /// repository.
     pub fn checkout(&mut self, repo: &gix::Repository, commit: ObjectId) -> Result<Moved> {
+        // A check may have put something else in the slot's place (a link to another
+        // repository): nothing below may go through it.
+        if !matches!(std::fs::symlink_metadata(&self.path), Ok(m) if m.is_dir()) {
+            self.known = None;
+            ensure_slot(&self.common, &self.path)?;
+        }
         let git_dir = self.git_dir();
         // Whether the files were touched, before the repository's rebuild adds its own events.
         let quiet = self.known.as_ref().is_some_and(|k| k.watch.quiet());
@@ -779,10 +788,12 @@ fn slot_git(root: &Path, args: &[&str]) -> Result<String> {
 /// slots before).
 fn ensure_slot(common: &Path, path: &Path) -> Result<()> {
     let dotgit = path.join(".git");
-    match std::fs::symlink_metadata(&dotgit) {
-        Ok(m) if m.is_dir() => return Ok(()),
-        Ok(m) if m.is_file() => forget_linked_worktree(common, path),
-        _ => {}
+    if matches!(std::fs::symlink_metadata(path), Ok(m) if m.is_dir()) {
+        match std::fs::symlink_metadata(&dotgit) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(m) if m.is_file() => forget_linked_worktree(common, path),
+            _ => {}
+        }
     }
     if std::fs::symlink_metadata(path).is_ok() {
         remove_all(path)?;

@@ -545,3 +545,48 @@ fn a_check_env_setting_that_names_a_git_redirect_is_refused() {
     repo.ok(&["worker", "--drain"]);
     assert_eq!(repo.hyperion_refs(), before);
 }
+
+/// A check that puts a link in place of its scratch directory (or of `HOME`) does not make
+/// hyperion empty what the link points at.
+#[test]
+fn a_scratch_directory_replaced_by_a_link_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("precious");
+    for d in ["home", "tmp"] {
+        std::fs::create_dir_all(precious.join(d)).unwrap();
+        std::fs::write(precious.join(d).join("keep"), "keep\n").unwrap();
+    }
+    let scratch = dir.path().join("slot.scratch");
+    for script in [
+        format!(
+            "r=$(dirname \"$HOME\") && rm -rf \"$r\" && ln -s '{}' \"$r\"",
+            precious.display()
+        ),
+        format!(
+            "rm -rf \"$HOME\" && ln -s '{}/home' \"$HOME\"",
+            precious.display()
+        ),
+    ] {
+        let r = checks::run(
+            &sh("link", &script, Duration::from_secs(10)),
+            dir.path(),
+            &scratch,
+            OutputLimit::default(),
+            &AtomicBool::new(false),
+            &mut || {},
+        );
+        assert_eq!(r.status, CheckStatus::Passed, "{r:?}");
+        for d in ["home", "tmp"] {
+            assert!(
+                precious.join(d).join("keep").exists(),
+                "{script}: {d} emptied"
+            );
+        }
+        assert!(std::fs::symlink_metadata(&scratch).unwrap().is_dir());
+        assert!(
+            std::fs::symlink_metadata(scratch.join("home"))
+                .unwrap()
+                .is_dir()
+        );
+    }
+}

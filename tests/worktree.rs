@@ -624,3 +624,34 @@ fn git_in_a_slot_reads_the_commit_under_check_which_the_shared_repository_lacks(
     assert!(!missing.success(), "the shared repository got the commit");
     assert_eq!(gix_repo.objects.num_objects_in_memory(), 4, "memory kept");
 }
+
+/// A check that replaces its whole slot by a link to the person's checkout: the next move
+/// must not take that checkout's `.git` for the slot's repository (and rebuild it, deleting
+/// it), nor write its index and `HEAD`.
+#[test]
+fn a_slot_replaced_by_a_link_is_not_followed() {
+    let repo = TestRepo::new();
+    let a = commit(&repo, &[("f.txt", "one\n")], "a");
+    let b = commit(&repo, &[("f.txt", "two\n")], "b");
+    let gix_repo = gix::open(repo.git_dir()).unwrap();
+    let mut slot = Pool::new(&repo.git_dir()).acquire(&repo.git_dir()).unwrap();
+    let p = slot.path().to_path_buf();
+    slot.checkout(&gix_repo, oid(&a)).unwrap();
+    let before = shared_state(&repo);
+    let status = repo.git(&["status", "--porcelain"]);
+    std::fs::remove_dir_all(&p).unwrap();
+    std::os::unix::fs::symlink(repo.path(), &p).unwrap();
+    slot.checkout(&gix_repo, oid(&b)).unwrap();
+    assert!(std::fs::symlink_metadata(&p).unwrap().is_dir());
+    assert!(
+        repo.git_dir().join("objects").exists(),
+        "the repository is there"
+    );
+    assert_eq!(shared_state(&repo), before);
+    assert_eq!(repo.git(&["status", "--porcelain"]), status);
+    assert_eq!(
+        repo.git(&["-C", p.to_str().unwrap(), "rev-parse", "HEAD"])
+            .trim(),
+        b
+    );
+}
