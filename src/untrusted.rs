@@ -495,9 +495,8 @@ pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outc
                 fds.push(PollFd::new(f, PollFlags::OUT));
             }
             let waiting_for_exit = exited_at.is_none();
-            match (&exit_fd, waiting_for_exit) {
-                (Some(fd), true) => fds.push(PollFd::new(fd, PollFlags::IN)),
-                _ => {}
+            if let (Some(fd), true) = (&exit_fd, waiting_for_exit) {
+                fds.push(PollFd::new(fd, PollFlags::IN));
             }
             // Without a pidfd the exit is polled: fine-grained at first, so that a quick
             // program is not held up, backing off to 10 ms.
@@ -506,7 +505,9 @@ pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outc
                 pause = (pause * 2).min(Duration::from_millis(10));
                 p
             } else if exited_at.is_some() {
-                Duration::from_millis(1)
+                // Something still holds the pipes, or a killed orphan is not gone yet: look
+                // again (and sweep again) soon.
+                Duration::from_millis(5)
             } else {
                 Duration::from_millis(10)
             };

@@ -239,8 +239,19 @@ impl Slot {
         }
         drop(known);
         let hex = commit.to_string();
-        slot_git(&self.path, &["read-tree", "--reset", "-u", &hex])?;
-        slot_git(&self.path, &["clean", "-ffdq"])?;
+        let full = || -> Result<()> {
+            slot_git(&self.path, &["read-tree", "--reset", "-u", &hex])?;
+            slot_git(&self.path, &["clean", "-ffdq"]).map(|_| ())
+        };
+        if let Err(e) = full() {
+            // An index git cannot use, objects the shared repository pruned since: start the
+            // slot over (its files are all written again) rather than fail every request.
+            tracing::warn!(slot = %self.path.display(), error = %e, "a full move failed; making the slot anew");
+            remove_all(&self.path)?;
+            ensure_slot(&self.common, &self.path)?;
+            self.write_objects(repo)?;
+            full()?;
+        }
         let head = git_dir.join("HEAD");
         crate::spare::exchange(&head, format!("{hex}\n").as_bytes())
             .map_err(|e| Error::io(format!("cannot update {}", head.display()), e))?;

@@ -655,3 +655,49 @@ fn a_slot_replaced_by_a_link_is_not_followed() {
         b
     );
 }
+
+/// Run as a child: move slot 0 of the repository in HYPERION_TEST_FRESH (`GIT_DIR:COMMIT`) as
+/// a process that remembers nothing of it.
+#[test]
+fn fresh_mover() {
+    let Ok(arg) = std::env::var("HYPERION_TEST_FRESH") else {
+        return;
+    };
+    let (dir, hex) = arg.rsplit_once(':').unwrap();
+    let git_dir = std::path::PathBuf::from(dir);
+    let gix_repo = gix::open(&git_dir).unwrap();
+    let mut slot = Pool::new(&git_dir).acquire(&git_dir).unwrap();
+    slot.checkout(&gix_repo, oid(hex)).unwrap();
+    println!("moved");
+}
+
+/// A slot git cannot use (here: a corrupt index, found by a process that does not hold the
+/// one hyperion wrote) is made anew rather than failing every request after it.
+#[test]
+fn a_slot_git_cannot_read_is_made_anew() {
+    let repo = TestRepo::new();
+    let a = commit(&repo, &[("f.txt", "one\n"), ("d/g.txt", "g\n")], "a");
+    let b = commit(&repo, &[("f.txt", "two\n")], "b");
+    let gix_repo = gix::open(repo.git_dir()).unwrap();
+    let mut slot = Pool::new(&repo.git_dir()).acquire(&repo.git_dir()).unwrap();
+    let p = slot.path().to_path_buf();
+    slot.checkout(&gix_repo, oid(&a)).unwrap();
+    drop(slot);
+    std::fs::write(p.join(".git/index"), b"DIRC garbage").unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "fresh_mover", "--nocapture", "--test-threads=1"])
+        .env(
+            "HYPERION_TEST_FRESH",
+            format!("{}:{b}", repo.git_dir().display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("moved"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = p.to_str().unwrap();
+    assert_eq!(repo.git(&["-C", p, "status", "--porcelain"]), "");
+    assert_eq!(repo.git(&["-C", p, "rev-parse", "HEAD"]).trim(), b);
+}
