@@ -109,6 +109,23 @@ pub fn adopt_orphans() -> bool {
     false
 }
 
+/// Make this process's `/proc` files (`environ`, `mem`, …) readable by itself only and keep
+/// it from being traced (`PR_SET_DUMPABLE` 0): a check runs as the same user, and could
+/// otherwise read the worker's environment — its tokens — in `/proc/PPID/environ`. Once per
+/// process; costs the worker its core dumps. A program it starts is dumpable again (`execve`
+/// resets the flag).
+#[cfg(target_os = "linux")]
+pub fn keep_to_self() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let _ =
+            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    });
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn keep_to_self() {}
+
 /// The orphans this process adopted (see [`adopt_orphans`]), with the children its main
 /// thread started: the kernel hands an orphan to the reaper's first live thread, the main one
 /// (`/proc/self/task/PID/children`). While the main thread has exited, the children of every

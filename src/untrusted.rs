@@ -21,7 +21,9 @@
 //!
 //! **Environment.** The program gets [`Env`]: nothing of this process's environment but an
 //! allowlist (see [`Env::scrubbed`]), with `HOME` and `TMPDIR` in a scratch directory that is
-//! emptied before and after each run ([`Scratch`]).
+//! emptied before and after each run ([`Scratch`]). On Linux this process also makes itself
+//! undumpable before the first run ([`crate::sys::keep_to_self`]), so that the program cannot
+//! read this process's environment through `/proc/PPID/environ` either.
 //!
 //! Same user, no namespace: a hostile program can still write anything this user can, by
 //! absolute path; what this bounds is time, processes and what leaks through the environment.
@@ -354,6 +356,7 @@ pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outc
         crate::sys::pid(),
         RUNS.fetch_add(1, Ordering::Relaxed)
     );
+    crate::sys::keep_to_self();
     let adopting = !spec.portable && crate::sys::adopt_orphans();
     let mut command = Command::new(resolve(program, spec.env.get("PATH"), spec.cwd));
     command

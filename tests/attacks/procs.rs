@@ -412,6 +412,83 @@ fn a_check_does_not_see_a_token_in_the_workers_environment() {
     assert!(took < SLACK);
 }
 
+/// Run the worker until the queue is empty, with `vars` added to its environment, as a user
+/// without privileges: when the tests run as root, as `nobody` (`setpriv`), the repository
+/// lent to it meanwhile — a root process reads every process's `/proc` files, whatever they
+/// allow.
+fn drain_unprivileged(a: &Attack, vars: &[(&str, &str)]) {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n");
+    if !root {
+        a.drain_with_env(vars);
+        return;
+    }
+    let dirs = [a.repo.path(), a.repo.home.path()];
+    let chown = |owner: &str| {
+        for d in dirs {
+            let ok = std::process::Command::new("chown")
+                .args(["-R", owner])
+                .arg(d)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown {owner} {}", d.display());
+        }
+    };
+    chown("65534:65534");
+    let worker = a.repo.cmd();
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(worker.get_program())
+        .args(["worker", "--drain", "--format", "json"])
+        .current_dir(a.repo.path());
+    for (k, v) in worker.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    chown("0:0");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Another way to the same token: the worker's own environment, read through `/proc` by its
+/// child, which runs as the same user. The worker makes itself undumpable, which makes its
+/// `/proc` files its own (and `ptrace` impossible) for other processes of that user.
+#[test]
+fn a_check_cannot_read_the_token_from_the_workers_proc_files() {
+    let a = attack_with(
+        r#"[checks.proc]
+run = ["sh", "-c", '''
+id -u
+for f in /proc/[0-9]*/environ; do grep -qa ghp_ "$f" 2>/dev/null && echo "$f" && exit 7; done
+grep -qa ghp_ /proc/$PPID/cmdline /proc/$PPID/mem 2>/dev/null && exit 7
+exit 3''']
+"#,
+    );
+    let id = a.enqueue(&checked("T-proc", "proc"));
+    drain_unprivileged(&a, &[("GITHUB_TOKEN", SECRETS[1])]);
+    let record = a.parked(&id, "check.failed");
+    a.nothing_landed();
+    let message = record["error"]["message"].as_str().unwrap();
+    let uid = artifact(&a, &id, "proc.stdout");
+    assert!(
+        message.contains("exit 3"),
+        "the check (uid {uid}) found the token: {message}"
+    );
+    assert_ne!(
+        uid.trim(),
+        "0",
+        "the check ran as root, which reads everything"
+    );
+}
+
 /// The same for a pre-apply hook, whose output becomes the refusal message stored with the
 /// request.
 #[test]
