@@ -5,7 +5,8 @@
 //! - a change to an existing file whose preimage blob (the `index` line) is in the repository
 //!   is a 3-way merge of that preimage, the file at the target and the patched preimage — with
 //!   git's trivial resolutions first (target unchanged → the patched preimage, no difference →
-//!   the target's file) and git's text merge otherwise;
+//!   the target's file) and git's text merge otherwise ([`crate::merge`]: the same conflicts
+//!   `git apply --3way` reports, adjacent changes included);
 //! - without the preimage (a plain `diff -u`, a foreign repository), or for new files, deletes
 //!   and pure renames, the hunks are applied directly: each hunk is searched for at its stated
 //!   line and then alternately before and after it, its context matching exactly, never over
@@ -23,6 +24,7 @@ use gix::objs::tree::EntryKind;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+pub use crate::merge::{Merged, merge_text};
 use crate::model::ChangeRequest;
 use crate::patch::{self, FilePatch, Hunk};
 use crate::store::Artifact;
@@ -677,41 +679,6 @@ impl<'r> Engine<'r> {
     }
 }
 
-/// The result of a 3-way content merge.
-pub enum Merged {
-    Clean(Vec<u8>),
-    /// Merged text with conflict markers (empty for binary content).
-    Conflict(Vec<u8>),
-}
-
-/// git's 3-way merge of file contents (the `merge` conflict style, labels `ours`/`theirs`);
-/// binary content (a NUL in the first 8000 bytes) always conflicts.
-pub fn merge_text(base: &[u8], ours: &[u8], theirs: &[u8]) -> Merged {
-    if is_binary(base) || is_binary(ours) || is_binary(theirs) {
-        return Merged::Conflict(Vec::new());
-    }
-    let mut out = Vec::new();
-    let mut input = imara_diff::InternedInput::default();
-    let labels = gix_merge::blob::builtin_driver::text::Labels {
-        ancestor: Some("base".into()),
-        current: Some("ours".into()),
-        other: Some("theirs".into()),
-    };
-    let resolution = gix_merge::blob::builtin_driver::text(
-        &mut out,
-        &mut input,
-        labels,
-        ours,
-        base,
-        theirs,
-        Default::default(),
-    );
-    match resolution {
-        gix_merge::blob::Resolution::Conflict => Merged::Conflict(out),
-        _ => Merged::Clean(out),
-    }
-}
-
 fn rename_from(fp: &FilePatch) -> Option<String> {
     (fp.operation == crate::model::Operation::Rename)
         .then(|| fp.old_path.clone())
@@ -730,11 +697,6 @@ fn kind_of_mode(mode: u32) -> Option<EntryKind> {
 
 fn is_link(kind: EntryKind) -> bool {
     kind == EntryKind::Link
-}
-
-/// git's test for binary content: a NUL in the first 8000 bytes.
-fn is_binary(data: &[u8]) -> bool {
-    data[..data.len().min(8000)].contains(&0)
 }
 
 /// Line ranges between `<<<<<<<` and `>>>>>>>` markers.

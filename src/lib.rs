@@ -14,6 +14,7 @@ pub mod git;
 pub mod hooks;
 pub mod index;
 pub mod land;
+pub mod merge;
 pub mod model;
 pub mod pack;
 pub mod patch;

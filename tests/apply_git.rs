@@ -6,6 +6,10 @@
 //!   + `git commit` lands, and end on the same tree.
 //! - Replay: this project's own history, commit by commit, as `git diff --full-index --binary`
 //!   requests onto the first commit's parent; every step must reproduce the real tree.
+//! - Replay with commits skipped: every second (or third) commit's diff applied onto the tree
+//!   built so far, by the engine and by `git apply --3way`, which must agree on every one
+//!   (real conflicts, on real code).
+//! - The text merge against `git merge-file` on generated files full of look-alike lines.
 
 mod common;
 
@@ -424,4 +428,217 @@ fn replays_this_repository_history() {
         tree = applied.tree;
         parent = Some(c);
     }
+}
+
+/// Replay `src`'s first-parent history keeping one commit in `step` (from `offset`): each kept
+/// commit's diff against its parent, applied onto the tree built so far by `git apply --3way
+/// --index` and by the engine, from the same tree each time. Returns (both landed, both
+/// refused, the engine refused an empty change git applied to no effect); panics where they
+/// disagree.
+fn replay_skipping(src: &Path, last: usize, step: usize, offset: usize) -> (usize, usize, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let clone = dir.path().join("history");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--no-local",
+            src.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    let commits: Vec<String> = git(&clone, &["rev-list", "--first-parent", "--reverse", "HEAD"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // Not the root commit: every kept commit has a parent to diff against.
+    let commits = &commits[1.max(commits.len().saturating_sub(last))..];
+    let kept: Vec<&String> = commits.iter().skip(offset).step_by(step).collect();
+    assert!(kept.len() >= 10, "only {} commits to replay", kept.len());
+    git(
+        &clone,
+        &["checkout", "-q", "--detach", &format!("{}^", kept[0])],
+    );
+    let repo = gix::open(&clone).unwrap();
+    let (mut landed, mut refused, mut empty) = (0, 0, 0);
+    for c in kept {
+        let diff = git_at(
+            &clone,
+            &["diff", "--full-index", "--binary", &format!("{c}^"), c],
+            None,
+        )
+        .stdout;
+        // A request is JSON text: a diff that is not UTF-8 cannot be one.
+        let Ok(diff) = String::from_utf8(diff) else {
+            continue;
+        };
+        if diff.is_empty() {
+            continue;
+        }
+        let tree = git(&clone, &["rev-parse", "HEAD^{tree}"]).trim().to_owned();
+        let sections = patch::parse(&diff).unwrap();
+        let ours = apply::apply_sections(
+            &repo,
+            ObjectId::from_hex(tree.as_bytes()).unwrap(),
+            &sections,
+        )
+        .unwrap();
+        let out = git_at(
+            &clone,
+            &["apply", "--3way", "--index", "-"],
+            Some(diff.as_bytes()),
+        );
+        let git_tree = out
+            .status
+            .success()
+            .then(|| git(&clone, &["write-tree"]).trim().to_owned());
+        match (&ours, &git_tree) {
+            (Ok(a), Some(t)) => {
+                assert_eq!(
+                    &a.tree.to_string(),
+                    t,
+                    "{c}: the engine and git land different trees:\n{}",
+                    git(&clone, &["diff", "--stat", t, &a.tree.to_string()])
+                );
+                landed += 1;
+            }
+            (Err(_), None) => refused += 1,
+            // git applies a change that is already there without complaint; the engine
+            // refuses it as empty, and the tree is the same.
+            (Err(Refusal::Empty), Some(t)) if *t == tree => empty += 1,
+            (Ok(_), None) => panic!(
+                "{c}: the engine lands what git refuses:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            (Err(r), Some(_)) => panic!("{c}: git lands what the engine refuses: {}", r.message()),
+        }
+        if git_tree.is_some() {
+            git(&clone, &["commit", "-q", "--allow-empty", "-m", "step"]);
+        } else {
+            git(&clone, &["reset", "-q", "--hard"]);
+        }
+    }
+    (landed, refused, empty)
+}
+
+#[test]
+fn replays_this_repository_history_with_commits_skipped_as_git_does() {
+    // HYPERION_REPLAY_REPO=PATH replays another repository (the red-team report used the last
+    // 300 commits of BurntSushi/ripgrep, where a Cargo.lock hunk next to the other side's
+    // change was merged: HYPERION_REPLAY_LAST=300).
+    let src = std::env::var_os("HYPERION_REPLAY_REPO")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_owned());
+    let last: usize = std::env::var("HYPERION_REPLAY_LAST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150);
+    let mut totals = (0, 0, 0);
+    for (step, offset) in [(2, 0), (2, 1), (3, 0)] {
+        let (l, r, e) = replay_skipping(&src, last, step, offset);
+        eprintln!(
+            "every {step} from {offset}: {l} landed by both, {r} refused by both, {e} already there"
+        );
+        totals = (totals.0 + l, totals.1 + r, totals.2 + e);
+    }
+    let (landed, refused, _) = totals;
+    // Both outcomes must occur, or the comparison proves little.
+    assert!(landed >= 10, "only {landed} patches landed");
+    assert!(refused >= 5, "only {refused} patches were refused");
+}
+
+/// A file of look-alike lines, like a `Cargo.lock`: blocks that differ in one or two lines.
+fn lockfile(rng: &mut Rng, blocks: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..blocks {
+        out.push("[[package]]".to_owned());
+        out.push(format!("name = \"crate{}\"", rng.below(8)));
+        out.push(format!("version = \"1.{}.0\"", rng.below(4)));
+        if rng.chance(50) {
+            out.push("dependencies = [".to_owned());
+            out.push(format!(" \"crate{}\",", rng.below(8)));
+            out.push("]".to_owned());
+        }
+        out.push(String::new());
+    }
+    out
+}
+
+/// One side's edit of `lines`: a few replaced, inserted (often whole blocks) or removed lines.
+fn edit_lines(rng: &mut Rng, lines: &[String]) -> Vec<String> {
+    let mut out = lines.to_vec();
+    for _ in 0..1 + rng.below(3) {
+        let at = rng.below(out.len() + 1);
+        match rng.below(4) {
+            0 if at < out.len() => {
+                out.remove(at);
+            }
+            1 if at < out.len() => out[at] = format!("version = \"2.{}.0\"", rng.below(3)),
+            2 => {
+                let block = lockfile(rng, 1);
+                for (k, l) in block.into_iter().enumerate() {
+                    out.insert(at + k, l);
+                }
+            }
+            _ => out.insert(at, format!(" \"crate{}\",", rng.below(8))),
+        }
+    }
+    out
+}
+
+#[test]
+fn merges_text_as_git_merge_file_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x5eed_cafe);
+    let (mut clean, mut conflicts) = (0, 0);
+    for case in 0..300 {
+        let blocks = 2 + rng.below(6);
+        let base = lockfile(&mut rng, blocks);
+        let ours = edit_lines(&mut rng, &base);
+        let theirs = edit_lines(&mut rng, &base);
+        let text = |l: &[String]| {
+            let mut s = l.join("\n");
+            s.push('\n');
+            s
+        };
+        let (b, o, t) = (text(&base), text(&ours), text(&theirs));
+        for (name, content) in [("base", &b), ("ours", &o), ("theirs", &t)] {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let out = git_at(
+            dir.path(),
+            &["merge-file", "-p", "ours", "base", "theirs"],
+            None,
+        );
+        let git_clean = out.status.code() == Some(0);
+        assert!(out.status.code().is_some_and(|c| c >= 0), "{out:?}");
+        match apply::merge_text(b.as_bytes(), o.as_bytes(), t.as_bytes()) {
+            apply::Merged::Clean(m) => {
+                assert!(
+                    git_clean,
+                    "case {case}: clean here, a conflict for git\n--- base\n{b}--- ours\n{o}--- theirs\n{t}--- git\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                assert_eq!(
+                    String::from_utf8_lossy(&m),
+                    String::from_utf8_lossy(&out.stdout),
+                    "case {case}: another clean result than git's"
+                );
+                clean += 1;
+            }
+            apply::Merged::Conflict(_) => {
+                assert!(
+                    !git_clean,
+                    "case {case}: a conflict here, clean for git\n--- base\n{b}--- ours\n{o}--- theirs\n{t}"
+                );
+                conflicts += 1;
+            }
+        }
+    }
+    eprintln!("{clean} clean, {conflicts} conflicts");
+    assert!(
+        clean >= 50 && conflicts >= 50,
+        "{clean} clean, {conflicts} conflicts"
+    );
 }
