@@ -13,6 +13,10 @@
 //!   lines an earlier hunk produced, anchored to the file's start or end when the hunk is;
 //! - binary sections (`GIT binary patch`) need the exact preimage, as git requires.
 //!
+//! Every file is held to the policy's `[limits]` ([`crate::budget`]) as it is read and built:
+//! a blob's size is read from its header before the blob is, binary data is inflated no
+//! further than the cap, and each result is counted against the request's total.
+//!
 //! The result is a new tree (objects written to the repository, nothing referenced yet), or a
 //! [`Refusal`] that says why, with the artifacts a person needs (for a conflict: a JSON report
 //! and each file with conflict markers).
@@ -23,11 +27,13 @@ use gix::ObjectId;
 use gix::objs::tree::EntryKind;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::budget;
+use crate::error::{Error, Problem, Result};
 pub use crate::merge::{Merged, merge_text};
 use crate::model::ChangeRequest;
 use crate::patch::{self, FilePatch, Hunk};
 use crate::store::Artifact;
+use crate::validate::Limits;
 
 /// How one file was changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -128,6 +134,14 @@ pub enum Refusal {
         path: String,
         refused: crate::paths::Refused,
     },
+    /// A file is larger, or has more lines, than the policy's `[limits]` allow, or the
+    /// request's files add up to more (`limit.file_bytes`, `limit.file_lines`,
+    /// `limit.inflated_bytes`).
+    Limit {
+        path: String,
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl Refusal {
@@ -141,6 +155,7 @@ impl Refusal {
             Refusal::Empty => "apply.empty",
             Refusal::BadPatch { .. } => "apply.bad_patch",
             Refusal::UnsafePath { refused, .. } => refused.code,
+            Refusal::Limit { code, .. } => code,
         }
     }
 
@@ -164,6 +179,7 @@ impl Refusal {
             Refusal::UnsafePath { path, refused } => {
                 format!("'{}': {}", path.escape_debug(), refused.reason)
             }
+            Refusal::Limit { path, message, .. } => format!("{path}: {message}"),
         }
     }
 
@@ -207,6 +223,7 @@ pub fn apply_request(
     repo: &gix::Repository,
     base_tree: ObjectId,
     req: &ChangeRequest,
+    limits: &Limits,
 ) -> Result<std::result::Result<Applied, Refusal>> {
     let mut sections = Vec::new();
     for change in &req.changes {
@@ -220,14 +237,15 @@ pub fn apply_request(
             }
         }
     }
-    apply_sections(repo, base_tree, &sections)
+    apply_sections(repo, base_tree, &sections, limits)
 }
 
-/// Apply parsed file sections to `base_tree`, in order.
+/// Apply parsed file sections to `base_tree`, in order, within `limits`.
 pub fn apply_sections(
     repo: &gix::Repository,
     base_tree: ObjectId,
     sections: &[FilePatch],
+    limits: &Limits,
 ) -> Result<std::result::Result<Applied, Refusal>> {
     let mut engine = Engine {
         repo,
@@ -235,6 +253,8 @@ pub fn apply_sections(
             .find_tree(base_tree)
             .map_err(|e| Error::git(format!("cannot read tree {base_tree}: {e}")))?,
         overlay: HashMap::new(),
+        limits: *limits,
+        produced: 0,
     };
     let mut files = Vec::with_capacity(sections.len());
     let mut conflicts = Vec::new();
@@ -277,6 +297,53 @@ struct Engine<'r> {
     base: gix::Tree<'r>,
     /// Paths changed so far: `None` = removed.
     overlay: HashMap<String, Option<Entry>>,
+    limits: Limits,
+    /// Bytes of the files produced so far (for `limits.inflated_bytes`).
+    produced: u64,
+}
+
+/// Return the refusal of a `Result<Result<T, Refusal>>`-returning step, or its value.
+macro_rules! within {
+    ($e:expr) => {
+        match $e? {
+            Ok(v) => v,
+            Err(refusal) => return Ok(Err(refusal)),
+        }
+    };
+}
+
+/// Return the refusal, if there is one.
+macro_rules! refuse_if {
+    ($e:expr) => {
+        if let Some(refusal) = $e {
+            return Ok(Err(refusal));
+        }
+    };
+}
+
+const AT_TARGET: &str = "the file at the target has";
+
+fn limit(path: &str, p: Problem) -> Refusal {
+    Refusal::Limit {
+        path: path.to_owned(),
+        code: p.code,
+        message: p.message,
+    }
+}
+
+/// The blob a patch's `index` line names (full or abbreviated), if the repository has one.
+pub fn find_blob_id(repo: &gix::Repository, hex: &str) -> Option<ObjectId> {
+    if hex.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    let id = if hex.len() == 40 {
+        ObjectId::from_hex(hex.as_bytes()).ok()?
+    } else {
+        let prefix = gix::hash::Prefix::from_hex(hex).ok()?;
+        repo.objects.lookup_prefix(prefix, None).ok()??.ok()?
+    };
+    let header = repo.find_header(id).ok()?;
+    (header.kind() == gix::object::Kind::Blob).then_some(id)
 }
 
 fn git_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -301,6 +368,52 @@ impl<'r> Engine<'r> {
         }))
     }
 
+    /// A blob the engine needs whole, if it is within `limits.file_bytes`: its size is read
+    /// from its header before anything is allocated for it.
+    fn read(
+        &self,
+        path: &str,
+        what: &str,
+        id: ObjectId,
+    ) -> Result<std::result::Result<Vec<u8>, Refusal>> {
+        let size = self
+            .repo
+            .find_header(id)
+            .map_err(|e| git_err(&format!("cannot read blob {id}"), e))?
+            .size();
+        if size > self.limits.file_bytes as u64 {
+            return Ok(Err(limit(
+                path,
+                budget::file_bytes(what.to_owned(), size, &self.limits),
+            )));
+        }
+        self.blob(id).map(Ok)
+    }
+
+    /// Text the engine splits into lines must have at most `limits.file_lines` of them.
+    fn lines_within(&self, path: &str, what: &str, text: &[u8]) -> Option<Refusal> {
+        let n = budget::count_lines(text);
+        (n > self.limits.file_lines).then(|| {
+            limit(
+                path,
+                budget::file_lines(what.to_owned(), n as u64, &self.limits),
+            )
+        })
+    }
+
+    /// Count a produced file against `limits.file_bytes` and the request's total.
+    fn charge(&mut self, path: &str, size: u64) -> Option<Refusal> {
+        if size > self.limits.file_bytes as u64 {
+            return Some(limit(
+                path,
+                budget::file_bytes("the result has".to_owned(), size, &self.limits),
+            ));
+        }
+        self.produced = self.produced.saturating_add(size);
+        (self.produced > self.limits.inflated_bytes as u64)
+            .then(|| limit(path, budget::inflated_bytes(self.produced, &self.limits)))
+    }
+
     fn blob(&self, id: ObjectId) -> Result<Vec<u8>> {
         let obj = self
             .repo
@@ -323,9 +436,6 @@ impl<'r> Engine<'r> {
     /// directory each time, which with many packs was a fifth of a request's time.
     fn preimage_id(&self, fp: &FilePatch, current: Option<ObjectId>) -> Option<ObjectId> {
         let hex = fp.old_id.as_deref()?;
-        if hex.bytes().all(|b| b == b'0') {
-            return None;
-        }
         if let Some(cur) = current
             && hex.len() >= 7
             && cur
@@ -335,14 +445,7 @@ impl<'r> Engine<'r> {
         {
             return Some(cur);
         }
-        let id = if hex.len() == 40 {
-            ObjectId::from_hex(hex.as_bytes()).ok()?
-        } else {
-            let prefix = gix::hash::Prefix::from_hex(hex).ok()?;
-            self.repo.objects.lookup_prefix(prefix, None).ok()??.ok()?
-        };
-        let header = self.repo.find_header(id).ok()?;
-        (header.kind() == gix::object::Kind::Blob).then_some(id)
+        find_blob_id(self.repo, hex)
     }
 
     fn file(&mut self, fp: &FilePatch) -> Result<std::result::Result<FileOutcome, Refusal>> {
@@ -400,30 +503,44 @@ impl<'r> Engine<'r> {
                         .to_owned(),
             }));
         }
+        if fp.binary {
+            return self.binary(fp, current, kind);
+        }
+        let is_delete = new_path.is_none();
+        if !is_delete
+            && fp.hunks.is_empty()
+            && let Some(cur) = current
+        {
+            // A pure rename or mode change: the blob stays as it is, unread.
+            self.put(fp, kind, cur.id);
+            return Ok(Ok(FileOutcome::Done(FileApplied {
+                path,
+                from: rename_from(fp),
+                method: Method::Direct,
+            })));
+        }
         let ours = match current {
-            Some(e) => self.blob(e.id)?,
+            Some(e) => within!(self.read(&path, AT_TARGET, e.id)),
             None => Vec::new(),
         };
-        if fp.binary {
-            return self.binary(fp, current, &ours, kind);
-        }
+        refuse_if!(self.lines_within(&path, AT_TARGET, &ours));
 
-        let is_delete = new_path.is_none();
-        let pure_rename = old_path.is_some() && old_path != new_path && fp.hunks.is_empty();
         let mut method = Method::Direct;
         let mut result: Option<Vec<u8>> = None;
         // 3-way first, as `git apply --3way` does, when the preimage is known.
         if !is_delete
-            && !pure_rename
             && old_path.is_some()
             && let Some(pre_id) = self.preimage_id(fp, current.map(|e| e.id))
         {
-            let pre = if current.is_some_and(|e| e.id == pre_id) {
-                ours.clone()
+            let read_pre;
+            let pre: &[u8] = if current.is_some_and(|e| e.id == pre_id) {
+                &ours
             } else {
-                self.blob(pre_id)?
+                read_pre = within!(self.read(&path, "the patch's preimage has", pre_id));
+                refuse_if!(self.lines_within(&path, "the patch's preimage has", &read_pre));
+                &read_pre
             };
-            if let Ok(post) = apply_hunks(&pre, fp) {
+            if let Ok(post) = apply_hunks(pre, fp) {
                 let ours_id = current.map(|e| e.id).expect("old path exists");
                 let post_id = gix::objs::compute_hash(
                     self.repo.object_hash(),
@@ -438,7 +555,7 @@ impl<'r> Engine<'r> {
                     method = Method::AlreadyApplied;
                     result = Some(ours.clone());
                 } else {
-                    match self.merge(&pre, &ours, &post) {
+                    match self.merge(pre, &ours, &post) {
                         Merged::Clean(out) => {
                             method = Method::Merged;
                             result = Some(out);
@@ -492,6 +609,8 @@ impl<'r> Engine<'r> {
                 method: Method::Deleted,
             })));
         }
+        refuse_if!(self.charge(&path, result.len() as u64));
+        refuse_if!(self.lines_within(&path, "the result has", &result));
         let id = self.write_blob(&result)?;
         self.put(fp, kind, id);
         Ok(Ok(FileOutcome::Done(FileApplied {
@@ -519,7 +638,8 @@ impl<'r> Engine<'r> {
                 }));
             }
         };
-        let ours = self.blob(existing.id)?;
+        let ours = within!(self.read(path, AT_TARGET, existing.id));
+        refuse_if!(self.lines_within(path, AT_TARGET, &ours));
         if ours == post {
             return Ok(Ok(FileOutcome::Done(FileApplied {
                 path: path.to_owned(),
@@ -529,6 +649,7 @@ impl<'r> Engine<'r> {
         }
         match self.merge(&[], &ours, &post) {
             Merged::Clean(out) => {
+                refuse_if!(self.charge(path, out.len() as u64));
                 let id = self.write_blob(&out)?;
                 let kind = fp.new_mode.and_then(kind_of_mode).unwrap_or(existing.kind);
                 self.put(fp, kind, id);
@@ -556,7 +677,6 @@ impl<'r> Engine<'r> {
         &mut self,
         fp: &FilePatch,
         current: Option<Entry>,
-        ours: &[u8],
         kind: EntryKind,
     ) -> Result<std::result::Result<FileOutcome, Refusal>> {
         let path = fp.path().to_owned();
@@ -597,7 +717,6 @@ impl<'r> Engine<'r> {
                     merged: Vec::new(),
                 })));
             }
-            None if !ours.is_empty() => return refuse("the target is not empty".to_owned()),
             _ => {}
         }
         if fp.new_path.is_none() {
@@ -610,23 +729,43 @@ impl<'r> Engine<'r> {
                 method: Method::Deleted,
             })));
         }
+        let cap = self.limits.file_bytes;
+        let refuse_problem = |p: Problem| {
+            if p.code.starts_with("limit.") {
+                Ok(Err(limit(&path, p)))
+            } else {
+                refuse(p.message)
+            }
+        };
         // The content comes from the patch's data, never from an object the repository
-        // happens to have under the promised id: that would land any blob (a denied file's,
-        // one from history) at a path of the request.
-        let bp = match crate::binary::parse(&fp.text) {
-            Ok(bp) => bp,
-            Err(p) => return refuse(p.message),
+        // happens to have under the promised id (that would land any blob, a denied file's or
+        // one from history, at a path of the request). Only the forward hunk is inflated, to
+        // at most the cap; a delta's source is read only for a delta.
+        let hunk = match crate::binary::parse_forward(&fp.text, cap) {
+            Ok(h) => h,
+            Err(p) => return refuse_problem(p),
         };
-        let data = match crate::binary::apply(&bp.forward, ours) {
+        let old = match current {
+            Some(e) if hunk.kind == crate::binary::Kind::Delta => {
+                within!(self.read(&path, AT_TARGET, e.id))
+            }
+            _ => Vec::new(),
+        };
+        let data = match crate::binary::apply_owned(hunk, &old, cap) {
             Ok(d) => d,
-            Err(p) => return refuse(p.message),
+            Err(p) => return refuse_problem(p),
         };
-        let id = self.write_blob(&data)?;
+        drop(old);
+        refuse_if!(self.charge(&path, data.len() as u64));
+        // Hashed before it is written: a result that is not the promised blob is not stored.
+        let id = gix::objs::compute_hash(self.repo.object_hash(), gix::object::Kind::Blob, &data)
+            .map_err(|e| git_err("cannot hash a blob", e))?;
         if id != new_id {
             return refuse(format!(
                 "the binary patch produces {id}, not the {new_id} it promises"
             ));
         }
+        let id = self.write_blob(&data)?;
         self.put(fp, kind, id);
         Ok(Ok(FileOutcome::Done(FileApplied {
             path,
@@ -761,6 +900,13 @@ pub fn apply_hunks(content: &[u8], fp: &FilePatch) -> std::result::Result<Vec<u8
         out.extend_from_slice(l.text);
     }
     Ok(out)
+}
+
+/// The lines hunk `h` of `fp` expects to find (context and removed lines).
+pub fn hunk_preimage<'a>(fp: &'a FilePatch, h: &Hunk) -> Vec<&'a [u8]> {
+    let (mut pre, mut post) = (Vec::new(), Vec::new());
+    images(&fp.text.as_bytes()[h.body.clone()], &mut pre, &mut post);
+    pre
 }
 
 /// Split a hunk body into the lines it expects (`pre`) and the lines it leaves (`post`). A

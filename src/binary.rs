@@ -2,8 +2,15 @@
 //!
 //! [`parse`] turns the text of one binary file section (see [`crate::patch::FilePatch::text`])
 //! into its forward hunk and, when present, the reverse one, each inflated; [`apply`] makes the
-//! new content from a hunk and the old content. Neither touches a repository, and neither panics
-//! on arbitrary input: what they cannot read they report as a [`Problem`].
+//! new content from a hunk and the old content; [`declared`] reads only what the hunks announce
+//! (their sizes, and a delta's result size) without inflating them. None touches a repository,
+//! and none panics on arbitrary input: what they cannot read they report as a [`Problem`].
+//!
+//! A few hundred kilobytes of patch can announce and inflate to hundreds of megabytes (zlib
+//! compresses a run of one byte about 1000:1). So every function that produces data takes a
+//! cap: a hunk that announces more is refused before anything is inflated (`limit.file_bytes`),
+//! inflating stops at the announced size, and a delta's result is bounded by the size it
+//! announces and by the cap before a byte of it is written.
 //!
 //! The format, as git writes it:
 //!
@@ -72,8 +79,45 @@ const DIGITS: [u8; 256] = {
 /// Upper bound on output buffer growth per inflate step.
 const CHUNK: usize = 64 * 1024;
 
+/// The code of a hunk or a result larger than the cap.
+pub const TOO_LARGE: &str = "limit.file_bytes";
+
 fn corrupt(message: impl Into<String>) -> Problem {
     Problem::new("patch.binary_corrupt", message, HINT_CORRUPT)
+}
+
+fn too_large(what: &str, size: u64, cap: usize) -> Problem {
+    Problem::new(
+        TOO_LARGE,
+        format!("{what} {size} bytes, more than the {cap} a file may have ([limits] file_bytes)"),
+        "large binary files do not belong in a change request; add them by hand, or raise [limits] file_bytes in the target's policy",
+    )
+}
+
+/// What one hunk announces, read without inflating it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Declared {
+    pub kind: Kind,
+    /// The size its header announces (of the file, or of the delta).
+    pub size: u64,
+    /// For a delta, the sizes of its source and of its result that its own header announces
+    /// (`None` when the delta is too short to hold them; applying it fails).
+    pub source: Option<u64>,
+    pub result: Option<u64>,
+    /// Whether this is the forward hunk (the reverse one follows it).
+    pub forward: bool,
+    /// 1-based line of the hunk header within the section.
+    pub line: usize,
+}
+
+impl Declared {
+    /// The size of the file the hunk produces, as far as it announces it.
+    pub fn produces(&self) -> u64 {
+        match self.kind {
+            Kind::Literal => self.size,
+            Kind::Delta => self.result.unwrap_or(0),
+        }
+    }
 }
 
 fn trim_eol(l: &str) -> &str {
@@ -82,11 +126,78 @@ fn trim_eol(l: &str) -> &str {
         .unwrap_or(l)
 }
 
-/// Parse the text of one file section (headers included) and inflate its binary hunks.
+/// Parse the text of one file section (headers included) and inflate its binary hunks, none
+/// to more than `cap` bytes.
 ///
 /// Problems carry the 1-based line within `section`: `patch.binary_no_data` for the
-/// `Binary files … differ` form, `patch.binary_corrupt` for anything unreadable.
-pub fn parse(section: &str) -> Result<BinaryPatch, Problem> {
+/// `Binary files … differ` form, `patch.binary_corrupt` for anything unreadable,
+/// `limit.file_bytes` for a hunk that announces more than `cap` bytes (nothing of it is
+/// inflated then).
+pub fn parse(section: &str, cap: usize) -> Result<BinaryPatch, Problem> {
+    let (lines, start) = hunks_start(section)?;
+    let mut i = start;
+    let Some(forward) = read_hunk(&lines, &mut i)? else {
+        return Err(no_hunk(i));
+    };
+    let forward = forward.inflate(cap)?;
+    // Whatever follows the reverse hunk (a mail signature, say) is not ours to judge.
+    let reverse = match read_hunk(&lines, &mut i)? {
+        Some(h) => Some(h.inflate(cap)?),
+        None => None,
+    };
+    Ok(BinaryPatch { forward, reverse })
+}
+
+/// The forward hunk only, inflated to at most `cap` bytes: what applying needs. The reverse
+/// hunk is not inflated (nor checked).
+pub fn parse_forward(section: &str, cap: usize) -> Result<BinaryHunk, Problem> {
+    let (lines, start) = hunks_start(section)?;
+    let mut i = start;
+    match read_hunk(&lines, &mut i)? {
+        Some(h) => h.inflate(cap),
+        None => Err(no_hunk(i)),
+    }
+}
+
+/// What the section's hunks announce, forward first, without inflating more than a delta's
+/// header: cheap enough to run on every submitted request.
+pub fn declared(section: &str) -> Result<Vec<Declared>, Problem> {
+    let (lines, start) = hunks_start(section)?;
+    let mut i = start;
+    let mut out = Vec::with_capacity(2);
+    while out.len() < 2 {
+        // An unreadable reverse hunk does not hide what the forward one announces.
+        let h = match read_hunk(&lines, &mut i) {
+            Ok(Some(h)) => h,
+            Ok(None) => break,
+            Err(e) if out.is_empty() => return Err(e),
+            Err(_) => break,
+        };
+        let sizes = match h.kind {
+            Kind::Literal => None,
+            Kind::Delta => delta_sizes(&h.deflated),
+        };
+        out.push(Declared {
+            kind: h.kind,
+            size: h.size as u64,
+            source: sizes.map(|(s, _)| s),
+            result: sizes.map(|(_, t)| t),
+            forward: out.is_empty(),
+            line: h.header_line,
+        });
+    }
+    if out.is_empty() {
+        return Err(no_hunk(i));
+    }
+    Ok(out)
+}
+
+fn no_hunk(i: usize) -> Problem {
+    corrupt("`GIT binary patch` is not followed by a `literal` or `delta` line").line(i + 1)
+}
+
+/// The section's lines and the index of the line after `GIT binary patch`.
+fn hunks_start(section: &str) -> Result<(Vec<&str>, usize), Problem> {
     let lines: Vec<&str> = section.split_inclusive('\n').map(trim_eol).collect();
     let Some(start) = lines.iter().position(|l| *l == "GIT binary patch") else {
         if let Some(i) = lines
@@ -102,24 +213,42 @@ pub fn parse(section: &str) -> Result<BinaryPatch, Problem> {
         }
         return Err(corrupt("the section has no `GIT binary patch` line"));
     };
-    let mut i = start + 1;
-    let forward = match parse_hunk(&lines, &mut i)? {
-        Some(h) => h,
-        None => {
-            return Err(corrupt(
-                "`GIT binary patch` is not followed by a `literal` or `delta` line",
-            )
-            .line(i + 1));
+    Ok((lines, start + 1))
+}
+
+/// One hunk as written: its header and its data, base85-decoded but still deflated.
+struct RawHunk {
+    kind: Kind,
+    size: usize,
+    header_line: usize,
+    deflated: Vec<u8>,
+}
+
+impl RawHunk {
+    fn inflate(self, cap: usize) -> Result<BinaryHunk, Problem> {
+        if self.size > cap {
+            let what = match self.kind {
+                Kind::Literal => "the binary file announces",
+                Kind::Delta => "the binary delta announces",
+            };
+            return Err(too_large(what, self.size as u64, cap).line(self.header_line));
         }
-    };
-    // Whatever follows the reverse hunk (a mail signature, say) is not ours to judge.
-    let reverse = parse_hunk(&lines, &mut i)?;
-    Ok(BinaryPatch { forward, reverse })
+        let data = if self.size == 0 && self.deflated.is_empty() {
+            Vec::new()
+        } else {
+            inflate(&self.deflated, self.size).map_err(|m| corrupt(m).line(self.header_line))?
+        };
+        Ok(BinaryHunk {
+            kind: self.kind,
+            size: self.size,
+            data,
+        })
+    }
 }
 
 /// Read one hunk starting at `lines[*i]`; `None` if that line is not a hunk header. Leaves `*i`
 /// after the blank line that ends the hunk.
-fn parse_hunk(lines: &[&str], i: &mut usize) -> Result<Option<BinaryHunk>, Problem> {
+fn read_hunk(lines: &[&str], i: &mut usize) -> Result<Option<RawHunk>, Problem> {
     let Some(header) = lines.get(*i) else {
         return Ok(None);
     };
@@ -138,7 +267,7 @@ fn parse_hunk(lines: &[&str], i: &mut usize) -> Result<Option<BinaryHunk>, Probl
     *i += 1;
     let mut deflated = Vec::new();
     // The end of the section ends the hunk too (a lost trailing blank line); a hunk cut short
-    // anywhere else fails the inflate or the size check below.
+    // anywhere else fails the inflate or the size check.
     while let Some(l) = lines.get(*i) {
         *i += 1;
         if l.is_empty() {
@@ -146,12 +275,43 @@ fn parse_hunk(lines: &[&str], i: &mut usize) -> Result<Option<BinaryHunk>, Probl
         }
         decode_line(l, &mut deflated).map_err(|m| corrupt(m).line(*i))?;
     }
-    let data = if size == 0 && deflated.is_empty() {
-        Vec::new()
-    } else {
-        inflate(&deflated, size).map_err(|m| corrupt(m).line(header_line))?
-    };
-    Ok(Some(BinaryHunk { kind, size, data }))
+    Ok(Some(RawHunk {
+        kind,
+        size,
+        header_line,
+        deflated,
+    }))
+}
+
+/// The source and result sizes a deflated delta starts with, inflating only its first bytes.
+fn delta_sizes(deflated: &[u8]) -> Option<(u64, u64)> {
+    // Two varints of at most 10 bytes each.
+    let mut head = [0u8; 20];
+    let mut z = gix_zlib::Decompress::new();
+    let mut filled = 0usize;
+    let mut consumed = 0usize;
+    while filled < head.len() {
+        let (in_before, out_before) = (z.total_in(), z.total_out());
+        let status = z
+            .decompress(
+                deflated.get(consumed..).unwrap_or_default(),
+                &mut head[filled..],
+                gix_zlib::FlushDecompress::None,
+            )
+            .ok()?;
+        let read = usize::try_from(z.total_in() - in_before).ok()?;
+        let written = usize::try_from(z.total_out() - out_before).ok()?;
+        consumed += read;
+        filled += written;
+        if matches!(status, gix_zlib::Status::StreamEnd) || (read == 0 && written == 0) {
+            break;
+        }
+    }
+    let head = &head[..filled];
+    let mut pos = 0;
+    let source = varint(head, &mut pos).ok()?;
+    let target = varint(head, &mut pos).ok()?;
+    Some((source, target))
 }
 
 /// Decode one base85 line (length char + data) and append its bytes to `out`.
@@ -237,15 +397,30 @@ fn inflate(input: &[u8], size: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Produce the new content from `old` (ignored for a [`Kind::Literal`] hunk).
+/// Produce the new content from `old` (ignored for a [`Kind::Literal`] hunk), at most `cap`
+/// bytes of it.
 ///
 /// `patch.binary_mismatch` when a delta was made against content of another size than `old`;
 /// `patch.binary_corrupt` when the delta itself is unreadable (bad opcode, a copy outside
-/// `old`, a result of another size than it announces).
-pub fn apply(hunk: &BinaryHunk, old: &[u8]) -> Result<Vec<u8>, Problem> {
+/// `old`, a result of another size than it announces); `limit.file_bytes` when the result
+/// would be larger than `cap` (refused before it is built).
+pub fn apply(hunk: &BinaryHunk, old: &[u8], cap: usize) -> Result<Vec<u8>, Problem> {
     match hunk.kind {
+        Kind::Literal if hunk.data.len() > cap => Err(too_large(
+            "the binary file has",
+            hunk.data.len() as u64,
+            cap,
+        )),
         Kind::Literal => Ok(hunk.data.clone()),
-        Kind::Delta => apply_delta(&hunk.data, old),
+        Kind::Delta => apply_delta(&hunk.data, old, cap),
+    }
+}
+
+/// [`apply`], consuming the hunk: a literal's data becomes the result without a copy.
+pub fn apply_owned(hunk: BinaryHunk, old: &[u8], cap: usize) -> Result<Vec<u8>, Problem> {
+    match hunk.kind {
+        Kind::Literal if hunk.data.len() <= cap => Ok(hunk.data),
+        _ => apply(&hunk, old, cap),
     }
 }
 
@@ -269,7 +444,7 @@ fn varint(d: &[u8], pos: &mut usize) -> Result<u64, Problem> {
     }
 }
 
-fn apply_delta(d: &[u8], old: &[u8]) -> Result<Vec<u8>, Problem> {
+fn apply_delta(d: &[u8], old: &[u8], cap: usize) -> Result<Vec<u8>, Problem> {
     let mut pos = 0;
     let source = varint(d, &mut pos)?;
     let target = varint(d, &mut pos)?;
@@ -283,8 +458,16 @@ fn apply_delta(d: &[u8], old: &[u8]) -> Result<Vec<u8>, Problem> {
             HINT_MISMATCH,
         ));
     }
-    let target = usize::try_from(target)
-        .map_err(|_| corrupt(format!("the delta's result size {target} is too large")))?;
+    let target = match usize::try_from(target) {
+        Ok(t) if t <= cap => t,
+        _ => {
+            return Err(too_large(
+                "the binary delta's result announces",
+                target,
+                cap,
+            ));
+        }
+    };
     // Every byte of the result comes from `old` or the delta, but copies may repeat: bound the
     // up-front allocation, not the result.
     let mut out = Vec::with_capacity(target.min(old.len().saturating_add(d.len())));
@@ -379,7 +562,7 @@ mod tests {
             0x80 | 0x10,
             1,
         ];
-        let out = apply(&delta(Kind::Delta, &d), b"abcde").expect("applies");
+        let out = apply(&delta(Kind::Delta, &d), b"abcde", usize::MAX).expect("applies");
         assert_eq!(out, b"bcdxyza");
     }
 
@@ -388,13 +571,16 @@ mod tests {
         let old = vec![7u8; 0x10000];
         // source 0x10000 = varint 80 80 04; target the same.
         let d = [0x80, 0x80, 0x04, 0x80, 0x80, 0x04, 0x80];
-        assert_eq!(apply(&delta(Kind::Delta, &d), &old).expect("applies"), old);
+        assert_eq!(
+            apply(&delta(Kind::Delta, &d), &old, usize::MAX).expect("applies"),
+            old
+        );
     }
 
     #[test]
     fn delta_errors() {
         let code = |d: &[u8], old: &[u8]| {
-            apply(&delta(Kind::Delta, d), old)
+            apply(&delta(Kind::Delta, d), old, 1 << 20)
                 .expect_err("refused")
                 .code
         };

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod binary;
 pub mod checkout;
+pub mod budget;
 pub mod checks;
 pub mod error;
 pub mod git;

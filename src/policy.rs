@@ -365,6 +365,18 @@ impl Policy {
                 self.limits.request_bytes.to_string(),
             ),
             ("limits.files".to_owned(), self.limits.files.to_string()),
+            (
+                "limits.file_bytes".to_owned(),
+                self.limits.file_bytes.to_string(),
+            ),
+            (
+                "limits.file_lines".to_owned(),
+                self.limits.file_lines.to_string(),
+            ),
+            (
+                "limits.inflated_bytes".to_owned(),
+                self.limits.inflated_bytes.to_string(),
+            ),
             ("patch.min_context".to_owned(), self.min_context.to_string()),
             ("paths.deny".to_owned(), json(&self.deny)),
             (
@@ -647,7 +659,14 @@ impl Parser {
     }
 
     fn limits(&mut self, t: &DeTable<'_>, policy: &mut Policy) {
-        const KEYS: &[&str] = &["change_bytes", "request_bytes", "files"];
+        const KEYS: &[&str] = &[
+            "change_bytes",
+            "request_bytes",
+            "files",
+            "file_bytes",
+            "file_lines",
+            "inflated_bytes",
+        ];
         for e in self.entries(t) {
             let key = e.0.get_ref().as_ref();
             let max = u64::MAX >> 1;
@@ -655,6 +674,9 @@ impl Parser {
                 "change_bytes" => &mut policy.limits.change_bytes,
                 "request_bytes" => &mut policy.limits.request_bytes,
                 "files" => &mut policy.limits.files,
+                "file_bytes" => &mut policy.limits.file_bytes,
+                "file_lines" => &mut policy.limits.file_lines,
+                "inflated_bytes" => &mut policy.limits.inflated_bytes,
                 other => {
                     let line = self.line(e.0.span().start);
                     self.unknown(line, "limits", other, KEYS);

@@ -242,17 +242,27 @@ fn schema_problems(value: &Value) -> Vec<Problem> {
 
 /// Size limits: generous enough for real work, tight enough to stop a runaway agent. The
 /// policy's `[limits]` changes them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub change_bytes: usize,
     pub request_bytes: usize,
     pub files: usize,
+    /// The largest file a request may change or produce (what a binary patch inflates to, a
+    /// text patch's result, the file at the target it changes).
+    pub file_bytes: usize,
+    /// The most lines of a file a text patch may change or produce.
+    pub file_lines: usize,
+    /// The files a request produces, added up.
+    pub inflated_bytes: usize,
 }
 
 pub const DEFAULT_LIMITS: Limits = Limits {
     change_bytes: 1 << 20,
     request_bytes: 8 << 20,
     files: 500,
+    file_bytes: 50 << 20,
+    file_lines: 1_000_000,
+    inflated_bytes: 200 << 20,
 };
 
 fn limit_problems(req: &ChangeRequest, limits: &Limits) -> Vec<Problem> {
@@ -380,6 +390,10 @@ pub trait TargetTree {
     /// The path of every symlink in the tree. Reads the whole tree: asked only about a
     /// request that makes a symlink.
     fn symlinks(&self) -> Vec<String>;
+    /// The size of the blob at `path`.
+    fn size(&self, path: &str) -> Option<u64> {
+        self.blob(path).map(|b| b.len() as u64)
+    }
 }
 
 /// The target's tree as [`against_target`] reads it: each directory on a path looked up is
@@ -479,6 +493,14 @@ impl TargetTree for Target<'_> {
         }
         out
     }
+
+    fn size(&self, path: &str) -> Option<u64> {
+        let (mode, id) = self.find(path)?;
+        if !mode.is_blob_or_symlink() {
+            return None;
+        }
+        Some(self.repo.find_header(id).ok()?.size())
+    }
 }
 
 /// Everything about a request that depends on its target and the target's policy: size
@@ -530,6 +552,8 @@ pub fn check_policy(
         .map(|c| patch::parse(&c.patch).ok())
         .collect();
     out.extend(crate::touched::problems(req, &parsed, policy, tree));
+    // What the request's files add up to (see `budget`).
+    let mut produced = 0u64;
     for (i, c) in req.changes.iter().enumerate() {
         let field = |f: &str| format!("/changes/{i}/{f}");
         let file = match &parsed[i] {
@@ -557,6 +581,13 @@ pub fn check_policy(
             out.extend(
                 context_problems(f, c, policy.min_context, tree)
                     .into_iter()
+                    .chain(crate::budget::change_problems(
+                        f,
+                        c,
+                        &policy.limits,
+                        tree,
+                        &mut produced,
+                    ))
                     .map(|p| p.at(field("patch"))),
             );
         }
@@ -580,6 +611,7 @@ pub fn check_policy(
             }
         }
     }
+    out.extend(crate::budget::total_problem(produced, &policy.limits));
     out.extend(field_secrets(req, policy.secrets()));
     for (i, name) in req.checks.iter().enumerate() {
         if let Err(p) = policy.resolve_check(name) {
@@ -657,7 +689,8 @@ fn context_problems(
         }
         if h.trailing < min {
             let len = *old_len.get_or_insert_with(|| {
-                tree.and_then(|t| t.blob(old_path)).map(|b| count_lines(&b))
+                tree.and_then(|t| t.blob(old_path))
+                    .map(|b| crate::budget::count_lines(&b))
             });
             let end = if h.old_count == 0 {
                 h.old_start
@@ -682,15 +715,6 @@ fn context_problems(
         }
     }
     out
-}
-
-fn count_lines(b: &[u8]) -> usize {
-    let n = b.iter().filter(|&&c| c == b'\n').count();
-    if b.last().is_some_and(|&c| c != b'\n') {
-        n + 1
-    } else {
-        n
-    }
 }
 
 /// Where a patch stores what looks like a secret: (1-based line in the patch, rule, what it

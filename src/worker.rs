@@ -882,7 +882,7 @@ impl<'q> Worker<'q> {
             ));
         }
 
-        let applied = match apply::apply_request(repo, tree, req)? {
+        let applied = match apply::apply_request(repo, tree, req, &gate.policy.limits)? {
             Ok(a) => a,
             Err(refusal) => {
                 return Ok(Verdict::Fail {

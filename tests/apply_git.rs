@@ -10,6 +10,7 @@
 //!   built so far, by the engine and by `git apply --3way`, which must agree on every one
 //!   (real conflicts, on real code).
 //! - The text merge against `git merge-file` on generated files full of look-alike lines.
+//! - The engine's own limits, whatever validation let through.
 
 mod common;
 
@@ -19,6 +20,7 @@ use std::process::{Command, Output};
 use gix::ObjectId;
 use hyperion::apply::{self, Refusal};
 use hyperion::patch;
+use hyperion::validate::DEFAULT_LIMITS;
 
 fn git_at(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Output {
     use std::io::Write;
@@ -306,7 +308,7 @@ fn with_engine(g: &Generated) -> (Vec<bool>, Vec<String>, Vec<&'static str>) {
     let mut trees = Vec::new();
     for p in &g.patches {
         let sections = patch::parse(p).unwrap();
-        match apply::apply_sections(&repo, tree, &sections).unwrap() {
+        match apply::apply_sections(&repo, tree, &sections, &DEFAULT_LIMITS).unwrap() {
             Ok(a) => {
                 tree = a.tree;
                 landed.push(true);
@@ -420,7 +422,7 @@ fn replays_this_repository_history() {
             ),
         };
         let sections = patch::parse(&diff).unwrap();
-        let applied = apply::apply_sections(&repo, tree, &sections)
+        let applied = apply::apply_sections(&repo, tree, &sections, &DEFAULT_LIMITS)
             .unwrap()
             .unwrap_or_else(|r| panic!("{c}: {}", r.message()));
         let real = git(&clone, &["rev-parse", &format!("{c}^{{tree}}")]);
@@ -482,6 +484,7 @@ fn replay_skipping(src: &Path, last: usize, step: usize, offset: usize) -> (usiz
             &repo,
             ObjectId::from_hex(tree.as_bytes()).unwrap(),
             &sections,
+            &DEFAULT_LIMITS,
         )
         .unwrap();
         let out = git_at(
@@ -640,5 +643,91 @@ fn merges_text_as_git_merge_file_does() {
     assert!(
         clean >= 50 && conflicts >= 50,
         "{clean} clean, {conflicts} conflicts"
+    );
+}
+
+/// The engine holds every file to the limits itself, whatever validation let through: the
+/// same codes, before anything larger than the limit is inflated, read or built.
+#[test]
+fn the_engine_holds_every_file_to_the_limits() {
+    use hyperion::validate::Limits;
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    std::fs::create_dir(&repo_dir).unwrap();
+    git(&repo_dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo_dir.join("small.txt"), "a\nb\nc\n").unwrap();
+    std::fs::write(repo_dir.join("big.txt"), "\n".repeat(600)).unwrap();
+    std::fs::write(repo_dir.join("large.txt"), "z".repeat(1200)).unwrap();
+    std::fs::write(repo_dir.join("data.bin"), vec![0u8; 300]).unwrap();
+    git(&repo_dir, &["add", "-A"]);
+    git(&repo_dir, &["commit", "-q", "-m", "base"]);
+    let base_tree = git(&repo_dir, &["rev-parse", "HEAD^{tree}"]);
+    let base_tree = ObjectId::from_hex(base_tree.trim().as_bytes()).unwrap();
+    let repo = gix::open(&repo_dir).unwrap();
+    let limits = Limits {
+        file_bytes: 1000,
+        file_lines: 500,
+        inflated_bytes: 1500,
+        ..DEFAULT_LIMITS
+    };
+    let code = |diff: &str| -> &'static str {
+        let sections = patch::parse(diff).unwrap();
+        match apply::apply_sections(&repo, base_tree, &sections, &limits).unwrap() {
+            Ok(_) => "landed",
+            Err(r) => r.code(),
+        }
+    };
+    // A new binary file of 2000 bytes (a literal over the cap: never inflated).
+    let bomb = common::binary_run_patch("bomb.bin", 2000, 0);
+    assert_eq!(code(&bomb), "limit.file_bytes");
+    assert_eq!(code(&common::binary_run_patch("ok.bin", 900, 0)), "landed");
+    // Two files under the cap that add up past the request's total.
+    let two =
+        common::binary_run_patch("a.bin", 900, 1) + &common::binary_run_patch("b.bin", 900, 2);
+    assert_eq!(code(&two), "limit.inflated_bytes");
+    // A text patch to a file of more lines than allowed.
+    assert_eq!(
+        code("--- a/big.txt\n+++ b/big.txt\n@@ -1,3 +1,3 @@\n-\n+y\n \n \n"),
+        "limit.file_lines"
+    );
+    // A text result over the cap: 3 lines become 1003 bytes.
+    let long = format!(
+        "--- a/small.txt\n+++ b/small.txt\n@@ -1,3 +1,3 @@\n-a\n+{}\n b\n c\n",
+        "y".repeat(1000)
+    );
+    assert_eq!(code(&long), "limit.file_bytes");
+    // A delta whose result is over the cap, from the binary file's 300 bytes.
+    let old = vec![0u8; 300];
+    let mut d = vec![0xac, 0x02, 0xd0, 0x0f]; // source 300, result 2000
+    d.extend(std::iter::repeat_n([0x90u8, 200], 10).flatten()); // 10 copies of 200 bytes
+    let old_id =
+        gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::object::Kind::Blob, &old).unwrap();
+    let delta = format!(
+        "diff --git a/data.bin b/data.bin\nindex {old_id}..{}\nGIT binary patch\ndelta {}\n{}\n",
+        common::run_blob_id(2000, 0),
+        d.len(),
+        common::base85(&common::deflate(&d)),
+    );
+    assert_eq!(code(&delta), "limit.file_bytes");
+    // The preimage an `index` line names, larger than the cap: not read.
+    let big = git(&repo_dir, &["rev-parse", "HEAD:large.txt"]);
+    let pre = format!(
+        "diff --git a/small.txt b/small.txt\nindex {}..1111111 100644\n--- a/small.txt\n+++ b/small.txt\n@@ -1,3 +1,3 @@\n-a\n+A\n b\n c\n",
+        &big[..10]
+    );
+    let sections = patch::parse(&pre).unwrap();
+    let refusal = apply::apply_sections(&repo, base_tree, &sections, &limits)
+        .unwrap()
+        .expect_err("the preimage is over the cap");
+    assert_eq!(refusal.code(), "limit.file_bytes");
+    assert!(
+        refusal.message().contains("preimage"),
+        "{}",
+        refusal.message()
+    );
+    // Within the limits, the same kinds of change land.
+    assert_eq!(
+        code("--- a/small.txt\n+++ b/small.txt\n@@ -1,3 +1,3 @@\n-a\n+A\n b\n c\n"),
+        "landed"
     );
 }

@@ -8,13 +8,19 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::LazyLock;
 
+mod common;
+
 use hyperion::binary::{self, BinaryHunk, Kind};
 use proptest::prelude::*;
 
-const CODES: [&str; 3] = [
+/// A cap above every file here: the limits have tests of their own below.
+const CAP: usize = 64 << 20;
+
+const CODES: [&str; 4] = [
     "patch.binary_no_data",
     "patch.binary_corrupt",
     "patch.binary_mismatch",
+    "limit.file_bytes",
 ];
 
 fn git(dir: &Path, args: &[&str]) -> Vec<u8> {
@@ -168,10 +174,10 @@ fn every_section_of_a_real_binary_diff_applies_both_ways() {
             Some(p) => r.blob("B", p),
             None => Vec::new(),
         };
-        let patch =
-            binary::parse(&f.text).unwrap_or_else(|p| panic!("{}: {p}\n{}", f.path(), &f.text));
+        let patch = binary::parse(&f.text, CAP)
+            .unwrap_or_else(|p| panic!("{}: {p}\n{}", f.path(), &f.text));
         assert_eq!(patch.forward.size, patch.forward.data.len());
-        let got = binary::apply(&patch.forward, &old)
+        let got = binary::apply(&patch.forward, &old, CAP)
             .unwrap_or_else(|p| panic!("{} ({}): {p}", f.path(), kind_name(&patch.forward)));
         assert!(
             got == new,
@@ -182,7 +188,7 @@ fn every_section_of_a_real_binary_diff_applies_both_ways() {
             .reverse
             .as_ref()
             .unwrap_or_else(|| panic!("{}: git writes a reverse hunk", f.path()));
-        let back = binary::apply(reverse, &new)
+        let back = binary::apply(reverse, &new, CAP)
             .unwrap_or_else(|p| panic!("{} reverse ({}): {p}", f.path(), kind_name(reverse)));
         assert!(
             back == old,
@@ -229,13 +235,13 @@ fn format_patch_mail_sections_apply_despite_the_signature() {
             .new_path
             .as_ref()
             .map_or_else(Vec::new, |p| r.blob("B", p));
-        let patch = binary::parse(&f.text).unwrap();
+        let patch = binary::parse(&f.text, CAP).unwrap();
         assert!(
-            binary::apply(&patch.forward, &old).unwrap() == new,
+            binary::apply(&patch.forward, &old, CAP).unwrap() == new,
             "{}",
             f.path()
         );
-        assert!(binary::apply(patch.reverse.as_ref().unwrap(), &new).unwrap() == old);
+        assert!(binary::apply(patch.reverse.as_ref().unwrap(), &new, CAP).unwrap() == old);
     }
 }
 
@@ -252,7 +258,7 @@ fn section(diff: &str, path: &str) -> String {
 #[test]
 fn a_diff_without_binary_data_is_refused_with_its_line() {
     let text = section(&REPO.diff(false), "mid.bin");
-    let err = binary::parse(&text).expect_err("no data");
+    let err = binary::parse(&text, CAP).expect_err("no data");
     assert_eq!(err.code, "patch.binary_no_data");
     let line = text
         .lines()
@@ -281,7 +287,7 @@ fn corrupt_binary_patches_name_the_line() {
     // A bad length character.
     let mut l = lines.clone();
     l[first_data].replace_range(0..1, "!");
-    let err = binary::parse(&join(&l)).expect_err("bad length char");
+    let err = binary::parse(&join(&l), CAP).expect_err("bad length char");
     assert_eq!(
         (err.code, err.line),
         ("patch.binary_corrupt", Some(first_data + 1))
@@ -290,7 +296,7 @@ fn corrupt_binary_patches_name_the_line() {
     // A length character that does not match the line's data.
     let mut l = lines.clone();
     l[first_data].replace_range(0..1, "A");
-    let err = binary::parse(&join(&l)).expect_err("length mismatch");
+    let err = binary::parse(&join(&l), CAP).expect_err("length mismatch");
     assert_eq!(
         (err.code, err.line),
         ("patch.binary_corrupt", Some(first_data + 1))
@@ -299,7 +305,7 @@ fn corrupt_binary_patches_name_the_line() {
     // A character outside the alphabet.
     let mut l = lines.clone();
     l[first_data].replace_range(3..4, "\"");
-    let err = binary::parse(&join(&l)).expect_err("bad char");
+    let err = binary::parse(&join(&l), CAP).expect_err("bad char");
     assert_eq!(
         (err.code, err.line),
         ("patch.binary_corrupt", Some(first_data + 1))
@@ -314,7 +320,7 @@ fn corrupt_binary_patches_name_the_line() {
         "0"
     };
     l[first_data + 1].replace_range(10..11, c);
-    let err = binary::parse(&join(&l)).expect_err("bad zlib");
+    let err = binary::parse(&join(&l), CAP).expect_err("bad zlib");
     assert_eq!(
         (err.code, err.line),
         ("patch.binary_corrupt", Some(header + 1))
@@ -329,25 +335,25 @@ fn corrupt_binary_patches_name_the_line() {
         .unwrap();
     let size: usize = size.parse().unwrap();
     l[header] = format!("{kind} {}", size + 1);
-    let err = binary::parse(&join(&l)).expect_err("size mismatch");
+    let err = binary::parse(&join(&l), CAP).expect_err("size mismatch");
     assert_eq!(
         (err.code, err.line),
         ("patch.binary_corrupt", Some(header + 1))
     );
     l[header] = format!("{kind} x{size}");
-    let err = binary::parse(&join(&l)).expect_err("bad size");
+    let err = binary::parse(&join(&l), CAP).expect_err("bad size");
     assert_eq!(err.code, "patch.binary_corrupt");
 
     // A data line lost: the stream is cut short.
     let mut l = lines.clone();
     l.remove(first_data + 1);
     assert_eq!(
-        binary::parse(&join(&l)).expect_err("lost line").code,
+        binary::parse(&join(&l), CAP).expect_err("lost line").code,
         "patch.binary_corrupt"
     );
 
     // No hunk after `GIT binary patch`.
-    let err = binary::parse(&join(&lines[..header])).expect_err("no hunk");
+    let err = binary::parse(&join(&lines[..header]), CAP).expect_err("no hunk");
     assert_eq!(
         (err.code, err.line),
         ("patch.binary_corrupt", Some(header + 1))
@@ -357,24 +363,24 @@ fn corrupt_binary_patches_name_the_line() {
 #[test]
 fn a_delta_against_another_file_is_a_mismatch() {
     let r = &*REPO;
-    let patch = binary::parse(&section(&r.diff(true), "mid.bin")).unwrap();
+    let patch = binary::parse(&section(&r.diff(true), "mid.bin"), CAP).unwrap();
     assert_eq!(patch.forward.kind, Kind::Delta);
     let mut old = r.blob("A", "mid.bin");
     old.push(0);
-    let err = binary::apply(&patch.forward, &old).expect_err("wrong source");
+    let err = binary::apply(&patch.forward, &old, CAP).expect_err("wrong source");
     assert_eq!(err.code, "patch.binary_mismatch");
     // Same size, different content: git's format cannot tell; the result is still the right
     // size (blob ids in the `index` line are what catch this).
     let old = vec![0u8; old.len() - 1];
     assert_eq!(
-        binary::apply(&patch.forward, &old).unwrap().len(),
+        binary::apply(&patch.forward, &old, CAP).unwrap().len(),
         r.blob("B", "mid.bin").len()
     );
     // A literal ignores the old content.
-    let patch = binary::parse(&section(&r.diff(true), "rewrite.bin")).unwrap();
+    let patch = binary::parse(&section(&r.diff(true), "rewrite.bin"), CAP).unwrap();
     assert_eq!(patch.forward.kind, Kind::Literal);
     assert_eq!(
-        binary::apply(&patch.forward, b"anything").unwrap(),
+        binary::apply(&patch.forward, b"anything", CAP).unwrap(),
         r.blob("B", "rewrite.bin")
     );
 }
@@ -386,7 +392,7 @@ fn every_truncation_of_a_real_patch_is_handled() {
     ends.extend((0..text.len()).step_by(7));
     for end in ends {
         let cut = &text[..end];
-        match binary::parse(cut) {
+        match binary::parse(cut, CAP) {
             Ok(p) => {
                 // Only a cut after the forward hunk's end (or within trailing text) succeeds,
                 // and what it yields is still a complete forward hunk.
@@ -397,10 +403,133 @@ fn every_truncation_of_a_real_patch_is_handled() {
     }
 }
 
+#[test]
+fn declared_sizes_are_read_without_inflating_and_match_the_blobs() {
+    let r = &*REPO;
+    let diff = r.diff(true);
+    let files = hyperion::patch::parse(&diff).unwrap();
+    let mut deltas = 0;
+    for f in &files {
+        let len =
+            |rev: &str, p: &Option<String>| p.as_ref().map_or(0, |p| r.blob(rev, p).len()) as u64;
+        let (old, new) = (len("A", &f.old_path), len("B", &f.new_path));
+        let d = binary::declared(&f.text).unwrap();
+        assert_eq!(d.len(), 2, "{}", f.path());
+        assert!(d[0].forward && !d[1].forward);
+        assert_eq!(d[0].produces(), new, "{}", f.path());
+        assert_eq!(d[1].produces(), old, "{}", f.path());
+        if d[0].kind == Kind::Delta {
+            deltas += 1;
+            assert_eq!(d[0].source, Some(old), "{}", f.path());
+            assert_eq!(d[0].result, Some(new), "{}", f.path());
+        }
+        // What parse inflates is what the headers announce.
+        let p = binary::parse(&f.text, CAP).unwrap();
+        assert_eq!(p.forward.size as u64, d[0].size);
+    }
+    assert!(deltas >= 2, "deltas: {deltas}");
+}
+
+#[test]
+fn a_hunk_that_announces_more_than_the_cap_is_refused_before_it_is_inflated() {
+    // 300 MiB of zeros in under 400 KB of patch: the bomb of the red-team report.
+    let len = 300 << 20;
+    let text = common::binary_run_patch("bomb.bin", len, 0);
+    assert!(text.len() < 400 << 10, "{} bytes", text.len());
+    let d = binary::declared(&text).unwrap();
+    assert_eq!(d[0].produces(), len as u64);
+    let header = text
+        .lines()
+        .position(|l| l.starts_with("literal "))
+        .unwrap()
+        + 1;
+    for err in [
+        binary::parse(&text, 50 << 20).expect_err("over the cap"),
+        binary::parse_forward(&text, 50 << 20).expect_err("over the cap"),
+    ] {
+        assert_eq!((err.code, err.line), ("limit.file_bytes", Some(header)));
+    }
+    // Refused before inflating: with the data cut after its first line, the answer is the
+    // same (inflating would have found the stream cut short).
+    let cut: String = text
+        .lines()
+        .take(header + 1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let err = binary::parse_forward(&cut, 50 << 20).expect_err("over the cap");
+    assert_eq!(err.code, "limit.file_bytes");
+    assert_eq!(
+        binary::parse_forward(&cut, len).expect_err("cut").code,
+        "patch.binary_corrupt"
+    );
+}
+
+#[test]
+fn data_that_inflates_past_its_announced_size_is_refused() {
+    // A header that announces 1000 bytes over a stream of 10 MiB: inflating stops early.
+    let stream = common::base85(&common::deflate_run(10 << 20, b'x'));
+    let text = format!("GIT binary patch\nliteral 1000\n{stream}\n");
+    let err = binary::parse_forward(&text, CAP).expect_err("lies");
+    assert_eq!(err.code, "patch.binary_corrupt");
+    assert!(err.message.contains("more than the 1000 bytes"), "{err}");
+}
+
+#[test]
+fn a_delta_result_above_the_cap_is_refused_before_it_is_built() {
+    let (text, _, old) = &*DELTA;
+    let p = binary::parse(text, CAP).unwrap();
+    let result = REPO.blob("B", "mid.bin").len();
+    assert_eq!(
+        binary::apply(&p.forward, old, result).unwrap().len(),
+        result
+    );
+    let err = binary::apply(&p.forward, old, result - 1).expect_err("over the cap");
+    assert_eq!(err.code, "limit.file_bytes");
+    // A forged delta: 3 bytes of source, a result announced as 1 TiB, built by copying the
+    // source over and over. Refused from its header, not after a terabyte of copies.
+    let mut d = vec![3];
+    let mut size = 1u64 << 40;
+    while size >= 0x80 {
+        d.push((size as u8 & 0x7f) | 0x80);
+        size >>= 7;
+    }
+    d.push(size as u8);
+    d.extend(std::iter::repeat_n([0x90, 3], 1000).flatten());
+    let hunk = BinaryHunk {
+        kind: Kind::Delta,
+        size: d.len(),
+        data: d,
+    };
+    let err = binary::apply(&hunk, b"abc", 50 << 20).expect_err("over the cap");
+    assert_eq!(err.code, "limit.file_bytes");
+    // Without a cap, the same delta is refused only after its copies, for falling short of
+    // what it announces.
+    let err = binary::apply(&hunk, b"abc", usize::MAX).expect_err("short");
+    assert_eq!(err.code, "patch.binary_corrupt");
+}
+
+#[test]
+fn a_literal_above_the_cap_is_refused_when_applied() {
+    let hunk = BinaryHunk {
+        kind: Kind::Literal,
+        size: 10,
+        data: vec![0; 10],
+    };
+    assert_eq!(binary::apply(&hunk, b"", 10).unwrap().len(), 10);
+    assert_eq!(
+        binary::apply(&hunk, b"", 9).expect_err("over").code,
+        "limit.file_bytes"
+    );
+    assert_eq!(
+        binary::apply_owned(hunk, b"", 9).expect_err("over").code,
+        "limit.file_bytes"
+    );
+}
+
 /// A real section whose forward hunk is a delta, and the blob it applies to.
 static DELTA: LazyLock<(String, Vec<u8>, Vec<u8>)> = LazyLock::new(|| {
     let text = section(&REPO.diff(true), "mid.bin");
-    let p = binary::parse(&text).unwrap();
+    let p = binary::parse(&text, CAP).unwrap();
     (text, p.forward.data, REPO.blob("A", "mid.bin"))
 });
 
@@ -418,8 +547,8 @@ proptest! {
 
     #[test]
     fn parse_never_panics_on_arbitrary_text(s in ".*") {
-        check(binary::parse(&s));
-        check(binary::parse(&format!("GIT binary patch\n{s}")));
+        check(binary::parse(&s, CAP));
+        check(binary::parse(&format!("GIT binary patch\n{s}"), CAP));
     }
 
     #[test]
@@ -440,7 +569,7 @@ proptest! {
             text.push('\n');
         }
         text.push_str(&tail);
-        check(binary::parse(&text));
+        check(binary::parse(&text, CAP));
     }
 
     #[test]
@@ -455,8 +584,8 @@ proptest! {
             b[i] = c;
         }
         let text = String::from_utf8(b).unwrap();
-        if let Ok(p) = binary::parse(&text) {
-            check(binary::apply(&p.forward, &DELTA.2));
+        if let Ok(p) = binary::parse(&text, CAP) {
+            check(binary::apply(&p.forward, &DELTA.2, CAP));
         }
     }
 
@@ -473,7 +602,7 @@ proptest! {
         }
         d.extend(data);
         let hunk = BinaryHunk { kind: Kind::Delta, size: d.len(), data: d };
-        check(binary::apply(&hunk, &old));
+        check(binary::apply(&hunk, &old, CAP));
     }
 
     #[test]
@@ -488,6 +617,6 @@ proptest! {
         }
         d.truncate(cut.index(d.len() + 1));
         let hunk = BinaryHunk { kind: Kind::Delta, size: d.len(), data: d };
-        check(binary::apply(&hunk, &DELTA.2));
+        check(binary::apply(&hunk, &DELTA.2, CAP));
     }
 }

@@ -567,10 +567,70 @@ impl Attack {
         }
         let out = cmd.output().unwrap();
         let took = started.elapsed();
+/// Run `cmd` to its end; its output and its peak resident memory in KiB (the kernel's
+/// `ru_maxrss` of exactly this child, from `wait4`).
+#[allow(unsafe_code)]
+pub fn run_measured(mut cmd: std::process::Command) -> (std::process::Output, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    let child = cmd.spawn().unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is plain integers, valid when zeroed; `pid` is our child, not reaped
+    // yet (std reaps only in `wait`, never called on it), and both pointers are valid for
+    // writes for the duration of the call.
+    let (reaped, usage) = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let r = libc::wait4(pid, &mut status, 0, &mut usage);
+        (r, usage)
+    };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    drop(child);
+    let output = std::process::Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: std::fs::read(&out).unwrap(),
+        stderr: std::fs::read(&err).unwrap(),
+    };
+    (output, u64::try_from(usage.ru_maxrss).unwrap_or(0))
+}
+
+impl Attack {
+    /// [`Attack::refused`], also returning the peak memory of `enqueue` in KiB.
+    pub fn refused_measured(&self, request: &Value, code: &str) -> u64 {
+        let path = self.repo.write(
+            &format!("attack-{}.json", sha256(&request.to_string())),
+            request,
+        );
+        let mut cmd = self.repo.cmd();
+        cmd.args(["enqueue", path.to_str().unwrap()]);
+        let (out, peak) = run_measured(cmd);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_refusal(&String::from_utf8_lossy(&out.stderr), code);
+        assert!(
+            self.repo
+                .hyperion_refs()
+                .lines()
+                .all(|l| !l.starts_with("refs/hyperion/requests/")),
+            "a refused request was stored"
+        );
+        self.untouched();
+        peak
+    }
+
+    /// [`Attack::drain`], also returning the worker's peak memory in KiB.
+    pub fn drain_measured(&self) -> (Vec<Value>, u64) {
+        let mut cmd = self.repo.cmd();
+        cmd.args(["worker", "--drain", "--format", "json"]);
+        let (out, peak) = run_measured(cmd);
         let reports = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         (reports, took)
+        (reports, peak)
     }
 }

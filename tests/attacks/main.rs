@@ -12,6 +12,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bombs;
 mod harness;
 
 mod landing;

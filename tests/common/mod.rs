@@ -304,3 +304,79 @@ pub fn hook_output(stderr: &str) -> String {
         .collect();
     lines.join("\n")
 }
+/// git's base85 (base85.c) of a binary hunk's deflated data, as `git diff --binary` writes
+/// it: lines of at most 52 bytes, each led by its length (A–Z = 1–26, a–z = 27–52).
+pub fn base85(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 85] =
+        b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~";
+    let mut out = String::new();
+    for line in data.chunks(52) {
+        let n = line.len() as u8;
+        out.push(char::from(if n <= 26 {
+            b'A' + n - 1
+        } else {
+            b'a' + n - 27
+        }));
+        for group in line.chunks(4) {
+            let mut word = [0u8; 4];
+            word[..group.len()].copy_from_slice(group);
+            let mut acc = u32::from_be_bytes(word);
+            let mut digits = [0u8; 5];
+            for d in digits.iter_mut().rev() {
+                *d = ALPHABET[(acc % 85) as usize];
+                acc /= 85;
+            }
+            out.push_str(std::str::from_utf8(&digits).expect("ASCII"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `data`, deflated as git does (zlib, best compression).
+pub fn deflate(data: &[u8]) -> Vec<u8> {
+    deflate_chunks(std::iter::once(data))
+}
+
+fn deflate_chunks<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = gix_zlib::stream::deflate::Write::new(Vec::new(), gix_zlib::Compression::BEST);
+    for c in chunks {
+        z.write_all(c).expect("deflates");
+    }
+    z.flush().expect("deflates");
+    z.into_inner()
+}
+
+/// `len` bytes of `byte`, deflated without ever being held: about 1000:1.
+pub fn deflate_run(len: usize, byte: u8) -> Vec<u8> {
+    let chunk = vec![byte; 1 << 20];
+    let full = len / chunk.len();
+    let rest = len % chunk.len();
+    deflate_chunks(std::iter::repeat_n(&chunk[..], full).chain(std::iter::once(&chunk[..rest])))
+}
+
+/// The blob id git gives `len` bytes of `byte`, hashed without holding them.
+pub fn run_blob_id(len: usize, byte: u8) -> String {
+    let mut h = gix::hash::hasher(gix::hash::Kind::Sha1);
+    h.update(format!("blob {len}\0").as_bytes());
+    let chunk = vec![byte; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        h.update(&chunk[..n]);
+        left -= n;
+    }
+    h.try_finalize().expect("hashes").to_string()
+}
+
+/// A `git diff --binary --full-index` section that adds `path` with `len` bytes of `byte`:
+/// a few hundred kilobytes of patch for hundreds of megabytes of file.
+pub fn binary_run_patch(path: &str, len: usize, byte: u8) -> String {
+    format!(
+        "diff --git a/{path} b/{path}\nnew file mode 100644\nindex {}..{}\nGIT binary patch\nliteral {len}\n{}\nliteral 0\nHcmV?d00001\n\n",
+        "0".repeat(40),
+        run_blob_id(len, byte),
+        base85(&deflate_run(len, byte)),
+    )
+}
