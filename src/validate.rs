@@ -394,6 +394,11 @@ pub trait TargetTree {
     fn size(&self, path: &str) -> Option<u64> {
         self.blob(path).map(|b| b.len() as u64)
     }
+    /// The blob a patch's `index` line names (a full or abbreviated id), if the repository
+    /// has it and it has at most `cap` bytes.
+    fn object(&self, _id: &str, _cap: usize) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// The target's tree as [`against_target`] reads it: each directory on a path looked up is
@@ -501,6 +506,14 @@ impl TargetTree for Target<'_> {
         }
         Some(self.repo.find_header(id).ok()?.size())
     }
+
+    fn object(&self, id: &str, cap: usize) -> Option<Vec<u8>> {
+        let id = crate::apply::find_blob_id(self.repo, id)?;
+        if self.repo.find_header(id).ok()?.size() > cap as u64 {
+            return None;
+        }
+        Some(self.repo.find_object(id).ok()?.detach().data)
+    }
 }
 
 /// Everything about a request that depends on its target and the target's policy: size
@@ -579,7 +592,7 @@ pub fn check_policy(
                 );
             }
             out.extend(
-                context_problems(f, c, policy.min_context, tree)
+                context_problems(f, c, policy.min_context, tree, policy.limits.file_bytes)
                     .into_iter()
                     .chain(crate::budget::change_problems(
                         f,
@@ -655,20 +668,30 @@ fn field_secrets(req: &ChangeRequest, scanner: &crate::secrets::Scanner) -> Vec<
 
 /// Hunks with less context than the policy asks for, except at the start of the file (before
 /// the first change) and at its end (after the last): what `git diff` writes by default always
-/// passes. The end of the file is known from the target's blob; without one, short trailing
-/// context is accepted.
+/// passes.
+///
+/// The start is the hunk's own claim (`@@ -1,…` or `-0,…`), which the apply engine holds it to
+/// (such a hunk must match at the top of the file). The end is judged against the file the
+/// patch was made from, never by the target's line numbers (the target may have grown
+/// elsewhere since): a hunk is at the end when its lines are the last lines of its preimage —
+/// the blob its `index` line names, when the repository has it, at the line numbers the hunk
+/// states — or, for a patch whose preimage is not known, the last lines of the file at the
+/// target (by content, wherever they now are). Without either (a new target branch), short
+/// trailing context is accepted.
 fn context_problems(
     f: &patch::FilePatch,
     c: &crate::model::Change,
     min: usize,
     tree: Option<&dyn TargetTree>,
+    cap: usize,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
     if min == 0 || f.binary || c.operation == Operation::Add {
         return out;
     }
     let old_path = c.from.as_deref().unwrap_or(&c.path);
-    let mut old_len: Option<Option<usize>> = None;
+    // The file the hunks are judged against, read once: (content, is it the preimage).
+    let mut against: Option<Option<(Vec<u8>, bool)>> = None;
     for h in &f.hunks {
         let body = &f.text[h.body.clone()];
         if !body.lines().any(|l| l.starts_with(['+', '-'])) {
@@ -687,33 +710,71 @@ fn context_problems(
                 .line(h.line),
             );
         }
-        if h.trailing < min {
-            let len = *old_len.get_or_insert_with(|| {
-                tree.and_then(|t| t.blob(old_path))
-                    .map(|b| crate::budget::count_lines(&b))
-            });
-            let end = if h.old_count == 0 {
-                h.old_start
-            } else {
-                h.old_start + h.old_count - 1
-            };
-            if let Some(len) = len
-                && end < len
-            {
-                out.push(
-                    Problem::new(
-                        "patch.min_context",
-                        format!(
-                            "the hunk has {} line(s) of context after its last change and ends at line {end} of {len}; the policy asks for {min} except at the end of the file",
-                            h.trailing
-                        ),
-                        "generate the patch with `git diff` (3 lines of context by default, not -U0 or -U1) against the current target",
-                    )
-                    .line(h.line),
-                );
+        if h.trailing >= min {
+            continue;
+        }
+        let file = against.get_or_insert_with(|| {
+            let t = tree?;
+            if let Some(pre) = f.old_id.as_deref().and_then(|id| t.object(id, cap)) {
+                return Some((pre, true));
             }
+            if t.size(old_path)? > cap as u64 {
+                return None;
+            }
+            t.blob(old_path).map(|b| (b, false))
+        });
+        let Some((content, is_preimage)) = file else {
+            continue;
+        };
+        let expected = crate::apply::hunk_preimage(f, h);
+        let tail = last_lines(content, expected.len());
+        let end = if h.old_count == 0 {
+            h.old_start
+        } else {
+            h.old_start.saturating_add(h.old_count - 1)
+        };
+        let at_end =
+            tail == expected && (!*is_preimage || end == crate::budget::count_lines(content));
+        if !at_end {
+            let message = if *is_preimage {
+                format!(
+                    "the hunk has {} line(s) of context after its last change and is not at the end of the file it was made from (it ends at line {end} of {}); the policy asks for {min} except at the end of the file",
+                    h.trailing,
+                    crate::budget::count_lines(content)
+                )
+            } else {
+                format!(
+                    "the hunk has {} line(s) of context after its last change and its lines are not the last lines of '{old_path}' at the target; the policy asks for {min} except at the end of the file",
+                    h.trailing
+                )
+            };
+            out.push(
+                Problem::new(
+                    "patch.min_context",
+                    message,
+                    "generate the patch with `git diff` (3 lines of context by default, not -U0 or -U1)",
+                )
+                .line(h.line),
+            );
         }
     }
+    out
+}
+
+/// The last `n` lines of `data` (fewer if it has fewer), each with its newline.
+fn last_lines(data: &[u8], n: usize) -> Vec<&[u8]> {
+    let mut out = Vec::with_capacity(n);
+    let mut end = data.len();
+    while out.len() < n && end > 0 {
+        // The line ending at `end` starts after the previous newline.
+        let start = data[..end - 1]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        out.push(&data[start..end]);
+        end = start;
+    }
+    out.reverse();
     out
 }
 

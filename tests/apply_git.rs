@@ -11,6 +11,8 @@
 //!   (real conflicts, on real code).
 //! - The text merge against `git merge-file` on generated files full of look-alike lines.
 //! - The engine's own limits, whatever validation let through.
+//! - A hunk at the end of its file, after the target grew elsewhere: accepted, landed as git
+//!   lands it; short trailing context elsewhere refused.
 
 mod common;
 
@@ -729,5 +731,206 @@ fn the_engine_holds_every_file_to_the_limits() {
     assert_eq!(
         code("--- a/small.txt\n+++ b/small.txt\n@@ -1,3 +1,3 @@\n-a\n+A\n b\n c\n"),
         "landed"
+    );
+}
+
+/// Files of numbered lines, committed in `repo`.
+fn numbered(repo: &common::TestRepo, files: &[(&str, usize)]) {
+    for (name, n) in files {
+        let text: String = (1..=*n).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(repo.path().join(name), text).unwrap();
+        repo.git(&["add", name]);
+    }
+    repo.git(&["commit", "-q", "-m", "files"]);
+}
+
+/// The diff (`git diff ARGS`) of replacing `from` by `to` in `file`, the file put back after.
+fn diff_of(repo: &common::TestRepo, file: &str, from: &str, to: &str, args: &[&str]) -> String {
+    let path = repo.path().join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from));
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    let mut a = vec!["diff"];
+    a.extend(args);
+    let diff = repo.git(&a);
+    repo.git(&["checkout", "--", file]);
+    diff
+}
+
+fn enqueue_patch(repo: &common::TestRepo, name: &str, diff: &str, dry_run: bool) -> Output {
+    let p = repo.home.path().join(name);
+    std::fs::write(&p, diff).unwrap();
+    let mut args = vec![
+        "enqueue",
+        "--patch",
+        p.to_str().unwrap(),
+        "--task",
+        name,
+        "--agent",
+        "a",
+    ];
+    if dry_run {
+        args.push("--dry-run");
+    }
+    repo.run(&args)
+}
+
+/// The report's "ends at line 80 of 81": a hunk that ended at the end of its file when the
+/// patch was made is at the end of that file, however the target grew elsewhere since. The
+/// gate accepts it, the worker lands it, and the result is `git apply --3way`'s.
+#[test]
+fn a_hunk_at_the_end_of_its_file_lands_after_the_target_grew_elsewhere_as_with_git() {
+    let repo = common::TestRepo::new();
+    numbered(&repo, &[("a.txt", 80), ("b.txt", 80), ("c.txt", 80)]);
+    // `git diff`: 3 lines of context before, 1 after (line 80 is the last).
+    let u3 = diff_of(&repo, "a.txt", "line 79\n", "LINE 79\n", &[]);
+    assert!(u3.contains("@@ -76,5 +76,5 @@"), "{u3}");
+    // The same without its `index` line (a plain `diff -u`): judged by the target's content.
+    let plain_src = diff_of(&repo, "c.txt", "line 79\n", "LINE 79\n", &[]);
+    let plain: String = plain_src
+        .lines()
+        .filter(|l| !l.starts_with("index "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // `git diff -U1` of the last line, under a policy of 1 line of context.
+    let u1 = diff_of(&repo, "b.txt", "line 80\n", "LINE 80\n", &["-U1"]);
+    assert!(u1.contains("@@ -79,2 +79,2 @@"), "{u1}");
+    let base = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+
+    // The target grows elsewhere: a line at the top of each file.
+    for f in ["a.txt", "b.txt", "c.txt"] {
+        let p = repo.path().join(f);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, format!("top\n{text}")).unwrap();
+    }
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "grown"]);
+    // The default policy (3 lines) accepts the `git diff` ones.
+    for (name, diff) in [("u3-default", &u3), ("plain-default", &plain)] {
+        let out = enqueue_patch(&repo, name, diff, true);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A policy of 1 line accepts all three, and the worker lands them.
+    std::fs::create_dir_all(repo.path().join(".hyperion")).unwrap();
+    std::fs::write(
+        repo.path().join(".hyperion/policy.toml"),
+        "[patch]\nmin_context = 1\n",
+    )
+    .unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "policy"]);
+    for (name, diff) in [("u3", &u3), ("plain", &plain), ("u1", &u1)] {
+        let out = enqueue_patch(&repo, name, diff, false);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    let drained = repo.run(&["worker", "--drain"]);
+    assert!(drained.status.success(), "{drained:?}");
+    let landed = repo.git(&["rev-parse", "main^{tree}"]).trim().to_owned();
+
+    // git, on the same target, with the same patches in the same order.
+    let wt = repo.home.path().join("reference");
+    repo.git(&[
+        "worktree",
+        "add",
+        "-q",
+        "--detach",
+        wt.to_str().unwrap(),
+        &head,
+    ]);
+    for diff in [&u3, &plain, &u1] {
+        let out = git_at(
+            &wt,
+            &["apply", "--3way", "--index", "-"],
+            Some(diff.as_bytes()),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let reference = git(&wt, &["write-tree"]).trim().to_owned();
+    assert_eq!(
+        landed,
+        reference,
+        "the worker's result differs from git's:\n{}\n{}",
+        repo.git(&["diff", &reference, &landed]),
+        String::from_utf8_lossy(&drained.stdout)
+    );
+    assert_ne!(base, head);
+    let a = repo.git(&["show", "main:a.txt"]);
+    assert!(
+        a.starts_with("top\n") && a.ends_with("LINE 79\nline 80\n"),
+        "{a}"
+    );
+}
+
+/// Short trailing context is accepted only at the end of the file the hunk was made from:
+/// not in the middle of it, whatever the patch claims with its line numbers or its `index`
+/// line.
+#[test]
+fn short_trailing_context_away_from_the_end_of_the_file_is_refused() {
+    let repo = common::TestRepo::new();
+    numbered(&repo, &[("a.txt", 80)]);
+    let other: String = (1..=78).map(|i| format!("other {i}\n")).collect();
+    std::fs::write(repo.path().join("short.txt"), other).unwrap();
+    repo.git(&["add", "short.txt"]);
+    repo.git(&["commit", "-q", "-m", "short"]);
+    let short = repo.git(&["rev-parse", "HEAD:short.txt"]).trim().to_owned();
+    let real = repo.git(&["rev-parse", "HEAD:a.txt"]).trim().to_owned();
+    // No context after line 78 of 80.
+    let hunk = "--- a/a.txt\n+++ b/a.txt\n@@ -75,4 +75,4 @@\n line 75\n line 76\n line 77\n-line 78\n+LINE 78\n";
+    let cases = [
+        ("without-index", hunk.to_owned()),
+        (
+            "with-its-preimage",
+            format!(
+                "diff --git a/a.txt b/a.txt\nindex {}..{} 100644\n{hunk}",
+                &real[..7],
+                "1".repeat(7)
+            ),
+        ),
+        // Another blob of 78 lines named as the preimage: its last lines are not the hunk's.
+        (
+            "naming-another-blob",
+            format!(
+                "diff --git a/a.txt b/a.txt\nindex {}..{} 100644\n{hunk}",
+                &short[..7],
+                "1".repeat(7)
+            ),
+        ),
+        // A blob the repository does not have: judged by the target's content.
+        (
+            "naming-an-unknown-blob",
+            format!(
+                "diff --git a/a.txt b/a.txt\nindex {}..{} 100644\n{hunk}",
+                "abcdef0",
+                "1".repeat(7)
+            ),
+        ),
+    ];
+    for (name, diff) in cases {
+        let out = enqueue_patch(&repo, name, &diff, true);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("[patch.min_context]"), "{name}: {err}");
+        assert!(err.contains("after its last change"), "{name}: {err}");
+    }
+    // The same hunk one line lower ends the file and passes.
+    let end = "--- a/a.txt\n+++ b/a.txt\n@@ -77,4 +77,4 @@\n line 77\n line 78\n line 79\n-line 80\n+LINE 80\n";
+    let out = enqueue_patch(&repo, "at-the-end", end, true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
