@@ -23,6 +23,9 @@ use crate::validate::{Limits, TargetTree};
 pub const FILE_BYTES: &str = "limit.file_bytes";
 pub const FILE_LINES: &str = "limit.file_lines";
 pub const INFLATED_BYTES: &str = "limit.inflated_bytes";
+/// Not a policy limit: the apply engine's bound on searching for hunks far from where they
+/// say they are (see [`crate::apply::search_budget`]).
+pub const HUNK_SEARCH: &str = "limit.hunk_search";
 
 const HINT_FILE: &str = "large or generated files do not belong in a change request; change them by hand, or raise the limit in [limits] of the target's policy";
 const HINT_TOTAL: &str =

@@ -934,3 +934,39 @@ fn short_trailing_context_away_from_the_end_of_the_file_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Many hunks on a large file, each where it says it is: the engine's work grows with the
+/// file and the patch, not with their product (it took 23 s when every hunk moved the rest
+/// of the file along).
+#[test]
+fn eighteen_thousand_hunks_on_a_million_lines_apply_in_linear_time() {
+    let n = 1_000_000usize;
+    let content: String = (0..n).map(|i| format!("{i}\n")).collect();
+    let mut patch = String::from("--- a/f\n+++ b/f\n");
+    let (mut at, mut added, mut hunks) = (10usize, 0usize, 0usize);
+    let mut expected: Vec<String> = content.lines().map(|l| format!("{l}\n")).collect();
+    while patch.len() < 1_000_000 && at + 3 < n {
+        patch.push_str(&format!(
+            "@@ -{},3 +{},4 @@\n {}\n-{}\n+a\n+b\n {}\n",
+            at,
+            at + added,
+            at - 1,
+            at,
+            at + 1
+        ));
+        expected[at] = "a\nb\n".to_owned();
+        added += 1;
+        at += 40;
+        hunks += 1;
+    }
+    assert!(hunks > 15_000, "{hunks} hunks");
+    let fp = patch::parse(&patch).unwrap().remove(0);
+    let started = std::time::Instant::now();
+    let out = apply::apply_hunks(content.as_bytes(), &fp).expect("applies");
+    let took = started.elapsed();
+    assert!(out == expected.concat().into_bytes(), "wrong result");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "{hunks} hunks took {took:?}"
+    );
+}

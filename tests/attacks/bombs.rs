@@ -276,3 +276,38 @@ fn a_patch_with_more_lines_than_the_policy_allows_is_refused() {
     a.refused(&req, "limit.file_lines");
     a.nothing_landed();
 }
+
+#[test]
+fn hunks_that_state_lines_far_from_where_they_match_are_parked_quickly() {
+    let mut a = Attack::new();
+    // 500,000 distinct lines; every hunk says it is at line 2 and matches near the end, so
+    // git's search walks most of the file for each. About 13,000 such hunks fit in the 1 MiB
+    // a change may have: without a bound, minutes of a worker's time.
+    let n = 500_000usize;
+    let text: String = (0..n).map(|i| format!("l{i}\n")).collect();
+    a.commit(&[("big.txt", &text)]);
+    let mut patch = String::from("--- a/big.txt\n+++ b/big.txt\n");
+    let mut at = n - 100_000;
+    while patch.len() < 1_000_000 && at + 7 < n {
+        patch.push_str("@@ -2,7 +2,7 @@\n");
+        for k in 0..3 {
+            patch.push_str(&format!(" l{}\n", at + k));
+        }
+        patch.push_str(&format!("-l{}\n+X{}\n", at + 3, at + 3));
+        for k in 4..7 {
+            patch.push_str(&format!(" l{}\n", at + k));
+        }
+        at += 7;
+    }
+    let id = a.enqueue(&one("B-15", "big.txt", "update", &patch));
+    let started = std::time::Instant::now();
+    let (_, peak) = a.drain_measured();
+    let took = started.elapsed();
+    a.parked(&id, "limit.hunk_search");
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "the worker took {took:?}"
+    );
+    assert!(peak < BOUND_KIB, "the worker peaked at {peak} KiB");
+    a.nothing_landed();
+}
