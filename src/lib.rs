@@ -7,8 +7,8 @@
 
 pub mod apply;
 pub mod binary;
-pub mod checkout;
 pub mod budget;
+pub mod checkout;
 pub mod checks;
 pub mod error;
 pub mod git;

@@ -607,8 +607,13 @@ pub fn check_policy(
         if !policy.secrets_allowed_in(&c.path) {
             let old_path = c.from.as_deref().unwrap_or(&c.path);
             let old = || tree.and_then(|t| t.blob(old_path));
-            for (line, rule, what) in patch_secrets(&c.patch, file, policy.secrets(), &old)
-            {
+            for (line, rule, what) in patch_secrets(
+                &c.patch,
+                file,
+                policy.secrets(),
+                &old,
+                policy.limits.file_bytes,
+            ) {
                 out.push(
                     Problem::new(
                         "secret.detected",
@@ -796,6 +801,7 @@ fn patch_secrets<'s>(
     file: Option<&patch::FilePatch>,
     scanner: &'s crate::secrets::Scanner,
     old: &dyn Fn() -> Option<Vec<u8>>,
+    cap: usize,
 ) -> Vec<(usize, &'s str, &'s str)> {
     let mut out: Vec<(usize, &str, &str)> = Vec::new();
     let old_content = std::cell::OnceCell::new();
@@ -862,14 +868,14 @@ fn patch_secrets<'s>(
         }
     }
     if let Some(f) = file.filter(|f| f.binary)
-        && let Ok(bp) = crate::binary::parse(&f.text)
+        && let Ok(bp) = crate::binary::parse(&f.text, cap)
     {
         let target = old_content.get_or_init(old).clone();
-        let forward = decoded(&bp.forward, target.as_deref());
+        let forward = decoded(&bp.forward, target.as_deref(), cap);
         let reverse = bp
             .reverse
             .as_ref()
-            .map(|r| decoded(r, Some(forward.as_slice())));
+            .map(|r| decoded(r, Some(forward.as_slice()), cap));
         for content in std::iter::once(&forward).chain(reverse.as_ref()) {
             for hit in scanner.find_all(content) {
                 if !in_old(&content[hit.range.clone()])
@@ -919,19 +925,20 @@ const MAX_ZERO_SOURCE: usize = 16 << 20;
 /// The content a binary hunk makes: a literal's data, or a delta applied to `base` (the
 /// content it applies to, when known). A delta that cannot be applied to `base` is applied to
 /// zeros of the size it names, which keeps its inserted bytes together as the real content
-/// would; failing that, its data as it is.
-fn decoded(h: &crate::binary::BinaryHunk, base: Option<&[u8]>) -> Vec<u8> {
+/// would; failing that, its data as it is. Nothing larger than `cap` is made (the request is
+/// refused for its size then: `limit.file_bytes`).
+fn decoded(h: &crate::binary::BinaryHunk, base: Option<&[u8]>, cap: usize) -> Vec<u8> {
     if h.kind == crate::binary::Kind::Literal {
         return h.data.clone();
     }
     if let Some(b) = base
-        && let Ok(v) = crate::binary::apply(h, b)
+        && let Ok(v) = crate::binary::apply(h, b, cap)
     {
         return v;
     }
     delta_source_size(&h.data)
         .filter(|&n| n <= MAX_ZERO_SOURCE)
-        .and_then(|n| crate::binary::apply(h, &vec![0; n]).ok())
+        .and_then(|n| crate::binary::apply(h, &vec![0; n], cap).ok())
         .unwrap_or_else(|| h.data.clone())
 }
 
@@ -1202,6 +1209,9 @@ mod tests {
         fn blob(&self, path: &str) -> Option<Vec<u8>> {
             (path == self.0).then(|| self.1.clone())
         }
+        fn symlinks(&self) -> Vec<String> {
+            Vec::new()
+        }
     }
 
     fn update(patch: &str) -> Value {
@@ -1291,10 +1301,10 @@ mod tests {
             Scanner::builtin().find(&data).is_none(),
             "the raw delta hides it"
         );
-        let made = decoded(&hunk, None);
+        let made = decoded(&hunk, None, 1 << 20);
         assert_eq!(made, body.as_bytes());
         assert!(Scanner::builtin().find(&made).is_some());
         // A delta that does not fit the content at hand is applied to zeros of its size.
-        assert_eq!(decoded(&hunk, Some(b"other")), body.as_bytes());
+        assert_eq!(decoded(&hunk, Some(b"other"), 1 << 20), body.as_bytes());
     }
 }

@@ -428,6 +428,8 @@ impl Attack {
             "something landed:\n{log}"
         );
     }
+}
+
 // Landing onto a checked-out branch (tests/attacks/landing.rs).
 
 /// A `worker --once` with a `lease` that stops itself (SIGSTOP) at the pause point `point`
@@ -508,6 +510,8 @@ pub fn work_once(repo: &TestRepo) -> (Vec<Value>, String) {
             .collect(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
 /// What a process running in the repository's name could change in its git directory
 /// besides branches and tags: the config, every ref but hyperion's own (whose chains the
 /// worker moves), the hooks, `info/`, `HEAD`.
@@ -567,6 +571,14 @@ impl Attack {
         }
         let out = cmd.output().unwrap();
         let took = started.elapsed();
+        let reports = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (reports, took)
+    }
+}
+
 /// Run `cmd` to its end; its output and its peak resident memory in KiB (the kernel's
 /// `ru_maxrss` of exactly this child, from `wait4`).
 #[allow(unsafe_code)]
@@ -630,7 +642,6 @@ impl Attack {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        (reports, took)
         (reports, peak)
     }
 }

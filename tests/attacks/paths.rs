@@ -406,9 +406,10 @@ fn the_apply_engine_writes_no_tree_with_an_unsafe_name_even_unvalidated() {
     {
         let req: hyperion::model::ChangeRequest =
             serde_json::from_value(adds(&format!("E-{n}"), path, "x\n")).unwrap();
-        let refusal = hyperion::apply::apply_request(&repo, base, &req)
-            .unwrap()
-            .expect_err("refused");
+        let refusal =
+            hyperion::apply::apply_request(&repo, base, &req, &hyperion::validate::DEFAULT_LIMITS)
+                .unwrap()
+                .expect_err("refused");
         assert_eq!(refusal.code(), code, "{path}: {}", refusal.message());
     }
     a.untouched();
