@@ -289,11 +289,22 @@ impl Queue {
             std::result::Result<(Tip, crate::policy::Policy), crate::Problem>,
         > = std::collections::HashMap::new();
         let mut out = Vec::with_capacity(reqs.len());
+        // A request refused for its target is not judged by any branch's policy; what it
+        // would store is still scanned for secrets, with the built-in rules.
+        let refused = |req: &ChangeRequest, p: crate::Problem| {
+            let mut problems = vec![p];
+            problems.extend(
+                crate::validate::check_policy(req, &crate::policy::Policy::default(), None)
+                    .into_iter()
+                    .filter(|p| p.code == "secret.detected"),
+            );
+            problems
+        };
         for req in reqs {
             let target = match Target::of_request(req.target.as_deref(), &self.settings.target) {
                 Ok(t) => t,
                 Err(p) => {
-                    out.push(vec![p]);
+                    out.push(refused(req, p));
                     continue;
                 }
             };
@@ -315,8 +326,8 @@ impl Queue {
                 Ok((tip, policy)) => {
                     crate::validate::against_target(repo, req, Some(tip.tree), policy)
                 }
-                Err(p) if req.target.is_some() => vec![p.clone().at("/target")],
-                Err(p) => vec![p.clone()],
+                Err(p) if req.target.is_some() => refused(req, p.clone().at("/target")),
+                Err(p) => refused(req, p.clone()),
             });
         }
         Ok(out)
