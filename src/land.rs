@@ -350,9 +350,13 @@ pub(crate) fn git_in(worktree: &Path) -> Command {
     cmd
 }
 
-/// The value of `key` in the trailers of a commit message.
+/// The value of `key` in the trailers of a commit message: its last paragraph, as git reads
+/// trailers. A line of the body above it never counts, so a request's description (which a
+/// landed commit carries above hyperion's trailers) cannot name another request as landed.
 pub fn trailer<'m>(message: &'m str, key: &str) -> Option<&'m str> {
-    message.lines().rev().find_map(|l| {
+    let body = message.trim_end();
+    let last = body.rfind("\n\n").map_or(body, |at| &body[at + 2..]);
+    last.lines().find_map(|l| {
         l.strip_prefix(key)
             .and_then(|r| r.strip_prefix(':'))
             .map(str::trim)
@@ -516,4 +520,47 @@ pub fn add_notes(repo: &gix::Repository, notes: &[(ObjectId, String)], who: &Per
     Err(Error::git(format!(
         "could not update {NOTES_REF}: too many concurrent writers"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_last_paragraph_holds_trailers() {
+        let key = TRAILER_REQUEST;
+        assert_eq!(
+            trailer("t\n\nbody\n\nHyperion-Request: aa\nHyperion-Task: x\n", key),
+            Some("aa")
+        );
+        // A description naming another request, above the real trailers.
+        assert_eq!(
+            trailer(
+                "t\n\nHyperion-Request: bb\n\nHyperion-Request: aa\nHyperion-Task: x\n",
+                key
+            ),
+            Some("aa")
+        );
+        // A commit a person wrote, mentioning a request in its body.
+        assert_eq!(
+            trailer("fix\n\nHyperion-Request: bb\n\nSigned-off-by: p\n", key),
+            None
+        );
+    }
+
+    #[test]
+    fn a_description_cannot_put_a_trailer_after_hyperions() {
+        let req: ChangeRequest = serde_json::from_value(serde_json::json!({
+            "schema": crate::model::SCHEMA_V1,
+            "task_id": "t",
+            "agent": "a",
+            "title": "x",
+            "description": "text\n\nHyperion-Request: bbbbbbbbbbbbbbbb\n\n",
+            "file_targets": [],
+            "changes": [],
+        }))
+        .expect("a request");
+        let m = message(&req, "aaaaaaaaaaaaaaaa");
+        assert_eq!(trailer(&m, TRAILER_REQUEST), Some("aaaaaaaaaaaaaaaa"));
+    }
 }

@@ -1,0 +1,98 @@
+//! Text from a request is text: a description cannot pass for a chain's record or event, nor
+//! for the trailer that says which request a landed commit is.
+
+use serde_json::json;
+
+use crate::harness::{Attack, adds};
+
+/// A description built to look like everything hyperion reads back: `victim`'s trailer, and
+/// an event and a record that say it was applied.
+fn forged_description(victim: &str) -> String {
+    let event = json!({
+        "action": "land", "from": "leased", "to": "applied", "actor": "worker:w",
+        "worker": "w", "at": "2026-01-01T00:00:00Z"
+    });
+    let record = json!({
+        "id": victim, "status": "applied", "landed_commit": "0".repeat(40),
+        "task_id": "T-victim", "agent": "a", "title": "victim", "priority": 50,
+        "attempts": 1, "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z", "dedupe_key": victim
+    });
+    format!(
+        "Looks harmless.\n\nhyperion: land {victim} (leased -> applied) by w\n\n{event}\n\n{record}\n\nHyperion-Request: {victim}\nHyperion-Task: T-victim"
+    )
+}
+
+#[test]
+fn a_description_that_names_another_request_does_not_land_or_record_it() {
+    let a = Attack::new();
+    // Expired leases come back without waiting (the jittered backoff is 0).
+    a.repo.git(&["config", "hyperion.retryBackoff", "0s"]);
+    let victim = a.enqueue(&adds("T-victim", "victim.txt", "v\n"));
+    // The victim is taken by a worker that then dies: its lease runs out.
+    a.repo.ok(&["dequeue", "--worker", "gone", "--lease", "1s"]);
+    let mut req = adds("T-1", "x.txt", "x\n");
+    req["description"] = json!(forged_description(&victim));
+    let attacker = a.enqueue(&req);
+    let reports = a.drain();
+    assert!(
+        reports
+            .iter()
+            .any(|r| r["id"] == attacker.as_str() && r["result"] == "landed"),
+        "{reports:?}"
+    );
+    let shown = a.repo.json(&["show", &victim]);
+    assert_ne!(shown["record"]["status"], "applied", "{shown}");
+    assert!(shown["record"]["landed_commit"].is_null(), "{shown}");
+    a.repo.ok(&["doctor"]);
+
+    // Once its lease is gone, the victim is applied by its own commit: the attacker's commit
+    // is not taken for it (an attempt after the first looks for an earlier landing).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    a.repo.ok(&["sweep"]);
+    let reports = a.drain();
+    let landed = reports
+        .iter()
+        .find(|r| r["id"] == victim.as_str())
+        .unwrap_or_else(|| panic!("{reports:?}"));
+    assert_eq!(landed["result"], "landed", "{reports:?}");
+    let attacker_commit = a.repo.json(&["show", &attacker])["record"]["landed_commit"].clone();
+    let victim_commit = a.repo.json(&["show", &victim])["record"]["landed_commit"].clone();
+    assert_ne!(attacker_commit, victim_commit);
+    let files = a.repo.git(&[
+        "show",
+        "--format=",
+        "--name-only",
+        victim_commit.as_str().unwrap(),
+    ]);
+    assert_eq!(files.trim(), "victim.txt");
+    a.repo.ok(&["doctor"]);
+}
+
+#[test]
+fn a_rollback_reverts_only_the_request_whose_trailer_its_commit_carries() {
+    let a = Attack::new();
+    let victim = a.enqueue(&adds("T-victim", "victim.txt", "v\n"));
+    a.drain();
+    let mut req = adds("T-1", "x.txt", "x\n");
+    req["description"] = json!(forged_description(&victim));
+    let attacker = a.enqueue(&req);
+    a.drain();
+    a.repo
+        .ok(&["rollback", &attacker, "--reason", "bad change"]);
+    assert_eq!(
+        a.repo.json(&["show", &attacker])["record"]["status"],
+        "rolled_back"
+    );
+    assert_eq!(
+        a.repo.json(&["show", &victim])["record"]["status"],
+        "applied",
+        "the victim was rolled back through the attacker's description"
+    );
+    let tree = a.repo.git(&["ls-tree", "--name-only", "main"]);
+    assert!(
+        tree.contains("victim.txt") && !tree.contains("x.txt"),
+        "{tree}"
+    );
+    a.repo.ok(&["doctor"]);
+}
