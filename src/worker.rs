@@ -490,6 +490,7 @@ impl<'q> Worker<'q> {
         let repo = self.queue.store().repo();
         let max_rebuilds = self.queue.settings().max_rebuilds;
         let mut rebuilds = 0;
+        crate::sys::pause_point("landing.chain_built");
         loop {
             // A lease that ran out meanwhile (a slow disk, a stopped process) may be another
             // worker's now: its request must not land here as well.

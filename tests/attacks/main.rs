@@ -15,6 +15,8 @@ mod common;
 mod bombs;
 mod harness;
 
+mod batch;
+mod injection;
 mod landing;
 mod paths;
 mod procs;
