@@ -87,7 +87,7 @@ pub enum Error {
     Conflict { id: String, what: String },
     /// An approval was refused: the actor may not approve, or nobody may (the problem says).
     #[error("cannot approve {id}: {}", .problem.message)]
-    Approval { id: String, problem: Problem },
+    Approval { id: String, problem: Box<Problem> },
     #[error("invalid value for {key}: {message}")]
     Config { key: String, message: String },
     #[error("{0}")]

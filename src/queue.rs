@@ -614,7 +614,7 @@ impl Queue {
             .check_approver(actor)
             .map_err(|problem| Error::Approval {
                 id: id.clone(),
-                problem,
+                problem: Box::new(problem),
             })?;
         let tiers = assessment.approval_tiers();
         let what = if tiers.is_empty() {

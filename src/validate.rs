@@ -1160,7 +1160,7 @@ mod tests {
         assert!(fields.len() >= 14, "{fields:?}");
         for (pointer, list) in fields {
             let mut v = good();
-            let slot = v.pointer_mut(&pointer.rsplit_once('/').expect("parent").0.to_owned());
+            let slot = v.pointer_mut(pointer.rsplit_once('/').expect("parent").0);
             let name = pointer.rsplit('/').next().expect("name").to_owned();
             let value = format!("x {TOKEN} y");
             slot.and_then(Value::as_object_mut)

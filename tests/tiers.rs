@@ -113,7 +113,7 @@ fn a_policy_change_waits_until_an_allowed_approver_approves_it_then_lands() {
     // Visible while it waits: list --status, show, the enqueue event's reason.
     assert_eq!(
         repo.ids(&["list", "--status", "awaiting_approval"]),
-        [id.clone()]
+        std::slice::from_ref(&id)
     );
     assert!(repo.ids(&["list", "--status", "pending"]).is_empty());
     let text = repo.ok(&["list"]);
@@ -260,7 +260,10 @@ fn reject_parks_a_waiting_request_and_requeue_brings_it_back_to_waiting() {
             .unwrap()
             .contains("CI stays with people")
     );
-    assert_eq!(repo.ids(&["dead", "--class", "rejected"]), [id.clone()]);
+    assert_eq!(
+        repo.ids(&["dead", "--class", "rejected"]),
+        std::slice::from_ref(&id)
+    );
     let h = history(&repo, &id);
     assert_eq!(
         (&h[0]["action"], &h[0]["actor"]),

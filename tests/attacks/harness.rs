@@ -434,6 +434,7 @@ impl Attack {
 
 /// A `worker --once` with a `lease` that stops itself (SIGSTOP) at the pause point `point`
 /// (`HYPERION_TEST_PAUSE_AT`); returned once it is stopped there.
+#[allow(clippy::zombie_processes)] // the caller waits for it (or kills it)
 pub fn worker_paused_at(repo: &TestRepo, point: &str, lease: &str) -> std::process::Child {
     let child = repo
         .cmd()

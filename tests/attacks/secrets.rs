@@ -463,7 +463,7 @@ fn no_planted_secret_reaches_any_stored_byte_or_log_of_a_mixed_corpus() {
     }
 
     // Refused at the door, each with everything that prints it: text and JSON.
-    let mut refused = vec![
+    let mut refused = [
         adds("T-r1", "a.txt", &format!("token = {GITHUB}\n")),
         adds("T-r2", &format!("{AWS}.txt"), "x\n"),
         adds("T-r3", "c.txt", &format!("{PLANTED}\n")),
