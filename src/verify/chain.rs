@@ -72,6 +72,11 @@ const LEASE: &[&str] = &["lease_owner", "leased_until", "lease_secs"];
 const HINT_UNREADABLE: &str =
     "only git hyperion writes request chains; restore the ref from a clone or an archive";
 const HINT_FORGED: &str = "the chain was not written by git hyperion: restore the ref from a clone or an archive, or reset it to the last good commit (`git log` the ref)";
+const HINT_SECRET: &str = "what a worker stores is redacted, so this chain was written by hand: remove the secret (and revoke it) and push a chain without it";
+/// What the artifacts of one pushed commit may hold in all, and how deep: all of it is read
+/// to be scanned for secrets.
+const MAX_ARTIFACT_BYTES: u64 = 64 << 20;
+const MAX_ARTIFACT_DEPTH: usize = 8;
 const HINT_LANDED: &str = "fetch or push the target branch with the chain (`git push --atomic`), or restore the chain: a request is applied only by a commit on its target that carries its trailer";
 
 /// The rules a chain is held to, from the repository that checks it.
@@ -260,9 +265,97 @@ impl<'a> Checker<'a> {
             }
             if i >= fresh_from.max(1) {
                 self.check_commits_named(id, links, i, &mut out.problems)?;
+                self.check_secrets(links, i, &mut out.problems)?;
             }
         }
         Ok(out)
+    }
+
+    /// A commit new to this repository stores no secret, in its message or its artifacts:
+    /// what a worker stores is redacted, and the payload was scanned when it was validated.
+    /// Artifacts are read only where they differ from the commit before's.
+    fn check_secrets(
+        &mut self,
+        links: &[Link],
+        i: usize,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        let link = &links[i];
+        let scanner = crate::secrets::known();
+        let here = format!("{} ({})", link.short(), link.event.action.as_str());
+        let found = |what: String, hit: &crate::secrets::Hit<'_>| {
+            Problem::new(
+                "chain.secret",
+                format!(
+                    "{here}: {what} holds what looks like {} (rule {}); it is not shown here",
+                    hit.what, hit.rule
+                ),
+                HINT_SECRET,
+            )
+        };
+        if let Some(hit) = scanner.find(link.commit.message.as_bytes()) {
+            problems.push(found("its message".into(), &hit));
+        }
+        let artifacts = |l: &Link| {
+            l.entries
+                .iter()
+                .find(|e| e.name == "artifacts")
+                .map(|e| e.id)
+        };
+        let Some(tree) = artifacts(link) else {
+            return Ok(());
+        };
+        if i > 0 && artifacts(&links[i - 1]) == Some(tree) {
+            return Ok(());
+        }
+        let unreadable = |why: String| {
+            Problem::new(
+                "chain.unreadable",
+                format!("{here}: its artifacts: {why}"),
+                HINT_UNREADABLE,
+            )
+        };
+        let mut budget = MAX_ARTIFACT_BYTES;
+        let mut stack = vec![("artifacts".to_owned(), tree, 0usize)];
+        while let Some((path, id, depth)) = stack.pop() {
+            let entries = match objects::tree(self.objects, id, MAX_CHAIN_COMMIT, 10_000)? {
+                Ok(entries) => entries,
+                Err(why) => {
+                    problems.push(unreadable(why));
+                    return Ok(());
+                }
+            };
+            for e in entries {
+                let p = format!("{path}/{}", e.name.escape_debug());
+                if let Some(hit) = scanner.find(e.name.as_bytes()) {
+                    problems.push(found(format!("the name of {p}"), &hit));
+                }
+                if e.is_tree() {
+                    if depth + 1 > MAX_ARTIFACT_DEPTH {
+                        problems.push(unreadable(format!(
+                            "{p} is nested deeper than {MAX_ARTIFACT_DEPTH} directories"
+                        )));
+                        return Ok(());
+                    }
+                    stack.push((p, e.id, depth + 1));
+                    continue;
+                }
+                let data = match objects::blob(self.objects, e.id, budget)? {
+                    Ok(data) => data,
+                    Err(why) => {
+                        problems.push(unreadable(format!(
+                            "{p}: {why} (the artifacts of one commit hold at most {MAX_ARTIFACT_BYTES} bytes)"
+                        )));
+                        return Ok(());
+                    }
+                };
+                budget -= data.len() as u64;
+                if let Some(hit) = scanner.find(&data) {
+                    problems.push(found(p, &hit));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every commit holds the root's payload, byte for byte, and nothing but artifacts

@@ -401,21 +401,6 @@ impl Attack {
         ])
     }
 
-    /// After a drain: `id` is a dead letter with `code`, and the repository is untouched. Like
-    /// [`Attack::parked`], reading the record where `show --format json` puts it (`record`).
-    pub fn dead_letter(&self, id: &str, code: &str) -> Value {
-        let shown = self.repo.json(&["show", id]);
-        let record = &shown["record"];
-        assert_eq!(record["status"], "dead", "{id} was not parked: {shown}");
-        assert_eq!(record["error"]["code"], code, "{shown}");
-        assert!(
-            !record["error"]["message"].as_str().unwrap_or("").is_empty(),
-            "{shown}"
-        );
-        self.untouched();
-        record.clone()
-    }
-
     /// No commit reachable from a branch or a tag carries a `Hyperion-Request` trailer. Like
     /// [`Attack::nothing_landed`], without `--all`, which also walks the `HEAD`s of the
     /// worker's pooled worktrees, where a request whose check failed is still checked out.

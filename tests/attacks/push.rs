@@ -486,3 +486,51 @@ fn a_forged_chain_carrying_a_secret_never_reaches_the_server() {
     s.refused(&[&refname(&id)], "secret.detected");
     assert_no_secret_stored(&s.server.repo.git_dir(), SECRETS);
 }
+
+/// What a worker stores is redacted; a pushed chain that stores a secret anyway, in an
+/// artifact or in a commit message, is refused and nothing of it reaches the server.
+#[test]
+fn a_pushed_chain_storing_a_secret_in_an_artifact_or_a_message_is_refused() {
+    use std::process::Command;
+    let s = Scene::new(1);
+    let id = &s.ids[0];
+    let root = s.tip(id);
+    let git_in = |args: &[&str], input: &[u8]| -> String {
+        let out = crate::common::pipe(
+            Command::new("git").current_dir(s.client.path()).args(args),
+            input,
+        );
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let blob = git_in(
+        &["hash-object", "-w", "--stdin"],
+        format!("env:\nGITHUB_TOKEN={}\n", SECRETS[1]).as_bytes(),
+    );
+    let checks = git_in(
+        &["mktree"],
+        format!("100644 blob {blob}\tunit.stdout\n").as_bytes(),
+    );
+    let artifacts = git_in(
+        &["mktree"],
+        format!("040000 tree {checks}\tchecks\n").as_bytes(),
+    );
+    let mut entries = s.client.git(&["ls-tree", &root.commit]);
+    entries.push_str(&format!("040000 tree {artifacts}\tartifacts\n"));
+    let tree = git_in(&["mktree"], entries.as_bytes());
+    let (ev, rec) = forge::lease(&root.record, "w", &at(1), &at(301));
+    let c = forge::commit(&s.client, id, Some(&root.commit), &tree, &ev, &rec);
+    forge::set(&s.client, id, &c);
+    let msg = s.refused(&[&force(id)], "chain.secret");
+    assert!(msg.contains("artifacts/checks/unit.stdout"), "{msg}");
+    assert!(!msg.contains(SECRETS[1]), "{msg}");
+
+    // The same in the event of a commit's message.
+    let mut ev = ev;
+    ev["actor"] = json!(format!("worker:w {}", SECRETS[0]));
+    let c = forge::after(&s.client, id, &root, &ev, &rec);
+    forge::set(&s.client, id, &c);
+    let msg = s.refused(&[&force(id)], "chain.secret");
+    assert!(msg.contains("its message"), "{msg}");
+    assert!(!msg.contains(SECRETS[0]), "{msg}");
+}

@@ -273,7 +273,7 @@ fn a_failing_check_that_prints_secrets_is_parked_with_its_output_redacted() {
     a.with_policy(&check("fail", &fail));
     let id = a.enqueue(&with_checks("T-fail", "new.txt", &["fail"]));
     a.drain();
-    let record = a.dead_letter(&id, "check.failed");
+    let record = a.parked(&id, "check.failed");
     assert_eq!(record["dead_class"], "check");
     assert!(
         a.artifact(&id, "checks/fail.stdout")
@@ -310,7 +310,7 @@ fn a_hook_refusal_quoting_a_secret_is_parked_with_the_message_redacted() {
             .contains("[redacted github-token]"),
         "{r}"
     );
-    let record = a.dead_letter(&id, "hook.refused");
+    let record = a.parked(&id, "hook.refused");
     let message = record["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("refused: [redacted github-token] is not allowed"),
@@ -340,7 +340,7 @@ fn a_hook_message_cut_inside_a_secret_keeps_none_of_it() {
         .git(&["config", "hyperion.hooksDir", dir.to_str().unwrap()]);
     let id = a.enqueue(&adds("T-hook-cut", "new.txt", "hello\n"));
     a.drain();
-    let record = a.dead_letter(&id, "hook.refused");
+    let record = a.parked(&id, "hook.refused");
     let message = record["error"]["message"].as_str().unwrap();
     assert!(
         message.starts_with("hook 10-guard exited with 1: \u{2026}padding-line\n"),
