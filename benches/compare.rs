@@ -1295,13 +1295,24 @@ mod floor {
         /// taking a lock must), else created.
         fn take(&mut self, dest: &Path, exclusive: bool) -> std::fs::File {
             if let Some(spare) = self.free.pop() {
-                let flags = if exclusive {
-                    rustix::fs::RenameFlags::NOREPLACE
+                #[cfg(target_os = "linux")]
+                {
+                    let flags = if exclusive {
+                        rustix::fs::RenameFlags::NOREPLACE
+                    } else {
+                        rustix::fs::RenameFlags::empty()
+                    };
+                    let cwd = rustix::fs::CWD;
+                    rustix::fs::renameat_with(cwd, &spare, cwd, dest, flags).expect("take a spare");
+                }
+                // Elsewhere a link fails as an exclusive rename would, at one more call.
+                #[cfg(not(target_os = "linux"))]
+                if exclusive {
+                    std::fs::hard_link(&spare, dest).expect("take a spare");
+                    std::fs::remove_file(&spare).expect("take a spare");
                 } else {
-                    rustix::fs::RenameFlags::empty()
-                };
-                let cwd = rustix::fs::CWD;
-                rustix::fs::renameat_with(cwd, &spare, cwd, dest, flags).expect("take a spare");
+                    std::fs::rename(&spare, dest).expect("take a spare");
+                }
                 return std::fs::OpenOptions::new()
                     .write(true)
                     .open(dest)
@@ -1348,6 +1359,7 @@ mod floor {
                 .expect("read the ref");
             assert_eq!(old.len(), 41, "the old value is checked");
             // As hyperion does: the block allocated before the rename (see src/refs.rs).
+            #[cfg(target_os = "linux")]
             let _ = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, 41);
             file.write_all_at(format!("{hex}\n").as_bytes(), 0)
                 .expect("write");

@@ -29,6 +29,7 @@ pub mod settings;
 pub mod spare;
 pub mod store;
 mod sys;
+pub use sys::linux_paths;
 pub mod target;
 pub mod tiers;
 pub mod touched;

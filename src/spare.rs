@@ -83,7 +83,7 @@ fn with_pool<T>(common: &Path, f: impl FnOnce(&mut Pool) -> T) -> T {
         dir: common.join(DIR),
         free: [Vec::new(), Vec::new()],
         scanned: false,
-        enabled: cfg!(target_os = "linux"),
+        enabled: crate::sys::linux_paths(),
     });
     f(pool)
 }
@@ -130,19 +130,18 @@ pub fn take(common: &Path, dest: &Path, kind: Kind) -> Taken {
             let Some(spare) = pool.free[slot].pop() else {
                 break;
             };
-            let flags = if exclusive {
-                rustix::fs::RenameFlags::NOREPLACE
+            let renamed = if exclusive {
+                crate::sys::rename_noreplace(&spare, dest)
             } else {
-                rustix::fs::RenameFlags::empty()
+                std::fs::rename(&spare, dest)
             };
-            let cwd = rustix::fs::CWD;
-            match rustix::fs::renameat_with(cwd, &spare, cwd, dest, flags) {
+            match renamed.map_err(|e| (e.raw_os_error(), e)) {
                 Ok(()) => {}
-                Err(rustix::io::Errno::EXIST) => {
+                Err((Some(libc::EEXIST), _)) => {
                     pool.free[slot].push(spare);
                     return Taken::Busy;
                 }
-                Err(rustix::io::Errno::NOENT) => {
+                Err((Some(libc::ENOENT), _)) => {
                     if spare.exists() {
                         // The destination's directory is missing: the caller makes it.
                         pool.free[slot].push(spare);
@@ -151,8 +150,8 @@ pub fn take(common: &Path, dest: &Path, kind: Kind) -> Taken {
                     // Another process took this one.
                     continue;
                 }
-                Err(e) => {
-                    pool.disable(&e.into());
+                Err((_, e)) => {
+                    pool.disable(&e);
                     pool.free[slot].push(spare);
                     return Taken::None;
                 }

@@ -1,11 +1,34 @@
-//! What the standard library and rustix do not offer as hyperion needs it: a file lease,
-//! asked for only to learn whether anyone else has a file open (see [`only_opener`], the one
-//! `unsafe` call), a lock handed down to a child process ([`spawn_holding`]), the process id
+//! What the standard library and rustix do not offer as hyperion needs it, and every path
+//! that works only on Linux, each with the portable way beside it: a file lease, asked for
+//! only to learn whether anyone else has a file open (see [`only_opener`], the one `unsafe`
+//! call), a rename that never replaces ([`rename_noreplace`]), directory watches
+//! ([`DirWatch`]), a lock handed down to a child process ([`spawn_holding`]), the process id
 //! without a system call per use ([`pid`]), the pause points tests stop a process at
 //! ([`pause_point`]), and on Linux the orphans this process adopts ([`adopt_orphans`],
 //! [`children`]): what lets the runner of untrusted processes find a check's descendants that
 //! left its process group.
+//!
+//! [`linux_paths`] says whether the Linux ways are used. `HYPERION_PORTABLE=1` in the
+//! environment turns them off on Linux too, so that the portable ways, which every other
+//! system takes, are built and tested here (CI runs the tests that reach them both ways).
 #![allow(unsafe_code)]
+
+/// The environment variable that makes a process take the portable paths on Linux too.
+pub const PORTABLE: &str = "HYPERION_PORTABLE";
+
+/// Whether this process uses the Linux-only paths: on Linux, unless `HYPERION_PORTABLE` is
+/// set to anything but `0` or the empty string. Read once.
+pub fn linux_paths() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let portable = std::env::var_os(PORTABLE).is_some_and(|v| !v.is_empty() && v != "0");
+        cfg!(target_os = "linux") && !portable
+    })
+}
+
+fn unsupported<T>() -> std::io::Result<T> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
 
 /// Whether `file` (opened for writing) is the only open file description of its inode: no
 /// other process, and no other handle of this one, has it open or mapped. Asks the kernel
@@ -18,6 +41,9 @@
 #[cfg(target_os = "linux")]
 pub fn only_opener(file: &std::fs::File) -> std::io::Result<bool> {
     use std::os::fd::AsRawFd;
+    if !linux_paths() {
+        return unsupported();
+    }
     let fd = file.as_raw_fd();
     // SAFETY: `fd` is open for as long as `file` is borrowed, and F_SETLEASE takes a plain
     // integer argument: no memory is shared with the kernel.
@@ -99,6 +125,9 @@ pub struct ChildProc {
 pub fn adopt_orphans() -> bool {
     static ADOPTING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ADOPTING.get_or_init(|| {
+        if !linux_paths() {
+            return false;
+        }
         let me = rustix::process::getpid();
         rustix::process::set_child_subreaper(Some(me)).is_ok()
     })
@@ -245,12 +274,105 @@ pub fn reap(pid: u32) -> bool {
 
 #[cfg(not(target_os = "linux"))]
 pub fn only_opener(_: &std::fs::File) -> std::io::Result<bool> {
-    Err(std::io::ErrorKind::Unsupported.into())
+    unsupported()
+}
+
+/// Rename `from` to `to` unless `to` exists (`RENAME_NOREPLACE`, one system call, so two
+/// renames to one name exclude each other). `Unsupported` off Linux: callers then create
+/// the file exclusively instead.
+#[cfg(target_os = "linux")]
+pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    if !linux_paths() {
+        return unsupported();
+    }
+    let cwd = rustix::fs::CWD;
+    rustix::fs::renameat_with(cwd, from, cwd, to, rustix::fs::RenameFlags::NOREPLACE)
+        .map_err(Into::into)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn rename_noreplace(_: &std::path::Path, _: &std::path::Path) -> std::io::Result<()> {
+    unsupported()
+}
+
+/// Watches on directories (inotify): whether anything in them changed since the last look.
+/// Off Linux [`DirWatch::new`] is `Unsupported`; callers then assume everything changed.
+pub struct DirWatch {
+    #[cfg(target_os = "linux")]
+    fd: rustix::fd::OwnedFd,
+}
+
+#[cfg(target_os = "linux")]
+const WATCHED: rustix::fs::inotify::WatchFlags = rustix::fs::inotify::WatchFlags::MODIFY
+    .union(rustix::fs::inotify::WatchFlags::ATTRIB)
+    .union(rustix::fs::inotify::WatchFlags::CREATE)
+    .union(rustix::fs::inotify::WatchFlags::DELETE)
+    .union(rustix::fs::inotify::WatchFlags::MOVED_FROM)
+    .union(rustix::fs::inotify::WatchFlags::MOVED_TO)
+    .union(rustix::fs::inotify::WatchFlags::DELETE_SELF)
+    .union(rustix::fs::inotify::WatchFlags::MOVE_SELF)
+    .union(rustix::fs::inotify::WatchFlags::ONLYDIR)
+    .union(rustix::fs::inotify::WatchFlags::DONT_FOLLOW);
+
+#[cfg(target_os = "linux")]
+impl DirWatch {
+    pub fn new() -> std::io::Result<DirWatch> {
+        use rustix::fs::inotify;
+        if !linux_paths() {
+            return unsupported();
+        }
+        let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)?;
+        Ok(DirWatch { fd })
+    }
+
+    /// Watch `dir` (not what is below it); its watch descriptor.
+    pub fn add(&self, dir: &std::path::Path) -> std::io::Result<i32> {
+        rustix::fs::inotify::add_watch(&self.fd, dir, WATCHED).map_err(Into::into)
+    }
+
+    /// Read every pending event; true when there was none, apart from events about the entry
+    /// `ignore` of the directory watched as `ignore_in` and the notices of removed watches.
+    pub fn quiet(&self, ignore_in: i32, ignore: &[u8]) -> bool {
+        use rustix::fs::inotify::{ReadFlags, Reader};
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = Reader::new(&self.fd, &mut buf);
+        let mut quiet = true;
+        loop {
+            match reader.next() {
+                Ok(event) => {
+                    let ignored = event.wd() == ignore_in
+                        && event.file_name().is_some_and(|n| n.to_bytes() == ignore);
+                    if !ignored && !event.events().difference(ReadFlags::IGNORED).is_empty() {
+                        quiet = false;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                // AGAIN: nothing more; anything else: treat as touched.
+                Err(rustix::io::Errno::AGAIN) => return quiet,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+impl DirWatch {
+    pub fn new() -> std::io::Result<DirWatch> {
+        unsupported()
+    }
+
+    pub fn add(&self, _: &std::path::Path) -> std::io::Result<i32> {
+        unsupported()
+    }
+
+    pub fn quiet(&self, _: i32, _: &[u8]) -> bool {
+        false
+    }
 }
 
 /// For tests that expect a lease to be granted: while another test thread spawns a child the
 /// kernel refuses it (see [`only_opener`]). Tries `f` until it succeeds, for about a second.
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 pub(crate) fn granted_soon(mut f: impl FnMut() -> bool) -> bool {
     for _ in 0..1_000 {
         if f() {

@@ -406,7 +406,7 @@ pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outc
     let mut err_tail = Tail::new(spec.keep);
 
     #[cfg(target_os = "linux")]
-    let exit_fd = if spec.portable {
+    let exit_fd = if spec.portable || !crate::sys::linux_paths() {
         None
     } else {
         rustix::process::pidfd_open(pgid, rustix::process::PidfdFlags::empty()).ok()

@@ -218,7 +218,7 @@ impl Slot {
         {
             match incremental(repo, &self.path, k.commit, commit, &k.watch, index) {
                 Ok(Some(files)) => {
-                    k.watch.drain();
+                    k.watch.quiet();
                     k.commit = commit;
                     self.known = known;
                     return Ok(Moved::Incremental { files });
@@ -347,32 +347,22 @@ fn replace_file(p: &Path, data: &[u8]) -> std::io::Result<()> {
     tmp.persist(p).map(|_| ()).map_err(|e| e.error)
 }
 
-/// An inotify watch on every directory of a slot's checked-out tree.
+/// A watch on every directory of a slot's checked-out tree ([`crate::sys::DirWatch`]).
 struct Watch {
-    fd: rustix::fd::OwnedFd,
+    dirs: crate::sys::DirWatch,
     /// The watch of the slot's root, where `.git` is: what happens to the slot's repository
     /// is found by looking at it ([`git_dir_intact`]), not by this watch.
     root: i32,
 }
 
-const WATCHED: rustix::fs::inotify::WatchFlags = rustix::fs::inotify::WatchFlags::MODIFY
-    .union(rustix::fs::inotify::WatchFlags::ATTRIB)
-    .union(rustix::fs::inotify::WatchFlags::CREATE)
-    .union(rustix::fs::inotify::WatchFlags::DELETE)
-    .union(rustix::fs::inotify::WatchFlags::MOVED_FROM)
-    .union(rustix::fs::inotify::WatchFlags::MOVED_TO)
-    .union(rustix::fs::inotify::WatchFlags::DELETE_SELF)
-    .union(rustix::fs::inotify::WatchFlags::MOVE_SELF)
-    .union(rustix::fs::inotify::WatchFlags::ONLYDIR)
-    .union(rustix::fs::inotify::WatchFlags::DONT_FOLLOW);
-
 impl Watch {
-    /// Watch the slot's root and every directory of `commit`'s tree.
+    /// Watch the slot's root and every directory of `commit`'s tree. An error where
+    /// directories cannot be watched (not Linux, `HYPERION_PORTABLE`, the kernel's limit on
+    /// watches): every move of the slot is then full.
     fn arm(repo: &gix::Repository, root: &Path, commit: ObjectId) -> Result<Watch> {
-        use rustix::fs::inotify;
-        let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
-            .map_err(|e| Error::io("cannot start an inotify watch", e.into()))?;
-        let mut watch = Watch { fd, root: -1 };
+        let dirs = crate::sys::DirWatch::new()
+            .map_err(|e| Error::io("cannot watch the slot's directories", e))?;
+        let mut watch = Watch { dirs, root: -1 };
         watch.root = watch.add(root)?;
         let tree = crate::land::tree_of(repo, commit)?;
         let mut stack = vec![(tree, root.to_path_buf())];
@@ -385,42 +375,19 @@ impl Watch {
                 }
             }
         }
-        watch.drain();
+        watch.quiet();
         Ok(watch)
     }
 
     fn add(&self, dir: &Path) -> Result<i32> {
-        rustix::fs::inotify::add_watch(&self.fd, dir, WATCHED)
-            .map_err(|e| Error::io(format!("cannot watch {}", dir.display()), e.into()))
+        self.dirs
+            .add(dir)
+            .map_err(|e| Error::io(format!("cannot watch {}", dir.display()), e))
     }
 
-    /// Read every pending event; true when there was none (a removed watch's own notice
-    /// aside).
-    fn drain(&self) -> bool {
-        use rustix::fs::inotify::{ReadFlags, Reader};
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-        let mut reader = Reader::new(&self.fd, &mut buf);
-        let mut quiet = true;
-        loop {
-            match reader.next() {
-                Ok(event) => {
-                    let git_dir = event.wd() == self.root
-                        && event.file_name().is_some_and(|n| n.to_bytes() == b".git");
-                    if !git_dir && !event.events().difference(ReadFlags::IGNORED).is_empty() {
-                        quiet = false;
-                    }
-                }
-                Err(rustix::io::Errno::INTR) => continue,
-                // AGAIN: nothing more; anything else: treat as touched.
-                Err(rustix::io::Errno::AGAIN) => return quiet,
-                Err(_) => return false,
-            }
-        }
-    }
-
-    /// Whether nothing happened in the slot since the last drain.
+    /// Whether nothing happened in the slot since the last call (the root's `.git` aside).
     fn quiet(&self) -> bool {
-        self.drain()
+        self.dirs.quiet(self.root, b".git")
     }
 }
 

@@ -202,6 +202,7 @@ fn spawn_failures_environment_and_ticks() {
 
 /// Wait up to `within` for process `pid` to be gone (or a zombie, reaped soon by whoever
 /// adopted it).
+#[cfg(target_os = "linux")]
 fn gone(pid: i32, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     loop {
