@@ -1,0 +1,317 @@
+//! The everyday path, as a person or a CI job meets it: one process per command, one request
+//! at a time, timed from the process's start to its exit.
+//!
+//! ```text
+//! cargo bench --bench everyday -- [--quick] [--commits N] [--requests N] [--files N]
+//! ```
+//!
+//! Two workloads, each against a plain-git script doing the same work in the same run
+//! ([`common::run_script`]: one reused worktree, `git checkout`, `git apply --3way --index`,
+//! `git commit`, `git update-ref` with the old value):
+//! - **history**: the last `--commits` first-parent commits of this repository's own history
+//!   (`git diff --full-index --binary` of each against its parent), replayed in order on a bare
+//!   clone of their base. Per commit: `git hyperion enqueue --patch FILE`, then
+//!   `git hyperion worker --drain`. Both sides must end on the tree of the last commit.
+//! - **generated**: a [`common::generate`]d repository of `--files` files; `--requests` one-line
+//!   requests, each enqueued and drained alone, and `git hyperion list` after each.
+//!
+//! `main` is checked out nowhere (a server, a CI mirror). Nothing here asserts a timing; it
+//! asserts that both sides did the same work.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Script, Stats, clone_bare, git, hermetic, ms, tree_of};
+
+/// The binary of this build (the bench profile: `target/release/git-hyperion`).
+const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
+
+const USAGE: &str = "usage: cargo bench --bench everyday -- [--quick] [--commits N] \
+                     [--requests N] [--files N]";
+
+struct Args {
+    quick: bool,
+    commits: usize,
+    requests: usize,
+    files: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        quick: false,
+        commits: 120,
+        requests: 60,
+        files: 5_000,
+    };
+    let mut it = std::env::args().skip(1).filter(|x| x != "--bench");
+    while let Some(arg) = it.next() {
+        let mut number = || -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{arg} wants a number\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--quick" => {
+                a.quick = true;
+                a.commits = 8;
+                a.requests = 5;
+                a.files = 1_000;
+            }
+            "--commits" => a.commits = number(),
+            "--requests" => a.requests = number(),
+            "--files" => a.files = number(),
+            _ => panic!("unknown argument {arg}\n{USAGE}"),
+        }
+    }
+    a
+}
+
+/// Run `git-hyperion ARGS` in `repo` as its own process; how long it took, start to exit.
+fn hyperion(repo: &Path, args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let out = hermetic(Command::new(BIN).current_dir(repo).args(args))
+        .env("HYPERION_ACTOR", "bench")
+        .output()
+        .expect("git-hyperion runs");
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "git-hyperion {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+/// What one request costs a person, command by command.
+struct Sequential {
+    enqueue: Vec<Duration>,
+    drain: Vec<Duration>,
+    list: Vec<Duration>,
+}
+
+/// Enqueue and drain each of `patches` in order, one process per command, on bare `repo`.
+fn one_at_a_time(repo: &Path, patches: &[PathBuf], list: bool) -> Sequential {
+    let mut s = Sequential {
+        enqueue: Vec::new(),
+        drain: Vec::new(),
+        list: Vec::new(),
+    };
+    hyperion(repo, &["init", "--target", "main"]);
+    for (i, p) in patches.iter().enumerate() {
+        let task = format!("T-{i}");
+        let file = p.to_str().expect("utf-8");
+        s.enqueue.push(hyperion(
+            repo,
+            &[
+                "enqueue", "--patch", file, "--task", &task, "--agent", "bench",
+            ],
+        ));
+        s.drain.push(hyperion(repo, &["worker", "--drain"]));
+        if list {
+            s.list.push(hyperion(repo, &["list"]));
+        }
+    }
+    let landed = git(repo, &["rev-list", "--count", "main"]);
+    assert!(
+        landed.trim().parse::<usize>().expect("a count") > patches.len(),
+        "not every request landed"
+    );
+    s
+}
+
+/// The last `n` first-parent commits of this repository as patches against their parents,
+/// and the commit they start from.
+fn history(dir: &Path, n: usize) -> Option<(String, String, Vec<PathBuf>)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = hermetic(Command::new("git").current_dir(src).args([
+        "rev-list",
+        "--first-parent",
+        "--no-merges",
+        &format!("--max-count={}", n + 1),
+        "HEAD",
+    ]))
+    .output()
+    .ok()?;
+    let mut commits: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    if !out.status.success() || commits.len() < n + 1 {
+        return None;
+    }
+    commits.reverse();
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let patches = commits
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| {
+            let diff = hermetic(Command::new("git").current_dir(src).args([
+                "diff",
+                "--full-index",
+                "--binary",
+                &w[0],
+                &w[1],
+            ]))
+            .output()
+            .expect("git diff");
+            let p = dir.join(format!("{i:05}.diff"));
+            std::fs::write(&p, diff.stdout).expect("write");
+            p
+        })
+        .collect();
+    let base = commits[0].clone();
+    let last = commits[n].clone();
+    Some((base, last, patches))
+}
+
+struct Row {
+    name: String,
+    seq: Sequential,
+    script: Vec<Duration>,
+}
+
+fn print(rows: &[Row]) {
+    println!(
+        "{:<34} {:>12} {:>12} {:>12} {:>14} {:>12} {:>7}",
+        "workload (medians, one process each)",
+        "enqueue",
+        "drain",
+        "list",
+        "enqueue+drain",
+        "git script",
+        "ratio"
+    );
+    for r in rows {
+        let both: Vec<Duration> = r
+            .seq
+            .enqueue
+            .iter()
+            .zip(&r.seq.drain)
+            .map(|(a, b)| *a + *b)
+            .collect();
+        let list = if r.seq.list.is_empty() {
+            "-".to_owned()
+        } else {
+            ms(Stats::of(&r.seq.list).median)
+        };
+        let hy = Stats::of(&both);
+        let sc = Stats::of(&r.script);
+        println!(
+            "{:<34} {:>12} {:>12} {:>12} {:>14} {:>12} {:>6.2}x",
+            r.name,
+            ms(Stats::of(&r.seq.enqueue).median),
+            ms(Stats::of(&r.seq.drain).median),
+            list,
+            ms(hy.median),
+            ms(sc.median),
+            sc.median.as_secs_f64() / hy.median.as_secs_f64()
+        );
+        println!(
+            "{:<34} {:>12} {:>12} {:>12} {:>14} {:>12}",
+            "  p95",
+            ms(Stats::of(&r.seq.enqueue).p95),
+            ms(Stats::of(&r.seq.drain).p95),
+            if r.seq.list.is_empty() {
+                "-".to_owned()
+            } else {
+                ms(Stats::of(&r.seq.list).p95)
+            },
+            ms(hy.p95),
+            ms(sc.p95)
+        );
+    }
+    println!(
+        "(ratio: the script's median over hyperion's enqueue+drain median; above 1, hyperion is faster)"
+    );
+}
+
+fn main() {
+    let a = args();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let tmp = tmp.path();
+    let mut rows = Vec::new();
+
+    match history(&tmp.join("history-patches"), a.commits) {
+        Some((base, last, patches)) => {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let seed = tmp.join("history-seed");
+            git(
+                tmp,
+                &[
+                    "clone",
+                    "-q",
+                    "--no-local",
+                    "--no-checkout",
+                    src.to_str().expect("utf-8"),
+                    seed.to_str().expect("utf-8"),
+                ],
+            );
+            git(&seed, &["update-ref", "refs/heads/main", &base]);
+            git(&seed, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+            let want = tree_of(&seed, &last);
+            let hy = tmp.join("history-hyperion.git");
+            let sc = tmp.join("history-script.git");
+            clone_bare(&seed, &hy);
+            clone_bare(&seed, &sc);
+            let seq = one_at_a_time(&hy, &patches, false);
+            let script = common::run_script(
+                Script::Reused,
+                &sc,
+                &tmp.join("history-script"),
+                &patches,
+                false,
+                || {},
+            );
+            assert_eq!(tree_of(&hy, "main"), want, "hyperion ends on another tree");
+            assert_eq!(
+                tree_of(&sc, "main"),
+                want,
+                "the script ends on another tree"
+            );
+            rows.push(Row {
+                name: format!("history, {} commits", patches.len()),
+                seq,
+                script,
+            });
+        }
+        None => println!(
+            "history: skipped (this checkout has fewer than {} commits)",
+            a.commits + 1
+        ),
+    }
+
+    let gen_dir = tmp.join("generated");
+    let seed = common::generate(&gen_dir, a.files);
+    let patches = common::write_patches(&tmp.join("generated-patches"), 0..a.requests);
+    let hy = tmp.join("generated-hyperion.git");
+    let sc = tmp.join("generated-script.git");
+    clone_bare(&seed, &hy);
+    clone_bare(&seed, &sc);
+    let seq = one_at_a_time(&hy, &patches, true);
+    let script = common::run_script(
+        Script::Reused,
+        &sc,
+        &tmp.join("generated-script"),
+        &patches,
+        false,
+        || {},
+    );
+    assert_eq!(
+        tree_of(&hy, "main"),
+        tree_of(&sc, "main"),
+        "hyperion and the script end on different trees"
+    );
+    rows.push(Row {
+        name: format!("{} files, one-line requests", a.files),
+        seq,
+        script,
+    });
+    print(&rows);
+    if a.quick {
+        println!("(--quick: smallest sizes, for CI; not figures to quote)");
+    }
+}
