@@ -224,9 +224,15 @@ fn cycles(dir: &Path, n: usize) -> (usize, Duration) {
     (done, t.elapsed())
 }
 
-/// Validation of one request as enqueue does it: JSON, schema, request semantics, then
-/// everything against the target tree with the default policy. A 20-file request whose patches
-/// total about 1,000 lines, made by `git diff` on a real repository.
+/// Validation of one request as enqueue does it, a 20-file request whose patches total about
+/// 1,000 lines, made by `git diff` on a real repository. Three lines, each measuring more:
+/// - JSON, schema, request semantics, then everything against the target tree with the
+///   default policy (`check_request` + `validate::against_target`);
+/// - what `enqueue --dry-run` checks in process: the same through
+///   `Queue::check_against_targets`, which also resolves the target from the settings and reads
+///   its policy from the tip's tree;
+/// - what a storing `enqueue` checks before it writes: that, the same check again inside
+///   `Queue::enqueue`, and the risk tiers (`Queue::assess`).
 fn validate_group() {
     use hyperion::policy::Policy;
     use hyperion::validate;
@@ -292,4 +298,37 @@ fn validate_group() {
         ms(median(&times)),
         format!("p95 {}", ms(p95(&times)))
     );
+
+    let q = Queue::open(Store::discover(dir).expect("repo")).expect("queue");
+    let one = |stored: bool| {
+        let (req, problems) = validate::check_request(&bytes);
+        let req = req.expect("valid");
+        let mut more = q.check_against_targets(&[&req]).expect("checked");
+        if stored {
+            more.extend(q.check_against_targets(&[&req]).expect("checked"));
+            let tiers = q.assess(&[&req]).expect("assessed");
+            assert!(tiers.iter().all(|a| !a.needs_approval()), "no approval");
+        }
+        assert!(
+            problems.is_empty() && more.iter().all(Vec::is_empty),
+            "{problems:?} {more:?}"
+        );
+    };
+    for (label, stored) in [
+        ("enqueue --dry-run checks", false),
+        ("enqueue checks", true),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..300 {
+            let t = Instant::now();
+            one(stored);
+            times.push(t.elapsed());
+        }
+        println!(
+            "{:<44} {:>14} {:>14}",
+            format!("{label}, {} files", req.changes.len()),
+            ms(median(&times)),
+            format!("p95 {}", ms(p95(&times)))
+        );
+    }
 }
