@@ -423,10 +423,7 @@ impl<'r> Engine<'r> {
     }
 
     fn write_blob(&self, data: &[u8]) -> Result<ObjectId> {
-        self.repo
-            .write_blob(data)
-            .map(|id| id.detach())
-            .map_err(|e| git_err("cannot write a blob", e))
+        crate::pack::write_object(self.repo, gix::objs::Kind::Blob, data)
     }
 
     /// The preimage blob named by the patch's `index` line, if the repository has it. The

@@ -102,6 +102,9 @@ pub enum Error {
     Corrupt { id: String, message: String },
     #[error("git: {0}")]
     Git(String),
+    /// The repository keeps its refs in a format hyperion does not write (reftable).
+    #[error("{0}")]
+    RefStorage(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -129,6 +132,7 @@ impl Error {
             Error::Policy { .. } => "policy.invalid",
             Error::Corrupt { .. } => "store.corrupt",
             Error::Git(_) => "env.git",
+            Error::RefStorage(_) => "env.ref_storage",
             Error::Io { .. } => "env.io",
         }
     }

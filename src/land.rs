@@ -83,16 +83,7 @@ pub fn author(agent: &str) -> Person {
 
 /// The commit a ref points at, if it exists.
 pub fn read_tip(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>> {
-    let Some(mut r) = repo
-        .try_find_reference(name)
-        .map_err(|e| Error::git(format!("cannot read {name}: {e}")))?
-    else {
-        return Ok(None);
-    };
-    let id = r
-        .peel_to_id()
-        .map_err(|e| Error::git(format!("cannot resolve {name}: {e}")))?;
-    Ok(Some(id.detach()))
+    crate::refs::read(repo, name)
 }
 
 /// The tree of `commit`.
@@ -131,8 +122,7 @@ pub fn write_tree(
         buf.clear();
         tree.write_to(&mut buf)
             .map_err(|e| Error::git(format!("cannot write a tree: {e}")))?;
-        gix::objs::Write::write_buf(&repo.objects, gix::objs::Kind::Tree, &buf)
-            .map_err(|e| Error::git(format!("cannot write a tree: {e}")))
+        crate::pack::write_object(repo, gix::objs::Kind::Tree, &buf)
     })
 }
 
@@ -179,9 +169,12 @@ pub fn write_commit(
         message: message.into(),
         extra_headers: Vec::new(),
     };
-    repo.write_object(&commit)
-        .map(|id| id.detach())
-        .map_err(|e| Error::git(format!("cannot write a commit: {e}")))
+    use gix::objs::WriteTo;
+    let mut buf = Vec::new();
+    commit
+        .write_to(&mut buf)
+        .map_err(|e| Error::git(format!("cannot write a commit: {e}")))?;
+    crate::pack::write_object(repo, gix::objs::Kind::Commit, &buf)
 }
 
 /// Why the target branch did not move.
@@ -463,10 +456,7 @@ pub fn add_notes(repo: &gix::Repository, notes: &[(ObjectId, String)], who: &Per
     }
     let mut blobs = Vec::with_capacity(notes.len());
     for (commit, text) in notes {
-        let blob = repo
-            .write_blob(text.as_bytes())
-            .map_err(|e| Error::git(format!("cannot write a note: {e}")))?
-            .detach();
+        let blob = crate::pack::write_object(repo, gix::objs::Kind::Blob, text.as_bytes())?;
         blobs.push((commit.to_string(), blob));
     }
     for attempt in 0..50u32 {

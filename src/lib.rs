@@ -15,6 +15,7 @@ pub mod git;
 pub mod hooks;
 pub mod index;
 pub mod land;
+pub mod lost;
 pub mod merge;
 pub mod model;
 pub mod pack;

@@ -120,6 +120,8 @@ pub struct Swept {
     pub dead: Vec<String>,
     /// Requests whose ref lock, left by a writer that died mid-update, was removed.
     pub unlocked: Vec<String>,
+    /// Keep files of packs whose writer died before its refs existed, removed.
+    pub unkept: Vec<String>,
     /// Expired leases that could not be swept this time (e.g. a ref lock not yet stale).
     pub skipped: Vec<Finding>,
 }
@@ -148,6 +150,10 @@ pub struct Diagnosis {
     /// Index entries that disagreed with the refs before this run reconciled them.
     pub index_drift: usize,
     pub reindexed: bool,
+    /// Requests whose objects were missing, set aside under `refs/hyperion/lost/` (repair).
+    pub set_aside: Vec<String>,
+    /// Keep files of packs whose writer died before its refs existed, removed.
+    pub stale_keeps: Vec<String>,
 }
 
 /// A read of all records: from the index when it could be had, else from the refs.
@@ -914,6 +920,11 @@ impl Queue {
             .is_none_or(|at| at.elapsed() >= crate::store::STALE_LOCK);
         let stale = if due {
             self.locks_scanned.set(Some(std::time::Instant::now()));
+            let common = self.store.repo().common_dir().to_owned();
+            swept.unkept = crate::pack::remove_stale_keeps(&common, crate::pack::KEEP_GRACE)
+                .iter()
+                .filter_map(|k| k.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
             self.store.stale_locks(crate::store::STALE_LOCK)?
         } else {
             Vec::new()
@@ -1175,9 +1186,67 @@ impl Queue {
 
     /// Check every chain and the index; with `reindex`, rebuild the index from the refs.
     pub fn doctor(&self, reindex: bool) -> Result<Diagnosis> {
+        self.doctor_with(reindex, false)
+    }
+
+    /// [`Queue::doctor`]; with `repair`, a request whose chain misses objects is set aside
+    /// under `refs/hyperion/lost/` ([`crate::lost`]) and dropped from the index.
+    pub fn doctor_with(&self, reindex: bool, repair: bool) -> Result<Diagnosis> {
         let mut d = Diagnosis::default();
-        let refs = self.store.list()?;
-        d.requests = refs.len();
+        // Keeps of packs whose writer died before its refs: their objects are garbage now.
+        let common = self.store.repo().common_dir().to_owned();
+        for keep in crate::pack::remove_stale_keeps(&common, crate::pack::KEEP_GRACE) {
+            let name = keep
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            d.findings.push(Finding {
+                id: name.clone(),
+                code: "store.stale_keep",
+                message: format!(
+                    "a writer died between writing pack {name} and its refs; its keep file was removed"
+                ),
+            });
+            d.stale_keeps.push(name);
+        }
+        let mut refs = self.store.list()?;
+        let mut lost = Vec::new();
+        refs.retain(|(id, tip)| {
+            let missing = crate::lost::missing(self.store.repo(), *tip);
+            if missing.is_empty() {
+                return true;
+            }
+            lost.push((id.clone(), *tip, missing));
+            false
+        });
+        if !lost.is_empty() {
+            let mut ix = self.index()?;
+            for (id, tip, missing) in lost {
+                let names = missing
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut message = format!("its chain at {tip} misses object(s) {names}");
+                if repair {
+                    crate::lost::set_aside(&self.store, &id, tip, &missing)?;
+                    if let Some(ix) = ix.as_mut() {
+                        ix.remove(&id)?;
+                    }
+                    message.push_str(&format!("; set aside as {}{id}", crate::lost::LOST_PREFIX));
+                    d.set_aside.push(id.clone());
+                } else {
+                    message.push_str("; `git hyperion doctor --repair` sets it aside");
+                }
+                d.findings.push(Finding {
+                    id,
+                    code: "store.missing_object",
+                    message,
+                });
+            }
+            self.done(ix)?;
+        }
+        d.requests = refs.len() + d.set_aside.len();
         // Compare the index with the refs before reconciling it.
         let mut slot = self.index.borrow_mut();
         if slot.is_none() {

@@ -77,6 +77,8 @@ pub fn cas(
         Ok(Ok(()))
     })();
     drop(lock);
+    // The ref holds its objects now (or will not): their pack need not be kept any more.
+    crate::pack::settle();
     outcome
 }
 
@@ -87,12 +89,7 @@ fn current(repo: &gix::Repository, path: &Path, name: &str) -> Result<Option<Obj
             let text = String::from_utf8_lossy(&data);
             Error::git(format!("{name} is not a plain ref: {:?}", text.trim()))
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let found = repo
-                .try_find_reference(name)
-                .map_err(|e| Error::git(format!("could not read {name}: {e}")))?;
-            Ok(found.and_then(|r| r.try_id().map(|id| id.detach())))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => read(repo, name),
         Err(e) => Err(Error::io(format!("could not read {}", path.display()), e)),
     }
 }
@@ -315,4 +312,173 @@ fn append_reflog(
         .open(path)
         .and_then(|mut f| f.write_all(line.as_bytes()))
         .map_err(|e| Error::io(format!("could not write {}", path.display()), e))
+}
+
+/// How often a read that met a concurrent `git pack-refs` is tried again.
+const READ_ATTEMPTS: usize = 8;
+
+/// The object `name` (a full ref name) points at, following a symbolic ref; `None` when it
+/// does not exist. Every ref read of hyperion goes through here or [`list`]: git's own
+/// maintenance (`git pack-refs`, alone or in `git gc` / `git maintenance run`) moves loose
+/// refs into `packed-refs` and deletes their files while we read, and a read that meets such
+/// a move is made again, as git's files backend does (the loose file, else `packed-refs` read
+/// afresh).
+pub fn read(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>> {
+    let mut last = None;
+    for attempt in 0..READ_ATTEMPTS {
+        if let Some(id) = loose_value(repo.common_dir(), name) {
+            return Ok(Some(id));
+        }
+        match read_once(repo, name) {
+            Ok(found) => return Ok(found),
+            Err(e) => last = Some(e),
+        }
+        retry_pause(attempt);
+    }
+    Err(Error::git(format!(
+        "could not read {name}: {}",
+        last.expect("at least one attempt")
+    )))
+}
+
+fn read_once(repo: &gix::Repository, name: &str) -> std::result::Result<Option<ObjectId>, String> {
+    let Some(mut r) = repo.try_find_reference(name).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    r.peel_to_id()
+        .map(|id| Some(id.detach()))
+        .map_err(|e| e.to_string())
+}
+
+fn retry_pause(attempt: usize) {
+    std::thread::sleep(Duration::from_millis(1 << attempt.min(6)));
+}
+
+/// Refs by full name, each with the object it holds (`None`: a symbolic ref).
+pub type Listing = Vec<(String, Option<ObjectId>)>;
+
+/// Every ref under `prefix` (e.g. `refs/hyperion/requests/`), sorted by name: its full name
+/// and the object it holds (`None` for a symbolic ref). The loose refs are read first and
+/// `packed-refs` after them: `git pack-refs` writes `packed-refs` before it deletes a loose
+/// file, so a loose ref that vanished under the walk is in the `packed-refs` read after it.
+/// When `packed-refs` is replaced while it is read, the listing is made again.
+pub fn list(common: &Path, prefix: &str) -> Result<Listing> {
+    let mut last = None;
+    for attempt in 0..READ_ATTEMPTS {
+        match list_once(common, prefix) {
+            Ok(Some(refs)) => return Ok(refs),
+            Ok(None) => last = Some("packed-refs changed while it was read".to_owned()),
+            Err(e) => last = Some(e.to_string()),
+        }
+        retry_pause(attempt);
+    }
+    Err(Error::git(format!(
+        "could not list {prefix}: {}",
+        last.expect("at least one attempt")
+    )))
+}
+
+/// One listing; `None` when `packed-refs` changed under it.
+fn list_once(common: &Path, prefix: &str) -> std::io::Result<Option<Listing>> {
+    let mut found: std::collections::BTreeMap<String, Option<ObjectId>> = Default::default();
+    // The directory holding the prefix's loose refs, and the part of a file name to match.
+    let (dir_part, name_part) = match prefix.rfind('/') {
+        Some(i) => (&prefix[..=i], &prefix[i + 1..]),
+        None => ("", prefix),
+    };
+    walk_loose(&common.join(dir_part), dir_part, name_part, &mut found)?;
+    let packed = common.join("packed-refs");
+    let before = identity(&packed);
+    match std::fs::read(&packed) {
+        Ok(data) => {
+            for line in data.split(|&b| b == b'\n') {
+                if line.is_empty() || line[0] == b'#' || line[0] == b'^' {
+                    continue;
+                }
+                let Some(space) = line.iter().position(|&b| b == b' ') else {
+                    continue;
+                };
+                let Ok(name) = std::str::from_utf8(&line[space + 1..]) else {
+                    continue;
+                };
+                if !name.starts_with(prefix) || found.contains_key(name) {
+                    continue;
+                }
+                if let Ok(id) = ObjectId::from_hex(&line[..space]) {
+                    found.insert(name.to_owned(), Some(id));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if identity(&packed) != before {
+        return Ok(None);
+    }
+    Ok(Some(found.into_iter().collect()))
+}
+
+/// What tells one `packed-refs` from the next: it is always replaced by a rename.
+fn identity(path: &Path) -> Option<(u64, u64, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.len(), m.modified().ok()?))
+}
+
+/// The loose refs below `dir` (whose ref name is `name`, ending in `/` or empty), whose
+/// first component starts with `start`. A file or directory that vanished meanwhile was
+/// packed or deleted: skipped.
+fn walk_loose(
+    dir: &Path,
+    name: &str,
+    start: &str,
+    found: &mut std::collections::BTreeMap<String, Option<ObjectId>>,
+) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        if !file.starts_with(start) || file.ends_with(".lock") || file.contains(".lock.") {
+            continue;
+        }
+        let full = format!("{name}{file}");
+        let path = entry.path();
+        let is_dir = match entry.file_type() {
+            Ok(t) => t.is_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if is_dir {
+            walk_loose(&path, &format!("{full}/"), "", found)?;
+            continue;
+        }
+        match read_small(&path) {
+            Ok(data) => {
+                if let Some(id) = plain_value(&data) {
+                    found.insert(full, Some(id));
+                } else if data.starts_with(b"ref: ") {
+                    found.insert(full, None);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

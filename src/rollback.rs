@@ -207,10 +207,7 @@ pub fn plan(queue: &Queue, record: &Record) -> Result<std::result::Result<Plan, 
             };
             match merge_text(&read(b.1)?, &read(o.1)?, &read(t.1)?) {
                 Merged::Clean(out) => {
-                    let id = repo
-                        .write_blob(&out)
-                        .map_err(|e| Error::git(format!("cannot write a blob: {e}")))?
-                        .detach();
+                    let id = crate::pack::write_object(repo, gix::objs::Kind::Blob, &out)?;
                     let kind = if o.0 == b.0 { t.0 } else { o.0 };
                     Some((kind, id))
                 }

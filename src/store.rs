@@ -18,6 +18,24 @@ use gix::refs::transaction::{Change, PreviousValue, RefEdit, RefLog};
 use crate::error::{Error, Result};
 use crate::model::{ChangeRequest, Event, Record};
 
+/// Refuse a repository whose refs git keeps in another format than loose files and
+/// `packed-refs` (`extensions.refStorage = reftable`): a ref hyperion wrote there would be a
+/// file git never reads, and its objects would be pruned by the next gc.
+fn refuse_foreign_ref_storage(repo: &gix::Repository) -> Result<()> {
+    let config = repo.config_snapshot();
+    let Some(format) = config.string("extensions.refStorage") else {
+        return Ok(());
+    };
+    let format = format.to_string();
+    if format.eq_ignore_ascii_case("files") {
+        return Ok(());
+    }
+    Err(Error::RefStorage(format!(
+        "{} keeps its refs as {format} (extensions.refStorage); git hyperion cannot store requests there",
+        repo.git_dir().display()
+    )))
+}
+
 /// Where request chains live.
 pub const REQUESTS_PREFIX: &str = "refs/hyperion/requests/";
 
@@ -101,7 +119,9 @@ impl Store {
             },
         )
         .map_err(|e| Error::Usage(format!("not a git repository: {} ({e})", path.display())))?;
-        Ok(Store::from_repo(repo.into()))
+        let repo: gix::Repository = repo.into();
+        refuse_foreign_ref_storage(&repo)?;
+        Ok(Store::from_repo(repo))
     }
 
     /// Wrap an opened repository. Its object memory is switched on: new objects stay in
@@ -138,38 +158,17 @@ impl Store {
 
     /// The tip of a request's chain, if it exists.
     pub fn tip(&self, id: &str) -> Result<Option<ObjectId>> {
-        let name = Store::ref_name(id);
-        if let Some(tip) = crate::refs::loose_value(self.repo.common_dir(), &name) {
-            return Ok(Some(tip));
-        }
-        let r = self
-            .repo
-            .try_find_reference(name.as_str())
-            .map_err(|e| Error::git(format!("could not read {name}: {e}")))?;
-        Ok(r.and_then(|r| r.try_id().map(|id| id.detach())))
+        crate::refs::read(&self.repo, &Store::ref_name(id))
     }
 
     /// All request refs and their tips, sorted by id.
     pub fn list(&self) -> Result<Vec<(String, ObjectId)>> {
-        let platform = self
-            .repo
-            .references()
-            .map_err(|e| Error::git(format!("could not list refs: {e}")))?;
-        let iter = platform
-            .prefixed(REQUESTS_PREFIX)
-            .map_err(|e| Error::git(format!("could not list refs: {e}")))?;
         let mut out = Vec::new();
-        for r in iter {
-            let r = r.map_err(|e| Error::git(format!("could not list refs: {e}")))?;
-            let name = r.name().as_bstr().to_string();
-            let Some(id) = name.strip_prefix(REQUESTS_PREFIX) else {
-                continue;
-            };
-            if let Some(oid) = r.try_id() {
-                out.push((id.to_owned(), oid.detach()));
+        for (name, oid) in crate::refs::list(self.repo.common_dir(), REQUESTS_PREFIX)? {
+            if let (Some(id), Some(oid)) = (name.strip_prefix(REQUESTS_PREFIX), oid) {
+                out.push((id.to_owned(), oid));
             }
         }
-        out.sort();
         Ok(out)
     }
 
@@ -178,6 +177,8 @@ impl Store {
     /// ref created. Idempotent: an id whose ref already exists with the same dedupe key gives
     /// [`Created::Existing`] without writing anything for it.
     pub fn create_many(&self, items: &[(&ChangeRequest, &Record, &Event)]) -> Result<Vec<Created>> {
+        // One pack for all, kept until the last ref exists.
+        let _hold = crate::pack::hold();
         let mut out: Vec<Option<Created>> = vec![None; items.len()];
         let mut planned: Vec<(usize, ObjectId)> = Vec::new();
         let mut in_batch: std::collections::HashSet<&str> = std::collections::HashSet::new();
@@ -191,6 +192,7 @@ impl Store {
         }
         // All of them in one pack, before the first ref points at any.
         self.persist()?;
+        crate::sys::pause_point("store.packed");
         for (i, commit) in planned {
             let (_, record, event) = items[i];
             out[i] = Some(self.create_ref(record, event, commit)?);
@@ -623,18 +625,17 @@ impl Store {
     }
 
     pub(crate) fn write_blob(&self, data: &[u8]) -> Result<ObjectId> {
-        self.repo
-            .write_blob(data)
-            .map(|id| id.detach())
-            .map_err(|e| Error::git(format!("could not write a blob: {e}")))
+        crate::pack::write_object(&self.repo, gix::objs::Kind::Blob, data)
     }
 
     fn write_tree(&self, mut entries: Vec<Entry>) -> Result<ObjectId> {
+        use gix::objs::WriteTo;
         entries.sort();
-        self.repo
-            .write_object(gix::objs::Tree { entries })
-            .map(|id| id.detach())
-            .map_err(|e| Error::git(format!("could not write a tree: {e}")))
+        let mut buf = Vec::new();
+        gix::objs::Tree { entries }
+            .write_to(&mut buf)
+            .map_err(|e| Error::git(format!("could not write a tree: {e}")))?;
+        crate::pack::write_object(&self.repo, gix::objs::Kind::Tree, &buf)
     }
 
     /// Write a chain's commit to the object memory. Unlike `Repository::write_object`,
@@ -646,8 +647,7 @@ impl Store {
         let mut buf = Vec::with_capacity(object.size() as usize);
         let err = |e: &dyn std::fmt::Display| Error::git(format!("could not write a commit: {e}"));
         object.write_to(&mut buf).map_err(|e| err(&e))?;
-        gix::objs::Write::write_buf(&self.repo.objects, gix::objs::Kind::Commit, &buf)
-            .map_err(|e| err(&e))
+        crate::pack::write_object(&self.repo, gix::objs::Kind::Commit, &buf)
     }
 
     /// Move `name` from `expected` to `new`, atomically, or report a conflict.

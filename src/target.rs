@@ -10,7 +10,7 @@
 use gix::ObjectId;
 use gix::bstr::ByteSlice;
 
-use crate::error::{Error, Problem, Result};
+use crate::error::{Problem, Result};
 use crate::policy::Policy;
 
 const BRANCH_PREFIX: &str = "refs/heads/";
@@ -177,19 +177,10 @@ fn is_special(name: &str) -> bool {
 
 /// The local branches, by short name.
 pub fn branches(repo: &gix::Repository) -> Result<Vec<String>> {
-    let refs = repo
-        .references()
-        .map_err(|e| Error::git(format!("could not list branches: {e}")))?;
-    let iter = refs
-        .prefixed(BRANCH_PREFIX)
-        .map_err(|e| Error::git(format!("could not list branches: {e}")))?;
-    let mut out = Vec::new();
-    for r in iter {
-        let r = r.map_err(|e| Error::git(format!("could not list branches: {e}")))?;
-        out.push(r.name().shorten().to_str_lossy().into_owned());
-    }
-    out.sort();
-    Ok(out)
+    Ok(crate::refs::list(repo.common_dir(), BRANCH_PREFIX)?
+        .into_iter()
+        .filter_map(|(name, _)| name.strip_prefix(BRANCH_PREFIX).map(str::to_owned))
+        .collect())
 }
 
 #[cfg(test)]

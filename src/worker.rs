@@ -245,6 +245,9 @@ impl<'q> Worker<'q> {
             if stop.draining() {
                 break;
             }
+            // A batch writes the objects of several refs before it updates them: its packs
+            // stay kept until the batch is done.
+            let _hold = crate::pack::hold();
             if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
                 let swept = self.queue.sweep()?;
                 last_sweep = Some(Instant::now());

@@ -15,10 +15,14 @@ pub struct Args {
     /// Rebuild the index from the refs.
     #[arg(long)]
     reindex: bool,
+    /// Set aside every request whose chain misses objects (under refs/hyperion/lost/ID) and
+    /// drop it from the index.
+    #[arg(long)]
+    repair: bool,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
-    let d = ctx.queue()?.doctor(args.reindex)?;
+    let d = ctx.queue()?.doctor_with(args.reindex, args.repair)?;
     if ctx.json() {
         print_json(&d);
     } else {
@@ -45,8 +49,12 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         .filter(|f| {
             !matches!(
                 f.code,
-                "lease.expired" | "store.stale_lock" | "land.in_progress" | "land.index_lock"
-            )
+                "lease.expired"
+                    | "store.stale_lock"
+                    | "store.stale_keep"
+                    | "land.in_progress"
+                    | "land.index_lock"
+            ) && !d.set_aside.contains(&f.id)
         })
         .count();
     if broken > 0 {

@@ -178,6 +178,9 @@ impl From<Error> for CommandError {
             Error::Policy { .. } => Some(
                 "`git hyperion policy check` lists every problem; fix .hyperion/policy.toml on the target branch",
             ),
+            Error::RefStorage(_) => Some(
+                "git hyperion stores requests as loose refs and `packed-refs`; use it in a repository made with the default `git init` (ref format `files`); nothing was changed",
+            ),
             Error::Git(_) | Error::Io { .. } => {
                 Some("check the repository and disk; nothing was changed by this command")
             }

@@ -122,9 +122,10 @@ impl Ctx {
     }
 
     pub fn store(&self) -> CmdResult<Store> {
-        Store::discover(&self.dir).map_err(|e| {
-            CommandError::usage(e.to_string())
-                .hint("run inside a git repository, or point at one with -C PATH")
+        Store::discover(&self.dir).map_err(|e| match e {
+            hyperion::Error::RefStorage(_) => CommandError::from(e),
+            e => CommandError::usage(e.to_string())
+                .hint("run inside a git repository, or point at one with -C PATH"),
         })
     }
 
