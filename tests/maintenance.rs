@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 //! Hyperion next to git's own maintenance: `git repack -ad`, `git gc --prune=now`, `git
 //! pack-refs --all` and `git maintenance run` running while requests are stored and landed,
 //! an enqueue killed between its pack and its refs, objects removed by hand, and repositories
@@ -480,7 +482,7 @@ fn doctor_repairs_a_request_whose_object_is_missing() {
 
     assert_eq!(statuses(&repo).keys().collect::<Vec<_>>(), vec![fine]);
     let leased = repo.ids(&["dequeue", "--worker", "w", "--batch", "5"]);
-    assert_eq!(&leased, &[fine.clone()]);
+    assert_eq!(leased, vec![fine.clone()]);
     assert!(repo.ids(&["dequeue", "--worker", "w"]).is_empty());
     fsck_clean(&repo);
     let d = repo.json(&["doctor"]);
