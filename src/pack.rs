@@ -79,19 +79,35 @@ impl PackBuilder {
                 .tempfile_in(&dir)?;
             tmp.write_all(&pack)?;
             tmp.persist(&final_pack).map_err(|e| e.error)?;
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&keep)
-            {
-                Ok(mut file) => file.write_all(keep_content().as_bytes())?,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // The keep is a spare file where one is kept ([`crate::spare`]), taken as a ref's
+            // lock is (it fails when the keep exists), and becomes a spare again once released:
+            // a transition then neither creates nor frees a file for it.
+            let common = objects_dir.parent().unwrap_or(objects_dir);
+            let content = keep_content();
+            match crate::spare::take(common, &keep, crate::spare::Kind::Ref) {
+                crate::spare::Taken::File(file) => {
+                    use std::os::unix::fs::FileExt;
+                    file.write_all_at(content.as_bytes(), 0)
+                        .and_then(|()| file.set_len(content.len() as u64))?;
+                }
+                crate::spare::Taken::Busy => {
                     nonce += 1;
                     continue;
                 }
-                Err(e) => return Err(e),
+                crate::spare::Taken::None => match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&keep)
+                {
+                    Ok(mut file) => file.write_all(content.as_bytes())?,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        nonce += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             }
-            KEPT.with_borrow_mut(|kept| kept.push(keep.clone()));
+            KEPT.with_borrow_mut(|kept| kept.push((common.to_owned(), keep.clone())));
             let mut tmp = tempfile::Builder::new()
                 .prefix("tmp_idx_")
                 .tempfile_in(&dir)?;
@@ -277,7 +293,7 @@ fn compressed(parts: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
 
 thread_local! {
     /// The `.keep` files of the packs this thread wrote whose refs may not exist yet.
-    static KEPT: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+    static KEPT: std::cell::RefCell<Vec<(PathBuf, PathBuf)>> = const { std::cell::RefCell::new(Vec::new()) };
     /// How many [`Hold`]s of this thread are alive.
     static HOLDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
@@ -303,12 +319,9 @@ pub fn settle() {
 }
 
 fn release_keeps() {
-    for keep in KEPT.with_borrow_mut(std::mem::take) {
-        if let Err(e) = std::fs::remove_file(&keep)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(keep = %keep.display(), error = %e, "could not remove a pack's keep file");
-        }
+    for (common, keep) in KEPT.with_borrow_mut(std::mem::take) {
+        // Into the spares (removed when there is no room).
+        crate::spare::adopt(&common, &keep, crate::spare::Kind::Ref);
     }
 }
 
@@ -344,6 +357,12 @@ pub fn stale_keeps(common: &Path, grace: std::time::Duration) -> Vec<PathBuf> {
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_none_or(|e| e != "keep") {
+            continue;
+        }
+        // A keep is written before its pack's index, and may be a spare file that still
+        // holds an earlier writer's words for an instant: until the index exists, it is a
+        // writer's at work (a pack without an index is one git does not see anyway).
+        if !path.with_extension("idx").exists() {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(&path) else {
