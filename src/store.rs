@@ -192,7 +192,7 @@ impl Store {
         }
         // All of them in one pack, before the first ref points at any.
         self.persist()?;
-        crate::sys::pause_point("store.packed");
+        crate::sys::pause_point("enqueue.packed");
         for (i, commit) in planned {
             let (_, record, event) = items[i];
             out[i] = Some(self.create_ref(record, event, commit)?);

@@ -1136,6 +1136,7 @@ fn every_code_the_source_can_emit_is_in_the_catalogue() {
                     "approvals.",
                     // Test pause points (HYPERION_TEST_PAUSE_AT), see src/sys.rs.
                     "landing.",
+                    "enqueue.",
                 ]
                 .iter()
                 .any(|section| c.starts_with(section))
