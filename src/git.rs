@@ -1,53 +1,38 @@
 //! The few things done by running the `git` binary: whole-repository operations where git's
-//! own implementation is the reference (bundles for archives). Hot paths never spawn git.
+//! own implementation is the reference (bundles for archives, ref transactions for their
+//! removal). Hot paths never spawn git.
 
+use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
 
-fn run(git_dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
+/// Run `git` in `git_dir` with `input` on its stdin; its stdout, or an error naming `what`.
+pub fn run(git_dir: &Path, args: &[&str], input: &[u8], what: &str) -> Result<Vec<u8>> {
+    let mut child = Command::new("git")
         .arg("--git-dir")
         .arg(git_dir)
         .args(args)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| Error::io("could not run git", e))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // Written from a thread: git may fill its stdout before it has read all of its stdin.
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::io("could not wait for git", e))?;
+    let fed = writer.join().unwrap_or(Ok(()));
     if !out.status.success() {
         return Err(Error::Git(format!(
-            "git {} failed: {}",
-            args.first().copied().unwrap_or(""),
+            "{what} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Write a bundle holding `refs` and everything they reach.
-pub fn bundle_create(git_dir: &Path, bundle: &Path, refs: &[String]) -> Result<()> {
-    let bundle = bundle.to_string_lossy();
-    let mut args = vec!["bundle", "create", "-q", &*bundle];
-    args.extend(refs.iter().map(String::as_str));
-    run(git_dir, &args).map(|_| ())
-}
-
-/// Check that a bundle is complete and lists every one of `refs`.
-pub fn bundle_verify(git_dir: &Path, bundle: &Path, refs: &[String]) -> Result<()> {
-    let listed = run(
-        git_dir,
-        &["bundle", "list-heads", &bundle.to_string_lossy()],
-    )?;
-    for r in refs {
-        if !listed.lines().any(|l| l.ends_with(r.as_str())) {
-            return Err(Error::Git(format!(
-                "archive {} lacks {r}",
-                bundle.display()
-            )));
-        }
-    }
-    run(
-        git_dir,
-        &["bundle", "verify", "-q", &bundle.to_string_lossy()],
-    )
-    .map(|_| ())
+    fed.map_err(|e| Error::io(format!("{what}: could not feed git"), e))?;
+    Ok(out.stdout)
 }

@@ -6,6 +6,7 @@
 //! binary) render what it returns.
 
 pub mod apply;
+pub mod archive;
 pub mod binary;
 pub mod budget;
 pub mod checkout;

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::model::{Action, ChangeRequest, DeadClass, ErrorInfo, Event, Record, Status};
 use crate::settings::Settings;
-use crate::store::{Artifact, Created, HistoryEntry, Store, Transition};
+use crate::store::{Artifact, Created, HistoryEntry, REQUESTS_PREFIX, Store, Transition};
 use crate::target::{Target, Tip};
 
 /// The longest backoff before a retry (`not_before` is at most this after the retry).
@@ -125,6 +125,9 @@ pub struct Swept {
     /// Expired leases that could not be swept this time (e.g. a ref lock not yet stale).
     pub skipped: Vec<Finding>,
 }
+
+/// Expired leases swept per chunk (one pack of new commits each).
+const SWEEP_CHUNK: usize = 10_000;
 
 /// What gc did (or would do, with `dry_run`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -948,65 +951,92 @@ impl Queue {
             .into_iter()
             .filter(|(_, r)| r.status == Status::Leased && r.leased_until.is_none_or(|t| t < now))
             .collect();
-        for (tip, r) in expired {
-            let mut next = r.clone();
-            let owner = r.lease_owner.clone();
-            next.lease_owner = None;
-            next.leased_until = None;
-            next.lease_secs = None;
-            next.updated_at = now;
-            let message = format!(
-                "lease held by '{}' expired (attempt {} of {})",
-                owner.as_deref().unwrap_or("?"),
-                r.attempts,
-                self.settings.max_attempts
-            );
-            let mut event = Event {
-                action: Action::Expire,
-                from: Some(Status::Leased),
-                to: Status::Pending,
-                actor: "sweep".into(),
-                worker: owner,
-                reason: Some(message.clone()),
-                code: Some("lease.expired".into()),
-                at: now,
-                leased_until: None,
-            };
-            if r.attempts >= self.settings.max_attempts {
-                next.status = Status::Dead;
-                next.dead_class = Some(DeadClass::Lease);
-                next.error = Some(ErrorInfo {
-                    code: "lease.expired".into(),
-                    message,
-                });
-                event.to = Status::Dead;
-            } else {
-                next.status = Status::Pending;
-                next.not_before = Some(now + self.backoff(&next));
-            }
-            match self.transition(&mut ix, tip, &mut next, &mut event, &mut [], false) {
-                Ok(_) => {
-                    tracing::info!(request = %r.id, task = %r.task_id, to = %next.status, "swept expired lease");
-                    if next.status == Status::Dead {
-                        swept.dead.push(r.id);
-                    } else {
-                        swept.requeued.push(r.id);
+        // In chunks: each chunk's commits are prepared in memory and reach the disk as one pack
+        // at its first ref update (a few packs for any number of requests, so no repack to
+        // wait for), and memory holds one chunk's objects at a time.
+        let mut expired = expired.into_iter().peekable();
+        while expired.peek().is_some() {
+            let mut prepared = Vec::with_capacity(SWEEP_CHUNK);
+            for (tip, r) in expired.by_ref().take(SWEEP_CHUNK) {
+                let (mut next, mut event) = self.expired(&r, now);
+                match self.prepare(tip, &mut next, &mut event, &mut [], false) {
+                    Ok(commit) => prepared.push((tip, commit, next, event)),
+                    Err(e) => {
+                        tracing::warn!(request = %r.id, error = %e, "could not sweep; will retry");
+                        swept.skipped.push(Finding {
+                            id: r.id,
+                            code: e.code(),
+                            message: e.to_string(),
+                        });
                     }
                 }
-                Err(Error::Conflict { .. }) => {}
-                // Recovery must not stop at one stuck request: report it and go on.
-                Err(e) => {
-                    tracing::warn!(request = %r.id, error = %e, "could not sweep; will retry");
-                    swept.skipped.push(Finding {
-                        id: r.id,
-                        code: e.code(),
-                        message: e.to_string(),
-                    });
+            }
+            for (tip, commit, next, event) in prepared {
+                match self.finish(&mut ix, tip, commit, &next, &event) {
+                    Ok(()) => {
+                        tracing::info!(request = %next.id, task = %next.task_id, to = %next.status, "swept expired lease");
+                        if next.status == Status::Dead {
+                            swept.dead.push(next.id);
+                        } else {
+                            swept.requeued.push(next.id);
+                        }
+                    }
+                    Err(Error::Conflict { .. }) => {}
+                    // Recovery must not stop at one stuck request: report it and go on.
+                    Err(e) => {
+                        tracing::warn!(request = %next.id, error = %e, "could not sweep; will retry");
+                        swept.skipped.push(Finding {
+                            id: next.id,
+                            code: e.code(),
+                            message: e.to_string(),
+                        });
+                    }
                 }
             }
         }
         self.done(ix)?;
         Ok(swept)
+    }
+
+    /// The record and event of `r`'s expired lease being swept at `now`: back to `pending`
+    /// with a backoff, or `dead` (class `lease`) on its last attempt.
+    fn expired(&self, r: &Record, now: jiff::Timestamp) -> (Record, Event) {
+        let mut next = r.clone();
+        let owner = r.lease_owner.clone();
+        next.lease_owner = None;
+        next.leased_until = None;
+        next.lease_secs = None;
+        next.updated_at = now;
+        let message = format!(
+            "lease held by '{}' expired (attempt {} of {})",
+            owner.as_deref().unwrap_or("?"),
+            r.attempts,
+            self.settings.max_attempts
+        );
+        let mut event = Event {
+            action: Action::Expire,
+            from: Some(Status::Leased),
+            to: Status::Pending,
+            actor: "sweep".into(),
+            worker: owner,
+            reason: Some(message.clone()),
+            code: Some("lease.expired".into()),
+            at: now,
+            leased_until: None,
+        };
+        if r.attempts >= self.settings.max_attempts {
+            next.status = Status::Dead;
+            next.dead_class = Some(DeadClass::Lease);
+            next.error = Some(ErrorInfo {
+                code: "lease.expired".into(),
+                message,
+            });
+            event.to = Status::Dead;
+        } else {
+            next.status = Status::Pending;
+            next.not_before = Some(now + self.backoff(&next));
+        }
+        (next, event)
     }
 
     /// Put dead letters back in the queue, with the reason recorded in their chains. One
@@ -1156,26 +1186,44 @@ impl Queue {
         let stamp = self.now().strftime("%Y%m%dT%H%M%S%.9fZ").to_string();
         let bundle = dir.join(format!("gc-{stamp}.bundle"));
         let refs: Vec<String> = old.iter().map(|(_, r)| Store::ref_name(&r.id)).collect();
-        crate::git::bundle_create(self.store.git_dir(), &bundle, &refs)?;
-        crate::git::bundle_verify(self.store.git_dir(), &bundle, &refs)?;
-        let mut ix = self.index()?;
-        let mut archived = Vec::new();
+        // Everything the refs reach is on disk before git reads it.
+        self.store.persist()?;
+        crate::archive::bundle_create(self.store.git_dir(), &bundle, &refs)?;
+        let heads = crate::archive::bundle_heads(self.store.git_dir(), &bundle)?;
+        drop(refs);
+        // Only a ref the bundle holds at the very tip to be removed is removed (one that moved
+        // since the snapshot is kept: it is no longer old, or its newer state is not archived).
+        let mut doomed = Vec::with_capacity(old.len());
+        let mut by_ref = std::collections::HashMap::with_capacity(old.len());
         for (tip, r) in old {
-            match self.store.delete(&r.id, tip) {
-                Ok(()) => {
-                    if let Some(ix) = ix.as_mut() {
-                        ix.remove(&r.id)?;
-                    }
-                    tracing::info!(request = %r.id, archive = %bundle.display(), "archived");
-                    archived.push(r.id);
-                }
-                // It moved (e.g. requeued) since we looked: keep it, it is no longer old.
-                Err(Error::Conflict { .. }) => {}
-                Err(e) => {
-                    self.done(ix)?;
-                    return Err(e);
-                }
+            let name = Store::ref_name(&r.id);
+            if heads.get(&name) == Some(&tip) {
+                doomed.push((name.clone(), tip));
+                by_ref.insert(name, r.id);
             }
+        }
+        drop(heads);
+        crate::sys::pause_point("gc.bundle_verified");
+        let (removed_names, failed) =
+            crate::archive::delete_refs(self.store.git_dir(), &doomed, &|name| {
+                self.store
+                    .tip(name.strip_prefix(REQUESTS_PREFIX).unwrap_or(name))
+            });
+        self.store.count_writes(removed_names.len());
+        let mut ix = self.index()?;
+        let mut archived = Vec::with_capacity(removed_names.len());
+        for name in &removed_names {
+            let id = by_ref.remove(name).expect("only doomed refs are removed");
+            if let Some(ix) = ix.as_mut() {
+                ix.remove(&id)?;
+            }
+            tracing::debug!(request = %id, archive = %bundle.display(), "archived");
+            archived.push(id);
+        }
+        tracing::info!(requests = archived.len(), archive = %bundle.display(), "archived");
+        if let Some(e) = failed {
+            self.done(ix)?;
+            return Err(e);
         }
         self.done(ix)?;
         self.store.reset_generation()?;

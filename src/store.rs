@@ -433,6 +433,13 @@ impl Store {
         Ok(())
     }
 
+    /// Count `n` request-ref updates made by plain git (`gc`'s ref transactions).
+    pub fn count_writes(&self, n: usize) {
+        for _ in 0..n {
+            self.wrote();
+        }
+    }
+
     /// How many request-ref updates this process has made.
     pub fn own_writes(&self) -> u64 {
         self.writes.get()

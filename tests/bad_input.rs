@@ -1137,6 +1137,7 @@ fn every_code_the_source_can_emit_is_in_the_catalogue() {
                     // Test pause points (HYPERION_TEST_PAUSE_AT), see src/sys.rs.
                     "landing.",
                     "enqueue.",
+                    "gc.",
                 ]
                 .iter()
                 .any(|section| c.starts_with(section))

@@ -380,3 +380,24 @@ pub fn binary_run_patch(path: &str, len: usize, byte: u8) -> String {
         base85(&deflate_run(len, byte)),
     )
 }
+
+/// Wait until process `pid` stopped itself (state `T` in /proc), as at a pause point
+/// (`HYPERION_TEST_PAUSE_AT`, see src/sys.rs).
+pub fn wait_stopped(pid: u32, what: &str) {
+    let stat = format!("/proc/{pid}/stat");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let s = std::fs::read_to_string(&stat).unwrap_or_default();
+        // "pid (comm) STATE ...": comm may hold spaces, so look after the last ')'.
+        if s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{what} never reached its pause point"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

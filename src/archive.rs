@@ -1,0 +1,137 @@
+//! Retention at any scale: finished requests written to a git bundle, and their refs removed
+//! in a few ref transactions. No request id or ref name goes on a command line (ref names
+//! reach git on stdin), so the number of requests is bounded by nothing but disk and time.
+//!
+//! The order keeps every request somewhere at every instant: the bundle is written and
+//! verified first, and a ref is removed only if the bundle holds it at the very tip that is
+//! being removed (a compare-and-swap inside each transaction). A crash before the removal
+//! leaves every ref; a crash part-way leaves some refs, and the rest in the verified bundle.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use gix::ObjectId;
+
+use crate::error::{Error, Result};
+
+/// Ref removals per `git update-ref --stdin` transaction. With packed refs each transaction
+/// rewrites `packed-refs` once, so a chunk is large; it is bounded so that one request moved
+/// meanwhile (which fails its transaction, then retried without it) costs little.
+const DELETE_CHUNK: usize = 10_000;
+
+/// The chunk size, which tests make small (`HYPERION_TEST_GC_CHUNK`) to run many
+/// transactions over few requests.
+fn delete_chunk() -> usize {
+    std::env::var("HYPERION_TEST_GC_CHUNK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(DELETE_CHUNK)
+}
+
+/// Write a bundle of `refs` (full names) and everything they reach, the names fed on stdin.
+pub fn bundle_create(git_dir: &Path, bundle: &Path, refs: &[String]) -> Result<()> {
+    let mut input = Vec::with_capacity(refs.len() * 64);
+    for r in refs {
+        input.extend_from_slice(r.as_bytes());
+        input.push(b'\n');
+    }
+    let bundle = bundle.to_string_lossy();
+    crate::git::run(
+        git_dir,
+        &["bundle", "create", "-q", &bundle, "--stdin"],
+        &input,
+        "git bundle create",
+    )
+    .map(|_| ())
+}
+
+/// Check that a bundle is complete (`git bundle verify`), and read the tip it holds for each
+/// ref.
+pub fn bundle_heads(git_dir: &Path, bundle: &Path) -> Result<HashMap<String, ObjectId>> {
+    let path = bundle.to_string_lossy();
+    crate::git::run(
+        git_dir,
+        &["bundle", "verify", "-q", &path],
+        b"",
+        "git bundle verify",
+    )?;
+    let listed = crate::git::run(
+        git_dir,
+        &["bundle", "list-heads", &path],
+        b"",
+        "git bundle list-heads",
+    )?;
+    let mut heads = HashMap::new();
+    for line in String::from_utf8_lossy(&listed).lines() {
+        if let Some((oid, name)) = line.split_once(' ')
+            && let Ok(oid) = ObjectId::from_hex(oid.as_bytes())
+        {
+            heads.insert(name.to_owned(), oid);
+        }
+    }
+    Ok(heads)
+}
+
+/// Remove `refs` (name, expected tip), each only if it still points at its expected tip, in
+/// transactions of at most [`DELETE_CHUNK`]. A transaction is all or nothing: when one fails
+/// because a ref moved, the refs of the chunk are read again and the transaction retried
+/// without the moved ones (`tip` reads a ref now). Returns the names removed, and the error
+/// that stopped it part-way, if any.
+pub fn delete_refs(
+    git_dir: &Path,
+    refs: &[(String, ObjectId)],
+    tip: &dyn Fn(&str) -> Result<Option<ObjectId>>,
+) -> (Vec<String>, Option<Error>) {
+    let mut removed = Vec::with_capacity(refs.len());
+    for (n, chunk) in refs.chunks(delete_chunk()).enumerate() {
+        if n == 1 {
+            crate::sys::pause_point("gc.chunk_removed");
+        }
+        let mut chunk: Vec<(String, ObjectId)> = chunk.to_vec();
+        let mut tries = 0;
+        loop {
+            if chunk.is_empty() {
+                break;
+            }
+            let mut input = Vec::with_capacity(chunk.len() * 110 + 32);
+            input.extend_from_slice(b"start\n");
+            for (name, expected) in &chunk {
+                writeln!(input, "delete {name} {expected}").expect("write to memory");
+            }
+            input.extend_from_slice(b"prepare\ncommit\n");
+            match crate::git::run(
+                git_dir,
+                &["update-ref", "--stdin"],
+                &input,
+                "git update-ref",
+            ) {
+                Ok(_) => {
+                    removed.extend(chunk.into_iter().map(|(name, _)| name));
+                    break;
+                }
+                Err(e) => {
+                    tries += 1;
+                    let before = chunk.len();
+                    let mut kept = Vec::with_capacity(before);
+                    for (name, expected) in chunk {
+                        match tip(&name) {
+                            Ok(t) if t == Some(expected) => kept.push((name, expected)),
+                            Ok(_) => {}
+                            Err(e) => return (removed, Some(e)),
+                        }
+                    }
+                    chunk = kept;
+                    // Nothing moved: the failure is not a race (a lock held by a writer that
+                    // died, a broken disk), so stop with what was removed so far.
+                    if chunk.len() == before || tries > 3 {
+                        tracing::warn!(removed = removed.len(), error = %e, "could not remove archived refs");
+                        return (removed, Some(e));
+                    }
+                }
+            }
+        }
+    }
+    (removed, None)
+}

@@ -1,0 +1,231 @@
+//! Many requests at once: sweep of many expired leases, gc of more finished requests than fit
+//! on a command line, gc's ref transactions, and a gc killed part-way.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{TestRepo, request_dir, wait_stopped};
+
+/// `n` requests, all leased with a 1s lease and swept once it ran out: with
+/// `hyperion.maxAttempts=1` every one is then a dead letter, which gc may archive.
+fn dead_letters(n: usize, salt: &str) -> (TestRepo, Vec<String>) {
+    let repo = TestRepo::new();
+    repo.git(&["config", "hyperion.maxAttempts", "1"]);
+    let ids = repo.enqueue(&request_dir(&repo, n, salt));
+    assert_eq!(ids.len(), n);
+    let leased = repo.json(&[
+        "dequeue",
+        "--worker",
+        "w",
+        "--batch",
+        &n.to_string(),
+        "--lease",
+        "1s",
+    ]);
+    assert_eq!(leased.as_array().unwrap().len(), n);
+    std::thread::sleep(Duration::from_millis(1100));
+    let swept = repo.json(&["sweep"]);
+    assert_eq!(swept["dead"].as_array().unwrap().len(), n, "{swept}");
+    (repo, ids)
+}
+
+/// Request refs and their tips.
+fn refs(repo: &TestRepo) -> BTreeMap<String, String> {
+    repo.hyperion_refs()
+        .lines()
+        .filter(|l| l.starts_with("refs/hyperion/requests/"))
+        .map(|l| {
+            let (name, oid) = l.split_once(' ').unwrap();
+            (name.to_owned(), oid.to_owned())
+        })
+        .collect()
+}
+
+fn packs(repo: &TestRepo) -> usize {
+    std::fs::read_dir(repo.git_dir().join("objects/pack"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".idx")
+        })
+        .count()
+}
+
+/// The archives gc wrote.
+fn bundles(repo: &TestRepo) -> Vec<std::path::PathBuf> {
+    let dir = repo.git_dir().join("hyperion/archive");
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The documented restore: fetch every request ref back from a bundle.
+fn restore(repo: &TestRepo, bundle: &std::path::Path) {
+    repo.git(&[
+        "fetch",
+        "-q",
+        bundle.to_str().unwrap(),
+        "refs/hyperion/requests/*:refs/hyperion/requests/*",
+    ]);
+}
+
+/// More expired leases than one pack of loose-object roll-ups holds are swept in one chunk:
+/// one new pack, not one per few hundred objects (and so no repack to wait for). Then gc of
+/// all of them as dead letters, with a stack limit that leaves git's command line 128 KiB: the
+/// ref names alone take more, so gc passes none of them as arguments.
+#[test]
+fn many_expired_leases_are_swept_in_one_pack_and_gc_passes_no_ref_on_a_command_line() {
+    let n = 3600;
+    let repo = TestRepo::new();
+    repo.git(&["config", "hyperion.maxAttempts", "1"]);
+    let ids = repo.enqueue(&request_dir(&repo, n, "big"));
+    repo.json(&[
+        "dequeue",
+        "--worker",
+        "w",
+        "--batch",
+        &n.to_string(),
+        "--lease",
+        "1s",
+    ]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = packs(&repo);
+    let swept = repo.json(&["sweep"]);
+    assert_eq!(swept["dead"].as_array().unwrap().len(), n, "{swept}");
+    assert!(
+        packs(&repo) <= before + 1,
+        "sweep wrote {} packs for {n} requests",
+        packs(&repo) - before
+    );
+    let names: usize = refs(&repo).keys().map(|r| r.len() + 1).sum();
+    assert!(names > 128 * 1024, "{names} bytes of ref names");
+    let tips = refs(&repo);
+
+    // `ulimit -s 512`: the kernel then allows 128 KiB of arguments and environment.
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -s 512 && exec \"$0\" gc --older-than 0s",
+            common::BIN,
+        ])
+        .current_dir(repo.path())
+        .envs(repo.cmd().get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archived = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(archived, n);
+    assert!(refs(&repo).is_empty());
+    assert!(repo.ids(&["list"]).is_empty());
+    // Everything comes back from the archive, at the same tips.
+    restore(&repo, &bundles(&repo)[0]);
+    assert_eq!(refs(&repo), tips);
+    let mut back = repo.ids(&["list"]);
+    back.sort();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(back, ids);
+}
+
+/// With packed refs, gc removes refs in transactions of many (here 40 at a time, through the
+/// test-only chunk size): `packed-refs` is rewritten once per transaction, not once per
+/// request. A ref that moved after the archive was written is kept, and the rest of its
+/// transaction still goes.
+#[test]
+fn gc_removes_packed_refs_in_few_transactions_and_keeps_one_that_moved() {
+    let n = 200;
+    let (repo, ids) = dead_letters(n, "packed");
+    repo.git(&["pack-refs", "--all"]);
+    let trace = repo.home.path().join("trace");
+    let gc = repo
+        .cmd()
+        .args(["gc", "--older-than", "0s"])
+        .env("HYPERION_TEST_GC_CHUNK", "40")
+        .env("HYPERION_TEST_PAUSE_AT", "gc.bundle_verified")
+        .env("GIT_TRACE", &trace)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_stopped(gc.id(), "gc");
+    // Between the archive and the removal, one request goes back to the queue.
+    let moved = &ids[57];
+    repo.ok(&["requeue", moved, "--reason", "again"]);
+    let moved_tip = refs(&repo)[&format!("refs/hyperion/requests/{moved}")].clone();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-CONT", &gc.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = gc.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let archived: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(archived.len(), n - 1);
+    assert!(!archived.contains(&moved.as_str()));
+    let left = refs(&repo);
+    assert_eq!(
+        left.into_iter().collect::<Vec<_>>(),
+        vec![(format!("refs/hyperion/requests/{moved}"), moved_tip)]
+    );
+    let trace = std::fs::read_to_string(trace).unwrap();
+    let transactions = trace
+        .lines()
+        .filter(|l| l.contains("built-in: git update-ref --stdin"))
+        .count();
+    // 5 chunks of 40, one retried without the moved ref.
+    assert_eq!(transactions, 6, "{trace}");
+    assert_eq!(
+        repo.ids(&["list", "--status", "pending"]),
+        vec![moved.clone()]
+    );
+}
+
+/// gc killed (SIGKILL) after its first ref transaction: some refs are gone, every one of them
+/// is in the verified archive, and the documented restore brings all of them back at the
+/// tips they had. A second gc finishes the job.
+#[test]
+fn gc_killed_part_way_loses_nothing() {
+    let n = 120;
+    let (repo, _) = dead_letters(n, "crash");
+    let tips = refs(&repo);
+    let mut gc = repo
+        .cmd()
+        .args(["gc", "--older-than", "0s"])
+        .env("HYPERION_TEST_GC_CHUNK", "50")
+        .env("HYPERION_TEST_PAUSE_AT", "gc.chunk_removed")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_stopped(gc.id(), "gc");
+    gc.kill().unwrap();
+    gc.wait().unwrap();
+    let left = refs(&repo);
+    assert_eq!(left.len(), n - 50, "one transaction of 50 went through");
+    for (name, tip) in &left {
+        assert_eq!(&tips[name], tip);
+    }
+    let archive = bundles(&repo);
+    assert_eq!(archive.len(), 1);
+    restore(&repo, &archive[0]);
+    assert_eq!(refs(&repo), tips);
+    // The index catches up with refs that came back behind its back.
+    assert_eq!(repo.ids(&["list"]).len(), n);
+    let again = repo.ok(&["gc", "--older-than", "0s"]);
+    assert_eq!(again.lines().count(), n);
+    assert!(refs(&repo).is_empty());
+}
