@@ -69,7 +69,7 @@ pub struct CheckResult {
 }
 
 /// Run `cmd` in `cwd`, with `HOME` and `TMPDIR` under `scratch` (emptied before and after).
-/// `tick` is called about once a second while it runs (the worker heartbeats its lease
+/// `tick` is called every 100 ms while it runs (the worker heartbeats its lease
 /// there); setting `cancel` stops the check.
 pub fn run(
     cmd: &CheckCommand,

@@ -42,6 +42,7 @@ pub fn pre_apply(
     req: &ChangeRequest,
     id: &str,
     target: &str,
+    tick: &mut dyn FnMut(),
 ) -> Result<Option<Refused>> {
     let staged;
     let (dir, hooks) = match settings.hooks_dir.as_deref() {
@@ -84,7 +85,7 @@ pub fn pre_apply(
             inherit: &settings.check_env,
             scratch: scratch.path(),
         };
-        if let Some(message) = run.one(&path)? {
+        if let Some(message) = run.one(&path, tick)? {
             return Ok(Some(Refused {
                 hook: name,
                 message,
@@ -182,8 +183,9 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Run one hook; `Some(message)` when it refuses.
-    fn one(&self, path: &Path) -> Result<Option<String>> {
+    /// Run one hook; `Some(message)` when it refuses. `tick` is called while it runs (the
+    /// worker renews its leases there).
+    fn one(&self, path: &Path, tick: &mut dyn FnMut()) -> Result<Option<String>> {
         use crate::untrusted::{self, Ended, Env, Scratch, Spec};
         let name = path
             .file_name()
@@ -211,7 +213,7 @@ impl Run<'_> {
                 portable: false,
             },
             &AtomicBool::new(false),
-            &mut || {},
+            tick,
         );
         let _ = scratch.clear();
         let text = |c: &untrusted::Captured| {

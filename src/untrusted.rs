@@ -40,6 +40,10 @@ use std::time::{Duration, Instant};
 /// Time between SIGTERM and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(2);
 
+/// How often `tick` is called while a program runs: often enough for the shortest lease's
+/// renewals (a third of 1s; see `worker::leases`).
+const TICK: Duration = Duration::from_millis(100);
+
 /// After SIGKILL, how long to wait for the killed to go (a process in uninterruptible sleep
 /// may take longer; it is left behind).
 pub const KILL_WAIT: Duration = Duration::from_secs(1);
@@ -343,7 +347,7 @@ fn live() -> std::sync::MutexGuard<'static, HashMap<u32, String>> {
         .unwrap_or_else(|p| p.into_inner())
 }
 
-/// Run `spec`. `tick` is called about once a second while it runs (the worker heartbeats its
+/// Run `spec`. `tick` is called every 100 ms while it runs (the worker heartbeats its
 /// lease there); setting `cancel` stops the program as a timeout does.
 pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outcome {
     let started = Instant::now();
@@ -479,7 +483,7 @@ pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outc
             output_cut = open;
             break;
         }
-        if now.duration_since(last_tick) >= Duration::from_secs(1) {
+        if now.duration_since(last_tick) >= TICK {
             last_tick = now;
             tick();
         }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use gix::ObjectId;
 use serde::Serialize;
 
+mod leases;
+
 use crate::apply::{self, FileApplied};
 use crate::checks::{self, CheckCommand, CheckStatus, OutputLimit};
 use crate::error::{Error, Result};
@@ -168,9 +170,8 @@ pub struct Worker<'q> {
     pool: crate::worktree::Pool,
     /// The worktree slot this worker keeps between requests with checks.
     slot: std::cell::RefCell<Option<crate::worktree::Slot>>,
-    /// Requests built in this batch and not landed yet (their leases are renewed during
-    /// checks).
-    waiting: std::cell::RefCell<Vec<String>>,
+    /// The leases of the batch in hand, renewed while it is worked on.
+    leases: leases::Leases,
     output: OutputLimit,
 }
 
@@ -213,7 +214,7 @@ impl<'q> Worker<'q> {
             committer: land::committer(repo),
             pool: crate::worktree::Pool::new(repo.common_dir()),
             slot: std::cell::RefCell::new(None),
-            waiting: std::cell::RefCell::new(Vec::new()),
+            leases: leases::Leases::default(),
             output: OutputLimit::default(),
         }
     }
@@ -273,8 +274,10 @@ impl<'q> Worker<'q> {
                 continue;
             }
             idle = Duration::from_millis(50);
+            self.hold(&leased);
             let mut batch = Batch::default();
             for record in leased {
+                self.leases.renew_if_due(self.queue, &self.id);
                 // Stopping: what is in hand lands; the rest of the batch goes back.
                 if stop.draining() {
                     batch.decided.push(Decided {
@@ -292,7 +295,9 @@ impl<'q> Worker<'q> {
                 });
                 self.take(&mut batch, record, stop, on_progress)?;
             }
-            for report in self.flush(&mut batch)? {
+            let flushed = self.flush(&mut batch);
+            self.leases.clear();
+            for report in flushed? {
                 on_report(&report);
                 if opts.mode != Mode::Forever {
                     reports.push(report);
@@ -319,11 +324,21 @@ impl<'q> Worker<'q> {
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Result<Report> {
         let mut batch = Batch::default();
+        self.hold(std::slice::from_ref(record));
         self.take(&mut batch, record.clone(), stop, on_progress)?;
-        Ok(self
-            .flush(&mut batch)?
-            .pop()
-            .expect("one request in, one report out"))
+        let flushed = self.flush(&mut batch);
+        self.leases.clear();
+        Ok(flushed?.pop().expect("one request in, one report out"))
+    }
+
+    /// Keep the leases of `records` (just leased to this worker) until they are recorded.
+    fn hold(&self, records: &[Record]) {
+        let lease = self.lease.unwrap_or(self.queue.settings().lease);
+        self.leases.clear();
+        self.leases.hold(records.iter().map(|r| {
+            let secs = r.lease_secs.map(Duration::from_secs).unwrap_or(lease);
+            (r.id.clone(), leases::renew_every(secs))
+        }));
     }
 
     /// Build `record` onto its target (on top of what this batch built there already); a
@@ -350,11 +365,6 @@ impl<'q> Worker<'q> {
                 return Ok(());
             }
         };
-        *self.waiting.borrow_mut() = batch
-            .chains
-            .iter()
-            .flat_map(|c| c.items.iter().map(|b| b.record.id.clone()))
-            .collect();
         self.build(
             &mut batch.chains,
             &mut batch.decided,
@@ -477,7 +487,6 @@ impl<'q> Worker<'q> {
     /// Land every chain of the batch (one compare-and-swap of each target, one notes
     /// commit), then record every outcome (one pack for all the records).
     fn flush(&self, batch: &mut Batch) -> Result<Vec<Report>> {
-        self.waiting.borrow_mut().clear();
         for chain in std::mem::take(&mut batch.chains) {
             self.land_chain(chain, &mut batch.decided)?;
         }
@@ -875,9 +884,17 @@ impl<'q> Worker<'q> {
             ));
         }
 
-        if let Some(refused) =
-            crate::hooks::pre_apply(repo, settings, gate.tip.tree, req, id, target.name())?
-        {
+        if let Some(refused) = crate::hooks::pre_apply(
+            repo,
+            settings,
+            gate.tip.tree,
+            req,
+            id,
+            target.name(),
+            &mut || {
+                self.leases.renew_if_due(self.queue, &self.id);
+            },
+        )? {
             return Ok(fail(
                 DeadClass::Validation,
                 "hook.refused",
@@ -984,14 +1001,6 @@ impl<'q> Worker<'q> {
         tracing::debug!(request = %record.id, ?moved, "slot moved");
         let cancel = AtomicBool::new(false);
         let mut lease_lost = false;
-        let beat_every = Duration::from_secs(
-            record
-                .lease_secs
-                .unwrap_or(self.queue.settings().lease.as_secs())
-                .max(3)
-                / 3,
-        );
-        let mut last_beat = Instant::now();
         let mut summaries = Vec::new();
         let mut artifacts = Vec::new();
         for cmd in &commands {
@@ -1003,25 +1012,16 @@ impl<'q> Worker<'q> {
                 if stop.aborted() {
                     cancel.store(true, Ordering::SeqCst);
                 }
-                if !dry_run && last_beat.elapsed() >= beat_every {
-                    last_beat = Instant::now();
-                    match self.queue.heartbeat(&record.id, &self.id) {
-                        Ok(_) => {}
-                        Err(e) if lease_gone(&e) => {
-                            lease_lost = true;
-                            cancel.store(true, Ordering::SeqCst);
-                        }
-                        Err(e) => {
-                            tracing::warn!(request = %record.id, error = %e, "heartbeat failed")
-                        }
-                    }
-                    // The requests built earlier in this batch wait for this check to land
-                    // with it: their leases are kept too (one lost shows when landing).
-                    for id in self.waiting.borrow().iter() {
-                        if let Err(e) = self.queue.heartbeat(id, &self.id) {
-                            tracing::warn!(request = %id, error = %e, "heartbeat failed");
-                        }
-                    }
+                // Every lease of the batch is kept, this one's and those of the requests
+                // built earlier that wait to land with it (one lost shows when landing).
+                if !dry_run
+                    && self
+                        .leases
+                        .renew_if_due(self.queue, &self.id)
+                        .contains(&record.id)
+                {
+                    lease_lost = true;
+                    cancel.store(true, Ordering::SeqCst);
                 }
                 let _ = self.queue.release_index_if_wanted();
             };

@@ -229,3 +229,87 @@ fn gc_killed_part_way_loses_nothing() {
     assert_eq!(again.lines().count(), n);
     assert!(refs(&repo).is_empty());
 }
+
+/// A worker with the shortest lease (1s) and a batch whose checks and hooks take longer than
+/// that, while another process sweeps every 100 ms: every lease of the batch is renewed in
+/// time (those waiting their turn too), so nothing is swept and everything lands.
+#[test]
+fn a_live_worker_with_a_1s_lease_loses_no_lease_to_slow_checks_and_hooks() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = TestRepo::new();
+    std::fs::create_dir_all(repo.path().join(".hyperion")).unwrap();
+    std::fs::write(
+        repo.path().join(".hyperion/policy.toml"),
+        "[checks.slow]\nrun = [\"sleep\", \"1.5\"]\n",
+    )
+    .unwrap();
+    repo.git(&["add", ".hyperion/policy.toml"]);
+    repo.git(&["commit", "-q", "-m", "policy"]);
+    let hooks = repo.home.path().join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let hook = hooks.join("slow");
+    std::fs::write(&hook, "#!/bin/sh\ncat >/dev/null\nsleep 1.2\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    repo.git(&["config", "hyperion.hooksDir", hooks.to_str().unwrap()]);
+    let dir = repo.home.path().join("slow-reqs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..3 {
+        let mut r = common::request(i, "slow");
+        r["checks"] = serde_json::json!(["slow"]);
+        std::fs::write(
+            dir.join(format!("{i}.json")),
+            serde_json::to_vec(&r).unwrap(),
+        )
+        .unwrap();
+    }
+    let ids = repo.enqueue(&dir);
+    let worker = repo
+        .cmd()
+        .args([
+            "worker",
+            "--once",
+            "--batch-size",
+            "3",
+            "--lease",
+            "1s",
+            "--format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = worker.id();
+    let mut sweeps = 0;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    {
+        let swept = repo.json(&["sweep"]);
+        assert_eq!(swept["requeued"], serde_json::json!([]), "{swept}");
+        assert_eq!(swept["dead"], serde_json::json!([]), "{swept}");
+        sweeps += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = worker.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sweeps > 20, "the batch took {sweeps} sweeps");
+    let reports: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 3);
+    for r in &reports {
+        assert_eq!(r["result"], "landed", "{r}");
+    }
+    for id in &ids {
+        let shown = repo.json(&["show", id]);
+        assert!(!shown.to_string().contains("lease.expired"), "{shown}");
+    }
+}
