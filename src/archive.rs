@@ -135,3 +135,53 @@ pub fn delete_refs(
     }
     (removed, None)
 }
+
+/// The list of archived requests, next to the bundles: one `ID BUNDLE` line per request gc
+/// removed, appended once its ref is gone. `enqueue` reads it to refuse storing a new chain
+/// under an archived id, which would make the archived chain impossible to restore.
+const LIST: &str = "archived";
+
+/// Record that `ids` were archived into `bundle` (a file in `dir`).
+pub fn record(dir: &Path, bundle: &Path, ids: &[String]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let name = bundle
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut text = String::with_capacity(ids.len() * (name.len() + 18));
+    for id in ids {
+        text.push_str(id);
+        text.push(' ');
+        text.push_str(&name);
+        text.push('\n');
+    }
+    let path = dir.join(LIST);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| Error::io(format!("could not write {}", path.display()), e))
+}
+
+/// The bundle each of `ids` was archived into (the latest, if archived more than once).
+pub fn archived(dir: &Path, ids: &[&str]) -> Result<HashMap<String, std::path::PathBuf>> {
+    let path = dir.join(LIST);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(Error::io(format!("could not read {}", path.display()), e)),
+    };
+    let wanted: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    let mut found = HashMap::new();
+    for line in text.lines() {
+        if let Some((id, bundle)) = line.split_once(' ')
+            && wanted.contains(id)
+        {
+            found.insert(id.to_owned(), dir.join(bundle));
+        }
+    }
+    Ok(found)
+}

@@ -105,6 +105,18 @@ pub enum Error {
     /// The repository keeps its refs in a format hyperion does not write (reftable).
     #[error("{0}")]
     RefStorage(String),
+    /// A batch stopped part-way: `stored` are in the queue, `not_stored` are not.
+    #[error(
+        "{} of {} request(s) stored, {} not: {cause}",
+        stored.len(),
+        stored.len() + not_stored.len(),
+        not_stored.len()
+    )]
+    Incomplete {
+        stored: Vec<String>,
+        not_stored: Vec<String>,
+        cause: Box<Error>,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -133,6 +145,7 @@ impl Error {
             Error::Corrupt { .. } => "store.corrupt",
             Error::Git(_) => "env.git",
             Error::RefStorage(_) => "env.ref_storage",
+            Error::Incomplete { .. } => "store.incomplete",
             Error::Io { .. } => "env.io",
         }
     }

@@ -375,6 +375,20 @@ impl Queue {
     /// Accept validated requests. All are checked for storage in one pass; an identical
     /// submission is not stored twice and is reported with `created: false`.
     pub fn enqueue(&self, requests: &[ChangeRequest], actor: &str) -> Result<Vec<Enqueued>> {
+        self.enqueue_with(requests, actor, false)
+    }
+
+    /// [`Queue::enqueue`]; a request whose id gc archived (and that was not restored) is
+    /// refused (`request.archived`) unless `force`, which stores a new chain under the id.
+    pub fn enqueue_with(
+        &self,
+        requests: &[ChangeRequest],
+        actor: &str,
+        force: bool,
+    ) -> Result<Vec<Enqueued>> {
+        if !force {
+            self.refuse_archived(requests)?;
+        }
         // Refuse the whole batch, before writing anything, if one does not fit its target.
         let all: Vec<&ChangeRequest> = requests.iter().collect();
         for (req, problems) in requests.iter().zip(self.check_against_targets(&all)?) {
@@ -456,6 +470,51 @@ impl Queue {
         }
         self.done(ix)?;
         Ok(out)
+    }
+
+    /// Refuse requests whose id gc archived and whose ref is gone: a new chain under the id
+    /// would make the archived one impossible to restore.
+    fn refuse_archived(&self, requests: &[ChangeRequest]) -> Result<()> {
+        let problems: Vec<_> = self
+            .archived_problems(requests)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Rejected {
+            source_name: format!("{} archived request(s)", problems.len()),
+            problems,
+        })
+    }
+
+    /// A `request.archived` problem for each of `requests` (by index) whose id gc archived
+    /// and whose ref is gone, with the command that restores it.
+    pub fn archived_problems(
+        &self,
+        requests: &[ChangeRequest],
+    ) -> Result<Vec<(usize, crate::error::Problem)>> {
+        let ids: Vec<String> = requests.iter().map(|r| r.id()).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let dir = self.store.hyperion_dir().join("archive");
+        let found = crate::archive::archived(&dir, &refs)?;
+        let mut problems = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(bundle) = found.get(id)
+                && self.store.tip(id)?.is_none()
+            {
+                let b = bundle.display();
+                problems.push((i, crate::error::Problem::new(
+                    "request.archived",
+                    format!("request {id} was archived by gc into {b}"),
+                    format!(
+                        "restore it with `git fetch {b} refs/hyperion/requests/{id}:refs/hyperion/requests/{id}`; or submit it with --force to store a new chain (the archived one can then not be restored under this id)"
+                    ),
+                )));
+            }
+        }
+        Ok(problems)
     }
 
     /// Lease up to `batch` ready requests to `worker`, in queue order.
@@ -1221,7 +1280,8 @@ impl Queue {
             archived.push(id);
         }
         tracing::info!(requests = archived.len(), archive = %bundle.display(), "archived");
-        if let Some(e) = failed {
+        let listed = crate::archive::record(&dir, &bundle, &archived);
+        if let Some(e) = failed.or(listed.err()) {
             self.done(ix)?;
             return Err(e);
         }

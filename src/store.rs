@@ -193,9 +193,25 @@ impl Store {
         // All of them in one pack, before the first ref points at any.
         self.persist()?;
         crate::sys::pause_point("enqueue.packed");
-        for (i, commit) in planned {
+        for (n, &(i, commit)) in planned.iter().enumerate() {
             let (_, record, event) = items[i];
-            out[i] = Some(self.create_ref(record, event, commit)?);
+            match self.create_ref(record, event, commit) {
+                Ok(created) => out[i] = Some(created),
+                // Some refs exist now: say exactly which (already there or created) and which not.
+                Err(cause) => {
+                    let id = |&(i, _): &(usize, ObjectId)| items[i].1.id.clone();
+                    let mut stored: Vec<String> = (0..items.len())
+                        .filter(|&j| out[j].is_some())
+                        .map(|j| items[j].1.id.clone())
+                        .collect();
+                    stored.dedup();
+                    return Err(Error::Incomplete {
+                        stored,
+                        not_stored: planned[n..].iter().map(id).collect(),
+                        cause: Box::new(cause),
+                    });
+                }
+            }
         }
         // Repeats of a request within the batch are duplicates of its first occurrence.
         for (i, (_, record, _)) in items.iter().enumerate() {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Many requests at once: sweep of many expired leases, gc of more finished requests than fit
 //! on a command line, gc's ref transactions, and a gc killed part-way.
 
@@ -312,4 +313,106 @@ fn a_live_worker_with_a_1s_lease_loses_no_lease_to_slow_checks_and_hooks() {
         let shown = repo.json(&["show", id]);
         assert!(!shown.to_string().contains("lease.expired"), "{shown}");
     }
+}
+
+/// An enqueue that stops part-way (here: the ref of the third of five requests is locked by
+/// another writer, so storing it fails after the first two refs were created) says exactly
+/// which requests were stored and which were not, in text and JSON, with its own code, and
+/// never that nothing changed. Submitting the same batch again stores the rest.
+#[test]
+fn an_enqueue_stopped_part_way_says_what_was_stored_and_what_not() {
+    let repo = TestRepo::new();
+    let dir = request_dir(&repo, 5, "part");
+    let planned = repo.ids(&["enqueue", "--dry-run", dir.to_str().unwrap()]);
+    assert_eq!(planned.len(), 5);
+    let refs_dir = repo.git_dir().join("refs/hyperion/requests");
+    std::fs::create_dir_all(&refs_dir).unwrap();
+    let lock = refs_dir.join(format!("{}.lock", planned[2]));
+    std::fs::write(&lock, "").unwrap();
+
+    let out = repo
+        .cmd()
+        .args(["enqueue", dir.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[store.incomplete]"), "{stderr}");
+    assert!(!stderr.contains("nothing was changed"), "{stderr}");
+    for id in &planned[..2] {
+        assert!(stderr.contains(&format!("stored: {id}\n")), "{stderr}");
+    }
+    for id in &planned[2..] {
+        assert!(stderr.contains(&format!("not_stored: {id}\n")), "{stderr}");
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["code"], "store.incomplete");
+    assert_eq!(doc["error"]["stored"], serde_json::json!(planned[..2]));
+    assert_eq!(doc["error"]["not_stored"], serde_json::json!(planned[2..]));
+    // What it said is what is there.
+    let mut stored: Vec<String> = refs(&repo)
+        .keys()
+        .map(|r| r.trim_start_matches("refs/hyperion/requests/").to_owned())
+        .collect();
+    stored.sort();
+    let mut said = planned[..2].to_vec();
+    said.sort();
+    assert_eq!(stored, said);
+
+    std::fs::remove_file(&lock).unwrap();
+    let again = repo.json(&["enqueue", dir.to_str().unwrap()]);
+    let created: Vec<bool> = again
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["created"].as_bool().unwrap())
+        .collect();
+    assert_eq!(created, [false, false, true, true, true]);
+    assert_eq!(refs(&repo).len(), 5);
+}
+
+/// Submitting a request again after gc archived it is refused (`request.archived`) with the
+/// restore command as hint, and the documented restore then works; `--force` stores a new
+/// chain instead.
+#[test]
+fn an_archived_request_is_refused_again_until_restored_or_forced() {
+    let (repo, ids) = dead_letters(2, "archived");
+    let tips = refs(&repo);
+    let dir = repo.home.path().join("reqs-archived");
+    repo.ok(&["gc", "--older-than", "0s"]);
+    assert!(refs(&repo).is_empty());
+
+    let (_, err) = repo.fails(&["enqueue", dir.to_str().unwrap()], 1);
+    assert!(err.contains("[request.archived]"), "{err}");
+    for id in &ids {
+        assert!(
+            err.contains(&format!("request {id} was archived by gc")),
+            "{err}"
+        );
+    }
+    assert!(refs(&repo).is_empty(), "nothing was stored");
+    // The hint's command restores the archived chain.
+    let restore_cmd = err
+        .lines()
+        .find_map(|l| l.split_once("restore it with `git ")?.1.split_once('`'))
+        .map(|(cmd, _)| cmd.to_owned())
+        .unwrap_or_else(|| panic!("no restore command in {err}"));
+    let args: Vec<&str> = restore_cmd.split(' ').collect();
+    repo.git(&args);
+    assert_eq!(refs(&repo).len(), 1);
+    assert!(
+        tips.values()
+            .any(|t| refs(&repo).values().next() == Some(t))
+    );
+
+    // --force stores a new chain for the one still archived.
+    let forced = repo.json(&["enqueue", "--force", dir.to_str().unwrap()]);
+    let created: Vec<bool> = forced
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["created"].as_bool().unwrap())
+        .collect();
+    assert_eq!(created.iter().filter(|c| **c).count(), 1, "{forced}");
+    assert_eq!(refs(&repo).len(), 2);
 }

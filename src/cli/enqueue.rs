@@ -43,6 +43,10 @@ pub struct Args {
     /// Priority 0..9 for --patch (9 most urgent).
     #[arg(long, requires = "patch", value_parser = clap::value_parser!(u8).range(0..=9))]
     priority: Option<u8>,
+    /// Store a request even if gc archived its id: a new chain under the id (the archived
+    /// one can then not be restored under it).
+    #[arg(long)]
+    force: bool,
     /// Validate and report, but store nothing.
     #[arg(long)]
     dry_run: bool,
@@ -141,8 +145,20 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         return Ok(());
     }
     let queue = ctx.queue()?;
-    let reqs: Vec<ChangeRequest> = requests.into_iter().map(|(_, r)| r).collect();
-    let done = queue.enqueue(&reqs, &actor())?;
+    let (sources, reqs): (Vec<String>, Vec<ChangeRequest>) = requests.into_iter().unzip();
+    if !args.force {
+        // Archived ids: every one listed with its source and restore command.
+        let archived = queue.archived_problems(&reqs)?;
+        if !archived.is_empty() {
+            return Err(CommandError::rejected(
+                archived
+                    .into_iter()
+                    .map(|(i, p)| (sources[i].clone(), p))
+                    .collect(),
+            ));
+        }
+    }
+    let done = queue.enqueue_with(&reqs, &actor(), args.force)?;
     if ctx.json() {
         print_json(&done);
     } else {

@@ -27,6 +27,9 @@ pub struct CommandError {
     pub problems: Vec<(String, Problem)>,
     /// The command already printed its JSON document; print only the text on stderr.
     pub json_printed: bool,
+    /// Named lists of ids (what a batch stopped part-way stored, and what not): one line per
+    /// id on stderr, one array each in the JSON document.
+    pub lists: Box<[(&'static str, Vec<String>)]>,
 }
 
 impl CommandError {
@@ -38,6 +41,7 @@ impl CommandError {
             hints: Vec::new(),
             problems: Vec::new(),
             json_printed: false,
+            lists: Box::default(),
         }
     }
 
@@ -50,6 +54,7 @@ impl CommandError {
             hints: Vec::new(),
             problems: Vec::new(),
             json_printed: false,
+            lists: Box::default(),
         }
     }
 
@@ -61,6 +66,7 @@ impl CommandError {
             hints: Vec::new(),
             problems: Vec::new(),
             json_printed: false,
+            lists: Box::default(),
         }
     }
 
@@ -106,6 +112,7 @@ impl CommandError {
             hints,
             problems,
             json_printed: false,
+            lists: Box::default(),
         }
     }
 
@@ -122,6 +129,11 @@ impl CommandError {
         let mut text = format!("error: {} [{}]\n", self.message, self.code);
         for (source, p) in &self.problems {
             text.push_str(&format!("  {source}: {p}\n"));
+        }
+        for (name, ids) in self.lists.iter() {
+            for id in ids {
+                text.push_str(&format!("{name}: {id}\n"));
+            }
         }
         for h in &self.hints {
             text.push_str(&format!("hint: {h}\n"));
@@ -142,6 +154,10 @@ impl CommandError {
                     }).collect::<Vec<_>>(),
                 }
             });
+            let mut doc = doc;
+            for (name, ids) in self.lists.iter() {
+                doc["error"][*name] = serde_json::json!(ids);
+            }
             println!("{}", hyperion::secrets::redact(&doc.to_string()));
         }
     }
@@ -181,6 +197,9 @@ impl From<Error> for CommandError {
             Error::RefStorage(_) => Some(
                 "git hyperion stores requests as loose refs and `packed-refs`; use it in a repository made with the default `git init` (ref format `files`); nothing was changed",
             ),
+            Error::Incomplete { .. } => Some(
+                "the requests listed as stored are in the queue, the others are not; fix the cause and submit them again (a request already stored is not stored twice)",
+            ),
             Error::Git(_) | Error::Io { .. } => {
                 Some("check the repository and disk; nothing was changed by this command")
             }
@@ -200,8 +219,18 @@ impl From<Error> for CommandError {
                 .collect(),
             _ => Vec::new(),
         };
+        let lists = match &e {
+            Error::Incomplete {
+                stored, not_stored, ..
+            } => vec![
+                ("stored", stored.clone()),
+                ("not_stored", not_stored.clone()),
+            ],
+            _ => Vec::new(),
+        };
         CommandError {
             kind,
+            lists: lists.into(),
             code: e.code().into(),
             message: e.to_string(),
             hints: hint.map(str::to_owned).into_iter().collect(),
