@@ -62,7 +62,11 @@ fn packs(repo: &TestRepo) -> usize {
 fn bundles(repo: &TestRepo) -> Vec<std::path::PathBuf> {
     let dir = repo.git_dir().join("hyperion/archive");
     let mut v: Vec<_> = std::fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "bundle"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
