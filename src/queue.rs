@@ -1244,7 +1244,10 @@ impl Queue {
             .map_err(|e| Error::io(format!("could not create {}", dir.display()), e))?;
         let stamp = self.now().strftime("%Y%m%dT%H%M%S%.9fZ").to_string();
         let bundle = dir.join(format!("gc-{stamp}.bundle"));
-        let refs: Vec<String> = old.iter().map(|(_, r)| Store::ref_name(&r.id)).collect();
+        let refs: Vec<(String, ObjectId)> = old
+            .iter()
+            .map(|(tip, r)| (Store::ref_name(&r.id), *tip))
+            .collect();
         // Everything the refs reach is on disk before git reads it.
         self.store.persist()?;
         crate::archive::bundle_create(self.store.git_dir(), &bundle, &refs)?;
