@@ -1,42 +1,96 @@
-//! The derived index: a sled database under `$GIT_DIR/hyperion/index`.
+//! The derived index: two files of our own under `$GIT_DIR/hyperion/index/`.
 //!
-//! It holds, per request, the chain tip it was built from and the record at that tip, plus the
-//! ready queue ordered by (priority, enqueue time). It is never the source of truth: every
+//! It holds, per request, the chain tip it was built from and the record at that tip, and
+//! orders the ready queue by (priority, enqueue time). It is never the source of truth: every
 //! entry remembers the tip it reflects and [`Index::reconcile`] compares those with the refs,
 //! re-reading only what moved. Deleting the directory loses nothing.
 //!
-//! sled admits one process at a time. A process opens the index for a run of queue operations
-//! and closes it before any long step (applying, checks, sleeping) and at exit; it never holds
-//! it across long work. [`Index::open`] retries briefly when another process has it and
-//! reports `None` when it stays busy; callers then answer from the refs.
+//! Storage (see docs/storage.md, "The index"):
+//! - `keys`: a header (format version, the id of the `records` file it goes with), then
+//!   append-only frames, each with its length and CRC-32: per request its id, tip, status,
+//!   priority, enqueue time and where its record is in `records`; removals; the [`Meta`]
+//!   (stamp). Small: opening reads and checks it whole, and that is all a `dequeue` reads
+//!   besides the records it takes.
+//! - `records`: a header, then the records' JSON, appended; each one's CRC-32 is in its
+//!   `keys` entry, and it is read (and checked) only when asked for.
+//!
+//! A process writes its changes at [`Index::close`]: records first, then their entries, then
+//! the stamp they reflect, so a process that dies first leaves an older stamp (and the next one
+//! rescans). When superseded frames outnumber live ones, or after [`Index::clear`], both files
+//! are written anew and renamed into place (`records` first; the shared id tells a new one
+//! from an old one).
+//!
+//! Any problem reading it (a wrong version, a bad checksum, a truncation, a missing or
+//! unreadable file, a directory where a file should be or a file where the directory should
+//! be, an I/O error) discards it: it is rebuilt from the refs by the next reconcile, in time
+//! proportional to the number of requests. A record found damaged later is read from git
+//! instead, and the index is discarded at close. Where even that fails (the directory cannot
+//! be written), the command answers from the refs. The index never fails a command.
+//!
+//! One process at a time holds it, by an exclusive `flock` on `lock`. A process opens it for a
+//! run of queue operations and closes it before any long step (applying, checks, sleeping)
+//! and at exit. [`Index::open`] retries briefly when another process has it and reports
+//! `None` when it stays busy; callers then answer from the refs.
 //!
 //! Freshness is checked cheaply: a [`Stamp`] of the refs (the loose-ref directory, which every
 //! ref update renames a lock file into; `packed-refs`; and an exact update counter that every
 //! hyperion writer bumps) is compared with the one the index was built at. Only when it moved
 //! does [`Index::reconcile`] list the refs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{Record, Status};
 use crate::store::Store;
 
-/// Bump when the stored form changes; an index of another version is rebuilt.
-const FORMAT: &[u8] = b"hyperion-index/2";
+/// The first bytes of both files. Bump the version when the stored form changes; an index of
+/// another version is discarded and rebuilt.
+const MAGIC: &[u8; 16] = b"hyperion-index/3";
+/// Magic, then the 8-byte id shared by the two files.
+const HEADER: usize = 24;
+/// Frame kinds in `keys`.
+const ENTRY: u8 = 1;
+const REMOVED: u8 = 2;
+const META: u8 = 3;
+/// No frame is larger: a length above it is damage, not a request to allocate.
+const MAX_FRAME: usize = 1 << 20;
+/// The status classes the index keeps apart.
+const OTHER: u8 = 0;
+const PENDING: u8 = 1;
+const LEASED: u8 = 2;
 
 pub struct Index {
-    db: sled::Db,
-    records: sled::Tree,
-    ready: sled::Tree,
-    /// The ids of leased requests (what `sweep` looks at).
-    leased: sled::Tree,
-    /// Unflushed changes.
-    dirty: bool,
+    dir: PathBuf,
+    /// Holds the `flock` while open.
+    _lock: std::fs::File,
+    /// The entries, by id.
+    entries: HashMap<String, Slot>,
+    /// The pending ones in queue order, built on first use.
+    ready: std::cell::OnceCell<BTreeSet<QueueKey>>,
+    /// `keys` as opened (appended to at close); `None` when there was none.
+    keys: Option<std::fs::File>,
+    /// `records` as opened, and its length then; `None` when there was none.
+    records: Option<std::fs::File>,
+    records_len: u64,
+    /// The id the two files share.
+    file_id: u64,
+    /// Records written since open, placed after `records_len`.
+    new_records: Vec<u8>,
+    /// `keys` frames written since open.
+    new_keys: Vec<u8>,
+    /// Frames in `keys` (live or superseded), to decide when to compact.
+    frames: usize,
+    /// Write both files anew at close (a fresh or cleared index, or compaction).
+    rewrite: bool,
+    /// A read went wrong since open: discard the files at close.
+    damaged: std::cell::Cell<bool>,
     /// Entries written by this process since the last [`Index::absorb_own_writes`].
     wrote: bool,
     /// The refs stamp the entries are known to reflect, and the store's own write count then.
@@ -48,14 +102,50 @@ pub struct Index {
     /// How long this process's last full rescan ([`Index::reconcile`]) took, if it made one,
     /// and [`Stamp::bytes`] then.
     rescan_cost: Option<(std::time::Duration, u64)>,
-    /// The stored [`Meta`], as this process last wrote or read it (sled admits one process
-    /// at a time, so nobody else changes it meanwhile).
+    /// The stored [`Meta`], as this process last wrote or read it (one process holds the
+    /// index at a time, so nobody else changes it meanwhile).
     meta: Option<Meta>,
     /// `meta` moved past the stored one without being written (see [`Index::absorb_own_writes`]).
     meta_unsaved: bool,
     /// This process's last ref updates, recorded here, to be taken as known at the next
     /// stamp read (see [`Index::absorb_own_writes`]).
     unsettled: Option<OwnWrites>,
+}
+
+/// One request's entry: what ordering and sweeping need, and where its record is.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    tip: ObjectId,
+    class: u8,
+    priority: u8,
+    created: i128,
+    /// Offset in `records` (or past its length: in `new_records`), length and CRC-32.
+    at: u64,
+    len: u32,
+    crc: u32,
+}
+
+/// A pending request's place in the queue: priority descending, enqueue time, id (as
+/// [`Record::queue_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct QueueKey(u8, i128, String);
+
+impl Slot {
+    fn queue_key(&self, id: &str) -> QueueKey {
+        QueueKey(
+            9u8.saturating_sub(self.priority),
+            self.created,
+            id.to_owned(),
+        )
+    }
+}
+
+fn class_of(status: Status) -> u8 {
+    match status {
+        Status::Pending => PENDING,
+        Status::Leased => LEASED,
+        _ => OTHER,
+    }
 }
 
 /// What [`Index::absorb_own_writes`] leaves for the next stamp read to settle.
@@ -175,10 +265,40 @@ fn ino(_: &std::fs::Metadata) -> u64 {
     0
 }
 
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    tip: String,
-    record: Record,
+/// What [`Index::try_open`] could not do.
+enum OpenError {
+    /// Another process holds the lock.
+    Busy,
+    /// The directory cannot be used at all (not even rebuilt).
+    Unusable(std::io::Error),
+}
+
+/// The files as read at open.
+struct Loaded {
+    entries: HashMap<String, Slot>,
+    meta: Option<Meta>,
+    keys: Option<std::fs::File>,
+    records: Option<std::fs::File>,
+    records_len: u64,
+    file_id: u64,
+    frames: usize,
+}
+
+impl Loaded {
+    fn fresh() -> Loaded {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Loaded {
+            entries: HashMap::new(),
+            meta: None,
+            keys: None,
+            records: None,
+            records_len: HEADER as u64,
+            file_id: nanos ^ (u64::from(crate::sys::pid()) << 40),
+            frames: 0,
+        }
+    }
 }
 
 /// What a reconciliation did.
@@ -208,14 +328,15 @@ impl Index {
     }
 
     /// Open the index, waiting up to `wait` while another process holds it. `Ok(None)` when
-    /// it stays busy.
+    /// it stays busy, or when its directory cannot be used at all; a damaged index is
+    /// discarded (and rebuilt by the next reconcile).
     pub fn open(dir: &Path, wait: Duration) -> Result<Option<Index>> {
         let start = Instant::now();
         let mut delay = Duration::from_millis(1);
         loop {
             match Index::try_open(dir) {
                 Ok(index) => return Ok(Some(index)),
-                Err(sled::Error::Io(e)) if is_busy(&e) => {
+                Err(OpenError::Busy) => {
                     if delay == Duration::from_millis(1) {
                         // Tell the holder (a worker keeping it across batches) to let go.
                         let _ = std::fs::write(wanted_path(dir), b"");
@@ -227,55 +348,50 @@ impl Index {
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_millis(20));
                 }
-                Err(e) => {
-                    // A damaged index is rebuilt: it is derived data.
-                    tracing::warn!(error = %e, "index unreadable; rebuilding it");
-                    std::fs::remove_dir_all(dir)
-                        .map_err(|e| Error::io(format!("could not remove {}", dir.display()), e))?;
-                    return Index::try_open(dir).map(Some).map_err(|e| {
-                        Error::io(
-                            format!("could not open the index at {}", dir.display()),
-                            std::io::Error::other(e.to_string()),
-                        )
-                    });
+                Err(OpenError::Unusable(e)) => {
+                    tracing::warn!(path = %dir.display(), error = %e, "index unusable; answering from refs");
+                    return Ok(None);
                 }
             }
         }
     }
 
-    fn try_open(dir: &Path) -> sled::Result<Index> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(16 * 1024 * 1024)
-            .flush_every_ms(None)
-            .open()?;
-        let mut index = Index {
-            records: db.open_tree("records")?,
-            ready: db.open_tree("ready")?,
-            leased: db.open_tree("leased")?,
-            db,
-            dirty: false,
+    fn try_open(dir: &Path) -> std::result::Result<Index, OpenError> {
+        let lock = lock(dir)?;
+        let loaded = match load(dir) {
+            Ok(l) => l,
+            Err(why) => {
+                tracing::warn!(path = %dir.display(), problem = %why, "index unreadable; rebuilding it");
+                for name in ["keys", "records"] {
+                    discard(&dir.join(name));
+                }
+                Loaded::fresh()
+            }
+        };
+        let rewrite = loaded.keys.is_none() || loaded.records.is_none();
+        Ok(Index {
+            dir: dir.to_owned(),
+            _lock: lock,
+            entries: loaded.entries,
+            ready: std::cell::OnceCell::new(),
+            records: loaded.records,
+            records_len: loaded.records_len,
+            keys: loaded.keys,
+            file_id: loaded.file_id,
+            new_records: Vec::new(),
+            new_keys: Vec::new(),
+            frames: loaded.frames,
+            rewrite,
+            damaged: std::cell::Cell::new(false),
             wrote: false,
             known: None,
             opened_at: std::time::SystemTime::now(),
             wanted_path: wanted_path(dir),
             rescan_cost: None,
-            meta: None,
+            meta: loaded.meta,
             meta_unsaved: false,
             unsettled: None,
-        };
-        if index.db.get("format")?.as_deref() != Some(FORMAT) {
-            index.records.clear()?;
-            index.ready.clear()?;
-            index.leased.clear()?;
-            index.db.insert("format", FORMAT)?;
-            index.dirty = true;
-        }
-        index.meta = index
-            .db
-            .get("meta")?
-            .and_then(|v| serde_json::from_slice(&v).ok());
-        Ok(index)
+        })
     }
 
     /// Make sure the index reflects the refs: a `stat` of the refs when nothing changed, a
@@ -381,10 +497,13 @@ impl Index {
 
     fn set_meta(&mut self, meta: &Meta) -> Result<()> {
         let bytes = serde_json::to_vec(meta).expect("Meta serialises");
-        self.db.insert("meta", bytes).map_err(sled_err)?;
+        let mut payload = Vec::with_capacity(1 + bytes.len());
+        payload.push(META);
+        payload.extend_from_slice(&bytes);
+        push_frame(&mut self.new_keys, &payload);
+        self.frames += 1;
         self.meta = Some(*meta);
         self.meta_unsaved = false;
-        self.dirty = true;
         Ok(())
     }
 
@@ -401,20 +520,8 @@ impl Index {
             ..Reconciled::default()
         };
         let mut known: HashMap<String, ObjectId> = HashMap::with_capacity(refs.len());
-        for kv in self.records.iter() {
-            let (k, v) = kv.map_err(sled_err)?;
-            let id = String::from_utf8_lossy(&k).into_owned();
-            let tip = serde_json::from_slice::<Stored>(&v)
-                .ok()
-                .and_then(|s| ObjectId::from_hex(s.tip.as_bytes()).ok());
-            match tip {
-                Some(tip) => {
-                    known.insert(id, tip);
-                }
-                None => {
-                    self.remove(&id)?;
-                }
-            }
+        for (id, slot) in &self.entries {
+            known.insert(id.clone(), slot.tip);
         }
         for (id, tip) in &refs {
             if known.remove(id) == Some(*tip) {
@@ -459,148 +566,169 @@ impl Index {
     }
 
     /// The indexed tip and record of `id`.
-    pub fn get(&self, id: &str) -> Result<Option<(ObjectId, Record)>> {
-        let Some(v) = self.records.get(id).map_err(sled_err)? else {
-            return Ok(None);
-        };
-        Ok(decode(&v))
+    pub fn get(&self, store: &Store, id: &str) -> Result<Option<(ObjectId, Record)>> {
+        Ok(self
+            .entries
+            .get(id)
+            .and_then(|slot| self.decode(store, id, slot)))
     }
 
     /// Record that `id`'s chain is now at `tip` with `record`.
     pub fn put(&mut self, tip: ObjectId, record: &Record) -> Result<()> {
-        if let Some((_, old)) = self.get(&record.id)?
-            && old.status == Status::Pending
+        if let Some(old) = self.entries.get(&record.id).copied()
+            && old.class == PENDING
+            && let Some(ready) = self.ready.get_mut()
         {
-            self.ready.remove(old.queue_key()).map_err(sled_err)?;
+            ready.remove(&old.queue_key(&record.id));
         }
         self.put_entry(tip, record)
     }
 
     /// [`Index::put`] after this process moved the chain from a record in status `from` to
-    /// `record`: the entry being replaced need not be read, as its place in the queue is
-    /// `record`'s (priority and enqueue time never change along a chain).
+    /// `record`. (The entry keeps its place in the queue, so `from` is not needed; kept for
+    /// the callers, which know it.)
     pub fn put_transition(
         &mut self,
         tip: ObjectId,
         record: &Record,
-        from: Option<Status>,
+        _from: Option<Status>,
     ) -> Result<()> {
-        if from == Some(Status::Pending) && record.status != Status::Pending {
-            self.ready.remove(record.queue_key()).map_err(sled_err)?;
-        }
-        self.put_entry(tip, record)
+        self.put(tip, record)
     }
 
     fn put_entry(&mut self, tip: ObjectId, record: &Record) -> Result<()> {
-        if record.status == Status::Leased {
-            self.leased
-                .insert(record.id.as_bytes(), &[])
-                .map_err(sled_err)?;
-        } else {
-            self.leased.remove(record.id.as_bytes()).map_err(sled_err)?;
-        }
-        let stored = Stored {
-            tip: tip.to_string(),
-            record: record.clone(),
+        let json = serde_json::to_vec(record).expect("a Record always serialises");
+        let slot = Slot {
+            tip,
+            class: class_of(record.status),
+            priority: record.priority,
+            created: record.created_at.as_nanosecond(),
+            at: self.records_len + self.new_records.len() as u64,
+            len: json.len() as u32,
+            crc: crc32fast::hash(&json),
         };
-        let bytes = serde_json::to_vec(&stored).expect("a Record always serialises");
-        self.records
-            .insert(record.id.as_bytes(), bytes)
-            .map_err(sled_err)?;
-        self.wrote = true;
-        if record.status == Status::Pending {
-            self.ready
-                .insert(record.queue_key(), record.id.as_bytes())
-                .map_err(sled_err)?;
+        self.new_records.extend_from_slice(&json);
+        push_frame(&mut self.new_keys, &entry_payload(&record.id, &slot));
+        self.frames += 1;
+        if slot.class == PENDING
+            && let Some(ready) = self.ready.get_mut()
+        {
+            ready.insert(slot.queue_key(&record.id));
         }
-        self.dirty = true;
+        self.entries.insert(record.id.clone(), slot);
+        self.wrote = true;
         Ok(())
     }
 
     pub fn remove(&mut self, id: &str) -> Result<()> {
-        if let Some(v) = self.records.remove(id).map_err(sled_err)?
-            && let Some((_, old)) = decode(&v)
-        {
-            self.ready.remove(old.queue_key()).map_err(sled_err)?;
+        if let Some(old) = self.entries.remove(id) {
+            if old.class == PENDING
+                && let Some(ready) = self.ready.get_mut()
+            {
+                ready.remove(&old.queue_key(id));
+            }
+            let mut payload = vec![REMOVED];
+            payload.extend_from_slice(id.as_bytes());
+            push_frame(&mut self.new_keys, &payload);
+            self.frames += 1;
         }
-        self.leased.remove(id.as_bytes()).map_err(sled_err)?;
-        self.dirty = true;
         self.wrote = true;
         Ok(())
     }
 
     /// Leased requests with their tips, in id order: what `sweep` examines, without reading
     /// the rest of the queue.
-    pub fn leased(&self) -> Result<Vec<(ObjectId, Record)>> {
-        let mut out = Vec::new();
-        for kv in self.leased.iter() {
-            let (id, _) = kv.map_err(sled_err)?;
-            if let Some(v) = self.records.get(&id).map_err(sled_err)?
-                && let Some(entry) = decode(&v)
-            {
-                out.push(entry);
+    pub fn leased(&self, store: &Store) -> Result<Vec<(ObjectId, Record)>> {
+        let mut ids: Vec<(&String, &Slot)> = self
+            .entries
+            .iter()
+            .filter(|(_, s)| s.class == LEASED)
+            .collect();
+        ids.sort_unstable_by_key(|(id, _)| *id);
+        Ok(ids
+            .into_iter()
+            .filter_map(|(id, slot)| self.decode(store, id, slot))
+            .collect())
+    }
+
+    /// Pending requests in queue order (priority, then enqueue time), with their tips; each
+    /// record is read as the iteration reaches it.
+    pub fn pending<'a>(
+        &'a self,
+        store: &'a Store,
+    ) -> impl Iterator<Item = Result<(ObjectId, Record)>> + 'a {
+        let ready = self.ready.get_or_init(|| {
+            let mut keys: Vec<QueueKey> = self
+                .entries
+                .iter()
+                .filter(|(_, s)| s.class == PENDING)
+                .map(|(id, s)| s.queue_key(id))
+                .collect();
+            keys.sort_unstable();
+            keys.into_iter().collect()
+        });
+        ready.iter().filter_map(move |k| {
+            let slot = self.entries.get(&k.2)?;
+            self.decode(store, &k.2, slot).map(Ok)
+        })
+    }
+
+    /// Every indexed record with its tip, in id order.
+    pub fn all(&self, store: &Store) -> Result<Vec<(ObjectId, Record)>> {
+        let mut slots: Vec<(&String, &Slot)> = self.entries.iter().collect();
+        slots.sort_unstable_by_key(|(id, _)| *id);
+        // One read of the stored records, then decoding, spread over the cores for large
+        // queues (it dominates a listing).
+        let stored = self.stored_records();
+        let (new, base) = (&self.new_records[..], self.records_len);
+        let one = |(id, slot): &(&String, &Slot)| -> Option<(ObjectId, Record)> {
+            parse(id, slot, raw(stored.as_deref(), new, base, slot)?)
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let decoded: Vec<Option<(ObjectId, Record)>> = if threads < 2 || slots.len() < 2048 {
+            slots.iter().map(one).collect()
+        } else {
+            let chunk = slots.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = slots
+                    .chunks(chunk)
+                    .map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("decoding does not panic"))
+                    .collect()
+            })
+        };
+        let mut out = Vec::with_capacity(slots.len());
+        for ((id, slot), entry) in slots.iter().zip(decoded) {
+            match entry {
+                Some(e) => out.push(e),
+                None => out.extend(self.decode(store, id, slot)),
             }
         }
         Ok(out)
     }
 
-    /// Pending requests in queue order (priority, then enqueue time), with their tips.
-    pub fn pending(&self) -> impl Iterator<Item = Result<(ObjectId, Record)>> + '_ {
-        self.ready.iter().filter_map(move |kv| {
-            let (_, id) = match kv {
-                Ok(kv) => kv,
-                Err(e) => return Some(Err(sled_err(e))),
-            };
-            match self.records.get(&id) {
-                Ok(Some(v)) => decode(&v).map(Ok),
-                Ok(None) => None,
-                Err(e) => Some(Err(sled_err(e))),
-            }
-        })
-    }
-
-    /// Every indexed record with its tip, in id order.
-    pub fn all(&self) -> Result<Vec<(ObjectId, Record)>> {
-        let mut raw = Vec::with_capacity(self.records.len());
-        for kv in self.records.iter() {
-            raw.push(kv.map_err(sled_err)?.1);
-        }
-        // Decoding dominates a listing; spread it over the cores for large queues.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        if threads < 2 || raw.len() < 2048 {
-            return Ok(raw.iter().filter_map(|v| decode(v)).collect());
-        }
-        let chunk = raw.len().div_ceil(threads);
-        let parts: Vec<Vec<(ObjectId, Record)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = raw
-                .chunks(chunk)
-                .map(|c| s.spawn(move || c.iter().filter_map(|v| decode(v)).collect::<Vec<_>>()))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("decoding does not panic"))
-                .collect()
-        });
-        Ok(parts.into_iter().flatten().collect())
-    }
-
     /// Drop every entry (for `doctor --reindex`).
     pub fn clear(&mut self) -> Result<()> {
-        self.records.clear().map_err(sled_err)?;
-        self.ready.clear().map_err(sled_err)?;
-        self.leased.clear().map_err(sled_err)?;
-        self.db.remove("meta").map_err(sled_err)?;
+        self.entries.clear();
+        self.ready = std::cell::OnceCell::new();
+        self.new_records.clear();
+        self.new_keys.clear();
+        self.frames = 0;
+        self.rewrite = true;
         self.meta = None;
         self.meta_unsaved = false;
         self.unsettled = None;
         self.known = None;
-        self.dirty = true;
         Ok(())
     }
 
-    /// Write buffered changes and release the database.
+    /// Write what changed and release the index. Failing to write only costs the next
+    /// process a rebuild: it is reported in the log, not as an error.
     pub fn close(mut self, store: &Store) -> Result<()> {
         if let Some(meta) = self.meta
             && self.unsettled.is_some()
@@ -614,27 +742,369 @@ impl Index {
             // After every entry it vouches for (see [`Index::reconcile`]).
             self.set_meta(&meta)?;
         }
-        if self.dirty {
-            self.db.flush().map_err(sled_err)?;
+        if self.damaged.get() {
+            tracing::warn!(path = %self.dir.display(), "index damaged; discarding it");
+            for name in ["keys", "records"] {
+                discard(&self.dir.join(name));
+            }
+            return Ok(());
+        }
+        if self.new_keys.is_empty() && !self.rewrite {
+            return Ok(());
+        }
+        let compact = self.frames > 2 * self.entries.len() + 1024;
+        let written = if self.rewrite || compact {
+            self.write_anew()
+        } else {
+            self.append()
+        };
+        if let Err(e) = written {
+            tracing::warn!(path = %self.dir.display(), error = %e, "could not write the index; it will be rebuilt");
+            for name in ["keys", "records"] {
+                discard(&self.dir.join(name));
+            }
         }
         Ok(())
     }
+
+    /// Append this process's records, then their entries and the stamp.
+    fn append(&mut self) -> std::io::Result<()> {
+        let (Some(records), Some(keys)) = (&self.records, &mut self.keys) else {
+            return Err(std::io::Error::other("no files to append to"));
+        };
+        records.write_all_at(&self.new_records, self.records_len)?;
+        keys.write_all(&self.new_keys)?;
+        Ok(())
+    }
+
+    /// Write both files anew, with the live entries only, and rename them into place:
+    /// `records` first, then `keys` (whose header names the new `records`).
+    fn write_anew(&mut self) -> std::io::Result<()> {
+        let file_id = Loaded::fresh().file_id ^ self.file_id.rotate_left(17);
+        let stored = self.stored_records();
+        let mut records = header(file_id);
+        let mut keys = header(file_id);
+        let mut ids: Vec<&String> = self.entries.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let slot = self.entries[id];
+            let bytes = self
+                .raw_in(stored.as_deref(), &slot)
+                .ok_or_else(|| std::io::Error::other(format!("record of {id} unreadable")))?;
+            let moved = Slot {
+                at: records.len() as u64,
+                ..slot
+            };
+            records.extend_from_slice(bytes);
+            push_frame(&mut keys, &entry_payload(id, &moved));
+        }
+        if let Some(meta) = self.meta {
+            let mut payload = vec![META];
+            payload.extend_from_slice(&serde_json::to_vec(&meta).expect("Meta serialises"));
+            push_frame(&mut keys, &payload);
+        }
+        let pid = crate::sys::pid();
+        for (name, bytes) in [("records", &records), ("keys", &keys)] {
+            let tmp = self.dir.join(format!("{name}.{pid}.tmp"));
+            let written = std::fs::write(&tmp, bytes)
+                .and_then(|()| std::fs::rename(&tmp, self.dir.join(name)));
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written?;
+        }
+        Ok(())
+    }
+
+    /// The whole stored `records` file (for a pass over every entry), if there is one.
+    fn stored_records(&self) -> Option<Vec<u8>> {
+        let file = self.records.as_ref()?;
+        let mut buf = vec![0; usize::try_from(self.records_len).ok()?];
+        match file.read_exact_at(&mut buf, 0) {
+            Ok(()) => Some(buf),
+            Err(e) => {
+                tracing::warn!(error = %e, "index records unreadable");
+                self.damaged.set(true);
+                None
+            }
+        }
+    }
+
+    /// The checked bytes of `slot`'s record, from `stored` (the file read whole) or from the
+    /// records written since open.
+    fn raw_in<'a>(&'a self, stored: Option<&'a [u8]>, slot: &Slot) -> Option<&'a [u8]> {
+        raw(stored, &self.new_records, self.records_len, slot)
+    }
+
+    /// `id`'s record: from the index, or, when it is damaged there, from git (and the index is
+    /// discarded at close). `None` when git cannot give it either.
+    fn decode(&self, store: &Store, id: &str, slot: &Slot) -> Option<(ObjectId, Record)> {
+        let from_index = if slot.at >= self.records_len {
+            self.raw_in(None, slot).and_then(|b| parse(id, slot, b))
+        } else {
+            let mut buf = vec![0; slot.len as usize];
+            self.records
+                .as_ref()
+                .and_then(|f| f.read_exact_at(&mut buf, slot.at).ok())
+                .filter(|()| crc32fast::hash(&buf) == slot.crc)
+                .and_then(|()| parse(id, slot, &buf))
+        };
+        if from_index.is_some() {
+            return from_index;
+        }
+        if !self.damaged.replace(true) {
+            tracing::warn!(
+                request = id,
+                "index record damaged; reading the refs instead"
+            );
+        }
+        match store.read_record(id, slot.tip) {
+            Ok(record) => Some((slot.tip, record)),
+            Err(e) => {
+                tracing::warn!(request = id, error = %e, "unreadable request left out");
+                None
+            }
+        }
+    }
 }
 
-fn decode(v: &[u8]) -> Option<(ObjectId, Record)> {
-    let s: Stored = serde_json::from_slice(v).ok()?;
-    Some((ObjectId::from_hex(s.tip.as_bytes()).ok()?, s.record))
+/// The checked bytes of `slot`'s record: in `stored` (the file read whole), or in `new` (the
+/// records written since open, which follow the file's `base` bytes).
+fn raw<'a>(stored: Option<&'a [u8]>, new: &'a [u8], base: u64, slot: &Slot) -> Option<&'a [u8]> {
+    let (buf, at) = if slot.at >= base {
+        (new, slot.at - base)
+    } else {
+        (stored?, slot.at)
+    };
+    let at = usize::try_from(at).ok()?;
+    let bytes = buf.get(at..at.checked_add(slot.len as usize)?)?;
+    (crc32fast::hash(bytes) == slot.crc).then_some(bytes)
 }
 
-fn is_busy(e: &std::io::Error) -> bool {
-    // sled reports a held lock as an I/O error from its file lock.
-    e.kind() == std::io::ErrorKind::WouldBlock
-        || e.to_string().contains("lock")
-        || e.raw_os_error() == Some(11)
+/// A stored record, checked against its entry.
+fn parse(id: &str, slot: &Slot, bytes: &[u8]) -> Option<(ObjectId, Record)> {
+    let record: Record = serde_json::from_slice(bytes).ok()?;
+    (record.id == id).then_some((slot.tip, record))
 }
 
-fn sled_err(e: sled::Error) -> Error {
-    Error::io("index", std::io::Error::other(e.to_string()))
+fn header(file_id: u64) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&file_id.to_le_bytes());
+    h
+}
+
+fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+fn entry_payload(id: &str, slot: &Slot) -> Vec<u8> {
+    let tip = slot.tip.as_bytes();
+    let mut p = Vec::with_capacity(4 + tip.len() + 32 + id.len());
+    p.extend_from_slice(&[ENTRY, slot.class, slot.priority, tip.len() as u8]);
+    p.extend_from_slice(tip);
+    p.extend_from_slice(&slot.created.to_le_bytes());
+    p.extend_from_slice(&slot.at.to_le_bytes());
+    p.extend_from_slice(&slot.len.to_le_bytes());
+    p.extend_from_slice(&slot.crc.to_le_bytes());
+    p.extend_from_slice(id.as_bytes());
+    p
+}
+
+/// Read `keys` and check it, and the header of `records`. `Err` says what is wrong.
+fn load(dir: &Path) -> std::result::Result<Loaded, String> {
+    let keys_path = dir.join("keys");
+    let mut keys = match std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&keys_path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::fresh()),
+        Err(e) => return Err(format!("keys: {e}")),
+    };
+    // (Not a FIFO or a device, whose reads could block.)
+    if !keys.metadata().is_ok_and(|m| m.is_file()) {
+        return Err("keys: not a regular file".into());
+    }
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut keys, &mut data).map_err(|e| format!("keys: {e}"))?;
+    let file_id = check_header(&data).ok_or("keys: not an index of this version")?;
+    let mut entries = HashMap::new();
+    let mut meta = None;
+    let mut frames = 0;
+    let mut pos = HEADER;
+    while pos < data.len() {
+        let at = pos;
+        let word = |p: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(data.get(p..p + 4)?.try_into().ok()?))
+        };
+        let (Some(len), Some(crc)) = (word(pos), word(pos + 4)) else {
+            return Err(format!("keys: truncated at {at}"));
+        };
+        let len = len as usize;
+        let Some(payload) = data
+            .get(pos + 8..pos + 8 + len)
+            .filter(|_| len <= MAX_FRAME)
+        else {
+            return Err(format!("keys: truncated at {at}"));
+        };
+        if crc32fast::hash(payload) != crc {
+            return Err(format!("keys: bad checksum at {at}"));
+        }
+        pos += 8 + len;
+        frames += 1;
+        match payload.first() {
+            Some(&ENTRY) => {
+                let (id, slot) =
+                    parse_entry(payload).ok_or_else(|| format!("keys: bad entry at {at}"))?;
+                entries.insert(id, slot);
+            }
+            Some(&REMOVED) => {
+                let id = std::str::from_utf8(&payload[1..])
+                    .map_err(|_| format!("keys: bad removal at {at}"))?;
+                entries.remove(id);
+            }
+            Some(&META) => {
+                meta = Some(
+                    serde_json::from_slice(&payload[1..])
+                        .map_err(|e| format!("keys: bad stamp at {at}: {e}"))?,
+                );
+            }
+            _ => return Err(format!("keys: unknown frame at {at}")),
+        }
+    }
+    let records = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("records"))
+        .map_err(|e| format!("records: {e}"))?;
+    let records_meta = records.metadata().map_err(|e| format!("records: {e}"))?;
+    if !records_meta.is_file() {
+        return Err("records: not a regular file".into());
+    }
+    let records_len = records_meta.len();
+    let mut head = [0; HEADER];
+    records
+        .read_exact_at(&mut head, 0)
+        .map_err(|e| format!("records: {e}"))?;
+    if check_header(&head) != Some(file_id) {
+        return Err("records: not the file its keys were written with".into());
+    }
+    if let Some((id, _)) = entries
+        .iter()
+        .find(|(_, s)| s.at < HEADER as u64 || s.at + u64::from(s.len) > records_len)
+    {
+        return Err(format!(
+            "records: truncated (the record of {id} is missing)"
+        ));
+    }
+    Ok(Loaded {
+        entries,
+        meta,
+        keys: Some(keys),
+        records: Some(records),
+        records_len,
+        file_id,
+        frames,
+    })
+}
+
+fn check_header(data: &[u8]) -> Option<u64> {
+    if data.get(..MAGIC.len())? != MAGIC {
+        return None;
+    }
+    Some(u64::from_le_bytes(
+        data.get(MAGIC.len()..HEADER)?.try_into().ok()?,
+    ))
+}
+
+fn parse_entry(p: &[u8]) -> Option<(String, Slot)> {
+    let (&[_, class, priority, tip_len], rest) = p.split_first_chunk::<4>()?;
+    let (tip, rest) = rest.split_at_checked(tip_len as usize)?;
+    let (created, rest) = rest.split_first_chunk::<16>()?;
+    let (at, rest) = rest.split_first_chunk::<8>()?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let (crc, id) = rest.split_first_chunk::<4>()?;
+    let slot = Slot {
+        tip: ObjectId::try_from(tip).ok()?,
+        class,
+        priority,
+        created: i128::from_le_bytes(*created),
+        at: u64::from_le_bytes(*at),
+        len: u32::from_le_bytes(*len),
+        crc: u32::from_le_bytes(*crc),
+    };
+    Some((std::str::from_utf8(id).ok()?.to_owned(), slot))
+}
+
+/// Take the directory and its `lock`, making whatever stands in their way (a file where the
+/// directory should be, a directory or an unreadable file where `lock` should be) give way.
+fn lock(dir: &Path) -> std::result::Result<std::fs::File, OpenError> {
+    let lock_path = dir.join("lock");
+    let mut last = None;
+    for _ in 0..3 {
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => discard(dir),
+            Err(_) => {}
+        }
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            last = Some(e);
+            continue;
+        }
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(path = %lock_path.display(), error = %e, "index lock unusable; discarding the index");
+                discard(dir);
+                last = Some(e);
+                continue;
+            }
+        };
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Err(OpenError::Busy),
+            Err(e) => return Err(OpenError::Unusable(e.into())),
+        }
+        // The directory may have been deleted (and made again) since `lock` was opened.
+        let same = match (file.metadata(), std::fs::metadata(&lock_path)) {
+            (Ok(a), Ok(b)) => ino(&a) == ino(&b),
+            _ => false,
+        };
+        if same {
+            return Ok(file);
+        }
+    }
+    Err(OpenError::Unusable(last.unwrap_or_else(|| {
+        std::io::Error::other("the index directory keeps changing")
+    })))
+}
+
+/// Remove `path`, whatever it is. One that cannot be removed in place (a directory that cannot
+/// be read) is first renamed aside, under `hyperion/`.
+fn discard(path: &Path) {
+    let gone = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => Err(e),
+    };
+    if gone.is_ok() || !path.exists() {
+        return;
+    }
+    let aside = path.with_extension(format!("discarded-{}", crate::sys::pid()));
+    if std::fs::rename(path, &aside).is_ok() {
+        let _ = std::fs::remove_dir_all(&aside).or_else(|_| std::fs::remove_file(&aside));
+    }
 }
 
 fn wanted_path(dir: &Path) -> PathBuf {
@@ -665,7 +1135,9 @@ mod tests {
     #[test]
     fn a_process_that_has_not_rescanned_expects_the_last_cost_grown_with_the_refs() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut index = Index::try_open(&dir.path().join("index")).expect("opens");
+        let mut index = Index::try_open(&dir.path().join("index"))
+            .ok()
+            .expect("opens");
         let stamp = |dir_len| Stamp {
             dir: Some((1, 2)),
             packed: None,

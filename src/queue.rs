@@ -249,7 +249,7 @@ impl Queue {
 
     fn snapshot(&self, ix: Option<&Index>) -> Result<Snapshot> {
         let entries = match ix {
-            Some(ix) => ix.all()?,
+            Some(ix) => ix.all(&self.store)?,
             None => {
                 let mut v = Vec::new();
                 for (id, tip) in self.store.list()? {
@@ -554,7 +554,7 @@ impl Queue {
                 (Some(refs), _) => refs.by_ref().take(missing).collect(),
                 (None, Some(ix)) => {
                     let mut v = Vec::with_capacity(missing);
-                    for item in ix.pending() {
+                    for item in ix.pending(&self.store) {
                         let (tip, r) = item?;
                         if r.is_ready(now) && !tried.contains(&r.id) {
                             v.push((tip, r));
@@ -1003,7 +1003,7 @@ impl Queue {
         let now = self.now();
         // The index keeps the leased ones apart; without it, every record is read.
         let leased = match ix.as_ref() {
-            Some(ix) => ix.leased()?,
+            Some(ix) => ix.leased(&self.store)?,
             None => self.snapshot(None)?.entries,
         };
         let expired: Vec<_> = leased
@@ -1364,7 +1364,7 @@ impl Queue {
             *slot = Index::open(&Index::path(&self.store), self.settings.index_wait)?;
         }
         if let Some(ix) = slot.as_mut() {
-            let indexed = ix.all()?;
+            let indexed = ix.all(&self.store)?;
             let by_id: std::collections::HashMap<&str, ObjectId> =
                 refs.iter().map(|(id, tip)| (id.as_str(), *tip)).collect();
             d.index_drift = indexed
