@@ -59,6 +59,21 @@ fn main() {
         validate_group();
         return;
     }
+    // `cargo bench --bench hyperion -- index [N...]` runs only the index group: whole-process
+    // commands on queues of N requests (default 10000 100000).
+    if std::env::args().skip(1).any(|a| a == "index") {
+        let sizes: Vec<usize> = std::env::args()
+            .skip_while(|a| a != "index")
+            .skip(1)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        index_group(if sizes.is_empty() {
+            &[10_000, 100_000]
+        } else {
+            &sizes
+        });
+        return;
+    }
     // `cargo bench --bench hyperion -- cycle [N [DEPTH]]` runs only N lease + complete
     // cycles, on a queue DEPTH deep (at least N; for profiling: `perf record` the bench
     // binary with these arguments).
@@ -204,6 +219,97 @@ fn main() {
     );
 
     validate_group();
+}
+
+/// Whole-process `list`, `list --format json`, `show`, `dequeue` and `sweep` on a
+/// queue of `n` requests, with the index in place (built by a first, untimed run), for this
+/// build's binary and, when `HYPERION_BENCH_BEFORE` names one, another (an older build, to
+/// compare index formats): median of 5 runs and the largest resident set (`/usr/bin/time`).
+fn index_group(sizes: &[usize]) {
+    let mut bins = vec![("this build".to_owned(), PathBuf::from(BIN))];
+    if let Some(before) = std::env::var_os("HYPERION_BENCH_BEFORE") {
+        bins.insert(0, ("before".to_owned(), PathBuf::from(before)));
+    }
+    println!(
+        "{:<12} {:>8} {:<22} {:>10} {:>10} {:>10}",
+        "binary", "requests", "command", "median", "max", "max RSS"
+    );
+    for &n in sizes {
+        let r = repo();
+        let d = write_dir(r.path(), n, "ix");
+        hyperion(r.path(), &["enqueue", d.to_str().expect("utf-8")]);
+        std::fs::remove_dir_all(&d).expect("rm requests");
+        let one = Store::discover(r.path())
+            .expect("repo")
+            .list()
+            .expect("refs")
+            .first()
+            .map(|(id, _)| id.clone())
+            .expect("a request");
+        let git_dir = r.path().join(".git/hyperion");
+        for (name, bin) in &bins {
+            let _ = std::fs::remove_dir_all(git_dir.join("index"));
+            let commands: [(&str, Vec<&str>); 5] = [
+                ("list", vec!["list"]),
+                ("list --format json", vec!["list", "--format", "json"]),
+                ("show ID", vec!["show", &one]),
+                ("dequeue", vec!["dequeue", "--worker", "bench"]),
+                ("sweep", vec!["sweep"]),
+            ];
+            // The first run builds the index.
+            let (built, _) = timed(bin, r.path(), &["list"]);
+            println!(
+                "{name:<12} {n:>8} {:<22} {:>10} {:>10} {:>10}",
+                "(index build)",
+                ms(built),
+                "",
+                ""
+            );
+            for (label, args) in &commands {
+                let mut times = Vec::new();
+                let mut rss = 0;
+                for _ in 0..5 {
+                    let (t, kb) = timed(bin, r.path(), args);
+                    times.push(t);
+                    rss = rss.max(kb);
+                }
+                println!(
+                    "{name:<12} {n:>8} {label:<22} {:>10} {:>10} {:>7} MB",
+                    ms(median(&times)),
+                    ms(times.iter().copied().max().unwrap_or_default()),
+                    rss / 1024
+                );
+            }
+        }
+    }
+}
+
+/// One run of `bin args` in `dir` under `/usr/bin/time`: wall time and maximum resident set
+/// (KiB; 0 where `/usr/bin/time` is missing).
+fn timed(bin: &Path, dir: &Path, args: &[&str]) -> (Duration, u64) {
+    let time = Path::new("/usr/bin/time");
+    let mut cmd = if time.exists() {
+        let mut c = Command::new(time);
+        c.args(["-f", "%M"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let t = Instant::now();
+    let out = cmd.current_dir(dir).args(args).output().expect("runs");
+    let el = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rss = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    (el, rss)
 }
 
 /// Up to `n` lease + complete cycles, one request each, in this process: how many ran and how

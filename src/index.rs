@@ -523,6 +523,7 @@ impl Index {
         for (id, slot) in &self.entries {
             known.insert(id.clone(), slot.tip);
         }
+        crate::sys::pause_point("index.reconcile");
         for (id, tip) in &refs {
             if known.remove(id) == Some(*tip) {
                 continue;
