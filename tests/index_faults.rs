@@ -302,7 +302,11 @@ fn deleting_the_index_while_a_worker_drains_and_while_enqueue_runs() {
         assert_eq!(repo.ok(&["list", "--format", "json"]), listed, "{args:?}");
     }
     for id in &ids {
-        assert_eq!(repo.json(&["show", id])["record"]["status"], "applied", "{id}");
+        assert_eq!(
+            repo.json(&["show", id])["record"]["status"],
+            "applied",
+            "{id}"
+        );
     }
     assert_eq!(repo.ids(&["list", "--status", "pending"]).len(), 300);
 }
