@@ -52,9 +52,10 @@ use crate::store::Store;
 
 /// The first bytes of both files. Bump the version when the stored form changes; an index of
 /// another version is discarded and rebuilt.
-const MAGIC: &[u8; 16] = b"hyperion-index/3";
-/// Magic, then the 8-byte id shared by the two files.
-const HEADER: usize = 24;
+const MAGIC: &[u8; 16] = b"hyperion-index/4";
+/// Magic, then the 8-byte id shared by the two files, then (in `keys`) the number of frames
+/// the last rewrite wrote, in id order: the base, searched in place.
+const HEADER: usize = 32;
 /// Frame kinds in `keys`.
 const ENTRY: u8 = 1;
 const REMOVED: u8 = 2;
@@ -71,7 +72,7 @@ pub struct Index {
     /// Holds the `flock` while open.
     _lock: std::fs::File,
     /// The entries, by id.
-    entries: Entries,
+    entries: Table,
     /// `keys` as opened (appended to at close); `None` when there was none.
     keys: Option<std::fs::File>,
     /// `records` as opened, and its length then; `None` when there was none.
@@ -83,8 +84,6 @@ pub struct Index {
     new_records: Vec<u8>,
     /// `keys` frames written since open.
     new_keys: Vec<u8>,
-    /// Frames in `keys` (live or superseded), to decide when to compact.
-    frames: usize,
     /// Write both files anew at close (a fresh or cleared index, or compaction).
     rewrite: bool,
     /// A read went wrong since open: discard the files at close.
@@ -129,16 +128,25 @@ struct Slot {
 struct QueueKey<'a>(u8, i128, &'a str);
 
 impl Slot {
+    /// A removal, among the frames read at open.
+    const REMOVED: Slot = Slot {
+        tip: ObjectId::null(gix::hash::Kind::Sha1),
+        class: OTHER,
+        priority: 0,
+        created: 0,
+        at: 0,
+        len: u32::MAX,
+        crc: 0,
+    };
+
     fn queue_key<'a>(&self, id: &'a str) -> QueueKey<'a> {
         QueueKey(9u8.saturating_sub(self.priority), self.created, id)
     }
 }
 
-/// The entries' map: ids are short and come from our own refs, so a fast multiplicative
-/// hash (as in rustc's FxHash) is enough; SipHash's resistance to chosen keys is not needed,
-/// and it took a fifth of a `dequeue` at 100,000 requests.
-type Entries = HashMap<String, Slot, std::hash::BuildHasherDefault<IdHasher>>;
-
+/// The hash of the map of entries written since the last rewrite: ids are short and come from
+/// our own refs, so a fast multiplicative hash (as in rustc's FxHash) is enough; SipHash's
+/// resistance to chosen keys is not needed.
 #[derive(Default)]
 struct IdHasher(u64);
 
@@ -165,6 +173,85 @@ impl std::hash::Hasher for IdHasher {
 impl IdHasher {
     fn add(&mut self, word: u64) {
         self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// The entries: those the last rewrite of `keys` left (its base: in id order, ids read in
+/// place from the file's bytes, found by binary search) and, over them, those written since
+/// (`None`: removed). Opening builds no map of the whole queue.
+#[derive(Default)]
+struct Table {
+    data: Vec<u8>,
+    base: Vec<Base>,
+    over: HashMap<String, Option<Slot>, std::hash::BuildHasherDefault<IdHasher>>,
+    len: usize,
+}
+
+/// A base entry: its id at `data[id..id + id_len]`.
+struct Base {
+    id: u32,
+    id_len: u32,
+    slot: Slot,
+}
+
+impl Table {
+    fn base_id(&self, b: &Base) -> &str {
+        let bytes = &self.data[b.id as usize..(b.id + b.id_len) as usize];
+        std::str::from_utf8(bytes).expect("checked at load")
+    }
+
+    fn in_base(&self, id: &str) -> Option<Slot> {
+        let i = self
+            .base
+            .binary_search_by(|b| self.base_id(b).cmp(id))
+            .ok()?;
+        Some(self.base[i].slot)
+    }
+
+    fn get(&self, id: &str) -> Option<Slot> {
+        match self.over.get(id) {
+            Some(o) => *o,
+            None => self.in_base(id),
+        }
+    }
+
+    fn insert(&mut self, id: &str, slot: Slot) {
+        if self.get(id).is_none() {
+            self.len += 1;
+        }
+        self.over.insert(id.to_owned(), Some(slot));
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Slot> {
+        let old = self.get(id);
+        if old.is_some() {
+            self.len -= 1;
+            self.over.insert(id.to_owned(), None);
+        }
+        old
+    }
+
+    /// Every live entry, in no particular order.
+    fn iter(&self) -> impl Iterator<Item = (&str, Slot)> {
+        let shadowed = !self.over.is_empty();
+        self.base
+            .iter()
+            .map(|b| (self.base_id(b), b.slot))
+            .filter(move |(id, _)| !shadowed || !self.over.contains_key(*id))
+            .chain(
+                self.over
+                    .iter()
+                    .filter_map(|(id, s)| s.map(|s| (id.as_str(), s))),
+            )
+    }
+
+    /// Every live entry, in id order.
+    fn sorted(&self) -> Vec<(&str, Slot)> {
+        let mut v: Vec<(&str, Slot)> = self.iter().collect();
+        if !self.over.is_empty() {
+            v.sort_unstable_by_key(|(id, _)| *id);
+        }
+        v
     }
 }
 
@@ -303,13 +390,12 @@ enum OpenError {
 
 /// The files as read at open.
 struct Loaded {
-    entries: Entries,
+    entries: Table,
     meta: Option<Meta>,
     keys: Option<std::fs::File>,
     records: Option<std::fs::File>,
     records_len: u64,
     file_id: u64,
-    frames: usize,
 }
 
 impl Loaded {
@@ -318,13 +404,12 @@ impl Loaded {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         Loaded {
-            entries: Entries::default(),
+            entries: Table::default(),
             meta: None,
             keys: None,
             records: None,
             records_len: HEADER as u64,
             file_id: nanos ^ (u64::from(crate::sys::pid()) << 40),
-            frames: 0,
         }
     }
 }
@@ -407,7 +492,6 @@ impl Index {
             file_id: loaded.file_id,
             new_records: Vec::new(),
             new_keys: Vec::new(),
-            frames: loaded.frames,
             rewrite,
             damaged: std::cell::Cell::new(false),
             wrote: false,
@@ -528,7 +612,6 @@ impl Index {
         payload.push(META);
         payload.extend_from_slice(&bytes);
         push_frame(&mut self.new_keys, &payload);
-        self.frames += 1;
         self.meta = Some(*meta);
         self.meta_unsaved = false;
         Ok(())
@@ -547,8 +630,8 @@ impl Index {
             ..Reconciled::default()
         };
         let mut known: HashMap<String, ObjectId> = HashMap::with_capacity(refs.len());
-        for (id, slot) in &self.entries {
-            known.insert(id.clone(), slot.tip);
+        for (id, slot) in self.entries.iter() {
+            known.insert(id.to_owned(), slot.tip);
         }
         crate::sys::pause_point("index.reconcile");
         for (id, tip) in &refs {
@@ -598,7 +681,7 @@ impl Index {
         Ok(self
             .entries
             .get(id)
-            .and_then(|slot| self.decode(store, id, slot)))
+            .and_then(|slot| self.decode(store, id, &slot)))
     }
 
     /// Record that `id`'s chain is now at `tip` with `record`.
@@ -631,8 +714,7 @@ impl Index {
         };
         self.new_records.extend_from_slice(&json);
         push_frame(&mut self.new_keys, &entry_payload(&record.id, &slot));
-        self.frames += 1;
-        self.entries.insert(record.id.clone(), slot);
+        self.entries.insert(&record.id, slot);
         self.wrote = true;
         Ok(())
     }
@@ -642,7 +724,6 @@ impl Index {
             let mut payload = vec![REMOVED];
             payload.extend_from_slice(id.as_bytes());
             push_frame(&mut self.new_keys, &payload);
-            self.frames += 1;
         }
         self.wrote = true;
         Ok(())
@@ -651,7 +732,7 @@ impl Index {
     /// Leased requests with their tips, in id order: what `sweep` examines, without reading
     /// the rest of the queue.
     pub fn leased(&self, store: &Store) -> Result<Vec<(ObjectId, Record)>> {
-        let mut ids: Vec<(&String, &Slot)> = self
+        let mut ids: Vec<(&str, Slot)> = self
             .entries
             .iter()
             .filter(|(_, s)| s.class == LEASED)
@@ -659,7 +740,7 @@ impl Index {
         ids.sort_unstable_by_key(|(id, _)| *id);
         Ok(ids
             .into_iter()
-            .filter_map(|(id, slot)| self.decode(store, id, slot))
+            .filter_map(|(id, slot)| self.decode(store, id, &slot))
             .collect())
     }
 
@@ -680,7 +761,7 @@ impl Index {
             loop {
                 let std::cmp::Reverse(k) = heap.pop()?;
                 let slot = self.entries.get(k.2)?;
-                if let Some(entry) = self.decode(store, k.2, slot) {
+                if let Some(entry) = self.decode(store, k.2, &slot) {
                     return Some(Ok(entry));
                 }
             }
@@ -689,13 +770,12 @@ impl Index {
 
     /// Every indexed record with its tip, in id order.
     pub fn all(&self, store: &Store) -> Result<Vec<(ObjectId, Record)>> {
-        let mut slots: Vec<(&String, &Slot)> = self.entries.iter().collect();
-        slots.sort_unstable_by_key(|(id, _)| *id);
+        let slots = self.entries.sorted();
         // One read of the stored records, then decoding, spread over the cores for large
         // queues (it dominates a listing).
         let stored = self.stored_records();
         let (new, base) = (&self.new_records[..], self.records_len);
-        let one = |(id, slot): &(&String, &Slot)| -> Option<(ObjectId, Record)> {
+        let one = |(id, slot): &(&str, Slot)| -> Option<(ObjectId, Record)> {
             parse(id, slot, raw(stored.as_deref(), new, base, slot)?)
         };
         let threads = std::thread::available_parallelism()
@@ -728,10 +808,10 @@ impl Index {
 
     /// Drop every entry (for `doctor --reindex`).
     pub fn clear(&mut self) -> Result<()> {
-        self.entries.clear();
+        self.entries = Table::default();
         self.new_records.clear();
         self.new_keys.clear();
-        self.frames = 0;
+
         self.rewrite = true;
         self.meta = None;
         self.meta_unsaved = false;
@@ -765,9 +845,14 @@ impl Index {
         if self.new_keys.is_empty() && !self.rewrite {
             return Ok(());
         }
-        let compact = self.frames > 2 * self.entries.len() + 1024;
-        let written = if self.rewrite || compact {
-            self.write_anew()
+        // Compaction: `keys` once the entries written since its last rewrite are many (each
+        // open reads them into a map), `records` too once it is mostly superseded records.
+        let stored = self.records_len + self.new_records.len() as u64;
+        let live: u64 = self.entries.iter().map(|(_, s)| u64::from(s.len)).sum();
+        let written = if self.rewrite || stored > 2 * live + (1 << 20) {
+            self.write_anew(true)
+        } else if self.entries.over.len() > self.entries.base.len() / 8 + 1024 {
+            self.write_anew(false)
         } else {
             self.append()
         };
@@ -790,25 +875,31 @@ impl Index {
         Ok(())
     }
 
-    /// Write both files anew, with the live entries only, and rename them into place:
-    /// `records` first, then `keys` (whose header names the new `records`).
-    fn write_anew(&mut self) -> std::io::Result<()> {
-        let file_id = Loaded::fresh().file_id ^ self.file_id.rotate_left(17);
-        let stored = self.stored_records();
-        let mut records = header(file_id);
-        let mut keys = header(file_id);
-        let mut ids: Vec<&String> = self.entries.keys().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let slot = self.entries[id];
-            let bytes = self
-                .raw_in(stored.as_deref(), &slot)
-                .ok_or_else(|| std::io::Error::other(format!("record of {id} unreadable")))?;
-            let moved = Slot {
-                at: records.len() as u64,
-                ..slot
+    /// Write `keys` anew, its entries in id order, and with `all`, `records` too (the live
+    /// records only), renaming them into place: `records` first, then `keys` (whose header
+    /// names the `records` it goes with). Without `all`, this process's records are appended
+    /// to `records` first.
+    fn write_anew(&mut self, all: bool) -> std::io::Result<()> {
+        let stored = if all { self.stored_records() } else { None };
+        let file_id = if all {
+            Loaded::fresh().file_id ^ self.file_id.rotate_left(17)
+        } else {
+            self.file_id
+        };
+        let slots = self.entries.sorted();
+        let mut records = header(file_id, 0);
+        let mut keys = header(file_id, slots.len() as u64);
+        for (id, slot) in slots {
+            let moved = if all {
+                let bytes = self
+                    .raw_in(stored.as_deref(), &slot)
+                    .ok_or_else(|| std::io::Error::other(format!("record of {id} unreadable")))?;
+                let at = records.len() as u64;
+                records.extend_from_slice(bytes);
+                Slot { at, ..slot }
+            } else {
+                slot
             };
-            records.extend_from_slice(bytes);
             push_frame(&mut keys, &entry_payload(id, &moved));
         }
         if let Some(meta) = self.meta {
@@ -816,8 +907,18 @@ impl Index {
             payload.extend_from_slice(&serde_json::to_vec(&meta).expect("Meta serialises"));
             push_frame(&mut keys, &payload);
         }
+        if !all {
+            let Some(file) = &self.records else {
+                return Err(std::io::Error::other("no records file to append to"));
+            };
+            file.write_all_at(&self.new_records, self.records_len)?;
+        }
         let pid = crate::sys::pid();
-        for (name, bytes) in [("records", &records), ("keys", &keys)] {
+        let mut files = vec![("keys", &keys)];
+        if all {
+            files.insert(0, ("records", &records));
+        }
+        for (name, bytes) in files {
             let tmp = self.dir.join(format!("{name}.{pid}.tmp"));
             let written = std::fs::write(&tmp, bytes)
                 .and_then(|()| std::fs::rename(&tmp, self.dir.join(name)));
@@ -900,10 +1001,11 @@ fn parse(id: &str, slot: &Slot, bytes: &[u8]) -> Option<(ObjectId, Record)> {
     (record.id == id).then_some((slot.tip, record))
 }
 
-fn header(file_id: u64) -> Vec<u8> {
+fn header(file_id: u64, base: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&file_id.to_le_bytes());
+    h.extend_from_slice(&base.to_le_bytes());
     h
 }
 
@@ -944,11 +1046,11 @@ fn load(dir: &Path) -> std::result::Result<Loaded, String> {
     }
     let mut data = Vec::with_capacity(keys.metadata().map_or(0, |m| m.len() as usize + 1));
     std::io::Read::read_to_end(&mut keys, &mut data).map_err(|e| format!("keys: {e}"))?;
-    let file_id = check_header(&data).ok_or("keys: not an index of this version")?;
-    // (An entry takes some 80 bytes.)
-    let mut entries = Entries::with_capacity_and_hasher(data.len() / 80, Default::default());
+    let (file_id, base_count) = check_header(&data).ok_or("keys: not an index of this version")?;
+    let mut base: Vec<Base> = Vec::with_capacity(base_count.min(data.len() as u64 / 64) as usize);
+    let mut over: Vec<(&str, Slot)> = Vec::new();
     let mut meta = None;
-    let mut frames = 0;
+    let mut frames = 0u64;
     let mut pos = HEADER;
     while pos < data.len() {
         let at = pos;
@@ -968,18 +1070,34 @@ fn load(dir: &Path) -> std::result::Result<Loaded, String> {
         if crc32fast::hash(payload) != crc {
             return Err(format!("keys: bad checksum at {at}"));
         }
+        let start = pos + 8;
         pos += 8 + len;
         frames += 1;
         match payload.first() {
             Some(&ENTRY) => {
                 let (id, slot) =
                     parse_entry(payload).ok_or_else(|| format!("keys: bad entry at {at}"))?;
-                entries.insert(id, slot);
+                if frames <= base_count {
+                    let id_at = start + payload.len() - id.len();
+                    if let Some(last) = base.last()
+                        && data[last.id as usize..(last.id + last.id_len) as usize]
+                            >= *id.as_bytes()
+                    {
+                        return Err(format!("keys: base out of order at {at}"));
+                    }
+                    base.push(Base {
+                        id: u32::try_from(id_at).map_err(|_| "keys: too large")?,
+                        id_len: id.len() as u32,
+                        slot,
+                    });
+                } else {
+                    over.push((id, slot));
+                }
             }
-            Some(&REMOVED) => {
+            Some(&REMOVED) if frames > base_count => {
                 let id = std::str::from_utf8(&payload[1..])
                     .map_err(|_| format!("keys: bad removal at {at}"))?;
-                entries.remove(id);
+                over.push((id, Slot::REMOVED));
             }
             Some(&META) => {
                 meta = Some(
@@ -988,6 +1106,23 @@ fn load(dir: &Path) -> std::result::Result<Loaded, String> {
                 );
             }
             _ => return Err(format!("keys: unknown frame at {at}")),
+        }
+    }
+    if frames < base_count {
+        return Err("keys: base truncated".into());
+    }
+    let over: Vec<(String, Slot)> = over.into_iter().map(|(id, s)| (id.to_owned(), s)).collect();
+    let mut entries = Table {
+        len: base.len(),
+        data,
+        base,
+        ..Table::default()
+    };
+    for (id, slot) in over {
+        if slot.len == u32::MAX {
+            entries.remove(&id);
+        } else {
+            entries.insert(&id, slot);
         }
     }
     let records = std::fs::OpenOptions::new()
@@ -1004,7 +1139,7 @@ fn load(dir: &Path) -> std::result::Result<Loaded, String> {
     records
         .read_exact_at(&mut head, 0)
         .map_err(|e| format!("records: {e}"))?;
-    if check_header(&head) != Some(file_id) {
+    if check_header(&head).map(|h| h.0) != Some(file_id) {
         return Err("records: not the file its keys were written with".into());
     }
     if let Some((id, _)) = entries
@@ -1022,20 +1157,19 @@ fn load(dir: &Path) -> std::result::Result<Loaded, String> {
         records: Some(records),
         records_len,
         file_id,
-        frames,
     })
 }
 
-fn check_header(data: &[u8]) -> Option<u64> {
+/// The file id and base count in a header.
+fn check_header(data: &[u8]) -> Option<(u64, u64)> {
     if data.get(..MAGIC.len())? != MAGIC {
         return None;
     }
-    Some(u64::from_le_bytes(
-        data.get(MAGIC.len()..HEADER)?.try_into().ok()?,
-    ))
+    let word = |at: usize| Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?));
+    Some((word(MAGIC.len())?, word(MAGIC.len() + 8)?))
 }
 
-fn parse_entry(p: &[u8]) -> Option<(String, Slot)> {
+fn parse_entry(p: &[u8]) -> Option<(&str, Slot)> {
     let (&[_, class, priority, tip_len], rest) = p.split_first_chunk::<4>()?;
     let (tip, rest) = rest.split_at_checked(tip_len as usize)?;
     let (created, rest) = rest.split_first_chunk::<16>()?;
@@ -1051,7 +1185,7 @@ fn parse_entry(p: &[u8]) -> Option<(String, Slot)> {
         len: u32::from_le_bytes(*len),
         crc: u32::from_le_bytes(*crc),
     };
-    Some((std::str::from_utf8(id).ok()?.to_owned(), slot))
+    Some((std::str::from_utf8(id).ok()?, slot))
 }
 
 /// Take the directory and its `lock`, making whatever stands in their way (a file where the
