@@ -849,9 +849,9 @@ impl Index {
         // open reads them into a map), `records` too once it is mostly superseded records.
         let stored = self.records_len + self.new_records.len() as u64;
         let live: u64 = self.entries.iter().map(|(_, s)| u64::from(s.len)).sum();
-        let written = if self.rewrite || stored > 2 * live + (1 << 20) {
+        let written = if self.rewrite || stored > 2 * live + (64 << 10) {
             self.write_anew(true)
-        } else if self.entries.over.len() > self.entries.base.len() / 8 + 1024 {
+        } else if self.entries.over.len() > self.entries.base.len() / 8 + 256 {
             self.write_anew(false)
         } else {
             self.append()

@@ -314,3 +314,48 @@ fn a_long_lived_process_sees_what_others_did_between_its_operations() {
     );
     assert_eq!(status(&mine.id), Some(Status::Dead));
 }
+
+/// The index's files are compacted as updates pile up: first `keys` alone (the entries
+/// written since its last rewrite become its base, in id order; `records` keeps its id), then
+/// both (superseded records dropped, a new file id). Every answer stays the refs' answer.
+#[test]
+fn the_index_files_are_compacted_and_answers_stay_the_same() {
+    let repo = TestRepo::new();
+    let ix = repo.git_dir().join("hyperion/index");
+    let header = |name: &str| {
+        let data = std::fs::read(ix.join(name)).unwrap();
+        let word = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().unwrap());
+        (word(16), word(24), data.len())
+    };
+    let from_refs = |repo: &TestRepo| {
+        let with_index = repo.ok(&["list", "--format", "json"]);
+        std::fs::remove_dir_all(&ix).unwrap();
+        let without = repo.ok(&["list", "--format", "json"]);
+        assert_eq!(with_index, without, "the index answers as the refs do");
+    };
+    repo.enqueue(&request_dir(&repo, 300, "compact"));
+    let (id0, base0, keys0) = header("keys");
+    assert_eq!(base0, 300, "a new index is written whole");
+    let (rid0, _, records0) = header("records");
+    assert_eq!(rid0, id0);
+    repo.ok(&[
+        "dequeue", "--worker", "w", "--batch", "300", "--lease", "1s",
+    ]);
+    let (id1, base1, keys1) = header("keys");
+    assert_eq!((id1, base1), (id0, 300), "keys rewritten, records kept");
+    assert!(
+        keys1 < keys0 * 3 / 2,
+        "no superseded entries left: {keys0} → {keys1}"
+    );
+    let (_, _, records1) = header("records");
+    assert!(records1 > records0, "the leases' records appended");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    repo.ok(&["sweep"]);
+    let (id2, base2, _) = header("keys");
+    let (rid2, _, records2) = header("records");
+    assert_ne!(id2, id0, "both files written anew");
+    assert_eq!((rid2, base2), (id2, 300));
+    assert!(records2 < records1, "superseded records dropped");
+    assert_eq!(repo.ids(&["list", "--status", "pending"]).len(), 300);
+    from_refs(&repo);
+}

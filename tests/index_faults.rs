@@ -129,6 +129,11 @@ fn every_command(repo: &TestRepo, ids: &[String], damage: &mut dyn FnMut(&Path))
     timed(repo, &here, &["worker", "--drain"], 4 * BOUND);
     damage(&ix);
     let listed = stdout(&timed(repo, &here, &["list", "--format", "json"], BOUND));
+    let keys = std::fs::read(ix.join("keys")).unwrap_or_default();
+    assert!(
+        keys.starts_with(b"hyperion-index/"),
+        "the damaged index was rebuilt, not merely avoided"
+    );
     let _ = std::fs::remove_dir_all(&ix);
     let from_refs = stdout(&timed(repo, &here, &["list", "--format", "json"], BOUND));
     assert_eq!(
