@@ -633,7 +633,7 @@ impl Index {
         for (id, slot) in self.entries.iter() {
             known.insert(id.to_owned(), slot.tip);
         }
-        crate::sys::pause_point("index.reconcile");
+        crate::sys::pause_point("reconcile_index");
         for (id, tip) in &refs {
             if known.remove(id) == Some(*tip) {
                 continue;

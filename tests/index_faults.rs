@@ -326,7 +326,7 @@ fn reindex_of_a_damaged_index_stops_on_sigterm() {
     let mut child = repo
         .cmd()
         .args(["doctor", "--reindex"])
-        .env("HYPERION_TEST_PAUSE_AT", "index.reconcile")
+        .env("HYPERION_TEST_PAUSE_AT", "reconcile_index")
         .spawn()
         .unwrap();
     let pid = child.id();
