@@ -21,22 +21,64 @@ const NAMED: usize = 8;
 /// database does not have; empty when the chain is complete.
 pub fn missing(repo: &gix::Repository, tip: ObjectId) -> Vec<ObjectId> {
     let mut missing = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut todo = vec![(tip, Kind::Commit)];
+    walk(repo, [tip], &mut Default::default(), true, |id, present| {
+        if !present {
+            missing.push(id);
+        }
+        missing.len() < NAMED
+    });
+    missing
+}
+
+/// Every object the chains at `tips` reach (commits, trees, blobs), each once, in the order
+/// found: what an archive of them must hold. `Err` names an object that is missing.
+pub fn reachable(
+    repo: &gix::Repository,
+    tips: impl IntoIterator<Item = ObjectId>,
+) -> std::result::Result<Vec<ObjectId>, ObjectId> {
+    let mut out = Vec::new();
+    let mut gone = None;
+    walk(repo, tips, &mut Default::default(), false, |id, present| {
+        if present {
+            out.push(id);
+        } else {
+            gone = Some(id);
+        }
+        gone.is_none()
+    });
+    gone.map_or(Ok(out), Err)
+}
+
+/// Walk what `tips` reach, skipping what is in `seen`: `visit(id, present)` for each object,
+/// until it returns false. Blobs are looked up only with `check_blobs` (else reported present:
+/// whoever reads them finds out).
+fn walk(
+    repo: &gix::Repository,
+    tips: impl IntoIterator<Item = ObjectId>,
+    seen: &mut std::collections::HashSet<ObjectId>,
+    check_blobs: bool,
+    mut visit: impl FnMut(ObjectId, bool) -> bool,
+) {
+    let mut todo: Vec<(ObjectId, Kind)> = tips.into_iter().map(|t| (t, Kind::Commit)).collect();
     while let Some((id, kind)) = todo.pop() {
-        if missing.len() >= NAMED || !seen.insert(id) {
+        if !seen.insert(id) {
             continue;
         }
         if kind == Kind::Blob {
-            if !repo.has_object(id) {
-                missing.push(id);
+            if !visit(id, !check_blobs || repo.has_object(id)) {
+                return;
             }
             continue;
         }
         let Ok(Some(object)) = repo.try_find_object(id) else {
-            missing.push(id);
+            if !visit(id, false) {
+                return;
+            }
             continue;
         };
+        if !visit(id, true) {
+            return;
+        }
         match object.kind {
             Kind::Commit => {
                 if let Ok(c) = gix::objs::CommitRef::from_bytes(&object.data, gix::hash::Kind::Sha1)
@@ -59,7 +101,6 @@ pub fn missing(repo: &gix::Repository, tip: ObjectId) -> Vec<ObjectId> {
             _ => {}
         }
     }
-    missing
 }
 
 /// Set request `id` (at `tip`, missing `missing`) aside: `refs/hyperion/lost/<id>` gets a

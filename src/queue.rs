@@ -1250,7 +1250,7 @@ impl Queue {
             .collect();
         // Everything the refs reach is on disk before git reads it.
         self.store.persist()?;
-        crate::archive::bundle_create(self.store.git_dir(), &bundle, &refs)?;
+        crate::archive::bundle_create(self.store.repo(), self.store.git_dir(), &bundle, &refs)?;
         let heads = crate::archive::bundle_heads(self.store.git_dir(), &bundle)?;
         drop(refs);
         // Only a ref the bundle holds at the very tip to be removed is removed (one that moved
