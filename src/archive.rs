@@ -56,9 +56,9 @@ pub fn bundle_create(
     }
     let objects = crate::lost::reachable(repo, refs.iter().map(|(_, tip)| *tip))
         .map_err(|id| Error::Git(format!("cannot archive: object {id} is missing")))?;
-    let mut tips = Vec::with_capacity(objects.len() * 41);
+    let mut listed = Vec::with_capacity(objects.len() * 41);
     for id in objects {
-        writeln!(tips, "{id}").expect("write to memory");
+        writeln!(listed, "{id}").expect("write to memory");
     }
     header.push(b'\n');
     tmp.write_all(&header)
@@ -70,28 +70,13 @@ pub fn bundle_create(
         let mut out = &out;
         out.seek(std::io::SeekFrom::End(0)).map_err(err)?;
     }
-    let mut child = std::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(git_dir)
-        .args(["pack-objects", "--stdout", "--delta-base-offset", "-q"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(out)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io("could not run git", e))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let writer = std::thread::spawn(move || stdin.write_all(&tips));
-    let done = child
-        .wait_with_output()
-        .map_err(|e| Error::io("could not wait for git", e))?;
-    let fed = writer.join().unwrap_or(Ok(()));
-    if !done.status.success() {
-        return Err(Error::Git(format!(
-            "git pack-objects failed: {}",
-            String::from_utf8_lossy(&done.stderr).trim()
-        )));
-    }
-    fed.map_err(|e| Error::io("git pack-objects: could not feed git", e))?;
+    crate::git::run_into(
+        git_dir,
+        &["pack-objects", "--stdout", "--delta-base-offset", "-q"],
+        &listed,
+        out,
+        "git pack-objects",
+    )?;
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(bundle).map_err(|e| err(e.error))?;
     Ok(())

@@ -10,12 +10,23 @@ use crate::error::{Error, Result};
 
 /// Run `git` in `git_dir` with `input` on its stdin; its stdout, or an error naming `what`.
 pub fn run(git_dir: &Path, args: &[&str], input: &[u8], what: &str) -> Result<Vec<u8>> {
+    run_into(git_dir, args, input, Stdio::piped(), what)
+}
+
+/// [`run`] with git's stdout sent to `stdout` (a file, say); what was captured, if anything.
+pub fn run_into(
+    git_dir: &Path,
+    args: &[&str],
+    input: &[u8],
+    stdout: impl Into<Stdio>,
+    what: &str,
+) -> Result<Vec<u8>> {
     let mut child = Command::new("git")
         .arg("--git-dir")
         .arg(git_dir)
         .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Error::io("could not run git", e))?;
