@@ -34,20 +34,6 @@ fn enqueue(repo: &TestRepo, i: usize, salt: &str, checks: &[&str]) -> String {
     repo.ok(&["enqueue", p.to_str().unwrap()]).trim().to_owned()
 }
 
-fn statuses(repo: &TestRepo) -> Vec<(String, String)> {
-    repo.json(&["list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap().to_owned(),
-                r["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 /// A worker process whose stdout (reports) and stderr (log) go to files in the test's home.
 struct Worker {
     child: Child,
@@ -193,7 +179,7 @@ fn three_workers_landing_onto_a_checked_out_branch_leave_it_clean_at_the_tip() {
         }
         // Requests retried after a lost race wait out a short backoff: drain them too.
         let until = Instant::now() + Duration::from_secs(30);
-        while statuses(&repo).iter().any(|(_, s)| s != "applied") && Instant::now() < until {
+        while repo.statuses().iter().any(|(_, s)| s != "applied") && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(150));
             let mut w = Worker::spawn(&repo, &format!("calm{round}"), &["--drain"], &[]);
             let (r, log) = w.wait();
@@ -219,7 +205,7 @@ fn three_workers_landing_onto_a_checked_out_branch_leave_it_clean_at_the_tip() {
         // The index and the files are the tip's.
         repo.git(&["diff-index", "--quiet", "--cached", "main", "--"]);
         repo.git(&["diff-files", "--quiet"]);
-        for (id, s) in statuses(&repo) {
+        for (id, s) in repo.statuses() {
             assert_eq!(s, "applied", "round {round}: {id}: {logs}");
         }
     }

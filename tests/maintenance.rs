@@ -133,17 +133,7 @@ fn keeps(repo: &TestRepo) -> Vec<(PathBuf, String)> {
 }
 
 fn statuses(repo: &TestRepo) -> std::collections::HashMap<String, String> {
-    repo.json(&["list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap().to_owned(),
-                r["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    repo.statuses().into_iter().collect()
 }
 
 fn check_ok(what: &str, out: &std::process::Output) {

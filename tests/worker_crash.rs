@@ -71,20 +71,6 @@ fn spawn_worker(repo: &TestRepo, batch: usize) -> Child {
         .unwrap()
 }
 
-fn statuses(repo: &TestRepo) -> Vec<(String, String)> {
-    repo.json(&["list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap().to_owned(),
-                r["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn killed_workers_lose_nothing_and_land_nothing_twice() {
     // The uninterrupted run.
@@ -92,7 +78,7 @@ fn killed_workers_lose_nothing_and_land_nothing_twice() {
     calm.ok(&["worker", "--drain"]);
     let calm_tree = calm.git(&["rev-parse", "main^{tree}"]);
     assert!(
-        statuses(&calm).iter().all(|(_, s)| s == "applied"),
+        calm.statuses().iter().all(|(_, s)| s == "applied"),
         "{}",
         calm.ok(&["list", "--format", "json"])
     );
@@ -120,7 +106,7 @@ fn killed_workers_lose_nothing_and_land_nothing_twice() {
         // Let the leases of the killed workers expire, then return them.
         std::thread::sleep(Duration::from_millis(1100));
         repo.ok(&["sweep"]);
-        if statuses(&repo).iter().all(|(_, s)| s == "applied") {
+        if repo.statuses().iter().all(|(_, s)| s == "applied") {
             break;
         }
     }
@@ -132,12 +118,12 @@ fn killed_workers_lose_nothing_and_land_nothing_twice() {
         std::thread::sleep(Duration::from_millis(1100));
         repo.ok(&["sweep"]);
         repo.ok(&["worker", "--drain"]);
-        if statuses(&repo).iter().all(|(_, s)| s == "applied") || Instant::now() > calm_until {
+        if repo.statuses().iter().all(|(_, s)| s == "applied") || Instant::now() > calm_until {
             break;
         }
     }
 
-    let st = statuses(&repo);
+    let st = repo.statuses();
     assert_eq!(st.len(), REQUESTS, "no request lost");
     for (id, s) in &st {
         assert_eq!(

@@ -136,6 +136,19 @@ impl TestRepo {
             .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
     }
 
+    /// Every request `list` shows, as (id, status).
+    pub fn statuses(&self) -> Vec<(String, String)> {
+        self.json(&["list"])
+            .as_array()
+            .expect("list prints an array")
+            .iter()
+            .map(|r| {
+                let field = |k: &str| r[k].as_str().expect("a string").to_owned();
+                (field("id"), field("status"))
+            })
+            .collect()
+    }
+
     /// Every ref under refs/hyperion with its value.
     pub fn hyperion_refs(&self) -> String {
         self.git(&[
