@@ -69,8 +69,9 @@ fn args() -> Args {
     a
 }
 
-/// Run `git-hyperion ARGS` in `repo` as its own process; how long it took, start to exit.
-fn hyperion(repo: &Path, args: &[&str]) -> Duration {
+/// Run `git-hyperion ARGS` in `repo` as its own process; how long it took, start to exit, and
+/// what it printed.
+fn hyperion(repo: &Path, args: &[&str]) -> (Duration, String) {
     let t = Instant::now();
     let out = hermetic(Command::new(BIN).current_dir(repo).args(args))
         .env("HYPERION_ACTOR", "bench")
@@ -83,7 +84,7 @@ fn hyperion(repo: &Path, args: &[&str]) -> Duration {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    took
+    (took, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// What one request costs a person, command by command.
@@ -101,18 +102,30 @@ fn one_at_a_time(repo: &Path, patches: &[PathBuf], list: bool) -> Sequential {
         list: Vec::new(),
     };
     hyperion(repo, &["init", "--target", "main"]);
+    // A commit that makes a file executable waits for a person's approval (its risk tier):
+    // the benchmark approves it as that person would, untimed.
+    git(repo, &["config", "hyperion.approvers", "bench"]);
     for (i, p) in patches.iter().enumerate() {
         let task = format!("T-{i}");
         let file = p.to_str().expect("utf-8");
-        s.enqueue.push(hyperion(
+        let (took, id) = hyperion(
             repo,
             &[
                 "enqueue", "--patch", file, "--task", &task, "--agent", "bench",
             ],
-        ));
-        s.drain.push(hyperion(repo, &["worker", "--drain"]));
+        );
+        s.enqueue.push(took);
+        // The worker prints a `landed ID …` line for each request it landed.
+        let landed = |said: &str| said.lines().any(|l| l.starts_with("landed "));
+        let (mut took, mut said) = hyperion(repo, &["worker", "--drain"]);
+        if !landed(&said) {
+            hyperion(repo, &["approve", id.trim()]);
+            (took, said) = hyperion(repo, &["worker", "--drain"]);
+        }
+        assert!(landed(&said), "request {i} did not land: {said}");
+        s.drain.push(took);
         if list {
-            s.list.push(hyperion(repo, &["list"]));
+            s.list.push(hyperion(repo, &["list"]).0);
         }
     }
     let landed = git(repo, &["rev-list", "--count", "main"]);
@@ -166,6 +179,39 @@ fn history(dir: &Path, n: usize) -> Option<(String, String, Vec<PathBuf>)> {
     let base = commits[0].clone();
     let last = commits[n].clone();
     Some((base, last, patches))
+}
+
+/// `patches` through hyperion (one process per command) and through the plain-git script, each
+/// on its own bare clone of `seed`; the trees of `main` they end on (hyperion's, the script's).
+fn side_by_side(
+    tmp: &Path,
+    tag: &str,
+    seed: &Path,
+    patches: &[PathBuf],
+    list: bool,
+) -> (Row, [String; 2]) {
+    let hy = tmp.join(format!("{tag}-hyperion.git"));
+    let sc = tmp.join(format!("{tag}-script.git"));
+    clone_bare(seed, &hy);
+    clone_bare(seed, &sc);
+    let seq = one_at_a_time(&hy, patches, list);
+    let script = common::run_script(
+        Script::Reused,
+        &sc,
+        &tmp.join(format!("{tag}-script")),
+        patches,
+        false,
+        || {},
+    );
+    let trees = [tree_of(&hy, "main"), tree_of(&sc, "main")];
+    (
+        Row {
+            name: String::new(),
+            seq,
+            script,
+        },
+        trees,
+    )
 }
 
 struct Row {
@@ -237,45 +283,20 @@ fn main() {
 
     match history(&tmp.join("history-patches"), a.commits) {
         Some((base, last, patches)) => {
-            let src = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let seed = tmp.join("history-seed");
-            git(
-                tmp,
-                &[
-                    "clone",
-                    "-q",
-                    "--no-local",
-                    "--no-checkout",
-                    src.to_str().expect("utf-8"),
-                    seed.to_str().expect("utf-8"),
-                ],
-            );
+            let seed = tmp.join("history-seed.git");
+            clone_bare(Path::new(env!("CARGO_MANIFEST_DIR")), &seed);
             git(&seed, &["update-ref", "refs/heads/main", &base]);
             git(&seed, &["symbolic-ref", "HEAD", "refs/heads/main"]);
             let want = tree_of(&seed, &last);
-            let hy = tmp.join("history-hyperion.git");
-            let sc = tmp.join("history-script.git");
-            clone_bare(&seed, &hy);
-            clone_bare(&seed, &sc);
-            let seq = one_at_a_time(&hy, &patches, false);
-            let script = common::run_script(
-                Script::Reused,
-                &sc,
-                &tmp.join("history-script"),
-                &patches,
-                false,
-                || {},
-            );
-            assert_eq!(tree_of(&hy, "main"), want, "hyperion ends on another tree");
+            let (row, trees) = side_by_side(tmp, "history", &seed, &patches, false);
             assert_eq!(
-                tree_of(&sc, "main"),
-                want,
-                "the script ends on another tree"
+                trees,
+                [want.clone(), want],
+                "(hyperion, script) end on other trees"
             );
             rows.push(Row {
                 name: format!("history, {} commits", patches.len()),
-                seq,
-                script,
+                ..row
             });
         }
         None => println!(
@@ -284,31 +305,13 @@ fn main() {
         ),
     }
 
-    let gen_dir = tmp.join("generated");
-    let seed = common::generate(&gen_dir, a.files);
+    let seed = common::generate(&tmp.join("generated"), a.files);
     let patches = common::write_patches(&tmp.join("generated-patches"), 0..a.requests);
-    let hy = tmp.join("generated-hyperion.git");
-    let sc = tmp.join("generated-script.git");
-    clone_bare(&seed, &hy);
-    clone_bare(&seed, &sc);
-    let seq = one_at_a_time(&hy, &patches, true);
-    let script = common::run_script(
-        Script::Reused,
-        &sc,
-        &tmp.join("generated-script"),
-        &patches,
-        false,
-        || {},
-    );
-    assert_eq!(
-        tree_of(&hy, "main"),
-        tree_of(&sc, "main"),
-        "hyperion and the script end on different trees"
-    );
+    let (row, [hy, sc]) = side_by_side(tmp, "generated", &seed, &patches, true);
+    assert_eq!(hy, sc, "hyperion and the script end on different trees");
     rows.push(Row {
         name: format!("{} files, one-line requests", a.files),
-        seq,
-        script,
+        ..row
     });
     print(&rows);
     if a.quick {

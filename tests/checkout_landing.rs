@@ -120,18 +120,6 @@ fn view(repo: &TestRepo, files: &[&str]) -> (String, String, String, Vec<Option<
     )
 }
 
-fn landed_trailers(repo: &TestRepo) -> Vec<String> {
-    let log = repo.git(&[
-        "log",
-        "--format=%(trailers:key=Hyperion-Request,valueonly)",
-        "main",
-    ]);
-    log.lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 fn rounds() -> usize {
     std::env::var("HYPERION_TEST_ROUNDS")
         .ok()
@@ -209,7 +197,7 @@ fn three_workers_landing_onto_a_checked_out_branch_leave_it_clean_at_the_tip() {
             assert_eq!(s, "applied", "round {round}: {id}: {logs}");
         }
     }
-    let mut landed = landed_trailers(&repo);
+    let mut landed = repo.landed_trailers();
     landed.sort();
     let n = landed.len();
     landed.dedup();
@@ -410,7 +398,7 @@ fn a_worker_killed_after_moving_the_checkout_is_put_back_and_the_persons_edits_s
     std::thread::sleep(Duration::from_millis(1100));
     repo.ok(&["sweep"]);
     repo.ok(&["worker", "--drain"]);
-    let mut landed = landed_trailers(&repo);
+    let mut landed = repo.landed_trailers();
     landed.sort();
     let mut want = vec![first, second];
     want.sort();
@@ -481,7 +469,7 @@ fn edits_overlapping_a_killed_landing_stop_landings_and_the_documented_fix_keeps
     std::thread::sleep(Duration::from_millis(1100));
     repo.ok(&["sweep"]);
     repo.ok(&["worker", "--drain"]);
-    let mut landed = landed_trailers(&repo);
+    let mut landed = repo.landed_trailers();
     landed.sort();
     let mut want = vec![first, second];
     want.sort();
@@ -548,7 +536,7 @@ fn a_live_landing_is_waited_for_and_never_repaired() {
     assert_eq!(repo.git(&["status", "--porcelain"]), " M b.txt\n");
     repo.git(&["checkout", "--", "b.txt"]);
     repo.ok(&["worker", "--drain"]);
-    let mut landed = landed_trailers(&repo);
+    let mut landed = repo.landed_trailers();
     landed.sort();
     let mut want = vec![first, second];
     want.sort();

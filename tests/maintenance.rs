@@ -248,12 +248,7 @@ fn maintenance_while_storing_and_landing_loses_nothing() {
         repo.ok(&["show", id]);
     }
     // Each landed exactly once.
-    let log = repo.git(&[
-        "log",
-        "--format=%(trailers:key=Hyperion-Request,valueonly)",
-        "main",
-    ]);
-    let mut landed: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    let mut landed = repo.landed_trailers();
     landed.sort();
     let n = landed.len();
     landed.dedup();

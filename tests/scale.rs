@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use common::{TestRepo, request_dir, wait_stopped};
 
-/// `n` requests, all leased with a 1s lease and swept once it ran out: with
-/// `hyperion.maxAttempts=1` every one is then a dead letter, which gc may archive.
-fn dead_letters(n: usize, salt: &str) -> (TestRepo, Vec<String>) {
+/// `n` requests, all leased with a 1s lease that has run out, none swept yet; with
+/// `hyperion.maxAttempts=1` a sweep makes every one a dead letter.
+fn expired(n: usize, salt: &str) -> (TestRepo, Vec<String>) {
     let repo = TestRepo::new();
     repo.git(&["config", "hyperion.maxAttempts", "1"]);
     let ids = repo.enqueue(&request_dir(&repo, n, salt));
@@ -28,6 +28,12 @@ fn dead_letters(n: usize, salt: &str) -> (TestRepo, Vec<String>) {
     ]);
     assert_eq!(leased.as_array().unwrap().len(), n);
     std::thread::sleep(Duration::from_millis(1100));
+    (repo, ids)
+}
+
+/// [`expired`], swept: every one a dead letter, which gc may archive.
+fn dead_letters(n: usize, salt: &str) -> (TestRepo, Vec<String>) {
+    let (repo, ids) = expired(n, salt);
     let swept = repo.json(&["sweep"]);
     assert_eq!(swept["dead"].as_array().unwrap().len(), n, "{swept}");
     (repo, ids)
@@ -89,19 +95,7 @@ fn restore(repo: &TestRepo, bundle: &std::path::Path) {
 #[test]
 fn many_expired_leases_are_swept_in_one_pack_and_gc_passes_no_ref_on_a_command_line() {
     let n = 3600;
-    let repo = TestRepo::new();
-    repo.git(&["config", "hyperion.maxAttempts", "1"]);
-    let ids = repo.enqueue(&request_dir(&repo, n, "big"));
-    repo.json(&[
-        "dequeue",
-        "--worker",
-        "w",
-        "--batch",
-        &n.to_string(),
-        "--lease",
-        "1s",
-    ]);
-    std::thread::sleep(Duration::from_millis(1100));
+    let (repo, ids) = expired(n, "big");
     let before = packs(&repo);
     let swept = repo.json(&["sweep"]);
     assert_eq!(swept["dead"].as_array().unwrap().len(), n, "{swept}");

@@ -134,12 +134,7 @@ fn killed_workers_lose_nothing_and_land_nothing_twice() {
         );
     }
     // Each request landed exactly once.
-    let log = repo.git(&[
-        "log",
-        "--format=%(trailers:key=Hyperion-Request,valueonly)",
-        "main",
-    ]);
-    let mut landed: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    let mut landed = repo.landed_trailers();
     landed.sort();
     let before = landed.len();
     landed.dedup();

@@ -149,6 +149,20 @@ impl TestRepo {
             .collect()
     }
 
+    /// The request ids in the `Hyperion-Request` trailers of `main`'s commits, newest first:
+    /// which requests landed, once each or not.
+    pub fn landed_trailers(&self) -> Vec<String> {
+        self.git(&[
+            "log",
+            "--format=%(trailers:key=Hyperion-Request,valueonly)",
+            "main",
+        ])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+    }
+
     /// Every ref under refs/hyperion with its value.
     pub fn hyperion_refs(&self) -> String {
         self.git(&[
