@@ -28,9 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hyperion::model::ChangeRequest;
+use hyperion::queue::store::Store;
 use hyperion::queue::{Filter, Queue};
-use hyperion::store::Store;
+use hyperion::request::model::ChangeRequest;
 use serde_json::json;
 
 use common::{Script, Stats, clone_bare, git, hermetic, tree_of};
@@ -502,7 +502,7 @@ fn apply_suite(tmp: &Path, files: usize, c: &Counts, rows: &mut Vec<Row>, rss: &
     for (k, p) in patches.iter().enumerate().take(c.validate) {
         let bytes = serde_json::to_vec(&common::patch_request(k, &[])).expect("json");
         let t = Instant::now();
-        let (req, problems) = hyperion::validate::check_request(&bytes);
+        let (req, problems) = hyperion::request::validate::check_request(&bytes);
         let req = req.expect("a valid request");
         let more = q.check_against_targets(&[&req]).expect("validates");
         hy.push(t.elapsed());
@@ -1028,7 +1028,7 @@ mod sqlite {
     use std::path::Path;
     use std::time::Duration;
 
-    use hyperion::model::ChangeRequest;
+    use hyperion::request::model::ChangeRequest;
     use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
     const SCHEMA: &str = "
@@ -1227,7 +1227,7 @@ mod sqlite {
 /// A transition is a new commit (one loose object) and a compare-and-swap of the request's
 /// ref under git's lock protocol (take `<ref>.lock` exclusively, write it, check the ref's
 /// old value, rename the lock over the ref). Files are reused the way hyperion reuses them
-/// (`src/spare.rs`): a replaced ref file and the loose objects (rolled into a pack every 256)
+/// (`src/git/spare.rs`): a replaced ref file and the loose objects (rolled into a pack every 256)
 /// become the next locks and temporary files, so that a steady stream of transitions neither
 /// creates nor frees inodes. Left out: hashing, compressing and formatting the commit, the
 /// record and event, the index, the update counter, the safety checks on reused files, the
@@ -1358,7 +1358,7 @@ mod floor {
                 .and_then(|mut f| f.read_to_end(&mut old))
                 .expect("read the ref");
             assert_eq!(old.len(), 41, "the old value is checked");
-            // As hyperion does: the block allocated before the rename (see src/refs.rs).
+            // As hyperion does: the block allocated before the rename (see src/git/refs.rs).
             #[cfg(target_os = "linux")]
             let _ = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, 41);
             file.write_all_at(format!("{hex}\n").as_bytes(), 0)

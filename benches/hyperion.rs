@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{add_request, git, median, ms, p95};
 
 use hyperion::queue::Queue;
-use hyperion::store::Store;
+use hyperion::queue::store::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
 
@@ -340,8 +340,8 @@ fn cycles(dir: &Path, n: usize) -> (usize, Duration) {
 /// - what a storing `enqueue` checks before it writes: that, the same check again inside
 ///   `Queue::enqueue`, and the risk tiers (`Queue::assess`).
 fn validate_group() {
-    use hyperion::policy::Policy;
-    use hyperion::validate;
+    use hyperion::request::policy::Policy;
+    use hyperion::request::validate;
     let r = repo();
     let dir = r.path();
     let body = |i: usize, edit: bool| -> String {
@@ -371,7 +371,7 @@ fn validate_group() {
         .expect("git diff");
     git(dir, &["checkout", "-q", "--", "src"]);
     let diff = String::from_utf8(out.stdout).expect("utf-8");
-    let req = hyperion::patch::wrap(&diff, "BENCH-1", "bench", None, &[]).expect("a diff");
+    let req = hyperion::request::patch::wrap(&diff, "BENCH-1", "bench", None, &[]).expect("a diff");
     let bytes = serde_json::to_vec(&req).expect("json");
     let tree = Command::new("git")
         .current_dir(dir)

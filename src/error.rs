@@ -74,7 +74,7 @@ pub enum Error {
     #[error("request {id} is {actual}, but this needs it {expected}")]
     WrongState {
         id: String,
-        actual: crate::model::Status,
+        actual: crate::request::model::Status,
         expected: String,
     },
     #[error("request {id} is leased by '{owner}', not by '{worker}'")]

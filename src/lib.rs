@@ -1,47 +1,28 @@
 //! git-hyperion: a git-native gate for machine-made change requests.
 //!
-//! The library stores change requests as commit chains under `refs/hyperion/requests/`
-//! (`store`), keeps a derived index for fast queue operations (`index`), and implements the
-//! queue's state machine on top (`queue`). It never prints: callers (the `git-hyperion`
-//! binary) render what it returns.
+//! The crate is built in layers; each imports only the layers below it:
+//!
+//! - `cli`, in the binary (`src/cli/`): commands and their output.
+//! - [`gate`]: after the lease: the worker's pipeline, untrusted checks and hooks, check
+//!   worktrees, landing, rollback, and the verification of pushed chains.
+//! - [`queue`]: the state machine over refs: the request store, the derived index, settings,
+//!   the queue's operations, retention and repair.
+//! - [`request`]: what a change request is and whether it may land: format, patches, paths,
+//!   limits, policy and tiers, secrets, validation, the in-memory apply engine.
+//! - [`git`]: plumbing that knows nothing of requests: ref compare-and-swap, kept packs, trees,
+//!   spawning git, and the operating system's fast paths with their portable fallbacks.
+//! - [`error`]: the error type every layer returns, each error with a stable code.
+//!
+//! The library never prints: callers (the `git-hyperion` binary) render what it returns.
 
-pub mod apply;
-pub mod archive;
-pub mod binary;
-pub mod budget;
-pub mod checkout;
-pub mod checks;
 pub mod error;
+pub mod gate;
 pub mod git;
-pub mod hooks;
-pub mod index;
-pub mod land;
-pub mod lost;
-pub mod merge;
-pub mod model;
-pub mod pack;
-pub mod patch;
-pub mod paths;
-pub mod policy;
 pub mod queue;
-pub mod refs;
-pub mod rollback;
-pub mod secrets;
-pub mod settings;
-pub mod spare;
-pub mod store;
-mod sys;
-pub use sys::linux_paths;
-pub mod target;
-pub mod tiers;
-pub mod touched;
-pub mod untrusted;
-pub mod validate;
-pub mod verify;
-pub mod worker;
-pub mod worktree;
+pub mod request;
 
 pub use error::{Error, Problem, Result};
+pub use git::os::linux_paths;
 
 /// The version recorded in notes and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

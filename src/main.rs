@@ -17,7 +17,7 @@ fn main() {
         }
     };
     // A repack started in the background (many small packs) ends with the command.
-    hyperion::pack::finish_roll_up();
+    hyperion::git::pack::finish_roll_up();
     std::process::exit(code);
 }
 
@@ -41,7 +41,7 @@ fn init_logging(verbose: u8, format: cli::LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(|| hyperion::secrets::Redacting(std::io::stderr()))
+        .with_writer(|| hyperion::request::secrets::Redacting(std::io::stderr()))
         .with_target(false);
     match format {
         cli::LogFormat::Json => builder.json().with_current_span(true).init(),

@@ -1134,7 +1134,7 @@ fn every_code_the_source_can_emit_is_in_the_catalogue() {
                     "secrets.",
                     "tiers.",
                     "approvals.",
-                    // Test pause points (HYPERION_TEST_PAUSE_AT), see src/sys.rs.
+                    // Test pause points (HYPERION_TEST_PAUSE_AT), see src/git/os.rs.
                     "landing.",
                     "enqueue.",
                     "gc.",

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 mod common;
 
-use hyperion::binary::{self, BinaryHunk, Kind};
+use hyperion::request::binary::{self, BinaryHunk, Kind};
 use proptest::prelude::*;
 
 /// A cap above every file here: the limits have tests of their own below.
@@ -161,7 +161,7 @@ fn kind_name(h: &BinaryHunk) -> &'static str {
 fn every_section_of_a_real_binary_diff_applies_both_ways() {
     let r = &*REPO;
     let diff = r.diff(true);
-    let files = hyperion::patch::parse(&diff).expect("git's diff parses");
+    let files = hyperion::request::patch::parse(&diff).expect("git's diff parses");
     assert_eq!(files.len(), 11, "one section per changed file");
     let (mut literals, mut deltas) = (0, 0);
     for f in &files {
@@ -222,7 +222,7 @@ fn format_patch_mail_sections_apply_despite_the_signature() {
         ],
     ))
     .unwrap();
-    let files = hyperion::patch::parse(&mail).unwrap();
+    let files = hyperion::request::patch::parse(&mail).unwrap();
     assert_eq!(files.len(), 11);
     // The last section runs to the end of the mail, signature included.
     assert!(files.last().unwrap().text.contains("\n-- \n"));
@@ -247,7 +247,7 @@ fn format_patch_mail_sections_apply_despite_the_signature() {
 
 /// The section of `diff` for `path`.
 fn section(diff: &str, path: &str) -> String {
-    hyperion::patch::parse(diff)
+    hyperion::request::patch::parse(diff)
         .unwrap()
         .into_iter()
         .find(|f| f.path() == path)
@@ -407,7 +407,7 @@ fn every_truncation_of_a_real_patch_is_handled() {
 fn declared_sizes_are_read_without_inflating_and_match_the_blobs() {
     let r = &*REPO;
     let diff = r.diff(true);
-    let files = hyperion::patch::parse(&diff).unwrap();
+    let files = hyperion::request::patch::parse(&diff).unwrap();
     let mut deltas = 0;
     for f in &files {
         let len =

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use hyperion::checks::{self, CheckCommand, CheckStatus, OutputLimit};
+use hyperion::gate::checks::{self, CheckCommand, CheckStatus, OutputLimit};
 
 mod common;
 
@@ -325,7 +325,7 @@ fn a_check_that_never_exits_is_stopped_with_its_detached_children() {
 /// ends and says its output was cut.
 #[test]
 fn the_portable_path_stops_reading_a_grace_after_the_program_exited() {
-    use hyperion::untrusted::{self, Ended, Env, Scratch, Spec};
+    use hyperion::gate::untrusted::{self, Ended, Env, Scratch, Spec};
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("grandchild.pid");
     let scratch = Scratch::at(&dir.path().join(".scratch")).unwrap();
@@ -418,7 +418,7 @@ fn a_detached_descendant_that_cleared_its_environment_is_found_too() {
 /// not waited for.
 #[test]
 fn input_is_fed_without_blocking() {
-    use hyperion::untrusted::{self, Ended, Env, Scratch, Spec};
+    use hyperion::gate::untrusted::{self, Ended, Env, Scratch, Spec};
     let dir = tempfile::tempdir().unwrap();
     let scratch = Scratch::at(&dir.path().join(".scratch")).unwrap();
     let env = Env::scrubbed(&scratch, &[]);
@@ -511,7 +511,7 @@ fn the_environment_is_the_allowlist_and_the_scratch_is_emptied() {
 
 #[test]
 fn names_passed_to_checks_are_plain_and_redirect_nothing() {
-    use hyperion::untrusted::Env;
+    use hyperion::gate::untrusted::Env;
     assert!(Env::check_name("CARGO_HOME").is_ok());
     assert!(Env::check_name("_X1").is_ok());
     for bad in [

@@ -98,7 +98,7 @@ fn a_busy_index_is_answered_from_the_refs() {
     let (repo, ids) = populated();
     let with_index = answers(&repo, &ids);
     repo.git(&["config", "hyperion.indexWait", "100ms"]);
-    let held = hyperion::index::Index::open(
+    let held = hyperion::queue::index::Index::open(
         &repo.git_dir().join("hyperion/index"),
         std::time::Duration::from_secs(5),
     )
@@ -221,7 +221,7 @@ fn a_busy_index_is_asked_for_and_handed_over() {
     let d = request_dir(&repo, 3, "wanted");
     repo.enqueue(&d);
     let holder =
-        hyperion::queue::Queue::open(hyperion::store::Store::discover(repo.path()).unwrap())
+        hyperion::queue::Queue::open(hyperion::queue::store::Store::discover(repo.path()).unwrap())
             .unwrap();
     holder.list(&Default::default()).unwrap();
     let wanted = repo.git_dir().join("hyperion/index.wanted");
@@ -258,9 +258,9 @@ fn a_busy_index_is_asked_for_and_handed_over() {
 /// adopted after own updates).
 #[test]
 fn a_long_lived_process_sees_what_others_did_between_its_operations() {
-    use hyperion::model::Status;
+    use hyperion::queue::store::Store;
     use hyperion::queue::{Filter, Queue};
-    use hyperion::store::Store;
+    use hyperion::request::model::Status;
     let repo = TestRepo::new();
     repo.git(&["config", "hyperion.indexWait", "10ms"]);
     let d = request_dir(&repo, 4, "live");
@@ -290,8 +290,8 @@ fn a_long_lived_process_sees_what_others_did_between_its_operations() {
         &mine.id,
         "w1",
         hyperion::queue::Outcome::Failed {
-            class: hyperion::model::DeadClass::Check,
-            error: hyperion::model::ErrorInfo {
+            class: hyperion::request::model::DeadClass::Check,
+            error: hyperion::request::model::ErrorInfo {
                 code: "check.failed".into(),
                 message: "test".into(),
             },

@@ -8,9 +8,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use hyperion::patch;
-use hyperion::policy::Policy;
-use hyperion::validate;
+use hyperion::request::patch;
+use hyperion::request::policy::Policy;
+use hyperion::request::validate;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -387,7 +387,7 @@ fn near_request() -> impl Strategy<Value = Value> {
             "schema": "hyperion.change-request/v1", "task_id": "T", "agent": "a", "title": "t",
             "file_targets": ["src/**"],
             "changes": [{"path": "src/x", "operation": "add", "patch": patch,
-                         "sha256": hyperion::model::sha256_hex(patch.as_bytes())}]
+                         "sha256": hyperion::request::model::sha256_hex(patch.as_bytes())}]
         });
         for (k, val) in pairs {
             if k != "path" {

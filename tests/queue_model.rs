@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hyperion::Error;
-use hyperion::model::{ChangeRequest, DeadClass, ErrorInfo, Status};
+use hyperion::queue::settings::Settings;
+use hyperion::queue::store::Store;
 use hyperion::queue::{Outcome, Queue};
-use hyperion::settings::Settings;
-use hyperion::store::Store;
+use hyperion::request::model::{ChangeRequest, DeadClass, ErrorInfo, Status};
 use proptest::prelude::*;
 
 const WORKERS: usize = 3;
@@ -89,7 +89,7 @@ struct M {
 fn req(k: usize) -> ChangeRequest {
     let mut v = common::request(k, "model");
     v["priority"] = ((k * 7) % 10).into();
-    hyperion::validate::validate_value(&v).unwrap()
+    hyperion::request::validate::validate_value(&v).unwrap()
 }
 
 struct World {

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use common::TestRepo;
-use hyperion::worktree::{Moved, Pool, Slot};
+use hyperion::gate::worktree::{Moved, Pool, Slot};
 
 /// How a slot nothing touched since its last move moves: in process where its directories
 /// are watched (Linux), else with git (`HYPERION_PORTABLE`, other systems).

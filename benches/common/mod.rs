@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hyperion::model::{Change, ChangeRequest, Operation, SCHEMA_V1, sha256_hex};
+use hyperion::gate::worker::{Mode, Options, Report, Result_, Stop, Worker};
 use hyperion::queue::Queue;
-use hyperion::store::Store;
-use hyperion::worker::{Mode, Options, Report, Result_, Stop, Worker};
+use hyperion::queue::store::Store;
+use hyperion::request::model::{Change, ChangeRequest, Operation, SCHEMA_V1, sha256_hex};
 
 // ---------------------------------------------------------------------------------------------
 // git
@@ -146,8 +146,8 @@ pub fn add_worktree(repo: &Path, wt: &Path) {
 
 /// The outcome of one lease + complete cycle: landed, or a dead letter of class `check`.
 pub fn cycle_outcome(applied: bool) -> hyperion::queue::Outcome {
-    use hyperion::model::{DeadClass, ErrorInfo};
     use hyperion::queue::Outcome;
+    use hyperion::request::model::{DeadClass, ErrorInfo};
     if applied {
         Outcome::Applied {
             commit: "0".repeat(40),
@@ -274,7 +274,8 @@ pub fn patch(k: usize) -> String {
 
 /// Patch `k` as a request, as `git hyperion enqueue --patch` would make it.
 pub fn patch_request(k: usize, checks: &[String]) -> ChangeRequest {
-    hyperion::patch::wrap(&patch(k), &format!("T-{k}"), "bench", None, checks).expect("wraps")
+    hyperion::request::patch::wrap(&patch(k), &format!("T-{k}"), "bench", None, checks)
+        .expect("wraps")
 }
 
 /// Patches `range` as files `dir/NNNNN.diff`, in order.
@@ -337,7 +338,7 @@ pub fn drain_in_process(repo: &Path, reqs: &[ChangeRequest], pause: fn()) -> Dra
         // Like the scripts' worktree, the check slot exists before the clock starts (a
         // long-running worker keeps it); the worker's first move is still a full one.
         let repo = queue.store().repo();
-        let mut slot = hyperion::worktree::Pool::new(repo.common_dir())
+        let mut slot = hyperion::gate::worktree::Pool::new(repo.common_dir())
             .acquire(repo.git_dir())
             .expect("slot");
         let main = repo

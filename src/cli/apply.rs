@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use hyperion::worker::{self, Result_, Stop, Worker};
+use hyperion::gate::worker::{self, Result_, Stop, Worker};
 
 use super::error::{CmdResult, CommandError};
 use super::worker::print_report;
@@ -50,7 +50,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
                 report.id
             ));
             if let Some(code) = report.code.as_deref().filter(|c| c.starts_with("land.")) {
-                e = e.hint(hyperion::land::hint(code));
+                e = e.hint(hyperion::gate::land::hint(code));
             }
             e.json_printed = ctx.json();
             Err(e)

@@ -1,4 +1,4 @@
-use hyperion::store::Store;
+use hyperion::queue::store::Store;
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_records};

@@ -1,5 +1,5 @@
-use hyperion::model::{DeadClass, ErrorInfo};
 use hyperion::queue::Outcome;
+use hyperion::request::model::{DeadClass, ErrorInfo};
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};

@@ -1,6 +1,6 @@
 use std::process::Command;
 
-use hyperion::settings::KEYS;
+use hyperion::queue::settings::KEYS;
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};
@@ -27,7 +27,7 @@ struct Row {
 pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
     let store = ctx.store()?;
     // Validate first, so a bad value is reported with its key.
-    let settings = hyperion::settings::Settings::load(store.repo())?;
+    let settings = hyperion::queue::settings::Settings::load(store.repo())?;
     let out = Command::new("git")
         .arg("--git-dir")
         .arg(store.git_dir())
@@ -88,13 +88,13 @@ pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
 /// The effective policy of `target` as rows: a value the policy file sets has the origin
 /// `policy:TARGET:.hyperion/policy.toml`, the others `default`.
 fn policy_rows(
-    store: &hyperion::store::Store,
-    target: &hyperion::target::Target,
+    store: &hyperion::queue::store::Store,
+    target: &hyperion::request::target::Target,
 ) -> CmdResult<Vec<Row>> {
     let repo = store.repo();
     let policy = match target.resolve(repo)? {
         Ok(tip) => tip.policy(repo)?,
-        Err(_) => hyperion::policy::Policy::default(),
+        Err(_) => hyperion::request::policy::Policy::default(),
     };
     let origin = policy
         .origin

@@ -1,5 +1,5 @@
-use hyperion::model::{DeadClass, Status};
 use hyperion::queue::Filter;
+use hyperion::request::model::{DeadClass, Status};
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_records};

@@ -1,8 +1,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use hyperion::queue::store::Store;
 use hyperion::queue::{Filter, Queue};
-use hyperion::store::Store;
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};
@@ -118,7 +118,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
 
     let mut reqs = Vec::new();
     for (name, text) in GOOD {
-        let req = hyperion::validate::parse_request(text.as_bytes()).map_err(|p| {
+        let req = hyperion::request::validate::parse_request(text.as_bytes()).map_err(|p| {
             CommandError::usage(format!("built-in sample {name} is invalid: {}", p[0]))
         })?;
         reqs.push((name, req));
@@ -133,7 +133,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         "{:<10} {:<28} -> {} again: duplicate, nothing stored",
         "enqueue", GOOD[0].0, again[0].id
     ));
-    match hyperion::validate::parse_request(BAD.1.as_bytes()) {
+    match hyperion::request::validate::parse_request(BAD.1.as_bytes()) {
         Ok(_) => return Err(CommandError::usage("the invalid sample was accepted")),
         Err(problems) => {
             log.push(format!(
@@ -148,14 +148,14 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         }
     }
     // A worker drains the queue: validation again, apply in memory, land, note.
-    let worker = hyperion::worker::Worker::new(&queue, "demo-worker".into(), None);
+    let worker = hyperion::gate::worker::Worker::new(&queue, "demo-worker".into(), None);
     let reports = worker.run(
-        &hyperion::worker::Options {
+        &hyperion::gate::worker::Options {
             batch: 1,
-            mode: hyperion::worker::Mode::Drain,
+            mode: hyperion::gate::worker::Mode::Drain,
             poll: std::time::Duration::from_millis(50),
         },
-        &hyperion::worker::Stop::default(),
+        &hyperion::gate::worker::Stop::default(),
         &mut |_| {},
         &mut |_| {},
     )?;
@@ -168,10 +168,15 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         log.push(format!("{:<10} {:<28} -> {what}", "worker", r.id));
     }
     // Roll the last landing back: a revert commit, the request marked rolled_back.
-    if let Some(id) = hyperion::rollback::last(&queue, &queue.settings().target)? {
+    if let Some(id) = hyperion::gate::rollback::last(&queue, &queue.settings().target)? {
         let (_, _, record) = queue.resolve(&id)?;
-        if let Ok(plan) = hyperion::rollback::plan(&queue, &record)? {
-            match hyperion::rollback::execute(&queue, &plan, "demo: showing rollback", "demo")? {
+        if let Ok(plan) = hyperion::gate::rollback::plan(&queue, &record)? {
+            match hyperion::gate::rollback::execute(
+                &queue,
+                &plan,
+                "demo: showing rollback",
+                "demo",
+            )? {
                 Ok((revert, _)) => log.push(format!(
                     "{:<10} {:<28} -> reverted by {}",
                     "rollback",

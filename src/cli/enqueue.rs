@@ -2,7 +2,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use hyperion::Problem;
-use hyperion::model::ChangeRequest;
+use hyperion::request::model::ChangeRequest;
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};
@@ -65,7 +65,7 @@ pub fn load_sources(sources: &[PathBuf]) -> CmdResult<Vec<Loaded>> {
             std::io::stdin()
                 .read_to_end(&mut buf)
                 .map_err(|e| CommandError::usage(format!("could not read stdin: {e}")))?;
-            let (req, problems) = hyperion::validate::check_request(&buf);
+            let (req, problems) = hyperion::request::validate::check_request(&buf);
             out.push(("<stdin>".to_owned(), req, problems));
         } else if src.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(src)
@@ -92,7 +92,7 @@ pub fn load_sources(sources: &[PathBuf]) -> CmdResult<Vec<Loaded>> {
 
 fn load_file(path: &Path) -> CmdResult<Loaded> {
     let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
-    let (req, problems) = hyperion::validate::check_request(&bytes);
+    let (req, problems) = hyperion::request::validate::check_request(&bytes);
     Ok((path.display().to_string(), req, problems))
 }
 
@@ -164,7 +164,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     } else {
         for e in &done {
             println!("{}", e.id);
-            if e.created && e.record.status == hyperion::model::Status::AwaitingApproval {
+            if e.created && e.record.status == hyperion::request::model::Status::AwaitingApproval {
                 eprintln!(
                     "note: {} awaits approval ({}); an approver runs `git hyperion approve {}`",
                     e.id,
@@ -233,18 +233,23 @@ fn wrap(args: &Args, path: &Path) -> CmdResult<Loaded> {
     let task = args.task.as_deref().unwrap_or_default();
     let agent = args.agent.as_deref().unwrap_or_default();
     let source = path.display().to_string();
-    let (req, problems) =
-        match hyperion::patch::wrap(&text, task, agent, args.title.as_deref(), &args.checks) {
-            Ok(mut req) => {
-                if let Some(p) = args.priority {
-                    req.priority = p;
-                }
-                // The wrapped request goes through the same validation as a submitted one.
-                let value = serde_json::to_value(&req).expect("a ChangeRequest serialises");
-                hyperion::validate::check_value(&value)
+    let (req, problems) = match hyperion::request::patch::wrap(
+        &text,
+        task,
+        agent,
+        args.title.as_deref(),
+        &args.checks,
+    ) {
+        Ok(mut req) => {
+            if let Some(p) = args.priority {
+                req.priority = p;
             }
-            Err(p) => (None, vec![p.at("--patch")]),
-        };
+            // The wrapped request goes through the same validation as a submitted one.
+            let value = serde_json::to_value(&req).expect("a ChangeRequest serialises");
+            hyperion::request::validate::check_value(&value)
+        }
+        Err(p) => (None, vec![p.at("--patch")]),
+    };
     Ok((source, req, problems))
 }
 

@@ -140,7 +140,7 @@ impl CommandError {
         }
         let _ = std::io::stderr()
             .lock()
-            .write_all(hyperion::secrets::redact(&text).as_bytes());
+            .write_all(hyperion::request::secrets::redact(&text).as_bytes());
         if json && !self.json_printed {
             let doc = serde_json::json!({
                 "error": {
@@ -158,7 +158,7 @@ impl CommandError {
             for (name, ids) in self.lists.iter() {
                 doc["error"][*name] = serde_json::json!(ids);
             }
-            println!("{}", hyperion::secrets::redact(&doc.to_string()));
+            println!("{}", hyperion::request::secrets::redact(&doc.to_string()));
         }
     }
 }

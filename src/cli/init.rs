@@ -1,6 +1,6 @@
 use std::process::Command;
 
-use hyperion::target::Target;
+use hyperion::request::target::Target;
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};
@@ -36,7 +36,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let target = Target::parse(&target).map_err(CommandError::from_problem)?;
     // A repository with branches must name one of them; a new repository (no branch yet)
     // may name the branch its first commit will create.
-    if target.tip(repo)?.is_none() && !hyperion::target::branches(repo)?.is_empty() {
+    if target.tip(repo)?.is_none() && !hyperion::request::target::branches(repo)?.is_empty() {
         return Err(CommandError::from_problem(target.missing(repo)?));
     }
     let target = target.name().to_owned();

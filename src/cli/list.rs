@@ -1,5 +1,5 @@
-use hyperion::model::Status;
 use hyperion::queue::Filter;
+use hyperion::request::model::Status;
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, parse_since, print_records};

@@ -31,9 +31,9 @@ mod worker;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hyperion::model::Record;
 use hyperion::queue::Queue;
-use hyperion::store::Store;
+use hyperion::queue::store::Store;
+use hyperion::request::model::Record;
 
 use error::{CmdResult, CommandError};
 
@@ -241,7 +241,7 @@ pub fn parse_since(s: &str) -> CmdResult<jiff::Timestamp> {
     {
         return Ok(z.timestamp());
     }
-    if let Ok(age) = hyperion::settings::parse_duration(s) {
+    if let Ok(age) = hyperion::queue::settings::parse_duration(s) {
         let age =
             jiff::SignedDuration::try_from(age).map_err(|e| CommandError::usage(e.to_string()))?;
         return Ok(jiff::Timestamp::now() - age);
@@ -253,5 +253,5 @@ pub fn parse_since(s: &str) -> CmdResult<jiff::Timestamp> {
 
 /// Parse a duration argument such as `--lease 5m`.
 pub fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    hyperion::settings::parse_duration(s)
+    hyperion::queue::settings::parse_duration(s)
 }

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use hyperion::Error;
-use hyperion::policy::{POLICY_PATH, Policy};
+use hyperion::request::policy::{POLICY_PATH, Policy};
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};
@@ -69,7 +69,7 @@ fn check(args: CheckArgs, ctx: &Ctx) -> CmdResult {
             let (rev, tree) = match &args.rev {
                 Some(rev) => (rev.clone(), tree_of(store.git_dir(), rev)?),
                 None => {
-                    let target = hyperion::settings::Settings::load(repo)?.target;
+                    let target = hyperion::queue::settings::Settings::load(repo)?.target;
                     match target.resolve(repo)? {
                         Ok(tip) => (target.to_string(), tip.tree),
                         Err(_) => {

@@ -1,5 +1,5 @@
-use hyperion::rollback;
-use hyperion::target::Target;
+use hyperion::gate::rollback;
+use hyperion::request::target::Target;
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};

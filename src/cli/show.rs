@@ -46,7 +46,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     if let (Some(o), Some(u)) = (&r.lease_owner, r.leased_until) {
         println!("lease     {o} until {}", ts(u));
     }
-    if r.status == hyperion::model::Status::AwaitingApproval && !r.approval_tiers.is_empty() {
+    if r.status == hyperion::request::model::Status::AwaitingApproval
+        && !r.approval_tiers.is_empty()
+    {
         println!(
             "approval  needed for tier {} (git hyperion approve {})",
             r.approval_tiers.join(", "),

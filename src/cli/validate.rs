@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use hyperion::policy::Policy;
+use hyperion::request::policy::Policy;
 
 use super::enqueue::{check_targets, load_sources};
 use super::error::{CmdResult, CommandError};
@@ -31,7 +31,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             .into_iter()
             .map(|(source, req, mut problems)| match req {
                 Some(req) => {
-                    problems.extend(hyperion::validate::check_policy(&req, &policy, None));
+                    problems.extend(hyperion::request::validate::check_policy(
+                        &req, &policy, None,
+                    ));
                     if problems.is_empty() {
                         (source, Ok(req))
                     } else {

@@ -3,9 +3,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hyperion::model::Status;
+use hyperion::gate::worker::{self, Mode, Options, Progress, Report, Result_, Stop, Worker};
 use hyperion::queue::Filter;
-use hyperion::worker::{self, Mode, Options, Progress, Report, Result_, Stop, Worker};
+use hyperion::request::model::Status;
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, parse_duration_arg};

@@ -283,9 +283,9 @@ pub fn adds(task: &str, path: &str, content: &str) -> Value {
 /// (plumbing, a forged push accepted by a server without the hook) would put it in the queue;
 /// its id.
 pub fn plant(repo: &TestRepo, request: &Value) -> String {
-    use hyperion::model::{Action, ChangeRequest, Event, Record, Status};
+    use hyperion::request::model::{Action, ChangeRequest, Event, Record, Status};
     let req: ChangeRequest = serde_json::from_value(request.clone()).unwrap();
-    let store = hyperion::store::Store::discover(repo.path()).unwrap();
+    let store = hyperion::queue::store::Store::discover(repo.path()).unwrap();
     let now = jiff::Timestamp::now();
     let record = Record::new(&req, now);
     let event = Event {

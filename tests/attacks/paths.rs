@@ -404,12 +404,16 @@ fn the_apply_engine_writes_no_tree_with_an_unsafe_name_even_unvalidated() {
     .into_iter()
     .enumerate()
     {
-        let req: hyperion::model::ChangeRequest =
+        let req: hyperion::request::model::ChangeRequest =
             serde_json::from_value(adds(&format!("E-{n}"), path, "x\n")).unwrap();
-        let refusal =
-            hyperion::apply::apply_request(&repo, base, &req, &hyperion::validate::DEFAULT_LIMITS)
-                .unwrap()
-                .expect_err("refused");
+        let refusal = hyperion::request::apply::apply_request(
+            &repo,
+            base,
+            &req,
+            &hyperion::request::validate::DEFAULT_LIMITS,
+        )
+        .unwrap()
+        .expect_err("refused");
         assert_eq!(refusal.code(), code, "{path}: {}", refusal.message());
     }
     a.untouched();

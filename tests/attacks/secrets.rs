@@ -321,7 +321,7 @@ fn a_hook_refusal_quoting_a_secret_is_parked_with_the_message_redacted() {
 
 #[test]
 fn a_hook_message_cut_inside_a_secret_keeps_none_of_it() {
-    // A refusal keeps the last 4096 bytes of what the hook said (src/hooks.rs); here they
+    // A refusal keeps the last 4096 bytes of what the hook said (src/gate/hooks.rs); here they
     // begin 10 bytes into a token.
     const KEPT: usize = 4096;
     let a = Attack::new();
@@ -355,7 +355,7 @@ fn a_hook_message_cut_inside_a_secret_keeps_none_of_it() {
 fn a_secret_cut_by_the_output_tail_is_not_stored_in_part() {
     // The stored tail begins inside the token: what is left of it matches no rule, but is most
     // of the secret all the same.
-    let tail = hyperion::checks::OutputLimit::default().bytes;
+    let tail = hyperion::gate::checks::OutputLimit::default().bytes;
     let mut a = Attack::new();
     let into = 10;
     // out = "x " TOKEN "\n" PAD; the tail starts `into` bytes into the token.

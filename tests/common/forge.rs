@@ -231,9 +231,11 @@ pub fn tree_with(
 /// now, whatever the request holds (nothing is validated against a target): (id, commit,
 /// event, record).
 pub fn root(repo: &TestRepo, request: &Value) -> (String, String, Value, Value) {
-    let req = hyperion::validate::validate_value(request).expect("the request passes the schema");
+    let req = hyperion::request::validate::validate_value(request)
+        .expect("the request passes the schema");
     let now = jiff::Timestamp::now();
-    let record = serde_json::to_value(hyperion::model::Record::new(&req, now)).expect("json");
+    let record =
+        serde_json::to_value(hyperion::request::model::Record::new(&req, now)).expect("json");
     let event = json!({"action": "enqueue", "from": null, "to": "pending", "actor": "cli:forger", "at": now});
     let json = serde_json::to_vec_pretty(&req.without_patches()).expect("json");
     let request_blob = blob(repo, &json);

@@ -256,7 +256,7 @@ pub fn pipe(cmd: &mut Command, input: &[u8]) -> Output {
 }
 
 pub fn sha256(s: &str) -> String {
-    hyperion::model::sha256_hex(s.as_bytes())
+    hyperion::request::model::sha256_hex(s.as_bytes())
 }
 
 /// A valid request adding `src/f{i}.txt`; `salt` makes it distinct.
@@ -409,7 +409,7 @@ pub fn binary_run_patch(path: &str, len: usize, byte: u8) -> String {
 }
 
 /// Wait until process `pid` stopped itself (state `T` in /proc), as at a pause point
-/// (`HYPERION_TEST_PAUSE_AT`, see src/sys.rs).
+/// (`HYPERION_TEST_PAUSE_AT`, see src/git/os.rs).
 pub fn wait_stopped(pid: u32, what: &str) {
     let stat = format!("/proc/{pid}/stat");
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);

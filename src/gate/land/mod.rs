@@ -1,0 +1,502 @@
+//! Landing: the commit a request becomes, the compare-and-swap that puts it on the target
+//! branch, the note that records who made it, and finding it again after a crash.
+//!
+//! The target branch moves only from the tip the commit was built on. When the branch is
+//! checked out in a worktree, that worktree is brought along the way `git push` does with
+//! `receive.denyCurrentBranch=updateInstead`: only when it is clean, and before the branch
+//! moves, so a dirty or conflicting checkout refuses the landing and nothing changes. That
+//! part, with the lock it holds and the recovery of a landing interrupted half-way, is
+//! `crate::gate::land::checkout`'s.
+
+pub mod checkout;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gix::ObjectId;
+use gix::bstr::ByteSlice;
+
+use crate::error::{Error, Result};
+pub use crate::gate::land::checkout::Holder;
+use crate::gate::land::checkout::Landing;
+use crate::git::tree::{edit_tree, read_tip, tree_of, write_tree};
+use crate::request::model::ChangeRequest;
+
+/// Where notes on landed commits live.
+pub const NOTES_REF: &str = "refs/notes/hyperion";
+/// The trailer that ties a landed commit to its request.
+pub const TRAILER_REQUEST: &str = "Hyperion-Request";
+pub const TRAILER_TASK: &str = "Hyperion-Task";
+/// The trailer of a rollback's revert commit.
+pub const TRAILER_ROLLBACK: &str = "Hyperion-Rollback";
+
+/// A name and e-mail for a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub name: String,
+    pub email: String,
+}
+
+impl Person {
+    fn signature(&self, at: jiff::Timestamp) -> gix::actor::Signature {
+        gix::actor::Signature {
+            name: self.name.as_str().into(),
+            email: self.email.as_str().into(),
+            time: gix::date::Time {
+                seconds: at.as_second(),
+                offset: 0,
+            },
+        }
+    }
+}
+
+/// Who commits: git's committer identity (`user.name`/`user.email`, `GIT_COMMITTER_*`), or
+/// `git-hyperion <hyperion@localhost>` when none is configured.
+pub fn committer(repo: &gix::Repository) -> Person {
+    match repo.committer() {
+        Some(Ok(sig)) => Person {
+            name: sig.name.to_str_lossy().into_owned(),
+            email: sig.email.to_str_lossy().into_owned(),
+        },
+        _ => Person {
+            name: "git-hyperion".into(),
+            email: "hyperion@localhost".into(),
+        },
+    }
+}
+
+/// The author of a request's commit: the agent that wrote it.
+pub fn author(agent: &str) -> Person {
+    let local: String = agent
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    Person {
+        name: agent.to_owned(),
+        email: format!("{local}@agents.hyperion.invalid"),
+    }
+}
+
+/// The message of a request's commit: title, description, trailers.
+pub fn message(req: &ChangeRequest, id: &str) -> String {
+    let mut m = req.title.trim().to_owned();
+    m.push_str("\n\n");
+    if let Some(d) = req
+        .description
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        m.push_str(d);
+        m.push_str("\n\n");
+    }
+    m.push_str(&format!("{TRAILER_REQUEST}: {id}\n"));
+    m.push_str(&format!("{TRAILER_TASK}: {}\n", one_line(&req.task_id)));
+    m
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+/// Write a commit object (no ref moves).
+#[allow(clippy::too_many_arguments)]
+pub fn write_commit(
+    repo: &gix::Repository,
+    tree: ObjectId,
+    parents: &[ObjectId],
+    author: &Person,
+    authored: jiff::Timestamp,
+    committer: &Person,
+    committed: jiff::Timestamp,
+    message: &str,
+) -> Result<ObjectId> {
+    let commit = gix::objs::Commit {
+        tree,
+        parents: parents.iter().copied().collect(),
+        author: author.signature(authored),
+        committer: committer.signature(committed),
+        encoding: None,
+        message: message.into(),
+        extra_headers: Vec::new(),
+    };
+    use gix::objs::WriteTo;
+    let mut buf = Vec::new();
+    commit
+        .write_to(&mut buf)
+        .map_err(|e| Error::git(format!("cannot write a commit: {e}")))?;
+    crate::git::pack::write_object(repo, gix::objs::Kind::Commit, &buf)
+}
+
+/// Why the target branch did not move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotMoved {
+    /// It no longer points at the commit the result was built on.
+    Moved { now: Option<ObjectId> },
+    /// It is checked out in a worktree with changes.
+    Dirty { worktree: PathBuf },
+    /// The checked-out worktree could not be brought along.
+    Checkout { worktree: PathBuf, message: String },
+    /// Another landing onto the branch (its lock held by a live process) did not finish
+    /// within `hyperion.landingWait`.
+    Busy { holder: String, waited: Duration },
+    /// A landing interrupted after it moved a checkout could not be put back, or its marker
+    /// cannot be trusted: nothing was changed, and landings onto the branch wait for a person.
+    Interrupted {
+        worktree: Option<PathBuf>,
+        message: String,
+    },
+    /// A git process (or a dead one) holds the checkout's `index.lock`.
+    Locked {
+        worktree: PathBuf,
+        lock: PathBuf,
+        age: Duration,
+    },
+}
+
+impl NotMoved {
+    pub fn code(&self) -> &'static str {
+        match self {
+            NotMoved::Moved { .. } => "land.moved",
+            NotMoved::Dirty { .. } => "land.worktree_dirty",
+            NotMoved::Checkout { .. } => "land.worktree_update",
+            NotMoved::Busy { .. } => "land.busy",
+            NotMoved::Interrupted { .. } => "land.interrupted",
+            NotMoved::Locked { .. } => "land.worktree_locked",
+        }
+    }
+
+    pub fn message(&self, target: &str) -> String {
+        match self {
+            NotMoved::Moved { now: Some(now) } => format!("{target} moved to {now} meanwhile"),
+            NotMoved::Moved { now: None } => format!("{target} was deleted meanwhile"),
+            NotMoved::Dirty { worktree } => format!(
+                "{target} is checked out in {} and that worktree has uncommitted changes",
+                worktree.display()
+            ),
+            NotMoved::Checkout { worktree, message } => format!(
+                "could not bring the checkout of {target} in {} along: {message}",
+                worktree.display()
+            ),
+            NotMoved::Busy { holder, waited } => format!(
+                "another landing onto {target} is in progress ({holder}) and did not finish within {}",
+                crate::queue::settings::format_duration(Duration::from_millis(
+                    waited.as_millis() as u64
+                ))
+            ),
+            NotMoved::Interrupted { message, .. } => message.clone(),
+            NotMoved::Locked {
+                worktree,
+                lock,
+                age,
+            } => format!(
+                "{target} is checked out in {} and git's lock {} exists ({}s old): a git command is running there, or one was killed",
+                worktree.display(),
+                lock.display(),
+                age.as_secs()
+            ),
+        }
+    }
+}
+
+/// What a person does about a landing that did not move the branch, by [`NotMoved::code`].
+pub fn hint(code: &str) -> &'static str {
+    match code {
+        "land.worktree_dirty" => "commit or stash the changes in that worktree and retry",
+        "land.worktree_update" => {
+            "look at the worktree named in the message (an untracked file in the way?) and retry"
+        }
+        "land.busy" => {
+            "another landing is in progress; retry, or see `git hyperion doctor` if it never ends"
+        }
+        "land.interrupted" => {
+            "see `git hyperion doctor`: in that checkout, `git stash`, let the landing happen, `git stash pop` (docs/storage.md)"
+        }
+        "land.worktree_locked" => {
+            "if no git command runs in that worktree, remove the index.lock named, and retry"
+        }
+        "land.moved" => "retry; the target moved meanwhile",
+        _ => "retry",
+    }
+}
+
+/// Move `name` from `old` to `new` by compare-and-swap, bringing along a clean worktree that
+/// has it checked out (see [`crate::gate::land::checkout`]: the landing lock, the marker, recovery of an
+/// interrupted landing).
+pub fn advance(
+    repo: &gix::Repository,
+    name: &str,
+    old: ObjectId,
+    new: ObjectId,
+    reflog: &str,
+    who: &Person,
+    holder: &Holder<'_>,
+) -> Result<std::result::Result<(), NotMoved>> {
+    // A checkout brought along reads the new commits with git itself.
+    crate::git::pack::persist(repo)?;
+    // Moved already: say so (a checkout of the moved branch would look dirty against `old`).
+    let now = read_tip(repo, name)?;
+    if now != Some(old) {
+        return Ok(Err(NotMoved::Moved { now }));
+    }
+    let mut landing = match Landing::begin(repo, name, holder)? {
+        Ok(landing) => landing,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if let Some(landing) = &mut landing {
+        // Under the lock: the landing this one waited for may have moved the branch.
+        let now = read_tip(repo, name)?;
+        if now != Some(old) {
+            return Ok(Err(NotMoved::Moved { now }));
+        }
+        if let Err(refusal) = landing.bring_along(old, new) {
+            return Ok(Err(refusal));
+        }
+    }
+    let result = crate::git::refs::cas(
+        repo,
+        name,
+        Some(old),
+        new,
+        &crate::git::refs::LogLine {
+            name: &who.name,
+            email: &who.email,
+            at: jiff::Timestamp::now(),
+            message: reflog,
+        },
+    );
+    let failed = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(moved)) => Some(Ok(Err(NotMoved::Moved { now: moved.now }))),
+        Err(e) => Some(Err(e)),
+    };
+    match (failed, landing) {
+        (None, Some(landing)) => landing.finish(),
+        (None, None) => {}
+        (Some(failed), landing) => {
+            if let Some(mut landing) = landing {
+                landing.put_back_all(old, new);
+            }
+            return failed;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The value of `key` in the trailers of a commit message: its last paragraph, as git reads
+/// trailers. A line of the body above it never counts, so a request's description (which a
+/// landed commit carries above hyperion's trailers) cannot name another request as landed.
+pub fn trailer<'m>(message: &'m str, key: &str) -> Option<&'m str> {
+    let body = message.trim_end();
+    let last = body.rfind("\n\n").map_or(body, |at| &body[at + 2..]);
+    last.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+/// Find the commit that landed request `id` on the first-parent history of `tip`, looking no
+/// further back than commits made before `since` (the request's creation, less a margin for
+/// clocks that disagree).
+pub fn find_landed(
+    repo: &gix::Repository,
+    tip: ObjectId,
+    key: &str,
+    id: &str,
+    since: jiff::Timestamp,
+) -> Result<Option<ObjectId>> {
+    // Commits are roughly in time order; a few with skewed clocks must not end the search,
+    // so it ends after a run of commits all older than the horizon.
+    let horizon = since.as_second() - 3600;
+    let mut next = Some(tip);
+    let mut seen = 0usize;
+    let mut old_run = 0usize;
+    while let Some(c) = next {
+        let commit = repo
+            .find_commit(c)
+            .map_err(|e| Error::git(format!("cannot read commit {c}: {e}")))?;
+        let decoded = commit
+            .decode()
+            .map_err(|e| Error::git(format!("cannot decode commit {c}: {e}")))?;
+        if trailer(&decoded.message.to_str_lossy(), key) == Some(id) {
+            return Ok(Some(c));
+        }
+        if decoded.committer().map(|s| s.seconds()).unwrap_or(0) < horizon {
+            old_run += 1;
+            if old_run >= 64 {
+                return Ok(None);
+            }
+        } else {
+            old_run = 0;
+        }
+        seen += 1;
+        if seen > 100_000 {
+            return Ok(None);
+        }
+        next = decoded.parents().next();
+    }
+    Ok(None)
+}
+
+/// Whether `commit` is on the first-parent history of `tip`.
+pub fn on_first_parent_line(
+    repo: &gix::Repository,
+    tip: ObjectId,
+    commit: ObjectId,
+) -> Result<bool> {
+    let mut next = Some(tip);
+    while let Some(c) = next {
+        if c == commit {
+            return Ok(true);
+        }
+        next = repo
+            .find_commit(c)
+            .map_err(|e| Error::git(format!("cannot read commit {c}: {e}")))?
+            .parent_ids()
+            .next()
+            .map(|p| p.detach());
+    }
+    Ok(false)
+}
+
+/// The note of a landed commit, if there is one.
+pub fn read_note(repo: &gix::Repository, commit: ObjectId) -> Result<Option<String>> {
+    let Some(tip) = read_tip(repo, NOTES_REF)? else {
+        return Ok(None);
+    };
+    let tree = repo
+        .find_tree(tree_of(repo, tip)?)
+        .map_err(|e| Error::git(format!("cannot read the notes tree: {e}")))?;
+    let hex = commit.to_string();
+    for path in [format!("{}/{}", &hex[..2], &hex[2..]), hex.clone()] {
+        if let Some(entry) = tree
+            .lookup_entry_by_path(path.as_str())
+            .map_err(|e| Error::git(format!("cannot read the notes tree: {e}")))?
+        {
+            let blob = repo
+                .find_object(entry.object_id())
+                .map_err(|e| Error::git(format!("cannot read a note: {e}")))?;
+            return Ok(Some(String::from_utf8_lossy(&blob.data).into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// Add (or replace) the note on `commit` in `refs/notes/hyperion`, by compare-and-swap on the
+/// notes ref, retried while other workers add theirs.
+pub fn add_note(repo: &gix::Repository, commit: ObjectId, text: &str, who: &Person) -> Result<()> {
+    add_notes(repo, &[(commit, text.to_owned())], who)
+}
+
+/// [`add_note`] for many commits in one notes commit.
+pub fn add_notes(repo: &gix::Repository, notes: &[(ObjectId, String)], who: &Person) -> Result<()> {
+    if notes.is_empty() {
+        return Ok(());
+    }
+    let mut blobs = Vec::with_capacity(notes.len());
+    for (commit, text) in notes {
+        let blob = crate::git::pack::write_object(repo, gix::objs::Kind::Blob, text.as_bytes())?;
+        blobs.push((commit.to_string(), blob));
+    }
+    for attempt in 0..50u32 {
+        let tip = read_tip(repo, NOTES_REF)?;
+        let base_tree = match tip {
+            Some(t) => tree_of(repo, t)?,
+            None => repo.empty_tree().id,
+        };
+        let mut editor = edit_tree(repo, base_tree)?;
+        for (hex, blob) in &blobs {
+            // A note git wrote without fan-out for the same commit would shadow ours.
+            editor
+                .remove(hex.split('/'))
+                .map_err(|e| Error::git(format!("cannot edit the notes tree: {e}")))?;
+            let path = format!("{}/{}", &hex[..2], &hex[2..]);
+            editor
+                .upsert(path.split('/'), gix::objs::tree::EntryKind::Blob, *blob)
+                .map_err(|e| Error::git(format!("cannot edit the notes tree: {e}")))?;
+        }
+        let tree = write_tree(repo, &mut editor)?;
+        let now = jiff::Timestamp::now();
+        let parents: Vec<ObjectId> = tip.into_iter().collect();
+        let note_commit = write_commit(
+            repo,
+            tree,
+            &parents,
+            who,
+            now,
+            who,
+            now,
+            "Notes added by 'git hyperion'\n",
+        )?;
+        let moved = crate::git::refs::cas(
+            repo,
+            NOTES_REF,
+            tip,
+            note_commit,
+            &crate::git::refs::LogLine {
+                name: &who.name,
+                email: &who.email,
+                at: now,
+                message: "hyperion: note",
+            },
+        )?;
+        if moved.is_ok() {
+            return Ok(());
+        }
+        // Another worker added its notes first: edit on top of theirs.
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(attempt % 4)));
+    }
+    Err(Error::git(format!(
+        "could not update {NOTES_REF}: too many concurrent writers"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_last_paragraph_holds_trailers() {
+        let key = TRAILER_REQUEST;
+        assert_eq!(
+            trailer("t\n\nbody\n\nHyperion-Request: aa\nHyperion-Task: x\n", key),
+            Some("aa")
+        );
+        // A description naming another request, above the real trailers.
+        assert_eq!(
+            trailer(
+                "t\n\nHyperion-Request: bb\n\nHyperion-Request: aa\nHyperion-Task: x\n",
+                key
+            ),
+            Some("aa")
+        );
+        // A commit a person wrote, mentioning a request in its body.
+        assert_eq!(
+            trailer("fix\n\nHyperion-Request: bb\n\nSigned-off-by: p\n", key),
+            None
+        );
+    }
+
+    #[test]
+    fn a_description_cannot_put_a_trailer_after_hyperions() {
+        let req: ChangeRequest = serde_json::from_value(serde_json::json!({
+            "schema": crate::request::model::SCHEMA_V1,
+            "task_id": "t",
+            "agent": "a",
+            "title": "x",
+            "description": "text\n\nHyperion-Request: bbbbbbbbbbbbbbbb\n\n",
+            "file_targets": [],
+            "changes": [],
+        }))
+        .expect("a request");
+        let m = message(&req, "aaaaaaaaaaaaaaaa");
+        assert_eq!(trailer(&m, TRAILER_REQUEST), Some("aaaaaaaaaaaaaaaa"));
+    }
+}

@@ -1,0 +1,435 @@
+//! Checking request chains: pushed ones, for a server's `pre-receive` hook, and local ones,
+//! for `doctor`.
+//!
+//! A server that shares a queue must not take what a client forged. [`check_push`] looks at
+//! every ref a push updates:
+//!
+//! - under `refs/hyperion/`, only `refs/hyperion/requests/<id>` with `id` of the shape
+//!   request ids have: not `refs/hyperion/requests` itself, not a nested name, not any other
+//!   name (each would block the refs of every request, or of one, from being created);
+//! - a request's chain is held to everything [`chain`] checks, its new commits also to this
+//!   server's `hyperion.maxLease` and target branches (the pushed update of the target, when
+//!   the same push moves it); a new request must pass validation against this server's
+//!   target and policy; an update only extends the chain (a heartbeat may replace the tip);
+//!   only finished requests are deleted;
+//! - `refs/notes/hyperion` only gains notes, each on a commit carrying a `Hyperion-Request`
+//!   trailer and naming the same request: a note never attributes a commit that does not
+//!   say so itself, and notes are not removed.
+//!
+//! Other refs pass. [`check_local`] holds a local repository's chains to the same rules.
+
+pub mod chain;
+pub mod objects;
+
+use std::collections::HashMap;
+
+use gix::ObjectId;
+
+use crate::error::{Error, Problem, Result};
+use crate::queue::store::REQUESTS_PREFIX;
+use crate::queue::{Finding, Queue};
+use crate::request::model::{Action, Status, is_id};
+use chain::{Checker, Rules};
+use objects::{CatFile, Local, Objects};
+
+/// Notes that one push may add, change or move.
+pub const MAX_NOTES: usize = 1_000_000;
+/// Bytes of one note.
+pub const MAX_NOTE: u64 = 64 << 10;
+
+const HINT_PUSH: &str =
+    "push only chains written by git hyperion; fetch and retry if the request moved";
+const HINT_REF: &str = "under refs/hyperion/ a server takes only refs/hyperion/requests/<id>, with the 16 hex digits of a request id";
+const HINT_NOTES: &str = "refs/notes/hyperion holds the notes git hyperion writes on landed commits; push it as a worker left it";
+
+/// The rules of this repository: its settings, and now.
+fn rules(queue: &Queue) -> Rules {
+    Rules {
+        max_lease: queue.settings().max_lease,
+        now: queue.now(),
+        default_target: queue.settings().target.clone(),
+    }
+}
+
+/// Check every update `pre-receive` was given (`OLD NEW REFNAME` lines); problems by ref.
+pub fn check_push(queue: &Queue, lines: &str) -> Result<HashMap<String, Vec<Problem>>> {
+    let repo = queue.store().repo();
+    let hash = repo.object_hash();
+    let mut updates = Vec::new();
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let parsed = match parts[..] {
+            [old, new, name] => ObjectId::from_hex(old.as_bytes())
+                .and_then(|o| ObjectId::from_hex(new.as_bytes()).map(|n| (o, n, name))),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "not an 'OLD NEW REFNAME' line: {line}"
+                )));
+            }
+        };
+        let (old, new, name) =
+            parsed.map_err(|_| Error::Usage(format!("not an 'OLD NEW REFNAME' line: {line}")))?;
+        updates.push((old, new, name.to_owned()));
+    }
+    // A landing is checked against the target as this push leaves it.
+    let pushed: HashMap<String, ObjectId> = updates
+        .iter()
+        .filter(|(_, _, name)| name.starts_with("refs/heads/"))
+        .map(|(_, new, name)| (name.clone(), *new))
+        .collect();
+    let mut cat = CatFile::start(queue.store().git_dir(), hash)?;
+    let branches = pushed.clone();
+    let view = quarantine_view(repo)?;
+    let objects = view.as_ref().map(|(_, repo)| repo);
+    let mut checker = Checker::new(&mut cat, rules(queue), move |name: &str| {
+        match pushed.get(name) {
+            Some(new) if new.is_null() => Ok(None),
+            Some(new) => Ok(Some(*new)),
+            None => crate::git::tree::read_tip(repo, name),
+        }
+    });
+    let mut out = HashMap::new();
+    for (old, new, name) in updates {
+        // The ref name is each problem's source (see `verify-push`).
+        let problems = check_update(&mut checker, queue, &branches, objects, old, new, &name)?;
+        if !problems.is_empty() {
+            out.insert(name, problems);
+        }
+    }
+    Ok(out)
+}
+
+/// Problems of one pushed update of `refname` from `old` to `new` (null ids for create and
+/// delete).
+fn check_update(
+    checker: &mut Checker<'_>,
+    queue: &Queue,
+    pushed: &HashMap<String, ObjectId>,
+    objects: Option<&gix::Repository>,
+    old: ObjectId,
+    new: ObjectId,
+    refname: &str,
+) -> Result<Vec<Problem>> {
+    if refname == crate::gate::land::NOTES_REF {
+        return check_notes(checker.objects(), old, new);
+    }
+    if refname != "refs/hyperion" && !refname.starts_with("refs/hyperion/") {
+        return Ok(Vec::new());
+    }
+    let Some(id) = refname.strip_prefix(REQUESTS_PREFIX).filter(|id| is_id(id)) else {
+        return Ok(vec![Problem::new(
+            "chain.bad_ref",
+            format!("{refname} is not the ref of a request"),
+            HINT_REF,
+        )]);
+    };
+    let push_problem = |code: &'static str, m: String| vec![Problem::new(code, m, HINT_PUSH)];
+    if new.is_null() {
+        // Deleting a chain loses its history: only finished requests, as `gc` does.
+        let finished = match checker.read(old)? {
+            Ok(links) => links.last().is_some_and(|l| l.record.status.is_final()),
+            Err(_) => false,
+        };
+        return Ok(if finished {
+            Vec::new()
+        } else {
+            push_problem(
+                "push.delete_unfinished",
+                format!("{id} is not finished; its chain may not be deleted"),
+            )
+        });
+    }
+    let links = match checker.read(new)? {
+        Ok(links) => links,
+        Err(p) => return Ok(vec![p]),
+    };
+    let mut out = Vec::new();
+    // Commits the server has already taken are not judged again by its current settings.
+    let fresh_from = if old.is_null() {
+        0
+    } else if let Some(k) = links.iter().position(|l| l.commit.id == old) {
+        k + 1
+    } else {
+        // A heartbeat may replace the heartbeat at the tip.
+        let replaced = match objects::commit(checker.objects(), old, chain::MAX_CHAIN_COMMIT, true)?
+        {
+            Ok(o) => crate::queue::store::parse_event(&o.message)
+                .is_some_and(|e| e.action == Action::Heartbeat && e.to == Status::Leased)
+                .then(|| o.parents.first().copied())
+                .flatten()
+                .and_then(|p| links.iter().position(|l| l.commit.id == p)),
+            Err(_) => None,
+        };
+        match replaced {
+            Some(k) => k + 1,
+            None => {
+                out.extend(push_problem(
+                    "push.rewrites_history",
+                    format!("the push drops {old} from {id}'s chain"),
+                ));
+                0
+            }
+        }
+    };
+    let checked = checker.check(id, &links, fresh_from)?;
+    out.extend(checked.problems);
+    // A new request is held to what `validate` checks against its target here: the target's
+    // tree and this repository's policy for it.
+    if old.is_null()
+        && let Some(req) = checked.request
+    {
+        let moved = |t: &crate::request::target::Target| {
+            pushed
+                .get(t.refname())
+                .map(|tip| Some(*tip).filter(|t| !t.is_null()))
+        };
+        out.extend(
+            queue
+                .check_against_tips(&[&req], &moved, objects)?
+                .into_iter()
+                .flatten(),
+        );
+    }
+    Ok(out)
+}
+
+/// Problems of an update of `refs/notes/hyperion`: it is not deleted, no note goes, and
+/// every note added or changed sits on a commit whose `Hyperion-Request` trailer names the
+/// request the note names.
+fn check_notes(objects: &mut dyn Objects, old: ObjectId, new: ObjectId) -> Result<Vec<Problem>> {
+    let problem = |m: String| vec![Problem::new("push.notes", m, HINT_NOTES)];
+    if new.is_null() {
+        return Ok(problem(
+            "deleting refs/notes/hyperion would drop the record of every landed commit".into(),
+        ));
+    }
+    let tree_of =
+        |objects: &mut dyn Objects, c: ObjectId| -> Result<std::result::Result<ObjectId, String>> {
+            Ok(objects::commit(objects, c, chain::MAX_CHAIN_COMMIT, false)?.map(|c| c.tree))
+        };
+    let new_tree = match tree_of(objects, new)? {
+        Ok(t) => t,
+        Err(why) => return Ok(problem(why)),
+    };
+    let old_tree = if old.is_null() {
+        None
+    } else {
+        tree_of(objects, old)?.ok()
+    };
+    let mut diff = NotesDiff::default();
+    if let Err(why) = diff.trees(objects, old_tree, Some(new_tree), "")? {
+        return Ok(problem(why));
+    }
+    let mut out = Vec::new();
+    let mut gone: Vec<&String> = diff
+        .removed
+        .keys()
+        .filter(|k| !diff.added.contains_key(*k))
+        .collect();
+    gone.sort();
+    if let Some(first) = gone.first() {
+        out.extend(problem(format!(
+            "the push removes {} note(s), the first on {first}; notes are only added",
+            gone.len()
+        )));
+    }
+    let mut added: Vec<(&String, &ObjectId)> = diff
+        .added
+        .iter()
+        .filter(|(k, blob)| diff.removed.get(*k) != Some(*blob))
+        .collect();
+    added.sort();
+    for (commit, blob) in added {
+        if let Err(why) = check_note(objects, commit, *blob)? {
+            out.extend(problem(format!("the note on {commit} {why}")));
+            if out.len() >= 20 {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The note `blob` on `commit`: the commit carries `Hyperion-Request: ID` and the note starts
+/// with `request: ID`.
+fn check_note(
+    objects: &mut dyn Objects,
+    commit: &str,
+    blob: ObjectId,
+) -> Result<std::result::Result<(), String>> {
+    let Ok(id) = ObjectId::from_hex(commit.as_bytes()) else {
+        return Ok(Err("is not on a commit id".into()));
+    };
+    let c = match objects::commit(objects, id, chain::MAX_TARGET_COMMIT, false)? {
+        Ok(c) => c,
+        Err(why) => return Ok(Err(format!("is on no commit here: {why}"))),
+    };
+    let Some(request) = crate::gate::land::trailer(&c.message, crate::gate::land::TRAILER_REQUEST)
+    else {
+        return Ok(Err(format!(
+            "is on a commit that carries no {} trailer: hyperion notes only what it landed",
+            crate::gate::land::TRAILER_REQUEST
+        )));
+    };
+    let text = match objects::blob(objects, blob, MAX_NOTE)? {
+        Ok(t) => t,
+        Err(why) => return Ok(Err(why)),
+    };
+    let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
+    if first != format!("request: {request}").as_bytes() {
+        return Ok(Err(format!(
+            "does not start with 'request: {request}', the request its commit names"
+        )));
+    }
+    Ok(Ok(()))
+}
+
+/// Notes removed from and added to a notes tree, by the commit they annotate (fan-out
+/// directories joined), with their blobs.
+#[derive(Default)]
+struct NotesDiff {
+    removed: HashMap<String, ObjectId>,
+    added: HashMap<String, ObjectId>,
+    seen: usize,
+}
+
+impl NotesDiff {
+    fn trees(
+        &mut self,
+        objects: &mut dyn Objects,
+        a: Option<ObjectId>,
+        b: Option<ObjectId>,
+        prefix: &str,
+    ) -> Result<std::result::Result<(), String>> {
+        let mut read =
+            |t: Option<ObjectId>| -> Result<std::result::Result<Vec<objects::Entry>, String>> {
+                match t {
+                    None => Ok(Ok(Vec::new())),
+                    Some(t) => objects::tree(objects, t, 64 << 20, MAX_NOTES),
+                }
+            };
+        let ea = match read(a)? {
+            Ok(e) => e,
+            Err(why) => return Ok(Err(why)),
+        };
+        let eb = match read(b)? {
+            Ok(e) => e,
+            Err(why) => return Ok(Err(why)),
+        };
+        let mut names: Vec<&str> = ea.iter().chain(&eb).map(|e| e.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let x = ea.iter().find(|e| e.name == name);
+            let y = eb.iter().find(|e| e.name == name);
+            if x == y {
+                continue;
+            }
+            self.seen += 1;
+            if self.seen > MAX_NOTES {
+                return Ok(Err(format!("the push changes more than {MAX_NOTES} notes")));
+            }
+            if !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(Err(format!(
+                    "refs/notes/hyperion holds '{prefix}{}', which is not a note",
+                    name.escape_debug()
+                )));
+            }
+            let path = format!("{prefix}{name}");
+            let sub = |e: Option<&objects::Entry>| e.filter(|e| e.is_tree()).map(|e| e.id);
+            if sub(x).is_some() || sub(y).is_some() {
+                match self.trees(objects, sub(x), sub(y), &path)? {
+                    Ok(()) => {}
+                    Err(why) => return Ok(Err(why)),
+                }
+            }
+            if let Some(e) = x.filter(|e| !e.is_tree()) {
+                self.removed.insert(path.clone(), e.id);
+            }
+            if let Some(e) = y.filter(|e| !e.is_tree()) {
+                if !e.is_file() {
+                    return Ok(Err(format!("the note on {path} is not a regular file")));
+                }
+                self.added.insert(path, e.id);
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// The chain problems of every request of a local repository (`doctor`), by id.
+pub fn check_local(queue: &Queue, refs: &[(String, ObjectId)]) -> Result<Vec<Finding>> {
+    let repo = queue.store().repo();
+    let mut local = Local::new(repo);
+    let mut checker = Checker::new(&mut local, rules(queue), |name: &str| {
+        crate::git::tree::read_tip(repo, name)
+    });
+    let mut out = Vec::new();
+    for (id, tip) in refs {
+        let finding = |p: Problem| Finding {
+            id: id.clone(),
+            code: p.code,
+            message: p.message,
+        };
+        if !is_id(id) {
+            out.push(Finding {
+                id: id.clone(),
+                code: "chain.bad_ref",
+                message: format!("{REQUESTS_PREFIX}{id} is not the ref of a request"),
+            });
+            continue;
+        }
+        match checker.read(*tip) {
+            Ok(Ok(links)) => match checker.check(id, &links, 0) {
+                Ok(checked) => out.extend(checked.problems.into_iter().map(finding)),
+                Err(e) => out.push(Finding {
+                    id: id.clone(),
+                    code: "store.corrupt",
+                    message: e.to_string(),
+                }),
+            },
+            Ok(Err(p)) => out.push(finding(p)),
+            Err(e) => out.push(Finding {
+                id: id.clone(),
+                code: "store.corrupt",
+                message: e.to_string(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// During `pre-receive`, a read-only repository whose objects are the push's quarantine
+/// (`GIT_QUARANTINE_PATH`) and this repository's objects: the pushed branch's trees and
+/// policy are found there, as git itself finds them. `None` outside a hook. The temporary
+/// directory lives as long as the view.
+fn quarantine_view(repo: &gix::Repository) -> Result<Option<(tempfile::TempDir, gix::Repository)>> {
+    let Some(quarantine) = std::env::var_os("GIT_QUARANTINE_PATH") else {
+        return Ok(None);
+    };
+    let io = |e| Error::io("could not set up a view of the push's quarantine", e);
+    let main = std::fs::canonicalize(repo.objects.store_ref().path()).map_err(io)?;
+    let quarantine = std::fs::canonicalize(quarantine).map_err(io)?;
+    let dir = tempfile::tempdir().map_err(io)?;
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("objects/info")).map_err(io)?;
+    std::fs::create_dir_all(root.join("refs")).map_err(io)?;
+    std::fs::write(root.join("HEAD"), "ref: refs/heads/main\n").map_err(io)?;
+    std::fs::write(
+        root.join("config"),
+        "[core]\n\trepositoryformatversion = 0\n\tbare = true\n",
+    )
+    .map_err(io)?;
+    let mut alternates = Vec::new();
+    for p in [&quarantine, &main] {
+        alternates.extend_from_slice(p.as_os_str().as_encoded_bytes());
+        alternates.push(b'\n');
+    }
+    std::fs::write(root.join("objects/info/alternates"), alternates).map_err(io)?;
+    let view = gix::open_opts(root, gix::open::Options::isolated()).map_err(|e| {
+        Error::git(format!(
+            "could not open a view of the push's quarantine: {e}"
+        ))
+    })?;
+    Ok(Some((dir, view)))
+}

@@ -1,0 +1,1273 @@
+//! The worker: lease, validate again, run pre-apply hooks, apply in memory, run checks in a
+//! pooled worktree, land by compare-and-swap, note, record.
+//!
+//! Every outcome is recorded on the request's chain: `applied` with the landed commit, a dead
+//! letter with its class and code, or a retry with backoff for transient failures. A worker
+//! that dies anywhere leaves the request leased; the lease expires, `sweep` returns it, and the
+//! next worker first looks for a commit that already landed it (the `Hyperion-Request`
+//! trailer) so nothing lands twice.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+use serde::Serialize;
+
+mod leases;
+
+use crate::error::{Error, Result};
+use crate::gate::checks::{self, CheckCommand, CheckStatus, OutputLimit};
+use crate::gate::land::{self, NotMoved, Person};
+use crate::queue::store::Artifact;
+use crate::queue::{Outcome, Queue};
+use crate::request::apply::{self, FileApplied};
+use crate::request::model::{ChangeRequest, DeadClass, ErrorInfo, Record, Status};
+use crate::request::policy::Policy;
+use crate::request::target::{Target, Tip};
+
+/// How a request left the worker's hands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Result_ {
+    /// Landed on the target branch.
+    Landed,
+    /// Found already landed by an earlier attempt that died before recording it.
+    Recovered,
+    /// Became a dead letter.
+    Dead,
+    /// Failed transiently; back in the queue after a backoff.
+    Retry,
+    /// Given back to the queue untouched (the worker was told to stop).
+    Released,
+    /// Another worker took the request over (our lease expired meanwhile).
+    LeaseLost,
+    /// Back to `awaiting_approval`: its tier needs approval and its chain holds no approval
+    /// valid under the policy now.
+    Held,
+    /// `--dry-run`: what would happen, nothing changed.
+    WouldLand,
+    WouldFail,
+}
+
+/// One check's outcome, as reported and noted.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckSummary {
+    pub name: String,
+    /// `passed`, `failed`, `timed_out`, `cancelled` or `spawn_failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+}
+
+/// What the worker did with one request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub id: String,
+    pub task_id: String,
+    pub result: Result_,
+    /// The request's status afterwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<DeadClass>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileApplied>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSummary>,
+    pub duration_ms: u64,
+}
+
+/// Long steps, for progress on a terminal.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Leased { id: String, task_id: String },
+    Check { id: String, name: String },
+    Sweep { returned: usize },
+}
+
+/// Stop signals: `drain` finishes what is in hand and stops; `abort` also cancels running
+/// checks and gives the request back.
+#[derive(Debug, Default)]
+pub struct Stop {
+    pub drain: AtomicBool,
+    pub abort: AtomicBool,
+}
+
+impl Stop {
+    pub fn draining(&self) -> bool {
+        self.drain.load(Ordering::SeqCst) || self.aborted()
+    }
+    pub fn aborted(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
+    }
+}
+
+/// How the worker loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One batch (or nothing, when the queue is empty), then stop.
+    Once,
+    /// Until no request is ready.
+    Drain,
+    /// Until stopped.
+    Forever,
+}
+
+/// Options of a worker run (its id and lease length are the [`Worker`]'s own).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub batch: usize,
+    pub mode: Mode,
+    /// Longest sleep between polls of an empty queue.
+    pub poll: Duration,
+}
+
+/// A unique worker id: host, process and a random part.
+pub fn new_id() -> String {
+    let host = rustix_hostname();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        (nanos ^ std::process::id().rotate_left(16)) & 0xffff
+    )
+}
+
+fn rustix_hostname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_else(|_| "host".into());
+    let host: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if host.is_empty() { "host".into() } else { host }
+}
+
+/// The worker's machinery around one queue.
+pub struct Worker<'q> {
+    queue: &'q Queue,
+    id: String,
+    lease: Option<Duration>,
+    committer: Person,
+    pool: crate::gate::worktree::Pool,
+    /// The worktree slot this worker keeps between requests with checks.
+    slot: std::cell::RefCell<Option<crate::gate::worktree::Slot>>,
+    /// The leases of the batch in hand, renewed while it is worked on.
+    leases: leases::Leases,
+    output: OutputLimit,
+}
+
+/// The fate of a request decided inside the pipeline.
+enum Verdict {
+    /// Built as `commit` (not landed yet), or found already landed (`recovered`).
+    Land {
+        commit: ObjectId,
+        files: Vec<FileApplied>,
+        checks: Vec<CheckSummary>,
+        artifacts: Vec<Artifact>,
+        recovered: bool,
+    },
+    Fail {
+        class: DeadClass,
+        code: String,
+        message: String,
+        transient: bool,
+        artifacts: Vec<Artifact>,
+        checks: Vec<CheckSummary>,
+    },
+    Release {
+        reason: String,
+    },
+    /// No valid approval: back to `awaiting_approval` (see [`crate::request::tiers::at_lease`]).
+    Hold {
+        tiers: Vec<String>,
+        reason: String,
+    },
+    LeaseLost,
+}
+
+impl<'q> Worker<'q> {
+    pub fn new(queue: &'q Queue, id: String, lease: Option<Duration>) -> Worker<'q> {
+        let repo = queue.store().repo();
+        Worker {
+            queue,
+            id,
+            lease,
+            committer: land::committer(repo),
+            pool: crate::gate::worktree::Pool::new(repo.common_dir()),
+            slot: std::cell::RefCell::new(None),
+            leases: leases::Leases::default(),
+            output: OutputLimit::default(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Run the loop: sweep, lease, process, until `opts.mode` says stop or `stop` is set.
+    /// Every report goes to `on_report`; they are also returned, except in
+    /// [`Mode::Forever`] (a long-running worker does not keep them).
+    pub fn run(
+        &self,
+        opts: &Options,
+        stop: &Stop,
+        on_report: &mut dyn FnMut(&Report),
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Vec<Report>> {
+        let mut reports = Vec::new();
+        let sweep_every = self
+            .queue
+            .settings()
+            .lease
+            .min(Duration::from_secs(30))
+            .max(Duration::from_secs(1));
+        let mut last_sweep: Option<Instant> = None;
+        let mut idle = Duration::from_millis(50);
+        loop {
+            if stop.draining() {
+                break;
+            }
+            // A batch writes the objects of several refs before it updates them: its packs
+            // stay kept until the batch is done.
+            let _hold = crate::git::pack::hold();
+            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+                let swept = self.queue.sweep()?;
+                last_sweep = Some(Instant::now());
+                let returned = swept.requeued.len() + swept.dead.len();
+                if returned > 0 {
+                    on_progress(&Progress::Sweep { returned });
+                }
+            }
+            let leased = self
+                .queue
+                .dequeue(&self.id, opts.batch.max(1), self.lease)?;
+            if leased.is_empty() {
+                // Other processes may want the index while we wait.
+                self.queue.close_index()?;
+                if matches!(opts.mode, Mode::Once | Mode::Drain) {
+                    break;
+                }
+                let until = Instant::now() + idle;
+                while Instant::now() < until && !stop.draining() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                idle = (idle * 2).min(opts.poll.max(Duration::from_millis(50)));
+                continue;
+            }
+            idle = Duration::from_millis(50);
+            self.hold(&leased);
+            let mut batch = Batch::default();
+            for record in leased {
+                self.leases.renew_if_due(self.queue, &self.id);
+                // Stopping: what is in hand lands; the rest of the batch goes back.
+                if stop.draining() {
+                    batch.decided.push(Decided {
+                        record,
+                        verdict: Verdict::Release {
+                            reason: "the worker was stopped".into(),
+                        },
+                        started: Instant::now(),
+                    });
+                    continue;
+                }
+                on_progress(&Progress::Leased {
+                    id: record.id.clone(),
+                    task_id: record.task_id.clone(),
+                });
+                self.take(&mut batch, record, stop, on_progress)?;
+            }
+            let flushed = self.flush(&mut batch);
+            self.leases.clear();
+            for report in flushed? {
+                on_report(&report);
+                if opts.mode != Mode::Forever {
+                    reports.push(report);
+                }
+            }
+            // The index stays open from batch to batch (opening it costs milliseconds) until
+            // another process asks for it; then it is its turn.
+            self.queue.release_index_if_wanted()?;
+            if opts.mode == Mode::Once {
+                break;
+            }
+        }
+        self.queue.close_index()?;
+        // A repack this worker started in the background ends with its run.
+        crate::git::pack::finish_roll_up();
+        Ok(reports)
+    }
+
+    /// Take one leased request through the pipeline and record the outcome.
+    pub fn process(
+        &self,
+        record: &Record,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Report> {
+        let mut batch = Batch::default();
+        self.hold(std::slice::from_ref(record));
+        self.take(&mut batch, record.clone(), stop, on_progress)?;
+        let flushed = self.flush(&mut batch);
+        self.leases.clear();
+        Ok(flushed?.pop().expect("one request in, one report out"))
+    }
+
+    /// Keep the leases of `records` (just leased to this worker) until they are recorded.
+    fn hold(&self, records: &[Record]) {
+        let lease = self.lease.unwrap_or(self.queue.settings().lease);
+        self.leases.clear();
+        self.leases.hold(records.iter().map(|r| {
+            let secs = r.lease_secs.map(Duration::from_secs).unwrap_or(lease);
+            (r.id.clone(), leases::renew_every(secs))
+        }));
+    }
+
+    /// Build `record` onto its target (on top of what this batch built there already); a
+    /// request that cannot land is decided at once, one that can waits in its target's
+    /// chain for [`Worker::flush`].
+    fn take(
+        &self,
+        batch: &mut Batch,
+        record: Record,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<()> {
+        let started = Instant::now();
+        let _span =
+            tracing::info_span!("process", request = %record.id, worker = %self.id).entered();
+        let req = match self.queue.request(&record.id) {
+            Ok(req) => req,
+            Err(e) => {
+                batch.decided.push(Decided {
+                    verdict: environment(&e),
+                    record,
+                    started,
+                });
+                return Ok(());
+            }
+        };
+        self.build(
+            &mut batch.chains,
+            &mut batch.decided,
+            record,
+            req,
+            started,
+            stop,
+            on_progress,
+        );
+        Ok(())
+    }
+
+    /// Build one request on the head of its target's chain in `chains` (or the target's tip
+    /// when there is none yet) and add it there; decide it when it cannot land.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        chains: &mut Vec<Chain>,
+        decided: &mut Vec<Decided>,
+        record: Record,
+        req: ChangeRequest,
+        started: Instant,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) {
+        let (gate, onto) = match self.gate_for(chains, &req) {
+            Ok(found) => found,
+            Err(verdict) => {
+                decided.push(Decided {
+                    record,
+                    verdict,
+                    started,
+                });
+                return;
+            }
+        };
+        let verdict = self
+            .pipeline(&record, &req, &gate, onto, stop, on_progress, false)
+            .unwrap_or_else(|e| environment(&e));
+        match verdict {
+            Verdict::Land {
+                commit,
+                files,
+                checks,
+                artifacts,
+                recovered: false,
+                ..
+            } => {
+                let built = Built {
+                    record,
+                    req,
+                    commit,
+                    files,
+                    checks,
+                    artifacts,
+                    started,
+                };
+                match chains
+                    .iter_mut()
+                    .find(|c| std::rc::Rc::ptr_eq(&c.gate, &gate))
+                {
+                    Some(chain) => {
+                        chain.head = commit;
+                        chain.items.push(built);
+                    }
+                    None => chains.push(Chain {
+                        gate,
+                        head: commit,
+                        items: vec![built],
+                    }),
+                }
+            }
+            verdict => decided.push(Decided {
+                record,
+                verdict,
+                started,
+            }),
+        }
+    }
+
+    /// The gate `req` is judged by and the commit it is applied onto: the head of the
+    /// batch's chain on its target when there is one (the gate stays that of the branch as it
+    /// is, never what the batch built), else the target's tip. A verdict when the request
+    /// names no valid target or the branch is gone.
+    fn gate_for(
+        &self,
+        chains: &[Chain],
+        req: &ChangeRequest,
+    ) -> std::result::Result<(std::rc::Rc<Gate>, ObjectId), Verdict> {
+        let target = Target::of_request(req.target.as_deref(), &self.queue.settings().target)
+            .map_err(|p| fail(DeadClass::Validation, p.code, p.message, false))?;
+        if let Some(chain) = chains.iter().find(|c| c.gate.tip.target == target) {
+            return Ok((chain.gate.clone(), chain.head));
+        }
+        match self.gate(&target) {
+            Ok(Ok(gate)) => {
+                let onto = gate.tip.commit;
+                Ok((gate, onto))
+            }
+            // Gone since enqueue: someone may bring it back.
+            Ok(Err(p)) => Err(fail(DeadClass::Environment, p.code, p.message, true)),
+            Err(e) => Err(environment(&e)),
+        }
+    }
+
+    /// The gate of `target` as the branch is now: its tip and the policy there.
+    fn gate(
+        &self,
+        target: &Target,
+    ) -> Result<std::result::Result<std::rc::Rc<Gate>, crate::Problem>> {
+        let repo = self.queue.store().repo();
+        let tip = match target.resolve(repo)? {
+            Ok(tip) => tip,
+            Err(p) => return Ok(Err(p)),
+        };
+        let policy = tip.policy(repo)?;
+        Ok(Ok(std::rc::Rc::new(Gate { tip, policy })))
+    }
+
+    /// Land every chain of the batch (one compare-and-swap of each target, one notes
+    /// commit), then record every outcome (one pack for all the records).
+    fn flush(&self, batch: &mut Batch) -> Result<Vec<Report>> {
+        for chain in std::mem::take(&mut batch.chains) {
+            self.land_chain(chain, &mut batch.decided)?;
+        }
+        let mut decided = std::mem::take(&mut batch.decided);
+        // Reports in the order the requests were leased (queue order).
+        decided.sort_by_key(|d| d.started);
+        self.record(decided)
+    }
+
+    /// Move `chain`'s target from its base to its head, rebuilding on the new tip (bounded)
+    /// when another writer moved it first.
+    fn land_chain(&self, mut chain: Chain, decided: &mut Vec<Decided>) -> Result<()> {
+        let repo = self.queue.store().repo();
+        let max_rebuilds = self.queue.settings().max_rebuilds;
+        let mut rebuilds = 0;
+        crate::git::os::pause_point("landing.chain_built");
+        loop {
+            // A lease that ran out meanwhile (a slow disk, a stopped process) may be another
+            // worker's now: its request must not land here as well.
+            let (held, lost): (Vec<Built>, Vec<Built>) = chain
+                .items
+                .into_iter()
+                .partition(|b| self.queue.holds(&b.record.id, &self.id));
+            let lost_any = !lost.is_empty();
+            for b in lost {
+                decided.push(Decided {
+                    record: b.record,
+                    verdict: Verdict::LeaseLost,
+                    started: b.started,
+                });
+            }
+            chain.items = held;
+            // Any request lost anywhere in the chain is inside the commits of those built
+            // after it: the rest is built again without it.
+            if lost_any {
+                match self.rebuild(chain, decided)? {
+                    Some(c) => chain = c,
+                    None => return Ok(()),
+                }
+                continue;
+            }
+            if chain.items.is_empty() {
+                return Ok(());
+            }
+            let reflog = match chain.items.as_slice() {
+                [one] => format!("hyperion: land {}", one.record.id),
+                many => format!("hyperion: land {} requests", many.len()),
+            };
+            let advanced = match land::advance(
+                repo,
+                chain.gate.tip.target.refname(),
+                chain.gate.tip.commit,
+                chain.head,
+                &reflog,
+                &self.committer,
+                &land::Holder {
+                    worker: &self.id,
+                    wait: self.queue.settings().landing_wait,
+                },
+            ) {
+                Ok(advanced) => advanced,
+                // The branch could not be moved (a live writer holds its lock, the disk
+                // failed): nothing landed; every request of the chain is retried later.
+                Err(e) => {
+                    retry_all(chain.items, e.code(), e.to_string(), decided);
+                    return Ok(());
+                }
+            };
+            match advanced {
+                Ok(()) => {
+                    tracing::info!(target = %chain.gate.tip.target, head = %chain.head, requests = chain.items.len(), "landed");
+                    let notes: Vec<(ObjectId, String)> = chain
+                        .items
+                        .iter()
+                        .map(|b| (b.commit, self.note(&b.req, &b.record.id, &b.checks)))
+                        .collect();
+                    if let Err(e) = land::add_notes(repo, &notes, &self.committer) {
+                        // Landed all the same; notes are for people and can be added later.
+                        tracing::warn!(target = %chain.gate.tip.target, error = %e, "could not add the notes");
+                    }
+                    for b in chain.items {
+                        decided.push(Decided {
+                            record: b.record,
+                            verdict: Verdict::Land {
+                                commit: b.commit,
+                                files: b.files,
+                                checks: b.checks,
+                                artifacts: b.artifacts,
+                                recovered: false,
+                            },
+                            started: b.started,
+                        });
+                    }
+                    return Ok(());
+                }
+                Err(NotMoved::Moved { now }) if rebuilds < max_rebuilds => {
+                    rebuilds += 1;
+                    tracing::info!(target = %chain.gate.tip.target, moved_to = ?now, rebuilds, "target moved; rebuilding");
+                    match self.rebuild(chain, decided)? {
+                        Some(c) => chain = c,
+                        None => return Ok(()),
+                    }
+                }
+                Err(not_moved) => {
+                    let message = not_moved.message(chain.gate.tip.target.name());
+                    retry_all(chain.items, not_moved.code(), message, decided);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Build `chain`'s requests again, in order, on the target's tip as it is now; those
+    /// that no longer land are decided. `None` when nothing is left to land.
+    fn rebuild(&self, chain: Chain, decided: &mut Vec<Decided>) -> Result<Option<Chain>> {
+        let mut chains = Vec::new();
+        let stop = Stop::default();
+        for b in chain.items {
+            self.build(
+                &mut chains,
+                decided,
+                b.record,
+                b.req,
+                b.started,
+                &stop,
+                &mut |_| {},
+            );
+        }
+        // One target: at most one chain.
+        Ok(chains.pop())
+    }
+
+    /// Record every decided outcome on its request's chain (one pack for all), and report.
+    fn record(&self, decided: Vec<Decided>) -> Result<Vec<Report>> {
+        let mut reports = Vec::with_capacity(decided.len());
+        let mut completions = Vec::new();
+        for d in decided {
+            let mut report = Report::new(&d.record);
+            let outcome = match d.verdict {
+                Verdict::Land {
+                    commit,
+                    files,
+                    checks,
+                    artifacts,
+                    recovered,
+                    ..
+                } => {
+                    report.commit = Some(commit.to_string());
+                    report.files = files;
+                    report.checks = checks;
+                    report.result = if recovered {
+                        Result_::Recovered
+                    } else {
+                        Result_::Landed
+                    };
+                    Some(Outcome::Applied {
+                        commit: commit.to_string(),
+                        artifacts,
+                    })
+                }
+                Verdict::Fail {
+                    class,
+                    code,
+                    message,
+                    transient,
+                    artifacts,
+                    checks,
+                } => {
+                    report.checks = checks;
+                    report.class = Some(class);
+                    report.code = Some(code.clone());
+                    // As it will be stored (hook and process output can be quoted in it).
+                    report.message = Some(crate::request::secrets::redact(&message).into_owned());
+                    Some(Outcome::Failed {
+                        class,
+                        error: ErrorInfo { code, message },
+                        transient,
+                        artifacts,
+                    })
+                }
+                Verdict::Release { reason } => {
+                    let mut r = self.give_back(&d.record, &reason)?;
+                    r.duration_ms = d.started.elapsed().as_millis() as u64;
+                    reports.push((r, None));
+                    continue;
+                }
+                Verdict::Hold { tiers, reason } => {
+                    let mut report = Report::new(&d.record);
+                    report.result = match self.queue.hold(&d.record.id, &self.id, tiers, &reason) {
+                        Ok(_) => Result_::Held,
+                        Err(e) if lease_gone(&e) => Result_::LeaseLost,
+                        Err(e) => return Err(e),
+                    };
+                    report.status = Some(Status::AwaitingApproval);
+                    report.code = Some("approval.required".into());
+                    report.message = Some(reason);
+                    report.duration_ms = d.started.elapsed().as_millis() as u64;
+                    reports.push((report, None));
+                    continue;
+                }
+                Verdict::LeaseLost => {
+                    report.result = Result_::LeaseLost;
+                    report.code = Some("worker.lease_lost".into());
+                    report.message = Some("the lease expired and another worker took over".into());
+                    None
+                }
+            };
+            if let Some(outcome) = outcome {
+                completions.push((d.record.id.clone(), outcome));
+                reports.push((report, Some((completions.len() - 1, d.started))));
+            } else {
+                report.duration_ms = d.started.elapsed().as_millis() as u64;
+                reports.push((report, None));
+            }
+        }
+        let mut results = self
+            .queue
+            .complete_many(&self.id, completions)?
+            .into_iter()
+            .map(Some)
+            .collect::<Vec<_>>();
+        let mut out = Vec::with_capacity(reports.len());
+        for (mut report, completion) in reports {
+            if let Some((i, started)) = completion {
+                match results[i].take().expect("each completion is reported once") {
+                    Ok(r) => {
+                        report.status = Some(r.status);
+                        if report.class.is_some() {
+                            if r.status == Status::Dead {
+                                report.result = Result_::Dead;
+                            } else {
+                                report.result = Result_::Retry;
+                                report.class = None;
+                            }
+                        }
+                    }
+                    // Landed, but someone else holds the request now: they will find the
+                    // commit by its trailer and record it.
+                    Err(e) if lease_gone(&e) => {
+                        report.result = Result_::LeaseLost;
+                        report.class = None;
+                        if let Some(commit) = &report.commit {
+                            report.code = Some("worker.lease_lost".into());
+                            report.message = Some(format!("landed as {commit}, but {e}"));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+                report.duration_ms = started.elapsed().as_millis() as u64;
+            }
+            tracing::info!(request = %report.id, result = ?report.result, code = ?report.code, "processed");
+            out.push(report);
+        }
+        Ok(out)
+    }
+
+    fn give_back(&self, record: &Record, reason: &str) -> Result<Report> {
+        let started = Instant::now();
+        let result = match self.queue.release(&record.id, &self.id) {
+            Ok(_) => Result_::Released,
+            Err(e) if lease_gone(&e) => Result_::LeaseLost,
+            Err(e) => return Err(e),
+        };
+        let mut report = Report::new(record);
+        report.result = result;
+        report.status = Some(Status::Pending);
+        report.message = Some(reason.to_owned());
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    /// What would happen to `id` now, without leasing it or changing anything.
+    pub fn dry_run(&self, record: &Record) -> Result<Report> {
+        let started = Instant::now();
+        let stop = Stop::default();
+        let verdict =
+            self.queue
+                .request(&record.id)
+                .and_then(|req| match self.gate_for(&[], &req) {
+                    Ok((gate, onto)) => {
+                        self.pipeline(record, &req, &gate, onto, &stop, &mut |_| {}, true)
+                    }
+                    Err(verdict) => Ok(verdict),
+                });
+        // What the dry run built stays off the disk.
+        self.queue.store().discard();
+        let verdict = verdict?;
+        self.queue.close_index()?;
+        let mut report = Report::new(record);
+        report.result = Result_::WouldLand;
+        report.status = Some(record.status);
+        match verdict {
+            Verdict::Land { files, checks, .. } => {
+                report.files = files;
+                report.checks = checks;
+            }
+            Verdict::Fail {
+                class,
+                code,
+                message,
+                checks,
+                ..
+            } => {
+                report.result = Result_::WouldFail;
+                report.class = Some(class);
+                report.code = Some(code);
+                report.message = Some(crate::request::secrets::redact(&message).into_owned());
+                report.checks = checks;
+            }
+            Verdict::Release { reason } => {
+                report.result = Result_::WouldFail;
+                report.message = Some(reason);
+            }
+            Verdict::Hold { reason, .. } => {
+                report.result = Result_::WouldFail;
+                report.code = Some("approval.required".into());
+                report.message = Some(reason);
+            }
+            Verdict::LeaseLost => report.result = Result_::WouldFail,
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    /// Validate, run hooks, apply onto `onto` and commit; run the checks. Everything that
+    /// decides whether the request may land — the policy, the hooks, the definitions of the
+    /// checks — comes from `gate`, the target branch as it is; `onto` is what the request is
+    /// applied onto and validated against (the gate's tip, or the head of what this batch
+    /// built there). Nothing lands here: a `Land` verdict is a commit built on `onto`.
+    #[allow(clippy::too_many_arguments)]
+    fn pipeline(
+        &self,
+        record: &Record,
+        req: &ChangeRequest,
+        gate: &Gate,
+        onto: ObjectId,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+        dry_run: bool,
+    ) -> Result<Verdict> {
+        let queue = self.queue;
+        let repo = queue.store().repo();
+        let id = record.id.as_str();
+        let settings = queue.settings();
+        let target = &gate.tip.target;
+
+        // An earlier attempt may have landed it and died before recording that.
+        if !dry_run
+            && record.attempts > 1
+            && let Some(commit) = land::find_landed(
+                repo,
+                gate.tip.commit,
+                land::TRAILER_REQUEST,
+                id,
+                record.created_at,
+            )?
+        {
+            if land::read_note(repo, commit)?.is_none() {
+                land::add_note(repo, commit, &self.note(req, id, &[]), &self.committer)?;
+            }
+            tracing::info!(request = id, %commit, "found already landed; recording it");
+            return Ok(Verdict::Land {
+                commit,
+                files: Vec::new(),
+                checks: Vec::new(),
+                artifacts: Vec::new(),
+                recovered: true,
+            });
+        }
+
+        // Risk tiers, approval and required checks, by the policy at the target's tip: a
+        // request without an approval valid under it goes back to awaiting_approval.
+        let tree = crate::git::tree::tree_of(repo, onto)?;
+        let check_names =
+            match crate::request::tiers::at_lease(queue, &gate.policy, record, req, tree)? {
+                crate::request::tiers::AtLease::Proceed { checks } => checks,
+                crate::request::tiers::AtLease::Hold { tiers, reason } => {
+                    return Ok(Verdict::Hold { tiers, reason });
+                }
+            };
+
+        // Validate again, against what it is applied onto: the policy or the target may have
+        // changed since enqueue, and requests before it in this batch changed the tree.
+        let problems =
+            crate::request::validate::against_target(repo, req, Some(tree), &gate.policy);
+        if let Some(first) = problems.first() {
+            let message = problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Ok(fail(
+                DeadClass::Validation,
+                first.code,
+                format!("no longer valid against {target}: {message}"),
+                false,
+            ));
+        }
+
+        if let Some(refused) = crate::gate::hooks::pre_apply(
+            repo,
+            settings,
+            gate.tip.tree,
+            req,
+            id,
+            target.name(),
+            &mut || {
+                self.leases.renew_if_due(self.queue, &self.id);
+            },
+        )? {
+            return Ok(fail(
+                DeadClass::Validation,
+                "hook.refused",
+                refused.message,
+                false,
+            ));
+        }
+
+        let applied = match apply::apply_request(repo, tree, req, &gate.policy.limits)? {
+            Ok(a) => a,
+            Err(refusal) => {
+                return Ok(Verdict::Fail {
+                    class: DeadClass::Apply,
+                    code: refusal.code().to_owned(),
+                    message: refusal.message(),
+                    transient: false,
+                    artifacts: refusal.artifacts(),
+                    checks: Vec::new(),
+                });
+            }
+        };
+
+        let commit = land::write_commit(
+            repo,
+            applied.tree,
+            &[onto],
+            &land::author(&req.agent),
+            record.created_at,
+            &self.committer,
+            jiff::Timestamp::now(),
+            &land::message(req, id),
+        )?;
+
+        let mut checks = Vec::new();
+        let mut artifacts = Vec::new();
+        if !check_names.is_empty() {
+            match self.run_checks(
+                record,
+                &check_names,
+                gate,
+                commit,
+                stop,
+                on_progress,
+                dry_run,
+            )? {
+                ChecksDone::Passed(s, a) => {
+                    checks = s;
+                    artifacts = a;
+                }
+                ChecksDone::Failed(v) => return Ok(v),
+            }
+        }
+        Ok(Verdict::Land {
+            commit,
+            files: applied.files,
+            checks,
+            artifacts,
+            recovered: false,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_checks(
+        &self,
+        record: &Record,
+        names: &[String],
+        gate: &Gate,
+        commit: ObjectId,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+        dry_run: bool,
+    ) -> Result<ChecksDone> {
+        let repo = self.queue.store().repo();
+        let mut commands = Vec::new();
+        for name in names {
+            match gate.policy.resolve_check(name) {
+                Ok(def) => commands.push(CheckCommand {
+                    name: def.name,
+                    argv: def.run,
+                    env: def.env,
+                    timeout: def.timeout,
+                    inherit: self.queue.settings().check_env.clone(),
+                }),
+                Err(p) => {
+                    return Ok(ChecksDone::Failed(Verdict::Fail {
+                        class: DeadClass::Validation,
+                        code: p.code.to_owned(),
+                        message: p.message,
+                        transient: false,
+                        artifacts: Vec::new(),
+                        checks: Vec::new(),
+                    }));
+                }
+            }
+        }
+        // Other processes may need the index while checks run.
+        self.queue.release_index_if_wanted()?;
+        let mut held = self.slot.borrow_mut();
+        if held.is_none() {
+            *held = Some(self.pool.acquire(repo.git_dir())?);
+        }
+        let slot = held.as_mut().expect("a slot is held");
+        let moved = slot.checkout(repo, commit)?;
+        tracing::debug!(request = %record.id, ?moved, "slot moved");
+        let cancel = AtomicBool::new(false);
+        let mut lease_lost = false;
+        let mut summaries = Vec::new();
+        let mut artifacts = Vec::new();
+        for cmd in &commands {
+            on_progress(&Progress::Check {
+                id: record.id.clone(),
+                name: cmd.name.clone(),
+            });
+            let mut tick = || {
+                if stop.aborted() {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+                // Every lease of the batch is kept, this one's and those of the requests
+                // built earlier that wait to land with it (one lost shows when landing).
+                if !dry_run
+                    && self
+                        .leases
+                        .renew_if_due(self.queue, &self.id)
+                        .contains(&record.id)
+                {
+                    lease_lost = true;
+                    cancel.store(true, Ordering::SeqCst);
+                }
+                let _ = self.queue.release_index_if_wanted();
+            };
+            let result = checks::run(
+                cmd,
+                slot.path(),
+                slot.scratch(),
+                self.output,
+                &cancel,
+                &mut tick,
+            );
+            let (status, exit_code) = match &result.status {
+                CheckStatus::Passed => ("passed", Some(0)),
+                CheckStatus::Failed { exit_code, .. } => ("failed", *exit_code),
+                CheckStatus::TimedOut => ("timed_out", None),
+                CheckStatus::Cancelled => ("cancelled", None),
+                CheckStatus::SpawnFailed(_) => ("spawn_failed", None),
+            };
+            summaries.push(CheckSummary {
+                name: cmd.name.clone(),
+                status,
+                exit_code,
+                duration_ms: result.duration.as_millis() as u64,
+            });
+            for (stream, captured) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
+                if captured.total_bytes > 0 {
+                    artifacts.push(Artifact {
+                        name: format!("checks/{}.{stream}", cmd.name),
+                        // Redacted when stored; a cut tail first loses its partial line.
+                        data: crate::request::secrets::cut_tail(&captured.tail, captured.truncated)
+                            .to_vec(),
+                    });
+                }
+            }
+            if !result.killed.is_empty() || result.output_cut {
+                tracing::info!(request = %record.id, check = %cmd.name, killed = ?result.killed, output_cut = result.output_cut, "processes the check left behind");
+            }
+            let left = leftovers(&result);
+            if lease_lost {
+                return Ok(ChecksDone::Failed(Verdict::LeaseLost));
+            }
+            match result.status {
+                CheckStatus::Passed => {}
+                CheckStatus::Cancelled => {
+                    return Ok(ChecksDone::Failed(Verdict::Release {
+                        reason: format!("check {} was cancelled: the worker was stopped", cmd.name),
+                    }));
+                }
+                other => {
+                    let (code, message) = match other {
+                        CheckStatus::TimedOut => (
+                            "check.timeout",
+                            format!(
+                                "check {} ran past its timeout of {}s and was stopped",
+                                cmd.name,
+                                cmd.timeout.as_secs()
+                            ),
+                        ),
+                        CheckStatus::SpawnFailed(why) => (
+                            "check.spawn",
+                            format!("check {} could not start: {why}", cmd.name),
+                        ),
+                        CheckStatus::Failed { exit_code, signal } => (
+                            "check.failed",
+                            match (exit_code, signal) {
+                                (Some(c), _) => format!("check {} failed (exit {c})", cmd.name),
+                                (None, Some(s)) => {
+                                    format!("check {} was killed by signal {s}", cmd.name)
+                                }
+                                _ => format!("check {} failed", cmd.name),
+                            },
+                        ),
+                        _ => ("check.failed", format!("check {} failed", cmd.name)),
+                    };
+                    let message = message + &left;
+                    let transient = code == "check.timeout";
+                    return Ok(ChecksDone::Failed(Verdict::Fail {
+                        class: DeadClass::Check,
+                        code: code.into(),
+                        message,
+                        transient,
+                        artifacts,
+                        checks: summaries,
+                    }));
+                }
+            }
+        }
+        Ok(ChecksDone::Passed(summaries, artifacts))
+    }
+
+    /// The note on a landed commit: who and what produced it.
+    fn note(&self, req: &ChangeRequest, id: &str, checks: &[CheckSummary]) -> String {
+        let mut s = format!(
+            "request: {id}\ntask: {}\nagent: {}\nworker: {}\nversion: git-hyperion {}\n",
+            req.task_id.replace('\n', " "),
+            req.agent.replace('\n', " "),
+            self.id,
+            crate::VERSION
+        );
+        for c in checks {
+            s.push_str(&format!(
+                "check: {} {} {}ms\n",
+                c.name, c.status, c.duration_ms
+            ));
+        }
+        s
+    }
+}
+
+/// A request built into a commit on its target, waiting to land with its chain.
+struct Built {
+    record: Record,
+    req: ChangeRequest,
+    commit: ObjectId,
+    files: Vec<FileApplied>,
+    checks: Vec<CheckSummary>,
+    artifacts: Vec<Artifact>,
+    started: Instant,
+}
+
+/// The commits built on one target in this batch, each on the one before: landed together
+/// by one compare-and-swap from `base` to `head`.
+struct Chain {
+    /// The branch as it was when the chain was started (its tip is the chain's base) and
+    /// the policy there: every request of the chain is judged by it.
+    gate: std::rc::Rc<Gate>,
+    head: ObjectId,
+    items: Vec<Built>,
+}
+
+/// What requests are judged by on one target: the branch's tip as it is on the branch —
+/// never a commit a batch built on it — and the policy of that tip. A request that changes
+/// the policy, the hooks or the checks changes the gate only once it has landed.
+struct Gate {
+    tip: Tip,
+    policy: Policy,
+}
+
+/// An outcome waiting to be recorded.
+struct Decided {
+    record: Record,
+    verdict: Verdict,
+    /// When the worker took the request up; orders the reports too.
+    started: Instant,
+}
+
+/// What a batch holds between leasing and recording.
+#[derive(Default)]
+struct Batch {
+    chains: Vec<Chain>,
+    decided: Vec<Decided>,
+}
+
+/// A chain that could not land: each of its requests is retried later (environment class).
+fn retry_all(items: Vec<Built>, code: &str, message: String, decided: &mut Vec<Decided>) {
+    for b in items {
+        decided.push(Decided {
+            record: b.record,
+            verdict: Verdict::Fail {
+                class: DeadClass::Environment,
+                code: code.to_owned(),
+                message: message.clone(),
+                transient: true,
+                artifacts: Vec::new(),
+                checks: b.checks,
+            },
+            started: b.started,
+        });
+    }
+}
+
+/// A request that cannot land, without artifacts or checks run.
+fn fail(class: DeadClass, code: &str, message: String, transient: bool) -> Verdict {
+    Verdict::Fail {
+        class,
+        code: code.to_owned(),
+        message,
+        transient,
+        artifacts: Vec::new(),
+        checks: Vec::new(),
+    }
+}
+
+/// The repository or the machine failed us, not the request: retry later.
+fn environment(e: &Error) -> Verdict {
+    Verdict::Fail {
+        class: DeadClass::Environment,
+        code: e.code().to_owned(),
+        message: e.to_string(),
+        transient: true,
+        artifacts: Vec::new(),
+        checks: Vec::new(),
+    }
+}
+
+impl Report {
+    fn new(record: &Record) -> Report {
+        Report {
+            id: record.id.clone(),
+            task_id: record.task_id.clone(),
+            result: Result_::Landed,
+            status: None,
+            commit: None,
+            class: None,
+            code: None,
+            message: None,
+            files: Vec::new(),
+            checks: Vec::new(),
+            duration_ms: 0,
+        }
+    }
+}
+
+enum ChecksDone {
+    Passed(Vec<CheckSummary>, Vec<Artifact>),
+    Failed(Verdict),
+}
+
+/// What a check left behind, for its failure message: the processes outside its process
+/// group that were killed, and output cut short by one still holding the pipes.
+fn leftovers(result: &checks::CheckResult) -> String {
+    let mut s = String::new();
+    if !result.killed.is_empty() {
+        let names: Vec<String> = result
+            .killed
+            .iter()
+            .map(|k| format!("{} ({})", k.name, k.pid))
+            .collect();
+        s.push_str(&format!(
+            "; killed {} process(es) it left outside its process group: {}",
+            names.len(),
+            names.join(", ")
+        ));
+    }
+    if result.output_cut {
+        s.push_str("; its output may be cut: a process it started still held the pipes");
+    }
+    s
+}
+
+/// Errors that mean our lease is gone: someone swept it, or another worker holds it now.
+fn lease_gone(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NotOwner { .. } | Error::WrongState { .. } | Error::Conflict { .. }
+    )
+}

@@ -1,0 +1,690 @@
+//! Writing many new objects as one pack file (with its `.idx`) instead of one loose file
+//! each, as `git fast-import` does. A batch enqueue of thousands of requests otherwise spends
+//! most of its time creating and renaming small files.
+//!
+//! The pack holds whole objects (no deltas), in pack format v2 with an index of version 2:
+//! the formats git reads natively. The pack is written before its index, and both are
+//! renamed into place only when complete, so a reader never sees a partial pack; callers
+//! point refs at the objects only after [`PackBuilder::write`] returned.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+use gix::objs::Kind;
+
+/// Objects collected in memory, to be written as one pack.
+#[derive(Default)]
+pub struct PackBuilder {
+    objects: Vec<(ObjectId, Kind, Vec<u8>)>,
+    seen: std::collections::HashSet<ObjectId>,
+}
+
+impl PackBuilder {
+    pub fn new() -> PackBuilder {
+        PackBuilder::default()
+    }
+
+    /// Add an object given its kind and serialised content; returns its id.
+    pub fn add(&mut self, kind: Kind, data: Vec<u8>) -> ObjectId {
+        let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, &data)
+            .expect("hashing in memory cannot fail");
+        if self.seen.insert(id) {
+            self.objects.push((id, kind, data));
+        }
+        id
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// Write the pack, its `.keep` and its index under `objects_dir/pack/`. Returns the
+    /// pack's path, or `None` when there was nothing to write.
+    ///
+    /// git sees a pack once its `.idx` exists, and this one is kept (`<pack>.keep`, naming
+    /// hyperion and this process) before that: `git repack -a`, `git gc` and `git
+    /// maintenance` leave a kept pack alone, so its objects survive until the refs that need
+    /// them exist. The keep is removed when this thread's step of work is done ([`settle`]),
+    /// or, when the process died first, by `doctor` and the worker's sweep
+    /// ([`remove_stale_keeps`]).
+    pub fn write(mut self, objects_dir: &Path) -> std::io::Result<Option<PathBuf>> {
+        if self.objects.is_empty() {
+            return Ok(None);
+        }
+        let dir = objects_dir.join("pack");
+        std::fs::create_dir_all(&dir)?;
+        let mut nonce = 0u32;
+        loop {
+            let (pack, idx, pack_sum) = self.encode()?;
+            let name = format!("pack-{pack_sum}");
+            let keep = dir.join(format!("{name}.keep"));
+            // The same objects written as a pack before (by another process, or before a
+            // crash): that pack is not ours to keep. One object more makes this one another.
+            if dir.join(format!("{name}.idx")).exists() || keep.exists() {
+                nonce += 1;
+                self.add(
+                    Kind::Blob,
+                    format!("hyperion pack {} {nonce}\n", crate::git::os::pid()).into_bytes(),
+                );
+                continue;
+            }
+            let final_pack = dir.join(format!("{name}.pack"));
+            let mut tmp = tempfile::Builder::new()
+                .prefix("tmp_pack_")
+                .tempfile_in(&dir)?;
+            tmp.write_all(&pack)?;
+            tmp.persist(&final_pack).map_err(|e| e.error)?;
+            // The keep is a spare file where one is kept ([`crate::git::spare`]), taken as a ref's
+            // lock is (it fails when the keep exists), and becomes a spare again once released:
+            // a transition then neither creates nor frees a file for it.
+            let common = objects_dir.parent().unwrap_or(objects_dir);
+            let content = keep_content();
+            match crate::git::spare::take(common, &keep, crate::git::spare::Kind::Ref) {
+                crate::git::spare::Taken::File(file) => {
+                    use std::os::unix::fs::FileExt;
+                    file.write_all_at(content.as_bytes(), 0)
+                        .and_then(|()| file.set_len(content.len() as u64))?;
+                }
+                crate::git::spare::Taken::Busy => {
+                    nonce += 1;
+                    continue;
+                }
+                crate::git::spare::Taken::None => match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&keep)
+                {
+                    Ok(mut file) => file.write_all(content.as_bytes())?,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        nonce += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            }
+            KEPT.with_borrow_mut(|kept| kept.push((common.to_owned(), keep.clone())));
+            let mut tmp = tempfile::Builder::new()
+                .prefix("tmp_idx_")
+                .tempfile_in(&dir)?;
+            tmp.write_all(&idx)?;
+            tmp.persist(dir.join(format!("{name}.idx")))
+                .map_err(|e| e.error)?;
+            return Ok(Some(final_pack));
+        }
+    }
+
+    /// The pack and its index, in memory, and the pack's checksum (which names it).
+    pub fn encode(&self) -> std::io::Result<(Vec<u8>, Vec<u8>, ObjectId)> {
+        let mut pack = Vec::with_capacity(
+            12 + self
+                .objects
+                .iter()
+                .map(|(_, _, d)| d.len() / 2 + 32)
+                .sum::<usize>(),
+        );
+        pack.extend_from_slice(b"PACK");
+        pack.extend_from_slice(&2u32.to_be_bytes());
+        pack.extend_from_slice(&(self.objects.len() as u32).to_be_bytes());
+        // (id, offset, crc32) of every entry.
+        let mut entries = Vec::with_capacity(self.objects.len());
+        for (id, kind, data) in &self.objects {
+            let offset = pack.len() as u64;
+            let type_code: u8 = match kind {
+                Kind::Commit => 1,
+                Kind::Tree => 2,
+                Kind::Blob => 3,
+                Kind::Tag => 4,
+            };
+            let mut size = data.len() as u64;
+            let mut byte = (type_code << 4) | (size & 0x0f) as u8;
+            size >>= 4;
+            while size > 0 {
+                pack.push(byte | 0x80);
+                byte = (size & 0x7f) as u8;
+                size >>= 7;
+            }
+            pack.push(byte);
+            deflate(&[data], &mut pack)?;
+            let crc = crc32fast::hash(&pack[offset as usize..]);
+            entries.push((*id, offset, crc));
+        }
+        let pack_sum = sha1(&pack);
+        pack.extend_from_slice(pack_sum.as_bytes());
+
+        entries.sort_by_key(|e| e.0);
+        let mut idx = Vec::with_capacity(8 + 1024 + entries.len() * 28 + 40);
+        idx.extend_from_slice(&[0xff, b't', b'O', b'c']);
+        idx.extend_from_slice(&2u32.to_be_bytes());
+        let mut fanout = [0u32; 256];
+        for (id, _, _) in &entries {
+            fanout[id.as_bytes()[0] as usize] += 1;
+        }
+        let mut total = 0u32;
+        for n in fanout {
+            total += n;
+            idx.extend_from_slice(&total.to_be_bytes());
+        }
+        for (id, _, _) in &entries {
+            idx.extend_from_slice(id.as_bytes());
+        }
+        for (_, _, crc) in &entries {
+            idx.extend_from_slice(&crc.to_be_bytes());
+        }
+        let mut large = Vec::new();
+        for (_, offset, _) in &entries {
+            if *offset < 0x8000_0000 {
+                idx.extend_from_slice(&(*offset as u32).to_be_bytes());
+            } else {
+                idx.extend_from_slice(&(0x8000_0000u32 | large.len() as u32).to_be_bytes());
+                large.push(*offset);
+            }
+        }
+        for offset in large {
+            idx.extend_from_slice(&offset.to_be_bytes());
+        }
+        idx.extend_from_slice(pack_sum.as_bytes());
+        let idx_sum = sha1(&idx);
+        idx.extend_from_slice(idx_sum.as_bytes());
+        Ok((pack, idx, pack_sum))
+    }
+}
+
+/// Below this size an object is stored in its zlib stream without compression: preparing a
+/// compressor for a stream (clearing its tables) costs more than a small object gains.
+const STORED_BELOW: usize = 1024;
+
+/// Append the zlib stream of the concatenated `parts` to `out`: uncompressed ("stored"
+/// blocks, which every zlib reader reads) when small, else compressed at the fastest level.
+fn deflate(parts: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total < STORED_BELOW {
+        stored(parts, out);
+        return Ok(());
+    }
+    compressed(parts, out)
+}
+
+/// A zlib stream of stored blocks: header (deflate, 32 KiB window, no dictionary, fastest),
+/// blocks of at most 65,535 bytes each with its length and the length's complement, and the
+/// Adler-32 checksum of the data.
+fn stored(parts: &[&[u8]], out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0x78, 0x01]);
+    let data: Vec<u8>;
+    let all: &[u8] = match parts {
+        [one] => one,
+        _ => {
+            data = parts.concat();
+            &data
+        }
+    };
+    let mut blocks = all.chunks(0xffff).peekable();
+    if blocks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(block) = blocks.next() {
+        out.push(u8::from(blocks.peek().is_none()));
+        let len = block.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out.extend_from_slice(&adler32(all).to_be_bytes());
+}
+
+fn adler32(data: &[u8]) -> u32 {
+    const MOD: u32 = 65_521;
+    let (mut a, mut b) = (1u32, 0u32);
+    // 5,552 bytes is the most that can be summed before the sums may overflow.
+    for chunk in data.chunks(5_552) {
+        for &byte in chunk {
+            a += u32::from(byte);
+            b += a;
+        }
+        a %= MOD;
+        b %= MOD;
+    }
+    (b << 16) | a
+}
+
+/// The compressed zlib stream (fastest level) of `parts`. The compressor is made once per
+/// thread and reset for every stream: making one allocates a few hundred kilobytes.
+fn compressed(parts: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
+    use gix_zlib::stream::deflate::{Compress, FlushCompress};
+    thread_local! {
+        static COMPRESS: std::cell::RefCell<Option<Compress>> = const { std::cell::RefCell::new(None) };
+    }
+    COMPRESS.with_borrow_mut(|slot| {
+        let z = slot.get_or_insert_with(|| Compress::new(gix_zlib::Compression::BEST_SPEED));
+        z.reset();
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut buf = vec![0u8; total + total / 8 + 64];
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.iter().enumerate() {
+            let mut input = *part;
+            let flush = if i == last {
+                FlushCompress::Finish
+            } else {
+                FlushCompress::None
+            };
+            loop {
+                let (before_in, before_out) = (z.total_in(), z.total_out());
+                let status = z
+                    .compress(input, &mut buf, flush)
+                    .map_err(std::io::Error::other)?;
+                let consumed = (z.total_in() - before_in) as usize;
+                let produced = (z.total_out() - before_out) as usize;
+                out.extend_from_slice(&buf[..produced]);
+                input = &input[consumed..];
+                match status {
+                    gix_zlib::Status::StreamEnd => return Ok(()),
+                    _ if input.is_empty() && flush == FlushCompress::None => break,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+thread_local! {
+    /// The `.keep` files of the packs this thread wrote whose refs may not exist yet.
+    static KEPT: std::cell::RefCell<Vec<(PathBuf, PathBuf)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// How many [`Hold`]s of this thread are alive.
+    static HOLDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// What a hyperion `.keep` file says: `hyperion <pid> <process start> <unix time>`, so that a
+/// person can tell whose it is, and [`remove_stale_keeps`] whether its writer is gone.
+fn keep_content() -> String {
+    let pid = crate::git::os::pid();
+    format!(
+        "hyperion {pid} {} {}\n",
+        crate::git::os::start_time(pid).unwrap_or(0),
+        jiff::Timestamp::now().as_second()
+    )
+}
+
+/// The step of work of this thread is done: every ref its new objects were written for
+/// exists (or will not be written). The packs' `.keep` files are removed, unless a [`Hold`]
+/// is alive. Called after every ref update ([`crate::git::refs::cas`]).
+pub fn settle() {
+    if HOLDS.get() == 0 {
+        release_keeps();
+    }
+}
+
+fn release_keeps() {
+    for (common, keep) in KEPT.with_borrow_mut(std::mem::take) {
+        // Into the spares (removed when there is no room).
+        crate::git::spare::adopt(&common, &keep, crate::git::spare::Kind::Ref);
+    }
+}
+
+/// While alive, the packs this thread writes stay kept, across ref updates: for a step that
+/// writes the objects of several refs before it updates the first (a batch enqueue, a
+/// worker's batch). Dropping the last one settles ([`settle`]).
+pub struct Hold(());
+
+pub fn hold() -> Hold {
+    HOLDS.set(HOLDS.get() + 1);
+    Hold(())
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        HOLDS.set(HOLDS.get() - 1);
+        settle();
+    }
+}
+
+/// A keep file of a dead writer is removed once it is this old.
+pub const KEEP_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The `.keep` files hyperion wrote whose writer is gone (that process no longer runs) and
+/// that are older than `grace`: a writer killed between its pack and its refs. Their packs'
+/// objects that no ref reaches are garbage git's maintenance may then collect. Keeps of other
+/// tools (not starting `hyperion `) are never touched.
+pub fn stale_keeps(common: &Path, grace: std::time::Duration) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(common.join("objects/pack")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "keep") {
+            continue;
+        }
+        // A keep is written before its pack's index, and may be a spare file that still
+        // holds an earlier writer's words for an instant: until the index exists, it is a
+        // writer's at work (a pack without an index is one git does not see anyway).
+        if !path.with_extension("idx").exists() {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let mut words = text.split_ascii_whitespace();
+        if words.next() != Some("hyperion") {
+            continue;
+        }
+        let pid: Option<u32> = words.next().and_then(|w| w.parse().ok());
+        let start: Option<u64> = words.next().and_then(|w| w.parse().ok());
+        let alive = match (pid, start) {
+            (Some(pid), Some(start)) => crate::git::os::start_time(pid) == Some(start),
+            _ => false,
+        };
+        if !alive && crate::git::refs::is_older_than(&path, grace) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Remove the stale keeps ([`stale_keeps`]); returns the ones removed.
+pub fn remove_stale_keeps(common: &Path, grace: std::time::Duration) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for keep in stale_keeps(common, grace) {
+        match std::fs::remove_file(&keep) {
+            Ok(()) => {
+                tracing::warn!(keep = %keep.display(), "removed the keep file of a writer that died");
+                removed.push(keep);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(keep = %keep.display(), error = %e, "could not remove a stale keep file")
+            }
+        }
+    }
+    removed
+}
+
+fn sha1(data: &[u8]) -> ObjectId {
+    let mut h = gix::hash::hasher(gix::hash::Kind::Sha1);
+    h.update(data);
+    h.try_finalize().expect("sha1 of bytes in memory")
+}
+
+/// Once this many packs exist, small ones are rolled up (see [`roll_up`]).
+const PACKS_BEFORE_ROLL_UP: usize = 40;
+
+/// Write the objects held in `repo`'s object memory to disk, as one kept pack (see
+/// [`PackBuilder::write`]). Hyperion's repository handles keep new objects in memory (see
+/// [`crate::queue::store::Store::from_repo`]) until a ref is about to point at them, so that
+/// everything one step of work writes — a batch of leases, a chain of landed commits with
+/// their notes and records — reaches the disk as one pack instead of dozens of small files.
+/// Every ref update and every git subprocess that reads new objects calls this first.
+/// Hyperion never writes a loose object: `git gc --prune=now` removes every unreferenced
+/// loose object at once, whatever its age. Returns how many objects were written.
+pub fn persist(repo: &gix::Repository) -> crate::Result<usize> {
+    let Some(memory) = repo.objects.reset_object_memory() else {
+        return Ok(0);
+    };
+    let n = memory.len();
+    if n == 0 {
+        return Ok(0);
+    }
+    let objects_dir = repo.common_dir().join("objects");
+    let write = || {
+        let mut pack = PackBuilder::new();
+        for (kind, data) in memory.values() {
+            pack.add(*kind, data.clone());
+        }
+        pack.write(&objects_dir).map(|_| ())
+    };
+    // A concurrent `git repack -d` may remove a directory or a pack under a writer's feet;
+    // git retries such writes, so do we.
+    let mut written = write();
+    for _ in 0..3 {
+        if written.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        written = write();
+    }
+    if let Err(e) = written {
+        // Keep them for a retry: nothing points at them yet.
+        for (kind, data) in memory.values() {
+            let _ = gix::objs::Write::write_buf(&repo.objects, *kind, data);
+        }
+        return Err(crate::Error::io(
+            format!("could not write objects in {}", objects_dir.display()),
+            e,
+        ));
+    }
+    roll_up(repo);
+    Ok(n)
+}
+
+/// Put an object into `repo`'s object memory, to be written by [`persist`] into a kept
+/// pack, even when the object database has it already: a copy that exists only as an
+/// unreferenced (loose or unkept) object may be pruned by git between this lookup and the
+/// ref update that makes it reachable. Every object hyperion writes goes through here.
+pub fn write_object(repo: &gix::Repository, kind: Kind, data: &[u8]) -> crate::Result<ObjectId> {
+    gix::objs::Write::write_buf(&repo.objects, kind, data)
+        .map_err(|e| crate::Error::git(format!("could not write a {kind}: {e}")))
+}
+
+/// The objects held in `repo`'s memory as one pack and its index, leaving them there: what a
+/// check slot's own object store gets ([`crate::gate::worktree`]), so that git in the slot sees a
+/// commit before, or without (a dry run), it is written to the repository. `None` when
+/// memory holds nothing.
+pub fn memory_pack(repo: &gix::Repository) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let Some(memory) = repo.objects.reset_object_memory() else {
+        return Ok(None);
+    };
+    let mut pack = PackBuilder::new();
+    for (id, (kind, data)) in memory.iter() {
+        pack.objects.push((*id, *kind, data.clone()));
+    }
+    // Back into memory as they were (nothing else reads or writes it meanwhile: a repository
+    // handle is used by one thread).
+    for (id, (kind, data)) in memory.iter() {
+        let _ = gix::objs::Write::write_buf_with_known_id(&repo.objects, *kind, data, *id);
+    }
+    if pack.is_empty() {
+        return Ok(None);
+    }
+    pack.encode().map(|(p, i, _)| Some((p, i)))
+}
+
+/// Drop the objects held in memory (a dry run's commits): nothing points at them.
+pub fn discard(repo: &gix::Repository) {
+    repo.objects.reset_object_memory();
+}
+
+/// Keep the number of packs small: every worker batch writes one, and object lookups slow
+/// down with many. When more than [`PACKS_BEFORE_ROLL_UP`] exist, `git repack -d
+/// --geometric=2` merges the small ones (the large base pack stays as it is). It runs in the
+/// background while this process goes on (it compares the new trees with each other for
+/// deltas, which on a large repository takes a few hundred milliseconds), and
+/// [`finish_roll_up`] waits for it before the process exits. An `flock` on
+/// `hyperion/repack.lock`, held by the `git` process itself, keeps concurrent workers from
+/// repacking at once, and goes with it however it ends. Best effort: a failure only costs
+/// speed.
+fn roll_up(repo: &gix::Repository) {
+    roll_up_at(repo.common_dir());
+}
+
+/// A roll-up this process started.
+struct RollUp {
+    child: std::process::Child,
+    packs: usize,
+    started: std::time::Instant,
+}
+
+impl RollUp {
+    /// Wait for it (at once when it has ended) and say how it went.
+    fn finish(self) {
+        let RollUp {
+            child,
+            packs,
+            started,
+        } = self;
+        let status = child.wait_with_output();
+        let took = started.elapsed();
+        match status {
+            Ok(o) if o.status.success() => {
+                tracing::debug!(packs, ?took, "rolled up small packs");
+            }
+            Ok(o) => tracing::warn!(
+                packs,
+                stderr = %String::from_utf8_lossy(&o.stderr).trim(),
+                "could not roll up small packs"
+            ),
+            Err(e) => tracing::warn!(packs, error = %e, "could not wait for git repack"),
+        }
+    }
+}
+
+/// The roll-ups this process started and has not waited for, by common git directory.
+fn rolling() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf, RollUp>> {
+    static ROLLING: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<PathBuf, RollUp>>,
+    > = std::sync::OnceLock::new();
+    ROLLING
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn roll_up_at(common: &Path) {
+    let mut rolling = rolling();
+    if let Some(r) = rolling.get_mut(common) {
+        if let Ok(None) = r.child.try_wait() {
+            return;
+        }
+        rolling.remove(common).expect("present").finish();
+    }
+    let packs = std::fs::read_dir(common.join("objects/pack"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+                .count()
+        })
+        .unwrap_or(0);
+    if packs < PACKS_BEFORE_ROLL_UP {
+        return;
+    }
+    let _ = std::fs::create_dir_all(common.join("hyperion"));
+    let Ok(lock) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(common.join("hyperion/repack.lock"))
+    else {
+        return;
+    };
+    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        // Another process is at it.
+        return;
+    }
+    // git inherits the locked descriptor, so the lock lasts as long as the repack.
+    if rustix::io::fcntl_setfd(&lock, rustix::io::FdFlags::empty()).is_err() {
+        return;
+    }
+    let child = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(common)
+        // One thread: the other cores stay with the work that goes on meanwhile.
+        .args([
+            "-c",
+            "pack.threads=1",
+            "repack",
+            "-d",
+            "-q",
+            "--geometric=2",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    drop(lock);
+    match child {
+        Ok(child) => {
+            rolling.insert(
+                common.to_owned(),
+                RollUp {
+                    child,
+                    packs,
+                    started: std::time::Instant::now(),
+                },
+            );
+        }
+        Err(e) => tracing::warn!(packs, error = %e, "could not run git repack"),
+    }
+}
+
+/// Wait for the roll-ups this process started (see [`roll_up`]). A command calls this before
+/// it exits, so that no repack outlives it: a `git fsck` or `git gc` run right after finds
+/// the packs settled.
+pub fn finish_roll_up() {
+    // Whatever this thread still keeps was written for refs it will not update now.
+    release_keeps();
+    let running: Vec<RollUp> = rolling().drain().map(|(_, r)| r).collect();
+    for r in running {
+        r.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        crate::gate::worktree::git(dir, args)
+            .expect("git succeeds")
+            .trim()
+            .to_owned()
+    }
+
+    /// A new repository: its directory, its git directory, its object directory.
+    fn repo() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        git(dir.path(), &["init", "-q"]);
+        let common = dir.path().join(".git");
+        let objects = common.join("objects");
+        (dir, common, objects)
+    }
+
+    /// Many small packs are rolled up by a `git repack` that runs while this process goes on,
+    /// holding `hyperion/repack.lock` for as long as it runs; [`finish_roll_up`] waits for it.
+    #[test]
+    fn small_packs_are_rolled_up_in_the_background() {
+        let (dir, common, objects) = repo();
+        let mut ids = Vec::new();
+        for p in 0..PACKS_BEFORE_ROLL_UP {
+            let mut pack = PackBuilder::new();
+            for i in 0..3 {
+                ids.push(pack.add(Kind::Blob, format!("pack {p} object {i}\n").into_bytes()));
+            }
+            pack.write(&objects).expect("write");
+        }
+        // Their refs exist (none needed here): no longer kept, so git may merge them.
+        settle();
+        let count = || {
+            std::fs::read_dir(objects.join("pack"))
+                .expect("pack dir")
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+                .count()
+        };
+        assert_eq!(count(), PACKS_BEFORE_ROLL_UP);
+        roll_up_at(&common);
+        let lock = std::fs::File::open(common.join("hyperion/repack.lock")).expect("lock file");
+        let held = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared);
+        assert!(held.is_err(), "git holds the lock while it runs");
+        finish_roll_up();
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared)
+            .expect("the lock is free once the repack is done");
+        assert!(count() < PACKS_BEFORE_ROLL_UP, "rolled up: {}", count());
+        for id in ids {
+            git(dir.path(), &["cat-file", "-e", &id.to_string()]);
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Compare-and-swap of one loose ref, the way git's files backend does it.
+//!
+//! `refs/<name>.lock` is created exclusively, the current value read (the loose file, else
+//! `packed-refs`) and compared, the new value written into the lock, a reflog line appended
+//! where git would write one, and the lock renamed over the ref. git itself takes only the
+//! ref's own lock for an update, so hyperion's writers and git's exclude each other exactly as
+//! two git processes do. Unlike a general ref transaction this never locks `packed-refs`,
+//! which every update would otherwise create and delete once more (and a writer killed while
+//! holding it would block every ref update in the repository).
+//!
+//! The lock is made of a spare file where one is kept ([`crate::git::spare`]): the file a ref
+//! update replaces is kept for a later lock instead of being freed.
+//!
+//! A lock older than [`STALE_LOCK`] was left by a writer that died (live writers hold one for
+//! microseconds): it is moved aside, checked again, and removed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gix::ObjectId;
+
+use crate::error::{Error, Result};
+
+/// A ref lock older than this was left by a dead writer.
+pub const STALE_LOCK: Duration = Duration::from_secs(5);
+
+/// Why a compare-and-swap did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// What the ref points at now (`None`: it does not exist).
+    pub now: Option<ObjectId>,
+}
+
+/// Who moves a ref, for its reflog line.
+pub struct LogLine<'a> {
+    pub name: &'a str,
+    pub email: &'a str,
+    pub at: jiff::Timestamp,
+    pub message: &'a str,
+}
+
+/// Move `name` (a full ref name under `refs/`) from `expected` (`None`: it must not exist) to
+/// `new`. The objects held in memory are written first. `Ok(Err(Moved))` when the ref is not
+/// at `expected`; nothing changed then.
+pub fn cas(
+    repo: &gix::Repository,
+    name: &str,
+    expected: Option<ObjectId>,
+    new: ObjectId,
+    log: &LogLine<'_>,
+) -> Result<std::result::Result<(), Moved>> {
+    if !name.starts_with("refs/") || name.ends_with(".lock") || name.contains("..") {
+        return Err(Error::git(format!("not a ref hyperion writes: {name}")));
+    }
+    crate::git::pack::persist(repo)?;
+    let common = repo.common_dir();
+    let path = common.join(name);
+    let lock_path = lock_of(&path);
+    let mut lock = take_lock(common, &lock_path, name)?;
+    let outcome = (|| {
+        let now = current(repo, &path, name)?;
+        if now != expected {
+            return Ok(Err(Moved { now }));
+        }
+        lock.write(format!("{new}\n").as_bytes())?;
+        if let Some(reflog) = reflog_path(repo, name) {
+            append_reflog(&reflog, expected, new, log)?;
+        }
+        // Keep the file this rename replaces, for a later lock.
+        if now.is_some() {
+            crate::git::spare::keep(common, &path);
+        }
+        std::fs::rename(&lock_path, &path)
+            .map_err(|e| Error::io(format!("could not update {name}"), e))?;
+        lock.committed = true;
+        Ok(Ok(()))
+    })();
+    drop(lock);
+    // The ref holds its objects now (or will not): their pack need not be kept any more.
+    crate::git::pack::settle();
+    outcome
+}
+
+/// The value of `name` now: its loose file, else its line in `packed-refs`.
+fn current(repo: &gix::Repository, path: &Path, name: &str) -> Result<Option<ObjectId>> {
+    match read_small(path) {
+        Ok(data) => plain_value(&data).map(Some).ok_or_else(|| {
+            let text = String::from_utf8_lossy(&data);
+            Error::git(format!("{name} is not a plain ref: {:?}", text.trim()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => read(repo, name),
+        Err(e) => Err(Error::io(format!("could not read {}", path.display()), e)),
+    }
+}
+
+/// The value of loose ref `name` (`refs/…`) when it is a loose file holding an object id:
+/// one `open` and `read`, where a lookup through gix also checks `packed-refs` and `stat`s.
+/// `None` otherwise (packed, symbolic, absent, unreadable): ask gix then.
+pub fn loose_value(common: &Path, name: &str) -> Option<ObjectId> {
+    plain_value(&read_small(&common.join(name)).ok()?)
+}
+
+/// The object id a loose ref file holds, if it holds one (not `ref: …`).
+fn plain_value(data: &[u8]) -> Option<ObjectId> {
+    ObjectId::from_hex(data.trim_ascii()).ok()
+}
+
+/// A loose ref's content: open and read, without the `stat` `std::fs::read` makes to size
+/// its buffer (a ref file is 41 bytes; a symbolic one a little more).
+fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 128];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(data),
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn lock_of(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// A held ref lock, removed on drop unless it became the ref.
+struct Lock<'a> {
+    common: &'a Path,
+    path: PathBuf,
+    file: std::fs::File,
+    /// Made of a spare: the old content is overwritten in place.
+    recycled: bool,
+    committed: bool,
+}
+
+impl Lock<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        let err = |e| Error::io(format!("could not write {}", self.path.display()), e);
+        // Give the lock its block now: renaming a file whose block is still to be allocated
+        // over an existing one makes ext4 write it out first (its `auto_da_alloc`), an I/O
+        // round trip per ref update. Best effort: not every file system allocates ahead.
+        #[cfg(target_os = "linux")]
+        let _ = rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            0,
+            data.len() as u64,
+        );
+        if self.recycled {
+            use std::os::unix::fs::FileExt;
+            self.file.write_all_at(data, 0).map_err(err)?;
+            self.file.set_len(data.len() as u64).map_err(err)
+        } else {
+            self.file.write_all(data).map_err(err)
+        }
+    }
+}
+
+impl Drop for Lock<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            crate::git::spare::give_back(self.common, &self.path);
+        }
+    }
+}
+
+/// Take `lock_path`, waiting a little for a live holder and clearing a dead one's.
+fn take_lock<'a>(common: &'a Path, lock_path: &Path, name: &str) -> Result<Lock<'a>> {
+    let mut delay = Duration::from_micros(100);
+    let mut waited = Duration::ZERO;
+    loop {
+        let lock = |file, recycled| Lock {
+            common,
+            path: lock_path.to_owned(),
+            file,
+            recycled,
+            committed: false,
+        };
+        let attempt = match crate::git::spare::take(common, lock_path, crate::git::spare::Kind::Ref)
+        {
+            crate::git::spare::Taken::File(file) => Ok(lock(file, true)),
+            crate::git::spare::Taken::Busy => Err(std::io::ErrorKind::AlreadyExists.into()),
+            crate::git::spare::Taken::None => std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(lock_path)
+                .map(|file| lock(file, false)),
+        };
+        match attempt {
+            Ok(lock) => return Ok(lock),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let dir = lock_path.parent().expect("a ref has a directory");
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::io(format!("could not create {}", dir.display()), e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if remove_stale_lock(lock_path, STALE_LOCK) {
+                    continue;
+                }
+                if waited >= Duration::from_secs(2) {
+                    return Err(Error::git(format!(
+                        "could not update {name}: {} is held by another writer",
+                        lock_path.display()
+                    )));
+                }
+                std::thread::sleep(delay);
+                waited += delay;
+                delay = (delay * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("could not lock {}", lock_path.display()),
+                    e,
+                ));
+            }
+        }
+    }
+}
+
+/// Remove the lock at `lock` if it is older than `min_age`. It is first moved aside and
+/// checked again, and put back if it turns out to be a live writer's fresh lock.
+pub fn remove_stale_lock(lock: &Path, min_age: Duration) -> bool {
+    if !is_older_than(lock, min_age) {
+        return false;
+    }
+    let mut aside = lock.as_os_str().to_owned();
+    aside.push(format!(
+        ".stale-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    ));
+    let aside = PathBuf::from(aside);
+    if std::fs::rename(lock, &aside).is_err() {
+        return false;
+    }
+    if is_older_than(&aside, min_age) {
+        let _ = std::fs::remove_file(&aside);
+        tracing::warn!(lock = %lock.display(), "removed a stale ref lock left by a dead writer");
+        true
+    } else {
+        // We took a live lock: hand it back unless its writer already moved on.
+        if !lock.exists() {
+            let _ = std::fs::rename(&aside, lock);
+        } else {
+            let _ = std::fs::remove_file(&aside);
+        }
+        false
+    }
+}
+
+pub(crate) fn is_older_than(path: &Path, age: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e >= age)
+}
+
+/// Where git would log an update of `name`: its reflog when one exists, or when
+/// `core.logAllRefUpdates` asks for one (`true`, the default outside bare repositories:
+/// branches, remote-tracking refs and notes; `always`: every ref).
+fn reflog_path(repo: &gix::Repository, name: &str) -> Option<PathBuf> {
+    let path = repo.common_dir().join("logs").join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    let config = repo.config_snapshot();
+    let setting = config
+        .string("core.logAllRefUpdates")
+        .map(|v| v.to_string().to_ascii_lowercase());
+    let create = match setting.as_deref() {
+        Some("always") => true,
+        Some("true" | "yes" | "on" | "1") => standard_logged(name),
+        Some(_) => false,
+        None => !repo.is_bare() && standard_logged(name),
+    };
+    create.then_some(path)
+}
+
+fn standard_logged(name: &str) -> bool {
+    ["refs/heads/", "refs/remotes/", "refs/notes/"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+fn append_reflog(
+    path: &Path,
+    old: Option<ObjectId>,
+    new: ObjectId,
+    log: &LogLine<'_>,
+) -> Result<()> {
+    let old = old.unwrap_or_else(|| ObjectId::null(gix::hash::Kind::Sha1));
+    let clean = |s: &str| s.replace(['\n', '<', '>'], " ");
+    let line = format!(
+        "{old} {new} {} <{}> {} +0000\t{}\n",
+        clean(log.name),
+        clean(log.email),
+        log.at.as_second(),
+        log.message.replace('\n', " ")
+    );
+    let dir = path.parent().expect("a reflog has a directory");
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("could not create {}", dir.display()), e))?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(|e| Error::io(format!("could not write {}", path.display()), e))
+}
+
+/// How often a read that met a concurrent `git pack-refs` is tried again.
+const READ_ATTEMPTS: usize = 8;
+
+/// The object `name` (a full ref name) points at, following a symbolic ref; `None` when it
+/// does not exist. Every ref read of hyperion goes through here or [`list`]: git's own
+/// maintenance (`git pack-refs`, alone or in `git gc` / `git maintenance run`) moves loose
+/// refs into `packed-refs` and deletes their files while we read, and a read that meets such
+/// a move is made again, as git's files backend does (the loose file, else `packed-refs` read
+/// afresh).
+pub fn read(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>> {
+    let mut last = None;
+    for attempt in 0..READ_ATTEMPTS {
+        if let Some(id) = loose_value(repo.common_dir(), name) {
+            return Ok(Some(id));
+        }
+        match read_once(repo, name) {
+            Ok(found) => return Ok(found),
+            Err(e) => last = Some(e),
+        }
+        retry_pause(attempt);
+    }
+    Err(Error::git(format!(
+        "could not read {name}: {}",
+        last.expect("at least one attempt")
+    )))
+}
+
+fn read_once(repo: &gix::Repository, name: &str) -> std::result::Result<Option<ObjectId>, String> {
+    let Some(mut r) = repo.try_find_reference(name).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    r.peel_to_id()
+        .map(|id| Some(id.detach()))
+        .map_err(|e| e.to_string())
+}
+
+fn retry_pause(attempt: usize) {
+    std::thread::sleep(Duration::from_millis(1 << attempt.min(6)));
+}
+
+/// Refs by full name, each with the object it holds (`None`: a symbolic ref).
+pub type Listing = Vec<(String, Option<ObjectId>)>;
+
+/// Every ref under `prefix` (e.g. `refs/hyperion/requests/`), sorted by name: its full name
+/// and the object it holds (`None` for a symbolic ref). The loose refs are read first and
+/// `packed-refs` after them: `git pack-refs` writes `packed-refs` before it deletes a loose
+/// file, so a loose ref that vanished under the walk is in the `packed-refs` read after it.
+/// When `packed-refs` is replaced while it is read, the listing is made again.
+pub fn list(common: &Path, prefix: &str) -> Result<Listing> {
+    let mut last = None;
+    for attempt in 0..READ_ATTEMPTS {
+        match list_once(common, prefix) {
+            Ok(Some(refs)) => return Ok(refs),
+            Ok(None) => last = Some("packed-refs changed while it was read".to_owned()),
+            Err(e) => last = Some(e.to_string()),
+        }
+        retry_pause(attempt);
+    }
+    Err(Error::git(format!(
+        "could not list {prefix}: {}",
+        last.expect("at least one attempt")
+    )))
+}
+
+/// One listing; `None` when `packed-refs` changed under it.
+fn list_once(common: &Path, prefix: &str) -> std::io::Result<Option<Listing>> {
+    let mut found: std::collections::BTreeMap<String, Option<ObjectId>> = Default::default();
+    // The directory holding the prefix's loose refs, and the part of a file name to match.
+    let (dir_part, name_part) = match prefix.rfind('/') {
+        Some(i) => (&prefix[..=i], &prefix[i + 1..]),
+        None => ("", prefix),
+    };
+    walk_loose(&common.join(dir_part), dir_part, name_part, &mut found)?;
+    let packed = common.join("packed-refs");
+    let before = identity(&packed);
+    match std::fs::read(&packed) {
+        Ok(data) => {
+            for line in data.split(|&b| b == b'\n') {
+                if line.is_empty() || line[0] == b'#' || line[0] == b'^' {
+                    continue;
+                }
+                let Some(space) = line.iter().position(|&b| b == b' ') else {
+                    continue;
+                };
+                let Ok(name) = std::str::from_utf8(&line[space + 1..]) else {
+                    continue;
+                };
+                if !name.starts_with(prefix) || found.contains_key(name) {
+                    continue;
+                }
+                if let Ok(id) = ObjectId::from_hex(&line[..space]) {
+                    found.insert(name.to_owned(), Some(id));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if identity(&packed) != before {
+        return Ok(None);
+    }
+    Ok(Some(found.into_iter().collect()))
+}
+
+/// What tells one `packed-refs` from the next: it is always replaced by a rename.
+fn identity(path: &Path) -> Option<(u64, u64, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.len(), m.modified().ok()?))
+}
+
+/// The loose refs below `dir` (whose ref name is `name`, ending in `/` or empty), whose
+/// first component starts with `start`. A file or directory that vanished meanwhile was
+/// packed or deleted: skipped.
+fn walk_loose(
+    dir: &Path,
+    name: &str,
+    start: &str,
+    found: &mut std::collections::BTreeMap<String, Option<ObjectId>>,
+) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        if !file.starts_with(start) || file.ends_with(".lock") || file.contains(".lock.") {
+            continue;
+        }
+        let full = format!("{name}{file}");
+        let path = entry.path();
+        let is_dir = match entry.file_type() {
+            Ok(t) => t.is_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if is_dir {
+            walk_loose(&path, &format!("{full}/"), "", found)?;
+            continue;
+        }
+        match read_small(&path) {
+            Ok(data) => {
+                if let Some(id) = plain_value(&data) {
+                    found.insert(full, Some(id));
+                } else if data.starts_with(b"ref: ") {
+                    found.insert(full, None);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

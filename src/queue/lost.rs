@@ -1,0 +1,174 @@
+//! Requests whose chain lost objects: a ref that points at a commit, tree or blob the object
+//! database no longer has (written by a version that let git's maintenance prune objects
+//! before their ref existed, or removed by hand). Such a request can neither be read nor
+//! moved; `doctor` reports it (`store.missing_object`), and `doctor --repair` sets it aside
+//! under [`LOST_PREFIX`] so that nothing takes it for a live request.
+
+use gix::ObjectId;
+use gix::objs::Kind;
+use gix::objs::WriteTo;
+
+use crate::error::Result;
+use crate::queue::store::Store;
+
+/// Where a request whose objects are missing is set aside.
+pub const LOST_PREFIX: &str = "refs/hyperion/lost/";
+
+/// At most this many missing objects are named.
+const NAMED: usize = 8;
+
+/// The objects of the chain at `tip` (its commits, their trees and blobs) that the object
+/// database does not have; empty when the chain is complete.
+pub fn missing(repo: &gix::Repository, tip: ObjectId) -> Vec<ObjectId> {
+    let mut missing = Vec::new();
+    walk(repo, [tip], &mut Default::default(), true, |id, present| {
+        if !present {
+            missing.push(id);
+        }
+        missing.len() < NAMED
+    });
+    missing
+}
+
+/// Every object the chains at `tips` reach (commits, trees, blobs), each once, in the order
+/// found: what an archive of them must hold. `Err` names an object that is missing.
+pub fn reachable(
+    repo: &gix::Repository,
+    tips: impl IntoIterator<Item = ObjectId>,
+) -> std::result::Result<Vec<ObjectId>, ObjectId> {
+    let mut out = Vec::new();
+    let mut gone = None;
+    walk(repo, tips, &mut Default::default(), false, |id, present| {
+        if present {
+            out.push(id);
+        } else {
+            gone = Some(id);
+        }
+        gone.is_none()
+    });
+    gone.map_or(Ok(out), Err)
+}
+
+/// Walk what `tips` reach, skipping what is in `seen`: `visit(id, present)` for each object,
+/// until it returns false. Blobs are looked up only with `check_blobs` (else reported present:
+/// whoever reads them finds out).
+fn walk(
+    repo: &gix::Repository,
+    tips: impl IntoIterator<Item = ObjectId>,
+    seen: &mut std::collections::HashSet<ObjectId>,
+    check_blobs: bool,
+    mut visit: impl FnMut(ObjectId, bool) -> bool,
+) {
+    let mut todo: Vec<(ObjectId, Kind)> = tips.into_iter().map(|t| (t, Kind::Commit)).collect();
+    while let Some((id, kind)) = todo.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if kind == Kind::Blob {
+            if !visit(id, !check_blobs || repo.has_object(id)) {
+                return;
+            }
+            continue;
+        }
+        let Ok(Some(object)) = repo.try_find_object(id) else {
+            if !visit(id, false) {
+                return;
+            }
+            continue;
+        };
+        if !visit(id, true) {
+            return;
+        }
+        match object.kind {
+            Kind::Commit => {
+                if let Ok(c) = gix::objs::CommitRef::from_bytes(&object.data, gix::hash::Kind::Sha1)
+                {
+                    todo.push((c.tree(), Kind::Tree));
+                    todo.extend(c.parents().map(|p| (p, Kind::Commit)));
+                }
+            }
+            Kind::Tree => {
+                if let Ok(t) = gix::objs::TreeRef::from_bytes(&object.data, gix::hash::Kind::Sha1) {
+                    for e in t.entries {
+                        if e.mode.is_tree() {
+                            todo.push((e.oid.to_owned(), Kind::Tree));
+                        } else if e.mode.is_blob() || e.mode.is_link() {
+                            todo.push((e.oid.to_owned(), Kind::Blob));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Set request `id` (at `tip`, missing `missing`) aside: `refs/hyperion/lost/<id>` gets a
+/// commit of its own (complete, so that git's `fsck` and `gc` accept it) whose `lost.json`
+/// names the request, its old tip and the missing objects, and the request's ref is deleted.
+/// Returns the new lost commit.
+pub fn set_aside(store: &Store, id: &str, tip: ObjectId, missing: &[ObjectId]) -> Result<ObjectId> {
+    let repo = store.repo();
+    let _hold = crate::git::pack::hold();
+    let now = jiff::Timestamp::now();
+    let about = serde_json::json!({
+        "id": id,
+        "ref": Store::ref_name(id),
+        "tip": tip.to_string(),
+        "missing": missing.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+        "at": now.to_string(),
+    });
+    let json = serde_json::to_vec_pretty(&about).expect("JSON in memory");
+    let blob = crate::git::pack::write_object(repo, Kind::Blob, &json)?;
+    let mut buf = Vec::new();
+    gix::objs::Tree {
+        entries: vec![gix::objs::tree::Entry {
+            mode: gix::objs::tree::EntryKind::Blob.into(),
+            filename: "lost.json".into(),
+            oid: blob,
+        }],
+    }
+    .write_to(&mut buf)
+    .map_err(crate::Error::git)?;
+    let tree = crate::git::pack::write_object(repo, Kind::Tree, &buf)?;
+    let sig = gix::actor::Signature {
+        name: "doctor".into(),
+        email: "hyperion@localhost".into(),
+        time: gix::date::Time {
+            seconds: now.as_second(),
+            offset: 0,
+        },
+    };
+    let commit = gix::objs::Commit {
+        tree,
+        parents: Default::default(),
+        author: sig.clone(),
+        committer: sig,
+        encoding: None,
+        message: format!(
+            "lost: {id}\n\nThe chain at {tip} misses {} object(s); set aside by `git hyperion doctor --repair`.\n",
+            missing.len()
+        )
+        .into(),
+        extra_headers: Vec::new(),
+    };
+    buf.clear();
+    commit.write_to(&mut buf).map_err(crate::Error::git)?;
+    let commit = crate::git::pack::write_object(repo, Kind::Commit, &buf)?;
+    let name = format!("{LOST_PREFIX}{id}");
+    let log = crate::git::refs::LogLine {
+        name: "doctor",
+        email: "hyperion@localhost",
+        at: now,
+        message: "hyperion: lost",
+    };
+    let before = crate::git::refs::read(repo, &name)?;
+    if let Err(moved) = crate::git::refs::cas(repo, &name, before, commit, &log)? {
+        return Err(crate::Error::git(format!(
+            "could not set {id} aside: {name} moved to {:?}",
+            moved.now
+        )));
+    }
+    store.delete(id, tip)?;
+    Ok(commit)
+}

@@ -1,0 +1,278 @@
+//! Operational settings from git config (`hyperion.*`), with their defaults.
+//!
+//! Versioned rules (checks, limits, path rules) live in the policy file on the target branch;
+//! what is here is how this clone runs the queue.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// One known setting: its key, default, and what it means (`git hyperion config` prints these).
+pub struct Key {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "hyperion.target",
+        default: "main",
+        help: "branch that requests land on when they name no target",
+    },
+    Key {
+        name: "hyperion.leaseDuration",
+        default: "5m",
+        help: "lease length when dequeue/worker are given no --lease",
+    },
+    Key {
+        name: "hyperion.maxLease",
+        default: "1h",
+        help: "longest lease anyone may ask for",
+    },
+    Key {
+        name: "hyperion.maxAttempts",
+        default: "3",
+        help: "leases a request may take before it becomes a dead letter",
+    },
+    Key {
+        name: "hyperion.retryBackoff",
+        default: "30s",
+        help: "base of the jittered exponential backoff between attempts",
+    },
+    Key {
+        name: "hyperion.retention",
+        default: "30d",
+        help: "age after which gc archives applied, dead and rolled-back requests",
+    },
+    Key {
+        name: "hyperion.hooksDir",
+        default: ".hyperion/hooks/pre-apply.d/ in the target tree",
+        help: "directory of pre-apply hooks (relative to the top level, or absolute)",
+    },
+    Key {
+        name: "hyperion.hookTimeout",
+        default: "60s",
+        help: "how long one pre-apply hook may run before it is stopped (and refuses)",
+    },
+    Key {
+        name: "hyperion.checkEnv",
+        default: "(none)",
+        help: "names of variables of the worker's environment that checks and hooks also get (multi-valued; PATH, LANG, LC_*, TZ always)",
+    },
+    Key {
+        name: "hyperion.maxRebuilds",
+        default: "5",
+        help: "times a worker rebuilds a result when the target moved while it worked",
+    },
+    Key {
+        name: "hyperion.approvers",
+        default: "(none)",
+        help: "who may approve requests when the target's policy names no approvers (repeatable, or comma-separated)",
+    },
+    Key {
+        name: "hyperion.indexWait",
+        default: "2s",
+        help: "how long to wait for the index while another process holds it",
+    },
+    Key {
+        name: "hyperion.landingWait",
+        default: "10s",
+        help: "how long a landing onto a checked-out branch waits for another one in progress",
+    },
+];
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `hyperion.target`: where requests that name no target land.
+    pub target: crate::request::target::Target,
+    pub lease: Duration,
+    pub max_lease: Duration,
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
+    pub retention: Duration,
+    pub index_wait: Duration,
+    pub hooks_dir: Option<std::path::PathBuf>,
+    /// How long one pre-apply hook may run.
+    pub hook_timeout: Duration,
+    /// Variables of the worker's environment that checks and hooks get besides the allowlist
+    /// (see [`crate::gate::untrusted::Env`]).
+    pub check_env: Vec<String>,
+    pub max_rebuilds: u32,
+    /// `hyperion.approvers`: who may approve when the policy names nobody.
+    pub approvers: Vec<String>,
+    pub landing_wait: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            target: crate::request::target::Target::parse("main").expect("main is a branch name"),
+            lease: Duration::from_secs(300),
+            max_lease: Duration::from_secs(3600),
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(30),
+            retention: Duration::from_secs(30 * 86400),
+            index_wait: Duration::from_secs(2),
+            hooks_dir: None,
+            hook_timeout: Duration::from_secs(60),
+            check_env: Vec::new(),
+            max_rebuilds: 5,
+            approvers: Vec::new(),
+            landing_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Settings {
+    /// Read the settings from the repository's config (all levels git reads).
+    pub fn load(repo: &gix::Repository) -> Result<Settings> {
+        let config = repo.config_snapshot();
+        let get = |key: &str| config.string(key).map(|v| v.to_string());
+        let mut s = Settings::default();
+        if let Some(v) = get("hyperion.target") {
+            s.target =
+                crate::request::target::Target::parse(v.trim()).map_err(|p| Error::Config {
+                    key: "hyperion.target".into(),
+                    message: p.message,
+                })?;
+        }
+        for v in config.strings("hyperion.approvers").unwrap_or_default() {
+            for a in v.to_string().split(',') {
+                let a = a.trim();
+                if a.is_empty() {
+                    continue;
+                }
+                if let Some(why) = crate::request::tiers::identity_problem(a) {
+                    return Err(Error::Config {
+                        key: "hyperion.approvers".into(),
+                        message: format!("'{}' is not an identity: {why}", a.escape_debug()),
+                    });
+                }
+                if !s.approvers.iter().any(|x| x == a) {
+                    s.approvers.push(a.to_owned());
+                }
+            }
+        }
+        if let Some(v) = get("hyperion.hooksDir").filter(|v| !v.trim().is_empty()) {
+            s.hooks_dir = Some(v.trim().into());
+        }
+        let dur = |key: &str, into: &mut Duration| -> Result<()> {
+            if let Some(v) = get(key) {
+                *into = parse_duration(&v).map_err(|message| Error::Config {
+                    key: key.into(),
+                    message,
+                })?;
+            }
+            Ok(())
+        };
+        dur("hyperion.leaseDuration", &mut s.lease)?;
+        dur("hyperion.maxLease", &mut s.max_lease)?;
+        dur("hyperion.retryBackoff", &mut s.retry_backoff)?;
+        dur("hyperion.retention", &mut s.retention)?;
+        dur("hyperion.indexWait", &mut s.index_wait)?;
+        dur("hyperion.landingWait", &mut s.landing_wait)?;
+        dur("hyperion.hookTimeout", &mut s.hook_timeout)?;
+        for value in config
+            .plumbing()
+            .strings("hyperion.checkEnv")
+            .unwrap_or_default()
+        {
+            let value = value.to_string();
+            for name in value.split(|c: char| c == ',' || c.is_whitespace()) {
+                if name.is_empty() {
+                    continue;
+                }
+                crate::gate::untrusted::Env::check_name(name).map_err(|message| Error::Config {
+                    key: "hyperion.checkEnv".into(),
+                    message,
+                })?;
+                if !s.check_env.iter().any(|n| n == name) {
+                    s.check_env.push(name.to_owned());
+                }
+            }
+        }
+        if let Some(v) = get("hyperion.maxRebuilds") {
+            s.max_rebuilds = v.trim().parse().map_err(|_| Error::Config {
+                key: "hyperion.maxRebuilds".into(),
+                message: format!("'{v}' is not a whole number"),
+            })?;
+        }
+        if let Some(v) = get("hyperion.maxAttempts") {
+            s.max_attempts =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| Error::Config {
+                        key: "hyperion.maxAttempts".into(),
+                        message: format!("'{v}' is not a whole number of at least 1"),
+                    })?;
+        }
+        Ok(s)
+    }
+}
+
+/// Parse `30s`, `5m`, `1h`, `2d`, `1w`, `250ms`; a bare number means seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (use e.g. 30s, 5m, 1h, 2d)"))?;
+    let per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" | "sec" | "secs" => 1000,
+        "m" | "min" | "mins" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        "w" | "week" | "weeks" => 7 * 86_400_000,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{s}' (use ms, s, m, h, d or w)"
+            ));
+        }
+    };
+    // Nothing hyperion measures lasts a century; anything longer is surely a typo.
+    const MAX_MS: u64 = 100 * 366 * 86_400_000;
+    match n.checked_mul(per_unit) {
+        Some(ms) if ms <= MAX_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("'{s}' is longer than 100 years")),
+    }
+}
+
+/// Render a duration the way `parse_duration` reads it.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_millis() != 0 || s == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    for (unit, n) in [("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)] {
+        if s.is_multiple_of(n) {
+            return format!("{}{unit}", s / n);
+        }
+    }
+    format!("{s}s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip() {
+        for s in ["30s", "5m", "1h", "2d", "1w", "250ms"] {
+            let d = parse_duration(s).expect("valid");
+            assert_eq!(format_duration(d), s);
+        }
+        assert_eq!(
+            parse_duration("90").expect("valid"),
+            Duration::from_secs(90)
+        );
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999w").is_err());
+        assert!(parse_duration("10000w").is_err());
+    }
+}
