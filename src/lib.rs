@@ -11,10 +11,12 @@
 //!   limits, policy and tiers, secrets, validation, the in-memory apply engine.
 //! - [`git`]: plumbing that knows nothing of requests: ref compare-and-swap, kept packs, trees,
 //!   spawning git, and the operating system's fast paths with their portable fallbacks.
-//! - [`error`]: the error type every layer returns, each error with a stable code.
+//! - [`error`]: the error type every layer returns, each error with a stable code;
+//!   [`duration`]: durations as people write them.
 //!
 //! The library never prints: callers (the `git-hyperion` binary) render what it returns.
 
+pub mod duration;
 pub mod error;
 pub mod gate;
 pub mod git;

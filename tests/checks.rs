@@ -484,6 +484,7 @@ fn the_environment_is_the_allowlist_and_the_scratch_is_emptied() {
         "TMPDIR",
         "HYPERION_CHECK",
         "HYPERION_RUN",
+        "HYPERION_LOG",
         "GIT_CEILING_DIRECTORIES",
         "CARGO_MANIFEST_DIR",
         "PWD",
@@ -511,20 +512,21 @@ fn the_environment_is_the_allowlist_and_the_scratch_is_emptied() {
 
 #[test]
 fn names_passed_to_checks_are_plain_and_redirect_nothing() {
-    use hyperion::gate::untrusted::Env;
-    assert!(Env::check_name("CARGO_HOME").is_ok());
-    assert!(Env::check_name("_X1").is_ok());
+    use hyperion::queue::settings::check_env_name;
+    assert!(check_env_name("CARGO_HOME").is_ok());
+    assert!(check_env_name("_X1").is_ok());
     for bad in [
         "GIT_DIR",
         "GIT_CONFIG_PARAMETERS",
         "GIT_CONFIG_KEY_0",
         "HYPERION_RUN",
+        "HYPERION_LOG",
         "A-B",
         "1X",
         "",
         "A=B",
     ] {
-        assert!(Env::check_name(bad).is_err(), "{bad}");
+        assert!(check_env_name(bad).is_err(), "{bad}");
     }
 }
 
@@ -590,4 +592,48 @@ fn a_scratch_directory_replaced_by_a_link_is_not_followed() {
                 .is_dir()
         );
     }
+}
+
+/// The environment of a check passes on only the names `hyperion.checkEnv` may hold, however
+/// the list was built (a library caller's `Settings`, not only git config): a git redirect and
+/// one of hyperion's own variables set in the worker's environment and named in the list do
+/// not reach the program. The test runs itself again with those variables set.
+#[test]
+fn a_redirecting_name_in_the_inherit_list_is_not_passed() {
+    use hyperion::gate::untrusted::{Env, Scratch};
+    const NAME: &str = "a_redirecting_name_in_the_inherit_list_is_not_passed";
+    if std::env::var_os("HYPERION_TEST_PASSED_ON").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture"])
+            .env("GIT_NAMESPACE", "elsewhere")
+            .env("HYPERION_TEST_PASSED_ON", "x")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("1 passed"),
+            "the test did not run again: {text}"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = Scratch::at(&dir.path().join(".scratch")).unwrap();
+    let names = [
+        "PATH".to_owned(),
+        "GIT_NAMESPACE".to_owned(),
+        "HYPERION_TEST_PASSED_ON".to_owned(),
+    ];
+    let env = Env::scrubbed(&scratch, &names);
+    assert!(env.get("PATH").is_some());
+    assert_eq!(env.get("GIT_NAMESPACE"), None, "a redirect passed");
+    assert_eq!(
+        env.get("HYPERION_TEST_PASSED_ON"),
+        None,
+        "one of hyperion's own passed"
+    );
 }

@@ -1,5 +1,3 @@
-use std::process::Command;
-
 use hyperion::queue::settings::KEYS;
 
 use super::error::{CmdResult, CommandError};
@@ -28,9 +26,7 @@ pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
     let store = ctx.store()?;
     // Validate first, so a bad value is reported with its key.
     let settings = hyperion::queue::settings::Settings::load(store.repo())?;
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(store.git_dir())
+    let out = hyperion::git::command::at(store.git_dir())
         .args([
             "config",
             "--show-origin",

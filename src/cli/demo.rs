@@ -1,5 +1,4 @@
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use hyperion::queue::store::Store;
 use hyperion::queue::{Filter, Queue};
@@ -54,8 +53,7 @@ const BAD: (&str, &str) = (
 );
 
 fn git(dir: &Path, args: &[&str]) -> CmdResult<String> {
-    let out = Command::new("git")
-        .current_dir(dir)
+    let out = hyperion::git::command::in_worktree(dir)
         .args(args)
         .env("GIT_AUTHOR_NAME", "hyperion demo")
         .env("GIT_AUTHOR_EMAIL", "demo@hyperion.invalid")

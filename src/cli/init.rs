@@ -1,5 +1,3 @@
-use std::process::Command;
-
 use hyperion::request::target::Target;
 
 use super::error::{CmdResult, CommandError};
@@ -40,9 +38,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         return Err(CommandError::from_problem(target.missing(repo)?));
     }
     let target = target.name().to_owned();
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(store.git_dir())
+    let out = hyperion::git::command::at(store.git_dir())
         .args(["config", "hyperion.target", &target])
         .output()
         .map_err(|e| CommandError::env("env.io", format!("could not run git: {e}")))?;

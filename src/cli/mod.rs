@@ -241,7 +241,7 @@ pub fn parse_since(s: &str) -> CmdResult<jiff::Timestamp> {
     {
         return Ok(z.timestamp());
     }
-    if let Ok(age) = hyperion::queue::settings::parse_duration(s) {
+    if let Ok(age) = hyperion::duration::parse(s) {
         let age =
             jiff::SignedDuration::try_from(age).map_err(|e| CommandError::usage(e.to_string()))?;
         return Ok(jiff::Timestamp::now() - age);
@@ -253,5 +253,5 @@ pub fn parse_since(s: &str) -> CmdResult<jiff::Timestamp> {
 
 /// Parse a duration argument such as `--lease 5m`.
 pub fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    hyperion::queue::settings::parse_duration(s)
+    hyperion::duration::parse(s)
 }

@@ -1,5 +1,4 @@
 use std::path::PathBuf;
-use std::process::Command;
 
 use hyperion::Error;
 use hyperion::request::policy::{POLICY_PATH, Policy};
@@ -146,9 +145,7 @@ fn report_defaults(ctx: &Ctx, rev: &str, why: &str) -> CmdResult {
 /// error.
 fn tree_of(git_dir: &std::path::Path, rev: &str) -> CmdResult<gix::ObjectId> {
     let spec = format!("{rev}^{{tree}}");
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(git_dir)
+    let out = hyperion::git::command::at(git_dir)
         .args([
             "rev-parse",
             "--verify",

@@ -233,7 +233,7 @@ impl Run<'_> {
             Ended::SpawnFailed(why) => Ok(Some(format!("hook {name} could not start: {why}"))),
             Ended::TimedOut | Ended::Cancelled => Ok(Some(format!(
                 "hook {name} ran past {} and was stopped",
-                crate::queue::settings::format_duration(self.timeout)
+                crate::duration::format(self.timeout)
             ))),
             Ended::Exited(s) if s.success() => Ok(None),
             Ended::Exited(s) => {

@@ -55,24 +55,6 @@ pub const TOKEN_VAR: &str = "HYPERION_RUN";
 /// `LC_*`): what programs need to find programs and read text.
 pub const ALWAYS: &[&str] = &["PATH", "LANG", "TZ"];
 
-/// Variables that point git at another repository, index or object store, or inject config:
-/// never passed through from the worker's environment ([`Env::check_name`]; with
-/// `GIT_CONFIG_KEY_n` and `GIT_CONFIG_VALUE_n`).
-pub const GIT_REDIRECTS: &[&str] = &[
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_COMMON_DIR",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-    "GIT_CEILING_DIRECTORIES",
-    "GIT_CONFIG",
-    "GIT_CONFIG_PARAMETERS",
-    "GIT_CONFIG_COUNT",
-];
-
 /// The complete environment of an untrusted program.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
@@ -82,7 +64,7 @@ pub struct Env {
 impl Env {
     /// `PATH` (a plain default when this process has none), `LANG`, every `LC_*` and `TZ` from
     /// this process's environment, the variables named in `inherit` (`hyperion.checkEnv`)
-    /// when set, and `HOME` and `TMPDIR` in `scratch`. Nothing else: tokens and credentials
+    /// when set and allowed ([`crate::queue::settings::check_env_name`]), and `HOME` and `TMPDIR` in `scratch`. Nothing else: tokens and credentials
     /// in the worker's environment do not reach the program.
     pub fn scrubbed(scratch: &Scratch, inherit: &[String]) -> Env {
         let mut vars = BTreeMap::new();
@@ -101,7 +83,12 @@ impl Env {
             "TMPDIR".into(),
             scratch.tmp().to_string_lossy().into_owned(),
         );
-        for name in inherit {
+        // Checked again here, whoever built the list: a name that points git or hyperion
+        // elsewhere never passes.
+        let passable = inherit
+            .iter()
+            .filter(|n| crate::queue::settings::check_env_name(n).is_ok());
+        for name in passable {
             if let Ok(v) = std::env::var(name) {
                 vars.insert(name.clone(), v);
             }
@@ -120,28 +107,6 @@ impl Env {
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
-    /// Whether `name` may be passed through from the worker's environment
-    /// (`hyperion.checkEnv`): a plain variable name, not one that redirects git nor the run's
-    /// token.
-    pub fn check_name(name: &str) -> std::result::Result<(), String> {
-        let plain = !name.is_empty()
-            && !name.starts_with(|c: char| c.is_ascii_digit())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !plain {
-            return Err(format!(
-                "'{name}' is not a variable name (letters, digits and _)"
-            ));
-        }
-        let injects_config =
-            name.starts_with("GIT_CONFIG_KEY_") || name.starts_with("GIT_CONFIG_VALUE_");
-        if GIT_REDIRECTS.contains(&name) || injects_config || name == TOKEN_VAR {
-            return Err(format!(
-                "'{name}' cannot be passed to checks: it would point git or hyperion elsewhere"
-            ));
-        }
-        Ok(())
     }
 }
 

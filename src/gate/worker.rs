@@ -18,9 +18,9 @@ mod leases;
 use crate::error::{Error, Result};
 use crate::gate::checks::{self, CheckCommand, CheckStatus, OutputLimit};
 use crate::gate::land::{self, NotMoved, Person};
-use crate::queue::store::Artifact;
 use crate::queue::{Outcome, Queue};
 use crate::request::apply::{self, FileApplied};
+use crate::request::model::Artifact;
 use crate::request::model::{ChangeRequest, DeadClass, ErrorInfo, Record, Status};
 use crate::request::policy::Policy;
 use crate::request::target::{Target, Tip};
@@ -196,7 +196,7 @@ enum Verdict {
     Release {
         reason: String,
     },
-    /// No valid approval: back to `awaiting_approval` (see [`crate::request::tiers::at_lease`]).
+    /// No valid approval: back to `awaiting_approval` (see [`crate::queue::Queue::at_lease`]).
     Hold {
         tiers: Vec<String>,
         reason: String,
@@ -860,13 +860,12 @@ impl<'q> Worker<'q> {
         // Risk tiers, approval and required checks, by the policy at the target's tip: a
         // request without an approval valid under it goes back to awaiting_approval.
         let tree = crate::git::tree::tree_of(repo, onto)?;
-        let check_names =
-            match crate::request::tiers::at_lease(queue, &gate.policy, record, req, tree)? {
-                crate::request::tiers::AtLease::Proceed { checks } => checks,
-                crate::request::tiers::AtLease::Hold { tiers, reason } => {
-                    return Ok(Verdict::Hold { tiers, reason });
-                }
-            };
+        let check_names = match queue.at_lease(&gate.policy, record, req, tree)? {
+            crate::queue::AtLease::Proceed { checks } => checks,
+            crate::queue::AtLease::Hold { tiers, reason } => {
+                return Ok(Verdict::Hold { tiers, reason });
+            }
+        };
 
         // Validate again, against what it is applied onto: the policy or the target may have
         // changed since enqueue, and requests before it in this batch changed the tree.

@@ -40,7 +40,6 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use std::os::unix::ffi::OsStrExt;
 
@@ -704,23 +703,9 @@ fn overwrite(p: &Path, data: &[u8], executable: bool) -> bool {
 
 /// Whether the git on PATH reads an index without its trailing checksum (all zeros, as
 /// `index.skipHash` writes it): git 2.40 and later. Hashing a large index with collision
-/// detection is most of the cost of an incremental move; asked once per process.
+/// detection is most of the cost of an incremental move.
 fn git_reads_unhashed_index() -> bool {
-    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ANSWER.get_or_init(|| {
-        let Ok(out) = Command::new("git").arg("--version").output() else {
-            return false;
-        };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut numbers = text
-            .split_whitespace()
-            .nth(2)
-            .unwrap_or("")
-            .split('.')
-            .map(|n| n.parse::<u32>().unwrap_or(0));
-        let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-        (major, minor) >= (2, 40)
-    })
+    crate::git::command::version().is_some_and(|v| v >= (2, 40))
 }
 
 /// `rel` (a path from a tree, `/`-separated bytes) below `root`.
@@ -729,25 +714,9 @@ fn under(root: &Path, rel: &[u8]) -> PathBuf {
 }
 
 pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .env_remove("GIT_COMMON_DIR")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::io("cannot run git", e))?;
-    if !out.status.success() {
-        return Err(Error::git(format!(
-            "git {} (in {}): {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let what = format!("git {} (in {})", args.join(" "), dir.display());
+    let out = crate::git::command::output(crate::git::command::in_worktree(dir).args(args), &what)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Run git in the slot at `root`, on the slot's repository and nothing else: its git

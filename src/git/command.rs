@@ -1,6 +1,10 @@
-//! The few things done by running the `git` binary: whole-repository operations where git's
+//! Running the `git` binary: the one way hyperion spawns git, for the few things where git's
 //! own implementation is the reference (bundles for archives, ref transactions for their
-//! removal). Hot paths never spawn git.
+//! removal, checkouts of check slots and of a person's work tree). Hot paths never spawn git.
+//!
+//! [`at`] points git at a repository, [`in_worktree`] runs it in a work tree; both give it no
+//! stdin, and [`output`] runs either to its end. [`REDIRECTS`] are the variables that would
+//! point git elsewhere.
 
 use std::io::Write;
 use std::path::Path;
@@ -21,9 +25,7 @@ pub fn run_into(
     stdout: impl Into<Stdio>,
     what: &str,
 ) -> Result<Vec<u8>> {
-    let mut child = Command::new("git")
-        .arg("--git-dir")
-        .arg(git_dir)
+    let mut child = at(git_dir)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(stdout)
@@ -48,15 +50,76 @@ pub fn run_into(
     Ok(out.stdout)
 }
 
-/// git run in the worktree `worktree`, with none of the variables that would point it
+/// Variables that point git at another repository, index or object store, or inject config
+/// (with `GIT_CONFIG_KEY_n` and `GIT_CONFIG_VALUE_n`).
+pub const REDIRECTS: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+    "GIT_CEILING_DIRECTORIES",
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+];
+
+/// The variables that say where the repository and its work tree are.
+const LOCATION: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+];
+
+/// `git --git-dir GIT_DIR`, with no stdin. The rest of the environment is inherited on
+/// purpose: in a `pre-receive` hook, git points `GIT_OBJECT_DIRECTORY` and
+/// `GIT_ALTERNATE_OBJECT_DIRECTORIES` at the quarantine the pushed objects are in.
+pub fn at(git_dir: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.arg("--git-dir").arg(git_dir).stdin(Stdio::null());
+    cmd
+}
+
+/// git run in the work tree `worktree`, with none of the variables that would point it
 /// elsewhere and no stdin.
 pub fn in_worktree(worktree: &Path) -> Command {
     let mut cmd = Command::new("git");
-    cmd.current_dir(worktree)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .env_remove("GIT_COMMON_DIR")
-        .stdin(std::process::Stdio::null());
+    cmd.current_dir(worktree).stdin(Stdio::null());
+    for var in LOCATION {
+        cmd.env_remove(var);
+    }
     cmd
+}
+
+/// Run `cmd` (from [`at`] or [`in_worktree`]) to its end: its stdout, or an error naming
+/// `what` with what git said.
+pub fn output(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
+    let out = cmd
+        .output()
+        .map_err(|e| Error::io(format!("{what}: could not run git"), e))?;
+    if !out.status.success() {
+        return Err(Error::Git(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out.stdout)
+}
+
+/// The version of the git on PATH as (major, minor), asked once per process; `None` when
+/// git cannot be run or says something unexpected.
+pub fn version() -> Option<(u32, u32)> {
+    static ANSWER: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let out = Command::new("git").arg("--version").output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut numbers = text.split_whitespace().nth(2)?.split('.');
+        let major = numbers.next()?.parse().ok()?;
+        let minor = numbers.next()?.parse().ok()?;
+        Some((major, minor))
+    })
 }

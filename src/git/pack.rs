@@ -415,7 +415,7 @@ const PACKS_BEFORE_ROLL_UP: usize = 40;
 
 /// Write the objects held in `repo`'s object memory to disk, as one kept pack (see
 /// [`PackBuilder::write`]). Hyperion's repository handles keep new objects in memory (see
-/// [`crate::queue::store::Store::from_repo`]) until a ref is about to point at them, so that
+/// the store's `Store::from_repo`) until a ref is about to point at them, so that
 /// everything one step of work writes — a batch of leases, a chain of landed commits with
 /// their notes and records — reaches the disk as one pack instead of dozens of small files.
 /// Every ref update and every git subprocess that reads new objects calls this first.
@@ -471,7 +471,7 @@ pub fn write_object(repo: &gix::Repository, kind: Kind, data: &[u8]) -> crate::R
 }
 
 /// The objects held in `repo`'s memory as one pack and its index, leaving them there: what a
-/// check slot's own object store gets ([`crate::gate::worktree`]), so that git in the slot sees a
+/// check slot's own object store gets, so that git in the slot sees a
 /// commit before, or without (a dry run), it is written to the repository. `None` when
 /// memory holds nothing.
 pub fn memory_pack(repo: &gix::Repository) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
@@ -588,9 +588,7 @@ fn roll_up_at(common: &Path) {
     if rustix::io::fcntl_setfd(&lock, rustix::io::FdFlags::empty()).is_err() {
         return;
     }
-    let child = std::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(common)
+    let child = crate::git::command::at(common)
         // One thread: the other cores stay with the work that goes on meanwhile.
         .args([
             "-c",
@@ -637,10 +635,10 @@ mod tests {
     use super::*;
 
     fn git(dir: &Path, args: &[&str]) -> String {
-        crate::gate::worktree::git(dir, args)
-            .expect("git succeeds")
-            .trim()
-            .to_owned()
+        let out =
+            crate::git::command::output(crate::git::command::in_worktree(dir).args(args), "git")
+                .expect("git succeeds");
+        String::from_utf8_lossy(&out).trim().to_owned()
     }
 
     /// A new repository: its directory, its git directory, its object directory.

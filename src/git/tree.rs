@@ -35,7 +35,7 @@ pub fn edit_tree(repo: &gix::Repository, base: ObjectId) -> Result<gix::objs::tr
 /// written tree in the object database first (in a directory of 1,000 files, 1,000 lookups
 /// through every pack index, the largest cost of a request on a large repository): the
 /// entries are what the tree held plus blobs hyperion just wrote, at paths validated when
-/// the request was (see `crate::request::paths`).
+/// the request was.
 pub fn write_tree(
     repo: &gix::Repository,
     editor: &mut gix::objs::tree::Editor<'_>,

@@ -21,12 +21,22 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::queue::index::Index;
 use crate::queue::settings::Settings;
-use crate::queue::store::{Artifact, Created, HistoryEntry, REQUESTS_PREFIX, Store, Transition};
+use crate::queue::store::{Created, REQUESTS_PREFIX, Store, Transition};
 use crate::request::model::{Action, ChangeRequest, DeadClass, ErrorInfo, Event, Record, Status};
+use crate::request::model::{Artifact, HistoryEntry};
 use crate::request::target::{Target, Tip};
 
 /// The longest backoff before a retry (`not_before` is at most this after the retry).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// What the worker does with a leased request, by the policy at the target's tip now.
+#[derive(Debug)]
+pub enum AtLease {
+    /// Go on; these checks must pass (required ones first).
+    Proceed { checks: Vec<String> },
+    /// No valid approval: back to `awaiting_approval`.
+    Hold { tiers: Vec<String>, reason: String },
+}
 
 pub struct Queue {
     store: Store,
@@ -360,7 +370,7 @@ impl Queue {
         reqs: &[&ChangeRequest],
     ) -> Result<Vec<crate::request::tiers::Assessment>> {
         let repo = self.store.repo();
-        let local = crate::request::tiers::Local::load(repo, &self.settings);
+        let local = self.local_gate();
         let refused = |req: &ChangeRequest, p: crate::Problem| Error::Rejected {
             source_name: format!("{} ({})", req.id(), req.title),
             problems: vec![p],
@@ -764,8 +774,56 @@ impl Queue {
         self.apply_transition(id, tip, next, event)
     }
 
+    /// What this clone's configuration adds to every target's policy (hooks in the work tree,
+    /// approvers of last resort; see [`crate::request::tiers::Local`]).
+    pub fn local_gate(&self) -> crate::request::tiers::Local {
+        crate::request::tiers::Local::load(
+            self.store.repo(),
+            self.settings.hooks_dir.as_deref(),
+            &self.settings.approvers,
+        )
+    }
+
+    /// Judge a leased request again, as the worker must before applying it: its tiers by the
+    /// policy at the target's tip now (it may have changed since enqueue: `policy` is the one at
+    /// the tip the worker read), the approval in its chain (an `approve` by an actor allowed now,
+    /// after its last enqueue or requeue), and the checks it must pass.
+    ///
+    /// `onto` is the tree the request is about to be applied to (the target's tip, or the commit
+    /// of an earlier request of the same batch): what is there (modes, symlinks) is judged from
+    /// it, the rules from the policy at the target's tip.
+    pub fn at_lease(
+        &self,
+        policy: &crate::request::policy::Policy,
+        record: &Record,
+        req: &ChangeRequest,
+        onto: gix::ObjectId,
+    ) -> Result<AtLease> {
+        let store = &self.store;
+        let local = self.local_gate();
+        let view = crate::request::tiers::GitTree::new(store.repo(), onto);
+        let view_ref = Some(&view as &dyn crate::request::tiers::TreeView);
+        let assessment =
+            crate::request::tiers::Rules::new(policy, &local, view_ref).assess(req, view_ref);
+        if assessment.needs_approval() {
+            let tip = store
+                .tip(&record.id)?
+                .ok_or_else(|| crate::Error::NotFound(record.id.clone()))?;
+            let history = store.history(&record.id, tip)?;
+            if let Err(why) = crate::request::tiers::valid_approval(&history, &assessment) {
+                return Ok(AtLease::Hold {
+                    tiers: assessment.approval_tiers(),
+                    reason: format!("not landed: {why}"),
+                });
+            }
+        }
+        Ok(AtLease::Proceed {
+            checks: assessment.checks(req),
+        })
+    }
+
     /// A worker found no valid approval for the request it leased (see
-    /// [`crate::request::tiers::at_lease`]): it goes back to `awaiting_approval`, the attempt not
+    /// [`Queue::at_lease`]): it goes back to `awaiting_approval`, the attempt not
     /// counted, with the reason as its error (`approval.required`).
     pub fn hold(&self, id: &str, worker: &str, tiers: Vec<String>, reason: &str) -> Result<Record> {
         self.with_lease(id, worker, |q, _, r| {
@@ -1493,8 +1551,8 @@ impl Queue {
         if lease > self.settings.max_lease {
             return Err(Error::Usage(format!(
                 "a lease of {} is longer than hyperion.maxLease ({})",
-                crate::queue::settings::format_duration(lease),
-                crate::queue::settings::format_duration(self.settings.max_lease)
+                crate::duration::format(lease),
+                crate::duration::format(self.settings.max_lease)
             )));
         }
         Ok(lease)

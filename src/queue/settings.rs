@@ -96,7 +96,7 @@ pub struct Settings {
     /// How long one pre-apply hook may run.
     pub hook_timeout: Duration,
     /// Variables of the worker's environment that checks and hooks get besides the allowlist
-    /// (see [`crate::gate::untrusted::Env`]).
+    /// (see [`check_env_name`]).
     pub check_env: Vec<String>,
     pub max_rebuilds: u32,
     /// `hyperion.approvers`: who may approve when the policy names nobody.
@@ -159,7 +159,7 @@ impl Settings {
         }
         let dur = |key: &str, into: &mut Duration| -> Result<()> {
             if let Some(v) = get(key) {
-                *into = parse_duration(&v).map_err(|message| Error::Config {
+                *into = crate::duration::parse(&v).map_err(|message| Error::Config {
                     key: key.into(),
                     message,
                 })?;
@@ -183,7 +183,7 @@ impl Settings {
                 if name.is_empty() {
                     continue;
                 }
-                crate::gate::untrusted::Env::check_name(name).map_err(|message| Error::Config {
+                check_env_name(name).map_err(|message| Error::Config {
                     key: "hyperion.checkEnv".into(),
                     message,
                 })?;
@@ -213,66 +213,28 @@ impl Settings {
     }
 }
 
-/// Parse `30s`, `5m`, `1h`, `2d`, `1w`, `250ms`; a bare number means seconds.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (use e.g. 30s, 5m, 1h, 2d)"))?;
-    let per_unit: u64 = match unit.trim() {
-        "ms" => 1,
-        "" | "s" | "sec" | "secs" => 1000,
-        "m" | "min" | "mins" => 60_000,
-        "h" | "hour" | "hours" => 3_600_000,
-        "d" | "day" | "days" => 86_400_000,
-        "w" | "week" | "weeks" => 7 * 86_400_000,
-        other => {
-            return Err(format!(
-                "unknown unit '{other}' in '{s}' (use ms, s, m, h, d or w)"
-            ));
-        }
-    };
-    // Nothing hyperion measures lasts a century; anything longer is surely a typo.
-    const MAX_MS: u64 = 100 * 366 * 86_400_000;
-    match n.checked_mul(per_unit) {
-        Some(ms) if ms <= MAX_MS => Ok(Duration::from_millis(ms)),
-        _ => Err(format!("'{s}' is longer than 100 years")),
+/// Whether `name` may be passed through from the worker's environment to checks and hooks
+/// (`hyperion.checkEnv`): a plain variable name, not one that points git elsewhere
+/// ([`crate::git::command::REDIRECTS`], `GIT_CONFIG_KEY_n`, `GIT_CONFIG_VALUE_n`) nor one of
+/// hyperion's own (`HYPERION_*`, such as the token that marks a run's processes).
+pub fn check_env_name(name: &str) -> std::result::Result<(), String> {
+    let plain = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !plain {
+        return Err(format!(
+            "'{name}' is not a variable name (letters, digits and _)"
+        ));
     }
-}
-
-/// Render a duration the way `parse_duration` reads it.
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if d.subsec_millis() != 0 || s == 0 {
-        return format!("{}ms", d.as_millis());
+    let injects_config =
+        name.starts_with("GIT_CONFIG_KEY_") || name.starts_with("GIT_CONFIG_VALUE_");
+    if crate::git::command::REDIRECTS.contains(&name)
+        || injects_config
+        || name.starts_with("HYPERION_")
+    {
+        return Err(format!(
+            "'{name}' cannot be passed to checks: it would point git or hyperion elsewhere"
+        ));
     }
-    for (unit, n) in [("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)] {
-        if s.is_multiple_of(n) {
-            return format!("{}{unit}", s / n);
-        }
-    }
-    format!("{s}s")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_round_trip() {
-        for s in ["30s", "5m", "1h", "2d", "1w", "250ms"] {
-            let d = parse_duration(s).expect("valid");
-            assert_eq!(format_duration(d), s);
-        }
-        assert_eq!(
-            parse_duration("90").expect("valid"),
-            Duration::from_secs(90)
-        );
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("99999999999999w").is_err());
-        assert!(parse_duration("10000w").is_err());
-    }
+    Ok(())
 }

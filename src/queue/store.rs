@@ -16,7 +16,7 @@ use gix::refs::Target;
 use gix::refs::transaction::{Change, PreviousValue, RefEdit, RefLog};
 
 use crate::error::{Error, Result};
-use crate::request::model::{ChangeRequest, Event, Record};
+use crate::request::model::{Artifact, ChangeRequest, Event, HistoryEntry, Record};
 
 /// Refuse a repository whose refs git keeps in another format than loose files and
 /// `packed-refs` (`extensions.refStorage = reftable`): a ref hyperion wrote there would be a
@@ -39,14 +39,6 @@ fn refuse_foreign_ref_storage(repo: &gix::Repository) -> Result<()> {
 /// Where request chains live.
 pub const REQUESTS_PREFIX: &str = "refs/hyperion/requests/";
 
-/// A file stored with a transition under `artifacts/`.
-#[derive(Debug, Clone)]
-pub struct Artifact {
-    /// Name below `artifacts/`, e.g. `conflict.json` or `checks/unit.stderr`.
-    pub name: String,
-    pub data: Vec<u8>,
-}
-
 /// One transition to perform: the record it produces, the event that explains it, and the
 /// tip it must replace.
 #[derive(Debug)]
@@ -66,13 +58,6 @@ pub enum Created {
     New(ObjectId),
     /// The same submission is already stored under this id.
     Existing(ObjectId),
-}
-
-/// One commit of a chain, newest first in [`Store::history`].
-#[derive(Debug, Clone)]
-pub struct HistoryEntry {
-    pub commit: ObjectId,
-    pub event: Event,
 }
 
 pub struct Store {

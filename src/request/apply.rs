@@ -28,9 +28,9 @@ use gix::objs::tree::EntryKind;
 use serde::Serialize;
 
 use crate::error::{Error, Problem, Result};
-use crate::queue::store::Artifact;
 use crate::request::limits;
 pub use crate::request::merge::{Merged, merge_text};
+use crate::request::model::Artifact;
 use crate::request::model::ChangeRequest;
 use crate::request::patch::{self, FilePatch, Hunk};
 use crate::request::validate::Limits;

@@ -441,6 +441,21 @@ impl Event {
     }
 }
 
+/// A file stored with a transition under `artifacts/`.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// Name below `artifacts/`, e.g. `conflict.json` or `checks/unit.stderr`.
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// One commit of a chain, newest first in `Store::history`.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub commit: gix::ObjectId,
+    pub event: Event,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -390,14 +390,14 @@ impl Policy {
             ("checks.inline_allow".to_owned(), json(&self.inline_allow)),
             (
                 "checks.inline_timeout".to_owned(),
-                crate::queue::settings::format_duration(self.inline_timeout),
+                crate::duration::format(self.inline_timeout),
             ),
         ];
         for (name, def) in &self.checks {
             rows.push((format!("checks.{name}.run"), json(&def.run)));
             rows.push((
                 format!("checks.{name}.timeout"),
-                crate::queue::settings::format_duration(def.timeout),
+                crate::duration::format(def.timeout),
             ));
             if !def.env.is_empty() {
                 rows.push((format!("checks.{name}.env"), json(&def.env)));
@@ -623,7 +623,7 @@ impl Parser {
     fn duration(&mut self, (k, v): Entry<'_, '_>, what: &str) -> Option<Duration> {
         let line = self.line(v.span().start);
         let parsed = match v.get_ref() {
-            DeValue::String(s) => crate::queue::settings::parse_duration(s),
+            DeValue::String(s) => crate::duration::parse(s),
             DeValue::Integer(i) => i
                 .as_str()
                 .parse::<u64>()

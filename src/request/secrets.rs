@@ -589,7 +589,7 @@ fn redact_in_place(s: &mut String) {
 pub fn redact_transition(
     record: &mut crate::request::model::Record,
     event: &mut crate::request::model::Event,
-    artifacts: &mut [crate::queue::store::Artifact],
+    artifacts: &mut [crate::request::model::Artifact],
 ) {
     if let Some(e) = &mut record.error {
         redact_in_place(&mut e.message);

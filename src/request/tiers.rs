@@ -19,14 +19,14 @@
 //! the tier as well.
 //!
 //! This module decides nothing about state: `queue` puts a request that needs approval in
-//! `awaiting_approval` and checks approvers, and the worker asks [`at_lease`] again with the
+//! `awaiting_approval` and checks approvers, and the worker asks `Queue::at_lease` again with the
 //! policy as it is then. It never prints and never changes the repository.
 
 use std::collections::BTreeSet;
 
-use crate::error::{Problem, Result};
-use crate::queue::store::HistoryEntry;
-use crate::request::model::{Action, ChangeRequest, Operation, Record, Status};
+use crate::error::Problem;
+use crate::request::model::HistoryEntry;
+use crate::request::model::{Action, ChangeRequest, Operation, Status};
 use crate::request::policy::{Policy, Tier, TierOperation};
 
 /// The built-in tier of hyperion's own gate.
@@ -205,14 +205,18 @@ pub struct Local {
 }
 
 impl Local {
-    pub fn load(repo: &gix::Repository, settings: &crate::queue::settings::Settings) -> Local {
+    /// `hooks_dir` is `hyperion.hooksDir`, `approvers` `hyperion.approvers`.
+    pub fn load(
+        repo: &gix::Repository,
+        hooks_dir: Option<&std::path::Path>,
+        approvers: &[String],
+    ) -> Local {
         let mut gate_paths = Vec::new();
         let hooks_path = repo
             .config_snapshot()
             .string("core.hooksPath")
             .map(|v| v.to_string());
-        let dirs = settings
-            .hooks_dir
+        let dirs = hooks_dir
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
             .chain(hooks_path);
@@ -234,7 +238,7 @@ impl Local {
         }
         Local {
             gate_paths,
-            approvers: settings.approvers.clone(),
+            approvers: approvers.to_vec(),
         }
     }
 }
@@ -956,52 +960,6 @@ pub fn valid_approval(
     Err(format!(
         "its approval does not hold under the current policy: {why}"
     ))
-}
-
-/// What the worker does with a leased request, by the policy at the target's tip now.
-#[derive(Debug)]
-pub enum AtLease {
-    /// Go on; these checks must pass (required ones first).
-    Proceed { checks: Vec<String> },
-    /// No valid approval: back to `awaiting_approval`.
-    Hold { tiers: Vec<String>, reason: String },
-}
-
-/// Judge a leased request again, as the worker must before applying it: its tiers by the
-/// policy at the target's tip now (it may have changed since enqueue: `policy` is the one at
-/// the tip the worker read), the approval in its chain (an `approve` by an actor allowed now,
-/// after its last enqueue or requeue), and the checks it must pass.
-///
-/// `onto` is the tree the request is about to be applied to (the target's tip, or the commit
-/// of an earlier request of the same batch): what is there (modes, symlinks) is judged from
-/// it, the rules from the policy at the target's tip.
-pub fn at_lease(
-    queue: &crate::queue::Queue,
-    policy: &Policy,
-    record: &Record,
-    req: &ChangeRequest,
-    onto: gix::ObjectId,
-) -> Result<AtLease> {
-    let store = queue.store();
-    let local = Local::load(store.repo(), queue.settings());
-    let view = GitTree::new(store.repo(), onto);
-    let view_ref = Some(&view as &dyn TreeView);
-    let assessment = Rules::new(policy, &local, view_ref).assess(req, view_ref);
-    if assessment.needs_approval() {
-        let tip = store
-            .tip(&record.id)?
-            .ok_or_else(|| crate::Error::NotFound(record.id.clone()))?;
-        let history = store.history(&record.id, tip)?;
-        if let Err(why) = valid_approval(&history, &assessment) {
-            return Ok(AtLease::Hold {
-                tiers: assessment.approval_tiers(),
-                reason: format!("not landed: {why}"),
-            });
-        }
-    }
-    Ok(AtLease::Proceed {
-        checks: assessment.checks(req),
-    })
 }
 
 #[cfg(test)]

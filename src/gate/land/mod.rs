@@ -186,9 +186,7 @@ impl NotMoved {
             ),
             NotMoved::Busy { holder, waited } => format!(
                 "another landing onto {target} is in progress ({holder}) and did not finish within {}",
-                crate::queue::settings::format_duration(Duration::from_millis(
-                    waited.as_millis() as u64
-                ))
+                crate::duration::format(Duration::from_millis(waited.as_millis() as u64))
             ),
             NotMoved::Interrupted { message, .. } => message.clone(),
             NotMoved::Locked {

@@ -654,10 +654,10 @@ impl<'a> Checker<'a> {
                         } else if fresh && secs(length) > self.rules.max_lease.as_secs_f64() {
                             problems.push(lease_problem(format!(
                                 "{here}: a lease of {}, longer than hyperion.maxLease ({})",
-                                crate::queue::settings::format_duration(Duration::from_secs(
+                                crate::duration::format(Duration::from_secs(
                                     length.as_secs().max(0) as u64
                                 )),
-                                crate::queue::settings::format_duration(self.rules.max_lease)
+                                crate::duration::format(self.rules.max_lease)
                             )));
                         }
                         expected.lease_owner = Some(w.clone());
@@ -776,7 +776,7 @@ impl<'a> Checker<'a> {
                                     r.not_before
                                         .map(|t| t.to_string())
                                         .unwrap_or_else(|| "(never set)".into()),
-                                    crate::queue::settings::format_duration(crate::queue::MAX_BACKOFF),
+                                    crate::duration::format(crate::queue::MAX_BACKOFF),
                                     ev.at
                                 ),
                             ));

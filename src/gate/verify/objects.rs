@@ -11,7 +11,7 @@
 
 use std::io::{BufRead, BufReader, Read as _, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 
 use gix::ObjectId;
 use gix::objs::Kind;
@@ -61,11 +61,8 @@ struct Batch {
 
 impl Batch {
     fn start(git_dir: &Path, mode: &str) -> Result<Batch> {
-        // The environment is inherited on purpose: in `pre-receive`, git points
-        // GIT_OBJECT_DIRECTORY and GIT_ALTERNATE_OBJECT_DIRECTORIES at the quarantine.
-        let mut child = Command::new("git")
-            .arg("--git-dir")
-            .arg(git_dir)
+        // `at` keeps the environment: in `pre-receive`, it points git at the quarantine.
+        let mut child = crate::git::command::at(git_dir)
             .args(["cat-file", mode])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
