@@ -21,8 +21,8 @@ use std::process::{Command, Output};
 
 use gix::ObjectId;
 use hyperion::request::apply::{self, Refusal};
+use hyperion::request::limits::DEFAULT_LIMITS;
 use hyperion::request::patch;
-use hyperion::request::validate::DEFAULT_LIMITS;
 
 fn git_at(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Output {
     use std::io::Write;
@@ -652,7 +652,7 @@ fn merges_text_as_git_merge_file_does() {
 /// same codes, before anything larger than the limit is inflated, read or built.
 #[test]
 fn the_engine_holds_every_file_to_the_limits() {
-    use hyperion::request::validate::Limits;
+    use hyperion::request::limits::Limits;
     let dir = tempfile::tempdir().unwrap();
     let repo_dir = dir.path().join("repo");
     std::fs::create_dir(&repo_dir).unwrap();

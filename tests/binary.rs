@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 mod common;
 
-use hyperion::request::binary::{self, BinaryHunk, Kind};
+use hyperion::request::binary::{self, BinaryHunk, HunkKind};
 use proptest::prelude::*;
 
 /// A cap above every file here: the limits have tests of their own below.
@@ -152,8 +152,8 @@ static REPO: LazyLock<Repo> = LazyLock::new(repo);
 
 fn kind_name(h: &BinaryHunk) -> &'static str {
     match h.kind {
-        Kind::Literal => "literal",
-        Kind::Delta => "delta",
+        HunkKind::Literal => "literal",
+        HunkKind::Delta => "delta",
     }
 }
 
@@ -197,8 +197,8 @@ fn every_section_of_a_real_binary_diff_applies_both_ways() {
         );
         for h in [&patch.forward, reverse] {
             match h.kind {
-                Kind::Literal => literals += 1,
-                Kind::Delta => deltas += 1,
+                HunkKind::Literal => literals += 1,
+                HunkKind::Delta => deltas += 1,
             }
         }
     }
@@ -364,7 +364,7 @@ fn corrupt_binary_patches_name_the_line() {
 fn a_delta_against_another_file_is_a_mismatch() {
     let r = &*REPO;
     let patch = binary::parse(&section(&r.diff(true), "mid.bin"), CAP).unwrap();
-    assert_eq!(patch.forward.kind, Kind::Delta);
+    assert_eq!(patch.forward.kind, HunkKind::Delta);
     let mut old = r.blob("A", "mid.bin");
     old.push(0);
     let err = binary::apply(&patch.forward, &old, CAP).expect_err("wrong source");
@@ -378,7 +378,7 @@ fn a_delta_against_another_file_is_a_mismatch() {
     );
     // A literal ignores the old content.
     let patch = binary::parse(&section(&r.diff(true), "rewrite.bin"), CAP).unwrap();
-    assert_eq!(patch.forward.kind, Kind::Literal);
+    assert_eq!(patch.forward.kind, HunkKind::Literal);
     assert_eq!(
         binary::apply(&patch.forward, b"anything", CAP).unwrap(),
         r.blob("B", "rewrite.bin")
@@ -418,7 +418,7 @@ fn declared_sizes_are_read_without_inflating_and_match_the_blobs() {
         assert!(d[0].forward && !d[1].forward);
         assert_eq!(d[0].produces(), new, "{}", f.path());
         assert_eq!(d[1].produces(), old, "{}", f.path());
-        if d[0].kind == Kind::Delta {
+        if d[0].kind == HunkKind::Delta {
             deltas += 1;
             assert_eq!(d[0].source, Some(old), "{}", f.path());
             assert_eq!(d[0].result, Some(new), "{}", f.path());
@@ -496,7 +496,7 @@ fn a_delta_result_above_the_cap_is_refused_before_it_is_built() {
     d.push(size as u8);
     d.extend(std::iter::repeat_n([0x90, 3], 1000).flatten());
     let hunk = BinaryHunk {
-        kind: Kind::Delta,
+        kind: HunkKind::Delta,
         size: d.len(),
         data: d,
     };
@@ -511,7 +511,7 @@ fn a_delta_result_above_the_cap_is_refused_before_it_is_built() {
 #[test]
 fn a_literal_above_the_cap_is_refused_when_applied() {
     let hunk = BinaryHunk {
-        kind: Kind::Literal,
+        kind: HunkKind::Literal,
         size: 10,
         data: vec![0; 10],
     };
@@ -601,7 +601,7 @@ proptest! {
             d.push(old.len() as u8);
         }
         d.extend(data);
-        let hunk = BinaryHunk { kind: Kind::Delta, size: d.len(), data: d };
+        let hunk = BinaryHunk { kind: HunkKind::Delta, size: d.len(), data: d };
         check(binary::apply(&hunk, &old, CAP));
     }
 
@@ -616,7 +616,7 @@ proptest! {
             d[i] = b;
         }
         d.truncate(cut.index(d.len() + 1));
-        let hunk = BinaryHunk { kind: Kind::Delta, size: d.len(), data: d };
+        let hunk = BinaryHunk { kind: HunkKind::Delta, size: d.len(), data: d };
         check(binary::apply(&hunk, &DELTA.2, CAP));
     }
 }

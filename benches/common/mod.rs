@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hyperion::gate::worker::{Mode, Options, Report, Result_, Stop, Worker};
+use hyperion::gate::worker::{Disposition, Mode, Options, Report, Stop, Worker};
 use hyperion::queue::Queue;
 use hyperion::queue::store::Store;
 use hyperion::request::model::{Change, ChangeRequest, Operation, SCHEMA_V1, sha256_hex};
@@ -370,7 +370,7 @@ pub fn drain_in_process(repo: &Path, reqs: &[ChangeRequest], pause: fn()) -> Dra
     let finished = Instant::now();
     let landed = reports
         .iter()
-        .filter(|r| r.result == Result_::Landed)
+        .filter(|r| r.result == Disposition::Landed)
         .count();
     assert_eq!(
         landed,

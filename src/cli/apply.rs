@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use hyperion::gate::worker::{self, Result_, Stop, Worker};
+use hyperion::gate::worker::{self, Disposition, Stop, Worker};
 
 use super::error::{CmdResult, CommandError};
 use super::worker::print_report;
@@ -36,7 +36,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     };
     print_report(&report, ctx.json());
     match report.result {
-        Result_::Landed | Result_::Recovered | Result_::WouldLand => Ok(()),
+        Disposition::Landed | Disposition::Recovered | Disposition::WouldLand => Ok(()),
         _ => {
             let mut e = CommandError::refused(
                 report.code.as_deref().unwrap_or("apply.failed"),

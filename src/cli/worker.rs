@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hyperion::gate::worker::{self, Mode, Options, Progress, Report, Result_, Stop, Worker};
+use hyperion::gate::worker::{self, Disposition, Mode, Options, Progress, Report, Stop, Worker};
 use hyperion::queue::Filter;
 use hyperion::request::model::Status;
 
@@ -105,11 +105,11 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let mut counts = [0usize; 4];
     let mut print_and_count = |r: &Report| {
         match r.result {
-            Result_::Landed | Result_::Recovered => counts[0] += 1,
-            Result_::Dead => counts[1] += 1,
-            Result_::Retry => counts[2] += 1,
-            Result_::Released | Result_::LeaseLost | Result_::Held => counts[3] += 1,
-            Result_::WouldLand | Result_::WouldFail => {}
+            Disposition::Landed | Disposition::Recovered => counts[0] += 1,
+            Disposition::Dead => counts[1] += 1,
+            Disposition::Retry => counts[2] += 1,
+            Disposition::Released | Disposition::LeaseLost | Disposition::Held => counts[3] += 1,
+            Disposition::WouldLand | Disposition::WouldFail => {}
         }
         print(r);
     };
@@ -155,15 +155,15 @@ pub fn print_report(r: &Report, json: bool) {
         return;
     }
     let what = match r.result {
-        Result_::Landed => "landed",
-        Result_::Recovered => "recovered",
-        Result_::Dead => "dead",
-        Result_::Retry => "retry",
-        Result_::Released => "released",
-        Result_::LeaseLost => "lost",
-        Result_::Held => "held",
-        Result_::WouldLand => "would land",
-        Result_::WouldFail => "would fail",
+        Disposition::Landed => "landed",
+        Disposition::Recovered => "recovered",
+        Disposition::Dead => "dead",
+        Disposition::Retry => "retry",
+        Disposition::Released => "released",
+        Disposition::LeaseLost => "lost",
+        Disposition::Held => "held",
+        Disposition::WouldLand => "would land",
+        Disposition::WouldFail => "would fail",
     };
     let mut line = format!("{what:<10}  {}  {}", r.id, r.task_id);
     if let Some(c) = &r.commit {

@@ -12,7 +12,7 @@ use gix::objs::tree::EntryKind;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::gate::land::{self, NotMoved};
+use crate::gate::land::{self, Blocked};
 use crate::queue::Queue;
 use crate::request::apply::{Merged, merge_text};
 use crate::request::model::{Record, Status};
@@ -294,7 +294,7 @@ pub fn execute(
         Ok(()) => {}
         Err(not_moved) => {
             let message = match &not_moved {
-                NotMoved::Moved { .. } => format!(
+                Blocked::Moved { .. } => format!(
                     "{}; run the rollback again to rebuild it on the new tip",
                     not_moved.message(plan.target.name())
                 ),

@@ -17,7 +17,7 @@ mod leases;
 
 use crate::error::{Error, Result};
 use crate::gate::checks::{self, CheckCommand, CheckStatus, OutputLimit};
-use crate::gate::land::{self, NotMoved, Person};
+use crate::gate::land::{self, Blocked, Person};
 use crate::queue::{Outcome, Queue};
 use crate::request::apply::{self, FileApplied};
 use crate::request::model::Artifact;
@@ -28,7 +28,7 @@ use crate::request::target::{Target, Tip};
 /// How a request left the worker's hands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Result_ {
+pub enum Disposition {
     /// Landed on the target branch.
     Landed,
     /// Found already landed by an earlier attempt that died before recording it.
@@ -65,7 +65,7 @@ pub struct CheckSummary {
 pub struct Report {
     pub id: String,
     pub task_id: String,
-    pub result: Result_,
+    pub result: Disposition,
     /// The request's status afterwards.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
@@ -131,7 +131,7 @@ pub struct Options {
 
 /// A unique worker id: host, process and a random part.
 pub fn new_id() -> String {
-    let host = rustix_hostname();
+    let host = host_name();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -143,7 +143,7 @@ pub fn new_id() -> String {
     )
 }
 
-fn rustix_hostname() -> String {
+fn host_name() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_else(|_| "host".into());
@@ -582,7 +582,7 @@ impl<'q> Worker<'q> {
                     }
                     return Ok(());
                 }
-                Err(NotMoved::Moved { now }) if rebuilds < max_rebuilds => {
+                Err(Blocked::Moved { now }) if rebuilds < max_rebuilds => {
                     rebuilds += 1;
                     tracing::info!(target = %chain.gate.tip.target, moved_to = ?now, rebuilds, "target moved; rebuilding");
                     match self.rebuild(chain, decided)? {
@@ -638,9 +638,9 @@ impl<'q> Worker<'q> {
                     report.files = files;
                     report.checks = checks;
                     report.result = if recovered {
-                        Result_::Recovered
+                        Disposition::Recovered
                     } else {
-                        Result_::Landed
+                        Disposition::Landed
                     };
                     Some(Outcome::Applied {
                         commit: commit.to_string(),
@@ -676,8 +676,8 @@ impl<'q> Worker<'q> {
                 Verdict::Hold { tiers, reason } => {
                     let mut report = Report::new(&d.record);
                     report.result = match self.queue.hold(&d.record.id, &self.id, tiers, &reason) {
-                        Ok(_) => Result_::Held,
-                        Err(e) if lease_gone(&e) => Result_::LeaseLost,
+                        Ok(_) => Disposition::Held,
+                        Err(e) if lease_gone(&e) => Disposition::LeaseLost,
                         Err(e) => return Err(e),
                     };
                     report.status = Some(Status::AwaitingApproval);
@@ -688,7 +688,7 @@ impl<'q> Worker<'q> {
                     continue;
                 }
                 Verdict::LeaseLost => {
-                    report.result = Result_::LeaseLost;
+                    report.result = Disposition::LeaseLost;
                     report.code = Some("worker.lease_lost".into());
                     report.message = Some("the lease expired and another worker took over".into());
                     None
@@ -716,9 +716,9 @@ impl<'q> Worker<'q> {
                         report.status = Some(r.status);
                         if report.class.is_some() {
                             if r.status == Status::Dead {
-                                report.result = Result_::Dead;
+                                report.result = Disposition::Dead;
                             } else {
-                                report.result = Result_::Retry;
+                                report.result = Disposition::Retry;
                                 report.class = None;
                             }
                         }
@@ -726,7 +726,7 @@ impl<'q> Worker<'q> {
                     // Landed, but someone else holds the request now: they will find the
                     // commit by its trailer and record it.
                     Err(e) if lease_gone(&e) => {
-                        report.result = Result_::LeaseLost;
+                        report.result = Disposition::LeaseLost;
                         report.class = None;
                         if let Some(commit) = &report.commit {
                             report.code = Some("worker.lease_lost".into());
@@ -746,8 +746,8 @@ impl<'q> Worker<'q> {
     fn give_back(&self, record: &Record, reason: &str) -> Result<Report> {
         let started = Instant::now();
         let result = match self.queue.release(&record.id, &self.id) {
-            Ok(_) => Result_::Released,
-            Err(e) if lease_gone(&e) => Result_::LeaseLost,
+            Ok(_) => Disposition::Released,
+            Err(e) if lease_gone(&e) => Disposition::LeaseLost,
             Err(e) => return Err(e),
         };
         let mut report = Report::new(record);
@@ -776,7 +776,7 @@ impl<'q> Worker<'q> {
         let verdict = verdict?;
         self.queue.close_index()?;
         let mut report = Report::new(record);
-        report.result = Result_::WouldLand;
+        report.result = Disposition::WouldLand;
         report.status = Some(record.status);
         match verdict {
             Verdict::Land { files, checks, .. } => {
@@ -790,22 +790,22 @@ impl<'q> Worker<'q> {
                 checks,
                 ..
             } => {
-                report.result = Result_::WouldFail;
+                report.result = Disposition::WouldFail;
                 report.class = Some(class);
                 report.code = Some(code);
                 report.message = Some(crate::request::secrets::redact(&message).into_owned());
                 report.checks = checks;
             }
             Verdict::Release { reason } => {
-                report.result = Result_::WouldFail;
+                report.result = Disposition::WouldFail;
                 report.message = Some(reason);
             }
             Verdict::Hold { reason, .. } => {
-                report.result = Result_::WouldFail;
+                report.result = Disposition::WouldFail;
                 report.code = Some("approval.required".into());
                 report.message = Some(reason);
             }
-            Verdict::LeaseLost => report.result = Result_::WouldFail,
+            Verdict::LeaseLost => report.result = Disposition::WouldFail,
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
@@ -1223,7 +1223,7 @@ impl Report {
         Report {
             id: record.id.clone(),
             task_id: record.task_id.clone(),
-            result: Result_::Landed,
+            result: Disposition::Landed,
             status: None,
             commit: None,
             class: None,

@@ -443,3 +443,13 @@ mod tests {
         assert!(granted_soon(alone));
     }
 }
+
+/// Whether the file at `path` was last modified at least `age` ago (`false` when it cannot
+/// be told).
+pub fn is_older_than(path: &std::path::Path, age: std::time::Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e >= age)
+}

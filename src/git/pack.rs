@@ -378,7 +378,7 @@ pub fn stale_keeps(common: &Path, grace: std::time::Duration) -> Vec<PathBuf> {
             (Some(pid), Some(start)) => crate::git::os::start_time(pid) == Some(start),
             _ => false,
         };
-        if !alive && crate::git::refs::is_older_than(&path, grace) {
+        if !alive && crate::git::os::is_older_than(&path, grace) {
             out.push(path);
         }
     }

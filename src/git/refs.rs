@@ -226,7 +226,7 @@ fn take_lock<'a>(common: &'a Path, lock_path: &Path, name: &str) -> Result<Lock<
 /// Remove the lock at `lock` if it is older than `min_age`. It is first moved aside and
 /// checked again, and put back if it turns out to be a live writer's fresh lock.
 pub fn remove_stale_lock(lock: &Path, min_age: Duration) -> bool {
-    if !is_older_than(lock, min_age) {
+    if !crate::git::os::is_older_than(lock, min_age) {
         return false;
     }
     let mut aside = lock.as_os_str().to_owned();
@@ -239,7 +239,7 @@ pub fn remove_stale_lock(lock: &Path, min_age: Duration) -> bool {
     if std::fs::rename(lock, &aside).is_err() {
         return false;
     }
-    if is_older_than(&aside, min_age) {
+    if crate::git::os::is_older_than(&aside, min_age) {
         let _ = std::fs::remove_file(&aside);
         tracing::warn!(lock = %lock.display(), "removed a stale ref lock left by a dead writer");
         true
@@ -252,14 +252,6 @@ pub fn remove_stale_lock(lock: &Path, min_age: Duration) -> bool {
         }
         false
     }
-}
-
-pub(crate) fn is_older_than(path: &Path, age: Duration) -> bool {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|e| e >= age)
 }
 
 /// Where git would log an update of `name`: its reflog when one exists, or when

@@ -49,3 +49,18 @@ pub fn write_tree(
         crate::git::pack::write_object(repo, gix::objs::Kind::Tree, &buf)
     })
 }
+
+/// The blob a patch's `index` line names (full or abbreviated), if the repository has one.
+pub fn find_blob_id(repo: &gix::Repository, hex: &str) -> Option<ObjectId> {
+    if hex.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    let id = if hex.len() == 40 {
+        ObjectId::from_hex(hex.as_bytes()).ok()?
+    } else {
+        let prefix = gix::hash::Prefix::from_hex(hex).ok()?;
+        repo.objects.lookup_prefix(prefix, None).ok()??.ok()?
+    };
+    let header = repo.find_header(id).ok()?;
+    (header.kind() == gix::object::Kind::Blob).then_some(id)
+}

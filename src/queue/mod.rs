@@ -384,12 +384,12 @@ impl Queue {
             if !gates.contains_key(&target) {
                 let tip = target.resolve(repo)?.map_err(|p| refused(req, p))?;
                 let policy = tip.policy(repo)?;
-                let view = crate::request::tiers::GitTree::new(repo, tip.tree);
+                let view = crate::request::view::GitTree::new(repo, tip.tree);
                 let rules = crate::request::tiers::Rules::new(&policy, &local, Some(&view));
                 gates.insert(target.clone(), (tip, rules));
             }
             let (tip, rules) = &gates[&target];
-            let view = crate::request::tiers::GitTree::new(repo, tip.tree);
+            let view = crate::request::view::GitTree::new(repo, tip.tree);
             out.push(rules.assess(req, Some(&view)));
         }
         Ok(out)
@@ -801,8 +801,8 @@ impl Queue {
     ) -> Result<AtLease> {
         let store = &self.store;
         let local = self.local_gate();
-        let view = crate::request::tiers::GitTree::new(store.repo(), onto);
-        let view_ref = Some(&view as &dyn crate::request::tiers::TreeView);
+        let view = crate::request::view::GitTree::new(store.repo(), onto);
+        let view_ref = Some(&view as &dyn crate::request::view::TreeView);
         let assessment =
             crate::request::tiers::Rules::new(policy, &local, view_ref).assess(req, view_ref);
         if assessment.needs_approval() {
@@ -1701,9 +1701,9 @@ impl Queue {
     }
 }
 
-/// An approver's identity must be usable (see [`crate::request::tiers::identity_problem`]).
+/// An approver's identity must be usable (see [`crate::request::model::identity_problem`]).
 fn check_identity(actor: &str) -> Result<()> {
-    match crate::request::tiers::identity_problem(actor) {
+    match crate::request::model::identity_problem(actor) {
         Some(why) => Err(Error::Usage(format!(
             "'{}' is not a usable identity: {why}",
             actor.escape_debug()

@@ -143,7 +143,7 @@ impl Settings {
                 if a.is_empty() {
                     continue;
                 }
-                if let Some(why) = crate::request::tiers::identity_problem(a) {
+                if let Some(why) = crate::request::model::identity_problem(a) {
                     return Err(Error::Config {
                         key: "hyperion.approvers".into(),
                         message: format!("'{}' is not an identity: {why}", a.escape_debug()),

@@ -470,7 +470,7 @@ impl Store {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(id) = name.strip_suffix(".lock")
-                && crate::git::refs::is_older_than(&e.path(), min_age)
+                && crate::git::os::is_older_than(&e.path(), min_age)
             {
                 out.push(id.to_owned());
             }

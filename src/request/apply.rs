@@ -29,11 +29,11 @@ use serde::Serialize;
 
 use crate::error::{Error, Problem, Result};
 use crate::request::limits;
+use crate::request::limits::Limits;
 pub use crate::request::merge::{Merged, merge_text};
 use crate::request::model::Artifact;
 use crate::request::model::ChangeRequest;
 use crate::request::patch::{self, FilePatch, Hunk};
-use crate::request::validate::Limits;
 
 /// How one file was changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -331,21 +331,6 @@ fn limit(path: &str, p: Problem) -> Refusal {
     }
 }
 
-/// The blob a patch's `index` line names (full or abbreviated), if the repository has one.
-pub fn find_blob_id(repo: &gix::Repository, hex: &str) -> Option<ObjectId> {
-    if hex.bytes().all(|b| b == b'0') {
-        return None;
-    }
-    let id = if hex.len() == 40 {
-        ObjectId::from_hex(hex.as_bytes()).ok()?
-    } else {
-        let prefix = gix::hash::Prefix::from_hex(hex).ok()?;
-        repo.objects.lookup_prefix(prefix, None).ok()??.ok()?
-    };
-    let header = repo.find_header(id).ok()?;
-    (header.kind() == gix::object::Kind::Blob).then_some(id)
-}
-
 fn git_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::git(format!("{what}: {e}"))
 }
@@ -442,7 +427,7 @@ impl<'r> Engine<'r> {
         {
             return Some(cur);
         }
-        find_blob_id(self.repo, hex)
+        crate::git::tree::find_blob_id(self.repo, hex)
     }
 
     fn file(&mut self, fp: &FilePatch) -> Result<std::result::Result<FileOutcome, Refusal>> {
@@ -755,7 +740,7 @@ impl<'r> Engine<'r> {
             Err(p) => return refuse_problem(p),
         };
         let old = match current {
-            Some(e) if hunk.kind == crate::request::binary::Kind::Delta => {
+            Some(e) if hunk.kind == crate::request::binary::HunkKind::Delta => {
                 within!(self.read(&path, AT_TARGET, e.id))
             }
             _ => Vec::new(),

@@ -29,7 +29,7 @@ use crate::error::Problem;
 
 /// What a hunk's inflated data is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum HunkKind {
     /// The whole content of the result.
     Literal,
     /// A pack delta against the content the hunk applies to.
@@ -39,7 +39,7 @@ pub enum Kind {
 /// One `literal`/`delta` hunk, inflated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BinaryHunk {
-    pub kind: Kind,
+    pub kind: HunkKind,
     /// The inflated size the hunk header announces (always `data.len()`).
     pub size: usize,
     /// The inflated data.
@@ -97,7 +97,7 @@ fn too_large(what: &str, size: u64, cap: usize) -> Problem {
 /// What one hunk announces, read without inflating it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Declared {
-    pub kind: Kind,
+    pub kind: HunkKind,
     /// The size its header announces (of the file, or of the delta).
     pub size: u64,
     /// For a delta, the sizes of its source and of its result that its own header announces
@@ -114,8 +114,8 @@ impl Declared {
     /// The size of the file the hunk produces, as far as it announces it.
     pub fn produces(&self) -> u64 {
         match self.kind {
-            Kind::Literal => self.size,
-            Kind::Delta => self.result.unwrap_or(0),
+            HunkKind::Literal => self.size,
+            HunkKind::Delta => self.result.unwrap_or(0),
         }
     }
 }
@@ -174,8 +174,8 @@ pub fn declared(section: &str) -> Result<Vec<Declared>, Problem> {
             Err(_) => break,
         };
         let sizes = match h.kind {
-            Kind::Literal => None,
-            Kind::Delta => delta_sizes(&h.deflated),
+            HunkKind::Literal => None,
+            HunkKind::Delta => delta_sizes(&h.deflated),
         };
         out.push(Declared {
             kind: h.kind,
@@ -218,7 +218,7 @@ fn hunks_start(section: &str) -> Result<(Vec<&str>, usize), Problem> {
 
 /// One hunk as written: its header and its data, base85-decoded but still deflated.
 struct RawHunk {
-    kind: Kind,
+    kind: HunkKind,
     size: usize,
     header_line: usize,
     deflated: Vec<u8>,
@@ -228,8 +228,8 @@ impl RawHunk {
     fn inflate(self, cap: usize) -> Result<BinaryHunk, Problem> {
         if self.size > cap {
             let what = match self.kind {
-                Kind::Literal => "the binary file announces",
-                Kind::Delta => "the binary delta announces",
+                HunkKind::Literal => "the binary file announces",
+                HunkKind::Delta => "the binary delta announces",
             };
             return Err(too_large(what, self.size as u64, cap).line(self.header_line));
         }
@@ -253,9 +253,9 @@ fn read_hunk(lines: &[&str], i: &mut usize) -> Result<Option<RawHunk>, Problem> 
         return Ok(None);
     };
     let (kind, size) = if let Some(s) = header.strip_prefix("literal ") {
-        (Kind::Literal, s)
+        (HunkKind::Literal, s)
     } else if let Some(s) = header.strip_prefix("delta ") {
-        (Kind::Delta, s)
+        (HunkKind::Delta, s)
     } else {
         return Ok(None);
     };
@@ -397,7 +397,7 @@ fn inflate(input: &[u8], size: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Produce the new content from `old` (ignored for a [`Kind::Literal`] hunk), at most `cap`
+/// Produce the new content from `old` (ignored for a [`HunkKind::Literal`] hunk), at most `cap`
 /// bytes of it.
 ///
 /// `patch.binary_mismatch` when a delta was made against content of another size than `old`;
@@ -406,20 +406,20 @@ fn inflate(input: &[u8], size: usize) -> Result<Vec<u8>, String> {
 /// would be larger than `cap` (refused before it is built).
 pub fn apply(hunk: &BinaryHunk, old: &[u8], cap: usize) -> Result<Vec<u8>, Problem> {
     match hunk.kind {
-        Kind::Literal if hunk.data.len() > cap => Err(too_large(
+        HunkKind::Literal if hunk.data.len() > cap => Err(too_large(
             "the binary file has",
             hunk.data.len() as u64,
             cap,
         )),
-        Kind::Literal => Ok(hunk.data.clone()),
-        Kind::Delta => apply_delta(&hunk.data, old, cap),
+        HunkKind::Literal => Ok(hunk.data.clone()),
+        HunkKind::Delta => apply_delta(&hunk.data, old, cap),
     }
 }
 
 /// [`apply`], consuming the hunk: a literal's data becomes the result without a copy.
 pub fn apply_owned(hunk: BinaryHunk, old: &[u8], cap: usize) -> Result<Vec<u8>, Problem> {
     match hunk.kind {
-        Kind::Literal if hunk.data.len() <= cap => Ok(hunk.data),
+        HunkKind::Literal if hunk.data.len() <= cap => Ok(hunk.data),
         _ => apply(&hunk, old, cap),
     }
 }
@@ -538,7 +538,7 @@ fn apply_delta(d: &[u8], old: &[u8], cap: usize) -> Result<Vec<u8>, Problem> {
 mod tests {
     use super::*;
 
-    fn delta(kind: Kind, data: &[u8]) -> BinaryHunk {
+    fn delta(kind: HunkKind, data: &[u8]) -> BinaryHunk {
         BinaryHunk {
             kind,
             size: data.len(),
@@ -562,7 +562,7 @@ mod tests {
             0x80 | 0x10,
             1,
         ];
-        let out = apply(&delta(Kind::Delta, &d), b"abcde", usize::MAX).expect("applies");
+        let out = apply(&delta(HunkKind::Delta, &d), b"abcde", usize::MAX).expect("applies");
         assert_eq!(out, b"bcdxyza");
     }
 
@@ -572,7 +572,7 @@ mod tests {
         // source 0x10000 = varint 80 80 04; target the same.
         let d = [0x80, 0x80, 0x04, 0x80, 0x80, 0x04, 0x80];
         assert_eq!(
-            apply(&delta(Kind::Delta, &d), &old, usize::MAX).expect("applies"),
+            apply(&delta(HunkKind::Delta, &d), &old, usize::MAX).expect("applies"),
             old
         );
     }
@@ -580,7 +580,7 @@ mod tests {
     #[test]
     fn delta_errors() {
         let code = |d: &[u8], old: &[u8]| {
-            apply(&delta(Kind::Delta, d), old, 1 << 20)
+            apply(&delta(HunkKind::Delta, d), old, 1 << 20)
                 .expect_err("refused")
                 .code
         };

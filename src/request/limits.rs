@@ -18,7 +18,32 @@ use crate::error::Problem;
 use crate::request::binary;
 use crate::request::model::{Change, Operation};
 use crate::request::patch::FilePatch;
-use crate::request::validate::{Limits, TargetTree};
+use crate::request::view::TargetTree;
+
+/// Size limits: generous enough for real work, tight enough to stop a runaway agent. The
+/// policy's `[limits]` changes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub change_bytes: usize,
+    pub request_bytes: usize,
+    pub files: usize,
+    /// The largest file a request may change or produce (what a binary patch inflates to, a
+    /// text patch's result, the file at the target it changes).
+    pub file_bytes: usize,
+    /// The most lines of a file a text patch may change or produce.
+    pub file_lines: usize,
+    /// The files a request produces, added up.
+    pub inflated_bytes: usize,
+}
+
+pub const DEFAULT_LIMITS: Limits = Limits {
+    change_bytes: 1 << 20,
+    request_bytes: 8 << 20,
+    files: 500,
+    file_bytes: 50 << 20,
+    file_lines: 1_000_000,
+    inflated_bytes: 200 << 20,
+};
 
 pub const FILE_BYTES: &str = "limit.file_bytes";
 pub const FILE_LINES: &str = "limit.file_lines";
@@ -101,7 +126,7 @@ pub fn change_problems(
                         .line(line),
                 );
             }
-            if h.kind == binary::Kind::Delta {
+            if h.kind == binary::HunkKind::Delta {
                 if let Some(result) = h.result.filter(|&r| r > cap) {
                     out.push(
                         file_bytes(format!("the binary delta{side} produces"), result, limits)

@@ -10,6 +10,7 @@
 //! - [`limits`]: what a request may cost (files, lines, inflated sizes).
 //! - [`policy`], [`tiers`]: the target's rules; which tiers a request falls in.
 //! - [`secrets`]: the one scanner for secrets, and redaction.
+//! - [`view`]: read-only views of the tree a request is judged against.
 //! - [`validate`]: schema, then everything that depends on the target.
 //! - [`apply`], [`merge`]: patches onto a tree, with git's 3-way fallback.
 
@@ -26,3 +27,4 @@ pub mod target;
 pub mod tiers;
 pub mod touched;
 pub mod validate;
+pub mod view;

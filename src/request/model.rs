@@ -26,7 +26,7 @@ pub struct ChangeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<Kind>,
+    pub kind: Option<ChangeKind>,
     #[serde(default = "default_priority")]
     pub priority: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,7 +69,7 @@ pub enum Operation {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub enum ChangeKind {
     Feature,
     Bugfix,
     Refactor,
@@ -288,7 +288,7 @@ pub struct Record {
     pub title: String,
     pub priority: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<Kind>,
+    pub kind: Option<ChangeKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     pub attempts: u32,
@@ -454,6 +454,26 @@ pub struct Artifact {
 pub struct HistoryEntry {
     pub commit: gix::ObjectId,
     pub event: Event,
+}
+
+/// Why an approver identity is unusable, or `None`.
+pub fn identity_problem(identity: &str) -> Option<&'static str> {
+    let t = identity.trim();
+    if t.is_empty() {
+        Some("it is blank")
+    } else if t.chars().count() > 256 {
+        Some("it is longer than 256 characters")
+    } else if t.chars().any(char::is_control) {
+        Some("it contains control characters")
+    } else {
+        None
+    }
+}
+
+/// Whether `a` and `b` name the same identity: trimmed, ASCII case ignored (e-mail addresses
+/// are compared that way in practice).
+pub fn same_identity(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
 }
 
 #[cfg(test)]

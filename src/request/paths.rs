@@ -427,6 +427,17 @@ fn follow(
     Ok(here)
 }
 
+/// `p` as a path relative to the top of the work tree (`./` and trailing `/` dropped), if it
+/// is a safe one.
+pub fn clean_relative(p: &str) -> Option<String> {
+    let mut s = p.trim();
+    while let Some(rest) = s.strip_prefix("./") {
+        s = rest;
+    }
+    let s = s.trim_end_matches('/');
+    (unsafe_reason(s).is_none()).then(|| s.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

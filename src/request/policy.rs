@@ -13,7 +13,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 
 use crate::error::{Error, Problem, Result};
-use crate::request::validate::{DEFAULT_LIMITS, Limits};
+use crate::request::limits::{DEFAULT_LIMITS, Limits};
 
 /// Where the policy lives in the target branch's tree.
 pub const POLICY_PATH: &str = ".hyperion/policy.toml";
@@ -405,11 +405,8 @@ impl Policy {
         }
         rows.push(("checks.required".to_owned(), json(&self.required_checks)));
         rows.push(("approvals.approvers".to_owned(), json(&self.approvers)));
-        for tier in crate::request::tiers::effective(self) {
-            rows.push((
-                format!("tiers.{}", tier.name),
-                crate::request::tiers::describe(&tier),
-            ));
+        for tier in effective(self) {
+            rows.push((format!("tiers.{}", tier.name), describe(&tier)));
         }
         let active: Vec<&str> = BUILTIN_SECRETS
             .iter()
@@ -762,7 +759,7 @@ impl Parser {
             return None;
         }
         for a in &list {
-            if crate::request::tiers::identity_problem(a).is_some() {
+            if crate::request::model::identity_problem(a).is_some() {
                 self.invalid(
                     line,
                     format!(
@@ -913,7 +910,7 @@ impl Parser {
             );
             return None;
         }
-        if name == crate::request::tiers::GATE {
+        if name == GATE {
             self.invalid(
                 line,
                 format!(
@@ -1187,6 +1184,136 @@ fn line_starts(text: &str) -> Vec<usize> {
     std::iter::once(0)
         .chain(text.match_indices('\n').map(|(i, _)| i + 1))
         .collect()
+}
+
+/// The built-in tier of hyperion's own gate.
+pub const GATE: &str = "gate";
+/// The built-in tier of hooks, CI definitions and executable bits (replaceable).
+pub const SENSITIVE: &str = "sensitive";
+
+/// Paths of the `gate` tier, besides the check programs and the local hook directories.
+pub const GATE_PATHS: &[&str] = &[".hyperion/**"];
+
+/// Paths of the built-in `sensitive` tier: what runs on a developer's machine or in CI when a
+/// commit arrives there.
+pub const SENSITIVE_PATHS: &[&str] = &[
+    ".githooks/**",
+    ".husky/**",
+    ".lefthook/**",
+    "lefthook.yml",
+    ".lefthook.yml",
+    ".pre-commit-config.yaml",
+    ".github/workflows/**",
+    ".github/actions/**",
+    ".github/CODEOWNERS",
+    "CODEOWNERS",
+    "docs/CODEOWNERS",
+    ".gitlab-ci.yml",
+    ".gitlab/**",
+    ".circleci/**",
+    "Jenkinsfile",
+    ".travis.yml",
+    ".drone.yml",
+    ".buildkite/**",
+    "azure-pipelines.yml",
+    ".azure-pipelines/**",
+    "bitbucket-pipelines.yml",
+    ".gitmodules",
+];
+
+/// The tiers in force under `policy`: `gate`, then `sensitive` (unless the policy declares
+/// its own), then the policy's, in file order.
+pub fn effective(policy: &Policy) -> Vec<Tier> {
+    let mut out = vec![gate_tier(policy)];
+    if !policy.tiers.iter().any(|t| t.name == SENSITIVE) {
+        out.push(Tier {
+            name: SENSITIVE.to_owned(),
+            paths: SENSITIVE_PATHS.iter().map(|s| (*s).to_owned()).collect(),
+            operations: vec![TierOperation::Executable],
+            min_changed_lines: None,
+            min_files: None,
+            checks: Vec::new(),
+            approval: true,
+            approvers: Vec::new(),
+            required_checks: Vec::new(),
+            line: 0,
+        });
+    }
+    out.extend(policy.tiers.iter().cloned());
+    out
+}
+
+fn gate_tier(policy: &Policy) -> Tier {
+    let mut paths: Vec<String> = GATE_PATHS.iter().map(|s| (*s).to_owned()).collect();
+    for p in check_programs(policy) {
+        if !paths.contains(&p) {
+            paths.push(p);
+        }
+    }
+    Tier {
+        name: GATE.to_owned(),
+        paths,
+        operations: Vec::new(),
+        min_changed_lines: None,
+        min_files: None,
+        checks: Vec::new(),
+        approval: true,
+        approvers: Vec::new(),
+        required_checks: Vec::new(),
+        line: 0,
+    }
+}
+
+/// Repository paths the policy's named checks run: every word of `run` that holds a `/` and
+/// is a safe relative path (`./ci/test.sh`, `scripts/lint.py`). A request that changed one
+/// would change what its own check does.
+fn check_programs(policy: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for def in policy.checks.values() {
+        for word in &def.run {
+            if !word.contains('/') {
+                continue;
+            }
+            if let Some(p) = crate::request::paths::clean_relative(word)
+                && !out.contains(&p)
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A one-line description of a tier, for `git hyperion config`.
+pub fn describe(tier: &Tier) -> String {
+    let mut v = serde_json::Map::new();
+    if !tier.paths.is_empty() {
+        v.insert("paths".into(), tier.paths.clone().into());
+    }
+    if !tier.operations.is_empty() {
+        let ops: Vec<&str> = tier.operations.iter().map(|o| o.as_str()).collect();
+        v.insert("operations".into(), ops.into());
+    }
+    if let Some(n) = tier.min_changed_lines {
+        v.insert("min_changed_lines".into(), n.into());
+    }
+    if let Some(n) = tier.min_files {
+        v.insert("min_files".into(), n.into());
+    }
+    if !tier.checks.is_empty() {
+        v.insert("checks".into(), tier.checks.clone().into());
+    }
+    v.insert("approval".into(), tier.approval.into());
+    if !tier.approvers.is_empty() {
+        v.insert("approvers".into(), tier.approvers.clone().into());
+    }
+    if !tier.required_checks.is_empty() {
+        v.insert(
+            "required_checks".into(),
+            tier.required_checks.clone().into(),
+        );
+    }
+    serde_json::Value::Object(v).to_string()
 }
 
 #[cfg(test)]

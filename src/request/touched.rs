@@ -24,7 +24,7 @@ use crate::request::model::{Change, ChangeRequest, Operation};
 use crate::request::patch::{FilePatch, Header};
 use crate::request::paths::{self, Node};
 use crate::request::policy::Policy;
-use crate::request::validate::{TargetTree, TreeEntry};
+use crate::request::view::{TargetTree, TreeEntry};
 
 /// One path a change reads or writes, and where the request names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

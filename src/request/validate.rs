@@ -5,15 +5,16 @@
 //! checks). Every problem found is reported, not only the first, each with a stable code and
 //! the field it concerns.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
 use crate::error::Problem;
+use crate::request::limits::Limits;
 use crate::request::model::{ChangeRequest, Operation, sha256_hex};
 use crate::request::patch;
 use crate::request::policy::Policy;
+use crate::request::view::{CachedTree, TargetTree, TreeEntry};
 
 /// The schema, as shipped in `schemas/change-request.schema.json`.
 pub const SCHEMA_TEXT: &str = include_str!("../../schemas/change-request.schema.json");
@@ -240,31 +241,6 @@ fn schema_problems(value: &Value) -> Vec<Problem> {
     out
 }
 
-/// Size limits: generous enough for real work, tight enough to stop a runaway agent. The
-/// policy's `[limits]` changes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub change_bytes: usize,
-    pub request_bytes: usize,
-    pub files: usize,
-    /// The largest file a request may change or produce (what a binary patch inflates to, a
-    /// text patch's result, the file at the target it changes).
-    pub file_bytes: usize,
-    /// The most lines of a file a text patch may change or produce.
-    pub file_lines: usize,
-    /// The files a request produces, added up.
-    pub inflated_bytes: usize,
-}
-
-pub const DEFAULT_LIMITS: Limits = Limits {
-    change_bytes: 1 << 20,
-    request_bytes: 8 << 20,
-    files: 500,
-    file_bytes: 50 << 20,
-    file_lines: 1_000_000,
-    inflated_bytes: 200 << 20,
-};
-
 fn limit_problems(req: &ChangeRequest, limits: &Limits) -> Vec<Problem> {
     let mut out = Vec::new();
     if req.changes.len() > limits.files {
@@ -372,150 +348,6 @@ fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
     out
 }
 
-/// What a path is in the target tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TreeEntry {
-    File,
-    Symlink,
-    Dir,
-    Submodule,
-}
-
-/// Read access to the target branch's tree, for the checks that depend on it.
-pub trait TargetTree {
-    /// What `path` is at the target, if anything.
-    fn entry(&self, path: &str) -> Option<TreeEntry>;
-    /// The content of the blob at `path` (a file or a symlink's target).
-    fn blob(&self, path: &str) -> Option<Vec<u8>>;
-    /// The path of every symlink in the tree. Reads the whole tree: asked only about a
-    /// request that makes a symlink.
-    fn symlinks(&self) -> Vec<String>;
-    /// The size of the blob at `path`.
-    fn size(&self, path: &str) -> Option<u64> {
-        self.blob(path).map(|b| b.len() as u64)
-    }
-    /// The blob a patch's `index` line names (a full or abbreviated id), if the repository
-    /// has it and it has at most `cap` bytes.
-    fn object(&self, _id: &str, _cap: usize) -> Option<Vec<u8>> {
-        None
-    }
-}
-
-/// The target's tree as [`against_target`] reads it: each directory on a path looked up is
-/// read once, however many checks ask, and searched without being decoded. A request's checks look its paths up
-/// several times, and in a directory of thousands of files every reading of it inflated and
-/// copied the whole tree again.
-struct Target<'repo> {
-    repo: &'repo gix::Repository,
-    /// Directories by path (`""`: the root), as read (entries are found in the encoded tree,
-    /// without decoding the others); `None`: not a directory there.
-    dirs: std::cell::RefCell<HashMap<String, Option<std::rc::Rc<Vec<u8>>>>>,
-}
-
-impl<'repo> Target<'repo> {
-    fn new(repo: &'repo gix::Repository, root: Vec<u8>) -> Self {
-        let dirs = HashMap::from([(String::new(), Some(std::rc::Rc::new(root)))]);
-        Target {
-            repo,
-            dirs: std::cell::RefCell::new(dirs),
-        }
-    }
-
-    /// The encoded tree of directory `dir`, if there is one.
-    fn dir(&self, dir: &str) -> Option<std::rc::Rc<Vec<u8>>> {
-        let known = self.dirs.borrow().get(dir).cloned();
-        if let Some(known) = known {
-            return known;
-        }
-        let tree = self.find(dir).and_then(|(mode, id)| {
-            let tree = mode.is_tree().then(|| self.repo.find_tree(id).ok())??;
-            Some(std::rc::Rc::new(tree.detach().data))
-        });
-        self.dirs.borrow_mut().insert(dir.to_owned(), tree.clone());
-        tree
-    }
-
-    /// The mode and id of the entry at `path`.
-    fn find(&self, path: &str) -> Option<(gix::objs::tree::EntryMode, gix::ObjectId)> {
-        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
-        if name.is_empty() {
-            return None;
-        }
-        let dir = self.dir(parent)?;
-        gix::objs::TreeRefIter::from_bytes(&dir, self.repo.object_hash())
-            .filter_map(Result::ok)
-            .find(|e| e.filename == name.as_bytes())
-            .map(|e| (e.mode, e.oid.to_owned()))
-    }
-}
-
-impl TargetTree for Target<'_> {
-    fn entry(&self, path: &str) -> Option<TreeEntry> {
-        let (mode, _) = self.find(path)?;
-        Some(if mode.is_tree() {
-            TreeEntry::Dir
-        } else if mode.is_link() {
-            TreeEntry::Symlink
-        } else if mode.is_commit() {
-            TreeEntry::Submodule
-        } else {
-            TreeEntry::File
-        })
-    }
-
-    fn blob(&self, path: &str) -> Option<Vec<u8>> {
-        let (mode, id) = self.find(path)?;
-        if !mode.is_blob_or_symlink() {
-            return None;
-        }
-        Some(self.repo.find_object(id).ok()?.detach().data)
-    }
-
-    fn symlinks(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let Some(root) = self.dir("") else {
-            return out;
-        };
-        let mut stack = vec![(String::new(), root.as_ref().clone())];
-        while let Some((dir, data)) = stack.pop() {
-            for e in gix::objs::TreeRefIter::from_bytes(&data, self.repo.object_hash())
-                .filter_map(Result::ok)
-            {
-                let name = String::from_utf8_lossy(e.filename);
-                let path = if dir.is_empty() {
-                    name.into_owned()
-                } else {
-                    format!("{dir}/{name}")
-                };
-                if e.mode.is_link() {
-                    out.push(path);
-                } else if e.mode.is_tree()
-                    && let Ok(tree) = self.repo.find_tree(e.oid.to_owned())
-                {
-                    stack.push((path, tree.detach().data));
-                }
-            }
-        }
-        out
-    }
-
-    fn size(&self, path: &str) -> Option<u64> {
-        let (mode, id) = self.find(path)?;
-        if !mode.is_blob_or_symlink() {
-            return None;
-        }
-        Some(self.repo.find_header(id).ok()?.size())
-    }
-
-    fn object(&self, id: &str, cap: usize) -> Option<Vec<u8>> {
-        let id = crate::request::apply::find_blob_id(self.repo, id)?;
-        if self.repo.find_header(id).ok()?.size() > cap as u64 {
-            return None;
-        }
-        Some(self.repo.find_object(id).ok()?.detach().data)
-    }
-}
-
 /// Everything about a request that depends on its target and the target's policy: size
 /// limits, the paths it touches (safe, not too long, within `file_targets`, not denied, the
 /// ones its patches name agreeing with its `path`/`from`/`operation`: [`crate::request::touched`]),
@@ -537,7 +369,7 @@ pub fn against_target(
         .transpose();
     match root {
         Ok(root) => {
-            let target = root.map(|root| Target::new(repo, root));
+            let target = root.map(|root| CachedTree::new(repo, root));
             check_policy(req, policy, target.as_ref().map(|t| t as &dyn TargetTree))
         }
         Err(e) => {
@@ -933,7 +765,7 @@ const MAX_ZERO_SOURCE: usize = 16 << 20;
 /// would; failing that, its data as it is. Nothing larger than `cap` is made (the request is
 /// refused for its size then: `limit.file_bytes`).
 fn decoded(h: &crate::request::binary::BinaryHunk, base: Option<&[u8]>, cap: usize) -> Vec<u8> {
-    if h.kind == crate::request::binary::Kind::Literal {
+    if h.kind == crate::request::binary::HunkKind::Literal {
         return h.data.clone();
     }
     if let Some(b) = base
@@ -1285,7 +1117,7 @@ mod tests {
 
     #[test]
     fn a_delta_is_scanned_as_the_content_it_makes() {
-        use crate::request::binary::{BinaryHunk, Kind};
+        use crate::request::binary::{BinaryHunk, HunkKind};
         // Inserts hold at most 127 bytes each: the token spans two of them, with an
         // instruction byte between.
         let mut data = vec![0u8, 0];
@@ -1298,7 +1130,7 @@ mod tests {
         data[1] = body.len() as u8 | 0x80;
         data.insert(2, (body.len() >> 7) as u8);
         let hunk = BinaryHunk {
-            kind: Kind::Delta,
+            kind: HunkKind::Delta,
             size: data.len(),
             data: data.clone(),
         };

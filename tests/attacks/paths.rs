@@ -410,7 +410,7 @@ fn the_apply_engine_writes_no_tree_with_an_unsafe_name_even_unvalidated() {
             &repo,
             base,
             &req,
-            &hyperion::request::validate::DEFAULT_LIMITS,
+            &hyperion::request::limits::DEFAULT_LIMITS,
         )
         .unwrap()
         .expect_err("refused");

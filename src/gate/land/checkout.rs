@@ -40,7 +40,7 @@ use gix::bstr::ByteSlice;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::gate::land::NotMoved;
+use crate::gate::land::Blocked;
 use crate::git::tree::read_tip;
 use crate::queue::Finding;
 
@@ -239,7 +239,7 @@ impl<'r> Landing<'r> {
         repo: &'r gix::Repository,
         name: &str,
         holder: &Holder<'_>,
-    ) -> Result<std::result::Result<Option<Landing<'r>>, NotMoved>> {
+    ) -> Result<std::result::Result<Option<Landing<'r>>, Blocked>> {
         let marker = marker_path(repo, name);
         if checkouts(repo, name).is_empty() && !marker.exists() {
             return Ok(Ok(None));
@@ -273,8 +273,8 @@ impl<'r> Landing<'r> {
 
     /// Run git in `wt`; whether it succeeded, and its error output. Output goes to files, not
     /// pipes: a git that outlives a killed worker must not die of SIGPIPE half-way.
-    fn run(&self, wt: &Path, args: &[&str]) -> std::result::Result<(bool, String), NotMoved> {
-        let cannot = |e: std::io::Error| NotMoved::Checkout {
+    fn run(&self, wt: &Path, args: &[&str]) -> std::result::Result<(bool, String), Blocked> {
+        let cannot = |e: std::io::Error| Blocked::Checkout {
             worktree: wt.to_path_buf(),
             message: format!("cannot run git {}: {e}", args.first().unwrap_or(&"")),
         };
@@ -298,7 +298,7 @@ impl<'r> Landing<'r> {
     }
 
     /// The paths git lists (`-z --name-only` output).
-    fn names(&self, wt: &Path, args: &[&str]) -> std::result::Result<HashSet<Vec<u8>>, NotMoved> {
+    fn names(&self, wt: &Path, args: &[&str]) -> std::result::Result<HashSet<Vec<u8>>, Blocked> {
         let out = self
             .spawn(
                 crate::git::command::in_worktree(wt)
@@ -307,12 +307,12 @@ impl<'r> Landing<'r> {
                     .stderr(Stdio::piped()),
             )
             .and_then(std::process::Child::wait_with_output)
-            .map_err(|e| NotMoved::Checkout {
+            .map_err(|e| Blocked::Checkout {
                 worktree: wt.to_path_buf(),
                 message: format!("cannot run git: {e}"),
             })?;
         if !out.status.success() {
-            return Err(NotMoved::Checkout {
+            return Err(Blocked::Checkout {
                 worktree: wt.to_path_buf(),
                 message: format!(
                     "git {} failed: {}",
@@ -340,14 +340,14 @@ impl<'r> Landing<'r> {
     /// Wait a moment for a git process of the person's that holds the checkout's index
     /// (`index.lock`); then `land.worktree_locked`. The lock is never removed here: only a
     /// person can tell a git that died from one waiting for an editor.
-    fn unlocked(&self, wt: &Path) -> std::result::Result<(), NotMoved> {
+    fn unlocked(&self, wt: &Path) -> std::result::Result<(), Blocked> {
         let until = Instant::now() + INDEX_LOCK_WAIT;
         loop {
             let Some((lock, age)) = self.git_dir_of(wt).and_then(|d| index_lock(&d)) else {
                 return Ok(());
             };
             if Instant::now() >= until {
-                return Err(NotMoved::Locked {
+                return Err(Blocked::Locked {
                     worktree: wt.to_path_buf(),
                     lock,
                     age,
@@ -358,7 +358,7 @@ impl<'r> Landing<'r> {
     }
 
     /// Refresh the checkout's index (stat data only, as `git status` does).
-    fn refresh(&self, wt: &Path) -> std::result::Result<(), NotMoved> {
+    fn refresh(&self, wt: &Path) -> std::result::Result<(), Blocked> {
         self.unlocked(wt)?;
         let refresh = ["update-index", "-q", "--ignore-submodules", "--refresh"];
         if !self.run(wt, &refresh)?.0 {
@@ -376,7 +376,7 @@ impl<'r> Landing<'r> {
         wt: &Path,
         old: ObjectId,
         new: ObjectId,
-    ) -> std::result::Result<State, NotMoved> {
+    ) -> std::result::Result<State, Blocked> {
         self.refresh(wt)?;
         let (old_hex, new_hex) = (old.to_string(), new.to_string());
         let z = ["-z", "--no-renames", "--name-only"];
@@ -420,7 +420,7 @@ impl<'r> Landing<'r> {
         wt: &Path,
         from: ObjectId,
         to: ObjectId,
-    ) -> std::result::Result<(), NotMoved> {
+    ) -> std::result::Result<(), Blocked> {
         let (ok, err) = self.run(
             wt,
             &["read-tree", "-u", "-m", &from.to_string(), &to.to_string()],
@@ -430,13 +430,13 @@ impl<'r> Landing<'r> {
         }
         // git refused before it changed anything; a lock of the person's is the likely cause.
         if let Some((lock, age)) = self.git_dir_of(wt).and_then(|d| index_lock(&d)) {
-            return Err(NotMoved::Locked {
+            return Err(Blocked::Locked {
                 worktree: wt.to_path_buf(),
                 lock,
                 age,
             });
         }
-        Err(NotMoved::Checkout {
+        Err(Blocked::Checkout {
             worktree: wt.to_path_buf(),
             message: err,
         })
@@ -451,8 +451,8 @@ impl<'r> Landing<'r> {
         old: ObjectId,
         new: ObjectId,
         why: &str,
-    ) -> std::result::Result<bool, NotMoved> {
-        let interrupted = |message: String| NotMoved::Interrupted {
+    ) -> std::result::Result<bool, Blocked> {
+        let interrupted = |message: String| Blocked::Interrupted {
             worktree: Some(wt.to_path_buf()),
             message,
         };
@@ -460,7 +460,7 @@ impl<'r> Landing<'r> {
             State::AtOld => Ok(false),
             State::AtNew => match self.read_tree(wt, new, old) {
                 Ok(()) => Ok(true),
-                Err(NotMoved::Checkout { message, .. }) => Err(interrupted(format!(
+                Err(Blocked::Checkout { message, .. }) => Err(interrupted(format!(
                     "{why}; putting the checkout back was refused by git, nothing was changed: {message}"
                 ))),
                 Err(other) => Err(other),
@@ -480,7 +480,7 @@ impl<'r> Landing<'r> {
     }
 
     /// Deal with the marker of a landing whose holder died (we hold its lock now).
-    fn recover(&mut self) -> Result<std::result::Result<(), NotMoved>> {
+    fn recover(&mut self) -> Result<std::result::Result<(), Blocked>> {
         let text = match std::fs::read(&self.marker) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(())),
@@ -492,7 +492,7 @@ impl<'r> Landing<'r> {
             }
         };
         let unreadable = |why: String| {
-            Ok(Err(NotMoved::Interrupted {
+            Ok(Err(Blocked::Interrupted {
                 worktree: None,
                 message: format!(
                     "the landing marker {} {why}; landings onto this branch wait until a person has checked the checkout and removed it",
@@ -573,7 +573,7 @@ impl<'r> Landing<'r> {
         &mut self,
         old: ObjectId,
         new: ObjectId,
-    ) -> std::result::Result<(), NotMoved> {
+    ) -> std::result::Result<(), Blocked> {
         if self.checkouts.is_empty() {
             return Ok(());
         }
@@ -597,7 +597,7 @@ impl<'r> Landing<'r> {
                     )?
                     .0;
             if !clean {
-                return Err(NotMoved::Dirty {
+                return Err(Blocked::Dirty {
                     worktree: wt.clone(),
                 });
             }
@@ -612,7 +612,7 @@ impl<'r> Landing<'r> {
             started_at: jiff::Timestamp::now(),
         };
         if let Err(e) = write_atomically(&self.marker, &marker) {
-            return Err(NotMoved::Checkout {
+            return Err(Blocked::Checkout {
                 worktree: self.checkouts[0].clone(),
                 message: format!("cannot write {}: {e}", self.marker.display()),
             });
@@ -670,7 +670,7 @@ fn take_lock(
     repo: &gix::Repository,
     name: &str,
     holder: &Holder<'_>,
-) -> Result<std::result::Result<File, NotMoved>> {
+) -> Result<std::result::Result<File, Blocked>> {
     let path = lock_path(repo, name);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -690,7 +690,7 @@ fn take_lock(
             Ok(()) => break,
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 if started.elapsed() >= holder.wait {
-                    return Ok(Err(NotMoved::Busy {
+                    return Ok(Err(Blocked::Busy {
                         holder: describe_holder(&path),
                         waited: started.elapsed(),
                     }));

@@ -136,7 +136,7 @@ pub fn write_commit(
 
 /// Why the target branch did not move.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotMoved {
+pub enum Blocked {
     /// It no longer points at the commit the result was built on.
     Moved { now: Option<ObjectId> },
     /// It is checked out in a worktree with changes.
@@ -160,36 +160,36 @@ pub enum NotMoved {
     },
 }
 
-impl NotMoved {
+impl Blocked {
     pub fn code(&self) -> &'static str {
         match self {
-            NotMoved::Moved { .. } => "land.moved",
-            NotMoved::Dirty { .. } => "land.worktree_dirty",
-            NotMoved::Checkout { .. } => "land.worktree_update",
-            NotMoved::Busy { .. } => "land.busy",
-            NotMoved::Interrupted { .. } => "land.interrupted",
-            NotMoved::Locked { .. } => "land.worktree_locked",
+            Blocked::Moved { .. } => "land.moved",
+            Blocked::Dirty { .. } => "land.worktree_dirty",
+            Blocked::Checkout { .. } => "land.worktree_update",
+            Blocked::Busy { .. } => "land.busy",
+            Blocked::Interrupted { .. } => "land.interrupted",
+            Blocked::Locked { .. } => "land.worktree_locked",
         }
     }
 
     pub fn message(&self, target: &str) -> String {
         match self {
-            NotMoved::Moved { now: Some(now) } => format!("{target} moved to {now} meanwhile"),
-            NotMoved::Moved { now: None } => format!("{target} was deleted meanwhile"),
-            NotMoved::Dirty { worktree } => format!(
+            Blocked::Moved { now: Some(now) } => format!("{target} moved to {now} meanwhile"),
+            Blocked::Moved { now: None } => format!("{target} was deleted meanwhile"),
+            Blocked::Dirty { worktree } => format!(
                 "{target} is checked out in {} and that worktree has uncommitted changes",
                 worktree.display()
             ),
-            NotMoved::Checkout { worktree, message } => format!(
+            Blocked::Checkout { worktree, message } => format!(
                 "could not bring the checkout of {target} in {} along: {message}",
                 worktree.display()
             ),
-            NotMoved::Busy { holder, waited } => format!(
+            Blocked::Busy { holder, waited } => format!(
                 "another landing onto {target} is in progress ({holder}) and did not finish within {}",
                 crate::duration::format(Duration::from_millis(waited.as_millis() as u64))
             ),
-            NotMoved::Interrupted { message, .. } => message.clone(),
-            NotMoved::Locked {
+            Blocked::Interrupted { message, .. } => message.clone(),
+            Blocked::Locked {
                 worktree,
                 lock,
                 age,
@@ -203,7 +203,7 @@ impl NotMoved {
     }
 }
 
-/// What a person does about a landing that did not move the branch, by [`NotMoved::code`].
+/// What a person does about a landing that did not move the branch, by [`Blocked::code`].
 pub fn hint(code: &str) -> &'static str {
     match code {
         "land.worktree_dirty" => "commit or stash the changes in that worktree and retry",
@@ -235,13 +235,13 @@ pub fn advance(
     reflog: &str,
     who: &Person,
     holder: &Holder<'_>,
-) -> Result<std::result::Result<(), NotMoved>> {
+) -> Result<std::result::Result<(), Blocked>> {
     // A checkout brought along reads the new commits with git itself.
     crate::git::pack::persist(repo)?;
     // Moved already: say so (a checkout of the moved branch would look dirty against `old`).
     let now = read_tip(repo, name)?;
     if now != Some(old) {
-        return Ok(Err(NotMoved::Moved { now }));
+        return Ok(Err(Blocked::Moved { now }));
     }
     let mut landing = match Landing::begin(repo, name, holder)? {
         Ok(landing) => landing,
@@ -251,7 +251,7 @@ pub fn advance(
         // Under the lock: the landing this one waited for may have moved the branch.
         let now = read_tip(repo, name)?;
         if now != Some(old) {
-            return Ok(Err(NotMoved::Moved { now }));
+            return Ok(Err(Blocked::Moved { now }));
         }
         if let Err(refusal) = landing.bring_along(old, new) {
             return Ok(Err(refusal));
@@ -271,7 +271,7 @@ pub fn advance(
     );
     let failed = match result {
         Ok(Ok(())) => None,
-        Ok(Err(moved)) => Some(Ok(Err(NotMoved::Moved { now: moved.now }))),
+        Ok(Err(moved)) => Some(Ok(Err(Blocked::Moved { now: moved.now }))),
         Err(e) => Some(Err(e)),
     };
     match (failed, landing) {

@@ -24,7 +24,7 @@ pub enum Read {
     /// No such object.
     Missing,
     /// The object is of another kind than asked for.
-    Kind(Kind),
+    WrongKind(Kind),
     /// The object is larger than the caller's bound (its size).
     TooLarge(u64),
     Data(Vec<u8>),
@@ -45,7 +45,7 @@ pub trait Objects {
     fn read(&mut self, id: ObjectId, kind: Kind, max: u64) -> Result<Read> {
         Ok(match self.header(id)? {
             None => Read::Missing,
-            Some((k, _)) if k != kind => Read::Kind(k),
+            Some((k, _)) if k != kind => Read::WrongKind(k),
             Some((_, size)) if size > max => Read::TooLarge(size),
             Some(_) => Read::Data(self.content(id)?),
         })
@@ -325,7 +325,7 @@ pub fn blob(
 fn refusal(id: ObjectId, what: &str, read: &Read, max: u64) -> Refusal {
     match read {
         Read::Missing => format!("{id} does not exist"),
-        Read::Kind(k) => format!("{id} is a {k}, not {what}"),
+        Read::WrongKind(k) => format!("{id} is a {k}, not {what}"),
         Read::TooLarge(size) => format!("{id} has {size} bytes, more than the {max} allowed"),
         Read::Data(_) => unreachable!("not a refusal"),
     }
@@ -359,7 +359,7 @@ mod tests {
             );
             assert_eq!(
                 objects.read(blob, Kind::Tree, 100).expect("read"),
-                Read::Kind(Kind::Blob)
+                Read::WrongKind(Kind::Blob)
             );
             let missing =
                 ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").expect("hex");
