@@ -174,8 +174,17 @@ pub fn plan(queue: &Queue, record: &Record) -> Result<std::result::Result<Plan, 
     };
     let after = crate::git::tree::tree_of(repo, landed)?;
     let tip_tree = crate::git::tree::tree_of(repo, tip)?;
-    let mut changed = Vec::new();
-    diff_trees(repo, Some(before), Some(after), "", &mut changed)?;
+    // Every file the landing changed: (path, its entry before the landing, after it).
+    let side = |s| -> Side {
+        crate::git::tree::Change::file(s)
+            .map(|(m, id): (gix::objs::tree::EntryMode, ObjectId)| (m.kind(), id))
+    };
+    let changed: Vec<(String, Side, Side)> =
+        crate::git::tree::diff(repo, Some(before), Some(after))?
+            .into_iter()
+            .map(|c| (c.path.to_string(), side(c.old), side(c.new)))
+            .filter(|(_, before, after)| before != after)
+            .collect();
 
     let tip_root = repo
         .find_tree(tip_tree)
@@ -310,52 +319,5 @@ pub fn execute(
     Ok(Ok((revert, record)))
 }
 
+/// A file's entry on one side of a landing: its kind and blob, `None` if absent.
 type Side = Option<(EntryKind, ObjectId)>;
-
-/// Files that differ between two trees: (path, entry in `a`, entry in `b`).
-fn diff_trees(
-    repo: &gix::Repository,
-    a: Option<ObjectId>,
-    b: Option<ObjectId>,
-    prefix: &str,
-    out: &mut Vec<(String, Side, Side)>,
-) -> Result<()> {
-    use std::collections::BTreeMap;
-    let entries = |id: Option<ObjectId>| -> Result<BTreeMap<String, (EntryKind, ObjectId)>> {
-        let mut m = BTreeMap::new();
-        if let Some(id) = id {
-            let tree = repo
-                .find_tree(id)
-                .map_err(|e| Error::git(format!("cannot read tree {id}: {e}")))?;
-            let decoded = tree
-                .decode()
-                .map_err(|e| Error::git(format!("cannot decode tree {id}: {e}")))?;
-            for e in &decoded.entries {
-                m.insert(e.filename.to_string(), (e.mode.kind(), e.oid.to_owned()));
-            }
-        }
-        Ok(m)
-    };
-    let (ea, eb) = (entries(a)?, entries(b)?);
-    let mut names: Vec<&String> = ea.keys().chain(eb.keys()).collect();
-    names.sort();
-    names.dedup();
-    for name in names {
-        let (x, y) = (ea.get(name).copied(), eb.get(name).copied());
-        if x == y {
-            continue;
-        }
-        let path = format!("{prefix}{name}");
-        let tree_of =
-            |s: Option<(EntryKind, ObjectId)>| s.filter(|s| s.0 == EntryKind::Tree).map(|s| s.1);
-        let file_of = |s: Option<(EntryKind, ObjectId)>| s.filter(|s| s.0 != EntryKind::Tree);
-        if tree_of(x).is_some() || tree_of(y).is_some() {
-            diff_trees(repo, tree_of(x), tree_of(y), &format!("{path}/"), out)?;
-        }
-        let (fx, fy) = (file_of(x), file_of(y));
-        if fx != fy {
-            out.push((path, fx, fy));
-        }
-    }
-    Ok(())
-}

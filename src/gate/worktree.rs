@@ -404,8 +404,8 @@ struct Change {
     new: Option<(gix::objs::tree::EntryMode, ObjectId)>,
 }
 
-/// The non-tree paths that differ between `a` and `b`, and the directories only `b` has;
-/// `None` when a path is a directory on one side and not on the other.
+/// The non-tree paths that differ between `a` and `b`, and the directories only `b` has and
+/// only `a` has; `None` when a path is a directory on one side and not on the other.
 #[allow(clippy::type_complexity)]
 fn diff_trees(
     repo: &gix::Repository,
@@ -418,58 +418,17 @@ fn diff_trees(
         Vec<gix::bstr::BString>,
     )>,
 > {
-    use gix::bstr::{BString, ByteVec};
-    let mut changes = Vec::new();
-    let mut new_dirs = Vec::new();
-    let mut gone_dirs = Vec::new();
-    // (old tree, new tree, prefix); either side may be absent (a directory added/removed).
-    let mut stack: Vec<(Option<ObjectId>, Option<ObjectId>, BString)> =
-        vec![(Some(a), Some(b), BString::default())];
-    while let Some((old, new, prefix)) = stack.pop() {
-        let old_entries = match old {
-            Some(t) => tree_entries(repo, t)?,
-            None => Vec::new(),
-        };
-        let new_entries = match new {
-            Some(t) => tree_entries(repo, t)?,
-            None => Vec::new(),
-        };
-        let mut by_name: std::collections::BTreeMap<BString, (Option<_>, Option<_>)> =
-            std::collections::BTreeMap::new();
-        for e in old_entries {
-            by_name.entry(e.filename.clone()).or_default().0 = Some((e.mode, e.oid));
-        }
-        for e in new_entries {
-            by_name.entry(e.filename.clone()).or_default().1 = Some((e.mode, e.oid));
-        }
-        for (name, (o, n)) in by_name {
-            if o == n {
-                continue;
-            }
-            let mut path = prefix.clone();
-            if !path.is_empty() {
-                path.push_byte(b'/');
-            }
-            path.extend_from_slice(&name);
-            let o_tree = o.filter(|(m, _)| m.is_tree());
-            let n_tree = n.filter(|(m, _)| m.is_tree());
-            match (o, n) {
-                (Some((om, _)), Some((nm, _))) if om.is_tree() != nm.is_tree() => {
-                    return Ok(None);
-                }
-                _ => {}
-            }
-            if o_tree.is_some() || n_tree.is_some() {
-                if o_tree.is_none() {
-                    new_dirs.push(path.clone());
-                }
-                if n_tree.is_none() {
-                    gone_dirs.push(path.clone());
-                }
-                stack.push((o_tree.map(|t| t.1), n_tree.map(|t| t.1), path));
-            } else {
-                changes.push(Change { path, new: n });
-            }
+    let (mut changes, mut new_dirs, mut gone_dirs) = (Vec::new(), Vec::new(), Vec::new());
+    for c in crate::git::tree::diff(repo, Some(a), Some(b))? {
+        let tree = |side: Option<crate::git::tree::Entry>| side.is_some_and(|(m, _)| m.is_tree());
+        match (c.old, c.new) {
+            (Some(_), Some(_)) if tree(c.old) != tree(c.new) => return Ok(None),
+            _ if tree(c.new) => new_dirs.push(c.path),
+            _ if tree(c.old) => gone_dirs.push(c.path),
+            _ => changes.push(Change {
+                path: c.path,
+                new: c.new,
+            }),
         }
     }
     Ok(Some((changes, new_dirs, gone_dirs)))
