@@ -2,6 +2,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use hyperion::Problem;
+use hyperion::queue::{Enqueued, Queue};
 use hyperion::request::model::ChangeRequest;
 
 use super::error::{CmdResult, CommandError};
@@ -119,9 +120,13 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         Some(p) => vec![wrap(&args, p)?],
         None => load_sources(&args.sources)?,
     };
-    let mut requests = Vec::with_capacity(loaded.len());
+    let mut checked = check_targets(loaded, ctx)?;
+    if !args.dry_run && !args.force {
+        checked = refuse_archived(&ctx.queue()?, checked)?;
+    }
+    let mut requests = Vec::with_capacity(checked.len());
     let mut problems = Vec::new();
-    for (source, r) in check_targets(loaded, ctx)? {
+    for (source, r) in checked {
         match r {
             Ok(req) => requests.push((source, req)),
             Err(ps) => problems.extend(ps.into_iter().map(|p| (source.clone(), p))),
@@ -145,42 +150,92 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         return Ok(());
     }
     let queue = ctx.queue()?;
-    let (sources, reqs): (Vec<String>, Vec<ChangeRequest>) = requests.into_iter().unzip();
-    if !args.force {
-        // Archived ids: every one listed with its source and restore command.
-        let archived = queue.archived_problems(&reqs)?;
-        if !archived.is_empty() {
-            return Err(CommandError::rejected(
-                archived
-                    .into_iter()
-                    .map(|(i, p)| (sources[i].clone(), p))
-                    .collect(),
-            ));
-        }
-    }
-    let done = queue.enqueue_with(&reqs, &actor(), args.force)?;
+    let reqs: Vec<ChangeRequest> = requests.into_iter().map(|(_, r)| r).collect();
+    let done = store(&queue, &reqs, args.force)?;
     if ctx.json() {
         print_json(&done);
     } else {
         for e in &done {
             println!("{}", e.id);
-            if e.created && e.record.status == hyperion::request::model::Status::AwaitingApproval {
-                eprintln!(
-                    "note: {} awaits approval ({}); an approver runs `git hyperion approve {}`",
-                    e.id,
-                    e.record.approval_tiers.join(", "),
-                    e.id
-                );
-            }
-            if !e.created {
-                eprintln!(
-                    "note: {} was already enqueued ({}); nothing new was stored",
-                    e.id, e.record.status
-                );
-            }
+            print_notes(e);
         }
     }
     Ok(())
+}
+
+/// The notes on stderr about a stored request: it awaits approval, or it was stored before.
+pub fn print_notes(e: &Enqueued) {
+    if e.created && e.record.status == hyperion::request::model::Status::AwaitingApproval {
+        eprintln!(
+            "note: {} awaits approval ({}); an approver runs `git hyperion approve {}`",
+            e.id,
+            e.record.approval_tiers.join(", "),
+            e.id
+        );
+    }
+    if !e.created {
+        eprintln!(
+            "note: {} was already enqueued ({}); nothing new was stored",
+            e.id, e.record.status
+        );
+    }
+}
+
+/// The archived-id rule: a checked request whose id `gc` archived (and whose ref is gone) is
+/// refused with `request.archived` and the command that restores it.
+pub fn refuse_archived(queue: &Queue, checked: Vec<Checked>) -> CmdResult<Vec<Checked>> {
+    let reqs: Vec<ChangeRequest> = checked
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().cloned())
+        .collect();
+    if reqs.is_empty() {
+        return Ok(checked);
+    }
+    let mut archived = queue.archived_problems(&reqs)?.into_iter().peekable();
+    let mut i = 0;
+    Ok(checked
+        .into_iter()
+        .map(|(source, r)| match r {
+            Ok(req) => {
+                let here = i;
+                i += 1;
+                match archived.next_if(|(at, _)| *at == here) {
+                    Some((_, p)) => (source, Err(vec![p])),
+                    None => (source, Ok(req)),
+                }
+            }
+            Err(ps) => (source, Err(ps)),
+        })
+        .collect())
+}
+
+/// The stored duplicate of a request that passed the schema, if any: the same id and the
+/// same dedupe key. `ingest` and `watch` report such a request as already queued without
+/// judging it again by the target as it is now, which it may no longer fit (its change
+/// landed there); a different request under the id (a prefix collision) is not one.
+pub fn stored_duplicate(queue: &Queue, loaded: &Loaded) -> CmdResult<Option<Enqueued>> {
+    let (_, Some(req), problems) = loaded else {
+        return Ok(None);
+    };
+    if !problems.is_empty() {
+        return Ok(None);
+    }
+    let id = req.id();
+    let Some(tip) = queue.store().tip(&id)? else {
+        return Ok(None);
+    };
+    let record = queue.store().read_record(&id, tip)?;
+    Ok((record.dedupe_key == req.dedupe_key()).then_some(Enqueued {
+        id,
+        created: false,
+        record,
+    }))
+}
+
+/// Store requests that passed every check (as `enqueue` does: one batch, the actor from
+/// `HYPERION_ACTOR`); a request stored before comes back with `created: false`.
+pub fn store(queue: &Queue, reqs: &[ChangeRequest], force: bool) -> CmdResult<Vec<Enqueued>> {
+    Ok(queue.enqueue_with(reqs, &actor(), force)?)
 }
 
 /// Check every request that passed the schema against its target branch and that target's
@@ -230,27 +285,48 @@ fn wrap(args: &Args, path: &Path) -> CmdResult<Loaded> {
             .hint("binary diffs must be produced with `git diff --binary`, which is ASCII")
         })?
     };
-    let task = args.task.as_deref().unwrap_or_default();
-    let agent = args.agent.as_deref().unwrap_or_default();
-    let source = path.display().to_string();
-    let (req, problems) = match hyperion::request::patch::wrap(
-        &text,
-        task,
-        agent,
-        args.title.as_deref(),
-        &args.checks,
-    ) {
-        Ok(mut req) => {
-            if let Some(p) = args.priority {
-                req.priority = p;
-            }
-            // The wrapped request goes through the same validation as a submitted one.
-            let value = serde_json::to_value(&req).expect("a ChangeRequest serialises");
-            hyperion::request::validate::check_value(&value)
-        }
-        Err(p) => (None, vec![p.at("--patch")]),
+    let wrap = Wrap {
+        task: args.task.as_deref().unwrap_or_default(),
+        agent: args.agent.as_deref().unwrap_or_default(),
+        title: args.title.as_deref(),
+        checks: &args.checks,
+        priority: args.priority,
+        description: None,
+        target: None,
     };
-    Ok((source, req, problems))
+    Ok(wrap_text(&text, path.display().to_string(), &wrap))
+}
+
+/// What a wrapped diff becomes a request with (see [`wrap_text`]).
+pub struct Wrap<'a> {
+    pub task: &'a str,
+    pub agent: &'a str,
+    /// Default: the mail subject, else `N file(s) from AGENT`.
+    pub title: Option<&'a str>,
+    pub checks: &'a [String],
+    pub priority: Option<u8>,
+    pub description: Option<String>,
+    pub target: Option<String>,
+}
+
+/// Wrap raw diff text into a request (`hyperion::request::patch::wrap`) and put it through the same
+/// schema validation as a submitted file: what `enqueue --patch` and `ingest` submit.
+pub fn wrap_text(text: &str, source: String, w: &Wrap) -> Loaded {
+    let (req, problems) =
+        match hyperion::request::patch::wrap(text, w.task, w.agent, w.title, w.checks) {
+            Ok(mut req) => {
+                if let Some(p) = w.priority {
+                    req.priority = p;
+                }
+                req.description.clone_from(&w.description);
+                req.target.clone_from(&w.target);
+                // The wrapped request goes through the same validation as a submitted one.
+                let value = serde_json::to_value(&req).expect("a ChangeRequest serialises");
+                hyperion::request::validate::check_value(&value)
+            }
+            Err(p) => (None, vec![p.at("--patch")]),
+        };
+    (source, req, problems)
 }
 
 /// Who is acting, for the audit trail: `$HYPERION_ACTOR`, else `cli:$USER`.

@@ -142,24 +142,31 @@ impl CommandError {
             .lock()
             .write_all(hyperion::request::secrets::redact(&text).as_bytes());
         if json && !self.json_printed {
-            let doc = serde_json::json!({
-                "error": {
-                    "code": self.code,
-                    "message": self.message,
-                    "hints": self.hints,
-                    "problems": self.problems.iter().map(|(source, p)| {
-                        let mut v = serde_json::to_value(p).expect("a Problem serialises");
-                        v["source"] = source.clone().into();
-                        v
-                    }).collect::<Vec<_>>(),
-                }
-            });
-            let mut doc = doc;
-            for (name, ids) in self.lists.iter() {
-                doc["error"][*name] = serde_json::json!(ids);
-            }
-            println!("{}", hyperion::request::secrets::redact(&doc.to_string()));
+            println!(
+                "{}",
+                hyperion::request::secrets::redact(&self.document().to_string())
+            );
         }
+    }
+
+    /// The JSON error document (see docs/errors.md), not yet redacted.
+    pub fn document(&self) -> serde_json::Value {
+        let mut doc = serde_json::json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "hints": self.hints,
+                "problems": self.problems.iter().map(|(source, p)| {
+                    let mut v = serde_json::to_value(p).expect("a Problem serialises");
+                    v["source"] = source.clone().into();
+                    v
+                }).collect::<Vec<_>>(),
+            }
+        });
+        for (name, ids) in self.lists.iter() {
+            doc["error"][*name] = serde_json::json!(ids);
+        }
+        doc
     }
 }
 
