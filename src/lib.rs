@@ -6,7 +6,8 @@
 //! - [`gate`]: after the lease: the worker's pipeline, untrusted checks and hooks, check
 //!   worktrees, landing, rollback, and the verification of pushed chains.
 //! - [`queue`]: the state machine over refs: the request store, the derived index, settings,
-//!   the queue's operations, retention and repair.
+//!   the queue's operations, retention and repair, and what comes in: pushed
+//!   branches and spooled request files.
 //! - [`request`]: what a change request is and whether it may land: format, patches, paths,
 //!   limits, policy and tiers, secrets, validation, the in-memory apply engine.
 //! - [`git`]: plumbing that knows nothing of requests: ref compare-and-swap, kept packs, trees,

@@ -15,6 +15,7 @@ mod doctor;
 mod enqueue;
 mod gc;
 mod heartbeat;
+mod ingest;
 mod init;
 mod list;
 mod policy;
@@ -26,6 +27,7 @@ mod show;
 mod sweep;
 mod validate;
 mod verify_push;
+mod watch;
 mod worker;
 
 use std::path::PathBuf;
@@ -88,6 +90,8 @@ pub enum Command {
     Config(config::Args),
     Policy(policy::Args),
     Enqueue(enqueue::Args),
+    Ingest(ingest::Args),
+    Watch(watch::Args),
     Validate(validate::Args),
     List(list::Args),
     Show(show::Args),
@@ -150,6 +154,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Config(a) => config::run(a, &ctx),
         Command::Policy(a) => policy::run(a, &ctx),
         Command::Enqueue(a) => enqueue::run(a, &ctx),
+        Command::Ingest(a) => ingest::run(a, &ctx),
+        Command::Watch(a) => watch::run(a, &ctx),
         Command::Validate(a) => validate::run(a, &ctx),
         Command::List(a) => list::run(a, &ctx),
         Command::Show(a) => show::run(a, &ctx),

@@ -8,8 +8,10 @@
 
 pub mod archive;
 pub mod index;
+pub mod ingest;
 pub mod lost;
 pub mod settings;
+pub mod spool;
 pub mod store;
 
 use std::cell::{RefCell, RefMut};

@@ -76,6 +76,11 @@ pub const KEYS: &[Key] = &[
         help: "how long to wait for the index while another process holds it",
     },
     Key {
+        name: "hyperion.ingest.pattern",
+        default: crate::queue::ingest::DEFAULT_PATTERN,
+        help: "branches `ingest` turns into requests when given none (multi-valued; refs/heads/ or refs/remotes/ only)",
+    },
+    Key {
         name: "hyperion.landingWait",
         default: "10s",
         help: "how long a landing onto a checked-out branch waits for another one in progress",
@@ -102,6 +107,8 @@ pub struct Settings {
     /// `hyperion.approvers`: who may approve when the policy names nobody.
     pub approvers: Vec<String>,
     pub landing_wait: Duration,
+    /// `hyperion.ingest.pattern`: the refs `ingest` reads when given none, as full patterns.
+    pub ingest_patterns: Vec<String>,
 }
 
 impl Default for Settings {
@@ -120,6 +127,7 @@ impl Default for Settings {
             max_rebuilds: 5,
             approvers: Vec::new(),
             landing_wait: Duration::from_secs(10),
+            ingest_patterns: vec![crate::queue::ingest::DEFAULT_PATTERN.to_owned()],
         }
     }
 }
@@ -191,6 +199,24 @@ impl Settings {
                     s.check_env.push(name.to_owned());
                 }
             }
+        }
+        let patterns: Vec<String> = config
+            .plumbing()
+            .strings("hyperion.ingest.pattern")
+            .unwrap_or_default()
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        if !patterns.is_empty() {
+            s.ingest_patterns = patterns
+                .iter()
+                .map(|p| {
+                    crate::queue::ingest::parse_pattern(p).map_err(|message| Error::Config {
+                        key: "hyperion.ingest.pattern".into(),
+                        message,
+                    })
+                })
+                .collect::<Result<_>>()?;
         }
         if let Some(v) = get("hyperion.maxRebuilds") {
             s.max_rebuilds = v.trim().parse().map_err(|_| Error::Config {
