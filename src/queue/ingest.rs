@@ -45,6 +45,11 @@ const DESCRIPTION_MAX: usize = 65_536;
 pub fn parse_pattern(given: &str) -> std::result::Result<String, String> {
     let shown = given.escape_debug();
     let given = given.trim();
+    if given.ends_with("HEAD") && !given.contains('/') || given == "@" {
+        return Err(format!(
+            "'{shown}' is not a branch: name the branch itself (agent/A/T, refs/heads/…)"
+        ));
+    }
     let full = if given.starts_with("refs/") {
         given.to_owned()
     } else {
