@@ -124,7 +124,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         );
     }
     if args.once && counts.rejected > 0 {
-        return Err(CommandError::refused(
+        let mut err = CommandError::refused(
             "watch.rejected",
             format!(
                 "{} file(s) were rejected and moved to {}",
@@ -132,7 +132,10 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
                 args.dir.join("rejected").display()
             ),
         )
-        .hint("each rejected file has NAME.error.json beside it with every problem"));
+        .hint("each rejected file has NAME.error.json beside it with every problem");
+        // stdout is one object per file: the problems are in them already.
+        err.json_printed = true;
+        return Err(err);
     }
     Ok(())
 }
