@@ -301,6 +301,101 @@ fn bad_branches_are_refused_and_store_nothing() {
     repo.ok(&["ingest", "agent/bad/empty"]);
 }
 
+/// Every kind of change git's diff can carry — edits, a new file, a delete, a rename with an
+/// edit, a mode change, a symlink, binary content — lands so that the target's tree is the
+/// branch's tree.
+#[test]
+fn what_lands_is_the_branch_tree() {
+    let repo = TestRepo::new();
+    let lines: String = (0..30).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(repo.path().join("old.txt"), &lines).unwrap();
+    std::fs::write(repo.path().join("gone.txt"), "bye\n").unwrap();
+    std::fs::write(repo.path().join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(repo.path().join("blob.bin"), [0u8, 1, 2, 3, 255, 0, 7]).unwrap();
+    repo.git(&["add", "."]);
+    repo.git(&["commit", "-q", "-m", "files"]);
+
+    repo.git(&["switch", "-q", "-c", "agent/k/all"]);
+    repo.git(&["mv", "old.txt", "new.txt"]);
+    let edited = lines.replace("line 15\n", "line fifteen\n");
+    std::fs::write(repo.path().join("new.txt"), edited).unwrap();
+    repo.git(&["rm", "-q", "gone.txt"]);
+    repo.git(&["update-index", "--chmod=+x", "run.sh"]);
+    std::fs::write(repo.path().join("README.md"), "hello\nagain\n").unwrap();
+    std::os::unix::fs::symlink("README.md", repo.path().join("link")).unwrap();
+    let mut bin: Vec<u8> = (0..=255u8).collect();
+    bin.extend([0u8; 64]);
+    std::fs::write(repo.path().join("blob.bin"), &bin).unwrap();
+    std::fs::write(repo.path().join("added.bin"), [9u8, 0, 9, 0]).unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "All kinds of change"]);
+    repo.git(&["switch", "-q", "main"]);
+
+    let rows = ingest(&repo, &[], 0);
+    assert_eq!(
+        row(&rows, "refs/heads/agent/k/all")["result"],
+        "queued",
+        "{rows:#?}"
+    );
+    let report = repo.ok(&["worker", "--drain"]);
+    assert!(report.starts_with("landed"), "{report}");
+    assert_eq!(
+        repo.git(&["rev-parse", "main^{tree}"]),
+        repo.git(&["rev-parse", "agent/k/all^{tree}"])
+    );
+}
+
+/// A secret in a branch — in a file, in the tip's message (which becomes the description),
+/// in the branch's name (which becomes the task) — refuses it like any request, stores
+/// nothing, and is never printed.
+#[test]
+fn secrets_in_branches_are_refused_and_not_shown() {
+    let repo = TestRepo::new();
+    const KEY: &str = "AKIAQ3EGRQ7SMPLEKEY7";
+    branch(
+        &repo,
+        "agent/s/in-file",
+        "main",
+        &[("deploy.cfg", &format!("aws_key_id = {KEY}\n"))],
+        "Deploy config",
+    );
+    branch(
+        &repo,
+        "agent/s/in-message",
+        "main",
+        &[("notes.txt", "notes\n")],
+        &format!("Notes\n\nuse {KEY} to deploy"),
+    );
+    branch(
+        &repo,
+        &format!("agent/s/{KEY}"),
+        "main",
+        &[("n.txt", "n\n")],
+        "Named",
+    );
+    let out = repo.run(&["ingest", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !stdout.contains(KEY) && !stderr.contains(KEY),
+        "{stdout}\n{stderr}"
+    );
+    let rows: Vec<Value> = serde_json::from_str::<Value>(&stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    for r in &rows {
+        assert_eq!(r["result"], "refused", "{r:#}");
+        assert!(codes(r).contains(&"secret.detected".to_owned()), "{r:#}");
+    }
+    assert_eq!(repo.hyperion_refs(), "");
+}
+
 /// The conflict is found against the target as it is now: the same branch is taken once
 /// the target no longer conflicts. (A branch that merely forked from an older target is
 /// fine: its diff is taken from the merge-base.)
