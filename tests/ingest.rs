@@ -478,6 +478,45 @@ fn patterns_stay_in_branches_and_the_setting_is_honoured() {
     assert_eq!(rows[0]["ref"], "refs/heads/bots/b");
 }
 
+/// On a server: branches pushed to a bare repository are ingested there; `--dry-run` stores
+/// nothing; `--target` takes the diff against, and names, another branch.
+#[test]
+fn pushed_branches_in_a_bare_repository() {
+    let server = TestRepo::bare();
+    let client = TestRepo::new();
+    let url = server.path().to_str().unwrap().to_owned();
+    client.git(&["branch", "-q", "release"]);
+    branch(
+        &client,
+        "agent/push/T-3",
+        "main",
+        &[("p.txt", "pushed\n")],
+        "Pushed work",
+    );
+    client.git(&["push", "-q", &url, "main", "release", "agent/push/T-3"]);
+
+    let rows = ingest(&server, &["--dry-run"], 0);
+    assert_eq!(row(&rows, "refs/heads/agent/push/T-3")["result"], "valid");
+    assert_eq!(server.hyperion_refs(), "", "a dry run stores nothing");
+
+    let rows = ingest(&server, &[], 0);
+    let r = row(&rows, "refs/heads/agent/push/T-3");
+    assert_eq!(r["result"], "queued");
+    assert!(r["record"].get("target").is_none(), "{r:#}");
+
+    let rows = ingest(&server, &["--target", "release"], 0);
+    let r = row(&rows, "refs/heads/agent/push/T-3");
+    assert_eq!(r["result"], "queued", "another target, another request");
+    assert_eq!(r["record"]["target"], "release");
+    assert_eq!(server.statuses().len(), 2);
+    server.ok(&["worker", "--drain"]);
+    assert_eq!(
+        server.git(&["show", "release:p.txt"]),
+        "pushed\n",
+        "landed on the target it names"
+    );
+}
+
 /// Remote-tracking branches (a CI clone that fetched the agents' branches) are read too,
 /// with agent and task from the name after the remote.
 #[test]
