@@ -118,7 +118,7 @@ pub fn last(queue: &Queue, target: &Target) -> Result<Option<String>> {
             .decode()
             .map_err(|e| Error::git(format!("cannot decode commit {next}: {e}")))?;
         let message = decoded.message.to_string();
-        if let Some(id) = land::trailer(&message, land::TRAILER_REQUEST)
+        if let Some(id) = crate::git::message::trailer(&message, land::TRAILER_REQUEST)
             && let Ok(details) = queue.show(id)
             && details.record.status == Status::Applied
             && details.record.landed_commit.as_deref() == Some(next.to_string().as_str())

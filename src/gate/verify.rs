@@ -264,7 +264,8 @@ fn check_note(
         Ok(c) => c,
         Err(why) => return Ok(Err(format!("is on no commit here: {why}"))),
     };
-    let Some(request) = crate::gate::land::trailer(&c.message, crate::gate::land::TRAILER_REQUEST)
+    let Some(request) =
+        crate::git::message::trailer(&c.message, crate::gate::land::TRAILER_REQUEST)
     else {
         return Ok(Err(format!(
             "is on a commit that carries no {} trailer: hyperion notes only what it landed",

@@ -6,10 +6,12 @@
 //! - [`pack`]: new objects as one kept pack, safe from git's maintenance until refs exist.
 //! - [`tree`]: a branch's tip, a commit's tree, editing and writing trees.
 //! - [`spare`]: files kept to be written again instead of deleted and created.
+//! - [`message`]: the trailers of a commit message.
 //! - [`command`]: running the `git` binary where git's own implementation is the reference.
 //! - [`os`]: every path that works only on Linux, each with its portable fallback.
 
 pub mod command;
+pub mod message;
 pub mod os;
 pub mod pack;
 pub mod refs;

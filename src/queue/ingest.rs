@@ -361,20 +361,16 @@ pub fn agent_task_from_name(refname: &str) -> (Option<String>, Option<String>) {
     }
 }
 
-/// The first value of trailer `key` in the message's last paragraph (as git reads trailers:
-/// a line of the body above it never counts).
+/// The first non-empty value of trailer `key` (see [`crate::git::message::trailers`]).
 fn trailer(message: &str, key: &str) -> Option<String> {
     trailers(message, key).into_iter().next()
 }
 
-/// Every value of trailer `key` in the message's last paragraph, in order.
+/// Every non-empty value of trailer `key`, in order.
 fn trailers(message: &str, key: &str) -> Vec<String> {
-    let body = message.trim_end();
-    let last = body.rfind("\n\n").map_or(body, |at| &body[at + 2..]);
-    last.lines()
-        .filter_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-        .map(|v| v.trim().to_owned())
+    crate::git::message::trailers(message, key)
         .filter(|v| !v.is_empty())
+        .map(str::to_owned)
         .collect()
 }
 
@@ -414,7 +410,7 @@ pub fn trial_apply(
     repo: &gix::Repository,
     tip: &Tip,
     req: &crate::request::model::ChangeRequest,
-    limits: &crate::request::validate::Limits,
+    limits: &crate::request::limits::Limits,
 ) -> Result<Option<Problem>> {
     let result = crate::request::apply::apply_request(repo, tip.tree, req, limits);
     crate::git::pack::discard(repo);

@@ -287,19 +287,6 @@ pub fn advance(
     Ok(Ok(()))
 }
 
-/// The value of `key` in the trailers of a commit message: its last paragraph, as git reads
-/// trailers. A line of the body above it never counts, so a request's description (which a
-/// landed commit carries above hyperion's trailers) cannot name another request as landed.
-pub fn trailer<'m>(message: &'m str, key: &str) -> Option<&'m str> {
-    let body = message.trim_end();
-    let last = body.rfind("\n\n").map_or(body, |at| &body[at + 2..]);
-    last.lines().find_map(|l| {
-        l.strip_prefix(key)
-            .and_then(|r| r.strip_prefix(':'))
-            .map(str::trim)
-    })
-}
-
 /// Find the commit that landed request `id` on the first-parent history of `tip`, looking no
 /// further back than commits made before `since` (the request's creation, less a margin for
 /// clocks that disagree).
@@ -323,7 +310,7 @@ pub fn find_landed(
         let decoded = commit
             .decode()
             .map_err(|e| Error::git(format!("cannot decode commit {c}: {e}")))?;
-        if trailer(&decoded.message.to_str_lossy(), key) == Some(id) {
+        if crate::git::message::trailer(&decoded.message.to_str_lossy(), key) == Some(id) {
             return Ok(Some(c));
         }
         if decoded.committer().map(|s| s.seconds()).unwrap_or(0) < horizon {
@@ -464,12 +451,15 @@ mod tests {
     fn only_the_last_paragraph_holds_trailers() {
         let key = TRAILER_REQUEST;
         assert_eq!(
-            trailer("t\n\nbody\n\nHyperion-Request: aa\nHyperion-Task: x\n", key),
+            crate::git::message::trailer(
+                "t\n\nbody\n\nHyperion-Request: aa\nHyperion-Task: x\n",
+                key
+            ),
             Some("aa")
         );
         // A description naming another request, above the real trailers.
         assert_eq!(
-            trailer(
+            crate::git::message::trailer(
                 "t\n\nHyperion-Request: bb\n\nHyperion-Request: aa\nHyperion-Task: x\n",
                 key
             ),
@@ -477,7 +467,7 @@ mod tests {
         );
         // A commit a person wrote, mentioning a request in its body.
         assert_eq!(
-            trailer("fix\n\nHyperion-Request: bb\n\nSigned-off-by: p\n", key),
+            crate::git::message::trailer("fix\n\nHyperion-Request: bb\n\nSigned-off-by: p\n", key),
             None
         );
     }
@@ -495,6 +485,9 @@ mod tests {
         }))
         .expect("a request");
         let m = message(&req, "aaaaaaaaaaaaaaaa");
-        assert_eq!(trailer(&m, TRAILER_REQUEST), Some("aaaaaaaaaaaaaaaa"));
+        assert_eq!(
+            crate::git::message::trailer(&m, TRAILER_REQUEST),
+            Some("aaaaaaaaaaaaaaaa")
+        );
     }
 }

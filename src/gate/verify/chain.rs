@@ -963,7 +963,7 @@ impl<'a> Checker<'a> {
             Ok(c) => c,
             Err(why) => return Ok(Err(why)),
         };
-        match crate::gate::land::trailer(&c.message, key) {
+        match crate::git::message::trailer(&c.message, key) {
             Some(t) if t == id => {}
             Some(other) => {
                 return Ok(Err(format!(
