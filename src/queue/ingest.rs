@@ -4,7 +4,7 @@
 //! (`git rev-parse TARGET...TIP`), and the diff between the two as git itself writes it
 //! (`git diff --binary --full-index`, every option that changes its shape pinned). What comes
 //! out is raw diff text plus the request's metadata (agent, task, title, checks) taken from the
-//! branch's name and the tip's trailers; the caller wraps it with [`crate::patch::wrap`] and
+//! branch's name and the tip's trailers; the caller wraps it with [`crate::request::patch::wrap`] and
 //! sends it down the one path every request takes (schema, target, policy, secrets, archived
 //! ids). Nothing here writes to the repository.
 //!
