@@ -386,12 +386,12 @@ impl Queue {
             if !gates.contains_key(&target) {
                 let tip = target.resolve(repo)?.map_err(|p| refused(req, p))?;
                 let policy = tip.policy(repo)?;
-                let view = crate::request::view::GitTree::new(repo, tip.tree);
+                let view = crate::request::view::CachedTree::at(repo, tip.tree);
                 let rules = crate::request::tiers::Rules::new(&policy, &local, Some(&view));
                 gates.insert(target.clone(), (tip, rules));
             }
             let (tip, rules) = &gates[&target];
-            let view = crate::request::view::GitTree::new(repo, tip.tree);
+            let view = crate::request::view::CachedTree::at(repo, tip.tree);
             out.push(rules.assess(req, Some(&view)));
         }
         Ok(out)
@@ -803,7 +803,7 @@ impl Queue {
     ) -> Result<AtLease> {
         let store = &self.store;
         let local = self.local_gate();
-        let view = crate::request::view::GitTree::new(store.repo(), onto);
+        let view = crate::request::view::CachedTree::at(store.repo(), onto);
         let view_ref = Some(&view as &dyn crate::request::view::TreeView);
         let assessment =
             crate::request::tiers::Rules::new(policy, &local, view_ref).assess(req, view_ref);

@@ -18,7 +18,7 @@ use crate::error::Problem;
 use crate::request::binary;
 use crate::request::model::{Change, Operation};
 use crate::request::patch::FilePatch;
-use crate::request::view::TargetTree;
+use crate::request::view::TreeView;
 
 /// Size limits: generous enough for real work, tight enough to stop a runaway agent. The
 /// policy's `[limits]` changes them.
@@ -106,7 +106,7 @@ pub fn change_problems(
     f: &FilePatch,
     c: &Change,
     limits: &Limits,
-    tree: Option<&dyn TargetTree>,
+    tree: Option<&dyn TreeView>,
     produced: &mut u64,
 ) -> Vec<Problem> {
     let mut out = Vec::new();

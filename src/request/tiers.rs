@@ -702,33 +702,28 @@ mod tests {
     }
 
     impl TreeView for Fake {
-        fn mode(&self, path: &str) -> Option<u32> {
-            self.0.get(path).map(|e| e.0)
+        fn entry(&self, path: &str) -> Option<crate::request::view::TreeEntry> {
+            use crate::request::view::TreeEntry;
+            Some(match self.0.get(path)?.0 {
+                0o120000 => TreeEntry::Symlink,
+                0o040000 => TreeEntry::Dir,
+                0o160000 => TreeEntry::Submodule,
+                _ => TreeEntry::File,
+            })
         }
-        fn link_target(&self, path: &str) -> Option<String> {
-            self.0
-                .get(path)
-                .filter(|e| e.0 == 0o120000)
-                .map(|e| e.1.clone())
+        fn blob(&self, path: &str) -> Option<Vec<u8>> {
+            self.0.get(path).map(|e| e.1.clone().into_bytes())
         }
-        fn links_around(&self, dir: &str, _limit: usize) -> Vec<(String, String)> {
-            let comps: Vec<&str> = dir.split('/').collect();
-            for n in 1..comps.len() {
-                let up = comps[..n].join("/");
-                if let Some(t) = self.link_target(&up) {
-                    return vec![(up, t)];
-                }
-            }
-            let mut out: Vec<(String, String)> = self
-                .0
-                .iter()
-                .filter(|(p, e)| {
-                    e.0 == 0o120000 && (*p == dir || p.starts_with(&format!("{dir}/")))
-                })
-                .map(|(p, e)| (p.clone(), e.1.clone()))
+        fn symlinks(&self) -> Vec<String> {
+            let mut out: Vec<String> = (self.0.iter())
+                .filter(|(_, e)| e.0 == 0o120000)
+                .map(|(p, _)| p.clone())
                 .collect();
             out.sort();
             out
+        }
+        fn mode(&self, path: &str) -> Option<u32> {
+            self.0.get(path).map(|e| e.0)
         }
     }
 

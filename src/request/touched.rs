@@ -24,7 +24,7 @@ use crate::request::model::{Change, ChangeRequest, Operation};
 use crate::request::patch::{FilePatch, Header};
 use crate::request::paths::{self, Node};
 use crate::request::policy::Policy;
-use crate::request::view::{TargetTree, TreeEntry};
+use crate::request::view::{TreeEntry, TreeView};
 
 /// One path a change reads or writes, and where the request names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub fn problems(
     req: &ChangeRequest,
     parsed: &[Option<Vec<FilePatch>>],
     policy: &Policy,
-    tree: Option<&dyn TargetTree>,
+    tree: Option<&dyn TreeView>,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
     for (i, pattern) in req.file_targets.iter().enumerate() {
@@ -250,7 +250,7 @@ fn prefixes(path: &str) -> impl Iterator<Item = &str> {
 /// Each operation fits what the target has (`add` a path that does not exist, `update` and
 /// `delete` one that does, `rename` from one that does to one that does not), and no path
 /// lies below a symlink, a submodule or a file there.
-fn against_tree(req: &ChangeRequest, tree: &dyn TargetTree) -> Vec<Problem> {
+fn against_tree(req: &ChangeRequest, tree: &dyn TreeView) -> Vec<Problem> {
     let mut out = Vec::new();
     for (i, c) in req.changes.iter().enumerate() {
         let field = |f: &str| format!("/changes/{i}/{f}");
@@ -328,7 +328,7 @@ enum Planned {
 /// The tree a request's symlinks are resolved in: the target's tree with the request's
 /// changes on top, as the apply engine will write it.
 struct View<'a> {
-    tree: Option<&'a dyn TargetTree>,
+    tree: Option<&'a dyn TreeView>,
     /// Paths the request changes: what it leaves there, `None` for a path it removes.
     changed: HashMap<&'a str, Option<Planned>>,
     /// Directories the request's new paths lie in.
@@ -366,7 +366,7 @@ impl View<'_> {
 /// reads from (`from`, or `path`); for a symlink, its target: the patch applied to what the
 /// target has (empty for a new file), or for a change without hunks what the target has.
 /// `Err` for a symlink given as binary data, whose target cannot be judged.
-fn planned(c: &Change, f: &FilePatch, tree: Option<&dyn TargetTree>) -> Result<Planned, ()> {
+fn planned(c: &Change, f: &FilePatch, tree: Option<&dyn TreeView>) -> Result<Planned, ()> {
     let old_path = c.from.as_deref().unwrap_or(&c.path);
     let old_entry = match c.operation {
         Operation::Add => None,
@@ -432,7 +432,7 @@ fn symlinks(
     req: &ChangeRequest,
     parsed: &[Option<Vec<FilePatch>>],
     policy: &Policy,
-    tree: Option<&dyn TargetTree>,
+    tree: Option<&dyn TreeView>,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut view = View {

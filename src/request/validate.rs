@@ -14,7 +14,7 @@ use crate::request::limits::Limits;
 use crate::request::model::{ChangeRequest, Operation, sha256_hex};
 use crate::request::patch;
 use crate::request::policy::Policy;
-use crate::request::view::{CachedTree, TargetTree, TreeEntry};
+use crate::request::view::{CachedTree, TreeEntry, TreeView};
 
 /// The schema, as shipped in `schemas/change-request.schema.json`.
 pub const SCHEMA_TEXT: &str = include_str!("../../schemas/change-request.schema.json");
@@ -370,7 +370,7 @@ pub fn against_target(
     match root {
         Ok(root) => {
             let target = root.map(|root| CachedTree::new(repo, root));
-            check_policy(req, policy, target.as_ref().map(|t| t as &dyn TargetTree))
+            check_policy(req, policy, target.as_ref().map(|t| t as &dyn TreeView))
         }
         Err(e) => {
             let mut out = check_policy(req, policy, None);
@@ -388,7 +388,7 @@ pub fn against_target(
 pub fn check_policy(
     req: &ChangeRequest,
     policy: &Policy,
-    tree: Option<&dyn TargetTree>,
+    tree: Option<&dyn TreeView>,
 ) -> Vec<Problem> {
     let mut out = limit_problems(req, &policy.limits);
     let parsed: Vec<Option<Vec<patch::FilePatch>>> = req
@@ -524,7 +524,7 @@ fn context_problems(
     f: &patch::FilePatch,
     c: &crate::request::model::Change,
     min: usize,
-    tree: Option<&dyn TargetTree>,
+    tree: Option<&dyn TreeView>,
     cap: usize,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -937,7 +937,7 @@ mod tests {
 
     /// Problems of `v` as `enqueue` finds them: the schema and semantics, then (when it
     /// passed the schema) the default policy with `tree` as the target.
-    fn all_problems(v: &Value, tree: Option<&dyn TargetTree>) -> Vec<Problem> {
+    fn all_problems(v: &Value, tree: Option<&dyn TreeView>) -> Vec<Problem> {
         let (req, mut problems) = check_value(v);
         if let Some(req) = req {
             problems.extend(check_policy(&req, &Policy::default(), tree));
@@ -1039,7 +1039,7 @@ mod tests {
     /// A target tree holding one file.
     struct OneFile(&'static str, Vec<u8>);
 
-    impl TargetTree for OneFile {
+    impl TreeView for OneFile {
         fn entry(&self, path: &str) -> Option<TreeEntry> {
             (path == self.0).then_some(TreeEntry::File)
         }

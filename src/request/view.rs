@@ -1,7 +1,7 @@
-//! Read-only views of the tree a request is judged against (the target's tip, or what the
-//! requests before it in a batch made of it): [`TargetTree`] for validation, limits and the
-//! paths a request touches, [`TreeView`] for the risk tiers. Each is a trait so that the rules
-//! can be tested against trees made up in memory.
+//! The read-only view of the tree a request is judged against (the target's tip, or what the
+//! requests before it in a batch made of it), one for every rule: validation, limits, the
+//! paths a request touches and the risk tiers all read it through [`TreeView`], which
+//! [`CachedTree`] implements over a repository and tests implement in memory.
 
 use std::collections::HashMap;
 
@@ -14,8 +14,8 @@ pub enum TreeEntry {
     Submodule,
 }
 
-/// Read access to the target branch's tree, for the checks that depend on it.
-pub trait TargetTree {
+/// Read access to the tree a request is judged against.
+pub trait TreeView {
     /// What `path` is at the target, if anything.
     fn entry(&self, path: &str) -> Option<TreeEntry>;
     /// The content of the blob at `path` (a file or a symlink's target).
@@ -31,6 +31,42 @@ pub trait TargetTree {
     /// has it and it has at most `cap` bytes.
     fn object(&self, _id: &str, _cap: usize) -> Option<Vec<u8>> {
         None
+    }
+    /// The mode of the entry at `path` (`0o100644`, `0o100755`, `0o120000`, `0o160000`,
+    /// `0o040000`), if there is one. By default from [`TreeView::entry`], which does not
+    /// tell an executable file.
+    fn mode(&self, path: &str) -> Option<u32> {
+        Some(match self.entry(path)? {
+            TreeEntry::File => 0o100644,
+            TreeEntry::Symlink => 0o120000,
+            TreeEntry::Dir => 0o040000,
+            TreeEntry::Submodule => 0o160000,
+        })
+    }
+    /// The target of the symlink at `path`, if it is one.
+    fn link_target(&self, path: &str) -> Option<String> {
+        (self.entry(path)? == TreeEntry::Symlink)
+            .then(|| self.blob(path))
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+    /// Every symlink at `dir`, at one of its ancestors, or below it (at most `limit` entries
+    /// read), with its target. By default from [`TreeView::symlinks`].
+    fn links_around(&self, dir: &str, limit: usize) -> Vec<(String, String)> {
+        let comps: Vec<&str> = dir.split('/').collect();
+        for n in 1..comps.len() {
+            let up = comps[..n].join("/");
+            if let Some(t) = self.link_target(&up) {
+                return vec![(up, t)];
+            }
+        }
+        let below = format!("{dir}/");
+        self.symlinks()
+            .into_iter()
+            .filter(|p| *p == dir || p.starts_with(&below))
+            .take(limit)
+            .filter_map(|p| self.link_target(&p).map(|t| (p, t)))
+            .collect()
     }
 }
 
@@ -51,6 +87,18 @@ impl<'repo> CachedTree<'repo> {
         CachedTree {
             repo,
             dirs: std::cell::RefCell::new(dirs),
+        }
+    }
+
+    /// The tree `root` of `repo`; a tree that cannot be read holds nothing.
+    pub fn at(repo: &'repo gix::Repository, root: gix::ObjectId) -> Self {
+        let data = repo
+            .find_tree(root)
+            .ok()
+            .map(|t| std::rc::Rc::new(t.detach().data));
+        CachedTree {
+            repo,
+            dirs: std::cell::RefCell::new(HashMap::from([(String::new(), data)])),
         }
     }
 
@@ -80,9 +128,46 @@ impl<'repo> CachedTree<'repo> {
             .find(|e| e.filename == name.as_bytes())
             .map(|e| (e.mode, e.oid.to_owned()))
     }
+
+    fn blob_text(&self, id: gix::ObjectId) -> Option<String> {
+        let blob = self.repo.find_blob(id).ok()?;
+        Some(String::from_utf8_lossy(&blob.data).into_owned())
+    }
+
+    fn walk(
+        &self,
+        dir: &str,
+        tree: gix::ObjectId,
+        budget: &mut usize,
+        out: &mut Vec<(String, String)>,
+    ) {
+        let Ok(t) = self.repo.find_tree(tree) else {
+            return;
+        };
+        let Ok(decoded) = t.decode() else { return };
+        let entries: Vec<_> = decoded
+            .entries
+            .iter()
+            .map(|e| (e.mode, e.filename.to_string(), e.oid.to_owned()))
+            .collect();
+        for (mode, name, oid) in entries {
+            if *budget == 0 {
+                return;
+            }
+            *budget -= 1;
+            let path = format!("{dir}/{name}");
+            if mode.is_link() {
+                if let Some(target) = self.blob_text(oid) {
+                    out.push((path, target));
+                }
+            } else if mode.is_tree() {
+                self.walk(&path, oid, budget, out);
+            }
+        }
+    }
 }
 
-impl TargetTree for CachedTree<'_> {
+impl TreeView for CachedTree<'_> {
     fn entry(&self, path: &str) -> Option<TreeEntry> {
         let (mode, _) = self.find(path)?;
         Some(if mode.is_tree() {
@@ -147,93 +232,13 @@ impl TargetTree for CachedTree<'_> {
         }
         Some(self.repo.find_object(id).ok()?.detach().data)
     }
-}
 
-/// Read access to the target's tree, as the tiers need it.
-pub trait TreeView {
-    /// The mode of the entry at `path` (`0o100644`, `0o100755`, `0o120000`, `0o160000`,
-    /// `0o040000`), if there is one.
-    fn mode(&self, path: &str) -> Option<u32>;
-    /// The target of the symlink at `path`, if it is one.
-    fn link_target(&self, path: &str) -> Option<String>;
-    /// Every symlink at `dir`, at one of its ancestors, or below it (at most `limit` entries
-    /// read), with its target.
-    fn links_around(&self, dir: &str, limit: usize) -> Vec<(String, String)>;
-}
-
-/// A tree of the repository, read with gix.
-pub struct GitTree<'r> {
-    repo: &'r gix::Repository,
-    root: gix::ObjectId,
-}
-
-impl<'r> GitTree<'r> {
-    pub fn new(repo: &'r gix::Repository, root: gix::ObjectId) -> GitTree<'r> {
-        GitTree { repo, root }
-    }
-
-    fn entry(&self, path: &str) -> Option<(gix::objs::tree::EntryMode, gix::ObjectId)> {
-        let tree = self.repo.find_tree(self.root).ok()?;
-        let e = tree.lookup_entry_by_path(path).ok()??;
-        Some((e.mode(), e.object_id()))
-    }
-
-    fn blob_text(&self, id: gix::ObjectId) -> Option<String> {
-        let blob = self.repo.find_blob(id).ok()?;
-        Some(String::from_utf8_lossy(&blob.data).into_owned())
-    }
-
-    fn walk(
-        &self,
-        dir: &str,
-        tree: gix::ObjectId,
-        budget: &mut usize,
-        out: &mut Vec<(String, String)>,
-    ) {
-        let Ok(t) = self.repo.find_tree(tree) else {
-            return;
-        };
-        let Ok(decoded) = t.decode() else { return };
-        let entries: Vec<_> = decoded
-            .entries
-            .iter()
-            .map(|e| (e.mode, e.filename.to_string(), e.oid.to_owned()))
-            .collect();
-        for (mode, name, oid) in entries {
-            if *budget == 0 {
-                return;
-            }
-            *budget -= 1;
-            let path = format!("{dir}/{name}");
-            if mode.is_link() {
-                if let Some(target) = self.blob_text(oid) {
-                    out.push((path, target));
-                }
-            } else if mode.is_tree() {
-                self.walk(&path, oid, budget, out);
-            }
-        }
-    }
-}
-
-fn mode_bits(mode: gix::objs::tree::EntryMode) -> u32 {
-    use gix::objs::tree::EntryKind;
-    match mode.kind() {
-        EntryKind::Tree => 0o040000,
-        EntryKind::Blob => 0o100644,
-        EntryKind::BlobExecutable => 0o100755,
-        EntryKind::Link => 0o120000,
-        EntryKind::Commit => 0o160000,
-    }
-}
-
-impl TreeView for GitTree<'_> {
     fn mode(&self, path: &str) -> Option<u32> {
-        self.entry(path).map(|(m, _)| mode_bits(m))
+        self.find(path).map(|(m, _)| mode_bits(m))
     }
 
     fn link_target(&self, path: &str) -> Option<String> {
-        let (mode, id) = self.entry(path)?;
+        let (mode, id) = self.find(path)?;
         mode.is_link().then(|| self.blob_text(id)).flatten()
     }
 
@@ -242,7 +247,7 @@ impl TreeView for GitTree<'_> {
         let comps: Vec<&str> = dir.split('/').collect();
         for n in 1..comps.len() {
             let up = comps[..n].join("/");
-            match self.entry(&up) {
+            match self.find(&up) {
                 Some((m, id)) if m.is_link() => {
                     if let Some(t) = self.blob_text(id) {
                         out.push((up, t));
@@ -253,7 +258,7 @@ impl TreeView for GitTree<'_> {
                 _ => return out,
             }
         }
-        match self.entry(dir) {
+        match self.find(dir) {
             Some((m, id)) if m.is_link() => {
                 if let Some(t) = self.blob_text(id) {
                     out.push((dir.to_owned(), t));
@@ -266,5 +271,16 @@ impl TreeView for GitTree<'_> {
             _ => {}
         }
         out
+    }
+}
+
+fn mode_bits(mode: gix::objs::tree::EntryMode) -> u32 {
+    use gix::objs::tree::EntryKind;
+    match mode.kind() {
+        EntryKind::Tree => 0o040000,
+        EntryKind::Blob => 0o100644,
+        EntryKind::BlobExecutable => 0o100755,
+        EntryKind::Link => 0o120000,
+        EntryKind::Commit => 0o160000,
     }
 }
