@@ -26,7 +26,7 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let queue = ctx.queue()?;
-    let w = Worker::new(&queue, worker::new_id(), args.lease);
+    let w = Worker::new(queue, worker::new_id(), args.lease);
     let report = if args.dry_run {
         let (_, _, record) = queue.resolve(&args.id)?;
         w.dry_run(&record)?

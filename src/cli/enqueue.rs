@@ -122,7 +122,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     };
     let mut checked = check_targets(loaded, ctx)?;
     if !args.dry_run && !args.force {
-        checked = refuse_archived(&ctx.queue()?, checked)?;
+        checked = refuse_archived(ctx.queue()?, checked)?;
     }
     let mut requests = Vec::with_capacity(checked.len());
     let mut problems = Vec::new();
@@ -151,7 +151,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     }
     let queue = ctx.queue()?;
     let reqs: Vec<ChangeRequest> = requests.into_iter().map(|(_, r)| r).collect();
-    let done = store(&queue, &reqs, args.force)?;
+    let done = store(queue, &reqs, args.force)?;
     if ctx.json() {
         print_json(&done);
     } else {

@@ -123,7 +123,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
                     target: request_target.clone(),
                 };
                 let wrapped = enqueue::wrap_text(&b.diff, refname, &wrap);
-                if let Some(e) = enqueue::stored_duplicate(&queue, &wrapped)? {
+                if let Some(e) = enqueue::stored_duplicate(queue, &wrapped)? {
                     rows.push(Row {
                         result: "already_queued",
                         id: Some(e.id),
@@ -142,7 +142,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     // The one path of every request: schema (above), target and policy, archived ids; then
     // the in-memory apply a worker would do.
     let checked = enqueue::check_targets(loaded, ctx)?;
-    let checked = enqueue::refuse_archived(&queue, checked)?;
+    let checked = enqueue::refuse_archived(queue, checked)?;
     let trial = ctx.store()?;
     let mut accepted: Vec<(usize, ChangeRequest)> = Vec::new();
     for ((_, result), &row) in checked.into_iter().zip(&at_row) {
@@ -165,7 +165,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         }
     } else if !accepted.is_empty() {
         let reqs: Vec<ChangeRequest> = accepted.iter().map(|(_, r)| r.clone()).collect();
-        let done = enqueue::store(&queue, &reqs, false)?;
+        let done = enqueue::store(queue, &reqs, false)?;
         for ((row, _), e) in accepted.iter().zip(done) {
             let row = &mut rows[*row];
             row.result = if e.created {

@@ -118,6 +118,9 @@ pub enum Command {
 pub struct Ctx {
     pub dir: PathBuf,
     pub format: Format,
+    /// The queue, opened on first use and then shared by every step of the command (opening
+    /// the repository and reading its settings is most of a short command's cost).
+    queue: std::cell::OnceCell<Queue>,
 }
 
 impl Ctx {
@@ -133,8 +136,13 @@ impl Ctx {
         })
     }
 
-    pub fn queue(&self) -> CmdResult<Queue> {
-        Ok(Queue::open(self.store()?)?)
+    /// The repository's queue, opened once per command.
+    pub fn queue(&self) -> CmdResult<&Queue> {
+        if let Some(q) = self.queue.get() {
+            return Ok(q);
+        }
+        let q = Queue::open(self.store()?)?;
+        Ok(self.queue.get_or_init(|| q))
     }
 }
 
@@ -148,6 +156,7 @@ pub fn run(cli: Cli) -> CmdResult {
         dir: std::env::current_dir()
             .map_err(|e| CommandError::usage(format!("no current directory: {e}")))?,
         format: cli.format,
+        queue: std::cell::OnceCell::new(),
     };
     match cli.command {
         Command::Init(a) => init::run(a, &ctx),

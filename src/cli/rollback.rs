@@ -39,7 +39,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
                 Some(name) => Target::parse(name).map_err(CommandError::from_problem)?,
                 None => queue.settings().target.clone(),
             };
-            rollback::last(&queue, &target)?.ok_or_else(|| {
+            rollback::last(queue, &target)?.ok_or_else(|| {
                 CommandError::refused(
                     "rollback.nothing",
                     format!("no applied request has landed on {target}"),
@@ -55,7 +55,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         )
         .hint(r.hint())
     };
-    let plan = rollback::plan(&queue, &record)?.map_err(refuse)?;
+    let plan = rollback::plan(queue, &record)?.map_err(refuse)?;
     if args.dry_run {
         if ctx.json() {
             print_json(&serde_json::json!({ "dry_run": true, "plan": plan }));
@@ -72,7 +72,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     }
     let actor = super::enqueue::actor();
     let (revert, updated) =
-        rollback::execute(&queue, &plan, &args.reason, &actor)?.map_err(refuse)?;
+        rollback::execute(queue, &plan, &args.reason, &actor)?.map_err(refuse)?;
     if ctx.json() {
         print_json(
             &serde_json::json!({ "revert": revert.to_string(), "plan": plan, "record": updated }),

@@ -23,7 +23,7 @@ pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
     std::io::stdin()
         .read_to_string(&mut lines)
         .map_err(|e| CommandError::usage(format!("could not read stdin: {e}")))?;
-    let refused = hyperion::gate::verify::check_push(&queue, &lines)?;
+    let refused = hyperion::gate::verify::check_push(queue, &lines)?;
     if ctx.json() {
         print_json(&refused);
     }

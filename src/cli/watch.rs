@@ -63,7 +63,6 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
                 .hint("give an existing directory that this user can write")
         }
     })?;
-    drop(queue);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
@@ -107,6 +106,8 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         if args.once {
             break;
         }
+        // Idle: the index goes back to whoever wants it (see `Queue::close_index`).
+        queue.close_index()?;
         spool.wait(args.interval, &stop);
     }
     if !ctx.json() {
@@ -215,16 +216,16 @@ fn submit(
     let (req, problems) = hyperion::request::validate::check_request(&bytes);
     let loaded = (name.to_owned(), req, problems);
     let queue = ctx.queue()?;
-    if let Some(e) = enqueue::stored_duplicate(&queue, &loaded)? {
+    if let Some(e) = enqueue::stored_duplicate(queue, &loaded)? {
         return Ok(Ok(e));
     }
     let checked = enqueue::check_targets(vec![loaded], ctx)?;
-    let checked = enqueue::refuse_archived(&queue, checked)?;
+    let checked = enqueue::refuse_archived(queue, checked)?;
     let (_, result) = checked.into_iter().next().expect("one result per source");
     match result {
         Err(problems) => Ok(Err(problems)),
         Ok(req) => {
-            let mut done = enqueue::store(&queue, &[req], false)?;
+            let mut done = enqueue::store(queue, &[req], false)?;
             Ok(Ok(done.remove(0)))
         }
     }

@@ -52,7 +52,7 @@ pub struct Args {
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let queue = ctx.queue()?;
     let id = args.id.clone().unwrap_or_else(worker::new_id);
-    let w = Worker::new(&queue, id.clone(), args.lease);
+    let w = Worker::new(queue, id.clone(), args.lease);
     let json = ctx.json();
     let print = |r: &Report| print_report(r, json);
 
