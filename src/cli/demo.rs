@@ -168,24 +168,26 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     // Roll the last landing back: a revert commit, the request marked rolled_back.
     if let Some(id) = hyperion::gate::rollback::last(&queue, &queue.settings().target)? {
         let (_, _, record) = queue.resolve(&id)?;
-        if let Ok(plan) = hyperion::gate::rollback::plan(&queue, &record)? {
-            match hyperion::gate::rollback::execute(
-                &queue,
-                &plan,
-                "demo: showing rollback",
-                "demo",
-            )? {
+        use hyperion::gate::rollback::{self, Error as Rollback};
+        let plan = match rollback::plan(&queue, &record) {
+            Ok(plan) => Some(plan),
+            Err(Rollback::Refused(_)) => None,
+            Err(Rollback::Failed(e)) => return Err(e.into()),
+        };
+        if let Some(plan) = plan {
+            match rollback::execute(&queue, &plan, "demo: showing rollback", "demo") {
                 Ok((revert, _)) => log.push(format!(
                     "{:<10} {:<28} -> reverted by {}",
                     "rollback",
                     id,
                     &revert.to_string()[..12]
                 )),
-                Err(r) => log.push(format!(
+                Err(Rollback::Refused(r)) => log.push(format!(
                     "{:<10} {id:<28} -> refused: {}",
                     "rollback",
                     r.message()
                 )),
+                Err(Rollback::Failed(e)) => return Err(e.into()),
             }
         }
     }

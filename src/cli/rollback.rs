@@ -48,14 +48,15 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         }
     };
     let (_, _, record) = queue.resolve(&id)?;
-    let refuse = |r: rollback::Refusal| {
-        CommandError::refused(
+    let refuse = |e: rollback::Error| match e {
+        rollback::Error::Refused(r) => CommandError::refused(
             r.code(),
             format!("cannot roll back {}: {}", record.id, r.message()),
         )
-        .hint(r.hint())
+        .hint(r.hint()),
+        rollback::Error::Failed(e) => e.into(),
     };
-    let plan = rollback::plan(queue, &record)?.map_err(refuse)?;
+    let plan = rollback::plan(queue, &record).map_err(refuse)?;
     if args.dry_run {
         if ctx.json() {
             print_json(&serde_json::json!({ "dry_run": true, "plan": plan }));
@@ -72,7 +73,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     }
     let actor = super::enqueue::actor();
     let (revert, updated) =
-        rollback::execute(queue, &plan, &args.reason, &actor)?.map_err(refuse)?;
+        rollback::execute(queue, &plan, &args.reason, &actor).map_err(refuse)?;
     if ctx.json() {
         print_json(
             &serde_json::json!({ "revert": revert.to_string(), "plan": plan, "record": updated }),

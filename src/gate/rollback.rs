@@ -11,7 +11,7 @@ use gix::ObjectId;
 use gix::objs::tree::EntryKind;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Error as Failure;
 use crate::gate::land::{self, Blocked};
 use crate::queue::Queue;
 use crate::request::apply::{Merged, merge_text};
@@ -104,8 +104,33 @@ impl Refusal {
     }
 }
 
+/// Why a rollback did not happen: refused, with a code of its own, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}", .0.message())]
+    Refused(Refusal),
+    #[error(transparent)]
+    Failed(#[from] Failure),
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        Error::Refused(r)
+    }
+}
+
+impl Error {
+    /// The stable code (docs/errors.md).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Refused(r) => r.code(),
+            Error::Failed(e) => e.code(),
+        }
+    }
+}
+
 /// The most recently landed request on `target` that is still applied.
-pub fn last(queue: &Queue, target: &Target) -> Result<Option<String>> {
+pub fn last(queue: &Queue, target: &Target) -> crate::Result<Option<String>> {
     let repo = queue.store().repo();
     let Some(mut next) = target.tip(repo)? else {
         return Ok(None);
@@ -113,10 +138,10 @@ pub fn last(queue: &Queue, target: &Target) -> Result<Option<String>> {
     for _ in 0..100_000 {
         let commit = repo
             .find_commit(next)
-            .map_err(|e| Error::git(format!("cannot read commit {next}: {e}")))?;
+            .map_err(|e| Failure::git(format!("cannot read commit {next}: {e}")))?;
         let decoded = commit
             .decode()
-            .map_err(|e| Error::git(format!("cannot decode commit {next}: {e}")))?;
+            .map_err(|e| Failure::git(format!("cannot decode commit {next}: {e}")))?;
         let message = decoded.message.to_string();
         if let Some(id) = crate::git::message::trailer(&message, land::TRAILER_REQUEST)
             && let Ok(details) = queue.show(id)
@@ -134,9 +159,9 @@ pub fn last(queue: &Queue, target: &Target) -> Result<Option<String>> {
 }
 
 /// Work out the revert of `record` on its target's current tip.
-pub fn plan(queue: &Queue, record: &Record) -> Result<std::result::Result<Plan, Refusal>> {
+pub fn plan(queue: &Queue, record: &Record) -> Result<Plan, Error> {
     if record.status != Status::Applied {
-        return Ok(Err(Refusal::NotApplied {
+        return Err(Error::Refused(Refusal::NotApplied {
             status: record.status,
         }));
     }
@@ -144,7 +169,7 @@ pub fn plan(queue: &Queue, record: &Record) -> Result<std::result::Result<Plan, 
     let target = match Target::of_request(record.target.as_deref(), &queue.settings().target) {
         Ok(t) => t,
         Err(p) => {
-            return Ok(Err(Refusal::Target {
+            return Err(Error::Refused(Refusal::Target {
                 code: p.code,
                 message: p.message,
             }));
@@ -152,22 +177,22 @@ pub fn plan(queue: &Queue, record: &Record) -> Result<std::result::Result<Plan, 
     };
     let landed_hex = record.landed_commit.clone().unwrap_or_default();
     let landed = ObjectId::from_hex(landed_hex.as_bytes())
-        .map_err(|e| Error::git(format!("bad landed commit '{landed_hex}': {e}")))?;
+        .map_err(|e| Failure::git(format!("bad landed commit '{landed_hex}': {e}")))?;
     let Some(tip) = target.tip(repo)? else {
-        return Ok(Err(Refusal::NotOnTarget {
+        return Err(Error::Refused(Refusal::NotOnTarget {
             landed: landed_hex,
             target: target.to_string(),
         }));
     };
     if !land::on_first_parent_line(repo, tip, landed)? {
-        return Ok(Err(Refusal::NotOnTarget {
+        return Err(Error::Refused(Refusal::NotOnTarget {
             landed: landed_hex,
             target: target.to_string(),
         }));
     }
     let commit = repo
         .find_commit(landed)
-        .map_err(|e| Error::git(format!("cannot read {landed}: {e}")))?;
+        .map_err(|e| Failure::git(format!("cannot read {landed}: {e}")))?;
     let before = match commit.parent_ids().next() {
         Some(p) => crate::git::tree::tree_of(repo, p.detach())?,
         None => repo.empty_tree().id,
@@ -188,16 +213,16 @@ pub fn plan(queue: &Queue, record: &Record) -> Result<std::result::Result<Plan, 
 
     let tip_root = repo
         .find_tree(tip_tree)
-        .map_err(|e| Error::git(format!("cannot read {tip_tree}: {e}")))?;
+        .map_err(|e| Failure::git(format!("cannot read {tip_tree}: {e}")))?;
     let mut editor = repo
         .edit_tree(tip_tree)
-        .map_err(|e| Error::git(format!("cannot edit {tip_tree}: {e}")))?;
+        .map_err(|e| Failure::git(format!("cannot edit {tip_tree}: {e}")))?;
     let mut conflicts = Vec::new();
     let mut files = Vec::new();
     for (path, theirs, base) in &changed {
         let ours = tip_root
             .lookup_entry_by_path(path.as_str())
-            .map_err(|e| Error::git(format!("cannot look up {path}: {e}")))?
+            .map_err(|e| Failure::git(format!("cannot look up {path}: {e}")))?
             .and_then(|e| {
                 let kind = e.mode().kind();
                 (kind != EntryKind::Tree).then(|| (kind, e.object_id()))
@@ -207,10 +232,10 @@ pub fn plan(queue: &Queue, record: &Record) -> Result<std::result::Result<Plan, 
         } else if ours == *theirs {
             continue;
         } else if let (Some(b), Some(o), Some(t)) = (base, ours, theirs) {
-            let read = |id: ObjectId| -> Result<Vec<u8>> {
+            let read = |id: ObjectId| -> crate::Result<Vec<u8>> {
                 Ok(repo
                     .find_object(id)
-                    .map_err(|e| Error::git(format!("cannot read {id}: {e}")))?
+                    .map_err(|e| Failure::git(format!("cannot read {id}: {e}")))?
                     .detach()
                     .data)
             };
@@ -233,20 +258,20 @@ pub fn plan(queue: &Queue, record: &Record) -> Result<std::result::Result<Plan, 
             Some((kind, id)) => editor.upsert(path.as_str(), kind, id),
             None => editor.remove(path.as_str()),
         }
-        .map_err(|e| Error::git(format!("cannot edit {path}: {e}")))?;
+        .map_err(|e| Failure::git(format!("cannot edit {path}: {e}")))?;
         files.push(path.clone());
     }
     if !conflicts.is_empty() {
-        return Ok(Err(Refusal::Conflict { paths: conflicts }));
+        return Err(Error::Refused(Refusal::Conflict { paths: conflicts }));
     }
     if files.is_empty() {
-        return Ok(Err(Refusal::AlreadyReverted));
+        return Err(Error::Refused(Refusal::AlreadyReverted));
     }
     let tree = editor
         .write()
-        .map_err(|e| Error::git(format!("cannot write the revert tree: {e}")))?
+        .map_err(|e| Failure::git(format!("cannot write the revert tree: {e}")))?
         .detach();
-    Ok(Ok(Plan {
+    Ok(Plan {
         id: record.id.clone(),
         title: record.title.clone(),
         target,
@@ -256,7 +281,7 @@ pub fn plan(queue: &Queue, record: &Record) -> Result<std::result::Result<Plan, 
         tree,
         tip_id: tip,
         landed_id: landed,
-    }))
+    })
 }
 
 /// Land the revert of `plan` and record `rolled_back`. Returns the revert commit.
@@ -265,7 +290,7 @@ pub fn execute(
     plan: &Plan,
     reason: &str,
     actor: &str,
-) -> Result<std::result::Result<(ObjectId, Record), Refusal>> {
+) -> Result<(ObjectId, Record), Error> {
     let repo = queue.store().repo();
     let who = land::committer(repo);
     let now = jiff::Timestamp::now();
@@ -309,14 +334,14 @@ pub fn execute(
                 ),
                 _ => not_moved.message(plan.target.name()),
             };
-            return Ok(Err(Refusal::Target {
+            return Err(Error::Refused(Refusal::Target {
                 code: not_moved.code(),
                 message,
             }));
         }
     }
     let record = queue.roll_back(&plan.id, &revert.to_string(), reason, actor)?;
-    Ok(Ok((revert, record)))
+    Ok((revert, record))
 }
 
 /// A file's entry on one side of a landing: its kind and blob, `None` if absent.
