@@ -33,7 +33,8 @@ use hyperion::queue::{Filter, Queue};
 use hyperion::request::model::ChangeRequest;
 use serde_json::json;
 
-use common::{Script, Stats, clone_bare, git, hermetic, tree_of};
+use common::hermetic::hermetic;
+use common::{Script, Stats, clone_bare, git, tree_of};
 
 /// The binary of this build (the bench profile: `target/release/git-hyperion`).
 const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
@@ -675,7 +676,7 @@ fn worker_cli(repo: &Path, scratch: &Path, reqs: &[ChangeRequest]) -> CliRun {
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(std::fs::File::create(&err_file).expect("create"));
-    hermetic(&mut cmd);
+    hermetic(&mut cmd, scratch);
     let start = Instant::now();
     let mut child = cmd.spawn().expect("the worker starts");
     let poller = (!use_time).then(|| {

@@ -21,7 +21,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Script, Stats, clone_bare, git, hermetic, ms, tree_of};
@@ -73,7 +72,8 @@ fn args() -> Args {
 /// what it printed.
 fn hyperion(repo: &Path, args: &[&str]) -> (Duration, String) {
     let t = Instant::now();
-    let out = hermetic(Command::new(BIN).current_dir(repo).args(args))
+    let out = hermetic::command(BIN, repo, repo)
+        .args(args)
         .env("HYPERION_ACTOR", "bench")
         .output()
         .expect("git-hyperion runs");
@@ -140,15 +140,17 @@ fn one_at_a_time(repo: &Path, patches: &[PathBuf], list: bool) -> Sequential {
 /// and the commit they start from.
 fn history(dir: &Path, n: usize) -> Option<(String, String, Vec<PathBuf>)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = hermetic(Command::new("git").current_dir(src).args([
-        "rev-list",
-        "--first-parent",
-        "--no-merges",
-        &format!("--max-count={}", n + 1),
-        "HEAD",
-    ]))
-    .output()
-    .ok()?;
+    let out = hermetic::git_output(
+        src,
+        &[
+            "rev-list",
+            "--first-parent",
+            "--no-merges",
+            &format!("--max-count={}", n + 1),
+            "HEAD",
+        ],
+        b"",
+    );
     let mut commits: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)
@@ -162,15 +164,11 @@ fn history(dir: &Path, n: usize) -> Option<(String, String, Vec<PathBuf>)> {
         .windows(2)
         .enumerate()
         .map(|(i, w)| {
-            let diff = hermetic(Command::new("git").current_dir(src).args([
-                "diff",
-                "--full-index",
-                "--binary",
-                &w[0],
-                &w[1],
-            ]))
-            .output()
-            .expect("git diff");
+            let diff = hermetic::git_output(
+                src,
+                &["diff", "--full-index", "--binary", &w[0], &w[1]],
+                b"",
+            );
             let p = dir.join(format!("{i:05}.diff"));
             std::fs::write(&p, diff.stdout).expect("write");
             p

@@ -39,8 +39,7 @@ fn write_dir(dir: &Path, n: usize, salt: &str) -> PathBuf {
 
 fn hyperion(dir: &Path, args: &[&str]) -> Duration {
     let t = Instant::now();
-    let out = Command::new(BIN)
-        .current_dir(dir)
+    let out = common::hermetic::command(BIN, dir, dir)
         .args(args)
         .output()
         .expect("runs");
@@ -364,22 +363,11 @@ fn validate_group() {
     for i in 0..20 {
         std::fs::write(dir.join(format!("src/f{i}.rs")), body(i, true)).expect("write");
     }
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["diff"])
-        .output()
-        .expect("git diff");
+    let diff = git(dir, &["diff"]);
     git(dir, &["checkout", "-q", "--", "src"]);
-    let diff = String::from_utf8(out.stdout).expect("utf-8");
     let req = hyperion::request::patch::wrap(&diff, "BENCH-1", "bench", None, &[]).expect("a diff");
     let bytes = serde_json::to_vec(&req).expect("json");
-    let tree = Command::new("git")
-        .current_dir(dir)
-        .args(["rev-parse", "HEAD^{tree}"])
-        .output()
-        .expect("rev-parse");
-    let tree = gix::ObjectId::from_hex(String::from_utf8_lossy(&tree.stdout).trim().as_bytes())
-        .expect("a tree id");
+    let tree = gix::ObjectId::from_hex(common::tree_of(dir, "HEAD").as_bytes()).expect("a tree id");
     let repo = gix::open(dir).expect("repo");
     let policy = Policy::default();
     let mut times = Vec::new();

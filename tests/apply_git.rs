@@ -17,51 +17,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::hermetic::{git, git_output};
 
 use gix::ObjectId;
 use hyperion::request::apply::{self, Refusal};
 use hyperion::request::limits::DEFAULT_LIMITS;
 use hyperion::request::patch;
-
-fn git_at(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Output {
-    use std::io::Write;
-    let mut cmd = Command::new("git");
-    cmd.current_dir(dir)
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("HOME", dir)
-        .env("LC_ALL", "C")
-        .env("GIT_AUTHOR_NAME", "A")
-        .env("GIT_AUTHOR_EMAIL", "a@example.com")
-        .env("GIT_COMMITTER_NAME", "C")
-        .env("GIT_COMMITTER_EMAIL", "c@example.com")
-        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("git runs");
-    if let Some(data) = input {
-        child.stdin.take().unwrap().write_all(data).unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = git_at(dir, args, None);
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A small deterministic generator (xorshift), so every run tests the same cases.
 struct Rng(u64);
@@ -237,7 +200,7 @@ fn generate(seed: u64, files: usize, n: usize) -> Generated {
             }
         }
         git(&repo, &["add", "-A"]);
-        let out = git_at(&repo, &["commit", "-q", "-m", &format!("edit {k}")], None);
+        let out = git_output(&repo, &["commit", "-q", "-m", &format!("edit {k}")], b"");
         if out.status.success() {
             let mut diff = git(&repo, &["diff", "--binary", &base, "HEAD"]);
             // A third of the patches lose their `index` lines: plain `diff -u` style, so only
@@ -281,13 +244,9 @@ fn with_git(g: &Generated) -> (Vec<bool>, Vec<String>) {
     let mut landed = Vec::new();
     let mut trees = Vec::new();
     for p in &g.patches {
-        let applied = git_at(
-            &wt,
-            &["apply", "--3way", "--index", "-"],
-            Some(p.as_bytes()),
-        );
+        let applied = git_output(&wt, &["apply", "--3way", "--index", "-"], p.as_bytes());
         let ok = applied.status.success()
-            && git_at(&wt, &["commit", "-q", "-m", "request"], None)
+            && git_output(&wt, &["commit", "-q", "-m", "request"], b"")
                 .status
                 .success();
         if !ok {
@@ -467,10 +426,10 @@ fn replay_skipping(src: &Path, last: usize, step: usize, offset: usize) -> (usiz
     let repo = gix::open(&clone).unwrap();
     let (mut landed, mut refused, mut empty) = (0, 0, 0);
     for c in kept {
-        let diff = git_at(
+        let diff = git_output(
             &clone,
             &["diff", "--full-index", "--binary", &format!("{c}^"), c],
-            None,
+            b"",
         )
         .stdout;
         // A request is JSON text: a diff that is not UTF-8 cannot be one.
@@ -489,10 +448,10 @@ fn replay_skipping(src: &Path, last: usize, step: usize, offset: usize) -> (usiz
             &DEFAULT_LIMITS,
         )
         .unwrap();
-        let out = git_at(
+        let out = git_output(
             &clone,
             &["apply", "--3way", "--index", "-"],
-            Some(diff.as_bytes()),
+            diff.as_bytes(),
         );
         let git_tree = out
             .status
@@ -611,10 +570,10 @@ fn merges_text_as_git_merge_file_does() {
         for (name, content) in [("base", &b), ("ours", &o), ("theirs", &t)] {
             std::fs::write(dir.path().join(name), content).unwrap();
         }
-        let out = git_at(
+        let out = git_output(
             dir.path(),
             &["merge-file", "-p", "ours", "base", "theirs"],
-            None,
+            b"",
         );
         let git_clean = out.status.code() == Some(0);
         assert!(out.status.code().is_some_and(|c| c >= 0), "{out:?}");
@@ -847,11 +806,7 @@ fn a_hunk_at_the_end_of_its_file_lands_after_the_target_grew_elsewhere_as_with_g
         &head,
     ]);
     for diff in [&u3, &plain, &u1] {
-        let out = git_at(
-            &wt,
-            &["apply", "--3way", "--index", "-"],
-            Some(diff.as_bytes()),
-        );
+        let out = git_output(&wt, &["apply", "--3way", "--index", "-"], diff.as_bytes());
         assert!(
             out.status.success(),
             "{}",

@@ -977,11 +977,7 @@ fn size_limits_stop_a_runaway_agent() {
 
 /// Every byte git stores: all objects (loose and packed) with their contents.
 fn all_objects(repo: &TestRepo) -> Vec<u8> {
-    let out = std::process::Command::new("git")
-        .current_dir(repo.path())
-        .args(["cat-file", "--batch-all-objects", "--batch"])
-        .output()
-        .unwrap();
+    let out = repo.git_output(&["cat-file", "--batch-all-objects", "--batch"], b"");
     assert!(out.status.success());
     out.stdout
 }

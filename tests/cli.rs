@@ -561,12 +561,7 @@ fn doctor_config_and_demo() {
     assert_eq!(out.matches("landed as ").count(), 3, "{out}");
     assert!(out.contains("dead:apply"), "{out}");
     assert!(out.contains("rolled_back"), "{out}");
-    let log = std::process::Command::new("git")
-        .current_dir(&demo_dir)
-        .args(["log", "--format=%s", "main"])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&log.stdout);
+    let log = common::hermetic::git(&demo_dir, &["log", "--format=%s", "main"]);
     assert_eq!(
         log.lines().count(),
         5,
@@ -598,8 +593,7 @@ fn lease_length_is_bounded_and_worker_ids_are_checked() {
 #[test]
 fn outside_a_repository_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .current_dir(dir.path())
+    let out = common::hermetic::command(common::BIN, dir.path(), dir.path())
         .env("GIT_CEILING_DIRECTORIES", dir.path().parent().unwrap())
         .args(["list"])
         .output()
@@ -617,10 +611,7 @@ fn dash_c_and_git_dir_pick_the_repository_like_git_does() {
     std::fs::copy(&f, repo.path().join("local.json")).unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     let id = {
-        let out = std::process::Command::new(common::BIN)
-            .current_dir(elsewhere.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        let out = common::hermetic::command(common::BIN, elsewhere.path(), elsewhere.path())
             .args(["-C", repo.path().to_str().unwrap(), "enqueue", "local.json"])
             .output()
             .unwrap();
@@ -632,11 +623,8 @@ fn dash_c_and_git_dir_pick_the_repository_like_git_does() {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     // GIT_DIR: `git --git-dir=X hyperion …` works on X.
-    let out = std::process::Command::new(common::BIN)
-        .current_dir(elsewhere.path())
+    let out = common::hermetic::command(common::BIN, elsewhere.path(), elsewhere.path())
         .env("GIT_DIR", repo.git_dir())
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .args(["list", "--format", "json"])
         .output()
         .unwrap();
@@ -762,22 +750,16 @@ fn logs_are_quiet_by_default_and_json_lines_with_ids_on_request() {
 #[test]
 fn a_closed_pipe_ends_output_quietly() {
     let repo = TestRepo::new();
-    let cmd = repo.cmd();
     let script = "\"$BIN\" list --format json 2>\"$ERR\" | true; echo \"${PIPESTATUS[0]}\"";
     let err = repo.home.path().join("err.txt");
-    let mut c = std::process::Command::new("bash");
-    c.current_dir(repo.path())
+    let out = repo
+        .command("bash")
         .arg("-c")
         .arg(script)
         .env("BIN", common::BIN)
-        .env("ERR", &err);
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    let out = c.output().unwrap();
+        .env("ERR", &err)
+        .output()
+        .unwrap();
     let status = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let stderr = std::fs::read_to_string(&err).unwrap();
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -835,17 +817,7 @@ fn a_chain_with_its_record_in_state_json_is_still_read() {
     let blob = repo.git(&["hash-object", "-w", state.to_str().unwrap()]);
     let mut listing = repo.git(&["ls-tree", &tip]);
     listing.push_str(&format!("100644 blob {}\tstate.json\n", blob.trim()));
-    let listing_file = repo.home.path().join("listing");
-    std::fs::write(&listing_file, &listing).unwrap();
-    let tree = {
-        let out = std::process::Command::new("git")
-            .current_dir(repo.path())
-            .args(["mktree"])
-            .stdin(std::fs::File::open(&listing_file).unwrap())
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let tree = repo.git_in(&["mktree"], listing.as_bytes());
     let old_message = parts.join("\n\n");
     let old = repo.git(&["commit-tree", &tree, "-m", &old_message]);
     repo.git(&["update-ref", &r, old.trim(), &tip]);

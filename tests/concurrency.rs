@@ -17,20 +17,13 @@ fn spawn_dequeuer(repo: &TestRepo, worker: &str, batch: usize) -> Child {
         "while :; do out=$(\"$BIN\" dequeue --worker {worker} --batch {batch} --format json) || exit 3; \
          [ \"$out\" = \"[]\" ] && exit 0; printf '%s\\n' \"$out\"; done"
     );
-    let mut cmd = repo.cmd();
-    cmd.env("BIN", common::BIN);
-    let mut c = std::process::Command::new("bash");
-    c.current_dir(repo.path())
+    repo.command("bash")
         .arg("-c")
         .arg(script)
-        .stdout(Stdio::piped());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c.spawn().expect("bash runs")
+        .env("BIN", common::BIN)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("bash runs")
 }
 
 #[test]

@@ -42,14 +42,7 @@ fn files(git_dir: &Path) -> BTreeMap<String, String> {
 }
 
 fn git_quiet(repo: &TestRepo, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(repo.path())
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("HOME", repo.home.path())
-        .output()
-        .unwrap();
+    let out = repo.git_output(args, b"");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -18,21 +18,9 @@ use serde_json::Value;
 
 /// `git` in the test's environment, without asserting success.
 fn git_cmd(repo: &TestRepo, args: &[&str]) -> Command {
-    let mut cmd = repo.cmd();
-    // The hermetic environment of `repo.cmd()`, with git as the program.
-    let envs: Vec<_> = cmd
-        .get_envs()
-        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
-        .collect();
-    cmd = Command::new("git");
-    cmd.current_dir(repo.path()).args(args);
-    for (k, v) in envs {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd.stdin(Stdio::null())
+    let mut cmd = repo.command("git");
+    cmd.args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     cmd

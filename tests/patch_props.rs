@@ -5,8 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 use hyperion::request::patch;
 use hyperion::request::policy::Policy;
@@ -15,32 +16,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 fn git(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("HOME", dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "prop")
-        .env("GIT_AUTHOR_EMAIL", "prop@example.com")
-        .env("GIT_COMMITTER_NAME", "prop")
-        .env("GIT_COMMITTER_EMAIL", "prop@example.com")
-        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .output()
-        .expect("git runs")
-}
-
-fn git_ok(dir: &Path, args: &[&str]) -> String {
-    let out = git(dir, args);
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("git prints UTF-8 here")
+    common::hermetic::git_output(dir, args, b"")
 }
 
 /// Lines that make diffs interesting: repeats, blanks, lines that look like diff syntax.
@@ -180,8 +156,8 @@ fn write(dir: &Path, name: &str, text: &str) {
 
 /// Build the repository, make the edits, and return the diffs git writes for them.
 fn diffs(dir: &Path, s: &Scenario) -> Vec<String> {
-    git_ok(dir, &["init", "-q", "-b", "main"]);
-    git_ok(dir, &["config", "core.quotePath", "true"]);
+    common::hermetic::git(dir, &["init", "-q", "-b", "main"]);
+    common::hermetic::git(dir, &["config", "core.quotePath", "true"]);
     let mut present = Vec::new();
     for (name, f) in NAMES.iter().zip(&s.files) {
         if let Some(f) = f {
@@ -190,8 +166,8 @@ fn diffs(dir: &Path, s: &Scenario) -> Vec<String> {
         }
     }
     std::fs::write(dir.join("keep"), "so the first commit is never empty\n").unwrap();
-    git_ok(dir, &["add", "-A"]);
-    git_ok(dir, &["commit", "-q", "-m", "base"]);
+    common::hermetic::git(dir, &["add", "-A"]);
+    common::hermetic::git(dir, &["commit", "-q", "-m", "base"]);
     for (i, (name, f)) in NAMES.iter().zip(&s.files).enumerate() {
         let Some(f) = f else { continue };
         let mut f = f.clone();
@@ -204,11 +180,11 @@ fn diffs(dir: &Path, s: &Scenario) -> Vec<String> {
                 }
                 write(dir, name, &f.text());
             }
-            Edit::Delete => git_ok(dir, &["rm", "-q", name]).truncate(0),
+            Edit::Delete => common::hermetic::git(dir, &["rm", "-q", name]).truncate(0),
             Edit::Rename(ops) => {
                 let to = format!("moved/{i}-{}", name.rsplit('/').next().unwrap());
                 std::fs::create_dir_all(dir.join("moved")).unwrap();
-                git_ok(dir, &["mv", name, &to]);
+                common::hermetic::git(dir, &["mv", name, &to]);
                 apply_ops(&mut f, ops);
                 write(dir, &to, &f.text());
             }
@@ -232,13 +208,13 @@ fn diffs(dir: &Path, s: &Scenario) -> Vec<String> {
         std::fs::create_dir_all(dir.join("links")).unwrap();
         std::os::unix::fs::symlink(target, dir.join("links/l")).unwrap();
     }
-    git_ok(dir, &["add", "-A"]);
+    common::hermetic::git(dir, &["add", "-A"]);
     let out = vec![
-        git_ok(dir, &["diff", "--cached", "-M"]),
-        git_ok(dir, &["diff", "--cached", "-M", "--full-index"]),
+        common::hermetic::git(dir, &["diff", "--cached", "-M"]),
+        common::hermetic::git(dir, &["diff", "--cached", "-M", "--full-index"]),
     ];
-    git_ok(dir, &["reset", "-q", "--hard", "HEAD"]);
-    git_ok(dir, &["clean", "-q", "-fdx"]);
+    common::hermetic::git(dir, &["reset", "-q", "--hard", "HEAD"]);
+    common::hermetic::git(dir, &["clean", "-q", "-fdx"]);
     out
 }
 
@@ -251,7 +227,7 @@ proptest! {
         let dir = tmp.path();
         let diffs = diffs(dir, &s);
         let repo = gix::open(dir).unwrap();
-        let tree = gix::ObjectId::from_hex(git_ok(dir, &["rev-parse", "HEAD^{tree}"]).trim().as_bytes()).unwrap();
+        let tree = gix::ObjectId::from_hex(common::hermetic::git(dir, &["rev-parse", "HEAD^{tree}"]).trim().as_bytes()).unwrap();
         let policy = Policy::default();
         for diff in diffs.iter().filter(|d| !d.is_empty()) {
             let file = dir.join(".git/check.diff");

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{TestRepo, forge, request_dir, server};
 
 /// `git push` of one refspec from `client` to `server`; (success, stderr).
@@ -41,13 +39,7 @@ fn tree_with(repo: &TestRepo, rev: &str, name: &str, content: &str) -> String {
         })
         .map(|l| l + "\n")
         .collect();
-    let out = common::pipe(
-        Command::new("git")
-            .current_dir(repo.path())
-            .args(["mktree"]),
-        listing.as_bytes(),
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    repo.git_in(&["mktree"], listing.as_bytes())
 }
 
 #[test]
@@ -315,18 +307,17 @@ fn hostile_chain_commits_are_refused() {
         )
         .into_bytes();
         data.extend_from_slice(message);
-        let out = common::pipe(
-            Command::new("git").current_dir(client.path()).args([
+        client.git_in(
+            &[
                 "hash-object",
                 "-t",
                 "commit",
                 "-w",
                 "--stdin",
                 "--literally",
-            ]),
+            ],
             &data,
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        )
     };
     let (ev, rec) = forge::lease(&root.record, "w", &forge::at(1), &forge::at(301));
     let good = forge::message(id, &ev, &rec);
@@ -392,17 +383,7 @@ fn hostile_chain_commits_are_refused() {
             good.len()
         ));
     }
-    let out = common::pipe(
-        Command::new("git")
-            .current_dir(client.path())
-            .args(["fast-import", "--quiet", "--force"]),
-        stream.as_bytes(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    client.git_in(&["fast-import", "--quiet", "--force"], stream.as_bytes());
     let start = std::time::Instant::now();
     let (ok, err) = push(&client, &server, &format!("+{r}:{r}"));
     assert!(!ok && err.contains("more than 10000 commits"), "{err}");

@@ -109,14 +109,13 @@ fn many_expired_leases_are_swept_in_one_pack_and_gc_passes_no_ref_on_a_command_l
     let tips = refs(&repo);
 
     // `ulimit -s 512`: the kernel then allows 128 KiB of arguments and environment.
-    let out = std::process::Command::new("sh")
+    let out = repo
+        .command("sh")
         .args([
             "-c",
             "ulimit -s 512 && exec \"$0\" gc --older-than 0s",
             common::BIN,
         ])
-        .current_dir(repo.path())
-        .envs(repo.cmd().get_envs().filter_map(|(k, v)| Some((k, v?))))
         .output()
         .unwrap();
     assert!(

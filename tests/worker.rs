@@ -373,23 +373,7 @@ fn a_bare_repository_lands_without_any_checkout() {
     let scratch = tempfile::tempdir().unwrap();
     let s = scratch.path();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .current_dir(s)
-            .args(args)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("HOME", s)
-            .env("GIT_AUTHOR_NAME", "A")
-            .env("GIT_AUTHOR_EMAIL", "a@example.com")
-            .env("GIT_COMMITTER_NAME", "C")
-            .env("GIT_COMMITTER_EMAIL", "c@example.com")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::hermetic::git(s, args);
     };
     run(&["init", "-q", "-b", "main"]);
     std::fs::write(s.join("f.txt"), "one\n").unwrap();

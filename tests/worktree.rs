@@ -220,17 +220,7 @@ fn an_untouched_slot_moves_in_process_and_git_agrees() {
     let pool = Pool::new(&repo.git_dir());
     let mut slot = pool.acquire(&repo.git_dir()).unwrap();
     let p = slot.path().to_path_buf();
-    let git_in_slot = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .current_dir(&p)
-            .args(args)
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_INDEX_FILE")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let git_in_slot = |args: &[&str]| common::hermetic::git(&p, args);
     assert_eq!(
         slot.checkout(&gix_repo, oid(&commits[0])).unwrap(),
         Moved::Full
@@ -434,14 +424,8 @@ fn shared_state(repo: &TestRepo) -> (Vec<u8>, String, String, Vec<u8>, String) {
 /// Run `script` with `sh` in the slot at `dir`, as a check would (git finds the slot's
 /// repository from its directory).
 fn in_slot(dir: &std::path::Path, script: &str) {
-    let out = std::process::Command::new("sh")
+    let out = common::hermetic::command("sh", dir, dir)
         .args(["-c", script])
-        .current_dir(dir)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap())
         .output()
         .unwrap();
@@ -520,12 +504,9 @@ fn a_slot_whose_git_directory_was_replaced_is_rebuilt_without_following_it() {
         if attack == "rm -rf .git" {
             // git run in the slot now would find the shared repository above it, were it not
             // for `GIT_CEILING_DIRECTORIES`, which checks get.
-            let out = std::process::Command::new("git")
+            let out = common::hermetic::command("git", &p, &p)
                 .args(["config", "hyperion.hooksDir", "/tmp/evil"])
-                .current_dir(&p)
                 .env("GIT_CEILING_DIRECTORIES", p.parent().unwrap())
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
                 .output()
                 .unwrap();
             assert!(!out.status.success(), "git found a repository: {out:?}");
@@ -627,12 +608,11 @@ fn git_in_a_slot_reads_the_commit_under_check_which_the_shared_repository_lacks(
         assert_eq!(repo.git(&["-C", &p, "show", "HEAD:mem.txt"]), "in memory\n");
         repo.git(&["-C", &p, "fsck", "--connectivity-only", "--no-dangling"]);
     }
-    let missing = std::process::Command::new("git")
-        .args(["cat-file", "-e", &c2.to_string()])
-        .current_dir(repo.path())
-        .status()
-        .unwrap();
-    assert!(!missing.success(), "the shared repository got the commit");
+    let missing = repo.git_output(&["cat-file", "-e", &c2.to_string()], b"");
+    assert!(
+        !missing.status.success(),
+        "the shared repository got the commit"
+    );
     assert_eq!(gix_repo.objects.num_objects_in_memory(), 4, "memory kept");
 }
 

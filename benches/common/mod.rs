@@ -1,4 +1,4 @@
-//! What the bench targets share: a hermetic git runner, timing statistics, generated
+//! What the bench targets share: the tests' hermetic git runner, timing statistics, generated
 //! repositories, patches and requests, and both sides of the apply + land comparison —
 //! hyperion's worker in process, and shell scripts doing the same work with plain git.
 //!
@@ -20,30 +20,12 @@ use hyperion::request::model::{Change, ChangeRequest, Operation, SCHEMA_V1, sha2
 // ---------------------------------------------------------------------------------------------
 // git
 
-/// `cmd` with git's configuration and identity fixed, so runs do not depend on the machine's
-/// settings.
-pub fn hermetic(cmd: &mut Command) -> &mut Command {
-    cmd.env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
-        .env("GIT_COMMITTER_NAME", "bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
-        .env("LC_ALL", "C")
-}
+/// The tests' hermetic environment (git's configuration, identity and date fixed, so runs do
+/// not depend on the machine's settings): the same file, not a copy.
+#[path = "../../tests/common/hermetic.rs"]
+pub mod hermetic;
 
-/// Run git in `dir`; panics with git's message when it fails. Returns its standard output.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = hermetic(Command::new("git").current_dir(dir).args(args))
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub use hermetic::git;
 
 /// The tree id of `rev` in `repo`.
 pub fn tree_of(repo: &Path, rev: &str) -> String {
@@ -467,7 +449,9 @@ while IFS= read -r p; do one "$p"; echo "$EPOCHREALTIME"; done < '{list}'
         list = list.display(),
     );
     pause();
-    let out = hermetic(Command::new("bash").arg("-c").arg(body))
+    let out = hermetic::command("bash", scratch, scratch)
+        .arg("-c")
+        .arg(body)
         .output()
         .expect("bash runs");
     assert!(

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::common::{TestRepo, pipe, sha256};
+use crate::common::hermetic::git_output;
+use crate::common::{TestRepo, sha256};
 
 /// Secrets planted by the corpus. They look real to the built-in rules (and to the policy
 /// rule `planted` that [`Attack::with_policy_secret_rule`] adds) but are fake.
@@ -185,13 +186,11 @@ pub fn assert_refusal(stderr: &str, code: &str) {
 /// packed, unreachable), and every other file raw (refs, logs, index, config, the derived
 /// index, worktree slots, artifacts).
 pub fn assert_no_secret_stored(git_dir: &Path, secrets: &[&str]) {
-    let mut cmd = std::process::Command::new("git");
-    cmd.arg("--git-dir")
-        .arg(git_dir)
-        .args(["cat-file", "--batch-all-objects", "--batch", "--unordered"])
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null");
-    let out = pipe(&mut cmd, b"");
+    let out = git_output(
+        git_dir,
+        &["cat-file", "--batch-all-objects", "--batch", "--unordered"],
+        b"",
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -110,13 +110,7 @@ fn only_code(reports: &[Value], code: &str) {
 /// `git status`, both diffs and `ls-files -s` of a repository (not the one under attack).
 fn state_of(dir: &Path) -> String {
     let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .current_dir(dir)
-            .args(args)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .output()
-            .unwrap();
+        let out = crate::common::hermetic::git_output(dir, args, b"");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     [
@@ -380,11 +374,8 @@ fn a_marker_pointing_outside_the_repository_never_runs_git_there() {
     ]);
     let victim = |args: &[&str]| {
         assert!(
-            std::process::Command::new("git")
-                .current_dir(&outside)
-                .args(args)
-                .status()
-                .unwrap()
+            crate::common::hermetic::git_output(&outside, args, b"")
+                .status
                 .success()
         )
     };

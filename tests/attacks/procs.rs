@@ -438,18 +438,10 @@ fn drain_unprivileged(a: &Attack, vars: &[(&str, &str)]) {
         }
     };
     chown("65534:65534");
-    let worker = a.repo.cmd();
-    let mut cmd = std::process::Command::new("setpriv");
+    let mut cmd = a.repo.command("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(worker.get_program())
-        .args(["worker", "--drain", "--format", "json"])
-        .current_dir(a.repo.path());
-    for (k, v) in worker.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
+        .arg(crate::common::BIN)
+        .args(["worker", "--drain", "--format", "json"]);
     for (k, v) in vars {
         cmd.env(k, v);
     }

@@ -491,18 +491,10 @@ fn a_forged_chain_carrying_a_secret_never_reaches_the_server() {
 /// artifact or in a commit message, is refused and nothing of it reaches the server.
 #[test]
 fn a_pushed_chain_storing_a_secret_in_an_artifact_or_a_message_is_refused() {
-    use std::process::Command;
     let s = Scene::new(1);
     let id = &s.ids[0];
     let root = s.tip(id);
-    let git_in = |args: &[&str], input: &[u8]| -> String {
-        let out = crate::common::pipe(
-            Command::new("git").current_dir(s.client.path()).args(args),
-            input,
-        );
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let git_in = |args: &[&str], input: &[u8]| s.client.git_in(args, input);
     let blob = git_in(
         &["hash-object", "-w", "--stdin"],
         format!("env:\nGITHUB_TOKEN={}\n", SECRETS[1]).as_bytes(),

@@ -10,7 +10,6 @@
 //! without spelling it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{Value, json};
 
@@ -69,22 +68,7 @@ fn set(v: &mut Value, pointer: &str, value: Value) {
 /// in a scratch repository outside the one under attack.
 fn binary_diff(path: &str, base: Option<&[u8]>, new: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .current_dir(dir.path())
-            .args(args)
-            .env("HOME", dir.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let git = |args: &[&str]| crate::common::hermetic::git(dir.path(), args);
     git(&["init", "-q"]);
     if let Some(base) = base {
         std::fs::write(dir.path().join(path), base).unwrap();

@@ -3,8 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 
 use super::TestRepo;
@@ -162,17 +160,7 @@ pub fn land(prev: &Value, commit: &str, when: &str) -> (Value, Value) {
 
 /// Write `content` as a blob; its id.
 pub fn blob(repo: &TestRepo, content: &[u8]) -> String {
-    let out = super::pipe(
-        Command::new("git")
-            .current_dir(repo.path())
-            .args(["hash-object", "-w", "--stdin"]),
-        content,
-    );
-    assert!(out.status.success(), "hash-object failed");
-    String::from_utf8(out.stdout)
-        .expect("hex")
-        .trim()
-        .to_owned()
+    repo.git_in(&["hash-object", "-w", "--stdin"], content)
 }
 
 /// A tree of `entries` (`mode`, `kind`, `id`, `name`), written with `git mktree`; its id.
@@ -181,17 +169,7 @@ pub fn mktree(repo: &TestRepo, entries: &[(&str, &str, &str, &str)]) -> String {
         .iter()
         .map(|(mode, kind, id, name)| format!("{mode} {kind} {id}\t{name}\n"))
         .collect();
-    let out = super::pipe(
-        Command::new("git")
-            .current_dir(repo.path())
-            .args(["mktree"]),
-        listing.as_bytes(),
-    );
-    assert!(out.status.success(), "mktree failed");
-    String::from_utf8(out.stdout)
-        .expect("hex")
-        .trim()
-        .to_owned()
+    repo.git_in(&["mktree"], listing.as_bytes())
 }
 
 /// The tree of `rev` with entry `name` replaced by (or set to) `mode kind id`.

@@ -1,5 +1,7 @@
-//! A hermetic test environment around the real `git` binary and the real `git-hyperion`
-//! binary: fixed identities, no user or system config, UTC.
+//! What the tests share: repositories driven through the real `git` binary and the real
+//! `git-hyperion` binary ([`TestRepo`]), requests, pushes to a hooked server, binary patches.
+//! Every process they start runs in the one hermetic environment of [`hermetic`] (fixed
+//! identities and dates, no user or system config, UTC), which the benches share too.
 
 #![allow(dead_code)]
 
@@ -9,6 +11,9 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 
 pub mod forge;
+pub mod hermetic;
+
+pub use hermetic::pipe;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
 
@@ -16,24 +21,6 @@ pub struct TestRepo {
     pub dir: tempfile::TempDir,
     pub home: tempfile::TempDir,
     pub bare: bool,
-}
-
-fn env(cmd: &mut Command, home: &Path) {
-    cmd.env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("TZ", "UTC")
-        .env("LC_ALL", "C")
-        .env("GIT_AUTHOR_NAME", "Test Author")
-        .env("GIT_AUTHOR_EMAIL", "author@example.com")
-        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
-        .env("GIT_COMMITTER_NAME", "Test Committer")
-        .env("GIT_COMMITTER_EMAIL", "committer@example.com")
-        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
-        .env_remove("HYPERION_LOG")
-        .env_remove("HYPERION_ACTOR")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE");
 }
 
 impl TestRepo {
@@ -76,24 +63,32 @@ impl TestRepo {
         }
     }
 
+    /// `program` run in the repository, in the [hermetic] environment with the test's home.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        hermetic::command(program, self.path(), self.home.path())
+    }
+
+    /// git run in the repository with `input` on its stdin; its output, success or not.
+    pub fn git_output(&self, args: &[&str], input: &[u8]) -> Output {
+        pipe(self.command("git").args(args), input)
+    }
+
+    /// git run in the repository with `input` on its stdin; panics when it fails. Its stdout,
+    /// trimmed (an object id, usually).
+    pub fn git_in(&self, args: &[&str], input: &[u8]) -> String {
+        let out = hermetic::succeeded(&format!("git {args:?}"), self.git_output(args, input));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// git run in the repository; panics when it fails. Its stdout.
     pub fn git(&self, args: &[&str]) -> String {
-        let mut cmd = Command::new("git");
-        cmd.current_dir(self.path()).args(args);
-        env(&mut cmd, self.home.path());
-        let out = cmd.output().expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = hermetic::succeeded(&format!("git {args:?}"), self.git_output(args, b""));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The `git-hyperion` binary, to be run in the repository.
     pub fn cmd(&self) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.current_dir(self.path());
-        env(&mut cmd, self.home.path());
-        cmd
+        self.command(BIN)
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -237,24 +232,6 @@ impl TestRepo {
     }
 }
 
-/// Run `cmd` with `input` on its stdin; its output.
-pub fn pipe(cmd: &mut Command, input: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawns");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(input)
-        .expect("writes stdin");
-    child.wait_with_output().expect("waits")
-}
-
 pub fn sha256(s: &str) -> String {
     hyperion::request::model::sha256_hex(s.as_bytes())
 }
@@ -305,12 +282,8 @@ pub fn push(client: &TestRepo, server: &TestRepo, refspecs: &[&str]) -> (bool, S
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut cmd = Command::new("git");
-    cmd.current_dir(client.path())
-        .env("HOME", client.home.path())
-        .env("PATH", path)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+    let mut cmd = client.command("git");
+    cmd.env("PATH", path)
         .args(["push", "-q", "--atomic"])
         .arg(server.path())
         .args(refspecs);
