@@ -16,16 +16,6 @@ use serde_json::{Value, json};
 /// Checks that take 1, 2 and 3 seconds.
 const SLOW_POLICY: &str = "[checks.slow1]\nrun = [\"sleep\", \"1\"]\n\n[checks.slow2]\nrun = [\"sleep\", \"2\"]\n\n[checks.slow3]\nrun = [\"sleep\", \"3\"]\n";
 
-fn commit(repo: &TestRepo, files: &[(&str, &str)]) {
-    for (path, content) in files {
-        let p = repo.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, content).unwrap();
-        repo.git(&["add", "--", path]);
-    }
-    repo.git(&["commit", "-q", "-m", "set-up"]);
-}
-
 /// Enqueue `common::request(i, salt)` (adds `src/f{i}.txt`) with `checks`; its id.
 fn enqueue(repo: &TestRepo, i: usize, salt: &str, checks: &[&str]) -> String {
     let mut req = common::request(i, salt);
@@ -133,7 +123,7 @@ fn rounds() -> usize {
 #[test]
 fn three_workers_landing_onto_a_checked_out_branch_leave_it_clean_at_the_tip() {
     let repo = TestRepo::new();
-    commit(&repo, &[(".hyperion/policy.toml", SLOW_POLICY)]);
+    repo.commit(&[(".hyperion/policy.toml", SLOW_POLICY)], "set-up");
     repo.git(&["config", "hyperion.retryBackoff", "100ms"]);
     repo.git(&["config", "hyperion.maxAttempts", "100"]);
     let started = Instant::now();
@@ -225,14 +215,14 @@ const A: &str = "a1\na2\na3\na4\na5\na6\na7\na8\n";
 
 fn landing_repo() -> TestRepo {
     let repo = TestRepo::new();
-    commit(
-        &repo,
+    repo.commit(
         &[
             ("a.txt", A),
             ("b.txt", "b1\nb2\n"),
             ("c.txt", "c1\nc2\n"),
             ("gone.txt", "to be deleted\n"),
         ],
+        "set-up",
     );
     repo.git(&["config", "hyperion.retryBackoff", "1ms"]);
     repo.git(&["config", "hyperion.maxAttempts", "100"]);
@@ -284,18 +274,6 @@ fn markers(repo: &TestRepo) -> usize {
         .unwrap_or(0)
 }
 
-fn doctor(repo: &TestRepo) -> Vec<Value> {
-    let out = repo.run(&["doctor", "--format", "json"]);
-    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
-    d["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["code"].as_str().unwrap().starts_with("land."))
-        .cloned()
-        .collect()
-}
-
 /// The person's edits, made in a checkout a killed worker left half-moved: files the request
 /// did not touch, staged and unstaged, and a new untracked file.
 fn edit_untouched(repo: &TestRepo) {
@@ -335,7 +313,7 @@ fn a_worker_killed_after_moving_the_checkout_is_put_back_and_the_persons_edits_s
     assert_eq!(repo.git(&["rev-parse", "main"]), old);
     assert!(repo.path().join("new.txt").exists());
     assert_eq!(markers(&repo), 1);
-    let live = doctor(&repo);
+    let live = repo.landing_findings();
     assert_eq!(live.len(), 1, "{live:?}");
     assert_eq!(live[0]["code"], "land.in_progress");
     assert!(
@@ -348,7 +326,7 @@ fn a_worker_killed_after_moving_the_checkout_is_put_back_and_the_persons_edits_s
     );
     doomed.signal("KILL");
     doomed.wait();
-    let dead = doctor(&repo);
+    let dead = repo.landing_findings();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["code"], "land.interrupted");
     assert_eq!(dead[0]["id"], "main");
@@ -381,7 +359,7 @@ fn a_worker_killed_after_moving_the_checkout_is_put_back_and_the_persons_edits_s
         " M b.txt\nMM c.txt\n?? u.txt\n"
     );
     assert_eq!(markers(&repo), 0);
-    assert!(doctor(&repo).is_empty());
+    assert!(repo.landing_findings().is_empty());
     // The checkout has the person's edits: the second request (and the first, if its lease
     // ran out meanwhile) waits (invariant 5).
     assert!(
@@ -454,7 +432,7 @@ fn edits_overlapping_a_killed_landing_stop_landings_and_the_documented_fix_keeps
         assert_eq!(repo.git(&["rev-parse", "main"]), old);
         assert_eq!(markers(&repo), 1);
     }
-    let found = doctor(&repo);
+    let found = repo.landing_findings();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["code"], "land.interrupted");
     assert!(
@@ -493,7 +471,7 @@ fn edits_overlapping_a_killed_landing_stop_landings_and_the_documented_fix_keeps
         std::fs::read_to_string(repo.path().join("u.txt")).unwrap(),
         "untracked\n"
     );
-    assert!(doctor(&repo).is_empty());
+    assert!(repo.landing_findings().is_empty());
 }
 
 /// A live landing (its worker stopped, not dead, between moving the checkout and the branch)

@@ -200,27 +200,6 @@ fn spawn_failures_environment_and_ticks() {
     assert!(ticks >= 2, "tick was called {ticks} times in 2.5 s");
 }
 
-/// Wait up to `within` for process `pid` to be gone (or a zombie, reaped soon by whoever
-/// adopted it).
-#[cfg(target_os = "linux")]
-fn gone(pid: i32, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return true,
-            Ok(s)
-                if s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('Z')) =>
-            {
-                return true;
-            }
-            Ok(_) if Instant::now() >= deadline => return false,
-            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-}
-
 fn pid_in(file: &std::path::Path) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -279,7 +258,10 @@ fn a_detached_grandchild_holding_the_pipes_does_not_hold_the_check() {
         r.killed
     );
     assert!(!r.output_cut);
-    assert!(gone(grandchild, Duration::from_secs(2)), "still running");
+    assert!(
+        common::gone(grandchild, Duration::from_secs(2)),
+        "still running"
+    );
 }
 
 /// A check that never exits, whose detached grandchild ignores SIGTERM: at the deadline the
@@ -317,7 +299,10 @@ fn a_check_that_never_exits_is_stopped_with_its_detached_children() {
         "{:?}",
         r.killed
     );
-    assert!(gone(grandchild, Duration::from_secs(2)), "still running");
+    assert!(
+        common::gone(grandchild, Duration::from_secs(2)),
+        "still running"
+    );
 }
 
 /// Where descendants cannot be found (the portable path, forced here), the time bound holds
@@ -388,7 +373,10 @@ fn alone_env_cleared() {
     let grandchild = pid_in(&pidfile);
     assert_eq!(r.status, CheckStatus::Passed);
     assert!(r.duration < Duration::from_secs(1), "{:?}", r.duration);
-    assert!(gone(grandchild, Duration::from_secs(2)), "still running");
+    assert!(
+        common::gone(grandchild, Duration::from_secs(2)),
+        "still running"
+    );
     assert!(r.killed.iter().any(|k| k.pid == grandchild as u32));
     println!("alone: ok");
 }

@@ -9,10 +9,7 @@ use common::{TestRepo, request, sha256};
 use serde_json::{Value, json};
 
 fn commit_policy(repo: &TestRepo, text: &str) {
-    std::fs::create_dir_all(repo.path().join(".hyperion")).unwrap();
-    std::fs::write(repo.path().join(".hyperion/policy.toml"), text).unwrap();
-    repo.git(&["add", ".hyperion/policy.toml"]);
-    repo.git(&["commit", "-q", "-m", "policy"]);
+    repo.commit(&[(".hyperion/policy.toml", text)], "policy");
 }
 
 /// A request adding `n` files.

@@ -12,43 +12,6 @@ use serde_json::Value;
 
 const ALICE: &str = "alice@example.com";
 
-/// Commit `files` on main directly (a person's work, not a request).
-fn commit(repo: &TestRepo, files: &[(&str, &str)]) {
-    for (path, content) in files {
-        let p = repo.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, content).unwrap();
-        repo.git(&["add", "--", path]);
-    }
-    repo.git(&["commit", "-q", "-m", "set-up"]);
-}
-
-/// Enqueue what `edit` does to the checkout, as `git diff` shows it (renames, modes and
-/// symlinks included), through `enqueue --patch` with `checks`; the checkout is put back
-/// first. The id.
-fn propose(repo: &TestRepo, task: &str, checks: &[&str], edit: impl FnOnce(&Path)) -> String {
-    edit(repo.path());
-    repo.git(&["add", "-A"]);
-    let diff = repo.git(&["diff", "--cached", "-M", "--full-index"]);
-    repo.git(&["reset", "-q", "--hard"]);
-    assert!(!diff.is_empty(), "the edit changed nothing");
-    let patch = repo.home.path().join(format!("{task}.diff"));
-    std::fs::write(&patch, diff).unwrap();
-    let mut args = vec![
-        "enqueue",
-        "--patch",
-        patch.to_str().unwrap(),
-        "--task",
-        task,
-        "--agent",
-        "claude",
-    ];
-    for c in checks {
-        args.extend(["--check", c]);
-    }
-    repo.ok(&args).trim().to_owned()
-}
-
 fn write(root: &Path, path: &str, content: &str) {
     let p = root.join(path);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -96,14 +59,14 @@ fn stderr(o: &Output) -> String {
 #[test]
 fn a_policy_change_waits_until_an_allowed_approver_approves_it_then_lands() {
     let repo = TestRepo::new();
-    commit(
-        &repo,
+    repo.commit(
         &[(
             ".hyperion/policy.toml",
             "[approvals]\napprovers = [\"alice@example.com\"]\n",
         )],
+        "set-up",
     );
-    let id = propose(&repo, "T-1", &[], |root| {
+    let id = repo.propose("T-1", "claude", &[], |root| {
         write(
             root,
             ".hyperion/policy.toml",
@@ -201,7 +164,7 @@ fn a_policy_change_waits_until_an_allowed_approver_approves_it_then_lands() {
 #[test]
 fn the_approver_is_git_user_email_without_hyperion_actor_and_someone_must_be_named() {
     let repo = TestRepo::new();
-    let id = propose(&repo, "T-1", &[], |root| {
+    let id = repo.propose("T-1", "claude", &[], |root| {
         write(root, ".hyperion/hooks/pre-apply.d/10-ok", "#!/bin/sh\n")
     });
     // No identity at all: a usage error, nothing changed.
@@ -232,7 +195,7 @@ fn the_approver_is_git_user_email_without_hyperion_actor_and_someone_must_be_nam
 fn reject_parks_a_waiting_request_and_requeue_brings_it_back_to_waiting() {
     let repo = TestRepo::new();
     repo.git(&["config", "hyperion.approvers", ALICE]);
-    let id = propose(&repo, "T-1", &[], |root| {
+    let id = repo.propose("T-1", "claude", &[], |root| {
         write(root, ".github/workflows/ci.yml", "on: push\n")
     });
     assert_eq!(
@@ -290,19 +253,17 @@ fn reject_parks_a_waiting_request_and_requeue_brings_it_back_to_waiting() {
 fn a_rejected_request_waits_again_after_requeue_even_when_no_tier_needs_approval_any_more() {
     let repo = TestRepo::new();
     repo.git(&["config", "hyperion.approvers", ALICE]);
-    let id = propose(&repo, "T-1", &[], |root| {
+    let id = repo.propose("T-1", "claude", &[], |root| {
         write(root, ".gitlab-ci.yml", "stages: []\n")
     });
     let out = as_actor(&repo, ALICE, &["reject", &id, "--reason", "no"]);
     assert!(out.status.success());
     // The policy drops the built-in tier; the rejection still stands in the way.
-    commit(
-        &repo,
+    repo.commit(
         &[(
             ".hyperion/policy.toml",
             "[checks.t]\nrun = [\"true\"]\n[[tiers]]\nname = \"sensitive\"\nrequired_checks = [\"t\"]\n",
-        )],
-    );
+        )], "set-up");
     repo.ok(&["requeue", &id, "--reason", "policy relaxed"]);
     assert_eq!(record(&repo, &id)["status"], "awaiting_approval");
     assert!(drain(&repo).is_empty());
@@ -312,8 +273,8 @@ fn a_rejected_request_waits_again_after_requeue_even_when_no_tier_needs_approval
 fn requeue_of_a_dead_letter_whose_tier_needs_approval_waits_for_a_new_approval() {
     let repo = TestRepo::new();
     repo.git(&["config", "hyperion.approvers", ALICE]);
-    commit(&repo, &[("run.sh", "echo hi\n")]);
-    let id = propose(&repo, "T-1", &[], |root| {
+    repo.commit(&[("run.sh", "echo hi\n")], "set-up");
+    let id = repo.propose("T-1", "claude", &[], |root| {
         let p = root.join("run.sh");
         let mut perm = std::fs::metadata(&p).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
@@ -345,14 +306,12 @@ fn requeue_of_a_dead_letter_whose_tier_needs_approval_waits_for_a_new_approval()
 #[test]
 fn a_request_naming_no_checks_still_runs_the_required_ones_and_dies_when_they_fail() {
     let repo = TestRepo::new();
-    commit(
-        &repo,
+    repo.commit(
         &[(
             ".hyperion/policy.toml",
             "[checks]\nrequired = [\"unit\"]\n\n[checks.unit]\nrun = [\"sh\", \"-c\", \"test -f ok.txt || { echo no ok.txt >&2; exit 3; }\"]\n\n[checks.lint]\nrun = [\"true\"]\n",
-        )],
-    );
-    let bad = propose(&repo, "T-1", &[], |root| write(root, "bad.txt", "x\n"));
+        )], "set-up");
+    let bad = repo.propose("T-1", "claude", &[], |root| write(root, "bad.txt", "x\n"));
     let reports = drain(&repo);
     assert_eq!(reports[0]["result"], "dead", "{reports:?}");
     assert_eq!(reports[0]["code"], "check.failed");
@@ -368,7 +327,9 @@ fn a_request_naming_no_checks_still_runs_the_required_ones_and_dies_when_they_fa
     ]);
     assert!(stderr.contains("no ok.txt"));
     // Naming another check does not drop the required one: both run, required first.
-    let good = propose(&repo, "T-2", &["lint"], |root| write(root, "ok.txt", "x\n"));
+    let good = repo.propose("T-2", "claude", &["lint"], |root| {
+        write(root, "ok.txt", "x\n")
+    });
     let reports = drain(&repo);
     assert_eq!(reports[0]["result"], "landed", "{reports:?}");
     let names: Vec<&str> = reports[0]["checks"]
@@ -389,18 +350,16 @@ fn a_request_naming_no_checks_still_runs_the_required_ones_and_dies_when_they_fa
 #[test]
 fn a_tier_adds_its_required_checks_and_may_need_approval_by_size() {
     let repo = TestRepo::new();
-    commit(
-        &repo,
+    repo.commit(
         &[(
             ".hyperion/policy.toml",
             "[checks.migrations]\nrun = [\"sh\", \"-c\", \"echo checked migrations\"]\n\n[[tiers]]\nname = \"db\"\npaths = [\"db/**\"]\nrequired_checks = [\"migrations\"]\n\n[[tiers]]\nname = \"large\"\nmin_files = 3\napproval = true\napprovers = [\"alice@example.com\"]\n",
-        )],
-    );
-    let db = propose(&repo, "T-1", &[], |root| {
+        )], "set-up");
+    let db = repo.propose("T-1", "claude", &[], |root| {
         write(root, "db/001.sql", "create table t;\n")
     });
     assert_eq!(record(&repo, &db)["status"], "pending");
-    let large = propose(&repo, "T-2", &[], |root| {
+    let large = repo.propose("T-2", "claude", &[], |root| {
         for f in ["a", "b", "c"] {
             write(root, &format!("src/{f}.txt"), "x\n");
         }
@@ -430,12 +389,12 @@ fn a_tier_adds_its_required_checks_and_may_need_approval_by_size() {
 #[test]
 fn config_shows_the_tiers_in_force_and_policy_check_refuses_a_tier_that_does_nothing() {
     let repo = TestRepo::new();
-    commit(
-        &repo,
+    repo.commit(
         &[(
             ".hyperion/policy.toml",
             "[approvals]\napprovers = [\"alice@example.com\"]\n",
         )],
+        "set-up",
     );
     let out = repo.ok(&["config"]);
     assert!(out.contains("policy.tiers.gate"), "{out}");
@@ -450,7 +409,7 @@ fn config_shows_the_tiers_in_force_and_policy_check_refuses_a_tier_that_does_not
 #[test]
 fn apply_of_a_waiting_request_is_refused_and_its_dry_run_says_why() {
     let repo = TestRepo::new();
-    let id = propose(&repo, "T-1", &[], |root| {
+    let id = repo.propose("T-1", "claude", &[], |root| {
         write(root, ".husky/pre-commit", "npm test\n")
     });
     let (_, err) = repo.fails(&["apply", &id], 1);

@@ -43,17 +43,6 @@ fn enqueue_edit(repo: &TestRepo, task: &str, file: &str, content: &str) -> Strin
     .to_owned()
 }
 
-/// Commit `content` as `file` on main directly (someone else's work).
-fn commit_file(repo: &TestRepo, file: &str, content: &str) {
-    let path = repo.path().join(file);
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p).unwrap();
-    }
-    std::fs::write(&path, content).unwrap();
-    repo.git(&["add", "--", file]);
-    repo.git(&["commit", "-q", "-m", &format!("edit {file}")]);
-}
-
 /// `worker --drain --format json`: one report per line.
 fn drain(repo: &TestRepo) -> Vec<Value> {
     repo.ok(&["worker", "--drain", "--format", "json"])
@@ -117,7 +106,7 @@ fn lands_with_author_trailers_note_and_brings_the_checkout_along() {
 #[test]
 fn a_dirty_checkout_refuses_landing_and_changes_nothing() {
     let repo = TestRepo::new();
-    commit_file(&repo, "other.txt", "one\n");
+    repo.commit(&[("other.txt", "one\n")], "edit other.txt");
     let id = enqueue_edit(&repo, "T-1", "README.md", "hello\nthere\n");
     std::fs::write(repo.path().join("other.txt"), "local work\n").unwrap();
     let before = tip(&repo);
@@ -143,7 +132,7 @@ fn a_dirty_checkout_refuses_landing_and_changes_nothing() {
 fn a_conflict_becomes_a_dead_letter_with_its_artifacts() {
     let repo = TestRepo::new();
     let base = "a\nb\nc\nd\ne\nf\ng\n";
-    commit_file(&repo, "f.txt", base);
+    repo.commit(&[("f.txt", base)], "edit f.txt");
     let first = enqueue_edit(&repo, "T-1", "f.txt", "a\nb\nc\nONE\ne\nf\ng\n");
     let second = enqueue_edit(&repo, "T-2", "f.txt", "a\nb\nc\nTWO\ne\nf\ng\n");
     let reports = drain(&repo);
@@ -187,11 +176,11 @@ fn a_conflict_becomes_a_dead_letter_with_its_artifacts() {
 fn changes_made_since_are_merged_and_offsets_found() {
     let repo = TestRepo::new();
     let base: String = (1..=30).map(|i| format!("line {i}\n")).collect();
-    commit_file(&repo, "f.txt", &base);
+    repo.commit(&[("f.txt", &base)], "edit f.txt");
     let edited = base.replace("line 25\n", "line twenty-five\n");
     let id = enqueue_edit(&repo, "T-1", "f.txt", &edited);
     // Someone inserts lines at the top meanwhile.
-    commit_file(&repo, "f.txt", &format!("header\n\n{base}"));
+    repo.commit(&[("f.txt", &format!("header\n\n{base}"))], "edit f.txt");
     let reports = drain(&repo);
     assert_eq!(reports[0]["result"], "landed", "{:?}", reports[0]);
     assert_eq!(reports[0]["files"][0]["method"], "merged");
@@ -207,7 +196,7 @@ fn revalidation_at_lease_time_makes_a_validation_dead_letter() {
     let repo = TestRepo::new();
     let id = enqueue_edit(&repo, "T-1", "new.txt", "fresh\n");
     // The target changed after enqueue: the file now exists.
-    commit_file(&repo, "new.txt", "someone else's\n");
+    repo.commit(&[("new.txt", "someone else's\n")], "edit new.txt");
     let before = tip(&repo);
     let reports = drain(&repo);
     assert_eq!(reports[0]["result"], "dead");
@@ -227,10 +216,10 @@ fn revalidation_at_lease_time_makes_a_validation_dead_letter() {
 fn a_patch_already_on_the_target_is_refused_as_empty() {
     let repo = TestRepo::new();
     let base: String = (1..=10).map(|i| format!("line {i}\n")).collect();
-    commit_file(&repo, "f.txt", &base);
+    repo.commit(&[("f.txt", &base)], "edit f.txt");
     let edited = base.replace("line 5\n", "line five\n");
     enqueue_edit(&repo, "T-1", "f.txt", &edited);
-    commit_file(&repo, "f.txt", &edited);
+    repo.commit(&[("f.txt", &edited)], "edit f.txt");
     let reports = drain(&repo);
     assert_eq!(reports[0]["result"], "dead");
     assert_eq!(reports[0]["code"], "apply.empty");
@@ -317,7 +306,7 @@ fn apply_lands_one_request_and_dry_run_changes_nothing() {
 #[test]
 fn rollback_of_the_last_and_an_older_request_and_a_refused_one() {
     let repo = TestRepo::new();
-    commit_file(&repo, "c.txt", "1\n2\n3\n4\n5\n");
+    repo.commit(&[("c.txt", "1\n2\n3\n4\n5\n")], "edit c.txt");
     let r1 = enqueue_edit(&repo, "T-1", "a.txt", "a\n");
     let r2 = enqueue_edit(&repo, "T-2", "b.txt", "b\n");
     let r3 = enqueue_edit(&repo, "T-3", "README.md", "hello\nmore\n");
@@ -328,7 +317,7 @@ fn rollback_of_the_last_and_an_older_request_and_a_refused_one() {
     let dry = repo.json(&["rollback", "--last", "--dry-run"]);
     assert_eq!(dry["plan"]["id"], r4.as_str());
     // Someone edits the line r4 changed: its revert now conflicts.
-    commit_file(&repo, "c.txt", "1\n2\nTHREE!\n4\n5\n");
+    repo.commit(&[("c.txt", "1\n2\nTHREE!\n4\n5\n")], "edit c.txt");
     let before = tip(&repo);
     let refs = repo.hyperion_refs();
     let (_, err) = repo.fails(&["rollback", &r4], 1);
@@ -400,10 +389,12 @@ fn a_bare_repository_lands_without_any_checkout() {
 #[test]
 fn checks_run_in_a_pooled_worktree_and_decide() {
     let repo = TestRepo::new();
-    commit_file(
-        &repo,
-        ".hyperion/policy.toml",
-        "[checks.pass]\nrun = [\"sh\", \"-c\", \"test -f f.txt && echo saw f.txt\"]\n\n[checks.fail]\nrun = [\"sh\", \"-c\", \"echo broken >&2; exit 4\"]\n\n[checks.slow]\nrun = [\"sleep\", \"30\"]\ntimeout = \"1s\"\n",
+    repo.commit(
+        &[(
+            ".hyperion/policy.toml",
+            "[checks.pass]\nrun = [\"sh\", \"-c\", \"test -f f.txt && echo saw f.txt\"]\n\n[checks.fail]\nrun = [\"sh\", \"-c\", \"echo broken >&2; exit 4\"]\n\n[checks.slow]\nrun = [\"sleep\", \"30\"]\ntimeout = \"1s\"\n",
+        )],
+        "edit .hyperion/policy.toml",
     );
     repo.git(&["config", "hyperion.maxAttempts", "1"]);
     let with_checks = |task: &str, file: &str, check: &str| {
@@ -538,7 +529,7 @@ fn the_shipped_pre_apply_hook_guards_protected_paths_and_agents() {
 #[test]
 fn a_batch_lands_as_one_chain_with_one_branch_update() {
     let repo = TestRepo::new();
-    commit_file(&repo, "shared.txt", "line\n");
+    repo.commit(&[("shared.txt", "line\n")], "edit shared.txt");
     let a = enqueue_edit(&repo, "T-1", "a.txt", "a\n");
     let s1 = enqueue_edit(&repo, "T-2", "shared.txt", "first\n");
     let s2 = enqueue_edit(&repo, "T-3", "shared.txt", "second\n");

@@ -75,13 +75,7 @@ impl Attack {
 
     /// Commit `files` on `main` (set-up, before the attack), and take the snapshot again.
     pub fn commit(&mut self, files: &[(&str, &str)]) -> &mut Attack {
-        for (path, content) in files {
-            let p = self.repo.path().join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, content).unwrap();
-            self.repo.git(&["add", "--", path]);
-        }
-        self.repo.git(&["commit", "-q", "-m", "set-up"]);
+        self.repo.commit(files, "set-up");
         self.before = Snapshot::take(&self.repo);
         self
     }
@@ -317,26 +311,7 @@ impl Attack {
     /// symlinks included), through `enqueue --patch`, naming `checks`; the checkout is put
     /// back first. The id.
     pub fn propose(&self, task: &str, checks: &[&str], edit: impl FnOnce(&Path)) -> String {
-        edit(self.repo.path());
-        self.repo.git(&["add", "-A"]);
-        let diff = self.repo.git(&["diff", "--cached", "-M", "--full-index"]);
-        self.repo.git(&["reset", "-q", "--hard"]);
-        assert!(!diff.is_empty(), "the edit changed nothing");
-        let patch = self.repo.home.path().join(format!("{task}.diff"));
-        std::fs::write(&patch, diff).unwrap();
-        let mut args = vec![
-            "enqueue",
-            "--patch",
-            patch.to_str().unwrap(),
-            "--task",
-            task,
-            "--agent",
-            "attacker",
-        ];
-        for c in checks {
-            args.extend(["--check", c]);
-        }
-        self.repo.ok(&args).trim().to_owned()
+        self.repo.propose(task, "attacker", checks, edit)
     }
 
     /// After a drain: `id` awaits approval (it was never landed), everything untouched.
@@ -470,19 +445,6 @@ pub fn plant_marker(repo: &TestRepo, refname: &str, text: &str) {
     let p = landing_file(repo, refname, "json");
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, text).unwrap();
-}
-
-/// `doctor --format json`'s findings about landings (codes `land.*`).
-pub fn landing_findings(repo: &TestRepo) -> Vec<Value> {
-    let out = repo.run(&["doctor", "--format", "json"]);
-    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
-    d["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["code"].as_str().unwrap().starts_with("land."))
-        .cloned()
-        .collect()
 }
 
 /// `worker --once --format json`: its reports and its log.

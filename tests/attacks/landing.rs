@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use crate::common::TestRepo;
 use crate::harness::{
-    Attack, adds, assert_refusal, landing_file, landing_findings, plant_marker, request, signal,
-    work_once, worker_paused_at,
+    Attack, adds, assert_refusal, landing_file, plant_marker, request, signal, work_once,
+    worker_paused_at,
 };
 
 const A: &str = "a1\na2\na3\na4\na5\na6\na7\na8\n";
@@ -132,7 +132,7 @@ fn a_landing_killed_before_it_moved_the_checkout_leaves_nothing_to_put_back() {
     assert!(landing_file(&a.repo, MAIN, "json").exists());
     a.untouched();
     a.nothing_landed();
-    let found = landing_findings(&a.repo);
+    let found = a.repo.landing_findings();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["code"], "land.interrupted");
     std::thread::sleep(Duration::from_millis(1100));
@@ -185,7 +185,7 @@ fn a_landing_killed_after_it_moved_the_checkout_is_put_back_keeping_the_persons_
     assert_eq!(read(&a.repo, "mine.txt").as_deref(), Some("untracked\n"));
     assert_eq!(a.repo.git(&["diff", "--cached"]), staged);
     assert_eq!(a.repo.git(&["diff"]), unstaged);
-    assert!(landing_findings(&a.repo).is_empty());
+    assert!(a.repo.landing_findings().is_empty());
 }
 
 #[test]
@@ -218,7 +218,7 @@ fn edits_to_the_files_a_killed_landing_changed_stop_landings_and_change_nothing(
     a.nothing_landed();
     assert_eq!(read(&a.repo, "a.txt"), mine);
     assert!(landing_file(&a.repo, MAIN, "json").exists());
-    let found = landing_findings(&a.repo);
+    let found = a.repo.landing_findings();
     assert_eq!(found[0]["code"], "land.interrupted", "{found:?}");
     let (_, err) = a.repo.fails(&["doctor"], 1);
     assert!(err.contains("[doctor.problems]"), "{err}");
@@ -258,7 +258,7 @@ fn a_stopped_landing_is_waited_for_and_never_repaired() {
     assert!(!log.contains("put the checkout back"), "{log}");
     a.untouched();
     a.nothing_landed();
-    let found = landing_findings(&a.repo);
+    let found = a.repo.landing_findings();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["code"], "land.in_progress");
     assert!(
@@ -312,7 +312,9 @@ fn a_marker_planted_with_a_live_holder_makes_landings_wait_and_changes_nothing()
         .spawn()
         .unwrap();
     let until = std::time::Instant::now() + Duration::from_secs(10);
-    while landing_findings(&a.repo)
+    while a
+        .repo
+        .landing_findings()
         .iter()
         .all(|f| f["code"] != "land.in_progress")
     {
@@ -404,7 +406,7 @@ fn an_unreadable_marker_stops_landings_and_changes_nothing() {
     only_code(&reports, "land.interrupted");
     a.untouched();
     a.nothing_landed();
-    let found = landing_findings(&a.repo);
+    let found = a.repo.landing_findings();
     assert_eq!(found[0]["code"], "land.interrupted", "{found:?}");
     a.repo.fails(&["doctor"], 1);
 }
@@ -462,7 +464,7 @@ fn a_stale_index_lock_in_the_checkout_is_never_removed() {
     assert!(lock.exists(), "the person's index.lock was removed");
     a.untouched();
     a.nothing_landed();
-    let found = landing_findings(&a.repo);
+    let found = a.repo.landing_findings();
     assert!(
         found.iter().any(|f| f["code"] == "land.index_lock"),
         "{found:?}"
@@ -529,7 +531,7 @@ fn a_person_committing_in_a_half_moved_checkout_keeps_their_commit() {
     let log = a.repo.git(&["log", "--format=%B", "main"]);
     assert!(!log.contains("Hyperion-Request"), "{log}\n{reports:?}");
     // Nothing is pending: doctor has nothing to say, the next landing drops the marker.
-    assert!(landing_findings(&a.repo).is_empty());
+    assert!(a.repo.landing_findings().is_empty());
     let id = a.enqueue(&other(2));
     let (reports, log) = work_once(&a.repo);
     assert_eq!(reports[0]["id"], id.as_str());

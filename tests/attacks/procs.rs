@@ -49,28 +49,15 @@ fn pid_in(file: &Path) -> i32 {
         .unwrap()
 }
 
-/// Whether process `pid` is gone (or a zombie) within a few seconds.
+/// Whether process `pid` is gone (or a zombie) within a few seconds; killed if not.
 fn gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return true,
-            Ok(s)
-                if s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('Z')) =>
-            {
-                return true;
-            }
-            Ok(_) if Instant::now() >= deadline => {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-                return false;
-            }
-            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
+    let went = crate::common::gone(pid, Duration::from_secs(3));
+    if !went {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
     }
+    went
 }
 
 /// The case: a check's grandchild called `setsid` and kept the output pipes open;

@@ -222,6 +222,64 @@ impl TestRepo {
         commit
     }
 
+    /// Commit `files` (path, content) on the checked-out branch directly (a person's work,
+    /// not a request), staging only them; the new commit's id.
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        for (path, content) in files {
+            let p = self.path().join(path);
+            std::fs::create_dir_all(p.parent().expect("a parent")).expect("mkdir");
+            std::fs::write(&p, content).expect("write");
+            self.git(&["add", "--", path]);
+        }
+        self.git(&["commit", "-q", "-m", message]);
+        self.git(&["rev-parse", "HEAD"]).trim().to_owned()
+    }
+
+    /// Enqueue what `edit` does to the checkout, as `git diff` shows it (renames, modes and
+    /// symlinks included), through `enqueue --patch` as `agent` with `checks`; the checkout
+    /// is put back first. The id.
+    pub fn propose(
+        &self,
+        task: &str,
+        agent: &str,
+        checks: &[&str],
+        edit: impl FnOnce(&Path),
+    ) -> String {
+        edit(self.path());
+        self.git(&["add", "-A"]);
+        let diff = self.git(&["diff", "--cached", "-M", "--full-index"]);
+        self.git(&["reset", "-q", "--hard"]);
+        assert!(!diff.is_empty(), "the edit changed nothing");
+        let patch = self.home.path().join(format!("{task}.diff"));
+        std::fs::write(&patch, diff).expect("write");
+        let mut args = vec![
+            "enqueue",
+            "--patch",
+            patch.to_str().expect("utf-8"),
+            "--task",
+            task,
+            "--agent",
+            agent,
+        ];
+        for c in checks {
+            args.extend(["--check", c]);
+        }
+        self.ok(&args).trim().to_owned()
+    }
+
+    /// `doctor --format json`'s findings about landings (codes `land.*`).
+    pub fn landing_findings(&self) -> Vec<Value> {
+        let out = self.run(&["doctor", "--format", "json"]);
+        let d: Value = serde_json::from_slice(&out.stdout).expect("doctor prints JSON");
+        d["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter(|f| f["code"].as_str().expect("a code").starts_with("land."))
+            .cloned()
+            .collect()
+    }
+
     pub fn write(&self, name: &str, value: &Value) -> PathBuf {
         let p = self.home.path().join(name);
         if let Some(parent) = p.parent() {
@@ -381,17 +439,33 @@ pub fn binary_run_patch(path: &str, len: usize, byte: u8) -> String {
     )
 }
 
+/// The state letter of process `pid` in /proc (`R`, `S`, `T`, `Z`, …); `None` when it is
+/// gone.
+pub fn proc_state(pid: impl std::fmt::Display) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) STATE ...": comm may hold spaces, so look after the last ')'.
+    s.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Wait up to `within` for process `pid` to be gone (or a zombie, reaped soon by whoever
+/// adopted it); whether it went.
+pub fn gone(pid: impl std::fmt::Display + Copy, within: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match proc_state(pid) {
+            None | Some('Z') => return true,
+            Some(_) if std::time::Instant::now() >= deadline => return false,
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+}
+
 /// Wait until process `pid` stopped itself (state `T` in /proc), as at a pause point
 /// (`HYPERION_TEST_PAUSE_AT`, see src/git/os.rs).
 pub fn wait_stopped(pid: u32, what: &str) {
-    let stat = format!("/proc/{pid}/stat");
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let s = std::fs::read_to_string(&stat).unwrap_or_default();
-        // "pid (comm) STATE ...": comm may hold spaces, so look after the last ')'.
-        if s.rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
-        {
+        if proc_state(pid) == Some('T') {
             return;
         }
         assert!(
