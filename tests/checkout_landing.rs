@@ -67,33 +67,15 @@ impl Worker {
 
     /// Wait until the worker stopped itself at its pause point (state `T` in /proc).
     fn wait_stopped(&self) {
-        let stat = format!("/proc/{}/stat", self.pid());
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = std::fs::read_to_string(&stat).unwrap_or_default();
-            // "pid (comm) STATE ..."; comm may hold spaces, so look after the last ')'.
-            if s.rsplit_once(')')
-                .map(|(_, r)| r.trim_start().starts_with('T'))
-                == Some(true)
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "the worker never reached its pause point: {}",
-                std::fs::read_to_string(&self.err).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        assert!(
+            common::stopped_within(self.pid(), Duration::from_secs(60)),
+            "the worker never reached its pause point: {}",
+            std::fs::read_to_string(&self.err).unwrap_or_default()
+        );
     }
 
     fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} failed");
+        common::signal(self.pid(), sig);
     }
 }
 

@@ -83,16 +83,11 @@ fn a_timeout_kills_the_whole_process_group() {
         .unwrap();
     // The background sleep (same process group) is gone: no such process, or a zombie
     // reaped by init a moment later.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat"));
-        match stat {
-            Err(_) => break,
-            Ok(s) if s.contains(") Z ") => break,
-            Ok(s) => assert!(Instant::now() < deadline, "grandchild still alive: {s}"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        common::gone(grandchild, Duration::from_secs(2)),
+        "grandchild still alive: {:?}",
+        common::proc_state(grandchild)
+    );
 }
 
 #[test]

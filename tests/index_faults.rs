@@ -330,27 +330,11 @@ fn reindex_of_a_damaged_index_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let stopped = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('T'))
-        })
-    };
-    let t = Instant::now();
-    while !stopped() {
-        assert!(t.elapsed() < BOUND, "doctor --reindex reached the rebuild");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let kill = |sig: &str| {
-        assert!(
-            std::process::Command::new("kill")
-                .args([sig, &pid.to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
+    assert!(
+        common::stopped_within(pid, BOUND),
+        "doctor --reindex reached the rebuild"
+    );
+    let kill = |sig: &str| common::signal(pid, sig);
     kill("-TERM");
     kill("-CONT");
     let t = Instant::now();

@@ -248,31 +248,6 @@ fn maintenance_while_storing_and_landing_loses_nothing() {
     assert!(keeps(&repo).is_empty(), "no keep left: {:?}", keeps(&repo));
 }
 
-/// Wait until process `pid` is stopped (at its pause point).
-fn wait_stopped(pid: u32) {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if s.rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
-        {
-            return;
-        }
-        assert!(Instant::now() < until, "never reached its pause point");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    assert!(
-        Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
 fn backdate(path: &Path, by: Duration) {
     let f = std::fs::File::options().write(true).open(path).unwrap();
     f.set_modified(std::time::SystemTime::now() - by).unwrap();
@@ -297,7 +272,7 @@ fn an_enqueue_stopped_or_killed_between_pack_and_refs_loses_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_stopped(child.id());
+    common::wait_stopped(child.id(), "the process");
     let kept = keeps(&repo);
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(
@@ -307,7 +282,7 @@ fn an_enqueue_stopped_or_killed_between_pack_and_refs_loses_nothing() {
     );
     repo.git(&["gc", "--prune=now", "--quiet"]);
     repo.git(&["repack", "-adq"]);
-    signal(child.id(), "-CONT");
+    common::signal(child.id(), "CONT");
     let out = child.wait_with_output().unwrap();
     check_ok("enqueue", &out);
     let paused: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -328,7 +303,7 @@ fn an_enqueue_stopped_or_killed_between_pack_and_refs_loses_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_stopped(child.id());
+    common::wait_stopped(child.id(), "the process");
     child.kill().unwrap();
     child.wait().unwrap();
     repo.git(&["gc", "--prune=now", "--quiet"]);

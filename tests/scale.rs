@@ -162,13 +162,7 @@ fn gc_removes_packed_refs_in_few_transactions_and_keeps_one_that_moved() {
     let moved = &ids[57];
     repo.ok(&["requeue", moved, "--reason", "again"]);
     let moved_tip = refs(&repo)[&format!("refs/hyperion/requests/{moved}")].clone();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-CONT", &gc.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::signal(gc.id(), "CONT");
     let out = gc.wait_with_output().unwrap();
     assert!(out.status.success());
     let archived: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
@@ -279,12 +273,7 @@ fn a_live_worker_with_a_1s_lease_loses_no_lease_to_slow_checks_and_hooks() {
         .unwrap();
     let pid = worker.id();
     let mut sweeps = 0;
-    while std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-    {
+    while !matches!(common::proc_state(pid), None | Some('Z')) {
         let swept = repo.json(&["sweep"]);
         assert_eq!(swept["requeued"], serde_json::json!([]), "{swept}");
         assert_eq!(swept["dead"], serde_json::json!([]), "{swept}");

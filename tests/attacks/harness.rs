@@ -404,31 +404,16 @@ pub fn worker_paused_at(repo: &TestRepo, point: &str, lease: &str) -> std::proce
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let stat = format!("/proc/{}/stat", child.id());
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let s = std::fs::read_to_string(&stat).unwrap_or_default();
-        if s.rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
-        {
-            return child;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "the worker never reached {point}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    assert!(
+        crate::common::stopped_within(child.id(), std::time::Duration::from_secs(60)),
+        "the worker never reached {point}"
+    );
+    child
 }
 
 /// `kill -SIG PID`.
 pub fn signal(child: &std::process::Child, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} failed");
+    crate::common::signal(child.id(), sig);
 }
 
 /// Where a landing onto `refname` keeps its marker (`.json`) and its lock (`.lock`): the

@@ -460,18 +460,36 @@ pub fn gone(pid: impl std::fmt::Display + Copy, within: std::time::Duration) -> 
     }
 }
 
-/// Wait until process `pid` stopped itself (state `T` in /proc), as at a pause point
-/// (`HYPERION_TEST_PAUSE_AT`, see src/git/os.rs).
-pub fn wait_stopped(pid: u32, what: &str) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+/// Wait up to `within` for process `pid` to stop itself (state `T` in /proc), as at a pause
+/// point (`HYPERION_TEST_PAUSE_AT`, see src/git/os.rs); whether it did.
+pub fn stopped_within(pid: impl std::fmt::Display + Copy, within: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
     loop {
         if proc_state(pid) == Some('T') {
-            return;
+            return true;
         }
-        assert!(
-            std::time::Instant::now() < until,
-            "{what} never reached its pause point"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// Wait (a minute at most) until process `pid` stopped itself at its pause point.
+pub fn wait_stopped(pid: u32, what: &str) {
+    assert!(
+        stopped_within(pid, std::time::Duration::from_secs(60)),
+        "{what} never reached its pause point"
+    );
+}
+
+/// `kill -SIG PID` (`sig` with or without its dash: `TERM`, `-CONT`, `9`), which must succeed.
+pub fn signal(pid: impl std::fmt::Display, sig: &str) {
+    let sig = format!("-{}", sig.trim_start_matches('-'));
+    let ok = Command::new("kill")
+        .args([sig.as_str(), &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {sig} {pid} failed");
 }
