@@ -34,10 +34,7 @@ use hyperion::request::model::ChangeRequest;
 use serde_json::json;
 
 use common::hermetic::hermetic;
-use common::{Script, Stats, clone_bare, git, tree_of};
-
-/// The binary of this build (the bench profile: `target/release/git-hyperion`).
-const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
+use common::{BIN, Script, Stats, clone_bare, git, tree_of};
 
 const USAGE: &str = "usage: cargo bench --bench compare -- [--files 1k,5k,10k] [--depth 1k,10k] \
                      [--quick] [--format text|json]

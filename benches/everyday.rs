@@ -21,12 +21,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Script, Stats, clone_bare, git, hermetic, ms, tree_of};
-
-/// The binary of this build (the bench profile: `target/release/git-hyperion`).
-const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
+use common::{Script, Stats, clone_bare, git, hermetic, hyperion, ms, tree_of};
 
 const USAGE: &str = "usage: cargo bench --bench everyday -- [--quick] [--commits N] \
                      [--requests N] [--files N]";
@@ -66,25 +63,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-/// Run `git-hyperion ARGS` in `repo` as its own process; how long it took, start to exit, and
-/// what it printed.
-fn hyperion(repo: &Path, args: &[&str]) -> (Duration, String) {
-    let t = Instant::now();
-    let out = hermetic::command(BIN, repo, repo)
-        .args(args)
-        .env("HYPERION_ACTOR", "bench")
-        .output()
-        .expect("git-hyperion runs");
-    let took = t.elapsed();
-    assert!(
-        out.status.success(),
-        "git-hyperion {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (took, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// What one request costs a person, command by command.

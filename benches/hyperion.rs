@@ -10,12 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{add_request, git, median, ms, p95};
+use common::{BIN, add_request, git, median, ms, p95};
 
 use hyperion::queue::Queue;
 use hyperion::queue::store::Store;
-
-const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
 
 fn repo() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -38,18 +36,7 @@ fn write_dir(dir: &Path, n: usize, salt: &str) -> PathBuf {
 }
 
 fn hyperion(dir: &Path, args: &[&str]) -> Duration {
-    let t = Instant::now();
-    let out = common::hermetic::command(BIN, dir, dir)
-        .args(args)
-        .output()
-        .expect("runs");
-    let el = t.elapsed();
-    assert!(
-        out.status.success(),
-        "git-hyperion {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    el
+    common::hyperion(dir, args).0
 }
 
 fn main() {

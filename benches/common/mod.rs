@@ -27,6 +27,28 @@ pub mod hermetic;
 
 pub use hermetic::git;
 
+/// The binary of this build (the bench profile: `target/release/git-hyperion`).
+pub const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
+
+/// Run `git-hyperion ARGS` in `repo` as its own process (actor `bench`); how long it took,
+/// start to exit, and what it printed. Panics when it fails.
+pub fn hyperion(repo: &Path, args: &[&str]) -> (Duration, String) {
+    let t = Instant::now();
+    let out = hermetic::command(BIN, repo, repo)
+        .args(args)
+        .env("HYPERION_ACTOR", "bench")
+        .output()
+        .expect("git-hyperion runs");
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "git-hyperion {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (took, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// The tree id of `rev` in `repo`.
 pub fn tree_of(repo: &Path, rev: &str) -> String {
     git(repo, &["rev-parse", &format!("{rev}^{{tree}}")])
