@@ -15,8 +15,6 @@
 
 mod common;
 
-use std::process::Output;
-
 use common::TestRepo;
 use serde_json::{Value, json};
 
@@ -66,12 +64,12 @@ impl Scene {
             .collect();
         let mut args = vec!["enqueue"];
         args.extend(paths.iter().map(String::as_str));
-        let ids = ok(&repo, &args);
+        let ids = repo.ok_as(ACTOR, &args);
         let ids: Vec<&str> = ids.lines().collect();
         assert_eq!(ids.len(), 3, "{ids:?}");
-        ok(&repo, &["worker", "--drain", "--id", WORKER]);
+        repo.ok_as(ACTOR, &["worker", "--drain", "--id", WORKER]);
         let p = repo.write("r3.json", &add("T-4", "src/c.txt", "four", 5));
-        let t4 = ok(&repo, &["enqueue", p.to_str().unwrap()]);
+        let t4 = repo.ok_as(ACTOR, &["enqueue", p.to_str().unwrap()]);
         Scene {
             ids: [ids[0], ids[1], ids[2], t4.trim()].map(str::to_owned),
             repo,
@@ -79,30 +77,10 @@ impl Scene {
     }
 }
 
-/// `git hyperion ARGS` with the scene's actor; its output, whatever the exit code.
-fn run(repo: &TestRepo, args: &[&str]) -> Output {
-    repo.cmd()
-        .env("HYPERION_ACTOR", ACTOR)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// `run`, which must succeed; its stdout.
-fn ok(repo: &TestRepo, args: &[&str]) -> String {
-    let out = run(repo, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// `run`, which must exit with `code`; a text holding the exit code, stdout (the JSON error
 /// document, pretty-printed, when there is one) and stderr, for one snapshot of all three.
 fn fails(repo: &TestRepo, args: &[&str], code: i32) -> String {
-    let out = run(repo, args);
+    let out = repo.run_as(ACTOR, args);
     assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stdout = if stdout.is_empty() {
@@ -150,11 +128,11 @@ fn snapshot(repo: &TestRepo, name: &str, value: &str) {
 #[test]
 fn list() {
     let s = Scene::new();
-    snapshot(&s.repo, "list", &ok(&s.repo, &["list"]));
+    snapshot(&s.repo, "list", &s.repo.ok_as(ACTOR, &["list"]));
     snapshot(
         &s.repo,
         "list_json",
-        &ok(&s.repo, &["list", "--format", "json"]),
+        &s.repo.ok_as(ACTOR, &["list", "--format", "json"]),
     );
 }
 
@@ -163,23 +141,24 @@ fn show() {
     let s = Scene::new();
     // A landed request, a dead letter, a waiting one.
     for (i, name) in [(2, "show_applied"), (0, "show_dead"), (3, "show_pending")] {
-        snapshot(&s.repo, name, &ok(&s.repo, &["show", &s.ids[i]]));
+        snapshot(&s.repo, name, &s.repo.ok_as(ACTOR, &["show", &s.ids[i]]));
     }
     snapshot(
         &s.repo,
         "show_dead_json",
-        &ok(&s.repo, &["show", &s.ids[0], "--format", "json"]),
+        &s.repo
+            .ok_as(ACTOR, &["show", &s.ids[0], "--format", "json"]),
     );
 }
 
 #[test]
 fn dead() {
     let s = Scene::new();
-    snapshot(&s.repo, "dead", &ok(&s.repo, &["dead"]));
+    snapshot(&s.repo, "dead", &s.repo.ok_as(ACTOR, &["dead"]));
     snapshot(
         &s.repo,
         "dead_json",
-        &ok(&s.repo, &["dead", "--format", "json"]),
+        &s.repo.ok_as(ACTOR, &["dead", "--format", "json"]),
     );
 }
 

@@ -18,15 +18,6 @@ fn write(root: &Path, path: &str, content: &str) {
     std::fs::write(p, content).unwrap();
 }
 
-/// `git hyperion ARGS` as `actor` (HYPERION_ACTOR).
-fn as_actor(repo: &TestRepo, actor: &str, args: &[&str]) -> Output {
-    repo.cmd()
-        .env("HYPERION_ACTOR", actor)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn record(repo: &TestRepo, id: &str) -> Value {
     repo.json(&["show", id])["record"].clone()
 }
@@ -105,7 +96,7 @@ fn a_policy_change_waits_until_an_allowed_approver_approves_it_then_lands() {
     assert_eq!(main_tip(&repo), before);
     // Anyone else is refused, and nothing changes.
     let chain = repo.hyperion_refs();
-    let out = as_actor(&repo, "mallory@example.com", &["approve", &id]);
+    let out = repo.run_as("mallory@example.com", &["approve", &id]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -119,11 +110,7 @@ fn a_policy_change_waits_until_an_allowed_approver_approves_it_then_lands() {
     assert!(err.contains("hint: "), "{err}");
     assert_eq!(repo.hyperion_refs(), chain);
     // The allowed approver: recorded as the actor of the transition.
-    let out = as_actor(
-        &repo,
-        ALICE,
-        &["approve", &id, "--reason", "raises a limit"],
-    );
+    let out = repo.run_as(ALICE, &["approve", &id, "--reason", "raises a limit"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let r = record(&repo, &id);
     assert_eq!(r["status"], "pending");
@@ -156,7 +143,7 @@ fn a_policy_change_waits_until_an_allowed_approver_approves_it_then_lands() {
     let policy = repo.git(&["show", "main:.hyperion/policy.toml"]);
     assert!(policy.contains("files = 20"), "{policy}");
     // Approving again is refused: it no longer waits.
-    let out = as_actor(&repo, ALICE, &["approve", &id]);
+    let out = repo.run_as(ALICE, &["approve", &id]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("[queue.wrong_state]"));
 }
@@ -203,10 +190,9 @@ fn reject_parks_a_waiting_request_and_requeue_brings_it_back_to_waiting() {
         serde_json::json!(["sensitive"])
     );
     // A reason is required.
-    let out = as_actor(&repo, "bob@example.com", &["reject", &id, "--reason", " "]);
+    let out = repo.run_as("bob@example.com", &["reject", &id, "--reason", " "]);
     assert_eq!(out.status.code(), Some(2));
-    let out = as_actor(
-        &repo,
+    let out = repo.run_as(
         "bob@example.com",
         &["reject", &id, "--reason", "CI stays with people"],
     );
@@ -233,11 +219,7 @@ fn reject_parks_a_waiting_request_and_requeue_brings_it_back_to_waiting() {
         (&Value::from("reject"), &Value::from("bob@example.com"))
     );
     // Rejecting what does not wait is refused.
-    let out = as_actor(
-        &repo,
-        "bob@example.com",
-        &["reject", &id, "--reason", "again"],
-    );
+    let out = repo.run_as("bob@example.com", &["reject", &id, "--reason", "again"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("[queue.wrong_state]"));
     // Requeue: back to waiting, not to the queue.
@@ -245,7 +227,7 @@ fn reject_parks_a_waiting_request_and_requeue_brings_it_back_to_waiting() {
     assert!(out.contains("awaiting_approval again"), "{out}");
     assert_eq!(record(&repo, &id)["status"], "awaiting_approval");
     assert!(drain(&repo).is_empty());
-    as_actor(&repo, ALICE, &["approve", &id]);
+    repo.run_as(ALICE, &["approve", &id]);
     assert_eq!(drain(&repo)[0]["result"], "landed");
 }
 
@@ -256,7 +238,7 @@ fn a_rejected_request_waits_again_after_requeue_even_when_no_tier_needs_approval
     let id = repo.propose("T-1", "claude", &[], |root| {
         write(root, ".gitlab-ci.yml", "stages: []\n")
     });
-    let out = as_actor(&repo, ALICE, &["reject", &id, "--reason", "no"]);
+    let out = repo.run_as(ALICE, &["reject", &id, "--reason", "no"]);
     assert!(out.status.success());
     // The policy drops the built-in tier; the rejection still stands in the way.
     repo.commit(
@@ -288,7 +270,7 @@ fn requeue_of_a_dead_letter_whose_tier_needs_approval_waits_for_a_new_approval()
             .unwrap()
             .contains("'run.sh' becomes executable")
     );
-    as_actor(&repo, ALICE, &["approve", &id]);
+    repo.run_as(ALICE, &["approve", &id]);
     // Someone removes run.sh meanwhile: the request no longer fits and dies.
     repo.git(&["rm", "-q", "run.sh"]);
     repo.git(&["commit", "-q", "-m", "drop run.sh"]);
@@ -378,10 +360,10 @@ fn a_tier_adds_its_required_checks_and_may_need_approval_by_size() {
     assert_eq!(reports[0]["result"], "landed");
     // The tier's own approvers: the clone's fallback does not widen them.
     repo.git(&["config", "hyperion.approvers", "bob@example.com"]);
-    let out = as_actor(&repo, "bob@example.com", &["approve", &large]);
+    let out = repo.run_as("bob@example.com", &["approve", &large]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("[approval.not_allowed]"));
-    let out = as_actor(&repo, ALICE, &["approve", &large]);
+    let out = repo.run_as(ALICE, &["approve", &large]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(drain(&repo)[0]["result"], "landed");
 }

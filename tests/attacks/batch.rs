@@ -9,18 +9,7 @@ use crate::harness::{Attack, adds, plant, signal, with_policy, worker_paused_at}
 const APPROVER: &str = "alice@example.com";
 
 fn approve(a: &Attack, id: &str) {
-    let out = a
-        .repo
-        .cmd()
-        .env("HYPERION_ACTOR", APPROVER)
-        .args(["approve", id])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    a.repo.ok_as(APPROVER, &["approve", id]);
 }
 
 fn status(a: &Attack, id: &str) -> serde_json::Value {

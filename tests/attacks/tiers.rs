@@ -31,21 +31,6 @@ fn chmod_x(root: &Path, path: &str) {
     std::fs::set_permissions(&p, perm).unwrap();
 }
 
-/// `git hyperion ARGS` as `actor`; must succeed.
-fn as_actor(repo: &TestRepo, actor: &str, args: &[&str]) {
-    let out = repo
-        .cmd()
-        .env("HYPERION_ACTOR", actor)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} as {actor}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A repository whose policy names `approvers`, committed by a person.
 fn guarded(approvers: &[&str], extra: &str) -> Attack {
     let mut a = Attack::new();
@@ -275,7 +260,7 @@ fn an_approval_stops_counting_when_the_policy_names_other_approvers() {
     let id = a.propose("T-1", &[], |root| {
         write(root, ".github/workflows/release.yml", "on: push\n")
     });
-    as_actor(&a.repo, ALICE, &["approve", &id]);
+    a.repo.ok_as(ALICE, &["approve", &id]);
     a.commit(&[(
         ".hyperion/policy.toml",
         "[approvals]\napprovers = [\"bob@example.com\"]\n",
@@ -284,7 +269,7 @@ fn an_approval_stops_counting_when_the_policy_names_other_approvers() {
     assert_eq!(reports[0]["result"], "held", "{reports:?}");
     a.waits(&id);
     // Bob's approval counts.
-    as_actor(&a.repo, "bob@example.com", &["approve", &id]);
+    a.repo.ok_as("bob@example.com", &["approve", &id]);
     assert_eq!(a.drain()[0]["result"], "landed");
 }
 

@@ -97,15 +97,21 @@ impl TestRepo {
 
     /// Run and expect exit 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "git hyperion {args:?} exited {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout_of_success(args, self.run(args))
+    }
+
+    /// Run as `actor` (`HYPERION_ACTOR`: a person approving, say), whatever the exit code.
+    pub fn run_as(&self, actor: &str, args: &[&str]) -> Output {
+        self.cmd()
+            .env("HYPERION_ACTOR", actor)
+            .args(args)
+            .output()
+            .expect("git-hyperion runs")
+    }
+
+    /// Run as `actor` and expect exit 0; returns stdout.
+    pub fn ok_as(&self, actor: &str, args: &[&str]) -> String {
+        stdout_of_success(args, self.run_as(actor, args))
     }
 
     /// Run and expect exit `code`; returns (stdout, stderr).
@@ -292,6 +298,18 @@ impl TestRepo {
 
 pub fn sha256(s: &str) -> String {
     hyperion::request::model::sha256_hex(s.as_bytes())
+}
+
+/// The stdout of `git hyperion ARGS`, which must have exited 0.
+fn stdout_of_success(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "git hyperion {args:?} exited {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A valid request adding `src/f{i}.txt`; `salt` makes it distinct.
