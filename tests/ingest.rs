@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{TestRepo, request};
+use common::{TestRepo, request, signal};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
@@ -755,16 +755,6 @@ fn spawn_watch(
         cmd.env(k, v);
     }
     cmd.spawn().expect("watch runs")
-}
-
-fn signal(pid: u32, sig: &str) {
-    assert!(
-        std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
