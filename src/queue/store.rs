@@ -39,6 +39,24 @@ fn refuse_foreign_ref_storage(repo: &gix::Repository) -> Result<()> {
 /// Where request chains live.
 pub const REQUESTS_PREFIX: &str = "refs/hyperion/requests/";
 
+/// Requests handled per chunk by the commands that handle any number at once (enqueue of a
+/// directory, a batch lease, sweep, doctor, gc): each chunk's objects go into one pack, its
+/// refs are updated, and memory holds one chunk at a time. Tests make it small
+/// (`HYPERION_TEST_CHUNK`) to run many chunks over few requests.
+const CHUNK: usize = 10_000;
+
+/// The chunk size ([`CHUNK`], or `HYPERION_TEST_CHUNK` when set to a positive number).
+pub fn chunk() -> usize {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::env::var("HYPERION_TEST_CHUNK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or(CHUNK)
+    })
+}
+
 /// One transition to perform: the record it produces, the event that explains it, and the
 /// tip it must replace.
 #[derive(Debug)]
