@@ -729,19 +729,17 @@ impl Index {
         Ok(())
     }
 
-    /// Leased requests with their tips, in id order: what `sweep` examines, without reading
-    /// the rest of the queue.
-    pub fn leased(&self, store: &Store) -> Result<Vec<(ObjectId, Record)>> {
-        let mut ids: Vec<(&str, Slot)> = self
+    /// The ids of leased requests, in id order: what `sweep` examines (a chunk at a time,
+    /// with [`Index::get`]), without reading the rest of the queue.
+    pub fn leased(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
             .entries
             .iter()
             .filter(|(_, s)| s.class == LEASED)
+            .map(|(id, _)| id.to_owned())
             .collect();
-        ids.sort_unstable_by_key(|(id, _)| *id);
-        Ok(ids
-            .into_iter()
-            .filter_map(|(id, slot)| self.decode(store, id, &slot))
-            .collect())
+        ids.sort_unstable();
+        ids
     }
 
     /// Pending requests in queue order (priority, then enqueue time), with their tips; each
@@ -766,6 +764,16 @@ impl Index {
                 }
             }
         })
+    }
+
+    /// Every indexed id with its tip, in id order, without reading a record: what `doctor`
+    /// compares with the refs.
+    pub fn tips(&self) -> Vec<(&str, ObjectId)> {
+        self.entries
+            .sorted()
+            .into_iter()
+            .map(|(id, slot)| (id, slot.tip))
+            .collect()
     }
 
     /// Every indexed record with its tip, in id order.
@@ -876,32 +884,56 @@ impl Index {
     }
 
     /// Write `keys` anew, its entries in id order, and with `all`, `records` too (the live
-    /// records only), renaming them into place: `records` first, then `keys` (whose header
+    /// records only, each read from where it is and written out in turn, so that memory never
+    /// holds the file), renaming them into place: `records` first, then `keys` (whose header
     /// names the `records` it goes with). Without `all`, this process's records are appended
     /// to `records` first.
     fn write_anew(&mut self, all: bool) -> std::io::Result<()> {
-        let stored = if all { self.stored_records() } else { None };
         let file_id = if all {
             Loaded::fresh().file_id ^ self.file_id.rotate_left(17)
         } else {
             self.file_id
         };
+        let pid = crate::git::os::pid();
+        let records_tmp = self.dir.join(format!("records.{pid}.tmp"));
+        let mut records = if all {
+            let file = std::fs::File::create(&records_tmp)?;
+            let mut w = std::io::BufWriter::new(file);
+            w.write_all(&header(file_id, 0))?;
+            Some(w)
+        } else {
+            None
+        };
         let slots = self.entries.sorted();
-        let mut records = header(file_id, 0);
         let mut keys = header(file_id, slots.len() as u64);
-        for (id, slot) in slots {
-            let moved = if all {
-                let bytes = self
-                    .raw_in(stored.as_deref(), &slot)
-                    .ok_or_else(|| std::io::Error::other(format!("record of {id} unreadable")))?;
-                let at = records.len() as u64;
-                records.extend_from_slice(bytes);
-                Slot { at, ..slot }
-            } else {
-                slot
-            };
-            push_frame(&mut keys, &entry_payload(id, &moved));
+        let mut at = HEADER as u64;
+        let mut buf = Vec::new();
+        let written = (|| -> std::io::Result<()> {
+            for (id, slot) in slots {
+                let moved = match records.as_mut() {
+                    Some(out) => {
+                        let bytes = self.raw_one(&slot, &mut buf).ok_or_else(|| {
+                            std::io::Error::other(format!("record of {id} unreadable"))
+                        })?;
+                        out.write_all(bytes)?;
+                        let moved = Slot { at, ..slot };
+                        at += u64::from(slot.len);
+                        moved
+                    }
+                    None => slot,
+                };
+                push_frame(&mut keys, &entry_payload(id, &moved));
+            }
+            if let Some(out) = records.take() {
+                out.into_inner().map_err(|e| e.into_error())?;
+                std::fs::rename(&records_tmp, self.dir.join("records"))?;
+            }
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&records_tmp);
         }
+        written?;
         if let Some(meta) = self.meta {
             let mut payload = vec![META];
             payload.extend_from_slice(&serde_json::to_vec(&meta).expect("Meta serialises"));
@@ -913,21 +945,46 @@ impl Index {
             };
             file.write_all_at(&self.new_records, self.records_len)?;
         }
-        let pid = crate::git::os::pid();
-        let mut files = vec![("keys", &keys)];
-        if all {
-            files.insert(0, ("records", &records));
+        let tmp = self.dir.join(format!("keys.{pid}.tmp"));
+        let written =
+            std::fs::write(&tmp, &keys).and_then(|()| std::fs::rename(&tmp, self.dir.join("keys")));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        for (name, bytes) in files {
-            let tmp = self.dir.join(format!("{name}.{pid}.tmp"));
-            let written = std::fs::write(&tmp, bytes)
-                .and_then(|()| std::fs::rename(&tmp, self.dir.join(name)));
-            if written.is_err() {
-                let _ = std::fs::remove_file(&tmp);
+        written
+    }
+
+    /// The checked bytes of `slot`'s record, from the records written since open or read from
+    /// the `records` file into `buf`.
+    fn raw_one<'a>(&'a self, slot: &Slot, buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+        if slot.at >= self.records_len {
+            return self.raw_in(None, slot);
+        }
+        buf.resize(slot.len as usize, 0);
+        self.records.as_ref()?.read_exact_at(buf, slot.at).ok()?;
+        (crc32fast::hash(buf) == slot.crc).then_some(&buf[..])
+    }
+
+    /// Write the records put since open to the end of `records` (their entries stay in memory
+    /// until [`Index::close`] writes them): what an operation over many requests does between
+    /// chunks, so that memory does not hold every record it wrote. A record written so and
+    /// never named by `keys` (the process died first) is a superseded one, dropped by the
+    /// next compaction.
+    pub fn spill(&mut self) {
+        let Some(file) = &self.records else {
+            return;
+        };
+        if self.new_records.is_empty() {
+            return;
+        }
+        match file.write_all_at(&self.new_records, self.records_len) {
+            Ok(()) => {
+                self.records_len += self.new_records.len() as u64;
+                self.new_records = Vec::new();
             }
-            written?;
+            // Kept in memory; close tries again.
+            Err(e) => tracing::debug!(error = %e, "could not spill index records"),
         }
-        Ok(())
     }
 
     /// The whole stored `records` file (for a pass over every entry), if there is one.
