@@ -1,5 +1,5 @@
 use super::error::CmdResult;
-use super::{Ctx, parse_duration_arg, print_json, ts};
+use super::{Ctx, JsonArray, parse_duration_arg, ts};
 
 /// Lease the next ready requests to a worker.
 ///
@@ -20,24 +20,41 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    // Printed as leased: a batch of any size is never held whole.
+    let mut json = ctx.json().then(JsonArray::default);
     let leased = ctx
         .queue()?
-        .dequeue(&args.worker, args.batch.max(1), args.lease)?;
-    if ctx.json() {
-        print_json(&leased);
-    } else {
-        for r in &leased {
-            println!(
-                "{}  leased to {} until {}  {}",
-                r.id,
-                args.worker,
-                r.leased_until.map(ts).unwrap_or_default(),
-                r.title
-            );
+        .dequeue_each(
+            &args.worker,
+            args.batch.max(1),
+            args.lease,
+            |r| match json.as_mut() {
+                Some(json) => json.push(&r),
+                None => println!(
+                    "{}  leased to {} until {}  {}",
+                    r.id,
+                    args.worker,
+                    r.leased_until.map(ts).unwrap_or_default(),
+                    r.title
+                ),
+            },
+        );
+    // What was leased is printed even when a later part failed, then the error; an error
+    // before the first lease prints no array.
+    let leased = match leased {
+        Ok(n) => n,
+        Err(e) => {
+            if let Some(json) = json.filter(|j| j.started) {
+                json.finish();
+            }
+            return Err(e.into());
         }
-        if leased.is_empty() {
-            eprintln!("nothing is ready");
-        }
+    };
+    if let Some(json) = json {
+        json.finish();
+    }
+    if leased == 0 && !ctx.json() {
+        eprintln!("nothing is ready");
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use hyperion::queue::{Enqueued, Queue};
 use hyperion::request::model::ChangeRequest;
 
 use super::error::{CmdResult, CommandError};
-use super::{Ctx, print_json};
+use super::{Ctx, JsonArray, print_json};
 
 /// Submit change requests to the queue.
 ///
@@ -151,15 +151,30 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     }
     let queue = ctx.queue()?;
     let reqs: Vec<ChangeRequest> = requests.into_iter().map(|(_, r)| r).collect();
-    let done = store(queue, &reqs, args.force)?;
-    if ctx.json() {
-        print_json(&done);
-    } else {
-        for e in &done {
+    // Printed as stored, a chunk at a time.
+    let mut json = ctx.json().then(JsonArray::default);
+    let done = queue.enqueue_each(&reqs, &actor(), args.force, |e| print_one(json.as_mut(), e));
+    finish(json, done)
+}
+
+/// Print one stored request: its id (text, with notes on stderr) or an array element (json).
+fn print_one(json: Option<&mut JsonArray>, e: Enqueued) {
+    match json {
+        Some(json) => json.push(&e),
+        None => {
             println!("{}", e.id);
-            print_notes(e);
+            print_notes(&e);
         }
     }
+}
+
+/// End the output: what was stored is printed even when a later chunk failed, then the error
+/// (with `--format json`, an array only if something was stored or nothing failed).
+fn finish(json: Option<JsonArray>, done: hyperion::Result<usize>) -> CmdResult {
+    if let Some(json) = json.filter(|j| done.is_ok() || j.started) {
+        json.finish();
+    }
+    done?;
     Ok(())
 }
 

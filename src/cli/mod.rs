@@ -196,6 +196,35 @@ pub fn print_json<T: serde::Serialize>(value: &T) {
     );
 }
 
+/// A JSON array printed an element at a time, as the elements are made (a batch of any size
+/// without holding it): the same text as [`print_json`] of the whole array.
+#[derive(Default)]
+pub struct JsonArray {
+    started: bool,
+}
+
+impl JsonArray {
+    pub fn push<T: serde::Serialize>(&mut self, value: &T) {
+        let text = serde_json::to_string_pretty(value).expect("output values always serialise");
+        // Elements are indented by two spaces; a string holds no raw newline.
+        let mut out = String::with_capacity(text.len() + 64);
+        out.push_str(if self.started { ",\n" } else { "[\n" });
+        for (i, line) in text.lines().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str("  ");
+            out.push_str(line);
+        }
+        print!("{out}");
+        self.started = true;
+    }
+
+    pub fn finish(self) {
+        println!("{}", if self.started { "\n]" } else { "[]" });
+    }
+}
+
 /// A timestamp as `2026-11-25T10:00:00Z`.
 pub fn ts(t: jiff::Timestamp) -> String {
     t.round(jiff::Unit::Second)

@@ -358,8 +358,13 @@ impl NotesDiff {
     }
 }
 
-/// The chain problems of every request of a local repository (`doctor`), by id.
-pub fn check_local(queue: &Queue, refs: &[(String, ObjectId)]) -> Result<Vec<Finding>> {
+/// The chain problems of every request of a local repository (`doctor`), by id; each chain
+/// read counts in `pages`.
+pub fn check_local(
+    queue: &Queue,
+    refs: &[(String, ObjectId)],
+    pages: &mut crate::git::os::PageBudget,
+) -> Result<Vec<Finding>> {
     let repo = queue.store().repo();
     let mut local = Local::new(repo);
     let mut checker = Checker::new(&mut local, rules(queue), |name: &str| {
@@ -367,6 +372,7 @@ pub fn check_local(queue: &Queue, refs: &[(String, ObjectId)]) -> Result<Vec<Fin
     });
     let mut out = Vec::new();
     for (id, tip) in refs {
+        pages.read_one();
         let finding = |p: Problem| Finding {
             id: id.clone(),
             code: p.code,

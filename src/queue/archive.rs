@@ -15,69 +15,90 @@ use gix::ObjectId;
 
 use crate::error::{Error, Result};
 
-/// Ref removals per `git update-ref --stdin` transaction. With packed refs each transaction
-/// rewrites `packed-refs` once, so a chunk is large; it is bounded so that one request moved
-/// meanwhile (which fails its transaction, then retried without it) costs little.
-const DELETE_CHUNK: usize = 10_000;
-
-/// The chunk size, which tests make small (`HYPERION_TEST_GC_CHUNK`) to run many
-/// transactions over few requests.
-fn delete_chunk() -> usize {
-    std::env::var("HYPERION_TEST_GC_CHUNK")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or(DELETE_CHUNK)
-}
-
 /// Write a bundle (format v2, as `git bundle create` writes it) of `refs` (full name, tip)
-/// and everything they reach: the header lists the refs, then `git pack-objects`, fed on
-/// stdin every object the chains reach ([`crate::queue::lost::reachable`]: a chain is a handful of
-/// commits, trees and blobs), writes the pack after it. (`git bundle create --stdin` compares
-/// every ref with every other one, and `git pack-objects --revs` fed the tips walks them
-/// worse than linearly: minutes at 100,000 refs.) Written to a temporary file renamed into
-/// place once complete.
+/// and everything they reach: the header lists the refs, then one pack of every object the
+/// chains reach ([`crate::queue::lost::reachable`]: a chain is a handful of commits, trees and
+/// blobs). `git bundle create --stdin` compares every ref with every other one, and `git
+/// pack-objects --revs` fed the tips walks them worse than linearly (minutes at 100,000
+/// refs); `git pack-objects` fed the objects holds a few hundred bytes for each (480 MB at
+/// 100,000 requests). So the pack is made a chunk of chains at a time
+/// ([`crate::queue::store::chunk`]), each by `git pack-objects` fed that chunk's objects, and the
+/// parts are joined into one: their entries one after the other (a delta names its base by
+/// a distance within its own part, which joining keeps), under one header with the sum of
+/// their counts, and the checksum of the whole. An object two chains share is packed once.
+/// Written to a temporary file renamed into place once complete.
 pub fn bundle_create(
     repo: &gix::Repository,
     git_dir: &Path,
     bundle: &Path,
     refs: &[(String, ObjectId)],
 ) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
     let dir = bundle.parent().unwrap_or(Path::new("."));
     let err = |e: std::io::Error| Error::io(format!("could not write {}", bundle.display()), e);
     let mut tmp = tempfile::Builder::new()
         .prefix("tmp_bundle_")
         .tempfile_in(dir)
         .map_err(err)?;
-    let mut header = Vec::with_capacity(refs.len() * 80 + 20);
-    header.extend_from_slice(b"# v2 git bundle\n");
+    let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+    out.write_all(b"# v2 git bundle\n").map_err(err)?;
     for (name, tip) in refs {
-        writeln!(header, "{tip} {name}").expect("write to memory");
+        writeln!(out, "{tip} {name}").map_err(err)?;
     }
-    let objects = crate::queue::lost::reachable(repo, refs.iter().map(|(_, tip)| *tip))
-        .map_err(|id| Error::Git(format!("cannot archive: object {id} is missing")))?;
-    let mut listed = Vec::with_capacity(objects.len() * 41);
-    for id in objects {
-        writeln!(listed, "{id}").expect("write to memory");
+    out.write_all(b"\n").map_err(err)?;
+    // The pack's header; its count is written once every part is in.
+    let pack_at = out.stream_position().map_err(err)?;
+    out.write_all(b"PACK\0\0\0\x02\0\0\0\0").map_err(err)?;
+    let mut count: u32 = 0;
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = crate::git::os::PageBudget::default();
+    for chunk in refs.chunks(crate::queue::store::chunk()) {
+        let tips = chunk.iter().map(|(_, tip)| *tip);
+        let objects = crate::queue::lost::reachable(repo, tips, &mut seen, &mut pages)
+            .map_err(|id| Error::Git(format!("cannot archive: object {id} is missing")))?;
+        let mut listed = Vec::with_capacity(objects.len() * 41);
+        for id in objects {
+            writeln!(listed, "{id}").expect("write to memory");
+        }
+        let mut part = tempfile::tempfile_in(dir).map_err(err)?;
+        crate::git::command::run_into(
+            git_dir,
+            &["pack-objects", "--stdout", "--delta-base-offset", "-q"],
+            &listed,
+            part.try_clone().map_err(err)?,
+            "git pack-objects",
+        )?;
+        // `PACK`, version, count; the entries; a 20-byte checksum.
+        let len = part.seek(SeekFrom::End(0)).map_err(err)?;
+        part.seek(SeekFrom::Start(0)).map_err(err)?;
+        let mut head = [0u8; 12];
+        part.read_exact(&mut head).map_err(err)?;
+        if &head[..4] != b"PACK" || len < 32 {
+            return Err(Error::Git("git pack-objects wrote no pack".into()));
+        }
+        count += u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+        std::io::copy(&mut (&mut part).take(len - 32), &mut out).map_err(err)?;
     }
-    header.push(b'\n');
-    tmp.write_all(&header)
-        .and_then(|()| tmp.flush())
-        .map_err(err)?;
-    let out = tmp.reopen().map_err(err)?;
-    {
-        use std::io::Seek;
-        let mut out = &out;
-        out.seek(std::io::SeekFrom::End(0)).map_err(err)?;
+    out.flush().map_err(err)?;
+    drop(out);
+    let file = tmp.as_file_mut();
+    file.seek(SeekFrom::Start(pack_at + 8)).map_err(err)?;
+    file.write_all(&count.to_be_bytes()).map_err(err)?;
+    file.seek(SeekFrom::Start(pack_at)).map_err(err)?;
+    let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
     }
-    crate::git::command::run_into(
-        git_dir,
-        &["pack-objects", "--stdout", "--delta-base-offset", "-q"],
-        &listed,
-        out,
-        "git pack-objects",
-    )?;
-    tmp.as_file().sync_all().map_err(err)?;
+    let sum = hasher
+        .try_finalize()
+        .map_err(|e| Error::Git(format!("could not checksum the archive: {e}")))?;
+    file.write_all(sum.as_bytes()).map_err(err)?;
+    file.sync_all().map_err(err)?;
     tmp.persist(bundle).map_err(|e| err(e.error))?;
     Ok(())
 }
@@ -110,7 +131,8 @@ pub fn bundle_heads(git_dir: &Path, bundle: &Path) -> Result<HashMap<String, Obj
 }
 
 /// Remove `refs` (name, expected tip), each only if it still points at its expected tip, in
-/// transactions of at most [`DELETE_CHUNK`]. A transaction is all or nothing: when one fails
+/// transactions of at most [`crate::queue::store::chunk`] (with packed refs each rewrites
+/// `packed-refs` once, so a chunk is large). A transaction is all or nothing: when one fails
 /// because a ref moved, the refs of the chunk are read again and the transaction retried
 /// without the moved ones (`tip` reads a ref now). Returns the names removed, and the error
 /// that stopped it part-way, if any.
@@ -120,7 +142,7 @@ pub fn delete_refs(
     tip: &dyn Fn(&str) -> Result<Option<ObjectId>>,
 ) -> (Vec<String>, Option<Error>) {
     let mut removed = Vec::with_capacity(refs.len());
-    for (n, chunk) in refs.chunks(delete_chunk()).enumerate() {
+    for (n, chunk) in refs.chunks(crate::queue::store::chunk()).enumerate() {
         if n == 1 {
             crate::git::os::pause_point("gc.chunk_removed");
         }

@@ -30,22 +30,32 @@ pub fn missing(repo: &gix::Repository, tip: ObjectId) -> Vec<ObjectId> {
     missing
 }
 
-/// Every object the chains at `tips` reach (commits, trees, blobs), each once, in the order
-/// found: what an archive of them must hold. `Err` names an object that is missing.
+/// Every object the chains at `tips` reach (commits, trees, blobs) and `seen` does not hold,
+/// each once, in the order found: what an archive of them must hold (`seen` gets them, so
+/// that an archive written in parts holds each object once); each chain counts in `pages`.
+/// `Err` names an object that is missing.
 pub fn reachable(
     repo: &gix::Repository,
     tips: impl IntoIterator<Item = ObjectId>,
+    seen: &mut std::collections::HashSet<ObjectId>,
+    pages: &mut crate::git::os::PageBudget,
 ) -> std::result::Result<Vec<ObjectId>, ObjectId> {
     let mut out = Vec::new();
     let mut gone = None;
-    walk(repo, tips, &mut Default::default(), false, |id, present| {
-        if present {
-            out.push(id);
-        } else {
-            gone = Some(id);
+    for tip in tips {
+        pages.read_one();
+        walk(repo, [tip], seen, false, |id, present| {
+            if present {
+                out.push(id);
+            } else {
+                gone = Some(id);
+            }
+            gone.is_none()
+        });
+        if gone.is_some() {
+            break;
         }
-        gone.is_none()
-    });
+    }
     gone.map_or(Ok(out), Err)
 }
 

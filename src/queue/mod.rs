@@ -144,9 +144,6 @@ pub struct Swept {
     pub skipped: Vec<Finding>,
 }
 
-/// Expired leases swept per chunk (one pack of new commits each).
-const SWEEP_CHUNK: usize = 10_000;
-
 /// What gc did (or would do, with `dry_run`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Collected {
@@ -284,6 +281,39 @@ impl Queue {
         Ok(Snapshot { entries })
     }
 
+    /// What `pick` makes of each record and its tip (`None`: nothing), in id order: from the
+    /// index when it could be had, else from the refs; each record read and picked in turn, so
+    /// that memory holds what was picked only.
+    fn records_where<T>(
+        &self,
+        ix: Option<&Index>,
+        mut pick: impl FnMut(ObjectId, Record) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut pages = crate::git::os::PageBudget::default();
+        match ix {
+            Some(ix) => {
+                for (id, _) in ix.tips() {
+                    if let Some((tip, r)) = ix.get(&self.store, id)? {
+                        out.extend(pick(tip, r));
+                    }
+                }
+            }
+            None => {
+                for (id, tip) in self.store.list()? {
+                    pages.read_one();
+                    match self.store.read_record(&id, tip) {
+                        Ok(r) => out.extend(pick(tip, r)),
+                        Err(e) => {
+                            tracing::warn!(request = %id, error = %e, "unreadable request left out")
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Problems of each request against the branch it lands on, one list per request: the
     /// target must be an existing branch ([`Target`]), and the request must pass
     /// [`crate::request::validate::against_target`] with that branch's tree and the policy of its tip —
@@ -411,6 +441,24 @@ impl Queue {
         actor: &str,
         force: bool,
     ) -> Result<Vec<Enqueued>> {
+        let mut out = Vec::with_capacity(requests.len());
+        self.enqueue_each(requests, actor, force, |e| out.push(e))?;
+        Ok(out)
+    }
+
+    /// [`Queue::enqueue_with`], handing each request's outcome to `each` once its ref exists.
+    /// Every request is checked before anything is written; then they are stored a chunk at a
+    /// time ([`crate::queue::store::chunk`]: one pack, its refs, its index entries), so that memory
+    /// holds one chunk's objects. When a chunk fails part-way, the error
+    /// ([`Error::Incomplete`]) lists as stored every request of the earlier chunks too, and
+    /// as not stored those of the later ones that are not in the queue.
+    pub fn enqueue_each(
+        &self,
+        requests: &[ChangeRequest],
+        actor: &str,
+        force: bool,
+        mut each: impl FnMut(Enqueued),
+    ) -> Result<usize> {
         if !force {
             self.refuse_archived(requests)?;
         }
@@ -428,7 +476,70 @@ impl Queue {
                 });
             }
         }
+        drop(all);
+        let mut done = 0;
+        let mut stored_before: Vec<String> = Vec::new();
+        for (n, chunk) in requests.chunks(crate::queue::store::chunk()).enumerate() {
+            if n == 1 {
+                crate::git::os::pause_point("enqueue.chunk_stored");
+            }
+            let stored = match self.enqueue_chunk(chunk, actor, &mut each) {
+                Ok(ids) => ids,
+                // Nothing of this command is in the queue.
+                Err(e) if n == 0 && !matches!(e, Error::Incomplete { .. }) => return Err(e),
+                // Some is: say exactly what, with this chunk's part and the rest.
+                Err(e) => {
+                    let (mut stored, mut not_stored, cause) = match e {
+                        Error::Incomplete {
+                            stored,
+                            not_stored,
+                            cause,
+                        } => (stored, not_stored, cause),
+                        other => (
+                            Vec::new(),
+                            chunk.iter().map(ChangeRequest::id).collect(),
+                            Box::new(other),
+                        ),
+                    };
+                    stored_before.append(&mut stored);
+                    let mut seen = std::collections::HashSet::new();
+                    stored_before.retain(|id| seen.insert(id.clone()));
+                    seen.extend(not_stored.iter().cloned());
+                    let later = &requests[((n + 1) * crate::queue::store::chunk()).min(requests.len())..];
+                    for req in later {
+                        let id = req.id();
+                        if !seen.insert(id.clone()) {
+                            continue;
+                        }
+                        if self.store.tip(&id)?.is_some() {
+                            stored_before.push(id);
+                        } else {
+                            not_stored.push(id);
+                        }
+                    }
+                    return Err(Error::Incomplete {
+                        stored: stored_before,
+                        not_stored,
+                        cause,
+                    });
+                }
+            };
+            done += chunk.len();
+            stored_before.extend(stored);
+        }
+        Ok(done)
+    }
+
+    /// Store one chunk of checked requests ([`Queue::enqueue_each`]); returns their ids, each
+    /// once, in order.
+    fn enqueue_chunk(
+        &self,
+        requests: &[ChangeRequest],
+        actor: &str,
+        each: &mut impl FnMut(Enqueued),
+    ) -> Result<Vec<String>> {
         // A request whose risk tier needs a person waits for one, out of the ready queue.
+        let all: Vec<&ChangeRequest> = requests.iter().collect();
         let assessments = self.assess(&all)?;
         let mut ix = self.index()?;
         let prepared: Vec<(Record, Event)> = requests
@@ -472,15 +583,19 @@ impl Queue {
                 return Err(e);
             }
         };
-        let mut out = Vec::with_capacity(requests.len());
+        let mut ids: Vec<String> = Vec::with_capacity(requests.len());
+        let mut seen = std::collections::HashSet::with_capacity(requests.len());
         for ((record, _), result) in prepared.into_iter().zip(created) {
+            if seen.insert(record.id.clone()) {
+                ids.push(record.id.clone());
+            }
             match result {
                 Created::New(tip) => {
                     tracing::info!(request = %record.id, task = %record.task_id, "enqueued");
                     if let Some(ix) = ix.as_mut() {
                         ix.put(tip, &record)?;
                     }
-                    out.push(Enqueued {
+                    each(Enqueued {
                         id: record.id.clone(),
                         created: true,
                         record,
@@ -489,7 +604,7 @@ impl Queue {
                 Created::Existing(tip) => {
                     let existing = self.store.read_record(&record.id, tip)?;
                     tracing::info!(request = %record.id, task = %record.task_id, "duplicate submission");
-                    out.push(Enqueued {
+                    each(Enqueued {
                         id: record.id.clone(),
                         created: false,
                         record: existing,
@@ -497,8 +612,11 @@ impl Queue {
                 }
             }
         }
+        if let Some(ix) = ix.as_mut() {
+            ix.spill();
+        }
         self.done(ix)?;
-        Ok(out)
+        Ok(ids)
     }
 
     /// Refuse requests whose id gc archived and whose ref is gone: a new chain under the id
@@ -553,6 +671,21 @@ impl Queue {
         batch: usize,
         lease: Option<Duration>,
     ) -> Result<Vec<Record>> {
+        let mut leased = Vec::new();
+        self.dequeue_each(worker, batch, lease, |r| leased.push(r))?;
+        Ok(leased)
+    }
+
+    /// [`Queue::dequeue`], handing each leased record to `each` as soon as its ref moved
+    /// (a batch of any size is leased a chunk at a time: one pack each, and memory for one
+    /// chunk); returns how many were leased.
+    pub fn dequeue_each(
+        &self,
+        worker: &str,
+        batch: usize,
+        lease: Option<Duration>,
+        mut each: impl FnMut(Record),
+    ) -> Result<usize> {
         let lease = self.lease_length(lease)?;
         check_worker(worker)?;
         let mut ix = self.index()?;
@@ -572,13 +705,14 @@ impl Queue {
             }
         };
         let mut tried = std::collections::HashSet::new();
-        let mut leased = Vec::new();
+        let mut leased = 0;
         let mut failure = None;
-        while leased.len() < batch {
-            // Take as many candidates as leases are missing (more only after a lost race),
-            // prepare them, write their objects as one pack (at the first ref update), then
-            // move their refs one by one.
-            let missing = batch - leased.len();
+        let mut pages = crate::git::os::PageBudget::default();
+        while leased < batch {
+            // Take as many candidates as leases are missing (more only after a lost race), at
+            // most a chunk, prepare them, write their objects as one pack (at the first ref
+            // update, kept until the last), then move their refs one by one.
+            let missing = (batch - leased).min(crate::queue::store::chunk());
             let candidates: Vec<(ObjectId, Record)> = match (&mut from_refs, ix.as_ref()) {
                 (Some(refs), _) => refs.by_ref().take(missing).collect(),
                 (None, Some(ix)) => {
@@ -599,8 +733,10 @@ impl Queue {
             if candidates.is_empty() {
                 break;
             }
+            let _hold = crate::git::pack::hold();
             let mut prepared = Vec::new();
             for (tip, current) in candidates {
+                pages.read_one();
                 tried.insert(current.id.clone());
                 let (mut next, mut event) = self.leased(&current, worker, lease);
                 match self.prepare(tip, &mut next, &mut event, &mut [], false) {
@@ -615,7 +751,8 @@ impl Queue {
                 match self.finish(&mut ix, tip, commit, &next, &event) {
                     Ok(()) => {
                         tracing::info!(request = %next.id, task = %next.task_id, worker, "leased");
-                        leased.push(next);
+                        leased += 1;
+                        each(next);
                     }
                     Err(Error::Conflict { .. }) => {
                         tracing::debug!(request = %next.id, worker, "lost the race for a lease");
@@ -629,10 +766,13 @@ impl Queue {
                     }
                 }
             }
+            if let Some(ix) = ix.as_mut() {
+                ix.spill();
+            }
         }
         self.done(ix)?;
         match failure {
-            Some(e) if leased.is_empty() => Err(e),
+            Some(e) if leased == 0 => Err(e),
             _ => Ok(leased),
         }
     }
@@ -1079,22 +1219,51 @@ impl Queue {
         }
         let mut ix = self.index()?;
         let now = self.now();
-        // The index keeps the leased ones apart; without it, every record is read.
-        let leased = match ix.as_ref() {
-            Some(ix) => ix.leased(&self.store)?,
-            None => self.snapshot(None)?.entries,
+        // The index keeps the leased ones apart, read a chunk at a time; without it, every
+        // record is read and the expired ones kept.
+        let is_expired =
+            |r: &Record| r.status == Status::Leased && r.leased_until.is_none_or(|t| t < now);
+        let (mut leased_ids, mut from_refs) = match ix.as_ref() {
+            Some(ix) => (ix.leased().into_iter(), None),
+            None => (
+                Vec::new().into_iter(),
+                Some(
+                    self.records_where(None, |tip, r| is_expired(&r).then_some((tip, r)))?
+                        .into_iter(),
+                ),
+            ),
         };
-        let expired: Vec<_> = leased
-            .into_iter()
-            .filter(|(_, r)| r.status == Status::Leased && r.leased_until.is_none_or(|t| t < now))
-            .collect();
         // In chunks: each chunk's commits are prepared in memory and reach the disk as one pack
         // at its first ref update (a few packs for any number of requests, so no repack to
-        // wait for), and memory holds one chunk's objects at a time.
-        let mut expired = expired.into_iter().peekable();
-        while expired.peek().is_some() {
-            let mut prepared = Vec::with_capacity(SWEEP_CHUNK);
-            for (tip, r) in expired.by_ref().take(SWEEP_CHUNK) {
+        // wait for), and memory holds one chunk's records and objects at a time.
+        let mut pages = crate::git::os::PageBudget::default();
+        loop {
+            let chunk: Vec<(ObjectId, Record)> = match (&mut from_refs, ix.as_ref()) {
+                (Some(records), _) => records.by_ref().take(crate::queue::store::chunk()).collect(),
+                (None, Some(ix)) => {
+                    let mut v = Vec::new();
+                    for id in leased_ids.by_ref().take(crate::queue::store::chunk()) {
+                        if let Some((tip, r)) = ix.get(&self.store, &id)?
+                            && is_expired(&r)
+                        {
+                            v.push((tip, r));
+                        }
+                    }
+                    v
+                }
+                (None, None) => Vec::new(),
+            };
+            if chunk.is_empty() {
+                if leased_ids.len() == 0 {
+                    break;
+                }
+                continue;
+            }
+            // The chunk's pack stays kept until its last ref moved.
+            let _hold = crate::git::pack::hold();
+            let mut prepared = Vec::with_capacity(chunk.len());
+            for (tip, r) in chunk {
+                pages.read_one();
                 let (mut next, mut event) = self.expired(&r, now);
                 match self.prepare(tip, &mut next, &mut event, &mut [], false) {
                     Ok(commit) => prepared.push((tip, commit, next, event)),
@@ -1129,6 +1298,9 @@ impl Queue {
                         });
                     }
                 }
+            }
+            if let Some(ix) = ix.as_mut() {
+                ix.spill();
             }
         }
         self.done(ix)?;
@@ -1301,16 +1473,15 @@ impl Queue {
     pub fn gc(&self, older_than: Option<Duration>, dry_run: bool) -> Result<Collected> {
         let age = older_than.unwrap_or(self.settings.retention);
         let cutoff = self.now() - jiff::SignedDuration::try_from(age).expect("age fits");
+        // Only the old ones are kept, as they are read (not every record at once).
         let ix = self.index()?;
-        let snap = self.snapshot(ix.as_ref());
+        let old = self.records_where(ix.as_ref(), |tip, r| {
+            (r.status.is_final() && r.updated_at < cutoff).then_some((tip, r.id))
+        });
         self.done(ix)?;
-        let old: Vec<(ObjectId, Record)> = snap?
-            .entries
-            .into_iter()
-            .filter(|(_, r)| r.status.is_final() && r.updated_at < cutoff)
-            .collect();
+        let old = old?;
         let mut collected = Collected {
-            archived: old.iter().map(|(_, r)| r.id.clone()).collect(),
+            archived: old.iter().map(|(_, id)| id.clone()).collect(),
             archive: None,
             dry_run,
         };
@@ -1324,7 +1495,7 @@ impl Queue {
         let bundle = dir.join(format!("gc-{stamp}.bundle"));
         let refs: Vec<(String, ObjectId)> = old
             .iter()
-            .map(|(tip, r)| (Store::ref_name(&r.id), *tip))
+            .map(|(tip, id)| (Store::ref_name(id), *tip))
             .collect();
         // Everything the refs reach is on disk before git reads it.
         self.store.persist()?;
@@ -1340,11 +1511,11 @@ impl Queue {
         // since the snapshot is kept: it is no longer old, or its newer state is not archived).
         let mut doomed = Vec::with_capacity(old.len());
         let mut by_ref = std::collections::HashMap::with_capacity(old.len());
-        for (tip, r) in old {
-            let name = Store::ref_name(&r.id);
+        for (tip, id) in old {
+            let name = Store::ref_name(&id);
             if heads.get(&name) == Some(&tip) {
                 doomed.push((name.clone(), tip));
-                by_ref.insert(name, r.id);
+                by_ref.insert(name, id);
             }
         }
         drop(heads);
@@ -1403,16 +1574,26 @@ impl Queue {
             });
             d.stale_keeps.push(name);
         }
+        // Every chain is read three times (its objects, its record, its links), a chunk of
+        // requests at a time: the pages of the packs read are given back after each chunk, and
+        // the findings are gathered by kind so that their order does not depend on the chunk.
         let mut refs = self.store.list()?;
         let mut lost = Vec::new();
-        refs.retain(|(id, tip)| {
-            let missing = crate::queue::lost::missing(self.store.repo(), *tip);
-            if missing.is_empty() {
-                return true;
+        let mut complete = Vec::with_capacity(refs.len());
+        let mut pages = crate::git::os::PageBudget::default();
+        for chunk in refs.chunks(crate::queue::store::chunk()) {
+            for (id, tip) in chunk {
+                pages.read_one();
+                let missing = crate::queue::lost::missing(self.store.repo(), *tip);
+                if missing.is_empty() {
+                    complete.push((id.clone(), *tip));
+                } else {
+                    lost.push((id.clone(), *tip, missing));
+                }
             }
-            lost.push((id.clone(), *tip, missing));
-            false
-        });
+            crate::git::os::release_pack_pages();
+        }
+        refs = complete;
         if !lost.is_empty() {
             let mut ix = self.index()?;
             for (id, tip, missing) in lost {
@@ -1444,20 +1625,21 @@ impl Queue {
             self.done(ix)?;
         }
         d.requests = refs.len() + d.set_aside.len();
-        // Compare the index with the refs before reconciling it.
+        // Compare the index with the refs before reconciling it (tips only: no record read).
         let mut slot = self.index.borrow_mut();
         if slot.is_none() {
             *slot = Index::open(&Index::path(&self.store), self.settings.index_wait)?;
         }
         if let Some(ix) = slot.as_mut() {
-            let indexed = ix.all(&self.store)?;
             let by_id: std::collections::HashMap<&str, ObjectId> =
                 refs.iter().map(|(id, tip)| (id.as_str(), *tip)).collect();
+            let indexed = ix.tips();
             d.index_drift = indexed
                 .iter()
-                .filter(|(tip, r)| by_id.get(r.id.as_str()) != Some(tip))
+                .filter(|(id, tip)| by_id.get(id) != Some(tip))
                 .count()
                 + refs.len().saturating_sub(indexed.len());
+            drop((indexed, by_id));
             if reindex {
                 ix.clear()?;
                 d.reindexed = true;
@@ -1478,21 +1660,27 @@ impl Queue {
             });
         }
         let now = self.now();
-        for (id, tip) in &refs {
-            // An unreadable record is reported by the chain checks below.
-            if let Ok(record) = self.store.read_record(id, *tip)
-                && record.status == Status::Leased
-                && record.leased_until.is_some_and(|t| t < now)
-            {
-                d.findings.push(Finding {
-                    id: id.clone(),
-                    code: "lease.expired",
-                    message: "lease expired; `git hyperion sweep` returns it to the queue".into(),
-                });
+        let mut chains = Vec::new();
+        for chunk in refs.chunks(crate::queue::store::chunk()) {
+            for (id, tip) in chunk {
+                pages.read_one();
+                // An unreadable record is reported by the chain checks below.
+                if let Ok(record) = self.store.read_record(id, *tip)
+                    && record.status == Status::Leased
+                    && record.leased_until.is_some_and(|t| t < now)
+                {
+                    d.findings.push(Finding {
+                        id: id.clone(),
+                        code: "lease.expired",
+                        message: "lease expired; `git hyperion sweep` returns it to the queue"
+                            .into(),
+                    });
+                }
             }
+            chains.extend(crate::gate::verify::check_local(self, chunk, &mut pages)?);
+            crate::git::os::release_pack_pages();
         }
-        d.findings
-            .extend(crate::gate::verify::check_local(self, &refs)?);
+        d.findings.extend(chains);
         // Landings onto checked-out branches: in progress, interrupted, an old index.lock.
         d.findings
             .extend(crate::gate::land::checkout::findings(self.store.repo()));
