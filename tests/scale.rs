@@ -150,7 +150,7 @@ fn gc_removes_packed_refs_in_few_transactions_and_keeps_one_that_moved() {
     let gc = repo
         .cmd()
         .args(["gc", "--older-than", "0s"])
-        .env("HYPERION_TEST_GC_CHUNK", "40")
+        .env("HYPERION_TEST_CHUNK", "40")
         .env("HYPERION_TEST_PAUSE_AT", "gc.bundle_verified")
         .env("GIT_TRACE", &trace)
         .stdout(Stdio::piped())
@@ -197,7 +197,7 @@ fn gc_killed_part_way_loses_nothing() {
     let mut gc = repo
         .cmd()
         .args(["gc", "--older-than", "0s"])
-        .env("HYPERION_TEST_GC_CHUNK", "50")
+        .env("HYPERION_TEST_CHUNK", "50")
         .env("HYPERION_TEST_PAUSE_AT", "gc.chunk_removed")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -401,4 +401,203 @@ fn an_archived_request_is_refused_again_until_restored_or_forced() {
         .collect();
     assert_eq!(created.iter().filter(|c| **c).count(), 1, "{forced}");
     assert_eq!(refs(&repo).len(), 2);
+}
+
+/// Run `args` in `repo` with the chunk size of every many-request command set to `chunk`
+/// (`None`: the real one); stdout.
+fn chunked(repo: &TestRepo, chunk: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = repo.cmd();
+    cmd.args(args);
+    if let Some(n) = chunk {
+        cmd.env("HYPERION_TEST_CHUNK", n);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} (chunk {chunk:?}) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The ids of a JSON array of records, in order.
+fn ids_of(json: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// (id, code) of each doctor finding, in order.
+fn findings(doc: &serde_json::Value) -> Vec<(String, String)> {
+    doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap().to_owned();
+            (s("id"), s("code"))
+        })
+        .collect()
+}
+
+/// Enqueue of a directory, a batch lease, doctor, sweep and gc work a chunk of requests at a
+/// time; with chunks of 3 (over 11 requests and a repeat of one of them) every one of them
+/// gives what one chunk gives: the same ids in the same order, the same statuses, findings,
+/// dead letters and archive, which restores every request at its tip.
+#[test]
+fn commands_in_many_chunks_give_what_one_chunk_gives() {
+    let n = 11;
+    let mut runs = Vec::new();
+    for chunk in [None, Some("3")] {
+        let repo = TestRepo::new();
+        repo.git(&["config", "hyperion.maxAttempts", "1"]);
+        let dir = request_dir(&repo, n, "chunks");
+        // The same request again, in a later chunk: a duplicate, stored once.
+        std::fs::copy(dir.join("00001.json"), dir.join("00009b.json")).unwrap();
+        let run = |args: &[&str]| chunked(&repo, chunk, args);
+        let enqueued = run(&["enqueue", dir.to_str().unwrap()]);
+        let enqueued: Vec<String> = enqueued.lines().map(str::to_owned).collect();
+        assert_eq!(enqueued.len(), n + 1);
+        assert_eq!(enqueued[1], enqueued[10]);
+        let leased = ids_of(&run(&[
+            "dequeue", "--worker", "w", "--batch", "8", "--lease", "1s", "--format", "json",
+        ]));
+        assert_eq!(leased.len(), 8);
+        std::thread::sleep(Duration::from_millis(1100));
+        // Two refs that are no request's, in different chunks: chain findings of doctor.
+        for bad in ["bad-ref", "zzz-ref"] {
+            repo.git(&[
+                "update-ref",
+                &format!("refs/hyperion/requests/{bad}"),
+                "main",
+            ]);
+        }
+        // It finds problems: it says so in its exit status, and lists them.
+        let mut cmd = repo.cmd();
+        cmd.args(["doctor", "--format", "json"]);
+        if let Some(n) = chunk {
+            cmd.env("HYPERION_TEST_CHUNK", n);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        let doctor: serde_json::Value = serde_json::Deserializer::from_slice(&out.stdout)
+            .into_iter()
+            .next()
+            .unwrap()
+            .unwrap();
+        for bad in ["bad-ref", "zzz-ref"] {
+            repo.git(&["update-ref", "-d", &format!("refs/hyperion/requests/{bad}")]);
+        }
+        let swept: serde_json::Value =
+            serde_json::from_str(&run(&["sweep", "--format", "json"])).unwrap();
+        assert_eq!(swept["dead"].as_array().unwrap().len(), 8, "{swept}");
+        let statuses = repo.statuses();
+        let tips = refs(&repo);
+        let archived: Vec<String> = run(&["gc", "--older-than", "0s"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(archived.len(), 8);
+        assert_eq!(refs(&repo).len(), n - 8);
+        let bundle = bundles(&repo);
+        assert_eq!(bundle.len(), 1);
+        repo.git(&["bundle", "verify", "-q", bundle[0].to_str().unwrap()]);
+        // Into a repository of its own (here, git would find the objects without the pack).
+        let elsewhere = TestRepo::bare();
+        elsewhere.git(&[
+            "-c",
+            "transfer.fsckObjects=true",
+            "fetch",
+            "-q",
+            bundle[0].to_str().unwrap(),
+            "refs/hyperion/requests/*:refs/hyperion/requests/*",
+        ]);
+        let back = refs(&elsewhere);
+        assert_eq!(back.len(), 8);
+        assert!(back.iter().all(|(name, tip)| tips.get(name) == Some(tip)));
+        elsewhere.git(&["fsck", "--strict", "--no-dangling"]);
+        restore(&repo, &bundle[0]);
+        assert_eq!(refs(&repo), tips, "the archive restores every tip");
+        runs.push((
+            enqueued,
+            leased,
+            doctor["requests"].clone(),
+            findings(&doctor),
+            swept["dead"].clone(),
+            statuses,
+            archived,
+        ));
+    }
+    let (one, many) = (&runs[0], &runs[1]);
+    assert_eq!(one.0, many.0, "enqueue");
+    assert_eq!(one.1, many.1, "dequeue --batch");
+    assert_eq!(one.2, many.2, "doctor: requests");
+    assert_eq!(one.3, many.3, "doctor: findings");
+    assert_eq!(
+        one.3.iter().filter(|(_, c)| c == "lease.expired").count(),
+        8
+    );
+    assert_eq!(
+        one.3.iter().filter(|(_, c)| c == "chain.bad_ref").count(),
+        2
+    );
+    assert_eq!(one.4, many.4, "sweep");
+    assert_eq!(one.5, many.5, "statuses");
+    assert_eq!(one.6, many.6, "gc");
+}
+
+/// An enqueue whose third chunk fails part-way (the ref of its second request is locked by
+/// another writer) has stored the first two chunks and the first request of the third: the
+/// error lists exactly those as stored, and the rest, later chunks included, as not stored;
+/// what was stored was printed before it. Submitting again stores the rest.
+#[test]
+fn an_enqueue_failing_in_a_later_chunk_reports_the_earlier_chunks_stored() {
+    let repo = TestRepo::new();
+    let dir = request_dir(&repo, 11, "later");
+    let planned = repo.ids(&["enqueue", "--dry-run", dir.to_str().unwrap()]);
+    assert_eq!(planned.len(), 11);
+    let refs_dir = repo.git_dir().join("refs/hyperion/requests");
+    std::fs::create_dir_all(&refs_dir).unwrap();
+    let lock = refs_dir.join(format!("{}.lock", planned[7]));
+    std::fs::write(&lock, "").unwrap();
+
+    let out = repo
+        .cmd()
+        .args(["enqueue", dir.to_str().unwrap()])
+        .env("HYPERION_TEST_CHUNK", "3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[store.incomplete]"), "{stderr}");
+    let listed = |key: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(listed("stored"), planned[..7], "{stderr}");
+    assert_eq!(listed("not_stored"), planned[7..], "{stderr}");
+    let printed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(printed, planned[..6], "the stored chunks are printed");
+    let mut stored: Vec<String> = refs(&repo)
+        .keys()
+        .map(|r| r.trim_start_matches("refs/hyperion/requests/").to_owned())
+        .collect();
+    stored.sort();
+    let mut said = planned[..7].to_vec();
+    said.sort();
+    assert_eq!(stored, said);
+
+    std::fs::remove_file(&lock).unwrap();
+    let again = chunked(&repo, Some("3"), &["enqueue", dir.to_str().unwrap()]);
+    assert_eq!(again.lines().collect::<Vec<_>>(), planned);
+    assert_eq!(refs(&repo).len(), 11);
 }
