@@ -69,19 +69,7 @@ pub fn load_sources(sources: &[PathBuf]) -> CmdResult<Vec<Loaded>> {
             let (req, problems) = hyperion::request::validate::check_request(&buf);
             out.push(("<stdin>".to_owned(), req, problems));
         } else if src.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(src)
-                .map_err(|e| read_error(src, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
-                .collect();
-            files.sort();
-            if files.is_empty() {
-                return Err(CommandError::usage(format!(
-                    "{} holds no *.json request",
-                    src.display()
-                )));
-            }
-            for f in files {
+            for f in dir_files(src)? {
                 out.push(load_file(&f)?);
             }
         } else {
@@ -89,6 +77,40 @@ pub fn load_sources(sources: &[PathBuf]) -> CmdResult<Vec<Loaded>> {
         }
     }
     Ok(out)
+}
+
+/// The `*.json` files of directory `src`, in name order.
+fn dir_files(src: &Path) -> CmdResult<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(src)
+        .map_err(|e| read_error(src, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(CommandError::usage(format!(
+            "{} holds no *.json request",
+            src.display()
+        )));
+    }
+    Ok(files)
+}
+
+/// The request files named by `sources` when they are more than a chunk
+/// ([`hyperion::queue::store::chunk`]) and none is stdin: what [`run_in_chunks`] takes.
+fn many_files(sources: &[PathBuf]) -> CmdResult<Option<Vec<PathBuf>>> {
+    if sources.iter().any(|s| s.as_os_str() == "-") {
+        return Ok(None);
+    }
+    let mut files = Vec::new();
+    for src in sources {
+        if src.is_dir() {
+            files.extend(dir_files(src)?);
+        } else {
+            files.push(src.clone());
+        }
+    }
+    Ok((files.len() > hyperion::queue::store::chunk()).then_some(files))
 }
 
 fn load_file(path: &Path) -> CmdResult<Loaded> {
@@ -116,6 +138,12 @@ pub fn read_default_policy(ctx: &Ctx) {
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     read_default_policy(ctx);
+    if args.patch.is_none()
+        && !args.dry_run
+        && let Some(files) = many_files(&args.sources)?
+    {
+        return run_in_chunks(&args, ctx, &files);
+    }
     let loaded = match &args.patch {
         Some(p) => vec![wrap(&args, p)?],
         None => load_sources(&args.sources)?,
@@ -165,6 +193,56 @@ fn print_one(json: Option<&mut JsonArray>, e: Enqueued) {
             println!("{}", e.id);
             print_notes(&e);
         }
+    }
+}
+
+/// More requests than a chunk, from files: every one is read and checked first (schema,
+/// target, policy, archived ids; as a whole batch, nothing is stored if one is refused),
+/// keeping only its id; then they are read again and stored a chunk at a time, each id
+/// printed once stored. Memory holds one chunk of requests, however many there are.
+fn run_in_chunks(args: &Args, ctx: &Ctx, files: &[PathBuf]) -> CmdResult {
+    let queue = ctx.queue()?;
+    let chunk = hyperion::queue::store::chunk();
+    let mut ids = Vec::with_capacity(files.len());
+    let mut problems = Vec::new();
+    for part in files.chunks(chunk) {
+        let loaded = part
+            .iter()
+            .map(|f| load_file(f))
+            .collect::<CmdResult<Vec<_>>>()?;
+        let mut checked = check_targets(loaded, ctx)?;
+        if !args.force {
+            checked = refuse_archived(&queue, checked)?;
+        }
+        for (source, r) in checked {
+            match r {
+                Ok(req) => ids.push(req.id()),
+                Err(ps) => problems.extend(ps.into_iter().map(|p| (source.clone(), p))),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CommandError::rejected(problems));
+    }
+    let chunks = files
+        .chunks(chunk)
+        .map(|part| part.iter().map(|f| reload(f)).collect());
+    let mut json = ctx.json().then(JsonArray::default);
+    let done = queue.store_checked(chunks, &ids, &actor(), |e| print_one(json.as_mut(), e));
+    finish(json, done)
+}
+
+/// A request file read again after it was checked; refused if it no longer passes.
+fn reload(path: &Path) -> hyperion::Result<ChangeRequest> {
+    let source = path.display().to_string();
+    let bytes = std::fs::read(path)
+        .map_err(|e| hyperion::Error::io(format!("could not read {source}"), e))?;
+    match hyperion::request::validate::check_request(&bytes) {
+        (Some(req), problems) if problems.is_empty() => Ok(req),
+        (_, problems) => Err(hyperion::Error::Rejected {
+            source_name: format!("{source} (changed while it was enqueued)"),
+            problems,
+        }),
     }
 }
 

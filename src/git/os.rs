@@ -1,13 +1,13 @@
 //! What the standard library and rustix do not offer as hyperion needs it, and every path
 //! that works only on Linux, each with the portable way beside it: a file lease, asked for
-//! only to learn whether anyone else has a file open (see [`only_opener`], one of two `unsafe`
+//! only to learn whether anyone else has a file open (see [`only_opener`], one of the few `unsafe`
 //! calls), a rename that never replaces ([`rename_noreplace`]), directory watches
 //! ([`DirWatch`]), a lock handed down to a child process ([`spawn_holding`]), the process id
 //! without a system call per use ([`pid`]), the pause points tests stop a process at
 //! ([`pause_point`]), and on Linux the orphans this process adopts ([`adopt_orphans`],
 //! [`children`]): what lets the runner of untrusted processes find a check's descendants that
 //! left its process group; and the pages of mapped pack files, given back between chunks of
-//! work ([`release_pack_pages`], the other `unsafe` call).
+//! work ([`release_pack_pages`]).
 //!
 //! [`linux_paths`] says whether the Linux ways are used. `HYPERION_PORTABLE=1` in the
 //! environment turns them off on Linux too, so that the portable ways, which every other
@@ -307,13 +307,18 @@ pub fn release_pack_pages() {
 #[cfg(not(target_os = "linux"))]
 pub fn release_pack_pages() {}
 
-/// Chains read between two [`release_pack_pages`] by a [`PageBudget`]. Objects of one chain
-/// lie apart in the packs, and the kernel maps up to 64 KiB of cached pages around each one
-/// read, so a few hundred chains may already touch a large part of a pack.
-const CHAINS_PER_RELEASE: usize = 256;
+/// Chains read between two looks at how much of its files this process has mapped.
+const CHAINS_PER_LOOK: usize = 16;
 
-/// Counts chains read, and gives back the pages of mapped packs every
-/// [`CHAINS_PER_RELEASE`]: what keeps a command that reads every chain within a few tens of
+/// Mapped file pages (packs, and this program's own code) above which a [`PageBudget`] gives
+/// back the packs' ones.
+const MAPPED_LIMIT: u64 = 48 << 20;
+
+/// Counts chains read, and every [`CHAINS_PER_LOOK`] looks at the file pages this process
+/// has mapped (`/proc/self/statm`), giving back those of packs ([`release_pack_pages`]) when
+/// they are over [`MAPPED_LIMIT`]. The objects of one chain lie apart in the packs, and the
+/// kernel maps up to 64 KiB of cached pages around each one read, so a few hundred chains may
+/// already map 100 MB: what keeps a command that reads every chain within a few tens of
 /// megabytes of pack pages however many there are.
 #[derive(Default)]
 pub struct PageBudget(usize);
@@ -322,10 +327,33 @@ impl PageBudget {
     /// One more chain read.
     pub fn read_one(&mut self) {
         self.0 += 1;
-        if self.0.is_multiple_of(CHAINS_PER_RELEASE) {
+        if self.0.is_multiple_of(CHAINS_PER_LOOK) && mapped_file_bytes() > MAPPED_LIMIT {
             release_pack_pages();
         }
     }
+}
+
+/// The file pages this process has mapped, in bytes (the third field of `/proc/self/statm`:
+/// resident file and shared pages); 0 where that cannot be read.
+#[cfg(target_os = "linux")]
+fn mapped_file_bytes() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    if !linux_paths() {
+        return 0;
+    }
+    // SAFETY: sysconf takes a plain integer and returns one; no memory is shared.
+    let page = *PAGE.get_or_init(|| {
+        u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+    });
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_ascii_whitespace().nth(2)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn mapped_file_bytes() -> u64 {
+    0
 }
 
 /// Reap child `pid` if it has exited; true when it was reaped (or is gone).

@@ -61,9 +61,21 @@ pub fn bundle_create(
             writeln!(listed, "{id}").expect("write to memory");
         }
         let mut part = tempfile::tempfile_in(dir).map_err(err)?;
+        // git maps the packs it reads in windows of up to 1 GiB and keeps them until 8 GiB
+        // are mapped: a chunk's objects lie all over the packs, so it would hold them all
+        // resident (250 MB at 100,000 requests). Small windows, few kept: 57 MB, 20% slower.
         crate::git::command::run_into(
             git_dir,
-            &["pack-objects", "--stdout", "--delta-base-offset", "-q"],
+            &[
+                "-c",
+                "core.packedGitWindowSize=1m",
+                "-c",
+                "core.packedGitLimit=16m",
+                "pack-objects",
+                "--stdout",
+                "--delta-base-offset",
+                "-q",
+            ],
             &listed,
             part.try_clone().map_err(err)?,
             "git pack-objects",

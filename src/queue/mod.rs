@@ -457,7 +457,7 @@ impl Queue {
         requests: &[ChangeRequest],
         actor: &str,
         force: bool,
-        mut each: impl FnMut(Enqueued),
+        each: impl FnMut(Enqueued),
     ) -> Result<usize> {
         if !force {
             self.refuse_archived(requests)?;
@@ -477,14 +477,41 @@ impl Queue {
             }
         }
         drop(all);
+        let ids: Vec<String> = requests.iter().map(ChangeRequest::id).collect();
+        let chunks = requests
+            .chunks(crate::queue::store::chunk())
+            .map(|c| Ok(c.to_vec()));
+        self.store_checked(chunks, &ids, actor, each)
+    }
+
+    /// Store requests already checked as [`Queue::enqueue_each`] checks them, a chunk at a
+    /// time as `chunks` yields them (`enqueue` of a large directory checks every request
+    /// first, then reads them again a chunk at a time, so that it never holds them all);
+    /// `ids` are the ids of all of them, in order. When a chunk fails part-way (or cannot be
+    /// had), the error ([`Error::Incomplete`]) lists as stored every request of the earlier
+    /// chunks too, and as not stored those of the later ones that are not in the queue.
+    pub fn store_checked(
+        &self,
+        chunks: impl Iterator<Item = Result<Vec<ChangeRequest>>>,
+        ids: &[String],
+        actor: &str,
+        mut each: impl FnMut(Enqueued),
+    ) -> Result<usize> {
         let mut done = 0;
         let mut stored_before: Vec<String> = Vec::new();
-        for (n, chunk) in requests.chunks(crate::queue::store::chunk()).enumerate() {
+        for (n, chunk) in chunks.enumerate() {
             if n == 1 {
                 crate::git::os::pause_point("enqueue.chunk_stored");
             }
-            let stored = match self.enqueue_chunk(chunk, actor, &mut each) {
-                Ok(ids) => ids,
+            let stored = match chunk.and_then(|c| {
+                let len = c.len();
+                self.enqueue_chunk(&c, actor, &mut each)
+                    .map(|ids| (ids, len))
+            }) {
+                Ok((ids, len)) => {
+                    done += len;
+                    ids
+                }
                 // Nothing of this command is in the queue.
                 Err(e) if n == 0 && !matches!(e, Error::Incomplete { .. }) => return Err(e),
                 // Some is: say exactly what, with this chunk's part and the rest.
@@ -495,26 +522,21 @@ impl Queue {
                             not_stored,
                             cause,
                         } => (stored, not_stored, cause),
-                        other => (
-                            Vec::new(),
-                            chunk.iter().map(ChangeRequest::id).collect(),
-                            Box::new(other),
-                        ),
+                        other => (Vec::new(), Vec::new(), Box::new(other)),
                     };
                     stored_before.append(&mut stored);
                     let mut seen = std::collections::HashSet::new();
                     stored_before.retain(|id| seen.insert(id.clone()));
                     seen.extend(not_stored.iter().cloned());
-                    let later = &requests[((n + 1) * crate::queue::store::chunk()).min(requests.len())..];
-                    for req in later {
-                        let id = req.id();
+                    // This chunk's requests that it did not decide on, and every later one.
+                    for id in &ids[done.min(ids.len())..] {
                         if !seen.insert(id.clone()) {
                             continue;
                         }
-                        if self.store.tip(&id)?.is_some() {
-                            stored_before.push(id);
+                        if self.store.tip(id)?.is_some() {
+                            stored_before.push(id.clone());
                         } else {
-                            not_stored.push(id);
+                            not_stored.push(id.clone());
                         }
                     }
                     return Err(Error::Incomplete {
@@ -524,7 +546,6 @@ impl Queue {
                     });
                 }
             };
-            done += chunk.len();
             stored_before.extend(stored);
         }
         Ok(done)
