@@ -1260,7 +1260,10 @@ impl Queue {
         let mut pages = crate::git::os::PageBudget::default();
         loop {
             let chunk: Vec<(ObjectId, Record)> = match (&mut from_refs, ix.as_ref()) {
-                (Some(records), _) => records.by_ref().take(crate::queue::store::chunk()).collect(),
+                (Some(records), _) => records
+                    .by_ref()
+                    .take(crate::queue::store::chunk())
+                    .collect(),
                 (None, Some(ix)) => {
                     let mut v = Vec::new();
                     for id in leased_ids.by_ref().take(crate::queue::store::chunk()) {
