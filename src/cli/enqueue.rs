@@ -212,7 +212,7 @@ fn run_in_chunks(args: &Args, ctx: &Ctx, files: &[PathBuf]) -> CmdResult {
             .collect::<CmdResult<Vec<_>>>()?;
         let mut checked = check_targets(loaded, ctx)?;
         if !args.force {
-            checked = refuse_archived(&queue, checked)?;
+            checked = refuse_archived(queue, checked)?;
         }
         for (source, r) in checked {
             match r {
