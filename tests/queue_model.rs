@@ -354,12 +354,12 @@ proptest! {
         for q in &world.queues {
             q.close_index().unwrap();
         }
-        let d = world.queues[1].doctor(false).unwrap();
+        let d = hyperion::gate::verify::doctor(&world.queues[1], false, false).unwrap();
         let broken: Vec<_> = d.findings.iter().filter(|f| f.code != "lease.expired").collect();
         prop_assert!(broken.is_empty(), "{broken:?}");
         // A handle that found the index busy wrote to the refs only; the index may lag
         // (doctor reports the drift) and one reconciliation brings it level.
-        let again = world.queues[2].doctor(false).unwrap();
+        let again = hyperion::gate::verify::doctor(&world.queues[2], false, false).unwrap();
         prop_assert_eq!(again.index_drift, 0, "reconciled index agrees with the refs");
     }
 }

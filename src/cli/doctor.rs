@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
-    let d = ctx.queue()?.doctor_with(args.reindex, args.repair)?;
+    let d = hyperion::gate::verify::doctor(ctx.queue()?, args.reindex, args.repair)?;
     if ctx.json() {
         print_json(&d);
     } else {

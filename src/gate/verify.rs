@@ -358,6 +358,18 @@ impl NotesDiff {
     }
 }
 
+/// `git hyperion doctor`: the queue's own checks ([`Queue::doctor_with`]), every chain's
+/// ([`check_local`]), and the landings onto checked-out branches (in progress, interrupted, an
+/// old `index.lock`: [`crate::gate::land::checkout::findings`]).
+pub fn doctor(queue: &Queue, reindex: bool, repair: bool) -> Result<crate::queue::Diagnosis> {
+    let mut d = queue.doctor_with(reindex, repair, &mut |q, chunk, pages| {
+        check_local(q, chunk, pages)
+    })?;
+    d.findings
+        .extend(crate::gate::land::checkout::findings(queue.store().repo()));
+    Ok(d)
+}
+
 /// The chain problems of every request of a local repository (`doctor`), by id; each chain
 /// read counts in `pages`.
 pub fn check_local(

@@ -63,17 +63,21 @@ pub fn bundle_create(
         let mut part = tempfile::tempfile_in(dir).map_err(err)?;
         // git maps the packs it reads in windows of up to 1 GiB and keeps them until 8 GiB
         // are mapped: a chunk's objects lie all over the packs, so it would hold them all
-        // resident (250 MB at 100,000 requests). Small windows, few kept: 57 MB, 20% slower.
+        // resident (250 MB at 100,000 requests); windows of 16 MiB, 64 MiB kept: 99 MB.
+        // No new deltas (`--window=0`): the objects' compressed bytes are copied as they are
+        // (deltas already in the packs are kept), 0.33 s a chunk instead of 1.8 s, for a
+        // bundle 1.7 times larger (measured on a chunk of 10,000 chains, 70,000 objects).
         crate::git::command::run_into(
             git_dir,
             &[
                 "-c",
-                "core.packedGitWindowSize=1m",
+                "core.packedGitWindowSize=16m",
                 "-c",
-                "core.packedGitLimit=16m",
+                "core.packedGitLimit=64m",
                 "pack-objects",
                 "--stdout",
                 "--delta-base-offset",
+                "--window=0",
                 "-q",
             ],
             &listed,

@@ -5,6 +5,11 @@
 //! The index only speeds up finding work and listing; a stale index can make an operation
 //! try a request that has moved on, which the compare-and-swap refuses, and the operation
 //! then moves on to the next one.
+//!
+//! Below it: [`store`] (the chains under `refs/hyperion/requests/`), [`index`] (the derived
+//! index), [`settings`] (`hyperion.*` from git config), [`archive`] (retention into bundles),
+//! [`lost`] (chains that lost objects), and the two ways requests come in besides files:
+//! [`ingest`] (pushed branches) and [`spool`] (a watched directory).
 
 pub mod archive;
 pub mod index;
@@ -39,6 +44,11 @@ pub enum AtLease {
     /// No valid approval: back to `awaiting_approval`.
     Hold { tiers: Vec<String>, reason: String },
 }
+
+/// What `doctor` asks of the layer above for each chunk of chains: their problems (the gate's
+/// chain checks), each chain read counted in the page budget.
+pub type ChainCheck<'a> = dyn FnMut(&Queue, &[(String, ObjectId)], &mut crate::git::os::PageBudget) -> Result<Vec<Finding>>
+    + 'a;
 
 pub struct Queue {
     store: Store,
@@ -1573,14 +1583,18 @@ impl Queue {
         Ok(collected)
     }
 
-    /// Check every chain and the index; with `reindex`, rebuild the index from the refs.
-    pub fn doctor(&self, reindex: bool) -> Result<Diagnosis> {
-        self.doctor_with(reindex, false)
-    }
-
-    /// [`Queue::doctor`]; with `repair`, a request whose chain misses objects is set aside
-    /// under `refs/hyperion/lost/` ([`crate::queue::lost`]) and dropped from the index.
-    pub fn doctor_with(&self, reindex: bool, repair: bool) -> Result<Diagnosis> {
+    /// The queue's part of `doctor`: stale keeps and locks, chains with missing objects,
+    /// expired leases, the index against the refs (with `reindex`, rebuilt from them); and
+    /// each chunk of chains handed to `check_chains` (the gate's chain checks: see
+    /// `gate::verify::doctor`, which is the whole of `doctor`). With `repair`, a request whose
+    /// chain misses objects is set aside under `refs/hyperion/lost/` ([`crate::queue::lost`])
+    /// and dropped from the index.
+    pub fn doctor_with(
+        &self,
+        reindex: bool,
+        repair: bool,
+        check_chains: &mut ChainCheck<'_>,
+    ) -> Result<Diagnosis> {
         let mut d = Diagnosis::default();
         // Keeps of packs whose writer died before its refs: their objects are garbage now.
         let common = self.store.repo().common_dir().to_owned();
@@ -1701,13 +1715,10 @@ impl Queue {
                     });
                 }
             }
-            chains.extend(crate::gate::verify::check_local(self, chunk, &mut pages)?);
+            chains.extend(check_chains(self, chunk, &mut pages)?);
             crate::git::os::release_pack_pages();
         }
         d.findings.extend(chains);
-        // Landings onto checked-out branches: in progress, interrupted, an old index.lock.
-        d.findings
-            .extend(crate::gate::land::checkout::findings(self.store.repo()));
         Ok(d)
     }
 
