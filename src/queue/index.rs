@@ -634,9 +634,17 @@ impl Index {
             known.insert(id.to_owned(), slot.tip);
         }
         crate::git::os::pause_point("reconcile_index");
+        // A rebuild reads every chain: the pages of the packs are given back as it goes, and
+        // the records it writes go to the file a chunk at a time.
+        let mut pages = crate::git::os::PageBudget::default();
+        let chunk = crate::queue::store::chunk();
         for (id, tip) in &refs {
             if known.remove(id) == Some(*tip) {
                 continue;
+            }
+            pages.read_one();
+            if stats.updated > 0 && stats.updated.is_multiple_of(chunk) {
+                self.spill();
             }
             match store.read_record(id, *tip) {
                 Ok(record) => {
