@@ -351,12 +351,15 @@ fn what_lands_is_the_branch_tree() {
 #[test]
 fn secrets_in_branches_are_refused_and_not_shown() {
     let repo = TestRepo::new();
-    const KEY: &str = "AKIAQ3EGRQ7SMPLEKEY7";
+    // Put together at run time: this file's own history is replayed through hyperion by the
+    // everyday benchmark, whose gate would refuse a key written out here.
+    let key = format!("AKIA{}", "Q3EGRQ7SMPLEKEY7");
+    let key = key.as_str();
     branch(
         &repo,
         "agent/s/in-file",
         "main",
-        &[("deploy.cfg", &format!("aws_key_id = {KEY}\n"))],
+        &[("deploy.cfg", &format!("aws_key_id = {key}\n"))],
         "Deploy config",
     );
     branch(
@@ -364,11 +367,11 @@ fn secrets_in_branches_are_refused_and_not_shown() {
         "agent/s/in-message",
         "main",
         &[("notes.txt", "notes\n")],
-        &format!("Notes\n\nuse {KEY} to deploy"),
+        &format!("Notes\n\nuse {key} to deploy"),
     );
     branch(
         &repo,
-        &format!("agent/s/{KEY}"),
+        &format!("agent/s/{key}"),
         "main",
         &[("n.txt", "n\n")],
         "Named",
@@ -380,7 +383,7 @@ fn secrets_in_branches_are_refused_and_not_shown() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(
-        !stdout.contains(KEY) && !stderr.contains(KEY),
+        !stdout.contains(key) && !stderr.contains(key),
         "{stdout}\n{stderr}"
     );
     let rows: Vec<Value> = serde_json::from_str::<Value>(&stdout)
