@@ -307,45 +307,54 @@ pub fn release_pack_pages() {
 #[cfg(not(target_os = "linux"))]
 pub fn release_pack_pages() {}
 
-/// Chains read between two looks at how much of its files this process has mapped.
-const CHAINS_PER_LOOK: usize = 16;
-
 /// Mapped file pages (packs, and this program's own code) above which a [`PageBudget`] gives
 /// back the packs' ones.
 const MAPPED_LIMIT: u64 = 48 << 20;
 
-/// Counts chains read, and every [`CHAINS_PER_LOOK`] looks at the file pages this process
-/// has mapped (`/proc/self/statm`), giving back those of packs ([`release_pack_pages`]) when
-/// they are over [`MAPPED_LIMIT`]. The objects of one chain lie apart in the packs, and the
-/// kernel maps up to 64 KiB of cached pages around each one read, so a few hundred chains may
-/// already map 100 MB: what keeps a command that reads every chain within a few tens of
-/// megabytes of pack pages however many there are.
+/// After every chain read, looks at the file pages this process has mapped
+/// (`/proc/self/statm`) and gives back those of packs ([`release_pack_pages`]) when they are
+/// over [`MAPPED_LIMIT`]. The objects of one chain lie apart in the packs, and the kernel maps
+/// cached pages around each one read: 64 KiB, or since Linux 6.18 the whole page-cache folio
+/// the page is in, up to 2 MiB for a pack written in large writes. One chain may so map
+/// 10 MB, and a look every 16 chains let doctor reach 160 MB of pack pages at 100,000
+/// requests; a look after each (one `pread` of a file kept open, ~1 µs) keeps a command that
+/// reads every chain within [`MAPPED_LIMIT`] plus one chain's pages however many there are.
 #[derive(Default)]
-pub struct PageBudget(usize);
+pub struct PageBudget;
 
 impl PageBudget {
     /// One more chain read.
     pub fn read_one(&mut self) {
-        self.0 += 1;
-        if self.0.is_multiple_of(CHAINS_PER_LOOK) && mapped_file_bytes() > MAPPED_LIMIT {
+        if mapped_file_bytes() > MAPPED_LIMIT {
             release_pack_pages();
         }
     }
 }
 
 /// The file pages this process has mapped, in bytes (the third field of `/proc/self/statm`:
-/// resident file and shared pages); 0 where that cannot be read.
+/// resident file and shared pages); 0 where that cannot be read. The file is opened once and
+/// read again from its start each time (the kernel writes it anew on every read at offset 0).
 #[cfg(target_os = "linux")]
 fn mapped_file_bytes() -> u64 {
-    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    use std::os::unix::fs::FileExt;
+    static STATM: std::sync::OnceLock<Option<(std::fs::File, u64)>> = std::sync::OnceLock::new();
     if !linux_paths() {
         return 0;
     }
-    // SAFETY: sysconf takes a plain integer and returns one; no memory is shared.
-    let page = *PAGE.get_or_init(|| {
-        u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
-    });
-    std::fs::read_to_string("/proc/self/statm")
+    let Some((file, page)) = STATM.get_or_init(|| {
+        // SAFETY: sysconf takes a plain integer and returns one; no memory is shared.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        std::fs::File::open("/proc/self/statm")
+            .ok()
+            .map(|f| (f, page))
+    }) else {
+        return 0;
+    };
+    let mut buf = [0u8; 128];
+    let Ok(n) = file.read_at(&mut buf, 0) else {
+        return 0;
+    };
+    std::str::from_utf8(&buf[..n])
         .ok()
         .and_then(|s| s.split_ascii_whitespace().nth(2)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * page)
@@ -521,6 +530,56 @@ mod tests {
             child.wait().expect("wait");
             assert!(granted_soon(|| free(&path)));
         }
+    }
+
+    /// The kilobytes of the mapping at `addr` resident in this process (`/proc/self/smaps`).
+    fn resident_kb(addr: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let start = format!("{addr:x}-");
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        lines
+            .find_map(|l| l.strip_prefix("Rss:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .expect("the mapping is listed")
+    }
+
+    /// A chain read while more than the limit of pack pages is mapped gives them back, at
+    /// once (not some chains later): a pack mapped and read whole is no longer resident after
+    /// one [`super::PageBudget::read_one`].
+    #[test]
+    fn the_page_budget_gives_pack_pages_back_after_a_chain() {
+        if !super::linux_paths() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("pack-test.pack");
+        let len = (super::MAPPED_LIMIT + (16 << 20)) as usize;
+        std::fs::write(&path, vec![7u8; len]).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        // SAFETY: a fresh read-only private mapping of a file this test owns, unmapped below.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(addr, libc::MAP_FAILED);
+        let mut sum = 0u8;
+        for off in (0..len).step_by(4096) {
+            // SAFETY: within the mapping.
+            sum ^= unsafe { *(addr as *const u8).add(off) };
+        }
+        std::hint::black_box(sum);
+        assert!(resident_kb(addr as usize) * 1024 >= len as u64 / 2);
+        super::PageBudget.read_one();
+        let after = resident_kb(addr as usize);
+        // SAFETY: the mapping made above, no longer read.
+        unsafe { libc::munmap(addr, len) };
+        assert!(after < 1024, "{after} kB still resident");
     }
 
     #[test]

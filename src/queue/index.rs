@@ -636,7 +636,7 @@ impl Index {
         crate::git::os::pause_point("reconcile_index");
         // A rebuild reads every chain: the pages of the packs are given back as it goes, and
         // the records it writes go to the file a chunk at a time.
-        let mut pages = crate::git::os::PageBudget::default();
+        let mut pages = crate::git::os::PageBudget;
         let chunk = crate::queue::store::chunk();
         for (id, tip) in &refs {
             if known.remove(id) == Some(*tip) {

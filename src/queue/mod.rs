@@ -300,7 +300,7 @@ impl Queue {
         mut pick: impl FnMut(ObjectId, Record) -> Option<T>,
     ) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        let mut pages = crate::git::os::PageBudget::default();
+        let mut pages = crate::git::os::PageBudget;
         match ix {
             Some(ix) => {
                 for (id, _) in ix.tips() {
@@ -738,7 +738,7 @@ impl Queue {
         let mut tried = std::collections::HashSet::new();
         let mut leased = 0;
         let mut failure = None;
-        let mut pages = crate::git::os::PageBudget::default();
+        let mut pages = crate::git::os::PageBudget;
         while leased < batch {
             // Take as many candidates as leases are missing (more only after a lost race), at
             // most a chunk, prepare them, write their objects as one pack (at the first ref
@@ -1267,7 +1267,7 @@ impl Queue {
         // In chunks: each chunk's commits are prepared in memory and reach the disk as one pack
         // at its first ref update (a few packs for any number of requests, so no repack to
         // wait for), and memory holds one chunk's records and objects at a time.
-        let mut pages = crate::git::os::PageBudget::default();
+        let mut pages = crate::git::os::PageBudget;
         loop {
             let chunk: Vec<(ObjectId, Record)> = match (&mut from_refs, ix.as_ref()) {
                 (Some(records), _) => records
@@ -1618,7 +1618,7 @@ impl Queue {
         let mut refs = self.store.list()?;
         let mut lost = Vec::new();
         let mut complete = Vec::with_capacity(refs.len());
-        let mut pages = crate::git::os::PageBudget::default();
+        let mut pages = crate::git::os::PageBudget;
         for chunk in refs.chunks(crate::queue::store::chunk()) {
             for (id, tip) in chunk {
                 pages.read_one();
