@@ -5,11 +5,13 @@
 
 use serde::Serialize;
 
+pub use crate::code::Code;
+
 /// One problem found in a submitted request. Validation collects all of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// Stable error code, e.g. `request.unknown_field`.
-    pub code: &'static str,
+    pub code: Code,
     /// JSON pointer of the offending field (`/changes/0/sha256`) or a path in the repository.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -22,7 +24,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(
-        code: &'static str,
+        code: Code,
         message: impl Into<String>,
         hint: impl Into<std::borrow::Cow<'static, str>>,
     ) -> Problem {
@@ -127,26 +129,26 @@ pub enum Error {
 
 impl Error {
     /// The stable code of this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             Error::Rejected { problems, .. } => problems
                 .first()
                 .map(|p| p.code)
-                .unwrap_or("request.invalid"),
-            Error::NotFound(_) => "request.not_found",
-            Error::Ambiguous { .. } => "request.ambiguous_id",
-            Error::WrongState { .. } => "queue.wrong_state",
-            Error::NotOwner { .. } => "queue.not_owner",
-            Error::Conflict { .. } => "queue.conflict",
+                .unwrap_or(Code::RequestInvalid),
+            Error::NotFound(_) => Code::RequestNotFound,
+            Error::Ambiguous { .. } => Code::RequestAmbiguousId,
+            Error::WrongState { .. } => Code::QueueWrongState,
+            Error::NotOwner { .. } => Code::QueueNotOwner,
+            Error::Conflict { .. } => Code::QueueConflict,
             Error::Approval { problem, .. } => problem.code,
-            Error::Config { .. } => "config.invalid",
-            Error::Usage(_) => "usage",
-            Error::Policy { .. } => "policy.invalid",
-            Error::Corrupt { .. } => "store.corrupt",
-            Error::Git(_) => "env.git",
-            Error::RefStorage(_) => "env.ref_storage",
-            Error::Incomplete { .. } => "store.incomplete",
-            Error::Io { .. } => "env.io",
+            Error::Config { .. } => Code::ConfigInvalid,
+            Error::Usage(_) => Code::Usage,
+            Error::Policy { .. } => Code::PolicyInvalid,
+            Error::Corrupt { .. } => Code::StoreCorrupt,
+            Error::Git(_) => Code::EnvGit,
+            Error::RefStorage(_) => Code::EnvRefStorage,
+            Error::Incomplete { .. } => Code::StoreIncomplete,
+            Error::Io { .. } => Code::EnvIo,
         }
     }
 

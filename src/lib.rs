@@ -12,11 +12,12 @@
 //!   limits, policy and tiers, secrets, validation, the in-memory apply engine.
 //! - [`git`]: plumbing that knows nothing of requests: ref compare-and-swap, kept packs, trees,
 //!   spawning git, and the operating system's fast paths with their portable fallbacks.
-//! - [`error`]: the error type every layer returns, each error with a stable code;
-//!   [`duration`]: durations as people write them.
+//! - [`error`]: the error type every layer returns, each error with a stable [`code`]
+//!   ([`Code`], the catalogue of docs/errors.md); [`duration`]: durations as people write them.
 //!
 //! The library never prints: callers (the `git-hyperion` binary) render what it returns.
 
+pub mod code;
 pub mod duration;
 pub mod error;
 pub mod gate;
@@ -24,6 +25,7 @@ pub mod git;
 pub mod queue;
 pub mod request;
 
+pub use code::Code;
 pub use error::{Error, Problem, Result};
 pub use git::os::linux_paths;
 

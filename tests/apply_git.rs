@@ -275,7 +275,7 @@ fn with_engine(g: &Generated) -> (Vec<bool>, Vec<String>, Vec<&'static str>) {
                 landed.push(true);
             }
             Err(refusal) => {
-                codes.push(refusal.code());
+                codes.push(refusal.code().as_str());
                 if let Refusal::Conflict { files } = &refusal {
                     assert!(!files.is_empty());
                 }
@@ -635,7 +635,7 @@ fn the_engine_holds_every_file_to_the_limits() {
         let sections = patch::parse(diff).unwrap();
         match apply::apply_sections(&repo, base_tree, &sections, &limits).unwrap() {
             Ok(_) => "landed",
-            Err(r) => r.code(),
+            Err(r) => r.code().as_str(),
         }
     };
     // A new binary file of 2000 bytes (a literal over the cap: never inflated).

@@ -9,17 +9,18 @@ use std::sync::LazyLock;
 
 mod common;
 
+use hyperion::Code;
 use hyperion::request::binary::{self, BinaryHunk, HunkKind};
 use proptest::prelude::*;
 
 /// A cap above every file here: the limits have tests of their own below.
 const CAP: usize = 64 << 20;
 
-const CODES: [&str; 4] = [
-    "patch.binary_no_data",
-    "patch.binary_corrupt",
-    "patch.binary_mismatch",
-    "limit.file_bytes",
+const CODES: [Code; 4] = [
+    Code::PatchBinaryNoData,
+    Code::PatchBinaryCorrupt,
+    Code::PatchBinaryMismatch,
+    Code::LimitFileBytes,
 ];
 
 fn git(dir: &Path, args: &[&str]) -> Vec<u8> {
@@ -235,7 +236,7 @@ fn section(diff: &str, path: &str) -> String {
 fn a_diff_without_binary_data_is_refused_with_its_line() {
     let text = section(&REPO.diff(false), "mid.bin");
     let err = binary::parse(&text, CAP).expect_err("no data");
-    assert_eq!(err.code, "patch.binary_no_data");
+    assert_eq!(err.code, Code::PatchBinaryNoData);
     let line = text
         .lines()
         .position(|l| l.starts_with("Binary files "))
@@ -266,7 +267,7 @@ fn corrupt_binary_patches_name_the_line() {
     let err = binary::parse(&join(&l), CAP).expect_err("bad length char");
     assert_eq!(
         (err.code, err.line),
-        ("patch.binary_corrupt", Some(first_data + 1))
+        (Code::PatchBinaryCorrupt, Some(first_data + 1))
     );
 
     // A length character that does not match the line's data.
@@ -275,7 +276,7 @@ fn corrupt_binary_patches_name_the_line() {
     let err = binary::parse(&join(&l), CAP).expect_err("length mismatch");
     assert_eq!(
         (err.code, err.line),
-        ("patch.binary_corrupt", Some(first_data + 1))
+        (Code::PatchBinaryCorrupt, Some(first_data + 1))
     );
 
     // A character outside the alphabet.
@@ -284,7 +285,7 @@ fn corrupt_binary_patches_name_the_line() {
     let err = binary::parse(&join(&l), CAP).expect_err("bad char");
     assert_eq!(
         (err.code, err.line),
-        ("patch.binary_corrupt", Some(first_data + 1))
+        (Code::PatchBinaryCorrupt, Some(first_data + 1))
     );
 
     // A valid character in the wrong place: the zlib stream (or its checksum) breaks; the
@@ -299,7 +300,7 @@ fn corrupt_binary_patches_name_the_line() {
     let err = binary::parse(&join(&l), CAP).expect_err("bad zlib");
     assert_eq!(
         (err.code, err.line),
-        ("patch.binary_corrupt", Some(header + 1))
+        (Code::PatchBinaryCorrupt, Some(header + 1))
     );
 
     // A size that the data does not inflate to.
@@ -314,25 +315,25 @@ fn corrupt_binary_patches_name_the_line() {
     let err = binary::parse(&join(&l), CAP).expect_err("size mismatch");
     assert_eq!(
         (err.code, err.line),
-        ("patch.binary_corrupt", Some(header + 1))
+        (Code::PatchBinaryCorrupt, Some(header + 1))
     );
     l[header] = format!("{kind} x{size}");
     let err = binary::parse(&join(&l), CAP).expect_err("bad size");
-    assert_eq!(err.code, "patch.binary_corrupt");
+    assert_eq!(err.code, Code::PatchBinaryCorrupt);
 
     // A data line lost: the stream is cut short.
     let mut l = lines.clone();
     l.remove(first_data + 1);
     assert_eq!(
         binary::parse(&join(&l), CAP).expect_err("lost line").code,
-        "patch.binary_corrupt"
+        Code::PatchBinaryCorrupt
     );
 
     // No hunk after `GIT binary patch`.
     let err = binary::parse(&join(&lines[..header]), CAP).expect_err("no hunk");
     assert_eq!(
         (err.code, err.line),
-        ("patch.binary_corrupt", Some(header + 1))
+        (Code::PatchBinaryCorrupt, Some(header + 1))
     );
 }
 
@@ -344,7 +345,7 @@ fn a_delta_against_another_file_is_a_mismatch() {
     let mut old = r.blob("A", "mid.bin");
     old.push(0);
     let err = binary::apply(&patch.forward, &old, CAP).expect_err("wrong source");
-    assert_eq!(err.code, "patch.binary_mismatch");
+    assert_eq!(err.code, Code::PatchBinaryMismatch);
     // Same size, different content: git's format cannot tell; the result is still the right
     // size (blob ids in the `index` line are what catch this).
     let old = vec![0u8; old.len() - 1];
@@ -423,7 +424,7 @@ fn a_hunk_that_announces_more_than_the_cap_is_refused_before_it_is_inflated() {
         binary::parse(&text, 50 << 20).expect_err("over the cap"),
         binary::parse_forward(&text, 50 << 20).expect_err("over the cap"),
     ] {
-        assert_eq!((err.code, err.line), ("limit.file_bytes", Some(header)));
+        assert_eq!((err.code, err.line), (Code::LimitFileBytes, Some(header)));
     }
     // Refused before inflating: with the data cut after its first line, the answer is the
     // same (inflating would have found the stream cut short).
@@ -433,10 +434,10 @@ fn a_hunk_that_announces_more_than_the_cap_is_refused_before_it_is_inflated() {
         .map(|l| format!("{l}\n"))
         .collect();
     let err = binary::parse_forward(&cut, 50 << 20).expect_err("over the cap");
-    assert_eq!(err.code, "limit.file_bytes");
+    assert_eq!(err.code, Code::LimitFileBytes);
     assert_eq!(
         binary::parse_forward(&cut, len).expect_err("cut").code,
-        "patch.binary_corrupt"
+        Code::PatchBinaryCorrupt
     );
 }
 
@@ -446,7 +447,7 @@ fn data_that_inflates_past_its_announced_size_is_refused() {
     let stream = common::base85(&common::deflate_run(10 << 20, b'x'));
     let text = format!("GIT binary patch\nliteral 1000\n{stream}\n");
     let err = binary::parse_forward(&text, CAP).expect_err("lies");
-    assert_eq!(err.code, "patch.binary_corrupt");
+    assert_eq!(err.code, Code::PatchBinaryCorrupt);
     assert!(err.message.contains("more than the 1000 bytes"), "{err}");
 }
 
@@ -460,7 +461,7 @@ fn a_delta_result_above_the_cap_is_refused_before_it_is_built() {
         result
     );
     let err = binary::apply(&p.forward, old, result - 1).expect_err("over the cap");
-    assert_eq!(err.code, "limit.file_bytes");
+    assert_eq!(err.code, Code::LimitFileBytes);
     // A forged delta: 3 bytes of source, a result announced as 1 TiB, built by copying the
     // source over and over. Refused from its header, not after a terabyte of copies.
     let mut d = vec![3];
@@ -477,11 +478,11 @@ fn a_delta_result_above_the_cap_is_refused_before_it_is_built() {
         data: d,
     };
     let err = binary::apply(&hunk, b"abc", 50 << 20).expect_err("over the cap");
-    assert_eq!(err.code, "limit.file_bytes");
+    assert_eq!(err.code, Code::LimitFileBytes);
     // Without a cap, the same delta is refused only after its copies, for falling short of
     // what it announces.
     let err = binary::apply(&hunk, b"abc", usize::MAX).expect_err("short");
-    assert_eq!(err.code, "patch.binary_corrupt");
+    assert_eq!(err.code, Code::PatchBinaryCorrupt);
 }
 
 #[test]
@@ -494,11 +495,11 @@ fn a_literal_above_the_cap_is_refused_when_applied() {
     assert_eq!(binary::apply(&hunk, b"", 10).unwrap().len(), 10);
     assert_eq!(
         binary::apply(&hunk, b"", 9).expect_err("over").code,
-        "limit.file_bytes"
+        Code::LimitFileBytes
     );
     assert_eq!(
         binary::apply_owned(hunk, b"", 9).expect_err("over").code,
-        "limit.file_bytes"
+        Code::LimitFileBytes
     );
 }
 

@@ -242,7 +242,7 @@ proptest! {
                 problems.extend(validate::against_target(&repo, req, Some(tree), &policy));
             }
             for p in &problems {
-                prop_assert!(!p.code.is_empty() && p.code.contains('.'), "a problem without a code: {p:?}");
+                prop_assert!(p.code.as_str().contains('.'), "a problem without a code: {p:?}");
             }
             prop_assert!(req.is_some() && problems.is_empty(), "refused: {problems:#?}\n{diff}");
         }
@@ -293,7 +293,7 @@ proptest! {
         let bytes = serde_json::to_vec(&v).unwrap();
         let (req, problems) = validate::check_request(&bytes);
         if let Some(req) = &req {
-            problems.iter().for_each(|p| assert!(p.code.contains('.')));
+            problems.iter().for_each(|p| assert!(p.code.as_str().contains('.')));
             validate::check_policy(req, &Policy::default(), None);
         } else {
             prop_assert!(!problems.is_empty());
@@ -318,7 +318,7 @@ fn check_parse(text: &str) {
                 }
             }
         }
-        Err(p) => assert!(p.code.starts_with("patch."), "{p:?}"),
+        Err(p) => assert!(p.code.as_str().starts_with("patch."), "{p:?}"),
     }
 }
 

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use hyperion::Code;
 use hyperion::gate::worker::{self, Disposition, Stop, Worker};
 
 use super::error::{CmdResult, CommandError};
@@ -39,7 +40,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         Disposition::Landed | Disposition::Recovered | Disposition::WouldLand => Ok(()),
         _ => {
             let mut e = CommandError::refused(
-                report.code.as_deref().unwrap_or("apply.failed"),
+                report.code.unwrap_or(Code::ApplyFailed),
                 report
                     .message
                     .clone()
@@ -49,7 +50,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
                 "see `git hyperion show {}` for its record and artifacts",
                 report.id
             ));
-            if let Some(code) = report.code.as_deref().filter(|c| c.starts_with("land.")) {
+            if let Some(code) = report.code.filter(|c| c.as_str().starts_with("land.")) {
                 e = e.hint(hyperion::gate::land::hint(code));
             }
             e.json_printed = ctx.json();

@@ -1,3 +1,4 @@
+use hyperion::Code;
 use hyperion::queue::settings::KEYS;
 
 use super::error::{CmdResult, CommandError};
@@ -35,7 +36,7 @@ pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
             r"^hyperion\.",
         ])
         .output()
-        .map_err(|e| CommandError::env("env.io", format!("could not run git: {e}")))?;
+        .map_err(|e| CommandError::env(Code::EnvIo, format!("could not run git: {e}")))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut rows = Vec::new();
     for k in KEYS {

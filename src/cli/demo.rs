@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 
+use hyperion::Code;
 use hyperion::queue::store::Store;
 use hyperion::queue::{Filter, Queue};
 
@@ -61,12 +62,12 @@ fn git(dir: &Path, args: &[&str]) -> CmdResult<String> {
         .env("GIT_COMMITTER_EMAIL", "demo@hyperion.invalid")
         .output()
         .map_err(|e| {
-            CommandError::env("env.io", format!("could not run git: {e}"))
+            CommandError::env(Code::EnvIo, format!("could not run git: {e}"))
                 .hint("install git and put it on PATH")
         })?;
     if !out.status.success() {
         return Err(CommandError::env(
-            "env.git",
+            Code::EnvGit,
             format!(
                 "git {} failed: {}",
                 args.join(" "),
@@ -91,19 +92,24 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         None => tempfile::Builder::new()
             .prefix("hyperion-demo-")
             .tempdir()
-            .map_err(|e| CommandError::env("env.io", format!("could not create a temp dir: {e}")))?
+            .map_err(|e| {
+                CommandError::env(Code::EnvIo, format!("could not create a temp dir: {e}"))
+            })?
             .keep(),
     };
     std::fs::create_dir_all(&dir).map_err(|e| {
-        CommandError::env("env.io", format!("could not create {}: {e}", dir.display()))
+        CommandError::env(
+            Code::EnvIo,
+            format!("could not create {}: {e}", dir.display()),
+        )
     })?;
     for (path, text) in BASE {
         let p = dir.join(path);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent)
-                .map_err(|e| CommandError::env("env.io", e.to_string()))?;
+                .map_err(|e| CommandError::env(Code::EnvIo, e.to_string()))?;
         }
-        std::fs::write(&p, text).map_err(|e| CommandError::env("env.io", e.to_string()))?;
+        std::fs::write(&p, text).map_err(|e| CommandError::env(Code::EnvIo, e.to_string()))?;
     }
     git(&dir, &["init", "-q", "-b", "main"])?;
     git(&dir, &["add", "-A"])?;
@@ -138,11 +144,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
                 "{:<10} {:<28} -> refused: {}",
                 "enqueue", BAD.0, problems[0]
             ));
-            rows.push((
-                BAD.0.to_owned(),
-                "refused".into(),
-                problems[0].code.to_owned(),
-            ));
+            rows.push((BAD.0.to_owned(), "refused".into(), problems[0].code.into()));
         }
     }
     // A worker drains the queue: validation again, apply in memory, land, note.

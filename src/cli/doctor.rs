@@ -1,6 +1,8 @@
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};
 
+use hyperion::Code;
+
 /// Check every request chain and the index.
 ///
 /// Reports chains git hyperion would not have written (the checks of `verify-push`, with this
@@ -49,17 +51,17 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         .filter(|f| {
             !matches!(
                 f.code,
-                "lease.expired"
-                    | "store.stale_lock"
-                    | "store.stale_keep"
-                    | "land.in_progress"
-                    | "land.index_lock"
+                Code::LeaseExpired
+                    | Code::StoreStaleLock
+                    | Code::StoreStaleKeep
+                    | Code::LandInProgress
+                    | Code::LandIndexLock
             ) && !d.set_aside.contains(&f.id)
         })
         .count();
     if broken > 0 {
         let mut e = CommandError::refused(
-            "doctor.problems",
+            Code::DoctorProblems,
             format!("{broken} problem(s) in request chains or landings"),
         )
         .hint("see the list above; `git log refs/hyperion/requests/ID` shows a chain");

@@ -1,6 +1,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use hyperion::Code;
 use hyperion::Problem;
 use hyperion::queue::{Enqueued, Queue};
 use hyperion::request::model::ChangeRequest;
@@ -365,14 +366,14 @@ fn wrap(args: &Args, path: &Path) -> CmdResult<Loaded> {
             .read_to_end(&mut bytes)
             .map_err(|e| CommandError::usage(format!("could not read stdin: {e}")))?;
         String::from_utf8(bytes).map_err(|_| {
-            CommandError::refused("patch.not_utf8", "the diff on stdin is not UTF-8 text")
+            CommandError::refused(Code::PatchNotUtf8, "the diff on stdin is not UTF-8 text")
                 .hint("binary diffs must be produced with `git diff --binary`, which is ASCII")
         })?
     } else {
         let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
         String::from_utf8(bytes).map_err(|_| {
             CommandError::refused(
-                "patch.not_utf8",
+                Code::PatchNotUtf8,
                 format!("{} is not UTF-8 text", path.display()),
             )
             .hint("binary diffs must be produced with `git diff --binary`, which is ASCII")

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use hyperion::{Error, Problem};
+use hyperion::{Code, Error, Problem};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -20,7 +20,7 @@ pub enum Kind {
 #[derive(Debug)]
 pub struct CommandError {
     pub kind: Kind,
-    pub code: String,
+    pub code: Code,
     pub message: String,
     pub hints: Vec<String>,
     /// Every problem, for rejected requests (one source each).
@@ -36,7 +36,7 @@ impl CommandError {
     pub fn usage(message: impl Into<String>) -> CommandError {
         CommandError {
             kind: Kind::Usage,
-            code: "usage".into(),
+            code: Code::Usage,
             message: message.into(),
             hints: Vec::new(),
             problems: Vec::new(),
@@ -46,10 +46,10 @@ impl CommandError {
     }
 
     /// The environment failed (git not runnable, a file that cannot be written): exit 2.
-    pub fn env(code: &str, message: impl Into<String>) -> CommandError {
+    pub fn env(code: Code, message: impl Into<String>) -> CommandError {
         CommandError {
             kind: Kind::Environment,
-            code: code.into(),
+            code,
             message: message.into(),
             hints: Vec::new(),
             problems: Vec::new(),
@@ -58,10 +58,10 @@ impl CommandError {
         }
     }
 
-    pub fn refused(code: &str, message: impl Into<String>) -> CommandError {
+    pub fn refused(code: Code, message: impl Into<String>) -> CommandError {
         CommandError {
             kind: Kind::Refused,
-            code: code.into(),
+            code,
             message: message.into(),
             hints: Vec::new(),
             problems: Vec::new(),
@@ -73,7 +73,7 @@ impl CommandError {
     /// A bad argument described by a library problem (its code and hint): exit 2.
     pub fn from_problem(p: Problem) -> CommandError {
         CommandError {
-            code: p.code.into(),
+            code: p.code,
             ..CommandError::usage(p.message)
         }
         .hint(p.hint)
@@ -94,7 +94,7 @@ impl CommandError {
         let first = problems
             .first()
             .map(|(_, p)| p.code)
-            .unwrap_or("request.invalid");
+            .unwrap_or(Code::RequestInvalid);
         let mut hints: Vec<String> = Vec::new();
         for (_, p) in &problems {
             if !hints.iter().any(|h| *h == p.hint) {
@@ -104,7 +104,7 @@ impl CommandError {
         hints.push("nothing was stored; fix the request and submit it again".into());
         CommandError {
             kind: Kind::Refused,
-            code: first.into(),
+            code: first,
             message: format!(
                 "{} problem(s) in {n_sources} request(s); nothing was enqueued",
                 problems.len()
@@ -238,7 +238,7 @@ impl From<Error> for CommandError {
         CommandError {
             kind,
             lists: lists.into(),
-            code: e.code().into(),
+            code: e.code(),
             message: e.to_string(),
             hints: hint.map(str::to_owned).into_iter().collect(),
             problems,

@@ -1,3 +1,4 @@
+use hyperion::Code;
 use hyperion::request::target::Target;
 
 use super::error::{CmdResult, CommandError};
@@ -41,10 +42,10 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let out = hyperion::git::command::at(store.git_dir())
         .args(["config", "hyperion.target", &target])
         .output()
-        .map_err(|e| CommandError::env("env.io", format!("could not run git: {e}")))?;
+        .map_err(|e| CommandError::env(Code::EnvIo, format!("could not run git: {e}")))?;
     if !out.status.success() {
         return Err(CommandError::env(
-            "env.git",
+            Code::EnvGit,
             format!(
                 "could not set hyperion.target: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -53,7 +54,10 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     }
     let dir = store.hyperion_dir();
     std::fs::create_dir_all(&dir).map_err(|e| {
-        CommandError::env("env.io", format!("could not create {}: {e}", dir.display()))
+        CommandError::env(
+            Code::EnvIo,
+            format!("could not create {}: {e}", dir.display()),
+        )
     })?;
     if ctx.json() {
         print_json(&serde_json::json!({"git_dir": store.git_dir(), "target": target}));

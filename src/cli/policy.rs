@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use hyperion::Code;
 use hyperion::Error;
 use hyperion::request::policy::{POLICY_PATH, Policy};
 
@@ -55,7 +56,7 @@ fn check(args: CheckArgs, ctx: &Ctx) -> CmdResult {
             let result = match String::from_utf8(bytes) {
                 Ok(text) => Policy::parse(&text, &origin).map(Some),
                 Err(_) => Err(vec![hyperion::Problem::new(
-                    "policy.syntax",
+                    Code::PolicySyntax,
                     "the policy file is not UTF-8 text",
                     "save the policy file as UTF-8",
                 )]),
@@ -120,7 +121,7 @@ fn check(args: CheckArgs, ctx: &Ctx) -> CmdResult {
                 }
             }
             let mut e = CommandError::refused(
-                "policy.invalid",
+                Code::PolicyInvalid,
                 format!("{origin}: {} problem(s)", problems.len()),
             )
             .hint("see docs/policy.md for every key and its values");
@@ -154,7 +155,7 @@ fn tree_of(git_dir: &std::path::Path, rev: &str) -> CmdResult<gix::ObjectId> {
             &spec,
         ])
         .output()
-        .map_err(|e| CommandError::env("env.io", format!("could not run git: {e}")))?;
+        .map_err(|e| CommandError::env(Code::EnvIo, format!("could not run git: {e}")))?;
     if !out.status.success() {
         return Err(
             CommandError::usage(format!("'{rev}' names no commit or tree"))
@@ -163,5 +164,5 @@ fn tree_of(git_dir: &std::path::Path, rev: &str) -> CmdResult<gix::ObjectId> {
     }
     let hex = String::from_utf8_lossy(&out.stdout);
     gix::ObjectId::from_hex(hex.trim().as_bytes())
-        .map_err(|e| CommandError::env("env.git", format!("git rev-parse printed '{hex}': {e}")))
+        .map_err(|e| CommandError::env(Code::EnvGit, format!("git rev-parse printed '{hex}': {e}")))
 }

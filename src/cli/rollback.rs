@@ -1,3 +1,4 @@
+use hyperion::Code;
 use hyperion::gate::rollback;
 use hyperion::request::target::Target;
 
@@ -41,7 +42,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             };
             rollback::last(queue, &target)?.ok_or_else(|| {
                 CommandError::refused(
-                    "rollback.nothing",
+                    Code::RollbackNothing,
                     format!("no applied request has landed on {target}"),
                 )
             })?

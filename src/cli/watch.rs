@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hyperion::Code;
 use hyperion::Problem;
 use hyperion::queue::spool::{OpenError, Spool};
 
@@ -66,10 +67,13 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| CommandError::env("env.io", format!("cannot handle signals: {e}")))?;
+            .map_err(|e| CommandError::env(Code::EnvIo, format!("cannot handle signals: {e}")))?;
     }
     let io = |what: &str, e: std::io::Error| {
-        CommandError::env("env.io", format!("{what} in {}: {e}", args.dir.display()))
+        CommandError::env(
+            Code::EnvIo,
+            format!("{what} in {}: {e}", args.dir.display()),
+        )
     };
     let mut counts = Counts::default();
     // Files claimed by a run that stopped before it moved them: again, first.
@@ -126,7 +130,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     }
     if args.once && counts.rejected > 0 {
         let mut err = CommandError::refused(
-            "watch.rejected",
+            Code::WatchRejected,
             format!(
                 "{} file(s) were rejected and moved to {}",
                 counts.rejected,
@@ -150,9 +154,9 @@ fn process(spool: &Spool, claimed: &Path, ctx: &Ctx, counts: &mut Counts, once: 
         .unwrap_or_default();
     match submit(spool, claimed, &name, ctx) {
         Ok(Ok(e)) => {
-            let moved = spool
-                .done(claimed)
-                .map_err(|err| CommandError::env("env.io", format!("cannot move {name}: {err}")))?;
+            let moved = spool.done(claimed).map_err(|err| {
+                CommandError::env(Code::EnvIo, format!("cannot move {name}: {err}"))
+            })?;
             if e.created {
                 counts.queued += 1;
             } else {
@@ -171,7 +175,7 @@ fn process(spool: &Spool, claimed: &Path, ctx: &Ctx, counts: &mut Counts, once: 
             let doc = serde_json::to_string_pretty(&err.document()).expect("a document serialises");
             let doc = hyperion::request::secrets::redact(&doc);
             let moved = spool.reject(claimed, doc.as_bytes()).map_err(|e| {
-                CommandError::env("env.io", format!("cannot move {name} to rejected/: {e}"))
+                CommandError::env(Code::EnvIo, format!("cannot move {name} to rejected/: {e}"))
             })?;
             counts.rejected += 1;
             report(ctx, &name, &moved, None, &problems);
@@ -202,12 +206,12 @@ fn submit(
 ) -> CmdResult<Result<hyperion::queue::Enqueued, Vec<Problem>>> {
     let bytes = match spool
         .read(claimed, MAX_FILE)
-        .map_err(|e| CommandError::env("env.io", format!("cannot read {name}: {e}")))?
+        .map_err(|e| CommandError::env(Code::EnvIo, format!("cannot read {name}: {e}")))?
     {
         Ok(b) => b,
         Err(why) => {
             return Ok(Err(vec![Problem::new(
-                "watch.unreadable",
+                Code::WatchUnreadable,
                 format!("{name} was not read: {why}"),
                 "drop regular files of at most 64 MiB, each one request in format v1",
             )]));

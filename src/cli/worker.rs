@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hyperion::Code;
 use hyperion::gate::worker::{self, Disposition, Mode, Options, Progress, Report, Stop, Worker};
 use hyperion::queue::Filter;
 use hyperion::request::model::Status;
@@ -126,7 +127,7 @@ fn watch_signals(stop: Arc<Stop>) -> CmdResult {
     let hit = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, hit.clone())
-            .map_err(|e| CommandError::env("env.io", format!("cannot handle signals: {e}")))?;
+            .map_err(|e| CommandError::env(Code::EnvIo, format!("cannot handle signals: {e}")))?;
     }
     std::thread::spawn(move || {
         let mut seen = 0;

@@ -11,6 +11,7 @@ use gix::ObjectId;
 use gix::objs::tree::EntryKind;
 use serde::Serialize;
 
+use crate::code::Code;
 use crate::error::Error as Failure;
 use crate::gate::land::{self, Blocked};
 use crate::queue::Queue;
@@ -58,19 +59,19 @@ pub enum Refusal {
     AlreadyReverted,
     /// The target could not be moved.
     Target {
-        code: &'static str,
+        code: Code,
         message: String,
     },
 }
 
 impl Refusal {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Refusal::NotApplied { .. } => "rollback.not_applied",
-            Refusal::NotOnTarget { .. } => "rollback.not_on_target",
-            Refusal::Conflict { .. } => "rollback.conflict",
-            Refusal::AlreadyReverted => "rollback.already_reverted",
-            Refusal::Target { code, .. } => code,
+            Refusal::NotApplied { .. } => Code::RollbackNotApplied,
+            Refusal::NotOnTarget { .. } => Code::RollbackNotOnTarget,
+            Refusal::Conflict { .. } => Code::RollbackConflict,
+            Refusal::AlreadyReverted => Code::RollbackAlreadyReverted,
+            Refusal::Target { code, .. } => *code,
         }
     }
 
@@ -98,7 +99,7 @@ impl Refusal {
             Refusal::Conflict { .. } => {
                 "revert by hand (`git revert` the landed commit and resolve), or roll back the later requests first"
             }
-            Refusal::Target { code, .. } => land::hint(code),
+            Refusal::Target { code, .. } => land::hint(*code),
             _ => "see `git hyperion show ID` for the request's history",
         }
     }
@@ -121,7 +122,7 @@ impl From<Refusal> for Error {
 
 impl Error {
     /// The stable code (docs/errors.md).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             Error::Refused(r) => r.code(),
             Error::Failed(e) => e.code(),

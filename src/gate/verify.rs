@@ -25,6 +25,7 @@ use std::collections::HashMap;
 
 use gix::ObjectId;
 
+use crate::code::Code;
 use crate::error::{Error, Problem, Result};
 use crate::queue::store::REQUESTS_PREFIX;
 use crate::queue::{Finding, Queue};
@@ -118,12 +119,12 @@ fn check_update(
     }
     let Some(id) = refname.strip_prefix(REQUESTS_PREFIX).filter(|id| is_id(id)) else {
         return Ok(vec![Problem::new(
-            "chain.bad_ref",
+            Code::ChainBadRef,
             format!("{refname} is not the ref of a request"),
             HINT_REF,
         )]);
     };
-    let push_problem = |code: &'static str, m: String| vec![Problem::new(code, m, HINT_PUSH)];
+    let push_problem = |code: Code, m: String| vec![Problem::new(code, m, HINT_PUSH)];
     if new.is_null() {
         // Deleting a chain loses its history: only finished requests, as `gc` does.
         let finished = match checker.read(old)? {
@@ -134,7 +135,7 @@ fn check_update(
             Vec::new()
         } else {
             push_problem(
-                "push.delete_unfinished",
+                Code::PushDeleteUnfinished,
                 format!("{id} is not finished; its chain may not be deleted"),
             )
         });
@@ -164,7 +165,7 @@ fn check_update(
             Some(k) => k + 1,
             None => {
                 out.extend(push_problem(
-                    "push.rewrites_history",
+                    Code::PushRewritesHistory,
                     format!("the push drops {old} from {id}'s chain"),
                 ));
                 0
@@ -197,7 +198,7 @@ fn check_update(
 /// every note added or changed sits on a commit whose `Hyperion-Request` trailer names the
 /// request the note names.
 fn check_notes(objects: &mut dyn Objects, old: ObjectId, new: ObjectId) -> Result<Vec<Problem>> {
-    let problem = |m: String| vec![Problem::new("push.notes", m, HINT_NOTES)];
+    let problem = |m: String| vec![Problem::new(Code::PushNotes, m, HINT_NOTES)];
     if new.is_null() {
         return Ok(problem(
             "deleting refs/notes/hyperion would drop the record of every landed commit".into(),
@@ -393,7 +394,7 @@ pub fn check_local(
         if !is_id(id) {
             out.push(Finding {
                 id: id.clone(),
-                code: "chain.bad_ref",
+                code: Code::ChainBadRef,
                 message: format!("{REQUESTS_PREFIX}{id} is not the ref of a request"),
             });
             continue;
@@ -403,14 +404,14 @@ pub fn check_local(
                 Ok(checked) => out.extend(checked.problems.into_iter().map(finding)),
                 Err(e) => out.push(Finding {
                     id: id.clone(),
-                    code: "store.corrupt",
+                    code: Code::StoreCorrupt,
                     message: e.to_string(),
                 }),
             },
             Ok(Err(p)) => out.push(finding(p)),
             Err(e) => out.push(Finding {
                 id: id.clone(),
-                code: "store.corrupt",
+                code: Code::StoreCorrupt,
                 message: e.to_string(),
             }),
         }

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 mod leases;
 
+use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::gate::checks::{self, CheckCommand, CheckStatus, OutputLimit};
 use crate::gate::land::{self, Blocked, Person};
@@ -74,7 +75,7 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class: Option<DeadClass>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
+    pub code: Option<Code>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -187,7 +188,7 @@ enum Verdict {
     },
     Fail {
         class: DeadClass,
-        code: String,
+        code: Code,
         message: String,
         transient: bool,
         artifacts: Vec<Artifact>,
@@ -657,12 +658,15 @@ impl<'q> Worker<'q> {
                 } => {
                     report.checks = checks;
                     report.class = Some(class);
-                    report.code = Some(code.clone());
+                    report.code = Some(code);
                     // As it will be stored (hook and process output can be quoted in it).
                     report.message = Some(crate::request::secrets::redact(&message).into_owned());
                     Some(Outcome::Failed {
                         class,
-                        error: ErrorInfo { code, message },
+                        error: ErrorInfo {
+                            code: code.into(),
+                            message,
+                        },
                         transient,
                         artifacts,
                     })
@@ -681,7 +685,7 @@ impl<'q> Worker<'q> {
                         Err(e) => return Err(e),
                     };
                     report.status = Some(Status::AwaitingApproval);
-                    report.code = Some("approval.required".into());
+                    report.code = Some(Code::ApprovalRequired);
                     report.message = Some(reason);
                     report.duration_ms = d.started.elapsed().as_millis() as u64;
                     reports.push((report, None));
@@ -689,7 +693,7 @@ impl<'q> Worker<'q> {
                 }
                 Verdict::LeaseLost => {
                     report.result = Disposition::LeaseLost;
-                    report.code = Some("worker.lease_lost".into());
+                    report.code = Some(Code::WorkerLeaseLost);
                     report.message = Some("the lease expired and another worker took over".into());
                     None
                 }
@@ -729,7 +733,7 @@ impl<'q> Worker<'q> {
                         report.result = Disposition::LeaseLost;
                         report.class = None;
                         if let Some(commit) = &report.commit {
-                            report.code = Some("worker.lease_lost".into());
+                            report.code = Some(Code::WorkerLeaseLost);
                             report.message = Some(format!("landed as {commit}, but {e}"));
                         }
                     }
@@ -802,7 +806,7 @@ impl<'q> Worker<'q> {
             }
             Verdict::Hold { reason, .. } => {
                 report.result = Disposition::WouldFail;
-                report.code = Some("approval.required".into());
+                report.code = Some(Code::ApprovalRequired);
                 report.message = Some(reason);
             }
             Verdict::LeaseLost => report.result = Disposition::WouldFail,
@@ -898,7 +902,7 @@ impl<'q> Worker<'q> {
         )? {
             return Ok(fail(
                 DeadClass::Validation,
-                "hook.refused",
+                Code::HookRefused,
                 refused.message,
                 false,
             ));
@@ -1074,7 +1078,7 @@ impl<'q> Worker<'q> {
                 other => {
                     let (code, message) = match other {
                         CheckStatus::TimedOut => (
-                            "check.timeout",
+                            Code::CheckTimeout,
                             format!(
                                 "check {} ran past its timeout of {}s and was stopped",
                                 cmd.name,
@@ -1082,11 +1086,11 @@ impl<'q> Worker<'q> {
                             ),
                         ),
                         CheckStatus::SpawnFailed(why) => (
-                            "check.spawn",
+                            Code::CheckSpawn,
                             format!("check {} could not start: {why}", cmd.name),
                         ),
                         CheckStatus::Failed { exit_code, signal } => (
-                            "check.failed",
+                            Code::CheckFailed,
                             match (exit_code, signal) {
                                 (Some(c), _) => format!("check {} failed (exit {c})", cmd.name),
                                 (None, Some(s)) => {
@@ -1095,13 +1099,13 @@ impl<'q> Worker<'q> {
                                 _ => format!("check {} failed", cmd.name),
                             },
                         ),
-                        _ => ("check.failed", format!("check {} failed", cmd.name)),
+                        _ => (Code::CheckFailed, format!("check {} failed", cmd.name)),
                     };
                     let message = message + &left;
-                    let transient = code == "check.timeout";
+                    let transient = code == Code::CheckTimeout;
                     return Ok(ChecksDone::Failed(Verdict::Fail {
                         class: DeadClass::Check,
-                        code: code.into(),
+                        code,
                         message,
                         transient,
                         artifacts,
@@ -1177,13 +1181,13 @@ struct Batch {
 }
 
 /// A chain that could not land: each of its requests is retried later (environment class).
-fn retry_all(items: Vec<Built>, code: &str, message: String, decided: &mut Vec<Decided>) {
+fn retry_all(items: Vec<Built>, code: Code, message: String, decided: &mut Vec<Decided>) {
     for b in items {
         decided.push(Decided {
             record: b.record,
             verdict: Verdict::Fail {
                 class: DeadClass::Environment,
-                code: code.to_owned(),
+                code,
                 message: message.clone(),
                 transient: true,
                 artifacts: Vec::new(),
@@ -1195,10 +1199,10 @@ fn retry_all(items: Vec<Built>, code: &str, message: String, decided: &mut Vec<D
 }
 
 /// A request that cannot land, without artifacts or checks run.
-fn fail(class: DeadClass, code: &str, message: String, transient: bool) -> Verdict {
+fn fail(class: DeadClass, code: Code, message: String, transient: bool) -> Verdict {
     Verdict::Fail {
         class,
-        code: code.to_owned(),
+        code,
         message,
         transient,
         artifacts: Vec::new(),
@@ -1210,7 +1214,7 @@ fn fail(class: DeadClass, code: &str, message: String, transient: bool) -> Verdi
 fn environment(e: &Error) -> Verdict {
     Verdict::Fail {
         class: DeadClass::Environment,
-        code: e.code().to_owned(),
+        code: e.code(),
         message: e.to_string(),
         transient: true,
         artifacts: Vec::new(),

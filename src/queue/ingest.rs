@@ -16,6 +16,7 @@ use std::path::Path;
 use gix::ObjectId;
 use gix::bstr::ByteSlice;
 
+use crate::code::Code;
 use crate::error::{Error, Problem, Result};
 use crate::request::target::Tip;
 
@@ -158,7 +159,7 @@ pub fn read(
         || !NAMESPACES.iter().any(|ns| refname.starts_with(ns))
     {
         return Ok(Read::Refused(Problem::new(
-            "ingest.bad_ref",
+            Code::IngestBadRef,
             format!("'{shown}' is not a valid branch name"),
             "push branches with names git accepts (`git check-ref-format`)",
         )));
@@ -171,7 +172,7 @@ pub fn read(
             .unwrap_or_default(),
         Ok(_) | Err(_) => {
             return Ok(Read::Refused(Problem::new(
-                "ingest.bad_ref",
+                Code::IngestBadRef,
                 format!("'{shown}' does not point at a commit ({tip})"),
                 "a branch to ingest must point at a commit",
             )));
@@ -186,7 +187,7 @@ pub fn read(
         task.filter(|t| !t.is_empty()),
     ) else {
         return Ok(Read::Refused(Problem::new(
-            "ingest.no_agent",
+            Code::IngestNoAgent,
             format!("cannot tell the agent and task of '{shown}'"),
             format!(
                 "name the branch agent/<agent>/<task>, or add `{AGENT_TRAILER}: NAME` and `{TASK_TRAILER}: ID` trailers to its tip commit"
@@ -199,7 +200,7 @@ pub fn read(
             Ok(p) if p <= 9 => Some(p),
             _ => {
                 return Ok(Read::Refused(Problem::new(
-                    "ingest.bad_trailer",
+                    Code::IngestBadTrailer,
                     format!(
                         "'{}: {}' is not a priority from 0 to 9",
                         PRIORITY_TRAILER,
@@ -228,7 +229,7 @@ pub fn read(
             .and_then(|h| ObjectId::from_hex(h.as_bytes()).ok())
     }) else {
         return Ok(Read::Refused(Problem::new(
-            "ingest.unrelated",
+            Code::IngestUnrelated,
             format!(
                 "'{shown}' has no history in common with '{}'",
                 target.target.name()
@@ -238,7 +239,7 @@ pub fn read(
     };
     if base == tip {
         return Ok(Read::Nothing(Problem::new(
-            "ingest.empty",
+            Code::IngestEmpty,
             format!(
                 "'{shown}' has no commit that '{}' does not have",
                 target.target.name()
@@ -293,14 +294,14 @@ pub fn read(
         .len();
     if len > max_bytes as u64 {
         return Ok(Read::Refused(Problem::new(
-            "limit.request_bytes",
+            Code::LimitRequestBytes,
             format!("the diff of '{shown}' is {len} bytes; the policy allows {max_bytes}"),
             "split the work into several branches",
         )));
     }
     if len == 0 {
         return Ok(Read::Nothing(Problem::new(
-            "ingest.empty",
+            Code::IngestEmpty,
             format!(
                 "'{shown}' changes nothing against its merge-base with '{}'",
                 target.target.name()
@@ -315,7 +316,7 @@ pub fn read(
         .map_err(|e| Error::io("could not read a temporary file", e))?;
     let Ok(diff) = String::from_utf8(bytes) else {
         return Ok(Read::Refused(Problem::new(
-            "patch.not_utf8",
+            Code::PatchNotUtf8,
             format!("the diff of '{shown}' is not UTF-8 text"),
             "text files must be UTF-8; other files are taken as binary only when git sees them so (a NUL byte, or `-diff` in .gitattributes)",
         )));

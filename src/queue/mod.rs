@@ -25,6 +25,7 @@ use std::time::Duration;
 use gix::ObjectId;
 use serde::Serialize;
 
+use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::queue::index::Index;
 use crate::queue::settings::Settings;
@@ -167,7 +168,7 @@ pub struct Collected {
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     pub id: String,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
 }
 
@@ -367,7 +368,7 @@ impl Queue {
                     None,
                 )
                 .into_iter()
-                .filter(|p| p.code == "secret.detected"),
+                .filter(|p| p.code == Code::SecretDetected),
             );
             problems
         };
@@ -684,7 +685,7 @@ impl Queue {
             {
                 let b = bundle.display();
                 problems.push((i, crate::error::Problem::new(
-                    "request.archived",
+                    Code::RequestArchived,
                     format!("request {id} was archived by gc into {b}"),
                     format!(
                         "restore it with `git fetch {b} refs/hyperion/requests/{id}:refs/hyperion/requests/{id}`; or submit it with --force to store a new chain (the archived one can then not be restored under this id)"
@@ -928,7 +929,7 @@ impl Queue {
         next.status = Status::Dead;
         next.dead_class = Some(DeadClass::Rejected);
         next.error = Some(ErrorInfo {
-            code: "approval.rejected".into(),
+            code: Code::ApprovalRejected.into(),
             message: format!("rejected by {}: {}", actor.trim(), reason.trim()),
         });
         next.approved_by = None;
@@ -940,7 +941,7 @@ impl Queue {
             actor: actor.trim().to_owned(),
             worker: None,
             reason: Some(reason.trim().to_owned()),
-            code: Some("approval.rejected".into()),
+            code: Some(Code::ApprovalRejected.into()),
             at: now,
             leased_until: None,
         };
@@ -1010,7 +1011,7 @@ impl Queue {
             next.approved_by = None;
             next.approval_tiers = tiers;
             next.error = Some(ErrorInfo {
-                code: "approval.required".into(),
+                code: Code::ApprovalRequired.into(),
                 message: reason.to_owned(),
             });
             next.updated_at = now;
@@ -1021,7 +1022,7 @@ impl Queue {
                 actor: format!("worker:{worker}"),
                 worker: Some(worker.to_owned()),
                 reason: Some(reason.to_owned()),
-                code: Some("approval.required".into()),
+                code: Some(Code::ApprovalRequired.into()),
                 at: now,
                 leased_until: None,
             };
@@ -1363,7 +1364,7 @@ impl Queue {
             actor: "sweep".into(),
             worker: owner,
             reason: Some(message.clone()),
-            code: Some("lease.expired".into()),
+            code: Some(Code::LeaseExpired.into()),
             at: now,
             leased_until: None,
         };
@@ -1371,7 +1372,7 @@ impl Queue {
             next.status = Status::Dead;
             next.dead_class = Some(DeadClass::Lease);
             next.error = Some(ErrorInfo {
-                code: "lease.expired".into(),
+                code: Code::LeaseExpired.into(),
                 message,
             });
             event.to = Status::Dead;
@@ -1605,7 +1606,7 @@ impl Queue {
                 .unwrap_or_default();
             d.findings.push(Finding {
                 id: name.clone(),
-                code: "store.stale_keep",
+                code: Code::StoreStaleKeep,
                 message: format!(
                     "a writer died between writing pack {name} and its refs; its keep file was removed"
                 ),
@@ -1656,7 +1657,7 @@ impl Queue {
                 }
                 d.findings.push(Finding {
                     id,
-                    code: "store.missing_object",
+                    code: Code::StoreMissingObject,
                     message,
                 });
             }
@@ -1692,7 +1693,7 @@ impl Queue {
         for id in self.store.stale_locks(crate::queue::store::STALE_LOCK)? {
             d.findings.push(Finding {
                 id,
-                code: "store.stale_lock",
+                code: Code::StoreStaleLock,
                 message: "a writer died holding this ref's lock; `git hyperion sweep` removes it"
                     .into(),
             });
@@ -1709,7 +1710,7 @@ impl Queue {
                 {
                     d.findings.push(Finding {
                         id: id.clone(),
-                        code: "lease.expired",
+                        code: Code::LeaseExpired,
                         message: "lease expired; `git hyperion sweep` returns it to the queue"
                             .into(),
                     });

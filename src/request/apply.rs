@@ -27,6 +27,7 @@ use gix::ObjectId;
 use gix::objs::tree::EntryKind;
 use serde::Serialize;
 
+use crate::code::Code;
 use crate::error::{Error, Problem, Result};
 use crate::request::limits;
 use crate::request::limits::Limits;
@@ -139,23 +140,23 @@ pub enum Refusal {
     /// `limit.inflated_bytes`).
     Limit {
         path: String,
-        code: &'static str,
+        code: Code,
         message: String,
     },
 }
 
 impl Refusal {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Refusal::Conflict { .. } => "apply.conflict",
-            Refusal::DoesNotApply { .. } => "apply.does_not_apply",
-            Refusal::Missing { .. } => "apply.missing",
-            Refusal::Exists { .. } => "apply.exists",
-            Refusal::Binary { .. } => "apply.binary",
-            Refusal::Empty => "apply.empty",
-            Refusal::BadPatch { .. } => "apply.bad_patch",
+            Refusal::Conflict { .. } => Code::ApplyConflict,
+            Refusal::DoesNotApply { .. } => Code::ApplyDoesNotApply,
+            Refusal::Missing { .. } => Code::ApplyMissing,
+            Refusal::Exists { .. } => Code::ApplyExists,
+            Refusal::Binary { .. } => Code::ApplyBinary,
+            Refusal::Empty => Code::ApplyEmpty,
+            Refusal::BadPatch { .. } => Code::ApplyBadPatch,
             Refusal::UnsafePath { refused, .. } => refused.code,
-            Refusal::Limit { code, .. } => code,
+            Refusal::Limit { code, .. } => *code,
         }
     }
 
@@ -725,7 +726,7 @@ impl<'r> Engine<'r> {
         }
         let cap = self.limits.file_bytes;
         let refuse_problem = |p: Problem| {
-            if p.code.starts_with("limit.") {
+            if p.code.as_str().starts_with("limit.") {
                 Ok(Err(limit(&path, p)))
             } else {
                 refuse(p.message)

@@ -25,6 +25,7 @@
 //! `delta` hunk to a pack delta (gitformat-pack(5), "Deltified representation") against the
 //! other side's content.
 
+use crate::code::Code;
 use crate::error::Problem;
 
 /// What a hunk's inflated data is.
@@ -80,10 +81,10 @@ const DIGITS: [u8; 256] = {
 const CHUNK: usize = 64 * 1024;
 
 /// The code of a hunk or a result larger than the cap.
-pub const TOO_LARGE: &str = "limit.file_bytes";
+pub const TOO_LARGE: Code = Code::LimitFileBytes;
 
 fn corrupt(message: impl Into<String>) -> Problem {
-    Problem::new("patch.binary_corrupt", message, HINT_CORRUPT)
+    Problem::new(Code::PatchBinaryCorrupt, message, HINT_CORRUPT)
 }
 
 fn too_large(what: &str, size: u64, cap: usize) -> Problem {
@@ -205,7 +206,7 @@ fn hunks_start(section: &str) -> Result<(Vec<&str>, usize), Problem> {
             .position(|l| l.starts_with("Binary files ") && l.ends_with(" differ"))
         {
             return Err(Problem::new(
-                "patch.binary_no_data",
+                Code::PatchBinaryNoData,
                 format!("`{}` carries no data to apply", lines[i]),
                 HINT_NO_DATA,
             )
@@ -450,7 +451,7 @@ fn apply_delta(d: &[u8], old: &[u8], cap: usize) -> Result<Vec<u8>, Problem> {
     let target = varint(d, &mut pos)?;
     if source != old.len() as u64 {
         return Err(Problem::new(
-            "patch.binary_mismatch",
+            Code::PatchBinaryMismatch,
             format!(
                 "the delta was made against {source} bytes, but the file has {}",
                 old.len()
@@ -584,12 +585,12 @@ mod tests {
                 .expect_err("refused")
                 .code
         };
-        assert_eq!(code(&[4, 1, 1, b'x'], b"abc"), "patch.binary_mismatch");
-        assert_eq!(code(&[3, 1, 0], b"abc"), "patch.binary_corrupt");
-        assert_eq!(code(&[3, 2, 0x91, 2, 2], b"abc"), "patch.binary_corrupt");
-        assert_eq!(code(&[3, 1, 2, b'x'], b"abc"), "patch.binary_corrupt");
-        assert_eq!(code(&[3, 2, 1, b'x'], b"abc"), "patch.binary_corrupt");
-        assert_eq!(code(&[3], b"abc"), "patch.binary_corrupt");
+        assert_eq!(code(&[4, 1, 1, b'x'], b"abc"), Code::PatchBinaryMismatch);
+        assert_eq!(code(&[3, 1, 0], b"abc"), Code::PatchBinaryCorrupt);
+        assert_eq!(code(&[3, 2, 0x91, 2, 2], b"abc"), Code::PatchBinaryCorrupt);
+        assert_eq!(code(&[3, 1, 2, b'x'], b"abc"), Code::PatchBinaryCorrupt);
+        assert_eq!(code(&[3, 2, 1, b'x'], b"abc"), Code::PatchBinaryCorrupt);
+        assert_eq!(code(&[3], b"abc"), Code::PatchBinaryCorrupt);
         assert_eq!(
             code(
                 &[
@@ -597,7 +598,7 @@ mod tests {
                 ],
                 b""
             ),
-            "patch.binary_corrupt"
+            Code::PatchBinaryCorrupt
         );
     }
 

@@ -14,6 +14,7 @@
 //! whose announced size lies, a merge result) is refused there, as a dead letter of class
 //! `apply` with the same codes.
 
+use crate::code::Code;
 use crate::error::Problem;
 use crate::request::binary;
 use crate::request::model::{Change, Operation};
@@ -45,12 +46,12 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     inflated_bytes: 200 << 20,
 };
 
-pub const FILE_BYTES: &str = "limit.file_bytes";
-pub const FILE_LINES: &str = "limit.file_lines";
-pub const INFLATED_BYTES: &str = "limit.inflated_bytes";
+pub const FILE_BYTES: Code = Code::LimitFileBytes;
+pub const FILE_LINES: Code = Code::LimitFileLines;
+pub const INFLATED_BYTES: Code = Code::LimitInflatedBytes;
 /// Not a policy limit: the apply engine's bound on searching for hunks far from where they
 /// say they are (see [`crate::request::apply::search_budget`]).
-pub const HUNK_SEARCH: &str = "limit.hunk_search";
+pub const HUNK_SEARCH: Code = Code::LimitHunkSearch;
 
 const HINT_FILE: &str = "large or generated files do not belong in a change request; change them by hand, or raise the limit in [limits] of the target's policy";
 const HINT_TOTAL: &str =

@@ -5,6 +5,7 @@
 //! against their headers' line counts. It never panics on arbitrary input; what it cannot read
 //! it reports as a [`Problem`] with the line it stopped at.
 
+use crate::code::Code;
 use crate::error::Problem;
 use crate::request::model::Operation;
 
@@ -140,7 +141,7 @@ pub fn parse(text: &str) -> Result<Vec<FilePatch>, Problem> {
     }
     if files.is_empty() {
         return Err(Problem::new(
-            "patch.not_a_diff",
+            Code::PatchNotADiff,
             "the text contains no file diff (no `diff --git` or `---`/`+++` header)",
             HINT_DIFF,
         ));
@@ -200,7 +201,7 @@ fn parse_git_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize),
     let mut h = GitHeaders::default();
     let twice = |what: &str, at: usize| {
         Problem::new(
-            "patch.bad_header",
+            Code::PatchBadHeader,
             format!("a second {what} header in one file section"),
             HINT_DIFF,
         )
@@ -220,7 +221,7 @@ fn parse_git_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize),
         } else if let Some(p) = l.strip_prefix("+++ ") {
             if h.minus.is_none() {
                 return Err(Problem::new(
-                    "patch.missing_header",
+                    Code::PatchMissingHeader,
                     "`+++` line without a `---` line before it",
                     HINT_DIFF,
                 )
@@ -266,7 +267,7 @@ fn parse_git_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize),
             // request does not name. Format v1 has no copy; refusing it here, where every
             // reader of a patch comes through, closes that for all of them.
             return Err(Problem::new(
-                "patch.copy",
+                Code::PatchCopy,
                 format!(
                     "`{}`: a copy reads the content of another file, and a change request has no copy operation",
                     l.escape_debug()
@@ -300,7 +301,7 @@ fn parse_git_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize),
 
 fn inconsistent(message: String, line: usize) -> Problem {
     Problem::new(
-        "patch.inconsistent_paths",
+        Code::PatchInconsistentPaths,
         message,
         "a file section changes one file (or renames one, with `rename from`/`rename to`); regenerate the patch with `git diff` and submit it unchanged",
     )
@@ -318,7 +319,7 @@ fn reconcile(
     h: &GitHeaders,
 ) -> Result<(), Problem> {
     let bad = |message: &str, at: usize| {
-        Err(Problem::new("patch.bad_header", message.to_owned(), HINT_DIFF).line(at))
+        Err(Problem::new(Code::PatchBadHeader, message.to_owned(), HINT_DIFF).line(at))
     };
     let renamed = h.rename_from.is_some() || h.rename_to.is_some();
     fp.operation = match (h.new_file, h.deleted, renamed) {
@@ -544,7 +545,7 @@ fn parse_plain_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize
     fp.new_path = new;
     if fp.old_path.is_none() && fp.new_path.is_none() {
         return Err(Problem::new(
-            "patch.bad_header",
+            Code::PatchBadHeader,
             "both sides of the diff are /dev/null",
             HINT_DIFF,
         )
@@ -553,7 +554,7 @@ fn parse_plain_section(lines: &[&str], start: usize) -> Result<(FilePatch, usize
     let i = parse_hunks(lines, start + 2, &mut fp)?;
     if fp.hunks.is_empty() {
         return Err(Problem::new(
-            "patch.empty",
+            Code::PatchEmpty,
             "a file header with no hunk after it",
             HINT_DIFF,
         )
@@ -571,7 +572,7 @@ fn parse_hunks(lines: &[&str], mut i: usize, fp: &mut FilePatch) -> Result<usize
         }
         let mut hunk = parse_hunk_header(l).ok_or_else(|| {
             Problem::new(
-                "patch.bad_hunk_header",
+                Code::PatchBadHunkHeader,
                 format!("cannot read hunk header `{l}`"),
                 HINT_DIFF,
             )
@@ -629,7 +630,7 @@ fn parse_hunks(lines: &[&str], mut i: usize, fp: &mut FilePatch) -> Result<usize
 
 fn hunk_count_problem(h: &Hunk, old: usize, new: usize, i: usize) -> Problem {
     Problem::new(
-        "patch.hunk_count",
+        Code::PatchHunkCount,
         format!(
             "hunk at line {} promises -{} +{} lines but its body has -{old} +{new}",
             h.line, h.old_count, h.new_count
@@ -873,7 +874,7 @@ mod tests {
     fn hunk_counts_must_match() {
         let diff = "--- a/x\n+++ b/x\n@@ -1,3 +1,3 @@\n a\n-b\n+c\n";
         let err = parse(diff).expect_err("short hunk");
-        assert_eq!(err.code, "patch.hunk_count");
+        assert_eq!(err.code, Code::PatchHunkCount);
     }
 
     #[test]
@@ -888,23 +889,23 @@ mod tests {
     fn text_that_is_not_a_diff_is_refused() {
         assert_eq!(
             parse("hello\nworld\n").expect_err("not a diff").code,
-            "patch.not_a_diff"
+            Code::PatchNotADiff
         );
-        assert_eq!(parse("").expect_err("empty").code, "patch.not_a_diff");
+        assert_eq!(parse("").expect_err("empty").code, Code::PatchNotADiff);
     }
 
-    fn code(diff: &str) -> &'static str {
+    fn code(diff: &str) -> Code {
         parse(diff).expect_err("refused").code
     }
 
     #[test]
     fn copies_are_refused_wherever_they_stand() {
         let copy = "diff --git a/secrets/key b/public/key\nsimilarity index 100%\ncopy from secrets/key\ncopy to public/key\n";
-        assert_eq!(code(copy), "patch.copy");
+        assert_eq!(code(copy), Code::PatchCopy);
         let with_hunk = "diff --git a/secrets/key b/public/key\nsimilarity index 90%\ncopy from secrets/key\ncopy to public/key\n--- a/secrets/key\n+++ b/public/key\n@@ -1 +1 @@\n-a\n+b\n";
-        assert_eq!(code(with_hunk), "patch.copy");
+        assert_eq!(code(with_hunk), Code::PatchCopy);
         let to_only = "diff --git a/x b/y\ncopy to y\n";
-        assert_eq!(code(to_only), "patch.copy");
+        assert_eq!(code(to_only), Code::PatchCopy);
     }
 
     #[test]
@@ -924,22 +925,22 @@ mod tests {
             assert!(
                 matches!(
                     c,
-                    Some("patch.inconsistent_paths") | Some("patch.bad_header")
+                    Some(Code::PatchInconsistentPaths) | Some(Code::PatchBadHeader)
                 ),
                 "{diff:?} gave {c:?}"
             );
         }
         // A new file whose `---` names a file: the engine would read that file.
         let add = "diff --git a/y b/y\nnew file mode 100644\n--- a/secrets/key\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n";
-        assert_eq!(code(add), "patch.bad_header");
+        assert_eq!(code(add), Code::PatchBadHeader);
         let not_new = "diff --git a/y b/y\n--- /dev/null\n+++ b/y\n@@ -0,0 +1 @@\n+b\n";
-        assert_eq!(code(not_new), "patch.bad_header");
+        assert_eq!(code(not_new), Code::PatchBadHeader);
         let both = "diff --git a/y b/y\nnew file mode 100644\ndeleted file mode 100644\n";
-        assert_eq!(code(both), "patch.bad_header");
+        assert_eq!(code(both), Code::PatchBadHeader);
         let half_rename = "diff --git a/x b/y\nrename from x\n";
-        assert_eq!(code(half_rename), "patch.bad_header");
+        assert_eq!(code(half_rename), Code::PatchBadHeader);
         let twice = "diff --git a/y b/y\n--- a/y\n--- a/y\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n";
-        assert_eq!(code(twice), "patch.bad_header");
+        assert_eq!(code(twice), Code::PatchBadHeader);
     }
 
     #[test]
@@ -987,7 +988,7 @@ mod tests {
         }
         assert_eq!(
             code("diff --git a/e b/f\nnew file mode 100644\n"),
-            "patch.bad_header"
+            Code::PatchBadHeader
         );
     }
 

@@ -14,6 +14,8 @@
 
 use std::collections::VecDeque;
 
+use crate::code::Code;
+
 /// Longest path component, in bytes: `NAME_MAX` of ext4, xfs, btrfs and APFS (255 bytes) and
 /// NTFS (255 UTF-16 units, never more than the UTF-8 bytes).
 pub const MAX_COMPONENT_BYTES: usize = 255;
@@ -29,13 +31,13 @@ pub const MAX_LINK_DEPTH: usize = 40;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused {
     /// `path.unsafe` or `path.too_long`.
-    pub code: &'static str,
+    pub code: Code,
     pub reason: &'static str,
 }
 
 const fn unsafe_path(reason: &'static str) -> Refused {
     Refused {
-        code: "path.unsafe",
+        code: Code::PathUnsafe,
         reason,
     }
 }
@@ -72,13 +74,13 @@ pub fn check(path: &str) -> Result<(), Refused> {
     }
     if long_component {
         return Err(Refused {
-            code: "path.too_long",
+            code: Code::PathTooLong,
             reason: "a component of the path is longer than 255 bytes, more than file systems hold (NAME_MAX)",
         });
     }
     if path.len() > MAX_PATH_BYTES {
         return Err(Refused {
-            code: "path.too_long",
+            code: Code::PathTooLong,
             reason: "the path is longer than 4095 bytes, more than file systems hold (PATH_MAX)",
         });
     }
@@ -286,11 +288,11 @@ pub enum LinkFault {
 }
 
 impl LinkFault {
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> Code {
         match self {
-            LinkFault::TooLong => "path.too_long",
-            LinkFault::Loop => "path.symlink_loop",
-            _ => "path.symlink_escape",
+            LinkFault::TooLong => Code::PathTooLong,
+            LinkFault::Loop => Code::PathSymlinkLoop,
+            _ => Code::PathSymlinkEscape,
         }
     }
 
@@ -660,24 +662,24 @@ mod tests {
         assert_eq!(check(&name), Ok(()));
         assert_eq!(
             check(&format!("{name}n")).map_err(|r| r.code),
-            Err("path.too_long")
+            Err(Code::PathTooLong)
         );
         let path = ["d"; 2048].join("/");
         assert_eq!(path.len(), MAX_PATH_BYTES);
         assert_eq!(check(&path), Ok(()));
         assert_eq!(
             check(&format!("{path}x")).map_err(|r| r.code),
-            Err("path.too_long")
+            Err(Code::PathTooLong)
         );
         // Multi-byte names count in bytes.
         assert_eq!(
             check(&"é".repeat(128)).map_err(|r| r.code),
-            Err("path.too_long")
+            Err(Code::PathTooLong)
         );
         // An unsafe long path is unsafe first.
         assert_eq!(
             check(&format!("../{name}n")).map_err(|r| r.code),
-            Err("path.unsafe")
+            Err(Code::PathUnsafe)
         );
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
+use crate::code::Code;
 use crate::error::{Error, Problem, Result};
 use crate::request::limits::{DEFAULT_LIMITS, Limits};
 
@@ -197,7 +198,7 @@ impl Policy {
                 let line = e.span().map(|s| p.line(s.start)).unwrap_or(1);
                 return Err(vec![
                     Problem::new(
-                        "policy.syntax",
+                        Code::PolicySyntax,
                         format!("not valid TOML: {}", e.message()),
                         "fix the TOML syntax; `git hyperion policy check FILE` checks a file before you commit it",
                     )
@@ -260,7 +261,7 @@ impl Policy {
         let text = String::from_utf8(text).map_err(|_| Error::Policy {
             origin: origin.clone(),
             problems: vec![Problem::new(
-                "policy.syntax",
+                Code::PolicySyntax,
                 "the policy file is not UTF-8 text",
                 "save the policy file as UTF-8",
             )],
@@ -282,13 +283,13 @@ impl Policy {
         if !self.allow_inline {
             return Err(if looks_like_name {
                 Problem::new(
-                    "check.unknown",
+                    Code::CheckUnknown,
                     format!("no check named '{name}' is defined in {from}"),
                     "name a check defined as [checks.NAME] in the target's .hyperion/policy.toml; `git hyperion config` lists them",
                 )
             } else {
                 Problem::new(
-                    "check.inline_refused",
+                    Code::CheckInlineRefused,
                     format!(
                         "'{name}' is not a defined check, and {from} does not allow inline commands"
                     ),
@@ -301,7 +302,7 @@ impl Policy {
         ]) || name.chars().any(char::is_control)
         {
             return Err(Problem::new(
-                "check.inline_refused",
+                Code::CheckInlineRefused,
                 format!(
                     "the inline command '{name}' contains shell syntax; inline commands run without a shell"
                 ),
@@ -314,7 +315,7 @@ impl Policy {
             .any(|g| crate::request::paths::wildcard_match(g, name))
         {
             return Err(Problem::new(
-                "check.inline_refused",
+                Code::CheckInlineRefused,
                 format!(
                     "the inline command '{name}' matches none of the inline_allow globs of {from}"
                 ),
@@ -467,7 +468,7 @@ fn read_policy_text(repo: &gix::Repository, tree: gix::ObjectId) -> Result<Optio
         return Err(Error::Policy {
             origin: POLICY_PATH.to_owned(),
             problems: vec![Problem::new(
-                "policy.syntax",
+                Code::PolicySyntax,
                 format!("{POLICY_PATH} is not a regular file"),
                 "make the policy a regular file in the target branch",
             )],
@@ -511,7 +512,7 @@ impl Parser {
 
     fn invalid(&mut self, line: usize, message: String) {
         self.problems
-            .push(Problem::new("policy.invalid_value", message, HINT_POLICY).line(line));
+            .push(Problem::new(Code::PolicyInvalidValue, message, HINT_POLICY).line(line));
     }
 
     fn unknown(&mut self, line: usize, section: &str, key: &str, known: &[&str]) {
@@ -525,7 +526,7 @@ impl Parser {
         };
         self.problems.push(
             Problem::new(
-                "policy.unknown_key",
+                Code::PolicyUnknownKey,
                 message,
                 "remove it or fix its spelling; unknown keys are refused so a typo cannot turn a rule off",
             )
@@ -1372,13 +1373,13 @@ patterns = { corp = "corp_[a-z0-9]{16}" }
             p.resolve_check("cargo build")
                 .expect_err("not allowed")
                 .code,
-            "check.inline_refused"
+            Code::CheckInlineRefused
         );
         assert_eq!(
             p.resolve_check("cargo test; rm -rf /")
                 .expect_err("shell")
                 .code,
-            "check.inline_refused"
+            Code::CheckInlineRefused
         );
         assert_eq!(
             p.find_secret("x corp_0123456789abcdef y").map(|r| r.0),
@@ -1398,22 +1399,25 @@ patterns = { corp = "corp_[a-z0-9]{16}" }
         let text =
             "[limits]\nfiles = 0\nbogus = 1\n\n[checks.unit]\ntimeout = \"5 parsecs\"\n[wat]\n";
         let problems = Policy::parse(text, "x").expect_err("invalid");
-        let got: Vec<(usize, &str)> = problems
+        let got: Vec<(usize, Code)> = problems
             .iter()
             .map(|p| (p.line.expect("line"), p.code))
             .collect();
         assert_eq!(
             got,
             [
-                (2, "policy.invalid_value"),
-                (3, "policy.unknown_key"),
-                (6, "policy.invalid_value"),
-                (7, "policy.unknown_key")
+                (2, Code::PolicyInvalidValue),
+                (3, Code::PolicyUnknownKey),
+                (6, Code::PolicyInvalidValue),
+                (7, Code::PolicyUnknownKey)
             ],
             "{problems:#?}"
         );
         let syntax = Policy::parse("[limits]\nfiles = = 3\n", "x").expect_err("syntax");
-        assert_eq!((syntax[0].code, syntax[0].line), ("policy.syntax", Some(2)));
+        assert_eq!(
+            (syntax[0].code, syntax[0].line),
+            (Code::PolicySyntax, Some(2))
+        );
     }
 
     #[test]
@@ -1470,22 +1474,22 @@ required_checks = ["unit"]
     fn tier_mistakes_carry_their_lines() {
         let text = "[checks]\nrequired = [\"nope\"]\n\n[[tiers]]\nname = \"gate\"\napproval = true\n\n[[tiers]]\nname = \"x\"\noperations = [\"chmod\"]\napproval = true\n\n[[tiers]]\nname = \"quiet\"\npaths = [\"a/**\"]\n\n[[tiers]]\nname = \"y\"\napproval = true\napprovers = []\nwat = 1\n\n[approvals]\napprovers = [\"\\u0007\"]\n\n[[tiers]]\npaths = [\"../x\"]\n";
         let problems = Policy::parse(text, "x").expect_err("invalid");
-        let got: Vec<(usize, &str)> = problems
+        let got: Vec<(usize, Code)> = problems
             .iter()
             .map(|p| (p.line.expect("line"), p.code))
             .collect();
         assert_eq!(
             got,
             [
-                (2, "policy.invalid_value"),
-                (4, "policy.invalid_value"),
-                (10, "policy.invalid_value"),
-                (13, "policy.invalid_value"),
-                (20, "policy.invalid_value"),
-                (21, "policy.unknown_key"),
-                (24, "policy.invalid_value"),
-                (26, "policy.invalid_value"),
-                (27, "policy.invalid_value"),
+                (2, Code::PolicyInvalidValue),
+                (4, Code::PolicyInvalidValue),
+                (10, Code::PolicyInvalidValue),
+                (13, Code::PolicyInvalidValue),
+                (20, Code::PolicyInvalidValue),
+                (21, Code::PolicyUnknownKey),
+                (24, Code::PolicyInvalidValue),
+                (26, Code::PolicyInvalidValue),
+                (27, Code::PolicyInvalidValue),
             ],
             "{problems:#?}"
         );
@@ -1505,7 +1509,7 @@ required_checks = ["unit"]
         let not_array = "tiers = 3\n";
         assert_eq!(
             Policy::parse(not_array, "x").expect_err("x")[0].code,
-            "policy.invalid_value"
+            Code::PolicyInvalidValue
         );
     }
 
@@ -1514,11 +1518,11 @@ required_checks = ["unit"]
         let p = Policy::default();
         assert_eq!(
             p.resolve_check("unit").expect_err("x").code,
-            "check.unknown"
+            Code::CheckUnknown
         );
         assert_eq!(
             p.resolve_check("cargo test").expect_err("x").code,
-            "check.inline_refused"
+            Code::CheckInlineRefused
         );
     }
 

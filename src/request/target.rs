@@ -10,6 +10,7 @@
 use gix::ObjectId;
 use gix::bstr::ByteSlice;
 
+use crate::code::Code;
 use crate::error::{Problem, Result};
 use crate::request::policy::Policy;
 
@@ -40,7 +41,7 @@ impl Target {
             Some(short) => short,
             None if name.starts_with("refs/") || is_special(name) => {
                 return Err(Problem::new(
-                    "target.not_branch",
+                    Code::TargetNotBranch,
                     format!("the target '{shown}' is not a branch"),
                     "requests land on local branches only: name one such as \"main\" (or \"refs/heads/main\")",
                 ));
@@ -54,7 +55,7 @@ impl Target {
             && gix::validate::reference::branch_name(refname.as_bytes().as_bstr()).is_ok();
         if !valid {
             return Err(Problem::new(
-                "target.invalid",
+                Code::TargetInvalid,
                 format!("'{shown}' is not a valid branch name"),
                 "a target is a branch name by git's rules (see `git check-ref-format --branch`)",
             ));
@@ -138,7 +139,7 @@ impl Target {
             ),
         };
         Ok(Problem::new(
-            "target.missing",
+            Code::TargetMissing,
             format!("the target branch '{}' does not exist", self.name()),
             hint,
         ))
@@ -212,7 +213,7 @@ mod tests {
         ] {
             let p = Target::parse(name).unwrap_err();
             assert!(
-                matches!(p.code, "target.not_branch" | "target.invalid"),
+                matches!(p.code, Code::TargetNotBranch | Code::TargetInvalid),
                 "{name}: {p}"
             );
         }

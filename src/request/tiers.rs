@@ -24,6 +24,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::code::Code;
 use crate::error::Problem;
 use crate::request::model::HistoryEntry;
 use crate::request::model::same_identity;
@@ -587,7 +588,7 @@ impl Assessment {
         }
         if !nobody.is_empty() {
             return Err(Problem::new(
-                "approval.no_approvers",
+                Code::ApprovalNoApprovers,
                 format!(
                     "nobody may approve tier {}: neither the tier, the policy's [approvals] approvers nor git config hyperion.approvers name anyone",
                     nobody.join(", ")
@@ -597,7 +598,7 @@ impl Assessment {
         }
         if !refused.is_empty() {
             return Err(Problem::new(
-                "approval.not_allowed",
+                Code::ApprovalNotAllowed,
                 format!("'{actor}' may not approve {}", refused.join("; ")),
                 "ask an allowed approver; your identity is HYPERION_ACTOR, else git config user.email",
             ));
@@ -929,7 +930,7 @@ approval = true
             a.check_approver("bob@example.com")
                 .expect_err("not allowed")
                 .code,
-            "approval.not_allowed"
+            Code::ApprovalNotAllowed
         );
         let both = req(vec![add(".hyperion/x"), add("deploy/y")], &[]);
         let a = Rules::new(&p, &Local::default(), None).assess(&both, None);
@@ -960,7 +961,7 @@ approval = true
         let a = Rules::new(&Policy::default(), &Local::default(), None).assess(&r, None);
         assert_eq!(
             a.check_approver("anyone").expect_err("nobody").code,
-            "approval.no_approvers"
+            Code::ApprovalNoApprovers
         );
         let local = Local {
             gate_paths: vec!["scripts/hooks".into()],

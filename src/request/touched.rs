@@ -19,6 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::code::Code;
 use crate::error::Problem;
 use crate::request::model::{Change, ChangeRequest, Operation};
 use crate::request::patch::{FilePatch, Header};
@@ -111,14 +112,14 @@ pub fn problems(
                 .any(|g| paths::glob_match(g, t.path))
             {
                 out.push(at(Problem::new(
-                    "path.outside_file_targets",
+                    Code::PathOutsideFileTargets,
                     format!("'{}' matches none of the request's file_targets", t.path),
                     "add a glob for it to `file_targets`, or leave the file alone",
                 )));
             }
             if let Some(g) = paths::first_covering(&policy.deny, t.path) {
                 out.push(at(Problem::new(
-                    "path.denied",
+                    Code::PathDenied,
                     format!("'{}' matches the deny rule '{g}' of {origin}", t.path),
                     "the target's policy does not let requests touch this path; leave it to a person",
                 )));
@@ -127,7 +128,7 @@ pub fn problems(
         if files.len() > 1 {
             out.push(
                 Problem::new(
-                    "patch.multiple_files",
+                    Code::PatchMultipleFiles,
                     format!(
                         "the patch touches {} files; a change holds one",
                         files.len()
@@ -183,7 +184,7 @@ fn agreement(i: usize, c: &Change, files: &[FilePatch]) -> Vec<Problem> {
             if n.path != expected && reported.insert(field) {
                 out.push(
                     Problem::new(
-                        "request.path_mismatch",
+                        Code::RequestPathMismatch,
                         format!(
                             "the change's `{field}` is '{}' but its patch's {} header names '{}'",
                             shown(expected),
@@ -200,7 +201,7 @@ fn agreement(i: usize, c: &Change, files: &[FilePatch]) -> Vec<Problem> {
         if f.operation != c.operation {
             out.push(
                 Problem::new(
-                    "request.operation_mismatch",
+                    Code::RequestOperationMismatch,
                     format!(
                         "operation is {:?} but the patch is {:?}",
                         c.operation, f.operation
@@ -228,7 +229,7 @@ fn through_files(req: &ChangeRequest) -> Vec<Problem> {
         if let Some(prefix) = prefixes(&c.path).find(|p| files.contains(p)) {
             out.push(
                 Problem::new(
-                    "path.through_link",
+                    Code::PathThroughLink,
                     format!(
                         "'{}' lies below '{prefix}', which another change of this request makes a file or a symlink",
                         c.path
@@ -263,7 +264,7 @@ fn against_tree(req: &ChangeRequest, tree: &dyn TreeView) -> Vec<Problem> {
                     Some(_) => {
                         out.push(
                             Problem::new(
-                                "path.through_link",
+                                Code::PathThroughLink,
                                 format!("'{p}' lies below '{prefix}', which is not a directory at the target"),
                                 "a change cannot write through a symlink, a submodule or a file",
                             )
@@ -282,7 +283,7 @@ fn against_tree(req: &ChangeRequest, tree: &dyn TreeView) -> Vec<Problem> {
         };
         let missing = |p: &str, name: &str, what: &str| {
             Problem::new(
-                "operation.missing",
+                Code::OperationMissing,
                 format!("'{p}' does not exist at the target, so it cannot be {what}"),
                 "the target moved on; regenerate the patch against the current target",
             )
@@ -290,7 +291,7 @@ fn against_tree(req: &ChangeRequest, tree: &dyn TreeView) -> Vec<Problem> {
         };
         let present = |p: &str, name: &str| {
             Problem::new(
-                "operation.exists",
+                Code::OperationExists,
                 format!("'{p}' already exists at the target"),
                 "use operation \"update\" for an existing file, or regenerate the patch",
             )
@@ -467,7 +468,7 @@ fn symlinks(
                 view.changed.insert(&c.path, Some(Planned::Link(None)));
                 out.push(
                     Problem::new(
-                        "path.symlink_escape",
+                        Code::PathSymlinkEscape,
                         format!("'{}' would be a symlink given as binary data, whose target cannot be judged", c.path),
                         "a symlink's target is text: make the diff without `--binary` for it",
                     )
@@ -503,7 +504,7 @@ fn symlinks(
             ),
             Ok(to) => match denied(&to) {
                 Some(g) => Problem::new(
-                    "path.denied",
+                    Code::PathDenied,
                     format!(
                         "'{path}' would be a symlink to '{to}'{via}, which matches the deny rule '{g}' of {origin}"
                     ),
@@ -535,7 +536,7 @@ fn symlinks(
             Err(fault) => (fault.code(), fault.reason().to_owned()),
             Ok(to) => match denied(&to) {
                 Some(g) => (
-                    "path.denied",
+                    Code::PathDenied,
                     format!("leads to '{to}', which matches the deny rule '{g}' of {origin}"),
                 ),
                 None => continue,

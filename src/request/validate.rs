@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use crate::code::Code;
 use crate::error::Problem;
 use crate::request::limits::Limits;
 use crate::request::model::{ChangeRequest, Operation, sha256_hex};
@@ -56,7 +57,7 @@ pub fn check_request(bytes: &[u8]) -> (Option<ChangeRequest>, Vec<Problem>) {
             None,
             vec![
                 Problem::new(
-                    "request.json_syntax",
+                    Code::RequestJsonSyntax,
                     format!("not valid JSON: {e}"),
                     "the request must be one JSON object (see schemas/change-request.schema.json)",
                 )
@@ -75,7 +76,7 @@ pub fn check_value(value: &Value) -> (Option<ChangeRequest>, Vec<Problem>) {
         // the policies read so far (the CLI reads the default target's first).
         problems.extend(raw_secrets(value));
         crate::request::secrets::redact_problems(&mut problems);
-        problems.sort_by(|a, b| a.field.cmp(&b.field).then(a.code.cmp(b.code)));
+        problems.sort_by(|a, b| a.field.cmp(&b.field).then(a.code.cmp(&b.code)));
         problems.dedup();
         return (None, problems);
     }
@@ -87,7 +88,7 @@ pub fn check_value(value: &Value) -> (Option<ChangeRequest>, Vec<Problem>) {
         Err(e) => (
             None,
             vec![Problem::new(
-                "request.invalid_value",
+                Code::RequestInvalidValue,
                 e.to_string(),
                 "see schemas/change-request.schema.json",
             )],
@@ -102,7 +103,7 @@ pub fn check_value(value: &Value) -> (Option<ChangeRequest>, Vec<Problem>) {
 /// `secret.detected` for a field of the request: named, the secret never shown.
 fn secret_in_field(field: &str, hit: &crate::request::secrets::Hit<'_>) -> Problem {
     Problem::new(
-        "secret.detected",
+        Code::SecretDetected,
         format!(
             "{field} holds what looks like {} (rule {}); it is not shown here",
             hit.what, hit.rule
@@ -189,7 +190,7 @@ fn schema_problems(value: &Value) -> Vec<Problem> {
                 for name in unexpected {
                     out.push(
                         Problem::new(
-                            "request.unknown_field",
+                            Code::RequestUnknownField,
                             format!("unknown field '{name}'"),
                             "remove the field; format v1 accepts only the fields in schemas/change-request.schema.json",
                         )
@@ -201,20 +202,20 @@ fn schema_problems(value: &Value) -> Vec<Problem> {
             K::Required { property } => {
                 let name = property.as_str().unwrap_or("?");
                 Problem::new(
-                    "request.missing_field",
+                    Code::RequestMissingField,
                     format!("missing required field '{name}'"),
                     "add the field; see schemas/change-request.schema.json",
                 )
                 .at(format!("{}/{name}", path))
             }
             K::MinItems { .. } if path == "/changes" => Problem::new(
-                "request.empty_changes",
+                Code::RequestEmptyChanges,
                 "a request must carry at least one change",
                 "add one entry to `changes` per touched path",
             )
             .at(at),
             K::Constant { .. } if path == "/schema" => Problem::new(
-                "request.schema_version",
+                Code::RequestSchemaVersion,
                 format!(
                     "unsupported schema {}; this version reads {}",
                     value["schema"],
@@ -224,13 +225,13 @@ fn schema_problems(value: &Value) -> Vec<Problem> {
             )
             .at(at),
             K::Not { .. } => Problem::new(
-                "request.invalid_value",
+                Code::RequestInvalidValue,
                 "`from` is only allowed with operation \"rename\"",
                 "drop `from`, or set operation to \"rename\"",
             )
             .at(format!("{path}/from")),
             _ => Problem::new(
-                "request.invalid_value",
+                Code::RequestInvalidValue,
                 e.to_string(),
                 "see schemas/change-request.schema.json for the allowed values",
             )
@@ -246,7 +247,7 @@ fn limit_problems(req: &ChangeRequest, limits: &Limits) -> Vec<Problem> {
     if req.changes.len() > limits.files {
         out.push(
             Problem::new(
-                "limit.files",
+                Code::LimitFiles,
                 format!(
                     "{} changes; at most {} files per request",
                     req.changes.len(),
@@ -263,7 +264,7 @@ fn limit_problems(req: &ChangeRequest, limits: &Limits) -> Vec<Problem> {
         if c.patch.len() > limits.change_bytes {
             out.push(
                 Problem::new(
-                    "limit.change_bytes",
+                    Code::LimitChangeBytes,
                     format!(
                         "the patch is {} bytes; at most {} per change",
                         c.patch.len(),
@@ -278,7 +279,7 @@ fn limit_problems(req: &ChangeRequest, limits: &Limits) -> Vec<Problem> {
     if total > limits.request_bytes {
         out.push(
             Problem::new(
-                "limit.request_bytes",
+                Code::LimitRequestBytes,
                 format!(
                     "the patches total {total} bytes; at most {} per request",
                     limits.request_bytes
@@ -306,7 +307,7 @@ fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
         if !seen.insert(c.path.as_str()) {
             out.push(
                 Problem::new(
-                    "request.duplicate_path",
+                    Code::RequestDuplicatePath,
                     format!("'{}' is named by more than one change", c.path),
                     "put all edits of one file into one change",
                 )
@@ -317,7 +318,7 @@ fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
         if actual != c.sha256 {
             out.push(
                 Problem::new(
-                    "request.sha256_mismatch",
+                    Code::RequestSha256Mismatch,
                     format!("sha256 of the patch is {actual}, the request says {}", c.sha256),
                     "compute the hash over the exact patch text (`sha256sum`), after any re-encoding",
                 )
@@ -332,7 +333,7 @@ fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
                         if !MODES.contains(&m) {
                             out.push(
                                 Problem::new(
-                                    "patch.bad_mode",
+                                    Code::PatchBadMode,
                                     format!("file mode {m:o} is not one git records (100644, 100755, 120000, 160000)"),
                                     "regenerate the patch with `git diff`",
                                 )
@@ -375,7 +376,7 @@ pub fn against_target(
         Err(e) => {
             let mut out = check_policy(req, policy, None);
             out.push(Problem::new(
-                "env.git",
+                Code::EnvGit,
                 format!("could not read the target's tree: {e}"),
                 "check the repository; nothing was stored",
             ));
@@ -418,7 +419,7 @@ pub fn check_policy(
             if (gitlink || submodule) && !policy.allow_gitlinks {
                 out.push(
                     Problem::new(
-                        "path.gitlink",
+                        Code::PathGitlink,
                         format!("'{}' is a submodule (a gitlink, mode 160000)", c.path),
                         "the target's policy does not let requests change submodules ([paths] allow_gitlinks)",
                     )
@@ -450,7 +451,7 @@ pub fn check_policy(
             ) {
                 out.push(
                     Problem::new(
-                        "secret.detected",
+                        Code::SecretDetected,
                         format!(
                             "the patch of '{}' holds what looks like {what} (rule {rule}); it is not shown here",
                             c.path
@@ -542,7 +543,7 @@ fn context_problems(
         if h.leading < min && h.old_start > 1 {
             out.push(
                 Problem::new(
-                    "patch.min_context",
+                    Code::PatchMinContext,
                     format!(
                         "the hunk has {} line(s) of context before its first change; the policy asks for {min} except at the start of the file",
                         h.leading
@@ -592,7 +593,7 @@ fn context_problems(
             };
             out.push(
                 Problem::new(
-                    "patch.min_context",
+                    Code::PatchMinContext,
                     message,
                     "generate the patch with `git diff` (3 lines of context by default, not -U0 or -U1)",
                 )
@@ -823,17 +824,17 @@ mod tests {
         v.as_object_mut().expect("object").remove("title");
         let problems = validate_value(&v).expect_err("invalid");
         let codes: Vec<_> = problems.iter().map(|p| p.code).collect();
-        assert!(codes.contains(&"request.unknown_field"), "{codes:?}");
-        assert!(codes.contains(&"request.missing_field"), "{codes:?}");
-        assert!(codes.contains(&"request.invalid_value"), "{codes:?}");
+        assert!(codes.contains(&Code::RequestUnknownField), "{codes:?}");
+        assert!(codes.contains(&Code::RequestMissingField), "{codes:?}");
+        assert!(codes.contains(&Code::RequestInvalidValue), "{codes:?}");
         let unknown = problems
             .iter()
-            .find(|p| p.code == "request.unknown_field")
+            .find(|p| p.code == Code::RequestUnknownField)
             .expect("present");
         assert_eq!(unknown.field.as_deref(), Some("/bogus"));
     }
 
-    fn codes(v: &Value) -> Vec<&'static str> {
+    fn codes(v: &Value) -> Vec<Code> {
         let (req, mut problems) = check_value(v);
         if let Some(req) = &req {
             problems.extend(check_policy(req, &Policy::default(), None));
@@ -854,14 +855,14 @@ mod tests {
                 .iter()
                 .map(|p| p.code)
                 .collect::<Vec<_>>(),
-            ["request.sha256_mismatch"]
+            [Code::RequestSha256Mismatch]
         );
         assert_eq!(
             codes(&v),
             [
-                "request.sha256_mismatch",
-                "path.outside_file_targets",
-                "request.path_mismatch"
+                Code::RequestSha256Mismatch,
+                Code::PathOutsideFileTargets,
+                Code::RequestPathMismatch
             ]
         );
     }
@@ -887,15 +888,15 @@ mod tests {
             v["changes"][0]["from"] = from.into();
             v
         };
-        assert!(codes(&rename(".git/config")).contains(&"path.unsafe"));
+        assert!(codes(&rename(".git/config")).contains(&Code::PathUnsafe));
         let mut v = rename("secrets/key");
         v["file_targets"] = serde_json::json!(["y"]);
-        assert!(codes(&v).contains(&"path.outside_file_targets"));
+        assert!(codes(&v).contains(&Code::PathOutsideFileTargets));
         // A rename whose declared `from` is not the patch's.
         let mut v = rename("secrets/key");
         v["changes"][0]["from"] = "x".into();
         assert!(
-            codes(&v).contains(&"request.path_mismatch"),
+            codes(&v).contains(&Code::RequestPathMismatch),
             "{:?}",
             codes(&v)
         );
@@ -903,19 +904,19 @@ mod tests {
         let patch = "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n";
         assert_eq!(
             codes(&with_patch("y", "update", patch)),
-            ["request.path_mismatch"]
+            [Code::RequestPathMismatch]
         );
         // Two files in one change.
         let two = format!("{patch}diff --git a/y b/y\n--- a/y\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n");
         let c = codes(&with_patch("x", "update", &two));
         assert!(
-            c.contains(&"patch.multiple_files") && c.contains(&"request.path_mismatch"),
+            c.contains(&Code::PatchMultipleFiles) && c.contains(&Code::RequestPathMismatch),
             "{c:?}"
         );
         // An operation the patch does not do.
         assert_eq!(
             codes(&with_patch("x", "add", patch)),
-            ["request.operation_mismatch"]
+            [Code::RequestOperationMismatch]
         );
     }
 
@@ -924,13 +925,16 @@ mod tests {
         let patch = "diff --git a/.git/hooks/x b/.git/hooks/x\n--- a/.git/hooks/x\n+++ b/.git/hooks/x\n@@ -1 +1 @@\n-a\n+b\n";
         assert_eq!(
             codes(&with_patch(".git/hooks/x", "update", patch)),
-            ["path.unsafe"]
+            [Code::PathUnsafe]
         );
         let long = "n".repeat(256);
         let patch = format!(
             "diff --git a/{long} b/{long}\nnew file mode 100644\n--- /dev/null\n+++ b/{long}\n@@ -0,0 +1 @@\n+a\n"
         );
-        assert_eq!(codes(&with_patch(&long, "add", &patch)), ["path.too_long"]);
+        assert_eq!(
+            codes(&with_patch(&long, "add", &patch)),
+            [Code::PathTooLong]
+        );
     }
 
     const TOKEN: &str = "ghp_AttackTokenThatIsFake0123456789abcdef";
@@ -954,7 +958,7 @@ mod tests {
     fn secret_fields(problems: &[Problem]) -> Vec<String> {
         problems
             .iter()
-            .filter(|p| p.code == "secret.detected")
+            .filter(|p| p.code == Code::SecretDetected)
             .map(|p| p.field.clone().unwrap_or_default())
             .collect()
     }
@@ -1110,7 +1114,7 @@ mod tests {
                 .iter()
                 .map(|p| (p.code, p.line))
                 .collect::<Vec<_>>(),
-            [("secret.detected", Some(5))],
+            [(Code::SecretDetected, Some(5))],
             "{problems:#?}"
         );
     }

@@ -39,6 +39,7 @@ use gix::ObjectId;
 use gix::bstr::ByteSlice;
 use serde::{Deserialize, Serialize};
 
+use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::gate::land::Blocked;
 use crate::git::tree::read_tip;
@@ -790,7 +791,7 @@ pub fn findings(repo: &gix::Repository) -> Vec<Finding> {
             };
             out.push(Finding {
                 id,
-                code: "land.in_progress",
+                code: Code::LandInProgress,
                 message: format!("{who} is landing onto this branch{what}"),
             });
         } else if let Some(m) = parsed {
@@ -802,7 +803,7 @@ pub fn findings(repo: &gix::Repository) -> Vec<Finding> {
             }
             out.push(Finding {
                 id: branch(&m.target),
-                code: "land.interrupted",
+                code: Code::LandInterrupted,
                 message: format!(
                     "a landing {} was interrupted (its process is gone) after it moved the checkout and before it moved the branch; \
                      the next landing onto {} puts the checkout back unless changes made there since touch the files it changed \
@@ -818,7 +819,7 @@ pub fn findings(repo: &gix::Repository) -> Vec<Finding> {
         } else if marker.is_some() {
             out.push(Finding {
                 id: k.clone(),
-                code: "land.interrupted",
+                code: Code::LandInterrupted,
                 message: format!(
                     "the landing marker {} cannot be read; landings onto its branch stop until a person has checked the checkout and removed the file",
                     marker_file.display()
@@ -832,7 +833,7 @@ pub fn findings(repo: &gix::Repository) -> Vec<Finding> {
         {
             out.push(Finding {
                 id: w.path.display().to_string(),
-                code: "land.index_lock",
+                code: Code::LandIndexLock,
                 message: format!(
                     "{} is {}s old: git commands there, and landings onto its branch, are refused while it exists; if no git command is running in that worktree, remove it",
                     lock.display(),

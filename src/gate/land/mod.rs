@@ -16,6 +16,7 @@ use std::time::Duration;
 use gix::ObjectId;
 use gix::bstr::ByteSlice;
 
+use crate::code::Code;
 use crate::error::{Error, Result};
 pub use crate::gate::land::checkout::Holder;
 use crate::gate::land::checkout::Landing;
@@ -161,14 +162,14 @@ pub enum Blocked {
 }
 
 impl Blocked {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Blocked::Moved { .. } => "land.moved",
-            Blocked::Dirty { .. } => "land.worktree_dirty",
-            Blocked::Checkout { .. } => "land.worktree_update",
-            Blocked::Busy { .. } => "land.busy",
-            Blocked::Interrupted { .. } => "land.interrupted",
-            Blocked::Locked { .. } => "land.worktree_locked",
+            Blocked::Moved { .. } => Code::LandMoved,
+            Blocked::Dirty { .. } => Code::LandWorktreeDirty,
+            Blocked::Checkout { .. } => Code::LandWorktreeUpdate,
+            Blocked::Busy { .. } => Code::LandBusy,
+            Blocked::Interrupted { .. } => Code::LandInterrupted,
+            Blocked::Locked { .. } => Code::LandWorktreeLocked,
         }
     }
 
@@ -204,22 +205,22 @@ impl Blocked {
 }
 
 /// What a person does about a landing that did not move the branch, by [`Blocked::code`].
-pub fn hint(code: &str) -> &'static str {
+pub fn hint(code: Code) -> &'static str {
     match code {
-        "land.worktree_dirty" => "commit or stash the changes in that worktree and retry",
-        "land.worktree_update" => {
+        Code::LandWorktreeDirty => "commit or stash the changes in that worktree and retry",
+        Code::LandWorktreeUpdate => {
             "look at the worktree named in the message (an untracked file in the way?) and retry"
         }
-        "land.busy" => {
+        Code::LandBusy => {
             "another landing is in progress; retry, or see `git hyperion doctor` if it never ends"
         }
-        "land.interrupted" => {
+        Code::LandInterrupted => {
             "see `git hyperion doctor`: in that checkout, `git stash`, let the landing happen, `git stash pop` (docs/storage.md)"
         }
-        "land.worktree_locked" => {
+        Code::LandWorktreeLocked => {
             "if no git command runs in that worktree, remove the index.lock named, and retry"
         }
-        "land.moved" => "retry; the target moved meanwhile",
+        Code::LandMoved => "retry; the target moved meanwhile",
         _ => "retry",
     }
 }

@@ -29,6 +29,7 @@ use std::time::Duration;
 use gix::ObjectId;
 
 use super::objects::{self, Entry, Objects};
+use crate::code::Code;
 use crate::error::{Problem, Result};
 use crate::queue::store::{parse_event, parse_record, patch_file_name};
 use crate::request::model::{Action, ChangeRequest, DeadClass, Event, Record, Status};
@@ -160,7 +161,7 @@ impl<'a> Checker<'a> {
     /// Read the chain ending in `tip`, root first. A problem (`chain.unreadable`) when a
     /// commit is not one hyperion writes or a bound is exceeded.
     pub fn read(&mut self, tip: ObjectId) -> Result<std::result::Result<Vec<Link>, Problem>> {
-        let unreadable = |m: String| Problem::new("chain.unreadable", m, HINT_UNREADABLE);
+        let unreadable = |m: String| Problem::new(Code::ChainUnreadable, m, HINT_UNREADABLE);
         let mut links = Vec::new();
         let mut bytes = 0u64;
         let mut next = Some(tip);
@@ -285,7 +286,7 @@ impl<'a> Checker<'a> {
         let here = format!("{} ({})", link.short(), link.event.action.as_str());
         let found = |what: String, hit: &crate::request::secrets::Hit<'_>| {
             Problem::new(
-                "chain.secret",
+                Code::ChainSecret,
                 format!(
                     "{here}: {what} holds what looks like {} (rule {}); it is not shown here",
                     hit.what, hit.rule
@@ -310,7 +311,7 @@ impl<'a> Checker<'a> {
         }
         let unreadable = |why: String| {
             Problem::new(
-                "chain.unreadable",
+                Code::ChainUnreadable,
                 format!("{here}: its artifacts: {why}"),
                 HINT_UNREADABLE,
             )
@@ -392,7 +393,7 @@ impl<'a> Checker<'a> {
             }
             if !wrong.is_empty() {
                 problems.push(Problem::new(
-                    "chain.unreadable",
+                    Code::ChainUnreadable,
                     format!("{}: its tree holds {}", link.short(), wrong.join("; ")),
                     HINT_UNREADABLE,
                 ));
@@ -402,7 +403,7 @@ impl<'a> Checker<'a> {
                 && (payload(link, "request.json") != request || payload(link, "changes") != changes)
             {
                 problems.push(Problem::new(
-                    "chain.payload_changed",
+                    Code::ChainPayloadChanged,
                     format!(
                         "{} ({}): the request or its patches were changed after enqueue",
                         link.short(),
@@ -428,7 +429,7 @@ impl<'a> Checker<'a> {
         let enqueue = ev.action == Action::Enqueue && ev.from.is_none() && ev.to.may_start();
         if !enqueue {
             problems.push(Problem::new(
-                "chain.illegal_transition",
+                Code::ChainIllegalTransition,
                 format!(
                     "the chain starts with {} ({} -> {}), not with enqueue",
                     ev.action.as_str(),
@@ -456,14 +457,14 @@ impl<'a> Checker<'a> {
             serde_json::to_vec_pretty(&req.without_patches()).expect("a ChangeRequest serialises");
         if canonical != request.1 {
             problems.push(Problem::new(
-                "chain.unreadable",
+                Code::ChainUnreadable,
                 "request.json is not in the form git hyperion writes",
                 HINT_UNREADABLE,
             ));
         }
         if req.id() != id {
             problems.push(Problem::new(
-                "chain.wrong_id",
+                Code::ChainWrongId,
                 format!(
                     "the request's id (its dedupe key) is {}, but its chain is stored as {id}",
                     req.id()
@@ -479,7 +480,7 @@ impl<'a> Checker<'a> {
             expected.approval_tiers = root.record.approval_tiers.clone();
             if expected.approval_tiers.is_empty() {
                 problems.push(Problem::new(
-                    "chain.record_mismatch",
+                    Code::ChainRecordMismatch,
                     format!("{} (enqueue): awaits approval for no tier", root.short()),
                     HINT_FORGED,
                 ));
@@ -509,7 +510,7 @@ impl<'a> Checker<'a> {
         &mut self,
         root: &Link,
     ) -> Result<std::result::Result<(serde_json::Value, Vec<u8>), Problem>> {
-        let bad = |m: String| Problem::new("chain.unreadable", m, HINT_UNREADABLE);
+        let bad = |m: String| Problem::new(Code::ChainUnreadable, m, HINT_UNREADABLE);
         let find = |name: &str| root.entries.iter().find(|e| e.name == name).cloned();
         let (Some(json), Some(changes)) = (find("request.json"), find("changes")) else {
             return Ok(Err(bad("the root lacks request.json or changes/".into())));
@@ -586,13 +587,13 @@ impl<'a> Checker<'a> {
     ) -> Result<()> {
         let (p, ev, r) = (&prev.record, &link.event, &link.record);
         let here = format!("{} ({})", link.short(), ev.action.as_str());
-        let forged = |code: &'static str, m: String| Problem::new(code, m, HINT_FORGED);
+        let forged = |code: Code, m: String| Problem::new(code, m, HINT_FORGED);
         if ev.from != Some(p.status)
             || !p.status.may_become(ev.to)
             || !action_fits(ev.action, ev.from, ev.to)
         {
             problems.push(forged(
-                "chain.illegal_transition",
+                Code::ChainIllegalTransition,
                 format!(
                     "{here}: {} -> {} does not follow a record that is {}",
                     status_name(ev.from),
@@ -610,7 +611,7 @@ impl<'a> Checker<'a> {
             )));
         }
         let secs = |d: jiff::SignedDuration| d.as_secs_f64();
-        let lease_problem = |m: String| Problem::new("chain.bad_lease", m, HINT_FORGED);
+        let lease_problem = |m: String| Problem::new(Code::ChainBadLease, m, HINT_FORGED);
         // The worker that holds the lease is the one acting (for an expiry: whose it was).
         let holder_acts = matches!(
             ev.action,
@@ -700,7 +701,7 @@ impl<'a> Checker<'a> {
                 expected.landed_commit = r.landed_commit.clone();
                 if r.landed_commit.is_none() {
                     problems.push(Problem::new(
-                        "chain.landed",
+                        Code::ChainLanded,
                         format!("{here}: applied without a landed commit"),
                         HINT_LANDED,
                     ));
@@ -719,7 +720,7 @@ impl<'a> Checker<'a> {
                 }
                 let expiry = ev.action == Action::Expire;
                 let error_code = if expiry {
-                    Some("lease.expired")
+                    Some(Code::LeaseExpired.as_str())
                 } else {
                     r.error.as_ref().map(|e| e.code.as_str())
                 };
@@ -738,7 +739,7 @@ impl<'a> Checker<'a> {
                             && r.error.as_ref().map(|e| e.code.as_str()) == error_code;
                         if !ok {
                             problems.push(forged(
-                                "chain.record_mismatch",
+                                Code::ChainRecordMismatch,
                                 format!(
                                     "{here}: a dead letter needs a class and an error code that its event names"
                                 ),
@@ -750,7 +751,7 @@ impl<'a> Checker<'a> {
                             expected.error = r.error.clone();
                             if !coded || r.error.is_none() {
                                 problems.push(forged(
-                                    "chain.record_mismatch",
+                                    Code::ChainRecordMismatch,
                                     format!(
                                         "{here}: a retry needs an error code that its event names"
                                     ),
@@ -758,7 +759,7 @@ impl<'a> Checker<'a> {
                             }
                         } else if !coded {
                             problems.push(forged(
-                                "chain.record_mismatch",
+                                Code::ChainRecordMismatch,
                                 format!("{here}: an expiry's event names code lease.expired"),
                             ));
                         }
@@ -770,7 +771,7 @@ impl<'a> Checker<'a> {
                             .is_some_and(|t| t >= ev.at && t.duration_since(ev.at) <= max);
                         if !fits {
                             problems.push(forged(
-                                "chain.record_mismatch",
+                                Code::ChainRecordMismatch,
                                 format!(
                                     "{here}: a retry waits until {}, not within the backoff bound ({}) after {}",
                                     r.not_before
@@ -793,7 +794,7 @@ impl<'a> Checker<'a> {
                 expected.not_before = None;
                 if ev.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
                     problems.push(forged(
-                        "chain.record_mismatch",
+                        Code::ChainRecordMismatch,
                         format!("{here}: a requeue without a reason"),
                     ));
                 }
@@ -802,7 +803,7 @@ impl<'a> Checker<'a> {
                 expected.rolled_back_by = r.rolled_back_by.clone();
                 if r.rolled_back_by.is_none() {
                     problems.push(Problem::new(
-                        "chain.rolled_back",
+                        Code::ChainRolledBack,
                         format!("{here}: rolled back without a revert commit"),
                         HINT_LANDED,
                     ));
@@ -818,11 +819,12 @@ impl<'a> Checker<'a> {
                 expected.dead_class = Some(DeadClass::Rejected);
                 expected.approved_by = None;
                 expected.error = r.error.clone();
-                let coded = ev.code.as_deref() == Some("approval.rejected")
-                    && r.error.as_ref().map(|e| e.code.as_str()) == Some("approval.rejected");
+                let coded = ev.code.as_deref() == Some(Code::ApprovalRejected.as_str())
+                    && r.error.as_ref().map(|e| e.code.as_str())
+                        == Some(Code::ApprovalRejected.as_str());
                 if !coded || ev.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
                     problems.push(forged(
-                        "chain.record_mismatch",
+                        Code::ChainRecordMismatch,
                         format!(
                             "{here}: a rejection needs a reason and code approval.rejected in its event and record"
                         ),
@@ -835,11 +837,12 @@ impl<'a> Checker<'a> {
                 expected.approved_by = None;
                 expected.approval_tiers = r.approval_tiers.clone();
                 expected.error = r.error.clone();
-                let coded = ev.code.as_deref() == Some("approval.required")
-                    && r.error.as_ref().map(|e| e.code.as_str()) == Some("approval.required");
+                let coded = ev.code.as_deref() == Some(Code::ApprovalRequired.as_str())
+                    && r.error.as_ref().map(|e| e.code.as_str())
+                        == Some(Code::ApprovalRequired.as_str());
                 if !coded || r.approval_tiers.is_empty() {
                     problems.push(forged(
-                        "chain.record_mismatch",
+                        Code::ChainRecordMismatch,
                         format!(
                             "{here}: a hold needs the tiers it waits for and code approval.required in its event and record"
                         ),
@@ -859,11 +862,14 @@ impl<'a> Checker<'a> {
             // One report of a changed enqueue field is enough: every later record repeats it.
             *fields_reported = problems[before..]
                 .iter()
-                .any(|p| p.code == "chain.field_changed");
+                .any(|p| p.code == Code::ChainFieldChanged);
         } else {
             let mut rest = Vec::new();
             report_differences(&here, "the transition", &expected, r, &mut rest);
-            problems.extend(rest.into_iter().filter(|p| p.code != "chain.field_changed"));
+            problems.extend(
+                rest.into_iter()
+                    .filter(|p| p.code != Code::ChainFieldChanged),
+            );
         }
         Ok(())
     }
@@ -891,7 +897,7 @@ impl<'a> Checker<'a> {
             }
         };
         let target = &target;
-        let problem = |code: &'static str, m: String| Problem::new(code, m, HINT_LANDED);
+        let problem = |code: Code, m: String| Problem::new(code, m, HINT_LANDED);
         match link.event.action {
             Action::Land => {
                 let Some(hex) = &r.landed_commit else {
@@ -900,7 +906,7 @@ impl<'a> Checker<'a> {
                 match self.named_commit(hex, crate::gate::land::TRAILER_REQUEST, id, target)? {
                     Ok(_) => {}
                     Err(why) => problems.push(problem(
-                        "chain.landed",
+                        Code::ChainLanded,
                         format!("{here}: applied as {}, but {why}", hex.escape_debug()),
                     )),
                 }
@@ -923,7 +929,7 @@ impl<'a> Checker<'a> {
                         };
                         if landed_depth.is_none_or(|d| d <= depth) {
                             problems.push(problem(
-                                "chain.rolled_back",
+                                Code::ChainRolledBack,
                                 format!(
                                     "{here}: reverted by {hex}, which does not come after the landed commit on {}",
                                     target.name().escape_debug()
@@ -932,7 +938,7 @@ impl<'a> Checker<'a> {
                         }
                     }
                     Err(why) => problems.push(problem(
-                        "chain.rolled_back",
+                        Code::ChainRolledBack,
                         format!("{here}: reverted by {}, but {why}", hex.escape_debug()),
                     )),
                 }
@@ -1083,18 +1089,18 @@ fn report_differences(
     keys.sort();
     keys.dedup();
     let null = serde_json::Value::Null;
-    let mut by_code: Vec<(&'static str, Vec<String>)> = Vec::new();
+    let mut by_code: Vec<(Code, Vec<String>)> = Vec::new();
     for k in keys {
         let (a, b) = (e.get(k).unwrap_or(&null), g.get(k).unwrap_or(&null));
         if a == b {
             continue;
         }
         let code = if FIXED.contains(&k.as_str()) {
-            "chain.field_changed"
+            Code::ChainFieldChanged
         } else if LEASE.contains(&k.as_str()) {
-            "chain.bad_lease"
+            Code::ChainBadLease
         } else {
-            "chain.record_mismatch"
+            Code::ChainRecordMismatch
         };
         let text = format!("{k} is {}, {source} makes it {}", clip(b), clip(a));
         match by_code.iter_mut().find(|(c, _)| *c == code) {
@@ -1103,7 +1109,7 @@ fn report_differences(
         }
     }
     for (code, texts) in by_code {
-        let hint = if code == "chain.field_changed" {
+        let hint = if code == Code::ChainFieldChanged {
             "the fields of a request's enqueue record never change: the chain was edited; restore it from a clone or an archive"
         } else {
             HINT_FORGED
@@ -1138,7 +1144,7 @@ fn later(t: jiff::Timestamp, d: Duration) -> jiff::Timestamp {
 
 fn time_problem(message: String) -> Problem {
     Problem::new(
-        "chain.time",
+        Code::ChainTime,
         message,
         "event times come from the clock of the machine that made the transition; check its clock, or restore the chain",
     )
