@@ -325,9 +325,10 @@ pub fn execute(
             worker: &format!("rollback:{actor}"),
             wait: queue.settings().landing_wait,
         },
-    )? {
+    ) {
         Ok(()) => {}
-        Err(not_moved) => {
+        Err(land::Error::Failed(e)) => return Err(e.into()),
+        Err(land::Error::Blocked(not_moved)) => {
             let message = match &not_moved {
                 Blocked::Moved { .. } => format!(
                     "{}; run the rollback again to rebuild it on the new tip",

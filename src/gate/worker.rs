@@ -536,7 +536,7 @@ impl<'q> Worker<'q> {
                 [one] => format!("hyperion: land {}", one.record.id),
                 many => format!("hyperion: land {} requests", many.len()),
             };
-            let advanced = match land::advance(
+            let advanced = land::advance(
                 repo,
                 chain.gate.tip.target.refname(),
                 chain.gate.tip.commit,
@@ -547,16 +547,14 @@ impl<'q> Worker<'q> {
                     worker: &self.id,
                     wait: self.queue.settings().landing_wait,
                 },
-            ) {
-                Ok(advanced) => advanced,
+            );
+            match advanced {
                 // The branch could not be moved (a live writer holds its lock, the disk
                 // failed): nothing landed; every request of the chain is retried later.
-                Err(e) => {
+                Err(land::Error::Failed(e)) => {
                     retry_all(chain.items, e.code(), e.to_string(), decided);
                     return Ok(());
                 }
-            };
-            match advanced {
                 Ok(()) => {
                     tracing::info!(target = %chain.gate.tip.target, head = %chain.head, requests = chain.items.len(), "landed");
                     let notes: Vec<(ObjectId, String)> = chain
@@ -583,7 +581,7 @@ impl<'q> Worker<'q> {
                     }
                     return Ok(());
                 }
-                Err(Blocked::Moved { now }) if rebuilds < max_rebuilds => {
+                Err(land::Error::Blocked(Blocked::Moved { now })) if rebuilds < max_rebuilds => {
                     rebuilds += 1;
                     tracing::info!(target = %chain.gate.tip.target, moved_to = ?now, rebuilds, "target moved; rebuilding");
                     match self.rebuild(chain, decided)? {
@@ -591,7 +589,7 @@ impl<'q> Worker<'q> {
                         None => return Ok(()),
                     }
                 }
-                Err(not_moved) => {
+                Err(land::Error::Blocked(not_moved)) => {
                     let message = not_moved.message(chain.gate.tip.target.name());
                     retry_all(chain.items, not_moved.code(), message, decided);
                     return Ok(());

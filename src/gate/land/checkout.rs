@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::code::Code;
 use crate::error::{Error, Result};
-use crate::gate::land::Blocked;
+use crate::gate::land::{Blocked, Error as LandError};
 use crate::git::tree::read_tip;
 use crate::queue::Finding;
 
@@ -240,15 +240,12 @@ impl<'r> Landing<'r> {
         repo: &'r gix::Repository,
         name: &str,
         holder: &Holder<'_>,
-    ) -> Result<std::result::Result<Option<Landing<'r>>, Blocked>> {
+    ) -> Result<Option<Landing<'r>>, LandError> {
         let marker = marker_path(repo, name);
         if checkouts(repo, name).is_empty() && !marker.exists() {
-            return Ok(Ok(None));
+            return Ok(None);
         }
-        let lock = match take_lock(repo, name, holder)? {
-            Ok(lock) => lock,
-            Err(busy) => return Ok(Err(busy)),
-        };
+        let lock = take_lock(repo, name, holder)?;
         let mut landing = Landing {
             repo,
             name: name.to_owned(),
@@ -258,12 +255,10 @@ impl<'r> Landing<'r> {
             moved: Vec::new(),
             holder: holder.worker.to_owned(),
         };
-        if let Err(refusal) = landing.recover()? {
-            return Ok(Err(refusal));
-        }
+        landing.recover()?;
         // Listed again under the lock: a person may have switched branches meanwhile.
         landing.checkouts = checkouts(repo, name);
-        Ok(Ok(Some(landing)))
+        Ok(Some(landing))
     }
 
     /// Start `cmd` (git in a checkout), holding the landing lock for as long as it runs: a
@@ -481,19 +476,16 @@ impl<'r> Landing<'r> {
     }
 
     /// Deal with the marker of a landing whose holder died (we hold its lock now).
-    fn recover(&mut self) -> Result<std::result::Result<(), Blocked>> {
+    fn recover(&mut self) -> Result<(), LandError> {
         let text = match std::fs::read(&self.marker) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
-                return Err(Error::io(
-                    format!("cannot read {}", self.marker.display()),
-                    e,
-                ));
+                return Err(Error::io(format!("cannot read {}", self.marker.display()), e).into());
             }
         };
         let unreadable = |why: String| {
-            Ok(Err(Blocked::Interrupted {
+            Err(LandError::Blocked(Blocked::Interrupted {
                 worktree: None,
                 message: format!(
                     "the landing marker {} {why}; landings onto this branch wait until a person has checked the checkout and removed it",
@@ -528,7 +520,7 @@ impl<'r> Landing<'r> {
                 marker.describe()
             );
             self.forget_marker();
-            return Ok(Ok(()));
+            return Ok(());
         }
         let current = checkouts(self.repo, &self.name);
         let why = format!(
@@ -556,11 +548,11 @@ impl<'r> Landing<'r> {
                     marker.describe()
                 ),
                 Ok(false) => {}
-                Err(refusal) => return Ok(Err(refusal)),
+                Err(refusal) => return Err(refusal.into()),
             }
         }
         self.forget_marker();
-        Ok(Ok(()))
+        Ok(())
     }
 
     fn forget_marker(&self) {
@@ -667,11 +659,7 @@ fn write_atomically(path: &Path, marker: &Marker) -> std::io::Result<()> {
 }
 
 /// Take the landing lock of `name`, waiting up to `holder.wait` for a live holder.
-fn take_lock(
-    repo: &gix::Repository,
-    name: &str,
-    holder: &Holder<'_>,
-) -> Result<std::result::Result<File, Blocked>> {
+fn take_lock(repo: &gix::Repository, name: &str, holder: &Holder<'_>) -> Result<File, LandError> {
     let path = lock_path(repo, name);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -691,19 +679,17 @@ fn take_lock(
             Ok(()) => break,
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 if started.elapsed() >= holder.wait {
-                    return Ok(Err(Blocked::Busy {
+                    return Err(Blocked::Busy {
                         holder: describe_holder(&path),
                         waited: started.elapsed(),
-                    }));
+                    }
+                    .into());
                 }
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(25));
             }
             Err(e) => {
-                return Err(Error::io(
-                    format!("cannot lock {}", path.display()),
-                    e.into(),
-                ));
+                return Err(Error::io(format!("cannot lock {}", path.display()), e.into()).into());
             }
         }
     }
@@ -720,7 +706,7 @@ fn take_lock(
         // For people and doctor only: a failure here does not stop the landing.
         let _ = file.set_len(0).and_then(|()| f.write_all(&text));
     }
-    Ok(Ok(file))
+    Ok(file)
 }
 
 /// "worker W (pid P) since T", from a held lock file.

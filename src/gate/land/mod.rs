@@ -17,7 +17,7 @@ use gix::ObjectId;
 use gix::bstr::ByteSlice;
 
 use crate::code::Code;
-use crate::error::{Error, Result};
+use crate::error::{Error as Failure, Result};
 pub use crate::gate::land::checkout::Holder;
 use crate::gate::land::checkout::Landing;
 use crate::git::tree::{edit_tree, read_tip, tree_of, write_tree};
@@ -131,7 +131,7 @@ pub fn write_commit(
     let mut buf = Vec::new();
     commit
         .write_to(&mut buf)
-        .map_err(|e| Error::git(format!("cannot write a commit: {e}")))?;
+        .map_err(|e| Failure::git(format!("cannot write a commit: {e}")))?;
     crate::git::pack::write_object(repo, gix::objs::Kind::Commit, &buf)
 }
 
@@ -204,6 +204,32 @@ impl Blocked {
     }
 }
 
+/// Why a landing did not happen: blocked (the branch did not move, with a code of its own:
+/// [`Blocked::code`]), or failed (git, the disk).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}", .0.message("the target"))]
+    Blocked(Blocked),
+    #[error(transparent)]
+    Failed(#[from] Failure),
+}
+
+impl From<Blocked> for Error {
+    fn from(b: Blocked) -> Error {
+        Error::Blocked(b)
+    }
+}
+
+impl Error {
+    /// The stable code (docs/errors.md).
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Blocked(b) => b.code(),
+            Error::Failed(e) => e.code(),
+        }
+    }
+}
+
 /// What a person does about a landing that did not move the branch, by [`Blocked::code`].
 pub fn hint(code: Code) -> &'static str {
     match code {
@@ -236,27 +262,22 @@ pub fn advance(
     reflog: &str,
     who: &Person,
     holder: &Holder<'_>,
-) -> Result<std::result::Result<(), Blocked>> {
+) -> Result<(), Error> {
     // A checkout brought along reads the new commits with git itself.
     crate::git::pack::persist(repo)?;
     // Moved already: say so (a checkout of the moved branch would look dirty against `old`).
     let now = read_tip(repo, name)?;
     if now != Some(old) {
-        return Ok(Err(Blocked::Moved { now }));
+        return Err(Blocked::Moved { now }.into());
     }
-    let mut landing = match Landing::begin(repo, name, holder)? {
-        Ok(landing) => landing,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
+    let mut landing = Landing::begin(repo, name, holder)?;
     if let Some(landing) = &mut landing {
         // Under the lock: the landing this one waited for may have moved the branch.
         let now = read_tip(repo, name)?;
         if now != Some(old) {
-            return Ok(Err(Blocked::Moved { now }));
+            return Err(Blocked::Moved { now }.into());
         }
-        if let Err(refusal) = landing.bring_along(old, new) {
-            return Ok(Err(refusal));
-        }
+        landing.bring_along(old, new)?;
     }
     let result = crate::git::refs::cas(
         repo,
@@ -272,8 +293,8 @@ pub fn advance(
     );
     let failed = match result {
         Ok(Ok(())) => None,
-        Ok(Err(moved)) => Some(Ok(Err(Blocked::Moved { now: moved.now }))),
-        Err(e) => Some(Err(e)),
+        Ok(Err(moved)) => Some(Error::Blocked(Blocked::Moved { now: moved.now })),
+        Err(e) => Some(Error::Failed(e)),
     };
     match (failed, landing) {
         (None, Some(landing)) => landing.finish(),
@@ -282,10 +303,10 @@ pub fn advance(
             if let Some(mut landing) = landing {
                 landing.put_back_all(old, new);
             }
-            return failed;
+            return Err(failed);
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Find the commit that landed request `id` on the first-parent history of `tip`, looking no
@@ -307,10 +328,10 @@ pub fn find_landed(
     while let Some(c) = next {
         let commit = repo
             .find_commit(c)
-            .map_err(|e| Error::git(format!("cannot read commit {c}: {e}")))?;
+            .map_err(|e| Failure::git(format!("cannot read commit {c}: {e}")))?;
         let decoded = commit
             .decode()
-            .map_err(|e| Error::git(format!("cannot decode commit {c}: {e}")))?;
+            .map_err(|e| Failure::git(format!("cannot decode commit {c}: {e}")))?;
         if crate::git::message::trailer(&decoded.message.to_str_lossy(), key) == Some(id) {
             return Ok(Some(c));
         }
@@ -344,7 +365,7 @@ pub fn on_first_parent_line(
         }
         next = repo
             .find_commit(c)
-            .map_err(|e| Error::git(format!("cannot read commit {c}: {e}")))?
+            .map_err(|e| Failure::git(format!("cannot read commit {c}: {e}")))?
             .parent_ids()
             .next()
             .map(|p| p.detach());
@@ -359,16 +380,16 @@ pub fn read_note(repo: &gix::Repository, commit: ObjectId) -> Result<Option<Stri
     };
     let tree = repo
         .find_tree(tree_of(repo, tip)?)
-        .map_err(|e| Error::git(format!("cannot read the notes tree: {e}")))?;
+        .map_err(|e| Failure::git(format!("cannot read the notes tree: {e}")))?;
     let hex = commit.to_string();
     for path in [format!("{}/{}", &hex[..2], &hex[2..]), hex.clone()] {
         if let Some(entry) = tree
             .lookup_entry_by_path(path.as_str())
-            .map_err(|e| Error::git(format!("cannot read the notes tree: {e}")))?
+            .map_err(|e| Failure::git(format!("cannot read the notes tree: {e}")))?
         {
             let blob = repo
                 .find_object(entry.object_id())
-                .map_err(|e| Error::git(format!("cannot read a note: {e}")))?;
+                .map_err(|e| Failure::git(format!("cannot read a note: {e}")))?;
             return Ok(Some(String::from_utf8_lossy(&blob.data).into_owned()));
         }
     }
@@ -402,11 +423,11 @@ pub fn add_notes(repo: &gix::Repository, notes: &[(ObjectId, String)], who: &Per
             // A note git wrote without fan-out for the same commit would shadow ours.
             editor
                 .remove(hex.split('/'))
-                .map_err(|e| Error::git(format!("cannot edit the notes tree: {e}")))?;
+                .map_err(|e| Failure::git(format!("cannot edit the notes tree: {e}")))?;
             let path = format!("{}/{}", &hex[..2], &hex[2..]);
             editor
                 .upsert(path.split('/'), gix::objs::tree::EntryKind::Blob, *blob)
-                .map_err(|e| Error::git(format!("cannot edit the notes tree: {e}")))?;
+                .map_err(|e| Failure::git(format!("cannot edit the notes tree: {e}")))?;
         }
         let tree = write_tree(repo, &mut editor)?;
         let now = jiff::Timestamp::now();
@@ -439,7 +460,7 @@ pub fn add_notes(repo: &gix::Repository, notes: &[(ObjectId, String)], who: &Per
         // Another worker added its notes first: edit on top of theirs.
         std::thread::sleep(std::time::Duration::from_millis(u64::from(attempt % 4)));
     }
-    Err(Error::git(format!(
+    Err(Failure::git(format!(
         "could not update {NOTES_REF}: too many concurrent writers"
     )))
 }
