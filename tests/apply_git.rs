@@ -47,6 +47,14 @@ impl Rng {
 }
 
 /// Lines from a small vocabulary, so hunks have look-alikes elsewhere (offsets, ambiguity).
+/// The engine's refusal, as a test compares it; a failure of the repository fails the test.
+fn refusal_of(e: apply::Error) -> apply::Refusal {
+    match e {
+        apply::Error::Refused(r) => r,
+        apply::Error::Failed(e) => panic!("{e}"),
+    }
+}
+
 fn random_line(rng: &mut Rng) -> String {
     const WORDS: [&str; 12] = [
         "alpha",
@@ -269,7 +277,7 @@ fn with_engine(g: &Generated) -> (Vec<bool>, Vec<String>, Vec<&'static str>) {
     let mut trees = Vec::new();
     for p in &g.patches {
         let sections = patch::parse(p).unwrap();
-        match apply::apply_sections(&repo, tree, &sections, &DEFAULT_LIMITS).unwrap() {
+        match apply::apply_sections(&repo, tree, &sections, &DEFAULT_LIMITS).map_err(refusal_of) {
             Ok(a) => {
                 tree = a.tree;
                 landed.push(true);
@@ -384,7 +392,7 @@ fn replays_this_repository_history() {
         };
         let sections = patch::parse(&diff).unwrap();
         let applied = apply::apply_sections(&repo, tree, &sections, &DEFAULT_LIMITS)
-            .unwrap()
+            .map_err(refusal_of)
             .unwrap_or_else(|r| panic!("{c}: {}", r.message()));
         let real = git(&clone, &["rev-parse", &format!("{c}^{{tree}}")]);
         assert_eq!(applied.tree.to_string(), real.trim(), "after {c}");
@@ -447,7 +455,7 @@ fn replay_skipping(src: &Path, last: usize, step: usize, offset: usize) -> (usiz
             &sections,
             &DEFAULT_LIMITS,
         )
-        .unwrap();
+        .map_err(refusal_of);
         let out = git_output(
             &clone,
             &["apply", "--3way", "--index", "-"],
@@ -633,7 +641,7 @@ fn the_engine_holds_every_file_to_the_limits() {
     };
     let code = |diff: &str| -> &'static str {
         let sections = patch::parse(diff).unwrap();
-        match apply::apply_sections(&repo, base_tree, &sections, &limits).unwrap() {
+        match apply::apply_sections(&repo, base_tree, &sections, &limits).map_err(refusal_of) {
             Ok(_) => "landed",
             Err(r) => r.code().as_str(),
         }
@@ -678,7 +686,7 @@ fn the_engine_holds_every_file_to_the_limits() {
     );
     let sections = patch::parse(&pre).unwrap();
     let refusal = apply::apply_sections(&repo, base_tree, &sections, &limits)
-        .unwrap()
+        .map_err(refusal_of)
         .expect_err("the preimage is over the cap");
     assert_eq!(refusal.code(), "limit.file_bytes");
     assert!(

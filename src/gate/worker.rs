@@ -906,12 +906,13 @@ impl<'q> Worker<'q> {
             ));
         }
 
-        let applied = match apply::apply_request(repo, tree, req, &gate.policy.limits)? {
+        let applied = match apply::apply_request(repo, tree, req, &gate.policy.limits) {
             Ok(a) => a,
-            Err(refusal) => {
+            Err(apply::Error::Failed(e)) => return Err(e),
+            Err(apply::Error::Refused(refusal)) => {
                 return Ok(Verdict::Fail {
                     class: DeadClass::Apply,
-                    code: refusal.code().to_owned(),
+                    code: refusal.code(),
                     message: refusal.message(),
                     transient: false,
                     artifacts: refusal.artifacts(),
@@ -984,7 +985,7 @@ impl<'q> Worker<'q> {
                 Err(p) => {
                     return Ok(ChecksDone::Failed(Verdict::Fail {
                         class: DeadClass::Validation,
-                        code: p.code.to_owned(),
+                        code: p.code,
                         message: p.message,
                         transient: false,
                         artifacts: Vec::new(),

@@ -415,9 +415,10 @@ pub fn trial_apply(
 ) -> Result<Option<Problem>> {
     let result = crate::request::apply::apply_request(repo, tip.tree, req, limits);
     crate::git::pack::discard(repo);
-    Ok(match result? {
+    Ok(match result {
         Ok(_) => None,
-        Err(refusal) => Some(Problem::new(
+        Err(crate::request::apply::Error::Failed(e)) => return Err(e),
+        Err(crate::request::apply::Error::Refused(refusal)) => Some(Problem::new(
             refusal.code(),
             format!(
                 "does not apply to '{}' at {}: {}",

@@ -28,7 +28,7 @@ use gix::objs::tree::EntryKind;
 use serde::Serialize;
 
 use crate::code::Code;
-use crate::error::{Error, Problem, Result};
+use crate::error::{Error as Failure, Problem, Result};
 use crate::request::limits;
 use crate::request::limits::Limits;
 pub use crate::request::merge::{Merged, merge_text};
@@ -218,20 +218,46 @@ struct Entry {
     id: ObjectId,
 }
 
-/// Apply `req`'s patches to `base_tree`. The outer error is an environment failure (the
-/// repository cannot be read or written); the inner one is the request's own fault.
+/// Why a request did not apply: refused, its own fault, with a code of its own (a dead
+/// letter of class `apply`), or failed (the repository cannot be read or written).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}", .0.message())]
+    Refused(Refusal),
+    #[error(transparent)]
+    Failed(#[from] Failure),
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        Error::Refused(r)
+    }
+}
+
+impl Error {
+    /// The stable code (docs/errors.md).
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Refused(r) => r.code(),
+            Error::Failed(e) => e.code(),
+        }
+    }
+}
+
+/// Apply `req`'s patches to `base_tree`: [`Error::Refused`] is the request's own fault,
+/// [`Error::Failed`] an environment failure (the repository cannot be read or written).
 pub fn apply_request(
     repo: &gix::Repository,
     base_tree: ObjectId,
     req: &ChangeRequest,
     limits: &Limits,
-) -> Result<std::result::Result<Applied, Refusal>> {
+) -> Result<Applied, Error> {
     let mut sections = Vec::new();
     for change in &req.changes {
         match patch::parse(&change.patch) {
             Ok(files) => sections.extend(files),
             Err(p) => {
-                return Ok(Err(Refusal::BadPatch {
+                return Err(Error::Refused(Refusal::BadPatch {
                     path: change.path.clone(),
                     message: p.to_string(),
                 }));
@@ -247,12 +273,12 @@ pub fn apply_sections(
     base_tree: ObjectId,
     sections: &[FilePatch],
     limits: &Limits,
-) -> Result<std::result::Result<Applied, Refusal>> {
+) -> Result<Applied, Error> {
     let mut engine = Engine {
         repo,
         base: repo
             .find_tree(base_tree)
-            .map_err(|e| Error::git(format!("cannot read tree {base_tree}: {e}")))?,
+            .map_err(|e| Failure::git(format!("cannot read tree {base_tree}: {e}")))?,
         overlay: HashMap::new(),
         limits: *limits,
         produced: 0,
@@ -261,31 +287,30 @@ pub fn apply_sections(
     let mut conflicts = Vec::new();
     for fp in sections {
         match engine.file(fp)? {
-            Ok(FileOutcome::Done(f)) => files.push(f),
-            Ok(FileOutcome::Conflict(c)) => conflicts.push(c),
-            Err(refusal) => return Ok(Err(refusal)),
+            FileOutcome::Done(f) => files.push(f),
+            FileOutcome::Conflict(c) => conflicts.push(c),
         }
     }
     if !conflicts.is_empty() {
-        return Ok(Err(Refusal::Conflict { files: conflicts }));
+        return Err(Error::Refused(Refusal::Conflict { files: conflicts }));
     }
     if let Some((path, refused)) =
         crate::request::paths::first_refused(engine.overlay.keys().map(String::as_str))
     {
-        return Ok(Err(Refusal::UnsafePath {
+        return Err(Error::Refused(Refusal::UnsafePath {
             path: path.to_owned(),
             refused,
         }));
     }
     let tree = engine.write_tree(base_tree)?;
     if tree == base_tree {
-        return Ok(Err(Refusal::Empty));
+        return Err(Error::Refused(Refusal::Empty));
     }
-    Ok(Ok(Applied {
+    Ok(Applied {
         base_tree,
         tree,
         files,
-    }))
+    })
 }
 
 enum FileOutcome {
@@ -303,21 +328,11 @@ struct Engine<'r> {
     produced: u64,
 }
 
-/// Return the refusal of a `Result<Result<T, Refusal>>`-returning step, or its value.
-macro_rules! within {
-    ($e:expr) => {
-        match $e? {
-            Ok(v) => v,
-            Err(refusal) => return Ok(Err(refusal)),
-        }
-    };
-}
-
 /// Return the refusal, if there is one.
 macro_rules! refuse_if {
     ($e:expr) => {
         if let Some(refusal) = $e {
-            return Ok(Err(refusal));
+            return Err(Error::Refused(refusal));
         }
     };
 }
@@ -332,8 +347,8 @@ fn limit(path: &str, p: Problem) -> Refusal {
     }
 }
 
-fn git_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::git(format!("{what}: {e}"))
+fn git_err(what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::git(format!("{what}: {e}"))
 }
 
 impl<'r> Engine<'r> {
@@ -356,24 +371,19 @@ impl<'r> Engine<'r> {
 
     /// A blob the engine needs whole, if it is within `limits.file_bytes`: its size is read
     /// from its header before anything is allocated for it.
-    fn read(
-        &self,
-        path: &str,
-        what: &str,
-        id: ObjectId,
-    ) -> Result<std::result::Result<Vec<u8>, Refusal>> {
+    fn read(&self, path: &str, what: &str, id: ObjectId) -> Result<Vec<u8>, Error> {
         let size = self
             .repo
             .find_header(id)
             .map_err(|e| git_err(&format!("cannot read blob {id}"), e))?
             .size();
         if size > self.limits.file_bytes as u64 {
-            return Ok(Err(limit(
+            return Err(Error::Refused(limit(
                 path,
                 limits::file_bytes(what.to_owned(), size, &self.limits),
             )));
         }
-        self.blob(id).map(Ok)
+        Ok(self.blob(id)?)
     }
 
     /// Text the engine splits into lines must have at most `limits.file_lines` of them.
@@ -431,7 +441,7 @@ impl<'r> Engine<'r> {
         crate::git::tree::find_blob_id(self.repo, hex)
     }
 
-    fn file(&mut self, fp: &FilePatch) -> Result<std::result::Result<FileOutcome, Refusal>> {
+    fn file(&mut self, fp: &FilePatch) -> Result<FileOutcome, Error> {
         let old_path = fp.old_path.as_deref();
         let new_path = fp.new_path.as_deref();
         let path = fp.path().to_owned();
@@ -439,7 +449,7 @@ impl<'r> Engine<'r> {
         let current = match old_path {
             Some(p) => match self.lookup(p)? {
                 Some(e) => Some(e),
-                None => return Ok(Err(Refusal::Missing { path: p.to_owned() })),
+                None => return Err(Error::Refused(Refusal::Missing { path: p.to_owned() })),
             },
             None => None,
         };
@@ -450,7 +460,7 @@ impl<'r> Engine<'r> {
             // git merges a new file onto an existing one with an empty base; a rename onto
             // an existing path is refused.
             if old_path.is_some() || fp.binary {
-                return Ok(Err(Refusal::Exists {
+                return Err(Error::Refused(Refusal::Exists {
                     path: np.to_owned(),
                 }));
             }
@@ -460,7 +470,7 @@ impl<'r> Engine<'r> {
             Some(m) => match kind_of_mode(m) {
                 Some(k) => k,
                 None => {
-                    return Ok(Err(Refusal::BadPatch {
+                    return Err(Error::Refused(Refusal::BadPatch {
                         path,
                         message: format!("unsupported file mode {m:o}"),
                     }));
@@ -469,7 +479,7 @@ impl<'r> Engine<'r> {
             None => current.map(|e| e.kind).unwrap_or(EntryKind::Blob),
         };
         if kind == EntryKind::Commit || current.is_some_and(|c| c.kind == EntryKind::Commit) {
-            return Ok(Err(Refusal::BadPatch {
+            return Err(Error::Refused(Refusal::BadPatch {
                 path,
                 message: "submodule (gitlink) changes are not applied".to_owned(),
             }));
@@ -477,7 +487,7 @@ impl<'r> Engine<'r> {
         if let (Some(cur), Some(expected)) = (current, fp.old_mode.and_then(kind_of_mode))
             && is_link(cur.kind) != is_link(expected)
         {
-            return Ok(Err(Refusal::DoesNotApply {
+            return Err(Error::Refused(Refusal::DoesNotApply {
                 path,
                 hunk: 0,
                 line: fp.line,
@@ -496,14 +506,14 @@ impl<'r> Engine<'r> {
         {
             // A pure rename or mode change: the blob stays as it is, unread.
             self.put(fp, kind, cur.id);
-            return Ok(Ok(FileOutcome::Done(FileApplied {
+            return Ok(FileOutcome::Done(FileApplied {
                 path,
                 from: rename_from(fp),
                 method: Method::Direct,
-            })));
+            }));
         }
         let ours = match current {
-            Some(e) => within!(self.read(&path, AT_TARGET, e.id)),
+            Some(e) => self.read(&path, AT_TARGET, e.id)?,
             None => Vec::new(),
         };
         refuse_if!(self.lines_within(&path, AT_TARGET, &ours));
@@ -519,7 +529,7 @@ impl<'r> Engine<'r> {
             let pre: &[u8] = if current.is_some_and(|e| e.id == pre_id) {
                 &ours
             } else {
-                read_pre = within!(self.read(&path, "the patch's preimage has", pre_id));
+                read_pre = self.read(&path, "the patch's preimage has", pre_id)?;
                 refuse_if!(self.lines_within(&path, "the patch's preimage has", &read_pre));
                 &read_pre
             };
@@ -546,14 +556,14 @@ impl<'r> Engine<'r> {
                         Merged::Conflict(merged) => {
                             let theirs = self.write_blob(&post)?;
                             let regions = conflict_regions(&merged);
-                            return Ok(Ok(FileOutcome::Conflict(ConflictFile {
+                            return Ok(FileOutcome::Conflict(ConflictFile {
                                 path,
                                 base: Some(pre_id),
                                 ours: Some(ours_id),
                                 theirs: Some(theirs),
                                 regions,
                                 merged,
-                            })));
+                            }));
                         }
                     }
                 }
@@ -564,7 +574,7 @@ impl<'r> Engine<'r> {
             None => match apply_hunks(&ours, fp) {
                 Ok(r) => r,
                 Err(f) if f.gave_up => {
-                    return Ok(Err(Refusal::Limit {
+                    return Err(Error::Refused(Refusal::Limit {
                         path,
                         code: limits::HUNK_SEARCH,
                         message: format!(
@@ -576,7 +586,7 @@ impl<'r> Engine<'r> {
                     }));
                 }
                 Err(f) => {
-                    return Ok(Err(Refusal::DoesNotApply {
+                    return Err(Error::Refused(Refusal::DoesNotApply {
                         path,
                         hunk: f.hunk + 1,
                         line: fp.hunks[f.hunk].line,
@@ -587,7 +597,7 @@ impl<'r> Engine<'r> {
         };
         if is_delete {
             if !result.is_empty() {
-                return Ok(Err(Refusal::DoesNotApply {
+                return Err(Error::Refused(Refusal::DoesNotApply {
                     path,
                     hunk: fp.hunks.len(),
                     line: fp.line,
@@ -598,21 +608,21 @@ impl<'r> Engine<'r> {
             if let Some(p) = old_path {
                 self.overlay.insert(p.to_owned(), None);
             }
-            return Ok(Ok(FileOutcome::Done(FileApplied {
+            return Ok(FileOutcome::Done(FileApplied {
                 path,
                 from: None,
                 method: Method::Deleted,
-            })));
+            }));
         }
         refuse_if!(self.charge(&path, result.len() as u64));
         refuse_if!(self.lines_within(&path, "the result has", &result));
         let id = self.write_blob(&result)?;
         self.put(fp, kind, id);
-        Ok(Ok(FileOutcome::Done(FileApplied {
+        Ok(FileOutcome::Done(FileApplied {
             path,
             from: rename_from(fp),
             method,
-        })))
+        }))
     }
 
     /// A new file where one exists: git's 3-way merge with an empty base.
@@ -621,11 +631,11 @@ impl<'r> Engine<'r> {
         fp: &FilePatch,
         path: &str,
         existing: Entry,
-    ) -> Result<std::result::Result<FileOutcome, Refusal>> {
+    ) -> Result<FileOutcome, Error> {
         let post = match apply_hunks(&[], fp) {
             Ok(p) => p,
             Err(f) => {
-                return Ok(Err(Refusal::DoesNotApply {
+                return Err(Error::Refused(Refusal::DoesNotApply {
                     path: path.to_owned(),
                     hunk: f.hunk + 1,
                     line: fp.hunks[f.hunk].line,
@@ -633,14 +643,14 @@ impl<'r> Engine<'r> {
                 }));
             }
         };
-        let ours = within!(self.read(path, AT_TARGET, existing.id));
+        let ours = self.read(path, AT_TARGET, existing.id)?;
         refuse_if!(self.lines_within(path, AT_TARGET, &ours));
         if ours == post {
-            return Ok(Ok(FileOutcome::Done(FileApplied {
+            return Ok(FileOutcome::Done(FileApplied {
                 path: path.to_owned(),
                 from: None,
                 method: Method::AlreadyApplied,
-            })));
+            }));
         }
         match self.merge(&[], &ours, &post) {
             Merged::Clean(out) => {
@@ -648,22 +658,22 @@ impl<'r> Engine<'r> {
                 let id = self.write_blob(&out)?;
                 let kind = fp.new_mode.and_then(kind_of_mode).unwrap_or(existing.kind);
                 self.put(fp, kind, id);
-                Ok(Ok(FileOutcome::Done(FileApplied {
+                Ok(FileOutcome::Done(FileApplied {
                     path: path.to_owned(),
                     from: None,
                     method: Method::Merged,
-                })))
+                }))
             }
             Merged::Conflict(merged) => {
                 let theirs = self.write_blob(&post)?;
-                Ok(Ok(FileOutcome::Conflict(ConflictFile {
+                Ok(FileOutcome::Conflict(ConflictFile {
                     path: path.to_owned(),
                     base: None,
                     ours: Some(existing.id),
                     theirs: Some(theirs),
                     regions: conflict_regions(&merged),
                     merged,
-                })))
+                }))
             }
         }
     }
@@ -673,10 +683,10 @@ impl<'r> Engine<'r> {
         fp: &FilePatch,
         current: Option<Entry>,
         kind: EntryKind,
-    ) -> Result<std::result::Result<FileOutcome, Refusal>> {
+    ) -> Result<FileOutcome, Error> {
         let path = fp.path().to_owned();
         let refuse = |message: String| {
-            Ok(Err(Refusal::Binary {
+            Err(Error::Refused(Refusal::Binary {
                 path: path.clone(),
                 message,
             }))
@@ -697,20 +707,20 @@ impl<'r> Engine<'r> {
             Some(id) if id != old_id => {
                 // git's trivial 3-way resolutions; anything else is a binary conflict.
                 if id == new_id {
-                    return Ok(Ok(FileOutcome::Done(FileApplied {
+                    return Ok(FileOutcome::Done(FileApplied {
                         path,
                         from: rename_from(fp),
                         method: Method::AlreadyApplied,
-                    })));
+                    }));
                 }
-                return Ok(Ok(FileOutcome::Conflict(ConflictFile {
+                return Ok(FileOutcome::Conflict(ConflictFile {
                     path,
                     base: Some(old_id),
                     ours: Some(id),
                     theirs: Some(new_id),
                     regions: Vec::new(),
                     merged: Vec::new(),
-                })));
+                }));
             }
             _ => {}
         }
@@ -718,16 +728,16 @@ impl<'r> Engine<'r> {
             if let Some(p) = fp.old_path.as_deref() {
                 self.overlay.insert(p.to_owned(), None);
             }
-            return Ok(Ok(FileOutcome::Done(FileApplied {
+            return Ok(FileOutcome::Done(FileApplied {
                 path,
                 from: None,
                 method: Method::Deleted,
-            })));
+            }));
         }
         let cap = self.limits.file_bytes;
         let refuse_problem = |p: Problem| {
             if p.code.as_str().starts_with("limit.") {
-                Ok(Err(limit(&path, p)))
+                Err(Error::Refused(limit(&path, p)))
             } else {
                 refuse(p.message)
             }
@@ -742,7 +752,7 @@ impl<'r> Engine<'r> {
         };
         let old = match current {
             Some(e) if hunk.kind == crate::request::binary::HunkKind::Delta => {
-                within!(self.read(&path, AT_TARGET, e.id))
+                self.read(&path, AT_TARGET, e.id)?
             }
             _ => Vec::new(),
         };
@@ -762,11 +772,11 @@ impl<'r> Engine<'r> {
         }
         let id = self.write_blob(&data)?;
         self.put(fp, kind, id);
-        Ok(Ok(FileOutcome::Done(FileApplied {
+        Ok(FileOutcome::Done(FileApplied {
             path,
             from: rename_from(fp),
             method: Method::Binary,
-        })))
+        }))
     }
 
     fn put(&mut self, fp: &FilePatch, kind: EntryKind, id: ObjectId) {

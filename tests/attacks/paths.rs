@@ -412,7 +412,10 @@ fn the_apply_engine_writes_no_tree_with_an_unsafe_name_even_unvalidated() {
             &req,
             &hyperion::request::limits::DEFAULT_LIMITS,
         )
-        .unwrap()
+        .map_err(|e| match e {
+            hyperion::request::apply::Error::Refused(r) => r,
+            hyperion::request::apply::Error::Failed(e) => panic!("{e}"),
+        })
         .expect_err("refused");
         assert_eq!(refusal.code(), code, "{path}: {}", refusal.message());
     }
