@@ -26,12 +26,52 @@ use std::collections::HashMap;
 use gix::ObjectId;
 
 use crate::code::Code;
-use crate::error::{Error, Problem, Result};
+use crate::error::{Error as Failure, Problem, Result};
 use crate::queue::store::REQUESTS_PREFIX;
 use crate::queue::{Finding, Queue};
 use crate::request::model::{Action, Status, is_id};
 use chain::{Checker, Rules};
 use objects::{CatFile, Local, Objects};
+
+/// Why a chain, a push or an object does not pass: refused, because what was read is not what
+/// it must be — a problem with its code (`chain.*`, `push.*`), or, where the caller names the
+/// code, the reason ([`objects::Refusal`]) — or failed (git, the disk).
+#[derive(Debug, thiserror::Error)]
+pub enum Error<R = Problem> {
+    #[error("{0}")]
+    Refused(R),
+    #[error(transparent)]
+    Failed(#[from] Failure),
+}
+
+impl<R> Error<R> {
+    /// The refusal, for a caller that reports it (as a problem, a finding); a failure goes on
+    /// as the caller's own error.
+    pub fn refusal(self) -> Result<R> {
+        match self {
+            Error::Refused(r) => Ok(r),
+            Error::Failed(e) => Err(e),
+        }
+    }
+
+    /// The same failure, or the refusal made into another (a reason into a problem).
+    pub fn refused_as<S>(self, f: impl FnOnce(R) -> S) -> Error<S> {
+        match self {
+            Error::Refused(r) => Error::Refused(f(r)),
+            Error::Failed(e) => Error::Failed(e),
+        }
+    }
+}
+
+impl Error {
+    /// The stable code (docs/errors.md).
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Refused(p) => p.code,
+            Error::Failed(e) => e.code(),
+        }
+    }
+}
 
 /// Notes that one push may add, change or move.
 pub const MAX_NOTES: usize = 1_000_000;
@@ -63,13 +103,13 @@ pub fn check_push(queue: &Queue, lines: &str) -> Result<HashMap<String, Vec<Prob
             [old, new, name] => ObjectId::from_hex(old.as_bytes())
                 .and_then(|o| ObjectId::from_hex(new.as_bytes()).map(|n| (o, n, name))),
             _ => {
-                return Err(Error::Usage(format!(
+                return Err(Failure::Usage(format!(
                     "not an 'OLD NEW REFNAME' line: {line}"
                 )));
             }
         };
         let (old, new, name) =
-            parsed.map_err(|_| Error::Usage(format!("not an 'OLD NEW REFNAME' line: {line}")))?;
+            parsed.map_err(|_| Failure::Usage(format!("not an 'OLD NEW REFNAME' line: {line}")))?;
         updates.push((old, new, name.to_owned()));
     }
     // A landing is checked against the target as this push leaves it.
@@ -127,9 +167,12 @@ fn check_update(
     let push_problem = |code: Code, m: String| vec![Problem::new(code, m, HINT_PUSH)];
     if new.is_null() {
         // Deleting a chain loses its history: only finished requests, as `gc` does.
-        let finished = match checker.read(old)? {
+        let finished = match checker.read(old) {
             Ok(links) => links.last().is_some_and(|l| l.record.status.is_final()),
-            Err(_) => false,
+            Err(e) => {
+                e.refusal()?;
+                false
+            }
         };
         return Ok(if finished {
             Vec::new()
@@ -140,9 +183,9 @@ fn check_update(
             )
         });
     }
-    let links = match checker.read(new)? {
+    let links = match checker.read(new) {
         Ok(links) => links,
-        Err(p) => return Ok(vec![p]),
+        Err(e) => return Ok(vec![e.refusal()?]),
     };
     let mut out = Vec::new();
     // Commits the server has already taken are not judged again by its current settings.
@@ -152,14 +195,17 @@ fn check_update(
         k + 1
     } else {
         // A heartbeat may replace the heartbeat at the tip.
-        let replaced = match objects::commit(checker.objects(), old, chain::MAX_CHAIN_COMMIT, true)?
+        let replaced = match objects::commit(checker.objects(), old, chain::MAX_CHAIN_COMMIT, true)
         {
             Ok(o) => crate::queue::store::parse_event(&o.message)
                 .is_some_and(|e| e.action == Action::Heartbeat && e.to == Status::Leased)
                 .then(|| o.parents.first().copied())
                 .flatten()
                 .and_then(|p| links.iter().position(|l| l.commit.id == p)),
-            Err(_) => None,
+            Err(e) => {
+                e.refusal()?;
+                None
+            }
         };
         match replaced {
             Some(k) => k + 1,
@@ -204,22 +250,27 @@ fn check_notes(objects: &mut dyn Objects, old: ObjectId, new: ObjectId) -> Resul
             "deleting refs/notes/hyperion would drop the record of every landed commit".into(),
         ));
     }
-    let tree_of =
-        |objects: &mut dyn Objects, c: ObjectId| -> Result<std::result::Result<ObjectId, String>> {
-            Ok(objects::commit(objects, c, chain::MAX_CHAIN_COMMIT, false)?.map(|c| c.tree))
-        };
-    let new_tree = match tree_of(objects, new)? {
+    let tree_of = |objects: &mut dyn Objects, c: ObjectId| {
+        objects::commit(objects, c, chain::MAX_CHAIN_COMMIT, false).map(|c| c.tree)
+    };
+    let new_tree = match tree_of(objects, new) {
         Ok(t) => t,
-        Err(why) => return Ok(problem(why)),
+        Err(e) => return Ok(problem(e.refusal()?)),
     };
     let old_tree = if old.is_null() {
         None
     } else {
-        tree_of(objects, old)?.ok()
+        match tree_of(objects, old) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                e.refusal()?;
+                None
+            }
+        }
     };
     let mut diff = NotesDiff::default();
-    if let Err(why) = diff.trees(objects, old_tree, Some(new_tree), "")? {
-        return Ok(problem(why));
+    if let Err(e) = diff.trees(objects, old_tree, Some(new_tree), "") {
+        return Ok(problem(e.refusal()?));
     }
     let mut out = Vec::new();
     let mut gone: Vec<&String> = diff
@@ -241,7 +292,8 @@ fn check_notes(objects: &mut dyn Objects, old: ObjectId, new: ObjectId) -> Resul
         .collect();
     added.sort();
     for (commit, blob) in added {
-        if let Err(why) = check_note(objects, commit, *blob)? {
+        if let Err(e) = check_note(objects, commit, *blob) {
+            let why = e.refusal()?;
             out.extend(problem(format!("the note on {commit} {why}")));
             if out.len() >= 20 {
                 break;
@@ -257,33 +309,28 @@ fn check_note(
     objects: &mut dyn Objects,
     commit: &str,
     blob: ObjectId,
-) -> Result<std::result::Result<(), String>> {
+) -> Result<(), Error<objects::Refusal>> {
     let Ok(id) = ObjectId::from_hex(commit.as_bytes()) else {
-        return Ok(Err("is not on a commit id".into()));
+        return Err(Error::Refused("is not on a commit id".into()));
     };
-    let c = match objects::commit(objects, id, chain::MAX_TARGET_COMMIT, false)? {
-        Ok(c) => c,
-        Err(why) => return Ok(Err(format!("is on no commit here: {why}"))),
-    };
+    let c = objects::commit(objects, id, chain::MAX_TARGET_COMMIT, false)
+        .map_err(|e| e.refused_as(|why| format!("is on no commit here: {why}")))?;
     let Some(request) =
         crate::git::message::trailer(&c.message, crate::gate::land::TRAILER_REQUEST)
     else {
-        return Ok(Err(format!(
+        return Err(Error::Refused(format!(
             "is on a commit that carries no {} trailer: hyperion notes only what it landed",
             crate::gate::land::TRAILER_REQUEST
         )));
     };
-    let text = match objects::blob(objects, blob, MAX_NOTE)? {
-        Ok(t) => t,
-        Err(why) => return Ok(Err(why)),
-    };
+    let text = objects::blob(objects, blob, MAX_NOTE)?;
     let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
     if first != format!("request: {request}").as_bytes() {
-        return Ok(Err(format!(
+        return Err(Error::Refused(format!(
             "does not start with 'request: {request}', the request its commit names"
         )));
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Notes removed from and added to a notes tree, by the commit they annotate (fan-out
@@ -302,22 +349,13 @@ impl NotesDiff {
         a: Option<ObjectId>,
         b: Option<ObjectId>,
         prefix: &str,
-    ) -> Result<std::result::Result<(), String>> {
-        let mut read =
-            |t: Option<ObjectId>| -> Result<std::result::Result<Vec<objects::Entry>, String>> {
-                match t {
-                    None => Ok(Ok(Vec::new())),
-                    Some(t) => objects::tree(objects, t, 64 << 20, MAX_NOTES),
-                }
-            };
-        let ea = match read(a)? {
-            Ok(e) => e,
-            Err(why) => return Ok(Err(why)),
+    ) -> Result<(), Error<objects::Refusal>> {
+        let mut read = |t: Option<ObjectId>| match t {
+            None => Ok(Vec::new()),
+            Some(t) => objects::tree(objects, t, 64 << 20, MAX_NOTES),
         };
-        let eb = match read(b)? {
-            Ok(e) => e,
-            Err(why) => return Ok(Err(why)),
-        };
+        let ea = read(a)?;
+        let eb = read(b)?;
         let mut names: Vec<&str> = ea.iter().chain(&eb).map(|e| e.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();
@@ -329,10 +367,12 @@ impl NotesDiff {
             }
             self.seen += 1;
             if self.seen > MAX_NOTES {
-                return Ok(Err(format!("the push changes more than {MAX_NOTES} notes")));
+                return Err(Error::Refused(format!(
+                    "the push changes more than {MAX_NOTES} notes"
+                )));
             }
             if !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Ok(Err(format!(
+                return Err(Error::Refused(format!(
                     "refs/notes/hyperion holds '{prefix}{}', which is not a note",
                     name.escape_debug()
                 )));
@@ -340,22 +380,21 @@ impl NotesDiff {
             let path = format!("{prefix}{name}");
             let sub = |e: Option<&objects::Entry>| e.filter(|e| e.is_tree()).map(|e| e.id);
             if sub(x).is_some() || sub(y).is_some() {
-                match self.trees(objects, sub(x), sub(y), &path)? {
-                    Ok(()) => {}
-                    Err(why) => return Ok(Err(why)),
-                }
+                self.trees(objects, sub(x), sub(y), &path)?;
             }
             if let Some(e) = x.filter(|e| !e.is_tree()) {
                 self.removed.insert(path.clone(), e.id);
             }
             if let Some(e) = y.filter(|e| !e.is_tree()) {
                 if !e.is_file() {
-                    return Ok(Err(format!("the note on {path} is not a regular file")));
+                    return Err(Error::Refused(format!(
+                        "the note on {path} is not a regular file"
+                    )));
                 }
                 self.added.insert(path, e.id);
             }
         }
-        Ok(Ok(()))
+        Ok(())
     }
 }
 
@@ -400,7 +439,7 @@ pub fn check_local(
             continue;
         }
         match checker.read(*tip) {
-            Ok(Ok(links)) => match checker.check(id, &links, 0) {
+            Ok(links) => match checker.check(id, &links, 0) {
                 Ok(checked) => out.extend(checked.problems.into_iter().map(finding)),
                 Err(e) => out.push(Finding {
                     id: id.clone(),
@@ -408,8 +447,8 @@ pub fn check_local(
                     message: e.to_string(),
                 }),
             },
-            Ok(Err(p)) => out.push(finding(p)),
-            Err(e) => out.push(Finding {
+            Err(Error::Refused(p)) => out.push(finding(p)),
+            Err(Error::Failed(e)) => out.push(Finding {
                 id: id.clone(),
                 code: Code::StoreCorrupt,
                 message: e.to_string(),
@@ -427,7 +466,7 @@ fn quarantine_view(repo: &gix::Repository) -> Result<Option<(tempfile::TempDir, 
     let Some(quarantine) = std::env::var_os("GIT_QUARANTINE_PATH") else {
         return Ok(None);
     };
-    let io = |e| Error::io("could not set up a view of the push's quarantine", e);
+    let io = |e| Failure::io("could not set up a view of the push's quarantine", e);
     let main = std::fs::canonicalize(repo.objects.store_ref().path()).map_err(io)?;
     let quarantine = std::fs::canonicalize(quarantine).map_err(io)?;
     let dir = tempfile::tempdir().map_err(io)?;
@@ -447,7 +486,7 @@ fn quarantine_view(repo: &gix::Repository) -> Result<Option<(tempfile::TempDir, 
     }
     std::fs::write(root.join("objects/info/alternates"), alternates).map_err(io)?;
     let view = gix::open_opts(root, gix::open::Options::isolated()).map_err(|e| {
-        Error::git(format!(
+        Failure::git(format!(
             "could not open a view of the push's quarantine: {e}"
         ))
     })?;

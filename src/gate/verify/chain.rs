@@ -31,6 +31,7 @@ use gix::ObjectId;
 use super::objects::{self, Entry, Objects};
 use crate::code::Code;
 use crate::error::{Problem, Result};
+use crate::gate::verify::Error as Check;
 use crate::queue::store::{parse_event, parse_record, patch_file_name};
 use crate::request::model::{Action, ChangeRequest, DeadClass, Event, Record, Status};
 
@@ -160,7 +161,7 @@ impl<'a> Checker<'a> {
 
     /// Read the chain ending in `tip`, root first. A problem (`chain.unreadable`) when a
     /// commit is not one hyperion writes or a bound is exceeded.
-    pub fn read(&mut self, tip: ObjectId) -> Result<std::result::Result<Vec<Link>, Problem>> {
+    pub fn read(&mut self, tip: ObjectId) -> Result<Vec<Link>, Check> {
         let unreadable = |m: String| Problem::new(Code::ChainUnreadable, m, HINT_UNREADABLE);
         let mut links = Vec::new();
         let mut bytes = 0u64;
@@ -168,22 +169,20 @@ impl<'a> Checker<'a> {
         let mut trees: HashMap<ObjectId, Vec<Entry>> = HashMap::new();
         while let Some(id) = next {
             if links.len() >= MAX_CHAIN {
-                return Ok(Err(unreadable(format!(
+                return Err(Check::Refused(unreadable(format!(
                     "the chain has more than {MAX_CHAIN} commits"
                 ))));
             }
-            let commit = match objects::commit(self.objects, id, MAX_CHAIN_COMMIT, true)? {
-                Ok(c) => c,
-                Err(why) => return Ok(Err(unreadable(why))),
-            };
+            let commit = objects::commit(self.objects, id, MAX_CHAIN_COMMIT, true)
+                .map_err(|e| e.refused_as(unreadable))?;
             bytes += commit.message.len() as u64;
             if bytes > MAX_CHAIN_BYTES {
-                return Ok(Err(unreadable(format!(
+                return Err(Check::Refused(unreadable(format!(
                     "the chain's commits hold more than {MAX_CHAIN_BYTES} bytes"
                 ))));
             }
             if commit.parents.len() > 1 {
-                return Ok(Err(unreadable(format!(
+                return Err(Check::Refused(unreadable(format!(
                     "{} has {} parents; a chain is linear",
                     short(id),
                     commit.parents.len()
@@ -191,18 +190,17 @@ impl<'a> Checker<'a> {
             }
             let entries = match trees.get(&commit.tree) {
                 Some(e) => e.clone(),
-                None => match objects::tree(self.objects, commit.tree, 64 << 10, 16)? {
-                    Ok(e) => {
-                        trees.insert(commit.tree, e.clone());
-                        e
-                    }
-                    Err(why) => {
-                        return Ok(Err(unreadable(format!("{}: {why}", short(id)))));
-                    }
-                },
+                None => {
+                    let e =
+                        objects::tree(self.objects, commit.tree, 64 << 10, 16).map_err(|e| {
+                            e.refused_as(|why| unreadable(format!("{}: {why}", short(id))))
+                        })?;
+                    trees.insert(commit.tree, e.clone());
+                    e
+                }
             };
             let Some(event) = parse_event(&commit.message) else {
-                return Ok(Err(unreadable(format!(
+                return Err(Check::Refused(unreadable(format!(
                     "{} carries no hyperion event",
                     short(id)
                 ))));
@@ -212,16 +210,19 @@ impl<'a> Checker<'a> {
                 // Chains written before records moved into messages keep it in the tree.
                 None => match entries.iter().find(|e| e.name == "state.json") {
                     Some(e) if e.is_file() => {
-                        match objects::blob(self.objects, e.id, MAX_CHAIN_COMMIT)? {
+                        match objects::blob(self.objects, e.id, MAX_CHAIN_COMMIT) {
                             Ok(data) => serde_json::from_slice(&data).ok(),
-                            Err(_) => None,
+                            Err(e) => {
+                                e.refusal()?;
+                                None
+                            }
                         }
                     }
                     _ => None,
                 },
             };
             let Some(record) = record else {
-                return Ok(Err(unreadable(format!(
+                return Err(Check::Refused(unreadable(format!(
                     "{} carries no readable record",
                     short(id)
                 ))));
@@ -235,7 +236,7 @@ impl<'a> Checker<'a> {
             });
         }
         links.reverse();
-        Ok(Ok(links))
+        Ok(links)
     }
 
     /// Check the chain `links` (root first) of request `id`. Commits before `fresh_from`
@@ -319,10 +320,10 @@ impl<'a> Checker<'a> {
         let mut budget = MAX_ARTIFACT_BYTES;
         let mut stack = vec![("artifacts".to_owned(), tree, 0usize)];
         while let Some((path, id, depth)) = stack.pop() {
-            let entries = match objects::tree(self.objects, id, MAX_CHAIN_COMMIT, 10_000)? {
+            let entries = match objects::tree(self.objects, id, MAX_CHAIN_COMMIT, 10_000) {
                 Ok(entries) => entries,
-                Err(why) => {
-                    problems.push(unreadable(why));
+                Err(e) => {
+                    problems.push(unreadable(e.refusal()?));
                     return Ok(());
                 }
             };
@@ -341,9 +342,10 @@ impl<'a> Checker<'a> {
                     stack.push((p, e.id, depth + 1));
                     continue;
                 }
-                let data = match objects::blob(self.objects, e.id, budget)? {
+                let data = match objects::blob(self.objects, e.id, budget) {
                     Ok(data) => data,
-                    Err(why) => {
+                    Err(e) => {
+                        let why = e.refusal()?;
                         problems.push(unreadable(format!(
                             "{p}: {why} (the artifacts of one commit hold at most {MAX_ARTIFACT_BYTES} bytes)"
                         )));
@@ -439,10 +441,10 @@ impl<'a> Checker<'a> {
                 HINT_FORGED,
             ));
         }
-        let request = match self.request(root)? {
+        let request = match self.request(root) {
             Ok(value) => value,
-            Err(p) => {
-                problems.push(p);
+            Err(e) => {
+                problems.push(e.refusal()?);
                 return Ok(None);
             }
         };
@@ -506,34 +508,29 @@ impl<'a> Checker<'a> {
     }
 
     /// The root's request (JSON, with its patches put back) and the bytes of request.json.
-    fn request(
-        &mut self,
-        root: &Link,
-    ) -> Result<std::result::Result<(serde_json::Value, Vec<u8>), Problem>> {
+    fn request(&mut self, root: &Link) -> Result<(serde_json::Value, Vec<u8>), Check> {
         let bad = |m: String| Problem::new(Code::ChainUnreadable, m, HINT_UNREADABLE);
         let find = |name: &str| root.entries.iter().find(|e| e.name == name).cloned();
         let (Some(json), Some(changes)) = (find("request.json"), find("changes")) else {
-            return Ok(Err(bad("the root lacks request.json or changes/".into())));
+            return Err(Check::Refused(bad(
+                "the root lacks request.json or changes/".into(),
+            )));
         };
         if !json.is_file() || !changes.is_tree() {
-            return Ok(Err(bad(
+            return Err(Check::Refused(bad(
                 "request.json is not a regular file or changes/ not a directory".into(),
             )));
         }
-        let bytes = match objects::blob(self.objects, json.id, MAX_REQUEST_JSON)? {
-            Ok(b) => b,
-            Err(why) => return Ok(Err(bad(format!("request.json: {why}")))),
-        };
+        let bytes = objects::blob(self.objects, json.id, MAX_REQUEST_JSON)
+            .map_err(|e| e.refused_as(|why| bad(format!("request.json: {why}"))))?;
         let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            return Ok(Err(bad("request.json is not JSON".into())));
+            return Err(Check::Refused(bad("request.json is not JSON".into())));
         };
         let n = value["changes"].as_array().map_or(0, Vec::len);
-        let entries = match objects::tree(self.objects, changes.id, 64 << 20, MAX_CHANGES)? {
-            Ok(e) => e,
-            Err(why) => return Ok(Err(bad(format!("changes/: {why}")))),
-        };
+        let entries = objects::tree(self.objects, changes.id, 64 << 20, MAX_CHANGES)
+            .map_err(|e| e.refused_as(|why| bad(format!("changes/: {why}"))))?;
         if entries.len() != n {
-            return Ok(Err(bad(format!(
+            return Err(Check::Refused(bad(format!(
                 "changes/ holds {} entries for {n} changes",
                 entries.len()
             ))));
@@ -544,36 +541,41 @@ impl<'a> Checker<'a> {
         for i in 0..n {
             let name = patch_file_name(i);
             let Some(e) = entries.iter().find(|e| e.name == name) else {
-                return Ok(Err(bad(format!("changes/{name} is missing"))));
+                return Err(Check::Refused(bad(format!("changes/{name} is missing"))));
             };
             if !e.is_file() {
-                return Ok(Err(bad(format!("changes/{name} is not a regular file"))));
+                return Err(Check::Refused(bad(format!(
+                    "changes/{name} is not a regular file"
+                ))));
             }
             match self.objects.header(e.id)? {
                 Some((gix::objs::Kind::Blob, size)) => total += size,
-                _ => return Ok(Err(bad(format!("changes/{name} is not a readable blob")))),
+                _ => {
+                    return Err(Check::Refused(bad(format!(
+                        "changes/{name} is not a readable blob"
+                    ))));
+                }
             }
             ids.push(e.id);
         }
         if total > MAX_PAYLOAD {
-            return Ok(Err(bad(format!(
+            return Err(Check::Refused(bad(format!(
                 "the patches hold {total} bytes, more than the {MAX_PAYLOAD} a push may carry"
             ))));
         }
         for (i, blob) in ids.into_iter().enumerate() {
-            let data = match objects::blob(self.objects, blob, MAX_PAYLOAD)? {
-                Ok(d) => d,
-                Err(why) => return Ok(Err(bad(format!("changes/{}: {why}", patch_file_name(i))))),
-            };
+            let data = objects::blob(self.objects, blob, MAX_PAYLOAD).map_err(|e| {
+                e.refused_as(|why| bad(format!("changes/{}: {why}", patch_file_name(i))))
+            })?;
             let Ok(text) = String::from_utf8(data) else {
-                return Ok(Err(bad(format!(
+                return Err(Check::Refused(bad(format!(
                     "changes/{} is not UTF-8",
                     patch_file_name(i)
                 ))));
             };
             value["changes"][i]["patch"] = text.into();
         }
-        Ok(Ok((value, bytes)))
+        Ok((value, bytes))
     }
 
     /// One transition: `link` after `prev`.
@@ -903,19 +905,21 @@ impl<'a> Checker<'a> {
                 let Some(hex) = &r.landed_commit else {
                     return Ok(());
                 };
-                match self.named_commit(hex, crate::gate::land::TRAILER_REQUEST, id, target)? {
-                    Ok(_) => {}
-                    Err(why) => problems.push(problem(
+                if let Err(e) =
+                    self.named_commit(hex, crate::gate::land::TRAILER_REQUEST, id, target)
+                {
+                    let why = e.refusal()?;
+                    problems.push(problem(
                         Code::ChainLanded,
                         format!("{here}: applied as {}, but {why}", hex.escape_debug()),
-                    )),
+                    ));
                 }
             }
             Action::Rollback => {
                 let Some(hex) = &r.rolled_back_by else {
                     return Ok(());
                 };
-                match self.named_commit(hex, crate::gate::land::TRAILER_ROLLBACK, id, target)? {
+                match self.named_commit(hex, crate::gate::land::TRAILER_ROLLBACK, id, target) {
                     Ok(depth) => {
                         // The revert comes after the landed commit.
                         let landed = r
@@ -961,35 +965,36 @@ impl<'a> Checker<'a> {
         key: &str,
         id: &str,
         target: &crate::request::target::Target,
-    ) -> Result<std::result::Result<usize, String>> {
+    ) -> Result<usize, Check<objects::Refusal>> {
         let Some(commit) = full_id(hex, self.objects.hash_kind()) else {
-            return Ok(Err("that is not a full commit id".into()));
+            return Err(Check::Refused("that is not a full commit id".into()));
         };
-        let c = match objects::commit(self.objects, commit, MAX_TARGET_COMMIT, false)? {
-            Ok(c) => c,
-            Err(why) => return Ok(Err(why)),
-        };
+        let c = objects::commit(self.objects, commit, MAX_TARGET_COMMIT, false)?;
         match crate::git::message::trailer(&c.message, key) {
             Some(t) if t == id => {}
             Some(other) => {
-                return Ok(Err(format!(
+                return Err(Check::Refused(format!(
                     "that commit's trailer is '{key}: {}', another request's",
                     other.escape_debug()
                 )));
             }
-            None => return Ok(Err(format!("that commit carries no '{key}: {id}' trailer"))),
+            None => {
+                return Err(Check::Refused(format!(
+                    "that commit carries no '{key}: {id}' trailer"
+                )));
+            }
         }
         let Some(tip) = self.tip_of(target.refname())? else {
-            return Ok(Err(format!(
+            return Err(Check::Refused(format!(
                 "the target branch {} does not exist",
                 target.name().escape_debug()
             )));
         };
         match self.depth(tip, commit)? {
-            Some(d) => Ok(Ok(d)),
+            Some(d) => Ok(d),
             None => {
                 let line = self.lines.get(&tip).and_then(|l| l.stopped.clone());
-                Ok(Err(match line {
+                Err(Check::Refused(match line {
                     Some(why) => {
                         format!(
                             "it was not found on {}'s first-parent history ({why})",
@@ -1023,14 +1028,14 @@ impl<'a> Checker<'a> {
                 line.next = None;
                 return Ok(None);
             }
-            match objects::commit(self.objects, next, MAX_TARGET_COMMIT, false)? {
+            match objects::commit(self.objects, next, MAX_TARGET_COMMIT, false) {
                 Ok(c) => {
                     let d = line.depth.len();
                     line.depth.insert(next, d);
                     line.next = c.parents.first().copied();
                 }
-                Err(why) => {
-                    line.stopped = Some(why);
+                Err(e) => {
+                    line.stopped = Some(e.refusal()?);
                     line.next = None;
                 }
             }

@@ -17,6 +17,7 @@ use gix::ObjectId;
 use gix::objs::Kind;
 
 use crate::error::{Error, Result};
+use crate::gate::verify::Error as Check;
 
 /// The outcome of reading one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +209,7 @@ pub struct Commit {
     pub message: String,
 }
 
-/// Why an object is not what it must be.
+/// Why an object is not what it must be; the check that read it names the code.
 pub type Refusal = String;
 
 /// Decode commit `id` (at most `max` bytes). Refused: a missing object or another kind,
@@ -219,35 +220,35 @@ pub fn commit(
     id: ObjectId,
     max: u64,
     strict: bool,
-) -> Result<std::result::Result<Commit, Refusal>> {
+) -> Result<Commit, Check<Refusal>> {
     let data = match objects.read(id, Kind::Commit, max)? {
         Read::Data(d) => d,
-        other => return Ok(Err(refusal(id, "a commit", &other, max))),
+        other => return Err(Check::Refused(refusal(id, "a commit", &other, max))),
     };
     let hash = objects.hash_kind();
     let Ok(c) = gix::objs::CommitRef::from_bytes(&data, hash) else {
-        return Ok(Err(format!("{id} is not a well-formed commit")));
+        return Err(Check::Refused(format!("{id} is not a well-formed commit")));
     };
     if strict && (c.encoding.is_some() || !c.extra_headers.is_empty()) {
-        return Ok(Err(format!(
+        return Err(Check::Refused(format!(
             "{id} carries a header hyperion does not write (encoding, signature or other)"
         )));
     }
     let Ok(message) = std::str::from_utf8(c.message) else {
-        return Ok(Err(format!("{id}'s message is not UTF-8")));
+        return Err(Check::Refused(format!("{id}'s message is not UTF-8")));
     };
     let time = c.committer().map(|s| s.seconds()).unwrap_or(0);
     let mut parents = Vec::with_capacity(c.parents.len());
     for p in c.parents() {
         parents.push(p);
     }
-    Ok(Ok(Commit {
+    Ok(Commit {
         id,
         tree: c.tree(),
         parents,
         time,
         message: message.to_owned(),
-    }))
+    })
 }
 
 /// One entry of a tree.
@@ -277,17 +278,17 @@ pub fn tree(
     id: ObjectId,
     max: u64,
     max_entries: usize,
-) -> Result<std::result::Result<Vec<Entry>, Refusal>> {
+) -> Result<Vec<Entry>, Check<Refusal>> {
     let data = match objects.read(id, Kind::Tree, max)? {
         Read::Data(d) => d,
-        other => return Ok(Err(refusal(id, "a tree", &other, max))),
+        other => return Err(Check::Refused(refusal(id, "a tree", &other, max))),
     };
     let hash = objects.hash_kind();
     let Ok(t) = gix::objs::TreeRef::from_bytes(&data, hash) else {
-        return Ok(Err(format!("{id} is not a well-formed tree")));
+        return Err(Check::Refused(format!("{id} is not a well-formed tree")));
     };
     if t.entries.len() > max_entries {
-        return Ok(Err(format!(
+        return Err(Check::Refused(format!(
             "tree {id} has {} entries, more than {max_entries}",
             t.entries.len()
         )));
@@ -296,10 +297,12 @@ pub fn tree(
     let mut names = std::collections::HashSet::new();
     for e in &t.entries {
         let Ok(name) = std::str::from_utf8(e.filename) else {
-            return Ok(Err(format!("tree {id} holds a name that is not UTF-8")));
+            return Err(Check::Refused(format!(
+                "tree {id} holds a name that is not UTF-8"
+            )));
         };
         if !names.insert(name) {
-            return Ok(Err(format!("tree {id} names '{name}' twice")));
+            return Err(Check::Refused(format!("tree {id} names '{name}' twice")));
         }
         out.push(Entry {
             name: name.to_owned(),
@@ -307,19 +310,15 @@ pub fn tree(
             id: e.oid.to_owned(),
         });
     }
-    Ok(Ok(out))
+    Ok(out)
 }
 
 /// The content of blob `id` if it has at most `max` bytes.
-pub fn blob(
-    objects: &mut dyn Objects,
-    id: ObjectId,
-    max: u64,
-) -> Result<std::result::Result<Vec<u8>, Refusal>> {
-    Ok(match objects.read(id, Kind::Blob, max)? {
+pub fn blob(objects: &mut dyn Objects, id: ObjectId, max: u64) -> Result<Vec<u8>, Check<Refusal>> {
+    match objects.read(id, Kind::Blob, max)? {
         Read::Data(d) => Ok(d),
-        other => Err(refusal(id, "a file", &other, max)),
-    })
+        other => Err(Check::Refused(refusal(id, "a file", &other, max))),
+    }
 }
 
 fn refusal(id: ObjectId, what: &str, read: &Read, max: u64) -> Refusal {
