@@ -89,9 +89,12 @@ fn policy_rows(
     target: &hyperion::request::target::Target,
 ) -> CmdResult<Vec<Row>> {
     let repo = store.repo();
-    let policy = match target.resolve(repo)? {
+    let policy = match target.resolve(repo) {
         Ok(tip) => tip.policy(repo)?,
-        Err(_) => hyperion::request::policy::Policy::default(),
+        Err(e) => {
+            e.refusal()?;
+            hyperion::request::policy::Policy::default()
+        }
     };
     let origin = policy
         .origin

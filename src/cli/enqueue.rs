@@ -131,7 +131,7 @@ fn read_error(path: &Path, e: std::io::Error) -> CommandError {
 pub fn read_default_policy(ctx: &Ctx) {
     if let Ok(queue) = ctx.queue() {
         let repo = queue.store().repo();
-        if let Ok(Ok(tip)) = queue.settings().target.resolve(repo) {
+        if let Ok(tip) = queue.settings().target.resolve(repo) {
             let _ = tip.policy(repo);
         }
     }

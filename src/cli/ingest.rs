@@ -78,7 +78,10 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         Some(t) => Target::parse(t).map_err(CommandError::from_problem)?,
         None => queue.settings().target.clone(),
     };
-    let tip = target.resolve(repo)?.map_err(CommandError::from_problem)?;
+    let tip = match target.resolve(repo) {
+        Ok(tip) => tip,
+        Err(e) => return Err(CommandError::from_problem(e.refusal()?)),
+    };
     let policy = tip.policy(repo)?;
     let request_target = args.target.as_ref().map(|_| target.name().to_owned());
 

@@ -70,9 +70,10 @@ fn check(args: CheckArgs, ctx: &Ctx) -> CmdResult {
                 Some(rev) => (rev.clone(), tree_of(store.git_dir(), rev)?),
                 None => {
                     let target = hyperion::queue::settings::Settings::load(repo)?.target;
-                    match target.resolve(repo)? {
+                    match target.resolve(repo) {
                         Ok(tip) => (target.to_string(), tip.tree),
-                        Err(_) => {
+                        Err(e) => {
+                            e.refusal()?;
                             return report_defaults(
                                 ctx,
                                 target.name(),

@@ -24,7 +24,7 @@ use crate::request::apply::{self, FileApplied};
 use crate::request::model::Artifact;
 use crate::request::model::{ChangeRequest, DeadClass, ErrorInfo, Record, Status};
 use crate::request::policy::Policy;
-use crate::request::target::{Target, Tip};
+use crate::request::target::{self, Target, Tip};
 
 /// How a request left the worker's hands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -461,28 +461,24 @@ impl<'q> Worker<'q> {
             return Ok((chain.gate.clone(), chain.head));
         }
         match self.gate(&target) {
-            Ok(Ok(gate)) => {
+            Ok(gate) => {
                 let onto = gate.tip.commit;
                 Ok((gate, onto))
             }
             // Gone since enqueue: someone may bring it back.
-            Ok(Err(p)) => Err(fail(DeadClass::Environment, p.code, p.message, true)),
-            Err(e) => Err(environment(&e)),
+            Err(target::Error::Refused(p)) => {
+                Err(fail(DeadClass::Environment, p.code, p.message, true))
+            }
+            Err(target::Error::Failed(e)) => Err(environment(&e)),
         }
     }
 
     /// The gate of `target` as the branch is now: its tip and the policy there.
-    fn gate(
-        &self,
-        target: &Target,
-    ) -> Result<std::result::Result<std::rc::Rc<Gate>, crate::Problem>> {
+    fn gate(&self, target: &Target) -> Result<std::rc::Rc<Gate>, target::Error> {
         let repo = self.queue.store().repo();
-        let tip = match target.resolve(repo)? {
-            Ok(tip) => tip,
-            Err(p) => return Ok(Err(p)),
-        };
+        let tip = target.resolve(repo)?;
         let policy = tip.policy(repo)?;
-        Ok(Ok(std::rc::Rc::new(Gate { tip, policy })))
+        Ok(std::rc::Rc::new(Gate { tip, policy }))
     }
 
     /// Land every chain of the batch (one compare-and-swap of each target, one notes

@@ -385,12 +385,12 @@ impl Queue {
                     Some(tip) => tip,
                     None => target.tip(refs)?,
                 };
-                let resolved = match target.resolve_at(repo, tip)? {
+                let resolved = match target.resolve_at(repo, tip) {
                     Ok(tip) => {
                         let policy = tip.policy(repo)?;
                         Ok((tip, policy))
                     }
-                    Err(p) => Err(p),
+                    Err(e) => Err(e.refusal()?),
                 };
                 tips.insert(target.clone(), resolved);
             }
@@ -425,7 +425,10 @@ impl Queue {
             let target = Target::of_request(req.target.as_deref(), &self.settings.target)
                 .map_err(|p| refused(req, p))?;
             if !gates.contains_key(&target) {
-                let tip = target.resolve(repo)?.map_err(|p| refused(req, p))?;
+                let tip = match target.resolve(repo) {
+                    Ok(tip) => tip,
+                    Err(e) => return Err(refused(req, e.refusal()?)),
+                };
                 let policy = tip.policy(repo)?;
                 let view = crate::request::view::CachedTree::at(repo, tip.tree);
                 let rules = crate::request::tiers::Rules::new(&policy, &local, Some(&view));

@@ -11,7 +11,7 @@ use gix::ObjectId;
 use gix::bstr::ByteSlice;
 
 use crate::code::Code;
-use crate::error::{Problem, Result};
+use crate::error::{Error as Failure, Problem, Result};
 use crate::request::policy::Policy;
 
 const BRANCH_PREFIX: &str = "refs/heads/";
@@ -92,26 +92,22 @@ impl Target {
 
     /// The branch as it is now: its tip and tree. A branch that does not exist is refused
     /// (`target.missing`) with the closest existing names as a hint.
-    pub fn resolve(&self, repo: &gix::Repository) -> Result<std::result::Result<Tip, Problem>> {
+    pub fn resolve(&self, repo: &gix::Repository) -> Result<Tip, Error> {
         self.resolve_at(repo, self.tip(repo)?)
     }
 
     /// [`Target::resolve`] with the branch at `tip` (`None`: it does not exist) instead of
     /// where its ref points: what a push about to be taken makes of it.
-    pub fn resolve_at(
-        &self,
-        repo: &gix::Repository,
-        tip: Option<ObjectId>,
-    ) -> Result<std::result::Result<Tip, Problem>> {
+    pub fn resolve_at(&self, repo: &gix::Repository, tip: Option<ObjectId>) -> Result<Tip, Error> {
         let Some(commit) = tip else {
-            return Ok(Err(self.missing(repo)?));
+            return Err(Error::Refused(self.missing(repo)?));
         };
         let tree = crate::git::tree::tree_of(repo, commit)?;
-        Ok(Ok(Tip {
+        Ok(Tip {
             target: self.clone(),
             commit,
             tree,
-        }))
+        })
     }
 
     /// The refusal of a branch that does not exist, with a did-you-mean hint.
@@ -182,6 +178,35 @@ pub fn branches(repo: &gix::Repository) -> Result<Vec<String>> {
         .into_iter()
         .filter_map(|(name, _)| name.strip_prefix(BRANCH_PREFIX).map(str::to_owned))
         .collect())
+}
+
+/// Why a target branch cannot be resolved: refused (`target.missing`, the problem with its
+/// did-you-mean hint), or failed (git).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}", .0.message)]
+    Refused(Problem),
+    #[error(transparent)]
+    Failed(#[from] Failure),
+}
+
+impl Error {
+    /// The stable code (docs/errors.md).
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Refused(p) => p.code,
+            Error::Failed(e) => e.code(),
+        }
+    }
+
+    /// The refusal, for a caller that reports it or goes on without the branch; a failure
+    /// goes on as the caller's own error.
+    pub fn refusal(self) -> Result<Problem> {
+        match self {
+            Error::Refused(p) => Ok(p),
+            Error::Failed(e) => Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
