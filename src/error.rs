@@ -1,4 +1,4 @@
-//! Library errors, each with a stable code (docs/errors.md is the catalogue).
+//! Library errors, each with a stable [`Code`] (docs/errors.md is the catalogue).
 //!
 //! The CLI maps these to `error:` / `hint:` lines and exit codes in one place
 //! (`cli::error`); the library only describes what went wrong.
