@@ -767,35 +767,67 @@ fn a_closed_pipe_ends_output_quietly() {
 }
 
 /// Every batch of new objects becomes a pack; once 40 exist, the small ones are rolled up
-/// (`git repack --geometric`), and the repository stays whole.
+/// (`git repack --geometric`), and the repository stays whole. By default
+/// (`hyperion.autoDetach`) the repack goes on after the command that started it, as git's
+/// auto gc does, its messages in `hyperion/repack.log`; with `hyperion.autoDetach=false` the
+/// command waits for it.
 #[test]
 fn many_small_packs_are_rolled_up() {
-    let repo = TestRepo::new();
-    let packs = || {
-        std::fs::read_dir(repo.git_dir().join("objects/pack"))
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    let mut most = 0;
-    for i in 0..45 {
-        // Two requests per call: more objects than are written loose, so one pack each.
-        let d = repo.home.path().join(format!("batch-{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        for k in 0..2 {
-            let r = request(1000 + i * 2 + k, &format!("pk{i}"));
-            std::fs::write(d.join(format!("{k}.json")), r.to_string()).unwrap();
+    for detach in [true, false] {
+        let repo = TestRepo::new();
+        repo.git(&["config", "hyperion.autoDetach", &detach.to_string()]);
+        let packs = || {
+            std::fs::read_dir(repo.git_dir().join("objects/pack"))
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let log = repo.git_dir().join("hyperion/repack.log");
+        let mut most = 0;
+        for i in 0..45 {
+            // Two requests per call: more objects than are written loose, so one pack each.
+            let d = repo.home.path().join(format!("batch-{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            for k in 0..2 {
+                let r = request(1000 + i * 2 + k, &format!("pk{i}"));
+                std::fs::write(d.join(format!("{k}.json")), r.to_string()).unwrap();
+            }
+            repo.ok(&["enqueue", d.to_str().unwrap()]);
+            most = most.max(packs());
+            if detach && log.exists() {
+                // The repack started by this command may still run: wait for its lock.
+                let lock = std::fs::File::open(repo.git_dir().join("hyperion/repack.lock"))
+                    .expect("the repack's lock file");
+                assert!(
+                    (0..3000).any(|_| {
+                        let free = rustix::fs::flock(
+                            &lock,
+                            rustix::fs::FlockOperation::NonBlockingLockShared,
+                        )
+                        .is_ok();
+                        if !free {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                        }
+                        free
+                    }),
+                    "the repack ends"
+                );
+                let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
+            }
         }
-        repo.ok(&["enqueue", d.to_str().unwrap()]);
-        most = most.max(packs());
+        assert!(most >= 20, "batches were written as packs ({most})");
+        assert!(packs() < 40, "small packs were rolled up: {}", packs());
+        assert_eq!(
+            log.exists(),
+            detach,
+            "a detached repack (only) writes its messages to hyperion/repack.log"
+        );
+        assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 90);
+        repo.git(&["fsck", "--strict", "--no-dangling"]);
     }
-    assert!(most >= 20, "batches were written as packs ({most})");
-    assert!(packs() < 40, "small packs were rolled up: {}", packs());
-    assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 90);
-    repo.git(&["fsck", "--strict", "--no-dangling"]);
 }
 
 /// Chains written before records moved into commit messages keep their record in

@@ -502,13 +502,28 @@ pub fn discard(repo: &gix::Repository) {
 /// down with many. When more than [`PACKS_BEFORE_ROLL_UP`] exist, `git repack -d
 /// --geometric=2` merges the small ones (the large base pack stays as it is). It runs in the
 /// background while this process goes on (it compares the new trees with each other for
-/// deltas, which on a large repository takes a few hundred milliseconds), and
-/// [`finish_roll_up`] waits for it before the process exits. An `flock` on
-/// `hyperion/repack.lock`, held by the `git` process itself, keeps concurrent workers from
-/// repacking at once, and goes with it however it ends. Best effort: a failure only costs
-/// speed.
+/// deltas, which on a large repository takes a few hundred milliseconds). Detached (see
+/// [`detach_roll_ups`]; `hyperion.autoDetach`, the default), it goes on after the process
+/// exits, as git's own auto gc does, in a process group of its own (a Ctrl-C meant for the
+/// command does not stop it), its messages in `hyperion/repack.log`; otherwise
+/// [`finish_roll_up`] waits for it. An `flock` on `hyperion/repack.lock`, held by the `git`
+/// process itself, keeps concurrent processes from repacking at once, and goes with it
+/// however it ends. Best effort: a failure only costs speed.
 fn roll_up(repo: &gix::Repository) {
-    roll_up_at(repo.common_dir());
+    roll_up_at(
+        repo.common_dir(),
+        DETACH.load(std::sync::atomic::Ordering::Relaxed),
+    );
+}
+
+/// Whether roll-ups started from now on outlive this process ([`roll_up`]). Off until a
+/// caller says otherwise: the queue sets it from `hyperion.autoDetach` when it opens.
+static DETACH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Let roll-ups started from now on go on after this process exits (`true`), or have
+/// [`finish_roll_up`] wait for them (`false`, the default of the library).
+pub fn detach_roll_ups(detach: bool) {
+    DETACH.store(detach, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// A roll-up this process started.
@@ -516,16 +531,38 @@ struct RollUp {
     child: std::process::Child,
     packs: usize,
     started: std::time::Instant,
+    /// Left running when the process is done ([`detach_roll_ups`]).
+    detached: bool,
 }
 
 impl RollUp {
     /// Wait for it (at once when it has ended) and say how it went.
     fn finish(self) {
         let RollUp {
-            child,
+            mut child,
             packs,
             started,
+            detached,
         } = self;
+        if detached {
+            match child.try_wait() {
+                Ok(Some(status)) if !status.success() => tracing::warn!(
+                    packs,
+                    %status,
+                    "could not roll up small packs (see hyperion/repack.log)"
+                ),
+                Ok(Some(_)) => {
+                    tracing::debug!(packs, took = ?started.elapsed(), "rolled up small packs")
+                }
+                // Still at work: it goes on on its own.
+                _ => tracing::debug!(
+                    packs,
+                    pid = child.id(),
+                    "rolling up small packs in the background"
+                ),
+            }
+            return;
+        }
         let status = child.wait_with_output();
         let took = started.elapsed();
         match status {
@@ -553,7 +590,7 @@ fn rolling() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf
         .unwrap_or_else(|p| p.into_inner())
 }
 
-fn roll_up_at(common: &Path) {
+fn roll_up_at(common: &Path, detach: bool) {
     let mut rolling = rolling();
     if let Some(r) = rolling.get_mut(common) {
         if let Ok(None) = r.child.try_wait() {
@@ -588,7 +625,8 @@ fn roll_up_at(common: &Path) {
     if rustix::io::fcntl_setfd(&lock, rustix::io::FdFlags::empty()).is_err() {
         return;
     }
-    let child = crate::git::command::at(common)
+    let mut child = crate::git::command::at(common);
+    child
         // One thread: the other cores stay with the work that goes on meanwhile.
         .args([
             "-c",
@@ -599,9 +637,16 @@ fn roll_up_at(common: &Path) {
             "--geometric=2",
         ])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
+        .stdout(std::process::Stdio::null());
+    if detach {
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::File::create(common.join("hyperion/repack.log"))
+            .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from);
+        child.stderr(log).process_group(0);
+    } else {
+        child.stderr(std::process::Stdio::piped());
+    }
+    let child = child.spawn();
     drop(lock);
     match child {
         Ok(child) => {
@@ -611,6 +656,7 @@ fn roll_up_at(common: &Path) {
                     child,
                     packs,
                     started: std::time::Instant::now(),
+                    detached: detach,
                 },
             );
         }
@@ -618,9 +664,9 @@ fn roll_up_at(common: &Path) {
     }
 }
 
-/// Wait for the roll-ups this process started (see [`roll_up`]). A command calls this before
-/// it exits, so that no repack outlives it: a `git fsck` or `git gc` run right after finds
-/// the packs settled.
+/// Wait for the roll-ups this process started (see [`roll_up`]), but for detached ones
+/// ([`detach_roll_ups`]), which are left running. A command calls this before it exits; with
+/// roll-ups not detached, no repack outlives it.
 pub fn finish_roll_up() {
     // Whatever this thread still keeps was written for refs it will not update now.
     release_keeps();
@@ -650,6 +696,38 @@ mod tests {
         (dir, common, objects)
     }
 
+    /// A detached roll-up is not waited for: [`finish_roll_up`] returns while git still holds
+    /// the lock, the repack ends on its own (its messages in `hyperion/repack.log`), and every
+    /// object is still there.
+    #[test]
+    fn a_detached_roll_up_outlives_the_wait_for_it() {
+        let (dir, common, objects) = repo();
+        let mut ids = Vec::new();
+        for p in 0..PACKS_BEFORE_ROLL_UP {
+            let mut pack = PackBuilder::new();
+            // Some weight, so that the repack takes a moment.
+            ids.push(pack.add(Kind::Blob, vec![p as u8; 256 << 10]));
+            pack.write(&objects).expect("write");
+        }
+        settle();
+        roll_up_at(&common, true);
+        let started = std::time::Instant::now();
+        finish_roll_up();
+        let lock = std::fs::File::open(common.join("hyperion/repack.lock")).expect("lock file");
+        let held = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared);
+        assert!(
+            held.is_err(),
+            "the repack still runs once the wait returned"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockShared)
+            .expect("the repack ends on its own");
+        assert!(common.join("hyperion/repack.log").exists());
+        for id in ids {
+            git(dir.path(), &["cat-file", "-e", &id.to_string()]);
+        }
+    }
+
     /// Many small packs are rolled up by a `git repack` that runs while this process goes on,
     /// holding `hyperion/repack.lock` for as long as it runs; [`finish_roll_up`] waits for it.
     #[test]
@@ -673,7 +751,7 @@ mod tests {
                 .count()
         };
         assert_eq!(count(), PACKS_BEFORE_ROLL_UP);
-        roll_up_at(&common);
+        roll_up_at(&common, false);
         let lock = std::fs::File::open(common.join("hyperion/repack.lock")).expect("lock file");
         let held = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared);
         assert!(held.is_err(), "git holds the lock while it runs");

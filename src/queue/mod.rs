@@ -197,6 +197,7 @@ impl Queue {
     }
 
     pub fn with_settings(store: Store, settings: Settings) -> Queue {
+        crate::git::pack::detach_roll_ups(settings.auto_detach);
         Queue {
             store,
             settings,

@@ -81,6 +81,11 @@ pub const KEYS: &[Key] = &[
         help: "branches `ingest` turns into requests when given none (multi-valued; refs/heads/ or refs/remotes/ only)",
     },
     Key {
+        name: "hyperion.autoDetach",
+        default: "true",
+        help: "a roll-up of small packs (`git repack --geometric`) a command starts goes on after it exits, as git's auto gc does; false: the command waits for it",
+    },
+    Key {
         name: "hyperion.landingWait",
         default: "10s",
         help: "how long a landing onto a checked-out branch waits for another one in progress",
@@ -109,6 +114,8 @@ pub struct Settings {
     pub landing_wait: Duration,
     /// `hyperion.ingest.pattern`: the refs `ingest` reads when given none, as full patterns.
     pub ingest_patterns: Vec<String>,
+    /// `hyperion.autoDetach`: roll-ups of small packs outlive the command that started them.
+    pub auto_detach: bool,
 }
 
 impl Default for Settings {
@@ -128,6 +135,7 @@ impl Default for Settings {
             approvers: Vec::new(),
             landing_wait: Duration::from_secs(10),
             ingest_patterns: vec![crate::queue::ingest::DEFAULT_PATTERN.to_owned()],
+            auto_detach: true,
         }
     }
 }
@@ -217,6 +225,13 @@ impl Settings {
                     })
                 })
                 .collect::<Result<_>>()?;
+        }
+        let detach = config.plumbing().boolean("hyperion.autoDetach");
+        if let Some(v) = detach.map_err(|e| Error::Config {
+            key: "hyperion.autoDetach".into(),
+            message: format!("not a boolean: {e}"),
+        })? {
+            s.auto_detach = v;
         }
         if let Some(v) = get("hyperion.maxRebuilds") {
             s.max_rebuilds = v.trim().parse().map_err(|_| Error::Config {

@@ -36,7 +36,15 @@ impl TestRepo {
         r.git(&["add", "README.md"]);
         r.git(&["commit", "-q", "-m", "initial"]);
         r.ok(&["init"]);
+        r.settle_roll_ups();
         r
+    }
+
+    /// A roll-up of small packs a command starts ends with it (`hyperion.autoDetach=false`):
+    /// a test that looks at the packs, or runs `git fsck`, right after a command finds them
+    /// settled. `many_small_packs_are_rolled_up` (tests/cli.rs) tests the default.
+    fn settle_roll_ups(&self) {
+        self.git(&["config", "hyperion.autoDetach", "false"]);
     }
 
     /// A bare repository (as on a server or CI mirror).
@@ -48,6 +56,7 @@ impl TestRepo {
         };
         r.git(&["init", "-q", "--bare", "-b", "main"]);
         r.ok(&["init", "--target", "main"]);
+        r.settle_roll_ups();
         r
     }
 
