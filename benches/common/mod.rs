@@ -318,6 +318,7 @@ pub fn add_request(i: usize, salt: &str) -> ChangeRequest {
             patch,
         }],
         checks: vec![],
+        depends_on: vec![],
     }
 }
 

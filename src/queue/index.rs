@@ -710,7 +710,7 @@ impl Index {
     }
 
     fn put_entry(&mut self, tip: ObjectId, record: &Record) -> Result<()> {
-        let json = serde_json::to_vec(record).expect("a Record always serialises");
+        let json = serde_json::to_vec(&record.to_store()).expect("a Record always serialises");
         let slot = Slot {
             tip,
             class: class_of(record.status),

@@ -809,6 +809,7 @@ fn commit_object(
     record: &Record,
 ) -> gix::objs::Commit {
     let sig = signature(&event.actor, event.at);
+    let record = &record.to_store();
     let message = format!(
         "{}\n\n{}\n\n{}\n",
         event.summary(id),

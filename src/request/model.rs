@@ -37,6 +37,12 @@ pub struct ChangeRequest {
     pub changes: Vec<Change>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<String>,
+    /// Requests this one builds on, as submitted: request ids (full or a unique prefix) or
+    /// task ids (the newest request of that task). They land first; this one is validated
+    /// and applied on top of them (see docs/lifecycle.md#stacked-requests). The resolved
+    /// ids are in the record ([`Record::depends_on`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 fn default_priority() -> u8 {
@@ -234,16 +240,20 @@ pub enum DeadClass {
     Environment,
     /// A person refused it while it awaited approval (`reject`).
     Rejected,
+    /// A request it depends on died, was rolled back or is gone, so it cannot land as made
+    /// (`request.dependency_dead`).
+    Dependency,
 }
 
 impl DeadClass {
-    pub const ALL: [DeadClass; 6] = [
+    pub const ALL: [DeadClass; 7] = [
         DeadClass::Validation,
         DeadClass::Apply,
         DeadClass::Check,
         DeadClass::Lease,
         DeadClass::Environment,
         DeadClass::Rejected,
+        DeadClass::Dependency,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -254,6 +264,7 @@ impl DeadClass {
             DeadClass::Lease => "lease",
             DeadClass::Environment => "environment",
             DeadClass::Rejected => "rejected",
+            DeadClass::Dependency => "dependency",
         }
     }
 
@@ -319,6 +330,15 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
     pub dedupe_key: String,
+    /// The full ids of the requests it depends on, resolved at enqueue from the request's
+    /// `depends_on`: it is not leased before every one of them is `applied`, and it dies
+    /// (`request.dependency_dead`) when one of them dies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Derived, never stored: the predecessors that have not landed yet, as `list` and
+    /// `show` see them (see [`Record::depends_on`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
 }
 
 impl Record {
@@ -347,6 +367,20 @@ impl Record {
             approval_tiers: Vec::new(),
             approved_by: None,
             dedupe_key: req.dedupe_key(),
+            depends_on: Vec::new(),
+            waiting_for: Vec::new(),
+        }
+    }
+
+    /// This record as it is stored: without what is derived when it is read
+    /// ([`Record::waiting_for`]).
+    pub fn to_store(&self) -> std::borrow::Cow<'_, Record> {
+        if self.waiting_for.is_empty() {
+            std::borrow::Cow::Borrowed(self)
+        } else {
+            let mut r = self.clone();
+            r.waiting_for.clear();
+            std::borrow::Cow::Owned(r)
         }
     }
 
@@ -404,6 +438,8 @@ pub enum Action {
     Reject,
     /// A worker found no valid approval at lease time (`leased -> awaiting_approval`).
     Hold,
+    /// A request it depends on died: it cannot land (`pending -> dead`, class `dependency`).
+    Cancel,
 }
 
 impl Action {
@@ -422,6 +458,7 @@ impl Action {
             Action::Approve => "approve",
             Action::Reject => "reject",
             Action::Hold => "hold",
+            Action::Cancel => "cancel",
         }
     }
 }

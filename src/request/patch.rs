@@ -805,6 +805,7 @@ pub fn wrap(
         file_targets,
         changes,
         checks: checks.to_vec(),
+        depends_on: Vec::new(),
     })
 }
 

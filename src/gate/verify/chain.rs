@@ -67,6 +67,7 @@ const FIXED: &[&str] = &[
     "target",
     "created_at",
     "dedupe_key",
+    "depends_on",
 ];
 /// The fields that describe a lease.
 const LEASE: &[&str] = &["lease_owner", "leased_until", "lease_secs"];
@@ -488,6 +489,15 @@ impl<'a> Checker<'a> {
                 ));
             }
         }
+        // Which requests `depends_on` named is the enqueuing side's judgement (a task id
+        // resolves to the newest request of the task then); that it names full ids, at most
+        // one per entry, is the form. The worker lands it only on top of them.
+        let deps = &root.record.depends_on;
+        if deps.len() <= req.depends_on.len()
+            && deps.iter().all(|d| crate::request::model::is_id(d))
+        {
+            expected.depends_on = deps.clone();
+        }
         if req.id() != id {
             // Reported above; the record's id and key would only say it again.
             expected.id = root.record.id.clone();
@@ -851,6 +861,21 @@ impl<'a> Checker<'a> {
                     ));
                 }
             }
+            Action::Cancel => {
+                expected.dead_class = Some(DeadClass::Dependency);
+                expected.error = r.error.clone();
+                let dead = Some(Code::RequestDependencyDead.as_str());
+                let coded =
+                    ev.code.as_deref() == dead && r.error.as_ref().map(|e| e.code.as_str()) == dead;
+                if !coded {
+                    problems.push(forged(
+                        Code::ChainRecordMismatch,
+                        format!(
+                            "{here}: a cancel needs code request.dependency_dead in its event and record"
+                        ),
+                    ));
+                }
+            }
             Action::Enqueue => {}
         }
         if ev.leased_until != event_until {
@@ -1060,6 +1085,7 @@ fn action_fits(action: Action, from: Option<Status>, to: Status) -> bool {
             | (Fail | Expire, Some(Leased), Dead)
             | (Requeue, Some(Dead), Pending | AwaitingApproval)
             | (Rollback, Some(Applied), RolledBack)
+            | (Cancel, Some(Pending), Dead)
     )
 }
 
