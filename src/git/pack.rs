@@ -493,6 +493,21 @@ pub fn memory_pack(repo: &gix::Repository) -> std::io::Result<Option<(Vec<u8>, V
     pack.encode().map(|(p, i, _)| Some((p, i)))
 }
 
+/// Run `f` with objects it writes held apart and dropped afterwards: trees built only to be
+/// looked at (enqueue's view of a target with a request's predecessors applied) never reach
+/// the disk. What memory held before is kept as it was.
+pub fn scratch<T>(repo: &gix::Repository, f: impl FnOnce() -> T) -> T {
+    let before = repo.objects.reset_object_memory();
+    let out = f();
+    repo.objects.reset_object_memory();
+    if let Some(before) = before {
+        for (id, (kind, data)) in before.iter() {
+            let _ = gix::objs::Write::write_buf_with_known_id(&repo.objects, *kind, data, *id);
+        }
+    }
+    out
+}
+
 /// Drop the objects held in memory (a dry run's commits): nothing points at them.
 pub fn discard(repo: &gix::Repository) {
     repo.objects.reset_object_memory();

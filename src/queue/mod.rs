@@ -12,6 +12,7 @@
 //! [`ingest`] (pushed branches) and [`spool`] (a watched directory).
 
 pub mod archive;
+pub mod depends;
 pub mod index;
 pub mod ingest;
 pub mod lost;
@@ -357,7 +358,6 @@ impl Queue {
             Target,
             std::result::Result<(Tip, crate::request::policy::Policy), crate::Problem>,
         > = std::collections::HashMap::new();
-        let mut out = Vec::with_capacity(reqs.len());
         // A request refused for its target is not judged by any branch's policy; what it
         // would store is still scanned for secrets, with the built-in rules.
         let refused = |req: &ChangeRequest, p: crate::Problem| {
@@ -373,11 +373,12 @@ impl Queue {
             );
             problems
         };
+        let mut targets = Vec::with_capacity(reqs.len());
         for req in reqs {
             let target = match Target::of_request(req.target.as_deref(), &self.settings.target) {
                 Ok(t) => t,
                 Err(p) => {
-                    out.push(refused(req, p));
+                    targets.push(Err(p));
                     continue;
                 }
             };
@@ -395,15 +396,66 @@ impl Queue {
                 };
                 tips.insert(target.clone(), resolved);
             }
-            out.push(match &tips[&target] {
-                Ok((tip, policy)) => {
-                    crate::request::validate::against_target(repo, req, Some(tip.tree), policy)
-                }
-                Err(p) if req.target.is_some() => refused(req, p.clone().at("/target")),
-                Err(p) => refused(req, p.clone()),
-            });
+            targets.push(Ok(target));
         }
-        Ok(out)
+        // Stacked requests are judged on top of their predecessors (`queue::depends`): the
+        // trees built for that are looked at, never written.
+        let plan = match reqs.iter().any(|r| !r.depends_on.is_empty()) {
+            true => Some(self.resolve_dependencies(reqs)?),
+            false => None,
+        };
+        crate::git::pack::scratch(repo, || {
+            let bases = match &plan {
+                Some(plan) => self.dependency_bases(repo, reqs, plan, &|i| match targets[i]
+                    .as_ref()
+                    .ok()
+                    .map(|t| &tips[t])
+                {
+                    Some(Ok((tip, policy))) => Some((tip.tree, policy.clone())),
+                    _ => None,
+                })?,
+                None => vec![None; reqs.len()],
+            };
+            let mut out = Vec::with_capacity(reqs.len());
+            for (i, req) in reqs.iter().enumerate() {
+                let target = match &targets[i] {
+                    Ok(t) => t,
+                    Err(p) => {
+                        out.push(refused(req, p.clone()));
+                        continue;
+                    }
+                };
+                // A request's own changes are always judged in full; a dependency problem
+                // leaves only the tree to judge them against unknown.
+                let own = |policy| crate::request::validate::check_policy(req, policy, None);
+                out.push(match &tips[target] {
+                    Ok((tip, policy)) => match (plan.as_ref().map(|p| &p.deps[i]), &bases[i]) {
+                        (Some(Err(problems)), _) => {
+                            let mut all = problems.clone();
+                            all.extend(own(policy));
+                            all
+                        }
+                        (_, Some(Err(problem))) => {
+                            let mut all = vec![problem.clone()];
+                            all.extend(own(policy));
+                            all
+                        }
+                        (_, Some(Ok(base))) => {
+                            crate::request::validate::against_target(repo, req, Some(*base), policy)
+                        }
+                        (_, None) => crate::request::validate::against_target(
+                            repo,
+                            req,
+                            Some(tip.tree),
+                            policy,
+                        ),
+                    },
+                    Err(p) if req.target.is_some() => refused(req, p.clone().at("/target")),
+                    Err(p) => refused(req, p.clone()),
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// The risk tiers of each request (see [`crate::request::tiers`]), judged by its target's policy
@@ -491,6 +543,17 @@ impl Queue {
                 });
             }
         }
+        // Predecessors are stored before the requests that build on them, so that they are
+        // also ahead of them in the queue.
+        let ordered: Vec<ChangeRequest>;
+        let requests = match all.iter().any(|r| !r.depends_on.is_empty()) {
+            true => {
+                let plan = self.resolve_dependencies(&all)?;
+                ordered = plan.order.iter().map(|&i| requests[i].clone()).collect();
+                &ordered[..]
+            }
+            false => requests,
+        };
         drop(all);
         let ids: Vec<String> = requests.iter().map(ChangeRequest::id).collect();
         let chunks = requests
@@ -577,13 +640,39 @@ impl Queue {
         // A request whose risk tier needs a person waits for one, out of the ready queue.
         let all: Vec<&ChangeRequest> = requests.iter().collect();
         let assessments = self.assess(&all)?;
+        // The predecessors each depends on, as full ids: of this chunk or stored before.
+        let depends: Vec<Vec<String>> = match all.iter().any(|r| !r.depends_on.is_empty()) {
+            true => {
+                let plan = self.resolve_dependencies(&all)?;
+                let mut depends = Vec::with_capacity(requests.len());
+                for (req, deps) in requests.iter().zip(plan.deps) {
+                    match deps {
+                        Ok(d) => depends.push(d),
+                        Err(problems) => {
+                            return Err(Error::Rejected {
+                                source_name: format!(
+                                    "{} ({})",
+                                    req.id(),
+                                    crate::request::secrets::redact(&req.title)
+                                ),
+                                problems,
+                            });
+                        }
+                    }
+                }
+                depends
+            }
+            false => vec![Vec::new(); requests.len()],
+        };
         let mut ix = self.index()?;
         let prepared: Vec<(Record, Event)> = requests
             .iter()
             .zip(&assessments)
-            .map(|(req, assessment)| {
+            .zip(depends)
+            .map(|((req, assessment), depends_on)| {
                 let now = self.now();
                 let mut record = Record::new(req, now);
+                record.depends_on = depends_on;
                 let mut event = Event {
                     action: Action::Enqueue,
                     from: None,
@@ -744,36 +833,70 @@ impl Queue {
         let mut leased = 0;
         let mut failure = None;
         let mut pages = crate::git::os::PageBudget;
+        // Stacked requests: taken only once their predecessors have landed, or when they are
+        // taken before them in this very call (the same batch, landed in order).
+        let mut deps = depends::Dequeue::default();
         while leased < batch {
             // Take as many candidates as leases are missing (more only after a lost race), at
             // most a chunk, prepare them, write their objects as one pack (at the first ref
             // update, kept until the last), then move their refs one by one.
             let missing = (batch - leased).min(crate::queue::store::chunk());
-            let candidates: Vec<(ObjectId, Record)> = match (&mut from_refs, ix.as_ref()) {
-                (Some(refs), _) => refs.by_ref().take(missing).collect(),
-                (None, Some(ix)) => {
-                    let mut v = Vec::with_capacity(missing);
-                    for item in ix.pending(&self.store) {
-                        let (tip, r) = item?;
-                        if r.is_ready(now) && !tried.contains(&r.id) {
-                            v.push((tip, r));
-                            if v.len() == missing {
-                                break;
-                            }
+            let mut candidates: Vec<(ObjectId, Record)> = Vec::with_capacity(missing);
+            let mut orphans: Vec<(ObjectId, Record, ErrorInfo)> = Vec::new();
+            let mut judge = |tip: ObjectId, r: Record, ix: Option<&Index>| -> Result<bool> {
+                match deps.judge(self, ix, &r)? {
+                    depends::Readiness::Ready => {
+                        deps.plan(&r.id);
+                        candidates.push((tip, r));
+                        Ok(candidates.len() == missing)
+                    }
+                    depends::Readiness::Waiting => Ok(false),
+                    depends::Readiness::Orphaned(error) => {
+                        deps.dead(&r.id);
+                        orphans.push((tip, r, error));
+                        Ok(false)
+                    }
+                }
+            };
+            match (&mut from_refs, ix.as_ref()) {
+                (Some(refs), _) => {
+                    for (tip, r) in refs.by_ref() {
+                        if judge(tip, r, None)? {
+                            break;
                         }
                     }
-                    v
                 }
-                (None, None) => Vec::new(),
-            };
-            if candidates.is_empty() {
+                (None, Some(ix)) => {
+                    for item in ix.pending(&self.store) {
+                        let (tip, r) = item?;
+                        if r.is_ready(now) && tried.insert(r.id.clone()) && judge(tip, r, Some(ix))?
+                        {
+                            break;
+                        }
+                    }
+                }
+                (None, None) => {}
+            }
+            if candidates.is_empty() && orphans.is_empty() {
                 break;
             }
             let _hold = crate::git::pack::hold();
+            // Requests whose predecessor died cannot land as they were made: dead letters.
+            for (tip, r, error) in orphans {
+                let (mut next, mut event) = self.cancelled(&r, worker, error);
+                match self.transition(&mut ix, tip, &mut next, &mut event, &mut [], false) {
+                    Ok(_) => {
+                        tracing::info!(request = %r.id, worker, "predecessor died; cancelled")
+                    }
+                    Err(Error::Conflict { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(request = %r.id, worker, error = %e, "could not cancel; skipped")
+                    }
+                }
+            }
             let mut prepared = Vec::new();
             for (tip, current) in candidates {
                 pages.read_one();
-                tried.insert(current.id.clone());
                 let (mut next, mut event) = self.leased(&current, worker, lease);
                 match self.prepare(tip, &mut next, &mut event, &mut [], false) {
                     Ok(commit) => prepared.push((tip, commit, next, event)),
@@ -784,10 +907,15 @@ impl Queue {
                 }
             }
             for (tip, commit, next, event) in prepared {
+                // A predecessor of this batch that could not be leased: not without it.
+                if !deps.may_lease(&next) {
+                    continue;
+                }
                 match self.finish(&mut ix, tip, commit, &next, &event) {
                     Ok(()) => {
                         tracing::info!(request = %next.id, task = %next.task_id, worker, "leased");
                         leased += 1;
+                        deps.leased(&next.id);
                         each(next);
                     }
                     Err(Error::Conflict { .. }) => {
@@ -811,6 +939,28 @@ impl Queue {
             Some(e) if leased == 0 => Err(e),
             _ => Ok(leased),
         }
+    }
+
+    /// The record and event of pending `r` dying because a predecessor died (`error`).
+    fn cancelled(&self, r: &Record, worker: &str, error: ErrorInfo) -> (Record, Event) {
+        let now = self.now();
+        let mut next = r.clone();
+        next.status = Status::Dead;
+        next.dead_class = Some(DeadClass::Dependency);
+        next.updated_at = now;
+        let event = Event {
+            action: Action::Cancel,
+            from: Some(Status::Pending),
+            to: Status::Dead,
+            actor: format!("worker:{worker}"),
+            worker: None,
+            reason: Some(error.message.clone()),
+            code: Some(error.code.clone()),
+            at: now,
+            leased_until: None,
+        };
+        next.error = Some(error);
+        (next, event)
     }
 
     /// The record and event of `worker` leasing `current` for `lease`.
@@ -845,6 +995,22 @@ impl Queue {
         let lease = self.lease_length(lease)?;
         check_worker(worker)?;
         let (id, tip, current) = self.resolve_in(id, Status::Pending)?;
+        // Not before its predecessors: they land first.
+        let why = match depends::Dequeue::default().judge(self, None, &current)? {
+            depends::Readiness::Ready => None,
+            depends::Readiness::Waiting => Some(format!(
+                "every predecessor landed (it waits for {})",
+                self.waiting_for(&current)?.join(", ")
+            )),
+            depends::Readiness::Orphaned(e) => Some(format!("live predecessors ({})", e.message)),
+        };
+        if let Some(expected) = why {
+            return Err(Error::WrongState {
+                id,
+                actual: current.status,
+                expected,
+            });
+        }
         let (next, event) = self.leased(&current, worker, lease);
         self.apply_transition(id, tip, next, event)
     }
@@ -1397,15 +1563,27 @@ impl Queue {
         // Resolve every id before changing anything, so a typo changes nothing.
         let mut targets = Vec::new();
         let mut requests = Vec::new();
+        let mut reasons = Vec::new();
         for id in ids {
             let (id, tip, record) = self.resolve_in(id, Status::Dead)?;
             requests.push(self.store.read_request(&id, tip)?);
             targets.push((tip, record));
+            reasons.push(reason.to_owned());
+        }
+        // Stacked requests that died with a predecessor come back with it, and wait for it.
+        let named: std::collections::HashSet<String> =
+            targets.iter().map(|(_, r)| r.id.clone()).collect();
+        for (dependent, on) in self.orphans_of(&named)? {
+            let (id, tip, record) = self.resolve_in(&dependent, Status::Dead)?;
+            requests.push(self.store.read_request(&id, tip)?);
+            targets.push((tip, record));
+            reasons.push(format!("{reason} (with its predecessor {on})"));
         }
         let assessments = self.assess(&requests.iter().collect::<Vec<_>>())?;
         let mut ix = self.index()?;
         let mut out = Vec::new();
-        for ((tip, r), assessment) in targets.into_iter().zip(assessments) {
+        for (((tip, r), assessment), reason) in targets.into_iter().zip(assessments).zip(reasons) {
+            let reason = reason.as_str();
             let now = self.now();
             let mut next = r.clone();
             let waits = r.dead_class == Some(DeadClass::Rejected) || assessment.needs_approval();
@@ -1462,10 +1640,33 @@ impl Queue {
         let ix = self.index()?;
         let snap = self.snapshot(ix.as_ref());
         self.done(ix)?;
-        let mut records: Vec<Record> = snap?
-            .entries
+        let entries = snap?.entries;
+        // What a stacked request waits for, from the same read of every record.
+        let landed: std::collections::HashMap<&str, bool> = entries
+            .iter()
+            .filter(|(_, r)| r.status == Status::Applied || !r.depends_on.is_empty())
+            .map(|(_, r)| (r.id.as_str(), r.status == Status::Applied))
+            .collect();
+        let waiting: Vec<Vec<String>> = entries
+            .iter()
+            .map(|(_, r)| match r.status {
+                Status::Pending | Status::AwaitingApproval => r
+                    .depends_on
+                    .iter()
+                    .filter(|d| landed.get(d.as_str()) != Some(&true))
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        drop(landed);
+        let mut records: Vec<Record> = entries
             .into_iter()
-            .map(|(_, r)| r)
+            .zip(waiting)
+            .map(|((_, mut r), waiting_for)| {
+                r.waiting_for = waiting_for;
+                r
+            })
             .filter(|r| filter.matches(r))
             .collect();
         records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -1477,7 +1678,10 @@ impl Queue {
 
     /// Record, history and artifacts of one request (`id` may be a unique prefix).
     pub fn show(&self, id: &str) -> Result<Details> {
-        let (id, tip, record) = self.resolve(id)?;
+        let (id, tip, mut record) = self.resolve(id)?;
+        if matches!(record.status, Status::Pending | Status::AwaitingApproval) {
+            record.waiting_for = self.waiting_for(&record)?;
+        }
         let history = self.store.history(&id, tip)?;
         Ok(Details {
             record,
@@ -1514,11 +1718,19 @@ impl Queue {
         let cutoff = self.now() - jiff::SignedDuration::try_from(age).expect("age fits");
         // Only the old ones are kept, as they are read (not every record at once).
         let ix = self.index()?;
+        // A finished request that a live one depends on stays until that one is finished:
+        // the queue reads its status to let it go (or die) after it.
+        let mut needed = std::collections::HashSet::new();
         let old = self.records_where(ix.as_ref(), |tip, r| {
-            (r.status.is_final() && r.updated_at < cutoff).then_some((tip, r.id))
+            if !r.status.is_final() {
+                needed.extend(r.depends_on);
+                return None;
+            }
+            (r.updated_at < cutoff).then_some((tip, r.id))
         });
         self.done(ix)?;
-        let old = old?;
+        let mut old = old?;
+        old.retain(|(_, id)| !needed.contains(id));
         let mut collected = Collected {
             archived: old.iter().map(|(_, id)| id.clone()).collect(),
             archive: None,
