@@ -391,6 +391,23 @@ impl<'q> Worker<'q> {
         stop: &Stop,
         on_progress: &mut dyn FnMut(&Progress),
     ) {
+        // A stacked request lands only on top of its predecessors: one leased in this batch
+        // and decided otherwise (dead, retried, given back, lost) takes it out of the batch;
+        // the queue then has it wait, or die with its predecessor.
+        let not_landed = record.depends_on.iter().find(|dep| {
+            decided
+                .iter()
+                .any(|d| d.record.id == **dep && !matches!(d.verdict, Verdict::Land { .. }))
+        });
+        if let Some(dep) = not_landed {
+            let reason = format!("its predecessor {dep} did not land in this batch");
+            decided.push(Decided {
+                record,
+                verdict: Verdict::Release { reason },
+                started,
+            });
+            return;
+        }
         let (gate, onto) = match self.gate_for(chains, &req) {
             Ok(found) => found,
             Err(verdict) => {
