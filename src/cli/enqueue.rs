@@ -45,6 +45,11 @@ pub struct Args {
     /// Priority 0..9 for --patch (9 most urgent).
     #[arg(long, requires = "patch", value_parser = clap::value_parser!(u8).range(0..=9))]
     priority: Option<u8>,
+    /// For --patch: a request this one builds on (repeatable), by id (or unique prefix) or
+    /// task id (the newest request of that task). It lands after them, and is validated on
+    /// top of them.
+    #[arg(long = "depends-on", value_name = "ID|TASK", requires = "patch")]
+    depends_on: Vec<String>,
     /// Store a request even if gc archived its id: a new chain under the id (the archived
     /// one can then not be restored under it).
     #[arg(long)]
@@ -387,6 +392,7 @@ fn wrap(args: &Args, path: &Path) -> CmdResult<Loaded> {
         priority: args.priority,
         description: None,
         target: None,
+        depends_on: &args.depends_on,
     };
     Ok(wrap_text(&text, path.display().to_string(), &wrap))
 }
@@ -401,6 +407,8 @@ pub struct Wrap<'a> {
     pub priority: Option<u8>,
     pub description: Option<String>,
     pub target: Option<String>,
+    /// `depends_on` of the request (see [`hyperion::queue::depends`]).
+    pub depends_on: &'a [String],
 }
 
 /// Wrap raw diff text into a request (`hyperion::request::patch::wrap`) and put it through the same
@@ -414,6 +422,7 @@ pub fn wrap_text(text: &str, source: String, w: &Wrap) -> Loaded {
                 }
                 req.description.clone_from(&w.description);
                 req.target.clone_from(&w.target);
+                req.depends_on = w.depends_on.to_vec();
                 // The wrapped request goes through the same validation as a submitted one.
                 let value = serde_json::to_value(&req).expect("a ChangeRequest serialises");
                 hyperion::request::validate::check_value(&value)

@@ -124,6 +124,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
                     priority: b.priority,
                     description: Some(b.description.clone()),
                     target: request_target.clone(),
+                    depends_on: &[],
                 };
                 let wrapped = enqueue::wrap_text(&b.diff, refname, &wrap);
                 if let Some(e) = enqueue::stored_duplicate(queue, &wrapped)? {

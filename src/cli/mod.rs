@@ -249,6 +249,8 @@ pub fn print_records(ctx: &Ctx, records: &[Record]) {
     for r in records {
         let status = match r.dead_class {
             Some(c) => format!("{}:{c}", r.status),
+            // A stacked request whose predecessors have not all landed.
+            None if !r.waiting_for.is_empty() => format!("{}:waiting", r.status),
             None => r.status.to_string(),
         };
         println!(

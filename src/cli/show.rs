@@ -58,6 +58,12 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     if let Some(a) = &r.approved_by {
         println!("approved  by {a}");
     }
+    if !r.depends_on.is_empty() {
+        println!("depends   on {}", r.depends_on.join(", "));
+    }
+    if !r.waiting_for.is_empty() {
+        println!("waiting   for {} to land first", r.waiting_for.join(", "));
+    }
     if let Some(e) = &r.error {
         println!("error     [{}] {}", e.code, e.message);
     }
