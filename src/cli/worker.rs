@@ -62,6 +62,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             status: Some(Status::Pending),
             ..Filter::default()
         })?;
+        // A stacked request waiting for a predecessor is not ready: it would be judged on
+        // top of it, which a dry run does not build.
+        ready.retain(|r| r.waiting_for.is_empty());
         ready.sort_by_key(|r| r.queue_key());
         if args.once {
             ready.truncate(args.batch_size.max(1));
