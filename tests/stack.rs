@@ -120,6 +120,9 @@ fn a_request_editing_a_file_its_predecessor_adds_is_accepted_waits_and_lands_aft
     assert!(line.contains("pending:waiting"), "{text}");
     let shown = repo.ok(&["show", &b]);
     assert!(shown.contains(&format!("waiting   for {a}")), "{shown}");
+    // Not ready, so not in a dry run either.
+    let dry = repo.ok(&["worker", "--dry-run", "--format", "json"]);
+    assert!(dry.contains(&a) && !dry.contains(&b), "{dry}");
 
     // Only the predecessor can be had; the dependent waits, also for `apply`.
     let leased = repo.json(&["dequeue", "--worker", "w1", "--batch", "1"]);

@@ -34,15 +34,6 @@ pub struct Plan {
     pub order: Vec<usize>,
 }
 
-impl Plan {
-    /// Whether any request of the submission names a dependency.
-    pub fn any(&self) -> bool {
-        self.deps
-            .iter()
-            .any(|d| d.as_ref().map_or(true, |v| !v.is_empty()))
-    }
-}
-
 /// A predecessor as found.
 enum Found {
     Batch(usize),

@@ -1641,11 +1641,13 @@ impl Queue {
         let snap = self.snapshot(ix.as_ref());
         self.done(ix)?;
         let entries = snap?.entries;
-        // What a stacked request waits for, from the same read of every record.
+        // What a stacked request waits for, from the same read of every record (a queue
+        // without one pays nothing for it).
+        let stacked = entries.iter().any(|(_, r)| !r.depends_on.is_empty());
         let landed: std::collections::HashMap<&str, bool> = entries
             .iter()
-            .filter(|(_, r)| r.status == Status::Applied || !r.depends_on.is_empty())
-            .map(|(_, r)| (r.id.as_str(), r.status == Status::Applied))
+            .filter(|(_, r)| stacked && r.status == Status::Applied)
+            .map(|(_, r)| (r.id.as_str(), true))
             .collect();
         let waiting: Vec<Vec<String>> = entries
             .iter()
