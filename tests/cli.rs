@@ -48,6 +48,32 @@ fn enqueue_prints_the_id_and_is_idempotent() {
     );
 }
 
+/// A duplicate is accepted whatever became of the stored request: once it landed, its patch
+/// (adding a file) no longer applies to the target, and submitting it again is still exit 0,
+/// the same id, nothing stored — not a validation error. A request differing in one byte is
+/// a new request and is checked in full (the file exists now: refused).
+#[test]
+fn a_landed_request_submitted_again_is_a_duplicate() {
+    let repo = TestRepo::new();
+    let f = repo.write("r.json", &request(1, "a"));
+    let id = repo.ok(&["enqueue", f.to_str().unwrap()]).trim().to_owned();
+    repo.ok(&["worker", "--drain"]);
+    assert_eq!(repo.json(&["show", &id])["record"]["status"], "applied");
+    let refs = repo.hyperion_refs();
+    let out = repo.run(&["enqueue", f.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+    assert!(stderr.contains("already enqueued (applied)"), "{stderr}");
+    assert_eq!(repo.hyperion_refs(), refs, "a duplicate changes no ref");
+    let mut other = request(1, "a");
+    other["title"] = "change 1 a, again".into();
+    let g = repo.write("other.json", &other);
+    let (_, err) = repo.fails(&["enqueue", g.to_str().unwrap()], 1);
+    assert!(err.contains("operation."), "{err}");
+    assert_eq!(repo.hyperion_refs(), refs);
+}
+
 #[test]
 fn a_directory_is_enqueued_in_name_order_and_stdin_works() {
     let repo = TestRepo::new();

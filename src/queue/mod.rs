@@ -332,11 +332,35 @@ impl Queue {
     /// [`crate::request::validate::against_target`] with that branch's tree and the policy of its tip —
     /// never a policy the request brings. An invalid policy file fails the whole call
     /// (`policy.invalid`).
+    ///
+    /// A request stored already (its id has a ref) has no problem here: submitting it again
+    /// stores nothing ([`Queue::enqueue`]), whatever became of it — once it landed, its patch
+    /// no longer applies to the target, and the duplicate is still not an error. The id is
+    /// derived from the whole content, so nothing unchecked gets in this way.
     pub fn check_against_targets(
         &self,
         reqs: &[&ChangeRequest],
     ) -> Result<Vec<Vec<crate::Problem>>> {
-        self.check_against_tips(reqs, &|_| None, None)
+        let mut stored = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            stored.push(self.store.tip(&req.id())?.is_some());
+        }
+        let new: Vec<&ChangeRequest> = reqs
+            .iter()
+            .zip(&stored)
+            .filter(|(_, stored)| !**stored)
+            .map(|(req, _)| *req)
+            .collect();
+        let mut checked = self.check_against_tips(&new, &|_| None, None)?.into_iter();
+        Ok(stored
+            .into_iter()
+            .map(|stored| match stored {
+                true => Vec::new(),
+                false => checked
+                    .next()
+                    .expect("one list of problems per new request"),
+            })
+            .collect())
     }
 
     /// [`Queue::check_against_targets`] with some branches elsewhere than their refs say:
