@@ -143,6 +143,7 @@ pub fn read_default_policy(ctx: &Ctx) {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    hyperion::request::validate::warm_up();
     read_default_policy(ctx);
     if args.patch.is_none()
         && !args.dry_run

@@ -144,6 +144,11 @@ struct Builtins {
     key_end: Regex,
 }
 
+/// Compile the built-in rules now (see [`crate::request::validate::warm_up`]).
+pub fn warm_up() {
+    builtins();
+}
+
 fn builtins() -> &'static Builtins {
     static B: OnceLock<Builtins> = OnceLock::new();
     B.get_or_init(|| {
