@@ -36,6 +36,10 @@ pub struct Args {
     /// Requests leased at a time; a batch lands with one update of the target branch.
     #[arg(long, value_name = "N", default_value_t = 16)]
     batch_size: usize,
+    /// Run the checks of up to N requests of a batch once, on their combined tree, and bisect
+    /// when it fails (default hyperion.checkBatch, 1: each request is checked on its own).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    check_batch: Option<u64>,
     /// Lease length (default hyperion.leaseDuration; at most hyperion.maxLease).
     #[arg(long, value_name = "DUR", value_parser = parse_duration_arg)]
     lease: Option<Duration>,
@@ -53,7 +57,10 @@ pub struct Args {
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let queue = ctx.queue()?;
     let id = args.id.clone().unwrap_or_else(worker::new_id);
-    let w = Worker::new(queue, id.clone(), args.lease);
+    let mut w = Worker::new(queue, id.clone(), args.lease);
+    if let Some(n) = args.check_batch {
+        w = w.with_check_batch(n as usize);
+    }
     let json = ctx.json();
     let print = |r: &Report| print_report(r, json);
 
@@ -89,6 +96,14 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         match p {
             Progress::Leased { id, task_id } => eprintln!("hyperion: leased {id} ({task_id})"),
             Progress::Check { id, name } => eprintln!("hyperion: {id}: running check {name}"),
+            Progress::CheckBatch {
+                requests,
+                tree,
+                name,
+            } => eprintln!(
+                "hyperion: running check {name} on {requests} request(s) at tree {}",
+                &tree[..tree.len().min(12)]
+            ),
             Progress::Sweep { returned } => {
                 eprintln!("hyperion: swept {returned} expired lease(s)")
             }

@@ -59,6 +59,14 @@ pub struct CheckSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
+    /// The tree the check ran on: the request's own commit's, or with batched checks
+    /// (`hyperion.checkBatch`) the combined tree of the requests checked together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree: Option<String>,
+    /// With batched checks: how many requests that tree combined on top of the target's tip
+    /// (this one and those before it in its batch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
 }
 
 /// What the worker did with one request.
@@ -88,9 +96,23 @@ pub struct Report {
 /// Long steps, for progress on a terminal.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    Leased { id: String, task_id: String },
-    Check { id: String, name: String },
-    Sweep { returned: usize },
+    Leased {
+        id: String,
+        task_id: String,
+    },
+    Check {
+        id: String,
+        name: String,
+    },
+    /// Batched checks: `name` runs on the combined tree of `requests` requests.
+    CheckBatch {
+        requests: usize,
+        tree: String,
+        name: String,
+    },
+    Sweep {
+        returned: usize,
+    },
 }
 
 /// Stop signals: `drain` finishes what is in hand and stops; `abort` also cancels running
@@ -174,6 +196,9 @@ pub struct Worker<'q> {
     /// The leases of the batch in hand, renewed while it is worked on.
     leases: leases::Leases,
     output: OutputLimit,
+    /// Requests whose checks run once on their combined tree (`hyperion.checkBatch`); 1:
+    /// each request's checks run on its own commit as it is built.
+    check_batch: usize,
 }
 
 /// The fate of a request decided inside the pipeline.
@@ -185,6 +210,9 @@ enum Verdict {
         checks: Vec<CheckSummary>,
         artifacts: Vec<Artifact>,
         recovered: bool,
+        /// Checks left to run on a tree holding this commit (batched checks, see
+        /// [`Worker::check_chain`]).
+        deferred: Vec<CheckCommand>,
     },
     Fail {
         class: DeadClass,
@@ -217,7 +245,16 @@ impl<'q> Worker<'q> {
             slot: std::cell::RefCell::new(None),
             leases: leases::Leases::default(),
             output: OutputLimit::default(),
+            check_batch: queue.settings().check_batch.max(1),
         }
+    }
+
+    /// Run the checks of up to `n` requests of a chain once, on their combined tree, and
+    /// bisect when they fail (instead of `hyperion.checkBatch`); 1 checks each request on
+    /// its own commit.
+    pub fn with_check_batch(mut self, n: usize) -> Worker<'q> {
+        self.check_batch = n.max(1);
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -296,7 +333,7 @@ impl<'q> Worker<'q> {
                 });
                 self.take(&mut batch, record, stop, on_progress)?;
             }
-            let flushed = self.flush(&mut batch);
+            let flushed = self.flush(&mut batch, stop, on_progress);
             self.leases.clear();
             for report in flushed? {
                 on_report(&report);
@@ -327,7 +364,7 @@ impl<'q> Worker<'q> {
         let mut batch = Batch::default();
         self.hold(std::slice::from_ref(record));
         self.take(&mut batch, record.clone(), stop, on_progress)?;
-        let flushed = self.flush(&mut batch);
+        let flushed = self.flush(&mut batch, stop, on_progress);
         self.leases.clear();
         Ok(flushed?.pop().expect("one request in, one report out"))
     }
@@ -429,7 +466,7 @@ impl<'q> Worker<'q> {
                 checks,
                 artifacts,
                 recovered: false,
-                ..
+                deferred,
             } => {
                 let built = Built {
                     record,
@@ -438,6 +475,7 @@ impl<'q> Worker<'q> {
                     files,
                     checks,
                     artifacts,
+                    deferred,
                     started,
                 };
                 match chains
@@ -500,9 +538,19 @@ impl<'q> Worker<'q> {
 
     /// Land every chain of the batch (one compare-and-swap of each target, one notes
     /// commit), then record every outcome (one pack for all the records).
-    fn flush(&self, batch: &mut Batch) -> Result<Vec<Report>> {
+    fn flush(
+        &self,
+        batch: &mut Batch,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Vec<Report>> {
         for chain in std::mem::take(&mut batch.chains) {
-            self.land_chain(chain, &mut batch.decided)?;
+            let mut next = Some(chain);
+            // With batched checks a chain may land in parts: what is left after a part
+            // landed comes back built on the new tip.
+            while let Some(chain) = next {
+                next = self.land_chain(chain, &mut batch.decided, stop, on_progress)?;
+            }
         }
         let mut decided = std::mem::take(&mut batch.decided);
         // Reports in the order the requests were leased (queue order).
@@ -511,8 +559,17 @@ impl<'q> Worker<'q> {
     }
 
     /// Move `chain`'s target from its base to its head, rebuilding on the new tip (bounded)
-    /// when another writer moved it first.
-    fn land_chain(&self, mut chain: Chain, decided: &mut Vec<Decided>) -> Result<()> {
+    /// when another writer moved it first. With batched checks, the chain's checks run first
+    /// on its combined tree ([`Worker::check_chain`]): only the part of it that passed lands,
+    /// and what comes after that part is returned, built again on the new tip, for the next
+    /// call.
+    fn land_chain(
+        &self,
+        mut chain: Chain,
+        decided: &mut Vec<Decided>,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Option<Chain>> {
         let repo = self.queue.store().repo();
         let max_rebuilds = self.queue.settings().max_rebuilds;
         let mut rebuilds = 0;
@@ -538,12 +595,89 @@ impl<'q> Worker<'q> {
             if lost_any {
                 match self.rebuild(chain, decided)? {
                     Some(c) => chain = c,
-                    None => return Ok(()),
+                    None => return Ok(None),
                 }
                 continue;
             }
             if chain.items.is_empty() {
-                return Ok(());
+                return Ok(None);
+            }
+            // Batched checks: what lands now is the part whose combined tree passed; the
+            // requests after it wait (built again on the new tip once that part landed).
+            let mut rest = Vec::new();
+            if chain.items.iter().any(|b| !b.deferred.is_empty()) {
+                match self.check_chain(&chain, stop, on_progress)? {
+                    Probed::Split {
+                        land,
+                        passed,
+                        culprit,
+                    } => {
+                        rest = chain.items.split_off(land);
+                        if let Some(verdict) = culprit {
+                            let b = rest.remove(0);
+                            decided.push(Decided {
+                                record: b.record,
+                                verdict,
+                                started: b.started,
+                            });
+                        }
+                        if let Some((checks, artifacts)) = passed {
+                            for b in &mut chain.items {
+                                b.checks = checks.clone();
+                                b.artifacts = artifacts.clone();
+                            }
+                        }
+                        chain.head = match chain.items.last() {
+                            Some(b) => b.commit,
+                            None => chain.gate.tip.commit,
+                        };
+                    }
+                    Probed::LeaseLost(ids) => {
+                        let (lost, held): (Vec<Built>, Vec<Built>) = chain
+                            .items
+                            .into_iter()
+                            .partition(|b| ids.contains(&b.record.id));
+                        for b in lost {
+                            decided.push(Decided {
+                                record: b.record,
+                                verdict: Verdict::LeaseLost,
+                                started: b.started,
+                            });
+                        }
+                        chain.items = held;
+                        match self.rebuild(chain, decided)? {
+                            Some(c) => chain = c,
+                            None => return Ok(None),
+                        }
+                        continue;
+                    }
+                    Probed::Release(reason) => {
+                        for b in chain.items {
+                            decided.push(Decided {
+                                record: b.record,
+                                verdict: Verdict::Release {
+                                    reason: reason.clone(),
+                                },
+                                started: b.started,
+                            });
+                        }
+                        return Ok(None);
+                    }
+                }
+                if chain.items.is_empty() {
+                    // The first request failed on its own: the rest is built again without it.
+                    chain.items = rest;
+                    return self.rebuild(chain, decided);
+                }
+                // The checks took long: a lease lost meanwhile is found now, as above.
+                if !chain
+                    .items
+                    .iter()
+                    .all(|b| self.queue.holds(&b.record.id, &self.id))
+                {
+                    chain.items.append(&mut rest);
+                    continue;
+                }
             }
             let reflog = match chain.items.as_slice() {
                 [one] => format!("hyperion: land {}", one.record.id),
@@ -565,8 +699,9 @@ impl<'q> Worker<'q> {
                 // The branch could not be moved (a live writer holds its lock, the disk
                 // failed): nothing landed; every request of the chain is retried later.
                 Err(land::Error::Failed(e)) => {
+                    chain.items.append(&mut rest);
                     retry_all(chain.items, e.code(), e.to_string(), decided);
-                    return Ok(());
+                    return Ok(None);
                 }
                 Ok(()) => {
                     tracing::info!(target = %chain.gate.tip.target, head = %chain.head, requests = chain.items.len(), "landed");
@@ -579,7 +714,7 @@ impl<'q> Worker<'q> {
                         // Landed all the same; notes are for people and can be added later.
                         tracing::warn!(target = %chain.gate.tip.target, error = %e, "could not add the notes");
                     }
-                    for b in chain.items {
+                    for b in std::mem::take(&mut chain.items) {
                         decided.push(Decided {
                             record: b.record,
                             verdict: Verdict::Land {
@@ -588,27 +723,142 @@ impl<'q> Worker<'q> {
                                 checks: b.checks,
                                 artifacts: b.artifacts,
                                 recovered: false,
+                                deferred: Vec::new(),
                             },
                             started: b.started,
                         });
                     }
-                    return Ok(());
+                    if rest.is_empty() {
+                        return Ok(None);
+                    }
+                    chain.items = rest;
+                    return self.rebuild(chain, decided);
                 }
                 Err(land::Error::Blocked(Blocked::Moved { now })) if rebuilds < max_rebuilds => {
                     rebuilds += 1;
                     tracing::info!(target = %chain.gate.tip.target, moved_to = ?now, rebuilds, "target moved; rebuilding");
+                    // What was checked was built on the old tip: all of it is built and
+                    // checked again (a request found failing stays failed).
+                    chain.items.append(&mut rest);
                     match self.rebuild(chain, decided)? {
                         Some(c) => chain = c,
-                        None => return Ok(()),
+                        None => return Ok(None),
                     }
                 }
                 Err(land::Error::Blocked(not_moved)) => {
                     let message = not_moved.message(chain.gate.tip.target.name());
+                    chain.items.append(&mut rest);
                     retry_all(chain.items, not_moved.code(), message, decided);
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
+    }
+
+    /// Batched checks: run the chain's checks once on the combined tree of its first
+    /// `hyperion.checkBatch` requests (the union of their checks, in order). When that tree
+    /// fails, bisect for the first request that makes it fail: the combined tree of the
+    /// first half is checked, then of the first half of the failing part or of the first
+    /// three quarters…, until a prefix that passed (or none: the target's tip) and the one
+    /// request after it, whose own commit on that prefix failed, are known. That prefix may
+    /// land — its head's tree is exactly the tree that passed — and the request after it is
+    /// a dead letter with that failure, as it would be checked on its own. Nothing is checked
+    /// twice and nothing lands on a tree that was not checked.
+    fn check_chain(
+        &self,
+        chain: &Chain,
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Probed> {
+        let n = chain.items.len().min(self.check_batch);
+        // The checks of the first `k` requests on the tree of the k-th one's commit.
+        let mut probe = |k: usize| -> Result<ChecksDone> {
+            let items = &chain.items[..k];
+            let mut commands: Vec<CheckCommand> = Vec::new();
+            for cmd in items.iter().flat_map(|b| &b.deferred) {
+                if !commands.iter().any(|c| c.name == cmd.name) {
+                    commands.push(cmd.clone());
+                }
+            }
+            if commands.is_empty() {
+                return Ok(ChecksDone::Passed(Vec::new(), Vec::new()));
+            }
+            let guard: Vec<&str> = items.iter().map(|b| b.record.id.as_str()).collect();
+            let head = items[k - 1].commit;
+            tracing::info!(requests = k, %head, "checking a batch");
+            self.run_checks(&guard, &commands, head, Some(k), stop, on_progress, false)
+        };
+        let mut failed = match probe(n)? {
+            ChecksDone::Passed(checks, artifacts) => {
+                return Ok(Probed::Split {
+                    land: n,
+                    passed: Some((checks, artifacts)),
+                    culprit: None,
+                });
+            }
+            ChecksDone::Failed(Verdict::Release { reason }) => return Ok(Probed::Release(reason)),
+            ChecksDone::Failed(verdict) => verdict,
+            ChecksDone::LeaseLost(ids) => return Ok(Probed::LeaseLost(ids)),
+        };
+        // Prefix `lo` passed (0: the target's tip, which is where the chain starts), prefix
+        // `hi` failed with `failed`.
+        let (mut lo, mut hi) = (0, n);
+        let mut passed = None;
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match probe(mid)? {
+                ChecksDone::Passed(checks, artifacts) => {
+                    lo = mid;
+                    passed = Some((checks, artifacts));
+                }
+                ChecksDone::Failed(Verdict::Release { reason }) => {
+                    return Ok(Probed::Release(reason));
+                }
+                ChecksDone::Failed(verdict) => {
+                    hi = mid;
+                    failed = verdict;
+                }
+                ChecksDone::LeaseLost(ids) => return Ok(Probed::LeaseLost(ids)),
+            }
+        }
+        let culprit = match failed {
+            Verdict::Fail {
+                class,
+                code,
+                message,
+                transient,
+                artifacts,
+                checks,
+            } => {
+                let tree = checks
+                    .last()
+                    .and_then(|c| c.tree.clone())
+                    .unwrap_or_default();
+                let why = if lo == 0 {
+                    format!(
+                        " (checked in a batch of {n}, bisected: it fails at tree {tree}, on the target's tip)"
+                    )
+                } else {
+                    format!(
+                        " (checked in a batch of {n}, bisected: it fails at tree {tree}, on the {lo} request(s) before it, which passed without it)"
+                    )
+                };
+                Verdict::Fail {
+                    class,
+                    code,
+                    message: message + &why,
+                    transient,
+                    artifacts,
+                    checks,
+                }
+            }
+            other => other,
+        };
+        Ok(Probed::Split {
+            land: lo,
+            passed,
+            culprit: Some(culprit),
+        })
     }
 
     /// Build `chain`'s requests again, in order, on the target's tip as it is now; those
@@ -869,6 +1119,7 @@ impl<'q> Worker<'q> {
                 checks: Vec::new(),
                 artifacts: Vec::new(),
                 recovered: true,
+                deferred: Vec::new(),
             });
         }
 
@@ -947,21 +1198,24 @@ impl<'q> Worker<'q> {
 
         let mut checks = Vec::new();
         let mut artifacts = Vec::new();
+        let mut deferred = Vec::new();
         if !check_names.is_empty() {
-            match self.run_checks(
-                record,
-                &check_names,
-                gate,
-                commit,
-                stop,
-                on_progress,
-                dry_run,
-            )? {
-                ChecksDone::Passed(s, a) => {
-                    checks = s;
-                    artifacts = a;
+            let commands = match self.resolve_checks(&check_names, gate) {
+                Ok(commands) => commands,
+                Err(verdict) => return Ok(verdict),
+            };
+            if self.check_batch > 1 && !dry_run {
+                // Run once on the combined tree of the batch, just before it lands.
+                deferred = commands;
+            } else {
+                match self.run_checks(&[id], &commands, commit, None, stop, on_progress, dry_run)? {
+                    ChecksDone::Passed(s, a) => {
+                        checks = s;
+                        artifacts = a;
+                    }
+                    ChecksDone::Failed(v) => return Ok(v),
+                    ChecksDone::LeaseLost(_) => return Ok(Verdict::LeaseLost),
                 }
-                ChecksDone::Failed(v) => return Ok(v),
             }
         }
         Ok(Verdict::Land {
@@ -970,43 +1224,51 @@ impl<'q> Worker<'q> {
             checks,
             artifacts,
             recovered: false,
+            deferred,
         })
     }
 
+    /// The commands of the checks `names`, as the gate's policy defines them; a verdict when
+    /// one is not defined there.
+    fn resolve_checks(
+        &self,
+        names: &[String],
+        gate: &Gate,
+    ) -> std::result::Result<Vec<CheckCommand>, Verdict> {
+        names
+            .iter()
+            .map(|name| {
+                gate.policy
+                    .resolve_check(name)
+                    .map(|def| CheckCommand {
+                        name: def.name,
+                        argv: def.run,
+                        env: def.env,
+                        timeout: def.timeout,
+                        inherit: self.queue.settings().check_env.clone(),
+                    })
+                    .map_err(|p| fail(DeadClass::Validation, p.code, p.message, false))
+            })
+            .collect()
+    }
+
+    /// Run `commands` in this worker's slot moved to `commit`, in order, until one does not
+    /// pass. `guard`: the requests whose commits `commit` holds; the checks stop when the
+    /// lease of one of them turns out lost. `batch`: how many requests the tree combines, with
+    /// batched checks.
     #[allow(clippy::too_many_arguments)]
     fn run_checks(
         &self,
-        record: &Record,
-        names: &[String],
-        gate: &Gate,
+        guard: &[&str],
+        commands: &[CheckCommand],
         commit: ObjectId,
+        batch: Option<usize>,
         stop: &Stop,
         on_progress: &mut dyn FnMut(&Progress),
         dry_run: bool,
     ) -> Result<ChecksDone> {
         let repo = self.queue.store().repo();
-        let mut commands = Vec::new();
-        for name in names {
-            match gate.policy.resolve_check(name) {
-                Ok(def) => commands.push(CheckCommand {
-                    name: def.name,
-                    argv: def.run,
-                    env: def.env,
-                    timeout: def.timeout,
-                    inherit: self.queue.settings().check_env.clone(),
-                }),
-                Err(p) => {
-                    return Ok(ChecksDone::Failed(Verdict::Fail {
-                        class: DeadClass::Validation,
-                        code: p.code,
-                        message: p.message,
-                        transient: false,
-                        artifacts: Vec::new(),
-                        checks: Vec::new(),
-                    }));
-                }
-            }
-        }
+        let tree = crate::git::tree::tree_of(repo, commit)?;
         // Other processes may need the index while checks run.
         self.queue.release_index_if_wanted()?;
         let mut held = self.slot.borrow_mut();
@@ -1015,30 +1277,36 @@ impl<'q> Worker<'q> {
         }
         let slot = held.as_mut().expect("a slot is held");
         let moved = slot.checkout(repo, commit)?;
-        tracing::debug!(request = %record.id, ?moved, "slot moved");
+        tracing::debug!(requests = ?guard, %commit, ?moved, "slot moved");
         let cancel = AtomicBool::new(false);
-        let mut lease_lost = false;
+        let mut lost = Vec::new();
         let mut summaries = Vec::new();
         let mut artifacts = Vec::new();
-        for cmd in &commands {
-            on_progress(&Progress::Check {
-                id: record.id.clone(),
-                name: cmd.name.clone(),
+        for cmd in commands {
+            on_progress(&match batch {
+                Some(requests) => Progress::CheckBatch {
+                    requests,
+                    tree: tree.to_string(),
+                    name: cmd.name.clone(),
+                },
+                None => Progress::Check {
+                    id: guard.first().copied().unwrap_or_default().to_owned(),
+                    name: cmd.name.clone(),
+                },
             });
             let mut tick = || {
                 if stop.aborted() {
                     cancel.store(true, Ordering::SeqCst);
                 }
-                // Every lease of the batch is kept, this one's and those of the requests
-                // built earlier that wait to land with it (one lost shows when landing).
-                if !dry_run
-                    && self
-                        .leases
-                        .renew_if_due(self.queue, &self.id)
-                        .contains(&record.id)
-                {
-                    lease_lost = true;
-                    cancel.store(true, Ordering::SeqCst);
+                // Every lease of the batch is kept, those of the requests under check and
+                // those of the requests waiting to land with them or after them (one lost
+                // there shows when landing).
+                if !dry_run {
+                    let gone = self.leases.renew_if_due(self.queue, &self.id);
+                    if gone.iter().any(|id| guard.contains(&id.as_str())) {
+                        lost.extend(gone);
+                        cancel.store(true, Ordering::SeqCst);
+                    }
                 }
                 let _ = self.queue.release_index_if_wanted();
             };
@@ -1062,6 +1330,8 @@ impl<'q> Worker<'q> {
                 status,
                 exit_code,
                 duration_ms: result.duration.as_millis() as u64,
+                tree: Some(tree.to_string()),
+                batch,
             });
             for (stream, captured) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
                 if captured.total_bytes > 0 {
@@ -1074,11 +1344,11 @@ impl<'q> Worker<'q> {
                 }
             }
             if !result.killed.is_empty() || result.output_cut {
-                tracing::info!(request = %record.id, check = %cmd.name, killed = ?result.killed, output_cut = result.output_cut, "processes the check left behind");
+                tracing::info!(requests = ?guard, check = %cmd.name, killed = ?result.killed, output_cut = result.output_cut, "processes the check left behind");
             }
             let left = leftovers(&result);
-            if lease_lost {
-                return Ok(ChecksDone::Failed(Verdict::LeaseLost));
+            if !lost.is_empty() {
+                return Ok(ChecksDone::LeaseLost(lost));
             }
             match result.status {
                 CheckStatus::Passed => {}
@@ -1144,6 +1414,15 @@ impl<'q> Worker<'q> {
                 c.name, c.status, c.duration_ms
             ));
         }
+        // Batched checks ran on a tree that holds this commit and the requests landed with
+        // it, not on this commit's own tree (unless it is the last of them).
+        if let Some(c) = checks.iter().find(|c| c.batch.is_some()) {
+            s.push_str(&format!(
+                "checked: as part of a batch of {} at tree {}\n",
+                c.batch.unwrap_or(1),
+                c.tree.as_deref().unwrap_or("?")
+            ));
+        }
         s
     }
 }
@@ -1156,6 +1435,8 @@ struct Built {
     files: Vec<FileApplied>,
     checks: Vec<CheckSummary>,
     artifacts: Vec<Artifact>,
+    /// Checks to run on a tree holding this commit before it lands (batched checks).
+    deferred: Vec<CheckCommand>,
     started: Instant,
 }
 
@@ -1252,9 +1533,27 @@ impl Report {
     }
 }
 
+/// What batched checks decided about a chain ([`Worker::check_chain`]).
+enum Probed {
+    /// The first `land` requests may land: the combined tree of them passed (`passed`, the
+    /// checks' summaries and output; `None` when `land` is 0). `culprit`: the verdict of the
+    /// request right after them, which failed on that tree.
+    Split {
+        land: usize,
+        passed: Option<(Vec<CheckSummary>, Vec<Artifact>)>,
+        culprit: Option<Verdict>,
+    },
+    /// The lease of these requests was lost while checking.
+    LeaseLost(Vec<String>),
+    /// The checks were cancelled (the worker was stopped): everything goes back.
+    Release(String),
+}
+
 enum ChecksDone {
     Passed(Vec<CheckSummary>, Vec<Artifact>),
     Failed(Verdict),
+    /// The lease of a request under check was lost (these ids); the checks were stopped.
+    LeaseLost(Vec<String>),
 }
 
 /// What a check left behind, for its failure message: the processes outside its process

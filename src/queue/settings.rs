@@ -66,6 +66,11 @@ pub const KEYS: &[Key] = &[
         help: "times a worker rebuilds a result when the target moved while it worked",
     },
     Key {
+        name: "hyperion.checkBatch",
+        default: "1",
+        help: "requests whose checks run once on their combined tree (bisected when they fail); 1 checks each request on its own",
+    },
+    Key {
         name: "hyperion.approvers",
         default: "(none)",
         help: "who may approve requests when the target's policy names no approvers (repeatable, or comma-separated)",
@@ -109,6 +114,9 @@ pub struct Settings {
     /// (see [`check_env_name`]).
     pub check_env: Vec<String>,
     pub max_rebuilds: u32,
+    /// `hyperion.checkBatch`: how many requests of a chain have their checks run once, on
+    /// their combined tree (bisected when it fails); 1 checks each request's own commit.
+    pub check_batch: usize,
     /// `hyperion.approvers`: who may approve when the policy names nobody.
     pub approvers: Vec<String>,
     pub landing_wait: Duration,
@@ -132,6 +140,7 @@ impl Default for Settings {
             hook_timeout: Duration::from_secs(60),
             check_env: Vec::new(),
             max_rebuilds: 5,
+            check_batch: 1,
             approvers: Vec::new(),
             landing_wait: Duration::from_secs(10),
             ingest_patterns: vec![crate::queue::ingest::DEFAULT_PATTERN.to_owned()],
@@ -238,6 +247,17 @@ impl Settings {
                 key: "hyperion.maxRebuilds".into(),
                 message: format!("'{v}' is not a whole number"),
             })?;
+        }
+        if let Some(v) = get("hyperion.checkBatch") {
+            s.check_batch =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| Error::Config {
+                        key: "hyperion.checkBatch".into(),
+                        message: format!("'{v}' is not a whole number of at least 1"),
+                    })?;
         }
         if let Some(v) = get("hyperion.maxAttempts") {
             s.max_attempts =
