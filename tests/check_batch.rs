@@ -131,11 +131,30 @@ fn files_on_main(repo: &TestRepo) -> BTreeSet<String> {
 /// A batch of 8 with culprits at `culprits`: which land, which die, how many check runs, how
 /// many landings.
 fn bisect_case(culprits: &[usize], runs_expected: usize, landings_expected: usize) {
+    bisect_case_with(1, culprits, runs_expected, landings_expected)
+}
+
+/// [`bisect_case`] with `jobs` trees checked at once (`--check-jobs`).
+fn bisect_case_with(
+    jobs: usize,
+    culprits: &[usize],
+    runs_expected: usize,
+    landings_expected: usize,
+) {
     let (repo, log) = setup("0");
     let ids = enqueue(&repo, 8, culprits);
+    let jobs = jobs.to_string();
     let reports = worker(
         &repo,
-        &["--once", "--batch-size", "8", "--check-batch", "8"],
+        &[
+            "--once",
+            "--batch-size",
+            "8",
+            "--check-batch",
+            "8",
+            "--check-jobs",
+            &jobs,
+        ],
     );
     assert_eq!(reports.len(), 8, "{reports:?}");
     for (i, id) in ids.iter().enumerate() {
@@ -237,6 +256,25 @@ fn a_batch_of_culprits_all_die_and_nothing_lands() {
     bisect_case(&[0, 1, 2, 3, 4, 5, 6, 7], 21, 0);
 }
 
+/// Eight trees at once: the first round checks every prefix of the batch (speculatively),
+/// which finds the first culprit; the requests after it are checked again, every prefix of
+/// them at once. More runs, fewer rounds: {none} 8 runs in 1 round, {3} 8 + 4 in 2, {0, 7}
+/// 8 + 7 in 2, all 8 + 7 + … + 1 = 36 in 8.
+#[test]
+fn eight_jobs_check_every_prefix_at_once() {
+    bisect_case_with(8, &[], 8, 1);
+    bisect_case_with(8, &[3], 12, 2);
+    bisect_case_with(8, &[0, 7], 15, 1);
+    bisect_case_with(8, &[0, 1, 2, 3, 4, 5, 6, 7], 36, 0);
+}
+
+/// Three jobs, culprit 3: prefixes 2, 5 and 8 (2 passes), then 3 and 4 (3 passes): 0–2 land,
+/// 3 dies; then 4–7 with their prefixes 1, 2 and 4 pass at once: 3 + 2 + 3 runs.
+#[test]
+fn three_jobs_split_the_part_in_doubt_in_four() {
+    bisect_case_with(3, &[3], 8, 2);
+}
+
 /// The same queue through the serial worker (each request checked on its own) and the
 /// batched one: the same requests land, the same die, the final tree is the same, and every
 /// tree `main` pointed at passed the check on exactly that tree, in both.
@@ -278,9 +316,8 @@ fn batched_checks_land_what_serial_checks_land() {
 
 /// A batch's checks outlast the lease (1s) while another process sweeps expired leases every
 /// 100 ms: every lease of the batch is renewed during the checks, and nothing is lost.
-#[test]
-fn leases_of_the_whole_batch_are_kept_through_long_batch_checks() {
-    let (repo, log) = setup("0.4");
+fn leases_case(jobs: &str, sleep: &str, runs_expected: usize) {
+    let (repo, log) = setup(sleep);
     let ids = enqueue(&repo, 8, &[3]);
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sweeper = {
@@ -306,20 +343,33 @@ fn leases_of_the_whole_batch_are_kept_through_long_batch_checks() {
             "8",
             "--check-batch",
             "8",
+            "--check-jobs",
+            jobs,
             "--lease",
             "1s",
         ],
     );
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(sweeper.join().unwrap() > 5, "the sweeper ran meanwhile");
-    // 4 runs of 0.4 s before the first landing: past the lease.
-    assert_eq!(runs(&log).len(), 5);
+    assert_eq!(runs(&log).len(), runs_expected);
     for (i, id) in ids.iter().enumerate() {
         let r = reports.iter().find(|r| r["id"] == *id).unwrap();
         let want = if i == 3 { "dead" } else { "landed" };
         assert_eq!(r["result"], want, "request {i}: {r}");
     }
     assert_every_landing_checked(&repo, &log);
+}
+
+/// One at a time: 4 runs of 0.4 s before the first landing, past the lease.
+#[test]
+fn leases_of_the_whole_batch_are_kept_through_long_batch_checks() {
+    leases_case("1", "0.4", 5);
+}
+
+/// Eight at a time: two rounds of 0.7 s, past the lease.
+#[test]
+fn leases_are_kept_while_several_trees_are_checked_at_once() {
+    leases_case("8", "0.7", 12);
 }
 
 /// `--dry-run` with batched checks still reports each request on its own (checked on its own

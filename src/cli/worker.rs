@@ -40,6 +40,10 @@ pub struct Args {
     /// when it fails (default hyperion.checkBatch, 1: each request is checked on its own).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     check_batch: Option<u64>,
+    /// With batched checks, check up to N trees at once while bisecting, each in a worktree
+    /// slot of its own (default hyperion.checkJobs, 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    check_jobs: Option<u64>,
     /// Lease length (default hyperion.leaseDuration; at most hyperion.maxLease).
     #[arg(long, value_name = "DUR", value_parser = parse_duration_arg)]
     lease: Option<Duration>,
@@ -60,6 +64,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let mut w = Worker::new(queue, id.clone(), args.lease);
     if let Some(n) = args.check_batch {
         w = w.with_check_batch(n as usize);
+    }
+    if let Some(n) = args.check_jobs {
+        w = w.with_check_jobs(n as usize);
     }
     let json = ctx.json();
     let print = |r: &Report| print_report(r, json);

@@ -193,12 +193,17 @@ pub struct Worker<'q> {
     pool: crate::gate::worktree::Pool,
     /// The worktree slot this worker keeps between requests with checks.
     slot: std::cell::RefCell<Option<crate::gate::worktree::Slot>>,
+    /// More slots, for batched checks run several at once (`hyperion.checkJobs`).
+    extra_slots: std::cell::RefCell<Vec<crate::gate::worktree::Slot>>,
     /// The leases of the batch in hand, renewed while it is worked on.
     leases: leases::Leases,
     output: OutputLimit,
     /// Requests whose checks run once on their combined tree (`hyperion.checkBatch`); 1:
     /// each request's checks run on its own commit as it is built.
     check_batch: usize,
+    /// How many trees batched checks may check at once, each in a slot of its own
+    /// (`hyperion.checkJobs`).
+    check_jobs: usize,
 }
 
 /// The fate of a request decided inside the pipeline.
@@ -243,9 +248,11 @@ impl<'q> Worker<'q> {
             committer: land::committer(repo),
             pool: crate::gate::worktree::Pool::new(repo.common_dir()),
             slot: std::cell::RefCell::new(None),
+            extra_slots: std::cell::RefCell::new(Vec::new()),
             leases: leases::Leases::default(),
             output: OutputLimit::default(),
             check_batch: queue.settings().check_batch.max(1),
+            check_jobs: queue.settings().check_jobs.max(1),
         }
     }
 
@@ -254,6 +261,13 @@ impl<'q> Worker<'q> {
     /// its own commit.
     pub fn with_check_batch(mut self, n: usize) -> Worker<'q> {
         self.check_batch = n.max(1);
+        self
+    }
+
+    /// Let batched checks check up to `n` trees at once, each in a slot of its own (instead
+    /// of `hyperion.checkJobs`).
+    pub fn with_check_jobs(mut self, n: usize) -> Worker<'q> {
+        self.check_jobs = n.max(1);
         self
     }
 
@@ -762,8 +776,13 @@ impl<'q> Worker<'q> {
     /// three quarters…, until a prefix that passed (or none: the target's tip) and the one
     /// request after it, whose own commit on that prefix failed, are known. That prefix may
     /// land — its head's tree is exactly the tree that passed — and the request after it is
-    /// a dead letter with that failure, as it would be checked on its own. Nothing is checked
+    /// a dead letter with that failure, as it would be checked on its own. No tree is checked
     /// twice and nothing lands on a tree that was not checked.
+    ///
+    /// With several check jobs (`hyperion.checkJobs`), each round checks that many prefixes
+    /// at once, each in a slot of its own: the first round the whole batch and the prefixes
+    /// spread below it (speculatively: a batch that passes used one of them), the next ones
+    /// prefixes spread over the part still in doubt.
     fn check_chain(
         &self,
         chain: &Chain,
@@ -771,56 +790,59 @@ impl<'q> Worker<'q> {
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Result<Probed> {
         let n = chain.items.len().min(self.check_batch);
-        // The checks of the first `k` requests on the tree of the k-th one's commit.
-        let mut probe = |k: usize| -> Result<ChecksDone> {
-            let items = &chain.items[..k];
-            let mut commands: Vec<CheckCommand> = Vec::new();
-            for cmd in items.iter().flat_map(|b| &b.deferred) {
-                if !commands.iter().any(|c| c.name == cmd.name) {
-                    commands.push(cmd.clone());
-                }
-            }
-            if commands.is_empty() {
-                return Ok(ChecksDone::Passed(Vec::new(), Vec::new()));
-            }
-            let guard: Vec<&str> = items.iter().map(|b| b.record.id.as_str()).collect();
-            let head = items[k - 1].commit;
-            tracing::info!(requests = k, %head, "checking a batch");
-            self.run_checks(&guard, &commands, head, Some(k), stop, on_progress, false)
-        };
-        let mut failed = match probe(n)? {
-            ChecksDone::Passed(checks, artifacts) => {
+        let jobs = self.check_jobs.min(n);
+        // Prefix `lo` passed (0: the target's tip, where the chain starts) with `passed`;
+        // prefix `hi` failed with `failed`, once one did.
+        let (mut lo, mut passed) = (0, None);
+        let mut failed: Option<(usize, Verdict)> = None;
+        let mut positions = spread(0, n, jobs - 1);
+        positions.push(n);
+        loop {
+            let mut results = self.probe(chain, &positions, stop, on_progress)?;
+            results.sort_by_key(|(k, _)| *k);
+            // The whole batch passed: it lands, whatever a prefix of it did.
+            if let Some(i) = results
+                .iter()
+                .position(|(k, done)| *k == n && matches!(done, ChecksDone::Passed(..)))
+                && failed.is_none()
+            {
+                let (_, done) = results.swap_remove(i);
+                let ChecksDone::Passed(checks, artifacts) = done else {
+                    unreachable!("matched as passed")
+                };
                 return Ok(Probed::Split {
                     land: n,
                     passed: Some((checks, artifacts)),
                     culprit: None,
                 });
             }
-            ChecksDone::Failed(Verdict::Release { reason }) => return Ok(Probed::Release(reason)),
-            ChecksDone::Failed(verdict) => verdict,
-            ChecksDone::LeaseLost(ids) => return Ok(Probed::LeaseLost(ids)),
-        };
-        // Prefix `lo` passed (0: the target's tip, which is where the chain starts), prefix
-        // `hi` failed with `failed`.
-        let (mut lo, mut hi) = (0, n);
-        let mut passed = None;
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            match probe(mid)? {
-                ChecksDone::Passed(checks, artifacts) => {
-                    lo = mid;
-                    passed = Some((checks, artifacts));
+            for (k, done) in results {
+                match done {
+                    ChecksDone::LeaseLost(ids) => return Ok(Probed::LeaseLost(ids)),
+                    ChecksDone::Failed(Verdict::Release { reason }) => {
+                        return Ok(Probed::Release(reason));
+                    }
+                    // Only the first failure counts: what passes above it tells nothing.
+                    _ if failed.as_ref().is_some_and(|(hi, _)| k >= *hi) => {}
+                    ChecksDone::Passed(checks, artifacts) => {
+                        if k > lo {
+                            lo = k;
+                            passed = Some((checks, artifacts));
+                        }
+                    }
+                    ChecksDone::Failed(verdict) => failed = Some((k, verdict)),
                 }
-                ChecksDone::Failed(Verdict::Release { reason }) => {
-                    return Ok(Probed::Release(reason));
-                }
-                ChecksDone::Failed(verdict) => {
-                    hi = mid;
-                    failed = verdict;
-                }
-                ChecksDone::LeaseLost(ids) => return Ok(Probed::LeaseLost(ids)),
             }
+            let hi = match &failed {
+                Some((hi, _)) => *hi,
+                None => unreachable!("the whole batch passed or a prefix failed"),
+            };
+            if hi - lo <= 1 {
+                break;
+            }
+            positions = spread(lo, hi, jobs);
         }
+        let (_, failed) = failed.expect("a prefix failed");
         let culprit = match failed {
             Verdict::Fail {
                 class,
@@ -859,6 +881,166 @@ impl<'q> Worker<'q> {
             passed,
             culprit: Some(culprit),
         })
+    }
+
+    /// Check the combined trees of the chain's first `k` requests, for each `k` of
+    /// `positions`, at once (one slot each); each with the union of their checks.
+    fn probe(
+        &self,
+        chain: &Chain,
+        positions: &[usize],
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Vec<(usize, ChecksDone)>> {
+        let mut out = Vec::new();
+        let mut probes = Vec::new();
+        for &k in positions {
+            let items = &chain.items[..k];
+            let mut commands: Vec<CheckCommand> = Vec::new();
+            for cmd in items.iter().flat_map(|b| &b.deferred) {
+                if !commands.iter().any(|c| c.name == cmd.name) {
+                    commands.push(cmd.clone());
+                }
+            }
+            if commands.is_empty() {
+                out.push((k, ChecksDone::Passed(Vec::new(), Vec::new())));
+                continue;
+            }
+            tracing::info!(requests = k, head = %items[k - 1].commit, "checking a batch");
+            probes.push(Probe {
+                k,
+                guard: items.iter().map(|b| b.record.id.as_str()).collect(),
+                commands,
+                commit: items[k - 1].commit,
+            });
+        }
+        match probes.as_slice() {
+            [] => {}
+            [one] => out.push((
+                one.k,
+                self.run_checks(
+                    &one.guard,
+                    &one.commands,
+                    one.commit,
+                    Some(one.k),
+                    stop,
+                    on_progress,
+                    false,
+                )?,
+            )),
+            many => out.extend(self.run_parallel(many, stop, on_progress)?),
+        }
+        Ok(out)
+    }
+
+    /// Run `probes` at the same time, each in a slot of its own (the worker's slot and as
+    /// many more as it needs, kept for the next time), each probe's checks in order until
+    /// one does not pass; the leases are renewed here meanwhile.
+    fn run_parallel(
+        &self,
+        probes: &[Probe],
+        stop: &Stop,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Vec<(usize, ChecksDone)>> {
+        let repo = self.queue.store().repo();
+        self.queue.release_index_if_wanted()?;
+        let mut held = self.slot.borrow_mut();
+        if held.is_none() {
+            *held = Some(self.pool.acquire(repo.git_dir())?);
+        }
+        let mut extra = self.extra_slots.borrow_mut();
+        while extra.len() + 1 < probes.len() {
+            extra.push(self.pool.acquire(repo.git_dir())?);
+        }
+        let slots = std::iter::once(held.as_mut().expect("a slot is held")).chain(extra.iter_mut());
+        let mut places = Vec::new();
+        for (probe, slot) in probes.iter().zip(slots) {
+            slot.checkout(repo, probe.commit)?;
+            let tree = crate::git::tree::tree_of(repo, probe.commit)?;
+            for cmd in &probe.commands {
+                on_progress(&Progress::CheckBatch {
+                    requests: probe.k,
+                    tree: tree.to_string(),
+                    name: cmd.name.clone(),
+                });
+            }
+            places.push((slot.path().to_owned(), slot.scratch().to_owned(), tree));
+        }
+        let cancel = AtomicBool::new(false);
+        let mut lost = Vec::new();
+        let output = self.output;
+        let results: Vec<Vec<checks::CheckResult>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = probes
+                .iter()
+                .zip(&places)
+                .map(|(probe, (path, scratch, _))| {
+                    let cancel = &cancel;
+                    scope.spawn(move || {
+                        let mut results = Vec::new();
+                        for cmd in &probe.commands {
+                            let r = checks::run(cmd, path, scratch, output, cancel, &mut || {});
+                            let passed = r.status == CheckStatus::Passed;
+                            results.push(r);
+                            if !passed {
+                                break;
+                            }
+                        }
+                        results
+                    })
+                })
+                .collect();
+            while !handles.iter().all(|h| h.is_finished()) {
+                std::thread::sleep(Duration::from_millis(20));
+                if stop.aborted() {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+                let gone = self.leases.renew_if_due(self.queue, &self.id);
+                if probes
+                    .iter()
+                    .any(|p| gone.iter().any(|id| p.guard.contains(&id.as_str())))
+                {
+                    lost.extend(gone);
+                    cancel.store(true, Ordering::SeqCst);
+                }
+                let _ = self.queue.release_index_if_wanted();
+            }
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a check thread does not panic"))
+                .collect()
+        });
+        let mut out = Vec::new();
+        for ((probe, (_, _, tree)), results) in probes.iter().zip(&places).zip(results) {
+            let mut summaries = Vec::new();
+            let mut artifacts = Vec::new();
+            let mut done = None;
+            for (cmd, result) in probe.commands.iter().zip(results) {
+                if !lost.is_empty() {
+                    done = Some(ChecksDone::LeaseLost(lost.clone()));
+                    break;
+                }
+                let judged = judge(
+                    cmd,
+                    &result,
+                    *tree,
+                    Some(probe.k),
+                    &probe.guard,
+                    &mut summaries,
+                    &mut artifacts,
+                );
+                if let Some(verdict) = judged {
+                    done = Some(ChecksDone::Failed(verdict));
+                    break;
+                }
+            }
+            let done = match done {
+                Some(done) => done,
+                None if !lost.is_empty() => ChecksDone::LeaseLost(lost.clone()),
+                None => ChecksDone::Passed(summaries, artifacts),
+            };
+            out.push((probe.k, done));
+        }
+        Ok(out)
     }
 
     /// Build `chain`'s requests again, in order, on the target's tip as it is now; those
@@ -1318,82 +1500,19 @@ impl<'q> Worker<'q> {
                 &cancel,
                 &mut tick,
             );
-            let (status, exit_code) = match &result.status {
-                CheckStatus::Passed => ("passed", Some(0)),
-                CheckStatus::Failed { exit_code, .. } => ("failed", *exit_code),
-                CheckStatus::TimedOut => ("timed_out", None),
-                CheckStatus::Cancelled => ("cancelled", None),
-                CheckStatus::SpawnFailed(_) => ("spawn_failed", None),
-            };
-            summaries.push(CheckSummary {
-                name: cmd.name.clone(),
-                status,
-                exit_code,
-                duration_ms: result.duration.as_millis() as u64,
-                tree: Some(tree.to_string()),
-                batch,
-            });
-            for (stream, captured) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
-                if captured.total_bytes > 0 {
-                    artifacts.push(Artifact {
-                        name: format!("checks/{}.{stream}", cmd.name),
-                        // Redacted when stored; a cut tail first loses its partial line.
-                        data: crate::request::secrets::cut_tail(&captured.tail, captured.truncated)
-                            .to_vec(),
-                    });
-                }
-            }
-            if !result.killed.is_empty() || result.output_cut {
-                tracing::info!(requests = ?guard, check = %cmd.name, killed = ?result.killed, output_cut = result.output_cut, "processes the check left behind");
-            }
-            let left = leftovers(&result);
             if !lost.is_empty() {
                 return Ok(ChecksDone::LeaseLost(lost));
             }
-            match result.status {
-                CheckStatus::Passed => {}
-                CheckStatus::Cancelled => {
-                    return Ok(ChecksDone::Failed(Verdict::Release {
-                        reason: format!("check {} was cancelled: the worker was stopped", cmd.name),
-                    }));
-                }
-                other => {
-                    let (code, message) = match other {
-                        CheckStatus::TimedOut => (
-                            Code::CheckTimeout,
-                            format!(
-                                "check {} ran past its timeout of {}s and was stopped",
-                                cmd.name,
-                                cmd.timeout.as_secs()
-                            ),
-                        ),
-                        CheckStatus::SpawnFailed(why) => (
-                            Code::CheckSpawn,
-                            format!("check {} could not start: {why}", cmd.name),
-                        ),
-                        CheckStatus::Failed { exit_code, signal } => (
-                            Code::CheckFailed,
-                            match (exit_code, signal) {
-                                (Some(c), _) => format!("check {} failed (exit {c})", cmd.name),
-                                (None, Some(s)) => {
-                                    format!("check {} was killed by signal {s}", cmd.name)
-                                }
-                                _ => format!("check {} failed", cmd.name),
-                            },
-                        ),
-                        _ => (Code::CheckFailed, format!("check {} failed", cmd.name)),
-                    };
-                    let message = message + &left;
-                    let transient = code == Code::CheckTimeout;
-                    return Ok(ChecksDone::Failed(Verdict::Fail {
-                        class: DeadClass::Check,
-                        code,
-                        message,
-                        transient,
-                        artifacts,
-                        checks: summaries,
-                    }));
-                }
+            if let Some(verdict) = judge(
+                cmd,
+                &result,
+                tree,
+                batch,
+                guard,
+                &mut summaries,
+                &mut artifacts,
+            ) {
+                return Ok(ChecksDone::Failed(verdict));
             }
         }
         Ok(ChecksDone::Passed(summaries, artifacts))
@@ -1554,6 +1673,106 @@ enum ChecksDone {
     Failed(Verdict),
     /// The lease of a request under check was lost (these ids); the checks were stopped.
     LeaseLost(Vec<String>),
+}
+
+/// One prefix of a chain to check ([`Worker::probe`]).
+struct Probe<'a> {
+    /// How many requests of the chain the tree combines.
+    k: usize,
+    guard: Vec<&'a str>,
+    commands: Vec<CheckCommand>,
+    commit: ObjectId,
+}
+
+/// Up to `j` positions strictly between `lo` and `hi`, spread evenly (one: the middle).
+fn spread(lo: usize, hi: usize, j: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = (1..=j)
+        .map(|i| lo + (hi - lo) * i / (j + 1))
+        .filter(|p| *p > lo && *p < hi)
+        .collect();
+    out.dedup();
+    out
+}
+
+/// Record what check `cmd` did on `tree` (its summary, its output as artifacts); the verdict
+/// when it did not pass.
+fn judge(
+    cmd: &CheckCommand,
+    result: &checks::CheckResult,
+    tree: ObjectId,
+    batch: Option<usize>,
+    guard: &[&str],
+    summaries: &mut Vec<CheckSummary>,
+    artifacts: &mut Vec<Artifact>,
+) -> Option<Verdict> {
+    let (status, exit_code) = match &result.status {
+        CheckStatus::Passed => ("passed", Some(0)),
+        CheckStatus::Failed { exit_code, .. } => ("failed", *exit_code),
+        CheckStatus::TimedOut => ("timed_out", None),
+        CheckStatus::Cancelled => ("cancelled", None),
+        CheckStatus::SpawnFailed(_) => ("spawn_failed", None),
+    };
+    summaries.push(CheckSummary {
+        name: cmd.name.clone(),
+        status,
+        exit_code,
+        duration_ms: result.duration.as_millis() as u64,
+        tree: Some(tree.to_string()),
+        batch,
+    });
+    for (stream, captured) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
+        if captured.total_bytes > 0 {
+            artifacts.push(Artifact {
+                name: format!("checks/{}.{stream}", cmd.name),
+                // Redacted when stored; a cut tail first loses its partial line.
+                data: crate::request::secrets::cut_tail(&captured.tail, captured.truncated)
+                    .to_vec(),
+            });
+        }
+    }
+    if !result.killed.is_empty() || result.output_cut {
+        tracing::info!(requests = ?guard, check = %cmd.name, killed = ?result.killed, output_cut = result.output_cut, "processes the check left behind");
+    }
+    let left = leftovers(result);
+    match &result.status {
+        CheckStatus::Passed => None,
+        CheckStatus::Cancelled => Some(Verdict::Release {
+            reason: format!("check {} was cancelled: the worker was stopped", cmd.name),
+        }),
+        other => {
+            let (code, message) = match other {
+                CheckStatus::TimedOut => (
+                    Code::CheckTimeout,
+                    format!(
+                        "check {} ran past its timeout of {}s and was stopped",
+                        cmd.name,
+                        cmd.timeout.as_secs()
+                    ),
+                ),
+                CheckStatus::SpawnFailed(why) => (
+                    Code::CheckSpawn,
+                    format!("check {} could not start: {why}", cmd.name),
+                ),
+                CheckStatus::Failed { exit_code, signal } => (
+                    Code::CheckFailed,
+                    match (exit_code, signal) {
+                        (Some(c), _) => format!("check {} failed (exit {c})", cmd.name),
+                        (None, Some(s)) => format!("check {} was killed by signal {s}", cmd.name),
+                        _ => format!("check {} failed", cmd.name),
+                    },
+                ),
+                _ => (Code::CheckFailed, format!("check {} failed", cmd.name)),
+            };
+            Some(Verdict::Fail {
+                class: DeadClass::Check,
+                code,
+                message: message + &left,
+                transient: code == Code::CheckTimeout,
+                artifacts: artifacts.clone(),
+                checks: summaries.clone(),
+            })
+        }
+    }
 }
 
 /// What a check left behind, for its failure message: the processes outside its process

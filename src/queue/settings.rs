@@ -71,6 +71,11 @@ pub const KEYS: &[Key] = &[
         help: "requests whose checks run once on their combined tree (bisected when they fail); 1 checks each request on its own",
     },
     Key {
+        name: "hyperion.checkJobs",
+        default: "1",
+        help: "trees batched checks may check at once while bisecting, each in a worktree slot of its own",
+    },
+    Key {
         name: "hyperion.approvers",
         default: "(none)",
         help: "who may approve requests when the target's policy names no approvers (repeatable, or comma-separated)",
@@ -117,6 +122,8 @@ pub struct Settings {
     /// `hyperion.checkBatch`: how many requests of a chain have their checks run once, on
     /// their combined tree (bisected when it fails); 1 checks each request's own commit.
     pub check_batch: usize,
+    /// `hyperion.checkJobs`: how many trees batched checks check at once.
+    pub check_jobs: usize,
     /// `hyperion.approvers`: who may approve when the policy names nobody.
     pub approvers: Vec<String>,
     pub landing_wait: Duration,
@@ -141,6 +148,7 @@ impl Default for Settings {
             check_env: Vec::new(),
             max_rebuilds: 5,
             check_batch: 1,
+            check_jobs: 1,
             approvers: Vec::new(),
             landing_wait: Duration::from_secs(10),
             ingest_patterns: vec![crate::queue::ingest::DEFAULT_PATTERN.to_owned()],
@@ -248,16 +256,21 @@ impl Settings {
                 message: format!("'{v}' is not a whole number"),
             })?;
         }
-        if let Some(v) = get("hyperion.checkBatch") {
-            s.check_batch =
-                v.trim()
+        for (key, into) in [
+            ("hyperion.checkBatch", &mut s.check_batch),
+            ("hyperion.checkJobs", &mut s.check_jobs),
+        ] {
+            if let Some(v) = get(key) {
+                *into = v
+                    .trim()
                     .parse()
                     .ok()
                     .filter(|n| *n >= 1)
                     .ok_or_else(|| Error::Config {
-                        key: "hyperion.checkBatch".into(),
+                        key: key.into(),
                         message: format!("'{v}' is not a whole number of at least 1"),
                     })?;
+            }
         }
         if let Some(v) = get("hyperion.maxAttempts") {
             s.max_attempts =
