@@ -17,15 +17,22 @@ use serde_json::{Value, json};
 /// A repository whose policy requires the check `gate`: log `TREE pass|fail` to `log`, fail
 /// when the tree has a `src/fail-*` file, else sleep `sleep` seconds and pass.
 fn setup(sleep: &str) -> (TestRepo, PathBuf) {
+    setup_with_timeout(sleep, "10m")
+}
+
+/// [`setup`], with the check's `timeout`; a tree with a `src/slow-*` file makes the check
+/// sleep 60 s first.
+fn setup_with_timeout(sleep: &str, timeout: &str) -> (TestRepo, PathBuf) {
     let repo = TestRepo::new();
     let log = repo.home.path().join("checks.log");
-    let script = "t=$(git write-tree) || exit 9; \
+    let script = "t=$(git write-tree) || exit 9; touch \"$CHECK_LOG.started\"; \
+                  if ls src/slow-* >/dev/null 2>&1; then echo \"$t slow\" >> \"$CHECK_LOG\"; sleep 60; fi; \
                   if ls src/fail-* >/dev/null 2>&1; then echo \"$t fail\" >> \"$CHECK_LOG\"; \
                   echo \"a fail-* file is in the tree\" >&2; exit 1; fi; \
                   sleep \"$CHECK_SLEEP\"; echo \"$t pass\" >> \"$CHECK_LOG\"";
     let policy = format!(
         "[checks]\nrequired = [\"gate\"]\n\n[checks.gate]\nrun = [\"sh\", \"-c\", {script:?}]\n\
-         env = {{ CHECK_LOG = {log:?}, CHECK_SLEEP = {sleep:?} }}\n",
+         env = {{ CHECK_LOG = {log:?}, CHECK_SLEEP = {sleep:?} }}\ntimeout = {timeout:?}\n",
         log = log.to_str().unwrap(),
     );
     repo.commit(&[(".hyperion/policy.toml", &policy)], "policy");
@@ -33,9 +40,12 @@ fn setup(sleep: &str) -> (TestRepo, PathBuf) {
     (repo, log)
 }
 
-/// The file request `i` adds: `src/fail-I.txt` for a culprit, else `src/ok-I.txt`.
+/// The file request `i` adds: `src/fail-I.txt` for a culprit, `src/slow-I.txt` when
+/// `culprits` holds 1000 + i, else `src/ok-I.txt`.
 fn file_of(i: usize, culprits: &[usize]) -> String {
-    if culprits.contains(&i) {
+    if culprits.contains(&(i + 1000)) {
+        format!("src/slow-{i}.txt")
+    } else if culprits.contains(&i) {
         format!("src/fail-{i}.txt")
     } else {
         format!("src/ok-{i}.txt")
@@ -405,4 +415,90 @@ fn a_check_batch_below_one_is_refused() {
     );
     repo.git(&["config", "hyperion.checkBatch", "8"]);
     repo.fails(&["worker", "--once", "--check-batch", "0"], 2);
+}
+
+/// A timeout is a failure like any other for the bisection: the request it ends on gets
+/// `check.timeout`, which is transient: back to the queue with backoff while attempts are
+/// left, as when it is checked alone. Culprit 2 of 4 (its file makes the check hang): the
+/// batch times out (1), the first two pass (2), the first three time out (3): 0 and 1 land,
+/// 2 is retried, 3 is built again and passes (4).
+#[test]
+fn a_timeout_is_bisected_and_retried_later() {
+    let (repo, log) = setup_with_timeout("0", "1s");
+    repo.git(&["config", "hyperion.maxAttempts", "2"]);
+    let ids = enqueue(&repo, 4, &[1002]);
+    let reports = worker(
+        &repo,
+        &["--once", "--batch-size", "4", "--check-batch", "4"],
+    );
+    let by_id = |id: &str| reports.iter().find(|r| r["id"] == id).unwrap().clone();
+    for i in [0, 1, 3] {
+        assert_eq!(by_id(&ids[i])["result"], "landed", "{reports:?}");
+    }
+    let r = by_id(&ids[2]);
+    assert_eq!(
+        (
+            r["result"].as_str(),
+            r["code"].as_str(),
+            r["status"].as_str()
+        ),
+        (Some("retry"), Some("check.timeout"), Some("pending")),
+        "{r}"
+    );
+    let all = runs(&log);
+    let slow = all.iter().filter(|(_, ok)| !ok).count();
+    assert_eq!((all.len(), slow), (4, 2), "{all:?}");
+    assert_every_landing_checked(&repo, &log);
+}
+
+/// A second SIGTERM while a batch's checks run cancels them and gives every request of the
+/// batch back, untouched: nothing lands, nothing is counted as an attempt.
+#[test]
+fn a_second_signal_during_batch_checks_gives_the_whole_batch_back() {
+    let (repo, log) = setup("30");
+    let ids = enqueue(&repo, 4, &[]);
+    let main = repo.git(&["rev-parse", "main"]);
+    let child = repo
+        .cmd()
+        .args([
+            "worker",
+            "--once",
+            "--batch-size",
+            "4",
+            "--check-batch",
+            "4",
+            "--format",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = log.with_extension("log.started");
+    let t = std::time::Instant::now();
+    while !started.exists() {
+        assert!(t.elapsed().as_secs() < 60, "the check never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    common::signal(child.id(), "TERM");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    common::signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    assert!(t.elapsed().as_secs() < 20, "the check was not cancelled");
+    assert!(out.status.success(), "{out:?}");
+    let reports: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 4, "{reports:?}");
+    for r in &reports {
+        assert_eq!(r["result"], "released", "{r}");
+    }
+    for id in &ids {
+        let record = repo.json(&["show", id]);
+        assert_eq!(record["record"]["status"], "pending");
+        assert_eq!(record["record"]["attempts"], 0);
+    }
+    assert_eq!(repo.git(&["rev-parse", "main"]), main);
+    assert!(runs(&log).is_empty());
 }
