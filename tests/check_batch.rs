@@ -502,3 +502,58 @@ fn a_second_signal_during_batch_checks_gives_the_whole_batch_back() {
     assert_eq!(repo.git(&["rev-parse", "main"]), main);
     assert!(runs(&log).is_empty());
 }
+
+/// A stacked request whose predecessor is the batch's culprit does not land on top of it:
+/// the bisection kills the predecessor, and the dependent, built again after it, is given
+/// back (the queue then has it die with its predecessor); the independent request lands.
+#[test]
+fn a_dependent_of_a_culprit_does_not_land() {
+    let (repo, log) = setup("0");
+    let dir = repo.home.path().join("stack");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, path, depends) in [
+        (0, "src/fail-0.txt", None),
+        (1, "src/ok-1.txt", Some("T-0")),
+        (2, "src/ok-2.txt", None),
+    ] {
+        let patch = format!("--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+request {i}\n");
+        let mut req = json!({
+            "schema": "hyperion.change-request/v1",
+            "task_id": format!("T-{i}"),
+            "agent": "test-agent",
+            "title": format!("request {i}"),
+            "file_targets": ["src/**"],
+            "changes": [{"path": path, "operation": "add", "patch": patch,
+                         "sha256": common::sha256(&patch)}]
+        });
+        if let Some(d) = depends {
+            req["depends_on"] = json!([d]);
+        }
+        std::fs::write(
+            dir.join(format!("{i:03}.json")),
+            serde_json::to_vec(&req).unwrap(),
+        )
+        .unwrap();
+    }
+    let ids = repo.enqueue(&dir);
+    let reports = worker(
+        &repo,
+        &["--once", "--batch-size", "8", "--check-batch", "8"],
+    );
+    let result = |id: &str| {
+        reports.iter().find(|r| r["id"] == id).unwrap()["result"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        (result(&ids[0]), result(&ids[1]), result(&ids[2])),
+        ("dead".into(), "released".into(), "landed".into()),
+        "{reports:?}"
+    );
+    assert_eq!(
+        files_on_main(&repo),
+        BTreeSet::from(["src/ok-2.txt".to_owned()])
+    );
+    assert_every_landing_checked(&repo, &log);
+}
