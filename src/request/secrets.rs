@@ -80,6 +80,31 @@ const GATES: &[(&str, &str)] = &[(
 )];
 /// The line that ends a private key block.
 const PRIVATE_KEY_END: &str = r"-----END[A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----";
+/// What [`PRIVATE_KEY_END`] cannot match without.
+const PRIVATE_KEY_END_LITERAL: &str = "-----END";
+
+/// Per built-in rule (in [`BUILTIN`]'s order), literals it cannot match without, and whether
+/// they are looked for in the text lowered to ASCII lower case (the rules that ignore case).
+/// A rule none of whose literals is in a text is neither compiled nor run on it: compiling
+/// the seven rules was an eighth of a small `enqueue`, and most texts hold none of these.
+/// `tests::the_literals_never_change_what_is_found` holds each list to its rule.
+const LITERALS: &[(bool, &[&str])] = &[
+    (false, &["-----BEGIN"]),
+    (
+        false,
+        &[
+            "AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA",
+        ],
+    ),
+    (true, &["aws"]),
+    (
+        false,
+        &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
+    ),
+    (false, &["glpat-", "gldt-", "glrt-", "glptt-", "glsoat-"]),
+    (false, &["xox", "https://hooks.slack.com/"]),
+    (true, &["passw", "pwd", "secret", "api", "access", "auth"]),
+];
 
 /// Most a rule's compiled program may take (a policy's pattern can be made huge).
 const SIZE_LIMIT: usize = 1 << 20;
@@ -137,47 +162,84 @@ impl Rule {
     }
 }
 
-struct Builtins {
-    rules: Vec<Rule>,
-    /// Per rule, what it cannot match without (see [`GATES`]).
-    gates: Vec<Option<Regex>>,
-    key_end: Regex,
+/// A built-in rule, compiled the first time a text holds one of its [`LITERALS`].
+struct Builtin {
+    name: &'static str,
+    what: &'static str,
+    pattern: &'static str,
+    /// (lower case, literals): see [`LITERALS`].
+    literals: (bool, &'static [&'static str]),
+    regex: OnceLock<Regex>,
+    /// What the rule cannot match without, when cheaper to run than the rule ([`GATES`]).
+    gate: Option<(&'static str, OnceLock<Regex>)>,
 }
 
-/// Compile the built-in rules now (see [`crate::request::validate::warm_up`]).
-pub fn warm_up() {
-    builtins();
+impl Builtin {
+    fn regex(&self) -> &Regex {
+        self.regex.get_or_init(|| build(self.pattern))
+    }
+
+    /// Whether the rule may match `text` (`lower`: the text in ASCII lower case, made once
+    /// by whoever needs it first).
+    fn may_match(&self, text: &[u8], lower: &std::cell::OnceCell<Vec<u8>>) -> bool {
+        let (fold, literals) = self.literals;
+        let hay = match fold {
+            true => lower.get_or_init(|| text.to_ascii_lowercase()).as_slice(),
+            false => text,
+        };
+        literals
+            .iter()
+            .any(|l| memchr::memmem::find(hay, l.as_bytes()).is_some())
+            && self
+                .gate
+                .as_ref()
+                .is_none_or(|(p, g)| g.get_or_init(|| build(p)).is_match(text))
+    }
+}
+
+struct Builtins {
+    rules: Vec<Builtin>,
+    key_end: OnceLock<Regex>,
+}
+
+impl Builtins {
+    /// The end of the private key block that starts at or after `at` in `hay`.
+    fn key_end(&self, hay: &[u8], at: usize) -> Option<Range<usize>> {
+        memchr::memmem::find(&hay[at..], PRIVATE_KEY_END_LITERAL.as_bytes())?;
+        self.key_end
+            .get_or_init(|| build(PRIVATE_KEY_END))
+            .find_at(hay, at)
+            .map(|m| m.range())
+    }
+}
+
+/// A built-in expression, compiled.
+fn build(p: &str) -> Regex {
+    RegexBuilder::new(p)
+        .unicode(false)
+        .build()
+        .expect("the built-in secret patterns are valid")
 }
 
 fn builtins() -> &'static Builtins {
     static B: OnceLock<Builtins> = OnceLock::new();
-    B.get_or_init(|| {
-        let build = |p: &str| {
-            RegexBuilder::new(p)
-                .unicode(false)
-                .build()
-                .expect("the built-in secret patterns are valid")
-        };
-        Builtins {
-            gates: BUILTIN
-                .iter()
-                .map(|(name, _, _)| {
-                    GATES
-                        .iter()
-                        .find(|(rule, _)| rule == name)
-                        .map(|(_, gate)| build(gate))
-                })
-                .collect(),
-            rules: BUILTIN
-                .iter()
-                .map(|(name, what, p)| Rule {
-                    name: (*name).to_owned(),
-                    what: (*what).to_owned(),
-                    regex: build(p),
-                })
-                .collect(),
-            key_end: build(PRIVATE_KEY_END),
-        }
+    B.get_or_init(|| Builtins {
+        rules: BUILTIN
+            .iter()
+            .zip(LITERALS)
+            .map(|((name, what, pattern), literals)| Builtin {
+                name,
+                what,
+                pattern,
+                literals: *literals,
+                regex: OnceLock::new(),
+                gate: GATES
+                    .iter()
+                    .find(|(rule, _)| rule == name)
+                    .map(|(_, gate)| (*gate, OnceLock::new())),
+            })
+            .collect(),
+        key_end: OnceLock::new(),
     })
 }
 
@@ -255,22 +317,22 @@ impl Scanner {
         let view = View::new(hay);
         let text = view.text();
         let b = builtins();
-        let mut hit = |rule: &'s Rule, m: regex::bytes::Match<'_>| {
+        let mut hit = |rule: &'s str, what: &'s str, m: regex::bytes::Match<'_>| {
             f(Hit {
-                rule: &rule.name,
-                what: &rule.what,
+                rule,
+                what,
                 range: view.original(m.range()),
             })
         };
         // One pass per rule: each has a literal prefilter of its own, where a set of all
         // of them scans every byte with one large automaton, many times slower.
+        let lower = std::cell::OnceCell::new();
         for (i, rule) in b.rules.iter().enumerate() {
-            if self.disabled.contains(&i) || b.gates[i].as_ref().is_some_and(|g| !g.is_match(text))
-            {
+            if self.disabled.contains(&i) || !rule.may_match(text, &lower) {
                 continue;
             }
-            for m in rule.regex.find_iter(text) {
-                if !m.is_empty() && !hit(rule, m) {
+            for m in rule.regex().find_iter(text) {
+                if !m.is_empty() && !hit(rule.name, rule.what, m) {
                     return;
                 }
             }
@@ -278,7 +340,7 @@ impl Scanner {
         for rule in &self.extra {
             // A pattern that matches the empty string finds nothing by that.
             for m in rule.regex.find_iter(text) {
-                if !m.is_empty() && !hit(rule, m) {
+                if !m.is_empty() && !hit(&rule.name, &rule.what, m) {
                     return;
                 }
             }
@@ -290,25 +352,22 @@ impl Scanner {
     /// with no `BEGIN` before it (a tail that starts inside a key) from the start.
     pub fn redact<'h>(&self, hay: &'h [u8]) -> Cow<'h, [u8]> {
         let b = builtins();
-        let key_rule = b.rules[PRIVATE_KEY].name.as_str();
+        let key_rule = b.rules[PRIVATE_KEY].name;
         let mut spans: Vec<(Range<usize>, &str)> = Vec::new();
         let mut first_key_start = None;
         for h in self.find_all(hay) {
             let mut range = h.range.clone();
             if h.rule == key_rule && !self.disabled.contains(&PRIVATE_KEY) {
                 first_key_start.get_or_insert(range.start);
-                range.end = b
-                    .key_end
-                    .find_at(hay, range.end)
-                    .map_or(hay.len(), |m| m.end());
+                range.end = b.key_end(hay, range.end).map_or(hay.len(), |m| m.end);
             }
             spans.push((range, h.rule));
         }
         if !self.disabled.contains(&PRIVATE_KEY)
-            && let Some(end) = b.key_end.find(hay)
-            && first_key_start.is_none_or(|s| s > end.start())
+            && let Some(end) = b.key_end(hay, 0)
+            && first_key_start.is_none_or(|s| s > end.start)
         {
-            spans.push((0..end.end(), key_rule));
+            spans.push((0..end.end, key_rule));
         }
         if spans.is_empty() {
             return Cow::Borrowed(hay);
@@ -689,6 +748,106 @@ mod tests {
         for line in ["password = \"${PASSWORD}\"", "AKIA is a prefix", "é AKIA"] {
             assert_eq!(rule_of(&s, line), None, "{line}");
         }
+    }
+
+    /// The literals (and gates) only spare work: over texts made of the rules' own literals
+    /// and keywords in any case, separators, quotes and token characters, running every rule
+    /// on every text finds exactly what the scanner finds.
+    #[test]
+    fn the_literals_never_change_what_is_found() {
+        let b = builtins();
+        let everything = |text: &[u8]| {
+            let mut out: Vec<(&str, Range<usize>)> = Vec::new();
+            for r in &b.rules {
+                for m in r.regex().find_iter(text) {
+                    if !m.is_empty() {
+                        out.push((r.name, m.range()));
+                    }
+                }
+            }
+            out.sort_by_key(|(_, r)| (r.start, r.end));
+            out
+        };
+        let scanner = Scanner::builtin();
+        let mut fragments: Vec<&str> = LITERALS
+            .iter()
+            .flat_map(|(_, l)| l.iter().copied())
+            .collect();
+        fragments.extend([
+            "password",
+            "passwd",
+            "pwd",
+            "secret",
+            "api_key",
+            "apikey",
+            "access_token",
+            "auth_token",
+            "client_secret",
+            "aws_secret_access_key",
+            "aws_secret_key",
+            "awssecretkey",
+            "_",
+            "-",
+            " ",
+            "  ",
+            "=",
+            ":",
+            "\"",
+            "'",
+            "\n",
+            "$",
+            "key",
+            "token",
+            "PRIVATE KEY",
+            "-----",
+            "BEGIN",
+            "RSA",
+            "OPENSSH",
+            "services/",
+            "workflows/",
+            "IOSFODNN7EXAMPLE",
+            "0123456789abcdefghij",
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+            "s3cr3t-value",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "é",
+            "{",
+            "%",
+        ]);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut found = 0;
+        for _ in 0..40_000 {
+            let mut text = Vec::new();
+            for _ in 0..1 + next() % 10 {
+                let f = fragments[(next() % fragments.len() as u64) as usize];
+                for c in f.bytes() {
+                    text.push(match next() % 4 {
+                        0 => c.to_ascii_uppercase(),
+                        1 => c.to_ascii_lowercase(),
+                        _ => c,
+                    });
+                }
+            }
+            let all = everything(&text);
+            let mut hits: Vec<(&str, Range<usize>)> = scanner
+                .find_all(&text)
+                .into_iter()
+                .map(|h| (h.rule, h.range))
+                .collect();
+            hits.sort_by_key(|(_, r)| (r.start, r.end));
+            assert_eq!(hits, all, "{}", String::from_utf8_lossy(&text));
+            found += usize::from(!all.is_empty());
+        }
+        assert!(
+            found > 300,
+            "the texts find secrets often enough to mean something: {found}"
+        );
     }
 
     #[test]

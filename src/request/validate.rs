@@ -20,17 +20,16 @@ use crate::request::view::{CachedTree, TreeEntry, TreeView};
 /// The schema, as shipped in `schemas/change-request.schema.json`.
 pub const SCHEMA_TEXT: &str = include_str!("../../schemas/change-request.schema.json");
 
-/// Build the request schema's validator and the built-in secret rules on another thread,
-/// for a command about to validate requests: each takes a few hundred microseconds to
-/// build, paid by every process, and this thread opens the repository and reads the request
-/// meanwhile. Whoever needs one first waits for it (each is a `OnceLock`), so nothing is
-/// built twice.
+/// Build the request schema's validator on another thread, for a command about to validate
+/// requests: it takes a few hundred microseconds, paid by every process, and this thread
+/// opens the repository and reads the request meanwhile. Whoever needs it first waits for it
+/// (a `OnceLock`), so it is not built twice. (The secret rules are compiled only for a text
+/// that holds their literals: see `secrets::LITERALS`.)
 pub fn warm_up() {
     let _ = std::thread::Builder::new()
         .name("warm-up".into())
         .spawn(|| {
             validator();
-            crate::request::secrets::warm_up();
         });
 }
 
