@@ -119,6 +119,9 @@ pub enum Error {
         not_stored: Vec<String>,
         cause: Box<Error>,
     },
+    /// Pushing to or fetching from a remote failed or was refused; the code says how.
+    #[error("{message}")]
+    Remote { code: Code, message: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -149,6 +152,7 @@ impl Error {
             Error::RefStorage(_) => Code::EnvRefStorage,
             Error::Incomplete { .. } => Code::StoreIncomplete,
             Error::Io { .. } => Code::EnvIo,
+            Error::Remote { code, .. } => *code,
         }
     }
 
@@ -162,6 +166,10 @@ impl Error {
                 | Error::NotOwner { .. }
                 | Error::Conflict { .. }
                 | Error::Approval { .. }
+                | Error::Remote {
+                    code: Code::RemoteConflict | Code::RemoteRejected | Code::RemoteDiverged,
+                    ..
+                }
         )
     }
 

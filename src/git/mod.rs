@@ -8,6 +8,7 @@
 //! - [`spare`]: files kept to be written again instead of deleted and created.
 //! - [`message`]: the trailers of a commit message.
 //! - [`command`]: running the `git` binary where git's own implementation is the reference.
+//! - [`remote`]: pushes with a lease on each ref, and fetches, through the `git` binary.
 //! - [`os`]: every path that works only on Linux, each with its portable fallback.
 
 pub mod command;
@@ -15,5 +16,6 @@ pub mod message;
 pub mod os;
 pub mod pack;
 pub mod refs;
+pub mod remote;
 pub mod spare;
 pub mod tree;
