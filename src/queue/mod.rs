@@ -8,7 +8,7 @@
 //!
 //! Below it: [`store`] (the chains under `refs/hyperion/requests/`), [`index`] (the derived
 //! index), [`settings`] (`hyperion.*` from git config), [`archive`] (retention into bundles),
-//! [`lost`] (chains that lost objects), and the two ways requests come in besides files:
+//! [`lost`] (chains that lost objects), [`remote`] (one queue shared through a git remote), and the two ways requests come in besides files:
 //! [`ingest`] (pushed branches) and [`spool`] (a watched directory).
 
 pub mod archive;
@@ -16,6 +16,7 @@ pub mod depends;
 pub mod index;
 pub mod ingest;
 pub mod lost;
+pub mod remote;
 pub mod settings;
 pub mod spool;
 pub mod store;

@@ -96,6 +96,11 @@ pub const KEYS: &[Key] = &[
         help: "a roll-up of small packs (`git repack --geometric`) a command starts goes on after it exits, as git's auto gc does; false: the command waits for it",
     },
     Key {
+        name: "hyperion.remote",
+        default: "(none)",
+        help: "git remote the queue is shared through (remote mode: enqueue publishes, --fetch reads; see docs/remote.md)",
+    },
+    Key {
         name: "hyperion.landingWait",
         default: "10s",
         help: "how long a landing onto a checked-out branch waits for another one in progress",

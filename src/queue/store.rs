@@ -534,6 +534,56 @@ impl Store {
         Ok(())
     }
 
+    /// The first parent of chain commit `oid` (`None` for a root).
+    pub fn parent_of(&self, oid: ObjectId) -> Result<Option<ObjectId>> {
+        Ok(self.tip_info(oid)?.parent)
+    }
+
+    /// Whether `ancestor` is `tip` or on its first-parent line (a chain is one line of
+    /// commits, at most [`crate::gate`]'s 10,000 long: walked, not searched).
+    pub fn descends(&self, tip: ObjectId, ancestor: ObjectId) -> Result<bool> {
+        let mut at = Some(tip);
+        let mut steps = 0;
+        while let Some(oid) = at {
+            if oid == ancestor {
+                return Ok(true);
+            }
+            steps += 1;
+            if steps > 10_000 {
+                return Ok(false);
+            }
+            at = self.parent_of(oid)?;
+        }
+        Ok(false)
+    }
+
+    /// Point request `id`'s ref at `new`, a chain fetched from a remote, only if it is still
+    /// at `expected` (`None`: absent). `Ok(false)` when it moved meanwhile; nothing changed.
+    pub fn adopt(
+        &self,
+        id: &str,
+        expected: Option<ObjectId>,
+        new: ObjectId,
+        actor: &str,
+    ) -> Result<bool> {
+        let moved = crate::git::refs::cas(
+            &self.repo,
+            &Store::ref_name(id),
+            expected,
+            new,
+            &crate::git::refs::LogLine {
+                name: actor,
+                email: "hyperion@localhost",
+                at: jiff::Timestamp::now(),
+                message: "hyperion: fetch",
+            },
+        )?;
+        if moved.is_ok() {
+            self.wrote();
+        }
+        Ok(moved.is_ok())
+    }
+
     /// The record stored at `tip`.
     pub fn read_record(&self, id: &str, tip: ObjectId) -> Result<Record> {
         if let Some(record) = &self.tip_info(tip)?.record {

@@ -1,0 +1,519 @@
+//! Remote mode: one queue shared through a git remote (docs/remote.md).
+//!
+//! The remote's request refs are fetched into a tracking namespace of their own,
+//! `refs/hyperion-remotes/NAME/requests/ID` (forced, as remote-tracking refs are: they mirror
+//! the remote), never straight over `refs/hyperion/requests/`; a local ref then moves only by
+//! compare-and-swap, to a fetched tip that descends from it ([`fetch`]). A push moves each
+//! remote ref only with a lease on the tip the tracking ref says the remote holds
+//! (`--force-with-lease=REF:OLD`, `REF:` for create-only): the remote's compare-and-swap. So
+//! a rejected push means another machine's transition reached the remote first, and nothing
+//! here ever overwrites one.
+//!
+//! This module decides what to push and adopt; [`crate::git::remote`] runs git.
+
+use std::path::PathBuf;
+
+use gix::ObjectId;
+use serde::Serialize;
+
+use crate::code::Code;
+use crate::error::{Error, Result};
+use crate::git::remote::{Expect, Outcome, Update};
+use crate::queue::store::{REQUESTS_PREFIX, Store};
+use crate::request::model::Action;
+
+/// Where the remotes' request refs are tracked: `refs/hyperion-remotes/NAME/requests/ID`.
+/// Outside `refs/hyperion/`, whose every ref must be a request's.
+pub const TRACKING_ROOT: &str = "refs/hyperion-remotes/";
+
+/// A remote the queue is shared through, by its git name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    name: String,
+}
+
+impl Remote {
+    /// The remote `name`, if it is one this repository has (`remote.NAME.url`) and a name
+    /// hyperion takes (it becomes part of ref names): else `remote.missing`.
+    pub fn named(store: &Store, name: &str) -> Result<Remote> {
+        let plain = !name.is_empty()
+            && !name.starts_with(['-', '.'])
+            && !name.ends_with(".lock")
+            && !name.contains("..")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !plain {
+            return Err(missing(format!(
+                "'{}' is not a remote name hyperion takes (letters, digits, '.', '_', '-')",
+                name.escape_debug()
+            )));
+        }
+        if !crate::git::remote::exists(store.git_dir(), name)? {
+            return Err(missing(format!("this repository has no remote '{name}'")));
+        }
+        Ok(Remote {
+            name: name.to_owned(),
+        })
+    }
+
+    /// The remote the queue is shared through: `flag` (`--remote NAME`), else
+    /// `hyperion.remote`; `None` when neither is set (one clone, no remote mode).
+    pub fn configured(store: &Store, flag: Option<&str>) -> Result<Option<Remote>> {
+        let name = match flag {
+            Some(n) => Some(n.to_owned()),
+            None => store
+                .repo()
+                .config_snapshot()
+                .string("hyperion.remote")
+                .map(|v| v.to_string().trim().to_owned())
+                .filter(|v| !v.is_empty()),
+        };
+        name.map(|n| Remote::named(store, &n)).transpose()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `refs/hyperion-remotes/NAME/requests/`.
+    pub fn tracking_prefix(&self) -> String {
+        format!("{TRACKING_ROOT}{}/requests/", self.name)
+    }
+
+    /// The refspecs `init --remote` adds to `remote.NAME.fetch`: the queue and the notes into
+    /// the tracking namespace (a glob for the notes, so that a remote without notes yet does
+    /// not make `git fetch` fail).
+    pub fn fetch_refspecs(&self) -> Vec<String> {
+        vec![
+            format!("+{REQUESTS_PREFIX}*:{}*", self.tracking_prefix()),
+            format!(
+                "+refs/notes/hyperion*:{TRACKING_ROOT}{}/notes/hyperion*",
+                self.name
+            ),
+        ]
+    }
+
+    /// The refspecs `init --remote` adds to `remote.NAME.push`: the queue and the notes under
+    /// their own names, without `+` (fast-forward only).
+    pub fn push_refspecs(&self) -> Vec<String> {
+        vec![
+            format!("{REQUESTS_PREFIX}*:{REQUESTS_PREFIX}*"),
+            "refs/notes/hyperion*:refs/notes/hyperion*".to_owned(),
+        ]
+    }
+
+    fn tracking(&self, store: &Store) -> Result<Vec<(String, ObjectId)>> {
+        let prefix = self.tracking_prefix();
+        Ok(crate::git::refs::list(store.repo().common_dir(), &prefix)?
+            .into_iter()
+            .filter_map(|(name, oid)| Some((name.strip_prefix(&prefix)?.to_owned(), oid?)))
+            .collect())
+    }
+
+    fn tracked(&self, store: &Store, id: &str) -> Result<Option<ObjectId>> {
+        crate::git::refs::read(store.repo(), &format!("{}{id}", self.tracking_prefix()))
+    }
+
+    /// Set the tracking ref of `id` to `new` after a push that put it there.
+    fn track(&self, store: &Store, id: &str, new: ObjectId) -> Result<()> {
+        let name = format!("{}{id}", self.tracking_prefix());
+        for _ in 0..3 {
+            let now = crate::git::refs::read(store.repo(), &name)?;
+            if now == Some(new) {
+                return Ok(());
+            }
+            let log = crate::git::refs::LogLine {
+                name: "hyperion",
+                email: "hyperion@localhost",
+                at: jiff::Timestamp::now(),
+                message: "hyperion: push",
+            };
+            if crate::git::refs::cas(store.repo(), &name, now, new, &log)?.is_ok() {
+                return Ok(());
+            }
+        }
+        // A fetch is moving it at the same time: it will say what the remote holds.
+        Ok(())
+    }
+
+    fn last_fetch_path(&self, store: &Store) -> PathBuf {
+        store.hyperion_dir().join("last-fetch").join(&self.name)
+    }
+
+    /// When hyperion last fetched the queue from this remote (`hyperion/last-fetch/NAME`).
+    pub fn last_fetch(&self, store: &Store) -> Option<jiff::Timestamp> {
+        std::fs::read_to_string(self.last_fetch_path(store))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn record_fetch(&self, store: &Store, at: jiff::Timestamp) -> Result<()> {
+        let path = self.last_fetch_path(store);
+        let dir = path.parent().expect("a file in a directory");
+        let tmp = dir.join(format!(".{}.{}", self.name, std::process::id()));
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, format!("{at}\n")))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(format!("could not write {}", path.display()), e))
+    }
+}
+
+fn missing(message: String) -> Error {
+    Error::Remote {
+        code: Code::RemoteMissing,
+        message,
+    }
+}
+
+/// How a request's local tip stands to the remote's (as of the last fetch or push).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Relation {
+    Same,
+    /// Not on the remote: never published.
+    LocalOnly,
+    /// Only on the remote: not fetched into the local queue yet.
+    RemoteOnly,
+    /// The local tip descends from the remote's: transitions not published yet.
+    Ahead,
+    /// The remote's tip descends from the local one: transitions not adopted yet.
+    Behind,
+    /// The local chain replaced the remote's heartbeat tip with a newer one (a heartbeat may
+    /// replace a heartbeat): published with a lease on the replaced tip.
+    Replaced,
+    /// Neither descends from the other: two machines made different transitions.
+    Diverged,
+}
+
+/// One request's local and remote tips and how they stand.
+#[derive(Debug, Clone)]
+pub struct Compared {
+    pub id: String,
+    pub local: Option<ObjectId>,
+    pub remote: Option<ObjectId>,
+    pub relation: Relation,
+}
+
+/// Every request either side has, with how its tips stand; sorted by id.
+pub fn compare(store: &Store, remote: &Remote) -> Result<Vec<Compared>> {
+    let mut both: std::collections::BTreeMap<String, (Option<ObjectId>, Option<ObjectId>)> =
+        Default::default();
+    for (id, oid) in store.list()? {
+        both.entry(id).or_default().0 = Some(oid);
+    }
+    for (id, oid) in remote.tracking(store)? {
+        both.entry(id).or_default().1 = Some(oid);
+    }
+    both.into_iter()
+        .map(|(id, (local, theirs))| {
+            let relation = relate(store, local, theirs)?;
+            Ok(Compared {
+                id,
+                local,
+                remote: theirs,
+                relation,
+            })
+        })
+        .collect()
+}
+
+fn relate(store: &Store, local: Option<ObjectId>, theirs: Option<ObjectId>) -> Result<Relation> {
+    Ok(match (local, theirs) {
+        (None, None) => Relation::Same,
+        (Some(_), None) => Relation::LocalOnly,
+        (None, Some(_)) => Relation::RemoteOnly,
+        (Some(l), Some(r)) if l == r => Relation::Same,
+        (Some(l), Some(r)) => {
+            if store.descends(l, r)? {
+                Relation::Ahead
+            } else if store.descends(r, l)? {
+                Relation::Behind
+            } else if replaced_heartbeat(store, l, r)? {
+                Relation::Replaced
+            } else {
+                Relation::Diverged
+            }
+        }
+    })
+}
+
+/// Whether `theirs` is a heartbeat whose parent the local chain `local` descends from: the
+/// local chain replaced it (or a later one) with its own heartbeat.
+fn replaced_heartbeat(store: &Store, local: ObjectId, theirs: ObjectId) -> Result<bool> {
+    let heartbeat = store
+        .history_head(theirs)?
+        .is_some_and(|e| e.action == Action::Heartbeat);
+    if !heartbeat {
+        return Ok(false);
+    }
+    match store.parent_of(theirs)? {
+        Some(parent) => store.descends(local, parent),
+        None => Ok(false),
+    }
+}
+
+/// What a fetch did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Fetched {
+    pub remote: String,
+    pub at: Option<jiff::Timestamp>,
+    /// Requests new to this clone or moved forward to the remote's tip.
+    pub adopted: Vec<String>,
+    /// Requests with local transitions the remote does not have yet (`git hyperion push`).
+    pub ahead: Vec<String>,
+    /// Requests whose local and remote chains diverged (left alone; `doctor` says more).
+    pub diverged: Vec<String>,
+}
+
+/// Fetch the remote's queue into the tracking namespace, then move every local request ref
+/// that is absent or behind to the remote's tip (each a compare-and-swap; one that moved
+/// meanwhile is left for the next fetch). Local transitions are never overwritten.
+pub fn fetch(store: &Store, remote: &Remote, actor: &str) -> Result<Fetched> {
+    let at = jiff::Timestamp::now();
+    let refspec = format!("+{REQUESTS_PREFIX}*:{}*", remote.tracking_prefix());
+    crate::git::remote::fetch(store.git_dir(), remote.name(), &[refspec])?;
+    remote.record_fetch(store, at)?;
+    let mut out = Fetched {
+        remote: remote.name.clone(),
+        at: Some(at),
+        ..Fetched::default()
+    };
+    for c in compare(store, remote)? {
+        match (c.relation, c.remote) {
+            (Relation::RemoteOnly | Relation::Behind, Some(theirs)) => {
+                // A local ref that moved meanwhile is left for the next fetch.
+                let moved = store.adopt(&c.id, c.local, theirs, actor)?;
+                if moved {
+                    out.adopted.push(c.id);
+                }
+            }
+            (Relation::Ahead | Relation::LocalOnly | Relation::Replaced, _) => out.ahead.push(c.id),
+            (Relation::Diverged, _) => out.diverged.push(c.id),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// What a push published.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Published {
+    pub remote: String,
+    /// Requests the push created or moved on the remote.
+    pub pushed: Vec<String>,
+    /// Requests the remote already held at the local tip.
+    pub up_to_date: Vec<String>,
+    /// Requests not pushed because they diverged from the remote's (`git hyperion push`).
+    pub diverged: Vec<String>,
+}
+
+/// Publish new requests `ids` (already stored locally), create-only: one atomic push, each
+/// ref with a lease on its absence. A remote that holds the same tip is the idempotent case.
+/// A remote that holds another chain of the same request (another machine enqueued the same
+/// submission first: same dedupe key) is idempotent too: when the local chain is only its
+/// enqueue commit, it is replaced by the remote's (compare-and-swap) and the push is made
+/// again for the others. A different request under the id is `remote.conflict`, and nothing
+/// of the batch is published.
+pub fn publish_new(
+    store: &Store,
+    remote: &Remote,
+    ids: &[String],
+    actor: &str,
+) -> Result<Published> {
+    let mut out = Published {
+        remote: remote.name.clone(),
+        ..Published::default()
+    };
+    let mut pending: Vec<String> = ids.to_vec();
+    // Each round either publishes or takes in at least one request of the remote's.
+    for _ in 0..=ids.len().min(8) {
+        let mut updates = Vec::with_capacity(pending.len());
+        for id in &pending {
+            let tip = store.tip(id)?.ok_or_else(|| Error::NotFound(id.clone()))?;
+            updates.push((id.clone(), tip, Expect::Absent));
+        }
+        let (done, conflicts) = push_once(store, remote, updates)?;
+        if conflicts.is_empty() {
+            out.pushed.extend(done.pushed);
+            out.up_to_date.extend(done.up_to_date);
+            return Ok(out);
+        }
+        let refspecs: Vec<String> = conflicts
+            .iter()
+            .map(|id| format!("+{}:{}{id}", Store::ref_name(id), remote.tracking_prefix()))
+            .collect();
+        crate::git::remote::fetch(store.git_dir(), remote.name(), &refspecs)?;
+        let mut different = Vec::new();
+        for id in &conflicts {
+            let (Some(local), Some(theirs)) = (store.tip(id)?, remote.tracked(store, id)?) else {
+                different.push(id.clone());
+                continue;
+            };
+            let same_request = store.read_record(id, local)?.dedupe_key
+                == store.read_record(id, theirs)?.dedupe_key;
+            let only_enqueued = store.parent_of(local)?.is_none();
+            if same_request && only_enqueued {
+                if local != theirs {
+                    store.adopt(id, Some(local), theirs, actor)?;
+                }
+                out.up_to_date.push(id.clone());
+                pending.retain(|p| p != id);
+            } else {
+                different.push(id.clone());
+            }
+        }
+        if !different.is_empty() {
+            return Err(conflict(
+                remote,
+                &different,
+                "another request or a chain this clone's does not follow",
+            ));
+        }
+        if pending.is_empty() {
+            return Ok(out);
+        }
+    }
+    Err(conflict(remote, &pending, "the remote kept changing"))
+}
+
+fn conflict(remote: &Remote, ids: &[String], what: &str) -> Error {
+    Error::Remote {
+        code: Code::RemoteConflict,
+        message: format!(
+            "{} holds {what} under {} id(s): {}; nothing was published",
+            remote.name,
+            ids.len(),
+            ids.join(", ")
+        ),
+    }
+}
+
+/// Publish every local request the remote lacks or is behind on (by the tracking refs):
+/// one atomic push, each ref with a lease on the tip the remote is known to hold. Diverged
+/// requests are not pushed and are listed.
+pub fn push(store: &Store, remote: &Remote) -> Result<Published> {
+    let mut updates = Vec::new();
+    let mut diverged = Vec::new();
+    for c in compare(store, remote)? {
+        let Some(local) = c.local else { continue };
+        match (c.relation, c.remote) {
+            (Relation::LocalOnly, _) => updates.push((c.id, local, Expect::Absent)),
+            (Relation::Ahead | Relation::Replaced, Some(theirs)) => {
+                updates.push((c.id, local, Expect::At(theirs)))
+            }
+            (Relation::Diverged, _) => diverged.push(c.id),
+            _ => {}
+        }
+    }
+    let (mut out, conflicts) = push_once(store, remote, updates)?;
+    if !conflicts.is_empty() {
+        return Err(conflict(
+            remote,
+            &conflicts,
+            "other tips than this clone builds on (run `git hyperion fetch`)",
+        ));
+    }
+    out.diverged = diverged;
+    Ok(out)
+}
+
+/// One atomic push of `updates`; what it published, or (nothing published) the ids whose
+/// lease did not hold. A refusal for any other reason is `remote.rejected`.
+fn push_once(
+    store: &Store,
+    remote: &Remote,
+    updates: Vec<(String, ObjectId, Expect)>,
+) -> Result<(Published, Vec<String>)> {
+    let mut out = Published {
+        remote: remote.name.clone(),
+        ..Published::default()
+    };
+    let git_updates: Vec<Update> = updates
+        .iter()
+        .map(|(id, new, expect)| Update {
+            name: Store::ref_name(id),
+            new: *new,
+            expect: *expect,
+        })
+        .collect();
+    let (report, said) =
+        crate::git::remote::push(store.git_dir(), remote.name(), &git_updates, true)?;
+    let mut conflicts = Vec::new();
+    let mut refused = Vec::new();
+    for (name, outcome) in &report {
+        let Some(id) = name.strip_prefix(REQUESTS_PREFIX) else {
+            continue;
+        };
+        match outcome {
+            Outcome::Pushed => out.pushed.push(id.to_owned()),
+            Outcome::UpToDate => out.up_to_date.push(id.to_owned()),
+            Outcome::Rejected(why) if why == "atomic push failed" => {}
+            Outcome::Rejected(why)
+                if why.contains("stale info")
+                    || why.contains("fetch first")
+                    || why.contains("non-fast-forward") =>
+            {
+                conflicts.push(id.to_owned())
+            }
+            Outcome::Rejected(why) => refused.push(format!("{id} ({why})")),
+        }
+    }
+    if !refused.is_empty()
+        || (conflicts.is_empty() && out.pushed.len() + out.up_to_date.len() < updates.len())
+    {
+        return Err(Error::Remote {
+            code: Code::RemoteRejected,
+            message: format!(
+                "{} refused the push of {}; nothing was published: {}",
+                remote.name,
+                if refused.is_empty() {
+                    "the requests".to_owned()
+                } else {
+                    refused.join(", ")
+                },
+                said
+            ),
+        });
+    }
+    if !conflicts.is_empty() {
+        return Ok((Published::default(), conflicts));
+    }
+    for (id, new, _) in &updates {
+        remote.track(store, id, *new)?;
+    }
+    Ok((out, conflicts))
+}
+
+/// `doctor`'s findings about the remote: every request whose local and remote chains (as of
+/// the last fetch) diverged, with how to resolve it.
+pub fn findings(store: &Store, remote: &Remote) -> Result<Vec<crate::queue::Finding>> {
+    let when = match remote.last_fetch(store) {
+        Some(at) => format!("as of the last fetch, {at}"),
+        None => "as of the last push or plain git fetch".to_owned(),
+    };
+    let name = &remote.name;
+    let mut out = Vec::new();
+    for c in compare(store, remote)? {
+        let (Relation::Diverged, Some(local), Some(theirs)) = (c.relation, c.local, c.remote)
+        else {
+            continue;
+        };
+        let id = &c.id;
+        out.push(crate::queue::Finding {
+            id: id.clone(),
+            code: Code::RemoteDiverged,
+            message: format!(
+                "the local chain (at {local}) and {name}'s (at {theirs}, {when}) diverged: \
+                 neither follows the other, two machines made different transitions. \
+                 The remote's stands (it reached the shared queue first): take it with \
+                 `git update-ref {REQUESTS_PREFIX}{id} {}{id} {local}`; \
+                 compare first with `git log {local} {theirs}`",
+                remote.tracking_prefix()
+            ),
+        });
+    }
+    Ok(out)
+}
