@@ -18,6 +18,10 @@ pub struct Args {
     /// At most N requests.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Fetch the queue from the remote first (remote mode: `--remote NAME` or
+    /// `hyperion.remote`). Without it, the output says when the queue was last fetched.
+    #[arg(long)]
+    fetch: bool,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
@@ -36,7 +40,11 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         limit: args.limit,
         ..Filter::default()
     };
+    let remote = super::remote::fetch_first(ctx, args.fetch)?;
     let records = ctx.queue()?.list(&filter)?;
+    if let Some(r) = &remote {
+        super::remote::print_freshness(ctx, r)?;
+    }
     if !ctx.json() {
         for r in &records {
             if let Some(e) = &r.error {

@@ -12,6 +12,9 @@ use hyperion::Code;
 /// branches: one in progress, one interrupted half-way (with what to do), an old index.lock.
 /// With --reindex, rebuilds the index from the refs (the index is derived: deleting it loses
 /// nothing). Exits 1 when a chain is broken or a landing was interrupted.
+///
+/// In remote mode, also reports each request whose chain diverged from the remote's (as of
+/// the last fetch; --fetch fetches first) and how to resolve it (exit 1).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Rebuild the index from the refs.
@@ -21,10 +24,18 @@ pub struct Args {
     /// drop it from the index.
     #[arg(long)]
     repair: bool,
+    /// Fetch the queue from the remote first (remote mode).
+    #[arg(long)]
+    fetch: bool,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
-    let d = hyperion::gate::verify::doctor(ctx.queue()?, args.reindex, args.repair)?;
+    let remote = super::remote::fetch_first(ctx, args.fetch)?;
+    let mut d = hyperion::gate::verify::doctor(ctx.queue()?, args.reindex, args.repair)?;
+    if let Some(r) = &remote {
+        d.findings
+            .extend(hyperion::queue::remote::findings(ctx.queue()?.store(), r)?);
+    }
     if ctx.json() {
         print_json(&d);
     } else {

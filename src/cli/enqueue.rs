@@ -145,14 +145,62 @@ pub fn read_default_policy(ctx: &Ctx) {
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     hyperion::request::validate::warm_up();
     read_default_policy(ctx);
+    // A remote named wrong is refused before anything is stored.
+    let remote = if args.dry_run { None } else { ctx.remote()? };
+    if let Some(r) = remote {
+        let mut ids = Vec::new();
+        run_local(&args, ctx, &mut ids)?;
+        return publish(ctx, &r, &ids);
+    }
+    run_local(&args, ctx, &mut Vec::new())
+}
+
+/// Publish the requests just stored (remote mode): one create-only push. When it fails, the
+/// error says that they are stored locally and how to publish them later.
+fn publish(ctx: &Ctx, remote: &hyperion::queue::remote::Remote, ids: &[String]) -> CmdResult {
+    match hyperion::queue::remote::publish_new(ctx.queue()?.store(), remote, ids, &actor()) {
+        Ok(p) => {
+            if !ctx.json() {
+                eprintln!(
+                    "note: published to {}: {} new, {} already there",
+                    remote.name(),
+                    p.pushed.len(),
+                    p.up_to_date.len()
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let code = e.code();
+            let mut err = CommandError::from(e);
+            err.hints.insert(
+                0,
+                format!(
+                    "the request(s) are stored in this clone's queue (ids above), not published to {}; `git hyperion push` publishes them{}",
+                    remote.name(),
+                    if code == Code::RemoteUnreachable {
+                        " once the remote can be reached"
+                    } else {
+                        " after the conflict is resolved"
+                    }
+                ),
+            );
+            err.lists = vec![("not_published", ids.to_vec())].into();
+            Err(err)
+        }
+    }
+}
+
+/// Validate and store in this clone's queue; the ids stored (or found stored) go to `ids`.
+fn run_local(args: &Args, ctx: &Ctx, ids: &mut Vec<String>) -> CmdResult {
     if args.patch.is_none()
         && !args.dry_run
         && let Some(files) = many_files(&args.sources)?
     {
-        return run_in_chunks(&args, ctx, &files);
+        return run_in_chunks(args, ctx, &files, ids);
     }
     let loaded = match &args.patch {
-        Some(p) => vec![wrap(&args, p)?],
+        Some(p) => vec![wrap(args, p)?],
         None => load_sources(&args.sources)?,
     };
     let mut checked = check_targets(loaded, ctx)?;
@@ -188,7 +236,10 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let reqs: Vec<ChangeRequest> = requests.into_iter().map(|(_, r)| r).collect();
     // Printed as stored, a chunk at a time.
     let mut json = ctx.json().then(JsonArray::default);
-    let done = queue.enqueue_each(&reqs, &actor(), args.force, |e| print_one(json.as_mut(), e));
+    let done = queue.enqueue_each(&reqs, &actor(), args.force, |e| {
+        ids.push(e.id.clone());
+        print_one(json.as_mut(), e)
+    });
     finish(json, done)
 }
 
@@ -207,7 +258,7 @@ fn print_one(json: Option<&mut JsonArray>, e: Enqueued) {
 /// target, policy, archived ids; as a whole batch, nothing is stored if one is refused),
 /// keeping only its id; then they are read again and stored a chunk at a time, each id
 /// printed once stored. Memory holds one chunk of requests, however many there are.
-fn run_in_chunks(args: &Args, ctx: &Ctx, files: &[PathBuf]) -> CmdResult {
+fn run_in_chunks(args: &Args, ctx: &Ctx, files: &[PathBuf], stored: &mut Vec<String>) -> CmdResult {
     let queue = ctx.queue()?;
     let chunk = hyperion::queue::store::chunk();
     let mut ids = Vec::with_capacity(files.len());
@@ -235,7 +286,10 @@ fn run_in_chunks(args: &Args, ctx: &Ctx, files: &[PathBuf]) -> CmdResult {
         .chunks(chunk)
         .map(|part| part.iter().map(|f| reload(f)).collect());
     let mut json = ctx.json().then(JsonArray::default);
-    let done = queue.store_checked(chunks, &ids, &actor(), |e| print_one(json.as_mut(), e));
+    let done = queue.store_checked(chunks, &ids, &actor(), |e| {
+        stored.push(e.id.clone());
+        print_one(json.as_mut(), e)
+    });
     finish(json, done)
 }
 

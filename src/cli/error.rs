@@ -79,6 +79,12 @@ impl CommandError {
         .hint(p.hint)
     }
 
+    /// The same error with another code.
+    pub fn code(mut self, code: Code) -> CommandError {
+        self.code = code;
+        self
+    }
+
     pub fn hint(mut self, hint: impl Into<String>) -> CommandError {
         self.hints.push(hint.into());
         self
@@ -179,7 +185,11 @@ impl From<Error> for CommandError {
                 Error::NotFound(_)
                 | Error::Ambiguous { .. }
                 | Error::Usage(_)
-                | Error::Config { .. } => Kind::Usage,
+                | Error::Config { .. }
+                | Error::Remote {
+                    code: Code::RemoteMissing,
+                    ..
+                } => Kind::Usage,
                 _ => Kind::Environment,
             }
         };
@@ -207,6 +217,18 @@ impl From<Error> for CommandError {
             Error::Incomplete { .. } => Some(
                 "the requests listed as stored are in the queue, the others are not; fix the cause and submit them again (a request already stored is not stored twice)",
             ),
+            Error::Remote { code, .. } => match code {
+                Code::RemoteMissing => Some(
+                    "add it with `git remote add NAME URL`, or name one `git remote` lists (--remote NAME, hyperion.remote)",
+                ),
+                Code::RemoteUnreachable => Some(
+                    "nothing was published; check the remote's URL, the network and your access, then run `git hyperion push`",
+                ),
+                Code::RemoteConflict => Some(
+                    "another machine's transition reached the remote first; `git hyperion fetch` takes the remote's state, `git hyperion doctor` shows what diverged",
+                ),
+                _ => Some("read the remote's message; nothing was published"),
+            },
             Error::Git(_) | Error::Io { .. } => {
                 Some("check the repository and disk; nothing was changed by this command")
             }

@@ -7,7 +7,8 @@ use super::{Ctx, parse_since, print_records};
 /// List requests, oldest first.
 ///
 /// Columns: id, status (with the dead-letter class), priority, attempts, agent, task, last
-/// update, title. `--format json` prints an array of records.
+/// update, title. `--format json` prints an array of records. In remote mode the text ends
+/// with when the queue was last fetched (with `--format json`, that line is on stderr).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Only this status: awaiting_approval, pending, leased, applied, dead, rolled_back.
@@ -22,6 +23,10 @@ pub struct Args {
     /// At most N requests.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Fetch the queue from the remote first (remote mode: `--remote NAME` or
+    /// `hyperion.remote`). Without it, the output says when the queue was last fetched.
+    #[arg(long)]
+    fetch: bool,
 }
 
 pub fn parse_status(s: &str) -> CmdResult<Status> {
@@ -41,7 +46,11 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         since: args.since.as_deref().map(parse_since).transpose()?,
         limit: args.limit,
     };
+    let remote = super::remote::fetch_first(ctx, args.fetch)?;
     let records = ctx.queue()?.list(&filter)?;
     print_records(ctx, &records);
+    if let Some(r) = &remote {
+        super::remote::print_freshness(ctx, r)?;
+    }
     Ok(())
 }

@@ -13,14 +13,17 @@ mod demo;
 mod dequeue;
 mod doctor;
 mod enqueue;
+mod fetch;
 mod gc;
 mod heartbeat;
 mod ingest;
 mod init;
 mod list;
 mod policy;
+mod push;
 mod reject;
 mod release;
+mod remote;
 mod requeue;
 mod rollback;
 mod show;
@@ -68,6 +71,10 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Share the queue through this git remote (default: `hyperion.remote`): `enqueue`
+    /// publishes, `--fetch` and `fetch` read from it, `push` publishes to it.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub remote: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -99,6 +106,8 @@ pub enum Command {
     Apply(apply::Args),
     Rollback(rollback::Args),
     Dequeue(dequeue::Args),
+    Fetch(fetch::Args),
+    Push(push::Args),
     Heartbeat(heartbeat::Args),
     Release(release::Args),
     Complete(complete::Args),
@@ -118,6 +127,8 @@ pub enum Command {
 pub struct Ctx {
     pub dir: PathBuf,
     pub format: Format,
+    /// `--remote NAME`, if given.
+    pub remote: Option<String>,
     /// The queue, opened on first use and then shared by every step of the command (opening
     /// the repository and reading its settings is most of a short command's cost).
     queue: std::cell::OnceCell<Queue>,
@@ -156,6 +167,7 @@ pub fn run(cli: Cli) -> CmdResult {
         dir: std::env::current_dir()
             .map_err(|e| CommandError::usage(format!("no current directory: {e}")))?,
         format: cli.format,
+        remote: cli.remote,
         queue: std::cell::OnceCell::new(),
     };
     match cli.command {
@@ -172,6 +184,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Apply(a) => apply::run(a, &ctx),
         Command::Rollback(a) => rollback::run(a, &ctx),
         Command::Dequeue(a) => dequeue::run(a, &ctx),
+        Command::Fetch(a) => fetch::run(a, &ctx),
+        Command::Push(a) => push::run(a, &ctx),
         Command::Heartbeat(a) => heartbeat::run(a, &ctx),
         Command::Release(a) => release::run(a, &ctx),
         Command::Complete(a) => complete::run(a, &ctx),

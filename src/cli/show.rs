@@ -12,13 +12,21 @@ pub struct Args {
     /// Also print the request's patches.
     #[arg(long)]
     patch: bool,
+    /// Fetch the queue from the remote first (remote mode: `--remote NAME` or
+    /// `hyperion.remote`). Without it, the output says when the queue was last fetched.
+    #[arg(long)]
+    fetch: bool,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    let remote = super::remote::fetch_first(ctx, args.fetch)?;
     let q = ctx.queue()?;
     let d = q.show(&args.id)?;
     if ctx.json() {
         let mut v = serde_json::to_value(&d).expect("serialises");
+        if let Some(r) = &remote {
+            v["remote"] = super::remote::freshness(ctx, r)?;
+        }
         if args.patch {
             v["request"] = serde_json::to_value(q.request(&d.record.id)?).expect("serialises");
         }
@@ -43,6 +51,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     println!("attempts  {}", r.attempts);
     println!("created   {}", ts(r.created_at));
     println!("updated   {}", ts(r.updated_at));
+    if let Some(remote) = &remote {
+        println!("{}", super::remote::freshness_line(ctx, remote)?);
+    }
     if let (Some(o), Some(u)) = (&r.lease_owner, r.leased_until) {
         println!("lease     {o} until {}", ts(u));
     }

@@ -1,0 +1,323 @@
+//! Remote mode: clones that share one queue through a bare repository on a file path, each a
+//! "machine" driven through the real `git` and `git-hyperion` binaries.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{TestRepo, hermetic, request};
+use serde_json::Value;
+
+/// A bare repository standing for the shared remote, holding `main` of `first`.
+struct Shared {
+    dir: tempfile::TempDir,
+}
+
+impl Shared {
+    fn path(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    /// `git` in the remote; its stdout.
+    fn git(&self, args: &[&str]) -> String {
+        hermetic::git(self.dir.path(), args)
+    }
+
+    fn refs(&self) -> String {
+        self.git(&[
+            "for-each-ref",
+            "--format=%(refname) %(objectname)",
+            "refs/hyperion",
+        ])
+    }
+}
+
+/// The first machine (with `main`) and the remote it pushed `main` to, set up with
+/// `init --remote origin`.
+fn first() -> (Shared, TestRepo) {
+    let shared = Shared {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    shared.git(&["init", "-q", "--bare", "-b", "main"]);
+    let a = TestRepo::new();
+    a.git(&["remote", "add", "origin", shared.path()]);
+    a.git(&["push", "-q", "origin", "main"]);
+    a.ok(&["init", "--remote", "origin"]);
+    (shared, a)
+}
+
+/// Another machine: a clone of the remote, set up with `init --remote origin`.
+fn machine(shared: &Shared) -> TestRepo {
+    let r = TestRepo {
+        dir: tempfile::tempdir().unwrap(),
+        home: tempfile::tempdir().unwrap(),
+        bare: false,
+    };
+    r.git(&["clone", "-q", shared.path(), "."]);
+    r.ok(&["init", "--remote", "origin"]);
+    r
+}
+
+fn enqueue(repo: &TestRepo, i: usize, salt: &str) -> String {
+    let f = repo.write(&format!("r-{salt}-{i}.json"), &request(i, salt));
+    let ids = repo.enqueue(&f);
+    assert_eq!(ids.len(), 1);
+    ids[0].clone()
+}
+
+fn error_code(stdout: &str) -> String {
+    let doc: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    doc["error"]["code"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn enqueue_publishes_and_another_clone_sees_it_with_list_fetch() {
+    let (shared, a) = first();
+    let b = machine(&shared);
+    let id = enqueue(&a, 1, "pub");
+    let tip = a.git(&["rev-parse", &format!("refs/hyperion/requests/{id}")]);
+    assert_eq!(
+        shared.git(&["rev-parse", &format!("refs/hyperion/requests/{id}")]),
+        tip,
+        "enqueue published the request's chain"
+    );
+
+    // B does not see it until it fetches; then it does, and says how fresh its view is.
+    assert!(b.ids(&["list"]).is_empty());
+    let text = b.ok(&["list"]);
+    assert!(text.contains("never fetched"), "{text}");
+    let listed = b.ids(&["list", "--fetch"]);
+    assert_eq!(listed, vec![id.clone()]);
+    let text = b.ok(&["list"]);
+    assert!(
+        text.contains("remote origin: queue as of the last fetch"),
+        "{text}"
+    );
+    let shown = b.json(&["show", &id]);
+    assert_eq!(shown["remote"]["name"], "origin");
+    assert!(shown["remote"]["fetched_at"].is_string(), "{shown}");
+    assert!(
+        b.git_dir().join("hyperion/last-fetch/origin").is_file(),
+        "the freshness record"
+    );
+    // B's local chain is the remote's.
+    assert_eq!(
+        b.git(&["rev-parse", &format!("refs/hyperion/requests/{id}")]),
+        tip
+    );
+}
+
+#[test]
+fn a_batch_enqueue_is_one_create_only_push() {
+    let (shared, a) = first();
+    // Count pushes with a pre-receive hook that appends a line per push.
+    let log = shared.dir.path().join("pushes.log");
+    let hook = shared.dir.path().join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\necho push >> '{}'\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = common::request_dir(&a, 5, "batch");
+    let ids = a.enqueue(&d);
+    assert_eq!(ids.len(), 5);
+    assert_eq!(shared.refs().lines().count(), 5, "{}", shared.refs());
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+}
+
+#[test]
+fn publishing_the_same_request_twice_is_idempotent() {
+    let (shared, a) = first();
+    let b = machine(&shared);
+    let id = enqueue(&a, 1, "same");
+    let before = shared.refs();
+    // The same machine again: stored before, the remote already holds it.
+    let (_, err) = {
+        let f = a.write("again.json", &request(1, "same"));
+        let out = a.run(&["enqueue", f.to_str().unwrap()]);
+        assert!(out.status.success());
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(err.contains("1 already there"), "{err}");
+    assert_eq!(shared.refs(), before);
+    // Another machine that never fetched enqueues the same submission: its own chain is
+    // replaced by the remote's; nothing changes there.
+    assert_eq!(enqueue(&b, 1, "same"), id);
+    assert_eq!(shared.refs(), before);
+    assert_eq!(
+        b.git(&["rev-parse", &format!("refs/hyperion/requests/{id}")]),
+        a.git(&["rev-parse", &format!("refs/hyperion/requests/{id}")]),
+    );
+}
+
+#[test]
+fn a_different_chain_under_the_id_is_refused_with_remote_conflict() {
+    let (shared, a) = first();
+    let b = machine(&shared);
+    // Another request's chain planted under the id the next request will have (a remote
+    // without the verify-push hook takes anything).
+    let other = enqueue(&b, 2, "other");
+    let id = {
+        let f = a.write("probe.json", &request(1, "conflict"));
+        let v = a.json(&["enqueue", "--dry-run", f.to_str().unwrap()]);
+        v[0]["id"].as_str().unwrap().to_owned()
+    };
+    let other_tip = shared.git(&["rev-parse", &format!("refs/hyperion/requests/{other}")]);
+    shared.git(&[
+        "update-ref",
+        &format!("refs/hyperion/requests/{id}"),
+        other_tip.trim(),
+    ]);
+    let before = shared.refs();
+    let f = a.write("c.json", &request(1, "conflict"));
+    let out = a.run(&["enqueue", f.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(error_code(&stdout), "remote.conflict", "{stderr}");
+    assert!(stderr.contains("stored in this clone's queue"), "{stderr}");
+    assert!(stderr.contains("not_published: "), "{stderr}");
+    // The remote is untouched; the local request is stored.
+    assert_eq!(shared.refs(), before);
+    assert_eq!(a.ids(&["list"]), vec![id]);
+}
+
+#[test]
+fn an_unreachable_remote_is_a_clear_error_and_the_request_stays_local() {
+    let (shared, a) = first();
+    let gone = a.home.path().join("gone.git");
+    a.git(&["remote", "add", "gone", gone.to_str().unwrap()]);
+    let f = a.write("u.json", &request(1, "unreach"));
+    let out = a.run(&[
+        "--remote",
+        "gone",
+        "enqueue",
+        f.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(error_code(&stdout), "remote.unreachable", "{stderr}");
+    assert!(stderr.contains("not published to gone"), "{stderr}");
+    assert!(stderr.contains("git hyperion push"), "{stderr}");
+    // Stored locally, intact and valid; `push` publishes it later.
+    let ids = a.ids(&["list"]);
+    assert_eq!(ids.len(), 1);
+    a.ok(&["doctor"]);
+    // The remote comes back (a copy of the shared one).
+    a.git(&[
+        "clone",
+        "-q",
+        "--bare",
+        shared.path(),
+        gone.to_str().unwrap(),
+    ]);
+    let pushed = a.json(&["--remote", "gone", "push"]);
+    assert_eq!(pushed["pushed"], serde_json::json!(ids));
+    // An unknown remote is refused before anything is stored.
+    let f = a.write("v.json", &request(2, "unreach"));
+    let (_, err) = a.fails(&["--remote", "nope", "enqueue", f.to_str().unwrap()], 2);
+    assert!(err.contains("[remote.missing]"), "{err}");
+    assert_eq!(a.ids(&["list"]).len(), 1);
+}
+
+#[test]
+fn init_remote_is_idempotent_and_its_refspecs_work_with_plain_git() {
+    let (shared, a) = first();
+    let config =
+        |r: &TestRepo| r.git(&["config", "--get-regexp", r"^remote\.origin\.(fetch|push)"]);
+    let once = config(&a);
+    a.ok(&["init", "--remote", "origin"]);
+    assert_eq!(config(&a), once, "a second init adds nothing");
+    assert_eq!(a.git(&["config", "hyperion.remote"]).trim(), "origin");
+    let (_, err) = a.fails(&["init", "--remote", "nope"], 2);
+    assert!(err.contains("[remote.missing]"), "{err}");
+
+    // Plain `git push` publishes the queue (fast-forward only), plain `git fetch` mirrors it
+    // into the tracking namespace (no notes ref yet: the glob keeps fetch from failing).
+    a.git(&["config", "--unset", "hyperion.remote"]);
+    let id = enqueue(&a, 1, "plain");
+    assert!(
+        shared.refs().is_empty(),
+        "not published by enqueue without a remote"
+    );
+    a.git(&["push", "-q", "origin"]);
+    let tip = a.git(&["rev-parse", &format!("refs/hyperion/requests/{id}")]);
+    assert_eq!(
+        shared.git(&["rev-parse", &format!("refs/hyperion/requests/{id}")]),
+        tip
+    );
+    let b = machine(&shared);
+    b.git(&["fetch", "-q", "origin"]);
+    assert_eq!(
+        b.git(&[
+            "rev-parse",
+            &format!("refs/hyperion-remotes/origin/requests/{id}")
+        ]),
+        tip
+    );
+    // `git hyperion fetch` takes it into the queue.
+    assert!(b.ids(&["list"]).is_empty());
+    let fetched = b.json(&["fetch"]);
+    assert_eq!(fetched["adopted"], serde_json::json!([id]));
+    assert_eq!(b.ids(&["list"]), vec![id]);
+    // The doctor of a clone that fetched sees nothing wrong.
+    b.ok(&["doctor"]);
+}
+
+/// B leases a request and publishes the lease; A, without fetching, leases it too: their
+/// chains diverge. A's push is refused (the lease on the remote's tip does not hold), and
+/// A's doctor names the divergence and how to resolve it; the resolution it names works.
+#[test]
+fn doctor_reports_a_queue_diverged_from_the_remote() {
+    let (shared, a) = first();
+    let b = machine(&shared);
+    let id = enqueue(&a, 1, "div");
+    b.ok(&["fetch"]);
+    b.ok(&["dequeue", "--worker", "wb"]);
+    b.ok(&["push"]);
+    a.ok(&["dequeue", "--worker", "wa"]);
+    let remote_tip = shared.git(&["rev-parse", &format!("refs/hyperion/requests/{id}")]);
+    let (_, err) = a.fails(&["push"], 1);
+    assert!(err.contains("[remote.conflict]"), "{err}");
+    assert_eq!(
+        shared.git(&["rev-parse", &format!("refs/hyperion/requests/{id}")]),
+        remote_tip,
+        "the remote keeps B's lease"
+    );
+    // Before fetching, A's view of the remote is the published enqueue: A is ahead.
+    a.ok(&["doctor"]);
+    let fetched = a.json(&["fetch"]);
+    assert_eq!(fetched["diverged"], serde_json::json!([id]));
+    let out = a.run(&["doctor", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "remote.diverged")
+        .unwrap_or_else(|| panic!("no divergence reported: {report}"))
+        .clone();
+    assert_eq!(finding["id"], id.as_str());
+    let message = finding["message"].as_str().unwrap();
+    // The resolution the finding names, run as written.
+    let command = message
+        .split('`')
+        .find(|part| part.starts_with("git update-ref"))
+        .unwrap();
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    a.git(&args);
+    a.ok(&["doctor"]);
+    assert_eq!(a.json(&["show", &id])["record"]["lease_owner"], "wb");
+}
