@@ -86,8 +86,8 @@ pub fn push(
     for u in updates {
         args.push(format!("{}:{}", u.new, u.name));
     }
-    // Ids on the command line: a chunk of hyperion's (10,000 refs) is ~1 MB of arguments,
-    // under Linux's limit for one process's arguments.
+    // Refs on the command line, about 170 bytes each: Linux's limit for one command's
+    // arguments (2 MB with the default stack) is near 10,000 refs (docs/remote.md).
     let out = crate::git::command::at(git_dir)
         .args(&args)
         .output()
