@@ -286,7 +286,10 @@ fn doctor_reports_a_queue_diverged_from_the_remote() {
     b.ok(&["fetch"]);
     b.ok(&["dequeue", "--worker", "wb"]);
     b.ok(&["push"]);
+    // A leases it in its own queue only (remote mode off for the one command).
+    a.git(&["config", "--unset", "hyperion.remote"]);
     a.ok(&["dequeue", "--worker", "wa"]);
+    a.git(&["config", "hyperion.remote", "origin"]);
     let remote_tip = shared.git(&["rev-parse", &format!("refs/hyperion/requests/{id}")]);
     let (_, err) = a.fails(&["push"], 1);
     assert!(err.contains("[remote.conflict]"), "{err}");
@@ -320,4 +323,95 @@ fn doctor_reports_a_queue_diverged_from_the_remote() {
     a.git(&args);
     a.ok(&["doctor"]);
     assert_eq!(a.json(&["show", &id])["record"]["lease_owner"], "wb");
+}
+
+fn spawn_dequeue(repo: &TestRepo, worker: &str, env: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = repo.cmd();
+    cmd.args(["dequeue", "--worker", worker, "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The ids a `dequeue --format json` printed.
+fn won(child: std::process::Child) -> Vec<String> {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The lease owner of `id` on the remote: the record in its tip's message.
+fn remote_owner(shared: &Shared, id: &str) -> String {
+    let body = shared.git(&[
+        "log",
+        "-1",
+        "--format=%B",
+        &format!("refs/hyperion/requests/{id}"),
+    ]);
+    let record: Value = serde_json::from_str(body.trim().lines().last().unwrap()).unwrap();
+    record["lease_owner"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A leases locally, then stops before its push; B leases and publishes; A goes on: its push
+/// is refused, it reports nothing won, and its local ref is the remote's (B's lease).
+#[test]
+fn a_lease_another_machine_published_first_is_lost_and_put_back() {
+    let (shared, a) = first();
+    let b = machine(&shared);
+    let id = enqueue(&a, 1, "lost");
+    let paused = spawn_dequeue(
+        &a,
+        "wa",
+        &[("HYPERION_TEST_PAUSE_AT", "remote.leased_locally")],
+    );
+    common::wait_stopped(paused.id(), "A's dequeue");
+    assert_eq!(won(spawn_dequeue(&b, "wb", &[])), vec![id.clone()]);
+    common::signal(paused.id(), "CONT");
+    assert!(
+        won(paused).is_empty(),
+        "A did not win a request B leased first"
+    );
+    assert_eq!(remote_owner(&shared, &id), "wb");
+    let r = format!("refs/hyperion/requests/{id}");
+    assert_eq!(a.git(&["rev-parse", &r]), shared.git(&["rev-parse", &r]));
+    a.ok(&["doctor"]);
+}
+
+/// Three machines race for each request, as concurrent processes, round after round: each
+/// request is won exactly once, by the worker the remote records.
+#[test]
+fn machines_racing_for_a_lease_never_both_win() {
+    let (shared, a) = first();
+    let b = machine(&shared);
+    let c = machine(&shared);
+    for round in 0..6 {
+        let id = enqueue(&a, round, "race");
+        let racers =
+            [(&a, "wa"), (&b, "wb"), (&c, "wc")].map(|(repo, w)| (w, spawn_dequeue(repo, w, &[])));
+        let mut winners = Vec::new();
+        for (w, child) in racers {
+            let ids = won(child);
+            assert!(ids.len() <= 1, "{ids:?}");
+            if ids == [id.clone()] {
+                winners.push(w);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?} all won {id}");
+        assert_eq!(remote_owner(&shared, &id), winners[0]);
+    }
 }

@@ -6,6 +6,11 @@ use super::{Ctx, JsonArray, parse_duration_arg, ts};
 /// Takes up to N pending requests in queue order (priority first, then first in, first out)
 /// and leases each to WORKER by compare-and-swap, so two workers never hold the same request.
 /// Prints the leased records (an empty array with --format json when nothing is ready).
+///
+/// In remote mode (`--remote NAME` or `hyperion.remote`), the queue is fetched first and the
+/// leases are published in one atomic push, each with a lease on the remote's tip: a request
+/// another machine leased first is not this worker's (its local lease is put back to the
+/// remote's state) and is not printed. See docs/remote.md.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Worker id that will own the leases.
@@ -20,6 +25,38 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    if let Some(remote) = ctx.remote()? {
+        let won = hyperion::queue::remote::lease(
+            ctx.queue()?,
+            &remote,
+            &args.worker,
+            args.batch.max(1),
+            args.lease,
+        )?;
+        let mut json = ctx.json().then(JsonArray::default);
+        for r in &won.records {
+            match json.as_mut() {
+                Some(json) => json.push(r),
+                None => println!(
+                    "{}  leased to {} until {}  {}",
+                    r.id,
+                    args.worker,
+                    r.leased_until.map(ts).unwrap_or_default(),
+                    r.title
+                ),
+            }
+        }
+        if let Some(json) = json {
+            json.finish();
+        }
+        for id in &won.lost {
+            eprintln!("note: {id} was leased by another machine first");
+        }
+        if won.records.is_empty() && !ctx.json() {
+            eprintln!("nothing is ready");
+        }
+        return Ok(());
+    }
     // Printed as leased: a batch of any size is never held whole.
     let mut json = ctx.json().then(JsonArray::default);
     let leased = ctx

@@ -348,8 +348,12 @@ pub fn publish_new(
         crate::git::remote::fetch(store.git_dir(), remote.name(), &refspecs)?;
         let mut different = Vec::new();
         for id in &conflicts {
-            let (Some(local), Some(theirs)) = (store.tip(id)?, remote.tracked(store, id)?) else {
+            let Some(local) = store.tip(id)? else {
                 different.push(id.clone());
+                continue;
+            };
+            let Some(theirs) = remote.tracked(store, id)? else {
+                // Still absent there: the push failed for another ref; try it again.
                 continue;
             };
             let same_request = store.read_record(id, local)?.dedupe_key
@@ -451,10 +455,15 @@ fn push_once(
             Outcome::Pushed => out.pushed.push(id.to_owned()),
             Outcome::UpToDate => out.up_to_date.push(id.to_owned()),
             Outcome::Rejected(why) if why == "atomic push failed" => {}
+            // The lease as git checks it before sending, or as the remote's ref transaction
+            // checks it (another push moved the ref in between: "cannot lock ref … is at X but
+            // expected Y", reported as a failed atomic transaction).
             Outcome::Rejected(why)
                 if why.contains("stale info")
                     || why.contains("fetch first")
-                    || why.contains("non-fast-forward") =>
+                    || why.contains("non-fast-forward")
+                    || why.contains("atomic transaction failed")
+                    || why.contains("failed to update ref") =>
             {
                 conflicts.push(id.to_owned())
             }
@@ -514,6 +523,125 @@ pub fn findings(store: &Store, remote: &Remote) -> Result<Vec<crate::queue::Find
                 remote.tracking_prefix()
             ),
         });
+    }
+    Ok(out)
+}
+
+/// What a lease by push won and lost.
+#[derive(Debug, Default)]
+pub struct Leased {
+    /// The leases this worker holds on the remote too.
+    pub records: Vec<crate::request::model::Record>,
+    /// Requests this worker leased locally but another machine's transition reached the
+    /// remote first: the local ref was put back to the remote's tip.
+    pub lost: Vec<String>,
+}
+
+/// How many rounds of fetch, lease and push a lease by push makes before it settles for what
+/// it won.
+const LEASE_ROUNDS: usize = 3;
+
+/// Lease up to `batch` requests to `worker` on the shared queue: fetch, lease locally
+/// ([`crate::queue::Queue::dequeue`]), then publish every new lease in one atomic push, each
+/// with a lease on the remote's tip it was built on. When the push is refused because another
+/// machine's transition reached a request first, that machine won it: the local ref is put
+/// back to the remote's tip (a compare-and-swap from the lease this call wrote), and the
+/// others are pushed again. Then, after a jittered pause, another round for what is missing.
+/// A lease that is not on the remote is never reported as won.
+pub fn lease(
+    queue: &crate::queue::Queue,
+    remote: &Remote,
+    worker: &str,
+    batch: usize,
+    length: Option<std::time::Duration>,
+) -> Result<Leased> {
+    let store = queue.store();
+    let actor = format!("worker:{worker}");
+    let mut out = Leased::default();
+    for round in 0..LEASE_ROUNDS {
+        fetch(store, remote, &actor)?;
+        let want = batch.saturating_sub(out.records.len());
+        if want == 0 {
+            break;
+        }
+        let leased = queue.dequeue(worker, want, length)?;
+        if leased.is_empty() {
+            break;
+        }
+        let mut pending = Vec::with_capacity(leased.len());
+        for r in &leased {
+            let tip = store
+                .tip(&r.id)?
+                .ok_or_else(|| Error::NotFound(r.id.clone()))?;
+            let expect = match remote.tracked(store, &r.id)? {
+                Some(theirs) => Expect::At(theirs),
+                None => Expect::Absent,
+            };
+            pending.push((r.id.clone(), tip, expect));
+        }
+        crate::git::os::pause_point("remote.leased_locally");
+        let lost_before = out.lost.len();
+        let mut attempts = 0;
+        while !pending.is_empty() {
+            let (_, conflicts) = push_once(store, remote, pending.clone())?;
+            if conflicts.is_empty() {
+                break;
+            }
+            attempts += 1;
+            if attempts > LEASE_ROUNDS * 2 {
+                return Err(Error::Remote {
+                    code: Code::RemoteRejected,
+                    message: format!(
+                        "{} kept refusing the leases of {} without another machine's transition in the way; they are held in this clone only (release them with `git hyperion release ID --worker {worker}`)",
+                        remote.name,
+                        conflicts.join(", ")
+                    ),
+                });
+            }
+            let refspecs: Vec<String> = conflicts
+                .iter()
+                .map(|id| format!("+{}:{}{id}", Store::ref_name(id), remote.tracking_prefix()))
+                .collect();
+            crate::git::remote::fetch(store.git_dir(), remote.name(), &refspecs)?;
+            for id in conflicts {
+                let Some(at) = pending.iter().position(|(p, _, _)| *p == id) else {
+                    continue;
+                };
+                let theirs = remote.tracked(store, &id)?;
+                let expected = match pending[at].2 {
+                    Expect::At(t) => Some(t),
+                    Expect::Absent => None,
+                };
+                if theirs == expected {
+                    // The remote still holds what the lease expects: refused for another
+                    // ref of the atomic push. Pushed again.
+                    continue;
+                }
+                let (_, mine, _) = pending.remove(at);
+                if let Some(theirs) = theirs {
+                    // Only the lease this call wrote is replaced; a ref that moved since is
+                    // left to the next fetch.
+                    store.adopt(&id, Some(mine), theirs, &actor)?;
+                }
+                out.lost.push(id);
+            }
+        }
+        let won: Vec<String> = pending.into_iter().map(|(id, _, _)| id).collect();
+        out.records
+            .extend(leased.into_iter().filter(|r| won.contains(&r.id)));
+        if out.lost.len() == lost_before {
+            // Nothing lost: what was ready is leased.
+            break;
+        }
+        // Another machine is leasing too: a pause in [25, 100) ms times the round, so that
+        // the machines do not meet again at once.
+        let seed = crate::request::model::sha256_hex(
+            format!("{worker}:{round}:{}", jiff::Timestamp::now()).as_bytes(),
+        );
+        let frac = u64::from_str_radix(&seed[..4], 16).unwrap_or(0) as u64;
+        std::thread::sleep(std::time::Duration::from_millis(
+            (25 + frac * 75 / 65536) * (round as u64 + 1),
+        ));
     }
     Ok(out)
 }
