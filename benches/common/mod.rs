@@ -33,6 +33,24 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
 /// Run `git-hyperion ARGS` in `repo` as its own process (actor `bench`); how long it took,
 /// start to exit, and what it printed. Panics when it fails.
 pub fn hyperion(repo: &Path, args: &[&str]) -> (Duration, String) {
+    match run(repo, args) {
+        (took, Some(0), out) => (took, out),
+        (_, _, said) => panic!("git-hyperion {args:?} failed: {said}"),
+    }
+}
+
+/// [`hyperion`], but a refusal by the gate (exit 1) is `None` instead of a panic.
+pub fn hyperion_refused(repo: &Path, args: &[&str]) -> Option<(Duration, String)> {
+    match run(repo, args) {
+        (took, Some(0), out) => Some((took, out)),
+        (_, Some(1), _) => None,
+        (_, _, said) => panic!("git-hyperion {args:?} failed: {said}"),
+    }
+}
+
+/// `git-hyperion ARGS` in `repo`, timed: how long, its exit code, and its stdout (with its
+/// stderr after it when it failed).
+fn run(repo: &Path, args: &[&str]) -> (Duration, Option<i32>, String) {
     let t = Instant::now();
     let out = hermetic::command(BIN, repo, repo)
         .args(args)
@@ -40,13 +58,11 @@ pub fn hyperion(repo: &Path, args: &[&str]) -> (Duration, String) {
         .output()
         .expect("git-hyperion runs");
     let took = t.elapsed();
-    assert!(
-        out.status.success(),
-        "git-hyperion {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (took, String::from_utf8_lossy(&out.stdout).into_owned())
+    let mut said = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        said.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    (took, out.status.code(), said)
 }
 
 /// The tree id of `rev` in `repo`.
