@@ -492,10 +492,7 @@ impl Queue {
     ) -> Result<Vec<crate::request::tiers::Assessment>> {
         let repo = self.store.repo();
         let local = self.local_gate();
-        let refused = |req: &ChangeRequest, p: crate::Problem| Error::Rejected {
-            source_name: format!("{} ({})", req.id(), req.title),
-            problems: vec![p],
-        };
+        let refused = |req: &ChangeRequest, p: crate::Problem| rejected(req, vec![p]);
         let mut gates: std::collections::HashMap<Target, (Tip, crate::request::tiers::Rules)> =
             std::collections::HashMap::new();
         let mut out = Vec::with_capacity(reqs.len());
@@ -558,14 +555,7 @@ impl Queue {
         let all: Vec<&ChangeRequest> = requests.iter().collect();
         for (req, problems) in requests.iter().zip(self.check_against_targets(&all)?) {
             if !problems.is_empty() {
-                return Err(Error::Rejected {
-                    source_name: format!(
-                        "{} ({})",
-                        req.id(),
-                        crate::request::secrets::redact(&req.title)
-                    ),
-                    problems,
-                });
+                return Err(rejected(req, problems));
             }
         }
         // Predecessors are stored before the requests that build on them, so that they are
@@ -674,14 +664,7 @@ impl Queue {
                     match deps {
                         Ok(d) => depends.push(d),
                         Err(problems) => {
-                            return Err(Error::Rejected {
-                                source_name: format!(
-                                    "{} ({})",
-                                    req.id(),
-                                    crate::request::secrets::redact(&req.title)
-                                ),
-                                problems,
-                            });
+                            return Err(rejected(req, problems));
                         }
                     }
                 }
@@ -2200,4 +2183,16 @@ pub(crate) fn check_worker(worker: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A request refused, named by its id and its title (redacted: a title is the agent's text).
+fn rejected(req: &ChangeRequest, problems: Vec<crate::Problem>) -> Error {
+    Error::Rejected {
+        source_name: format!(
+            "{} ({})",
+            req.id(),
+            crate::request::secrets::redact(&req.title)
+        ),
+        problems,
+    }
 }
