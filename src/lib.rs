@@ -3,6 +3,8 @@
 //! The crate is built in layers; each imports only the layers below it:
 //!
 //! - `cli`, in the binary (`src/cli/`): commands and their output.
+//! - [`agents`]: the orchestrator and the agent harness: task requests, plans, agents run
+//!   headless, their work submitted as change requests.
 //! - [`gate`]: after the lease: the worker's pipeline, untrusted checks and hooks, check
 //!   worktrees, landing, rollback, and the verification of pushed chains.
 //! - [`queue`]: the state machine over refs: the request store, the derived index, settings,
@@ -17,6 +19,7 @@
 //!
 //! The library never prints: callers (the `git-hyperion` binary) render what it returns.
 
+pub mod agents;
 pub mod code;
 pub mod duration;
 pub mod error;

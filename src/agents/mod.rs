@@ -1,0 +1,11 @@
+//! Agents in, gated changes out: the orchestrator and the agent harness.
+//!
+//! This layer sits above [`crate::gate`]: it turns a task request into a plan of assignments
+//! (`plan`), runs agents headless on them through provider adapters, and submits what they
+//! changed as change requests, which the gate then takes like any other. It never lands
+//! anything itself: whatever an agent produces reaches a branch only through the queue.
+//!
+//! - [`model`]: the task request (`hyperion.task-request/v1`) and the plan
+//!   (`hyperion.plan/v1`) as they are read and written, with no behaviour beyond serde.
+
+pub mod model;
