@@ -739,12 +739,12 @@ impl Index {
 
     /// The ids of leased requests, in id order: what `sweep` examines (a chunk at a time,
     /// with [`Index::get`]), without reading the rest of the queue.
-    pub fn leased(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
+    pub fn leased(&self) -> Vec<(String, ObjectId)> {
+        let mut ids: Vec<(String, ObjectId)> = self
             .entries
             .iter()
             .filter(|(_, s)| s.class == LEASED)
-            .map(|(id, _)| id.to_owned())
+            .map(|(id, s)| (id.to_owned(), s.tip))
             .collect();
         ids.sort_unstable();
         ids

@@ -1434,7 +1434,12 @@ impl Queue {
         let is_expired =
             |r: &Record| r.status == Status::Leased && r.leased_until.is_none_or(|t| t < now);
         let (mut leased_ids, mut from_refs) = match ix.as_ref() {
-            Some(ix) => (ix.leased().into_iter(), None),
+            Some(ix) => {
+                // In the packs' order: each one's tip commit is read to build on.
+                let mut leased = ix.leased();
+                crate::git::pack::sort_by_location(self.store.repo(), &mut leased, |l| l.1);
+                (leased.into_iter(), None)
+            }
             None => (
                 Vec::new().into_iter(),
                 Some(
@@ -1455,7 +1460,7 @@ impl Queue {
                     .collect(),
                 (None, Some(ix)) => {
                     let mut v = Vec::new();
-                    for id in leased_ids.by_ref().take(crate::queue::store::chunk()) {
+                    for (id, _) in leased_ids.by_ref().take(crate::queue::store::chunk()) {
                         if let Some((tip, r)) = ix.get(&self.store, &id)?
                             && is_expired(&r)
                         {
@@ -1517,6 +1522,10 @@ impl Queue {
             }
         }
         self.done(ix)?;
+        // Swept in the packs' order; reported in the ids'.
+        swept.requeued.sort_unstable();
+        swept.dead.sort_unstable();
+        swept.skipped.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(swept)
     }
 
@@ -1741,8 +1750,14 @@ impl Queue {
         self.done(ix)?;
         let mut old = old?;
         old.retain(|(_, id)| !needed.contains(id));
+        // Archived in the packs' order: see [`crate::git::pack::sort_by_location`].
+        crate::git::pack::sort_by_location(self.store.repo(), &mut old, |(tip, _)| *tip);
         let mut collected = Collected {
-            archived: old.iter().map(|(_, id)| id.clone()).collect(),
+            archived: {
+                let mut ids: Vec<String> = old.iter().map(|(_, id)| id.clone()).collect();
+                ids.sort_unstable();
+                ids
+            },
             archive: None,
             dry_run,
         };
@@ -1805,6 +1820,7 @@ impl Queue {
         }
         self.done(ix)?;
         self.store.reset_generation()?;
+        archived.sort_unstable();
         collected.archived = archived;
         collected.archive = Some(bundle.display().to_string());
         Ok(collected)
@@ -1843,6 +1859,9 @@ impl Queue {
         // requests at a time: the pages of the packs read are given back after each chunk, and
         // the findings are gathered by kind so that their order does not depend on the chunk.
         let mut refs = self.store.list()?;
+        // Read in the packs' order, not the ids': see [`crate::git::pack::sort_by_location`].
+        // The findings are put back in id order below.
+        crate::git::pack::sort_by_location(self.store.repo(), &mut refs, |(_, tip)| *tip);
         let mut lost = Vec::new();
         let mut complete = Vec::with_capacity(refs.len());
         let mut pages = crate::git::os::PageBudget;
@@ -1859,6 +1878,7 @@ impl Queue {
             crate::git::os::release_pack_pages();
         }
         refs = complete;
+        lost.sort_by(|a, b| a.0.cmp(&b.0));
         if !lost.is_empty() {
             let mut ix = self.index()?;
             for (id, tip, missing) in lost {
@@ -1926,6 +1946,7 @@ impl Queue {
         }
         let now = self.now();
         let mut chains = Vec::new();
+        let expired_from = d.findings.len();
         for chunk in refs.chunks(crate::queue::store::chunk()) {
             for (id, tip) in chunk {
                 pages.read_one();
@@ -1945,6 +1966,8 @@ impl Queue {
             chains.extend(check_chains(self, chunk, &mut pages)?);
             crate::git::os::release_pack_pages();
         }
+        d.findings[expired_from..].sort_by(|a, b| a.id.cmp(&b.id));
+        chains.sort_by(|a, b| a.id.cmp(&b.id));
         d.findings.extend(chains);
         Ok(d)
     }
