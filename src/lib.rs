@@ -5,6 +5,8 @@
 //! - `cli`, in the binary (`src/cli/`): commands and their output.
 //! - [`agents`]: the orchestrator and the agent harness: task requests, plans, agents run
 //!   headless, their work submitted as change requests.
+//! - [`obs`]: observability: Prometheus metrics of the queue (from its records) and of a
+//!   running worker (from its event stream), and the `/metrics` endpoint.
 //! - [`gate`]: after the lease: the worker's pipeline, untrusted checks and hooks, check
 //!   worktrees, landing, rollback, and the verification of pushed chains.
 //! - [`queue`]: the state machine over refs: the request store, the derived index, settings,
@@ -25,6 +27,7 @@ pub mod duration;
 pub mod error;
 pub mod gate;
 pub mod git;
+pub mod obs;
 pub mod queue;
 pub mod request;
 

@@ -760,8 +760,8 @@ fn logs_are_quiet_by_default_and_json_lines_with_ids_on_request() {
         .iter()
         .find(|l| l["fields"]["message"] == "leased")
         .expect("a lease event");
-    assert_eq!(leased["fields"]["request"], id.as_str());
-    assert_eq!(leased["fields"]["task"], "TASK-1");
+    assert_eq!(leased["fields"]["request_id"], id.as_str());
+    assert_eq!(leased["fields"]["task_id"], "TASK-1");
     assert_eq!(leased["fields"]["worker"], "w7");
     let out = repo.run(&["-v", "release", &id, "--worker", "w7"]);
     let text = String::from_utf8_lossy(&out.stderr);

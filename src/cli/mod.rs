@@ -19,6 +19,7 @@ mod heartbeat;
 mod ingest;
 mod init;
 mod list;
+mod metrics;
 mod policy;
 mod push;
 mod reject;
@@ -101,6 +102,7 @@ pub enum Command {
     Watch(watch::Args),
     Validate(validate::Args),
     List(list::Args),
+    Metrics(metrics::Args),
     Show(show::Args),
     Worker(worker::Args),
     Apply(apply::Args),
@@ -179,6 +181,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Watch(a) => watch::run(a, &ctx),
         Command::Validate(a) => validate::run(a, &ctx),
         Command::List(a) => list::run(a, &ctx),
+        Command::Metrics(a) => metrics::run(a, &ctx),
         Command::Show(a) => show::run(a, &ctx),
         Command::Worker(a) => worker::run(a, &ctx),
         Command::Apply(a) => apply::run(a, &ctx),

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use hyperion::Code;
 use hyperion::gate::worker::{self, Disposition, Mode, Options, Progress, Report, Stop, Worker};
+use hyperion::obs::metrics::WorkerMetrics;
+use hyperion::obs::serve;
 use hyperion::queue::Filter;
 use hyperion::request::model::Status;
 
@@ -25,6 +27,9 @@ use super::{Ctx, parse_duration_arg};
 /// cancels running checks and gives the request back.
 ///
 /// Output: one line per request (text) or one JSON object per line (--format json).
+///
+/// With --metrics-addr the worker serves its live counters and histograms (Prometheus /
+/// OpenMetrics text, docs/observability.md) at http://ADDR/metrics while it runs.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Process one batch (or nothing, if no request is ready) and stop.
@@ -56,9 +61,22 @@ pub struct Args {
     /// Longest pause between polls of an empty queue.
     #[arg(long, value_name = "DUR", value_parser = parse_duration_arg, default_value = "2s")]
     poll: Duration,
+    /// Serve live metrics at http://ADDR/metrics while running. A bare port (`9184` or
+    /// `:9184`) listens on 127.0.0.1; an address that is not loopback is refused unless
+    /// --metrics-public is given too (the endpoint has no authentication).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
+    /// Allow --metrics-addr to listen on an address other machines can reach.
+    #[arg(long, requires = "metrics_addr")]
+    metrics_public: bool,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    // Refused before anything else happens: bad input changes nothing.
+    let metrics = match &args.metrics_addr {
+        Some(text) => Some(serve_metrics(text, args.metrics_public)?),
+        None => None,
+    };
     let queue = ctx.queue()?;
     let id = args.id.clone().unwrap_or_else(worker::new_id);
     let mut w = Worker::new(queue, id.clone(), args.lease);
@@ -97,6 +115,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     watch_signals(stop.clone())?;
     let progress = !json && std::io::stderr().is_terminal();
     let mut on_progress = |p: &Progress| {
+        if let Some(m) = &metrics {
+            m.progress(p);
+        }
         if !progress {
             return;
         }
@@ -114,6 +135,10 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             Progress::Sweep { returned } => {
                 eprintln!("hyperion: swept {returned} expired lease(s)")
             }
+            Progress::Rebuild { target } => {
+                eprintln!("hyperion: {target} moved; building on its new tip")
+            }
+            Progress::Applied { .. } => {}
         }
     };
     let opts = Options {
@@ -130,6 +155,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     // landed, dead, to retry, given back
     let mut counts = [0usize; 4];
     let mut print_and_count = |r: &Report| {
+        if let Some(m) = &metrics {
+            m.report(r);
+        }
         match r.result {
             Disposition::Landed | Disposition::Recovered => counts[0] += 1,
             Disposition::Dead => counts[1] += 1,
@@ -145,6 +173,29 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         eprintln!("worker {id}: {landed} landed, {dead} dead, {retry} to retry, {back} given back");
     }
     Ok(())
+}
+
+/// Start the `/metrics` server on `text` (see `--metrics-addr`); says where on stderr.
+fn serve_metrics(text: &str, public: bool) -> CmdResult<Arc<WorkerMetrics>> {
+    let addr = serve::parse_addr(text, public).map_err(|e| {
+        let hint = match e {
+            serve::AddrError::Invalid(_) => "give a port (9184) or an address and port",
+            serve::AddrError::NotLoopback(_) => {
+                "scrape through a loopback address, or add --metrics-public on a trusted network"
+            }
+        };
+        CommandError::usage(format!("--metrics-addr: {e}")).hint(hint)
+    })?;
+    let metrics = Arc::new(WorkerMetrics::new());
+    let server = serve::Server::start(addr, metrics.clone()).map_err(|e| {
+        CommandError::env(Code::EnvIo, format!("cannot serve metrics on {addr}: {e}"))
+            .hint("choose another port, or stop what listens there")
+    })?;
+    eprintln!(
+        "hyperion: serving metrics at http://{}/metrics",
+        server.addr()
+    );
+    Ok(metrics)
 }
 
 /// First SIGINT/SIGTERM: drain. Second: abort (cancel checks, give the request back).

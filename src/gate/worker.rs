@@ -91,9 +91,13 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckSummary>,
     pub duration_ms: u64,
+    /// When the request was enqueued (for enqueue-to-landed latency; not printed).
+    #[serde(skip)]
+    pub created_at: Option<jiff::Timestamp>,
 }
 
-/// Long steps, for progress on a terminal.
+/// The worker's steps as they happen: progress on a terminal, live metrics
+/// ([`crate::obs::metrics::WorkerMetrics::progress`]).
 #[derive(Debug, Clone)]
 pub enum Progress {
     Leased {
@@ -112,6 +116,15 @@ pub enum Progress {
     },
     Sweep {
         returned: usize,
+    },
+    /// A request's patches applied in memory, in `duration`.
+    Applied {
+        id: String,
+        duration: Duration,
+    },
+    /// The target moved before a chain landed: it is built and checked again on the new tip.
+    Rebuild {
+        target: String,
     },
 }
 
@@ -404,8 +417,9 @@ impl<'q> Worker<'q> {
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Result<()> {
         let started = Instant::now();
-        let _span =
-            tracing::info_span!("process", request = %record.id, worker = %self.id).entered();
+        request_span(&record.id, &record.task_id, &self.id).in_scope(|| {
+            tracing::info!(step = "lease", attempts = record.attempts, "leased");
+        });
         let req = match self.queue.request(&record.id) {
             Ok(req) => req,
             Err(e) => {
@@ -751,6 +765,9 @@ impl<'q> Worker<'q> {
                 Err(land::Error::Blocked(Blocked::Moved { now })) if rebuilds < max_rebuilds => {
                     rebuilds += 1;
                     tracing::info!(target = %chain.gate.tip.target, moved_to = ?now, rebuilds, "target moved; rebuilding");
+                    on_progress(&Progress::Rebuild {
+                        target: chain.gate.tip.target.name().to_owned(),
+                    });
                     // What was checked was built on the old tip: all of it is built and
                     // checked again (a request found failing stays failed).
                     chain.items.append(&mut rest);
@@ -1184,7 +1201,15 @@ impl<'q> Worker<'q> {
                 }
                 report.duration_ms = started.elapsed().as_millis() as u64;
             }
-            tracing::info!(request = %report.id, result = ?report.result, code = ?report.code, "processed");
+            request_span(&report.id, &report.task_id, &self.id).in_scope(|| {
+                tracing::info!(
+                    step = "record",
+                    result = report.result.as_str(),
+                    code = report.code.map(|c| c.as_str()),
+                    commit = report.commit.as_deref(),
+                    "recorded"
+                );
+            });
             out.push(report);
         }
         Ok(out)
@@ -1279,6 +1304,7 @@ impl<'q> Worker<'q> {
         let id = record.id.as_str();
         let settings = queue.settings();
         let target = &gate.tip.target;
+        let _span = request_span(id, &record.task_id, &self.id).entered();
 
         // An earlier attempt may have landed it and died before recording that.
         if !dry_run
@@ -1294,7 +1320,7 @@ impl<'q> Worker<'q> {
             if land::read_note(repo, commit)?.is_none() {
                 land::add_note(repo, commit, &self.note(req, id, &[]), &self.committer)?;
             }
-            tracing::info!(request = id, %commit, "found already landed; recording it");
+            tracing::info!(request_id = id, %commit, "found already landed; recording it");
             return Ok(Verdict::Land {
                 commit,
                 files: Vec::new(),
@@ -1332,6 +1358,7 @@ impl<'q> Worker<'q> {
                 false,
             ));
         }
+        tracing::info!(step = "validate", %target, "valid against the target");
 
         if let Some(refused) = crate::gate::hooks::pre_apply(
             repo,
@@ -1352,8 +1379,19 @@ impl<'q> Worker<'q> {
             ));
         }
 
-        let applied = match apply::apply_request(repo, tree, req, &gate.policy.limits) {
-            Ok(a) => a,
+        tracing::info!(step = "hooks", "pre-apply hooks passed");
+
+        let applying = Instant::now();
+        let applied = apply::apply_request(repo, tree, req, &gate.policy.limits);
+        on_progress(&Progress::Applied {
+            id: id.to_owned(),
+            duration: applying.elapsed(),
+        });
+        let applied = match applied {
+            Ok(a) => {
+                tracing::info!(step = "apply", files = a.files.len(), "applied");
+                a
+            }
             Err(apply::Error::Failed(e)) => return Err(e),
             Err(apply::Error::Refused(refusal)) => {
                 return Ok(Verdict::Fail {
@@ -1503,7 +1541,7 @@ impl<'q> Worker<'q> {
             if !lost.is_empty() {
                 return Ok(ChecksDone::LeaseLost(lost));
             }
-            if let Some(verdict) = judge(
+            let failed = judge(
                 cmd,
                 &result,
                 tree,
@@ -1511,7 +1549,11 @@ impl<'q> Worker<'q> {
                 guard,
                 &mut summaries,
                 &mut artifacts,
-            ) {
+            );
+            if let Some(s) = summaries.last() {
+                tracing::info!(step = "check", check = %s.name, status = s.status, duration_ms = s.duration_ms, "check ran");
+            }
+            if let Some(verdict) = failed {
                 return Ok(ChecksDone::Failed(verdict));
             }
         }
@@ -1634,6 +1676,23 @@ fn environment(e: &Error) -> Verdict {
     }
 }
 
+impl Disposition {
+    /// Its name as serialised (`landed`, `dead`, `would_land`…).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Landed => "landed",
+            Disposition::Recovered => "recovered",
+            Disposition::Dead => "dead",
+            Disposition::Retry => "retry",
+            Disposition::Released => "released",
+            Disposition::LeaseLost => "lease_lost",
+            Disposition::Held => "held",
+            Disposition::WouldLand => "would_land",
+            Disposition::WouldFail => "would_fail",
+        }
+    }
+}
+
 impl Report {
     fn new(record: &Record) -> Report {
         Report {
@@ -1648,6 +1707,7 @@ impl Report {
             files: Vec::new(),
             checks: Vec::new(),
             duration_ms: 0,
+            created_at: Some(record.created_at),
         }
     }
 }
@@ -1682,6 +1742,11 @@ struct Probe<'a> {
     guard: Vec<&'a str>,
     commands: Vec<CheckCommand>,
     commit: ObjectId,
+}
+
+/// The span every event about one request is logged in: its id, its task and the worker.
+fn request_span(id: &str, task_id: &str, worker: &str) -> tracing::Span {
+    tracing::info_span!("request", request_id = %id, task_id = %task_id, worker = %worker)
 }
 
 /// Up to `j` positions strictly between `lo` and `hi`, spread evenly (one: the middle).

@@ -652,7 +652,7 @@ impl Index {
                     stats.updated += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(request = %id, error = %e, "unreadable request left out of the index");
+                    tracing::warn!(request_id = %id, error = %e, "unreadable request left out of the index");
                     self.remove(id)?;
                 }
             }
@@ -1033,14 +1033,14 @@ impl Index {
         }
         if !self.damaged.replace(true) {
             tracing::warn!(
-                request = id,
+                request_id = id,
                 "index record damaged; reading the refs instead"
             );
         }
         match store.read_record(id, slot.tip) {
             Ok(record) => Some((slot.tip, record)),
             Err(e) => {
-                tracing::warn!(request = id, error = %e, "unreadable request left out");
+                tracing::warn!(request_id = id, error = %e, "unreadable request left out");
                 None
             }
         }

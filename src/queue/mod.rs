@@ -285,7 +285,7 @@ impl Queue {
                     match self.store.read_record(&id, tip) {
                         Ok(r) => v.push((tip, r)),
                         Err(e) => {
-                            tracing::warn!(request = %id, error = %e, "unreadable request left out")
+                            tracing::warn!(request_id = %id, error = %e, "unreadable request left out")
                         }
                     }
                 }
@@ -319,7 +319,7 @@ impl Queue {
                     match self.store.read_record(&id, tip) {
                         Ok(r) => out.extend(pick(tip, r)),
                         Err(e) => {
-                            tracing::warn!(request = %id, error = %e, "unreadable request left out")
+                            tracing::warn!(request_id = %id, error = %e, "unreadable request left out")
                         }
                     }
                 }
@@ -724,7 +724,7 @@ impl Queue {
             }
             match result {
                 Created::New(tip) => {
-                    tracing::info!(request = %record.id, task = %record.task_id, "enqueued");
+                    tracing::info!(request_id = %record.id, task_id = %record.task_id, "enqueued");
                     if let Some(ix) = ix.as_mut() {
                         ix.put(tip, &record)?;
                     }
@@ -736,7 +736,7 @@ impl Queue {
                 }
                 Created::Existing(tip) => {
                     let existing = self.store.read_record(&record.id, tip)?;
-                    tracing::info!(request = %record.id, task = %record.task_id, "duplicate submission");
+                    tracing::info!(request_id = %record.id, task_id = %record.task_id, "duplicate submission");
                     each(Enqueued {
                         id: record.id.clone(),
                         created: false,
@@ -894,11 +894,11 @@ impl Queue {
                 let (mut next, mut event) = self.cancelled(&r, worker, error);
                 match self.transition(&mut ix, tip, &mut next, &mut event, &mut [], false) {
                     Ok(_) => {
-                        tracing::info!(request = %r.id, worker, "predecessor died; cancelled")
+                        tracing::info!(request_id = %r.id, worker, "predecessor died; cancelled")
                     }
                     Err(Error::Conflict { .. }) => {}
                     Err(e) => {
-                        tracing::warn!(request = %r.id, worker, error = %e, "could not cancel; skipped")
+                        tracing::warn!(request_id = %r.id, worker, error = %e, "could not cancel; skipped")
                     }
                 }
             }
@@ -909,7 +909,7 @@ impl Queue {
                 match self.prepare(tip, &mut next, &mut event, &mut [], false) {
                     Ok(commit) => prepared.push((tip, commit, next, event)),
                     Err(e) => {
-                        tracing::warn!(request = %current.id, worker, error = %e, "could not lease; skipped");
+                        tracing::warn!(request_id = %current.id, worker, error = %e, "could not lease; skipped");
                         failure.get_or_insert(e);
                     }
                 }
@@ -921,19 +921,19 @@ impl Queue {
                 }
                 match self.finish(&mut ix, tip, commit, &next, &event) {
                     Ok(()) => {
-                        tracing::info!(request = %next.id, task = %next.task_id, worker, "leased");
+                        tracing::info!(request_id = %next.id, task_id = %next.task_id, worker, "leased");
                         leased += 1;
                         deps.leased(&next.id);
                         each(next);
                     }
                     Err(Error::Conflict { .. }) => {
-                        tracing::debug!(request = %next.id, worker, "lost the race for a lease");
+                        tracing::debug!(request_id = %next.id, worker, "lost the race for a lease");
                     }
                     // One request that cannot be leased (say, its ref is locked by a writer
                     // that died) must not stop the queue: skip it, and report only if nothing
                     // worked.
                     Err(e) => {
-                        tracing::warn!(request = %next.id, worker, error = %e, "could not lease; skipped");
+                        tracing::warn!(request_id = %next.id, worker, error = %e, "could not lease; skipped");
                         failure.get_or_insert(e);
                     }
                 }
@@ -1320,7 +1320,7 @@ impl Queue {
         for (i, (id, tip, commit, next, event)) in prepared {
             out[i] = Some(match self.finish(&mut ix, tip, commit, &next, &event) {
                 Ok(()) => {
-                    tracing::info!(request = %id, worker, action = event.action.as_str(), to = %next.status, "transition");
+                    tracing::info!(request_id = %id, task_id = %next.task_id, worker, action = event.action.as_str(), to = %next.status, "transition");
                     Ok(next)
                 }
                 Err(Error::Conflict { .. }) => Err(Error::Conflict {
@@ -1486,7 +1486,7 @@ impl Queue {
                 match self.prepare(tip, &mut next, &mut event, &mut [], false) {
                     Ok(commit) => prepared.push((tip, commit, next, event)),
                     Err(e) => {
-                        tracing::warn!(request = %r.id, error = %e, "could not sweep; will retry");
+                        tracing::warn!(request_id = %r.id, error = %e, "could not sweep; will retry");
                         swept.skipped.push(Finding {
                             id: r.id,
                             code: e.code(),
@@ -1498,7 +1498,7 @@ impl Queue {
             for (tip, commit, next, event) in prepared {
                 match self.finish(&mut ix, tip, commit, &next, &event) {
                     Ok(()) => {
-                        tracing::info!(request = %next.id, task = %next.task_id, to = %next.status, "swept expired lease");
+                        tracing::info!(request_id = %next.id, task_id = %next.task_id, to = %next.status, "swept expired lease");
                         if next.status == Status::Dead {
                             swept.dead.push(next.id);
                         } else {
@@ -1508,7 +1508,7 @@ impl Queue {
                     Err(Error::Conflict { .. }) => {}
                     // Recovery must not stop at one stuck request: report it and go on.
                     Err(e) => {
-                        tracing::warn!(request = %next.id, error = %e, "could not sweep; will retry");
+                        tracing::warn!(request_id = %next.id, error = %e, "could not sweep; will retry");
                         swept.skipped.push(Finding {
                             id: next.id,
                             code: e.code(),
@@ -1710,6 +1710,20 @@ impl Queue {
         })
     }
 
+    /// What the derived index holds for `id` (its tip and record) as stored, before any
+    /// reconciling with the refs: `None` when it has no entry, or when the index is busy
+    /// (held by another process) or unusable.
+    pub fn indexed(&self, id: &str) -> Result<Option<(ObjectId, Record)>> {
+        let mut slot = self.index.borrow_mut();
+        if slot.is_none() {
+            *slot = Index::open(&Index::path(&self.store), self.settings.index_wait)?;
+        }
+        match slot.as_ref() {
+            Some(ix) => ix.get(&self.store, id),
+            None => Ok(None),
+        }
+    }
+
     /// The full request stored under `id`.
     pub fn request(&self, id: &str) -> Result<ChangeRequest> {
         let (id, tip, _) = self.resolve(id)?;
@@ -1809,7 +1823,7 @@ impl Queue {
             if let Some(ix) = ix.as_mut() {
                 ix.remove(&id)?;
             }
-            tracing::debug!(request = %id, archive = %bundle.display(), "archived");
+            tracing::debug!(request_id = %id, archive = %bundle.display(), "archived");
             archived.push(id);
         }
         tracing::info!(requests = archived.len(), archive = %bundle.display(), "archived");
@@ -2057,7 +2071,7 @@ impl Queue {
         let (id, tip, record) = self.held(id, worker)?;
         let (mut next, mut event, mut artifacts, replace) = f(self, tip, &record)?;
         let _span =
-            tracing::info_span!("transition", request = %id, task = %record.task_id, worker)
+            tracing::info_span!("transition", request_id = %id, task_id = %record.task_id, worker)
                 .entered();
         // The ref write is the commit point; the index is brought along afterwards and is
         // reconciled by the next reader if we die in between.
@@ -2066,7 +2080,7 @@ impl Queue {
         self.done(ix)?;
         match result {
             Ok(_) => {
-                tracing::info!(request = %id, task = %record.task_id, worker, action = event.action.as_str(), to = %next.status, "transition");
+                tracing::info!(request_id = %id, task_id = %record.task_id, worker, action = event.action.as_str(), to = %next.status, "transition");
                 Ok(next)
             }
             Err(Error::Conflict { .. }) => Err(Error::Conflict {

@@ -663,7 +663,8 @@ impl Store {
         Ok(parse_event(&commit.message_raw_sloppy().to_str_lossy()))
     }
 
-    fn read_path(&self, id: &str, tip: ObjectId, path: &str) -> Result<Vec<u8>> {
+    /// The file at `path` in the tree of `tip` (a patch, an artifact, `state.json`).
+    pub fn read_path(&self, id: &str, tip: ObjectId, path: &str) -> Result<Vec<u8>> {
         let commit = self.find_commit(tip)?;
         let tree = commit.tree().map_err(Error::git)?;
         let entry = tree

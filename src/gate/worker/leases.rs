@@ -61,11 +61,11 @@ impl Leases {
             match queue.heartbeat(&id, worker) {
                 Ok(_) => {}
                 Err(e) if super::lease_gone(&e) => {
-                    tracing::warn!(request = %id, worker, error = %e, "lease lost");
+                    tracing::warn!(request_id = %id, worker, error = %e, "lease lost");
                     lost.push(id);
                 }
                 // A renewal that failed for another reason is tried again at the next one.
-                Err(e) => tracing::warn!(request = %id, worker, error = %e, "heartbeat failed"),
+                Err(e) => tracing::warn!(request_id = %id, worker, error = %e, "heartbeat failed"),
             }
         }
         if !lost.is_empty() {
