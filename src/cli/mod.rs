@@ -18,6 +18,7 @@ mod gc;
 mod heartbeat;
 mod ingest;
 mod init;
+mod inspect;
 mod list;
 mod metrics;
 mod policy;
@@ -104,6 +105,7 @@ pub enum Command {
     List(list::Args),
     Metrics(metrics::Args),
     Show(show::Args),
+    Inspect(inspect::Args),
     Worker(worker::Args),
     Apply(apply::Args),
     Rollback(rollback::Args),
@@ -183,6 +185,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::List(a) => list::run(a, &ctx),
         Command::Metrics(a) => metrics::run(a, &ctx),
         Command::Show(a) => show::run(a, &ctx),
+        Command::Inspect(a) => inspect::run(a, &ctx),
         Command::Worker(a) => worker::run(a, &ctx),
         Command::Apply(a) => apply::run(a, &ctx),
         Command::Rollback(a) => rollback::run(a, &ctx),

@@ -11,6 +11,7 @@
 
 pub mod checks;
 pub mod hooks;
+pub mod inspect;
 pub mod land;
 pub mod rollback;
 pub mod untrusted;
