@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 //! The CLI's output as a person or a script reads it, pinned as insta snapshots
-//! (tests/snapshots/): `list`, `show` and `dead` in text and JSON, and the errors a user meets
+//! (tests/snapshots/): `list`, `show`, `inspect` and `dead` in text and JSON, and the errors a user meets
 //! most (an invalid request file, an unknown id, a transition from the wrong state, a request
 //! the policy refuses), as stderr and as the `--format json` error document.
 //!
@@ -148,6 +148,21 @@ fn show() {
         "show_dead_json",
         &s.repo
             .ok_as(ACTOR, &["show", &s.ids[0], "--format", "json"]),
+    );
+}
+
+#[test]
+fn inspect() {
+    let s = Scene::new();
+    // A dead letter (refused at the worker) and a landed request (with its note).
+    for (i, name) in [(0, "inspect_dead"), (2, "inspect_applied")] {
+        snapshot(&s.repo, name, &s.repo.ok_as(ACTOR, &["inspect", &s.ids[i]]));
+    }
+    snapshot(
+        &s.repo,
+        "inspect_applied_json",
+        &s.repo
+            .ok_as(ACTOR, &["inspect", &s.ids[2], "--format", "json"]),
     );
 }
 
