@@ -8,7 +8,8 @@
 //! - [`obs`]: observability: Prometheus metrics of the queue (from its records) and of a
 //!   running worker (from its event stream), and the `/metrics` endpoint.
 //! - [`gate`]: after the lease: the worker's pipeline, untrusted checks and hooks, check
-//!   worktrees, landing, rollback, and the verification of pushed chains.
+//!   worktrees, landing, rollback, the verification of pushed chains, and `inspect` (all
+//!   that is stored about one request).
 //! - [`queue`]: the state machine over refs: the request store, the derived index, settings,
 //!   the queue's operations, retention and repair, and what comes in: pushed
 //!   branches and spooled request files.

@@ -373,6 +373,17 @@ pub fn drain_in_process(repo: &Path, reqs: &[ChangeRequest], pause: fn()) -> Dra
     pause();
     let worker = Worker::new(&queue, "bench-worker".into(), None);
     let mut ends = Vec::with_capacity(reqs.len());
+    // `HYPERION_BENCH_OBS=1`: as `worker --metrics-addr` runs, live metrics fed from every
+    // report and step and a log subscriber at the default level (warnings), to measure what
+    // observability costs.
+    let obs = std::env::var_os("HYPERION_BENCH_OBS").is_some_and(|v| v == "1");
+    let metrics = obs.then(hyperion::obs::metrics::WorkerMetrics::new);
+    if obs {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(std::io::sink)
+            .try_init();
+    }
     let start = Instant::now();
     let reports = worker
         .run(
@@ -382,8 +393,17 @@ pub fn drain_in_process(repo: &Path, reqs: &[ChangeRequest], pause: fn()) -> Dra
                 poll: Duration::from_millis(50),
             },
             &Stop::default(),
-            &mut |_| ends.push(Instant::now()),
-            &mut |_| {},
+            &mut |r| {
+                if let Some(m) = &metrics {
+                    m.report(r);
+                }
+                ends.push(Instant::now());
+            },
+            &mut |p| {
+                if let Some(m) = &metrics {
+                    m.progress(p);
+                }
+            },
         )
         .expect("worker runs");
     // The run's end (a repack it started in the background, which it waits for) is part of
