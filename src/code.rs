@@ -166,6 +166,17 @@ codes! {
     RollbackConflict = "rollback.conflict",
     RollbackAlreadyReverted = "rollback.already_reverted",
     RollbackNothing = "rollback.nothing",
+    TaskJsonSyntax = "task.json_syntax",
+    TaskUnknownField = "task.unknown_field",
+    TaskMissingField = "task.missing_field",
+    TaskInvalidValue = "task.invalid_value",
+    TaskSchemaVersion = "task.schema_version",
+    PlanScopeEmpty = "plan.scope_empty",
+    PlanFileTooLarge = "plan.file_too_large",
+    PlanInstructionsTooLarge = "plan.instructions_too_large",
+    PlanTemplateInvalid = "plan.template_invalid",
+    PlanTemplateLimit = "plan.template_limit",
+    PlanCodeownersTooLarge = "plan.codeowners_too_large",
 }
 
 impl Code {
