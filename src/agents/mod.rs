@@ -7,5 +7,10 @@
 //!
 //! - [`model`]: the task request (`hyperion.task-request/v1`) and the plan
 //!   (`hyperion.plan/v1`) as they are read and written, with no behaviour beyond serde.
+//! - [`task`]: reading and checking a task request.
+//! - [`plan`]: a task made into assignments against the target tip (owners, domains,
+//!   token sizes, templates, dependencies).
 
 pub mod model;
+pub mod plan;
+pub mod task;

@@ -142,6 +142,31 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Budget::is_empty")]
     pub budget: Budget,
     pub assignments: Vec<Assignment>,
+    /// Reference cycles between assignments (mutual imports) and how the plan sequenced
+    /// them: inside a cycle the planning order is kept and the references pointing forward
+    /// are dropped from `depends_on` (listed here, so a person sees why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cycles: Vec<Cycle>,
+}
+
+/// Assignments that reference each other's files in a cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cycle {
+    /// The assignment ids of the cycle, in plan order.
+    pub assignments: Vec<String>,
+    /// The references the plan did not turn into `depends_on` edges.
+    pub dropped: Vec<DroppedReference>,
+}
+
+/// `assignment`'s `file` uses `uses`, a file of `depends_on`, an assignment later in the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DroppedReference {
+    pub assignment: String,
+    pub depends_on: String,
+    pub file: String,
+    pub uses: String,
 }
 
 /// One agent's share of a task.

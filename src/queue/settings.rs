@@ -14,6 +14,9 @@ pub struct Key {
     pub help: &'static str,
 }
 
+/// `hyperion.plan.maxTokens` when it is not set.
+pub const DEFAULT_PLAN_MAX_TOKENS: u64 = 60_000;
+
 pub const KEYS: &[Key] = &[
     Key {
         name: "hyperion.target",
@@ -101,6 +104,11 @@ pub const KEYS: &[Key] = &[
         help: "git remote the queue is shared through (remote mode: enqueue publishes, --fetch reads; see docs/remote.md)",
     },
     Key {
+        name: "hyperion.plan.maxTokens",
+        default: "60000",
+        help: "largest assignment `plan` makes, in tokens of instructions plus file contents",
+    },
+    Key {
         name: "hyperion.landingWait",
         default: "10s",
         help: "how long a landing onto a checked-out branch waits for another one in progress",
@@ -136,6 +144,8 @@ pub struct Settings {
     pub ingest_patterns: Vec<String>,
     /// `hyperion.autoDetach`: roll-ups of small packs outlive the command that started them.
     pub auto_detach: bool,
+    /// `hyperion.plan.maxTokens`: the largest assignment `plan` makes, in tokens.
+    pub plan_max_tokens: u64,
 }
 
 impl Default for Settings {
@@ -158,6 +168,7 @@ impl Default for Settings {
             landing_wait: Duration::from_secs(10),
             ingest_patterns: vec![crate::queue::ingest::DEFAULT_PATTERN.to_owned()],
             auto_detach: true,
+            plan_max_tokens: DEFAULT_PLAN_MAX_TOKENS,
         }
     }
 }
@@ -276,6 +287,17 @@ impl Settings {
                         message: format!("'{v}' is not a whole number of at least 1"),
                     })?;
             }
+        }
+        if let Some(v) = get("hyperion.plan.maxTokens") {
+            s.plan_max_tokens =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| Error::Config {
+                        key: "hyperion.plan.maxTokens".into(),
+                        message: format!("'{v}' is not a whole number of at least 1"),
+                    })?;
         }
         if let Some(v) = get("hyperion.maxAttempts") {
             s.max_attempts =
