@@ -21,6 +21,7 @@ mod init;
 mod inspect;
 mod list;
 mod metrics;
+mod plan;
 mod policy;
 mod push;
 mod reject;
@@ -102,6 +103,7 @@ pub enum Command {
     Ingest(ingest::Args),
     Watch(watch::Args),
     Validate(validate::Args),
+    Plan(plan::Args),
     List(list::Args),
     Metrics(metrics::Args),
     Show(show::Args),
@@ -182,6 +184,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Ingest(a) => ingest::run(a, &ctx),
         Command::Watch(a) => watch::run(a, &ctx),
         Command::Validate(a) => validate::run(a, &ctx),
+        Command::Plan(a) => plan::run(a, &ctx),
         Command::List(a) => list::run(a, &ctx),
         Command::Metrics(a) => metrics::run(a, &ctx),
         Command::Show(a) => show::run(a, &ctx),
