@@ -351,7 +351,8 @@ fn plan_of_a_multi_language_tree() {
 }
 
 /// `HYPERION_PLAN_REPO=/path/to/clone cargo test --release --test plan -- --nocapture
-/// a_fetched_project`: the same properties on a real project (its checked-out branch).
+/// a_fetched_project`: the same properties on a real project (its checked-out branch), with
+/// `HYPERION_PLAN_MAX_TOKENS` (default 60000) and `HYPERION_PLAN_SCOPE` (globs, comma-separated).
 #[test]
 fn a_fetched_project() {
     let Ok(dir) = std::env::var("HYPERION_PLAN_REPO") else {
@@ -362,7 +363,11 @@ fn a_fetched_project() {
     repo.git(&["fetch", "-q", "--no-tags", &dir, "HEAD"]);
     repo.git(&["update-ref", "refs/heads/main", "FETCH_HEAD"]);
     let max = std::env::var("HYPERION_PLAN_MAX_TOKENS").unwrap_or_else(|_| "60000".into());
-    let path = task(&repo, "task.json", basic("EXT-1", "refactor", &[]));
+    // HYPERION_PLAN_SCOPE: comma-separated globs (a vendored bundle above any maximum is
+    // `plan.file_too_large`, by design).
+    let scope_env = std::env::var("HYPERION_PLAN_SCOPE").unwrap_or_default();
+    let scope: Vec<&str> = scope_env.split(',').filter(|s| !s.is_empty()).collect();
+    let path = task(&repo, "task.json", basic("EXT-1", "refactor", &scope));
     let started = std::time::Instant::now();
     let out = repo.run(&["plan", &path, "--max-tokens", &max, "--format", "json"]);
     let elapsed = started.elapsed();
@@ -370,7 +375,15 @@ fn a_fetched_project() {
         panic!("plan failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let files = tree_files(repo.path(), "main");
+    let files: Vec<String> = tree_files(repo.path(), "main")
+        .into_iter()
+        .filter(|f| {
+            scope.is_empty()
+                || scope
+                    .iter()
+                    .any(|g| hyperion::request::paths::glob_match(g, f))
+        })
+        .collect();
     check_plan(&plan, repo.path(), "main", &files);
     let edges: usize = plan["assignments"]
         .as_array()
