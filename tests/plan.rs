@@ -539,25 +539,27 @@ fn templates_come_from_the_target_tree_and_hostile_ones_are_bounded() {
         "the root's files are one assignment, .hyperion's another"
     );
     for (template, code) in [
-        // An endless loop: recursion over the files, and loops nested 30 deep.
+        // Endless loops: recursion over the files, and 24^6 steps over the instructions'
+        // characters (fuel).
         (
             "{% for f in assignment.files recursive %}{{ loop(assignment.files) }}{% endfor %}",
             "plan.template_limit",
         ),
         (
             &format!(
-                "{}x{}",
-                "{% for f in assignment.files %}".repeat(30),
-                "{% endfor %}".repeat(30)
+                "{}{}",
+                "{% for c in task.instructions %}".repeat(6),
+                "{% endfor %}".repeat(6)
             ),
             "plan.template_limit",
         ),
-        // Huge output.
+        // Huge output: 24^4 times a 200-byte line.
         (
             &format!(
-                "{}{{{{ task.instructions }}}}{}",
-                "{% for f in assignment.files %}".repeat(21),
-                "{% endfor %}".repeat(21)
+                "{}{}{}",
+                "{% for c in task.instructions %}".repeat(4),
+                "y".repeat(200),
+                "{% endfor %}".repeat(4)
             ),
             "plan.template_limit",
         ),
@@ -585,6 +587,12 @@ fn templates_come_from_the_target_tree_and_hostile_ones_are_bounded() {
             "{template}: bounded in time"
         );
         assert!(err.contains(".hyperion/templates/docs.md.j2"), "{err}");
+        if template.contains("yyyy") {
+            assert!(err.contains("output passed"), "{err}");
+        }
+        if template.matches("for c in").count() == 6 {
+            assert!(err.contains("fuel"), "{err}");
+        }
         assert!(!err.contains("root:"), "{err}");
     }
 }

@@ -500,7 +500,8 @@ mod tests {
                 "main.py",
                 "import app.models, os\nfrom app.util import text\n"
             ),
-            ["app/models.py", "app/util/text.py"]
+            // Importing from a package runs its __init__ too.
+            ["app/models.py", "app/util/__init__.py", "app/util/text.py"]
         );
         assert_eq!(
             refs(

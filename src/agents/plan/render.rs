@@ -378,14 +378,23 @@ mod tests {
 
     #[test]
     fn huge_output_is_cut_off() {
+        // Loops over the characters of the instructions, 7^5 times a 200-byte line.
+        let line = "x".repeat(200);
         let deep = format!(
-            "{}{{{{ task.instructions }}}}{}",
-            "{% for a in assignment.files %}".repeat(19),
-            "{% endfor %}".repeat(19)
+            "{}{line}{}",
+            "{% for c in task.instructions %}".repeat(5),
+            "{% endfor %}".repeat(5)
         );
         let p = render(&deep).unwrap_err();
         assert_eq!(p.code, Code::PlanTemplateLimit, "{p}");
         assert!(p.message.contains("output"), "{p}");
+        // Nesting deeper than the recursion limit stops there.
+        let deeper = format!(
+            "{}.{}",
+            "{% for a in assignment.files %}".repeat(RECURSION + 3),
+            "{% endfor %}".repeat(RECURSION + 3)
+        );
+        assert_eq!(render(&deeper).unwrap_err().code, Code::PlanTemplateLimit);
     }
 
     #[test]
