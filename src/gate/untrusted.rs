@@ -315,6 +315,17 @@ fn live() -> std::sync::MutexGuard<'static, HashMap<u32, String>> {
 /// Run `spec`. `tick` is called every 100 ms while it runs (the worker heartbeats its
 /// lease there); setting `cancel` stops the program as a timeout does.
 pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outcome {
+    run_observed(spec, cancel, tick, &mut |_| {})
+}
+
+/// [`run`], handing every chunk of the program's stdout to `stdout` as soon as it is read
+/// (the agent harness parses an agent's events while it runs, and stops it by `cancel`).
+pub fn run_observed(
+    spec: &Spec<'_>,
+    cancel: &AtomicBool,
+    tick: &mut dyn FnMut(),
+    stdout: &mut dyn FnMut(&[u8]),
+) -> Outcome {
     let started = Instant::now();
     let Some((program, args)) = spec.argv.split_first() else {
         return Outcome::spawn_failed("no command".into(), started);
@@ -406,8 +417,8 @@ pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outc
             exited_at = Some(now);
             // What it wrote last, and its pipes' end when nothing else holds them: most runs
             // end right here, with one sweep.
-            read_some(&mut out, &mut out_tail);
-            read_some(&mut err, &mut err_tail);
+            read_some(&mut out, &mut out_tail, stdout);
+            read_some(&mut err, &mut err_tail, &mut |_| {});
         }
         if exited_at.is_none() {
             match &mut stopping {
@@ -493,8 +504,8 @@ pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outc
                 let _ = rustix::event::poll(&mut fds, Some(&ts));
             }
         }
-        read_some(&mut out, &mut out_tail);
-        read_some(&mut err, &mut err_tail);
+        read_some(&mut out, &mut out_tail, stdout);
+        read_some(&mut err, &mut err_tail, &mut |_| {});
         if let Some((f, written)) = &mut stdin {
             let data = spec.stdin.unwrap_or_default();
             let done = loop {
@@ -649,7 +660,7 @@ fn sweep_orphans(
 }
 
 /// Read what is there (non-blocking) into `tail`; the stream is dropped at its end.
-fn read_some<R: Read>(stream: &mut Option<R>, tail: &mut Tail) {
+fn read_some<R: Read>(stream: &mut Option<R>, tail: &mut Tail, seen: &mut dyn FnMut(&[u8])) {
     let Some(s) = stream else { return };
     let mut buf = [0u8; 64 << 10];
     loop {
@@ -658,7 +669,10 @@ fn read_some<R: Read>(stream: &mut Option<R>, tail: &mut Tail) {
                 *stream = None;
                 return;
             }
-            Ok(n) => tail.push(&buf[..n]),
+            Ok(n) => {
+                seen(&buf[..n]);
+                tail.push(&buf[..n]);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(_) => {

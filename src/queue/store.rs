@@ -86,6 +86,9 @@ pub struct Store {
     generation_file: std::cell::RefCell<Option<std::fs::File>>,
     /// What this process knows of recent chain commits (see [`Store::tip_info`]).
     tips: std::cell::RefCell<std::collections::HashMap<ObjectId, std::rc::Rc<TipInfo>>>,
+    /// Artifacts the root commit of a chain about to be created carries (an agent's
+    /// transcript), by request id; see [`Store::attach_to_root`].
+    root_artifacts: std::cell::RefCell<std::collections::HashMap<String, Vec<Artifact>>>,
 }
 
 /// The parts of a chain commit a transition needs. Commits never change, so this is kept by
@@ -138,6 +141,7 @@ impl Store {
             writes: std::cell::Cell::new(0),
             generation_file: std::cell::RefCell::new(None),
             tips: Default::default(),
+            root_artifacts: Default::default(),
         }
     }
 
@@ -231,6 +235,16 @@ impl Store {
             .collect())
     }
 
+    /// Store `artifacts` (redacted, like every artifact) in the root commit of request `id`'s
+    /// chain when the next enqueue creates it: what the agent harness records of the run that
+    /// produced the request (`artifacts/transcript.jsonl`). A request that already exists
+    /// keeps its chain as it is.
+    pub fn attach_to_root(&self, id: &str, artifacts: Vec<Artifact>) {
+        self.root_artifacts
+            .borrow_mut()
+            .insert(id.to_owned(), artifacts);
+    }
+
     /// The root commit of a new chain and everything below it.
     fn root_objects(
         &self,
@@ -250,7 +264,26 @@ impl Store {
             ));
         }
         entries.push(tree_entry("changes", self.write_tree(patches)?));
-        let tree = self.write_tree(entries)?;
+        let attached = self.root_artifacts.borrow_mut().remove(&record.id);
+        let mut tree = self.write_tree(entries)?;
+        if let Some(artifacts) = attached.filter(|a| !a.is_empty()) {
+            let mut editor = self
+                .repo
+                .edit_tree(tree)
+                .map_err(|e| Error::git(format!("{}: {e}", record.id)))?;
+            for a in artifacts {
+                let data = crate::request::secrets::redact_bytes(&a.data);
+                let blob = self.write_blob(&data)?;
+                let path = format!("artifacts/{}", a.name);
+                editor
+                    .upsert(path.as_str(), EntryKind::Blob, blob)
+                    .map_err(|e| Error::git(format!("{}: artifact {}: {e}", record.id, a.name)))?;
+            }
+            tree = editor
+                .write()
+                .map_err(|e| Error::git(format!("{}: {e}", record.id)))?
+                .detach();
+        }
         self.write_object(&commit_object(tree, None, &record.id, event, record))
     }
 
@@ -626,6 +659,15 @@ impl Store {
             self.list_files(e.oid, "artifacts/", &mut out)?;
         }
         Ok(out)
+    }
+
+    /// The artifact `name` (below `artifacts/`) at `tip`, if it has one.
+    pub fn read_artifact(&self, id: &str, tip: ObjectId, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = format!("artifacts/{name}");
+        if !self.artifacts(tip)?.contains(&path) {
+            return Ok(None);
+        }
+        self.read_path(id, tip, &path).map(Some)
     }
 
     fn list_files(&self, tree: ObjectId, prefix: &str, out: &mut Vec<String>) -> Result<()> {

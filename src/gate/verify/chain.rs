@@ -375,7 +375,8 @@ impl<'a> Checker<'a> {
                 let (fits, what) = match e.name.as_str() {
                     "request.json" => (e.is_file(), "a regular file"),
                     "changes" => (e.is_tree(), "a directory"),
-                    "artifacts" => (e.is_tree() && i > 0, "a directory after the root"),
+                    // The root may hold an agent's transcript (`artifacts/transcript.jsonl`).
+                    "artifacts" => (e.is_tree(), "a directory"),
                     "state.json" => (e.is_file() && legacy, "a regular file of an old chain"),
                     _ => (false, ""),
                 };
