@@ -119,6 +119,9 @@ pub enum Error {
         not_stored: Vec<String>,
         cause: Box<Error>,
     },
+    /// A plan or an agent's settings cannot be used (`agent.*`); nothing ran.
+    #[error("{message}")]
+    Agent { code: Code, message: String },
     /// Pushing to or fetching from a remote failed or was refused; the code says how.
     #[error("{message}")]
     Remote { code: Code, message: String },
@@ -153,6 +156,7 @@ impl Error {
             Error::Incomplete { .. } => Code::StoreIncomplete,
             Error::Io { .. } => Code::EnvIo,
             Error::Remote { code, .. } => *code,
+            Error::Agent { code, .. } => *code,
         }
     }
 

@@ -11,6 +11,10 @@
 //! - [`plan`]: a task made into assignments against the target tip (owners, domains,
 //!   token sizes, templates, dependencies).
 
+pub mod harness;
 pub mod model;
 pub mod plan;
+pub mod provider;
+pub mod redact;
+pub mod run;
 pub mod task;
