@@ -29,8 +29,10 @@ mod release;
 mod remote;
 mod requeue;
 mod rollback;
+mod run;
 mod show;
 mod sweep;
+mod transcript;
 mod validate;
 mod verify_push;
 mod watch;
@@ -126,6 +128,8 @@ pub enum Command {
     Doctor(doctor::Args),
     Audit(audit::Args),
     Demo(demo::Args),
+    Run(run::Args),
+    Transcript(transcript::Args),
     VerifyPush(verify_push::Args),
 }
 
@@ -207,6 +211,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Doctor(a) => doctor::run(a, &ctx),
         Command::Audit(a) => audit::run(a, &ctx),
         Command::Demo(a) => demo::run(a, &ctx),
+        Command::Run(a) => run::run(a, &ctx),
+        Command::Transcript(a) => transcript::run(a, &ctx),
         Command::VerifyPush(a) => verify_push::run(a, &ctx),
     }
 }

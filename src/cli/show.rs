@@ -27,6 +27,10 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         if let Some(r) = &remote {
             v["remote"] = super::remote::freshness(ctx, r)?;
         }
+        if let Some((_, lines)) = hyperion::agents::run::transcript(q, &d.record.id)? {
+            v["agent_totals"] =
+                serde_json::to_value(hyperion::agents::run::totals_of(&lines)).expect("serialises");
+        }
         if args.patch {
             v["request"] = serde_json::to_value(q.request(&d.record.id)?).expect("serialises");
         }
@@ -97,6 +101,16 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             line.push_str(&format!("  ({reason})"));
         }
         println!("{line}");
+    }
+    if let Some((_, lines)) = hyperion::agents::run::transcript(q, &r.id)?
+        && let Some(t) = hyperion::agents::run::totals_of(&lines)
+    {
+        println!(
+            "\nagent     {} ({}; `git hyperion transcript {}`)",
+            super::transcript::summary(t),
+            t.outcome,
+            r.id
+        );
     }
     if !d.artifacts.is_empty() {
         println!(
