@@ -10,6 +10,12 @@
 //! - [`task`]: reading and checking a task request.
 //! - [`plan`]: a task made into assignments against the target tip (owners, domains,
 //!   token sizes, templates, dependencies).
+//! - [`provider`]: one adapter per agent CLI behind one trait, mapping its output to one
+//!   event model and its failures to classes.
+//! - [`harness`]: one agent run safely: process group, scrubbed environment, redaction,
+//!   budgets enforced while it runs, watchdog, retries, the stamped transcript.
+//! - [`redact`]: what prompts and transcripts are redacted with.
+//! - [`run`]: a plan's assignments in worktrees, their diffs enqueued as change requests.
 
 pub mod harness;
 pub mod model;
