@@ -896,3 +896,38 @@ pub fn kept_transcript(hyperion_dir: &Path, assignment: &str) -> PathBuf {
         .join(slug(assignment))
         .join(TRANSCRIPT)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_assignment_id_never_becomes_a_path() {
+        for id in [
+            "../../etc/passwd",
+            "/abs/olute",
+            "a/b/../../..",
+            "..",
+            "T-1/2",
+        ] {
+            let s = slug(id);
+            assert!(!s.contains('/') && !s.contains(".."), "{id}: {s}");
+        }
+        // Ids that differ only in what is replaced do not share a directory.
+        assert_ne!(slug("a/b"), slug("a.b"));
+    }
+
+    #[test]
+    fn a_plan_with_a_cycle_or_a_forward_edge_is_refused() {
+        let plan = |deps: &str| {
+            format!(
+                r#"{{"schema":"hyperion.plan/v1","task_id":"T","title":"t","kind":"chore","target":"main","base":"0","created_at":"2026-01-01T00:00:00Z","max_tokens":1,"tokenizer":"x","assignments":[{{"id":"T/1","title":"a","kind":"chore","files":[],"instructions":"i","tokens":1,"domain":"d","priority":5,"depends_on":{deps}}}]}}"#
+            )
+        };
+        assert!(parse_plan(&plan("[]")).is_ok());
+        let e = parse_plan(&plan(r#"["T/1"]"#)).unwrap_err();
+        assert_eq!(e.code(), Code::AgentPlanInvalid);
+        assert!(parse_plan(&plan(r#"["T/9"]"#)).is_err());
+        assert!(parse_plan("{}").is_err());
+    }
+}
