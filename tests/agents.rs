@@ -323,7 +323,8 @@ fn configure_fakes(repo: &TestRepo) {
             &format!("python3 {} {p}", fake.display()),
         ]);
     }
-    repo.git(&["config", "hyperion.agent.watchdog", "5s"]);
+    // Generous: on a loaded machine a fake CLI may take seconds to start.
+    repo.git(&["config", "hyperion.agent.watchdog", "60s"]);
     repo.git(&["config", "hyperion.agent.backoff", "100ms"]);
 }
 
