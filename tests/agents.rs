@@ -548,8 +548,8 @@ fn a_plan_run_cannot_follow_is_refused_before_anything_runs() {
     let unknown = plan(&repo, vec![assignment(1, "nobody", &[], "x")]);
     let (_, err) = repo.fails(&["run", "--plan", unknown.to_str().unwrap()], 2);
     assert!(err.contains("no provider 'nobody'"), "{err}");
-    let (_, err) = repo.fails(&["run", "TASK.json"], 2);
-    assert!(err.contains("git hyperion plan"), "{err}");
+    let (_, err) = repo.fails(&["run", "NO-SUCH-TASK.json"], 2);
+    assert!(err.contains("could not read NO-SUCH-TASK.json"), "{err}");
     assert!(repo.json(&["list"]).as_array().unwrap().is_empty());
     assert!(!repo.git_dir().join("hyperion/agents").exists());
 }
@@ -580,4 +580,36 @@ fn real_agent_smoke() {
     );
     let report = repo.json(&["run", "--plan", plan.to_str().unwrap(), "--drain"]);
     assert_eq!(report["assignments"][0]["status"], "enqueued", "{report:#}");
+}
+
+/// `run TASK.json` plans the task as `plan` would and runs the plan: one request per
+/// assignment, with the assignment's id as its task id, landed by `--drain`.
+#[test]
+fn a_task_request_is_planned_and_run() {
+    let repo = TestRepo::new();
+    configure_fakes(&repo);
+    repo.commit(&[("notes/a.md", "first\n")], "notes");
+    let task = repo.write(
+        "TASK.json",
+        &json!({
+            "schema": "hyperion.task-request/v1",
+            "task_id": "T-8",
+            "title": "extend the notes",
+            "instructions": "SCENARIO=success EDIT=notes/a.md",
+            "kind": "docs",
+            "scope": ["notes/**"],
+            "agents": ["command"],
+        }),
+    );
+    repo.ok(&["run", task.to_str().unwrap(), "--drain"]);
+    let list = repo.json(&["list"]);
+    let records = list.as_array().unwrap();
+    assert_eq!(records.len(), 1, "{list}");
+    assert_eq!(records[0]["task_id"], "T-8/1");
+    assert_eq!(records[0]["status"], "applied");
+    let notes = repo.git(&["show", "main:notes/a.md"]);
+    assert!(
+        notes.starts_with("first\n") && notes.lines().count() > 1,
+        "{notes}"
+    );
 }

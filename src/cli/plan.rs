@@ -35,28 +35,51 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
-    let source = args.task.display().to_string();
-    let bytes = read_task(&args.task)?;
+    let started = std::time::Instant::now();
+    let planned = make(&args.task, args.target.as_deref(), args.max_tokens, ctx)?;
+    let elapsed = started.elapsed();
+    tracing::info!(
+        files = planned.files,
+        bytes = planned.bytes,
+        assignments = planned.plan.assignments.len(),
+        ms = elapsed.as_millis() as u64,
+        "planned"
+    );
+    if ctx.json() {
+        print_json(&planned.plan);
+    } else {
+        print_text(&planned, elapsed);
+    }
+    Ok(())
+}
+
+/// Read the task request at `path` (`-`: stdin) and plan it against `target` (default: the
+/// task's, else `hyperion.target`): what `plan` prints and `run TASK.json` runs.
+pub(super) fn make(
+    path: &std::path::Path,
+    target: Option<&str>,
+    max_tokens: Option<u64>,
+    ctx: &Ctx,
+) -> CmdResult<Planned> {
+    let source = path.display().to_string();
+    let bytes = read_task(path)?;
     let task = hyperion::agents::task::parse(&bytes)
         .map_err(|problems| task_refused(&source, problems))?;
     let store = ctx.store()?;
     let repo = store.repo();
     let settings = hyperion::queue::settings::Settings::load(repo)?;
-    let target = args
-        .target
-        .as_deref()
+    let target = target
         .map(Target::parse)
         .transpose()
         .map_err(|p| CommandError::from_problem(p.at("--target")))?;
     let opts = Options {
         target,
         default_target: settings.target.clone(),
-        max_tokens: args.max_tokens.unwrap_or(settings.plan_max_tokens),
+        max_tokens: max_tokens.unwrap_or(settings.plan_max_tokens),
         now: jiff::Timestamp::now(),
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let started = std::time::Instant::now();
-    let planned = plan::plan(repo, &task, &opts).map_err(|e| match e {
+    plan::plan(repo, &task, &opts).map_err(|e| match e {
         plan::Error::Failed(e) => CommandError::from(e),
         plan::Error::Refused(p) => {
             let field = p.field.clone();
@@ -75,21 +98,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
                 _ => e,
             }
         }
-    })?;
-    let elapsed = started.elapsed();
-    tracing::info!(
-        files = planned.files,
-        bytes = planned.bytes,
-        assignments = planned.plan.assignments.len(),
-        ms = elapsed.as_millis() as u64,
-        "planned"
-    );
-    if ctx.json() {
-        print_json(&planned.plan);
-    } else {
-        print_text(&planned, elapsed);
-    }
-    Ok(())
+    })
 }
 
 fn read_task(path: &std::path::Path) -> CmdResult<Vec<u8>> {

@@ -24,7 +24,8 @@ use super::{Ctx, print_json};
 /// Exit 0 when every assignment has a request, 1 when one failed (`agent.failed`).
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A task request (`hyperion.task-request/v1`): needs `git hyperion plan`.
+    /// A task request (`hyperion.task-request/v1`), planned first as `git hyperion plan`
+    /// plans it (against the task's target).
     #[arg(
         value_name = "TASK.json",
         required_unless_present = "plan",
@@ -43,16 +44,20 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
-    let Some(path) = args.plan else {
-        return Err(CommandError::usage(format!(
-            "run {}: running a task request needs its plan",
-            args.task.map(|t| t.display().to_string()).unwrap_or_default()
-        ))
-        .hint("make the plan with `git hyperion plan TASK.json --format json > PLAN.json`, then `git hyperion run --plan PLAN.json`"));
+    let plan = match (&args.plan, &args.task) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CommandError::usage(format!("cannot read {}: {e}", path.display())))?;
+            hyperion::agents::run::parse_plan(&text)?
+        }
+        // Planned now, as `git hyperion plan TASK.json` would, and checked as a plan file is.
+        (None, Some(task)) => {
+            let planned = super::plan::make(task, None, None, ctx)?;
+            let text = serde_json::to_string(&planned.plan).expect("a plan serialises");
+            hyperion::agents::run::parse_plan(&text)?
+        }
+        (None, None) => unreachable!("clap requires TASK.json or --plan"),
     };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| CommandError::usage(format!("cannot read {}: {e}", path.display())))?;
-    let plan = hyperion::agents::run::parse_plan(&text)?;
     let queue = ctx.queue()?;
     let cancel = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
