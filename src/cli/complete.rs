@@ -70,7 +70,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         }
         (None, None) => return Err(CommandError::usage("pass --landed COMMIT or --failed CODE")),
     };
-    let r = ctx.queue()?.complete(&args.id, &args.worker, outcome)?;
+    let r = super::remote::held_transition(ctx, &args.id, &args.worker, |q, id| {
+        q.complete(id, &args.worker, outcome)
+    })?;
     if ctx.json() {
         print_json(&r);
     } else {

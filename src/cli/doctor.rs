@@ -31,7 +31,12 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let remote = super::remote::fetch_first(ctx, args.fetch)?;
-    let mut d = hyperion::gate::verify::doctor(ctx.queue()?, args.reindex, args.repair)?;
+    let mut d = hyperion::gate::verify::doctor_shared(
+        ctx.queue()?,
+        args.reindex,
+        args.repair,
+        remote.as_ref(),
+    )?;
     if let Some(r) = &remote {
         d.findings
             .extend(hyperion::queue::remote::findings(ctx.queue()?.store(), r)?);

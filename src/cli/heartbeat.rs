@@ -3,7 +3,8 @@ use super::{Ctx, print_json, ts};
 
 /// Extend a lease you hold by its lease length.
 ///
-/// Only the lease owner may do this; anyone else gets exit 1 and nothing changes.
+/// Only the lease owner may do this; anyone else gets exit 1 and nothing changes. In remote
+/// mode the renewal is pushed (with a lease on the remote's tip).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     id: String,
@@ -13,7 +14,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
-    let r = ctx.queue()?.heartbeat(&args.id, &args.worker)?;
+    let r = super::remote::held_transition(ctx, &args.id, &args.worker, |q, id| {
+        q.heartbeat(id, &args.worker)
+    })?;
     if ctx.json() {
         print_json(&r);
     } else {

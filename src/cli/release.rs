@@ -2,6 +2,8 @@ use super::error::CmdResult;
 use super::{Ctx, print_json};
 
 /// Give a leased request back to the queue without counting a failed attempt.
+///
+/// In remote mode the release is pushed (with a lease on the remote's tip).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     id: String,
@@ -11,7 +13,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
-    let r = ctx.queue()?.release(&args.id, &args.worker)?;
+    let r = super::remote::held_transition(ctx, &args.id, &args.worker, |q, id| {
+        q.release(id, &args.worker)
+    })?;
     if ctx.json() {
         print_json(&r);
     } else {

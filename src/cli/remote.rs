@@ -25,6 +25,41 @@ impl Ctx {
     }
 }
 
+/// A lease holder's transition in remote mode (`heartbeat`, `release`, `complete`): fetch
+/// first (the lease must be the remote's), make the transition with `f` (a compare-and-swap
+/// here), then publish it with a lease on the remote's tip ([`remote::publish`]). When
+/// another machine's transition reached the remote first the local one is put back to the
+/// remote's and the command fails as a lost lease would (`queue.conflict`). Without a remote,
+/// just `f`.
+pub fn held_transition<T>(
+    ctx: &Ctx,
+    id: &str,
+    worker: &str,
+    f: impl FnOnce(&hyperion::queue::Queue, &str) -> hyperion::Result<T>,
+) -> CmdResult<T> {
+    let queue = ctx.queue()?;
+    let Some(r) = ctx.remote()? else {
+        return Ok(f(queue, id)?);
+    };
+    let actor = format!("worker:{worker}");
+    remote::fetch(queue.store(), &r, &actor)?;
+    // The full id, as the transition resolved it (a prefix names it on the command line).
+    let (full, _, _) = queue.resolve(id)?;
+    let out = f(queue, &full)?;
+    let lost = remote::publish(queue.store(), &r, std::slice::from_ref(&full), &actor)?;
+    if !lost.is_empty() {
+        return Err(hyperion::Error::Conflict {
+            id: full,
+            what: format!(
+                "another machine's transition reached {} first (the lease is gone there); the local one was put back to the remote's",
+                r.name()
+            ),
+        }
+        .into());
+    }
+    Ok(out)
+}
+
 /// `--fetch` of a read: fetch the queue first (when a remote is configured; without one,
 /// `remote.missing`). Diverged requests are named on stderr.
 pub fn fetch_first(ctx: &Ctx, fetch: bool) -> CmdResult<Option<Remote>> {

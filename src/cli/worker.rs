@@ -26,6 +26,11 @@ use super::{Ctx, parse_duration_arg};
 /// lands what the batch built, gives the rest of the batch back and stops; a second signal
 /// cancels running checks and gives the request back.
 ///
+/// In remote mode (--remote NAME or hyperion.remote) the worker shares the queue through the
+/// remote: it leases by push as `dequeue` does, pushes its heartbeats, builds on the
+/// remote's target tip and lands by one atomic push of the target, the records and the notes;
+/// a push another machine beat is fetched, rebuilt and retried (docs/remote.md).
+///
 /// Output: one line per request (text) or one JSON object per line (--format json).
 ///
 /// With --metrics-addr the worker serves its live counters and histograms (Prometheus /
@@ -85,6 +90,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     }
     if let Some(n) = args.check_jobs {
         w = w.with_check_jobs(n as usize);
+    }
+    if let Some(remote) = ctx.remote()? {
+        w = w.with_remote(remote);
     }
     let json = ctx.json();
     let print = |r: &Report| print_report(r, json);

@@ -402,8 +402,20 @@ impl NotesDiff {
 /// ([`check_local`]), and the landings onto checked-out branches (in progress, interrupted, an
 /// old `index.lock`: [`crate::gate::land::checkout::findings`]).
 pub fn doctor(queue: &Queue, reindex: bool, repair: bool) -> Result<crate::queue::Diagnosis> {
+    doctor_shared(queue, reindex, repair, None)
+}
+
+/// [`doctor`] of a clone sharing its queue through `remote` (remote mode): a landing is
+/// looked for on the remote's target as of the last fetch when the local branch is behind it
+/// (other machines land there; the local branch follows only this clone's landings).
+pub fn doctor_shared(
+    queue: &Queue,
+    reindex: bool,
+    repair: bool,
+    remote: Option<&crate::queue::remote::Remote>,
+) -> Result<crate::queue::Diagnosis> {
     let mut d = queue.doctor_with(reindex, repair, &mut |q, chunk, pages| {
-        check_local(q, chunk, pages)
+        check_local(q, chunk, pages, remote)
     })?;
     d.findings
         .extend(crate::gate::land::checkout::findings(queue.store().repo()));
@@ -416,11 +428,26 @@ pub fn check_local(
     queue: &Queue,
     refs: &[(String, ObjectId)],
     pages: &mut crate::git::os::PageBudget,
+    remote: Option<&crate::queue::remote::Remote>,
 ) -> Result<Vec<Finding>> {
     let repo = queue.store().repo();
     let mut local = Local::new(repo);
+    let mut tips: HashMap<String, Option<ObjectId>> = HashMap::new();
     let mut checker = Checker::new(&mut local, rules(queue), |name: &str| {
-        crate::git::tree::read_tip(repo, name)
+        if let Some(tip) = tips.get(name) {
+            return Ok(*tip);
+        }
+        let mut tip = crate::git::tree::read_tip(repo, name)?;
+        if let Some(remote) = remote
+            && let Some(theirs) = remote.tracked_ref(queue.store(), name)?
+            && tip.is_none_or(|mine| {
+                crate::gate::land::on_first_parent_line(repo, theirs, mine).unwrap_or(false)
+            })
+        {
+            tip = Some(theirs);
+        }
+        tips.insert(name.to_owned(), tip);
+        Ok(tip)
     });
     let mut out = Vec::new();
     for (id, tip) in refs {

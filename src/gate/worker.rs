@@ -19,6 +19,7 @@ use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::gate::checks::{self, CheckCommand, CheckStatus, OutputLimit};
 use crate::gate::land::{self, Blocked, Person};
+use crate::queue::remote::{self as shared, Landing, Remote};
 use crate::queue::{Outcome, Queue};
 use crate::request::apply::{self, FileApplied};
 use crate::request::model::Artifact;
@@ -217,6 +218,9 @@ pub struct Worker<'q> {
     /// How many trees batched checks may check at once, each in a slot of its own
     /// (`hyperion.checkJobs`).
     check_jobs: usize,
+    /// Remote mode (docs/remote.md): leases, heartbeats, landings and records are pushed to
+    /// this remote, and requests are built on its target tips.
+    remote: Option<Remote>,
 }
 
 /// The fate of a request decided inside the pipeline.
@@ -228,6 +232,8 @@ enum Verdict {
         checks: Vec<CheckSummary>,
         artifacts: Vec<Artifact>,
         recovered: bool,
+        /// Recorded already: remote mode pushes a landing's records with it.
+        recorded: Option<Box<Record>>,
         /// Checks left to run on a tree holding this commit (batched checks, see
         /// [`Worker::check_chain`]).
         deferred: Vec<CheckCommand>,
@@ -266,7 +272,17 @@ impl<'q> Worker<'q> {
             output: OutputLimit::default(),
             check_batch: queue.settings().check_batch.max(1),
             check_jobs: queue.settings().check_jobs.max(1),
+            remote: None,
         }
+    }
+
+    /// Work on the queue shared through `remote` (remote mode, docs/remote.md): leases as
+    /// [`crate::queue::remote::lease`] takes them, heartbeats pushed, requests built on the
+    /// remote's target tip and landed by one atomic push with their records and notes.
+    pub fn with_remote(mut self, remote: Remote) -> Worker<'q> {
+        self.leases.remote = Some(remote.clone());
+        self.remote = Some(remote);
+        self
     }
 
     /// Run the checks of up to `n` requests of a chain once, on their combined tree, and
@@ -286,6 +302,10 @@ impl<'q> Worker<'q> {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    fn actor(&self) -> String {
+        format!("worker:{}", self.id)
     }
 
     /// Run the loop: sweep, lease, process, until `opts.mode` says stop or `stop` is set.
@@ -315,16 +335,46 @@ impl<'q> Worker<'q> {
             // stay kept until the batch is done.
             let _hold = crate::git::pack::hold();
             if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+                if let Some(remote) = &self.remote {
+                    // The leases to sweep are the remote's: taken in first.
+                    if let Err(e) = shared::fetch(self.queue.store(), remote, &self.actor()) {
+                        tracing::warn!(worker = %self.id, error = %e, "could not fetch before the sweep");
+                    }
+                }
                 let swept = self.queue.sweep()?;
                 last_sweep = Some(Instant::now());
+                if let Some(remote) = &self.remote {
+                    // Swept here, published there (a lease on each expired lease's tip): a
+                    // request another machine renewed or took meanwhile is put back.
+                    let ids: Vec<String> =
+                        swept.requeued.iter().chain(&swept.dead).cloned().collect();
+                    if let Err(e) = shared::publish(self.queue.store(), remote, &ids, &self.actor())
+                    {
+                        tracing::warn!(worker = %self.id, error = %e, "could not push the sweep");
+                    }
+                }
                 let returned = swept.requeued.len() + swept.dead.len();
                 if returned > 0 {
                     on_progress(&Progress::Sweep { returned });
                 }
             }
-            let leased = self
-                .queue
-                .dequeue(&self.id, opts.batch.max(1), self.lease)?;
+            let leased = match &self.remote {
+                None => self
+                    .queue
+                    .dequeue(&self.id, opts.batch.max(1), self.lease)?,
+                Some(remote) => {
+                    match shared::lease(self.queue, remote, &self.id, opts.batch.max(1), self.lease)
+                    {
+                        Ok(won) => won.records,
+                        // Cut off from the remote: nothing is leased; polled again later.
+                        Err(e) if e.code() == Code::RemoteUnreachable => {
+                            tracing::warn!(worker = %self.id, error = %e, "remote unreachable");
+                            Vec::new()
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
             if leased.is_empty() {
                 // Other processes may want the index while we wait.
                 self.queue.close_index()?;
@@ -494,6 +544,7 @@ impl<'q> Worker<'q> {
                 checks,
                 artifacts,
                 recovered: false,
+                recorded: None,
                 deferred,
             } => {
                 let built = Built {
@@ -559,7 +610,16 @@ impl<'q> Worker<'q> {
     /// The gate of `target` as the branch is now: its tip and the policy there.
     fn gate(&self, target: &Target) -> Result<std::rc::Rc<Gate>, target::Error> {
         let repo = self.queue.store().repo();
-        let tip = target.resolve(repo)?;
+        let tip = match &self.remote {
+            None => target.resolve(repo)?,
+            // The remote's branch as of the last fetch: what a landing push moves.
+            Some(remote) => {
+                let tracked = remote
+                    .tracked_ref(self.queue.store(), target.refname())
+                    .map_err(target::Error::Failed)?;
+                target.resolve_at(repo, tracked)?
+            }
+        };
         let policy = tip.policy(repo)?;
         Ok(std::rc::Rc::new(Gate { tip, policy }))
     }
@@ -599,7 +659,11 @@ impl<'q> Worker<'q> {
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Result<Option<Chain>> {
         let repo = self.queue.store().repo();
-        let max_rebuilds = self.queue.settings().max_rebuilds;
+        let mut max_rebuilds = self.queue.settings().max_rebuilds;
+        if self.remote.is_some() {
+            // Machines landing on one remote beat each other's pushes routinely.
+            max_rebuilds = max_rebuilds.saturating_mul(4);
+        }
         let mut rebuilds = 0;
         crate::git::os::pause_point("landing.chain_built");
         loop {
@@ -711,18 +775,22 @@ impl<'q> Worker<'q> {
                 [one] => format!("hyperion: land {}", one.record.id),
                 many => format!("hyperion: land {} requests", many.len()),
             };
-            let advanced = land::advance(
-                repo,
-                chain.gate.tip.target.refname(),
-                chain.gate.tip.commit,
-                chain.head,
-                &reflog,
-                &self.committer,
-                &land::Holder {
-                    worker: &self.id,
-                    wait: self.queue.settings().landing_wait,
-                },
-            );
+            let advanced = match &self.remote {
+                None => land::advance(
+                    repo,
+                    chain.gate.tip.target.refname(),
+                    chain.gate.tip.commit,
+                    chain.head,
+                    &reflog,
+                    &self.committer,
+                    &land::Holder {
+                        worker: &self.id,
+                        wait: self.queue.settings().landing_wait,
+                    },
+                )
+                .map(|()| None),
+                Some(remote) => self.land_remote(remote, &chain, &reflog),
+            };
             match advanced {
                 // The branch could not be moved (a live writer holds its lock, the disk
                 // failed): nothing landed; every request of the chain is retried later.
@@ -731,18 +799,26 @@ impl<'q> Worker<'q> {
                     retry_all(chain.items, e.code(), e.to_string(), decided);
                     return Ok(None);
                 }
-                Ok(()) => {
+                Ok(recorded) => {
                     tracing::info!(target = %chain.gate.tip.target, head = %chain.head, requests = chain.items.len(), "landed");
-                    let notes: Vec<(ObjectId, String)> = chain
-                        .items
-                        .iter()
-                        .map(|b| (b.commit, self.note(&b.req, &b.record.id, &b.checks)))
-                        .collect();
-                    if let Err(e) = land::add_notes(repo, &notes, &self.committer) {
-                        // Landed all the same; notes are for people and can be added later.
-                        tracing::warn!(target = %chain.gate.tip.target, error = %e, "could not add the notes");
-                    }
+                    // Remote mode pushed the notes and the records with the landing.
+                    let mut recorded = match recorded {
+                        Some(recorded) => recorded,
+                        None => {
+                            let notes = self.notes(&chain);
+                            if let Err(e) = land::add_notes(repo, &notes, &self.committer) {
+                                // Landed all the same; notes are for people and can be added
+                                // later.
+                                tracing::warn!(target = %chain.gate.tip.target, error = %e, "could not add the notes");
+                            }
+                            Vec::new()
+                        }
+                    };
                     for b in std::mem::take(&mut chain.items) {
+                        let record = recorded
+                            .iter()
+                            .position(|r| r.id == b.record.id)
+                            .map(|i| Box::new(recorded.swap_remove(i)));
                         decided.push(Decided {
                             record: b.record,
                             verdict: Verdict::Land {
@@ -751,6 +827,7 @@ impl<'q> Worker<'q> {
                                 checks: b.checks,
                                 artifacts: b.artifacts,
                                 recovered: false,
+                                recorded: record,
                                 deferred: Vec::new(),
                             },
                             started: b.started,
@@ -771,6 +848,24 @@ impl<'q> Worker<'q> {
                     // What was checked was built on the old tip: all of it is built and
                     // checked again (a request found failing stays failed).
                     chain.items.append(&mut rest);
+                    if let Some(remote) = &self.remote {
+                        // Another machine won the remote: requests it took are dropped before
+                        // the rebuild, and the next push waits a jittered while.
+                        let (held, lost): (Vec<Built>, Vec<Built>) = chain
+                            .items
+                            .into_iter()
+                            .partition(|b| self.queue.holds(&b.record.id, &self.id));
+                        for b in lost {
+                            decided.push(Decided {
+                                record: b.record,
+                                verdict: Verdict::LeaseLost,
+                                started: b.started,
+                            });
+                        }
+                        chain.items = held;
+                        shared::jitter(&self.id, (rebuilds as usize).min(4));
+                        tracing::debug!(remote = remote.name(), "landing push beaten");
+                    }
                     match self.rebuild(chain, decided)? {
                         Some(c) => chain = c,
                         None => return Ok(None),
@@ -1060,6 +1155,123 @@ impl<'q> Worker<'q> {
         Ok(out)
     }
 
+    /// The notes of a chain's landed commits.
+    fn notes(&self, chain: &Chain) -> Vec<(ObjectId, String)> {
+        chain
+            .items
+            .iter()
+            .map(|b| (b.commit, self.note(&b.req, &b.record.id, &b.checks)))
+            .collect()
+    }
+
+    /// Remote mode's landing of `chain` (docs/remote.md): its requests' records (applied) and
+    /// a notes commit on the remote's notes are written, then pushed with the target in one
+    /// atomic push ([`shared::land`]), the target with a lease on the remote tip the chain
+    /// was built on. Only then do the local refs follow: the records, the notes, and the
+    /// local branch when it fast-forwards. The records, pushed; `Blocked::Moved` when another
+    /// machine won the push (the tracking refs say what the remote holds now; requests it
+    /// took are no longer held here).
+    fn land_remote(
+        &self,
+        remote: &Remote,
+        chain: &Chain,
+        reflog: &str,
+    ) -> std::result::Result<Option<Vec<Record>>, land::Error> {
+        let store = self.queue.store();
+        let repo = store.repo();
+        let branch = chain.gate.tip.target.refname();
+        let items = chain
+            .items
+            .iter()
+            .map(|b| {
+                let outcome = Outcome::Applied {
+                    commit: b.commit.to_string(),
+                    artifacts: b.artifacts.clone(),
+                };
+                (b.record.id.clone(), outcome)
+            })
+            .collect();
+        let mut prepared = Vec::with_capacity(chain.items.len());
+        for p in self.queue.prepare_completions(&self.id, items) {
+            match p {
+                Ok(p) => prepared.push(p),
+                // Lost since it was checked: the caller drops it and builds again.
+                Err(e) if lease_gone(&e) => {
+                    return Err(Blocked::Moved {
+                        now: Some(chain.gate.tip.commit),
+                    }
+                    .into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let landed: Vec<(String, ObjectId)> =
+            prepared.iter().map(|p| (p.id.clone(), p.commit)).collect();
+        let notes_ref = land::NOTES_REF;
+        let notes_parent = remote.tracked_ref(store, notes_ref)?;
+        let blobs = land::note_blobs(repo, &self.notes(chain))?;
+        let notes = land::notes_commit(repo, notes_parent, &blobs, &self.committer)?;
+        let pushed = shared::land(
+            store,
+            remote,
+            branch,
+            chain.gate.tip.commit,
+            chain.head,
+            &landed,
+            Some((notes, notes_parent)),
+            &self.actor(),
+        )?;
+        if let Landing::Beaten { lost } = pushed {
+            tracing::info!(target = branch, lost = ?lost, "landing push beaten");
+            return Err(Blocked::Moved {
+                now: remote.tracked_ref(store, branch)?,
+            }
+            .into());
+        }
+        let records: Vec<Record> = prepared.iter().map(|p| p.record().clone()).collect();
+        for (r, done) in records.iter().zip(
+            self.queue
+                .finish_completions(&self.id, prepared.into_iter().map(Ok).collect())?,
+        ) {
+            if let Err(e) = done {
+                // On the remote all the same; the next fetch takes it in.
+                tracing::warn!(request = %r.id, error = %e, "landed record not taken in locally");
+            }
+        }
+        // The local notes and branch follow when they are where the remote was.
+        let log = crate::git::refs::LogLine {
+            name: &self.committer.name,
+            email: &self.committer.email,
+            at: jiff::Timestamp::now(),
+            message: reflog,
+        };
+        let local_notes = crate::git::tree::read_tip(repo, notes_ref)?;
+        if local_notes.is_none() || local_notes == notes_parent {
+            let _ = crate::git::refs::cas(repo, notes_ref, local_notes, notes, &log)?;
+        }
+        if let Some(local) = chain.gate.tip.target.tip(repo)?
+            && local != chain.head
+            && land::on_first_parent_line(repo, chain.head, local)?
+        {
+            let holder = land::Holder {
+                worker: &self.id,
+                wait: self.queue.settings().landing_wait,
+            };
+            if let Err(e) = land::advance(
+                repo,
+                branch,
+                local,
+                chain.head,
+                reflog,
+                &self.committer,
+                &holder,
+            ) {
+                tracing::warn!(target = branch, error = %e, "the local branch did not follow the remote's");
+            }
+        }
+        Ok(Some(records))
+    }
+
     /// Build `chain`'s requests again, in order, on the target's tip as it is now; those
     /// that no longer land are decided. `None` when nothing is left to land.
     fn rebuild(&self, chain: Chain, decided: &mut Vec<Decided>) -> Result<Option<Chain>> {
@@ -1093,11 +1305,19 @@ impl<'q> Worker<'q> {
                     checks,
                     artifacts,
                     recovered,
+                    recorded,
                     ..
                 } => {
                     report.commit = Some(commit.to_string());
                     report.files = files;
                     report.checks = checks;
+                    if let Some(r) = recorded {
+                        report.result = Disposition::Landed;
+                        report.status = Some(r.status);
+                        report.duration_ms = d.started.elapsed().as_millis() as u64;
+                        reports.push((report, None));
+                        continue;
+                    }
                     report.result = if recovered {
                         Disposition::Recovered
                     } else {
@@ -1201,6 +1421,13 @@ impl<'q> Worker<'q> {
                 }
                 report.duration_ms = started.elapsed().as_millis() as u64;
             }
+            out.push(report);
+        }
+        if let Some(remote) = &self.remote {
+            self.publish_records(remote, &mut out);
+        }
+        // After the records are published: a push another machine beat changes the result.
+        for report in &out {
             request_span(&report.id, &report.task_id, &self.id).in_scope(|| {
                 tracing::info!(
                     step = "record",
@@ -1210,9 +1437,45 @@ impl<'q> Worker<'q> {
                     "recorded"
                 );
             });
-            out.push(report);
         }
         Ok(out)
+    }
+
+    /// Remote mode: publish the records this batch wrote here and did not push with a
+    /// landing (dead letters, retries, requests given back or held, recoveries), in one push.
+    /// A request another machine's transition reached first is reported lost (its local ref
+    /// is put back to the remote's). A remote that cannot be reached leaves them here, ahead
+    /// of the remote: the next lease or `git hyperion push` publishes them.
+    fn publish_records(&self, remote: &Remote, reports: &mut [Report]) {
+        let ids: Vec<String> = reports
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.result,
+                    Disposition::Recovered
+                        | Disposition::Dead
+                        | Disposition::Retry
+                        | Disposition::Released
+                        | Disposition::Held
+                )
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        match shared::publish(self.queue.store(), remote, &ids, &self.actor()) {
+            Ok(lost) => {
+                for r in reports.iter_mut().filter(|r| lost.contains(&r.id)) {
+                    r.result = Disposition::LeaseLost;
+                    r.code = Some(Code::WorkerLeaseLost);
+                    r.message = Some(format!(
+                        "another machine's transition reached {} first",
+                        remote.name()
+                    ));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(worker = %self.id, error = %e, "could not push the records")
+            }
+        }
     }
 
     fn give_back(&self, record: &Record, reason: &str) -> Result<Report> {
@@ -1327,6 +1590,7 @@ impl<'q> Worker<'q> {
                 checks: Vec::new(),
                 artifacts: Vec::new(),
                 recovered: true,
+                recorded: None,
                 deferred: Vec::new(),
             });
         }
@@ -1444,6 +1708,7 @@ impl<'q> Worker<'q> {
             checks,
             artifacts,
             recovered: false,
+            recorded: None,
             deferred,
         })
     }

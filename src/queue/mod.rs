@@ -83,6 +83,25 @@ pub struct Enqueued {
     pub record: Record,
 }
 
+/// A completion prepared by [`Queue::prepare_completions`]: its commit is written, its ref
+/// not moved yet.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: String,
+    /// The tip it was built on (the lease).
+    pub tip: ObjectId,
+    pub commit: ObjectId,
+    next: Record,
+    event: Event,
+}
+
+impl Completion {
+    /// The record it completes the request with.
+    pub fn record(&self) -> &Record {
+        &self.next
+    }
+}
+
 /// How a leased request ended, as reported by its worker.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -1302,23 +1321,60 @@ impl Queue {
         worker: &str,
         items: Vec<(String, Outcome)>,
     ) -> Result<Vec<Result<Record>>> {
-        let mut out: Vec<Option<Result<Record>>> = Vec::with_capacity(items.len());
-        let mut prepared = Vec::new();
-        for (i, (id, outcome)) in items.into_iter().enumerate() {
-            out.push(None);
-            let step = self.held(&id, worker).and_then(|(id, tip, r)| {
-                let (mut next, mut event, mut artifacts) = self.completed(&r, worker, outcome);
-                let commit = self.prepare(tip, &mut next, &mut event, &mut artifacts, false)?;
-                Ok((id, tip, commit, next, event))
-            });
-            match step {
-                Ok(p) => prepared.push((i, p)),
-                Err(e) => out[i] = Some(Err(e)),
-            }
-        }
+        let prepared = self.prepare_completions(worker, items);
+        self.finish_completions(worker, prepared)
+    }
+
+    /// The first half of [`Queue::complete_many`]: each completion's commit, written (in
+    /// memory until [`crate::git::pack::persist`]) but no ref moved. Remote mode pushes them
+    /// with the landing, then [`Queue::finish_completions`] moves the local refs.
+    pub fn prepare_completions(
+        &self,
+        worker: &str,
+        items: Vec<(String, Outcome)>,
+    ) -> Vec<Result<Completion>> {
+        items
+            .into_iter()
+            .map(|(id, outcome)| {
+                self.held(&id, worker).and_then(|(id, tip, r)| {
+                    let (mut next, mut event, mut artifacts) = self.completed(&r, worker, outcome);
+                    let commit = self.prepare(tip, &mut next, &mut event, &mut artifacts, false)?;
+                    Ok(Completion {
+                        id,
+                        tip,
+                        commit,
+                        next,
+                        event,
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// The second half of [`Queue::complete_many`]: move each prepared completion's ref from
+    /// the tip it was prepared on (a compare-and-swap each). Errors pass through, in order.
+    pub fn finish_completions(
+        &self,
+        worker: &str,
+        prepared: Vec<Result<Completion>>,
+    ) -> Result<Vec<Result<Record>>> {
         let mut ix = self.index()?;
-        for (i, (id, tip, commit, next, event)) in prepared {
-            out[i] = Some(match self.finish(&mut ix, tip, commit, &next, &event) {
+        let mut out = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            let Completion {
+                id,
+                tip,
+                commit,
+                next,
+                event,
+            } = match p {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            out.push(match self.finish(&mut ix, tip, commit, &next, &event) {
                 Ok(()) => {
                     tracing::info!(request_id = %id, task_id = %next.task_id, worker, action = event.action.as_str(), to = %next.status, "transition");
                     Ok(next)
@@ -1331,10 +1387,7 @@ impl Queue {
             });
         }
         self.done(ix)?;
-        Ok(out
-            .into_iter()
-            .map(|r| r.expect("every item has a result"))
-            .collect())
+        Ok(out)
     }
 
     /// The record and event of `worker` finishing `r` with `outcome`.

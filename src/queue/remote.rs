@@ -103,6 +103,36 @@ impl Remote {
         ]
     }
 
+    /// Where the remote's branch `refname` (`refs/heads/B`) is tracked:
+    /// `refs/hyperion-remotes/NAME/heads/B`. A worker builds on it, never on the local branch.
+    pub fn tracking_branch(&self, refname: &str) -> String {
+        let short = refname.strip_prefix("refs/").unwrap_or(refname);
+        format!("{TRACKING_ROOT}{}/{short}", self.name)
+    }
+
+    /// Where the remote's notes ref is tracked (the fetch refspec of `init --remote`).
+    pub fn tracking_notes(&self) -> String {
+        self.tracking_branch(crate::gate::land::NOTES_REF)
+    }
+
+    /// What a worker fetches besides the queue: the remote's branches (its targets) and its
+    /// notes, into the tracking namespace (globs: a remote without notes yet fetches fine).
+    pub fn landing_refspecs(&self) -> Vec<String> {
+        vec![
+            format!("+refs/heads/*:{TRACKING_ROOT}{}/heads/*", self.name),
+            format!(
+                "+refs/notes/hyperion*:{TRACKING_ROOT}{}/notes/hyperion*",
+                self.name
+            ),
+        ]
+    }
+
+    /// The remote's tip of `refname` (`refs/heads/B`, the notes ref) as of the last fetch or
+    /// push.
+    pub fn tracked_ref(&self, store: &Store, refname: &str) -> Result<Option<ObjectId>> {
+        crate::git::refs::read(store.repo(), &self.tracking_branch(refname))
+    }
+
     fn tracking(&self, store: &Store) -> Result<Vec<(String, ObjectId)>> {
         let prefix = self.tracking_prefix();
         Ok(crate::git::refs::list(store.repo().common_dir(), &prefix)?
@@ -117,9 +147,13 @@ impl Remote {
 
     /// Set the tracking ref of `id` to `new` after a push that put it there.
     fn track(&self, store: &Store, id: &str, new: ObjectId) -> Result<()> {
-        let name = format!("{}{id}", self.tracking_prefix());
+        self.track_ref(store, &format!("{}{id}", self.tracking_prefix()), new)
+    }
+
+    /// Set the tracking ref `name` to `new` after a push that put it there.
+    fn track_ref(&self, store: &Store, name: &str, new: ObjectId) -> Result<()> {
         for _ in 0..3 {
-            let now = crate::git::refs::read(store.repo(), &name)?;
+            let now = crate::git::refs::read(store.repo(), name)?;
             if now == Some(new) {
                 return Ok(());
             }
@@ -129,7 +163,7 @@ impl Remote {
                 at: jiff::Timestamp::now(),
                 message: "hyperion: push",
             };
-            if crate::git::refs::cas(store.repo(), &name, now, new, &log)?.is_ok() {
+            if crate::git::refs::cas(store.repo(), name, now, new, &log)?.is_ok() {
                 return Ok(());
             }
         }
@@ -271,10 +305,15 @@ pub struct Fetched {
 /// Fetch the remote's queue into the tracking namespace, then move every local request ref
 /// that is absent or behind to the remote's tip (each a compare-and-swap; one that moved
 /// meanwhile is left for the next fetch). Local transitions are never overwritten.
+///
+/// The same `git fetch` brings the remote's branches and notes into the tracking namespace
+/// ([`Remote::landing_refspecs`]): the commits the chains name as landed, and the tips a
+/// worker builds on.
 pub fn fetch(store: &Store, remote: &Remote, actor: &str) -> Result<Fetched> {
     let at = jiff::Timestamp::now();
-    let refspec = format!("+{REQUESTS_PREFIX}*:{}*", remote.tracking_prefix());
-    crate::git::remote::fetch(store.git_dir(), remote.name(), &[refspec])?;
+    let mut refspecs = vec![format!("+{REQUESTS_PREFIX}*:{}*", remote.tracking_prefix())];
+    refspecs.extend(remote.landing_refspecs());
+    crate::git::remote::fetch(store.git_dir(), remote.name(), &refspecs)?;
     remote.record_fetch(store, at)?;
     let mut out = Fetched {
         remote: remote.name.clone(),
@@ -455,18 +494,7 @@ fn push_once(
             Outcome::Pushed => out.pushed.push(id.to_owned()),
             Outcome::UpToDate => out.up_to_date.push(id.to_owned()),
             Outcome::Rejected(why) if why == "atomic push failed" => {}
-            // The lease as git checks it before sending, or as the remote's ref transaction
-            // checks it (another push moved the ref in between: "cannot lock ref … is at X but
-            // expected Y", reported as a failed atomic transaction).
-            Outcome::Rejected(why)
-                if why.contains("stale info")
-                    || why.contains("fetch first")
-                    || why.contains("non-fast-forward")
-                    || why.contains("atomic transaction failed")
-                    || why.contains("failed to update ref") =>
-            {
-                conflicts.push(id.to_owned())
-            }
+            Outcome::Rejected(why) if lease_refused(why) => conflicts.push(id.to_owned()),
             Outcome::Rejected(why) => refused.push(format!("{id} ({why})")),
         }
     }
@@ -535,6 +563,9 @@ pub struct Leased {
     /// Requests this worker leased locally but another machine's transition reached the
     /// remote first: the local ref was put back to the remote's tip.
     pub lost: Vec<String>,
+    /// Requests whose local chain diverged with this worker's own unpublished transitions
+    /// (made while it could not reach the remote): put back to the remote's ([`give_way`]).
+    pub given_way: Vec<String>,
 }
 
 /// How many rounds of fetch, lease and push a lease by push makes before it settles for what
@@ -543,11 +574,11 @@ const LEASE_ROUNDS: usize = 3;
 
 /// Lease up to `batch` requests to `worker` on the shared queue: fetch, lease locally
 /// ([`crate::queue::Queue::dequeue`]), then publish every new lease in one atomic push, each
-/// with a lease on the remote's tip it was built on. When the push is refused because another
-/// machine's transition reached a request first, that machine won it: the local ref is put
-/// back to the remote's tip (a compare-and-swap from the lease this call wrote), and the
-/// others are pushed again. Then, after a jittered pause, another round for what is missing.
-/// A lease that is not on the remote is never reported as won.
+/// with a lease on the remote's tip it was built on ([`publish`]). When the push is refused
+/// because another machine's transition reached a request first, that machine won it: the
+/// local ref is put back to the remote's tip, and the others are pushed again. Then, after a
+/// jittered pause, another round for what is missing. A lease that is not on the remote is
+/// never reported as won.
 pub fn lease(
     queue: &crate::queue::Queue,
     remote: &Remote,
@@ -559,7 +590,11 @@ pub fn lease(
     let actor = format!("worker:{worker}");
     let mut out = Leased::default();
     for round in 0..LEASE_ROUNDS {
-        fetch(store, remote, &actor)?;
+        let fetched = fetch(store, remote, &actor)?;
+        if !fetched.diverged.is_empty() {
+            out.given_way
+                .extend(give_way(store, remote, &fetched.diverged, worker)?);
+        }
         let want = batch.saturating_sub(out.records.len());
         if want == 0 {
             break;
@@ -568,80 +603,277 @@ pub fn lease(
         if leased.is_empty() {
             break;
         }
-        let mut pending = Vec::with_capacity(leased.len());
-        for r in &leased {
-            let tip = store
-                .tip(&r.id)?
-                .ok_or_else(|| Error::NotFound(r.id.clone()))?;
-            let expect = match remote.tracked(store, &r.id)? {
-                Some(theirs) => Expect::At(theirs),
-                None => Expect::Absent,
-            };
-            pending.push((r.id.clone(), tip, expect));
-        }
+        let ids: Vec<String> = leased.iter().map(|r| r.id.clone()).collect();
         crate::git::os::pause_point("remote.leased_locally");
-        let lost_before = out.lost.len();
-        let mut attempts = 0;
-        while !pending.is_empty() {
-            let (_, conflicts) = push_once(store, remote, pending.clone())?;
-            if conflicts.is_empty() {
-                break;
-            }
-            attempts += 1;
-            if attempts > LEASE_ROUNDS * 2 {
-                return Err(Error::Remote {
-                    code: Code::RemoteRejected,
-                    message: format!(
-                        "{} kept refusing the leases of {} without another machine's transition in the way; they are held in this clone only (release them with `git hyperion release ID --worker {worker}`)",
-                        remote.name,
-                        conflicts.join(", ")
-                    ),
-                });
-            }
-            let refspecs: Vec<String> = conflicts
-                .iter()
-                .map(|id| format!("+{}:{}{id}", Store::ref_name(id), remote.tracking_prefix()))
-                .collect();
-            crate::git::remote::fetch(store.git_dir(), remote.name(), &refspecs)?;
-            for id in conflicts {
-                let Some(at) = pending.iter().position(|(p, _, _)| *p == id) else {
-                    continue;
-                };
-                let theirs = remote.tracked(store, &id)?;
-                let expected = match pending[at].2 {
-                    Expect::At(t) => Some(t),
-                    Expect::Absent => None,
-                };
-                if theirs == expected {
-                    // The remote still holds what the lease expects: refused for another
-                    // ref of the atomic push. Pushed again.
-                    continue;
-                }
-                let (_, mine, _) = pending.remove(at);
-                if let Some(theirs) = theirs {
-                    // Only the lease this call wrote is replaced; a ref that moved since is
-                    // left to the next fetch.
-                    store.adopt(&id, Some(mine), theirs, &actor)?;
-                }
-                out.lost.push(id);
-            }
-        }
-        let won: Vec<String> = pending.into_iter().map(|(id, _, _)| id).collect();
+        let lost = publish(store, remote, &ids, &actor)?;
+        let lost_any = !lost.is_empty();
         out.records
-            .extend(leased.into_iter().filter(|r| won.contains(&r.id)));
-        if out.lost.len() == lost_before {
+            .extend(leased.into_iter().filter(|r| !lost.contains(&r.id)));
+        out.lost.extend(lost);
+        if !lost_any {
             // Nothing lost: what was ready is leased.
             break;
         }
-        // Another machine is leasing too: a pause in [25, 100) ms times the round, so that
-        // the machines do not meet again at once.
-        let seed = crate::request::model::sha256_hex(
-            format!("{worker}:{round}:{}", jiff::Timestamp::now()).as_bytes(),
-        );
-        let frac = u64::from_str_radix(&seed[..4], 16).unwrap_or(0) as u64;
-        std::thread::sleep(std::time::Duration::from_millis(
-            (25 + frac * 75 / 65536) * (round as u64 + 1),
-        ));
+        // Another machine is leasing too: a pause before it fetches again.
+        jitter(worker, round);
     }
     Ok(out)
+}
+
+/// A pause in [25, 100) ms times `round + 1`, different on every machine, so that machines
+/// that met on a ref do not meet again at once.
+pub fn jitter(worker: &str, round: usize) {
+    let seed = crate::request::model::sha256_hex(
+        format!("{worker}:{round}:{}", jiff::Timestamp::now()).as_bytes(),
+    );
+    let frac = u64::from_str_radix(&seed[..4], 16).unwrap_or(0);
+    std::thread::sleep(std::time::Duration::from_millis(
+        (25 + frac * 75 / 65536) * (round as u64 + 1),
+    ));
+}
+
+/// Publish the local transitions of `ids` (a lease, a heartbeat, a release, a completion
+/// made in this clone on a chain the remote holds) in one atomic push, each with a lease on
+/// the remote's tip it was built on (as of the last fetch or push). Returns the requests
+/// **lost**: another machine's transition reached the remote first (the push's lease did
+/// not hold, or the local chain does not follow the remote's any more: made while this clone
+/// could not reach it). Their local ref is put back to the remote's tip (a compare-and-swap
+/// from the tip this clone wrote; one that moved since is left to the next fetch), and the
+/// others are pushed again.
+pub fn publish(store: &Store, remote: &Remote, ids: &[String], actor: &str) -> Result<Vec<String>> {
+    let mut lost = Vec::new();
+    let mut pending = Vec::with_capacity(ids.len());
+    for id in ids {
+        let tip = store.tip(id)?.ok_or_else(|| Error::NotFound(id.clone()))?;
+        let theirs = remote.tracked(store, id)?;
+        match theirs {
+            None => pending.push((id.clone(), tip, Expect::Absent)),
+            Some(t) if t == tip => {}
+            Some(t) => match relate(store, Some(tip), Some(t))? {
+                Relation::Ahead | Relation::Replaced => {
+                    pending.push((id.clone(), tip, Expect::At(t)))
+                }
+                // The remote moved on without this clone's transitions (or this clone has
+                // not taken them in): the remote's stands.
+                _ => {
+                    store.adopt(id, Some(tip), t, actor)?;
+                    lost.push(id.clone());
+                }
+            },
+        }
+    }
+    let mut attempts = 0;
+    while !pending.is_empty() {
+        let (_, conflicts) = push_once(store, remote, pending.clone())?;
+        if conflicts.is_empty() {
+            break;
+        }
+        attempts += 1;
+        if attempts > LEASE_ROUNDS * 2 {
+            return Err(Error::Remote {
+                code: Code::RemoteRejected,
+                message: format!(
+                    "{} kept refusing the transitions of {} without another machine's transition in the way; they are held in this clone only (`git hyperion push` publishes them later)",
+                    remote.name,
+                    conflicts.join(", ")
+                ),
+            });
+        }
+        let refspecs: Vec<String> = conflicts
+            .iter()
+            .map(|id| format!("+{}:{}{id}", Store::ref_name(id), remote.tracking_prefix()))
+            .collect();
+        crate::git::remote::fetch(store.git_dir(), remote.name(), &refspecs)?;
+        for id in conflicts {
+            let Some(at) = pending.iter().position(|(p, _, _)| *p == id) else {
+                continue;
+            };
+            let theirs = remote.tracked(store, &id)?;
+            let expected = match pending[at].2 {
+                Expect::At(t) => Some(t),
+                Expect::Absent => None,
+            };
+            if theirs == expected {
+                // The remote still holds what the lease expects: refused for another ref of
+                // the atomic push. Pushed again.
+                continue;
+            }
+            let (_, mine, _) = pending.remove(at);
+            if let Some(theirs) = theirs {
+                // Only the tip this clone wrote is replaced; a ref that moved since is left
+                // to the next fetch.
+                store.adopt(&id, Some(mine), theirs, actor)?;
+            }
+            lost.push(id);
+        }
+    }
+    Ok(lost)
+}
+
+/// Give way to the remote on `ids` (requests whose local chain diverged from the remote's)
+/// where everything the local chain holds that the remote's does not is this worker's own
+/// work (its leases, heartbeats, records, or sweeps): made while this clone could not reach
+/// the remote, or beaten there. The remote's state stands; the local ref is put back to it
+/// (a compare-and-swap). Requests with another writer's transitions are left to `doctor`.
+/// Returns the requests given way on.
+pub fn give_way(
+    store: &Store,
+    remote: &Remote,
+    ids: &[String],
+    worker: &str,
+) -> Result<Vec<String>> {
+    let actor = format!("worker:{worker}");
+    let mut out = Vec::new();
+    for id in ids {
+        let (Some(mine), Some(theirs)) = (store.tip(id)?, remote.tracked(store, id)?) else {
+            continue;
+        };
+        let mut at = Some(mine);
+        let mut own = true;
+        let mut steps = 0;
+        while let Some(c) = at {
+            if store.descends(theirs, c)? {
+                break;
+            }
+            steps += 1;
+            let ours = store.history_head(c)?.is_some_and(|e| {
+                e.worker.as_deref() == Some(worker) || e.actor == actor || e.actor == "sweep"
+            });
+            if !ours || steps > 64 {
+                own = false;
+                break;
+            }
+            at = store.parent_of(c)?;
+        }
+        if own && at.is_some() && store.adopt(id, Some(mine), theirs, &actor)? {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// How a landing push ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Landing {
+    /// The target, the requests' transitions and the notes are on the remote (and tracked).
+    Landed,
+    /// Nothing was published: another machine moved the target or the notes first, or took
+    /// requests of the chain (`lost`: their local refs were put back to the remote's tips).
+    /// The tracking refs hold what the remote holds now.
+    Beaten { lost: Vec<String> },
+}
+
+/// Land a chain on the remote: **one** atomic push of the target branch `branch` from `old`
+/// (its remote tip, which the chain was built on) to `new`, the prepared completions of its
+/// requests (`(id, commit)`, each with a lease on the remote's tip of the request) and the
+/// notes commit `notes` (with a lease on the remote's notes tip it was built on). All or
+/// nothing. On a refusal by a lease, the target, the notes and the refused requests are
+/// fetched again: a request whose remote tip moved is lost (put back locally as in
+/// [`publish`]); the caller rebuilds on the target's new tip and tries again. A refusal for
+/// another reason (the remote's hook) is `remote.rejected`.
+#[allow(clippy::too_many_arguments)]
+pub fn land(
+    store: &Store,
+    remote: &Remote,
+    branch: &str,
+    old: ObjectId,
+    new: ObjectId,
+    completions: &[(String, ObjectId)],
+    notes: Option<(ObjectId, Option<ObjectId>)>,
+    actor: &str,
+) -> Result<Landing> {
+    let notes_ref = crate::gate::land::NOTES_REF;
+    let mut updates = vec![Update {
+        name: branch.to_owned(),
+        new,
+        expect: Expect::At(old),
+    }];
+    let mut expected = Vec::with_capacity(completions.len());
+    for (id, commit) in completions {
+        let theirs = remote.tracked(store, id)?;
+        expected.push((id.clone(), store.tip(id)?, theirs));
+        updates.push(Update {
+            name: Store::ref_name(id),
+            new: *commit,
+            expect: theirs.map_or(Expect::Absent, Expect::At),
+        });
+    }
+    if let Some((commit, parent)) = notes {
+        updates.push(Update {
+            name: notes_ref.to_owned(),
+            new: commit,
+            expect: parent.map_or(Expect::Absent, Expect::At),
+        });
+    }
+    // The pushed commits must be on disk for git to send them.
+    crate::git::pack::persist(store.repo())?;
+    crate::git::os::pause_point("remote.landing_push");
+    let (report, said) = crate::git::remote::push(store.git_dir(), remote.name(), &updates, true)?;
+    let mut beaten = false;
+    let mut refused = Vec::new();
+    for (name, outcome) in &report {
+        match outcome {
+            Outcome::Pushed | Outcome::UpToDate => {}
+            Outcome::Rejected(why) if why == "atomic push failed" => beaten = true,
+            Outcome::Rejected(why) if lease_refused(why) => beaten = true,
+            Outcome::Rejected(why) => refused.push(format!("{name} ({why})")),
+        }
+    }
+    if !refused.is_empty() || (!beaten && report.len() < updates.len()) {
+        return Err(Error::Remote {
+            code: Code::RemoteRejected,
+            message: format!(
+                "{} refused the landing push of {}; nothing was published: {}",
+                remote.name,
+                if refused.is_empty() {
+                    "the chain".to_owned()
+                } else {
+                    refused.join(", ")
+                },
+                said
+            ),
+        });
+    }
+    if !beaten {
+        remote.track_ref(store, &remote.tracking_branch(branch), new)?;
+        for (id, commit) in completions {
+            remote.track(store, id, *commit)?;
+        }
+        if let Some((commit, _)) = notes {
+            remote.track_ref(store, &remote.tracking_notes(), commit)?;
+        }
+        return Ok(Landing::Landed);
+    }
+    // Who won what: the target and the notes as the remote holds them now, and each request.
+    let mut refspecs = remote.landing_refspecs();
+    refspecs.extend(
+        completions
+            .iter()
+            .map(|(id, _)| format!("+{}:{}{id}", Store::ref_name(id), remote.tracking_prefix())),
+    );
+    crate::git::remote::fetch(store.git_dir(), remote.name(), &refspecs)?;
+    let mut lost = Vec::new();
+    for (id, mine, expected) in expected {
+        let theirs = remote.tracked(store, &id)?;
+        if theirs == expected {
+            continue;
+        }
+        if let (Some(mine), Some(theirs)) = (mine, theirs) {
+            store.adopt(&id, Some(mine), theirs, actor)?;
+        }
+        lost.push(id);
+    }
+    Ok(Landing::Beaten { lost })
+}
+
+/// Whether git's reason for refusing a ref says its lease did not hold: as git checks it
+/// before sending (`stale info`), or as the remote's ref transaction checks it (another push
+/// moved the ref in between: "cannot lock ref … is at X but expected Y", reported as a failed
+/// atomic transaction).
+fn lease_refused(why: &str) -> bool {
+    why.contains("stale info")
+        || why.contains("fetch first")
+        || why.contains("non-fast-forward")
+        || why.contains("atomic transaction failed")
+        || why.contains("failed to update ref")
 }

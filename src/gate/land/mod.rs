@@ -407,41 +407,11 @@ pub fn add_notes(repo: &gix::Repository, notes: &[(ObjectId, String)], who: &Per
     if notes.is_empty() {
         return Ok(());
     }
-    let mut blobs = Vec::with_capacity(notes.len());
-    for (commit, text) in notes {
-        let blob = crate::git::pack::write_object(repo, gix::objs::Kind::Blob, text.as_bytes())?;
-        blobs.push((commit.to_string(), blob));
-    }
+    let blobs = note_blobs(repo, notes)?;
     for attempt in 0..50u32 {
         let tip = read_tip(repo, NOTES_REF)?;
-        let base_tree = match tip {
-            Some(t) => tree_of(repo, t)?,
-            None => repo.empty_tree().id,
-        };
-        let mut editor = edit_tree(repo, base_tree)?;
-        for (hex, blob) in &blobs {
-            // A note git wrote without fan-out for the same commit would shadow ours.
-            editor
-                .remove(hex.split('/'))
-                .map_err(|e| Failure::git(format!("cannot edit the notes tree: {e}")))?;
-            let path = format!("{}/{}", &hex[..2], &hex[2..]);
-            editor
-                .upsert(path.split('/'), gix::objs::tree::EntryKind::Blob, *blob)
-                .map_err(|e| Failure::git(format!("cannot edit the notes tree: {e}")))?;
-        }
-        let tree = write_tree(repo, &mut editor)?;
         let now = jiff::Timestamp::now();
-        let parents: Vec<ObjectId> = tip.into_iter().collect();
-        let note_commit = write_commit(
-            repo,
-            tree,
-            &parents,
-            who,
-            now,
-            who,
-            now,
-            "Notes added by 'git hyperion'\n",
-        )?;
+        let note_commit = notes_commit(repo, tip, &blobs, who)?;
         let moved = crate::git::refs::cas(
             repo,
             NOTES_REF,
@@ -463,6 +433,58 @@ pub fn add_notes(repo: &gix::Repository, notes: &[(ObjectId, String)], who: &Per
     Err(Failure::git(format!(
         "could not update {NOTES_REF}: too many concurrent writers"
     )))
+}
+
+/// The blobs of `notes`, by the hex id of the commit each is on.
+pub fn note_blobs(
+    repo: &gix::Repository,
+    notes: &[(ObjectId, String)],
+) -> Result<Vec<(String, ObjectId)>> {
+    let mut blobs = Vec::with_capacity(notes.len());
+    for (commit, text) in notes {
+        let blob = crate::git::pack::write_object(repo, gix::objs::Kind::Blob, text.as_bytes())?;
+        blobs.push((commit.to_string(), blob));
+    }
+    Ok(blobs)
+}
+
+/// A notes commit on `parent` (a tip of `refs/notes/hyperion`; `None`: the first) adding
+/// (or replacing) the notes `blobs` (from [`note_blobs`]). No ref is moved: [`add_notes`]
+/// moves the local notes ref to it, remote mode pushes it with the landing.
+pub fn notes_commit(
+    repo: &gix::Repository,
+    parent: Option<ObjectId>,
+    blobs: &[(String, ObjectId)],
+    who: &Person,
+) -> Result<ObjectId> {
+    let base_tree = match parent {
+        Some(t) => tree_of(repo, t)?,
+        None => repo.empty_tree().id,
+    };
+    let mut editor = edit_tree(repo, base_tree)?;
+    for (hex, blob) in blobs {
+        // A note git wrote without fan-out for the same commit would shadow ours.
+        editor
+            .remove(hex.split('/'))
+            .map_err(|e| Failure::git(format!("cannot edit the notes tree: {e}")))?;
+        let path = format!("{}/{}", &hex[..2], &hex[2..]);
+        editor
+            .upsert(path.split('/'), gix::objs::tree::EntryKind::Blob, *blob)
+            .map_err(|e| Failure::git(format!("cannot edit the notes tree: {e}")))?;
+    }
+    let tree = write_tree(repo, &mut editor)?;
+    let now = jiff::Timestamp::now();
+    let parents: Vec<ObjectId> = parent.into_iter().collect();
+    write_commit(
+        repo,
+        tree,
+        &parents,
+        who,
+        now,
+        who,
+        now,
+        "Notes added by 'git hyperion'\n",
+    )
 }
 
 #[cfg(test)]

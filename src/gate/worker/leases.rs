@@ -1,7 +1,9 @@
 //! Keeping a worker's leases alive: every request of the batch it holds is renewed (a
 //! heartbeat) every third of its lease, at least every 100 ms, from wherever the worker
 //! waits — between requests, while checks run, while hooks run — so that a live worker does
-//! not lose a lease even at the shortest lease (1s).
+//! not lose a lease even at the shortest lease (1s). In remote mode the renewals of one round
+//! are published in one push, each with a lease on the remote's tip; a request another
+//! machine took meanwhile is lost here like an expired local lease.
 
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
@@ -22,6 +24,8 @@ pub struct Leases {
     /// (id, how often it is renewed).
     held: RefCell<Vec<(String, Duration)>>,
     last: Cell<Option<Instant>>,
+    /// The remote the renewals are pushed to (remote mode).
+    pub remote: Option<crate::queue::remote::Remote>,
 }
 
 impl Leases {
@@ -66,6 +70,26 @@ impl Leases {
                 }
                 // A renewal that failed for another reason is tried again at the next one.
                 Err(e) => tracing::warn!(request_id = %id, worker, error = %e, "heartbeat failed"),
+            }
+        }
+        if let Some(remote) = &self.remote {
+            let renewed: Vec<String> = self
+                .held
+                .borrow()
+                .iter()
+                .map(|(id, _)| id.clone())
+                .filter(|id| !lost.contains(id))
+                .collect();
+            let actor = format!("worker:{worker}");
+            match crate::queue::remote::publish(queue.store(), remote, &renewed, &actor) {
+                Ok(gone) => {
+                    for id in gone {
+                        tracing::warn!(request = %id, worker, "lease lost on the remote");
+                        lost.push(id);
+                    }
+                }
+                // Not published: the remote's lease may run out; the landing push finds out.
+                Err(e) => tracing::warn!(worker, error = %e, "could not push the heartbeats"),
             }
         }
         if !lost.is_empty() {
