@@ -121,9 +121,21 @@ pub fn fetch(git_dir: &Path, remote: &str, refspecs: &[String]) -> Result<()> {
         remote,
     ])
     .args(refspecs);
-    let out = cmd
+    // Another process of this clone fetching at the same time moves the same tracking refs:
+    // git then fails the losing fetch ("cannot lock ref"); it is made again.
+    let mut out = cmd
         .output()
         .map_err(|e| Error::io("could not run git fetch", e))?;
+    for attempt in 0..4u64 {
+        if out.status.success() || !String::from_utf8_lossy(&out.stderr).contains("cannot lock ref")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10 + 20 * attempt));
+        out = cmd
+            .output()
+            .map_err(|e| Error::io("could not run git fetch", e))?;
+    }
     if !out.status.success() {
         return Err(unreachable(remote, "fetch", &out.stderr));
     }

@@ -789,14 +789,33 @@ pub fn land(
         expect: Expect::At(old),
     }];
     let mut expected = Vec::with_capacity(completions.len());
+    let mut lost = Vec::new();
     for (id, commit) in completions {
         let theirs = remote.tracked(store, id)?;
-        expected.push((id.clone(), store.tip(id)?, theirs));
+        let mine = store.tip(id)?;
+        // A record is pushed only over the remote tip it follows from: never over another
+        // machine's transition that this clone has seen but not taken in.
+        if theirs.is_some()
+            && !matches!(
+                relate(store, Some(*commit), theirs)?,
+                Relation::Ahead | Relation::Replaced
+            )
+        {
+            if let (Some(mine), Some(theirs)) = (mine, theirs) {
+                store.adopt(id, Some(mine), theirs, actor)?;
+            }
+            lost.push(id.clone());
+            continue;
+        }
+        expected.push((id.clone(), mine, theirs));
         updates.push(Update {
             name: Store::ref_name(id),
             new: *commit,
             expect: theirs.map_or(Expect::Absent, Expect::At),
         });
+    }
+    if !lost.is_empty() {
+        return Ok(Landing::Beaten { lost });
     }
     if let Some((commit, parent)) = notes {
         updates.push(Update {
@@ -852,7 +871,6 @@ pub fn land(
             .map(|(id, _)| format!("+{}:{}{id}", Store::ref_name(id), remote.tracking_prefix())),
     );
     crate::git::remote::fetch(store.git_dir(), remote.name(), &refspecs)?;
-    let mut lost = Vec::new();
     for (id, mine, expected) in expected {
         let theirs = remote.tracked(store, &id)?;
         if theirs == expected {
