@@ -127,6 +127,7 @@ pub fn inspect(queue: &Queue, id: &str) -> Result<Inspection> {
         queue,
         &[(id.clone(), tip)],
         &mut crate::git::os::PageBudget,
+        None,
     )?;
     Ok(Inspection {
         reference: crate::queue::store::Store::ref_name(&id),

@@ -1235,7 +1235,7 @@ impl<'q> Worker<'q> {
         ) {
             if let Err(e) = done {
                 // On the remote all the same; the next fetch takes it in.
-                tracing::warn!(request = %r.id, error = %e, "landed record not taken in locally");
+                tracing::warn!(request_id = %r.id, error = %e, "landed record not taken in locally");
             }
         }
         // The local notes and branch follow when they are where the remote was.

@@ -84,7 +84,7 @@ impl Leases {
             match crate::queue::remote::publish(queue.store(), remote, &renewed, &actor) {
                 Ok(gone) => {
                     for id in gone {
-                        tracing::warn!(request = %id, worker, "lease lost on the remote");
+                        tracing::warn!(request_id = %id, worker, "lease lost on the remote");
                         lost.push(id);
                     }
                 }
