@@ -87,13 +87,29 @@ fn row<'a>(rows: &'a [Value], refname: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no row for {refname}: {rows:#?}"))
 }
 
+/// The status of the remote's record of `id` (the last line of its tip's message).
+fn remote_status(server: &TestRepo, id: &str) -> String {
+    let body = server.git(&[
+        "log",
+        "-1",
+        "--format=%B",
+        &format!("refs/hyperion/requests/{id}"),
+    ]);
+    let record: Value = serde_json::from_str(body.trim().lines().last().unwrap()).unwrap();
+    record["status"].as_str().unwrap().to_owned()
+}
+
 /// Every ref of the remote and where it points.
 fn remote_refs(server: &TestRepo) -> String {
     server.git(&["for-each-ref", "--format=%(refname) %(objectname)"])
 }
 
+const POLICY: &str =
+    "[paths]\ndeny = [\"secrets/**\"]\n\n[approvals]\napprovers = [\"alice@example.com\"]\n";
 const GOOD: &str = "refs/remotes/origin/agent/claude/T-1";
 const BAD: &str = "refs/remotes/origin/agent/codex/T-2";
+/// A change of the policy: it waits for a person, so only the script's push publishes it.
+const GATED: &str = "refs/remotes/origin/agent/aider/T-3";
 
 #[test]
 fn the_shared_script_lands_good_branches_once_and_records_refused_ones() {
@@ -101,11 +117,7 @@ fn the_shared_script_lands_good_branches_once_and_records_refused_ones() {
     let server = common::server();
     let dev = TestRepo::new();
     std::fs::create_dir_all(dev.path().join(".hyperion")).unwrap();
-    std::fs::write(
-        dev.path().join(".hyperion/policy.toml"),
-        "[paths]\ndeny = [\"secrets/**\"]\n",
-    )
-    .unwrap();
+    std::fs::write(dev.path().join(".hyperion/policy.toml"), POLICY).unwrap();
     dev.git(&["add", ".hyperion/policy.toml"]);
     dev.git(&["commit", "-q", "-m", "policy"]);
     dev.git(&["remote", "add", "origin", server.path().to_str().unwrap()]);
@@ -115,7 +127,19 @@ fn the_shared_script_lands_good_branches_once_and_records_refused_ones() {
     dev.commit(&[("good.txt", "good\n")], "Add good");
     dev.git(&["switch", "-q", "-c", "agent/codex/T-2", "main"]);
     dev.commit(&[("secrets/key", "k\n")], "Add a key");
-    let (pushed, err) = common::push(&dev, &server, &["agent/claude/T-1", "agent/codex/T-2"]);
+    dev.git(&["switch", "-q", "-c", "agent/aider/T-3", "main"]);
+    dev.commit(
+        &[(
+            ".hyperion/policy.toml",
+            &format!("{POLICY}\n[limits]\nfiles = 20\n"),
+        )],
+        "Raise a limit",
+    );
+    let (pushed, err) = common::push(
+        &dev,
+        &server,
+        &["agent/claude/T-1", "agent/codex/T-2", "agent/aider/T-3"],
+    );
     assert!(pushed, "{err}");
 
     // A run of the recipe: a CI checkout of the pushed agent branch.
@@ -124,10 +148,14 @@ fn the_shared_script_lands_good_branches_once_and_records_refused_ones() {
     let out = run_script(&ci, report.path(), &[]);
     expect(&out, 0, "first run");
     let rows = ingest_rows(report.path());
-    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(rows.len(), 3, "{rows:#?}");
     let good = row(&rows, GOOD);
     assert_eq!(good["result"], "queued", "{good:#}");
     let id = good["id"].as_str().unwrap().to_owned();
+    let gated = row(&rows, GATED);
+    assert_eq!(gated["result"], "queued", "{gated:#}");
+    assert_eq!(gated["record"]["status"], "awaiting_approval", "{gated:#}");
+    let gated_id = gated["id"].as_str().unwrap().to_owned();
     let bad = row(&rows, BAD);
     assert_eq!(bad["result"], "refused", "{bad:#}");
     assert_eq!(bad["problems"][0]["code"], "path.denied", "{bad:#}");
@@ -156,19 +184,18 @@ fn the_shared_script_lands_good_branches_once_and_records_refused_ones() {
             .all(|p| !p.starts_with("secrets/"))
     );
     let queue = server.git(&["for-each-ref", "--format=%(refname)", "refs/hyperion/"]);
+    let mut expected = vec![
+        format!("refs/hyperion/requests/{id}"),
+        format!("refs/hyperion/requests/{gated_id}"),
+    ];
+    expected.sort();
     assert_eq!(
         queue.lines().collect::<Vec<_>>(),
-        [format!("refs/hyperion/requests/{id}")],
-        "one request on the remote: the good one"
+        expected,
+        "on the remote: the good request and the one waiting for a person, not the refused one"
     );
-    let record = server.git(&[
-        "log",
-        "-1",
-        "--format=%B",
-        &format!("refs/hyperion/requests/{id}"),
-    ]);
-    let record: Value = serde_json::from_str(record.trim().lines().last().unwrap()).unwrap();
-    assert_eq!(record["status"], "applied", "{record:#}");
+    assert_eq!(remote_status(&server, &id), "applied");
+    assert_eq!(remote_status(&server, &gated_id), "awaiting_approval");
 
     // Again, in a fresh checkout (the next CI run): nothing changes on the remote.
     let before = remote_refs(&server);
@@ -180,6 +207,7 @@ fn the_shared_script_lands_good_branches_once_and_records_refused_ones() {
     assert_eq!(row(&rows, GOOD)["result"], "already_queued");
     assert_eq!(row(&rows, GOOD)["id"], id.as_str());
     assert_eq!(row(&rows, BAD)["result"], "refused");
+    assert_eq!(row(&rows, GATED)["result"], "already_queued");
     assert_eq!(remote_refs(&server), before, "a second run changes nothing");
 
     // And in the same clone (a self-hosted runner's), strict: refused is exit 1, no change.
