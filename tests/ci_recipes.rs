@@ -215,6 +215,19 @@ fn the_shared_script_lands_good_branches_once_and_records_refused_ones() {
     let out = run_script(&ci, report3.path(), &["--strict"]);
     expect(&out, 1, "third run, same clone, --strict");
     assert_eq!(remote_refs(&server), before, "a third run changes nothing");
+    assert_eq!(server.landed_trailers(), vec![id.clone()]);
+
+    // The refused branch deleted on the remote: the same clone no longer sees it (pruned).
+    let (pushed, err) = common::push(&dev, &server, &[":agent/codex/T-2"]);
+    assert!(pushed, "{err}");
+    let before = remote_refs(&server);
+    let report4 = tempfile::tempdir().unwrap();
+    let out = run_script(&ci, report4.path(), &["--strict"]);
+    expect(&out, 0, "fourth run, the refused branch deleted");
+    let rows = ingest_rows(report4.path());
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert!(rows.iter().all(|r| r["ref"] != BAD), "{rows:#?}");
+    assert_eq!(remote_refs(&server), before, "a fourth run changes nothing");
     assert_eq!(server.landed_trailers(), vec![id]);
 }
 
