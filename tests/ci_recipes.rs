@@ -108,6 +108,7 @@ const POLICY: &str =
     "[paths]\ndeny = [\"secrets/**\"]\n\n[approvals]\napprovers = [\"alice@example.com\"]\n";
 const GOOD: &str = "refs/remotes/origin/agent/claude/T-1";
 const BAD: &str = "refs/remotes/origin/agent/codex/T-2";
+const EVIL: &str = "agent/evil/$(touch${IFS}PWNED)";
 /// A change of the policy: it waits for a person, so only the script's push publishes it.
 const GATED: &str = "refs/remotes/origin/agent/aider/T-3";
 
@@ -138,7 +139,14 @@ fn the_shared_script_lands_good_branches_once_and_records_refused_ones() {
     let (pushed, err) = common::push(
         &dev,
         &server,
-        &["agent/claude/T-1", "agent/codex/T-2", "agent/aider/T-3"],
+        &[
+            "agent/claude/T-1",
+            "agent/codex/T-2",
+            "agent/aider/T-3",
+            // Hostile: a name that is a command if anything put it through a shell. It has
+            // nothing main lacks, so it is skipped.
+            &format!("main:refs/heads/{EVIL}"),
+        ],
     );
     assert!(pushed, "{err}");
 
@@ -148,7 +156,13 @@ fn the_shared_script_lands_good_branches_once_and_records_refused_ones() {
     let out = run_script(&ci, report.path(), &[]);
     expect(&out, 0, "first run");
     let rows = ingest_rows(report.path());
-    assert_eq!(rows.len(), 3, "{rows:#?}");
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    let evil = row(&rows, &format!("refs/remotes/origin/{EVIL}"));
+    assert_eq!(evil["result"], "skipped", "{evil:#}");
+    assert!(
+        !ci.path().join("PWNED").exists(),
+        "a branch name ran as a command"
+    );
     let good = row(&rows, GOOD);
     assert_eq!(good["result"], "queued", "{good:#}");
     let id = good["id"].as_str().unwrap().to_owned();
@@ -225,7 +239,7 @@ fn the_shared_script_lands_good_branches_once_and_records_refused_ones() {
     let out = run_script(&ci, report4.path(), &["--strict"]);
     expect(&out, 0, "fourth run, the refused branch deleted");
     let rows = ingest_rows(report4.path());
-    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(rows.len(), 3, "{rows:#?}");
     assert!(rows.iter().all(|r| r["ref"] != BAD), "{rows:#?}");
     assert_eq!(remote_refs(&server), before, "a fourth run changes nothing");
     assert_eq!(server.landed_trailers(), vec![id]);
