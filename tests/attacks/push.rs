@@ -526,3 +526,34 @@ fn a_pushed_chain_storing_a_secret_in_an_artifact_or_a_message_is_refused() {
     assert!(msg.contains("its message"), "{msg}");
     assert!(!msg.contains(SECRETS[0]), "{msg}");
 }
+
+/// The root of a chain may carry an agent's transcript (`artifacts/transcript.jsonl`): a
+/// forged root whose transcript holds a secret is refused like any other stored secret, and
+/// nothing of it reaches the server.
+#[test]
+fn a_forged_root_whose_transcript_holds_a_secret_is_refused() {
+    let s = Scene::new(0);
+    let req = request(
+        "T-transcript",
+        &[("notes.txt", "add", &add_patch("notes.txt", "fine\n"))],
+        json!({}),
+    );
+    let (id, clean, event, record) = forge::root(&s.client, &req);
+    let line = format!(
+        "{{\"at\":\"2026-12-03T00:00:00Z\",\"kind\":\"message\",\"text\":\"export AWS_SECRET={}\"}}\n",
+        SECRETS[0]
+    );
+    let transcript = forge::blob(&s.client, line.as_bytes());
+    let artifacts = forge::mktree(
+        &s.client,
+        &[("100644", "blob", &transcript, "transcript.jsonl")],
+    );
+    let mut entries = s.client.git(&["ls-tree", &clean]);
+    entries.push_str(&format!("040000 tree {artifacts}\tartifacts\n"));
+    let tree = s.client.git_in(&["mktree"], entries.as_bytes());
+    let root = forge::commit(&s.client, &id, None, &tree, &event, &record);
+    forge::set(&s.client, &id, &root);
+    let msg = s.refused(&[&refname(&id)], "chain.secret");
+    assert!(msg.contains("artifacts/transcript.jsonl"), "{msg}");
+    assert_no_secret_stored(&s.server.repo.git_dir(), SECRETS);
+}

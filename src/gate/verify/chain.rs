@@ -268,6 +268,9 @@ impl<'a> Checker<'a> {
             }
             if i >= fresh_from.max(1) {
                 self.check_commits_named(id, links, i, &mut out.problems)?;
+            }
+            // The root too: it may carry an agent's transcript.
+            if i >= fresh_from {
                 self.check_secrets(links, i, &mut out.problems)?;
             }
         }
