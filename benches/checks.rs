@@ -25,7 +25,7 @@ use common::git;
 use hyperion::gate::worker::{Disposition, Mode, Options, Stop, Worker};
 use hyperion::queue::Queue;
 use hyperion::queue::store::Store;
-use hyperion::request::model::{Change, ChangeRequest, Operation, SCHEMA_V1, sha256_hex};
+use hyperion::request::model::ChangeRequest;
 
 /// Request `i` fails the check: one of every ten, at a place in its ten that varies.
 fn culprit(i: usize) -> bool {
@@ -39,28 +39,13 @@ fn request(i: usize) -> ChangeRequest {
     } else {
         format!("src/ok-{i:03}.txt")
     };
-    let patch = format!("--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+request {i}\n");
-    ChangeRequest {
-        schema: SCHEMA_V1.into(),
-        task_id: format!("T-{i:03}"),
-        agent: "bench".into(),
-        title: format!("request {i}"),
-        description: None,
-        kind: None,
-        priority: 5,
-        base: None,
-        target: None,
-        file_targets: vec!["src/**".into()],
-        changes: vec![Change {
-            path,
-            operation: Operation::Add,
-            from: None,
-            sha256: sha256_hex(patch.as_bytes()),
-            patch,
-        }],
-        checks: vec![],
-        depends_on: vec![],
-    }
+    common::adding(
+        path,
+        &format!("request {i}"),
+        format!("T-{i:03}"),
+        format!("request {i}"),
+        5,
+    )
 }
 
 /// A repository whose policy requires `gate`: it logs the tree it runs on to `log`, sleeps

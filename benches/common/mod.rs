@@ -313,16 +313,33 @@ pub fn write_patches(dir: &Path, range: std::ops::Range<usize>) -> Vec<PathBuf> 
 /// Request `i` of a queue workload: it adds one new file, so any number of them fit the
 /// one-file repository of [`init_small`]. `salt` makes distinct sets.
 pub fn add_request(i: usize, salt: &str) -> ChangeRequest {
-    let path = format!("src/f{i}.txt");
-    let patch = format!("--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+new {i} {salt}\n");
+    adding(
+        format!("src/f{i}.txt"),
+        &format!("new {i} {salt}"),
+        format!("TASK-{i}"),
+        format!("change {i}"),
+        (i % 10) as u8,
+    )
+}
+
+/// A request adding the file `path` (under `src/`) whose one line is `line`, with the task
+/// id, title and priority given: the one way the bench targets build an adding request.
+pub fn adding(
+    path: String,
+    line: &str,
+    task_id: String,
+    title: String,
+    priority: u8,
+) -> ChangeRequest {
+    let patch = format!("--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+{line}\n");
     ChangeRequest {
         schema: SCHEMA_V1.into(),
-        task_id: format!("TASK-{i}"),
+        task_id,
         agent: "bench".into(),
-        title: format!("change {i}"),
+        title,
         description: None,
         kind: None,
-        priority: (i % 10) as u8,
+        priority,
         base: None,
         target: None,
         file_targets: vec!["src/**".into()],
