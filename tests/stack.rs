@@ -46,22 +46,6 @@ fn series_on(repo: &TestRepo, branch: &str, edits: &[&[(&str, Option<&str>)]]) -
     out
 }
 
-fn enqueue_patch(repo: &TestRepo, patch: &Path, task: &str, deps: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "enqueue",
-        "--patch",
-        patch.to_str().expect("utf-8"),
-        "--task",
-        task,
-        "--agent",
-        "agent",
-    ];
-    for d in deps {
-        args.extend(["--depends-on", d]);
-    }
-    repo.run(&args)
-}
-
 fn id_of(out: std::process::Output) -> String {
     assert!(
         out.status.success(),
@@ -92,13 +76,13 @@ fn a_request_editing_a_file_its_predecessor_adds_is_accepted_waits_and_lands_aft
         ],
     );
     // Against the tip alone, the second does not fit: the file is not there yet.
-    let out = enqueue_patch(&repo, &p[1], "T-2", &[]);
+    let out = repo.enqueue_patch(&p[1], "T-2", "agent", &[], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("operation.missing"));
 
-    let a = id_of(enqueue_patch(&repo, &p[0], "T-1", &[]));
+    let a = id_of(repo.enqueue_patch(&p[0], "T-1", "agent", &[], &[]));
     // By task id (the newest request of the task).
-    let b = id_of(enqueue_patch(&repo, &p[1], "T-2", &["T-1"]));
+    let b = id_of(repo.enqueue_patch(&p[1], "T-2", "agent", &[], &["T-1"]));
     assert_eq!(record(&repo, &b)["depends_on"], serde_json::json!([a]));
 
     // Visible: waiting, in list (text and JSON) and show.
@@ -171,9 +155,9 @@ fn predecessors_in_the_same_batch_land_in_one_chain_in_order() {
         ],
     );
     // The dependents first, at a higher priority: the queue still hands them out after.
-    let a = id_of(enqueue_patch(&repo, &p[0], "S-1", &[]));
-    let b = id_of(enqueue_patch(&repo, &p[1], "S-2", &[&a[..6]]));
-    let c = id_of(enqueue_patch(&repo, &p[2], "S-3", &[&b]));
+    let a = id_of(repo.enqueue_patch(&p[0], "S-1", "agent", &[], &[]));
+    let b = id_of(repo.enqueue_patch(&p[1], "S-2", "agent", &[], &[&a[..6]]));
+    let c = id_of(repo.enqueue_patch(&p[2], "S-3", "agent", &[], &[&b]));
     let before = repo.git(&["rev-parse", "main"]).trim().to_owned();
     let out = repo.ok(&["worker", "--once", "--batch-size", "8"]);
     assert_eq!(
@@ -208,9 +192,9 @@ fn when_a_predecessor_dies_its_dependents_die_with_the_code_and_requeue_brings_t
             &[("a.txt", Some("a\nb\nc\n"))],
         ],
     );
-    let a = id_of(enqueue_patch(&repo, &p[0], "D-1", &[]));
-    let b = id_of(enqueue_patch(&repo, &p[1], "D-2", &["D-1"]));
-    let c = id_of(enqueue_patch(&repo, &p[2], "D-3", &["D-2"]));
+    let a = id_of(repo.enqueue_patch(&p[0], "D-1", "agent", &[], &[]));
+    let b = id_of(repo.enqueue_patch(&p[1], "D-2", "agent", &[], &["D-1"]));
+    let c = id_of(repo.enqueue_patch(&p[2], "D-3", "agent", &[], &["D-2"]));
     let leased = repo.json(&["dequeue", "--worker", "w1"]);
     assert_eq!(leased[0]["id"], a.as_str());
     repo.fail_apply(&a, "w1");
@@ -232,7 +216,7 @@ fn when_a_predecessor_dies_its_dependents_die_with_the_code_and_requeue_brings_t
     repo.ok(&["doctor"]);
     // A dependent of a dead request is refused at enqueue.
     let q = series_after(&repo, &p);
-    let out = enqueue_patch(&repo, &q, "D-4", &[&c]);
+    let out = repo.enqueue_patch(&q, "D-4", "agent", &[], &[&c]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("request.dependency_dead"));
 
@@ -254,9 +238,9 @@ fn a_dependent_in_the_batch_of_a_predecessor_that_fails_does_not_land_without_it
         &repo,
         &[&[("a.txt", Some("a\n"))], &[("b.txt", Some("b\n"))]],
     );
-    let a = id_of(enqueue_patch(&repo, &p[0], "F-1", &[]));
+    let a = id_of(repo.enqueue_patch(&p[0], "F-1", "agent", &[], &[]));
     // The dependent would apply on its own: only its declared order holds it back.
-    let b = id_of(enqueue_patch(&repo, &p[1], "F-2", &["F-1"]));
+    let b = id_of(repo.enqueue_patch(&p[1], "F-2", "agent", &[], &["F-1"]));
     // The predecessor no longer applies: main got its own a.txt meanwhile.
     repo.commit(&[("a.txt", "theirs\n")], "a.txt elsewhere");
     let main = repo.git(&["rev-parse", "main"]);
@@ -281,7 +265,7 @@ fn gc_keeps_a_landed_predecessor_while_a_request_still_depends_on_it() {
             &[("a.txt", Some("a\nb\n")), ("run.sh", Some("#!/bin/sh\n"))],
         ],
     );
-    let a = id_of(enqueue_patch(&repo, &p[0], "K-1", &[]));
+    let a = id_of(repo.enqueue_patch(&p[0], "K-1", "agent", &[], &[]));
     repo.ok(&["worker", "--drain"]);
     assert_eq!(record(&repo, &a)["status"], "applied");
     // A gate change (an executable file): it waits for a person, live, depending on `a`.
@@ -290,7 +274,7 @@ fn gc_keeps_a_landed_predecessor_while_a_request_still_depends_on_it() {
         .replace("new file mode 100644", "new file mode 100755");
     let exec = repo.home.path().join("exec.diff");
     std::fs::write(&exec, diff).expect("write");
-    let b = id_of(enqueue_patch(&repo, &exec, "K-2", &[&a]));
+    let b = id_of(repo.enqueue_patch(&exec, "K-2", "agent", &[], &[&a]));
     assert_eq!(record(&repo, &b)["status"], "awaiting_approval");
     repo.ok(&["gc", "--older-than", "0s"]);
     assert!(
@@ -440,9 +424,9 @@ fn a_dependency_opens_no_way_around_the_policy_or_the_paths() {
         ],
     );
     repo.git(&["config", "hyperion.approvers", "boss"]);
-    let a = id_of(enqueue_patch(&repo, &p[0], "G-1", &[]));
+    let a = id_of(repo.enqueue_patch(&p[0], "G-1", "agent", &[], &[]));
     assert_eq!(record(&repo, &a)["status"], "awaiting_approval");
-    let out = enqueue_patch(&repo, &p[1], "G-2", &[&a]);
+    let out = repo.enqueue_patch(&p[1], "G-2", "agent", &[], &[&a]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("path.denied"), "{err}");
@@ -456,7 +440,7 @@ fn a_dependency_opens_no_way_around_the_policy_or_the_paths() {
             &[("lib/x.txt", Some("y\n")), ("bin/run", Some("sh\n"))],
         ],
     );
-    let b = id_of(enqueue_patch(&repo, &q[0], "G-3", &[]));
+    let b = id_of(repo.enqueue_patch(&q[0], "G-3", "agent", &[], &[]));
     let d = std::fs::read_to_string(&q[1]).expect("read");
     let narrow = request(&d, "G-4", |r| {
         r.depends_on = vec![b.clone()];

@@ -267,19 +267,22 @@ impl TestRepo {
         assert!(!diff.is_empty(), "the edit changed nothing");
         let patch = self.home.path().join(format!("{task}.diff"));
         std::fs::write(&patch, diff).expect("write");
-        let mut args = vec![
-            "enqueue",
-            "--patch",
-            patch.to_str().expect("utf-8"),
-            "--task",
-            task,
-            "--agent",
-            agent,
-        ];
-        for c in checks {
-            args.extend(["--check", c]);
-        }
-        self.ok(&args).trim().to_owned()
+        self.ok(&enqueue_patch_args(&patch, task, agent, checks, &[]))
+            .trim()
+            .to_owned()
+    }
+
+    /// `git hyperion enqueue --patch PATCH --task TASK --agent AGENT`, with a `--check` for each
+    /// of `checks` and a `--depends-on` for each of `deps`, whatever the exit code.
+    pub fn enqueue_patch(
+        &self,
+        patch: &Path,
+        task: &str,
+        agent: &str,
+        checks: &[&str],
+        deps: &[&str],
+    ) -> Output {
+        self.run(&enqueue_patch_args(patch, task, agent, checks, deps))
     }
 
     /// `doctor --format json`'s findings about landings (codes `land.*`).
@@ -303,6 +306,32 @@ impl TestRepo {
         std::fs::write(&p, serde_json::to_vec_pretty(value).expect("json")).expect("write");
         p
     }
+}
+
+/// The arguments of [`TestRepo::enqueue_patch`].
+fn enqueue_patch_args<'a>(
+    patch: &'a Path,
+    task: &'a str,
+    agent: &'a str,
+    checks: &[&'a str],
+    deps: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "enqueue",
+        "--patch",
+        patch.to_str().expect("utf-8"),
+        "--task",
+        task,
+        "--agent",
+        agent,
+    ];
+    for c in checks {
+        args.extend(["--check", c]);
+    }
+    for d in deps {
+        args.extend(["--depends-on", d]);
+    }
+    args
 }
 
 pub fn sha256(s: &str) -> String {
