@@ -25,7 +25,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Script, Stats, clone_bare, git, hermetic, hyperion, ms, tree_of};
+use common::{Script, Stats, clone_bare, git, history, hyperion, ms, tree_of};
 
 const USAGE: &str = "usage: cargo bench --bench everyday -- [--quick] [--commits N] \
                      [--requests N] [--files N]";
@@ -149,25 +149,7 @@ fn one_at_a_time(
 /// with the commits (the first is the one they start from).
 fn history(dir: &Path, n: usize) -> Option<(Vec<String>, Vec<PathBuf>)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = hermetic::git_output(
-        src,
-        &[
-            "rev-list",
-            "--first-parent",
-            "--no-merges",
-            &format!("--max-count={}", n + 1),
-            "HEAD",
-        ],
-        b"",
-    );
-    let mut commits: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    if !out.status.success() || commits.len() < n + 1 {
-        return None;
-    }
-    commits.reverse();
+    let commits = history::first_parent(src, n, true).filter(|c| c.len() == n + 1)?;
     std::fs::create_dir_all(dir).expect("mkdir");
     let patches = commits
         .windows(2)
@@ -185,9 +167,8 @@ fn history(dir: &Path, n: usize) -> Option<(Vec<String>, Vec<PathBuf>)> {
 /// `git diff --full-index --binary FROM TO` of this repository into `dir`.
 fn diff(dir: &Path, from: &str, to: &str) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = hermetic::git_output(src, &["diff", "--full-index", "--binary", from, to], b"");
     let p = dir.join(format!("{from}-{to}.diff"));
-    std::fs::write(&p, out.stdout).expect("write");
+    std::fs::write(&p, history::diff(src, from, to)).expect("write");
     p
 }
 

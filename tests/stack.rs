@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::TestRepo;
 use hyperion::request::model::ChangeRequest;
@@ -456,18 +456,6 @@ fn a_dependency_opens_no_way_around_the_policy_or_the_paths() {
 
 // --- the history of a real repository, enqueued at once as one stack ---
 
-/// `git` in `dir`, which must succeed; its stdout.
-fn git_in(dir: &Path, args: &[&str]) -> String {
-    let out = common::hermetic::git_output(dir, args, b"");
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// How many commits the history test replays: `HYPERION_STACK_COMMITS` (default 80 in CI; 300
 /// and more on request), from `HYPERION_STACK_REPO` (default: this repository).
 fn history_size() -> (PathBuf, usize) {
@@ -485,28 +473,14 @@ fn history_size() -> (PathBuf, usize) {
 fn a_history_of_consecutive_commits_enqueued_at_once_as_a_stack_drains_to_the_real_tree() {
     let (src, n) = history_size();
     let started = std::time::Instant::now();
-    let out = common::hermetic::git_output(
-        &src,
-        &[
-            "rev-list",
-            "--first-parent",
-            &format!("--max-count={}", n + 1),
-            "HEAD",
-        ],
-        b"",
-    );
-    let mut commits: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    if !out.status.success() || commits.len() < 2 {
+    let commits = common::history::first_parent(&src, n, false).unwrap_or_default();
+    if commits.len() < 2 {
         eprintln!(
             "skipped: {} has no history here (a shallow clone?)",
             src.display()
         );
         return;
     }
-    commits.reverse();
     let base = commits[0].clone();
     let newest = commits.last().expect("commits").clone();
 
@@ -526,7 +500,7 @@ fn a_history_of_consecutive_commits_enqueued_at_once_as_a_stack_drains_to_the_re
     let mut folded = Vec::new();
     let mut empty = 0;
     for (i, c) in commits[1..].iter().enumerate() {
-        let diff = git_in(&src, &["diff", "--full-index", "--binary", &from, c]);
+        let diff = common::history::diff(&src, &from, c);
         if diff.is_empty() {
             // A commit that changes no file (a tag, an empty commit): nothing to land.
             empty += 1;
@@ -596,7 +570,7 @@ fn a_history_of_consecutive_commits_enqueued_at_once_as_a_stack_drains_to_the_re
     assert!(not_landed.is_empty(), "not landed: {not_landed:?}");
     assert_eq!(
         tree(&repo, "main"),
-        git_in(&src, &["rev-parse", &format!("{last}^{{tree}}")]).trim(),
+        common::hermetic::git(&src, &["rev-parse", &format!("{last}^{{tree}}")]).trim(),
         "main ends on the tree of the last commit"
     );
     eprintln!(

@@ -25,6 +25,10 @@ use hyperion::request::model::{Change, ChangeRequest, Operation, SCHEMA_V1, sha2
 #[path = "../../tests/common/hermetic.rs"]
 pub mod hermetic;
 
+/// The tests' replay of a repository's own history as patches: the same file, not a copy.
+#[path = "../../tests/common/history.rs"]
+pub mod history;
+
 pub use hermetic::git;
 
 /// The binary of this build (the bench profile: `target/release/git-hyperion`).

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 pub mod forge;
 pub mod hermetic;
+pub mod history;
 
 pub use hermetic::pipe;
 
