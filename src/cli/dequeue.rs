@@ -1,3 +1,5 @@
+use hyperion::request::model::Record;
+
 use super::error::CmdResult;
 use super::{Ctx, JsonArray, parse_duration_arg, ts};
 
@@ -35,16 +37,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         )?;
         let mut json = ctx.json().then(JsonArray::default);
         for r in &won.records {
-            match json.as_mut() {
-                Some(json) => json.push(r),
-                None => println!(
-                    "{}  leased to {} until {}  {}",
-                    r.id,
-                    args.worker,
-                    r.leased_until.map(ts).unwrap_or_default(),
-                    r.title
-                ),
-            }
+            print_leased(r, &args.worker, json.as_mut());
         }
         if let Some(json) = json {
             json.finish();
@@ -61,21 +54,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let mut json = ctx.json().then(JsonArray::default);
     let leased = ctx
         .queue()?
-        .dequeue_each(
-            &args.worker,
-            args.batch.max(1),
-            args.lease,
-            |r| match json.as_mut() {
-                Some(json) => json.push(&r),
-                None => println!(
-                    "{}  leased to {} until {}  {}",
-                    r.id,
-                    args.worker,
-                    r.leased_until.map(ts).unwrap_or_default(),
-                    r.title
-                ),
-            },
-        );
+        .dequeue_each(&args.worker, args.batch.max(1), args.lease, |r| {
+            print_leased(&r, &args.worker, json.as_mut())
+        });
     // What was leased is printed even when a later part failed, then the error; an error
     // before the first lease prints no array.
     let leased = match leased {
@@ -94,4 +75,17 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         eprintln!("nothing is ready");
     }
     Ok(())
+}
+
+/// One leased record as it is printed: an element of the JSON array, or a line.
+fn print_leased(r: &Record, worker: &str, json: Option<&mut JsonArray>) {
+    match json {
+        Some(json) => json.push(r),
+        None => println!(
+            "{}  leased to {worker} until {}  {}",
+            r.id,
+            r.leased_until.map(ts).unwrap_or_default(),
+            r.title
+        ),
+    }
 }
