@@ -669,19 +669,12 @@ impl<'q> Worker<'q> {
         loop {
             // A lease that ran out meanwhile (a slow disk, a stopped process) may be another
             // worker's now: its request must not land here as well.
-            let (held, lost): (Vec<Built>, Vec<Built>) = chain
-                .items
-                .into_iter()
-                .partition(|b| self.queue.holds(&b.record.id, &self.id));
-            let lost_any = !lost.is_empty();
-            for b in lost {
-                decided.push(Decided {
-                    record: b.record,
-                    verdict: Verdict::LeaseLost,
-                    started: b.started,
-                });
-            }
-            chain.items = held;
+            let lost_any;
+            (chain.items, lost_any) = drop_lost(
+                chain.items,
+                |b| !self.queue.holds(&b.record.id, &self.id),
+                decided,
+            );
             // Any request lost anywhere in the chain is inside the commits of those built
             // after it: the rest is built again without it.
             if lost_any {
@@ -725,18 +718,8 @@ impl<'q> Worker<'q> {
                         };
                     }
                     Probed::LeaseLost(ids) => {
-                        let (lost, held): (Vec<Built>, Vec<Built>) = chain
-                            .items
-                            .into_iter()
-                            .partition(|b| ids.contains(&b.record.id));
-                        for b in lost {
-                            decided.push(Decided {
-                                record: b.record,
-                                verdict: Verdict::LeaseLost,
-                                started: b.started,
-                            });
-                        }
-                        chain.items = held;
+                        (chain.items, _) =
+                            drop_lost(chain.items, |b| ids.contains(&b.record.id), decided);
                         match self.rebuild(chain, decided)? {
                             Some(c) => chain = c,
                             None => return Ok(None),
@@ -851,18 +834,11 @@ impl<'q> Worker<'q> {
                     if let Some(remote) = &self.remote {
                         // Another machine won the remote: requests it took are dropped before
                         // the rebuild, and the next push waits a jittered while.
-                        let (held, lost): (Vec<Built>, Vec<Built>) = chain
-                            .items
-                            .into_iter()
-                            .partition(|b| self.queue.holds(&b.record.id, &self.id));
-                        for b in lost {
-                            decided.push(Decided {
-                                record: b.record,
-                                verdict: Verdict::LeaseLost,
-                                started: b.started,
-                            });
-                        }
-                        chain.items = held;
+                        (chain.items, _) = drop_lost(
+                            chain.items,
+                            |b| !self.queue.holds(&b.record.id, &self.id),
+                            decided,
+                        );
                         shared::jitter(&self.id, (rebuilds as usize).min(4));
                         tracing::debug!(remote = remote.name(), "landing push beaten");
                     }
@@ -1864,6 +1840,25 @@ struct Built {
     /// Checks to run on a tree holding this commit before it lands (batched checks).
     deferred: Vec<CheckCommand>,
     started: Instant,
+}
+
+/// `items` without those `is_lost` picks (requests this worker no longer holds), which are
+/// decided [`Verdict::LeaseLost`]; and whether there were any.
+fn drop_lost(
+    items: Vec<Built>,
+    is_lost: impl Fn(&Built) -> bool,
+    decided: &mut Vec<Decided>,
+) -> (Vec<Built>, bool) {
+    let (lost, held): (Vec<Built>, Vec<Built>) = items.into_iter().partition(is_lost);
+    let any = !lost.is_empty();
+    for b in lost {
+        decided.push(Decided {
+            record: b.record,
+            verdict: Verdict::LeaseLost,
+            started: b.started,
+        });
+    }
+    (held, any)
 }
 
 /// The commits built on one target in this batch, each on the one before: landed together
