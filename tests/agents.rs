@@ -613,3 +613,102 @@ fn a_task_request_is_planned_and_run() {
         "{notes}"
     );
 }
+
+/// Ctrl-C (SIGINT to `run` alone, as a terminal sends it to the foreground job; the agents
+/// are in process groups of their own) stops every agent, removes the worktrees and
+/// enqueues nothing: the run exits non-zero with nothing half done.
+#[test]
+fn ctrl_c_stops_the_agents_removes_their_worktrees_and_enqueues_nothing() {
+    let repo = TestRepo::new();
+    configure_fakes(&repo);
+    let log = repo.home.path().join("fake-agents-log");
+    repo.git(&[
+        "config",
+        "hyperion.agent.command.command",
+        &format!(
+            "env FAKE_AGENT_LOG={} python3 {} command",
+            log.display(),
+            fake().display()
+        ),
+    ]);
+    let plan = plan(
+        &repo,
+        vec![
+            assignment(1, "command", &[], "SCENARIO=slow EDIT=parts/p1.txt"),
+            assignment(2, "command", &[], "SCENARIO=slow EDIT=parts/p2.txt"),
+        ],
+    );
+    let mut child = repo
+        .cmd()
+        .args(["run", "--plan", plan.to_str().unwrap(), "--parallel", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run starts");
+    let calls = log.join("calls.jsonl");
+    let pids = |()| -> Vec<u64> {
+        std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["pid"].as_u64())
+            .collect()
+    };
+    let started = Instant::now();
+    while pids(()).len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the two agents did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let agents = pids(());
+    assert!(
+        agents
+            .iter()
+            .all(|p| Path::new(&format!("/proc/{p}")).exists())
+    );
+    common::signal(child.id(), "INT");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "run did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "an interrupted run exits non-zero");
+    // The agents are gone (reaped once their parent is): none is left running.
+    let gone = Instant::now();
+    while agents
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "an agent outlived the interrupted run: {agents:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(repo.json(&["list"]).as_array().unwrap().is_empty());
+    let worktrees = repo.git(&["worktree", "list", "--porcelain"]);
+    assert_eq!(
+        worktrees
+            .lines()
+            .filter(|l| l.starts_with("worktree "))
+            .count(),
+        1,
+        "{worktrees}"
+    );
+    let agents_dir = repo.git_dir().join("hyperion/agents");
+    let left: Vec<_> = std::fs::read_dir(&agents_dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("worktree").exists())
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "worktrees left: {left:?}");
+}

@@ -38,7 +38,7 @@ if log:
         with open(path) as f:
             calls = sum(1 for l in f if json.loads(l)["scenario"] == scenario and json.loads(l)["provider"] == provider)
     with open(path, "a") as f:
-        f.write(json.dumps({"provider": provider, "scenario": scenario, "argv": sys.argv,
+        f.write(json.dumps({"provider": provider, "scenario": scenario, "pid": os.getpid(), "argv": sys.argv,
                             "stdin": stdin, "env": sorted(os.environ), "cwd": os.getcwd(),
                             "prompt": prompt}) + "\n")
 attempt = calls + 1
