@@ -604,3 +604,114 @@ fn an_enqueue_failing_in_a_later_chunk_reports_the_earlier_chunks_stored() {
     assert_eq!(again.lines().collect::<Vec<_>>(), planned);
     assert_eq!(refs(&repo).len(), 11);
 }
+
+/// The spare files in the repository's pool.
+fn spares(repo: &TestRepo) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(repo.git_dir().join("hyperion/spares"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+/// gc keeps the file of every loose ref it removes as a spare (so that the removal frees no
+/// disk block): after it, the pool holds at least one file per removed ref, each with no
+/// other name; and `gc --trim-spares` deletes what is beyond the 4,096 kept.
+#[test]
+fn gc_keeps_the_files_of_removed_refs_as_spares_and_trim_gives_the_rest_back() {
+    use std::os::unix::fs::MetadataExt;
+    let n = 40;
+    let (repo, _) = dead_letters(n, "spares");
+    let before = spares(&repo).len();
+    assert_eq!(repo.ok(&["gc", "--older-than", "0s"]).lines().count(), n);
+    assert!(refs(&repo).is_empty());
+    let after = spares(&repo);
+    assert!(
+        after.len() >= before + n,
+        "{before} spares before gc, {} after removing {n} refs",
+        after.len()
+    );
+    for s in &after {
+        assert_eq!(std::fs::metadata(s).unwrap().nlink(), 1, "{}", s.display());
+    }
+    // Beyond 4,096 spares, trimming deletes the rest (plain files stand for spares here).
+    let dir = repo.git_dir().join("hyperion/spares");
+    for i in 0..(4200 - after.len()) {
+        std::fs::write(dir.join(format!("r-test-{i}")), "x").unwrap();
+    }
+    let trimmed = repo.json(&["gc", "--trim-spares"]);
+    assert_eq!(trimmed["trimmed"], 104, "{trimmed}");
+    assert_eq!(spares(&repo).len(), 4096);
+    let again = repo.json(&["gc", "--trim-spares"]);
+    assert_eq!(again["trimmed"], 0, "{again}");
+}
+
+/// After a gc that removed refs, the spares beyond 4,096 are trimmed: by a process of its own
+/// that outlives gc (`hyperion.autoDetach`, the default), or before gc exits when it is off.
+#[test]
+fn gc_trims_spares_beyond_what_is_kept_detached_or_before_it_exits() {
+    let fill = |repo: &TestRepo| {
+        let dir = repo.git_dir().join("hyperion/spares");
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..4300 {
+            std::fs::write(dir.join(format!("r-test-{i}")), "x").unwrap();
+        }
+    };
+    // The tests' repositories set hyperion.autoDetach=false.
+    let (repo, _) = dead_letters(6, "trim");
+    fill(&repo);
+    assert_eq!(repo.ok(&["gc", "--older-than", "0s"]).lines().count(), 6);
+    assert_eq!(spares(&repo).len(), 4096, "trimmed before gc exited");
+    assert!(!repo.git_dir().join("hyperion/trim.log").exists());
+
+    let (repo, _) = dead_letters(6, "trim-detached");
+    repo.git(&["config", "hyperion.autoDetach", "true"]);
+    fill(&repo);
+    assert_eq!(repo.ok(&["gc", "--older-than", "0s"]).lines().count(), 6);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while spares(&repo).len() > 4096 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} spares left 20 s after gc",
+            spares(&repo).len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(repo.git_dir().join("hyperion/trim.log").exists());
+}
+
+/// A gc whose ref transaction fails (another writer's lock on one of the refs) leaves every
+/// ref as it was, though their files were already set aside as spares: those spares are
+/// still the refs' files, and the writers that take spares afterwards (new requests,
+/// transitions) never write into one of them. Every ref keeps its tip; doctor is clean.
+#[test]
+fn refs_whose_removal_failed_are_never_overwritten_through_their_spares() {
+    let n = 30;
+    let (repo, ids) = dead_letters(n, "stuck");
+    let tips = refs(&repo);
+    // A live writer's lock (fresh: not taken for a dead writer's) on one of the refs.
+    let lock = repo
+        .git_dir()
+        .join(format!("refs/hyperion/requests/{}.lock", ids[7]));
+    std::fs::write(&lock, "").unwrap();
+    let out = repo
+        .cmd()
+        .args(["gc", "--older-than", "0s"])
+        .env("HYPERION_TEST_CHUNK", "100")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "gc went through a held lock");
+    assert_eq!(refs(&repo), tips, "a failed transaction removes nothing");
+    assert!(spares(&repo).len() >= n, "the refs' files were set aside");
+    std::fs::remove_file(&lock).unwrap();
+    // Writers taking spares: new requests, and transitions of the old ones.
+    repo.enqueue(&request_dir(&repo, 2 * n, "after"));
+    repo.ok(&["requeue", &ids[0], "--reason", "again"]);
+    let mut now = refs(&repo);
+    let requeued = format!("refs/hyperion/requests/{}", ids[0]);
+    assert_ne!(now.remove(&requeued), tips.get(&requeued).cloned());
+    for (name, tip) in &tips {
+        if *name != requeued {
+            assert_eq!(now.get(name), Some(tip), "{name} was overwritten");
+        }
+    }
+    repo.ok(&["doctor"]);
+}

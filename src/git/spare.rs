@@ -260,6 +260,60 @@ pub fn keep(common: &Path, path: &Path) {
     });
 }
 
+/// Keep the file of a ref that git is about to delete as a spare, however many the pool
+/// holds: link it into the pool directory, so that git's `unlink` only drops a name and
+/// frees no block. Used by `gc` on every ref it removes: on a file system mounted with
+/// `discard`, freeing the block of each of 100,000 ref files costs a discard each (4 ms apiece
+/// on a cloud machine's disk, minutes in all), a link 0.1 ms. Should the removal
+/// not happen (the ref moved, the transaction failed), the spare is still the live ref's
+/// file: it has another name, so it is never written to ([`take`] checks). [`trim`] deletes
+/// what is more than a pool needs, later. Best effort; `false` where spares are off.
+pub fn set_aside(common: &Path, path: &Path) -> bool {
+    with_pool(common, |pool| {
+        if !pool.enabled {
+            return false;
+        }
+        let spare = pool.name(Kind::Ref);
+        let mut done = std::fs::hard_link(path, &spare);
+        if done
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            && !pool.dir.exists()
+        {
+            done =
+                std::fs::create_dir_all(&pool.dir).and_then(|()| std::fs::hard_link(path, &spare));
+        }
+        done.is_ok()
+    })
+}
+
+/// How many spares [`trim`] leaves: enough for the locks and new refs of a busy stretch of
+/// work (4 KiB of disk each on most file systems).
+pub const TRIM_TO: usize = 4096;
+
+/// Whether the pool directory of `common` holds more than `n` spares.
+pub fn more_than(common: &Path, n: usize) -> bool {
+    std::fs::read_dir(common.join(DIR)).is_ok_and(|mut d| d.nth(n).is_some())
+}
+
+/// Delete spares beyond `keep`, in the order the directory lists them; returns how many
+/// went. Safe next to writers taking spares: a spare taken first is gone from the
+/// directory (this finds nothing to delete), one deleted first is not found by the taker,
+/// which takes another or creates a file. Deleting the pool's name of a live ref (one set
+/// aside or kept whose ref was not replaced after all) only drops that extra name.
+pub fn trim(common: &Path, keep: usize) -> usize {
+    let Ok(entries) = std::fs::read_dir(common.join(DIR)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten().skip(keep) {
+        if std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Move the file at `path` into the pool instead of deleting it; deleted when the pool is
 /// full or spares are off. Used on loose objects once they are in a pack.
 pub fn adopt(common: &Path, path: &Path, kind: Kind) {

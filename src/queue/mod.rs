@@ -1848,7 +1848,7 @@ impl Queue {
             &bundle,
             &refs,
         )?;
-        let heads = crate::queue::archive::bundle_heads(self.store.git_dir(), &bundle)?;
+        let heads = crate::queue::archive::bundle_heads(&bundle)?;
         drop(refs);
         // Only a ref the bundle holds at the very tip to be removed is removed (one that moved
         // since the snapshot is kept: it is no longer old, or its newer state is not archived).
@@ -1863,11 +1863,15 @@ impl Queue {
         }
         drop(heads);
         crate::git::os::pause_point("gc.bundle_verified");
-        let (removed_names, failed) =
-            crate::queue::archive::delete_refs(self.store.git_dir(), &doomed, &|name| {
+        let (removed_names, failed) = crate::queue::archive::delete_refs(
+            self.store.git_dir(),
+            self.store.repo().common_dir(),
+            &doomed,
+            &|name| {
                 self.store
                     .tip(name.strip_prefix(REQUESTS_PREFIX).unwrap_or(name))
-            });
+            },
+        );
         self.store.count_writes(removed_names.len());
         let mut ix = self.index()?;
         let mut archived = Vec::with_capacity(removed_names.len());
