@@ -881,6 +881,31 @@ pub fn transcript(queue: &Queue, id: &str) -> Result<Option<(String, Vec<harness
     Ok(Some((record.id, lines)))
 }
 
+/// What the agent run that made the request `id` (a full id) spent, by its transcript's
+/// totals, for the report's cost per agent; `None` when it has no transcript (it was not made
+/// by `run`) or no totals.
+pub fn spent(queue: &Queue, id: &str) -> Result<Option<crate::obs::report::Spent>> {
+    let Some(tip) = queue.store().tip(id)? else {
+        return Ok(None);
+    };
+    let Some(bytes) = queue.store().read_artifact(id, tip, TRANSCRIPT)? else {
+        return Ok(None);
+    };
+    // The totals are the last line: read from the end.
+    let text = String::from_utf8_lossy(&bytes);
+    let totals = text.lines().rev().find_map(|l| {
+        match serde_json::from_str::<harness::Stamped>(l).ok()?.event {
+            provider::Event::Totals(t) => Some(t),
+            _ => None,
+        }
+    });
+    Ok(totals.map(|t| crate::obs::report::Spent {
+        input_tokens: t.input_tokens,
+        output_tokens: t.output_tokens,
+        usd: t.usd,
+    }))
+}
+
 /// A transcript's totals (its last line), if it has them.
 pub fn totals_of(lines: &[harness::Stamped]) -> Option<&Totals> {
     lines.iter().rev().find_map(|s| match &s.event {

@@ -27,6 +27,7 @@ mod push;
 mod reject;
 mod release;
 mod remote;
+mod report;
 mod requeue;
 mod rollback;
 mod run;
@@ -108,6 +109,7 @@ pub enum Command {
     Plan(plan::Args),
     List(list::Args),
     Metrics(metrics::Args),
+    Report(report::Args),
     Show(show::Args),
     Inspect(inspect::Args),
     Worker(worker::Args),
@@ -191,6 +193,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Plan(a) => plan::run(a, &ctx),
         Command::List(a) => list::run(a, &ctx),
         Command::Metrics(a) => metrics::run(a, &ctx),
+        Command::Report(a) => report::run(a, &ctx),
         Command::Show(a) => show::run(a, &ctx),
         Command::Inspect(a) => inspect::run(a, &ctx),
         Command::Worker(a) => worker::run(a, &ctx),

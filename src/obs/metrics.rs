@@ -37,7 +37,7 @@ fn latency_buckets() -> Histogram {
 
 /// A stored error code as a label: its stable name when it is one, else `other` (a record
 /// written by something else than hyperion may carry anything).
-fn code_label(code: Option<&str>) -> String {
+pub(crate) fn code_label(code: Option<&str>) -> String {
     match code {
         Some(c) => Code::parse(c).map_or("other", |c| c.as_str()).to_owned(),
         None => "none".to_owned(),
@@ -46,6 +46,12 @@ fn code_label(code: Option<&str>) -> String {
 
 fn seconds(d: jiff::SignedDuration) -> f64 {
     d.as_secs_f64().max(0.0)
+}
+
+/// Enqueue-to-landed latency of a request `applied` now, in seconds: from `created_at` to the
+/// `updated_at` of its record, which was last written when it landed.
+pub fn landing_latency(r: &Record) -> Option<f64> {
+    (r.status == Status::Applied).then(|| seconds(r.updated_at.duration_since(r.created_at)))
 }
 
 fn render(registry: &Registry) -> String {
@@ -123,9 +129,8 @@ pub fn of_records(records: &[Record]) -> String {
         }
         attempts.inc_by(u64::from(r.attempts));
         retries.inc_by(u64::from(r.attempts.saturating_sub(1)));
-        // The record of an applied request was last written when it landed.
-        if r.status == Status::Applied {
-            latency.observe(seconds(r.updated_at.duration_since(r.created_at)));
+        if let Some(s) = landing_latency(r) {
+            latency.observe(s);
         }
     }
     render(&registry)
