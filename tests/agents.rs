@@ -453,6 +453,33 @@ fn run_with_three_parallel_agents_enqueues_in_dependency_order_and_lands_everyth
         assert_eq!(t.last().unwrap()["type"], "totals", "{a}");
         assert!(t.iter().any(|e| e["type"] == "start"), "{a}");
     }
+    // `report`'s cost per agent is what the transcripts of its requests say they spent.
+    let mut spent = std::collections::BTreeMap::<String, (u64, u64)>::new();
+    for r in list {
+        let t = repo.json(&["transcript", r["id"].as_str().unwrap()]);
+        let totals = t.as_array().unwrap().last().unwrap().clone();
+        let e = spent
+            .entry(r["agent"].as_str().unwrap().to_owned())
+            .or_default();
+        e.0 += totals["input_tokens"].as_u64().unwrap();
+        e.1 += totals["output_tokens"].as_u64().unwrap();
+    }
+    assert!(spent.values().any(|(i, _)| *i > 0), "{spent:?}");
+    let costs: std::collections::BTreeMap<String, (u64, u64)> = repo.json(&["report"])["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["agent"].as_str().unwrap().to_owned(),
+                (
+                    a["input_tokens"].as_u64().unwrap(),
+                    a["output_tokens"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(costs, spent);
     let t5 = repo.ok(&["transcript", &request_of["T-7/5"]]);
     assert!(t5.contains("[redacted") && !t5.contains(&leak()), "{t5}");
     let raw = repo.git(&[
