@@ -96,3 +96,29 @@ fn a_rollback_reverts_only_the_request_whose_trailer_its_commit_carries() {
     );
     a.repo.ok(&["doctor"]);
 }
+
+/// An agent name git cannot hold in a commit's signature (`<`, `>`) is refused at enqueue by
+/// the schema; one already stored (planted: a chain from before the rule, a forged push)
+/// still reaches an end at the worker, its author name with `-` in their place, and is not
+/// retried for ever.
+#[test]
+fn an_agent_name_git_cannot_sign_with_is_refused_and_a_stored_one_still_lands() {
+    let a = Attack::new();
+    for agent in ["<script>alert(1)</script>", "bot <evil@example.com>", "a>b"] {
+        let mut req = adds("T-1", "x.txt", "x\n");
+        req["agent"] = json!(agent);
+        a.refused(&req, "request.invalid_value");
+    }
+    let mut req = adds("T-2", "y.txt", "y\n");
+    req["agent"] = json!("\"><img src=x onerror=alert(2)>");
+    let id = crate::harness::plant(&a.repo, &req);
+    let reports = a.drain();
+    let r = reports
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{reports:?}"));
+    assert_eq!(r["result"], "landed", "{reports:?}");
+    let commit = a.repo.json(&["show", &id])["record"]["landed_commit"].clone();
+    let author = a.repo.git(&["log", "-1", "--format=%an", commit.as_str().unwrap()]);
+    assert_eq!(author.trim(), "\"--img src=x onerror=alert(2)-");
+}

@@ -66,7 +66,10 @@ pub fn committer(repo: &gix::Repository) -> Person {
     }
 }
 
-/// The author of a request's commit: the agent that wrote it.
+/// The author of a request's commit: the agent that wrote it. The schema refuses agent
+/// names git cannot hold in a signature (`<`, `>`, control characters); one stored before
+/// (or planted) has them replaced by `-`, so that its commit can be written at all rather
+/// than failing at every attempt.
 pub fn author(agent: &str) -> Person {
     let local: String = agent
         .chars()
@@ -78,8 +81,12 @@ pub fn author(agent: &str) -> Person {
             }
         })
         .collect();
+    let name = agent
+        .chars()
+        .map(|c| if matches!(c, '<' | '>') || c.is_control() { '-' } else { c })
+        .collect();
     Person {
-        name: agent.to_owned(),
+        name,
         email: format!("{local}@agents.hyperion.invalid"),
     }
 }
