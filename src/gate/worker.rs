@@ -221,6 +221,12 @@ pub struct Worker<'q> {
     /// Remote mode (docs/remote.md): leases, heartbeats, landings and records are pushed to
     /// this remote, and requests are built on its target tips.
     remote: Option<Remote>,
+    /// Remote mode's train (`hyperion.speculate`): build on the requests other workers leased
+    /// ahead of this one's, land once they landed as speculated ([`Worker::speculate`]).
+    speculate: bool,
+    /// Requests leased ahead (id, owner) this worker no longer speculates on: it waited for
+    /// them past its bound, or a request of its own failed on top of them.
+    distrusted: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 /// The fate of a request decided inside the pipeline.
@@ -273,6 +279,8 @@ impl<'q> Worker<'q> {
             check_batch: queue.settings().check_batch.max(1),
             check_jobs: queue.settings().check_jobs.max(1),
             remote: None,
+            speculate: false,
+            distrusted: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -282,6 +290,14 @@ impl<'q> Worker<'q> {
     pub fn with_remote(mut self, remote: Remote) -> Worker<'q> {
         self.leases.remote = Some(remote.clone());
         self.remote = Some(remote);
+        self.speculate = self.queue.settings().speculate;
+        self
+    }
+
+    /// Speculate on the requests leased ahead of this worker's (remote mode's train, see
+    /// [`Worker::speculate`]), or not (instead of `hyperion.speculate`).
+    pub fn with_speculate(mut self, on: bool) -> Worker<'q> {
+        self.speculate = on && self.remote.is_some();
         self
     }
 
@@ -523,7 +539,7 @@ impl<'q> Worker<'q> {
             });
             return;
         }
-        let (gate, onto) = match self.gate_for(chains, &req) {
+        let (gate, mut onto) = match self.gate_for(chains, &req) {
             Ok(found) => found,
             Err(verdict) => {
                 decided.push(Decided {
@@ -534,9 +550,50 @@ impl<'q> Worker<'q> {
                 return;
             }
         };
+        // The first request of a chain on this target: in remote mode, the chain starts on
+        // top of the requests other workers leased ahead of this one (the train).
+        if self.speculate
+            && !chains.iter().any(|c| std::rc::Rc::ptr_eq(&c.gate, &gate))
+            && let Some(spec) = self.speculation(&gate, &record)
+        {
+            onto = spec.head;
+            chains.push(Chain {
+                head: spec.head,
+                onto: gate.tip.commit,
+                gate: gate.clone(),
+                items: Vec::new(),
+                spec: Some(spec),
+            });
+        }
         let verdict = self
-            .pipeline(&record, &req, &gate, onto, stop, on_progress, false)
+            .pipeline(&record, &req, &gate, onto, stop, on_progress, Pass::Land)
             .unwrap_or_else(|e| environment(&e));
+        // A request that fails on top of requests leased ahead says nothing yet: they may be
+        // what fails. They are no longer speculated on here, and the chain is built again
+        // without them (its requests before this one too), this one last.
+        if matches!(verdict, Verdict::Fail { .. })
+            && let Some(at) = chains
+                .iter()
+                .position(|c| std::rc::Rc::ptr_eq(&c.gate, &gate) && c.spec.is_some())
+        {
+            let chain = chains.remove(at);
+            let spec = chain.spec.expect("matched with a speculation");
+            tracing::info!(request_id = %record.id, ahead = spec.phantoms.len(), "failed on top of requests leased ahead; building without them");
+            self.distrust(&spec);
+            for b in chain.items {
+                self.build(
+                    chains,
+                    decided,
+                    b.record,
+                    b.req,
+                    b.started,
+                    stop,
+                    on_progress,
+                );
+            }
+            self.build(chains, decided, record, req, started, stop, on_progress);
+            return;
+        }
         match verdict {
             Verdict::Land {
                 commit,
@@ -566,9 +623,11 @@ impl<'q> Worker<'q> {
                         chain.items.push(built);
                     }
                     None => chains.push(Chain {
+                        onto: gate.tip.commit,
                         gate,
                         head: commit,
                         items: vec![built],
+                        spec: None,
                     }),
                 }
             }
@@ -622,6 +681,231 @@ impl<'q> Worker<'q> {
         };
         let policy = tip.policy(repo)?;
         Ok(std::rc::Rc::new(Gate { tip, policy }))
+    }
+
+    /// The train (remote mode, `hyperion.speculate`, docs/remote.md): the requests other
+    /// workers leased on `gate`'s target ahead of this worker's (`first` is one of its own),
+    /// applied in their order onto the target's tip with the same gate as any request — one
+    /// that does not apply or is refused is left out — but never checked, recorded or landed
+    /// here. `None` when there are none.
+    ///
+    /// The order is total and the same on every machine: each worker's place is the time of
+    /// its earliest live lease (the lease commit's, which a heartbeat does not change), then
+    /// its id; a worker's requests follow each other by their lease times, then queue order.
+    /// A worker speculates only on workers placed before it, so no two wait for each other.
+    fn speculation(&self, gate: &std::rc::Rc<Gate>, first: &Record) -> Option<Speculation> {
+        let store = self.queue.store();
+        let repo = store.repo();
+        let now = self.queue.now();
+        let filter = crate::queue::Filter {
+            status: Some(Status::Leased),
+            ..Default::default()
+        };
+        let leased = match self.queue.list(&filter) {
+            Ok(leased) => leased,
+            Err(e) => {
+                tracing::warn!(worker = %self.id, error = %e, "could not list the leases ahead; not speculating");
+                return None;
+            }
+        };
+        let mut places: std::collections::HashMap<String, jiff::Timestamp> = Default::default();
+        let mut live = Vec::new();
+        for r in leased {
+            let Some(owner) = r.lease_owner.clone() else {
+                continue;
+            };
+            if r.leased_until.is_none_or(|until| until <= now) {
+                continue;
+            }
+            let Some(at) = leased_at(store, &r.id) else {
+                continue;
+            };
+            let place = places.entry(owner.clone()).or_insert(at);
+            *place = (*place).min(at);
+            live.push((owner, at, r));
+        }
+        let Some(mine) = places.get(&self.id).copied() else {
+            tracing::debug!(request_id = %first.id, "no live lease of this worker found; not speculating");
+            return None;
+        };
+        let mine = (mine, self.id.as_str());
+        let default_target = &self.queue.settings().target;
+        let mut ahead: Vec<(jiff::Timestamp, String, jiff::Timestamp, Record)> = {
+            let distrusted = self.distrusted.borrow();
+            live.into_iter()
+                .filter(|(owner, _, r)| {
+                    *owner != self.id
+                        && !distrusted.iter().any(|(id, o)| *id == r.id && o == owner)
+                        && Target::of_request(r.target.as_deref(), default_target)
+                            .is_ok_and(|t| t == gate.tip.target)
+                })
+                .filter_map(|(owner, at, r)| {
+                    let place = places[&owner];
+                    ((place, owner.as_str()) < mine).then_some((place, owner, at, r))
+                })
+                .collect()
+        };
+        if ahead.is_empty() {
+            return None;
+        }
+        ahead.sort_by(|a, b| {
+            let key = |x: &(jiff::Timestamp, String, jiff::Timestamp, Record)| {
+                (
+                    x.0,
+                    x.1.clone(),
+                    x.2,
+                    std::cmp::Reverse(x.3.priority),
+                    x.3.created_at,
+                    x.3.id.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        let gate_dir = gate_entry(repo, gate.tip.tree).ok()?;
+        let stop = Stop::default();
+        let mut head = gate.tip.commit;
+        let mut phantoms = Vec::new();
+        for (_, owner, _, r) in ahead {
+            let Ok(req) = self.queue.request(&r.id) else {
+                continue;
+            };
+            let verdict = self.pipeline(&r, &req, gate, head, &stop, &mut |_| {}, Pass::Phantom);
+            let commit = match verdict {
+                Ok(Verdict::Land { commit, .. }) => commit,
+                // Refused here (does not apply, not valid, held): left out.
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!(request_id = %r.id, error = %e, "could not apply a request leased ahead");
+                    continue;
+                }
+            };
+            let Ok(tree) = crate::git::tree::tree_of(repo, commit) else {
+                break;
+            };
+            // One that changes the gate (policy, hooks, checks) changes it for the requests
+            // after it only once it landed: the speculation stops before it.
+            if gate_entry(repo, tree).ok()? != gate_dir {
+                break;
+            }
+            head = commit;
+            phantoms.push(Phantom {
+                id: r.id,
+                owner,
+                tree,
+            });
+        }
+        if phantoms.is_empty() {
+            return None;
+        }
+        let ids: Vec<&str> = phantoms.iter().map(|p| p.id.as_str()).collect();
+        tracing::info!(target = %gate.tip.target, ahead = ?ids, "speculating on the requests leased ahead");
+        Some(Speculation { phantoms, head })
+    }
+
+    /// Speculate no more on the requests of `phantoms` (while their owner holds them).
+    fn distrust(&self, spec: &Speculation) {
+        self.distrust_from(&spec.phantoms);
+    }
+
+    fn distrust_from(&self, phantoms: &[Phantom]) {
+        let mut distrusted = self.distrusted.borrow_mut();
+        for p in phantoms {
+            if !distrusted
+                .iter()
+                .any(|(id, o)| *id == p.id && *o == p.owner)
+            {
+                distrusted.push((p.id.clone(), p.owner.clone()));
+            }
+        }
+    }
+
+    /// Wait until the remote's target holds the tree of the last request `chain` speculated
+    /// on (they all landed, by their own workers, as speculated): polled by fetching, after a
+    /// short jittered pause, the chain's leases renewed meanwhile. Any other move of the
+    /// target, a request ahead no longer leased by its worker, or a wait past half the lease
+    /// ends it: the chain is built again on the target as it is (those waited for too long
+    /// are not speculated on again).
+    fn await_ahead(&self, chain: &Chain, stop: &Stop) -> Result<Ahead> {
+        let spec = chain.spec.as_ref().expect("called on a speculating chain");
+        let remote = self.remote.as_ref().expect("speculation is remote mode's");
+        let store = self.queue.store();
+        let repo = store.repo();
+        let branch = chain.gate.tip.target.refname();
+        let bound = self.lease.unwrap_or(self.queue.settings().lease) / 2;
+        let started = Instant::now();
+        let mut landed = 0;
+        loop {
+            if stop.aborted() {
+                return Ok(Ahead::Stopped("the worker was stopped".into()));
+            }
+            if let Some(tip) = remote.tracked_ref(store, branch)?
+                && tip != chain.gate.tip.commit
+            {
+                let tree = crate::git::tree::tree_of(repo, tip)?;
+                if tree == spec.tree() {
+                    tracing::info!(target = branch, %tip, waited_ms = started.elapsed().as_millis() as u64, "the requests leased ahead landed as speculated");
+                    return Ok(Ahead::Landed(tip));
+                }
+                // Some of them landed (a worker lands its chain at once).
+                match spec.phantoms.iter().position(|p| p.tree == tree) {
+                    Some(k) => landed = k + 1,
+                    None => {
+                        return Ok(Ahead::Otherwise(format!(
+                            "{branch} moved to {tip}, not to what was speculated"
+                        )));
+                    }
+                }
+            }
+            let now = self.queue.now();
+            for p in &spec.phantoms[landed..] {
+                let record = match store.tip(&p.id)? {
+                    Some(tip) => Some(store.read_record(&p.id, tip)?),
+                    None => None,
+                };
+                let held = record.is_some_and(|r| {
+                    r.status == Status::Leased
+                        && r.lease_owner.as_deref() == Some(p.owner.as_str())
+                        && r.leased_until.is_some_and(|until| until > now)
+                });
+                if !held {
+                    return Ok(Ahead::Otherwise(format!(
+                        "{}, leased ahead, is no longer leased by its worker",
+                        p.id
+                    )));
+                }
+            }
+            if started.elapsed() >= bound {
+                self.distrust_from(&spec.phantoms[landed..]);
+                return Ok(Ahead::Otherwise(format!(
+                    "waited {} ms for the requests leased ahead",
+                    started.elapsed().as_millis()
+                )));
+            }
+            let gone = self.leases.renew_if_due(self.queue, &self.id);
+            if chain.items.iter().any(|b| gone.contains(&b.record.id)) {
+                return Ok(Ahead::Otherwise("a lease of the chain was lost".into()));
+            }
+            shared::jitter(&self.id, 0);
+            if let Err(e) = shared::fetch(store, remote, &self.actor()) {
+                tracing::warn!(worker = %self.id, error = %e, "could not fetch while waiting for the requests leased ahead");
+            }
+        }
+    }
+
+    /// Move `chain`'s commits onto `onto` (the target commit that landed the requests it
+    /// speculated on, with the tree of the last of them): the same trees, messages and
+    /// trailers, new parents. It then lands from `onto`.
+    fn reparent(&self, chain: &mut Chain, onto: ObjectId) -> Result<()> {
+        let repo = self.queue.store().repo();
+        let mut parent = onto;
+        for b in &mut chain.items {
+            b.commit = land::reparent(repo, b.commit, parent)?;
+            parent = b.commit;
+        }
+        chain.head = parent;
+        chain.onto = onto;
+        chain.spec = None;
+        Ok(())
     }
 
     /// Land every chain of the batch (one compare-and-swap of each target, one notes
@@ -692,6 +976,16 @@ impl<'q> Worker<'q> {
             let mut rest = Vec::new();
             if chain.items.iter().any(|b| !b.deferred.is_empty()) {
                 match self.check_chain(&chain, stop, on_progress)? {
+                    Probed::Split { culprit, .. } if culprit.is_some() && chain.spec.is_some() => {
+                        // Failed on top of requests leased ahead: they may be what fails. Built
+                        // and checked again without them.
+                        self.distrust(chain.spec.as_ref().expect("matched with a speculation"));
+                        match self.rebuild(chain, decided)? {
+                            Some(c) => chain = c,
+                            None => return Ok(None),
+                        }
+                        continue;
+                    }
                     Probed::Split {
                         land,
                         passed,
@@ -714,7 +1008,7 @@ impl<'q> Worker<'q> {
                         }
                         chain.head = match chain.items.last() {
                             Some(b) => b.commit,
-                            None => chain.gate.tip.commit,
+                            None => chain.base(),
                         };
                     }
                     Probed::LeaseLost(ids) => {
@@ -754,6 +1048,54 @@ impl<'q> Worker<'q> {
                     continue;
                 }
             }
+            // Built on top of requests leased ahead: it lands only on the target commit that
+            // landed them as speculated, moved onto it (the same trees, which passed).
+            if chain.spec.is_some() {
+                match self.await_ahead(&chain, stop)? {
+                    Ahead::Landed(onto) => self.reparent(&mut chain, onto)?,
+                    Ahead::Stopped(reason) => {
+                        chain.items.append(&mut rest);
+                        for b in chain.items {
+                            decided.push(Decided {
+                                record: b.record,
+                                verdict: Verdict::Release {
+                                    reason: reason.clone(),
+                                },
+                                started: b.started,
+                            });
+                        }
+                        return Ok(None);
+                    }
+                    Ahead::Otherwise(why) => {
+                        chain.items.append(&mut rest);
+                        let remote = self.remote.as_ref().expect("speculation is remote mode's");
+                        let branch = chain.gate.tip.target.refname();
+                        if rebuilds >= max_rebuilds {
+                            let moved = Blocked::Moved {
+                                now: remote.tracked_ref(self.queue.store(), branch)?,
+                            };
+                            let message = moved.message(chain.gate.tip.target.name());
+                            retry_all(chain.items, moved.code(), message, decided);
+                            return Ok(None);
+                        }
+                        rebuilds += 1;
+                        tracing::info!(target = %chain.gate.tip.target, why = %why, rebuilds, "the requests leased ahead did not land as speculated; rebuilding");
+                        on_progress(&Progress::Rebuild {
+                            target: chain.gate.tip.target.name().to_owned(),
+                        });
+                        (chain.items, _) = drop_lost(
+                            chain.items,
+                            |b| !self.queue.holds(&b.record.id, &self.id),
+                            decided,
+                        );
+                        match self.rebuild(chain, decided)? {
+                            Some(c) => chain = c,
+                            None => return Ok(None),
+                        }
+                        continue;
+                    }
+                }
+            }
             let reflog = match chain.items.as_slice() {
                 [one] => format!("hyperion: land {}", one.record.id),
                 many => format!("hyperion: land {} requests", many.len()),
@@ -762,7 +1104,7 @@ impl<'q> Worker<'q> {
                 None => land::advance(
                     repo,
                     chain.gate.tip.target.refname(),
-                    chain.gate.tip.commit,
+                    chain.onto,
                     chain.head,
                     &reflog,
                     &self.committer,
@@ -1174,7 +1516,7 @@ impl<'q> Worker<'q> {
                 // Lost since it was checked: the caller drops it and builds again.
                 Err(e) if lease_gone(&e) => {
                     return Err(Blocked::Moved {
-                        now: Some(chain.gate.tip.commit),
+                        now: Some(chain.onto),
                     }
                     .into());
                 }
@@ -1191,7 +1533,7 @@ impl<'q> Worker<'q> {
             store,
             remote,
             branch,
-            chain.gate.tip.commit,
+            chain.onto,
             chain.head,
             &landed,
             Some((notes, notes_parent)),
@@ -1478,7 +1820,7 @@ impl<'q> Worker<'q> {
                 .request(&record.id)
                 .and_then(|req| match self.gate_for(&[], &req) {
                     Ok((gate, onto)) => {
-                        self.pipeline(record, &req, &gate, onto, &stop, &mut |_| {}, true)
+                        self.pipeline(record, &req, &gate, onto, &stop, &mut |_| {}, Pass::DryRun)
                     }
                     Err(verdict) => Ok(verdict),
                 });
@@ -1536,8 +1878,9 @@ impl<'q> Worker<'q> {
         onto: ObjectId,
         stop: &Stop,
         on_progress: &mut dyn FnMut(&Progress),
-        dry_run: bool,
+        pass: Pass,
     ) -> Result<Verdict> {
+        let dry_run = pass == Pass::DryRun;
         let queue = self.queue;
         let repo = queue.store().repo();
         let id = record.id.as_str();
@@ -1546,7 +1889,7 @@ impl<'q> Worker<'q> {
         let _span = request_span(id, &record.task_id, &self.id).entered();
 
         // An earlier attempt may have landed it and died before recording that.
-        if !dry_run
+        if pass == Pass::Land
             && record.attempts > 1
             && let Some(commit) = land::find_landed(
                 repo,
@@ -1659,7 +2002,8 @@ impl<'q> Worker<'q> {
         let mut checks = Vec::new();
         let mut artifacts = Vec::new();
         let mut deferred = Vec::new();
-        if !check_names.is_empty() {
+        // A request leased ahead is checked by its own worker, not here.
+        if !check_names.is_empty() && pass != Pass::Phantom {
             let commands = match self.resolve_checks(&check_names, gate) {
                 Ok(commands) => commands,
                 Err(verdict) => return Ok(verdict),
@@ -1842,6 +2186,34 @@ struct Built {
     started: Instant,
 }
 
+/// When `id`'s current lease was taken: the time of its lease commit (a heartbeat on top of
+/// it does not change it). `None` when its tip is not a lease or a heartbeat on one.
+fn leased_at(store: &crate::queue::store::Store, id: &str) -> Option<jiff::Timestamp> {
+    let mut at = store.tip(id).ok()??;
+    // A heartbeat replaces a heartbeat: at most one stands on the lease.
+    for _ in 0..4 {
+        let event = store.history_head(at).ok()??;
+        match event.action {
+            crate::request::model::Action::Lease => return Some(event.at),
+            crate::request::model::Action::Heartbeat => at = store.parent_of(at).ok()??,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The object at `.hyperion` in `tree` (policy, hooks): what a request must not change for
+/// the requests after it before it landed.
+fn gate_entry(repo: &gix::Repository, tree: ObjectId) -> Result<Option<ObjectId>> {
+    let root = repo
+        .find_tree(tree)
+        .map_err(|e| Error::git(format!("cannot read tree {tree}: {e}")))?;
+    Ok(root
+        .lookup_entry_by_path(".hyperion")
+        .map_err(|e| Error::git(format!("cannot read .hyperion in {tree}: {e}")))?
+        .map(|e| e.object_id()))
+}
+
 /// `items` without those `is_lost` picks (requests this worker no longer holds), which are
 /// decided [`Verdict::LeaseLost`]; and whether there were any.
 fn drop_lost(
@@ -1869,6 +2241,67 @@ struct Chain {
     gate: std::rc::Rc<Gate>,
     head: ObjectId,
     items: Vec<Built>,
+    /// The target commit the landing moves the branch from (with a lease on it remotely):
+    /// the gate's tip, or once the requests leased ahead landed, the commit that landed them.
+    onto: ObjectId,
+    /// The requests leased ahead that the chain's own are built on, when it speculates.
+    spec: Option<Speculation>,
+}
+
+impl Chain {
+    /// The commit the chain's own requests start from: the last request leased ahead, or the
+    /// gate's tip.
+    fn base(&self) -> ObjectId {
+        self.spec.as_ref().map_or(self.gate.tip.commit, |s| s.head)
+    }
+}
+
+/// Requests other workers leased ahead of this one's on a target (the train), applied in
+/// their order on the target's tip: never checked, recorded or landed here.
+struct Speculation {
+    phantoms: Vec<Phantom>,
+    /// The commit of the last of them: where this worker's own requests start.
+    head: ObjectId,
+}
+
+impl Speculation {
+    /// The tree the target must hold once they all landed.
+    fn tree(&self) -> ObjectId {
+        self.phantoms
+            .last()
+            .expect("a speculation has phantoms")
+            .tree
+    }
+}
+
+/// One request leased ahead, as speculated.
+struct Phantom {
+    id: String,
+    owner: String,
+    /// The tree after it (and those before it) applied.
+    tree: ObjectId,
+}
+
+/// How the wait for the requests leased ahead ended ([`Worker::await_ahead`]).
+enum Ahead {
+    /// They landed as speculated: the target is at this commit, whose tree is the last one's.
+    Landed(ObjectId),
+    /// The target moved elsewhere, one of them is no longer leased, or the wait ran out.
+    Otherwise(String),
+    /// The worker was stopped.
+    Stopped(String),
+}
+
+/// What [`Worker::pipeline`] is run for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// A request this worker leased: checked, then landed.
+    Land,
+    /// `--dry-run`: checked, nothing changes.
+    DryRun,
+    /// A request another worker leased ahead: applied (validated by the same gate), never
+    /// checked, recorded or landed here.
+    Phantom,
 }
 
 /// What requests are judged by on one target: the branch's tip as it is on the branch —

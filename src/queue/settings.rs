@@ -79,6 +79,11 @@ pub const KEYS: &[Key] = &[
         help: "trees batched checks may check at once while bisecting, each in a worktree slot of its own",
     },
     Key {
+        name: "hyperion.speculate",
+        default: "true",
+        help: "remote mode: a worker checks its requests on top of those other workers leased before it (a merge train) and lands once they landed as it speculated; false: on the remote's tip alone",
+    },
+    Key {
         name: "hyperion.approvers",
         default: "(none)",
         help: "who may approve requests when the target's policy names no approvers (repeatable, or comma-separated)",
@@ -137,6 +142,9 @@ pub struct Settings {
     pub check_batch: usize,
     /// `hyperion.checkJobs`: how many trees batched checks check at once.
     pub check_jobs: usize,
+    /// `hyperion.speculate`: remote workers build on the requests leased ahead of theirs
+    /// (docs/remote.md, "A train without a coordinator").
+    pub speculate: bool,
     /// `hyperion.approvers`: who may approve when the policy names nobody.
     pub approvers: Vec<String>,
     pub landing_wait: Duration,
@@ -164,6 +172,7 @@ impl Default for Settings {
             max_rebuilds: 5,
             check_batch: 1,
             check_jobs: 1,
+            speculate: true,
             approvers: Vec::new(),
             landing_wait: Duration::from_secs(10),
             ingest_patterns: vec![crate::queue::ingest::DEFAULT_PATTERN.to_owned()],
@@ -265,6 +274,13 @@ impl Settings {
             message: format!("not a boolean: {e}"),
         })? {
             s.auto_detach = v;
+        }
+        let speculate = config.plumbing().boolean("hyperion.speculate");
+        if let Some(v) = speculate.map_err(|e| Error::Config {
+            key: "hyperion.speculate".into(),
+            message: format!("not a boolean: {e}"),
+        })? {
+            s.speculate = v;
         }
         if let Some(v) = get("hyperion.maxRebuilds") {
             s.max_rebuilds = v.trim().parse().map_err(|_| Error::Config {

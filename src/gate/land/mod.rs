@@ -142,6 +142,27 @@ pub fn write_commit(
     crate::git::pack::write_object(repo, gix::objs::Kind::Commit, &buf)
 }
 
+/// The commit `commit` again with `parent` as its only parent: the same tree, author,
+/// committer and message (its trailers). A speculating remote worker moves the commits it
+/// checked on top of requests leased ahead of its own onto the target commit that landed
+/// them (docs/remote.md): the trees, which passed the checks, do not change.
+pub fn reparent(repo: &gix::Repository, commit: ObjectId, parent: ObjectId) -> Result<ObjectId> {
+    let found = repo
+        .find_commit(commit)
+        .map_err(|e| Failure::git(format!("cannot read the commit {commit}: {e}")))?;
+    let mut owned = found
+        .decode()
+        .and_then(|c| c.into_owned())
+        .map_err(|e| Failure::git(format!("cannot read the commit {commit}: {e}")))?;
+    owned.parents = [parent].into_iter().collect();
+    use gix::objs::WriteTo;
+    let mut buf = Vec::new();
+    owned
+        .write_to(&mut buf)
+        .map_err(|e| Failure::git(format!("cannot write a commit: {e}")))?;
+    crate::git::pack::write_object(repo, gix::objs::Kind::Commit, &buf)
+}
+
 /// Why the target branch did not move.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocked {
