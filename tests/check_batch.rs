@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use common::TestRepo;
+use common::check_runs as runs;
 use serde_json::{Value, json};
 
 /// A repository whose policy requires the check `gate`: log `TREE pass|fail` to `log`, fail
@@ -86,18 +87,6 @@ fn worker(repo: &TestRepo, args: &[&str]) -> Vec<Value> {
     repo.ok(&all)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// The check runs of the log: (tree, passed).
-fn runs(log: &PathBuf) -> Vec<(String, bool)> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let (tree, verdict) = l.split_once(' ').unwrap();
-            (tree.to_owned(), verdict == "pass")
-        })
         .collect()
 }
 

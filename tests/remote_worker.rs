@@ -458,3 +458,333 @@ fn machines_killed_at_random_land_every_request_exactly_once() {
         .collect();
     assert_eq!(tree(&server), single_clone_tree(&ranges));
 }
+
+// The train (docs/remote.md, "A train without a coordinator"): a worker checks its requests
+// on top of those other workers leased ahead of its own, and lands them only once those
+// landed exactly as it speculated.
+
+/// A remote whose policy requires the check `gate`, which logs `TREE VERDICT FILES` to `log`
+/// (outside every repository; TREE is `git write-tree` of the worktree it ran on, FILES the
+/// files under src/): it sleeps `CHECK_SLOW` (from the worker's environment, through
+/// `hyperion.checkEnv`) or else `sleep` seconds, then fails when the tree holds a
+/// `src/fail-*` file, or a `src/flaky-*` file on a worker whose environment sets
+/// `CHECK_FAIL`; else it passes.
+fn checked_remote(log: &Path, sleep: &str) -> (TestRepo, TestRepo) {
+    let server = common::server();
+    let seed = TestRepo::new();
+    let script = "t=$(git write-tree) || exit 9; sleep \"${CHECK_SLOW:-$CHECK_SLEEP}\"; \
+                  files=$(ls src 2>/dev/null | tr '\\n' ,); \
+                  if ls src/fail-* >/dev/null 2>&1 || { [ -n \"$CHECK_FAIL\" ] && ls src/flaky-* >/dev/null 2>&1; }; then \
+                  echo \"$t fail $files\" >> \"$CHECK_LOG\"; exit 1; fi; \
+                  echo \"$t pass $files\" >> \"$CHECK_LOG\"";
+    let policy = format!(
+        "[checks]\nrequired = [\"gate\"]\n\n[checks.gate]\nrun = [\"sh\", \"-c\", {script:?}]\n\
+         env = {{ CHECK_LOG = {log:?}, CHECK_SLEEP = {sleep:?} }}\ntimeout = \"5m\"\n",
+        log = log.to_str().unwrap(),
+    );
+    seed.commit(&[(".hyperion/policy.toml", &policy)], "policy");
+    seed.git(&["remote", "add", "origin", server.path().to_str().unwrap()]);
+    let (pushed, err) = common::push(&seed, &server, &["main"]);
+    assert!(pushed, "{err}");
+    ok(&seed, &["init", "--remote", "origin"]);
+    (server, seed)
+}
+
+/// A machine of [`checked_remote`]: its checks get `CHECK_SLOW` and `CHECK_FAIL` from the
+/// worker's environment; a swept request is ready again after a short backoff.
+fn checked_machine(server: &TestRepo) -> TestRepo {
+    let m = machine(server);
+    m.git(&["config", "--add", "hyperion.checkEnv", "CHECK_SLOW"]);
+    m.git(&["config", "--add", "hyperion.checkEnv", "CHECK_FAIL"]);
+    m.git(&["config", "hyperion.retryBackoff", "1s"]);
+    m
+}
+
+/// Enqueue one request per path of `paths` (each adds that file), in this order, from
+/// `repo`: their ids.
+fn enqueue_files(repo: &TestRepo, paths: &[&str]) -> Vec<String> {
+    paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let patch = format!("--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+request {i}\n");
+            let req = serde_json::json!({
+                "schema": "hyperion.change-request/v1",
+                "task_id": format!("T-{i}"),
+                "agent": "test-agent",
+                "title": format!("add {path}"),
+                "file_targets": ["src/**"],
+                "changes": [{"path": path, "operation": "add", "patch": patch,
+                             "sha256": common::sha256(&patch)}]
+            });
+            let file = repo.write(&format!("req-{i}.json"), &req);
+            ok(repo, &["enqueue", file.to_str().unwrap()])
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// A worker whose log (`HYPERION_LOG=info`) says what it speculated on; `env` more variables.
+fn spawn_logged(repo: &TestRepo, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = hy(repo);
+    cmd.args(["worker", "--id", id, "--format", "json", "--poll", "200ms"])
+        .args(extra)
+        .env("HYPERION_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Wait until the remote holds `id` leased by `owner` (20 s at most).
+fn wait_leased(server: &TestRepo, id: &str, owner: &str) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        if remote_records(server)
+            .get(id)
+            .is_some_and(|r| r["status"] == "leased" && r["lease_owner"] == owner)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{id} was not leased by {owner} on the remote");
+}
+
+/// The commits of the remote's `main` along its first-parent line after `from`, oldest first.
+fn landed_since(server: &TestRepo, from: &str) -> Vec<String> {
+    let all = common::history::first_parent(server.path(), 100_000, false).unwrap();
+    let at = all.iter().position(|c| c == from).unwrap();
+    all[at + 1..].to_vec()
+}
+
+/// Every tree the remote's `main` pointed at after `from` (every commit of its first-parent
+/// line: each was its tip once, or landed with others in one push — their trees are those
+/// of the commits checked one by one) passed the check on exactly that tree.
+fn assert_every_landed_tree_checked(server: &TestRepo, from: &str, log: &Path) {
+    let passed: std::collections::BTreeSet<String> = common::check_runs(log)
+        .into_iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(t, _)| t)
+        .collect();
+    for commit in landed_since(server, from) {
+        let tree = server.git(&["rev-parse", &format!("{commit}^{{tree}}")]);
+        assert!(
+            passed.contains(tree.trim()),
+            "the remote's main held {commit} (tree {}), which no check passed: {passed:?}",
+            tree.trim()
+        );
+    }
+}
+
+/// The files under src/ at every commit of the remote's `main` after `from`.
+fn files_ever_landed(server: &TestRepo, from: &str) -> Vec<String> {
+    landed_since(server, from)
+        .iter()
+        .flat_map(|c| {
+            server
+                .git(&["ls-tree", "-r", "--name-only", c, "--", "src"])
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn result_of<'r>(reports: &'r [Value], id: &str) -> &'r str {
+    reports
+        .iter()
+        .rev()
+        .find(|r| r["id"] == id)
+        .and_then(|r| r["result"].as_str())
+        .unwrap_or("none")
+}
+
+/// A request leased ahead (by A) that passes the check on B but fails it on its own worker:
+/// B checks its own request on top of it (and passes), waits, sees it die, and lands its own
+/// request alone. The remote's target never holds the dead request's content.
+#[test]
+fn a_request_leased_ahead_that_dies_on_its_worker_never_lands_through_the_one_speculating_on_it() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("checks.log");
+    let (server, seed) = checked_remote(&log, "2");
+    let from = server.git(&["rev-parse", "main"]).trim().to_owned();
+    let a = checked_machine(&server);
+    let b = checked_machine(&server);
+    let ids = enqueue_files(&seed, &["src/flaky-0.txt", "src/ok-1.txt"]);
+    let once = ["--once", "--batch-size", "1"];
+    let wa = spawn_logged(&a, "wa", &once, &[("CHECK_FAIL", "1")]);
+    wait_leased(&server, &ids[0], "wa");
+    let wb = spawn_logged(&b, "wb", &once, &[]);
+    let (ra, ea) = reports(wa);
+    let (rb, eb) = reports(wb);
+    assert_eq!(result_of(&ra, &ids[0]), "dead", "{ra:?}\n{ea}");
+    assert_eq!(result_of(&rb, &ids[1]), "landed", "{rb:?}\n{eb}");
+    // B did speculate: it checked its request on a tree holding A's too.
+    assert!(
+        eb.contains("speculating on the requests leased ahead"),
+        "{eb}"
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(" pass ") && l.contains("flaky-0") && l.contains("ok-1")),
+        "B's check did not run on top of A's request"
+    );
+    let ever = files_ever_landed(&server, &from);
+    assert!(
+        !ever.iter().any(|f| f.contains("flaky-0")),
+        "the dead request's content reached the remote's main: {ever:?}"
+    );
+    assert!(ever.contains(&"src/ok-1.txt".to_owned()), "{ever:?}");
+    assert_every_landed_tree_checked(&server, &from, &log);
+    assert_eq!(remote_records(&server)[&ids[0]]["status"], "dead");
+    assert_landed_once(&server, &ids[1..]);
+}
+
+/// A request that fails the check only on top of one leased ahead (the one ahead carries the
+/// failure) is not a dead letter: it is built and checked again without it, and lands.
+#[test]
+fn a_request_failing_only_on_top_of_one_leased_ahead_is_checked_again_without_it_and_lands() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("checks.log");
+    let (server, seed) = checked_remote(&log, "2");
+    let from = server.git(&["rev-parse", "main"]).trim().to_owned();
+    let a = checked_machine(&server);
+    let b = checked_machine(&server);
+    let ids = enqueue_files(&seed, &["src/fail-0.txt", "src/ok-1.txt"]);
+    let once = ["--once", "--batch-size", "1"];
+    let wa = spawn_logged(&a, "wa", &once, &[]);
+    wait_leased(&server, &ids[0], "wa");
+    let wb = spawn_logged(&b, "wb", &once, &[]);
+    let (ra, ea) = reports(wa);
+    let (rb, eb) = reports(wb);
+    assert_eq!(result_of(&ra, &ids[0]), "dead", "{ra:?}\n{ea}");
+    assert_eq!(result_of(&rb, &ids[1]), "landed", "{rb:?}\n{eb}");
+    assert!(
+        eb.contains("failed on top of requests leased ahead"),
+        "{eb}"
+    );
+    let ever = files_ever_landed(&server, &from);
+    assert!(!ever.iter().any(|f| f.contains("fail-0")), "{ever:?}");
+    assert_every_landed_tree_checked(&server, &from, &log);
+    assert_landed_once(&server, &ids[1..]);
+}
+
+/// The worker ahead is SIGKILLed in the middle of its check (its lease, long, stays live on
+/// the remote): the worker speculating on it waits at most half its own lease, then builds
+/// on the target alone and lands; the killed worker's request is swept once its lease ran
+/// out and lands after it. Each exactly once, every landed tree checked.
+#[test]
+fn a_worker_ahead_killed_mid_check_delays_the_one_behind_by_its_bound_only() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("checks.log");
+    let (server, seed) = checked_remote(&log, "1");
+    let from = server.git(&["rev-parse", "main"]).trim().to_owned();
+    let a = checked_machine(&server);
+    let b = checked_machine(&server);
+    let ids = enqueue_files(&seed, &["src/ok-0.txt", "src/ok-1.txt"]);
+    let wa = spawn_logged(
+        &a,
+        "wa",
+        &["--once", "--batch-size", "1", "--lease", "15s"],
+        &[("CHECK_SLOW", "60")],
+    );
+    wait_leased(&server, &ids[0], "wa");
+    // A is in its (slow) check now.
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let wb = spawn_logged(&b, "wb", &["--batch-size", "1", "--lease", "4s"], &[]);
+    wait_leased(&server, &ids[1], "wb");
+    common::signal(wa.id(), "KILL");
+    let _ = reports(wa);
+    // B: its check on top of A's request, a wait of at most 2 s, its check alone, landing.
+    assert!(
+        wait_applied(&server, &ids[1..], Duration::from_secs(20)),
+        "B's request did not land"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "B landed after {waited:?}: it waited for the killed worker's lease"
+    );
+    // A's lease runs out (15 s), B sweeps it and lands it.
+    let landed_all = wait_applied(&server, &ids, Duration::from_secs(60));
+    common::signal(wb.id(), "TERM");
+    let (rb, eb) = reports(wb);
+    assert!(landed_all, "{rb:?}\n{eb}");
+    assert!(
+        eb.contains("speculating on the requests leased ahead"),
+        "{eb}"
+    );
+    assert!(eb.contains("waited"), "{eb}");
+    assert_landed_once(&server, &ids);
+    let landed = landed_since(&server, &from);
+    let order: Vec<String> = landed
+        .iter()
+        .map(|c| {
+            server
+                .git(&[
+                    "log",
+                    "-1",
+                    "--format=%(trailers:key=Hyperion-Request,valueonly)",
+                    c,
+                ])
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(order, vec![ids[1].clone(), ids[0].clone()]);
+    assert_every_landed_tree_checked(&server, &from, &log);
+}
+
+/// Three machines drain a queue with a 1 s check, speculating on each other: every request
+/// lands exactly once, the remote's tree is a single clone's, every tree the remote's main
+/// ever pointed at passed the check on exactly that tree, and the train did run (commits
+/// landed on the target as speculated, moved onto it). With `hyperion.speculate=false`, no
+/// worker speculates.
+#[test]
+fn machines_speculating_on_each_other_land_every_request_once_on_checked_trees_only() {
+    for speculate in [true, false] {
+        let logs = tempfile::tempdir().unwrap();
+        let log = logs.path().join("checks.log");
+        let (server, seed) = checked_remote(&log, "1");
+        let from = server.git(&["rev-parse", "main"]).trim().to_owned();
+        let machines: Vec<TestRepo> = (0..3).map(|_| checked_machine(&server)).collect();
+        for m in &machines {
+            m.git(&["config", "hyperion.speculate", &speculate.to_string()]);
+        }
+        let paths: Vec<String> = (0..12).map(|i| format!("src/ok-{i}.txt")).collect();
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let ids = enqueue_files(&seed, &paths);
+        let workers: Vec<Child> = machines
+            .iter()
+            .enumerate()
+            .map(|(k, m)| spawn_logged(m, &format!("w{k}"), &["--batch-size", "2"], &[]))
+            .collect();
+        let drained = wait_applied(&server, &ids, Duration::from_secs(90));
+        let mut stderr = String::new();
+        for w in workers {
+            common::signal(w.id(), "TERM");
+            stderr.push_str(&reports(w).1);
+        }
+        assert!(drained, "{stderr}");
+        assert_landed_once(&server, &ids);
+        assert_every_landed_tree_checked(&server, &from, &log);
+        let solo = TestRepo::new();
+        enqueue_files(&solo, &paths);
+        solo.ok(&["worker", "--drain"]);
+        // (The solo clone has no policy: the trees of src/ are compared.)
+        let src = |r: &TestRepo| r.git(&["rev-parse", "main:src"]);
+        assert_eq!(src(&server), src(&solo));
+        assert_eq!(
+            stderr.contains("landed as speculated"),
+            speculate,
+            "speculate={speculate}:\n{stderr}"
+        );
+    }
+}

@@ -351,6 +351,22 @@ fn stdout_of_success(args: &[&str], out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The runs a check logged to `log`, a file outside every repository, one line each:
+/// `TREE VERDICT [WHAT]`, TREE the `git write-tree` of the worktree it ran on: (tree, whether
+/// the verdict is `pass`). Tests compare them with the trees the target pointed at
+/// (tests/check_batch.rs, tests/remote_worker.rs).
+pub fn check_runs(log: &Path) -> Vec<(String, bool)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut fields = l.split_whitespace();
+            let tree = fields.next().expect("a tree").to_owned();
+            (tree, fields.next() == Some("pass"))
+        })
+        .collect()
+}
+
 /// A valid request adding `src/f{i}.txt`; `salt` makes it distinct.
 pub fn request(i: usize, salt: &str) -> Value {
     let path = format!("src/f{i}.txt");
