@@ -178,6 +178,12 @@ fn assert_landed_once(server: &TestRepo, ids: &[String]) {
             landings.get(id)
         );
         let commit = r["landed_commit"].as_str().unwrap();
+        // Still on the target: no later landing pushed it off.
+        let on_main = server
+            .git_output(&["merge-base", "--is-ancestor", commit, "main"], b"")
+            .status
+            .success();
+        assert!(on_main, "{id}: its landed commit {commit} is not on main");
         let note = server.git(&["notes", "--ref=hyperion", "show", commit]);
         assert!(note.contains(id.as_str()), "{id}: note {note}");
     }

@@ -1523,6 +1523,14 @@ impl<'q> Worker<'q> {
                 Err(e) => return Err(e.into()),
             }
         }
+        // A push with a lease may move the remote's branch anywhere: it moves it only
+        // forward, from the commit the chain was built (or moved) onto.
+        if !land::on_first_parent_line(repo, chain.head, chain.onto)? {
+            return Err(land::Error::Failed(Error::git(format!(
+                "the chain's head {} does not follow {}, the remote's tip it would land on; not pushed",
+                chain.head, chain.onto
+            ))));
+        }
         let landed: Vec<(String, ObjectId)> =
             prepared.iter().map(|p| (p.id.clone(), p.commit)).collect();
         let notes_ref = land::NOTES_REF;
