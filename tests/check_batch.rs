@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::TestRepo;
 use common::check_runs as runs;
@@ -105,7 +105,7 @@ fn landed_trees(repo: &TestRepo) -> Vec<String> {
 }
 
 /// Every tree the target pointed at after a landing passed the check on exactly that tree.
-fn assert_every_landing_checked(repo: &TestRepo, log: &PathBuf) {
+fn assert_every_landing_checked(repo: &TestRepo, log: &Path) {
     let passed: BTreeSet<String> = runs(log)
         .into_iter()
         .filter(|(_, ok)| *ok)

@@ -6,6 +6,12 @@
 //! that dies anywhere leaves the request leased; the lease expires, `sweep` returns it, and the
 //! next worker first looks for a commit that already landed it (the `Hyperion-Request`
 //! trailer) so nothing lands twice.
+//!
+//! In remote mode a worker speculates (`hyperion.speculate`, docs/remote.md "A train without a
+//! coordinator"): its chain starts on top of the requests other workers leased ahead of its
+//! own ([`Worker::speculation`]), applied but never checked, recorded or landed here; it lands
+//! only once the remote's target holds exactly the tree they make, its commits moved onto that
+//! target commit ([`Worker::await_ahead`]), else it is built again on the target as it is.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
