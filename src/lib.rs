@@ -3,6 +3,8 @@
 //! The crate is built in layers; each imports only the layers below it:
 //!
 //! - `cli`, in the binary (`src/cli/`): commands and their output.
+//! - [`tui`]: what a terminal shows: the one escaping of hostile text for it, and `top`'s
+//!   state, rendering (into a ratatui frame, never to the terminal) and background poller.
 //! - [`agents`]: the orchestrator and the agent harness: task requests, plans, agents run
 //!   headless, their work submitted as change requests.
 //! - [`obs`]: observability: Prometheus metrics of the queue (from its records) and of a
@@ -31,6 +33,7 @@ pub mod git;
 pub mod obs;
 pub mod queue;
 pub mod request;
+pub mod tui;
 
 pub use code::Code;
 pub use error::{Error, Problem, Result};

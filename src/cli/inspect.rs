@@ -1,4 +1,5 @@
 use hyperion::gate::inspect::{Inspection, inspect};
+use hyperion::tui::shown;
 
 use super::error::CmdResult;
 use super::{Ctx, print_json, ts};
@@ -27,20 +28,6 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         print!("{}", text(&found));
     }
     Ok(())
-}
-
-/// `s` with every control character but newline and tab escaped: what a request or a check
-/// wrote cannot drive the terminal.
-fn shown(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn text(i: &Inspection) -> String {

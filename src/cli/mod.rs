@@ -33,6 +33,7 @@ mod rollback;
 mod run;
 mod show;
 mod sweep;
+mod top;
 mod transcript;
 mod validate;
 mod verify_push;
@@ -45,6 +46,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hyperion::queue::Queue;
 use hyperion::queue::store::Store;
 use hyperion::request::model::Record;
+use hyperion::tui::shown_line;
 
 use error::{CmdResult, CommandError};
 
@@ -126,6 +128,7 @@ pub enum Command {
     Approve(approve::Args),
     Reject(reject::Args),
     Dead(dead::Args),
+    Top(top::Args),
     Gc(gc::Args),
     Doctor(doctor::Args),
     Audit(audit::Args),
@@ -210,6 +213,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Approve(a) => approve::run(a, &ctx),
         Command::Reject(a) => reject::run(a, &ctx),
         Command::Dead(a) => dead::run(a, &ctx),
+        Command::Top(a) => top::run(a, &ctx),
         Command::Gc(a) => gc::run(a, &ctx),
         Command::Doctor(a) => doctor::run(a, &ctx),
         Command::Audit(a) => audit::run(a, &ctx),
@@ -291,10 +295,10 @@ pub fn print_records(ctx: &Ctx, records: &[Record]) {
             status,
             r.priority,
             r.attempts,
-            clip(&r.agent, 14),
-            clip(&r.task_id, 12),
+            clip(&shown_line(&r.agent), 14),
+            clip(&shown_line(&r.task_id), 12),
             ts(r.updated_at),
-            r.title
+            shown_line(&r.title)
         );
     }
 }

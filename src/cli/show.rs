@@ -1,3 +1,5 @@
+use hyperion::tui::shown_line;
+
 use super::error::CmdResult;
 use super::{Ctx, print_json, ts};
 
@@ -48,9 +50,9 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         Some(c) => println!("status    {} ({c})", r.status),
         None => println!("status    {}", r.status),
     }
-    println!("title     {}", r.title);
-    println!("task      {}", r.task_id);
-    println!("agent     {}", r.agent);
+    println!("title     {}", shown_line(&r.title));
+    println!("task      {}", shown_line(&r.task_id));
+    println!("agent     {}", shown_line(&r.agent));
     println!("priority  {}", r.priority);
     println!("attempts  {}", r.attempts);
     println!("created   {}", ts(r.created_at));
@@ -59,7 +61,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         println!("{}", super::remote::freshness_line(ctx, remote)?);
     }
     if let (Some(o), Some(u)) = (&r.lease_owner, r.leased_until) {
-        println!("lease     {o} until {}", ts(u));
+        println!("lease     {} until {}", shown_line(o), ts(u));
     }
     if r.status == hyperion::request::model::Status::AwaitingApproval
         && !r.approval_tiers.is_empty()
@@ -71,7 +73,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         );
     }
     if let Some(a) = &r.approved_by {
-        println!("approved  by {a}");
+        println!("approved  by {}", shown_line(a));
     }
     if !r.depends_on.is_empty() {
         println!("depends   on {}", r.depends_on.join(", "));
@@ -80,7 +82,11 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         println!("waiting   for {} to land first", r.waiting_for.join(", "));
     }
     if let Some(e) = &r.error {
-        println!("error     [{}] {}", e.code, e.message);
+        println!(
+            "error     [{}] {}",
+            shown_line(&e.code),
+            shown_line(&e.message)
+        );
     }
     if let Some(c) = &r.landed_commit {
         println!("landed    {c}");
@@ -95,10 +101,10 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             ts(e.at),
             e.action.as_str(),
             e.to,
-            e.actor
+            shown_line(&e.actor)
         );
         if let Some(reason) = &e.reason {
-            line.push_str(&format!("  ({reason})"));
+            line.push_str(&format!("  ({})", shown_line(reason)));
         }
         println!("{line}");
     }

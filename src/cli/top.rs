@@ -1,0 +1,135 @@
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyperion::tui::poll::{Ask, Msg, Poller};
+use hyperion::tui::state::{Action, State};
+use hyperion::tui::ui;
+use ratatui::crossterm::event::{self, Event, KeyEventKind};
+
+use super::error::{CmdResult, CommandError};
+use super::{Ctx, parse_duration_arg};
+
+/// Watch the queue live: requests, their events, one request in detail.
+///
+/// A full-screen view of the queue, read again at the refresh rate on a thread of its own
+/// (the same read as `list`): a header with the count of each status, the requests
+/// (filterable by status, agent and text), the stream of what happened to them (enqueued,
+/// leased by a worker, landed as a commit, dead with its class and code in red, requeued…),
+/// and a detail pane with everything `inspect` reads about the selected request. `?` shows
+/// the keys; `q`, Esc or Ctrl-C quits and gives the terminal back as it was.
+///
+/// Needs a terminal (80×24 is plenty; smaller works with less); for the queue as data use
+/// `git hyperion list --format json`. Text from requests and checks is shown escaped.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// How often to read the queue (100ms to 1h); `+` and `-` change it while running.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_arg)]
+    refresh: Duration,
+}
+
+/// The refresh rates `--refresh` accepts: faster would spin on git, slower is not live.
+const FASTEST: Duration = Duration::from_millis(100);
+const SLOWEST: Duration = Duration::from_secs(3600);
+
+pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
+    if ctx.json() || !std::io::stdout().is_terminal() {
+        return Err(CommandError::usage(
+            "top is interactive and needs a terminal (its output is not one)",
+        )
+        .hint("for the queue as data use `git hyperion list --format json`"));
+    }
+    if !(FASTEST..=SLOWEST).contains(&args.refresh) {
+        return Err(CommandError::usage(format!(
+            "--refresh {} is out of range",
+            hyperion::duration::format(args.refresh)
+        ))
+        .hint("use a rate from 100ms to 1h, such as 500ms, 1s or 10s"));
+    }
+    // A repository with a queue, or the usual error before the screen is taken.
+    ctx.queue()?;
+    let poller = Poller::spawn(ctx.dir.clone(), args.refresh)
+        .map_err(|e| CommandError::usage(format!("cannot start the poller: {e}")))?;
+    // SIGTERM or SIGHUP (the ssh connection dropped) end the loop like `q`, so the terminal
+    // is given back.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| CommandError::usage(format!("cannot handle signals: {e}")))?;
+    }
+    // Raw mode and the alternate screen; ratatui's panic hook gives the terminal back before
+    // a panic is reported.
+    let mut terminal = ratatui::try_init()
+        .map_err(|e| CommandError::usage(format!("cannot set up the terminal: {e}")))?;
+    let result = event_loop(&mut terminal, &poller, State::new(args.refresh), &stop);
+    drop(terminal);
+    let restored = ratatui::try_restore();
+    let _ = ratatui::crossterm::execute!(std::io::stdout(), ratatui::crossterm::cursor::Show);
+    result.map_err(|e| CommandError::usage(format!("terminal: {e}")))?;
+    restored.map_err(|e| CommandError::usage(format!("cannot restore the terminal: {e}")))?;
+    Ok(())
+}
+
+/// Draw, take what the poller sent, handle keys, until quit. Never waits on git: the poller
+/// does, and its answers are taken with `try_recv`.
+fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    poller: &Poller,
+    mut state: State,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    // Drawn again only when something changed: what the poller sent, a key, a resize.
+    let mut changed = true;
+    loop {
+        while let Ok(msg) = poller.rx.try_recv() {
+            changed = true;
+            let action = match msg {
+                Msg::Snapshot { records, at } => state.snapshot(records, at),
+                Msg::Failed(m) => {
+                    state.poll_failed(m);
+                    None
+                }
+                Msg::Inspected { id, found } => {
+                    state.inspected(&id, found);
+                    None
+                }
+            };
+            if let Some(a) = action {
+                act(poller, a);
+            }
+        }
+        if changed {
+            terminal.draw(|f| ui::draw(f, &state))?;
+            changed = false;
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // Wake for a key, or in time to show what the poller sent.
+        if event::poll(Duration::from_millis(50))? {
+            changed = true;
+            match event::read()? {
+                Event::Key(k) if k.kind != KeyEventKind::Release => {
+                    if let Some(a) = state.key(k) {
+                        if a == Action::Quit {
+                            return Ok(());
+                        }
+                        act(poller, a);
+                    }
+                }
+                // A resize is drawn on the next turn.
+                _ => {}
+            }
+        }
+    }
+}
+
+fn act(poller: &Poller, a: Action) {
+    match a {
+        Action::Inspect(id) => poller.ask(Ask::Inspect(id)),
+        Action::Refresh(d) => poller.ask(Ask::Refresh(d)),
+        Action::PollNow => poller.ask(Ask::Now),
+        Action::Quit => {}
+    }
+}
