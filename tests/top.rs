@@ -699,3 +699,45 @@ fn top_in_a_real_terminal_follows_a_worker_filters_opens_a_request_and_quits() {
         "the alternate screen was left:\n{s}"
     );
 }
+
+/// The terminal hanging up (tmux killed, an ssh connection gone) ends `top`: the kernel
+/// signals only the session's leader, and crossterm's read spins on a hung-up terminal, so
+/// `top` must notice by itself rather than spin forever.
+#[test]
+fn top_ends_when_its_terminal_hangs_up() {
+    let repo = TestRepo::new();
+    let tmux = Tmux {
+        socket: format!("hyperion-top-hup-{}", std::process::id()),
+        home: repo.home.path().to_owned(),
+        dir: repo.path().to_owned(),
+    };
+    let script = format!("'{}' top --refresh 300ms", common::BIN);
+    tmux.ok(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &script,
+    ]);
+    tmux.wait_for("top", |s| s.contains("requests 0/0"));
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("{} top --refresh 300ms", common::BIN)])
+        .output()
+        .unwrap();
+    let pids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(!pids.is_empty(), "top's process was not found");
+    tmux.cmd().arg("kill-server").output().unwrap();
+    for pid in pids {
+        assert!(
+            common::gone(pid, Duration::from_secs(10)),
+            "top ({pid}) still runs after its terminal hung up"
+        );
+    }
+}

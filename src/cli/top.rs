@@ -1,6 +1,6 @@
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use hyperion::tui::poll::{Ask, Msg, Poller};
@@ -62,7 +62,25 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     // a panic is reported.
     let mut terminal = ratatui::try_init()
         .map_err(|e| CommandError::usage(format!("cannot set up the terminal: {e}")))?;
-    let result = event_loop(&mut terminal, &poller, State::new(args.refresh), &stop);
+    // Keys are read on a thread of their own: crossterm's read spins, never returning, on a
+    // terminal that hung up, and the loop must still see the hang-up and end.
+    let (keys_tx, keys) = mpsc::channel();
+    let _ = std::thread::Builder::new()
+        .name("top-keys".to_owned())
+        .spawn(move || {
+            while let Ok(e) = event::read() {
+                if keys_tx.send(e).is_err() {
+                    return;
+                }
+            }
+        });
+    let result = event_loop(
+        &mut terminal,
+        &poller,
+        &keys,
+        State::new(args.refresh),
+        &stop,
+    );
     drop(terminal);
     let restored = ratatui::try_restore();
     let _ = ratatui::crossterm::execute!(std::io::stdout(), ratatui::crossterm::cursor::Show);
@@ -76,6 +94,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
 fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     poller: &Poller,
+    keys: &mpsc::Receiver<Event>,
     mut state: State,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
@@ -103,24 +122,27 @@ fn event_loop(
             terminal.draw(|f| ui::draw(f, &state))?;
             changed = false;
         }
-        if stop.load(Ordering::Relaxed) {
+        // A signal, or the terminal hung up (tmux killed, the ssh connection gone: the kernel
+        // signals only the session's leader, and a hung-up tty answers every ioctl with EIO,
+        // so it stops being a terminal).
+        if stop.load(Ordering::Relaxed) || !std::io::stdout().is_terminal() {
             return Ok(());
         }
         // Wake for a key, or in time to show what the poller sent.
-        if event::poll(Duration::from_millis(50))? {
-            changed = true;
-            match event::read()? {
-                Event::Key(k) if k.kind != KeyEventKind::Release => {
-                    if let Some(a) = state.key(k) {
-                        if a == Action::Quit {
-                            return Ok(());
-                        }
-                        act(poller, a);
+        match keys.recv_timeout(Duration::from_millis(50)) {
+            Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => {
+                changed = true;
+                if let Some(a) = state.key(k) {
+                    if a == Action::Quit {
+                        return Ok(());
                     }
+                    act(poller, a);
                 }
-                // A resize is drawn on the next turn.
-                _ => {}
             }
+            // A resize is drawn on the next turn.
+            Ok(_) => changed = true,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
         }
     }
 }
