@@ -492,3 +492,60 @@ fn reftable_repositories_are_refused() {
     }
     assert!(before == snapshot(&dir.join(".git")), "nothing changed");
 }
+
+/// The number of pack indexes in the repository.
+fn pack_count(repo: &TestRepo) -> usize {
+    std::fs::read_dir(repo.git_dir().join("objects/pack"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".idx")
+        })
+        .count()
+}
+
+/// From 8 packs on, one multi-pack index covers them (object lookups search one index, not
+/// each pack's); from 40 on, small packs are rolled up and the index written again. At every
+/// step git verifies the index, fsck is clean, and every request stored is listed with its
+/// payload readable.
+#[test]
+fn a_multi_pack_index_covers_many_packs_and_stays_true_through_roll_ups() {
+    let repo = TestRepo::new();
+    let midx = repo.git_dir().join("objects/pack/multi-pack-index");
+    let mut ids = Vec::new();
+    let mut saw_index = false;
+    for i in 0..48 {
+        let file = repo.write(&format!("r{i}.json"), &common::request(i, "midx"));
+        ids.push(
+            repo.ok(&["enqueue", file.to_str().unwrap()])
+                .trim()
+                .to_owned(),
+        );
+        let packs = pack_count(&repo);
+        if (8..40).contains(&packs) {
+            assert!(midx.exists(), "{packs} packs and no multi-pack index");
+            saw_index = true;
+        }
+        if midx.exists() {
+            repo.git(&["multi-pack-index", "verify", "--no-progress"]);
+        }
+    }
+    assert!(saw_index, "never reached 8 packs");
+    assert!(
+        pack_count(&repo) < 40,
+        "{} packs: never rolled up",
+        pack_count(&repo)
+    );
+    fsck_clean(&repo);
+    repo.ok(&["doctor"]);
+    let mut listed = repo.ids(&["list"]);
+    listed.sort();
+    ids.sort();
+    assert_eq!(listed, ids);
+    for id in &ids {
+        repo.ok(&["show", id]);
+    }
+}

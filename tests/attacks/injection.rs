@@ -119,6 +119,8 @@ fn an_agent_name_git_cannot_sign_with_is_refused_and_a_stored_one_still_lands() 
         .unwrap_or_else(|| panic!("{reports:?}"));
     assert_eq!(r["result"], "landed", "{reports:?}");
     let commit = a.repo.json(&["show", &id])["record"]["landed_commit"].clone();
-    let author = a.repo.git(&["log", "-1", "--format=%an", commit.as_str().unwrap()]);
+    let author = a
+        .repo
+        .git(&["log", "-1", "--format=%an", commit.as_str().unwrap()]);
     assert_eq!(author.trim(), "\"--img src=x onerror=alert(2)-");
 }

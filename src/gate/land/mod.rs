@@ -83,7 +83,13 @@ pub fn author(agent: &str) -> Person {
         .collect();
     let name = agent
         .chars()
-        .map(|c| if matches!(c, '<' | '>') || c.is_control() { '-' } else { c })
+        .map(|c| {
+            if matches!(c, '<' | '>') || c.is_control() {
+                '-'
+            } else {
+                c
+            }
+        })
         .collect();
     Person {
         name,
