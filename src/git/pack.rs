@@ -413,10 +413,6 @@ fn sha1(data: &[u8]) -> ObjectId {
 /// Once this many packs exist, small ones are rolled up (see [`roll_up`]).
 const PACKS_BEFORE_ROLL_UP: usize = 40;
 
-/// From this many packs on (and below [`PACKS_BEFORE_ROLL_UP`]), a multi-pack index covers
-/// them (see [`roll_up`]).
-const PACKS_BEFORE_MULTI_INDEX: usize = 8;
-
 /// Write the objects held in `repo`'s object memory to disk, as one kept pack (see
 /// [`PackBuilder::write`]). Hyperion's repository handles keep new objects in memory (see
 /// the store's `Store::from_repo`) until a ref is about to point at them, so that
@@ -557,9 +553,7 @@ pub fn discard(repo: &gix::Repository) {
 
 /// Keep the number of packs small: every worker batch writes one, and object lookups slow
 /// down with many. When more than [`PACKS_BEFORE_ROLL_UP`] exist, `git repack -d
-/// --geometric=2 --write-midx` merges the small ones (the large base pack stays as it is);
-/// from [`PACKS_BEFORE_MULTI_INDEX`] on, `git multi-pack-index write` covers them with one
-/// index instead, when a pack is newer than the one there is. Either runs in the
+/// --geometric=2` merges the small ones (the large base pack stays as it is). It runs in the
 /// background while this process goes on (it compares the new trees with each other for
 /// deltas, which on a large repository takes a few hundred milliseconds). Detached (see
 /// [`detach_roll_ups`]; `hyperion.autoDetach`, the default), it goes on after the process
@@ -664,27 +658,9 @@ fn roll_up_at(common: &Path, detach: bool) {
                 .count()
         })
         .unwrap_or(0);
-    // Between the two thresholds, a multi-pack index instead of a repack: an object lookup
-    // otherwise searches the index of every pack in turn (a 100,000-request queue has ~30
-    // packs of its own, one per chunk of each command: doctor spent a fifth of its time in
-    // those searches), and one index over them all is written in a fraction of a second,
-    // where merging the packs rewrites them. Written only when a pack is newer than it; git's
-    // repack removes it when it deletes a pack it covers (and the roll-up writes a new one).
-    let args: &[&str] = if packs >= PACKS_BEFORE_ROLL_UP {
-        &[
-            "-c",
-            "pack.threads=1",
-            "repack",
-            "-d",
-            "-q",
-            "--geometric=2",
-            "--write-midx",
-        ]
-    } else if packs >= PACKS_BEFORE_MULTI_INDEX && !multi_index_is_fresh(common) {
-        &["multi-pack-index", "write", "--no-progress"]
-    } else {
+    if packs < PACKS_BEFORE_ROLL_UP {
         return;
-    };
+    }
     let _ = std::fs::create_dir_all(common.join("hyperion"));
     let Ok(lock) = std::fs::OpenOptions::new()
         .create(true)
@@ -705,7 +681,14 @@ fn roll_up_at(common: &Path, detach: bool) {
     let mut child = crate::git::command::at(common);
     child
         // One thread: the other cores stay with the work that goes on meanwhile.
-        .args(args)
+        .args([
+            "-c",
+            "pack.threads=1",
+            "repack",
+            "-d",
+            "-q",
+            "--geometric=2",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());
     if detach {
@@ -732,20 +715,6 @@ fn roll_up_at(common: &Path, detach: bool) {
         }
         Err(e) => tracing::warn!(packs, error = %e, "could not run git repack"),
     }
-}
-
-/// Whether `objects/pack/multi-pack-index` exists and is newer than every pack index.
-fn multi_index_is_fresh(common: &Path) -> bool {
-    let dir = common.join("objects/pack");
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(written) = modified(&dir.join("multi-pack-index")) else {
-        return false;
-    };
-    std::fs::read_dir(&dir).is_ok_and(|d| {
-        d.flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
-            .all(|e| modified(&e.path()).is_some_and(|t| t <= written))
-    })
 }
 
 /// Wait for the roll-ups this process started (see [`roll_up`]), but for detached ones
