@@ -802,15 +802,7 @@ fn many_small_packs_are_rolled_up() {
     for detach in [true, false] {
         let repo = TestRepo::new();
         repo.git(&["config", "hyperion.autoDetach", &detach.to_string()]);
-        let packs = || {
-            std::fs::read_dir(repo.git_dir().join("objects/pack"))
-                .map(|d| {
-                    d.flatten()
-                        .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
-                        .count()
-                })
-                .unwrap_or(0)
-        };
+        let packs = || repo.packs();
         let log = repo.git_dir().join("hyperion/repack.log");
         let mut most = 0;
         for i in 0..45 {

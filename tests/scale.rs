@@ -51,19 +51,6 @@ fn refs(repo: &TestRepo) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn packs(repo: &TestRepo) -> usize {
-    std::fs::read_dir(repo.git_dir().join("objects/pack"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".idx")
-        })
-        .count()
-}
-
 /// The archives gc wrote.
 fn bundles(repo: &TestRepo) -> Vec<std::path::PathBuf> {
     let dir = repo.git_dir().join("hyperion/archive");
@@ -96,13 +83,13 @@ fn restore(repo: &TestRepo, bundle: &std::path::Path) {
 fn many_expired_leases_are_swept_in_one_pack_and_gc_passes_no_ref_on_a_command_line() {
     let n = 3600;
     let (repo, ids) = expired(n, "big");
-    let before = packs(&repo);
+    let before = repo.packs();
     let swept = repo.json(&["sweep"]);
     assert_eq!(swept["dead"].as_array().unwrap().len(), n, "{swept}");
     assert!(
-        packs(&repo) <= before + 1,
+        repo.packs() <= before + 1,
         "sweep wrote {} packs for {n} requests",
-        packs(&repo) - before
+        repo.packs() - before
     );
     let names: usize = refs(&repo).keys().map(|r| r.len() + 1).sum();
     assert!(names > 128 * 1024, "{names} bytes of ref names");

@@ -46,7 +46,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hyperion::queue::Queue;
 use hyperion::queue::store::Store;
 use hyperion::request::model::Record;
-use hyperion::tui::shown_line;
+use hyperion::tui::{clip, shown_line};
 
 use error::{CmdResult, CommandError};
 
@@ -300,16 +300,6 @@ pub fn print_records(ctx: &Ctx, records: &[Record]) {
             ts(r.updated_at),
             shown_line(&r.title)
         );
-    }
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        let mut c: String = s.chars().take(n - 1).collect();
-        c.push('…');
-        c
     }
 }
 

@@ -1027,15 +1027,7 @@ impl<'q> Worker<'q> {
                         continue;
                     }
                     Probed::Release(reason) => {
-                        for b in chain.items {
-                            decided.push(Decided {
-                                record: b.record,
-                                verdict: Verdict::Release {
-                                    reason: reason.clone(),
-                                },
-                                started: b.started,
-                            });
-                        }
+                        release_all(chain.items, &reason, decided);
                         return Ok(None);
                     }
                 }
@@ -1061,15 +1053,7 @@ impl<'q> Worker<'q> {
                     Ahead::Landed(onto) => self.reparent(&mut chain, onto)?,
                     Ahead::Stopped(reason) => {
                         chain.items.append(&mut rest);
-                        for b in chain.items {
-                            decided.push(Decided {
-                                record: b.record,
-                                verdict: Verdict::Release {
-                                    reason: reason.clone(),
-                                },
-                                started: b.started,
-                            });
-                        }
+                        release_all(chain.items, &reason, decided);
                         return Ok(None);
                     }
                     Ahead::Otherwise(why) => {
@@ -2353,6 +2337,19 @@ fn retry_all(items: Vec<Built>, code: Code, message: String, decided: &mut Vec<D
                 transient: true,
                 artifacts: Vec::new(),
                 checks: b.checks,
+            },
+            started: b.started,
+        });
+    }
+}
+
+/// Give every request of `items` back unfinished (the worker was stopped): released.
+fn release_all(items: Vec<Built>, reason: &str, decided: &mut Vec<Decided>) {
+    for b in items {
+        decided.push(Decided {
+            record: b.record,
+            verdict: Verdict::Release {
+                reason: reason.to_owned(),
             },
             started: b.started,
         });

@@ -27,6 +27,7 @@ use super::metrics::{code_label, landing_latency};
 use crate::Result;
 use crate::queue::{Filter, Queue};
 use crate::request::model::{Record, Status};
+use crate::tui::clip;
 
 /// At most this many agents, failure codes and checks are listed (the busiest, the most
 /// frequent, the slowest); the rest are counted in `…_more`.
@@ -772,16 +773,6 @@ fn ms_text(ms: u64) -> String {
         format!("{ms} ms")
     } else {
         secs_text(Some(ms as f64 / 1000.0))
-    }
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        let mut c: String = s.chars().take(n - 1).collect();
-        c.push('…');
-        c
     }
 }
 

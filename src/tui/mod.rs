@@ -30,6 +30,18 @@ pub fn shown_line(s: &str) -> String {
     escaped(s, |_| false)
 }
 
+/// `s` cut to at most `n` characters (`n` ≥ 1), the last one `…` when it was cut: a long
+/// name in a table column or a chart's label.
+pub fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut c: String = s.chars().take(n - 1).collect();
+        c.push('…');
+        c
+    }
+}
+
 fn escaped(s: &str, keep: impl Fn(char) -> bool) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_owned();

@@ -73,6 +73,17 @@ impl TestRepo {
         }
     }
 
+    /// The number of packs (their indexes) in the repository's object store.
+    pub fn packs(&self) -> usize {
+        std::fs::read_dir(self.git_dir().join("objects/pack"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// `program` run in the repository, in the [hermetic] environment with the test's home.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         hermetic::command(program, self.path(), self.home.path())
