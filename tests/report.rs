@@ -134,6 +134,22 @@ fn with_policy(repo: &TestRepo) {
 /// Enqueue, one at a time (so in this order): `(i, salt, agent, task)`; a request whose `i`
 /// repeats an earlier one adds a file that exists by then.
 fn enqueue(repo: &TestRepo, requests: &[(usize, &str, &str, &str)]) -> Vec<String> {
+    store(requests, |r, n| {
+        repo.enqueue(&repo.write(&format!("r{n}.json"), r))
+            .remove(0)
+    })
+}
+
+/// As [`enqueue`], but stored without validation ([`TestRepo::plant`]): agent names the
+/// schema refuses now (`<`, `>`) may still be in a queue, stored before the rule or forged.
+fn plant(repo: &TestRepo, requests: &[(usize, &str, &str, &str)]) -> Vec<String> {
+    store(requests, |r, _| repo.plant(r))
+}
+
+fn store(
+    requests: &[(usize, &str, &str, &str)],
+    put: impl Fn(&serde_json::Value, usize) -> String,
+) -> Vec<String> {
     requests
         .iter()
         .enumerate()
@@ -142,8 +158,7 @@ fn enqueue(repo: &TestRepo, requests: &[(usize, &str, &str, &str)]) -> Vec<Strin
             r["agent"] = json!(agent);
             r["task_id"] = json!(task);
             r["checks"] = json!(["unit"]);
-            repo.enqueue(&repo.write(&format!("r{n}.json"), &r))
-                .remove(0)
+            put(&r, n)
         })
         .collect()
 }
@@ -364,7 +379,7 @@ fn hostile_agent_names_and_tasks_are_text_in_the_rendered_report() {
     let script = "<script>alert(1)</script>";
     let img = "\"><img src=x onerror=alert(2)>";
     let svg = "</text></svg><svg onload=alert(3)>";
-    enqueue(
+    plant(
         &repo,
         &[
             (0, "a", script, img),

@@ -272,28 +272,9 @@ pub fn adds(task: &str, path: &str, content: &str) -> Value {
     request(task, &[(path, "add", &add_patch(path, content))], json!({}))
 }
 
-/// Store `request` as a pending request WITHOUT any validation, the way a hand-made chain
-/// (plumbing, a forged push accepted by a server without the hook) would put it in the queue;
-/// its id.
+/// Store `request` as a pending request WITHOUT any validation ([`TestRepo::plant`]); its id.
 pub fn plant(repo: &TestRepo, request: &Value) -> String {
-    use hyperion::request::model::{Action, ChangeRequest, Event, Record, Status};
-    let req: ChangeRequest = serde_json::from_value(request.clone()).unwrap();
-    let store = hyperion::queue::store::Store::discover(repo.path()).unwrap();
-    let now = jiff::Timestamp::now();
-    let record = Record::new(&req, now);
-    let event = Event {
-        action: Action::Enqueue,
-        from: None,
-        to: Status::Pending,
-        actor: "forger".into(),
-        worker: None,
-        reason: None,
-        code: None,
-        at: now,
-        leased_until: None,
-    };
-    store.create_many(&[(&req, &record, &event)]).unwrap();
-    record.id
+    repo.plant(request)
 }
 
 /// Write `policy` as `.hyperion/policy.toml` on `main` (set-up).

@@ -73,6 +73,33 @@ impl TestRepo {
         }
     }
 
+    /// Store `request` as a pending request WITHOUT any validation, the way a hand-made chain
+    /// (plumbing, a forged push accepted by a server without the hook, a chain stored before a
+    /// rule existed) puts it in the queue; its id.
+    pub fn plant(&self, request: &Value) -> String {
+        use hyperion::request::model::{Action, ChangeRequest, Event, Record, Status};
+        let req: ChangeRequest =
+            serde_json::from_value(request.clone()).expect("a request the model can hold");
+        let store = hyperion::queue::store::Store::discover(self.path()).expect("a repository");
+        let now = jiff::Timestamp::now();
+        let record = Record::new(&req, now);
+        let event = Event {
+            action: Action::Enqueue,
+            from: None,
+            to: Status::Pending,
+            actor: "forger".into(),
+            worker: None,
+            reason: None,
+            code: None,
+            at: now,
+            leased_until: None,
+        };
+        store
+            .create_many(&[(&req, &record, &event)])
+            .expect("the request stored");
+        record.id
+    }
+
     /// The number of packs (their indexes) in the repository's object store.
     pub fn packs(&self) -> usize {
         std::fs::read_dir(self.git_dir().join("objects/pack"))
