@@ -433,7 +433,7 @@ fn findings(doc: &serde_json::Value) -> Vec<(String, String)> {
 /// Enqueue of a directory, a batch lease, doctor, sweep and gc work a chunk of requests at a
 /// time; with chunks of 3 (over 11 requests and a repeat of one of them) every one of them
 /// gives what one chunk gives: the same ids in the same order, the same statuses, findings,
-/// dead letters and archive, which restores every request at its tip.
+/// dead letters and archive, which restores every request at its tip, and leave as many packs.
 #[test]
 fn commands_in_many_chunks_give_what_one_chunk_gives() {
     let n = 11;
@@ -445,7 +445,9 @@ fn commands_in_many_chunks_give_what_one_chunk_gives() {
         // The same request again, in a later chunk: a duplicate, stored once.
         std::fs::copy(dir.join("00001.json"), dir.join("00009b.json")).unwrap();
         let run = |args: &[&str]| chunked(&repo, chunk, args);
+        let mut packs = vec![repo.packs()];
         let enqueued = run(&["enqueue", dir.to_str().unwrap()]);
+        packs.push(repo.packs());
         let enqueued: Vec<String> = enqueued.lines().map(str::to_owned).collect();
         assert_eq!(enqueued.len(), n + 1);
         assert_eq!(enqueued[1], enqueued[10]);
@@ -453,6 +455,7 @@ fn commands_in_many_chunks_give_what_one_chunk_gives() {
             "dequeue", "--worker", "w", "--batch", "8", "--lease", "1s", "--format", "json",
         ]));
         assert_eq!(leased.len(), 8);
+        packs.push(repo.packs());
         std::thread::sleep(Duration::from_millis(1100));
         // Two refs that are no request's, in different chunks: chain findings of doctor.
         for bad in ["bad-ref", "zzz-ref"] {
@@ -481,6 +484,7 @@ fn commands_in_many_chunks_give_what_one_chunk_gives() {
         let swept: serde_json::Value =
             serde_json::from_str(&run(&["sweep", "--format", "json"])).unwrap();
         assert_eq!(swept["dead"].as_array().unwrap().len(), 8, "{swept}");
+        packs.push(repo.packs());
         let statuses = repo.statuses();
         // The index rebuilt from the refs, a chunk of records written at a time, lists the same.
         run(&["doctor", "--reindex"]);
@@ -519,6 +523,7 @@ fn commands_in_many_chunks_give_what_one_chunk_gives() {
             swept["dead"].clone(),
             statuses,
             archived,
+            packs,
         ));
     }
     let (one, many) = (&runs[0], &runs[1]);
@@ -537,6 +542,9 @@ fn commands_in_many_chunks_give_what_one_chunk_gives() {
     assert_eq!(one.4, many.4, "sweep");
     assert_eq!(one.5, many.5, "statuses");
     assert_eq!(one.6, many.6, "gc");
+    // A command leaves one pack however many chunks it wrote (they are joined): object
+    // lookups search as many pack indexes at any size of queue.
+    assert_eq!(one.7, many.7, "packs after enqueue, dequeue and sweep");
 }
 
 /// An enqueue whose third chunk fails part-way (the ref of its second request is locked by

@@ -114,6 +114,13 @@ impl PackBuilder {
             tmp.write_all(&idx)?;
             tmp.persist(dir.join(format!("{name}.idx")))
                 .map_err(|e| e.error)?;
+            WRITTEN.with_borrow_mut(|written| {
+                written.push((common.to_owned(), final_pack.clone()));
+                // A long-running worker writes a pack per batch; the roll-ups take most.
+                if written.len() > 256 {
+                    written.retain(|(_, p)| p.exists());
+                }
+            });
             return Ok(Some(final_pack));
         }
     }
@@ -156,42 +163,52 @@ impl PackBuilder {
         let pack_sum = sha1(&pack);
         pack.extend_from_slice(pack_sum.as_bytes());
 
-        entries.sort_by_key(|e| e.0);
-        let mut idx = Vec::with_capacity(8 + 1024 + entries.len() * 28 + 40);
-        idx.extend_from_slice(&[0xff, b't', b'O', b'c']);
-        idx.extend_from_slice(&2u32.to_be_bytes());
-        let mut fanout = [0u32; 256];
-        for (id, _, _) in &entries {
-            fanout[id.as_bytes()[0] as usize] += 1;
-        }
-        let mut total = 0u32;
-        for n in fanout {
-            total += n;
-            idx.extend_from_slice(&total.to_be_bytes());
-        }
-        for (id, _, _) in &entries {
-            idx.extend_from_slice(id.as_bytes());
-        }
-        for (_, _, crc) in &entries {
-            idx.extend_from_slice(&crc.to_be_bytes());
-        }
-        let mut large = Vec::new();
-        for (_, offset, _) in &entries {
-            if *offset < 0x8000_0000 {
-                idx.extend_from_slice(&(*offset as u32).to_be_bytes());
-            } else {
-                idx.extend_from_slice(&(0x8000_0000u32 | large.len() as u32).to_be_bytes());
-                large.push(*offset);
-            }
-        }
-        for offset in large {
-            idx.extend_from_slice(&offset.to_be_bytes());
-        }
-        idx.extend_from_slice(pack_sum.as_bytes());
-        let idx_sum = sha1(&idx);
-        idx.extend_from_slice(idx_sum.as_bytes());
+        let idx = index(entries, &pack_sum);
         Ok((pack, idx, pack_sum))
     }
+}
+
+/// An object's entry in a pack: its id, the offset of the entry, the entry's crc32.
+type Entry = (ObjectId, u64, u32);
+
+/// The index (version 2) of a pack whose entries are given in any order, no id twice;
+/// `pack_sum` is the pack's checksum.
+fn index(mut entries: Vec<Entry>, pack_sum: &ObjectId) -> Vec<u8> {
+    entries.sort_by_key(|e| e.0);
+    let mut idx = Vec::with_capacity(8 + 1024 + entries.len() * 28 + 40);
+    idx.extend_from_slice(&[0xff, b't', b'O', b'c']);
+    idx.extend_from_slice(&2u32.to_be_bytes());
+    let mut fanout = [0u32; 256];
+    for (id, _, _) in &entries {
+        fanout[id.as_bytes()[0] as usize] += 1;
+    }
+    let mut total = 0u32;
+    for n in fanout {
+        total += n;
+        idx.extend_from_slice(&total.to_be_bytes());
+    }
+    for (id, _, _) in &entries {
+        idx.extend_from_slice(id.as_bytes());
+    }
+    for (_, _, crc) in &entries {
+        idx.extend_from_slice(&crc.to_be_bytes());
+    }
+    let mut large = Vec::new();
+    for (_, offset, _) in &entries {
+        if *offset < 0x8000_0000 {
+            idx.extend_from_slice(&(*offset as u32).to_be_bytes());
+        } else {
+            idx.extend_from_slice(&(0x8000_0000u32 | large.len() as u32).to_be_bytes());
+            large.push(*offset);
+        }
+    }
+    for offset in large {
+        idx.extend_from_slice(&offset.to_be_bytes());
+    }
+    idx.extend_from_slice(pack_sum.as_bytes());
+    let idx_sum = sha1(&idx);
+    idx.extend_from_slice(idx_sum.as_bytes());
+    idx
 }
 
 /// Below this size an object is stored in its zlib stream without compression: preparing a
@@ -294,6 +311,9 @@ fn compressed(parts: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
 thread_local! {
     /// The `.keep` files of the packs this thread wrote whose refs may not exist yet.
     static KEPT: std::cell::RefCell<Vec<(PathBuf, PathBuf)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The packs this thread wrote ([`PackBuilder::write`]) and has not joined yet
+    /// ([`join_written`]): (common git directory, pack).
+    static WRITTEN: std::cell::RefCell<Vec<(PathBuf, PathBuf)>> = const { std::cell::RefCell::new(Vec::new()) };
     /// How many [`Hold`]s of this thread are alive.
     static HOLDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
@@ -661,19 +681,10 @@ fn roll_up_at(common: &Path, detach: bool) {
     if packs < PACKS_BEFORE_ROLL_UP {
         return;
     }
-    let _ = std::fs::create_dir_all(common.join("hyperion"));
-    let Ok(lock) = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(common.join("hyperion/repack.lock"))
-    else {
-        return;
-    };
-    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+    let Some(lock) = repack_lock(common) else {
         // Another process is at it.
         return;
-    }
+    };
     // git inherits the locked descriptor, so the lock lasts as long as the repack.
     if rustix::io::fcntl_setfd(&lock, rustix::io::FdFlags::empty()).is_err() {
         return;
@@ -718,8 +729,9 @@ fn roll_up_at(common: &Path, detach: bool) {
 }
 
 /// Wait for the roll-ups this process started (see [`roll_up`]), but for detached ones
-/// ([`detach_roll_ups`]), which are left running. A command calls this before it exits; with
-/// roll-ups not detached, no repack outlives it.
+/// ([`detach_roll_ups`]), which are left running, then join the packs this process wrote
+/// ([`join_written`]). A command calls this before it exits; with roll-ups not detached, no
+/// repack outlives it.
 pub fn finish_roll_up() {
     // Whatever this thread still keeps was written for refs it will not update now.
     release_keeps();
@@ -727,6 +739,246 @@ pub fn finish_roll_up() {
     for r in running {
         r.finish();
     }
+    join_written();
+}
+
+/// Join the packs this thread wrote into one per repository, when it wrote several: a
+/// command working through a large queue writes one pack per chunk of requests (see
+/// `queue::store::chunk`), and every object lookup afterwards searches the index of each pack
+/// in turn, so that a pass over 100,000 chains cost more per chain than one over 10,000.
+/// Joined, the packs a command leaves are as few for any size of queue. The packs are
+/// hyperion's own (whole objects, no deltas), so joining copies their entries as they are:
+/// no object is decompressed, and only the entries' ids, offsets and checksums are held in
+/// memory. Called once the refs that need their objects exist (their keeps are gone).
+/// Best effort: a pack already gone (a concurrent `git repack -d` took it), still kept, or
+/// not as hyperion writes them is left out; a failure leaves the packs as they were.
+pub fn join_written() {
+    let mut by_repo: std::collections::BTreeMap<PathBuf, Vec<PathBuf>> = Default::default();
+    for (common, pack) in WRITTEN.with_borrow_mut(std::mem::take) {
+        by_repo.entry(common).or_default().push(pack);
+    }
+    for (common, packs) in by_repo {
+        join_packs(&common, packs);
+    }
+}
+
+/// Join `packs` of the repository whose common git directory is `common` (see
+/// [`join_written`]), removing them once the joined pack is in place. Returns the joined pack.
+fn join_packs(common: &Path, packs: Vec<PathBuf>) -> Option<PathBuf> {
+    let packs: Vec<PathBuf> = packs
+        .into_iter()
+        .filter(|p| p.exists() && !p.with_extension("keep").exists())
+        .collect();
+    if packs.len() < 2 {
+        return None;
+    }
+    // Not while a roll-up is at work on the same packs.
+    let _lock = repack_lock(common)?;
+    let started = std::time::Instant::now();
+    match join(&packs) {
+        Ok(Some(joined)) => {
+            for p in &packs {
+                remove_pack(p);
+            }
+            tracing::debug!(packs = packs.len(), joined = %joined.display(), took = ?started.elapsed(), "joined the packs of this process");
+            Some(joined)
+        }
+        Ok(None) => {
+            tracing::debug!(
+                packs = packs.len(),
+                "packs left as they are (gone, or not hyperion's own form)"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(packs = packs.len(), error = %e, "could not join this process's packs");
+            None
+        }
+    }
+}
+
+/// `hyperion/repack.lock` of `common`, taken without waiting: `None` when another process
+/// holds it (or it cannot be opened).
+fn repack_lock(common: &Path) -> Option<std::fs::File> {
+    let _ = std::fs::create_dir_all(common.join("hyperion"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(common.join("hyperion/repack.lock"))
+        .ok()?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;
+    Some(lock)
+}
+
+/// Remove a pack the way git does: its index first (no new reader finds it), then the rest.
+fn remove_pack(pack: &Path) {
+    for ext in ["idx", "pack", "rev", "bitmap", "mtimes"] {
+        let _ = std::fs::remove_file(pack.with_extension(ext));
+    }
+}
+
+/// The entries of a pack as its version 2 index lists them: `(id, offset, crc32)`, and the
+/// pack's checksum. `None` when the index is not of that form.
+fn read_index(idx: &[u8]) -> Option<(Vec<Entry>, ObjectId)> {
+    if idx.len() < 8 + 1024 + 40
+        || idx[..4] != [0xff, b't', b'O', b'c']
+        || idx[4..8] != [0, 0, 0, 2]
+    {
+        return None;
+    }
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(idx.get(at..at + 4)?.try_into().ok()?))
+    };
+    let n = word(8 + 255 * 4)? as usize;
+    let ids = 8 + 1024;
+    let crcs = ids + n * 20;
+    let offsets = crcs + n * 4;
+    let large = offsets + n * 4;
+    let large_count = (0..n)
+        .filter_map(|i| word(offsets + i * 4))
+        .filter(|o| o & 0x8000_0000 != 0)
+        .count();
+    let pack_sum_at = large + large_count * 8;
+    if idx.len() != pack_sum_at + 40 {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = ObjectId::try_from(&idx[ids + i * 20..ids + i * 20 + 20]).ok()?;
+        let crc = word(crcs + i * 4)?;
+        let raw = word(offsets + i * 4)?;
+        let offset = if raw & 0x8000_0000 == 0 {
+            u64::from(raw)
+        } else {
+            let at = large + (raw & 0x7fff_ffff) as usize * 8;
+            u64::from_be_bytes(idx.get(at..at + 8)?.try_into().ok()?)
+        };
+        entries.push((id, offset, crc));
+    }
+    let pack_sum = ObjectId::try_from(&idx[pack_sum_at..pack_sum_at + 20]).ok()?;
+    Some((entries, pack_sum))
+}
+
+/// Write one pack (and its index) holding every object of `packs`, each once, by copying
+/// their entries. `None` when a pack is gone or is not as [`PackBuilder`] writes them (an
+/// entry is a delta, or its index and pack disagree); nothing is written then.
+fn join(packs: &[PathBuf]) -> std::io::Result<Option<PathBuf>> {
+    use std::io::{Read, Seek};
+    let dir = packs[0]
+        .parent()
+        .expect("a pack lies in a directory")
+        .to_owned();
+    let mut sources = Vec::with_capacity(packs.len());
+    let mut count = 0usize;
+    for pack in packs {
+        let (Ok(idx), Ok(file)) = (
+            std::fs::read(pack.with_extension("idx")),
+            std::fs::File::open(pack),
+        ) else {
+            return Ok(None);
+        };
+        let Some((mut entries, sum)) = read_index(&idx) else {
+            return Ok(None);
+        };
+        let len = file.metadata()?.len();
+        if len < 32 {
+            return Ok(None);
+        }
+        entries.sort_by_key(|e| e.1);
+        count += entries.len();
+        sources.push((file, entries, sum, len));
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix("tmp_pack_")
+        .tempfile_in(&dir)?;
+    let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+    let mut offset = 0u64;
+    let mut put = |out: &mut std::io::BufWriter<&mut std::fs::File>,
+                   bytes: &[u8],
+                   hasher: &mut gix::hash::Hasher|
+     -> std::io::Result<u64> {
+        hasher.update(bytes);
+        out.write_all(bytes)?;
+        let at = offset;
+        offset += bytes.len() as u64;
+        Ok(at)
+    };
+    let mut seen = std::collections::HashSet::with_capacity(count);
+    let mut joined = Vec::with_capacity(count);
+    // The count in the header is known only at the end: entries seen twice are left out.
+    let unique = {
+        let mut all: std::collections::HashSet<ObjectId> =
+            std::collections::HashSet::with_capacity(count);
+        for (_, entries, _, _) in &sources {
+            all.extend(entries.iter().map(|e| e.0));
+        }
+        all.len()
+    };
+    let mut header = Vec::with_capacity(12);
+    header.extend_from_slice(b"PACK");
+    header.extend_from_slice(&2u32.to_be_bytes());
+    header.extend_from_slice(&(unique as u32).to_be_bytes());
+    put(&mut out, &header, &mut hasher)?;
+    let mut buf = Vec::new();
+    for (file, entries, sum, len) in &mut sources {
+        let mut head = [0u8; 12];
+        file.read_exact(&mut head)?;
+        let mut trailer = [0u8; 20];
+        file.seek(std::io::SeekFrom::Start(*len - 20))?;
+        file.read_exact(&mut trailer)?;
+        if head[..8] != *b"PACK\0\0\0\x02"
+            || u32::from_be_bytes(head[8..12].try_into().expect("4 bytes")) as usize
+                != entries.len()
+            || trailer != *sum.as_bytes()
+        {
+            return Ok(None);
+        }
+        let ends: Vec<u64> = entries
+            .iter()
+            .skip(1)
+            .map(|e| e.1)
+            .chain([*len - 20])
+            .collect();
+        file.seek(std::io::SeekFrom::Start(12))?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, &*file);
+        let mut at = 12u64;
+        for ((id, start, crc), end) in entries.iter().zip(ends) {
+            if *start != at || end <= *start {
+                return Ok(None);
+            }
+            buf.resize((end - start) as usize, 0);
+            reader.read_exact(&mut buf)?;
+            at = end;
+            // Whole objects only (types 1 to 4): a delta's base lies in its own pack.
+            if !matches!((buf[0] >> 4) & 7, 1..=4) {
+                return Ok(None);
+            }
+            if seen.insert(*id) {
+                let new = put(&mut out, &buf, &mut hasher)?;
+                joined.push((*id, new, *crc));
+            }
+        }
+    }
+    let pack_sum = hasher.try_finalize().map_err(std::io::Error::other)?;
+    out.write_all(pack_sum.as_bytes())?;
+    out.flush()?;
+    drop(out);
+    let name = format!("pack-{pack_sum}");
+    let final_pack = dir.join(format!("{name}.pack"));
+    if dir.join(format!("{name}.idx")).exists() {
+        return Ok(None);
+    }
+    tmp.persist(&final_pack).map_err(|e| e.error)?;
+    let idx = index(joined, &pack_sum);
+    let mut tmp = tempfile::Builder::new()
+        .prefix("tmp_idx_")
+        .tempfile_in(&dir)?;
+    tmp.write_all(&idx)?;
+    tmp.persist(dir.join(format!("{name}.idx")))
+        .map_err(|e| e.error)?;
+    Ok(Some(final_pack))
 }
 
 /// Sort `items` by where the object `key` gives for each lies in the packs (pack, then
@@ -887,5 +1139,106 @@ mod tests {
         for id in ids {
             git(dir.path(), &["cat-file", "-e", &id.to_string()]);
         }
+    }
+
+    /// The packs a thread wrote are joined into one holding each of their objects once, by
+    /// copying the entries: git reads every object from it, `git fsck` and `git verify-pack`
+    /// find it sound, and the packs joined are gone.
+    #[test]
+    fn the_packs_a_thread_wrote_are_joined_into_one() {
+        let (dir, common, objects) = repo();
+        let mut ids = Vec::new();
+        let mut packs = Vec::new();
+        for p in 0..4 {
+            let mut pack = PackBuilder::new();
+            // One object in two packs: joined once.
+            ids.push(pack.add(Kind::Blob, b"in two packs\n".to_vec()));
+            for i in 0..50 {
+                // Some large enough to be compressed, some stored.
+                let size = if i % 2 == 0 { 10 } else { 4000 };
+                ids.push(pack.add(
+                    Kind::Blob,
+                    format!("pack {p} object {i} {}\n", "x".repeat(size)).into_bytes(),
+                ));
+            }
+            packs.push(pack.write(&objects).expect("write").expect("a pack"));
+        }
+        settle();
+        let joined = join_packs(&common, packs.clone()).expect("joined");
+        for p in &packs {
+            assert!(
+                !p.exists() && !p.with_extension("idx").exists(),
+                "{} is gone",
+                p.display()
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(objects.join("pack"))
+            .expect("pack dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+            .collect();
+        assert_eq!(left.len(), 1, "one pack left");
+        let verified = git(
+            dir.path(),
+            &[
+                "verify-pack",
+                "-v",
+                joined.with_extension("idx").to_str().expect("utf-8"),
+            ],
+        );
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert!(
+            verified.contains(&format!("non delta: {} objects", unique.len())),
+            "{verified}"
+        );
+        for id in &ids {
+            git(dir.path(), &["cat-file", "-e", &id.to_string()]);
+        }
+        git(dir.path(), &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    /// A pack git wrote with deltas is not of hyperion's form: it is left as it is, and so are
+    /// the packs that were to be joined with it.
+    #[test]
+    fn a_pack_with_deltas_is_never_joined() {
+        let (dir, common, objects) = repo();
+        let text: String = (0..400).map(|i| format!("line {i}\n")).collect();
+        for i in 0..3 {
+            std::fs::write(dir.path().join("f"), format!("{text}{i}\n")).expect("write");
+            git(dir.path(), &["add", "f"]);
+            git(dir.path(), &["commit", "-qm", &format!("c{i}")]);
+        }
+        git(dir.path(), &["repack", "-adq"]);
+        let gits: Vec<PathBuf> = std::fs::read_dir(objects.join("pack"))
+            .expect("pack dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+            .collect();
+        assert_eq!(gits.len(), 1);
+        assert!(
+            git(
+                dir.path(),
+                &[
+                    "verify-pack",
+                    "-v",
+                    gits[0].with_extension("idx").to_str().expect("utf-8")
+                ]
+            )
+            .contains("chain length"),
+            "git's pack has deltas"
+        );
+        let mut pack = PackBuilder::new();
+        pack.add(Kind::Blob, b"ours\n".to_vec());
+        let ours = pack.write(&objects).expect("write").expect("a pack");
+        settle();
+        assert_eq!(
+            join_packs(&common, vec![ours.clone(), gits[0].clone()]),
+            None
+        );
+        assert!(ours.exists() && gits[0].exists());
+        git(dir.path(), &["fsck", "--strict"]);
     }
 }
