@@ -180,7 +180,20 @@ fn maintenance_while_storing_and_landing_loses_nothing() {
         }
         for b in 0..4 {
             let dir = requests(&repo, 100 + b * 100, 200 + b * 100, &format!("batch{b}"));
-            let ids = repo.enqueue(&dir);
+            // In chunks of 30: a pack each, joined into one before enqueue exits, all next
+            // to the maintenance.
+            let out = repo
+                .cmd()
+                .args(["enqueue", dir.to_str().unwrap()])
+                .env("HYPERION_TEST_CHUNK", "30")
+                .output()
+                .unwrap();
+            check_ok("enqueue", &out);
+            let ids: Vec<String> = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect();
             assert_eq!(ids.len(), 100);
             stored.lock().unwrap().extend(ids);
         }
