@@ -1,5 +1,6 @@
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};
+use hyperion::tui::shown_line;
 
 use hyperion::Code;
 
@@ -55,7 +56,12 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             println!("index: rebuilt from refs");
         }
         for f in &d.findings {
-            println!("{}  [{}] {}", f.id, f.code, f.message);
+            println!(
+                "{}  [{}] {}",
+                shown_line(&f.id),
+                f.code,
+                shown_line(&f.message)
+            );
         }
         if d.findings.is_empty() {
             println!("no problems found");

@@ -5,7 +5,11 @@
 
 use std::io::Write;
 
+use hyperion::tui::{clip, shown, shown_line};
 use hyperion::{Code, Error, Problem};
+
+/// The most characters of one problem's line on a terminal (the JSON document has it whole).
+const PROBLEM_WIDTH: usize = 400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -131,18 +135,22 @@ impl CommandError {
 
     /// Render to stderr; with `json`, also print the error document on stdout for scripts.
     pub fn render(&self, json: bool) {
-        // Messages may quote a request, a process's output or git's: redacted as a whole.
-        let mut text = format!("error: {} [{}]\n", self.message, self.code);
+        // Messages may quote a request, a process's output or git's: redacted as a whole, and
+        // shown escaped (a field named with a terminal escape must not drive the terminal,
+        // nor a newline in it forge a line of ours); a problem is one line, cut at
+        // PROBLEM_WIDTH characters (a value quoted back is the submitter's, of any size).
+        let mut text = format!("error: {} [{}]\n", shown(&self.message), self.code);
         for (source, p) in &self.problems {
-            text.push_str(&format!("  {source}: {p}\n"));
+            let line = shown_line(&format!("{source}: {p}"));
+            text.push_str(&format!("  {}\n", clip(&line, PROBLEM_WIDTH)));
         }
         for (name, ids) in self.lists.iter() {
             for id in ids {
-                text.push_str(&format!("{name}: {id}\n"));
+                text.push_str(&format!("{name}: {}\n", shown_line(id)));
             }
         }
         for h in &self.hints {
-            text.push_str(&format!("hint: {h}\n"));
+            text.push_str(&format!("hint: {}\n", shown(h)));
         }
         let _ = std::io::stderr()
             .lock()

