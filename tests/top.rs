@@ -15,9 +15,10 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::TestRepo;
+use common::tmux::Tmux;
 use hyperion::queue::Queue;
 use hyperion::queue::store::Store;
 use hyperion::request::model::{ChangeRequest, DeadClass, ErrorInfo, Record, Status};
@@ -515,73 +516,6 @@ fn without_a_terminal_top_refuses_and_points_at_list_json() {
     assert_eq!(v["error"]["code"], "usage", "{v}");
 }
 
-/// A tmux server of the test's own (`-L`), killed when the test ends, failing or not.
-struct Tmux {
-    socket: String,
-    home: std::path::PathBuf,
-    dir: std::path::PathBuf,
-}
-
-impl Tmux {
-    fn cmd(&self) -> Command {
-        let mut c = common::hermetic::command("tmux", &self.dir, &self.home);
-        c.args(["-L", &self.socket]);
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self
-            .cmd()
-            .args(args)
-            .output()
-            .expect("tmux runs (install it: apt-get install tmux; .ci/run does)");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.ok(&["capture-pane", "-p", "-t", "top"])
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut a = vec!["send-keys", "-t", "top"];
-        a.extend(keys);
-        self.ok(&a);
-    }
-
-    /// The screen once `ok` holds for it, within 30 s; panics with the last screen if never.
-    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = self.screen();
-            if ok(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never saw {what}; the screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn display(&self, format: &str) -> String {
-        self.ok(&["display-message", "-p", "-t", "top", format])
-            .trim()
-            .to_owned()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").output();
-    }
-}
-
 #[test]
 fn top_in_a_real_terminal_follows_a_worker_filters_opens_a_request_and_quits() {
     let repo = TestRepo::new();
@@ -609,28 +543,14 @@ fn top_in_a_real_terminal_follows_a_worker_filters_opens_a_request_and_quits() {
     }
     let beta_ok = add("T-2", "beta", "src/b.txt", &[]);
 
-    let tmux = Tmux {
-        socket: format!("hyperion-top-{}", std::process::id()),
-        home: repo.home.path().to_owned(),
-        dir: repo.path().to_owned(),
-    };
+    let tmux = Tmux::new("hyperion-top", "top", repo.path(), repo.home.path());
     let script = format!(
         "'{}' top --refresh 200ms; echo \"top exited $?\"; \
          printf 'tty:'; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo; echo done; \
          exec sleep 600",
         common::BIN
     );
-    tmux.ok(&[
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &script,
-    ]);
+    tmux.start(100, 30, &script);
     // Before the worker: everything pending, the stream seeded with the enqueues.
     let s = tmux.wait_for("the queue", |s| s.contains("pending 8"));
     assert!(s.contains("refresh 200ms"), "{s}");
@@ -706,23 +626,9 @@ fn top_in_a_real_terminal_follows_a_worker_filters_opens_a_request_and_quits() {
 #[test]
 fn top_ends_when_its_terminal_hangs_up() {
     let repo = TestRepo::new();
-    let tmux = Tmux {
-        socket: format!("hyperion-top-hup-{}", std::process::id()),
-        home: repo.home.path().to_owned(),
-        dir: repo.path().to_owned(),
-    };
+    let tmux = Tmux::new("hyperion-top-hup", "top", repo.path(), repo.home.path());
     let script = format!("'{}' top --refresh 300ms", common::BIN);
-    tmux.ok(&[
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &script,
-    ]);
+    tmux.start(80, 24, &script);
     tmux.wait_for("top", |s| s.contains("requests 0/0"));
     let out = Command::new("pgrep")
         .args(["-f", &format!("{} top --refresh 300ms", common::BIN)])

@@ -476,7 +476,7 @@ fn one_attempt(
             stop(&mut l, Class::Budget, why);
         }
     };
-    let mut on_stdout = |chunk: &[u8]| {
+    let on_stdout = |chunk: &[u8]| {
         live.borrow_mut().last_output = Instant::now();
         let mut rest = chunk;
         while let Some(nl) = memchr::memchr(b'\n', rest) {
@@ -507,7 +507,11 @@ fn one_attempt(
             stop(&mut l, Class::Watchdog, why);
         }
     };
-    let outcome = untrusted::run_observed(&spec, &stop_now, &mut tick, &mut on_stdout);
+    let outcome = untrusted::run_observed(&spec, &stop_now, &mut tick, &mut |stream, chunk| {
+        if stream == untrusted::Stream::Stdout {
+            on_stdout(chunk)
+        }
+    });
     let rest = std::mem::take(&mut live.borrow_mut().partial);
     if !rest.is_empty() {
         line(&rest);

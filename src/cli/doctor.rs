@@ -32,12 +32,15 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     let remote = super::remote::fetch_first(ctx, args.fetch)?;
+    let mut progress = ctx.progress();
     let mut d = hyperion::gate::verify::doctor_shared(
         ctx.queue()?,
         args.reindex,
         args.repair,
         remote.as_ref(),
+        &mut |scan| progress.update(|_| format!("doctor: {}", super::progress::scanned(&scan))),
     )?;
+    drop(progress);
     if let Some(r) = &remote {
         d.findings
             .extend(hyperion::queue::remote::findings(ctx.queue()?.store(), r)?);

@@ -47,7 +47,11 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         }
         return Ok(());
     }
-    let c = queue.gc(args.older_than, args.dry_run)?;
+    let mut progress = ctx.progress();
+    let c = queue.gc(args.older_than, args.dry_run, &mut |scan| {
+        progress.update(|_| format!("gc: {}", super::progress::scanned(&scan)))
+    })?;
+    drop(progress);
     if c.archive.is_some() && spare::more_than(&common, spare::TRIM_TO) {
         trim_spares(ctx, &common, queue.settings().auto_detach);
     }

@@ -23,6 +23,7 @@ mod list;
 mod metrics;
 mod plan;
 mod policy;
+pub mod progress;
 mod push;
 mod reject;
 mod release;
@@ -83,6 +84,14 @@ pub struct Cli {
     /// publishes, `--fetch` and `fetch` read from it, `push` publishes to it.
     #[arg(long, global = true, value_name = "NAME")]
     pub remote: Option<String>,
+    /// Show the progress of long steps (`worker`, `gc`, `doctor`) on stderr, with --format
+    /// json too. By default it is shown with text output only: on a terminal as one status
+    /// line redrawn in place, otherwise as a plain line every few seconds.
+    #[arg(long, global = true, overrides_with = "no_progress")]
+    pub progress: bool,
+    /// Show no progress.
+    #[arg(long, global = true, overrides_with = "progress")]
+    pub no_progress: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -144,6 +153,8 @@ pub struct Ctx {
     pub format: Format,
     /// `--remote NAME`, if given.
     pub remote: Option<String>,
+    /// `--progress` / `--no-progress`.
+    pub progress: progress::When,
     /// The queue, opened on first use and then shared by every step of the command (opening
     /// the repository and reading its settings is most of a short command's cost).
     queue: std::cell::OnceCell<Queue>,
@@ -152,6 +163,11 @@ pub struct Ctx {
 impl Ctx {
     pub fn json(&self) -> bool {
         self.format == Format::Json
+    }
+
+    /// The progress display of a long step, as `--progress` and `--format` ask.
+    pub fn progress(&self) -> progress::Progress {
+        progress::Progress::new(self.progress, self.json())
     }
 
     pub fn store(&self) -> CmdResult<Store> {
@@ -183,6 +199,11 @@ pub fn run(cli: Cli) -> CmdResult {
             .map_err(|e| CommandError::usage(format!("no current directory: {e}")))?,
         format: cli.format,
         remote: cli.remote,
+        progress: match (cli.progress, cli.no_progress) {
+            (true, _) => progress::When::Always,
+            (_, true) => progress::When::Never,
+            _ => progress::When::Auto,
+        },
         queue: std::cell::OnceCell::new(),
     };
     match cli.command {

@@ -1,14 +1,16 @@
-use std::io::IsTerminal;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyperion::Code;
+use hyperion::gate::checks::Stream;
 use hyperion::gate::worker::{self, Disposition, Mode, Options, Progress, Report, Stop, Worker};
 use hyperion::obs::metrics::WorkerMetrics;
 use hyperion::obs::serve;
-use hyperion::queue::Filter;
+use hyperion::queue::{Filter, Queue};
 use hyperion::request::model::Status;
+use hyperion::tui::{shown, shown_line};
 
 use super::error::{CmdResult, CommandError};
 use super::{Ctx, parse_duration_arg};
@@ -32,6 +34,12 @@ use super::{Ctx, parse_duration_arg};
 /// a push another machine beat is fetched, rebuilt and retried (docs/remote.md).
 ///
 /// Output: one line per request (text) or one JSON object per line (--format json).
+///
+/// Progress, on stderr (see --progress): the counts so far (landed, dead, left of those
+/// pending when it was first shown), the request in hand and its step (apply, check NAME
+/// with its elapsed time, land), and the time since the start. On a terminal it is one line
+/// redrawn in place; otherwise a plain line every few seconds; with --format json, none.
+/// --follow adds each check's output.
 ///
 /// With --metrics-addr the worker serves its live counters and histograms (Prometheus /
 /// OpenMetrics text, docs/observability.md) at http://ADDR/metrics while it runs.
@@ -74,6 +82,11 @@ pub struct Args {
     /// Allow --metrics-addr to listen on an address other machines can reach.
     #[arg(long, requires = "metrics_addr")]
     metrics_public: bool,
+    /// Show the output of each check as it runs, on stderr, line by line and escaped (what a
+    /// check prints cannot drive the terminal): `check NAME | …`. Checks of a batch bisected
+    /// on several trees at once (--check-jobs) are not followed.
+    #[arg(long)]
+    follow: bool,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
@@ -121,33 +134,20 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
 
     let stop = Arc::new(Stop::default());
     watch_signals(stop.clone())?;
-    let progress = !json && std::io::stderr().is_terminal();
+    if args.follow {
+        w = w.with_follow(true);
+    }
+    let status = RefCell::new(WorkerStatus::new(
+        ctx.progress(),
+        if args.drain { "drain" } else { "worker" },
+    ));
     let mut on_progress = |p: &Progress| {
         if let Some(m) = &metrics {
             m.progress(p);
         }
-        if !progress {
-            return;
-        }
-        match p {
-            Progress::Leased { id, task_id } => eprintln!("hyperion: leased {id} ({task_id})"),
-            Progress::Check { id, name } => eprintln!("hyperion: {id}: running check {name}"),
-            Progress::CheckBatch {
-                requests,
-                tree,
-                name,
-            } => eprintln!(
-                "hyperion: running check {name} on {requests} request(s) at tree {}",
-                &tree[..tree.len().min(12)]
-            ),
-            Progress::Sweep { returned } => {
-                eprintln!("hyperion: swept {returned} expired lease(s)")
-            }
-            Progress::Rebuild { target } => {
-                eprintln!("hyperion: {target} moved; building on its new tip")
-            }
-            Progress::Applied { .. } => {}
-        }
+        let mut s = status.borrow_mut();
+        s.event(p);
+        s.show(queue, &id);
     };
     let opts = Options {
         batch: args.batch_size.max(1),
@@ -166,6 +166,10 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         if let Some(m) = &metrics {
             m.report(r);
         }
+        let mut s = status.borrow_mut();
+        s.report(r);
+        // The status line is off the screen while the report's line is printed.
+        s.progress.clear();
         match r.result {
             Disposition::Landed | Disposition::Recovered => counts[0] += 1,
             Disposition::Dead => counts[1] += 1,
@@ -174,8 +178,11 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             Disposition::WouldLand | Disposition::WouldFail => {}
         }
         print(r);
+        s.show(queue, &id);
     };
     w.run(&opts, &stop, &mut print_and_count, &mut on_progress)?;
+    // The status line goes before the summary.
+    drop(status);
     if !json {
         let [landed, dead, retry, back] = counts;
         eprintln!("worker {id}: {landed} landed, {dead} dead, {retry} to retry, {back} given back");
@@ -265,4 +272,172 @@ pub fn print_report(r: &Report, json: bool) {
     }
     line.push_str(&format!("  ({} ms)", r.duration_ms));
     println!("{line}");
+}
+
+/// What the progress of a running worker shows, from its events and reports.
+struct WorkerStatus {
+    progress: super::progress::Progress,
+    /// `drain` or `worker`.
+    label: &'static str,
+    landed: usize,
+    dead: usize,
+    /// Requests pending or leased by this worker when first shown, and how many were done
+    /// then: `left` counts down from there (counted once, when the first line is drawn: a
+    /// short drain never counts).
+    left: Option<(usize, usize)>,
+    /// The request in hand (or the batch), its step, and since when.
+    current: String,
+    step: String,
+    since: Instant,
+    /// The check followed, and what it wrote since its last newline, by stream.
+    check: String,
+    partial: [Vec<u8>; 2],
+}
+
+/// The longest line of check output shown whole; a longer one is shown in parts.
+const FOLLOW_LINE: usize = 4096;
+
+impl WorkerStatus {
+    fn new(progress: super::progress::Progress, label: &'static str) -> WorkerStatus {
+        WorkerStatus {
+            progress,
+            label,
+            landed: 0,
+            dead: 0,
+            left: None,
+            current: String::new(),
+            step: String::new(),
+            since: Instant::now(),
+            check: String::new(),
+            partial: [Vec::new(), Vec::new()],
+        }
+    }
+
+    fn step(&mut self, current: String, step: String) {
+        self.current = current;
+        self.step = step;
+        self.since = Instant::now();
+    }
+
+    fn event(&mut self, p: &Progress) {
+        match p {
+            Progress::Leased { id, .. } => self.step(id.clone(), "apply".into()),
+            Progress::Applied { id, .. } => self.step(id.clone(), "applied".into()),
+            Progress::Check { id, name } => {
+                self.end_follow();
+                self.check = shown_line(name);
+                self.step(id.clone(), format!("check {}", self.check));
+            }
+            Progress::CheckBatch { requests, name, .. } => {
+                self.end_follow();
+                self.check = shown_line(name);
+                self.step(
+                    format!("{requests} request(s)"),
+                    format!("check {}", self.check),
+                );
+            }
+            Progress::Landing { requests } => {
+                self.end_follow();
+                self.step(format!("{requests} request(s)"), "land".into());
+            }
+            Progress::Rebuild { target } => {
+                let step = format!("{} moved; build again", shown_line(target));
+                self.step(self.current.clone(), step);
+            }
+            Progress::Sweep { returned } => {
+                if self.progress.on() {
+                    self.progress
+                        .line(&format!("hyperion: swept {returned} expired lease(s)"));
+                }
+            }
+            Progress::Tick => {}
+            Progress::Output { stream, chunk, .. } => self.follow(*stream, chunk),
+        }
+    }
+
+    /// `chunk` of the followed check's output: its complete lines shown, escaped.
+    fn follow(&mut self, stream: Stream, chunk: &[u8]) {
+        let i = usize::from(stream == Stream::Stderr);
+        let mut rest = chunk;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            let mut line = std::mem::take(&mut self.partial[i]);
+            line.extend_from_slice(&rest[..nl]);
+            self.follow_line(&line);
+            rest = &rest[nl + 1..];
+        }
+        self.partial[i].extend_from_slice(rest);
+        while self.partial[i].len() > FOLLOW_LINE {
+            let line: Vec<u8> = self.partial[i].drain(..FOLLOW_LINE).collect();
+            self.follow_line(&line);
+        }
+    }
+
+    fn follow_line(&mut self, line: &[u8]) {
+        // Control characters (escape sequences, `\r`, BEL) escaped; tabs kept.
+        let text = shown(&String::from_utf8_lossy(line));
+        self.progress
+            .line(&format!("check {} | {text}", self.check));
+    }
+
+    /// What the followed check wrote after its last newline, shown once it ended.
+    fn end_follow(&mut self) {
+        for i in 0..2 {
+            let line = std::mem::take(&mut self.partial[i]);
+            if !line.is_empty() {
+                self.follow_line(&line);
+            }
+        }
+    }
+
+    fn report(&mut self, r: &Report) {
+        self.end_follow();
+        match r.result {
+            Disposition::Landed | Disposition::Recovered => self.landed += 1,
+            Disposition::Dead => self.dead += 1,
+            _ => {}
+        }
+        self.step(String::new(), String::new());
+    }
+
+    /// Draw (when due): `drain: 3 landed, 1 dead, 12 left; ID: check NAME 2.1s`.
+    fn show(&mut self, queue: &Queue, worker: &str) {
+        let WorkerStatus {
+            progress,
+            label,
+            landed,
+            dead,
+            left,
+            current,
+            step,
+            since,
+            ..
+        } = self;
+        progress.update(|_| {
+            let done = *landed + *dead;
+            let (pending, then) = *left.get_or_insert_with(|| {
+                // Those waiting and those in this worker's hands.
+                let pending = queue.list(&Filter::default()).map_or(0, |all| {
+                    all.iter()
+                        .filter(|r| {
+                            r.status == Status::Pending
+                                || r.status == Status::Leased
+                                    && r.lease_owner.as_deref() == Some(worker)
+                        })
+                        .count()
+                });
+                (pending, done)
+            });
+            let left = pending.saturating_sub(done - then);
+            let mut text = format!("{label}: {landed} landed, {dead} dead, {left} left");
+            if !step.is_empty() {
+                text.push_str("; ");
+                if !current.is_empty() {
+                    text.push_str(current);
+                    text.push_str(": ");
+                }
+                text.push_str(&format!("{step} {:.1}s", since.elapsed().as_secs_f64()));
+            }
+            text
+        });
+    }
 }

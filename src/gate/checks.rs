@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::gate::untrusted::{self, Ended, Env, Scratch, Spec};
-pub use crate::gate::untrusted::{Captured, GRACE, Killed};
+pub use crate::gate::untrusted::{Captured, GRACE, Killed, Stream};
 
 /// One check to run.
 #[derive(Debug, Clone)]
@@ -79,6 +79,20 @@ pub fn run(
     cancel: &AtomicBool,
     tick: &mut dyn FnMut(),
 ) -> CheckResult {
+    run_observed(cmd, cwd, scratch, limit, cancel, tick, &mut |_, _| {})
+}
+
+/// [`run`], handing every chunk of the check's output to `seen` as it is read (`worker
+/// --follow`). The chunks are the check's raw bytes: hostile, to be escaped before shown.
+pub fn run_observed(
+    cmd: &CheckCommand,
+    cwd: &Path,
+    scratch: &Path,
+    limit: OutputLimit,
+    cancel: &AtomicBool,
+    tick: &mut dyn FnMut(),
+    seen: &mut dyn FnMut(Stream, &[u8]),
+) -> CheckResult {
     let failed = |why: String| CheckResult {
         name: cmd.name.clone(),
         status: CheckStatus::SpawnFailed(why),
@@ -108,7 +122,7 @@ pub fn run(
     if let Some(above) = cwd.parent() {
         env.set("GIT_CEILING_DIRECTORIES", above.to_string_lossy());
     }
-    let outcome = untrusted::run(
+    let outcome = untrusted::run_observed(
         &Spec {
             argv: &cmd.argv,
             cwd,
@@ -121,6 +135,7 @@ pub fn run(
         },
         cancel,
         tick,
+        seen,
     );
     // What the check left in its scratch goes now (and again before the next one).
     let _ = scratch.clear();

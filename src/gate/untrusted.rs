@@ -315,16 +315,24 @@ fn live() -> std::sync::MutexGuard<'static, HashMap<u32, String>> {
 /// Run `spec`. `tick` is called every 100 ms while it runs (the worker heartbeats its
 /// lease there); setting `cancel` stops the program as a timeout does.
 pub fn run(spec: &Spec<'_>, cancel: &AtomicBool, tick: &mut dyn FnMut()) -> Outcome {
-    run_observed(spec, cancel, tick, &mut |_| {})
+    run_observed(spec, cancel, tick, &mut |_, _| {})
 }
 
-/// [`run`], handing every chunk of the program's stdout to `stdout` as soon as it is read
-/// (the agent harness parses an agent's events while it runs, and stops it by `cancel`).
+/// One of a program's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// [`run`], handing every chunk of the program's output to `seen` as soon as it is read,
+/// with the stream it came from (the agent harness parses an agent's events on stdout while
+/// it runs, and stops it by `cancel`; `worker --follow` shows a check's output as it comes).
 pub fn run_observed(
     spec: &Spec<'_>,
     cancel: &AtomicBool,
     tick: &mut dyn FnMut(),
-    stdout: &mut dyn FnMut(&[u8]),
+    seen: &mut dyn FnMut(Stream, &[u8]),
 ) -> Outcome {
     let started = Instant::now();
     let Some((program, args)) = spec.argv.split_first() else {
@@ -417,8 +425,8 @@ pub fn run_observed(
             exited_at = Some(now);
             // What it wrote last, and its pipes' end when nothing else holds them: most runs
             // end right here, with one sweep.
-            read_some(&mut out, &mut out_tail, stdout);
-            read_some(&mut err, &mut err_tail, &mut |_| {});
+            read_some(&mut out, &mut out_tail, &mut |b| seen(Stream::Stdout, b));
+            read_some(&mut err, &mut err_tail, &mut |b| seen(Stream::Stderr, b));
         }
         if exited_at.is_none() {
             match &mut stopping {
@@ -504,8 +512,8 @@ pub fn run_observed(
                 let _ = rustix::event::poll(&mut fds, Some(&ts));
             }
         }
-        read_some(&mut out, &mut out_tail, stdout);
-        read_some(&mut err, &mut err_tail, &mut |_| {});
+        read_some(&mut out, &mut out_tail, &mut |b| seen(Stream::Stdout, b));
+        read_some(&mut err, &mut err_tail, &mut |b| seen(Stream::Stderr, b));
         if let Some((f, written)) = &mut stdin {
             let data = spec.stdin.unwrap_or_default();
             let done = loop {

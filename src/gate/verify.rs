@@ -402,21 +402,26 @@ impl NotesDiff {
 /// ([`check_local`]), and the landings onto checked-out branches (in progress, interrupted, an
 /// old `index.lock`: [`crate::gate::land::checkout::findings`]).
 pub fn doctor(queue: &Queue, reindex: bool, repair: bool) -> Result<crate::queue::Diagnosis> {
-    doctor_shared(queue, reindex, repair, None)
+    doctor_shared(queue, reindex, repair, None, &mut |_| {})
 }
 
 /// [`doctor`] of a clone sharing its queue through `remote` (remote mode): a landing is
 /// looked for on the remote's target as of the last fetch when the local branch is behind it
-/// (other machines land there; the local branch follows only this clone's landings).
+/// (other machines land there; the local branch follows only this clone's landings). How far
+/// it got goes to `on_scan` ([`crate::queue::Scan`]).
 pub fn doctor_shared(
     queue: &Queue,
     reindex: bool,
     repair: bool,
     remote: Option<&crate::queue::remote::Remote>,
+    on_scan: &mut crate::queue::OnScan<'_>,
 ) -> Result<crate::queue::Diagnosis> {
-    let mut d = queue.doctor_with(reindex, repair, &mut |q, chunk, pages| {
-        check_local(q, chunk, pages, remote)
-    })?;
+    let mut d = queue.doctor_with(
+        reindex,
+        repair,
+        &mut |q, chunk, pages| check_local(q, chunk, pages, remote),
+        on_scan,
+    )?;
     d.findings
         .extend(crate::gate::land::checkout::findings(queue.store().repo()));
     Ok(d)

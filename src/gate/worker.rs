@@ -133,6 +133,20 @@ pub enum Progress {
     Rebuild {
         target: String,
     },
+    /// The chains built from a batch of `requests` requests are being landed.
+    Landing {
+        requests: usize,
+    },
+    /// A check is still running (every 100 ms while it runs: a display of its elapsed time
+    /// redraws on it).
+    Tick,
+    /// A chunk of the running check `name`'s output, as read (only with
+    /// [`Worker::with_follow`]). The check's raw bytes: hostile, escape before showing them.
+    Output {
+        name: String,
+        stream: checks::Stream,
+        chunk: Vec<u8>,
+    },
 }
 
 /// Stop signals: `drain` finishes what is in hand and stops; `abort` also cancels running
@@ -233,6 +247,8 @@ pub struct Worker<'q> {
     /// Requests leased ahead (id, owner) this worker no longer speculates on: it waited for
     /// them past its bound, or a request of its own failed on top of them.
     distrusted: std::cell::RefCell<Vec<(String, String)>>,
+    /// Hand each check's output to the progress callback as it comes ([`Progress::Output`]).
+    follow: bool,
 }
 
 /// The fate of a request decided inside the pipeline.
@@ -287,7 +303,16 @@ impl<'q> Worker<'q> {
             remote: None,
             speculate: false,
             distrusted: std::cell::RefCell::new(Vec::new()),
+            follow: false,
         }
+    }
+
+    /// Hand the output of each check run on a request's own commit, or on a batch's tree
+    /// while not bisecting in parallel, to the progress callback as it is read
+    /// ([`Progress::Output`]): `worker --follow`.
+    pub fn with_follow(mut self, on: bool) -> Worker<'q> {
+        self.follow = on;
+        self
     }
 
     /// Work on the queue shared through `remote` (remote mode, docs/remote.md): leases as
@@ -922,6 +947,10 @@ impl<'q> Worker<'q> {
         stop: &Stop,
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Result<Vec<Report>> {
+        let requests = batch.chains.iter().map(|c| c.items.len()).sum();
+        if requests > 0 {
+            on_progress(&Progress::Landing { requests });
+        }
         for chain in std::mem::take(&mut batch.chains) {
             let mut next = Some(chain);
             // With batched checks a chain may land in parts: what is left after a part
@@ -2085,8 +2114,10 @@ impl<'q> Worker<'q> {
         let mut lost = Vec::new();
         let mut summaries = Vec::new();
         let mut artifacts = Vec::new();
+        // The tick and the output of a check both report progress, one at a time.
+        let on_progress = std::cell::RefCell::new(on_progress);
         for cmd in commands {
-            on_progress(&match batch {
+            (on_progress.borrow_mut())(&match batch {
                 Some(requests) => Progress::CheckBatch {
                     requests,
                     tree: tree.to_string(),
@@ -2112,14 +2143,25 @@ impl<'q> Worker<'q> {
                     }
                 }
                 let _ = self.queue.release_index_if_wanted();
+                (on_progress.borrow_mut())(&Progress::Tick);
             };
-            let result = checks::run(
+            let mut seen = |stream, chunk: &[u8]| {
+                if self.follow {
+                    (on_progress.borrow_mut())(&Progress::Output {
+                        name: cmd.name.clone(),
+                        stream,
+                        chunk: chunk.to_vec(),
+                    });
+                }
+            };
+            let result = checks::run_observed(
                 cmd,
                 slot.path(),
                 slot.scratch(),
                 self.output,
                 &cancel,
                 &mut tick,
+                &mut seen,
             );
             if !lost.is_empty() {
                 return Ok(ChecksDone::LeaseLost(lost));

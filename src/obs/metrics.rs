@@ -297,7 +297,11 @@ impl WorkerMetrics {
             Progress::Sweep { returned } => {
                 self.swept.inc_by(*returned as u64);
             }
-            Progress::Check { .. } | Progress::CheckBatch { .. } => {}
+            Progress::Check { .. }
+            | Progress::CheckBatch { .. }
+            | Progress::Landing { .. }
+            | Progress::Tick
+            | Progress::Output { .. } => {}
         }
     }
 

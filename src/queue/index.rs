@@ -657,6 +657,16 @@ impl Index {
     /// Bring the index in line with the refs: entries whose tip differs from the ref are
     /// re-read from git, entries without a ref are dropped, refs without an entry are added.
     pub fn reconcile(&mut self, store: &Store) -> Result<Reconciled> {
+        self.reconcile_with(store, &mut |_| {})
+    }
+
+    /// [`Index::reconcile`], telling `on_scan` how many of the refs it has gone through (a
+    /// rebuild reads every chain: `doctor --reindex`).
+    pub fn reconcile_with(
+        &mut self,
+        store: &Store,
+        on_scan: &mut crate::queue::OnScan<'_>,
+    ) -> Result<Reconciled> {
         let start = jiff::Timestamp::now();
         let timer = Instant::now();
         let writes_before = store.own_writes();
@@ -675,7 +685,15 @@ impl Index {
         // the records it writes go to the file a chunk at a time.
         let mut pages = crate::git::os::PageBudget;
         let chunk = crate::queue::store::chunk();
-        for (id, tip) in &refs {
+        let total = refs.len();
+        for (i, (id, tip)) in refs.iter().enumerate() {
+            if (i + 1).is_multiple_of(crate::queue::SCAN_STEP) || i + 1 == total {
+                on_scan(crate::queue::Scan {
+                    what: "index entries checked",
+                    done: i + 1,
+                    total,
+                });
+            }
             if known.remove(id) == Some(*tip) {
                 continue;
             }

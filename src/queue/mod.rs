@@ -48,6 +48,30 @@ pub enum AtLease {
     Hold { tiers: Vec<String>, reason: String },
 }
 
+/// How far a long pass over the requests has got (`gc`, `doctor`, a rebuild of the index):
+/// `done` of `total` `what`. Reported every [`SCAN_STEP`] requests and at the end of each
+/// pass, so a caller showing it costs nothing per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    pub what: &'static str,
+    pub done: usize,
+    pub total: usize,
+}
+
+/// Where [`Scan`]s go; `&mut |_| {}` when nobody watches.
+pub type OnScan<'a> = dyn FnMut(Scan) + 'a;
+
+/// How many requests a pass reads between two [`Scan`] reports.
+pub const SCAN_STEP: usize = 256;
+
+/// `on_scan` told of request `i` (0-based) of `total` when a step of them is done.
+fn scanned(on_scan: &mut OnScan<'_>, what: &'static str, i: usize, total: usize) {
+    let done = i + 1;
+    if done.is_multiple_of(SCAN_STEP) || done == total {
+        on_scan(Scan { what, done, total });
+    }
+}
+
 /// What `doctor` asks of the layer above for each chunk of chains: their problems (the gate's
 /// chain checks), each chain read counted in the page budget.
 pub type ChainCheck<'a> = dyn FnMut(&Queue, &[(String, ObjectId)], &mut crate::git::os::PageBudget) -> Result<Vec<Finding>>
@@ -321,19 +345,26 @@ impl Queue {
         &self,
         ix: Option<&Index>,
         mut pick: impl FnMut(ObjectId, Record) -> Option<T>,
+        on_scan: &mut OnScan<'_>,
     ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         let mut pages = crate::git::os::PageBudget;
         match ix {
             Some(ix) => {
-                for (id, _) in ix.tips() {
+                let tips = ix.tips();
+                let total = tips.len();
+                for (i, (id, _)) in tips.into_iter().enumerate() {
                     if let Some((tip, r)) = ix.get(&self.store, id)? {
                         out.extend(pick(tip, r));
                     }
+                    scanned(on_scan, "records read", i, total);
                 }
             }
             None => {
-                for (id, tip) in self.store.list()? {
+                let refs = self.store.list()?;
+                let total = refs.len();
+                for (i, (id, tip)) in refs.into_iter().enumerate() {
+                    scanned(on_scan, "records read", i, total);
                     pages.read_one();
                     match self.store.read_record(&id, tip) {
                         Ok(r) => out.extend(pick(tip, r)),
@@ -1496,8 +1527,12 @@ impl Queue {
             None => (
                 Vec::new().into_iter(),
                 Some(
-                    self.records_where(None, |tip, r| is_expired(&r).then_some((tip, r)))?
-                        .into_iter(),
+                    self.records_where(
+                        None,
+                        |tip, r| is_expired(&r).then_some((tip, r)),
+                        &mut |_| {},
+                    )?
+                    .into_iter(),
                 ),
             ),
         };
@@ -1799,7 +1834,14 @@ impl Queue {
 
     /// Archive finished requests older than the retention into a git bundle under
     /// `$GIT_DIR/hyperion/archive/`, verify it, then remove their refs by compare-and-swap.
-    pub fn gc(&self, older_than: Option<Duration>, dry_run: bool) -> Result<Collected> {
+    /// How far it got goes to `on_scan`: the records read, then the requests archived and
+    /// their refs removed.
+    pub fn gc(
+        &self,
+        older_than: Option<Duration>,
+        dry_run: bool,
+        on_scan: &mut OnScan<'_>,
+    ) -> Result<Collected> {
         let age = older_than.unwrap_or(self.settings.retention);
         let cutoff = self.now() - jiff::SignedDuration::try_from(age).expect("age fits");
         // Only the old ones are kept, as they are read (not every record at once).
@@ -1807,13 +1849,17 @@ impl Queue {
         // A finished request that a live one depends on stays until that one is finished:
         // the queue reads its status to let it go (or die) after it.
         let mut needed = std::collections::HashSet::new();
-        let old = self.records_where(ix.as_ref(), |tip, r| {
-            if !r.status.is_final() {
-                needed.extend(r.depends_on);
-                return None;
-            }
-            (r.updated_at < cutoff).then_some((tip, r.id))
-        });
+        let old = self.records_where(
+            ix.as_ref(),
+            |tip, r| {
+                if !r.status.is_final() {
+                    needed.extend(r.depends_on);
+                    return None;
+                }
+                (r.updated_at < cutoff).then_some((tip, r.id))
+            },
+            on_scan,
+        );
         self.done(ix)?;
         let mut old = old?;
         old.retain(|(_, id)| !needed.contains(id));
@@ -1840,6 +1886,12 @@ impl Queue {
             .iter()
             .map(|(tip, id)| (Store::ref_name(id), *tip))
             .collect();
+        let total = old.len();
+        on_scan(Scan {
+            what: "requests archived",
+            done: 0,
+            total,
+        });
         // Everything the refs reach is on disk before git reads it.
         self.store.persist()?;
         crate::queue::archive::bundle_create(
@@ -1862,7 +1914,13 @@ impl Queue {
             }
         }
         drop(heads);
+        on_scan(Scan {
+            what: "requests archived",
+            done: total,
+            total,
+        });
         crate::git::os::pause_point("gc.bundle_verified");
+        let doomed_len = doomed.len();
         let (removed_names, failed) = crate::queue::archive::delete_refs(
             self.store.git_dir(),
             self.store.repo().common_dir(),
@@ -1872,6 +1930,11 @@ impl Queue {
                     .tip(name.strip_prefix(REQUESTS_PREFIX).unwrap_or(name))
             },
         );
+        on_scan(Scan {
+            what: "refs removed",
+            done: removed_names.len(),
+            total: doomed_len,
+        });
         self.store.count_writes(removed_names.len());
         let mut ix = self.index()?;
         let mut archived = Vec::with_capacity(removed_names.len());
@@ -1908,6 +1971,7 @@ impl Queue {
         reindex: bool,
         repair: bool,
         check_chains: &mut ChainCheck<'_>,
+        on_scan: &mut OnScan<'_>,
     ) -> Result<Diagnosis> {
         let mut d = Diagnosis::default();
         // Keeps of packs whose writer died before its refs: their objects are garbage now.
@@ -1936,8 +2000,12 @@ impl Queue {
         let mut lost = Vec::new();
         let mut complete = Vec::with_capacity(refs.len());
         let mut pages = crate::git::os::PageBudget;
+        let total = refs.len();
+        let mut done = 0;
         for chunk in refs.chunks(crate::queue::store::chunk()) {
             for (id, tip) in chunk {
+                scanned(on_scan, "chains' objects checked", done, total);
+                done += 1;
                 pages.read_one();
                 let missing = crate::queue::lost::missing(self.store.repo(), *tip);
                 if missing.is_empty() {
@@ -2000,7 +2068,7 @@ impl Queue {
                 ix.clear()?;
                 d.reindexed = true;
             }
-            ix.reconcile(&self.store)?;
+            ix.reconcile_with(&self.store, on_scan)?;
         } else if reindex {
             return Err(Error::Usage(
                 "the index is held by another process; try again when it is idle".into(),
@@ -2018,6 +2086,8 @@ impl Queue {
         let now = self.now();
         let mut chains = Vec::new();
         let expired_from = d.findings.len();
+        let total = refs.len();
+        let mut done = 0;
         for chunk in refs.chunks(crate::queue::store::chunk()) {
             for (id, tip) in chunk {
                 pages.read_one();
@@ -2034,7 +2104,17 @@ impl Queue {
                     });
                 }
             }
-            chains.extend(check_chains(self, chunk, &mut pages)?);
+            // The chain checks read a chunk at once: its progress is told per step within it.
+            for start in (0..chunk.len()).step_by(SCAN_STEP) {
+                let part = &chunk[start..(start + SCAN_STEP).min(chunk.len())];
+                chains.extend(check_chains(self, part, &mut pages)?);
+                done += part.len();
+                on_scan(Scan {
+                    what: "chains checked",
+                    done,
+                    total,
+                });
+            }
             crate::git::os::release_pack_pages();
         }
         d.findings[expired_from..].sort_by(|a, b| a.id.cmp(&b.id));

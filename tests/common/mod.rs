@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 pub mod forge;
 pub mod hermetic;
 pub mod history;
+pub mod tmux;
 
 pub use hermetic::pipe;
 
