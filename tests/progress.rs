@@ -17,10 +17,14 @@ use std::time::{Duration, Instant};
 use common::TestRepo;
 use common::tmux::Tmux;
 
-/// `slow` sleeps (long enough for a plain line and several redraws); `evil` writes terminal
-/// escapes to both streams, a line without a newline at its end last, and passes.
+/// `slow` sleeps (long enough for a plain line and several redraws); `spam` prints 400 lines
+/// over a second or two; `evil` writes terminal escapes to both streams, a line without a
+/// newline at its end last, and passes.
 const POLICY: &str = r#"[checks.slow]
 run = ["sh", "-c", "echo starting; sleep 3; echo done sleeping"]
+
+[checks.spam]
+run = ["sh", "-c", "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); sleep 0.005; done"]
 
 [checks.evil]
 run = ["sh", "-c", "printf 'a\\033[2Jb\\rc\\033]52;c;cHduZWQ=\\007d\\n'; printf 'e\\033]0;pwned\\007f\\033[31mred\\n' >&2; sleep 1; printf 'tail\\033[Hend'"]
@@ -310,4 +314,65 @@ fn doctor_reindex_and_gc_report_how_far_their_passes_got() {
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["requests"], 300, "{v}");
     assert!(progress_lines(&stderr).is_empty(), "{stderr}");
+}
+
+/// The session's script waits for `go`: what the pane receives is logged raw (`pipe-pane`)
+/// from the first byte.
+fn logged(tmux: &Tmux, repo: &TestRepo, env: &str, args: &[&str]) -> std::path::PathBuf {
+    let raw = repo.home.path().join("raw.log");
+    let script = format!(
+        "while [ ! -e go ]; do sleep 0.05; done; {env} {}; echo \"worker exited $?\"; echo done; exec sleep 600",
+        shell(args)
+    );
+    tmux.start(120, 20, &script);
+    tmux.ok(&[
+        "pipe-pane",
+        "-t",
+        "p",
+        "-o",
+        &format!("cat >> '{}'", raw.display()),
+    ]);
+    std::fs::write(repo.path().join("go"), "").unwrap();
+    raw
+}
+
+#[test]
+fn the_status_line_is_redrawn_at_most_ten_times_a_second_even_under_a_flood_of_output() {
+    let repo = scene();
+    propose(&repo, "T-1", &["spam"]);
+    let tmux = Tmux::new("hyperion-progress-rate", "p", repo.path(), repo.home.path());
+    let started = Instant::now();
+    let raw = logged(&tmux, &repo, "", &["worker", "--drain", "--follow"]);
+    let s = tmux.wait_for("the end", |s| s.lines().any(|l| l == "done"));
+    let took = started.elapsed();
+    assert!(s.contains("worker exited 0"), "{s}");
+    let raw = std::fs::read(&raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    let lines = raw.matches("check spam | line ").count();
+    assert_eq!(lines, 400, "every line of output is shown");
+    let draws = raw.matches("drain: ").count();
+    let bound = 10 * took.as_secs() as usize + 10;
+    assert!(
+        (1..=bound).contains(&draws),
+        "{draws} redraws in {took:?} (at most {bound})"
+    );
+}
+
+#[test]
+fn a_dumb_terminal_gets_plain_lines() {
+    let repo = scene();
+    propose(&repo, "T-1", &["slow"]);
+    let tmux = Tmux::new("hyperion-progress-dumb", "p", repo.path(), repo.home.path());
+    let raw = logged(&tmux, &repo, "TERM=dumb", &["worker", "--drain"]);
+    let s = tmux.wait_for("the end", |s| s.lines().any(|l| l == "done"));
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("hyperion: [1s] drain: 0 landed, 0 dead, 1 left;")),
+        "{s}"
+    );
+    let raw = std::fs::read(&raw).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("\x1b[K"),
+        "a status line was drawn"
+    );
 }

@@ -147,12 +147,12 @@ impl Progress {
     }
 
     /// Take the status line off the screen (before something else is printed, on stdout or
-    /// stderr); the next [`Progress::update`] draws it again.
+    /// stderr); the next [`Progress::update`] that is due draws it again (a check printing
+    /// a line every millisecond under `--follow` does not make it redraw faster).
     pub fn clear(&mut self) {
         if self.shown {
             let _ = std::io::stderr().write_all(b"\r\x1b[K");
             self.shown = false;
-            self.due = Instant::now();
         }
     }
 
