@@ -96,7 +96,7 @@ fn a_drain_on_a_terminal_shows_the_check_and_its_elapsed_time_on_one_line_then_c
     );
 
     let s = tmux.wait_for("the end", |s| s.lines().any(|l| l == "done"));
-    assert!(s.contains("worker exited 0"), "{s}");
+    assert!(s.contains("exited 0"), "{s}");
     // The status line is gone: the report and the summary are whole lines of their own.
     assert!(!s.contains("drain:"), "the status line was left:\n{s}");
     let lines: Vec<&str> = s.lines().collect();
@@ -192,7 +192,7 @@ fn json_on_a_terminal_draws_nothing() {
         let s = tmux.screen();
         assert!(!s.contains("drain:") && !s.contains("check slow"), "{s}");
         if s.lines().any(|l| l == "done") {
-            assert!(s.contains("worker exited 0"), "{s}");
+            assert!(s.contains("exited 0"), "{s}");
             break;
         }
         assert!(Instant::now() < deadline, "{s}");
@@ -224,7 +224,7 @@ fn follow_shows_a_hostile_checks_output_escaped_on_a_terminal() {
     tmux.ok(&["set-option", "-s", "set-clipboard", "on"]);
     std::fs::write(repo.path().join("go"), "").unwrap();
     let s = tmux.wait_for("the end", |s| s.lines().any(|l| l == "done"));
-    assert!(s.contains("worker exited 0"), "{s}");
+    assert!(s.contains("exited 0"), "{s}");
     for line in [EVIL_OUT, EVIL_ERR, EVIL_TAIL] {
         assert!(s.lines().any(|l| l == line), "{line} not shown:\n{s}");
     }
@@ -321,7 +321,7 @@ fn doctor_reindex_and_gc_report_how_far_their_passes_got() {
 fn logged(tmux: &Tmux, repo: &TestRepo, env: &str, args: &[&str]) -> std::path::PathBuf {
     let raw = repo.home.path().join("raw.log");
     let script = format!(
-        "while [ ! -e go ]; do sleep 0.05; done; {env} {}; echo \"worker exited $?\"; echo done; exec sleep 600",
+        "while [ ! -e go ]; do sleep 0.05; done; {env} {}; echo \"exited $?\"; echo done; exec sleep 600",
         shell(args)
     );
     tmux.start(120, 20, &script);
@@ -345,7 +345,7 @@ fn the_status_line_is_redrawn_at_most_ten_times_a_second_even_under_a_flood_of_o
     let raw = logged(&tmux, &repo, "", &["worker", "--drain", "--follow"]);
     let s = tmux.wait_for("the end", |s| s.lines().any(|l| l == "done"));
     let took = started.elapsed();
-    assert!(s.contains("worker exited 0"), "{s}");
+    assert!(s.contains("exited 0"), "{s}");
     let raw = std::fs::read(&raw).unwrap();
     let raw = String::from_utf8_lossy(&raw);
     let lines = raw.matches("check spam | line ").count();
@@ -375,4 +375,28 @@ fn a_dumb_terminal_gets_plain_lines() {
         !String::from_utf8_lossy(&raw).contains("\x1b[K"),
         "a status line was drawn"
     );
+}
+
+#[test]
+fn doctor_on_a_terminal_takes_its_status_line_away_before_its_report() {
+    let repo = TestRepo::new();
+    let dir = common::request_dir(&repo, 300, "tty");
+    assert_eq!(repo.enqueue(&dir).len(), 300);
+    let tmux = Tmux::new(
+        "hyperion-progress-doctor",
+        "p",
+        repo.path(),
+        repo.home.path(),
+    );
+    let raw = logged(&tmux, &repo, "", &["doctor", "--reindex"]);
+    let s = tmux.wait_for("the end", |s| s.lines().any(|l| l == "done"));
+    assert!(s.contains("exited 0"), "{s}");
+    // It was drawn, and it is gone: the report starts its line.
+    let raw = std::fs::read(&raw).unwrap();
+    assert!(
+        String::from_utf8_lossy(&raw).contains("] doctor: "),
+        "no status line was drawn"
+    );
+    assert!(!s.contains("doctor:"), "{s}");
+    assert!(s.lines().any(|l| l == "300 request(s) checked"), "{s}");
 }
