@@ -19,7 +19,7 @@ use common::tmux::Tmux;
 
 /// `slow` sleeps (long enough for a plain line and several redraws); `spam` prints 400 lines
 /// over a second or two; `evil` writes terminal escapes to both streams, a line without a
-/// newline at its end last, and passes.
+/// newline at its end last, and passes; `evil-dead` writes the same and fails.
 const POLICY: &str = r#"[checks.slow]
 run = ["sh", "-c", "echo starting; sleep 3; echo done sleeping"]
 
@@ -28,6 +28,9 @@ run = ["sh", "-c", "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); slee
 
 [checks.evil]
 run = ["sh", "-c", "printf 'a\\033[2Jb\\rc\\033]52;c;cHduZWQ=\\007d\\n'; printf 'e\\033]0;pwned\\007f\\033[31mred\\n' >&2; sleep 1; printf 'tail\\033[Hend'"]
+
+[checks.evil-dead]
+run = ["sh", "-c", "printf 'a\\033[2Jb\\rc\\033]52;c;cHduZWQ=\\007d\\n'; printf 'e\\033]0;pwned\\007f\\033[31mred\\n' >&2; sleep 1; printf 'tail\\033[Hend'; exit 1"]
 "#;
 
 fn scene() -> TestRepo {
@@ -243,11 +246,16 @@ fn follow_shows_a_hostile_checks_output_escaped_on_a_terminal() {
 #[test]
 fn follow_without_a_terminal_writes_escaped_lines_and_no_control_byte() {
     let repo = scene();
-    propose(&repo, "T-1", &["evil"]);
+    repo.git(&["config", "hyperion.maxAttempts", "1"]);
+    // Failing: its last words are shown when it is reported dead (no landing follows).
+    propose(&repo, "T-1", &["evil-dead"]);
     let out = repo.run(&["worker", "--drain", "--follow"]);
     assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("dead "), "{stdout}");
     let stderr = String::from_utf8(out.stderr).unwrap();
     for line in [EVIL_OUT, EVIL_ERR, EVIL_TAIL] {
+        let line = line.replace("check evil |", "check evil-dead |");
         assert!(
             stderr.lines().any(|l| l == line),
             "{line} not in:\n{stderr}"
@@ -257,11 +265,7 @@ fn follow_without_a_terminal_writes_escaped_lines_and_no_control_byte() {
         !stderr.chars().any(|c| c.is_control() && c != '\n'),
         "{stderr:?}"
     );
-    assert!(
-        !String::from_utf8(out.stdout)
-            .unwrap()
-            .contains("check evil")
-    );
+    assert!(!stdout.contains("check evil-dead |"), "{stdout}");
 }
 
 #[test]
