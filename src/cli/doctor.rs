@@ -16,6 +16,9 @@ use hyperion::Code;
 ///
 /// In remote mode, also reports each request whose chain diverged from the remote's (as of
 /// the last fetch; --fetch fetches first) and how to resolve it (exit 1).
+///
+/// Progress on stderr (see --progress): chains whose objects were checked, index entries
+/// checked (every one with --reindex), chains checked, each of the total.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Rebuild the index from the refs.

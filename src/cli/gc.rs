@@ -9,6 +9,9 @@ use super::{Ctx, parse_duration_arg, print_json};
 /// are written to a git bundle under $GIT_DIR/hyperion/archive/, which is verified before
 /// their refs are removed. Restore with:
 /// `git fetch BUNDLE 'refs/hyperion/requests/*:refs/hyperion/requests/*'`.
+///
+/// Progress on stderr (see --progress): the records read, the requests archived, the refs
+/// removed.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Override the retention age.

@@ -268,7 +268,8 @@ pub fn print_report(r: &Report, json: bool) {
         line.push_str(&format!("  [{code}]"));
     }
     if let Some(m) = &r.message {
-        line.push_str(&format!("  {m}"));
+        // A message may quote what a request or a check brought.
+        line.push_str(&format!("  {}", shown_line(m)));
     }
     line.push_str(&format!("  ({} ms)", r.duration_ms));
     println!("{line}");
