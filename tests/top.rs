@@ -647,3 +647,25 @@ fn top_ends_when_its_terminal_hangs_up() {
         );
     }
 }
+
+/// A panic in `top` gives the terminal back before the panic is reported (ratatui's panic
+/// hook, installed by `ratatui::try_init`): the alternate screen left, the cursor shown, raw
+/// mode off. The panic is made at a test hook after the first draw.
+#[test]
+fn a_panic_in_top_gives_the_terminal_back() {
+    let repo = TestRepo::new();
+    let tmux = Tmux::new("hyperion-top-panic", "top", repo.path(), repo.home.path());
+    let script = format!(
+        "HYPERION_TEST_PANIC_AT=top.drawn '{}' top; echo \"top exited $?\"; \
+         printf 'tty:'; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo; echo done; \
+         exec sleep 600",
+        common::BIN
+    );
+    tmux.start(100, 30, &script);
+    let s = tmux.wait_for("top's panic", |s| s.lines().any(|l| l == "done"));
+    assert!(s.contains("top exited 101"), "{s}");
+    assert!(s.contains("panicking at top.drawn"), "{s}");
+    assert!(s.contains("tty:icanon echo"), "{s}");
+    assert_eq!(tmux.display("#{alternate_on}"), "0");
+    assert_eq!(tmux.display("#{cursor_flag}"), "1");
+}

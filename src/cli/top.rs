@@ -121,6 +121,7 @@ fn event_loop(
         if changed {
             terminal.draw(|f| ui::draw(f, &state))?;
             changed = false;
+            hyperion::git::os::panic_point("top.drawn");
         }
         // A signal, or the terminal hung up (tmux killed, the ssh connection gone: the kernel
         // signals only the session's leader, and a hung-up tty answers every ioctl with EIO,

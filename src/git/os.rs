@@ -104,6 +104,19 @@ pub fn pause_point(name: &str) {
     }
 }
 
+/// The environment variable naming the panic point a test wants a process to panic at.
+pub const PANIC_AT: &str = "HYPERION_TEST_PANIC_AT";
+
+/// For tests of what a panic leaves behind (`top` must give the terminal back): when
+/// `HYPERION_TEST_PANIC_AT` is `name`, the process panics here.
+pub fn panic_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var(PANIC_AT).ok());
+    if at.as_deref() == Some(name) {
+        panic!("panicking at {name} ({PANIC_AT})");
+    }
+}
+
 /// One child of this process, as `/proc` shows it.
 #[derive(Debug, Clone)]
 pub struct ChildProc {
