@@ -404,3 +404,26 @@ fn doctor_on_a_terminal_takes_its_status_line_away_before_its_report() {
     assert!(!s.contains("doctor:"), "{s}");
     assert!(s.lines().any(|l| l == "300 request(s) checked"), "{s}");
 }
+
+/// A worker's report line quotes what a request brought (here the name of a check it asks
+/// for, in a request planted without validation): escaped, like the status line.
+#[test]
+fn a_report_quoting_a_hostile_request_is_escaped() {
+    let repo = TestRepo::new();
+    repo.git(&["config", "hyperion.maxAttempts", "1"]);
+    let mut req = common::request(0, "hostile");
+    req["checks"] = serde_json::json!(["x\u{1b}]0;pwned\u{7}\u{1b}[2Jy"]);
+    let id = repo.plant(&req);
+    let out = repo.run(&["worker", "--drain"]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with(&format!("dead        {id}")), "{stdout}");
+    assert!(
+        stdout.contains("x\\u{1b}]0;pwned\\u{7}\\u{1b}[2Jy"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "{stdout:?}"
+    );
+}
