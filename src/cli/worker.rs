@@ -178,7 +178,11 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             Disposition::WouldLand | Disposition::WouldFail => {}
         }
         print(r);
-        s.show(queue, &id);
+        // `left` is not counted here: the rest of the batch is recorded already, but not
+        // reported yet.
+        if s.left.is_some() {
+            s.show(queue, &id);
+        }
     };
     w.run(&opts, &stop, &mut print_and_count, &mut on_progress)?;
     // The status line goes before the summary.
@@ -283,8 +287,8 @@ struct WorkerStatus {
     landed: usize,
     dead: usize,
     /// Requests pending or leased by this worker when first shown, and how many were done
-    /// then: `left` counts down from there (counted once, when the first line is drawn: a
-    /// short drain never counts).
+    /// then: `left` counts down from there (counted once, when the first line is drawn on an
+    /// event, never between the reports of a batch: a short drain never counts).
     left: Option<(usize, usize)>,
     /// The request in hand (or the batch), its step, and since when.
     current: String,
