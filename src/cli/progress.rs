@@ -19,6 +19,12 @@
 //! Cost: [`Progress::update`] takes a closure that makes the text, called only when a line is
 //! due; between lines an update is a clock read (no system call), so reporting every request
 //! is free.
+//!
+//! Not indicatif: one status line, a plain-line fallback and a clear are all this needs, and
+//! crossterm (already in the build through ratatui) gives the terminal's width; indicatif
+//! would add `console`, `unicode-width` and `portable-atomic` to the build for bars, spinners
+//! and multi-bars hyperion does not draw, and its own draw thread and rate limiting would
+//! still need the plain-line and JSON rules above.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
