@@ -22,7 +22,7 @@
 //!
 //! Not indicatif: one status line, a plain-line fallback and a clear are all this needs, and
 //! crossterm (already in the build through ratatui) gives the terminal's width; indicatif
-//! would add `console`, `unicode-width` and `portable-atomic` to the build for bars, spinners
+//! (0.18) would add `console`, `portable-atomic` and `unit-prefix` to the build for bars, spinners
 //! and multi-bars hyperion does not draw, and its own draw thread and rate limiting would
 //! still need the plain-line and JSON rules above.
 
