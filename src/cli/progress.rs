@@ -22,9 +22,9 @@
 //!
 //! Not indicatif: one status line, a plain-line fallback and a clear are all this needs, and
 //! crossterm (already in the build through ratatui) gives the terminal's width; indicatif
-//! (0.18) would add `console`, `portable-atomic` and `unit-prefix` to the build for bars, spinners
-//! and multi-bars hyperion does not draw, and its own draw thread and rate limiting would
-//! still need the plain-line and JSON rules above.
+//! (0.18) would add `console`, `portable-atomic` and `unit-prefix` to the build for bars,
+//! spinners and multi-bars hyperion does not draw, and its own draw thread and rate limiting
+//! would still need the plain-line and JSON rules above.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
