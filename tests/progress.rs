@@ -313,10 +313,32 @@ fn doctor_reindex_and_gc_report_how_far_their_passes_got() {
             "{want} not in:\n{stderr}"
         );
     }
+    // A real gc: two requests finished (one dead, one landed) are archived.
+    let ids = repo.ids(&["list"]);
+    repo.ok(&["dequeue", "--worker", "w", "--batch", "2"]);
+    let leased = repo.ids(&["list", "--status", "leased"]);
+    repo.fail_apply(&leased[0], "w");
+    let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    repo.ok(&["complete", &leased[1], "--worker", "w", "--landed", &head]);
+    assert_eq!(ids.len(), 300);
+    let (stdout, stderr) = run(&["gc", "--older-than", "0s"]);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    let lines = progress_lines(&stderr);
+    for want in [
+        "gc: records read 300/300",
+        "gc: requests archived 0/2",
+        "gc: requests archived 2/2",
+        "gc: refs removed 2/2",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.ends_with(want)),
+            "{want} not in:\n{stderr}"
+        );
+    }
     // JSON: the document alone, and no progress.
     let (stdout, stderr) = run(&["--format", "json", "doctor", "--reindex"]);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(v["requests"], 300, "{v}");
+    assert_eq!(v["requests"], 298, "{v}");
     assert!(progress_lines(&stderr).is_empty(), "{stderr}");
 }
 
