@@ -21,15 +21,6 @@ fn ci_dir() -> PathBuf {
 
 const SCRIPT: &str = "docs/ci/hyperion-ci.sh";
 
-fn path_with_bin() -> String {
-    let bin_dir = Path::new(common::BIN).parent().unwrap();
-    format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
-
 /// A fresh clone of the remote, as a CI job's checkout (on `branch`).
 fn checkout(server: &TestRepo, branch: &str) -> TestRepo {
     let r = TestRepo {
@@ -52,7 +43,7 @@ fn checkout(server: &TestRepo, branch: &str) -> TestRepo {
 /// The shared script run in `repo` as a recipe runs it, with its report in `report`.
 fn run_script(repo: &TestRepo, report: &Path, extra: &[&str]) -> Output {
     repo.command("sh")
-        .env("PATH", path_with_bin())
+        .env("PATH", common::path_with_bin())
         .arg(ci_dir().join("hyperion-ci.sh"))
         .args(["--remote", "origin", "--target", "main", "--report"])
         .arg(report)

@@ -415,3 +415,178 @@ fn machines_racing_for_a_lease_never_both_win() {
         assert_eq!(remote_owner(&shared, &id), winners[0]);
     }
 }
+
+/// The shipped hook (hooks/pre-receive, `verify-push`) on the remote: lease pushes are
+/// checked as a server checks them.
+fn install_hook(shared: &Shared) {
+    let hook = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/pre-receive");
+    std::fs::copy(hook, shared.dir.path().join("hooks/pre-receive")).unwrap();
+}
+
+/// When `repo` last fetched the queue (`hyperion/last-fetch/origin`).
+fn last_fetch(repo: &TestRepo) -> String {
+    std::fs::read_to_string(repo.git_dir().join("hyperion/last-fetch/origin")).unwrap()
+}
+
+/// A `dequeue --format json` of `repo` as worker `w`, the hook's binary on `PATH`.
+fn spawn_dequeue_hooked(repo: &TestRepo, w: &str, env: &[(&str, &str)]) -> std::process::Child {
+    let path = common::path_with_bin();
+    let mut env = env.to_vec();
+    env.push(("PATH", &path));
+    spawn_dequeue(repo, w, &env)
+}
+
+/// What a finished `dequeue --format json` won, and what it said on stderr.
+fn won_and_said(child: std::process::Child) -> (Vec<String>, String) {
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    (ids, said)
+}
+
+/// Two machines lease from views of one fetch (`hyperion.leaseView` long: no fetch before
+/// the lease), both the first request: B is stopped after its local lease, A leases and
+/// publishes, B goes on. A's lease was made without a fetch; B's push is refused (the
+/// remote's compare-and-swap), B takes the remote's state in, fetches the queue and leases
+/// the next request at once. Each request is won once, by the worker the remote records;
+/// the shipped hook checks every push.
+#[test]
+fn leases_from_stale_views_race_and_the_loser_takes_the_next_one() {
+    let (shared, a) = first();
+    let b = machine(&shared);
+    let first_id = enqueue(&a, 1, "stale");
+    let next_id = enqueue(&a, 2, "stale");
+    install_hook(&shared);
+    for m in [&a, &b] {
+        m.git(&["config", "hyperion.leaseView", "1h"]);
+        m.ok(&["fetch"]);
+    }
+    let a_fetched = last_fetch(&a);
+    let b_fetched = last_fetch(&b);
+
+    let paused = spawn_dequeue_hooked(
+        &b,
+        "wb",
+        &[("HYPERION_TEST_PAUSE_AT", "remote.leased_locally")],
+    );
+    common::wait_stopped(paused.id(), "B's dequeue");
+    // B leased from its view, without a fetch: the same view A has.
+    assert_eq!(last_fetch(&b), b_fetched, "B fetched before leasing");
+    let r = format!("refs/hyperion/requests/{first_id}");
+    let subject = b.git(&["log", "-1", "--format=%s", &r]);
+    assert!(
+        subject.contains("lease") && subject.contains("by wb"),
+        "B leased the first request locally: {subject}"
+    );
+
+    let (ids, _) = won_and_said(spawn_dequeue_hooked(&a, "wa", &[]));
+    assert_eq!(ids, vec![first_id.clone()], "A leased the first request");
+    assert_eq!(last_fetch(&a), a_fetched, "A's lease fetched nothing");
+    assert_eq!(remote_owner(&shared, &first_id), "wa");
+
+    // B's push is refused; its second round (a fresh view) stops at the same point again.
+    common::signal(paused.id(), "CONT");
+    common::wait_stopped(paused.id(), "B's second round");
+    assert_ne!(last_fetch(&b), b_fetched, "B's view was refreshed");
+    common::signal(paused.id(), "CONT");
+    let (ids, said) = won_and_said(paused);
+    assert_eq!(
+        ids,
+        vec![next_id.clone()],
+        "B took the next request: {said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "note: {first_id} was leased by another machine first"
+        )),
+        "{said}"
+    );
+    assert_eq!(remote_owner(&shared, &first_id), "wa", "A's lease stands");
+    assert_eq!(remote_owner(&shared, &next_id), "wb");
+    // B's local chain of the first request is the remote's: A's lease.
+    assert_eq!(b.git(&["rev-parse", &r]), shared.git(&["rev-parse", &r]));
+    b.ok(&["doctor"]);
+    a.ok(&["doctor"]);
+}
+
+/// A view with nothing ready is fetched again before `dequeue` says nothing is ready: a
+/// request enqueued on another machine since is leased.
+#[test]
+fn an_empty_view_is_fetched_again_before_nothing_is_ready() {
+    let (shared, a) = first();
+    install_hook(&shared);
+    let b = machine(&shared);
+    b.git(&["config", "hyperion.leaseView", "1h"]);
+    b.ok(&["fetch"]);
+    let fetched = last_fetch(&b);
+    let f = a.write("r-empty.json", &request(1, "empty"));
+    let out = a
+        .cmd()
+        .env("PATH", common::path_with_bin())
+        .args(["enqueue", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (ids, said) = won_and_said(spawn_dequeue_hooked(&b, "wb", &[]));
+    assert_eq!(ids, vec![id.clone()], "{said}");
+    assert_ne!(
+        last_fetch(&b),
+        fetched,
+        "B fetched when its view had nothing"
+    );
+    assert_eq!(remote_owner(&shared, &id), "wb");
+    // With nothing ready anywhere, it says so.
+    let (ids, said) = won_and_said(spawn_dequeue_hooked(&b, "wb", &[]));
+    assert!(ids.is_empty(), "{ids:?}");
+    assert!(!said.contains("error"), "{said}");
+}
+
+/// `hyperion.leaseView 0`: every lease fetches first.
+#[test]
+fn lease_view_zero_fetches_before_every_lease() {
+    let (_shared, a) = first();
+    let id = enqueue(&a, 1, "zero");
+    a.git(&["config", "hyperion.leaseView", "0"]);
+    a.ok(&["fetch"]);
+    let fetched = last_fetch(&a);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(won(spawn_dequeue(&a, "wa", &[])), vec![id]);
+    assert_ne!(last_fetch(&a), fetched, "a fetch before the lease");
+}
+
+/// A lease from a recent view whose push reaches no remote is taken back: `dequeue` fails
+/// with `remote.unreachable` and the request is as it was in this clone, not leased here
+/// alone.
+#[test]
+fn a_lease_from_the_view_that_reaches_no_remote_is_taken_back() {
+    let (shared, a) = first();
+    let id = enqueue(&a, 1, "cut");
+    a.git(&["config", "hyperion.leaseView", "1h"]);
+    a.ok(&["fetch"]);
+    let r = format!("refs/hyperion/requests/{id}");
+    let before = a.git(&["rev-parse", &r]);
+    let away = shared.dir.path().with_extension("away");
+    std::fs::rename(shared.dir.path(), &away).unwrap();
+    let out = a.run(&["dequeue", "--worker", "wa", "--format", "json"]);
+    std::fs::rename(&away, shared.dir.path()).unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(error_code(&stdout), "remote.unreachable", "{stdout}");
+    assert_eq!(
+        a.git(&["rev-parse", &r]),
+        before,
+        "the local lease was taken back"
+    );
+    assert_eq!(a.json(&["show", &id])["record"]["status"], "pending");
+    // Reachable again, the next lease takes it.
+    assert_eq!(won(spawn_dequeue(&a, "wa", &[])), vec![id.clone()]);
+    assert_eq!(remote_owner(&shared, &id), "wa");
+}

@@ -20,20 +20,11 @@ use common::{TestRepo, request_dir};
 use serde_json::Value;
 
 /// `git-hyperion` in `repo`, with the binary's directory on `PATH` (the remote's hook runs
-/// `git hyperion verify-push` in the pushing process's environment on a file remote).
+/// `git-hyperion verify-push` in the pushing process's environment on a file remote).
 fn hy(repo: &TestRepo) -> Command {
     let mut cmd = repo.cmd();
-    cmd.env("PATH", path_with_bin());
+    cmd.env("PATH", common::path_with_bin());
     cmd
-}
-
-fn path_with_bin() -> String {
-    let bin_dir = Path::new(common::BIN).parent().unwrap();
-    format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
 }
 
 fn ok(repo: &TestRepo, args: &[&str]) -> String {

@@ -9,9 +9,10 @@ use super::{Ctx, JsonArray, parse_duration_arg, ts};
 /// and leases each to WORKER by compare-and-swap, so two workers never hold the same request.
 /// Prints the leased records (an empty array with --format json when nothing is ready).
 ///
-/// In remote mode (`--remote NAME` or `hyperion.remote`), the queue is fetched first and the
-/// leases are published in one atomic push, each with a lease on the remote's tip: a request
-/// another machine leased first is not this worker's (its local lease is put back to the
+/// In remote mode (`--remote NAME` or `hyperion.remote`), the queue is fetched first (unless
+/// the last fetch is younger than hyperion.leaseView: then the lease is taken from what it saw)
+/// and the leases are published in one atomic push, each with a lease on the remote's tip: a
+/// request another machine leased first is not this worker's (its local lease is put back to the
 /// remote's state) and is not printed. See docs/remote.md.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -34,6 +35,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             &args.worker,
             args.batch.max(1),
             args.lease,
+            hyperion::queue::remote::View::Recent,
         )?;
         let mut json = ctx.json().then(JsonArray::default);
         for r in &won.records {

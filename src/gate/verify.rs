@@ -118,11 +118,24 @@ pub fn check_push(queue: &Queue, lines: &str) -> Result<HashMap<String, Vec<Prob
         .filter(|(_, _, name)| name.starts_with("refs/heads/"))
         .map(|(_, new, name)| (name.clone(), *new))
         .collect();
-    let mut cat = CatFile::start(queue.store().git_dir(), hash)?;
     let branches = pushed.clone();
     let view = quarantine_view(repo)?;
     let objects = view.as_ref().map(|(_, repo)| repo);
-    let mut checker = Checker::new(&mut cat, rules(queue), move |name: &str| {
+    // In `pre-receive`, the view of the quarantine reads the pushed objects with gix, within
+    // the same bounds as `git cat-file` would (no process to start on every push); without a
+    // quarantine, git is asked.
+    let (mut local, mut cat);
+    let reader: &mut dyn Objects = match objects {
+        Some(view) => {
+            local = Local::new(view);
+            &mut local
+        }
+        None => {
+            cat = CatFile::start(queue.store().git_dir(), hash)?;
+            &mut cat
+        }
+    };
+    let mut checker = Checker::new(reader, rules(queue), move |name: &str| {
         match pushed.get(name) {
             Some(new) if new.is_null() => Ok(None),
             Some(new) => Ok(Some(*new)),
@@ -491,8 +504,8 @@ pub fn check_local(
 }
 
 /// During `pre-receive`, a read-only repository whose objects are the push's quarantine
-/// (`GIT_QUARANTINE_PATH`) and this repository's objects: the pushed branch's trees and
-/// policy are found there, as git itself finds them. `None` outside a hook. The temporary
+/// (`GIT_QUARANTINE_PATH`) and this repository's objects: the pushed chains, the pushed
+/// branch's trees and policy are found there, as git itself finds them. `None` outside a hook. The temporary
 /// directory lives as long as the view.
 fn quarantine_view(repo: &gix::Repository) -> Result<Option<(tempfile::TempDir, gix::Repository)>> {
     let Some(quarantine) = std::env::var_os("GIT_QUARANTINE_PATH") else {

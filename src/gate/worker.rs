@@ -410,8 +410,16 @@ impl<'q> Worker<'q> {
                     .queue
                     .dequeue(&self.id, opts.batch.max(1), self.lease)?,
                 Some(remote) => {
-                    match shared::lease(self.queue, remote, &self.id, opts.batch.max(1), self.lease)
-                    {
+                    // A fetch first, branches and notes too: the chain is built on the target
+                    // tip it saw.
+                    match shared::lease(
+                        self.queue,
+                        remote,
+                        &self.id,
+                        opts.batch.max(1),
+                        self.lease,
+                        shared::View::Fetch,
+                    ) {
                         Ok(won) => won.records,
                         // Cut off from the remote: nothing is leased; polled again later.
                         Err(e) if e.code() == Code::RemoteUnreachable => {

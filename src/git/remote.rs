@@ -50,15 +50,6 @@ pub type Report = Vec<(String, Outcome)>;
 /// What git said on stderr (a remote's hook speaks there), its lines joined, at most 20.
 pub type Said = String;
 
-/// Whether `name` is a remote this repository knows (`remote.NAME.url` is set).
-pub fn exists(git_dir: &Path, name: &str) -> Result<bool> {
-    let out = crate::git::command::at(git_dir)
-        .args(["config", "--get", &format!("remote.{name}.url")])
-        .output()
-        .map_err(|e| Error::io("could not run git", e))?;
-    Ok(out.status.success() && !out.stdout.trim_ascii().is_empty())
-}
-
 /// Push every update to `remote` in one `git push` (all or nothing when `atomic`), each with
 /// its lease. Every ref gets an outcome; an error only when no remote was reached (or git
 /// said nothing the porcelain form promises).

@@ -49,7 +49,14 @@ impl Remote {
                 name.escape_debug()
             )));
         }
-        if !crate::git::remote::exists(store.git_dir(), name)? {
+        // Read from the configuration the store opened with (all the levels git reads):
+        // no `git config` process on every command of remote mode.
+        let url = store
+            .repo()
+            .config_snapshot()
+            .string(format!("remote.{name}.url").as_str())
+            .is_some_and(|v| !v.trim_ascii().is_empty());
+        if !url {
             return Err(missing(format!("this repository has no remote '{name}'")));
         }
         Ok(Remote {
@@ -310,9 +317,17 @@ pub struct Fetched {
 /// ([`Remote::landing_refspecs`]): the commits the chains name as landed, and the tips a
 /// worker builds on.
 pub fn fetch(store: &Store, remote: &Remote, actor: &str) -> Result<Fetched> {
+    fetch_with(store, remote, actor, true)
+}
+
+/// [`fetch`], of the queue alone when not `landing` (no branches, no notes: what a lease by
+/// `dequeue` needs).
+fn fetch_with(store: &Store, remote: &Remote, actor: &str, landing: bool) -> Result<Fetched> {
     let at = jiff::Timestamp::now();
     let mut refspecs = vec![format!("+{REQUESTS_PREFIX}*:{}*", remote.tracking_prefix())];
-    refspecs.extend(remote.landing_refspecs());
+    if landing {
+        refspecs.extend(remote.landing_refspecs());
+    }
     crate::git::remote::fetch(store.git_dir(), remote.name(), &refspecs)?;
     remote.record_fetch(store, at)?;
     let mut out = Fetched {
@@ -569,55 +584,128 @@ pub struct Leased {
 }
 
 /// How many rounds of fetch, lease and push a lease by push makes before it settles for what
-/// it won.
+/// it won (a round leased from the view of an earlier fetch is not counted).
 const LEASE_ROUNDS: usize = 3;
 
-/// Lease up to `batch` requests to `worker` on the shared queue: fetch, lease locally
+/// What a lease by push leases from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// A fetch of the queue, the branches and the notes, first: a worker builds on the target
+    /// tip this fetch saw and speculates on the leases it saw.
+    Fetch,
+    /// What the last fetch saw, while it is younger than `hyperion.leaseView` (`dequeue`):
+    /// nothing is fetched before the push, whose lease on each ref is the check; else a fetch
+    /// of the queue alone first.
+    Recent,
+}
+
+/// Whether the last fetch from `remote` is younger than `max` (and not in the future).
+fn view_is_recent(store: &Store, remote: &Remote, max: std::time::Duration) -> bool {
+    let Some(at) = remote.last_fetch(store) else {
+        return false;
+    };
+    let age = jiff::Timestamp::now().duration_since(at);
+    !age.is_negative() && age.unsigned_abs() < max
+}
+
+/// Lease up to `batch` requests to `worker` on the shared queue: fetch (unless `view` is
+/// [`View::Recent`] and the last fetch is recent), lease locally
 /// ([`crate::queue::Queue::dequeue`]), then publish every new lease in one atomic push, each
 /// with a lease on the remote's tip it was built on ([`publish`]). When the push is refused
 /// because another machine's transition reached a request first, that machine won it: the
-/// local ref is put back to the remote's tip, and the others are pushed again. Then, after a
-/// jittered pause, another round for what is missing. A lease that is not on the remote is
-/// never reported as won.
+/// local ref is put back to the remote's tip, and the others are pushed again. Then another
+/// round for what is missing: at once, after a fetch, when the round leased from an earlier
+/// fetch's view (it was stale); else after a jittered pause (two machines met). A view with
+/// nothing ready is fetched again before the lease says so. A lease that is not on the remote
+/// is never reported as won.
 pub fn lease(
     queue: &crate::queue::Queue,
     remote: &Remote,
     worker: &str,
     batch: usize,
     length: Option<std::time::Duration>,
+    view: View,
 ) -> Result<Leased> {
     let store = queue.store();
     let actor = format!("worker:{worker}");
     let mut out = Leased::default();
-    for round in 0..LEASE_ROUNDS {
-        let fetched = fetch(store, remote, &actor)?;
+    let landing = view == View::Fetch;
+    let mut reuse =
+        view == View::Recent && view_is_recent(store, remote, queue.settings().lease_view);
+    let refresh = |out: &mut Leased| -> Result<()> {
+        let fetched = fetch_with(store, remote, &actor, landing)?;
         if !fetched.diverged.is_empty() {
             out.given_way
                 .extend(give_way(store, remote, &fetched.diverged, worker)?);
+        }
+        Ok(())
+    };
+    let mut round = 0;
+    while round < LEASE_ROUNDS {
+        if !reuse {
+            refresh(&mut out)?;
         }
         let want = batch.saturating_sub(out.records.len());
         if want == 0 {
             break;
         }
-        let leased = queue.dequeue(worker, want, length)?;
+        let mut leased = queue.dequeue(worker, want, length)?;
+        if leased.is_empty() && reuse {
+            // Nothing ready in the view: what the remote holds now, before saying so.
+            reuse = false;
+            continue;
+        }
         if leased.is_empty() {
             break;
         }
         let ids: Vec<String> = leased.iter().map(|r| r.id.clone()).collect();
         crate::git::os::pause_point("remote.leased_locally");
-        let lost = publish(store, remote, &ids, &actor)?;
+        let lost = match publish(store, remote, &ids, &actor) {
+            Ok(lost) => lost,
+            Err(e) if e.code() == Code::RemoteUnreachable => {
+                take_back(store, &ids, worker, &actor)?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let lost_any = !lost.is_empty();
-        out.records
-            .extend(leased.into_iter().filter(|r| !lost.contains(&r.id)));
+        leased.retain(|r| !lost.contains(&r.id));
+        out.records.extend(leased);
         out.lost.extend(lost);
         if !lost_any {
             // Nothing lost: what was ready is leased.
             break;
         }
+        if reuse {
+            // The view was stale: fetched again and leased again at once (not a race met
+            // now, whose pause the other machine needs).
+            reuse = false;
+            continue;
+        }
         // Another machine is leasing too: a pause before it fetches again.
         jitter(worker, round);
+        round += 1;
     }
     Ok(out)
+}
+
+/// Take back the local leases `ids` of `worker` when their push reached no remote (a lease from
+/// a recent view is made before anything is fetched): each ref moves from the lease back to
+/// the tip it was made on (a compare-and-swap; a ref that moved since, or whose tip is not this
+/// worker's lease, is left). An unreachable remote leaves no lease held in this clone alone.
+fn take_back(store: &Store, ids: &[String], worker: &str, actor: &str) -> Result<()> {
+    for id in ids {
+        let Some(tip) = store.tip(id)? else {
+            continue;
+        };
+        let lease = store
+            .history_head(tip)?
+            .is_some_and(|e| e.action == Action::Lease && e.worker.as_deref() == Some(worker));
+        if let (true, Some(before)) = (lease, store.parent_of(tip)?) {
+            store.adopt(id, Some(tip), before, actor)?;
+        }
+    }
+    Ok(())
 }
 
 /// A pause in [25, 100) ms times `round + 1`, different on every machine, so that machines

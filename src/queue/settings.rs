@@ -84,6 +84,11 @@ pub const KEYS: &[Key] = &[
         help: "remote mode: a worker checks its requests on top of those other workers leased before it (a merge train) and lands once they landed as it speculated; false: on the remote's tip alone",
     },
     Key {
+        name: "hyperion.leaseView",
+        default: "1s",
+        help: "remote mode: dequeue leases from what the last fetch saw while it is younger than this, without fetching first (the push's leases are the check; a refused one fetches and leases again); 0: fetch before every lease",
+    },
+    Key {
         name: "hyperion.approvers",
         default: "(none)",
         help: "who may approve requests when the target's policy names no approvers (repeatable, or comma-separated)",
@@ -145,6 +150,9 @@ pub struct Settings {
     /// `hyperion.speculate`: remote workers build on the requests leased ahead of theirs
     /// (docs/remote.md, "A train without a coordinator").
     pub speculate: bool,
+    /// `hyperion.leaseView`: how old the last fetch may be for `dequeue` in remote mode to
+    /// lease from what it saw, without fetching first (docs/remote.md, "Leasing by push").
+    pub lease_view: Duration,
     /// `hyperion.approvers`: who may approve when the policy names nobody.
     pub approvers: Vec<String>,
     pub landing_wait: Duration,
@@ -173,6 +181,7 @@ impl Default for Settings {
             check_batch: 1,
             check_jobs: 1,
             speculate: true,
+            lease_view: Duration::from_secs(1),
             approvers: Vec::new(),
             landing_wait: Duration::from_secs(10),
             ingest_patterns: vec![crate::queue::ingest::DEFAULT_PATTERN.to_owned()],
@@ -231,6 +240,7 @@ impl Settings {
         dur("hyperion.indexWait", &mut s.index_wait)?;
         dur("hyperion.landingWait", &mut s.landing_wait)?;
         dur("hyperion.hookTimeout", &mut s.hook_timeout)?;
+        dur("hyperion.leaseView", &mut s.lease_view)?;
         for value in config
             .plumbing()
             .strings("hyperion.checkEnv")

@@ -435,7 +435,19 @@ pub fn request_dir(repo: &TestRepo, n: usize, salt: &str) -> PathBuf {
     d
 }
 
-/// A bare server with hooks/pre-receive installed (it runs `git hyperion verify-push`).
+/// `PATH` with the directory of the binary under test first: what a server's hook
+/// (hooks/pre-receive runs `git-hyperion verify-push`) needs in the pushing process's
+/// environment on a file remote.
+pub fn path_with_bin() -> String {
+    let bin_dir = Path::new(BIN).parent().expect("the binary's directory");
+    format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A bare server with hooks/pre-receive installed (it runs `git-hyperion verify-push`).
 pub fn server() -> TestRepo {
     let server = TestRepo::bare();
     let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/pre-receive");
@@ -446,14 +458,8 @@ pub fn server() -> TestRepo {
 /// `git push` of `refspecs` from `client` to `server`, with git-hyperion on the PATH (as the
 /// server's hook needs it); (success, stderr).
 pub fn push(client: &TestRepo, server: &TestRepo, refspecs: &[&str]) -> (bool, String) {
-    let bin_dir = Path::new(BIN).parent().expect("the binary's directory");
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let mut cmd = client.command("git");
-    cmd.env("PATH", path)
+    cmd.env("PATH", path_with_bin())
         .args(["push", "-q", "--atomic"])
         .arg(server.path())
         .args(refspecs);

@@ -1,8 +1,9 @@
 //! Reading objects for the checks, within bounds, from either side of a push.
 //!
-//! The checks read objects through [`Objects`]: on a server, [`CatFile`] asks `git cat-file`,
-//! because during `pre-receive` the pushed objects sit in git's quarantine, which only git
-//! itself sees; in a local repository, [`Local`] reads them with gix. Every read learns the
+//! The checks read objects through [`Objects`]: [`Local`] reads them with gix, in a local
+//! repository or, during `pre-receive`, in a view of the push's quarantine (where the pushed
+//! objects sit until the hook accepts them) and the repository's objects; [`CatFile`] asks
+//! `git cat-file` where there is no such view (a hook run without a quarantine). Every read learns the
 //! object's kind and size first, from its header, and reads the content only when both are
 //! what the caller expects: a pushed blob of gigabytes (or one that inflates to that) is never
 //! inflated, and a tree where a blob belongs is never taken for it.
