@@ -1,5 +1,6 @@
 use super::error::CmdResult;
 use super::{Ctx, parse_since, print_json, ts};
+use hyperion::tui::shown_line;
 
 /// Every transition of every request, oldest first.
 ///
@@ -40,7 +41,8 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         if let Some(r) = &e.reason {
             line.push_str(&format!("  ({r})"));
         }
-        println!("{line}");
+        // Reasons are free text, some from other machines' records.
+        println!("{}", shown_line(&line));
     }
     Ok(())
 }

@@ -1,3 +1,4 @@
+use hyperion::tui::shown_line;
 use std::path::PathBuf;
 
 use hyperion::Code;
@@ -115,9 +116,15 @@ fn check(args: CheckArgs, ctx: &Ctx) -> CmdResult {
                 for p in &problems {
                     match p.line {
                         Some(line) => {
-                            eprintln!("error: {origin}:{line}: {} [{}]", p.message, p.code)
+                            eprintln!(
+                                "error: {origin}:{line}: {} [{}]",
+                                shown_line(&p.message),
+                                p.code
+                            )
                         }
-                        None => eprintln!("error: {origin}: {} [{}]", p.message, p.code),
+                        None => {
+                            eprintln!("error: {origin}: {} [{}]", shown_line(&p.message), p.code)
+                        }
                     }
                 }
             }

@@ -145,7 +145,10 @@ fn a_refused_requests_names_and_values_reach_the_terminal_escaped_and_cut() {
         !err.lines().any(|l| l.starts_with("hint: run")),
         "a forged line: {err}"
     );
-    assert!(err.contains(r"\u{1b}]52;c;SGVsbG8=\u{7}x\nhint: run"), "{err}");
+    assert!(
+        err.contains(r"\u{1b}]52;c;SGVsbG8=\u{7}x\nhint: run"),
+        "{err}"
+    );
     assert!(
         err.lines().all(|l| l.chars().count() <= 500),
         "a line longer than 500 characters: {}",
@@ -162,5 +165,37 @@ fn a_refused_requests_names_and_values_reach_the_terminal_escaped_and_cut() {
             .iter()
             .any(|p| p["field"].as_str() == Some(&format!("/{evil}"))),
         "{doc}"
+    );
+}
+
+/// `audit` prints every event's reason, free text that other machines' records carry too (an
+/// identity with control characters is refused where it is given): a terminal escape in it
+/// reaches the terminal escaped, on one line.
+#[test]
+fn an_events_actor_and_reason_reach_the_audit_escaped() {
+    let a = Attack::new();
+    let id = a.enqueue(&adds("T-audit", "src/a.txt", "a\n"));
+    let evil = "\u{1b}]52;c;SGVsbG8=\u{7}x\nforged line";
+    a.repo.ok(&["dequeue", "--worker", "w"]);
+    a.repo.ok(&[
+        "complete",
+        &id,
+        "--worker",
+        "w",
+        "--failed",
+        "check.failed",
+        "--class",
+        "check",
+    ]);
+    a.repo.ok(&["requeue", &id, "--reason", evil]);
+    let audit = a.repo.ok(&["audit"]);
+    assert!(
+        !audit.contains('\u{1b}') && !audit.contains('\u{7}'),
+        "a control character reached the terminal: {audit:?}"
+    );
+    assert!(!audit.lines().any(|l| l.starts_with("forged")), "{audit}");
+    assert!(
+        audit.contains(r"\u{1b}]52;c;SGVsbG8=\u{7}x\nforged line"),
+        "{audit}"
     );
 }
