@@ -74,11 +74,7 @@ impl PackBuilder {
                 continue;
             }
             let final_pack = dir.join(format!("{name}.pack"));
-            let mut tmp = tempfile::Builder::new()
-                .prefix("tmp_pack_")
-                .tempfile_in(&dir)?;
-            tmp.write_all(&pack)?;
-            tmp.persist(&final_pack).map_err(|e| e.error)?;
+            put_file(&dir, "tmp_pack_", &pack, &final_pack)?;
             // The keep is a spare file where one is kept ([`crate::git::spare`]), taken as a ref's
             // lock is (it fails when the keep exists), and becomes a spare again once released:
             // a transition then neither creates nor frees a file for it.
@@ -108,12 +104,7 @@ impl PackBuilder {
                 },
             }
             KEPT.with_borrow_mut(|kept| kept.push((common.to_owned(), keep.clone())));
-            let mut tmp = tempfile::Builder::new()
-                .prefix("tmp_idx_")
-                .tempfile_in(&dir)?;
-            tmp.write_all(&idx)?;
-            tmp.persist(dir.join(format!("{name}.idx")))
-                .map_err(|e| e.error)?;
+            put_file(&dir, "tmp_idx_", &idx, &dir.join(format!("{name}.idx")))?;
             WRITTEN.with_borrow_mut(|written| {
                 written.push((common.to_owned(), final_pack.clone()));
                 // A long-running worker writes a pack per batch; the roll-ups take most.
@@ -166,6 +157,15 @@ impl PackBuilder {
         let idx = index(entries, &pack_sum);
         Ok((pack, idx, pack_sum))
     }
+}
+
+/// Write `bytes` to `path` whole or not at all: into a temporary file of `dir` named
+/// `prefix…` (git's own prefixes, which its maintenance knows as leftovers), renamed into place.
+fn put_file(dir: &Path, prefix: &str, bytes: &[u8], path: &Path) -> std::io::Result<()> {
+    let mut tmp = tempfile::Builder::new().prefix(prefix).tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// An object's entry in a pack: its id, the offset of the entry, the entry's crc32.
@@ -972,12 +972,7 @@ fn join(packs: &[PathBuf]) -> std::io::Result<Option<PathBuf>> {
     }
     tmp.persist(&final_pack).map_err(|e| e.error)?;
     let idx = index(joined, &pack_sum);
-    let mut tmp = tempfile::Builder::new()
-        .prefix("tmp_idx_")
-        .tempfile_in(&dir)?;
-    tmp.write_all(&idx)?;
-    tmp.persist(dir.join(format!("{name}.idx")))
-        .map_err(|e| e.error)?;
+    put_file(&dir, "tmp_idx_", &idx, &dir.join(format!("{name}.idx")))?;
     Ok(Some(final_pack))
 }
 
