@@ -590,3 +590,40 @@ fn a_lease_from_the_view_that_reaches_no_remote_is_taken_back() {
     assert_eq!(won(spawn_dequeue(&a, "wa", &[])), vec![id.clone()]);
     assert_eq!(remote_owner(&shared, &id), "wa");
 }
+
+/// `sweep` in remote mode takes the remote's leases in and publishes what it returns: a lease
+/// A took and let expire is pending again on the remote after B's sweep, and a third machine
+/// leases it. With the remote unreachable, the sweep works on this clone's view and says so.
+#[test]
+fn sweep_in_remote_mode_fetches_the_leases_and_pushes_the_returns() {
+    let (shared, a) = first();
+    let b = machine(&shared);
+    // Returned requests come back without waiting out a backoff.
+    b.git(&["config", "hyperion.retryBackoff", "0s"]);
+    let id = enqueue(&a, 1, "sweep");
+    a.ok(&["dequeue", "--worker", "wa", "--lease", "1s"]);
+    assert_eq!(remote_owner(&shared, &id), "wa");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let out = b.ok(&["sweep"]);
+    assert!(
+        out.contains(&format!("{id} pending (lease expired)")),
+        "{out}"
+    );
+    assert_eq!(
+        remote_owner(&shared, &id),
+        "",
+        "the return reached the remote"
+    );
+    let c = machine(&shared);
+    assert_eq!(won(spawn_dequeue(&c, "wc", &[])), vec![id.clone()]);
+
+    // With the remote gone, B's sweep works on its own view and says so.
+    let moved = format!("{}-moved", shared.path());
+    std::fs::rename(shared.path(), &moved).unwrap();
+    let out = b.run(&["sweep"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: could not fetch"), "{err}");
+    std::fs::rename(&moved, shared.path()).unwrap();
+    b.ok(&["doctor"]);
+}

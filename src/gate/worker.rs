@@ -382,24 +382,20 @@ impl<'q> Worker<'q> {
             // stay kept until the batch is done.
             let _hold = crate::git::pack::hold();
             if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
-                if let Some(remote) = &self.remote {
-                    // The leases to sweep are the remote's: taken in first.
-                    if let Err(e) = shared::fetch(self.queue.store(), remote, &self.actor()) {
-                        tracing::warn!(worker = %self.id, error = %e, "could not fetch before the sweep");
+                let swept = match &self.remote {
+                    None => self.queue.sweep()?,
+                    Some(remote) => {
+                        let r = shared::sweep(self.queue, remote, &self.actor())?;
+                        if let Some(e) = &r.fetch_failed {
+                            tracing::warn!(worker = %self.id, error = %e, "could not fetch before the sweep");
+                        }
+                        if let Some(e) = &r.push_failed {
+                            tracing::warn!(worker = %self.id, error = %e, "could not push the sweep");
+                        }
+                        r.swept
                     }
-                }
-                let swept = self.queue.sweep()?;
+                };
                 last_sweep = Some(Instant::now());
-                if let Some(remote) = &self.remote {
-                    // Swept here, published there (a lease on each expired lease's tip): a
-                    // request another machine renewed or took meanwhile is put back.
-                    let ids: Vec<String> =
-                        swept.requeued.iter().chain(&swept.dead).cloned().collect();
-                    if let Err(e) = shared::publish(self.queue.store(), remote, &ids, &self.actor())
-                    {
-                        tracing::warn!(worker = %self.id, error = %e, "could not push the sweep");
-                    }
-                }
                 let returned = swept.requeued.len() + swept.dead.len();
                 if returned > 0 {
                     on_progress(&Progress::Sweep { returned });

@@ -720,6 +720,44 @@ pub fn jitter(worker: &str, round: usize) {
     ));
 }
 
+/// What a sweep in remote mode did ([`sweep`]).
+#[derive(Debug, Default)]
+pub struct RemoteSweep {
+    /// What was swept here (and pushed, but for `lost` and a failed push).
+    pub swept: crate::queue::Swept,
+    /// The fetch before it failed: the sweep saw this clone's view only.
+    pub fetch_failed: Option<Error>,
+    /// The push after it failed: the returns stay here until `git hyperion push`.
+    pub push_failed: Option<Error>,
+    /// Returns another machine's transition beat (a lease renewed or taken meanwhile): put
+    /// back to the remote's tip, not swept after all.
+    pub lost: Vec<String>,
+}
+
+/// Sweep in remote mode: take the remote's leases in (a fetch), return the expired ones here
+/// as without a remote ([`crate::queue::Queue::sweep`]), and publish the returns, each with a
+/// lease on the expired lease's tip ([`publish`]). A failed fetch or push is said, not an
+/// error: what was swept here is swept.
+pub fn sweep(queue: &crate::queue::Queue, remote: &Remote, actor: &str) -> Result<RemoteSweep> {
+    let mut out = RemoteSweep {
+        fetch_failed: fetch(queue.store(), remote, actor).err(),
+        ..RemoteSweep::default()
+    };
+    out.swept = queue.sweep()?;
+    let ids: Vec<String> = out
+        .swept
+        .requeued
+        .iter()
+        .chain(&out.swept.dead)
+        .cloned()
+        .collect();
+    match publish(queue.store(), remote, &ids, actor) {
+        Ok(lost) => out.lost = lost,
+        Err(e) => out.push_failed = Some(e),
+    }
+    Ok(out)
+}
+
 /// Publish the local transitions of `ids` (a lease, a heartbeat, a release, a completion
 /// made in this clone on a chain the remote holds) in one atomic push, each with a lease on
 /// the remote's tip it was built on (as of the last fetch or push). Returns the requests
