@@ -14,7 +14,7 @@ pub struct Args {}
 pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
     let remote = ctx.remote()?;
     let queue = ctx.queue()?;
-    let (s, lost) = match &remote {
+    let (mut s, lost) = match &remote {
         None => (queue.sweep()?, Vec::new()),
         Some(remote) => {
             let r = hyperion::queue::remote::sweep(queue, remote, &super::enqueue::actor())?;
@@ -36,7 +36,6 @@ pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
             (r.swept, r.lost)
         }
     };
-    let mut s = s;
     // A return another machine beat is not a return.
     s.requeued.retain(|id| !lost.contains(id));
     s.dead.retain(|id| !lost.contains(id));

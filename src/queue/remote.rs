@@ -734,13 +734,14 @@ pub struct RemoteSweep {
     pub lost: Vec<String>,
 }
 
-/// Sweep in remote mode: take the remote's leases in (a fetch), return the expired ones here
+/// Sweep in remote mode: take the remote's leases in (a fetch of the queue), return the expired ones here
 /// as without a remote ([`crate::queue::Queue::sweep`]), and publish the returns, each with a
 /// lease on the expired lease's tip ([`publish`]). A failed fetch or push is said, not an
 /// error: what was swept here is swept.
 pub fn sweep(queue: &crate::queue::Queue, remote: &Remote, actor: &str) -> Result<RemoteSweep> {
     let mut out = RemoteSweep {
-        fetch_failed: fetch(queue.store(), remote, actor).err(),
+        // The queue alone: what a sweep returns is the remote's leases.
+        fetch_failed: fetch_with(queue.store(), remote, actor, false).err(),
         ..RemoteSweep::default()
     };
     out.swept = queue.sweep()?;
