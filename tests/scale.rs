@@ -124,12 +124,12 @@ fn many_expired_leases_are_swept_in_one_pack_and_gc_passes_no_ref_on_a_command_l
     assert_eq!(back, ids);
 }
 
-/// With packed refs, gc removes refs in transactions of many (here 40 at a time, through the
-/// test-only chunk size): `packed-refs` is rewritten once per transaction, not once per
-/// request. A ref that moved after the archive was written is kept, and the rest of its
-/// transaction still goes.
+/// With packed refs, gc removes refs itself, chunk by chunk (here 40 at a time, through the
+/// test-only chunk size), with no `git update-ref` (which would create a lock file per ref):
+/// the packed lines go, nothing older comes back. A ref that moved after the archive was
+/// written is kept, and the rest of its chunk still goes.
 #[test]
-fn gc_removes_packed_refs_in_few_transactions_and_keeps_one_that_moved() {
+fn gc_removes_packed_refs_and_keeps_one_that_moved() {
     let n = 200;
     let (repo, ids) = dead_letters(n, "packed");
     repo.git(&["pack-refs", "--all"]);
@@ -160,16 +160,88 @@ fn gc_removes_packed_refs_in_few_transactions_and_keeps_one_that_moved() {
         left.into_iter().collect::<Vec<_>>(),
         vec![(format!("refs/hyperion/requests/{moved}"), moved_tip)]
     );
+    let packed = std::fs::read_to_string(repo.git_dir().join("packed-refs")).unwrap();
+    // Only the moved request's line can be left (its loose file shadows it).
+    assert!(
+        packed.matches("refs/hyperion/requests/").count() <= 1,
+        "{packed}"
+    );
     let trace = std::fs::read_to_string(trace).unwrap();
-    let transactions = trace
-        .lines()
-        .filter(|l| l.contains("built-in: git update-ref --stdin"))
-        .count();
-    // 5 chunks of 40, one retried without the moved ref.
-    assert_eq!(transactions, 6, "{trace}");
+    assert!(!trace.contains("update-ref"), "{trace}");
     assert_eq!(
         repo.ids(&["list", "--status", "pending"]),
         vec![moved.clone()]
+    );
+    repo.git(&["fsck", "--no-dangling"]);
+}
+
+/// gc next to `git pack-refs --all` in a loop (which moves refs into `packed-refs` and
+/// deletes their files while gc deletes them too): every finished request is archived and
+/// gone, as git sees it and as hyperion does; none comes back once the packing stops (a
+/// packed line outliving its ref's file would); the pending requests are untouched.
+#[test]
+fn gc_next_to_git_pack_refs_loses_nothing_and_brings_nothing_back() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let n = 600;
+    let (repo, _) = dead_letters(n, "racing");
+    let pending = repo.enqueue(&request_dir(&repo, 20, "racing-pending"));
+    let before = refs(&repo);
+    let stop = Arc::new(AtomicBool::new(false));
+    let packs = Arc::new(AtomicUsize::new(0));
+    let packer = {
+        let (stop, packs) = (stop.clone(), packs.clone());
+        let mut cmd = repo.command("git");
+        cmd.args(["pack-refs", "--all"])
+            .current_dir(repo.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if cmd.status().is_ok_and(|s| s.success()) {
+                    packs.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    while packs.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let at_start = packs.load(Ordering::SeqCst);
+    let out = repo
+        .cmd()
+        .args(["gc", "--older-than", "0s"])
+        .env("HYPERION_TEST_CHUNK", "25")
+        .output()
+        .unwrap();
+    let during = packs.load(Ordering::SeqCst) - at_start;
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    packer.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(during > 0, "git pack-refs ran while gc removed refs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), n);
+    let pending_refs: BTreeMap<String, String> = before
+        .into_iter()
+        .filter(|(name, _)| pending.iter().any(|id| name.ends_with(id.as_str())))
+        .collect();
+    assert_eq!(pending_refs.len(), 20);
+    assert_eq!(refs(&repo), pending_refs);
+    let mut listed = repo.ids(&["list"]);
+    listed.sort();
+    let mut pending = pending;
+    pending.sort();
+    assert_eq!(listed, pending);
+    repo.git(&["fsck", "--no-dangling"]);
+    let doctor = repo.json(&["doctor"]);
+    assert_eq!(
+        doctor["findings"].as_array().map(Vec::len),
+        Some(0),
+        "{doctor}"
     );
 }
 
@@ -673,12 +745,15 @@ fn gc_trims_spares_beyond_what_is_kept_detached_or_before_it_exits() {
     assert!(repo.git_dir().join("hyperion/trim.log").exists());
 }
 
-/// A gc whose ref transaction fails (another writer's lock on one of the refs) leaves every
-/// ref as it was, though their files were already set aside as spares: those spares are
-/// still the refs' files, and the writers that take spares afterwards (new requests,
-/// transitions) never write into one of them. Every ref keeps its tip; doctor is clean.
+/// A gc that meets another writer's lock on one of the refs stops there with an error: the
+/// refs before it are gone (each in the archive, restorable at its tip), the rest keep their
+/// tips, and no ref that is left has its file set aside as a spare (one more name for it
+/// would let a writer taking spares afterwards write into a live ref). Writers taking spares
+/// afterwards (new requests, transitions) leave every left ref at its tip; doctor is clean;
+/// a second gc, the lock gone, finishes.
 #[test]
 fn refs_whose_removal_failed_are_never_overwritten_through_their_spares() {
+    use std::os::unix::fs::MetadataExt;
     let n = 30;
     let (repo, ids) = dead_letters(n, "stuck");
     let tips = refs(&repo);
@@ -694,19 +769,44 @@ fn refs_whose_removal_failed_are_never_overwritten_through_their_spares() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "gc went through a held lock");
-    assert_eq!(refs(&repo), tips, "a failed transaction removes nothing");
-    assert!(spares(&repo).len() >= n, "the refs' files were set aside");
+    let left = refs(&repo);
+    let held = format!("refs/hyperion/requests/{}", ids[7]);
+    assert_eq!(left.get(&held), tips.get(&held));
+    assert!(left.len() < n);
+    for (name, tip) in &left {
+        assert_eq!(tips.get(name), Some(tip));
+        let links = std::fs::metadata(repo.git_dir().join(name))
+            .unwrap()
+            .nlink();
+        assert_eq!(links, 1, "{name} was set aside though it stays");
+    }
     std::fs::remove_file(&lock).unwrap();
     // Writers taking spares: new requests, and transitions of the old ones.
     repo.enqueue(&request_dir(&repo, 2 * n, "after"));
-    repo.ok(&["requeue", &ids[0], "--reason", "again"]);
+    let requeued = format!("refs/hyperion/requests/{}", ids[7]);
+    repo.ok(&["requeue", &ids[7], "--reason", "again"]);
     let mut now = refs(&repo);
-    let requeued = format!("refs/hyperion/requests/{}", ids[0]);
     assert_ne!(now.remove(&requeued), tips.get(&requeued).cloned());
-    for (name, tip) in &tips {
+    for (name, tip) in &left {
         if *name != requeued {
             assert_eq!(now.get(name), Some(tip), "{name} was overwritten");
         }
     }
     repo.ok(&["doctor"]);
+    // What the failed gc removed is in its archive, at the tips it had.
+    let gone: Vec<&String> = tips
+        .keys()
+        .filter(|name| !left.contains_key(*name))
+        .collect();
+    let bundle = bundles(&repo)[0].clone();
+    repo.git(&[
+        "fetch",
+        "-q",
+        bundle.to_str().unwrap(),
+        "refs/hyperion/requests/*:refs/restored/*",
+    ]);
+    for name in gone {
+        let restored = name.replace("refs/hyperion/requests/", "refs/restored/");
+        assert_eq!(repo.git(&["rev-parse", &restored]).trim(), tips[name]);
+    }
 }

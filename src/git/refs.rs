@@ -50,7 +50,7 @@ pub fn cas(
     new: ObjectId,
     log: &LogLine<'_>,
 ) -> Result<std::result::Result<(), Moved>> {
-    if !name.starts_with("refs/") || name.ends_with(".lock") || name.contains("..") {
+    if !writable_name(name) {
         return Err(Error::git(format!("not a ref hyperion writes: {name}")));
     }
     crate::git::pack::persist(repo)?;
@@ -80,6 +80,191 @@ pub fn cas(
     // The ref holds its objects now (or will not): their pack need not be kept any more.
     crate::git::pack::settle();
     outcome
+}
+
+/// How long [`delete`] waits for another process's `packed-refs.lock`: git's own
+/// `core.packedRefsTimeout` by default.
+const PACKED_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Delete each of `refs` (full name, value it must still hold) that holds its value; a ref
+/// that moved or is gone is left as it is. Returns the names deleted, and the error that
+/// stopped the deletion part-way, if any.
+///
+/// The protocol is git's files backend's, so git's writers and readers and these exclude each
+/// other as two git processes do. `packed-refs.lock` is held throughout (no `git pack-refs`
+/// copies a ref into `packed-refs` while its file goes); each ref's own lock is taken and its
+/// value (its file, else its `packed-refs` line) compared. A ref without a `packed-refs` line
+/// loses its file at once. The lines of the others go in one rewrite of `packed-refs`, and
+/// only then their files: a reader never sees an older packed value come back.
+///
+/// Unlike `git update-ref --stdin`, which creates and frees a lock file per ref, a lock here is
+/// a spare renamed into place and back, and a deleted ref's file is set aside as a spare
+/// instead of freed ([`crate::git::spare::set_aside`]): gc's 100,000 deletions allocate no
+/// inode (ext4 searches the recently freed ones for each new one; that search was most of
+/// gc's time) and free no block. Give it a few thousand refs at a time: `packed-refs.lock`
+/// blocks other deletions and `git pack-refs` while it is held.
+pub fn delete(repo: &gix::Repository, refs: &[(String, ObjectId)]) -> (Vec<String>, Option<Error>) {
+    let common = repo.common_dir();
+    let mut removed = Vec::with_capacity(refs.len());
+    if let Some(bad) = refs.iter().find(|(name, _)| !writable_name(name)) {
+        return (
+            removed,
+            Some(Error::git(format!("not a ref hyperion writes: {}", bad.0))),
+        );
+    }
+    let packed_path = common.join("packed-refs");
+    let mut packed_lock = match PackedLock::take(lock_of(&packed_path)) {
+        Ok(lock) => lock,
+        Err(e) => return (removed, Some(e)),
+    };
+    let outcome = (|| -> Result<()> {
+        let packed_data = match std::fs::read(&packed_path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io("could not read packed-refs", e)),
+        };
+        let doomed: std::collections::HashSet<&str> =
+            refs.iter().map(|(name, _)| name.as_str()).collect();
+        let packed: std::collections::HashMap<&str, ObjectId> = packed_entries(&packed_data)
+            .filter(|(name, _)| doomed.contains(name))
+            .collect();
+        // Refs with a `packed-refs` line, locked until that line is gone.
+        let mut held = Vec::new();
+        for (name, expected) in refs {
+            let path = common.join(name);
+            let lock = take_lock(common, &lock_of(&path), name)?;
+            let loose = match read_small(&path) {
+                Ok(data) => Some(plain_value(&data)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io(format!("could not read {}", path.display()), e)),
+            };
+            let now = match loose {
+                // A symbolic ref or a damaged file: not the value expected.
+                Some(value) => value,
+                None => packed.get(name.as_str()).copied(),
+            };
+            if now != Some(*expected) {
+                continue;
+            }
+            if packed.contains_key(name.as_str()) {
+                held.push((name, lock, loose.is_some()));
+            } else {
+                remove_loose(common, name, &path)?;
+                removed.push(name.clone());
+            }
+        }
+        if held.is_empty() {
+            return Ok(());
+        }
+        let gone: std::collections::HashSet<&str> =
+            held.iter().map(|(name, ..)| name.as_str()).collect();
+        let mut kept = Vec::with_capacity(packed_data.len());
+        let mut keep_peeled = true;
+        for line in packed_data.split_inclusive(|&b| b == b'\n') {
+            let keep = match line.first() {
+                Some(b'^') => keep_peeled,
+                Some(b'#') | None => true,
+                Some(_) => {
+                    let text = line.strip_suffix(b"\n").unwrap_or(line);
+                    let name = text
+                        .iter()
+                        .position(|&b| b == b' ')
+                        .and_then(|space| std::str::from_utf8(&text[space + 1..]).ok());
+                    keep_peeled = !name.is_some_and(|name| gone.contains(name));
+                    keep_peeled
+                }
+            };
+            if keep {
+                kept.extend_from_slice(line);
+            }
+        }
+        packed_lock.commit(&kept, &packed_path)?;
+        for (name, lock, has_file) in held {
+            if has_file {
+                remove_loose(common, name, &common.join(name))?;
+            }
+            drop(lock);
+            removed.push(name.clone());
+        }
+        Ok(())
+    })();
+    drop(packed_lock);
+    (removed, outcome.err())
+}
+
+/// Whether hyperion may write or delete the ref `name`.
+fn writable_name(name: &str) -> bool {
+    name.starts_with("refs/") && !name.ends_with(".lock") && !name.contains("..")
+}
+
+/// Remove the file of ref `name` (at `path`, whose lock the caller holds) and its reflog, as
+/// git does; the file is kept as a spare.
+fn remove_loose(common: &Path, name: &str, path: &Path) -> Result<()> {
+    crate::git::spare::set_aside(common, path);
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("could not delete {name}"), e)),
+    }
+    let _ = std::fs::remove_file(common.join("logs").join(name));
+    Ok(())
+}
+
+/// `packed-refs.lock`, held: removed on drop unless it became `packed-refs`.
+struct PackedLock {
+    path: PathBuf,
+    held: bool,
+}
+
+impl PackedLock {
+    /// Create the lock, waiting up to [`PACKED_LOCK_WAIT`] for another holder.
+    fn take(path: PathBuf) -> Result<PackedLock> {
+        let mut waited = Duration::ZERO;
+        let mut delay = Duration::from_millis(1);
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => return Ok(PackedLock { path, held: true }),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AlreadyExists
+                        && waited < PACKED_LOCK_WAIT =>
+                {
+                    std::thread::sleep(delay);
+                    waited += delay;
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::git(format!(
+                        "could not delete refs: {} is held by another process (if no git process runs, one that died left it: remove it)",
+                        path.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(Error::io(format!("could not create {}", path.display()), e));
+                }
+            }
+        }
+    }
+
+    /// Write `data` into the lock and rename it over `packed` (`packed-refs`).
+    fn commit(&mut self, data: &[u8], packed: &Path) -> Result<()> {
+        std::fs::write(&self.path, data)
+            .and_then(|()| std::fs::rename(&self.path, packed))
+            .map_err(|e| Error::io("could not rewrite packed-refs", e))?;
+        self.held = false;
+        Ok(())
+    }
+}
+
+impl Drop for PackedLock {
+    fn drop(&mut self) {
+        if self.held {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// The value of `name` now: its loose file, else its line in `packed-refs`.
@@ -384,20 +569,8 @@ fn list_once(common: &Path, prefix: &str) -> std::io::Result<Option<Listing>> {
     let before = identity(&packed);
     match std::fs::read(&packed) {
         Ok(data) => {
-            for line in data.split(|&b| b == b'\n') {
-                if line.is_empty() || line[0] == b'#' || line[0] == b'^' {
-                    continue;
-                }
-                let Some(space) = line.iter().position(|&b| b == b' ') else {
-                    continue;
-                };
-                let Ok(name) = std::str::from_utf8(&line[space + 1..]) else {
-                    continue;
-                };
-                if !name.starts_with(prefix) || found.contains_key(name) {
-                    continue;
-                }
-                if let Ok(id) = ObjectId::from_hex(&line[..space]) {
+            for (name, id) in packed_entries(&data) {
+                if name.starts_with(prefix) && !found.contains_key(name) {
                     found.insert(name.to_owned(), Some(id));
                 }
             }
@@ -409,6 +582,19 @@ fn list_once(common: &Path, prefix: &str) -> std::io::Result<Option<Listing>> {
         return Ok(None);
     }
     Ok(Some(found.into_iter().collect()))
+}
+
+/// The refs a `packed-refs` file holds, each with its line's object id: the header and the
+/// peeled (`^`) lines are skipped, and so is any line that is not `ID NAME`, as git skips it.
+fn packed_entries(data: &[u8]) -> impl Iterator<Item = (&str, ObjectId)> {
+    data.split(|&b| b == b'\n').filter_map(|line| {
+        if line.first().is_none_or(|&b| b == b'#' || b == b'^') {
+            return None;
+        }
+        let space = line.iter().position(|&b| b == b' ')?;
+        let name = std::str::from_utf8(&line[space + 1..]).ok()?;
+        Some((name, ObjectId::from_hex(&line[..space]).ok()?))
+    })
 }
 
 /// What tells one `packed-refs` from the next: it is always replaced by a rename.
@@ -474,4 +660,197 @@ fn walk_loose(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out =
+            crate::git::command::output(crate::git::command::in_worktree(dir).args(args), "git")
+                .expect("git succeeds");
+        String::from_utf8_lossy(&out).trim().to_owned()
+    }
+
+    /// A repository with commits `c0…c3` and refs under `refs/t/`: `a`, `b`, `c` at c0,
+    /// plus the annotated tags `refs/tags/x` and `refs/tags/y` (whose `packed-refs` lines
+    /// carry a peeled `^` line).
+    fn repo() -> (tempfile::TempDir, Vec<ObjectId>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        git(d, &["init", "-q"]);
+        let mut commits = Vec::new();
+        for i in 0..4 {
+            git(
+                d,
+                &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q"]
+                    .into_iter()
+                    .chain(["--allow-empty", "-m", &format!("c{i}")])
+                    .collect::<Vec<_>>(),
+            );
+            commits.push(ObjectId::from_hex(git(d, &["rev-parse", "HEAD"]).as_bytes()).unwrap());
+        }
+        for r in ["a", "b", "c"] {
+            git(
+                d,
+                &[
+                    "update-ref",
+                    &format!("refs/t/{r}"),
+                    &commits[0].to_string(),
+                ],
+            );
+        }
+        for t in ["x", "y"] {
+            git(
+                d,
+                &[
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "tag",
+                    "-a",
+                    "-m",
+                    t,
+                    t,
+                ],
+            );
+        }
+        (dir, commits)
+    }
+
+    fn show_refs(d: &Path) -> String {
+        git(
+            d,
+            &[
+                "for-each-ref",
+                "--format=%(refname) %(objectname) %(*objectname)",
+            ],
+        )
+    }
+
+    /// Loose refs at their expected value go; one that moved stays; a wrong expectation
+    /// deletes nothing; the reflog goes with its ref, as git's deletion does.
+    #[test]
+    fn loose_refs_at_their_value_go_and_moved_ones_stay() {
+        let (dir, c) = repo();
+        let d = dir.path();
+        git(
+            d,
+            &[
+                "-c",
+                "core.logAllRefUpdates=always",
+                "update-ref",
+                "refs/t/a",
+                &c[1].to_string(),
+            ],
+        );
+        assert!(d.join(".git/logs/refs/t/a").exists());
+        let gix = gix::open(d).unwrap();
+        let (gone, err) = delete(
+            &gix,
+            &[
+                ("refs/t/a".into(), c[1]),
+                ("refs/t/b".into(), c[2]), // moved: it holds c0
+                ("refs/t/missing".into(), c[0]),
+            ],
+        );
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(gone, vec!["refs/t/a".to_owned()]);
+        let left = show_refs(d);
+        assert!(!left.contains("refs/t/a "), "{left}");
+        assert!(left.contains(&format!("refs/t/b {}", c[0])), "{left}");
+        assert!(!d.join(".git/logs/refs/t/a").exists());
+        assert!(!d.join(".git/packed-refs.lock").exists());
+        assert!(!d.join(".git/refs/t/a.lock").exists());
+        git(d, &["fsck", "--no-dangling"]);
+    }
+
+    /// Packed refs: a ref only in `packed-refs` loses its line; a ref whose loose file
+    /// shadows an older packed line loses both (the packed value never comes back); the
+    /// peeled line of a deleted tag goes with it, the other tag's line and peeled line stay,
+    /// and git reads the rewritten file as before.
+    #[test]
+    fn packed_lines_go_with_their_refs_and_nothing_older_comes_back() {
+        let (dir, c) = repo();
+        let d = dir.path();
+        git(d, &["pack-refs", "--all"]);
+        // `a` moves on after packing: its loose file shadows the packed c0.
+        git(d, &["update-ref", "refs/t/a", &c[3].to_string()]);
+        let x = ObjectId::from_hex(git(d, &["rev-parse", "refs/tags/x"]).as_bytes()).unwrap();
+        let before = show_refs(d);
+        let gix = gix::open(d).unwrap();
+        let (mut gone, err) = delete(
+            &gix,
+            &[
+                ("refs/t/a".into(), c[3]),
+                ("refs/t/b".into(), c[0]),
+                ("refs/tags/x".into(), x),
+                ("refs/t/c".into(), c[1]), // moved: packed at c0
+            ],
+        );
+        assert!(err.is_none(), "{err:?}");
+        gone.sort();
+        assert_eq!(gone, ["refs/t/a", "refs/t/b", "refs/tags/x"]);
+        let expected: Vec<&str> = before
+            .lines()
+            .filter(|l| {
+                !l.starts_with("refs/t/a ")
+                    && !l.starts_with("refs/t/b ")
+                    && !l.starts_with("refs/tags/x ")
+            })
+            .collect();
+        assert_eq!(show_refs(d), expected.join("\n"));
+        let packed = std::fs::read_to_string(d.join(".git/packed-refs")).unwrap();
+        assert!(packed.starts_with("# pack-refs with:"), "{packed}");
+        assert_eq!(
+            packed.lines().filter(|l| l.starts_with('^')).count(),
+            1,
+            "{packed}"
+        );
+        assert!(!d.join(".git/refs/t/a").exists());
+        git(d, &["pack-refs", "--all"]);
+        assert_eq!(show_refs(d), expected.join("\n"));
+        git(d, &["fsck", "--no-dangling"]);
+    }
+
+    /// While another process holds `packed-refs.lock`, nothing is deleted: after waiting as
+    /// git does, an error names the lock, and the other holder's lock stays.
+    #[test]
+    fn a_held_packed_refs_lock_stops_the_deletion() {
+        let (dir, c) = repo();
+        let d = dir.path();
+        let lock = d.join(".git/packed-refs.lock");
+        std::fs::write(&lock, b"").unwrap();
+        let gix = gix::open(d).unwrap();
+        let started = std::time::Instant::now();
+        let (gone, err) = delete(&gix, &[("refs/t/a".into(), c[0])]);
+        assert!(gone.is_empty());
+        let err = err.expect("an error").to_string();
+        assert!(err.contains("packed-refs.lock"), "{err}");
+        assert!(started.elapsed() >= PACKED_LOCK_WAIT);
+        assert!(lock.exists());
+        assert!(show_refs(d).contains(&format!("refs/t/a {}", c[0])));
+    }
+
+    /// A ref whose own lock another writer holds (git mid-update) is not deleted behind its
+    /// back: the deletion waits, then stops with an error, the ref and the lock untouched.
+    #[test]
+    fn a_held_ref_lock_is_respected() {
+        let (dir, c) = repo();
+        let d = dir.path();
+        let lock = d.join(".git/refs/t/b.lock");
+        std::fs::write(&lock, format!("{}\n", c[2])).unwrap();
+        let gix = gix::open(d).unwrap();
+        let (gone, err) = delete(
+            &gix,
+            &[("refs/t/a".into(), c[0]), ("refs/t/b".into(), c[0])],
+        );
+        assert_eq!(gone, ["refs/t/a"]);
+        assert!(err.expect("an error").to_string().contains("refs/t/b"));
+        assert!(lock.exists());
+        assert!(show_refs(d).contains(&format!("refs/t/b {}", c[0])));
+        assert!(!d.join(".git/packed-refs.lock").exists());
+    }
 }

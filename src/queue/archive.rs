@@ -1,10 +1,11 @@
 //! Retention at any scale: finished requests written to a git bundle, and their refs removed
-//! in a few ref transactions. No request id or ref name goes on a command line (ref names
-//! reach git on stdin), so the number of requests is bounded by nothing but disk and time.
+//! by hyperion itself, a few thousand per hold of `packed-refs.lock`
+//! ([`crate::git::refs::delete`]). No request id or ref name goes on a command line, so the
+//! number of requests is bounded by nothing but disk and time.
 //!
 //! The order keeps every request somewhere at every instant: the bundle is written and
 //! verified first, and a ref is removed only if the bundle holds it at the very tip that is
-//! being removed (a compare-and-swap inside each transaction). A crash before the removal
+//! being removed (a compare-and-swap under the ref's lock). A crash before the removal
 //! leaves every ref; a crash part-way leaves some refs, and the rest in the verified bundle.
 
 use std::collections::HashMap;
@@ -173,74 +174,28 @@ pub fn bundle_heads(bundle: &Path) -> Result<HashMap<String, ObjectId>> {
     Ok(heads)
 }
 
-/// Remove `refs` (name, expected tip), each only if it still points at its expected tip, in
-/// transactions of at most [`crate::queue::store::chunk`] (with packed refs each rewrites
-/// `packed-refs` once, so a chunk is large). A transaction is all or nothing: when one fails
-/// because a ref moved, the refs of the chunk are read again and the transaction retried
-/// without the moved ones (`tip` reads a ref now). Returns the names removed, and the error
-/// that stopped it part-way, if any.
-///
-/// Each loose ref file is first set aside as a spare ([`crate::git::spare::set_aside`]), so
-/// git's removal frees no disk block: on a file system mounted with `discard` that is most
-/// of the time a large removal takes. `gc` trims the spares afterwards, in the background
-/// (see `git hyperion gc --trim-spares`).
+/// How many refs one [`crate::git::refs::delete`] covers: it holds `packed-refs.lock` for
+/// as long, which `git pack-refs` and other deletions wait for (git's own wait is 1 s).
+const DELETE_CHUNK: usize = 2048;
+
+/// Remove `refs` (name, expected tip), each only if it still points at its expected tip
+/// ([`crate::git::refs::delete`], a few thousand at a time). Returns the names removed, and
+/// the error that stopped it part-way, if any.
 pub fn delete_refs(
-    git_dir: &Path,
-    common: &Path,
+    repo: &gix::Repository,
     refs: &[(String, ObjectId)],
-    tip: &dyn Fn(&str) -> Result<Option<ObjectId>>,
 ) -> (Vec<String>, Option<Error>) {
     let mut removed = Vec::with_capacity(refs.len());
-    for (n, chunk) in refs.chunks(crate::queue::store::chunk()).enumerate() {
+    let chunk = crate::queue::store::chunk().min(DELETE_CHUNK);
+    for (n, chunk) in refs.chunks(chunk).enumerate() {
         if n == 1 {
             crate::git::os::pause_point("gc.chunk_removed");
         }
-        let mut chunk: Vec<(String, ObjectId)> = chunk.to_vec();
-        for (name, _) in &chunk {
-            // A packed ref has no file of its own: nothing is kept for it.
-            crate::git::spare::set_aside(common, &common.join(name));
-        }
-        let mut tries = 0;
-        loop {
-            if chunk.is_empty() {
-                break;
-            }
-            let mut input = Vec::with_capacity(chunk.len() * 110 + 32);
-            input.extend_from_slice(b"start\n");
-            for (name, expected) in &chunk {
-                writeln!(input, "delete {name} {expected}").expect("write to memory");
-            }
-            input.extend_from_slice(b"prepare\ncommit\n");
-            match crate::git::command::run(
-                git_dir,
-                &["update-ref", "--stdin"],
-                &input,
-                "git update-ref",
-            ) {
-                Ok(_) => {
-                    removed.extend(chunk.into_iter().map(|(name, _)| name));
-                    break;
-                }
-                Err(e) => {
-                    tries += 1;
-                    let before = chunk.len();
-                    let mut kept = Vec::with_capacity(before);
-                    for (name, expected) in chunk {
-                        match tip(&name) {
-                            Ok(t) if t == Some(expected) => kept.push((name, expected)),
-                            Ok(_) => {}
-                            Err(e) => return (removed, Some(e)),
-                        }
-                    }
-                    chunk = kept;
-                    // Nothing moved: the failure is not a race (a lock held by a writer that
-                    // died, a broken disk), so stop with what was removed so far.
-                    if chunk.len() == before || tries > 3 {
-                        tracing::warn!(removed = removed.len(), error = %e, "could not remove archived refs");
-                        return (removed, Some(e));
-                    }
-                }
-            }
+        let (done, failed) = crate::git::refs::delete(repo, chunk);
+        removed.extend(done);
+        if let Some(e) = failed {
+            tracing::warn!(removed = removed.len(), error = %e, "could not remove archived refs");
+            return (removed, Some(e));
         }
     }
     (removed, None)

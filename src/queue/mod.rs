@@ -31,7 +31,7 @@ use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::queue::index::Index;
 use crate::queue::settings::Settings;
-use crate::queue::store::{Created, REQUESTS_PREFIX, Store, Transition};
+use crate::queue::store::{Created, Store, Transition};
 use crate::request::model::{Action, ChangeRequest, DeadClass, ErrorInfo, Event, Record, Status};
 use crate::request::model::{Artifact, HistoryEntry};
 use crate::request::target::{Target, Tip};
@@ -1921,15 +1921,8 @@ impl Queue {
         });
         crate::git::os::pause_point("gc.bundle_verified");
         let doomed_len = doomed.len();
-        let (removed_names, failed) = crate::queue::archive::delete_refs(
-            self.store.git_dir(),
-            self.store.repo().common_dir(),
-            &doomed,
-            &|name| {
-                self.store
-                    .tip(name.strip_prefix(REQUESTS_PREFIX).unwrap_or(name))
-            },
-        );
+        let (removed_names, failed) =
+            crate::queue::archive::delete_refs(self.store.repo(), &doomed);
         on_scan(Scan {
             what: "refs removed",
             done: removed_names.len(),

@@ -485,7 +485,7 @@ impl Store {
         Ok(())
     }
 
-    /// Count `n` request-ref updates made by plain git (`gc`'s ref transactions).
+    /// Count `n` request-ref updates made outside [`Store`]'s own transitions (`gc`'s removals).
     pub fn count_writes(&self, n: usize) {
         for _ in 0..n {
             self.wrote();
