@@ -16,8 +16,9 @@ fn main() {
             e.exit_code()
         }
     };
-    // A repack started in the background (many small packs) ends with the command.
-    hyperion::git::pack::finish_roll_up();
+    // A repack started in the background (many small packs) ends with the command; a
+    // command that worked in chunks leaves one pack.
+    hyperion::git::pack::finish_roll_up(hyperion::queue::store::chunk());
     std::process::exit(code);
 }
 

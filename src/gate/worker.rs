@@ -478,7 +478,7 @@ impl<'q> Worker<'q> {
         }
         self.queue.close_index()?;
         // A repack this worker started in the background ends with its run.
-        crate::git::pack::finish_roll_up();
+        crate::git::pack::finish_roll_up(crate::queue::store::chunk());
         Ok(reports)
     }
 

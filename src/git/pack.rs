@@ -106,10 +106,10 @@ impl PackBuilder {
             KEPT.with_borrow_mut(|kept| kept.push((common.to_owned(), keep.clone())));
             put_file(&dir, "tmp_idx_", &idx, &dir.join(format!("{name}.idx")))?;
             WRITTEN.with_borrow_mut(|written| {
-                written.push((common.to_owned(), final_pack.clone()));
+                written.push((common.to_owned(), final_pack.clone(), self.objects.len()));
                 // A long-running worker writes a pack per batch; the roll-ups take most.
                 if written.len() > 256 {
-                    written.retain(|(_, p)| p.exists());
+                    written.retain(|(_, p, _)| p.exists());
                 }
             });
             return Ok(Some(final_pack));
@@ -312,8 +312,8 @@ thread_local! {
     /// The `.keep` files of the packs this thread wrote whose refs may not exist yet.
     static KEPT: std::cell::RefCell<Vec<(PathBuf, PathBuf)>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The packs this thread wrote ([`PackBuilder::write`]) and has not joined yet
-    /// ([`join_written`]): (common git directory, pack).
-    static WRITTEN: std::cell::RefCell<Vec<(PathBuf, PathBuf)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// ([`join_written`]): (common git directory, pack, how many objects it holds).
+    static WRITTEN: std::cell::RefCell<Vec<(PathBuf, PathBuf, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
     /// How many [`Hold`]s of this thread are alive.
     static HOLDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
@@ -730,19 +730,23 @@ fn roll_up_at(common: &Path, detach: bool) {
 
 /// Wait for the roll-ups this process started (see [`roll_up`]), but for detached ones
 /// ([`detach_roll_ups`]), which are left running, then join the packs this process wrote
-/// ([`join_written`]). A command calls this before it exits; with roll-ups not detached, no
-/// repack outlives it.
-pub fn finish_roll_up() {
+/// if they hold `join_from` objects or more ([`join_written`]). A command calls this before
+/// it exits; with roll-ups not detached, no repack outlives it.
+pub fn finish_roll_up(join_from: usize) {
     // Whatever this thread still keeps was written for refs it will not update now.
     release_keeps();
     let running: Vec<RollUp> = rolling().drain().map(|(_, r)| r).collect();
     for r in running {
         r.finish();
     }
-    join_written();
+    join_written(join_from);
 }
 
-/// Join the packs this thread wrote into one per repository, when it wrote several: a
+/// Join the packs this thread wrote into one per repository, when it wrote several holding
+/// `join_from` objects or more in all (the queue passes a chunk's worth, see
+/// `queue::store::chunk`: fewer are the few packs of one request's steps, which the
+/// roll-up of small packs takes in time, and joining them would cost a worker's one-request
+/// drain a new pack and index to write and four packs to delete, a tenth of its time): a
 /// command working through a large queue writes one pack per chunk of requests (see
 /// `queue::store::chunk`), and every object lookup afterwards searches the index of each pack
 /// in turn, so that a pass over 100,000 chains cost more per chain than one over 10,000.
@@ -752,13 +756,18 @@ pub fn finish_roll_up() {
 /// memory. Called once the refs that need their objects exist (their keeps are gone).
 /// Best effort: a pack already gone (a concurrent `git repack -d` took it), still kept, or
 /// not as hyperion writes them is left out; a failure leaves the packs as they were.
-pub fn join_written() {
-    let mut by_repo: std::collections::BTreeMap<PathBuf, Vec<PathBuf>> = Default::default();
-    for (common, pack) in WRITTEN.with_borrow_mut(std::mem::take) {
-        by_repo.entry(common).or_default().push(pack);
+pub fn join_written(join_from: usize) {
+    let mut by_repo: std::collections::BTreeMap<PathBuf, (Vec<PathBuf>, usize)> =
+        Default::default();
+    for (common, pack, objects) in WRITTEN.with_borrow_mut(std::mem::take) {
+        let entry = by_repo.entry(common).or_default();
+        entry.0.push(pack);
+        entry.1 += objects;
     }
-    for (common, packs) in by_repo {
-        join_packs(&common, packs);
+    for (common, (packs, objects)) in by_repo {
+        if objects >= join_from {
+            join_packs(&common, packs);
+        }
     }
 }
 
@@ -1084,7 +1093,7 @@ mod tests {
         settle();
         roll_up_at(&common, true);
         let started = std::time::Instant::now();
-        finish_roll_up();
+        finish_roll_up(0);
         let lock = std::fs::File::open(common.join("hyperion/repack.lock")).expect("lock file");
         let held = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared);
         assert!(
@@ -1127,7 +1136,7 @@ mod tests {
         let lock = std::fs::File::open(common.join("hyperion/repack.lock")).expect("lock file");
         let held = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared);
         assert!(held.is_err(), "git holds the lock while it runs");
-        finish_roll_up();
+        finish_roll_up(0);
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared)
             .expect("the lock is free once the repack is done");
         assert!(count() < PACKS_BEFORE_ROLL_UP, "rolled up: {}", count());
