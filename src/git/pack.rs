@@ -130,26 +130,9 @@ impl PackBuilder {
         pack.extend_from_slice(&(self.objects.len() as u32).to_be_bytes());
         // (id, offset, crc32) of every entry.
         let mut entries = Vec::with_capacity(self.objects.len());
-        for (id, kind, data) in &self.objects {
-            let offset = pack.len() as u64;
-            let type_code: u8 = match kind {
-                Kind::Commit => 1,
-                Kind::Tree => 2,
-                Kind::Blob => 3,
-                Kind::Tag => 4,
-            };
-            let mut size = data.len() as u64;
-            let mut byte = (type_code << 4) | (size & 0x0f) as u8;
-            size >>= 4;
-            while size > 0 {
-                pack.push(byte | 0x80);
-                byte = (size & 0x7f) as u8;
-                size >>= 7;
-            }
-            pack.push(byte);
-            deflate(&[data], &mut pack)?;
-            let crc = crc32fast::hash(&pack[offset as usize..]);
-            entries.push((*id, offset, crc));
+        for (body, (id, _, _)) in bodies(&self.objects)?.iter().zip(&self.objects) {
+            entries.push((*id, pack.len() as u64, crc32fast::hash(body)));
+            pack.extend_from_slice(body);
         }
         let pack_sum = sha1(&pack);
         pack.extend_from_slice(pack_sum.as_bytes());
@@ -157,6 +140,74 @@ impl PackBuilder {
         let idx = index(entries, &pack_sum);
         Ok((pack, idx, pack_sum))
     }
+}
+
+/// From this many bytes to compress, a pack's entries are compressed on two threads: a
+/// landing's new versions of a few source files take milliseconds at the fastest level, while
+/// starting a thread takes tens of microseconds.
+const PARALLEL_FROM: usize = 128 << 10;
+
+/// The entries of a pack holding `objects`, in their order: each one's type-and-size header
+/// and zlib stream. Compressed on two threads when there is much to compress (see
+/// [`PARALLEL_FROM`]), the objects split where half the bytes lie on each side.
+fn bodies(objects: &[(ObjectId, Kind, Vec<u8>)]) -> std::io::Result<Vec<Vec<u8>>> {
+    let encode = |part: &[(ObjectId, Kind, Vec<u8>)]| -> std::io::Result<Vec<Vec<u8>>> {
+        part.iter()
+            .map(|(_, kind, data)| entry_body(*kind, data))
+            .collect()
+    };
+    let weight = |data: &Vec<u8>| {
+        if data.len() < STORED_BELOW {
+            0
+        } else {
+            data.len()
+        }
+    };
+    let total: usize = objects.iter().map(|(_, _, d)| weight(d)).sum();
+    if total < PARALLEL_FROM || objects.len() < 2 {
+        return encode(objects);
+    }
+    let mut sum = 0;
+    let split = objects
+        .iter()
+        .position(|(_, _, d)| {
+            sum += weight(d);
+            sum >= total / 2
+        })
+        .map_or(objects.len() / 2, |i| (i + 1).min(objects.len() - 1));
+    let (first, second) = objects.split_at(split);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| encode(second));
+        let mut bodies = encode(first)?;
+        bodies.extend(
+            other
+                .join()
+                .map_err(|_| std::io::Error::other("a compressing thread panicked"))??,
+        );
+        Ok(bodies)
+    })
+}
+
+/// One pack entry of an object whole: the header (type, size) and the zlib stream of `data`.
+fn entry_body(kind: Kind, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let type_code: u8 = match kind {
+        Kind::Commit => 1,
+        Kind::Tree => 2,
+        Kind::Blob => 3,
+        Kind::Tag => 4,
+    };
+    let mut body = Vec::with_capacity(data.len() / 2 + 32);
+    let mut size = data.len() as u64;
+    let mut byte = (type_code << 4) | (size & 0x0f) as u8;
+    size >>= 4;
+    while size > 0 {
+        body.push(byte | 0x80);
+        byte = (size & 0x7f) as u8;
+        size >>= 7;
+    }
+    body.push(byte);
+    deflate(&[data], &mut body)?;
+    Ok(body)
 }
 
 /// Write `bytes` to `path` whole or not at all: into a temporary file of `dir` named
@@ -1201,6 +1252,48 @@ mod tests {
             git(dir.path(), &["cat-file", "-e", &id.to_string()]);
         }
         git(dir.path(), &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    /// A pack with much to compress is compressed on two threads, into the very bytes one
+    /// thread writes, and git reads every object of it back.
+    #[test]
+    fn a_pack_compressed_on_two_threads_is_the_pack_one_thread_writes() {
+        let (dir, _common, objects) = repo();
+        let mut pack = PackBuilder::new();
+        let mut ids = Vec::new();
+        for i in 0..9 {
+            // Large, compressible, of uneven sizes; small ones between them.
+            let text: String = (0..(i * 900 + 200))
+                .map(|l| format!("{i} line {l}\n"))
+                .collect();
+            ids.push(pack.add(Kind::Blob, text.into_bytes()));
+            ids.push(pack.add(Kind::Blob, format!("small {i}\n").into_bytes()));
+        }
+        let total: usize = pack.objects.iter().map(|(_, _, d)| d.len()).sum();
+        assert!(total >= 2 * PARALLEL_FROM, "{total} bytes");
+        let one_thread: Vec<Vec<u8>> = pack
+            .objects
+            .iter()
+            .map(|(_, kind, data)| entry_body(*kind, data).expect("encode"))
+            .collect();
+        assert_eq!(bodies(&pack.objects).expect("encode"), one_thread);
+        let written = pack.write(&objects).expect("write").expect("a pack");
+        settle();
+        let verified = git(
+            dir.path(),
+            &[
+                "verify-pack",
+                "-v",
+                written.with_extension("idx").to_str().expect("utf-8"),
+            ],
+        );
+        assert!(
+            verified.contains(&format!("non delta: {} objects", ids.len())),
+            "{verified}"
+        );
+        for id in &ids {
+            git(dir.path(), &["cat-file", "-e", &id.to_string()]);
+        }
     }
 
     /// A pack git wrote with deltas is not of hyperion's form: it is left as it is, and so are
