@@ -1,16 +1,15 @@
 //! Reading a task request: JSON syntax, `schemas/task-request.schema.json` (JSON Schema 2020-12,
-//! validated as change requests are, see [`crate::request::validate`]), then what a schema
+//! validated as change requests are, see [`crate::request::schema`]), then what a schema
 //! cannot say (durations and deadlines that parse, a target that is a branch name, scope
 //! globs that stay inside the tree). Every problem is reported, each with a stable `task.*`
 //! code and the field it concerns; nothing is read from the repository here.
-
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
 use crate::agents::model::{TASK_SCHEMA_V1, TaskRequest};
 use crate::code::Code;
 use crate::error::Problem;
+use crate::request::schema::{Rule, Rules, Schema, cleaned, quoted};
 
 /// The schema, as shipped in `schemas/task-request.schema.json`.
 pub const SCHEMA_TEXT: &str = include_str!("../../schemas/task-request.schema.json");
@@ -20,13 +19,31 @@ pub const MAX_TASK_BYTES: usize = 8 << 20;
 
 const HINT: &str = "see schemas/task-request.schema.json for the fields and their values";
 
-fn validator() -> &'static jsonschema::Validator {
-    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
-    V.get_or_init(|| {
-        let schema: Value = serde_json::from_str(SCHEMA_TEXT).expect("the shipped schema is JSON");
-        jsonschema::draft202012::new(&schema).expect("the shipped schema is valid")
-    })
-}
+/// The task request's schema, read as a change request's is
+/// ([`crate::request::schema`]), with the `task.*` codes.
+static SCHEMA: Schema = Schema::new(
+    SCHEMA_TEXT,
+    TASK_SCHEMA_V1,
+    Rules {
+        unknown_field: Rule {
+            code: Code::TaskUnknownField,
+            hint: "remove the field; format v1 accepts only the fields in schemas/task-request.schema.json",
+        },
+        missing_field: Rule {
+            code: Code::TaskMissingField,
+            hint: HINT,
+        },
+        schema_version: Rule {
+            code: Code::TaskSchemaVersion,
+            hint: "set \"schema\": \"hyperion.task-request/v1\"",
+        },
+        invalid_value: Rule {
+            code: Code::TaskInvalidValue,
+            hint: HINT,
+        },
+    },
+    Schema::no_special,
+);
 
 /// Parse and check one task request. `Err` carries every problem found.
 pub fn parse(bytes: &[u8]) -> Result<TaskRequest, Vec<Problem>> {
@@ -56,7 +73,7 @@ pub fn parse(bytes: &[u8]) -> Result<TaskRequest, Vec<Problem>> {
 
 /// [`parse`] for an already parsed value.
 pub fn check_value(value: &Value) -> Result<TaskRequest, Vec<Problem>> {
-    let mut problems = schema_problems(value);
+    let mut problems = SCHEMA.problems(value);
     if !problems.is_empty() {
         problems.sort_by(|a, b| a.field.cmp(&b.field).then(a.code.cmp(&b.code)));
         problems.dedup();
@@ -65,7 +82,7 @@ pub fn check_value(value: &Value) -> Result<TaskRequest, Vec<Problem>> {
     let task: TaskRequest = serde_json::from_value(value.clone()).map_err(|e| {
         vec![Problem::new(
             Code::TaskInvalidValue,
-            e.to_string(),
+            cleaned(&e.to_string()),
             "deadlines are RFC 3339 timestamps such as 2026-12-24T18:00:00Z",
         )]
     })?;
@@ -75,71 +92,6 @@ pub fn check_value(value: &Value) -> Result<TaskRequest, Vec<Problem>> {
     } else {
         Err(problems)
     }
-}
-
-fn schema_problems(value: &Value) -> Vec<Problem> {
-    use jsonschema::error::ValidationErrorKind as K;
-    let mut out = Vec::new();
-    for e in validator().iter_errors(value) {
-        let path = e.instance_path().to_string();
-        let at = if path.is_empty() {
-            "/".to_owned()
-        } else {
-            path.clone()
-        };
-        match e.kind() {
-            K::AdditionalProperties { unexpected } => {
-                for name in unexpected {
-                    out.push(
-                        Problem::new(
-                            Code::TaskUnknownField,
-                            format!("unknown field '{}'", name.escape_debug()),
-                            "remove the field; format v1 accepts only the fields in schemas/task-request.schema.json",
-                        )
-                        .at(format!("{path}/{name}")),
-                    );
-                }
-            }
-            K::Required { property } => {
-                let name = property.as_str().unwrap_or("?");
-                out.push(
-                    Problem::new(
-                        Code::TaskMissingField,
-                        format!("missing required field '{name}'"),
-                        HINT,
-                    )
-                    .at(format!("{path}/{name}")),
-                );
-            }
-            K::Constant { .. } if path == "/schema" => out.push(
-                Problem::new(
-                    Code::TaskSchemaVersion,
-                    format!(
-                        "unsupported schema {}; this version reads {TASK_SCHEMA_V1}",
-                        truncated(&value["schema"].to_string())
-                    ),
-                    "set \"schema\": \"hyperion.task-request/v1\"",
-                )
-                .at(at),
-            ),
-            _ => out
-                .push(Problem::new(Code::TaskInvalidValue, truncated(&e.to_string()), HINT).at(at)),
-        }
-    }
-    out
-}
-
-/// A message quoting a hostile value is cut, so one bad field cannot flood the terminal.
-fn truncated(s: &str) -> String {
-    const MAX: usize = 300;
-    if s.len() <= MAX {
-        return s.to_owned();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 fn semantic_problems(task: &TaskRequest) -> Vec<Problem> {
@@ -185,7 +137,7 @@ fn semantic_problems(task: &TaskRequest) -> Vec<Problem> {
                     Code::TaskInvalidValue,
                     format!(
                         "scope entry '{}' leaves the tree or names .git",
-                        truncated(&glob.escape_debug().to_string())
+                        quoted(glob)
                     ),
                     "scope entries are paths or globs relative to the top of the tree, like src/** or docs",
                 )

@@ -11,6 +11,8 @@
 //! - [`policy`], [`tiers`]: the target's rules; which tiers a request falls in.
 //! - [`secrets`]: the one scanner for secrets, and redaction.
 //! - [`view`]: read-only views of the tree a request is judged against.
+//! - [`schema`]: the shipped JSON Schemas compiled, and their errors as problems (task
+//!   requests' too); names and values quoted into messages escaped and cut.
 //! - [`validate`]: schema, then everything that depends on the target.
 //! - [`apply`], [`merge`]: patches onto a tree, with git's 3-way fallback.
 
@@ -22,6 +24,7 @@ pub mod model;
 pub mod patch;
 pub mod paths;
 pub mod policy;
+pub mod schema;
 pub mod secrets;
 pub mod target;
 pub mod tiers;

@@ -5,8 +5,6 @@
 //! checks). Every problem found is reported, not only the first, each with a stable code and
 //! the field it concerns.
 
-use std::sync::OnceLock;
-
 use serde_json::Value;
 
 use crate::code::Code;
@@ -15,6 +13,7 @@ use crate::request::limits::Limits;
 use crate::request::model::{ChangeRequest, Operation, sha256_hex};
 use crate::request::patch;
 use crate::request::policy::Policy;
+use crate::request::schema::{Rule, Rules, Schema, cleaned, quoted};
 use crate::request::view::{CachedTree, TreeEntry, TreeView};
 
 /// The schema, as shipped in `schemas/change-request.schema.json`.
@@ -29,16 +28,8 @@ pub fn warm_up() {
     let _ = std::thread::Builder::new()
         .name("warm-up".into())
         .spawn(|| {
-            validator();
+            SCHEMA.validator();
         });
-}
-
-fn validator() -> &'static jsonschema::Validator {
-    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
-    V.get_or_init(|| {
-        let schema: Value = serde_json::from_str(SCHEMA_TEXT).expect("the shipped schema is JSON");
-        jsonschema::draft202012::new(&schema).expect("the shipped schema is valid")
-    })
 }
 
 /// Parse and validate one request. `Err` carries every problem found.
@@ -82,7 +73,7 @@ pub fn check_request(bytes: &[u8]) -> (Option<ChangeRequest>, Vec<Problem>) {
 
 /// Like [`validate_value`], keeping the request whenever it passed the schema.
 pub fn check_value(value: &Value) -> (Option<ChangeRequest>, Vec<Problem>) {
-    let mut problems = schema_problems(value);
+    let mut problems = SCHEMA.problems(value);
     if !problems.is_empty() {
         // The request goes no further, so it is not scanned against its target's policy:
         // scan every string and field name of it here, with the built-in rules and those of
@@ -102,7 +93,7 @@ pub fn check_value(value: &Value) -> (Option<ChangeRequest>, Vec<Problem>) {
             None,
             vec![Problem::new(
                 Code::RequestInvalidValue,
-                e.to_string(),
+                cleaned(&e.to_string()),
                 "see schemas/change-request.schema.json",
             )],
         ),
@@ -188,72 +179,53 @@ fn walk_strings(value: &Value, pointer: &mut String, f: &mut dyn FnMut(&str, &st
     }
 }
 
-fn schema_problems(value: &Value) -> Vec<Problem> {
-    use jsonschema::error::ValidationErrorKind as K;
-    let mut out = Vec::new();
-    for e in validator().iter_errors(value) {
-        let path = e.instance_path().to_string();
-        let at = if path.is_empty() {
-            "/".to_owned()
-        } else {
-            path.clone()
-        };
-        let p = match e.kind() {
-            K::AdditionalProperties { unexpected } => {
-                for name in unexpected {
-                    out.push(
-                        Problem::new(
-                            Code::RequestUnknownField,
-                            format!("unknown field '{name}'"),
-                            "remove the field; format v1 accepts only the fields in schemas/change-request.schema.json",
-                        )
-                        .at(format!("{}/{name}", path)),
-                    );
-                }
-                continue;
-            }
-            K::Required { property } => {
-                let name = property.as_str().unwrap_or("?");
+/// The change request's schema: its codes and hints, and its own two cases (an empty
+/// `changes`, `from` without a rename) that jsonschema's messages would explain badly.
+static SCHEMA: Schema = Schema::new(
+    SCHEMA_TEXT,
+    crate::request::model::SCHEMA_V1,
+    Rules {
+        unknown_field: Rule {
+            code: Code::RequestUnknownField,
+            hint: "remove the field; format v1 accepts only the fields in schemas/change-request.schema.json",
+        },
+        missing_field: Rule {
+            code: Code::RequestMissingField,
+            hint: "add the field; see schemas/change-request.schema.json",
+        },
+        schema_version: Rule {
+            code: Code::RequestSchemaVersion,
+            hint: "set \"schema\": \"hyperion.change-request/v1\"",
+        },
+        invalid_value: Rule {
+            code: Code::RequestInvalidValue,
+            hint: "see schemas/change-request.schema.json for the allowed values",
+        },
+    },
+    |kind, path| {
+        use jsonschema::error::ValidationErrorKind as K;
+        match kind {
+            K::MinItems { .. } if path == "/changes" => Some(
                 Problem::new(
-                    Code::RequestMissingField,
-                    format!("missing required field '{name}'"),
-                    "add the field; see schemas/change-request.schema.json",
+                    Code::RequestEmptyChanges,
+                    "a request must carry at least one change",
+                    "add one entry to `changes` per touched path",
                 )
-                .at(format!("{}/{name}", path))
-            }
-            K::MinItems { .. } if path == "/changes" => Problem::new(
-                Code::RequestEmptyChanges,
-                "a request must carry at least one change",
-                "add one entry to `changes` per touched path",
-            )
-            .at(at),
-            K::Constant { .. } if path == "/schema" => Problem::new(
-                Code::RequestSchemaVersion,
-                format!(
-                    "unsupported schema {}; this version reads {}",
-                    value["schema"],
-                    crate::request::model::SCHEMA_V1
-                ),
-                "set \"schema\": \"hyperion.change-request/v1\"",
-            )
-            .at(at),
-            K::Not { .. } => Problem::new(
-                Code::RequestInvalidValue,
-                "`from` is only allowed with operation \"rename\"",
-                "drop `from`, or set operation to \"rename\"",
-            )
-            .at(format!("{path}/from")),
-            _ => Problem::new(
-                Code::RequestInvalidValue,
-                e.to_string(),
-                "see schemas/change-request.schema.json for the allowed values",
-            )
-            .at(at),
-        };
-        out.push(p);
-    }
-    out
-}
+                .at(path),
+            ),
+            // The only `not` of the schema: a change's `from` unless it is a rename.
+            K::Not { .. } => Some(
+                Problem::new(
+                    Code::RequestInvalidValue,
+                    "`from` is only allowed with operation \"rename\"",
+                    "drop `from`, or set operation to \"rename\"",
+                )
+                .at(format!("{path}/from")),
+            ),
+            _ => None,
+        }
+    },
+);
 
 fn limit_problems(req: &ChangeRequest, limits: &Limits) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -321,7 +293,7 @@ fn semantic_problems(req: &ChangeRequest) -> Vec<Problem> {
             out.push(
                 Problem::new(
                     Code::RequestDuplicatePath,
-                    format!("'{}' is named by more than one change", c.path),
+                    format!("'{}' is named by more than one change", quoted(&c.path)),
                     "put all edits of one file into one change",
                 )
                 .at(field("path")),
@@ -433,7 +405,7 @@ pub fn check_policy(
                 out.push(
                     Problem::new(
                         Code::PathGitlink,
-                        format!("'{}' is a submodule (a gitlink, mode 160000)", c.path),
+                        format!("'{}' is a submodule (a gitlink, mode 160000)", quoted(&c.path)),
                         "the target's policy does not let requests change submodules ([paths] allow_gitlinks)",
                     )
                     .at(field("patch")),

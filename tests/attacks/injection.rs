@@ -168,6 +168,98 @@ fn a_refused_requests_names_and_values_reach_the_terminal_escaped_and_cut() {
     );
 }
 
+/// The problems of a refused document as `--format json` gives them (`validate`'s result
+/// array, or the error document of `enqueue` and `plan`), each held to a bounded message
+/// with no raw control character: the CLI escapes and clips only what reaches a terminal.
+fn bounded_problems(doc: &serde_json::Value, what: &str) -> Vec<serde_json::Value> {
+    let problems = doc[0]["problems"]
+        .as_array()
+        .or_else(|| doc["error"]["problems"].as_array())
+        .unwrap_or_else(|| panic!("{what}: no problems in {doc}"))
+        .clone();
+    for p in &problems {
+        let message = p["message"].as_str().unwrap();
+        assert!(
+            message.chars().count() <= 1000,
+            "{what}: a message of {} characters: {:?}…",
+            message.chars().count(),
+            message.chars().take(200).collect::<String>()
+        );
+        assert!(
+            !message.chars().any(char::is_control),
+            "{what}: a raw control character in {message:?}"
+        );
+    }
+    problems
+}
+
+/// A field named with 10,000 characters and terminal escapes, and values of 100,000
+/// characters (one starting with a C1 control, which JSON leaves raw), are quoted back in
+/// the problems of a change request (`validate`, `enqueue`) and of a task request (`plan`)
+/// escaped and cut: the JSON document a program reads, or an audit keeps, is not flooded.
+#[test]
+fn a_refused_documents_problems_quote_hostile_names_and_values_escaped_and_cut() {
+    let a = Attack::new();
+    let name = format!("\u{1b}]52;c;{}\u{7}\u{9b}31m\u{7f}", "N".repeat(10_000));
+    let huge = format!("\u{9b}31m{}", "V".repeat(100_000));
+
+    let mut request = adds("T-huge", "src/a.txt", "a\n");
+    request[&name] = json!(1);
+    request["schema"] = json!(huge);
+    request["title"] = json!(huge);
+    request["priority"] = json!("Z".repeat(100_000));
+    let path = a.repo.write("huge-request.json", &request);
+    for command in ["validate", "enqueue"] {
+        let (out, _) = a
+            .repo
+            .fails(&[command, "--format", "json", path.to_str().unwrap()], 1);
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let problems = bounded_problems(&doc, command);
+        let codes: Vec<&str> = problems
+            .iter()
+            .map(|p| p["code"].as_str().unwrap())
+            .collect();
+        for code in [
+            "request.unknown_field",
+            "request.schema_version",
+            "request.invalid_value",
+        ] {
+            assert!(codes.contains(&code), "{command}: {code} not in {codes:?}");
+        }
+        // The pointer keeps the name whole: it is what a program matches on.
+        assert!(
+            problems
+                .iter()
+                .any(|p| p["field"].as_str() == Some(&format!("/{name}"))),
+            "{command}: {codes:?}"
+        );
+    }
+
+    let mut task = json!({
+        "schema": huge, "task_id": "T-huge", "title": "t", "instructions": huge,
+        "kind": "docs", "priority": "Z".repeat(100_000)
+    });
+    task[&name] = json!(1);
+    let path = a.repo.write("huge-task.json", &task);
+    let (out, _) = a
+        .repo
+        .fails(&["plan", "--format", "json", path.to_str().unwrap()], 1);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let problems = bounded_problems(&doc, "plan");
+    let codes: Vec<&str> = problems
+        .iter()
+        .map(|p| p["code"].as_str().unwrap())
+        .collect();
+    for code in [
+        "task.unknown_field",
+        "task.schema_version",
+        "task.invalid_value",
+    ] {
+        assert!(codes.contains(&code), "plan: {code} not in {codes:?}");
+    }
+    a.repo.ok(&["doctor"]);
+}
+
 /// `audit` prints every event's reason, free text that other machines' records carry too (an
 /// identity with control characters is refused where it is given): a terminal escape in it
 /// reaches the terminal escaped, on one line.

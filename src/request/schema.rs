@@ -1,0 +1,272 @@
+//! The JSON Schemas of submitted documents (change requests, see [`crate::request::validate`];
+//! task requests, see [`crate::agents::task`]): each compiled once per process, and its
+//! validation errors turned into [`Problem`]s one way for both — unknown field, missing
+//! field, schema version, any other invalid value. What differs between the formats is data
+//! of their [`Schema`]: the codes and hints, and the special cases of a format's own rules.
+//!
+//! Every name and value quoted from the document into a message is escaped and cut here
+//! ([`quoted`], and jsonschema's own messages the same way): the CLI escapes and clips again
+//! on the terminal, but the `--format json` document keeps whatever a problem holds, so a
+//! field named with a terminal escape or a 100,000-character value must not reach it whole.
+//! A problem's `field` (a JSON pointer) keeps the name whole: it is what a program matches on.
+//!
+//! Nothing here knows a format's fields beyond what its [`Schema`] says.
+
+use std::sync::OnceLock;
+
+use jsonschema::error::ValidationErrorKind;
+use serde_json::Value;
+
+use crate::code::Code;
+use crate::error::Problem;
+
+/// The code and hint of one kind of schema problem.
+pub struct Rule {
+    pub code: Code,
+    pub hint: &'static str,
+}
+
+/// A format's codes and hints for the four kinds of schema problems.
+pub struct Rules {
+    /// A field the format does not have (`additionalProperties: false`).
+    pub unknown_field: Rule,
+    /// A required field that is absent.
+    pub missing_field: Rule,
+    /// `schema` is not the one version this program reads.
+    pub schema_version: Rule,
+    /// Any other value the schema refuses; the message is jsonschema's.
+    pub invalid_value: Rule,
+}
+
+/// A format's own rules that a generic message would explain badly: the problem for a
+/// validation error at a (JSON pointer) path, or `None` for the generic one.
+pub type Special = fn(&ValidationErrorKind, &str) -> Option<Problem>;
+
+/// One shipped JSON Schema (2020-12), its compiled validator, and how its errors read.
+pub struct Schema {
+    text: &'static str,
+    version: &'static str,
+    rules: Rules,
+    special: Special,
+    validator: OnceLock<jsonschema::Validator>,
+}
+
+impl Schema {
+    /// `text` is the schema as shipped in `schemas/`; `version` what its `schema` field must
+    /// hold; `special` the format's own cases, tried before the generic ones.
+    pub const fn new(
+        text: &'static str,
+        version: &'static str,
+        rules: Rules,
+        special: Special,
+    ) -> Schema {
+        Schema {
+            text,
+            version,
+            rules,
+            special,
+            validator: OnceLock::new(),
+        }
+    }
+
+    /// No special cases.
+    pub fn no_special(_: &ValidationErrorKind, _: &str) -> Option<Problem> {
+        None
+    }
+
+    /// The compiled validator, built by whoever asks first (a few hundred microseconds:
+    /// a command can ask on another thread ahead of time, see `validate::warm_up`).
+    pub fn validator(&self) -> &jsonschema::Validator {
+        self.validator.get_or_init(|| {
+            let schema: Value =
+                serde_json::from_str(self.text).expect("the shipped schema is JSON");
+            jsonschema::draft202012::new(&schema).expect("the shipped schema is valid")
+        })
+    }
+
+    /// Every problem the schema finds in `value`, in jsonschema's order.
+    pub fn problems(&self, value: &Value) -> Vec<Problem> {
+        use ValidationErrorKind as K;
+        let rules = &self.rules;
+        let mut out = Vec::new();
+        for e in self.validator().iter_errors(value) {
+            let path = e.instance_path().to_string();
+            if let Some(p) = (self.special)(e.kind(), &path) {
+                out.push(p);
+                continue;
+            }
+            let at = if path.is_empty() {
+                "/".to_owned()
+            } else {
+                path.clone()
+            };
+            let p = match e.kind() {
+                K::AdditionalProperties { unexpected } => {
+                    for name in unexpected {
+                        out.push(
+                            Problem::new(
+                                rules.unknown_field.code,
+                                format!("unknown field '{}'", quoted(name)),
+                                rules.unknown_field.hint,
+                            )
+                            .at(format!("{path}/{}", pointer_token(name))),
+                        );
+                    }
+                    continue;
+                }
+                K::Required { property } => {
+                    // Named by the schema, not by the document.
+                    let name = property.as_str().unwrap_or("?");
+                    Problem::new(
+                        rules.missing_field.code,
+                        format!("missing required field '{name}'"),
+                        rules.missing_field.hint,
+                    )
+                    .at(format!("{path}/{}", pointer_token(name)))
+                }
+                K::Constant { .. } if path == "/schema" => Problem::new(
+                    rules.schema_version.code,
+                    format!(
+                        "unsupported schema {}; this version reads {}",
+                        cleaned(&value["schema"].to_string()),
+                        self.version
+                    ),
+                    rules.schema_version.hint,
+                )
+                .at(at),
+                _ => Problem::new(
+                    rules.invalid_value.code,
+                    cleaned(&e.to_string()),
+                    rules.invalid_value.hint,
+                )
+                .at(at),
+            };
+            out.push(p);
+        }
+        out
+    }
+}
+
+/// The most a quoted name or value keeps, in bytes (escaped), before `…`.
+pub const QUOTE_MAX: usize = 300;
+
+/// `s` for a message that quotes it between `'…'`: escaped as Rust's `escape_debug` does
+/// (control characters as `\u{1b}`, `\n`; quotes and backslashes), and cut after
+/// [`QUOTE_MAX`] bytes, `…` marking the cut. For names and values taken from a document.
+pub fn quoted(s: &str) -> String {
+    cut(s, |_| true)
+}
+
+/// `s`, a message that already quotes values (jsonschema renders them as JSON, whose quotes
+/// stay), with its control characters escaped and cut as [`quoted`] cuts. JSON escapes
+/// control characters below 0x20 but not DEL or the C1 controls (`\u{9b}` starts a terminal
+/// sequence too).
+pub fn cleaned(s: &str) -> String {
+    cut(s, char::is_control)
+}
+
+fn cut(s: &str, escape: fn(char) -> bool) -> String {
+    let mut out = String::with_capacity(s.len().min(QUOTE_MAX + 4));
+    for c in s.chars() {
+        let before = out.len();
+        if escape(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+        if out.len() > QUOTE_MAX {
+            out.truncate(before);
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
+
+/// `name` as one token of a JSON pointer (RFC 6901: `~` as `~0`, `/` as `~1`), as
+/// jsonschema writes the rest of the path.
+fn pointer_token(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains(['~', '/']) {
+        name.replace('~', "~0").replace('/', "~1").into()
+    } else {
+        name.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_text_is_escaped_and_cut() {
+        assert_eq!(quoted("plain 'x' ü"), r"plain \'x\' ü");
+        assert_eq!(quoted("a\u{1b}[2J\n\u{9b}"), r"a\u{1b}[2J\n\u{9b}");
+        assert_eq!(cleaned("\"a\u{7f}\" is \"b\""), r#""a\u{7f}" is "b""#);
+        let long = format!("{}\u{7}", "ü".repeat(10_000));
+        for s in [quoted(&long), cleaned(&long)] {
+            assert!(s.len() <= QUOTE_MAX + '…'.len_utf8(), "{}", s.len());
+            assert!(s.ends_with('…') && !s.chars().any(char::is_control));
+        }
+        // Exactly at the limit: nothing cut.
+        assert_eq!(quoted(&"x".repeat(QUOTE_MAX)), "x".repeat(QUOTE_MAX));
+        // An escape is not split: it stays whole or goes.
+        let s = quoted(&format!("{}\u{1b}", "x".repeat(QUOTE_MAX - 3)));
+        assert_eq!(s, format!("{}…", "x".repeat(QUOTE_MAX - 3)));
+    }
+
+    static TOY: Schema = Schema::new(
+        r#"{"type": "object", "additionalProperties": false, "required": ["schema", "n"],
+            "properties": {"schema": {"const": "toy/v1"}, "n": {"type": "integer"},
+                           "s": {"maxLength": 4}}}"#,
+        "toy/v1",
+        Rules {
+            unknown_field: Rule {
+                code: Code::TaskUnknownField,
+                hint: "u",
+            },
+            missing_field: Rule {
+                code: Code::TaskMissingField,
+                hint: "m",
+            },
+            schema_version: Rule {
+                code: Code::TaskSchemaVersion,
+                hint: "v",
+            },
+            invalid_value: Rule {
+                code: Code::TaskInvalidValue,
+                hint: "i",
+            },
+        },
+        Schema::no_special,
+    );
+
+    #[test]
+    fn every_kind_of_problem_takes_the_schemas_code_and_hint() {
+        let long = "\u{9b}".repeat(1000);
+        let v = serde_json::json!({"schema": long, "a/b\u{1b}": 1, "s": long});
+        let got: Vec<_> = TOY
+            .problems(&v)
+            .into_iter()
+            .map(|p| (p.code, p.field.unwrap_or_default(), p.hint, p.message))
+            .collect();
+        let fields: Vec<_> = got.iter().map(|g| (g.0, g.1.as_str(), &*g.2)).collect();
+        for want in [
+            (Code::TaskUnknownField, "/a~1b\u{1b}", "u"),
+            (Code::TaskMissingField, "/n", "m"),
+            (Code::TaskSchemaVersion, "/schema", "v"),
+            (Code::TaskInvalidValue, "/s", "i"),
+        ] {
+            assert!(fields.contains(&want), "{want:?} not in {fields:?}");
+        }
+        for (.., message) in &got {
+            assert!(message.len() <= QUOTE_MAX + 50, "{message}");
+            assert!(!message.chars().any(char::is_control), "{message:?}");
+        }
+    }
+
+    #[test]
+    fn a_field_name_is_one_pointer_token() {
+        assert_eq!(pointer_token("a/b~c"), "a~1b~0c");
+        assert_eq!(pointer_token("plain"), "plain");
+    }
+}
