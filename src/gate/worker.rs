@@ -446,13 +446,13 @@ impl<'q> Worker<'q> {
                 self.leases.renew_if_due(self.queue, &self.id);
                 // Stopping: what is in hand lands; the rest of the batch goes back.
                 if stop.draining() {
-                    batch.decided.push(Decided {
+                    batch.decided.push(Decided::new(
                         record,
-                        verdict: Verdict::Release {
+                        Verdict::Release {
                             reason: "the worker was stopped".into(),
                         },
-                        started: Instant::now(),
-                    });
+                        Instant::now(),
+                    ));
                     continue;
                 }
                 on_progress(&Progress::Leased {
@@ -524,11 +524,9 @@ impl<'q> Worker<'q> {
         let req = match self.queue.request(&record.id) {
             Ok(req) => req,
             Err(e) => {
-                batch.decided.push(Decided {
-                    verdict: environment(&e),
-                    record,
-                    started,
-                });
+                batch
+                    .decided
+                    .push(Decided::new(record, environment(&e), started));
                 return Ok(());
             }
         };
@@ -567,21 +565,13 @@ impl<'q> Worker<'q> {
         });
         if let Some(dep) = not_landed {
             let reason = format!("its predecessor {dep} did not land in this batch");
-            decided.push(Decided {
-                record,
-                verdict: Verdict::Release { reason },
-                started,
-            });
+            decided.push(Decided::new(record, Verdict::Release { reason }, started));
             return;
         }
         let (gate, mut onto) = match self.gate_for(chains, &req) {
             Ok(found) => found,
             Err(verdict) => {
-                decided.push(Decided {
-                    record,
-                    verdict,
-                    started,
-                });
+                decided.push(Decided::new(record, verdict, started));
                 return;
             }
         };
@@ -666,11 +656,7 @@ impl<'q> Worker<'q> {
                     }),
                 }
             }
-            verdict => decided.push(Decided {
-                record,
-                verdict,
-                started,
-            }),
+            verdict => decided.push(Decided::new(record, verdict, started)),
         }
     }
 
@@ -1032,12 +1018,7 @@ impl<'q> Worker<'q> {
                     } => {
                         rest = chain.items.split_off(land);
                         if let Some(verdict) = culprit {
-                            let b = rest.remove(0);
-                            decided.push(Decided {
-                                record: b.record,
-                                verdict,
-                                started: b.started,
-                            });
+                            decided.push(rest.remove(0).decide(verdict));
                         }
                         if let Some((checks, artifacts)) = passed {
                             for b in &mut chain.items {
@@ -2230,6 +2211,13 @@ struct Built {
     started: Instant,
 }
 
+impl Built {
+    /// Decided otherwise than landed with its chain: what it built is dropped.
+    fn decide(self, verdict: Verdict) -> Decided {
+        Decided::new(self.record, verdict, self.started)
+    }
+}
+
 /// When `id`'s current lease was taken: the time of its lease commit (a heartbeat on top of
 /// it does not change it). `None` when its tip is not a lease or a heartbeat on one.
 fn leased_at(store: &crate::queue::store::Store, id: &str) -> Option<jiff::Timestamp> {
@@ -2267,13 +2255,7 @@ fn drop_lost(
 ) -> (Vec<Built>, bool) {
     let (lost, held): (Vec<Built>, Vec<Built>) = items.into_iter().partition(is_lost);
     let any = !lost.is_empty();
-    for b in lost {
-        decided.push(Decided {
-            record: b.record,
-            verdict: Verdict::LeaseLost,
-            started: b.started,
-        });
-    }
+    decided.extend(lost.into_iter().map(|b| b.decide(Verdict::LeaseLost)));
     (held, any)
 }
 
@@ -2364,6 +2346,16 @@ struct Decided {
     started: Instant,
 }
 
+impl Decided {
+    fn new(record: Record, verdict: Verdict, started: Instant) -> Decided {
+        Decided {
+            record,
+            verdict,
+            started,
+        }
+    }
+}
+
 /// What a batch holds between leasing and recording.
 #[derive(Default)]
 struct Batch {
@@ -2391,15 +2383,11 @@ fn retry_all(items: Vec<Built>, code: Code, message: String, decided: &mut Vec<D
 
 /// Give every request of `items` back unfinished (the worker was stopped): released.
 fn release_all(items: Vec<Built>, reason: &str, decided: &mut Vec<Decided>) {
-    for b in items {
-        decided.push(Decided {
-            record: b.record,
-            verdict: Verdict::Release {
-                reason: reason.to_owned(),
-            },
-            started: b.started,
-        });
-    }
+    decided.extend(items.into_iter().map(|b| {
+        b.decide(Verdict::Release {
+            reason: reason.to_owned(),
+        })
+    }));
 }
 
 /// A request that cannot land, without artifacts or checks run.
