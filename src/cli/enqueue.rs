@@ -236,7 +236,8 @@ fn run_local(args: &Args, ctx: &Ctx, ids: &mut Vec<String>) -> CmdResult {
     let reqs: Vec<ChangeRequest> = requests.into_iter().map(|(_, r)| r).collect();
     // Printed as stored, a chunk at a time.
     let mut json = ctx.json().then(JsonArray::default);
-    let done = queue.enqueue_each(&reqs, &actor(), args.force, |e| {
+    // Checked above, archived ids too: stored without a second pass of the checks.
+    let done = queue.enqueue_checked(&reqs, &actor(), |e| {
         ids.push(e.id.clone());
         print_one(json.as_mut(), e)
     });

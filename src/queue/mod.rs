@@ -608,6 +608,22 @@ impl Queue {
                 return Err(rejected(req, problems));
             }
         }
+        drop(all);
+        self.enqueue_checked(requests, actor, each)
+    }
+
+    /// Store `requests` that passed [`Queue::check_against_targets`] (and, unless forced,
+    /// the refusal of archived ids) as [`Queue::enqueue_each`] stores them, without checking
+    /// them again: for a caller that checked them itself, to report every problem of a
+    /// submission at once (the CLI). A request that lands is validated again by the worker
+    /// in any case.
+    pub fn enqueue_checked(
+        &self,
+        requests: &[ChangeRequest],
+        actor: &str,
+        each: impl FnMut(Enqueued),
+    ) -> Result<usize> {
+        let all: Vec<&ChangeRequest> = requests.iter().collect();
         // Predecessors are stored before the requests that build on them, so that they are
         // also ahead of them in the queue.
         let ordered: Vec<ChangeRequest>;
