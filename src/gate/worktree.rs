@@ -672,12 +672,6 @@ fn under(root: &Path, rel: &[u8]) -> PathBuf {
     root.join(std::ffi::OsStr::from_bytes(rel))
 }
 
-pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let what = format!("git {} (in {})", args.join(" "), dir.display());
-    let out = crate::git::command::output(crate::git::command::in_worktree(dir).args(args), &what)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
 /// Run git in the slot at `root`, on the slot's repository and nothing else: its git
 /// directory and work tree named, none of the caller's `GIT_*` redirections.
 fn slot_git(root: &Path, args: &[&str]) -> Result<String> {
@@ -686,7 +680,7 @@ fn slot_git(root: &Path, args: &[&str]) -> Result<String> {
     let (g, w) = (git_dir.to_string_lossy(), root.to_string_lossy());
     full.extend(["--git-dir", &g, "--work-tree", &w]);
     full.extend(args);
-    git(root, &full)
+    crate::git::command::text(root, &full)
 }
 
 /// Make sure the slot at `path` exists and is a repository of its own; start it over

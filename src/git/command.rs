@@ -110,6 +110,13 @@ pub fn output(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// `git ARGS` run in the work tree `dir` ([`in_worktree`]), its output as text.
+pub fn text(dir: &Path, args: &[&str]) -> Result<String> {
+    let what = format!("git {} (in {})", args.join(" "), dir.display());
+    let out = output(in_worktree(dir).args(args), &what)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// The version of the git on PATH as (major, minor), asked once per process; `None` when
 /// git cannot be run or says something unexpected.
 pub fn version() -> Option<(u32, u32)> {

@@ -667,10 +667,8 @@ mod tests {
     use super::*;
 
     fn git(dir: &Path, args: &[&str]) -> String {
-        let out =
-            crate::git::command::output(crate::git::command::in_worktree(dir).args(args), "git")
-                .expect("git succeeds");
-        String::from_utf8_lossy(&out).trim().to_owned()
+        let out = crate::git::command::text(dir, args).expect("git succeeds");
+        out.trim().to_owned()
     }
 
     /// A repository with commits `c0…c3` and refs under `refs/t/`: `a`, `b`, `c` at c0,

@@ -561,11 +561,7 @@ mod tests {
             "gitoxide.committer.emailFallback",
         ];
         let dir = tempfile::tempdir().expect("temp dir");
-        crate::git::command::output(
-            crate::git::command::in_worktree(dir.path()).args(["init", "-q"]),
-            "git init",
-        )
-        .expect("git init");
+        crate::git::command::text(dir.path(), &["init", "-q"]).expect("git init");
         let path = dir.path().join(".git/config");
         let base = std::fs::read_to_string(&path).expect("config");
         // Every subset of the keys, each set to a value naming its key.
