@@ -106,6 +106,7 @@ codes! {
     ApprovalRejected = "approval.rejected",
     StoreCorrupt = "store.corrupt",
     StoreIncomplete = "store.incomplete",
+    StoreGcIncomplete = "store.gc_incomplete",
     StoreStaleLock = "store.stale_lock",
     StoreStaleKeep = "store.stale_keep",
     StoreMissingObject = "store.missing_object",

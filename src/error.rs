@@ -119,6 +119,20 @@ pub enum Error {
         not_stored: Vec<String>,
         cause: Box<Error>,
     },
+    /// `gc` stopped part-way: `archived` are in `bundle` and gone from the queue, `kept` are
+    /// in the bundle too but still in the queue.
+    #[error(
+        "gc stopped part-way: {} of {} request(s) archived into {bundle} and removed, {} kept: {cause}",
+        archived.len(),
+        archived.len() + kept.len(),
+        kept.len()
+    )]
+    GcIncomplete {
+        archived: Vec<String>,
+        kept: Vec<String>,
+        bundle: String,
+        cause: Box<Error>,
+    },
     /// A plan or an agent's settings cannot be used (`agent.*`); nothing ran.
     #[error("{message}")]
     Agent { code: Code, message: String },
@@ -154,6 +168,7 @@ impl Error {
             Error::Git(_) => Code::EnvGit,
             Error::RefStorage(_) => Code::EnvRefStorage,
             Error::Incomplete { .. } => Code::StoreIncomplete,
+            Error::GcIncomplete { .. } => Code::StoreGcIncomplete,
             Error::Io { .. } => Code::EnvIo,
             Error::Remote { code, .. } => *code,
             Error::Agent { code, .. } => *code,

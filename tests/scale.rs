@@ -764,15 +764,46 @@ fn refs_whose_removal_failed_are_never_overwritten_through_their_spares() {
     std::fs::write(&lock, "").unwrap();
     let out = repo
         .cmd()
-        .args(["gc", "--older-than", "0s"])
+        .args(["gc", "--older-than", "0s", "--format", "json"])
         .env("HYPERION_TEST_CHUNK", "100")
         .output()
         .unwrap();
-    assert!(!out.status.success(), "gc went through a held lock");
+    assert_eq!(out.status.code(), Some(2), "gc went through a held lock");
     let left = refs(&repo);
     let held = format!("refs/hyperion/requests/{}", ids[7]);
     assert_eq!(left.get(&held), tips.get(&held));
     assert!(left.len() < n);
+    // The error says what was removed and what stays, never "nothing was changed".
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[store.gc_incomplete]"), "{stderr}");
+    assert!(!stderr.contains("nothing was changed"), "{stderr}");
+    assert!(stderr.contains(&format!("kept: {}", ids[7])), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["code"], "store.gc_incomplete");
+    let listed = |key: &str| -> Vec<String> {
+        let mut v: Vec<String> = doc["error"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| format!("refs/hyperion/requests/{}", v.as_str().unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut gone: Vec<String> = tips
+        .keys()
+        .filter(|name| !left.contains_key(*name))
+        .cloned()
+        .collect();
+    gone.sort();
+    assert_eq!(listed("archived"), gone);
+    for id in &gone {
+        let id = id.trim_start_matches("refs/hyperion/requests/");
+        assert!(stderr.contains(&format!("archived: {id}")), "{stderr}");
+    }
+    let kept = listed("kept");
+    assert!(kept.contains(&held), "{kept:?}");
+    assert!(kept.iter().all(|name| left.contains_key(name)), "{kept:?}");
     for (name, tip) in &left {
         assert_eq!(tips.get(name), Some(tip));
         let links = std::fs::metadata(repo.git_dir().join(name))

@@ -225,6 +225,9 @@ impl From<Error> for CommandError {
             Error::Incomplete { .. } => Some(
                 "the requests listed as stored are in the queue, the others are not; fix the cause and submit them again (a request already stored is not stored twice)",
             ),
+            Error::GcIncomplete { .. } => Some(
+                "the requests listed as archived are in the bundle and gone from the queue; the ones listed as kept are still in the queue; fix the cause and run `git hyperion gc` again",
+            ),
             Error::Remote { code, .. } => match code {
                 Code::RemoteMissing => Some(
                     "add it with `git remote add NAME URL`, or name one `git remote` lists (--remote NAME, hyperion.remote)",
@@ -263,6 +266,9 @@ impl From<Error> for CommandError {
                 ("stored", stored.clone()),
                 ("not_stored", not_stored.clone()),
             ],
+            Error::GcIncomplete { archived, kept, .. } => {
+                vec![("archived", archived.clone()), ("kept", kept.clone())]
+            }
             _ => Vec::new(),
         };
         CommandError {

@@ -1957,13 +1957,21 @@ impl Queue {
         }
         tracing::info!(requests = archived.len(), archive = %bundle.display(), "archived");
         let listed = crate::queue::archive::record(&dir, &bundle, &archived);
+        archived.sort_unstable();
         if let Some(e) = failed.or(listed.err()) {
             self.done(ix)?;
-            return Err(e);
+            // Some refs may be gone already: say which, never "nothing was changed".
+            let mut kept: Vec<String> = by_ref.into_values().collect();
+            kept.sort_unstable();
+            return Err(Error::GcIncomplete {
+                archived,
+                kept,
+                bundle: bundle.display().to_string(),
+                cause: Box::new(e),
+            });
         }
         self.done(ix)?;
         self.store.reset_generation()?;
-        archived.sort_unstable();
         collected.archived = archived;
         collected.archive = Some(bundle.display().to_string());
         Ok(collected)
