@@ -19,10 +19,14 @@ pub const MAX_TASK_BYTES: usize = 8 << 20;
 
 const HINT: &str = "see schemas/task-request.schema.json for the fields and their values";
 
+/// The validator of `schemas/task-request.schema.json`, generated at build time.
+#[jsonschema::validator(path = "schemas/task-request.schema.json", methods = { is_valid = false, validate = false })]
+struct Generated;
+
 /// The task request's schema, read as a change request's is
 /// ([`crate::request::schema`]), with the `task.*` codes.
 static SCHEMA: Schema = Schema::new(
-    SCHEMA_TEXT,
+    Generated::iter_errors,
     TASK_SCHEMA_V1,
     Rules {
         unknown_field: Rule {
@@ -151,6 +155,16 @@ fn semantic_problems(task: &TaskRequest) -> Vec<Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_validator_generated_at_build_time_agrees_with_jsonschema() {
+        let mut samples = crate::request::validate::tests::samples_in("samples/tasks");
+        samples.extend(crate::request::validate::tests::samples_in(
+            "samples/tasks/invalid",
+        ));
+        assert!(samples.len() >= 3, "{}", samples.len());
+        crate::request::schema::assert_generated_agrees(&SCHEMA, SCHEMA_TEXT, &samples);
+    }
 
     fn codes(text: &str) -> Vec<(Code, Option<String>)> {
         parse(text.as_bytes())

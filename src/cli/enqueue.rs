@@ -143,7 +143,6 @@ pub fn read_default_policy(ctx: &Ctx) {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
-    hyperion::request::validate::warm_up();
     read_default_policy(ctx);
     // A remote named wrong is refused before anything is stored.
     let remote = if args.dry_run { None } else { ctx.remote()? };

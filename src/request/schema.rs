@@ -1,8 +1,10 @@
 //! The JSON Schemas of submitted documents (change requests, see [`crate::request::validate`];
-//! task requests, see [`crate::agents::task`]): each compiled once per process, and its
-//! validation errors turned into [`Problem`]s one way for both — unknown field, missing
-//! field, schema version, any other invalid value. What differs between the formats is data
-//! of their [`Schema`]: the codes and hints, and the special cases of a format's own rules.
+//! task requests, see [`crate::agents::task`]): each one's validator generated from the shipped
+//! file at build time (`#[jsonschema::validator]`; the tests hold it to jsonschema's run-time
+//! validator of the same file), and its validation errors turned into [`Problem`]s one way for
+//! both — unknown field, missing field, schema version, any other invalid value. What differs
+//! between the formats is data of their [`Schema`]: the codes and hints, and the special cases
+//! of a format's own rules.
 //!
 //! Every name and value quoted from the document into a message is escaped and cut here
 //! ([`quoted`], and jsonschema's own messages the same way): the CLI escapes and clips again
@@ -11,8 +13,6 @@
 //! A problem's `field` (a JSON pointer) keeps the name whole: it is what a program matches on.
 //!
 //! Nothing here knows a format's fields beyond what its [`Schema`] says.
-
-use std::sync::OnceLock;
 
 use jsonschema::error::ValidationErrorKind;
 use serde_json::Value;
@@ -42,30 +42,33 @@ pub struct Rules {
 /// validation error at a (JSON pointer) path, or `None` for the generic one.
 pub type Special = fn(&ValidationErrorKind, &str) -> Option<Problem>;
 
-/// One shipped JSON Schema (2020-12), its compiled validator, and how its errors read.
+/// A schema's validation, compiled into the binary (`#[jsonschema::validator]`): every error
+/// it finds in a document.
+pub type Errors = for<'a> fn(&'a Value) -> jsonschema::ErrorIterator<'a>;
+
+/// One shipped JSON Schema (2020-12), its validator, and how its errors read.
 pub struct Schema {
-    text: &'static str,
+    errors: Errors,
     version: &'static str,
     rules: Rules,
     special: Special,
-    validator: OnceLock<jsonschema::Validator>,
 }
 
 impl Schema {
-    /// `text` is the schema as shipped in `schemas/`; `version` what its `schema` field must
-    /// hold; `special` the format's own cases, tried before the generic ones.
+    /// `errors` is the validator of the schema as shipped in `schemas/`, generated at build
+    /// time; `version` what its `schema` field must hold; `special` the format's own cases,
+    /// tried before the generic ones.
     pub const fn new(
-        text: &'static str,
+        errors: Errors,
         version: &'static str,
         rules: Rules,
         special: Special,
     ) -> Schema {
         Schema {
-            text,
+            errors,
             version,
             rules,
             special,
-            validator: OnceLock::new(),
         }
     }
 
@@ -74,22 +77,12 @@ impl Schema {
         None
     }
 
-    /// The compiled validator, built by whoever asks first (a few hundred microseconds:
-    /// a command can ask on another thread ahead of time, see `validate::warm_up`).
-    pub fn validator(&self) -> &jsonschema::Validator {
-        self.validator.get_or_init(|| {
-            let schema: Value =
-                serde_json::from_str(self.text).expect("the shipped schema is JSON");
-            jsonschema::draft202012::new(&schema).expect("the shipped schema is valid")
-        })
-    }
-
     /// Every problem the schema finds in `value`, in jsonschema's order.
     pub fn problems(&self, value: &Value) -> Vec<Problem> {
         use ValidationErrorKind as K;
         let rules = &self.rules;
         let mut out = Vec::new();
-        for e in self.validator().iter_errors(value) {
+        for e in (self.errors)(value) {
             let path = e.instance_path().to_string();
             if let Some(p) = (self.special)(e.kind(), &path) {
                 out.push(p);
@@ -193,6 +186,100 @@ fn pointer_token(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Test support: the validator generated at build time finds exactly the errors (message and
+/// place; in any order) jsonschema's run-time validator of the shipped `text` finds, in each of `samples`
+/// and in every document one change away from them (each value removed, replaced by a value
+/// of each JSON type and of odd sizes, each object given a field it does not have).
+#[cfg(test)]
+pub(crate) fn assert_generated_agrees(schema: &Schema, text: &str, samples: &[Value]) {
+    fn places(v: &Value, at: Vec<String>, out: &mut Vec<Vec<String>>) {
+        out.push(at.clone());
+        match v {
+            Value::Object(m) => m.iter().for_each(|(k, v)| {
+                let mut at = at.clone();
+                at.push(k.clone());
+                places(v, at, out)
+            }),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| {
+                let mut at = at.clone();
+                at.push(i.to_string());
+                places(v, at, out)
+            }),
+            _ => {}
+        }
+    }
+    fn at<'a>(v: &'a mut Value, path: &[String]) -> &'a mut Value {
+        path.iter().fold(v, |v, k| match v {
+            Value::Array(a) => &mut a[k.parse::<usize>().expect("index")],
+            v => &mut v[k.as_str()],
+        })
+    }
+    let odd = [
+        Value::Null,
+        Value::Bool(true),
+        serde_json::json!(-1),
+        serde_json::json!(0),
+        serde_json::json!(1.5),
+        serde_json::json!(1u64 << 60),
+        serde_json::json!(""),
+        serde_json::json!("x".repeat(300)),
+        serde_json::json!("a/../b"),
+        serde_json::json!([]),
+        serde_json::json!(["x"]),
+        serde_json::json!({}),
+    ];
+    let mut documents = Vec::new();
+    for sample in samples {
+        documents.push(sample.clone());
+        let mut paths = Vec::new();
+        places(sample, Vec::new(), &mut paths);
+        for path in paths {
+            for value in &odd {
+                let mut d = sample.clone();
+                *at(&mut d, &path) = value.clone();
+                documents.push(d);
+            }
+            let mut d = sample.clone();
+            if let Value::Object(m) = at(&mut d, &path) {
+                m.insert("zz_unknown".into(), Value::Null);
+                documents.push(d.clone());
+            }
+            if let Some((last, parent)) = path.split_last() {
+                let mut d = sample.clone();
+                match at(&mut d, parent) {
+                    Value::Object(m) => drop(m.remove(last)),
+                    Value::Array(a) => drop(a.remove(last.parse::<usize>().expect("index"))),
+                    _ => {}
+                }
+                documents.push(d);
+            }
+        }
+    }
+    let runtime = jsonschema::draft202012::new(&serde_json::from_str(text).expect("JSON"))
+        .expect("the shipped schema is valid");
+    // The same errors; their order may differ (the generated code checks a schema object's
+    // keywords in an order of its own).
+    let seen = |errors: jsonschema::ErrorIterator<'_>| -> Vec<(String, String)> {
+        let mut seen: Vec<_> = errors
+            .map(|e| (e.instance_path().to_string(), e.to_string()))
+            .collect();
+        seen.sort();
+        seen
+    };
+    let mut refused = 0;
+    for d in &documents {
+        let generated = seen((schema.errors)(d));
+        assert_eq!(generated, seen(runtime.iter_errors(d)), "{d}");
+        refused += usize::from(!generated.is_empty());
+    }
+    // The mutations reach the schema's rules: most of them are refused.
+    assert!(
+        refused * 2 > documents.len(),
+        "{refused} of {} refused",
+        documents.len()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,10 +301,17 @@ mod tests {
         assert_eq!(s, format!("{}…", "x".repeat(QUOTE_MAX - 3)));
     }
 
-    static TOY: Schema = Schema::new(
-        r#"{"type": "object", "additionalProperties": false, "required": ["schema", "n"],
+    #[jsonschema::validator(
+        schema = r#"{"type": "object", "additionalProperties": false, "required": ["schema", "n"],
             "properties": {"schema": {"const": "toy/v1"}, "n": {"type": "integer"},
                            "s": {"maxLength": 4}}}"#,
+        draft = Draft202012,
+        methods = { is_valid = false, validate = false }
+    )]
+    struct Toy;
+
+    static TOY: Schema = Schema::new(
+        Toy::iter_errors,
         "toy/v1",
         Rules {
             unknown_field: Rule {

@@ -19,19 +19,6 @@ use crate::request::view::{CachedTree, TreeEntry, TreeView};
 /// The schema, as shipped in `schemas/change-request.schema.json`.
 pub const SCHEMA_TEXT: &str = include_str!("../../schemas/change-request.schema.json");
 
-/// Build the request schema's validator on another thread, for a command about to validate
-/// requests: it takes a few hundred microseconds, paid by every process, and this thread
-/// opens the repository and reads the request meanwhile. Whoever needs it first waits for it
-/// (a `OnceLock`), so it is not built twice. (The secret rules are compiled only for a text
-/// that holds their literals: see `secrets::LITERALS`.)
-pub fn warm_up() {
-    let _ = std::thread::Builder::new()
-        .name("warm-up".into())
-        .spawn(|| {
-            SCHEMA.validator();
-        });
-}
-
 /// Parse and validate one request. `Err` carries every problem found.
 pub fn parse_request(bytes: &[u8]) -> Result<ChangeRequest, Vec<Problem>> {
     into_result(check_request(bytes))
@@ -179,10 +166,15 @@ fn walk_strings(value: &Value, pointer: &mut String, f: &mut dyn FnMut(&str, &st
     }
 }
 
+/// The validator of `schemas/change-request.schema.json`, generated at build time: no
+/// process compiles the schema (nor checks it against the draft's meta-schema) at run time.
+#[jsonschema::validator(path = "schemas/change-request.schema.json", methods = { is_valid = false, validate = false })]
+struct Generated;
+
 /// The change request's schema: its codes and hints, and its own two cases (an empty
 /// `changes`, `from` without a rename) that jsonschema's messages would explain badly.
 static SCHEMA: Schema = Schema::new(
-    SCHEMA_TEXT,
+    Generated::iter_errors,
     crate::request::model::SCHEMA_V1,
     Rules {
         unknown_field: Rule {
@@ -783,7 +775,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::request::secrets::Scanner;
 
@@ -794,6 +786,30 @@ mod tests {
             "title": "t", "file_targets": ["x"],
             "changes": [{"path": "x", "operation": "update", "patch": patch, "sha256": sha256_hex(patch.as_bytes())}]
         })
+    }
+
+    /// Every `.json` file of `samples/DIR` that is JSON.
+    pub(crate) fn samples_in(dir: &str) -> Vec<Value> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("samples")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|p| serde_json::from_slice(&std::fs::read(p).expect("read")).ok())
+            .collect()
+    }
+
+    #[test]
+    fn the_validator_generated_at_build_time_agrees_with_jsonschema() {
+        let mut samples = vec![good()];
+        samples.extend(samples_in("samples"));
+        samples.extend(samples_in("samples/invalid"));
+        assert!(samples.len() > 8, "{}", samples.len());
+        crate::request::schema::assert_generated_agrees(&SCHEMA, SCHEMA_TEXT, &samples);
     }
 
     #[test]
