@@ -386,10 +386,13 @@ pub fn stored_duplicate(queue: &Queue, loaded: &Loaded) -> CmdResult<Option<Enqu
     }))
 }
 
-/// Store requests that passed every check (as `enqueue` does: one batch, the actor from
-/// `HYPERION_ACTOR`); a request stored before comes back with `created: false`.
-pub fn store(queue: &Queue, reqs: &[ChangeRequest], force: bool) -> CmdResult<Vec<Enqueued>> {
-    Ok(queue.enqueue_with(reqs, &actor(), force)?)
+/// Store requests that passed every check here — [`check_targets`] and [`refuse_archived`] —
+/// as `enqueue` does (one batch, the actor from `HYPERION_ACTOR`), without the queue checking
+/// them a second time; a request stored before comes back with `created: false`.
+pub fn store(queue: &Queue, reqs: &[ChangeRequest]) -> CmdResult<Vec<Enqueued>> {
+    let mut out = Vec::with_capacity(reqs.len());
+    queue.enqueue_checked(reqs, &actor(), |e| out.push(e))?;
+    Ok(out)
 }
 
 /// Check every request that passed the schema against its target branch and that target's

@@ -169,7 +169,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         }
     } else if !accepted.is_empty() {
         let reqs: Vec<ChangeRequest> = accepted.iter().map(|(_, r)| r.clone()).collect();
-        let done = enqueue::store(queue, &reqs, false)?;
+        let done = enqueue::store(queue, &reqs)?;
         for ((row, _), e) in accepted.iter().zip(done) {
             let row = &mut rows[*row];
             row.result = if e.created {

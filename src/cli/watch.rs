@@ -229,7 +229,7 @@ fn submit(
     match result {
         Err(problems) => Ok(Err(problems)),
         Ok(req) => {
-            let mut done = enqueue::store(queue, &[req], false)?;
+            let mut done = enqueue::store(queue, &[req])?;
             Ok(Ok(done.remove(0)))
         }
     }
