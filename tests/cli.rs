@@ -386,6 +386,27 @@ fn list_filters() {
     repo.fails(&["list", "--since", "yesterday-ish"], 2);
     let text = repo.ok(&["list"]);
     assert!(text.starts_with("ID "), "{text}");
+    // Oldest first, ids breaking ties; the text lists the same order as the JSON.
+    let listed = repo.json(&["list"]);
+    let keys: Vec<(jiff::Timestamp, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let at = r["created_at"].as_str().unwrap().parse().unwrap();
+            (at, r["id"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    let text_ids: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    let json_ids: Vec<&str> = keys.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(text_ids, json_ids);
 }
 
 #[test]
@@ -776,20 +797,25 @@ fn logs_are_quiet_by_default_and_json_lines_with_ids_on_request() {
 #[test]
 fn a_closed_pipe_ends_output_quietly() {
     let repo = TestRepo::new();
-    let script = "\"$BIN\" list --format json 2>\"$ERR\" | true; echo \"${PIPESTATUS[0]}\"";
-    let err = repo.home.path().join("err.txt");
-    let out = repo
-        .command("bash")
-        .arg("-c")
-        .arg(script)
-        .env("BIN", common::BIN)
-        .env("ERR", &err)
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let stderr = std::fs::read_to_string(&err).unwrap();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(status == "0" || status == "141", "exit {status}: {stderr}");
+    // More than a pipe holds (64 KiB), in both formats: the reader leaves after one byte.
+    repo.enqueue(&request_dir(&repo, 800, "pipe"));
+    for format in ["text", "json"] {
+        let script = "\"$BIN\" list --format \"$FORMAT\" 2>\"$ERR\" | head -c 1 >/dev/null; echo \"${PIPESTATUS[0]}\"";
+        let err = repo.home.path().join("err.txt");
+        let out = repo
+            .command("bash")
+            .arg("-c")
+            .arg(script)
+            .env("BIN", common::BIN)
+            .env("ERR", &err)
+            .env("FORMAT", format)
+            .output()
+            .unwrap();
+        let status = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let stderr = std::fs::read_to_string(&err).unwrap();
+        assert!(!stderr.contains("panicked"), "{format}: {stderr}");
+        assert_eq!(status, "141", "{format}: {stderr}");
+    }
 }
 
 /// Every batch of new objects becomes a pack; once 40 exist, the small ones are rolled up

@@ -62,9 +62,11 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         print_json(&c);
         return Ok(());
     }
+    let mut out = super::Lines::new();
     for id in &c.archived {
-        println!("{id}");
+        out.line(format_args!("{id}"));
     }
+    drop(out);
     match (&c.archive, c.dry_run) {
         (_, true) => eprintln!("would archive {} request(s) (dry run)", c.archived.len()),
         (Some(b), false) => {

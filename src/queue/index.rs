@@ -868,14 +868,12 @@ impl Index {
                     .collect()
             })
         };
-        let mut out = Vec::with_capacity(slots.len());
-        for ((id, slot), entry) in slots.iter().zip(decoded) {
-            match entry {
-                Some(e) => out.push(e),
-                None => out.extend(self.decode(store, id, slot)),
-            }
-        }
-        Ok(out)
+        // Collected into the memory of `decoded` (one copy of every record, not two).
+        Ok(decoded
+            .into_iter()
+            .zip(&slots)
+            .filter_map(|(entry, (id, slot))| entry.or_else(|| self.decode(store, id, slot)))
+            .collect())
     }
 
     /// Drop every entry (for `doctor --reindex`).

@@ -1783,7 +1783,7 @@ impl Queue {
             })
             .collect();
         drop(landed);
-        let mut records: Vec<Record> = entries
+        let records: Vec<Record> = entries
             .into_iter()
             .zip(waiting)
             .map(|((_, mut r), waiting_for)| {
@@ -1792,11 +1792,23 @@ impl Queue {
             })
             .filter(|r| filter.matches(r))
             .collect();
-        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        // Oldest first, ids breaking ties. The keys are sorted, not the records: a record is
+        // a few hundred bytes, and moving 100,000 of them through a sort was a sixth of a
+        // `list` of them.
+        let mut order: Vec<(jiff::Timestamp, usize)> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.created_at, i))
+            .collect();
+        order.sort_unstable_by(|a, b| (a.0, &records[a.1].id).cmp(&(b.0, &records[b.1].id)));
         if let Some(limit) = filter.limit {
-            records.truncate(limit);
+            order.truncate(limit);
         }
-        Ok(records)
+        let mut slots: Vec<Option<Record>> = records.into_iter().map(Some).collect();
+        Ok(order
+            .into_iter()
+            .map(|(_, i)| slots[i].take().expect("each index once"))
+            .collect())
     }
 
     /// Record, history and artifacts of one request (`id` may be a unique prefix).
