@@ -2,11 +2,9 @@
 
 mod cli;
 
-use clap::Parser;
-
 fn main() {
     quiet_on_broken_pipe();
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     init_logging(cli.verbose, cli.log_format);
     let json = cli.format == cli::Format::Json;
     let code = match cli::run(cli) {

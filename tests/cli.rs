@@ -792,6 +792,43 @@ fn logs_are_quiet_by_default_and_json_lines_with_ids_on_request() {
     );
 }
 
+/// The overview (`--help`, `help`) lists every subcommand with its summary, though a
+/// subcommand's arguments are built only when it runs; each subcommand's own help has its
+/// usage and the global options, whether asked as `SUB --help` or `help SUB`.
+#[test]
+fn help_lists_every_subcommand_with_its_summary() {
+    let repo = TestRepo::new();
+    let mut names = Vec::new();
+    for args in [&["--help"][..], &["help"]] {
+        let text = repo.ok(args);
+        let listed: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "Commands:")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .filter(|l| !l.starts_with("    "))
+            .collect();
+        assert!(listed.len() >= 30, "{text}");
+        for line in &listed {
+            let (name, summary) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+            assert!(!summary.trim().is_empty(), "{name} has no summary: {text}");
+            if args == ["--help"] && name != "help" {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    for name in &names {
+        for args in [vec![name.as_str(), "--help"], vec!["help", name.as_str()]] {
+            let text = repo.ok(&args);
+            assert!(
+                text.contains(&format!("Usage: git hyperion {name}")),
+                "{args:?}: {text}"
+            );
+            assert!(text.contains("--format <FORMAT>"), "{args:?}: {text}");
+        }
+    }
+}
+
 /// `git hyperion list | head`: a reader that goes away ends the command quietly (as SIGPIPE
 /// would), not with a panic message.
 #[test]
