@@ -77,7 +77,7 @@ impl Schema {
         None
     }
 
-    /// Every problem the schema finds in `value`, in jsonschema's order.
+    /// Every problem the schema finds in `value`, in the generated validator's order.
     pub fn problems(&self, value: &Value) -> Vec<Problem> {
         use ValidationErrorKind as K;
         let rules = &self.rules;
@@ -187,9 +187,10 @@ fn pointer_token(name: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Test support: the validator generated at build time finds exactly the errors (message and
-/// place; in any order) jsonschema's run-time validator of the shipped `text` finds, in each of `samples`
-/// and in every document one change away from them (each value removed, replaced by a value
-/// of each JSON type and of odd sizes, each object given a field it does not have).
+/// place, in any order) that jsonschema's run-time validator of the shipped `text` finds, in
+/// each of `samples` and in every document one change away from them (each value removed,
+/// replaced by a value of each JSON type and of odd sizes, each object given a field it does
+/// not have).
 #[cfg(test)]
 pub(crate) fn assert_generated_agrees(schema: &Schema, text: &str, samples: &[Value]) {
     fn places(v: &Value, at: Vec<String>, out: &mut Vec<Vec<String>>) {
