@@ -855,8 +855,33 @@ fn a_closed_pipe_ends_output_quietly() {
     }
 }
 
-/// Every batch of new objects becomes a pack; once 40 exist, the small ones are rolled up
-/// (`git repack --geometric`), and the repository stays whole. By default
+/// Every batch of new objects becomes a pack, and the small packs hyperion wrote are joined
+/// in process (geometrically, once eight would be joined): many commands leave few packs, no
+/// `git repack` runs, and the repository stays whole.
+#[test]
+fn small_packs_are_joined_in_process() {
+    let repo = TestRepo::new();
+    let log = repo.git_dir().join("hyperion/repack.log");
+    let mut most = 0;
+    for i in 0..45 {
+        // Two requests per call: one pack each.
+        let d = repo.home.path().join(format!("batch-{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..2 {
+            let r = request(1000 + i * 2 + k, &format!("pk{i}"));
+            std::fs::write(d.join(format!("{k}.json")), r.to_string()).unwrap();
+        }
+        repo.ok(&["enqueue", d.to_str().unwrap()]);
+        most = most.max(repo.packs());
+    }
+    assert!(most < 16, "small packs were joined: {most} at most");
+    assert!(!log.exists(), "no git repack ran");
+    assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 90);
+    repo.git(&["fsck", "--strict", "--no-dangling"]);
+}
+
+/// Once 40 packs exist that a join leaves alone (git's own here), the small ones are rolled
+/// up (`git repack --geometric`), and the repository stays whole. By default
 /// (`hyperion.autoDetach`) the repack goes on after the command that started it, as git's
 /// auto gc does, its messages in `hyperion/repack.log`; with `hyperion.autoDetach=false` the
 /// command waits for it.
@@ -865,48 +890,32 @@ fn many_small_packs_are_rolled_up() {
     for detach in [true, false] {
         let repo = TestRepo::new();
         repo.git(&["config", "hyperion.autoDetach", &detach.to_string()]);
-        let packs = || repo.packs();
         let log = repo.git_dir().join("hyperion/repack.log");
-        let mut most = 0;
-        for i in 0..45 {
-            // Two requests per call: more objects than are written loose, so one pack each.
-            let d = repo.home.path().join(format!("batch-{i}"));
-            std::fs::create_dir_all(&d).unwrap();
-            for k in 0..2 {
-                let r = request(1000 + i * 2 + k, &format!("pk{i}"));
-                std::fs::write(d.join(format!("{k}.json")), r.to_string()).unwrap();
-            }
-            repo.ok(&["enqueue", d.to_str().unwrap()]);
-            most = most.max(packs());
-            if detach && log.exists() {
-                // The repack started by this command may still run: wait for its lock.
-                let lock = std::fs::File::open(repo.git_dir().join("hyperion/repack.lock"))
-                    .expect("the repack's lock file");
-                assert!(
-                    (0..3000).any(|_| {
-                        let free = rustix::fs::flock(
-                            &lock,
-                            rustix::fs::FlockOperation::NonBlockingLockShared,
-                        )
-                        .is_ok();
-                        if !free {
-                            std::thread::sleep(std::time::Duration::from_millis(10));
-                        }
-                        free
-                    }),
-                    "the repack ends"
-                );
-                let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
-            }
+        let base = repo.git_dir().join("objects/pack/pack");
+        for i in 0..40 {
+            let id = repo.git_in(
+                &["hash-object", "-w", "--stdin"],
+                format!("blob {i}\n").as_bytes(),
+            );
+            repo.git_in(
+                &["pack-objects", "-q", base.to_str().unwrap()],
+                format!("{}\n", id.trim()).as_bytes(),
+            );
         }
-        assert!(most >= 20, "batches were written as packs ({most})");
-        assert!(packs() < 40, "small packs were rolled up: {}", packs());
-        assert_eq!(
-            log.exists(),
-            detach,
-            "a detached repack (only) writes its messages to hyperion/repack.log"
-        );
-        assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 90);
+        assert!(repo.packs() >= 40);
+        repo.ok(&["enqueue", request_dir(&repo, 2, "roll").to_str().unwrap()]);
+        if detach {
+            assert!(log.exists(), "a detached repack writes hyperion/repack.log");
+            // The repack started by this command may still run: wait for its lock.
+            let lock = std::fs::File::open(repo.git_dir().join("hyperion/repack.lock"))
+                .expect("the repack's lock file");
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockShared)
+                .expect("the repack ends");
+        } else {
+            assert!(!log.exists(), "only a detached repack writes hyperion/repack.log");
+        }
+        assert!(repo.packs() < 40, "small packs were rolled up: {}", repo.packs());
+        assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 2);
         repo.git(&["fsck", "--strict", "--no-dangling"]);
     }
 }

@@ -1,13 +1,14 @@
 //! Spare files: the files hyperion would otherwise delete, kept to be written again.
 //!
 //! A queue transition replaces a ref file (the lock renamed over it frees the old one) and
-//! writes a loose object (a new file). On some file systems creating and freeing files is
-//! most of what a transition costs: ext4 without a journal walks, for every new inode, every
-//! inode freed in the last minutes, and with `discard` each freed block is discarded at
-//! once. SQLite, by contrast, appends to files that exist. So hyperion keeps what it would
-//! free — the file a ref update replaces, the loose objects it has rolled into a pack — in
-//! `$GIT_COMMON_DIR/hyperion/spares/`, and takes a spare where it would create a file: a
-//! ref's lock, a loose object's temporary file.
+//! writes a kept pack (a pack, its index and its `.keep`: new files). On some file systems
+//! creating and freeing files is most of what a transition costs: ext4 without a journal
+//! walks, for every new inode, every inode freed in the last minutes, and with `discard` each
+//! freed block is discarded at once. SQLite, by contrast, appends to files that exist. So
+//! hyperion keeps what it would free — the file a ref update replaces, a released `.keep`,
+//! the files of the packs it joined — in `$GIT_COMMON_DIR/hyperion/spares/`, and takes a
+//! spare where it would create a file: a ref's lock, a `.keep`, a pack's or an index's
+//! temporary file.
 //!
 //! A spare is taken with one rename (for a lock: one that fails when the lock exists,
 //! `RENAME_NOREPLACE`, so writers exclude each other exactly as creating the lock would),
@@ -17,7 +18,7 @@
 //!   rename that replaces it, and a writer that died in between left a spare that is still
 //!   the live ref;
 //! - nobody else has it open or mapped ([`crate::git::os::only_opener`]): a reader that opened a
-//!   ref or a loose object before it was replaced keeps reading what it opened, never a torn
+//!   ref or mapped a pack before it was replaced keeps reading what it opened, never a torn
 //!   or foreign value.
 //!
 //! Where the kernel lacks what this needs (non-Linux systems, file systems without leases or
@@ -40,22 +41,22 @@ pub const DIR: &str = "hyperion/spares";
 pub enum Kind {
     /// Ref files and their locks.
     Ref,
-    /// Loose objects and their temporary files.
-    Object,
+    /// Pack files, their indexes, and the temporary files they are written as.
+    Pack,
 }
 
 impl Kind {
     fn prefix(self) -> &'static str {
         match self {
             Kind::Ref => "r",
-            Kind::Object => "o",
+            Kind::Pack => "p",
         }
     }
 
     fn slot(self) -> usize {
         match self {
             Kind::Ref => 0,
-            Kind::Object => 1,
+            Kind::Pack => 1,
         }
     }
 }
@@ -88,6 +89,16 @@ fn with_pool<T>(common: &Path, f: impl FnOnce(&mut Pool) -> T) -> T {
     f(pool)
 }
 
+/// Forget what this process knows of the pool of `common`: the next [`take`] reads the pool
+/// directory again, as a process that starts then would.
+#[cfg(test)]
+pub fn forget(common: &Path) {
+    pools()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(common);
+}
+
 /// What [`take`] found.
 pub enum Taken {
     /// A spare, now at the destination, open for writing: overwrite it whole.
@@ -114,8 +125,8 @@ pub fn take(common: &Path, dest: &Path, kind: Kind) -> Taken {
                     let object = e
                         .file_name()
                         .to_string_lossy()
-                        .starts_with(Kind::Object.prefix());
-                    let kind = if object { Kind::Object } else { Kind::Ref };
+                        .starts_with(Kind::Pack.prefix());
+                    let kind = if object { Kind::Pack } else { Kind::Ref };
                     pool.free[kind.slot()].push(e.path());
                 }
             }
@@ -188,7 +199,7 @@ fn usable(path: &Path) -> std::io::Result<Option<std::fs::File>> {
     };
     let file = match open() {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            // A read-only loose object kept before [`adopt`] made spares writable.
+            // A read-only file (a pack's): made writable to be written over.
             if !std::fs::symlink_metadata(path)?.is_file() {
                 return Ok(None);
             }
@@ -314,22 +325,38 @@ pub fn trim(common: &Path, keep: usize) -> usize {
     removed
 }
 
-/// Move the file at `path` into the pool instead of deleting it; deleted when the pool is
-/// full or spares are off. Used on loose objects once they are in a pack.
+/// Move the file at `path` into the pool instead of deleting it, for this process to take
+/// again; deleted when the pool is full or spares are off. Used on released `.keep` files.
 pub fn adopt(common: &Path, path: &Path, kind: Kind) {
     let kept = with_pool(common, |pool| {
-        pool.keep_with(path, kind, |from, to| {
-            std::fs::rename(from, to)?;
-            if kind == Kind::Object {
-                // Loose objects are read-only; a spare is opened for writing when taken (and
-                // made writable then, should this fail).
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644));
-            }
-            Ok(())
-        })
+        pool.keep_with(path, kind, |from, to| std::fs::rename(from, to))
     });
     if !kept {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Move the file at `path` into the pool for processes that start later, instead of deleting
+/// it; this one does not take it. For the files of a pack a join removed: this process may
+/// have the pack mapped, and would find the spare not free to write and lose it. Deleted
+/// where spares are off. Best effort.
+pub fn leave(common: &Path, path: &Path, kind: Kind) {
+    let left = with_pool(common, |pool| {
+        if !pool.enabled {
+            return false;
+        }
+        let spare = pool.name(kind);
+        let mut done = std::fs::rename(path, &spare);
+        if done
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            && !pool.dir.exists()
+        {
+            done = std::fs::create_dir_all(&pool.dir).and_then(|()| std::fs::rename(path, &spare));
+        }
+        done.is_ok()
+    });
+    if !left {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -408,7 +435,7 @@ mod tests {
         let common = dir.path().to_owned();
         let file = common.join("replaced");
         std::fs::write(&file, old).expect("write");
-        adopt(&common, &file, Kind::Object);
+        adopt(&common, &file, Kind::Pack);
         assert!(!file.exists(), "moved into the pool");
         let spares: Vec<_> = std::fs::read_dir(common.join(DIR))
             .expect("the pool exists")
@@ -549,7 +576,7 @@ mod tests {
         std::fs::remove_file(&spare).expect("rm");
         std::os::unix::fs::symlink(&target, &spare).expect("symlink");
         let dest = common.join("tmp_obj");
-        assert!(matches!(take(&common, &dest, Kind::Object), Taken::None));
+        assert!(matches!(take(&common, &dest, Kind::Pack), Taken::None));
         assert!(!dest.exists() && std::fs::symlink_metadata(&dest).is_err());
         assert_eq!(std::fs::read(&target).expect("read"), b"not a spare");
     }
@@ -560,7 +587,7 @@ mod tests {
         let (_dir, common, spare) = pool_with_one_spare(b"what the reader opened");
         let reader = std::fs::File::open(&spare).expect("open");
         let dest = common.join("tmp_obj");
-        assert!(matches!(take(&common, &dest, Kind::Object), Taken::None));
+        assert!(matches!(take(&common, &dest, Kind::Pack), Taken::None));
         assert!(!dest.exists());
         let mut seen = String::new();
         std::io::Read::read_to_string(&mut &reader, &mut seen).expect("read");
