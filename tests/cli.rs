@@ -912,9 +912,16 @@ fn many_small_packs_are_rolled_up() {
             rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockShared)
                 .expect("the repack ends");
         } else {
-            assert!(!log.exists(), "only a detached repack writes hyperion/repack.log");
+            assert!(
+                !log.exists(),
+                "only a detached repack writes hyperion/repack.log"
+            );
         }
-        assert!(repo.packs() < 40, "small packs were rolled up: {}", repo.packs());
+        assert!(
+            repo.packs() < 40,
+            "small packs were rolled up: {}",
+            repo.packs()
+        );
         assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 2);
         repo.git(&["fsck", "--strict", "--no-dangling"]);
     }
