@@ -953,10 +953,11 @@ const SMALL_PACK: u64 = 4 << 20;
 /// request's steps then create no file. Returns how many packs were joined into one, `None`
 /// when none were.
 ///
-/// Candidates are packs of no more than [`SMALL_PACK`] bytes with only an index beside them:
-/// no `.keep` (a writer's refs may not exist yet, or the pack is someone's to keep), and none
-/// of the files git writes beside its own packs (`.rev`, `.bitmap`, `.promisor`, `.mtimes`).
-/// [`join`] copies only whole-object entries and leaves everything as it was otherwise.
+/// Candidates are packs of no more than [`SMALL_PACK`] bytes that their owner may write (git
+/// makes its own packs read-only) with only an index beside them: no `.keep` (a writer's
+/// refs may not exist yet, or the pack is someone's to keep), and none of the files git
+/// writes beside its own packs (`.rev`, `.bitmap`, `.promisor`, `.mtimes`). [`join`] copies
+/// only whole-object entries and leaves everything as it was otherwise.
 fn join_small(
     common: &Path,
     dir: &Path,
@@ -976,7 +977,16 @@ fn join_small(
         }
         let pack = dir.join(format!("{stem}.pack"));
         match std::fs::metadata(&pack) {
-            Ok(meta) if meta.len() <= SMALL_PACK => small.push((meta.len(), pack)),
+            // git makes its packs read-only; hyperion's are written into files it can write
+            // again. Without that check, a repository whose git writes no `.rev` would have
+            // its fetched packs read by every join only to find deltas in them.
+            Ok(meta)
+                if meta.len() <= SMALL_PACK
+                    && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o200
+                        != 0 =>
+            {
+                small.push((meta.len(), pack))
+            }
             _ => {}
         }
     }
@@ -1280,6 +1290,16 @@ mod tests {
         let (dir, common, objects) = repo();
         let mut ids = Vec::new();
         let theirs = git_pack(&common, b"git's own pack\n");
+        // Read-only, as git leaves its packs, and without its reverse index (a git told not
+        // to write one): still git's, left alone.
+        for e in std::fs::read_dir(objects.join("pack"))
+            .expect("pack dir")
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "rev") {
+                std::fs::remove_file(e.path()).expect("rm");
+            }
+        }
         for p in 0..JOIN_SMALL_FROM {
             let mut pack = PackBuilder::new();
             for i in 0..3 {
