@@ -122,11 +122,11 @@ pub fn take(common: &Path, dest: &Path, kind: Kind) -> Taken {
             pool.scanned = true;
             if let Ok(entries) = std::fs::read_dir(&pool.dir) {
                 for e in entries.flatten().take(KEPT) {
-                    let object = e
+                    let pack = e
                         .file_name()
                         .to_string_lossy()
                         .starts_with(Kind::Pack.prefix());
-                    let kind = if object { Kind::Pack } else { Kind::Ref };
+                    let kind = if pack { Kind::Pack } else { Kind::Ref };
                     pool.free[kind.slot()].push(e.path());
                 }
             }
@@ -234,15 +234,16 @@ impl Pool {
         ))
     }
 
-    /// Put `path` into the pool with `put` (a rename or a link), making the directory once.
-    fn keep_with(
-        &mut self,
+    /// Put `path` into the pool directory with `put` (a rename or a link), making the
+    /// directory once; the spare's name. Not listed for this process to take.
+    fn put_in(
+        &self,
         path: &Path,
         kind: Kind,
         put: impl Fn(&Path, &Path) -> std::io::Result<()>,
-    ) -> bool {
-        if !self.enabled || self.free.iter().map(Vec::len).sum::<usize>() >= KEPT {
-            return false;
+    ) -> Option<PathBuf> {
+        if !self.enabled {
+            return None;
         }
         let spare = self.name(kind);
         let mut done = put(path, &spare);
@@ -253,12 +254,25 @@ impl Pool {
         {
             done = std::fs::create_dir_all(&self.dir).and_then(|()| put(path, &spare));
         }
-        match done {
-            Ok(()) => {
+        done.ok().map(|()| spare)
+    }
+
+    /// [`Pool::put_in`], listed for this process to take, unless it keeps [`KEPT`] already.
+    fn keep_with(
+        &mut self,
+        path: &Path,
+        kind: Kind,
+        put: impl Fn(&Path, &Path) -> std::io::Result<()>,
+    ) -> bool {
+        if self.free.iter().map(Vec::len).sum::<usize>() >= KEPT {
+            return false;
+        }
+        match self.put_in(path, kind, put) {
+            Some(spare) => {
                 self.free[kind.slot()].push(spare);
                 true
             }
-            Err(_) => false,
+            None => false,
         }
     }
 }
@@ -281,20 +295,8 @@ pub fn keep(common: &Path, path: &Path) {
 /// what is more than a pool needs, later. Best effort; `false` where spares are off.
 pub fn set_aside(common: &Path, path: &Path) -> bool {
     with_pool(common, |pool| {
-        if !pool.enabled {
-            return false;
-        }
-        let spare = pool.name(Kind::Ref);
-        let mut done = std::fs::hard_link(path, &spare);
-        if done
-            .as_ref()
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-            && !pool.dir.exists()
-        {
-            done =
-                std::fs::create_dir_all(&pool.dir).and_then(|()| std::fs::hard_link(path, &spare));
-        }
-        done.is_ok()
+        pool.put_in(path, Kind::Ref, |from, to| std::fs::hard_link(from, to))
+            .is_some()
     })
 }
 
@@ -342,19 +344,8 @@ pub fn adopt(common: &Path, path: &Path, kind: Kind) {
 /// where spares are off. Best effort.
 pub fn leave(common: &Path, path: &Path, kind: Kind) {
     let left = with_pool(common, |pool| {
-        if !pool.enabled {
-            return false;
-        }
-        let spare = pool.name(kind);
-        let mut done = std::fs::rename(path, &spare);
-        if done
-            .as_ref()
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-            && !pool.dir.exists()
-        {
-            done = std::fs::create_dir_all(&pool.dir).and_then(|()| std::fs::rename(path, &spare));
-        }
-        done.is_ok()
+        pool.put_in(path, kind, |from, to| std::fs::rename(from, to))
+            .is_some()
     });
     if !left {
         let _ = std::fs::remove_file(path);
