@@ -58,6 +58,9 @@ fn machine(server: &TestRepo) -> TestRepo {
     };
     r.git(&["clone", "-q", server.path().to_str().unwrap(), "."]);
     r.git(&["config", "hyperion.autoDetach", "false"]);
+    // A request whose lease ran out is tried again after this (30 s by default): the tests
+    // wait for such requests, not for the clock.
+    r.git(&["config", "hyperion.retryBackoff", "200ms"]);
     ok(&r, &["init", "--remote", "origin"]);
     r
 }

@@ -656,3 +656,38 @@ fn a_stale_lock_on_the_target_left_by_a_dead_writer_is_cleared() {
     assert_eq!(record(&repo, &second)["record"]["status"], "pending");
     std::fs::remove_file(&lock).unwrap();
 }
+
+/// A worker started with a short `--lease` sweeps expired leases within that lease, not
+/// every 30 s (what the default lease of 5 min gives): a request whose holder died lands
+/// soon after the holder's lease ends.
+#[test]
+fn a_worker_with_a_short_lease_sweeps_a_dead_holders_lease_soon_after_it_ends() {
+    use std::time::{Duration, Instant};
+    let repo = TestRepo::new();
+    repo.git(&["config", "hyperion.retryBackoff", "0s"]);
+    let id = enqueue_edit(&repo, "T-1", "notes/a.txt", "a\n");
+    // The holder leases it for a second and dies without a word.
+    repo.ok(&["dequeue", "--worker", "dead", "--lease", "1s"]);
+    let started = Instant::now();
+    let mut worker = repo
+        .cmd()
+        .args(["worker", "--lease", "2s", "--poll", "100ms"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let landed = loop {
+        if record(&repo, &id)["record"]["status"] == "applied" {
+            break Some(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    common::signal(worker.id(), "TERM");
+    worker.wait().unwrap();
+    let landed = landed.expect("the request never landed: its expired lease was not swept");
+    // The lease ends after 1 s; sweeps come every 2 s.
+    assert!(landed < Duration::from_secs(10), "landed after {landed:?}");
+}

@@ -366,10 +366,12 @@ impl<'q> Worker<'q> {
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Result<Vec<Report>> {
         let mut reports = Vec::new();
+        // Expired leases are found within a lease of their end: this worker's own lease
+        // (`--lease`) when it is the shorter, as in a fleet started with short leases.
         let sweep_every = self
-            .queue
-            .settings()
             .lease
+            .unwrap_or(self.queue.settings().lease)
+            .min(self.queue.settings().lease)
             .min(Duration::from_secs(30))
             .max(Duration::from_secs(1));
         let mut last_sweep: Option<Instant> = None;
