@@ -230,8 +230,15 @@ fn a_rate_limit_is_retried_after_a_backoff_then_succeeds() {
 
 #[test]
 fn a_silent_agent_is_killed_by_the_watchdog() {
-    for p in PROVIDERS {
-        let r = agent(p, "SCENARIO=hang", Budget::default(), &[]);
+    // Each provider's agent is silent for the whole watchdog (3 s): all of them at once.
+    let runs: Vec<_> = std::thread::scope(|s| {
+        let runs: Vec<_> = PROVIDERS
+            .iter()
+            .map(|p| s.spawn(move || agent(p, "SCENARIO=hang", Budget::default(), &[])))
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (p, r) in PROVIDERS.iter().zip(runs) {
         assert_eq!(class(&r), Some(Class::Watchdog), "{p}: {}", jsonl(&r));
         assert!(r.took < Duration::from_secs(12), "{p}: {:?}", r.took);
         assert_eq!(r.run.totals.attempts, 1, "{p}");
