@@ -205,8 +205,9 @@ static SCHEMA: Schema = Schema::new(
                 )
                 .at(path),
             ),
-            // The only `not` of the schema: a change's `from` unless it is a rename.
-            K::Not { .. } => Some(
+            // A change's `from` unless it is a rename (the other `not`s are of characters,
+            // see `Schema::problems`).
+            K::Not { schema } if schema.get("required").is_some() => Some(
                 Problem::new(
                     Code::RequestInvalidValue,
                     "`from` is only allowed with operation \"rename\"",
@@ -810,6 +811,31 @@ pub(crate) mod tests {
         samples.extend(samples_in("samples/invalid"));
         assert!(samples.len() > 8, "{}", samples.len());
         crate::request::schema::assert_generated_agrees(&SCHEMA, SCHEMA_TEXT, &samples);
+    }
+
+    #[test]
+    fn a_control_character_or_angle_bracket_is_named_where_it_is() {
+        for (field, value) in [
+            ("title", "two\nlines"),
+            ("agent", "a <b>"),
+            ("task_id", "t\u{1b}"),
+        ] {
+            let mut v = good();
+            v[field] = value.into();
+            let problems = validate_value(&v).expect_err("refused");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].code, Code::RequestInvalidValue);
+            assert_eq!(
+                problems[0].field.as_deref(),
+                Some(format!("/{field}").as_str())
+            );
+            assert!(
+                problems[0]
+                    .message
+                    .contains("holds a character not allowed here"),
+                "{problems:?}"
+            );
+        }
     }
 
     #[test]
