@@ -419,5 +419,29 @@ mod tests {
             let n = serde_json::json!(5);
             assert_eq!(new_form.iter_errors(&n).count(), 1);
         }
+        // Every `not` of a pattern in the shipped schemas is one of the forms compared here.
+        fn nots(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(p) = m.get("not").and_then(|n| n.get("pattern")) {
+                        out.push(p.as_str().expect("a pattern is a string").to_owned());
+                    }
+                    m.values().for_each(|v| nots(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| nots(v, out)),
+                _ => {}
+            }
+        }
+        let mut shipped = Vec::new();
+        for text in [
+            crate::request::validate::SCHEMA_TEXT,
+            crate::agents::task::SCHEMA_TEXT,
+        ] {
+            nots(&serde_json::from_str(text).expect("JSON"), &mut shipped);
+        }
+        assert!(shipped.len() >= 8, "{shipped:?}");
+        for p in &shipped {
+            assert!(pairs.iter().any(|(_, new)| new == p), "{p} is not compared");
+        }
     }
 }
