@@ -22,7 +22,8 @@ use super::{Ctx, parse_duration_arg};
 /// since the patch was written), runs its checks in a pooled worktree, and lands it on the
 /// target branch by compare-and-swap, with a note in refs/notes/hyperion. Failures become dead
 /// letters with a class and code (validation, apply, check, environment); transient ones are
-/// retried with backoff. Expired leases are swept as the worker polls.
+/// retried with backoff. Expired leases are swept as the worker polls, once per lease length
+/// (the shorter of --lease and hyperion.leaseDuration, between 1s and 30s).
 ///
 /// By default the worker runs until stopped. SIGINT or SIGTERM finishes the request in hand,
 /// lands what the batch built, gives the rest of the batch back and stops; a second signal
