@@ -324,6 +324,7 @@ pub fn execute(
         &land::Holder {
             worker: &format!("rollback:{actor}"),
             wait: queue.settings().landing_wait,
+            queue: Some(queue),
         },
     ) {
         Ok(()) => {}

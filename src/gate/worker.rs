@@ -1107,19 +1107,15 @@ impl<'q> Worker<'q> {
                 many => format!("hyperion: land {} requests", many.len()),
             };
             let advanced = match &self.remote {
-                None => land::advance(
-                    repo,
-                    chain.gate.tip.target.refname(),
-                    chain.onto,
-                    chain.head,
-                    &reflog,
-                    &self.committer,
-                    &land::Holder {
-                        worker: &self.id,
-                        wait: self.queue.settings().landing_wait,
-                    },
-                )
-                .map(|()| None),
+                None => self
+                    .advance(
+                        repo,
+                        chain.gate.tip.target.refname(),
+                        chain.onto,
+                        chain.head,
+                        &reflog,
+                    )
+                    .map(|()| None),
                 Some(remote) => self.land_remote(remote, &chain, &reflog),
             };
             match advanced {
@@ -1584,24 +1580,35 @@ impl<'q> Worker<'q> {
         if let Some(local) = chain.gate.tip.target.tip(repo)?
             && local != chain.head
             && land::on_first_parent_line(repo, chain.head, local)?
+            && let Err(e) = self.advance(repo, branch, local, chain.head, reflog)
         {
-            let holder = land::Holder {
-                worker: &self.id,
-                wait: self.queue.settings().landing_wait,
-            };
-            if let Err(e) = land::advance(
-                repo,
-                branch,
-                local,
-                chain.head,
-                reflog,
-                &self.committer,
-                &holder,
-            ) {
-                tracing::warn!(target = branch, error = %e, "the local branch did not follow the remote's");
-            }
+            tracing::warn!(target = branch, error = %e, "the local branch did not follow the remote's");
         }
         Ok(Some(records))
+    }
+
+    /// Move the local branch `name` from `old` to `new` ([`land::advance`]) as this worker.
+    fn advance(
+        &self,
+        repo: &gix::Repository,
+        name: &str,
+        old: gix::ObjectId,
+        new: gix::ObjectId,
+        reflog: &str,
+    ) -> std::result::Result<(), land::Error> {
+        land::advance(
+            repo,
+            name,
+            old,
+            new,
+            reflog,
+            &self.committer,
+            &land::Holder {
+                worker: &self.id,
+                wait: self.queue.settings().landing_wait,
+                queue: Some(self.queue),
+            },
+        )
     }
 
     /// Build `chain`'s requests again, in order, on the target's tip as it is now; those

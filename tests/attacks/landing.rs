@@ -250,6 +250,18 @@ fn a_stopped_landing_is_waited_for_and_never_repaired() {
     let first = a.enqueue(&landing());
     let mut paused = worker_paused_at(&a.repo, "landing.checkout_moved", "5m");
     a.settle();
+    // The paused landing let go of the queue's index before it took the checkout: the other
+    // commands use it rather than wait `hyperion.indexWait` and answer from the refs.
+    let out = a
+        .repo
+        .cmd()
+        .args(["list"])
+        .env("HYPERION_LOG", "debug")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("index busy"), "{log}");
     let second = a.enqueue(&other(2));
     let (reports, log) = work_once(&a.repo);
     assert_eq!(reports.len(), 1, "{reports:?}");

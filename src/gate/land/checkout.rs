@@ -46,12 +46,16 @@ use crate::git::tree::read_tip;
 use crate::queue::Finding;
 
 /// Who lands, and how long it waits for another landing onto the same branch.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Holder<'a> {
     /// The worker id (or `rollback:ACTOR`), recorded for people and `doctor`.
     pub worker: &'a str,
     /// How long to wait for a live landing onto the same branch (`hyperion.landingWait`).
     pub wait: Duration,
+    /// The queue this process has open: a landing that brings a checkout along lets go of
+    /// its index first, so that other commands do not wait `hyperion.indexWait` for it and
+    /// then answer from the refs while the checkout moves.
+    pub queue: Option<&'a crate::queue::Queue>,
 }
 
 /// How long a landing waits for a git process of the person's to let go of the checkout's
@@ -244,6 +248,11 @@ impl<'r> Landing<'r> {
         let marker = marker_path(repo, name);
         if checkouts(repo, name).is_empty() && !marker.exists() {
             return Ok(None);
+        }
+        // The lock may be waited for and git runs in the checkouts: what others wait for
+        // goes back to them first, as before checks.
+        if let Some(queue) = holder.queue {
+            queue.close_index()?;
         }
         let lock = take_lock(repo, name, holder)?;
         let mut landing = Landing {
