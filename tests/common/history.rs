@@ -1,5 +1,5 @@
 //! A repository's own history as patches: the commits along HEAD's first-parent line and the
-//! `git diff` between two of them. The one way tests (tests/stack.rs) and benches
+//! `git diff` between two of them. The one way tests (tests/suite/stack.rs) and benches
 //! (benches/everyday.rs) replay real history; shared as a module file, like [`super::hermetic`]
 //! (benches/common/mod.rs includes this same file with `#[path]`).
 

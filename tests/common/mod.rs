@@ -44,7 +44,7 @@ impl TestRepo {
 
     /// A roll-up of small packs a command starts ends with it (`hyperion.autoDetach=false`):
     /// a test that looks at the packs, or runs `git fsck`, right after a command finds them
-    /// settled. `many_small_packs_are_rolled_up` (tests/cli.rs) tests the default.
+    /// settled. `many_small_packs_are_rolled_up` (tests/suite/cli.rs) tests the default.
     fn settle_roll_ups(&self) {
         self.git(&["config", "hyperion.autoDetach", "false"]);
     }
@@ -393,7 +393,7 @@ fn stdout_of_success(args: &[&str], out: Output) -> String {
 /// The runs a check logged to `log`, a file outside every repository, one line each:
 /// `TREE VERDICT [WHAT]`, TREE the `git write-tree` of the worktree it ran on: (tree, whether
 /// the verdict is `pass`). Tests compare them with the trees the target pointed at
-/// (tests/check_batch.rs, tests/remote_worker.rs).
+/// (tests/suite/check_batch.rs, tests/suite/remote_worker.rs).
 pub fn check_runs(log: &Path) -> Vec<(String, bool)> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
