@@ -554,14 +554,7 @@ fn work(shared: &Shared<'_>, git_dir: &Path, agents_dir: &Path, task: Task) -> D
     let result =
         (|| -> std::result::Result<(AgentRun, std::result::Result<String, String>), String> {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let wt = worktree.to_string_lossy().into_owned();
-            crate::git::command::run(
-                git_dir,
-                &["worktree", "add", "--detach", "--quiet", &wt, &task.base],
-                b"",
-                "git worktree add",
-            )
-            .map_err(|e| e.to_string())?;
+            add_worktree(git_dir, &worktree, &task.base).map_err(|e| e.to_string())?;
             let base = stack(&worktree, &task.stacked)?;
             let prompt = prompt_of(&task.assignment);
             let job = harness::Job {
@@ -699,7 +692,41 @@ fn diff_of(worktree: &Path, base: &str, own: &[&str]) -> std::result::Result<Str
     String::from_utf8(out).map_err(|_| "the agent's diff is not UTF-8".to_owned())
 }
 
+/// Held while git changes the repository's list of worktrees. git does not guard that list
+/// against itself: a `git worktree prune` beside a `git worktree add` takes the entry the add
+/// is still writing for a stale one, and the add fails (`failed to read …/commondir`). The
+/// agents of one `run` work on threads, and two `run`s may share a repository: an exclusive
+/// `flock` on `$GIT_DIR/hyperion/agents/worktrees.lock` keeps them to one at a time.
+fn worktree_list_lock(git_dir: &Path) -> Result<std::fs::File> {
+    let dir = git_dir.join("hyperion/agents");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+    let path = dir.join("worktrees.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(path.display().to_string(), e))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| Error::io(path.display().to_string(), e.into()))?;
+    Ok(file)
+}
+
+/// A detached worktree of `base` at `worktree`, for one agent.
+fn add_worktree(git_dir: &Path, worktree: &Path, base: &str) -> Result<()> {
+    let _list = worktree_list_lock(git_dir)?;
+    let wt = worktree.to_string_lossy().into_owned();
+    crate::git::command::run(
+        git_dir,
+        &["worktree", "add", "--detach", "--quiet", &wt, base],
+        b"",
+        "git worktree add",
+    )?;
+    Ok(())
+}
+
 fn remove_worktree(git_dir: &Path, worktree: &Path) -> Result<()> {
+    let _list = worktree_list_lock(git_dir)?;
     if worktree.exists() {
         let wt = worktree.to_string_lossy().into_owned();
         let _ = crate::git::command::run(
@@ -954,5 +981,57 @@ mod tests {
         assert_eq!(e.code(), Code::AgentPlanInvalid);
         assert!(parse_plan(&plan(r#"["T/9"]"#)).is_err());
         assert!(parse_plan("{}").is_err());
+    }
+
+    /// The agents' threads add and remove their worktrees all at once, with the real git: no
+    /// add fails on an entry another thread's prune took for a stale one.
+    #[test]
+    fn worktrees_added_and_removed_on_many_threads_all_succeed() {
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = crate::git::command::in_worktree(repo.path())
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+        };
+        git(&["init", "-q", "-b", "main"]);
+        git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "base",
+        ]);
+        let git_dir = repo.path().join(".git");
+        let failures: Vec<String> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..6)
+                .map(|t| {
+                    let git_dir = &git_dir;
+                    s.spawn(move || {
+                        let mut failures = Vec::new();
+                        for round in 0..15 {
+                            // Every agent's worktree has the same base name, as in `work`.
+                            let wt = git_dir.join(format!("hyperion/agents/a{t}/worktree"));
+                            std::fs::create_dir_all(wt.parent().unwrap()).unwrap();
+                            if let Err(e) = add_worktree(git_dir, &wt, "HEAD") {
+                                failures.push(format!("thread {t} round {round}: {e}"));
+                            }
+                            remove_worktree(git_dir, &wt).unwrap();
+                        }
+                        failures
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect()
+        });
+        assert!(failures.is_empty(), "{failures:#?}");
     }
 }
