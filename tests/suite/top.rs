@@ -551,9 +551,12 @@ fn top_in_a_real_terminal_follows_a_worker_filters_opens_a_request_and_quits() {
         common::BIN
     );
     tmux.start(100, 30, &script);
-    // Before the worker: everything pending, the stream seeded with the enqueues.
-    let s = tmux.wait_for("the queue", |s| s.contains("pending 8"));
-    assert!(s.contains("refresh 200ms"), "{s}");
+    // Before the worker: everything pending, the stream seeded with the enqueues. Each wait
+    // below asks for everything the frame must show at once: a capture can fall between two
+    // parts of one frame's drawing.
+    tmux.wait_for("the queue", |s| {
+        s.contains("pending 8") && s.contains("refresh 200ms")
+    });
     assert_eq!(tmux.display("#{alternate_on}"), "1");
 
     // A real worker drains while top watches: the stream shows the leases, the landings and
@@ -564,37 +567,39 @@ fn top_in_a_real_terminal_follows_a_worker_filters_opens_a_request_and_quits() {
         .output()
         .unwrap();
     assert!(worker.status.success(), "{worker:?}");
-    let s = tmux.wait_for("the drain", |s| {
-        s.contains("applied 7") && s.contains("dead 1")
-    });
-    assert!(s.contains("landed as"), "{s}");
-    assert!(s.contains("dead check [check.failed]"), "{s}");
     // The check's escapes did not clear the screen nor set the title.
-    assert!(s.contains("hyperion top"), "{s}");
+    tmux.wait_for("the drain", |s| {
+        s.contains("applied 7")
+            && s.contains("dead 1")
+            && s.contains("landed as")
+            && s.contains("dead check [check.failed]")
+            && s.contains("hyperion top")
+    });
     assert!(!tmux.display("#{pane_title}").contains("pwned"));
 
     // `a`: alpha only.
     tmux.keys(&["a"]);
-    let s = tmux.wait_for("the agent filter", |s| s.contains("agent:alpha"));
-    assert!(s.contains("requests 6/8"), "{s}");
-    for id in &alpha {
-        assert!(s.contains(id.as_str()), "{id} not listed:\n{s}");
-    }
-    assert!(!s.contains(&dead) && !s.contains(&beta_ok), "{s}");
+    tmux.wait_for("the agent filter: alpha's six requests, no other", |s| {
+        s.contains("agent:alpha")
+            && s.contains("requests 6/8")
+            && alpha.iter().all(|id| s.contains(id.as_str()))
+            && !s.contains(&dead)
+            && !s.contains(&beta_ok)
+    });
     // `a` again: beta; the dead letter is first, Enter opens it.
     tmux.keys(&["a"]);
     tmux.wait_for("beta", |s| {
         s.contains("agent:beta") && s.contains("requests 2/8")
     });
     tmux.keys(&["Enter"]);
-    let s = tmux.wait_for("the detail pane", |s| s.contains("artifacts ("));
-    assert!(s.contains(&format!("request {dead}")), "{s}");
-    assert!(s.contains("src/evil.txt"), "{s}");
-    assert!(s.contains("check.failed"), "{s}");
-    assert!(
-        s.contains("\\u{1b}[2J\\u{1b}]0;pwned\\u{7}evil output"),
-        "{s}"
-    );
+    // The check's output is shown with its escapes spelled out, not obeyed.
+    tmux.wait_for("the detail pane of the dead letter", |s| {
+        s.contains("artifacts (")
+            && s.contains(&format!("request {dead}"))
+            && s.contains("src/evil.txt")
+            && s.contains("check.failed")
+            && s.contains("\\u{1b}[2J\\u{1b}]0;pwned\\u{7}evil output")
+    });
 
     // `+`: the refresh rate steps up, live.
     tmux.keys(&["+"]);
@@ -603,8 +608,9 @@ fn top_in_a_real_terminal_follows_a_worker_filters_opens_a_request_and_quits() {
     tmux.keys(&["Escape"]);
     tmux.wait_for("the list again", |s| s.contains("requests 2/8"));
     tmux.keys(&["?"]);
-    let s = tmux.wait_for("the keys", |s| s.contains("keys (any key closes)"));
-    assert!(s.contains("next / previous agent filter"), "{s}");
+    tmux.wait_for("the keys", |s| {
+        s.contains("keys (any key closes)") && s.contains("next / previous agent filter")
+    });
 
     // `q` quits and gives the terminal back: the alternate screen left, cooked mode and echo
     // on, the cursor shown.
