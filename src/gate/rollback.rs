@@ -323,8 +323,7 @@ pub fn execute(
         &who,
         &land::Holder {
             worker: &format!("rollback:{actor}"),
-            wait: queue.settings().landing_wait,
-            queue: Some(queue),
+            queue,
         },
     ) {
         Ok(()) => {}

@@ -1605,8 +1605,7 @@ impl<'q> Worker<'q> {
             &self.committer,
             &land::Holder {
                 worker: &self.id,
-                wait: self.queue.settings().landing_wait,
-                queue: Some(self.queue),
+                queue: self.queue,
             },
         )
     }

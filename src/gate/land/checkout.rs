@@ -45,17 +45,16 @@ use crate::gate::land::{Blocked, Error as LandError};
 use crate::git::tree::read_tip;
 use crate::queue::Finding;
 
-/// Who lands, and how long it waits for another landing onto the same branch.
-#[derive(Clone)]
+/// Who lands, from which queue.
+#[derive(Clone, Copy)]
 pub struct Holder<'a> {
     /// The worker id (or `rollback:ACTOR`), recorded for people and `doctor`.
     pub worker: &'a str,
-    /// How long to wait for a live landing onto the same branch (`hyperion.landingWait`).
-    pub wait: Duration,
-    /// The queue this process has open: a landing that brings a checkout along lets go of
-    /// its index first, so that other commands do not wait `hyperion.indexWait` for it and
-    /// then answer from the refs while the checkout moves.
-    pub queue: Option<&'a crate::queue::Queue>,
+    /// The queue this process has open. Its `hyperion.landingWait` is how long a landing
+    /// waits for a live one onto the same branch; a landing that brings a checkout along
+    /// lets go of its index first, so that other commands do not wait `hyperion.indexWait`
+    /// for it and then answer from the refs while the checkout moves.
+    pub queue: &'a crate::queue::Queue,
 }
 
 /// How long a landing waits for a git process of the person's to let go of the checkout's
@@ -251,9 +250,7 @@ impl<'r> Landing<'r> {
         }
         // The lock may be waited for and git runs in the checkouts: what others wait for
         // goes back to them first, as before checks.
-        if let Some(queue) = holder.queue {
-            queue.close_index()?;
-        }
+        holder.queue.close_index()?;
         let lock = take_lock(repo, name, holder)?;
         let mut landing = Landing {
             repo,
@@ -667,7 +664,7 @@ fn write_atomically(path: &Path, marker: &Marker) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Take the landing lock of `name`, waiting up to `holder.wait` for a live holder.
+/// Take the landing lock of `name`, waiting up to `hyperion.landingWait` for a live holder.
 fn take_lock(repo: &gix::Repository, name: &str, holder: &Holder<'_>) -> Result<File, LandError> {
     let path = lock_path(repo, name);
     if let Some(dir) = path.parent() {
@@ -687,7 +684,7 @@ fn take_lock(repo: &gix::Repository, name: &str, holder: &Holder<'_>) -> Result<
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => break,
             Err(rustix::io::Errno::WOULDBLOCK) => {
-                if started.elapsed() >= holder.wait {
+                if started.elapsed() >= holder.queue.settings().landing_wait {
                     return Err(Blocked::Busy {
                         holder: describe_holder(&path),
                         waited: started.elapsed(),
