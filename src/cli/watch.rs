@@ -111,7 +111,7 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
             break;
         }
         // Idle: the index goes back to whoever wants it (see `Queue::close_index`).
-        queue.close_index()?;
+        queue.close_index();
         spool.wait(args.interval, &stop);
     }
     if !ctx.json() {

@@ -430,7 +430,7 @@ impl<'q> Worker<'q> {
             };
             if leased.is_empty() {
                 // Other processes may want the index while we wait.
-                self.queue.close_index()?;
+                self.queue.close_index();
                 if matches!(opts.mode, Mode::Once | Mode::Drain) {
                     break;
                 }
@@ -473,12 +473,12 @@ impl<'q> Worker<'q> {
             }
             // The index stays open from batch to batch (opening it costs milliseconds) until
             // another process asks for it; then it is its turn.
-            self.queue.release_index_if_wanted()?;
+            self.queue.release_index_if_wanted();
             if opts.mode == Mode::Once {
                 break;
             }
         }
-        self.queue.close_index()?;
+        self.queue.close_index();
         // A repack this worker started in the background ends with its run.
         crate::git::pack::finish_roll_up(crate::queue::store::chunk());
         Ok(reports)
@@ -1375,7 +1375,7 @@ impl<'q> Worker<'q> {
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Result<Vec<(usize, ChecksDone)>> {
         let repo = self.queue.store().repo();
-        self.queue.release_index_if_wanted()?;
+        self.queue.release_index_if_wanted();
         let mut held = self.slot.borrow_mut();
         if held.is_none() {
             *held = Some(self.pool.acquire(repo.git_dir())?);
@@ -1434,7 +1434,7 @@ impl<'q> Worker<'q> {
                     lost.extend(gone);
                     cancel.store(true, Ordering::SeqCst);
                 }
-                let _ = self.queue.release_index_if_wanted();
+                self.queue.release_index_if_wanted();
             }
             handles
                 .into_iter()
@@ -1847,7 +1847,7 @@ impl<'q> Worker<'q> {
         // What the dry run built stays off the disk.
         self.queue.store().discard();
         let verdict = verdict?;
-        self.queue.close_index()?;
+        self.queue.close_index();
         let mut report = Report::new(record);
         report.result = Disposition::WouldLand;
         report.status = Some(record.status);
@@ -2095,7 +2095,7 @@ impl<'q> Worker<'q> {
         let repo = self.queue.store().repo();
         let tree = crate::git::tree::tree_of(repo, commit)?;
         // Other processes may need the index while checks run.
-        self.queue.release_index_if_wanted()?;
+        self.queue.release_index_if_wanted();
         let mut held = self.slot.borrow_mut();
         if held.is_none() {
             *held = Some(self.pool.acquire(repo.git_dir())?);
@@ -2135,7 +2135,7 @@ impl<'q> Worker<'q> {
                         cancel.store(true, Ordering::SeqCst);
                     }
                 }
-                let _ = self.queue.release_index_if_wanted();
+                self.queue.release_index_if_wanted();
                 (on_progress.borrow_mut())(&Progress::Tick);
             };
             let mut seen = |stream, chunk: &[u8]| {

@@ -643,7 +643,7 @@ impl Index {
             .max(least)
     }
 
-    fn set_meta(&mut self, meta: &Meta) -> Result<()> {
+    fn set_meta(&mut self, meta: &Meta) {
         let bytes = serde_json::to_vec(meta).expect("Meta serialises");
         let mut payload = Vec::with_capacity(1 + bytes.len());
         payload.push(META);
@@ -651,7 +651,6 @@ impl Index {
         push_frame(&mut self.new_keys, &payload);
         self.meta = Some(*meta);
         self.meta_unsaved = false;
-        Ok(())
     }
 
     /// Bring the index in line with the refs: entries whose tip differs from the ref are
@@ -726,7 +725,7 @@ impl Index {
             rescan_us: Some(cost.as_micros().try_into().unwrap_or(u64::MAX)),
             rescan_bytes: Some(stamp.bytes()),
             unverified_since: None,
-        })?;
+        });
         self.known = Some((stamp, writes_before));
         self.wrote = false;
         self.unsettled = None;
@@ -892,7 +891,7 @@ impl Index {
 
     /// Write what changed and release the index. Failing to write only costs the next
     /// process a rebuild: it is reported in the log, not as an error.
-    pub fn close(mut self, store: &Store) -> Result<()> {
+    pub fn close(mut self, store: &Store) {
         if let Some(meta) = self.meta
             && self.unsettled.is_some()
         {
@@ -903,17 +902,17 @@ impl Index {
             && let Some(meta) = self.meta
         {
             // After every entry it vouches for (see [`Index::reconcile`]).
-            self.set_meta(&meta)?;
+            self.set_meta(&meta);
         }
         if self.damaged.get() {
             tracing::warn!(path = %self.dir.display(), "index damaged; discarding it");
             for name in ["keys", "records"] {
                 discard(&self.dir.join(name));
             }
-            return Ok(());
+            return;
         }
         if self.new_keys.is_empty() && !self.rewrite {
-            return Ok(());
+            return;
         }
         // Compaction: `keys` once the entries written since its last rewrite are many (each
         // open reads them into a map), `records` too once it is mostly superseded records.
@@ -932,7 +931,6 @@ impl Index {
                 discard(&self.dir.join(name));
             }
         }
-        Ok(())
     }
 
     /// Append this process's records, then their entries and the stamp.

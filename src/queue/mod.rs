@@ -92,9 +92,7 @@ pub struct Queue {
 
 impl Drop for Queue {
     fn drop(&mut self) {
-        if let Err(e) = self.close_index() {
-            tracing::warn!(error = %e, "could not flush the index; it will be rebuilt from refs");
-        }
+        self.close_index();
     }
 }
 
@@ -302,20 +300,20 @@ impl Queue {
 
     /// [`Queue::close_index`] if another process asked for the index since this one opened
     /// it; otherwise keep it open (opening it again costs milliseconds).
-    pub fn release_index_if_wanted(&self) -> Result<()> {
+    pub fn release_index_if_wanted(&self) {
         let wanted = self.index.borrow().as_ref().is_some_and(|ix| ix.wanted());
         if wanted {
-            self.close_index()?;
+            self.close_index();
         }
-        Ok(())
     }
 
     /// Flush and release the index so other processes can use it. Call before long work
-    /// (applying, running checks, sleeping); the next operation opens it again.
-    pub fn close_index(&self) -> Result<()> {
-        match self.index.borrow_mut().take() {
-            Some(ix) => ix.close(&self.store),
-            None => Ok(()),
+    /// (applying, running checks, sleeping); the next operation opens it again. Never
+    /// fails: the index is derived data, and what could not be written is rebuilt from the
+    /// refs by the next process that opens it (logged as a warning).
+    pub fn close_index(&self) {
+        if let Some(ix) = self.index.borrow_mut().take() {
+            ix.close(&self.store);
         }
     }
 

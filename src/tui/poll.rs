@@ -95,7 +95,7 @@ fn run(dir: PathBuf, mut every: Duration, asked: Receiver<Ask>, tx: Sender<Msg>)
                     let found = inspect(&queue, &id)
                         .map(Box::new)
                         .map_err(|e| e.to_string());
-                    let _ = queue.close_index();
+                    queue.close_index();
                     if tx.send(Msg::Inspected { id, found }).is_err() {
                         return;
                     }
@@ -116,6 +116,6 @@ pub fn poll(queue: &Queue) -> Msg {
         Err(e) => Msg::Failed(e.to_string()),
     };
     // Let a worker have the index while this thread sleeps.
-    let _ = queue.close_index();
+    queue.close_index();
     msg
 }

@@ -159,6 +159,14 @@ fn maintenance_while_storing_and_landing_loses_nothing() {
             check_ok("release", &repo.run(&["release", "--worker", "reader", id]));
         }
     };
+    /// Stops the reader however the writing side ends: a failed assertion there would
+    /// otherwise leave the scope waiting for the reader for ever.
+    struct StopReading<'a>(&'a AtomicBool);
+    impl Drop for StopReading<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
     let (started, during_writes, extra) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
             while reading.load(Ordering::SeqCst) {
@@ -166,6 +174,7 @@ fn maintenance_while_storing_and_landing_loses_nothing() {
                 reads.fetch_add(1, Ordering::SeqCst);
             }
         });
+        let stop_reading = StopReading(&reading);
         let started = Instant::now();
         // One by one, then in batches.
         let single = requests(&repo, 0, 60, "single");
@@ -200,7 +209,7 @@ fn maintenance_while_storing_and_landing_loses_nothing() {
         // On a loaded machine a task may not have come round twice yet (gc refuses to run
         // while another gc holds its lock): more requests are stored, in batches of 20 next to
         // the maintenance, until every task has, for two minutes at most (the counts are
-        // checked below: a panic here would leave the reader running and the scope waiting).
+        // checked below, once the workers have drained the queue).
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut extra = 0;
         while maintenance.runs().iter().any(|&n| n < 2) && Instant::now() < deadline {
@@ -231,7 +240,7 @@ fn maintenance_while_storing_and_landing_loses_nothing() {
         for w in workers {
             check_ok("worker", &w.wait_with_output().unwrap());
         }
-        reading.store(false, Ordering::SeqCst);
+        drop(stop_reading);
         reader.join().expect("no read failed");
         (started, during_writes, extra)
     });

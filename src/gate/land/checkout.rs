@@ -250,7 +250,7 @@ impl<'r> Landing<'r> {
         }
         // The lock may be waited for and git runs in the checkouts: what others wait for
         // goes back to them first, as before checks.
-        holder.queue.close_index()?;
+        holder.queue.close_index();
         let lock = take_lock(repo, name, holder)?;
         let mut landing = Landing {
             repo,
