@@ -34,7 +34,7 @@ use hyperion::request::model::ChangeRequest;
 use serde_json::json;
 
 use common::hermetic::hermetic;
-use common::{BIN, Script, Stats, clone_bare, git, tree_of};
+use common::{Script, Stats, bin, clone_bare, git, tree_of};
 
 const USAGE: &str = "usage: cargo bench --bench compare -- [--files 1k,5k,10k] [--depth 1k,10k] \
                      [--quick] [--format text|json]
@@ -656,10 +656,10 @@ fn worker_cli(repo: &Path, scratch: &Path, reqs: &[ChangeRequest]) -> CliRun {
     let err_file = scratch.join("worker.err");
     let mut cmd = if use_time {
         let mut c = Command::new(time);
-        c.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(BIN);
+        c.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(bin());
         c
     } else {
-        Command::new(BIN)
+        Command::new(bin())
     };
     cmd.args([
         "--format",

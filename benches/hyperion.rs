@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BIN, add_request, git, median, ms, p95};
+use common::{add_request, bin, git, median, ms, p95};
 
 use hyperion::queue::Queue;
 use hyperion::queue::store::Store;
@@ -212,7 +212,7 @@ fn main() {
 /// build's binary and, when `HYPERION_BENCH_BEFORE` names one, another (an older build, to
 /// compare index formats): median of 5 runs and the largest resident set (`/usr/bin/time`).
 fn index_group(sizes: &[usize]) {
-    let mut bins = vec![("this build".to_owned(), PathBuf::from(BIN))];
+    let mut bins = vec![("this build".to_owned(), PathBuf::from(bin()))];
     if let Some(before) = std::env::var_os("HYPERION_BENCH_BEFORE") {
         bins.insert(0, ("before".to_owned(), PathBuf::from(before)));
     }

@@ -29,10 +29,7 @@ pub mod hermetic;
 #[path = "../../tests/common/history.rs"]
 pub mod history;
 
-pub use hermetic::git;
-
-/// The binary of this build (the bench profile: `target/release/git-hyperion`).
-pub const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
+pub use hermetic::{bin, git};
 
 /// Run `git-hyperion ARGS` in `repo` as its own process (actor `bench`); how long it took,
 /// start to exit, and what it printed. Panics when it fails.
@@ -56,7 +53,7 @@ pub fn hyperion_refused(repo: &Path, args: &[&str]) -> Option<(Duration, String)
 /// stderr after it when it failed).
 fn run(repo: &Path, args: &[&str]) -> (Duration, Option<i32>, String) {
     let t = Instant::now();
-    let out = hermetic::command(BIN, repo, repo)
+    let out = hermetic::command(bin(), repo, repo)
         .args(args)
         .env("HYPERION_ACTOR", "bench")
         .output()

@@ -427,7 +427,7 @@ fn drain_unprivileged(a: &Attack, vars: &[(&str, &str)]) {
     chown("65534:65534");
     let mut cmd = a.repo.command("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(crate::common::BIN)
+        .arg(crate::common::bin())
         .args(["worker", "--drain", "--format", "json"]);
     for (k, v) in vars {
         cmd.env(k, v);

@@ -16,6 +16,17 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+/// The `git-hyperion` binary the tests and benches run: this build's, or the one
+/// `HYPERION_BIN` names, to run the suite or a bench against an installed binary (such as the
+/// statically linked one `install.sh` builds on Linux).
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("HYPERION_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_git-hyperion").to_owned())
+    })
+}
+
 /// The author and committer date of every commit a test or bench makes with git.
 pub const DATE: &str = "2026-01-01T00:00:00Z";
 

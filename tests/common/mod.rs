@@ -15,9 +15,7 @@ pub mod hermetic;
 pub mod history;
 pub mod tmux;
 
-pub use hermetic::pipe;
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_git-hyperion");
+pub use hermetic::{bin, pipe};
 
 pub struct TestRepo {
     pub dir: tempfile::TempDir,
@@ -137,7 +135,7 @@ impl TestRepo {
 
     /// The `git-hyperion` binary, to be run in the repository.
     pub fn cmd(&self) -> Command {
-        self.command(BIN)
+        self.command(bin())
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -439,7 +437,7 @@ pub fn request_dir(repo: &TestRepo, n: usize, salt: &str) -> PathBuf {
 /// (hooks/pre-receive runs `git-hyperion verify-push`) needs in the pushing process's
 /// environment on a file remote.
 pub fn path_with_bin() -> String {
-    let bin_dir = Path::new(BIN).parent().expect("the binary's directory");
+    let bin_dir = Path::new(bin()).parent().expect("the binary's directory");
     format!(
         "{}:{}",
         bin_dir.display(),

@@ -640,7 +640,7 @@ fn lease_length_is_bounded_and_worker_ids_are_checked() {
 #[test]
 fn outside_a_repository_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = common::hermetic::command(common::BIN, dir.path(), dir.path())
+    let out = common::hermetic::command(common::bin(), dir.path(), dir.path())
         .env("GIT_CEILING_DIRECTORIES", dir.path().parent().unwrap())
         .args(["list"])
         .output()
@@ -658,7 +658,7 @@ fn dash_c_and_git_dir_pick_the_repository_like_git_does() {
     std::fs::copy(&f, repo.path().join("local.json")).unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     let id = {
-        let out = common::hermetic::command(common::BIN, elsewhere.path(), elsewhere.path())
+        let out = common::hermetic::command(common::bin(), elsewhere.path(), elsewhere.path())
             .args(["-C", repo.path().to_str().unwrap(), "enqueue", "local.json"])
             .output()
             .unwrap();
@@ -670,7 +670,7 @@ fn dash_c_and_git_dir_pick_the_repository_like_git_does() {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     // GIT_DIR: `git --git-dir=X hyperion …` works on X.
-    let out = common::hermetic::command(common::BIN, elsewhere.path(), elsewhere.path())
+    let out = common::hermetic::command(common::bin(), elsewhere.path(), elsewhere.path())
         .env("GIT_DIR", repo.git_dir())
         .args(["list", "--format", "json"])
         .output()
@@ -843,7 +843,7 @@ fn a_closed_pipe_ends_output_quietly() {
             .command("bash")
             .arg("-c")
             .arg(script)
-            .env("BIN", common::BIN)
+            .env("BIN", common::bin())
             .env("ERR", &err)
             .env("FORMAT", format)
             .output()

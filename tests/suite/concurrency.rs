@@ -20,7 +20,7 @@ fn spawn_dequeuer(repo: &TestRepo, worker: &str, batch: usize) -> Child {
     repo.command("bash")
         .arg("-c")
         .arg(script)
-        .env("BIN", common::BIN)
+        .env("BIN", common::bin())
         .stdout(Stdio::piped())
         .spawn()
         .expect("bash runs")

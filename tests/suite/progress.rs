@@ -52,7 +52,7 @@ fn propose(repo: &TestRepo, task: &str, checks: &[&str]) -> String {
 
 /// A command line for the shell tmux runs.
 fn shell(args: &[&str]) -> String {
-    let mut s = format!("'{}'", common::BIN);
+    let mut s = format!("'{}'", common::bin());
     for a in args {
         s.push_str(&format!(" '{a}'"));
     }

@@ -101,7 +101,7 @@ fn many_expired_leases_are_swept_in_one_pack_and_gc_passes_no_ref_on_a_command_l
         .args([
             "-c",
             "ulimit -s 512 && exec \"$0\" gc --older-than 0s",
-            common::BIN,
+            common::bin(),
         ])
         .output()
         .unwrap();

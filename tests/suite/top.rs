@@ -548,7 +548,7 @@ fn top_in_a_real_terminal_follows_a_worker_filters_opens_a_request_and_quits() {
         "'{}' top --refresh 200ms; echo \"top exited $?\"; \
          printf 'tty:'; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo; echo done; \
          exec sleep 600",
-        common::BIN
+        common::bin()
     );
     tmux.start(100, 30, &script);
     // Before the worker: everything pending, the stream seeded with the enqueues. Each wait
@@ -633,11 +633,11 @@ fn top_in_a_real_terminal_follows_a_worker_filters_opens_a_request_and_quits() {
 fn top_ends_when_its_terminal_hangs_up() {
     let repo = TestRepo::new();
     let tmux = Tmux::new("hyperion-top-hup", "top", repo.path(), repo.home.path());
-    let script = format!("'{}' top --refresh 300ms", common::BIN);
+    let script = format!("'{}' top --refresh 300ms", common::bin());
     tmux.start(80, 24, &script);
     tmux.wait_for("top", |s| s.contains("requests 0/0"));
     let out = Command::new("pgrep")
-        .args(["-f", &format!("{} top --refresh 300ms", common::BIN)])
+        .args(["-f", &format!("{} top --refresh 300ms", common::bin())])
         .output()
         .unwrap();
     let pids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
@@ -665,7 +665,7 @@ fn a_panic_in_top_gives_the_terminal_back() {
         "HYPERION_TEST_PANIC_AT=top.drawn '{}' top; echo \"top exited $?\"; \
          printf 'tty:'; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo; echo done; \
          exec sleep 600",
-        common::BIN
+        common::bin()
     );
     tmux.start(100, 30, &script);
     let s = tmux.wait_for("top's panic", |s| s.lines().any(|l| l == "done"));
