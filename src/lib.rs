@@ -13,8 +13,8 @@
 //!   worktrees, landing, rollback, the verification of pushed chains, and `inspect` (all
 //!   that is stored about one request).
 //! - [`queue`]: the state machine over refs: the request store, the derived index, settings,
-//!   the queue's operations, retention and repair, and what comes in: pushed
-//!   branches and spooled request files.
+//!   the queue's operations (storing, leases and transitions, sweep/gc/doctor, reads),
+//!   retention and repair, and what comes in: pushed branches and spooled request files.
 //! - [`request`]: what a change request is and whether it may land: format, patches, paths,
 //!   limits, policy and tiers, secrets, validation, the in-memory apply engine.
 //! - [`git`]: plumbing that knows nothing of requests: ref compare-and-swap, kept packs, trees,
