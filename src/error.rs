@@ -145,6 +145,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Reading or writing git's objects (through gix) failed: what was being done, and gix's
+    /// error kept as the source.
+    #[error("git: {context}: {source}")]
+    Object {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 impl Error {
@@ -165,7 +173,7 @@ impl Error {
             Error::Usage(_) => Code::Usage,
             Error::Policy { .. } => Code::PolicyInvalid,
             Error::Corrupt { .. } => Code::StoreCorrupt,
-            Error::Git(_) => Code::EnvGit,
+            Error::Git(_) | Error::Object { .. } => Code::EnvGit,
             Error::RefStorage(_) => Code::EnvRefStorage,
             Error::Incomplete { .. } => Code::StoreIncomplete,
             Error::GcIncomplete { .. } => Code::StoreGcIncomplete,
@@ -202,6 +210,17 @@ impl Error {
     pub fn git(e: impl std::fmt::Display) -> Error {
         Error::Git(e.to_string())
     }
+
+    /// [`Error::Object`]: `context` says what was being done, `source` is gix's error.
+    pub fn object(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Object {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// `ORIGIN:LINE: message`, like a compiler, plus how many more problems there are.
@@ -221,3 +240,24 @@ fn policy_summary(origin: &str, problems: &[Problem]) -> String {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_error_keeps_gix_s_error_as_its_source() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        crate::git::command::text(dir.path(), &["init", "-q"]).expect("git init");
+        let repo = gix::open(dir.path()).expect("open");
+        let missing = gix::ObjectId::from_hex(&[b'1'; 40]).expect("hex");
+        let e = crate::git::tree::tree_of(&repo, missing).expect_err("no such commit");
+        assert!(matches!(e, Error::Object { .. }), "{e:?}");
+        assert_eq!(e.code(), Code::EnvGit);
+        let source = std::error::Error::source(&e).expect("gix's error is kept");
+        assert_eq!(
+            e.to_string(),
+            format!("git: cannot read the tree of {missing}: {source}")
+        );
+    }
+}

@@ -21,25 +21,34 @@ fn main() {
 }
 
 /// Quiet by default (warnings only); `-v` for lifecycle steps, `--log-format json` for JSON
-/// lines. `HYPERION_LOG` (an env-filter-like level) overrides the level. Every line is
-/// redacted: nothing that looks like a secret reaches a log.
+/// lines. `HYPERION_LOG` overrides `-v` with tracing's env-filter directives: a level
+/// (`debug`), or levels by module (`warn,hyperion::queue=debug`); a value it cannot parse is
+/// reported and `-v`'s level used. Every line is redacted: nothing that looks like a secret
+/// reaches a log.
 fn init_logging(verbose: u8, format: cli::LogFormat) {
-    use tracing::Level;
-    let level = match std::env::var("HYPERION_LOG").ok().as_deref() {
-        Some("error") => Level::ERROR,
-        Some("warn") => Level::WARN,
-        Some("info") => Level::INFO,
-        Some("debug") => Level::DEBUG,
-        Some("trace") => Level::TRACE,
-        _ => match verbose {
-            0 => Level::WARN,
-            1 => Level::INFO,
-            2 => Level::DEBUG,
-            _ => Level::TRACE,
-        },
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let level = match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    let filter = match std::env::var("HYPERION_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            match EnvFilter::builder().parse(&directives) {
+                Ok(filter) => filter,
+                Err(e) => {
+                    eprintln!(
+                        "warning: HYPERION_LOG: {e}; logging at {level}\nhint: a level (error, warn, info, debug, trace) or directives such as 'warn,hyperion::queue=debug'"
+                    );
+                    EnvFilter::new(level.to_string())
+                }
+            }
+        }
+        _ => EnvFilter::new(level.to_string()),
     };
     let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_env_filter(filter)
         .with_writer(|| hyperion::request::secrets::Redacting(std::io::stderr()))
         .with_target(false);
     match format {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hyperion::Code;
 use hyperion::Problem;
-use hyperion::queue::spool::{OpenError, Spool};
+use hyperion::queue::spool::{Content, OpenError, Spool};
 
 use super::enqueue;
 use super::error::{CmdResult, CommandError};
@@ -153,7 +153,7 @@ fn process(spool: &Spool, claimed: &Path, ctx: &Ctx, counts: &mut Counts, once: 
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     match submit(spool, claimed, &name, ctx) {
-        Ok(Ok(e)) => {
+        Ok(Submitted::Stored(e)) => {
             let moved = spool.done(claimed).map_err(|err| {
                 CommandError::env(Code::EnvIo, format!("cannot move {name}: {err}"))
             })?;
@@ -168,7 +168,7 @@ fn process(spool: &Spool, claimed: &Path, ctx: &Ctx, counts: &mut Counts, once: 
             }
             Ok(())
         }
-        Ok(Err(problems)) => {
+        Ok(Submitted::Rejected(problems)) => {
             let err = CommandError::rejected(
                 problems.iter().map(|p| (name.clone(), p.clone())).collect(),
             );
@@ -196,21 +196,24 @@ fn process(spool: &Spool, claimed: &Path, ctx: &Ctx, counts: &mut Counts, once: 
     }
 }
 
+/// What became of the request in a claimed file.
+enum Submitted {
+    /// Stored (or found stored already).
+    Stored(Box<hyperion::queue::Enqueued>),
+    /// Refused, for these problems.
+    Rejected(Vec<Problem>),
+}
+
 /// The request in a claimed file through the one path every request takes (schema, target,
-/// policy, secrets, archived ids), stored when it passed.
-fn submit(
-    spool: &Spool,
-    claimed: &Path,
-    name: &str,
-    ctx: &Ctx,
-) -> CmdResult<Result<hyperion::queue::Enqueued, Vec<Problem>>> {
+/// policy, secrets, archived ids), stored when it passed. `Err` is the environment's failure.
+fn submit(spool: &Spool, claimed: &Path, name: &str, ctx: &Ctx) -> CmdResult<Submitted> {
     let bytes = match spool
         .read(claimed, MAX_FILE)
         .map_err(|e| CommandError::env(Code::EnvIo, format!("cannot read {name}: {e}")))?
     {
-        Ok(b) => b,
-        Err(why) => {
-            return Ok(Err(vec![Problem::new(
+        Content::Bytes(b) => b,
+        Content::Refused(why) => {
+            return Ok(Submitted::Rejected(vec![Problem::new(
                 Code::WatchUnreadable,
                 format!("{name} was not read: {why}"),
                 "drop regular files of at most 64 MiB, each one request in format v1",
@@ -221,16 +224,16 @@ fn submit(
     let loaded = (name.to_owned(), req, problems);
     let queue = ctx.queue()?;
     if let Some(e) = enqueue::stored_duplicate(queue, &loaded)? {
-        return Ok(Ok(e));
+        return Ok(Submitted::Stored(Box::new(e)));
     }
     let checked = enqueue::check_targets(vec![loaded], ctx)?;
     let checked = enqueue::refuse_archived(queue, checked)?;
     let (_, result) = checked.into_iter().next().expect("one result per source");
     match result {
-        Err(problems) => Ok(Err(problems)),
+        Err(problems) => Ok(Submitted::Rejected(problems)),
         Ok(req) => {
             let mut done = enqueue::store(queue, &[req])?;
-            Ok(Ok(done.remove(0)))
+            Ok(Submitted::Stored(Box::new(done.remove(0))))
         }
     }
 }

@@ -119,10 +119,10 @@ fn stage_from_tree(repo: &gix::Repository, tree: ObjectId) -> Result<Option<temp
     use std::os::unix::fs::PermissionsExt;
     let root = repo
         .find_tree(tree)
-        .map_err(|e| Error::git(format!("cannot read tree {tree}: {e}")))?;
+        .map_err(|e| Error::object(format!("cannot read tree {tree}"), e))?;
     let Some(entry) = root
         .lookup_entry_by_path(TREE_DIR)
-        .map_err(|e| Error::git(format!("cannot read {TREE_DIR}: {e}")))?
+        .map_err(|e| Error::object(format!("cannot read {TREE_DIR}"), e))?
     else {
         return Ok(None);
     };
@@ -131,10 +131,10 @@ fn stage_from_tree(repo: &gix::Repository, tree: ObjectId) -> Result<Option<temp
     }
     let dir_tree = repo
         .find_tree(entry.object_id())
-        .map_err(|e| Error::git(format!("cannot read {TREE_DIR}: {e}")))?;
+        .map_err(|e| Error::object(format!("cannot read {TREE_DIR}"), e))?;
     let decoded = dir_tree
         .decode()
-        .map_err(|e| Error::git(format!("cannot read {TREE_DIR}: {e}")))?;
+        .map_err(|e| Error::object(format!("cannot read {TREE_DIR}"), e))?;
     let hooks: Vec<(String, ObjectId)> = decoded
         .entries
         .iter()
@@ -154,7 +154,7 @@ fn stage_from_tree(repo: &gix::Repository, tree: ObjectId) -> Result<Option<temp
         }
         let blob = repo
             .find_object(id)
-            .map_err(|e| Error::git(format!("cannot read hook {name}: {e}")))?;
+            .map_err(|e| Error::object(format!("cannot read hook {name}"), e))?;
         let path = tmp.path().join(&name);
         std::fs::write(&path, &blob.data)
             .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)))

@@ -1575,6 +1575,7 @@ impl<'q> Worker<'q> {
         };
         let local_notes = crate::git::tree::read_tip(repo, notes_ref)?;
         if local_notes.is_none() || local_notes == notes_parent {
+            // Moved meanwhile: the next fetch brings the remote's notes.
             let _ = crate::git::refs::cas(repo, notes_ref, local_notes, notes, &log)?;
         }
         if let Some(local) = chain.gate.tip.target.tip(repo)?
@@ -2247,10 +2248,10 @@ fn leased_at(store: &crate::queue::store::Store, id: &str) -> Option<jiff::Times
 fn gate_entry(repo: &gix::Repository, tree: ObjectId) -> Result<Option<ObjectId>> {
     let root = repo
         .find_tree(tree)
-        .map_err(|e| Error::git(format!("cannot read tree {tree}: {e}")))?;
+        .map_err(|e| Error::object(format!("cannot read tree {tree}"), e))?;
     Ok(root
         .lookup_entry_by_path(".hyperion")
-        .map_err(|e| Error::git(format!("cannot read .hyperion in {tree}: {e}")))?
+        .map_err(|e| Error::object(format!("cannot read .hyperion in {tree}"), e))?
         .map(|e| e.object_id()))
 }
 

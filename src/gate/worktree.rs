@@ -327,7 +327,7 @@ fn write_index(index: &gix::index::File, index_path: &Path) -> Result<()> {
                         ..Default::default()
                     },
                 )
-                .map_err(|e| Error::git(format!("cannot write {}: {e}", index_path.display())))?;
+                .map_err(|e| Error::object(format!("cannot write {}", index_path.display()), e))?;
             data
         }
     };
@@ -393,8 +393,10 @@ impl Watch {
 fn tree_entries(repo: &gix::Repository, tree: ObjectId) -> Result<Vec<gix::objs::tree::Entry>> {
     let tree = repo
         .find_tree(tree)
-        .map_err(|e| Error::git(format!("cannot read tree {tree}: {e}")))?;
-    let decoded = tree.decode().map_err(Error::git)?;
+        .map_err(|e| Error::object(format!("cannot read tree {tree}"), e))?;
+    let decoded = tree
+        .decode()
+        .map_err(|e| Error::object(format!("cannot decode tree {}", tree.id), e))?;
     Ok(decoded.entries.iter().map(|e| (*e).into()).collect())
 }
 
@@ -494,7 +496,7 @@ fn incremental(
         let blob = match mode.kind() {
             EntryKind::Blob | EntryKind::BlobExecutable | EntryKind::Link => Some(
                 repo.find_object(id)
-                    .map_err(|e| Error::git(format!("cannot read blob {id}: {e}")))?,
+                    .map_err(|e| Error::object(format!("cannot read blob {id}"), e))?,
             ),
             _ => None,
         };

@@ -614,7 +614,7 @@ pub fn persist(repo: &gix::Repository) -> crate::Result<usize> {
 /// ref update that makes it reachable. Every object hyperion writes goes through here.
 pub fn write_object(repo: &gix::Repository, kind: Kind, data: &[u8]) -> crate::Result<ObjectId> {
     let id = gix::objs::Write::write_buf(&repo.objects, kind, data)
-        .map_err(|e| crate::Error::git(format!("could not write a {kind}: {e}")))?;
+        .map_err(|e| crate::Error::object(format!("could not write a {kind}"), e))?;
     let mut order = WRITE_ORDER.lock().unwrap_or_else(|p| p.into_inner());
     let (count, at) = &mut *order;
     at.entry(id).or_insert(*count);

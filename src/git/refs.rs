@@ -25,11 +25,22 @@ use crate::error::{Error, Result};
 /// A ref lock older than this was left by a dead writer.
 pub const STALE_LOCK: Duration = Duration::from_secs(5);
 
-/// Why a compare-and-swap did not happen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Moved {
-    /// What the ref points at now (`None`: it does not exist).
-    pub now: Option<ObjectId>,
+/// What a compare-and-swap ([`cas`]) did.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swap {
+    /// The ref moved from the value expected to the new one.
+    Done,
+    /// The ref was not at the value expected, and nothing changed: it points at `now`
+    /// (`None`: it does not exist).
+    Moved { now: Option<ObjectId> },
+}
+
+impl Swap {
+    /// Whether the ref moved to the new value.
+    pub fn done(self) -> bool {
+        self == Swap::Done
+    }
 }
 
 /// Who moves a ref, for its reflog line.
@@ -41,7 +52,7 @@ pub struct LogLine<'a> {
 }
 
 /// Move `name` (a full ref name under `refs/`) from `expected` (`None`: it must not exist) to
-/// `new`. The objects held in memory are written first. `Ok(Err(Moved))` when the ref is not
+/// `new`. The objects held in memory are written first. [`Swap::Moved`] when the ref is not
 /// at `expected`; nothing changed then.
 pub fn cas(
     repo: &gix::Repository,
@@ -49,7 +60,7 @@ pub fn cas(
     expected: Option<ObjectId>,
     new: ObjectId,
     log: &LogLine<'_>,
-) -> Result<std::result::Result<(), Moved>> {
+) -> Result<Swap> {
     if !writable_name(name) {
         return Err(Error::git(format!("not a ref hyperion writes: {name}")));
     }
@@ -61,7 +72,7 @@ pub fn cas(
     let outcome = (|| {
         let now = current(repo, &path, name)?;
         if now != expected {
-            return Ok(Err(Moved { now }));
+            return Ok(Swap::Moved { now });
         }
         lock.write(format!("{new}\n").as_bytes())?;
         if let Some(reflog) = reflog_path(repo, name) {
@@ -74,7 +85,7 @@ pub fn cas(
         std::fs::rename(&lock_path, &path)
             .map_err(|e| Error::io(format!("could not update {name}"), e))?;
         lock.committed = true;
-        Ok(Ok(()))
+        Ok(Swap::Done)
     })();
     drop(lock);
     // The ref holds its objects now (or will not): their pack need not be kept any more.
@@ -192,9 +203,13 @@ pub fn delete(repo: &gix::Repository, refs: &[(String, ObjectId)]) -> (Vec<Strin
     (removed, outcome.err())
 }
 
-/// Whether hyperion may write or delete the ref `name`.
+/// Whether hyperion may write or delete the ref `name`: a full name under `refs/` that git
+/// accepts (`git check-ref-format`'s rules, by gix-validate: no `..`, no component ending in
+/// `.lock` or starting with `.`, no control characters, spaces, `~^:?*[\\` or `@{`), so that
+/// no name a request or a remote could make up reaches a path outside the ref store.
 fn writable_name(name: &str) -> bool {
-    name.starts_with("refs/") && !name.ends_with(".lock") && !name.contains("..")
+    use gix::bstr::ByteSlice;
+    name.starts_with("refs/") && gix::validate::reference::name(name.as_bytes().as_bstr()).is_ok()
 }
 
 /// Remove the file of ref `name` (at `path`, whose lock the caller holds) and its reflog, as
@@ -665,6 +680,45 @@ fn walk_loose(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_git_would_refuse_are_never_written() {
+        for good in [
+            "refs/hyperion/requests/0123abcd",
+            "refs/heads/main",
+            "refs/heads/feature/x-1",
+            "refs/notes/hyperion",
+        ] {
+            assert!(writable_name(good), "{good}");
+        }
+        for bad in [
+            "HEAD",
+            "refs/heads/a..b",
+            "refs/heads/x.lock",
+            "refs/heads/x.lock/y",
+            "refs/heads/.hidden",
+            "refs/heads/a b",
+            "refs/heads/a\u{1}b",
+            "refs/heads/a~1",
+            "refs/heads/a:b",
+            "refs/heads/a@{1}",
+            "refs/heads/a//b",
+            "refs/heads/a/",
+            "refs/../config",
+        ] {
+            assert!(!writable_name(bad), "{bad:?}");
+            let (dir, commits) = repo();
+            let repo = gix::open(dir.path()).expect("open");
+            let log = LogLine {
+                name: "t",
+                email: "t@t",
+                at: jiff::Timestamp::now(),
+                message: "t",
+            };
+            assert!(cas(&repo, bad, None, commits[0], &log).is_err(), "{bad:?}");
+            assert!(delete(&repo, &[(bad.to_owned(), commits[0])]).1.is_some());
+        }
+    }
 
     fn git(dir: &Path, args: &[&str]) -> String {
         let out = crate::git::command::text(dir, args).expect("git succeeds");

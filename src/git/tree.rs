@@ -14,7 +14,7 @@ pub fn read_tip(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>> 
 pub fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId> {
     repo.find_commit(commit)
         .and_then(|c| c.tree_id().map(|t| t.detach()))
-        .map_err(|e| Error::git(format!("cannot read the tree of {commit}: {e}")))
+        .map_err(|e| Error::object(format!("cannot read the tree of {commit}"), e))
 }
 
 /// An editor of the tree `base`, for [`write_tree`].
@@ -22,7 +22,7 @@ pub fn edit_tree(repo: &gix::Repository, base: ObjectId) -> Result<gix::objs::tr
     let root: gix::objs::Tree = repo
         .find_tree(base)
         .and_then(|t| t.decode().map(Into::into))
-        .map_err(|e| Error::git(format!("cannot read the tree {base}: {e}")))?;
+        .map_err(|e| Error::object(format!("cannot read the tree {base}"), e))?;
     Ok(gix::objs::tree::Editor::new(
         root,
         &repo.objects,
@@ -45,7 +45,7 @@ pub fn write_tree(
         use gix::objs::WriteTo;
         buf.clear();
         tree.write_to(&mut buf)
-            .map_err(|e| Error::git(format!("cannot write a tree: {e}")))?;
+            .map_err(|e| Error::object("cannot write a tree", e))?;
         crate::git::pack::write_object(repo, gix::objs::Kind::Tree, &buf)
     })
 }
@@ -102,10 +102,10 @@ pub fn diff(
         };
         let tree = repo
             .find_tree(id)
-            .map_err(|e| Error::git(format!("cannot read tree {id}: {e}")))?;
+            .map_err(|e| Error::object(format!("cannot read tree {id}"), e))?;
         let decoded = tree
             .decode()
-            .map_err(|e| Error::git(format!("cannot decode tree {id}: {e}")))?;
+            .map_err(|e| Error::object(format!("cannot decode tree {id}"), e))?;
         Ok(decoded.entries.iter().map(|e| (*e).into()).collect())
     };
     let mut out = Vec::new();

@@ -63,7 +63,7 @@ impl Queue {
             let mut resolved: Vec<String> = Vec::new();
             let own_target = Target::of_request(req.target.as_deref(), &self.settings.target);
             for (at, entry) in req.depends_on.iter().enumerate() {
-                let found = match self.find_dependency(entry, i, &ids, reqs, &mut stored_records)? {
+                let found = match self.find_dependency(entry, i, &ids, reqs, &mut stored_records) {
                     Ok(Some(f)) => f,
                     Ok(None) => {
                         problems.push(unknown(
@@ -73,10 +73,11 @@ impl Queue {
                         ));
                         continue;
                     }
-                    Err(p) => {
+                    Err(Error::Refused(p)) => {
                         problems.push(p.at(format!("/depends_on/{at}")));
                         continue;
                     }
+                    Err(Error::Failed(e)) => return Err(e),
                 };
                 let (dep_id, dep_target, dead) = match &found {
                     Found::Batch(j) => (ids[*j].clone(), reqs[*j].target.clone(), None),
@@ -201,7 +202,7 @@ impl Queue {
         ids: &[String],
         reqs: &[&ChangeRequest],
         stored: &mut dyn FnMut(&Queue) -> Result<Vec<Record>>,
-    ) -> Result<std::result::Result<Option<Found>, Problem>> {
+    ) -> std::result::Result<Option<Found>, Error> {
         let hex = entry.len() >= 4
             && entry.len() <= crate::request::model::ID_LEN
             && entry
@@ -230,15 +231,15 @@ impl Queue {
                 0 => {}
                 1 => {
                     let id = *matches.first().expect("one");
-                    return Ok(Ok(Some(if stored_ids.iter().any(|s| s == id) {
+                    return Ok(Some(if stored_ids.iter().any(|s| s == id) {
                         Found::Stored(id.to_owned())
                     } else {
                         Found::Batch(ids.iter().position(|x| x == id).expect("in the batch"))
-                    })));
+                    }));
                 }
                 _ => {
                     let some: Vec<&str> = matches.iter().take(5).copied().collect();
-                    return Ok(Err(Problem::new(
+                    return Err(Error::Refused(Problem::new(
                         Code::RequestDependencyUnknown,
                         format!("'{entry}' matches several requests: {}", some.join(", ")),
                         "give more digits of the id",
@@ -252,16 +253,16 @@ impl Queue {
             .rev()
             .find(|&j| j != own && ids[j] != ids[own] && reqs[j].task_id == entry)
         {
-            return Ok(Ok(Some(match self.store.tip(&ids[j])? {
+            return Ok(Some(match self.store.tip(&ids[j])? {
                 Some(_) => Found::Stored(ids[j].clone()),
                 None => Found::Batch(j),
-            })));
+            }));
         }
         let newest = stored(self)?
             .into_iter()
             .filter(|r| r.task_id == entry && r.id != ids[own])
             .max_by_key(|r| (r.created_at, r.id.clone()));
-        Ok(Ok(newest.map(|r| Found::Stored(r.id))))
+        Ok(newest.map(|r| Found::Stored(r.id)))
     }
 
     /// The tree each request of a submission is judged against when it has predecessors that
@@ -278,7 +279,7 @@ impl Queue {
         reqs: &[&ChangeRequest],
         plan: &Plan,
         base_of: &dyn Fn(usize) -> Option<(gix::ObjectId, Policy)>,
-    ) -> Result<Vec<Option<std::result::Result<gix::ObjectId, Problem>>>> {
+    ) -> Result<Vec<Option<Base>>> {
         let ids: Vec<String> = reqs.iter().map(|r| r.id()).collect();
         let by_id: HashMap<&str, usize> = ids
             .iter()
@@ -305,13 +306,12 @@ impl Queue {
             // Build every predecessor not built yet, each after its own.
             for id in graph.ancestors(direct, true)? {
                 let deps = graph.nodes[&id].deps.clone();
-                let step = match graph.base(repo, &deps, tip_tree, &policy)? {
-                    Ok(base) => graph.apply(repo, &id, base, &policy)?,
-                    Err(p) => Err(p),
-                };
-                graph.after.insert(id, step);
+                let step = graph
+                    .base(repo, &deps, tip_tree, &policy)
+                    .and_then(|base| graph.apply(repo, &id, base, &policy));
+                graph.after.insert(id, Base::of(step)?);
             }
-            results[i] = Some(graph.base(repo, direct, tip_tree, &policy)?);
+            results[i] = Some(Base::of(graph.base(repo, direct, tip_tree, &policy))?);
         }
         Ok(results)
     }
@@ -377,7 +377,7 @@ struct Graph<'a> {
     by_id: HashMap<&'a str, usize>,
     nodes: HashMap<String, Node>,
     /// The tree once a request and all its predecessors not landed are applied.
-    after: HashMap<String, std::result::Result<gix::ObjectId, Problem>>,
+    after: HashMap<String, Base>,
 }
 
 struct Node {
@@ -464,20 +464,20 @@ impl Graph<'_> {
         deps: &[String],
         tip_tree: gix::ObjectId,
         policy: &Policy,
-    ) -> Result<std::result::Result<gix::ObjectId, Problem>> {
+    ) -> std::result::Result<gix::ObjectId, Error> {
         let open: Vec<&String> = deps.iter().filter(|d| !self.nodes[*d].landed).collect();
         match open.as_slice() {
-            [] => Ok(Ok(tip_tree)),
-            [one] => Ok(self.after[*one].clone()),
+            [] => Ok(tip_tree),
+            [one] => match &self.after[*one] {
+                Base::Tree(tree) => Ok(*tree),
+                Base::Refused(p) => Err(Error::Refused(p.clone())),
+            },
             _ => {
                 let mut tree = tip_tree;
                 for id in self.ancestors(deps, false)? {
-                    match self.apply(repo, &id, tree, policy)? {
-                        Ok(t) => tree = t,
-                        Err(p) => return Ok(Err(p)),
-                    }
+                    tree = self.apply(repo, &id, tree, policy)?;
                 }
-                Ok(Ok(tree))
+                Ok(tree)
             }
         }
     }
@@ -489,16 +489,13 @@ impl Graph<'_> {
         id: &str,
         tree: gix::ObjectId,
         policy: &Policy,
-    ) -> Result<std::result::Result<gix::ObjectId, Problem>> {
+    ) -> std::result::Result<gix::ObjectId, Error> {
         let node = &self.nodes[id];
         let hint = "fix or requeue the predecessor, or submit this request once it has landed";
         if let Some(why) = &node.refused {
-            return Ok(Err(Problem::new(
-                Code::RequestDependencyInvalid,
-                why.clone(),
-                hint,
-            )
-            .at("/depends_on")));
+            return Err(Error::Refused(
+                Problem::new(Code::RequestDependencyInvalid, why.clone(), hint).at("/depends_on"),
+            ));
         }
         let stored;
         let req = match node.batch {
@@ -508,11 +505,11 @@ impl Graph<'_> {
                 &stored
             }
         };
-        Ok(
-            match crate::request::apply::apply_request(repo, tree, req, &policy.limits) {
-                Ok(a) => Ok(a.tree),
-                Err(crate::request::apply::Error::Failed(e)) => return Err(e),
-                Err(crate::request::apply::Error::Refused(refusal)) => Err(Problem::new(
+        match crate::request::apply::apply_request(repo, tree, req, &policy.limits) {
+            Ok(a) => Ok(a.tree),
+            Err(crate::request::apply::Error::Failed(e)) => Err(Error::Failed(e)),
+            Err(crate::request::apply::Error::Refused(refusal)) => Err(Error::Refused(
+                Problem::new(
                     Code::RequestDependencyInvalid,
                     format!(
                         "predecessor {id} does not apply onto the target with its own predecessors: {}",
@@ -520,9 +517,43 @@ impl Graph<'_> {
                     ),
                     hint,
                 )
-                .at("/depends_on")),
-            },
-        )
+                .at("/depends_on"),
+            )),
+        }
+    }
+}
+
+/// Why a predecessor could not be found or applied: the request's fault (a problem to report
+/// with it) or the environment's (the submission fails).
+enum Error {
+    Refused(Problem),
+    Failed(crate::Error),
+}
+
+impl From<crate::Error> for Error {
+    fn from(e: crate::Error) -> Self {
+        Error::Failed(e)
+    }
+}
+
+/// The tree a request with predecessors is judged against ([`Queue::dependency_bases`]).
+#[derive(Debug, Clone)]
+pub enum Base {
+    /// The target's tip tree with the predecessors applied.
+    Tree(gix::ObjectId),
+    /// A predecessor could not be found or applied: the problem the request is refused with.
+    Refused(Problem),
+}
+
+impl Base {
+    /// A step's outcome as the submission keeps it; a failure of the environment ends the
+    /// submission.
+    fn of(step: std::result::Result<gix::ObjectId, Error>) -> Result<Base> {
+        match step {
+            Ok(tree) => Ok(Base::Tree(tree)),
+            Err(Error::Refused(p)) => Ok(Base::Refused(p)),
+            Err(Error::Failed(e)) => Err(e),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use crate::request::model::{Action, ChangeRequest, Event, Record, Status};
 use crate::request::target::{Target, Tip};
 
 use super::Queue;
+use super::depends::Base;
 
 /// What enqueue did with one request.
 #[derive(Debug, Clone, Serialize)]
@@ -165,12 +166,12 @@ impl Queue {
                             all.extend(own(policy));
                             all
                         }
-                        (_, Some(Err(problem))) => {
+                        (_, Some(Base::Refused(problem))) => {
                             let mut all = vec![problem.clone()];
                             all.extend(own(policy));
                             all
                         }
-                        (_, Some(Ok(base))) => {
+                        (_, Some(Base::Tree(base))) => {
                             crate::request::validate::against_target(repo, req, Some(*base), policy)
                         }
                         (_, None) => crate::request::validate::against_target(

@@ -139,7 +139,7 @@ pub fn set_aside(store: &Store, id: &str, tip: ObjectId, missing: &[ObjectId]) -
         }],
     }
     .write_to(&mut buf)
-    .map_err(crate::Error::git)?;
+    .map_err(|e| crate::Error::object("could not write a tree", e))?;
     let tree = crate::git::pack::write_object(repo, Kind::Tree, &buf)?;
     let sig = gix::actor::Signature {
         name: "doctor".into(),
@@ -163,7 +163,9 @@ pub fn set_aside(store: &Store, id: &str, tip: ObjectId, missing: &[ObjectId]) -
         extra_headers: Vec::new(),
     };
     buf.clear();
-    commit.write_to(&mut buf).map_err(crate::Error::git)?;
+    commit
+        .write_to(&mut buf)
+        .map_err(|e| crate::Error::object("could not write a commit", e))?;
     let commit = crate::git::pack::write_object(repo, Kind::Commit, &buf)?;
     let name = format!("{LOST_PREFIX}{id}");
     let log = crate::git::refs::LogLine {
@@ -173,10 +175,11 @@ pub fn set_aside(store: &Store, id: &str, tip: ObjectId, missing: &[ObjectId]) -
         message: "hyperion: lost",
     };
     let before = crate::git::refs::read(repo, &name)?;
-    if let Err(moved) = crate::git::refs::cas(repo, &name, before, commit, &log)? {
+    if let crate::git::refs::Swap::Moved { now } =
+        crate::git::refs::cas(repo, &name, before, commit, &log)?
+    {
         return Err(crate::Error::git(format!(
-            "could not set {id} aside: {name} moved to {:?}",
-            moved.now
+            "could not set {id} aside: {name} moved to {now:?}"
         )));
     }
     store.delete(id, tip)?;

@@ -170,7 +170,7 @@ impl Remote {
                 at: jiff::Timestamp::now(),
                 message: "hyperion: push",
             };
-            if crate::git::refs::cas(store.repo(), name, now, new, &log)?.is_ok() {
+            if crate::git::refs::cas(store.repo(), name, now, new, &log)?.done() {
                 return Ok(());
             }
         }

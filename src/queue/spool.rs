@@ -53,6 +53,15 @@ impl From<std::io::Error> for OpenError {
     }
 }
 
+/// What [`Spool::read`] found in a claimed file.
+#[derive(Debug)]
+pub enum Content {
+    /// Its bytes.
+    Bytes(Vec<u8>),
+    /// Not read, and why: the file is not one a request can be in (the dropper's fault).
+    Refused(String),
+}
+
 impl Spool {
     /// Open `dir` (which must exist): create `done/`, `rejected/` and `.work/`, take its lock.
     pub fn open(dir: &Path) -> std::result::Result<Spool, OpenError> {
@@ -167,24 +176,28 @@ impl Spool {
         std::fs::rename(claimed, self.dir.join(name))
     }
 
-    /// The content of a claimed file, up to `max` bytes; `Err` with the reason when it is not
-    /// a regular file or larger than that. Symbolic links are not followed.
-    pub fn read(&self, claimed: &Path, max: u64) -> std::io::Result<Result<Vec<u8>, String>> {
+    /// The content of a claimed file, up to `max` bytes; [`Content::Refused`] with the reason
+    /// when it is not a regular file or larger than that. Symbolic links are not followed.
+    /// `Err` is the environment's failure (the file is tried again), not the file's.
+    pub fn read(&self, claimed: &Path, max: u64) -> std::io::Result<Content> {
         let meta = claimed.symlink_metadata()?;
         if !meta.is_file() {
-            return Ok(Err(
-                "not a regular file (a symbolic link, a pipe, …)".to_owned()
+            return Ok(Content::Refused(
+                "not a regular file (a symbolic link, a pipe, …)".to_owned(),
             ));
         }
         if meta.len() > max {
-            return Ok(Err(format!("{} bytes, more than {max}", meta.len())));
+            return Ok(Content::Refused(format!(
+                "{} bytes, more than {max}",
+                meta.len()
+            )));
         }
         let mut bytes = Vec::new();
         File::open(claimed)?.take(max + 1).read_to_end(&mut bytes)?;
         if bytes.len() as u64 > max {
-            return Ok(Err(format!("more than {max} bytes")));
+            return Ok(Content::Refused(format!("more than {max} bytes")));
         }
-        Ok(Ok(bytes))
+        Ok(Content::Bytes(bytes))
     }
 
     /// Move a claimed file, whose request is stored, to `done/`; its new path.

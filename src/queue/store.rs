@@ -16,6 +16,7 @@ use gix::refs::Target;
 use gix::refs::transaction::{Change, PreviousValue, RefEdit, RefLog};
 
 use crate::error::{Error, Result};
+use crate::git::refs::Swap;
 use crate::request::model::{Artifact, ChangeRequest, Event, HistoryEntry, Record};
 
 /// Refuse a repository whose refs git keeps in another format than loose files and
@@ -267,21 +268,22 @@ impl Store {
         let attached = self.root_artifacts.borrow_mut().remove(&record.id);
         let mut tree = self.write_tree(entries)?;
         if let Some(artifacts) = attached.filter(|a| !a.is_empty()) {
-            let mut editor = self
-                .repo
-                .edit_tree(tree)
-                .map_err(|e| Error::git(format!("{}: {e}", record.id)))?;
+            let mut editor = self.repo.edit_tree(tree).map_err(|e| {
+                Error::object(format!("could not store the artifacts of {}", record.id), e)
+            })?;
             for a in artifacts {
                 let data = crate::request::secrets::redact_bytes(&a.data);
                 let blob = self.write_blob(&data)?;
                 let path = format!("artifacts/{}", a.name);
                 editor
                     .upsert(path.as_str(), EntryKind::Blob, blob)
-                    .map_err(|e| Error::git(format!("{}: artifact {}: {e}", record.id, a.name)))?;
+                    .map_err(|e| Error::object(format!("{}: artifact {}", record.id, a.name), e))?;
             }
             tree = editor
                 .write()
-                .map_err(|e| Error::git(format!("{}: {e}", record.id)))?
+                .map_err(|e| {
+                    Error::object(format!("could not store the artifacts of {}", record.id), e)
+                })?
                 .detach();
         }
         self.write_object(&commit_object(tree, None, &record.id, event, record))
@@ -301,14 +303,12 @@ impl Store {
         let id = &record.id;
         let name = Store::ref_name(id);
         match self.set_ref(&name, None, commit, event)? {
-            Ok(()) => {
+            Swap::Done => {
                 self.wrote();
                 Ok(Created::New(commit))
             }
-            Err(moved) => match moved.now {
-                Some(tip) => self.existing(id, tip, record),
-                None => Err(Error::git(format!("could not create {name}"))),
-            },
+            Swap::Moved { now: Some(tip) } => self.existing(id, tip, record),
+            Swap::Moved { now: None } => Err(Error::git(format!("could not create {name}"))),
         }
     }
 
@@ -361,17 +361,17 @@ impl Store {
             let mut editor = self
                 .repo
                 .edit_tree(tree)
-                .map_err(|e| Error::git(format!("{id}: {e}")))?;
+                .map_err(|e| Error::object(format!("could not store the artifacts of {id}"), e))?;
             for a in t.artifacts {
                 let blob = self.write_blob(&a.data)?;
                 let path = format!("artifacts/{}", a.name);
                 editor
                     .upsert(path.as_str(), EntryKind::Blob, blob)
-                    .map_err(|e| Error::git(format!("{id}: artifact {}: {e}", a.name)))?;
+                    .map_err(|e| Error::object(format!("{id}: artifact {}", a.name), e))?;
             }
             tree = editor
                 .write()
-                .map_err(|e| Error::git(format!("{id}: {e}")))?
+                .map_err(|e| Error::object(format!("could not store the artifacts of {id}"), e))?
                 .detach();
         }
         let commit = self.write_object(&commit_object(tree, parent, id, t.event, t.record))?;
@@ -395,7 +395,7 @@ impl Store {
         let commit = self.find_commit(oid)?;
         let tree = commit
             .tree_id()
-            .map_err(|e| Error::git(format!("commit {oid}: {e}")))?
+            .map_err(|e| Error::object(format!("commit {oid}"), e))?
             .detach();
         let parent = commit.parent_ids().next().map(|p| p.detach());
         let record = parse_record(&commit.message_raw_sloppy().to_str_lossy());
@@ -548,7 +548,10 @@ impl Store {
                 expected: PreviousValue::MustExistAndMatch(Target::Object(expected)),
                 log: RefLog::AndReference,
             },
-            name: name.as_str().try_into().map_err(Error::git)?,
+            name: name
+                .as_str()
+                .try_into()
+                .map_err(|e| Error::object(format!("not a ref name: {name}"), e))?,
             deref: false,
         };
         self.persist()?;
@@ -559,7 +562,7 @@ impl Store {
                     what: "its ref moved while it was being archived".into(),
                 }
             } else {
-                Error::git(format!("could not delete {name}: {e}"))
+                Error::object(format!("could not delete {name}"), e)
             }
         });
         result?;
@@ -611,10 +614,10 @@ impl Store {
                 message: "hyperion: fetch",
             },
         )?;
-        if moved.is_ok() {
+        if moved.done() {
             self.wrote();
         }
-        Ok(moved.is_ok())
+        Ok(moved.done())
     }
 
     /// The record stored at `tip`.
@@ -651,7 +654,7 @@ impl Store {
         let tree = self
             .find_commit(tip)?
             .tree_id()
-            .map_err(Error::git)?
+            .map_err(|e| Error::object(format!("could not read the tree of {tip}"), e))?
             .detach();
         let entries = self.tree_entries(tree)?;
         let mut out = Vec::new();
@@ -708,30 +711,37 @@ impl Store {
     /// The file at `path` in the tree of `tip` (a patch, an artifact, `state.json`).
     pub fn read_path(&self, id: &str, tip: ObjectId, path: &str) -> Result<Vec<u8>> {
         let commit = self.find_commit(tip)?;
-        let tree = commit.tree().map_err(Error::git)?;
+        let tree = commit
+            .tree()
+            .map_err(|e| Error::object(format!("could not read the tree of {tip}"), e))?;
         let entry = tree
             .lookup_entry_by_path(path)
-            .map_err(Error::git)?
+            .map_err(|e| Error::object(format!("could not look up {path} in {tip}"), e))?
             .ok_or_else(|| Error::Corrupt {
                 id: id.to_owned(),
                 message: format!("{path} is missing from {tip}"),
             })?;
-        let blob = self.repo.find_blob(entry.object_id()).map_err(Error::git)?;
+        let blob = self
+            .repo
+            .find_blob(entry.object_id())
+            .map_err(|e| Error::object(format!("could not read {path} of {tip}"), e))?;
         Ok(blob.data.clone())
     }
 
     fn find_commit(&self, oid: ObjectId) -> Result<gix::Commit<'_>> {
         self.repo
             .find_commit(oid)
-            .map_err(|e| Error::git(format!("could not read commit {oid}: {e}")))
+            .map_err(|e| Error::object(format!("could not read commit {oid}"), e))
     }
 
     fn tree_entries(&self, tree: ObjectId) -> Result<Vec<Entry>> {
         let tree = self
             .repo
             .find_tree(tree)
-            .map_err(|e| Error::git(format!("could not read tree {tree}: {e}")))?;
-        let decoded = tree.decode().map_err(Error::git)?;
+            .map_err(|e| Error::object(format!("could not read tree {tree}"), e))?;
+        let decoded = tree
+            .decode()
+            .map_err(|e| Error::object(format!("could not decode tree {}", tree.id), e))?;
         Ok(decoded
             .entries
             .iter()
@@ -753,7 +763,7 @@ impl Store {
         let mut buf = Vec::new();
         gix::objs::Tree { entries }
             .write_to(&mut buf)
-            .map_err(|e| Error::git(format!("could not write a tree: {e}")))?;
+            .map_err(|e| Error::object("could not write a tree", e))?;
         crate::git::pack::write_object(&self.repo, gix::objs::Kind::Tree, &buf)
     }
 
@@ -764,8 +774,9 @@ impl Store {
     fn write_object(&self, object: &gix::objs::Commit) -> Result<ObjectId> {
         use gix::objs::WriteTo;
         let mut buf = Vec::with_capacity(object.size() as usize);
-        let err = |e: &dyn std::fmt::Display| Error::git(format!("could not write a commit: {e}"));
-        object.write_to(&mut buf).map_err(|e| err(&e))?;
+        object
+            .write_to(&mut buf)
+            .map_err(|e| Error::object("could not write a commit", e))?;
         crate::git::pack::write_object(&self.repo, gix::objs::Kind::Commit, &buf)
     }
 
@@ -773,13 +784,13 @@ impl Store {
     fn cas(&self, name: &str, expected: ObjectId, new: ObjectId, event: &Event) -> Result<()> {
         let id = name.strip_prefix(REQUESTS_PREFIX).unwrap_or(name);
         match self.set_ref(name, Some(expected), new, event)? {
-            Ok(()) => {
+            Swap::Done => {
                 self.wrote();
                 Ok(())
             }
-            Err(moved) => Err(Error::Conflict {
+            Swap::Moved { now } => Err(Error::Conflict {
                 id: id.to_owned(),
-                what: match moved.now {
+                what: match now {
                     Some(tip) => format!("its tip moved from {expected} to {tip}"),
                     None => "its ref was removed".into(),
                 },
@@ -793,7 +804,7 @@ impl Store {
         expected: Option<ObjectId>,
         new: ObjectId,
         event: &Event,
-    ) -> Result<std::result::Result<(), crate::git::refs::Moved>> {
+    ) -> Result<Swap> {
         crate::git::refs::cas(
             &self.repo,
             name,

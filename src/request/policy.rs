@@ -457,10 +457,10 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 fn read_policy_text(repo: &gix::Repository, tree: gix::ObjectId) -> Result<Option<Vec<u8>>> {
     let tree = repo
         .find_tree(tree)
-        .map_err(|e| Error::git(format!("could not read the target's tree {tree}: {e}")))?;
+        .map_err(|e| Error::object(format!("could not read the target's tree {tree}"), e))?;
     let entry = tree
         .lookup_entry_by_path(POLICY_PATH)
-        .map_err(|e| Error::git(format!("could not look up {POLICY_PATH}: {e}")))?;
+        .map_err(|e| Error::object(format!("could not look up {POLICY_PATH}"), e))?;
     let Some(entry) = entry else { return Ok(None) };
     if !entry.mode().is_blob() {
         // A directory, symlink or submodule named policy.toml is no policy; say so rather than
@@ -476,7 +476,7 @@ fn read_policy_text(repo: &gix::Repository, tree: gix::ObjectId) -> Result<Optio
     }
     let object = entry
         .object()
-        .map_err(|e| Error::git(format!("could not read {POLICY_PATH}: {e}")))?;
+        .map_err(|e| Error::object(format!("could not read {POLICY_PATH}"), e))?;
     Ok(Some(object.detach().data))
 }
 

@@ -563,3 +563,39 @@ fn inspect_finds_what_the_index_and_the_chain_disagree_on() {
     let text = repo.ok(&["inspect", &id]);
     assert!(text.contains("differs from the ref"), "{text}");
 }
+
+/// `HYPERION_LOG` takes tracing's directives: levels by module, and a value that does not
+/// parse is reported (the command still runs, at `-v`'s level).
+#[test]
+fn log_directives_pick_modules_and_a_bad_one_is_reported() {
+    let repo = TestRepo::new();
+    let enqueue_logged = |directives: &str, i: usize| {
+        let p = repo.write(&format!("d{i}.json"), &common::request(i, "directives"));
+        let out = repo
+            .cmd()
+            .env("HYPERION_LOG", directives)
+            .args(["--log-format", "json", "enqueue", p.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        json_logs(&out.stderr)
+            .iter()
+            .any(|e| e["fields"]["message"] == "enqueued")
+    };
+    assert!(enqueue_logged("warn,hyperion::queue=info", 0));
+    assert!(!enqueue_logged("warn,hyperion::gate=info", 1));
+    assert!(enqueue_logged("info", 2));
+    assert!(!enqueue_logged("warn", 3));
+
+    let p = repo.write("bad.json", &common::request(4, "directives"));
+    let out = repo
+        .cmd()
+        .env("HYPERION_LOG", "hyperion=loud")
+        .args(["enqueue", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("warning: HYPERION_LOG: "), "{err}");
+    assert!(err.contains("hint: a level"), "{err}");
+}

@@ -149,14 +149,14 @@ impl<'r> Tree<'r> {
         self.repo
             .find_object(blob.id)
             .map(|o| o.detach().data)
-            .map_err(|e| crate::Error::git(format!("cannot read blob {}: {e}", blob.id)))
+            .map_err(|e| crate::Error::object(format!("cannot read blob {}", blob.id), e))
     }
 
     fn size(&self, blob: Blob) -> crate::Result<u64> {
         self.repo
             .find_header(blob.id)
             .map(|h| h.size())
-            .map_err(|e| crate::Error::git(format!("cannot read blob {}: {e}", blob.id)))
+            .map_err(|e| crate::Error::object(format!("cannot read blob {}", blob.id), e))
     }
 
     /// The text of a regular file at `path`, if the tree has one (lossy UTF-8).

@@ -347,8 +347,8 @@ pub fn advance(
         },
     );
     let failed = match result {
-        Ok(Ok(())) => None,
-        Ok(Err(moved)) => Some(Error::Blocked(Blocked::Moved { now: moved.now })),
+        Ok(crate::git::refs::Swap::Done) => None,
+        Ok(crate::git::refs::Swap::Moved { now }) => Some(Error::Blocked(Blocked::Moved { now })),
         Err(e) => Some(Error::Failed(e)),
     };
     match (failed, landing) {
@@ -479,7 +479,7 @@ pub fn add_notes(repo: &gix::Repository, notes: &[(ObjectId, String)], who: &Per
                 message: "hyperion: note",
             },
         )?;
-        if moved.is_ok() {
+        if moved.done() {
             return Ok(());
         }
         // Another worker added its notes first: edit on top of theirs.

@@ -182,7 +182,7 @@ impl Objects for Local<'_> {
         Ok(self
             .repo
             .try_find_header(id)
-            .map_err(|e| Error::git(format!("could not read {id}: {e}")))?
+            .map_err(|e| Error::object(format!("could not read {id}"), e))?
             .map(|h| (h.kind(), h.size())))
     }
 
@@ -190,7 +190,7 @@ impl Objects for Local<'_> {
         let object = self
             .repo
             .find_object(id)
-            .map_err(|e| Error::git(format!("could not read {id}: {e}")))?;
+            .map_err(|e| Error::object(format!("could not read {id}"), e))?;
         Ok(object.detach().data)
     }
 
