@@ -421,7 +421,13 @@ fn diff_trees(
     )>,
 > {
     let (mut changes, mut new_dirs, mut gone_dirs) = (Vec::new(), Vec::new(), Vec::new());
-    for c in crate::git::tree::diff(repo, Some(a), Some(b))? {
+    let diff = crate::git::tree::diff(repo, Some(a), Some(b))?;
+    // A file that became a directory (or the reverse) is two changes of one path, one beside
+    // the other in path order: that move is left to git.
+    if diff.windows(2).any(|w| w[0].path == w[1].path) {
+        return Ok(None);
+    }
+    for c in diff {
         let tree = |side: Option<crate::git::tree::Entry>| side.is_some_and(|(m, _)| m.is_tree());
         match (c.old, c.new) {
             (Some(_), Some(_)) if tree(c.old) != tree(c.new) => return Ok(None),

@@ -87,61 +87,175 @@ impl Change {
 }
 
 /// Every path whose entry differs between the trees `old` and `new` (`None`: the empty tree),
-/// directories included: a directory on either side is listed before what differs below it,
-/// which is listed too. Unchanged subtrees are never read. Walked with a stack of its own,
-/// so a deep tree costs no recursion.
+/// directories included, in path order (a directory before what differs below it, which is
+/// listed too). Unchanged subtrees are never read. A path that is a directory on one side and
+/// not on the other is two changes: the one side's entry gone, the other's added. By
+/// gix-diff's tree diff (a merge of the two sorted trees, breadth first, without recursion).
 pub fn diff(
     repo: &gix::Repository,
     old: Option<ObjectId>,
     new: Option<ObjectId>,
 ) -> Result<Vec<Change>> {
-    use gix::bstr::{BString, ByteVec};
-    let entries = |id: Option<ObjectId>| -> Result<Vec<gix::objs::tree::Entry>> {
-        let Some(id) = id else {
-            return Ok(Vec::new());
-        };
-        let tree = repo
-            .find_tree(id)
-            .map_err(|e| Error::object(format!("cannot read tree {id}"), e))?;
-        let decoded = tree
-            .decode()
-            .map_err(|e| Error::object(format!("cannot decode tree {id}"), e))?;
-        Ok(decoded.entries.iter().map(|e| (*e).into()).collect())
-    };
-    let mut out = Vec::new();
-    let mut stack: Vec<(Option<ObjectId>, Option<ObjectId>, BString)> =
-        vec![(old, new, BString::default())];
-    while let Some((old, new, prefix)) = stack.pop() {
-        let mut by_name: std::collections::BTreeMap<BString, (Option<Entry>, Option<Entry>)> =
-            std::collections::BTreeMap::new();
-        for e in entries(old)? {
-            by_name.entry(e.filename).or_default().0 = Some((e.mode, e.oid));
-        }
-        for e in entries(new)? {
-            by_name.entry(e.filename).or_default().1 = Some((e.mode, e.oid));
-        }
-        let mut below = Vec::new();
-        for (name, (o, n)) in by_name {
-            if o == n {
-                continue;
-            }
-            let mut path = prefix.clone();
-            if !path.is_empty() {
-                path.push_byte(b'/');
-            }
-            path.extend_from_slice(&name);
-            let tree = |side: Option<Entry>| side.filter(|(m, _)| m.is_tree()).map(|(_, id)| id);
-            if tree(o).is_some() || tree(n).is_some() {
-                below.push((tree(o), tree(n), path.clone()));
-            }
-            out.push(Change {
+    use gix::diff::tree::recorder::Change as Recorded;
+    let (mut old_buf, mut new_buf) = (Vec::new(), Vec::new());
+    let lhs = tree_iter(repo, old, &mut old_buf)?;
+    let rhs = tree_iter(repo, new, &mut new_buf)?;
+    let mut recorder = gix::diff::tree::Recorder::default();
+    gix::diff::tree(
+        lhs,
+        rhs,
+        gix::diff::tree::State::default(),
+        &repo.objects,
+        &mut recorder,
+    )
+    .map_err(|e| Error::object("cannot compare two trees", e))?;
+    let mut out: Vec<Change> = recorder
+        .records
+        .into_iter()
+        .map(|r| match r {
+            Recorded::Addition {
+                entry_mode,
+                oid,
                 path,
-                old: o,
-                new: n,
-            });
-        }
-        // Reversed onto the stack: directories are walked in name order.
-        stack.extend(below.into_iter().rev());
-    }
+                ..
+            } => Change {
+                path,
+                old: None,
+                new: Some((entry_mode, oid)),
+            },
+            Recorded::Deletion {
+                entry_mode,
+                oid,
+                path,
+                ..
+            } => Change {
+                path,
+                old: Some((entry_mode, oid)),
+                new: None,
+            },
+            Recorded::Modification {
+                previous_entry_mode,
+                previous_oid,
+                entry_mode,
+                oid,
+                path,
+            } => Change {
+                path,
+                old: Some((previous_entry_mode, previous_oid)),
+                new: Some((entry_mode, oid)),
+            },
+        })
+        .collect();
+    // Stable: a path's deletion before its addition.
+    out.sort_by(|a, b| {
+        a.path
+            .cmp(&b.path)
+            .then(b.old.is_some().cmp(&a.old.is_some()))
+    });
     Ok(out)
+}
+
+/// The entries of tree `id` as gix-diff reads them (`None`: the empty tree).
+fn tree_iter<'b>(
+    repo: &gix::Repository,
+    id: Option<ObjectId>,
+    buf: &'b mut Vec<u8>,
+) -> Result<gix::objs::TreeRefIter<'b>> {
+    use gix::objs::FindExt;
+    match id {
+        None => Ok(gix::objs::TreeRefIter::from_bytes(&[], repo.object_hash())),
+        Some(id) => repo
+            .objects
+            .find_tree_iter(&id, buf)
+            .map_err(|e| Error::object(format!("cannot read tree {id}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &std::path::Path, args: &[&str]) -> String {
+        let out = crate::git::command::text(dir, args).expect("git succeeds");
+        out.trim().to_owned()
+    }
+
+    /// Commit the work tree of `dir` as it is; the commit's tree.
+    fn tree(dir: &std::path::Path) -> ObjectId {
+        git(dir, &["add", "-A"]);
+        git(
+            dir,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "t",
+            ],
+        );
+        ObjectId::from_hex(git(dir, &["rev-parse", "HEAD^{tree}"]).as_bytes()).expect("hex")
+    }
+
+    #[test]
+    fn what_differs_in_path_order_and_a_file_that_became_a_directory_twice() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        git(d, &["init", "-q"]);
+        let write = |path: &str, text: &str| {
+            let p = d.join(path);
+            std::fs::create_dir_all(p.parent().expect("a parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        };
+        write("a.txt", "a\n");
+        write("d/x", "x\n");
+        write("d/y", "y\n");
+        write("keep/k", "k\n");
+        let one = tree(d);
+        write("d/x", "x2\n");
+        write("d/z", "z\n");
+        std::fs::remove_file(d.join("a.txt")).expect("rm");
+        write("a.txt/inner", "i\n");
+        let two = tree(d);
+        let repo = gix::open(d).expect("open");
+        let shown = |changes: Vec<Change>| -> Vec<String> {
+            changes
+                .into_iter()
+                .map(|c| {
+                    let side = |e: Option<Entry>| match e {
+                        None => "-",
+                        Some((m, _)) if m.is_tree() => "dir",
+                        Some(_) => "file",
+                    };
+                    format!("{} {}>{}", c.path, side(c.old), side(c.new))
+                })
+                .collect()
+        };
+        assert_eq!(
+            shown(diff(&repo, Some(one), Some(two)).expect("diff")),
+            [
+                "a.txt file>-",
+                "a.txt ->dir",
+                "a.txt/inner ->file",
+                "d dir>dir",
+                "d/x file>file",
+                "d/z ->file",
+            ]
+        );
+        assert_eq!(
+            shown(diff(&repo, None, Some(one)).expect("diff")),
+            [
+                "a.txt ->file",
+                "d ->dir",
+                "d/x ->file",
+                "d/y ->file",
+                "keep ->dir",
+                "keep/k ->file"
+            ]
+        );
+        assert!(diff(&repo, Some(two), Some(two)).expect("diff").is_empty());
+    }
 }

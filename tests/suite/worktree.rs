@@ -273,6 +273,31 @@ fn an_untouched_slot_moves_in_process_and_git_agrees() {
     ));
 }
 
+/// A file that becomes a directory (and back) is left to git: the tree diff gives such a path
+/// as two changes, and a move in process would have to order them itself.
+#[test]
+fn a_file_that_becomes_a_directory_is_moved_by_git() {
+    let repo = TestRepo::new();
+    let one = commit(&repo, &[("x", "a file\n"), ("keep.txt", "k\n")], "one");
+    std::fs::remove_file(repo.path().join("x")).unwrap();
+    let two = commit(&repo, &[("x/y.txt", "now a directory\n")], "two");
+    let gix_repo = gix::open(repo.git_dir()).unwrap();
+    let pool = Pool::new(&repo.git_dir());
+    let mut slot = pool.acquire(&repo.git_dir()).unwrap();
+    let p = slot.path().to_path_buf();
+    assert_eq!(slot.checkout(&gix_repo, oid(&one)).unwrap(), Moved::Full);
+    for (to, expect) in [(&two, "x/y.txt"), (&one, "x"), (&two, "x/y.txt")] {
+        assert_eq!(slot.checkout(&gix_repo, oid(to)).unwrap(), Moved::Full);
+        assert!(p.join(expect).is_file(), "{expect}");
+        let git_in_slot = |args: &[&str]| common::hermetic::git(&p, args);
+        assert_eq!(git_in_slot(&["rev-parse", "HEAD"]).trim(), to.as_str());
+        assert_eq!(
+            git_in_slot(&["status", "--porcelain", "--untracked-files=all"]),
+            ""
+        );
+    }
+}
+
 /// An in-process move writes a changed file over itself and replaces the index and `HEAD` by
 /// exchange with a companion, so a steady stream of moves makes and frees no file — but a
 /// file someone has open is replaced, never written under its reader.
