@@ -210,15 +210,16 @@ impl Queue {
             self.settings.max_attempts
         );
         let mut event = Event {
-            action: Action::Expire,
-            from: Some(Status::Leased),
-            to: Status::Pending,
-            actor: "sweep".into(),
             worker: owner,
             reason: Some(message.clone()),
             code: Some(Code::LeaseExpired.into()),
-            at: now,
-            leased_until: None,
+            ..Event::new(
+                Action::Expire,
+                Some(Status::Leased),
+                Status::Pending,
+                "sweep",
+                now,
+            )
         };
         if r.attempts >= self.settings.max_attempts {
             next.status = Status::Dead;
@@ -295,15 +296,8 @@ impl Queue {
                 });
             }
             let mut event = Event {
-                action: Action::Requeue,
-                from: Some(Status::Dead),
-                to: next.status,
-                actor: actor.to_owned(),
-                worker: None,
                 reason: Some(why),
-                code: None,
-                at: now,
-                leased_until: None,
+                ..Event::new(Action::Requeue, Some(Status::Dead), next.status, actor, now)
             };
             match self.transition(&mut ix, tip, &mut next, &mut event, &mut [], false) {
                 Ok(_) => out.push(next),

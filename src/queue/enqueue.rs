@@ -403,18 +403,15 @@ impl Queue {
                 let now = self.now();
                 let mut record = Record::new(req, now);
                 record.depends_on = depends_on;
-                let mut event = Event {
-                    action: Action::Enqueue,
-                    from: None,
-                    to: Status::Pending,
-                    // Stored in the chain's first commit and its reflog, like every actor.
-                    actor: crate::request::secrets::redact(actor).into_owned(),
-                    worker: None,
-                    reason: None,
-                    code: None,
-                    at: now,
-                    leased_until: None,
-                };
+                // The actor is stored in the chain's first commit and its reflog, like every
+                // actor: redacted.
+                let mut event = Event::new(
+                    Action::Enqueue,
+                    None,
+                    Status::Pending,
+                    crate::request::secrets::redact(actor),
+                    now,
+                );
                 if assessment.needs_approval() {
                     record.status = Status::AwaitingApproval;
                     record.approval_tiers = assessment.approval_tiers();

@@ -232,15 +232,15 @@ impl Queue {
         next.dead_class = Some(DeadClass::Dependency);
         next.updated_at = now;
         let event = Event {
-            action: Action::Cancel,
-            from: Some(Status::Pending),
-            to: Status::Dead,
-            actor: format!("worker:{worker}"),
-            worker: None,
             reason: Some(error.message.clone()),
             code: Some(error.code.clone()),
-            at: now,
-            leased_until: None,
+            ..Event::new(
+                Action::Cancel,
+                Some(Status::Pending),
+                Status::Dead,
+                format!("worker:{worker}"),
+                now,
+            )
         };
         next.error = Some(error);
         (next, event)
@@ -259,15 +259,8 @@ impl Queue {
         next.not_before = None;
         next.updated_at = now;
         let event = Event {
-            action: Action::Lease,
-            from: Some(Status::Pending),
-            to: Status::Leased,
-            actor: format!("worker:{worker}"),
-            worker: Some(worker.to_owned()),
-            reason: None,
-            code: None,
-            at: now,
             leased_until: Some(until),
+            ..Event::by_worker(Action::Lease, Status::Pending, Status::Leased, worker, now)
         };
         (next, event)
     }
@@ -307,15 +300,14 @@ impl Queue {
         next.updated_at = now;
         next.rolled_back_by = Some(revert.to_owned());
         let event = Event {
-            action: Action::Rollback,
-            from: Some(Status::Applied),
-            to: Status::RolledBack,
-            actor: actor.to_owned(),
-            worker: None,
             reason: Some(format!("{reason} (reverted by {revert})")),
-            code: None,
-            at: now,
-            leased_until: None,
+            ..Event::new(
+                Action::Rollback,
+                Some(Status::Applied),
+                Status::RolledBack,
+                actor,
+                now,
+            )
         };
         self.apply_transition(id, tip, next, event)
     }
@@ -353,18 +345,17 @@ impl Queue {
         next.approved_by = Some(actor.trim().to_owned());
         next.approval_tiers = tiers;
         let event = Event {
-            action: Action::Approve,
-            from: Some(Status::AwaitingApproval),
-            to: Status::Pending,
-            actor: actor.trim().to_owned(),
-            worker: None,
             reason: Some(match reason.map(str::trim).filter(|r| !r.is_empty()) {
                 Some(r) => format!("{r} ({what})"),
                 None => format!("approved ({what})"),
             }),
-            code: None,
-            at: now,
-            leased_until: None,
+            ..Event::new(
+                Action::Approve,
+                Some(Status::AwaitingApproval),
+                Status::Pending,
+                actor.trim(),
+                now,
+            )
         };
         self.apply_transition(id, tip, next, event)
     }
@@ -388,15 +379,15 @@ impl Queue {
         next.approved_by = None;
         next.updated_at = now;
         let event = Event {
-            action: Action::Reject,
-            from: Some(Status::AwaitingApproval),
-            to: Status::Dead,
-            actor: actor.trim().to_owned(),
-            worker: None,
             reason: Some(reason.trim().to_owned()),
             code: Some(Code::ApprovalRejected.into()),
-            at: now,
-            leased_until: None,
+            ..Event::new(
+                Action::Reject,
+                Some(Status::AwaitingApproval),
+                Status::Dead,
+                actor.trim(),
+                now,
+            )
         };
         self.apply_transition(id, tip, next, event)
     }
@@ -469,15 +460,15 @@ impl Queue {
             });
             next.updated_at = now;
             let event = Event {
-                action: Action::Hold,
-                from: Some(Status::Leased),
-                to: Status::AwaitingApproval,
-                actor: format!("worker:{worker}"),
-                worker: Some(worker.to_owned()),
                 reason: Some(reason.to_owned()),
                 code: Some(Code::ApprovalRequired.into()),
-                at: now,
-                leased_until: None,
+                ..Event::by_worker(
+                    Action::Hold,
+                    Status::Leased,
+                    Status::AwaitingApproval,
+                    worker,
+                    now,
+                )
             };
             Ok((next, event, Vec::new(), false))
         })
@@ -514,15 +505,14 @@ impl Queue {
             next.leased_until = Some(until);
             next.updated_at = now;
             let event = Event {
-                action: Action::Heartbeat,
-                from: Some(Status::Leased),
-                to: Status::Leased,
-                actor: format!("worker:{worker}"),
-                worker: Some(worker.to_owned()),
-                reason: None,
-                code: None,
-                at: now,
                 leased_until: Some(until),
+                ..Event::by_worker(
+                    Action::Heartbeat,
+                    Status::Leased,
+                    Status::Leased,
+                    worker,
+                    now,
+                )
             };
             // A heartbeat on top of a heartbeat replaces it: the chain keeps the lease and
             // the latest renewal only.
@@ -545,17 +535,13 @@ impl Queue {
             next.lease_secs = None;
             next.attempts = next.attempts.saturating_sub(1);
             next.updated_at = now;
-            let event = Event {
-                action: Action::Release,
-                from: Some(Status::Leased),
-                to: Status::Pending,
-                actor: format!("worker:{worker}"),
-                worker: Some(worker.to_owned()),
-                reason: None,
-                code: None,
-                at: now,
-                leased_until: None,
-            };
+            let event = Event::by_worker(
+                Action::Release,
+                Status::Leased,
+                Status::Pending,
+                worker,
+                now,
+            );
             Ok((next, event, Vec::new(), false))
         })
     }
@@ -661,17 +647,8 @@ impl Queue {
             next.leased_until = None;
             next.lease_secs = None;
             next.updated_at = now;
-            let mut event = Event {
-                action: Action::Land,
-                from: Some(Status::Leased),
-                to: Status::Applied,
-                actor: format!("worker:{worker}"),
-                worker: Some(worker.to_owned()),
-                reason: None,
-                code: None,
-                at: now,
-                leased_until: None,
-            };
+            let mut event =
+                Event::by_worker(Action::Land, Status::Leased, Status::Applied, worker, now);
             match outcome {
                 Outcome::Applied { commit, artifacts } => {
                     next.status = Status::Applied;

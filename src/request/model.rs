@@ -464,6 +464,42 @@ impl Action {
 }
 
 impl Event {
+    /// A transition `from` → `to` by `actor` at `at`, with nothing else said (no worker,
+    /// reason, code or lease): what the struct-update syntax starts from.
+    pub fn new(
+        action: Action,
+        from: Option<Status>,
+        to: Status,
+        actor: impl Into<String>,
+        at: jiff::Timestamp,
+    ) -> Event {
+        Event {
+            action,
+            from,
+            to,
+            actor: actor.into(),
+            worker: None,
+            reason: None,
+            code: None,
+            at,
+            leased_until: None,
+        }
+    }
+
+    /// [`Event::new`] by worker `worker`: the actor `worker:ID`, and the worker named.
+    pub fn by_worker(
+        action: Action,
+        from: Status,
+        to: Status,
+        worker: &str,
+        at: jiff::Timestamp,
+    ) -> Event {
+        Event {
+            worker: Some(worker.to_owned()),
+            ..Event::new(action, Some(from), to, format!("worker:{worker}"), at)
+        }
+    }
+
     /// The one-line summary that heads the chain commit's message.
     pub fn summary(&self, id: &str) -> String {
         let mut s = format!("hyperion: {} {id}", self.action.as_str());

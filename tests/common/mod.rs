@@ -82,17 +82,7 @@ impl TestRepo {
         let store = hyperion::queue::store::Store::discover(self.path()).expect("a repository");
         let now = jiff::Timestamp::now();
         let record = Record::new(&req, now);
-        let event = Event {
-            action: Action::Enqueue,
-            from: None,
-            to: Status::Pending,
-            actor: "forger".into(),
-            worker: None,
-            reason: None,
-            code: None,
-            at: now,
-            leased_until: None,
-        };
+        let event = Event::new(Action::Enqueue, None, Status::Pending, "forger", now);
         store
             .create_many(&[(&req, &record, &event)])
             .expect("the request stored");
