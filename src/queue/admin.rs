@@ -199,9 +199,7 @@ impl Queue {
     fn expired(&self, r: &Record, now: jiff::Timestamp) -> (Record, Event) {
         let mut next = r.clone();
         let owner = r.lease_owner.clone();
-        next.lease_owner = None;
-        next.leased_until = None;
-        next.lease_secs = None;
+        next.clear_lease();
         next.updated_at = now;
         let message = format!(
             "lease held by '{}' expired (attempt {} of {})",

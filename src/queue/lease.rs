@@ -448,9 +448,7 @@ impl Queue {
             let now = q.now();
             let mut next = r.clone();
             next.status = Status::AwaitingApproval;
-            next.lease_owner = None;
-            next.leased_until = None;
-            next.lease_secs = None;
+            next.clear_lease();
             next.attempts = next.attempts.saturating_sub(1);
             next.approved_by = None;
             next.approval_tiers = tiers;
@@ -530,9 +528,7 @@ impl Queue {
             let now = q.now();
             let mut next = r.clone();
             next.status = Status::Pending;
-            next.lease_owner = None;
-            next.leased_until = None;
-            next.lease_secs = None;
+            next.clear_lease();
             next.attempts = next.attempts.saturating_sub(1);
             next.updated_at = now;
             let event = Event::by_worker(
@@ -643,9 +639,7 @@ impl Queue {
             let q = self;
             let now = q.now();
             let mut next = r.clone();
-            next.lease_owner = None;
-            next.leased_until = None;
-            next.lease_secs = None;
+            next.clear_lease();
             next.updated_at = now;
             let mut event =
                 Event::by_worker(Action::Land, Status::Leased, Status::Applied, worker, now);

@@ -342,6 +342,14 @@ pub struct Record {
 }
 
 impl Record {
+    /// No lease any more: no owner, no expiry, no length (every transition out of `leased`,
+    /// and verify-push's expectation of one).
+    pub fn clear_lease(&mut self) {
+        self.lease_owner = None;
+        self.leased_until = None;
+        self.lease_secs = None;
+    }
+
     /// The record of a freshly accepted request.
     pub fn new(req: &ChangeRequest, now: jiff::Timestamp) -> Record {
         Record {

@@ -652,11 +652,6 @@ impl<'a> Checker<'a> {
         let mut expected = p.clone();
         expected.status = ev.to;
         expected.updated_at = ev.at;
-        let clear_lease = |e: &mut Record| {
-            e.lease_owner = None;
-            e.leased_until = None;
-            e.lease_secs = None;
-        };
         let mut event_until = None;
         match ev.action {
             Action::Lease => {
@@ -708,11 +703,11 @@ impl<'a> Checker<'a> {
                 expected.leased_until = ev.leased_until;
             }
             Action::Release => {
-                clear_lease(&mut expected);
+                expected.clear_lease();
                 expected.attempts = p.attempts.saturating_sub(1);
             }
             Action::Land => {
-                clear_lease(&mut expected);
+                expected.clear_lease();
                 expected.error = None;
                 expected.landed_commit = r.landed_commit.clone();
                 if r.landed_commit.is_none() {
@@ -724,7 +719,7 @@ impl<'a> Checker<'a> {
                 }
             }
             Action::Fail | Action::Retry | Action::Expire => {
-                clear_lease(&mut expected);
+                expected.clear_lease();
                 if ev.action == Action::Expire
                     && p.leased_until
                         .is_some_and(|until| later(ev.at, CLOCK_SKEW) < until)
@@ -848,7 +843,7 @@ impl<'a> Checker<'a> {
                 }
             }
             Action::Hold => {
-                clear_lease(&mut expected);
+                expected.clear_lease();
                 expected.attempts = p.attempts.saturating_sub(1);
                 expected.approved_by = None;
                 expected.approval_tiers = r.approval_tiers.clone();
