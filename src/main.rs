@@ -38,9 +38,11 @@ fn init_logging(verbose: u8, format: cli::LogFormat) {
             match EnvFilter::builder().parse(&directives) {
                 Ok(filter) => filter,
                 Err(e) => {
-                    eprintln!(
+                    // Redacted like every log line, in case `e` quotes what was given.
+                    let warning = format!(
                         "warning: HYPERION_LOG: {e}; logging at {level}\nhint: a level (error, warn, info, debug, trace) or directives such as 'warn,hyperion::queue=debug'"
                     );
+                    eprintln!("{}", hyperion::request::secrets::redact(&warning));
                     EnvFilter::new(level.to_string())
                 }
             }

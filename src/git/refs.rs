@@ -683,6 +683,14 @@ mod tests {
 
     #[test]
     fn names_git_would_refuse_are_never_written() {
+        let (dir, commits) = repo();
+        let repo = gix::open(dir.path()).expect("open");
+        let log = LogLine {
+            name: "t",
+            email: "t@t",
+            at: jiff::Timestamp::now(),
+            message: "t",
+        };
         for good in [
             "refs/hyperion/requests/0123abcd",
             "refs/heads/main",
@@ -707,14 +715,6 @@ mod tests {
             "refs/../config",
         ] {
             assert!(!writable_name(bad), "{bad:?}");
-            let (dir, commits) = repo();
-            let repo = gix::open(dir.path()).expect("open");
-            let log = LogLine {
-                name: "t",
-                email: "t@t",
-                at: jiff::Timestamp::now(),
-                message: "t",
-            };
             assert!(cas(&repo, bad, None, commits[0], &log).is_err(), "{bad:?}");
             assert!(delete(&repo, &[(bad.to_owned(), commits[0])]).1.is_some());
         }
