@@ -1,35 +1,34 @@
 //! Durations as people write them on the command line, in git config and in the policy file:
-//! `30s`, `5m`, `1h`, `2d`, `1w`, `250ms`, a bare number meaning seconds.
+//! `30s`, `5m`, `1h 30m`, `2d`, `1w`, `250ms` (humantime's syntax), a bare number meaning
+//! seconds.
 
 use std::time::Duration;
 
-/// Parse `30s`, `5m`, `1h`, `2d`, `1w`, `250ms`; a bare number means seconds.
+/// Nothing hyperion measures lasts a century; anything longer is surely a typo.
+const MAX: Duration = Duration::from_secs(100 * 366 * 86_400);
+
+/// Parse `30s`, `5m`, `1h 30m`, `2d`, `1w`, `250ms` and the other spellings humantime reads
+/// (`sec`, `mins`, `hours`, `days`…); a bare number means seconds.
 pub fn parse(s: &str) -> std::result::Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (use e.g. 30s, 5m, 1h, 2d)"))?;
-    let per_unit: u64 = match unit.trim() {
-        "ms" => 1,
-        "" | "s" | "sec" | "secs" => 1000,
-        "m" | "min" | "mins" => 60_000,
-        "h" | "hour" | "hours" => 3_600_000,
-        "d" | "day" | "days" => 86_400_000,
-        "w" | "week" | "weeks" => 7 * 86_400_000,
-        other => {
-            return Err(format!(
-                "unknown unit '{other}' in '{s}' (use ms, s, m, h, d or w)"
-            ));
-        }
+    let long = || format!("'{s}' is longer than 100 years");
+    let d = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        t.parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| long())?
+    } else {
+        humantime::parse_duration(t).map_err(|e| match e {
+            humantime::DurationError::NumberOverflow => long(),
+            humantime::DurationError::UnknownUnit { unit, .. } => {
+                format!("unknown unit '{unit}' in '{s}' (use ms, s, m, h, d or w)")
+            }
+            other => format!("'{s}' is not a duration ({other}; use e.g. 30s, 5m, 1h, 2d)"),
+        })?
     };
-    // Nothing hyperion measures lasts a century; anything longer is surely a typo.
-    const MAX_MS: u64 = 100 * 366 * 86_400_000;
-    match n.checked_mul(per_unit) {
-        Some(ms) if ms <= MAX_MS => Ok(Duration::from_millis(ms)),
-        _ => Err(format!("'{s}' is longer than 100 years")),
+    if d > MAX {
+        return Err(long());
     }
+    Ok(d)
 }
 
 /// Render a duration the way [`parse`] reads it.
@@ -61,5 +60,25 @@ mod tests {
         assert!(parse("").is_err());
         assert!(parse("99999999999999w").is_err());
         assert!(parse("10000w").is_err());
+        assert!(parse("99999999999999999999").is_err());
+        assert_eq!(parse("1h 30m").expect("valid"), Duration::from_secs(5400));
+        assert_eq!(
+            parse(" 2days ").expect("valid"),
+            Duration::from_secs(172_800)
+        );
+        assert!(
+            parse("5 parsecs")
+                .expect_err("unit")
+                .contains("unknown unit 'parsecs'")
+        );
+        assert!(parse("-5s").is_err());
+        // What docs/usage.md promises.
+        assert_eq!(parse("5 m").expect("valid"), Duration::from_secs(300));
+        assert_eq!(parse("1.5h").expect("valid"), Duration::from_secs(5400));
+        assert_eq!(
+            parse("2wks").expect("valid"),
+            Duration::from_secs(1_209_600)
+        );
+        assert!(parse("101y").is_err());
     }
 }

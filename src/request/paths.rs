@@ -118,26 +118,79 @@ pub fn is_dotgit(component: &str) -> bool {
     lower == ".git" || lower == "git~1"
 }
 
-/// Whether `path` matches the glob `pattern`: `*` matches within one path component, `**`
-/// matches any number of components, `?` one character, `[abc]`/`[a-z]`/`[!a]` one of a set.
-/// A pattern without a glob character also matches everything below it (`src` ⊇ `src/x`).
+/// Whether `path` matches the glob `pattern`, with git's own glob rules (gix-glob's port of
+/// git's `wildmatch`, as for `.gitignore` and pathspecs): `*` matches within one path
+/// component, `**` as a whole component matches any number of them, `?` one byte, `[abc]`,
+/// `[a-z]`, `[!a]` one of a set, `\` makes the next character literal. Two rules of
+/// hyperion's on top: a pattern without a glob character also matches everything below it
+/// (`src` covers `src/x`), and `dir/**` covers `dir` itself, as `**` may be no component at
+/// all everywhere else (`a/**/b` matches `a/b`).
 ///
-/// Both pattern and path may come from a request, so matching takes time proportional to
-/// their lengths' product at worst, never exponential: a `*` (or `**`) only ever backtracks to
-/// the most recent one.
+/// Both pattern and path may come from a request: git's matcher gives up early where no
+/// later star can help (polynomial, never exponential) and stops at a depth of 64 stars, where
+/// it answers "no match" (a request's `file_targets` then cover nothing; policy globs with
+/// that many stars are refused when the policy is read, [`glob_problem`]).
 pub fn glob_match(pattern: &str, path: &str) -> bool {
-    let pat: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
-    let parts: Vec<&str> = path.split('/').collect();
-    if !pattern.contains(['*', '?', '[']) {
-        return parts.len() >= pat.len() && parts[..pat.len()] == pat[..];
+    use gix::glob::{wildmatch, wildmatch::Mode};
+    let pattern = pattern.trim_end_matches('/');
+    if !pattern.contains(GLOB_CHARS) {
+        return path
+            .strip_prefix(pattern)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
     }
-    wildcard(
-        &pat,
-        &parts,
-        |p| *p == "**",
-        |p, s| match_one(p.as_bytes(), s.as_bytes()),
-    )
+    let matches = |p: &str| wildmatch(p.into(), path.into(), Mode::NO_MATCH_SLASH_LITERAL);
+    matches(pattern) || pattern.strip_suffix("/**").is_some_and(matches)
 }
+
+/// The characters that make a pattern a glob rather than a path.
+const GLOB_CHARS: [char; 4] = ['*', '?', '[', '\\'];
+
+/// Why a glob from the policy file cannot be used as written, if it cannot: a `[` that no
+/// `]` closes (git's matcher would match nothing with it, so a `[paths] deny` entry would deny
+/// nothing), a trailing `\`, or more stars than the matcher follows.
+pub fn glob_problem(pattern: &str) -> Option<String> {
+    let bytes = pattern.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if i + 1 == bytes.len() => {
+                return Some("it ends with a lone '\\' (write '\\\\' for a backslash)".into());
+            }
+            b'\\' => i += 1,
+            b'[' => {
+                // A set: an optional `!` or `^`, then a `]` counts as a member, not the end.
+                let mut j = i + 1;
+                if matches!(bytes.get(j), Some(b'!' | b'^')) {
+                    j += 1;
+                }
+                if bytes.get(j) == Some(&b']') {
+                    j += 1;
+                }
+                while j < bytes.len() && bytes[j] != b']' {
+                    if bytes[j] == b'\\' {
+                        j += 1;
+                    }
+                    j += 1;
+                }
+                if j >= bytes.len() {
+                    return Some(
+                        "a '[' is never closed by ']' (write '\\[' for a literal bracket)".into(),
+                    );
+                }
+                i = j;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if pattern.matches('*').count() > MAX_GLOB_STARS {
+        return Some(format!("it has more than {MAX_GLOB_STARS} '*'"));
+    }
+    None
+}
+
+/// Stars a policy glob may hold: git's matcher stops following them at a depth of 64.
+const MAX_GLOB_STARS: usize = 32;
 
 /// The first of `globs` that covers `path` on some file system a checkout may live on: as
 /// written, or with both sides case-folded and without the code points HFS+ ignores, since
@@ -161,106 +214,11 @@ pub fn first_covering<'g>(globs: &'g [String], path: &str) -> Option<&'g str> {
 }
 
 /// Whether `text` matches `pattern`, where `*` matches any run of characters (spaces and `/`
-/// included), `?` one character and `[…]` one of a set. For command allowlists.
+/// included), `?` one character and `[…]` one of a set (git's `wildmatch` without its path
+/// rules). For command allowlists.
 pub fn wildcard_match(pattern: &str, text: &str) -> bool {
-    match_one(pattern.as_bytes(), text.as_bytes())
-}
-
-/// The classic two-pointer wildcard match over tokens: `is_star` tokens match any run,
-/// `one` matches a single token against a single item.
-fn wildcard<P, S>(
-    pat: &[P],
-    items: &[S],
-    is_star: impl Fn(&P) -> bool,
-    one: impl Fn(&P, &S) -> bool,
-) -> bool {
-    let (mut pi, mut si) = (0, 0);
-    let mut resume: Option<(usize, usize)> = None;
-    while si < items.len() {
-        if pi < pat.len() && is_star(&pat[pi]) {
-            pi += 1;
-            resume = Some((pi, si));
-        } else if pi < pat.len() && one(&pat[pi], &items[si]) {
-            pi += 1;
-            si += 1;
-        } else if let Some((p, s)) = resume {
-            // Let the last star swallow one more item and try again from there.
-            pi = p;
-            si = s + 1;
-            resume = Some((p, s + 1));
-        } else {
-            return false;
-        }
-    }
-    pat[pi..].iter().all(is_star)
-}
-
-/// One glob token of a component pattern: a literal byte, `?`, `*`, or a `[…]` set.
-enum Token<'a> {
-    Byte(u8),
-    Any,
-    Star,
-    Set { negate: bool, set: &'a [u8] },
-}
-
-fn tokens(p: &[u8]) -> Vec<Token<'_>> {
-    let mut out = Vec::with_capacity(p.len());
-    let mut i = 0;
-    while i < p.len() {
-        match p[i] {
-            b'*' => out.push(Token::Star),
-            b'?' => out.push(Token::Any),
-            b'[' => {
-                if let Some(end) = p[i + 1..]
-                    .iter()
-                    .position(|&b| b == b']')
-                    .map(|e| i + 1 + e)
-                {
-                    let mut set = &p[i + 1..end];
-                    let negate = matches!(set.first(), Some(b'!') | Some(b'^'));
-                    if negate {
-                        set = &set[1..];
-                    }
-                    out.push(Token::Set { negate, set });
-                    i = end + 1;
-                    continue;
-                }
-                out.push(Token::Byte(b'['));
-            }
-            b => out.push(Token::Byte(b)),
-        }
-        i += 1;
-    }
-    out
-}
-
-/// Glob match within one component.
-fn match_one(p: &[u8], s: &[u8]) -> bool {
-    let toks = tokens(p);
-    wildcard(
-        &toks,
-        s,
-        |t| matches!(t, Token::Star),
-        |t, &c| match t {
-            Token::Byte(b) => *b == c,
-            Token::Any => true,
-            Token::Star => false,
-            Token::Set { negate, set } => {
-                let mut hit = false;
-                let mut i = 0;
-                while i < set.len() {
-                    if i + 2 < set.len() && set[i + 1] == b'-' {
-                        hit |= (set[i]..=set[i + 2]).contains(&c);
-                        i += 3;
-                    } else {
-                        hit |= set[i] == c;
-                        i += 1;
-                    }
-                }
-                hit != *negate
-            }
-        },
-    )
+    use gix::glob::{wildmatch, wildmatch::Mode};
+    wildmatch(pattern.into(), text.into(), Mode::empty())
 }
 
 /// What a path is in the tree a symlink is resolved in.
@@ -500,9 +458,39 @@ mod tests {
         assert!(glob_match("f?.txt", "f7.txt"));
         assert!(!glob_match("*.rs", "src/a.rs"));
         assert!(glob_match("f[ab]*.txt", "fbx.txt"));
-        assert!(glob_match("f[.txt", "f[.txt"));
+        assert!(
+            !glob_match("f[.txt", "f[.txt"),
+            "git's matcher: an unclosed set"
+        );
+        assert!(glob_match("f\\[.txt", "f[.txt"));
+        assert!(glob_match("src/**", "src"), "dir/** covers dir");
+        assert!(glob_match("src/*/**", "src/a"));
+        assert!(!glob_match("src/**", "srcx"));
+        assert!(glob_match("a/**/b", "a/b"));
+        assert!(glob_match("a/**/b", "a/x/y/b"));
+        assert!(glob_match("src/", "src/a"));
+        assert!(!glob_match("src", "srcx/a"));
+        assert!(glob_match("f[]]", "f]"));
+        assert!(glob_match("f[[:digit:]]", "f7"));
         assert!(glob_match("**/x/**", "a/b/x/c"));
         assert!(!glob_match("**/x/*", "a/b/x/c/d"));
+    }
+
+    #[test]
+    fn policy_globs_git_would_misread_are_named() {
+        for bad in ["secrets[", "a/[!x", "x\\", &"*".repeat(33)] {
+            assert!(glob_problem(bad).is_some(), "{bad:?}");
+        }
+        for good in [
+            "secrets/**",
+            "f[]]",
+            "f[!]]x",
+            "[[:alpha:]]*",
+            "a\\[",
+            "**/*.pem",
+        ] {
+            assert_eq!(glob_problem(good), None, "{good:?}");
+        }
     }
 
     #[test]

@@ -646,7 +646,10 @@ impl Parser {
         let line = self.line(entry.1.span().start);
         let globs = self.strings(entry, what)?;
         for g in &globs {
-            if let Some(reason) = crate::request::paths::unsafe_reason(g.trim_end_matches("/**")) {
+            let reason = crate::request::paths::unsafe_reason(g.trim_end_matches("/**"))
+                .map(|r| r.to_string())
+                .or_else(|| crate::request::paths::glob_problem(g));
+            if let Some(reason) = reason {
                 self.invalid(
                     line,
                     format!("{what}{}: '{g}': {reason}", entry.0.get_ref()),

@@ -421,3 +421,42 @@ fn the_apply_engine_writes_no_tree_with_an_unsafe_name_even_unvalidated() {
     }
     a.untouched();
 }
+
+#[test]
+fn a_file_or_symlink_put_where_a_denied_directory_would_be_is_refused() {
+    // `config/**` covers `config` itself: a request may not make it a file or a symlink
+    // (git's own matcher would not match `config`; hyperion's rule on top does).
+    let mut a = Attack::new();
+    a.commit(&[
+        (".hyperion/policy.toml", "[paths]\ndeny = [\"config/**\"]\n"),
+        ("public/readme", "public\n"),
+    ]);
+    a.refused(&adds("P-file", "config", "x\n"), "path.denied");
+    let link = request(
+        "P-link",
+        &[("config", "add", &link_patch("config", "public"))],
+        json!({}),
+    );
+    a.refused(&link, "path.denied");
+    a.nothing_landed();
+}
+
+#[test]
+fn a_deny_glob_git_would_read_as_matching_nothing_stops_the_gate() {
+    // An unclosed `[` makes git's matcher match nothing: read as written, the entry would deny
+    // nothing. The policy is refused instead, and with it every request.
+    let mut a = Attack::new();
+    a.commit(&[
+        (
+            ".hyperion/policy.toml",
+            "[paths]\ndeny = [\"keys/[ab\", \"keys/**\"]\n",
+        ),
+        ("public/readme", "public\n"),
+    ]);
+    let path = a.repo.write("any.json", &adds("P-any", "keys/a", "x\n"));
+    let (_, err) = a.repo.fails(&["enqueue", path.to_str().unwrap()], 2);
+    assert!(err.contains("[policy.invalid_value]"), "{err}");
+    assert!(err.contains("'keys/[ab': a '[' is never closed"), "{err}");
+    assert_eq!(a.repo.hyperion_refs(), "", "nothing is stored");
+    a.nothing_landed();
+}

@@ -8,14 +8,12 @@
 //! default owners (`[Docs] @docs`) applying to its lines without owners; the owners of every
 //! section's last match are combined.
 //!
-//! Patterns are gitignore-style and evaluated with the repository's own glob code
-//! ([`crate::request::paths::glob_match`]) after a translation: a pattern holding no `/`
-//! except a trailing one matches at any depth (`*.rs` is `**/*.rs`), others are anchored at
-//! the root; a pattern matching a directory covers everything below it, except that a last
-//! component `*` matches only a directory's direct files (`docs/*`, GitHub's documented rule).
-//! gix-glob's wildmatch would be a second glob syntax in the crate, a new dependency, and it
-//! follows git's gitignore rule for `docs/*`, which GitHub's CODEOWNERS does not; the repo's
-//! own matcher is also the one whose worst case on hostile patterns is already tested.
+//! Patterns are gitignore-style and evaluated with the repository's one glob matcher
+//! ([`crate::request::paths::glob_match`], git's `wildmatch`) after a translation: a pattern
+//! holding no `/` except a trailing one matches at any depth (`*.rs` is `**/*.rs`), others are
+//! anchored at the root; a pattern matching a directory covers everything below it, except
+//! that a last component `*` matches only a directory's direct files (`docs/*`, GitHub's
+//! documented rule, which differs from gitignore's).
 
 use crate::request::paths::glob_match;
 
