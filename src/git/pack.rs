@@ -1193,6 +1193,73 @@ fn join(packs: &[PathBuf]) -> std::io::Result<Option<PathBuf>> {
     Ok(Some(final_pack))
 }
 
+/// Where an object lies.
+#[derive(Debug, Clone)]
+pub enum Place {
+    /// In a pack, at this entry.
+    Packed(gix::odb::pack::data::entry::Location),
+    /// Present, but in no pack: a loose object.
+    Elsewhere,
+    Missing,
+}
+
+/// A handle on `repo`'s objects that can tell where each lies in the packs and hand out
+/// pack entries as stored (gix's pack-generation calls), for [`sort_by_location`] and
+/// [`copy_entries`].
+pub fn locator(repo: &gix::Repository) -> gix::OdbHandle {
+    let mut handle = repo.objects.clone();
+    handle.prevent_pack_unload();
+    handle
+}
+
+/// Append `objects` to `out` as entries of one pack, each whole (no deltas) and each the way
+/// it is stored where it can be: an object whose pack entry is whole has that entry's bytes
+/// copied as they are (header and zlib stream: no inflating, no deflating; a few hundred
+/// bytes each for a request's objects), read in pack order so that the packs are read front
+/// to back; one stored as a delta (its base is elsewhere in its pack), or loose, is read and
+/// written whole ([`entry_body`]). `odb` is a [`locator`] on `repo`. Returns the number of
+/// entries written.
+pub fn copy_entries(
+    repo: &gix::Repository,
+    odb: &gix::OdbHandle,
+    objects: &mut [(ObjectId, Kind, Place)],
+    out: &mut impl std::io::Write,
+    pages: &mut crate::git::os::PageBudget,
+) -> crate::Result<u32> {
+    use gix::odb::pack::Find;
+    let at = |p: &Place| match p {
+        Place::Packed(l) => (l.pack_id, l.pack_offset),
+        _ => (u32::MAX, u64::MAX),
+    };
+    objects.sort_by_key(|(_, _, place)| at(place));
+    let err = |e: std::io::Error| crate::Error::io("could not write the archive", e);
+    let mut count = 0u32;
+    for (i, (id, kind, place)) in objects.iter().enumerate() {
+        if i % 64 == 0 {
+            pages.read_one();
+        }
+        let stored = match place {
+            Place::Packed(l) => odb.entry_by_location(l),
+            _ => None,
+        };
+        // The type in an entry's first byte: 1-4 a whole object, 6 and 7 deltas.
+        match stored {
+            Some(e) if matches!(e.data.first().map(|b| (b >> 4) & 7), Some(1..=4)) => {
+                out.write_all(&e.data).map_err(err)?;
+            }
+            _ => {
+                let object = repo
+                    .find_object(*id)
+                    .map_err(|e| crate::Error::object(format!("could not read object {id}"), e))?;
+                out.write_all(&entry_body(*kind, &object.data).map_err(err)?)
+                    .map_err(err)?;
+            }
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// Sort `items` by where the object `key` gives for each lies in the packs (pack, then
 /// offset; loose and missing objects last, in their given order): an order that reads the
 /// packs front to back. A pass over many chains in id order jumps across every pack for
@@ -1205,8 +1272,7 @@ pub fn sort_by_location<T>(
     key: impl Fn(&T) -> ObjectId,
 ) {
     use gix::odb::pack::Find;
-    let mut handle = repo.objects.clone();
-    handle.prevent_pack_unload();
+    let handle = locator(repo);
     let mut buf = Vec::new();
     let mut keyed: Vec<(u32, u64, usize)> = items
         .iter()

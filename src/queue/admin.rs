@@ -371,12 +371,7 @@ impl Queue {
         });
         // Everything the refs reach is on disk before git reads it.
         self.store.persist()?;
-        crate::queue::archive::bundle_create(
-            self.store.repo(),
-            self.store.git_dir(),
-            &bundle,
-            &refs,
-        )?;
+        crate::queue::archive::bundle_create(self.store.repo(), &bundle, &refs)?;
         let heads = crate::queue::archive::bundle_heads(&bundle)?;
         drop(refs);
         // Only a ref the bundle holds at the very tip to be removed is removed (one that moved

@@ -19,18 +19,17 @@ use crate::error::{Error, Result};
 /// Write a bundle (format v2, as `git bundle create` writes it) of `refs` (full name, tip)
 /// and everything they reach: the header lists the refs, then one pack of every object the
 /// chains reach ([`crate::queue::lost::reachable`]: a chain is a handful of commits, trees and
-/// blobs). `git bundle create --stdin` compares every ref with every other one, and `git
-/// pack-objects --revs` fed the tips walks them worse than linearly (minutes at 100,000
-/// refs); `git pack-objects` fed the objects holds a few hundred bytes for each (480 MB at
-/// 100,000 requests). So the pack is made a chunk of chains at a time
-/// ([`crate::queue::store::chunk`]), each by `git pack-objects` fed that chunk's objects, and the
-/// parts are joined into one: their entries one after the other (a delta names its base by
-/// a distance within its own part, which joining keeps), under one header with the sum of
-/// their counts, and the checksum of the whole. An object two chains share is packed once.
-/// Written to a temporary file renamed into place once complete.
+/// blobs), each once, each whole. `git bundle create --stdin` compares every ref with every
+/// other one, and `git pack-objects` looks every object up again in every pack index (a
+/// tenth of a second more per 10,000 chains at 100,000 requests than at 10,000, where the
+/// indexes no longer stay in the processor's caches). So the chains are walked a chunk at a
+/// time ([`crate::queue::store::chunk`]) and their objects copied into the pack as they are
+/// stored, found where the walk found them ([`crate::git::pack::copy_entries`]): hyperion
+/// writes every object whole, so nothing is inflated or deflated again. The pack's count and
+/// checksum are written once every chunk is in. Written to a temporary file renamed into
+/// place once complete.
 pub fn bundle_create(
     repo: &gix::Repository,
-    git_dir: &Path,
     bundle: &Path,
     refs: &[(String, ObjectId)],
 ) -> Result<()> {
@@ -41,7 +40,7 @@ pub fn bundle_create(
         .prefix("tmp_bundle_")
         .tempfile_in(dir)
         .map_err(err)?;
-    let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
     out.write_all(b"# v2 git bundle\n").map_err(err)?;
     for (name, tip) in refs {
         writeln!(out, "{tip} {name}").map_err(err)?;
@@ -53,54 +52,12 @@ pub fn bundle_create(
     let mut count: u32 = 0;
     let mut seen = std::collections::HashSet::new();
     let mut pages = crate::git::os::PageBudget;
+    let odb = crate::git::pack::locator(repo);
     for chunk in refs.chunks(crate::queue::store::chunk()) {
         let tips = chunk.iter().map(|(_, tip)| *tip);
-        let objects = crate::queue::lost::reachable(repo, tips, &mut seen, &mut pages)
+        let mut objects = crate::queue::lost::reachable(&odb, tips, &mut seen, &mut pages)
             .map_err(|id| Error::Git(format!("cannot archive: object {id} is missing")))?;
-        let mut listed = Vec::with_capacity(objects.len() * 41);
-        for id in objects {
-            writeln!(listed, "{id}").expect("write to memory");
-        }
-        let mut part = tempfile::tempfile_in(dir).map_err(err)?;
-        // git maps the packs it reads in windows of up to 1 GiB and keeps them until 8 GiB
-        // are mapped: a chunk's objects lie all over the packs, so it would hold them all
-        // resident (250 MB at 100,000 requests). Windows of 16 MiB, 64 MiB kept, still let
-        // it reach 223 MB where the packs sit in large page-cache folios (Linux maps a whole
-        // folio around each page read); windows of 1 MiB, 16 MiB kept: 54 MB for a chunk of
-        // 10,000 chains, 0.1 s slower. Its cache of delta bases (96 MiB by default) is kept
-        // small for the same reason.
-        // No new deltas (`--window=0`): the objects' compressed bytes are copied as they are
-        // (deltas already in the packs are kept), 0.33 s a chunk instead of 1.8 s, for a
-        // bundle 1.7 times larger (measured on a chunk of 10,000 chains, 70,000 objects).
-        crate::git::command::run_into(
-            git_dir,
-            &[
-                "-c",
-                "core.packedGitWindowSize=1m",
-                "-c",
-                "core.packedGitLimit=16m",
-                "-c",
-                "core.deltaBaseCacheLimit=8m",
-                "pack-objects",
-                "--stdout",
-                "--delta-base-offset",
-                "--window=0",
-                "-q",
-            ],
-            &listed,
-            part.try_clone().map_err(err)?,
-            "git pack-objects",
-        )?;
-        // `PACK`, version, count; the entries; a 20-byte checksum.
-        let len = part.seek(SeekFrom::End(0)).map_err(err)?;
-        part.seek(SeekFrom::Start(0)).map_err(err)?;
-        let mut head = [0u8; 12];
-        part.read_exact(&mut head).map_err(err)?;
-        if &head[..4] != b"PACK" || len < 32 {
-            return Err(Error::Git("git pack-objects wrote no pack".into()));
-        }
-        count += u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
-        std::io::copy(&mut (&mut part).take(len - 32), &mut out).map_err(err)?;
+        count += crate::git::pack::copy_entries(repo, &odb, &mut objects, &mut out, &mut pages)?;
     }
     out.flush().map_err(err)?;
     drop(out);

@@ -9,6 +9,7 @@ use gix::objs::Kind;
 use gix::objs::WriteTo;
 
 use crate::error::Result;
+use crate::git::pack::Place;
 use crate::queue::store::Store;
 
 /// Where a request whose objects are missing is set aside.
@@ -21,34 +22,41 @@ const NAMED: usize = 8;
 /// database does not have; empty when the chain is complete.
 pub fn missing(repo: &gix::Repository, tip: ObjectId) -> Vec<ObjectId> {
     let mut missing = Vec::new();
-    walk(repo, [tip], &mut Default::default(), true, |id, present| {
-        if !present {
-            missing.push(id);
-        }
-        missing.len() < NAMED
-    });
+    walk(
+        &repo.objects,
+        [tip],
+        &mut Default::default(),
+        Blobs::Check,
+        |id, _, place| {
+            if matches!(place, Place::Missing) {
+                missing.push(id);
+            }
+            missing.len() < NAMED
+        },
+    );
     missing
 }
 
 /// Every object the chains at `tips` reach (commits, trees, blobs) and `seen` does not hold,
-/// each once, in the order found: what an archive of them must hold (`seen` gets them, so
-/// that an archive written in parts holds each object once); each chain counts in `pages`.
-/// `Err` names an object that is missing.
+/// each once, in the order found, with its kind and where it lies: what an archive of them
+/// must hold (`seen` gets them, so that an archive written in parts holds each object once);
+/// each chain counts in `pages`. `odb` is a [`crate::git::pack::locator`]. `Err` names an
+/// object that is missing.
 pub fn reachable(
-    repo: &gix::Repository,
+    odb: &gix::OdbHandle,
     tips: impl IntoIterator<Item = ObjectId>,
     seen: &mut std::collections::HashSet<ObjectId>,
     pages: &mut crate::git::os::PageBudget,
-) -> std::result::Result<Vec<ObjectId>, ObjectId> {
+) -> std::result::Result<Vec<(ObjectId, Kind, Place)>, ObjectId> {
     let mut out = Vec::new();
     let mut gone = None;
     for tip in tips {
         pages.read_one();
-        walk(repo, [tip], seen, false, |id, present| {
-            if present {
-                out.push(id);
-            } else {
+        walk(odb, [tip], seen, Blobs::Locate, |id, kind, place| {
+            if matches!(place, Place::Missing) {
                 gone = Some(id);
+            } else {
+                out.push((id, kind, place));
             }
             gone.is_none()
         });
@@ -59,46 +67,65 @@ pub fn reachable(
     gone.map_or(Ok(out), Err)
 }
 
-/// Walk what `tips` reach, skipping what is in `seen`: `visit(id, present)` for each object,
-/// until it returns false. Blobs are looked up only with `check_blobs` (else reported present:
-/// whoever reads them finds out).
+/// How a walk treats blobs, the only objects it need not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blobs {
+    /// Whether each one is there.
+    Check,
+    /// Where each one is (and so whether it is there).
+    Locate,
+}
+
+/// Walk what `tips` reach, skipping what is in `seen`: `visit(id, kind, place)` for each
+/// object, until it returns false. A tree entry's kind is taken from its mode, so a missing
+/// object still has one. [`Blobs::Locate`] needs `odb` to be a [`crate::git::pack::locator`].
 fn walk(
-    repo: &gix::Repository,
+    odb: &gix::OdbHandle,
     tips: impl IntoIterator<Item = ObjectId>,
     seen: &mut std::collections::HashSet<ObjectId>,
-    check_blobs: bool,
-    mut visit: impl FnMut(ObjectId, bool) -> bool,
+    blobs: Blobs,
+    mut visit: impl FnMut(ObjectId, Kind, Place) -> bool,
 ) {
+    use gix::odb::pack::Find;
     let mut todo: Vec<(ObjectId, Kind)> = tips.into_iter().map(|t| (t, Kind::Commit)).collect();
+    let mut buf = Vec::new();
     while let Some((id, kind)) = todo.pop() {
         if !seen.insert(id) {
             continue;
         }
         if kind == Kind::Blob {
-            if !visit(id, !check_blobs || repo.has_object(id)) {
+            let place = match blobs {
+                Blobs::Check if odb.contains(&id) => Place::Elsewhere,
+                Blobs::Locate => match odb.location_by_oid(&id, &mut buf) {
+                    Ok(Some(at)) => Place::Packed(at),
+                    _ if odb.contains(&id) => Place::Elsewhere,
+                    _ => Place::Missing,
+                },
+                Blobs::Check => Place::Missing,
+            };
+            if !visit(id, kind, place) {
                 return;
             }
             continue;
         }
-        let Ok(Some(object)) = repo.try_find_object(id) else {
-            if !visit(id, false) {
+        let Ok(Some((data, at))) =
+            odb.try_find_cached(&id, &mut buf, &mut gix::odb::pack::cache::Never)
+        else {
+            if !visit(id, kind, Place::Missing) {
                 return;
             }
             continue;
         };
-        if !visit(id, true) {
-            return;
-        }
-        match object.kind {
+        let found = data.kind;
+        match found {
             Kind::Commit => {
-                if let Ok(c) = gix::objs::CommitRef::from_bytes(&object.data, gix::hash::Kind::Sha1)
-                {
+                if let Ok(c) = gix::objs::CommitRef::from_bytes(data.data, gix::hash::Kind::Sha1) {
                     todo.push((c.tree(), Kind::Tree));
                     todo.extend(c.parents().map(|p| (p, Kind::Commit)));
                 }
             }
             Kind::Tree => {
-                if let Ok(t) = gix::objs::TreeRef::from_bytes(&object.data, gix::hash::Kind::Sha1) {
+                if let Ok(t) = gix::objs::TreeRef::from_bytes(data.data, gix::hash::Kind::Sha1) {
                     for e in t.entries {
                         if e.mode.is_tree() {
                             todo.push((e.oid.to_owned(), Kind::Tree));
@@ -109,6 +136,9 @@ fn walk(
                 }
             }
             _ => {}
+        }
+        if !visit(id, found, at.map_or(Place::Elsewhere, Place::Packed)) {
+            return;
         }
     }
 }
