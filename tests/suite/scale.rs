@@ -65,6 +65,25 @@ fn bundles(repo: &TestRepo) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// The request refs of a repository of its own that fetched them from `bundle` (a strict
+/// fetch, then `git fsck --strict`), after `git bundle verify` in `repo`. In `repo` itself
+/// git could find the objects without the bundle's pack.
+fn fetched_elsewhere(repo: &TestRepo, bundle: &std::path::Path) -> BTreeMap<String, String> {
+    let bundle = bundle.to_str().unwrap();
+    repo.git(&["bundle", "verify", "-q", bundle]);
+    let elsewhere = TestRepo::bare();
+    elsewhere.git(&[
+        "-c",
+        "transfer.fsckObjects=true",
+        "fetch",
+        "-q",
+        bundle,
+        "refs/hyperion/requests/*:refs/hyperion/requests/*",
+    ]);
+    elsewhere.git(&["fsck", "--strict", "--no-dangling"]);
+    refs(&elsewhere)
+}
+
 /// The documented restore: fetch every request ref back from a bundle.
 fn restore(repo: &TestRepo, bundle: &std::path::Path) {
     repo.git(&[
@@ -571,21 +590,9 @@ fn commands_in_many_chunks_give_what_one_chunk_gives() {
         assert_eq!(refs(&repo).len(), n - 8);
         let bundle = bundles(&repo);
         assert_eq!(bundle.len(), 1);
-        repo.git(&["bundle", "verify", "-q", bundle[0].to_str().unwrap()]);
-        // Into a repository of its own (here, git would find the objects without the pack).
-        let elsewhere = TestRepo::bare();
-        elsewhere.git(&[
-            "-c",
-            "transfer.fsckObjects=true",
-            "fetch",
-            "-q",
-            bundle[0].to_str().unwrap(),
-            "refs/hyperion/requests/*:refs/hyperion/requests/*",
-        ]);
-        let back = refs(&elsewhere);
+        let back = fetched_elsewhere(&repo, &bundle[0]);
         assert_eq!(back.len(), 8);
         assert!(back.iter().all(|(name, tip)| tips.get(name) == Some(tip)));
-        elsewhere.git(&["fsck", "--strict", "--no-dangling"]);
         restore(&repo, &bundle[0]);
         assert_eq!(refs(&repo), tips, "the archive restores every tip");
         runs.push((
@@ -905,18 +912,7 @@ fn gc_archives_chains_git_repacked_as_deltas_or_left_loose() {
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
         let bundle = bundles(&repo);
-        repo.git(&["bundle", "verify", "-q", bundle[0].to_str().unwrap()]);
-        let elsewhere = TestRepo::bare();
-        elsewhere.git(&[
-            "-c",
-            "transfer.fsckObjects=true",
-            "fetch",
-            "-q",
-            bundle[0].to_str().unwrap(),
-            "refs/hyperion/requests/*:refs/hyperion/requests/*",
-        ]);
-        assert_eq!(refs(&elsewhere), tips, "{layout}");
-        elsewhere.git(&["fsck", "--strict", "--no-dangling"]);
+        assert_eq!(fetched_elsewhere(&repo, &bundle[0]), tips, "{layout}");
         restore(&repo, &bundle[0]);
         assert_eq!(refs(&repo), all, "{layout}");
     }
