@@ -57,6 +57,9 @@ pub fn bundle_create(
         let tips = chunk.iter().map(|(_, tip)| *tip);
         let mut objects = crate::queue::lost::reachable(&odb, tips, &mut seen, &mut pages)
             .map_err(|id| Error::Git(format!("cannot archive: object {id} is missing")))?;
+        if count == 0 {
+            crate::git::os::pause_point("gc.first_chunk_walked");
+        }
         count += crate::git::pack::copy_entries(repo, &odb, &mut objects, &mut out, &mut pages)?;
     }
     out.flush().map_err(err)?;

@@ -195,6 +195,67 @@ fn gc_removes_packed_refs_and_keeps_one_that_moved() {
     repo.git(&["fsck", "--no-dangling"]);
 }
 
+/// `git repack` with deltas (`-adf`, which users' maintenance may run) while gc is between
+/// walking its first chunk of chains and copying their entries: the pack the walk found
+/// those objects in is deleted under it, and the later chunks find theirs stored as deltas.
+/// The archive still holds every chain whole: a strict fetch of it into a repository of its
+/// own gives every tip gc archived.
+#[test]
+fn gc_with_a_repack_between_its_walk_and_its_copy_archives_every_chain_whole() {
+    let n = 60;
+    let (repo, _) = dead_letters(n, "repacked");
+    let before = refs(&repo);
+    let gc = repo
+        .cmd()
+        .args(["gc", "--older-than", "0s"])
+        .env("HYPERION_TEST_CHUNK", "10")
+        .env("HYPERION_TEST_PAUSE_AT", "gc.first_chunk_walked")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stopped(gc.id(), "gc");
+    let old_packs = repo.packs();
+    repo.git(&["repack", "-adfq", "--window=250", "--depth=50"]);
+    assert_eq!(repo.packs(), 1, "{old_packs} packs became one");
+    assert!(chain_objects_stored_as_deltas(&repo) > 10);
+    common::signal(gc.id(), "CONT");
+    let out = gc.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), n);
+    assert!(refs(&repo).is_empty());
+    let bundle = bundles(&repo);
+    assert_eq!(fetched_elsewhere(&repo, &bundle[0]), before);
+    repo.git(&["fsck", "--no-dangling"]);
+}
+
+/// How many objects the request chains reach are stored as deltas in the repository's one
+/// pack.
+fn chain_objects_stored_as_deltas(repo: &TestRepo) -> usize {
+    let pack_dir = repo.git_dir().join("objects/pack");
+    let idx = std::fs::read_dir(&pack_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "idx"))
+        .unwrap();
+    let verify = repo.git(&["verify-pack", "-v", idx.to_str().unwrap()]);
+    // `ID TYPE SIZE PACKED OFFSET DEPTH BASE` for an object stored as a delta.
+    let deltas: std::collections::HashSet<&str> = verify
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 7)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    repo.git(&["rev-list", "--objects", "--glob=refs/hyperion/requests"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|id| deltas.contains(id))
+        .count()
+}
+
 /// gc next to `git pack-refs --all` in a loop (which moves refs into `packed-refs` and
 /// deletes their files while gc deletes them too): every finished request is archived and
 /// gone, as git sees it and as hyperion does; none comes back once the packing stops (a
@@ -871,20 +932,7 @@ fn gc_archives_chains_git_repacked_as_deltas_or_left_loose() {
             .collect();
         assert_eq!(packs.len(), 1, "{layout}");
         if layout == "deltas" {
-            let idx = packs[0].with_extension("idx");
-            let verify = repo.git(&["verify-pack", "-v", idx.to_str().unwrap()]);
-            // `ID TYPE SIZE PACKED OFFSET DEPTH BASE` for an object stored as a delta.
-            let deltas: std::collections::HashSet<&str> = verify
-                .lines()
-                .filter(|l| l.split_whitespace().count() == 7)
-                .filter_map(|l| l.split_whitespace().next())
-                .collect();
-            let chains = repo.git(&["rev-list", "--objects", "--glob=refs/hyperion/requests"]);
-            let in_chains = chains
-                .lines()
-                .filter_map(|l| l.split_whitespace().next())
-                .filter(|id| deltas.contains(id))
-                .count();
+            let in_chains = chain_objects_stored_as_deltas(&repo);
             assert!(
                 in_chains > 10,
                 "the test needs chains stored as deltas: {in_chains}"
