@@ -205,16 +205,7 @@ fn gc_with_a_repack_between_its_walk_and_its_copy_archives_every_chain_whole() {
     let n = 60;
     let (repo, _) = dead_letters(n, "repacked");
     let before = refs(&repo);
-    let gc = repo
-        .cmd()
-        .args(["gc", "--older-than", "0s"])
-        .env("HYPERION_TEST_CHUNK", "10")
-        .env("HYPERION_TEST_PAUSE_AT", "gc.first_chunk_walked")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_stopped(gc.id(), "gc");
+    let gc = gc_stopped_at(&repo, 10, "gc.first_chunk_walked");
     let old_packs = repo.packs();
     repo.git(&["repack", "-adfq", "--window=250", "--depth=50"]);
     assert_eq!(repo.packs(), 1, "{old_packs} packs became one");
@@ -231,6 +222,22 @@ fn gc_with_a_repack_between_its_walk_and_its_copy_archives_every_chain_whole() {
     let bundle = bundles(&repo);
     assert_eq!(fetched_elsewhere(&repo, &bundle[0]), before);
     repo.git(&["fsck", "--no-dangling"]);
+}
+
+/// `gc --older-than 0s` working `chunk` requests at a time, stopped at pause point `point`
+/// (its output piped).
+fn gc_stopped_at(repo: &TestRepo, chunk: usize, point: &str) -> std::process::Child {
+    let gc = repo
+        .cmd()
+        .args(["gc", "--older-than", "0s"])
+        .env("HYPERION_TEST_CHUNK", chunk.to_string())
+        .env("HYPERION_TEST_PAUSE_AT", point)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stopped(gc.id(), "gc");
+    gc
 }
 
 /// How many objects the request chains reach are stored as deltas in the repository's one
@@ -334,16 +341,7 @@ fn gc_killed_part_way_loses_nothing() {
     let n = 120;
     let (repo, _) = dead_letters(n, "crash");
     let tips = refs(&repo);
-    let mut gc = repo
-        .cmd()
-        .args(["gc", "--older-than", "0s"])
-        .env("HYPERION_TEST_CHUNK", "50")
-        .env("HYPERION_TEST_PAUSE_AT", "gc.chunk_removed")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_stopped(gc.id(), "gc");
+    let mut gc = gc_stopped_at(&repo, 50, "gc.chunk_removed");
     gc.kill().unwrap();
     gc.wait().unwrap();
     let left = refs(&repo);
