@@ -84,6 +84,15 @@ pub fn problems(
                 )
                 .at(format!("/file_targets/{i}")),
             );
+        } else if let Some(why) = paths::glob_problem(pattern) {
+            out.push(
+                Problem::new(
+                    Code::RequestInvalidValue,
+                    format!("file target '{}': {why}", shown(pattern)),
+                    "file targets are globs with git's rules (as in .gitignore)",
+                )
+                .at(format!("/file_targets/{i}")),
+            );
         }
     }
     let origin = policy.origin.as_deref().unwrap_or("the default policy");

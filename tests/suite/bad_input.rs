@@ -743,6 +743,13 @@ fn adding(path: &str, targets: &[&str]) -> Vec<u8> {
 fn path_cases() -> Vec<(&'static str, Vec<u8>, &'static str, Option<&'static str>)> {
     vec![
         (
+            // git's matcher would match nothing with it: said so, not "outside file_targets".
+            "file-target-unclosed-set",
+            adding("src/a.txt", &["src/[ab"]),
+            "request.invalid_value",
+            Some("/file_targets/0"),
+        ),
+        (
             "path-dotdot",
             adding("../outside.txt", &["**"]),
             "path.unsafe",
