@@ -1198,7 +1198,8 @@ fn join(packs: &[PathBuf]) -> std::io::Result<Option<PathBuf>> {
 pub enum Place {
     /// In a pack, at this entry.
     Packed(gix::odb::pack::data::entry::Location),
-    /// Present, but in no pack: a loose object.
+    /// Present, but not found in a pack: a loose object, or one whose place was not asked
+    /// for (a walk that only checks blobs are there).
     Elsewhere,
     Missing,
 }

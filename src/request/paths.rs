@@ -128,8 +128,9 @@ pub fn is_dotgit(component: &str) -> bool {
 ///
 /// Both pattern and path may come from a request: git's matcher gives up early where no
 /// later star can help (polynomial, never exponential) and stops at a depth of 64 stars, where
-/// it answers "no match" (a request's `file_targets` then cover nothing; policy globs with
-/// that many stars are refused when the policy is read, [`glob_problem`]).
+/// it answers "no match". Globs with more than 32 stars are refused before they are used,
+/// the policy's when it is read and a request's `file_targets` at validation
+/// ([`glob_problem`]).
 pub fn glob_match(pattern: &str, path: &str) -> bool {
     use gix::glob::{wildmatch, wildmatch::Mode};
     let pattern = pattern.trim_end_matches('/');
@@ -145,9 +146,10 @@ pub fn glob_match(pattern: &str, path: &str) -> bool {
 /// The characters that make a pattern a glob rather than a path.
 const GLOB_CHARS: [char; 4] = ['*', '?', '[', '\\'];
 
-/// Why a glob from the policy file cannot be used as written, if it cannot: a `[` that no
-/// `]` closes (git's matcher would match nothing with it, so a `[paths] deny` entry would deny
-/// nothing), a trailing `\`, or more stars than the matcher follows.
+/// Why a glob (of the policy file, or a request's `file_targets`) cannot be used as written,
+/// if it cannot: a `[` that no `]` closes (git's matcher would match nothing with it, so a
+/// `[paths] deny` entry would deny nothing), a trailing `\`, or more stars than the matcher
+/// follows.
 pub fn glob_problem(pattern: &str) -> Option<String> {
     let bytes = pattern.as_bytes();
     let mut i = 0;
