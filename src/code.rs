@@ -135,6 +135,7 @@ codes! {
     RemoteConflict = "remote.conflict",
     RemoteRejected = "remote.rejected",
     RemoteDiverged = "remote.diverged",
+    RemoteForged = "remote.forged",
     PolicyInvalid = "policy.invalid",
     PolicySyntax = "policy.syntax",
     PolicyUnknownKey = "policy.unknown_key",

@@ -1,6 +1,6 @@
 use hyperion::queue::remote;
 
-use super::error::CmdResult;
+use super::error::{CmdResult, CommandError};
 use super::{Ctx, print_json};
 
 /// Fetch the queue from the remote and take in what other machines did.
@@ -9,8 +9,10 @@ use super::{Ctx, print_json};
 /// of the remote); then each local request that is missing or behind moves to the remote's
 /// tip, by compare-and-swap. Local transitions not yet pushed are kept (`git hyperion push`
 /// publishes them); requests whose chains diverged are left alone and listed
-/// (`git hyperion doctor` says how to resolve them). The remote is `--remote NAME`, else
-/// `hyperion.remote`.
+/// (`git hyperion doctor` says how to resolve them). A chain hyperion would not have written
+/// (forged on a host that runs no `pre-receive` hook) is not taken in: the rest is, then the
+/// command exits 1 (`remote.forged`) naming each such chain's problems. The remote is
+/// `--remote NAME`, else `hyperion.remote`.
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
@@ -19,7 +21,7 @@ pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
     let f = remote::fetch(ctx.queue()?.store(), &r, &super::enqueue::actor())?;
     if ctx.json() {
         print_json(&f);
-        return Ok(());
+        return refused(&f, r.name(), true);
     }
     println!(
         "fetched the queue from {}: {} request(s) taken in, {} with local transitions to push, {} diverged",
@@ -31,5 +33,32 @@ pub fn run(_args: Args, ctx: &Ctx) -> CmdResult {
     for id in &f.diverged {
         println!("diverged: {id}");
     }
-    Ok(())
+    refused(&f, r.name(), false)
+}
+
+/// `remote.forged` when the fetch left chains out that hyperion would not have written, each
+/// with its problems (in the JSON document already printed, when `json_printed`).
+fn refused(f: &remote::Fetched, remote: &str, json_printed: bool) -> CmdResult {
+    if f.refused.is_empty() {
+        return Ok(());
+    }
+    let each: Vec<String> = f
+        .refused
+        .iter()
+        .map(|r| {
+            let problems: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+            format!("{}: {}", r.id, problems.join("; "))
+        })
+        .collect();
+    let mut e = CommandError::refused(
+        hyperion::Code::RemoteForged,
+        format!(
+            "{} request(s) on {remote} hold chains hyperion would not have written; they were not taken in: {}",
+            f.refused.len(),
+            each.join(" | ")
+        ),
+    )
+    .hint("restrict who may push refs/hyperion/* on the remote, and delete or fix these refs there (docs/errors.md, remote.forged)");
+    e.json_printed = json_printed;
+    Err(e)
 }

@@ -89,7 +89,62 @@ fn rules(queue: &Queue) -> Rules {
         max_lease: queue.settings().max_lease,
         now: queue.now(),
         default_target: queue.settings().target.clone(),
+        landings: true,
     }
+}
+
+/// A chain fetched from a remote, before a local ref moves onto it (remote mode's
+/// [`crate::queue::remote::Vet`]): request `id`'s chain at `theirs` is held to everything
+/// [`chain`] holds a pushed chain to — legal transitions, the payload and the enqueue fields
+/// as enqueued, no secret, the request valid and stored under its own id, leases within
+/// `hyperion.maxLease` — but that a landed commit lie on the target (a fetch of the queue
+/// alone brings no branches; `doctor` checks that). A host without a `pre-receive` hook takes
+/// any push: this keeps a chain forged there from being leased and landed here. The commits
+/// of the local chain (`local` and before) were taken in earlier and are not judged by this
+/// clone's settings again. Problems, none when it may be taken in.
+pub fn vet_adoption(
+    store: &crate::queue::store::Store,
+    id: &str,
+    local: Option<ObjectId>,
+    theirs: ObjectId,
+) -> Result<Vec<Problem>> {
+    if !is_id(id) {
+        return Ok(vec![Problem::new(
+            Code::ChainBadRef,
+            format!(
+                "{REQUESTS_PREFIX}{} is not the ref of a request",
+                id.escape_debug()
+            ),
+            HINT_REF,
+        )]);
+    }
+    let repo = store.repo();
+    let settings = crate::queue::settings::Settings::load(repo)?;
+    let rules = Rules {
+        max_lease: settings.max_lease,
+        now: jiff::Timestamp::now(),
+        default_target: settings.target,
+        landings: false,
+    };
+    let mut objects = Local::new(repo);
+    let mut checker = Checker::new(&mut objects, rules, |_: &str| Ok(None));
+    let links = match checker.read(theirs) {
+        Ok(links) => links,
+        Err(e) => return Ok(vec![e.refusal()?]),
+    };
+    let mut mine = std::collections::HashSet::new();
+    let mut at = local;
+    while let Some(c) = at {
+        if mine.len() > chain::MAX_CHAIN || !mine.insert(c) {
+            break;
+        }
+        at = store.parent_of(c)?;
+    }
+    let fresh_from = links
+        .iter()
+        .take_while(|l| mine.contains(&l.commit.id))
+        .count();
+    Ok(checker.check(id, &links, fresh_from)?.problems)
 }
 
 /// Check every update `pre-receive` was given (`OLD NEW REFNAME` lines); problems by ref.

@@ -26,16 +26,50 @@ use crate::request::model::Action;
 /// Outside `refs/hyperion/`, whose every ref must be a request's.
 pub const TRACKING_ROOT: &str = "refs/hyperion-remotes/";
 
+/// Holds a chain fetched from a remote to the rules of chains before a local ref moves onto
+/// it: `(store, id, the local tip, the fetched tip)` → its problems, none when it may be
+/// taken in. The gate's chain checks (`gate::verify::vet_adoption`); the queue knows no
+/// rule of chains, and every [`Remote`] is made with one.
+pub type Vet = fn(&Store, &str, Option<ObjectId>, ObjectId) -> Result<Vec<crate::Problem>>;
+
 /// A remote the queue is shared through, by its git name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Remote {
     name: String,
+    /// What a fetched chain must pass before a local ref moves onto it ([`Remote::adopt`]).
+    vet: Vet,
+}
+
+/// How moving a local ref onto a fetched chain ended ([`Remote::adopt`]).
+#[derive(Debug)]
+pub enum Adopted {
+    /// The ref points at the fetched tip now.
+    Moved,
+    /// The ref moved meanwhile; nothing changed (the next fetch looks again).
+    Stale,
+    /// The fetched chain is not one hyperion would have written: its problems. Nothing
+    /// changed; the remote's ref stays in the tracking namespace only.
+    Refused(Vec<crate::Problem>),
+}
+
+impl Adopted {
+    pub fn moved(&self) -> bool {
+        matches!(self, Adopted::Moved)
+    }
+}
+
+/// A chain of the remote's that was not taken in, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refused {
+    pub id: String,
+    pub problems: Vec<crate::Problem>,
 }
 
 impl Remote {
     /// The remote `name`, if it is one this repository has (`remote.NAME.url`) and a name
-    /// hyperion takes (it becomes part of ref names): else `remote.missing`.
-    pub fn named(store: &Store, name: &str) -> Result<Remote> {
+    /// hyperion takes (it becomes part of ref names): else `remote.missing`. Fetched chains
+    /// are taken in only when `vet` finds no problem in them.
+    pub fn named(store: &Store, name: &str, vet: Vet) -> Result<Remote> {
         let plain = !name.is_empty()
             && !name.starts_with(['-', '.'])
             && !name.ends_with(".lock")
@@ -61,12 +95,13 @@ impl Remote {
         }
         Ok(Remote {
             name: name.to_owned(),
+            vet,
         })
     }
 
     /// The remote the queue is shared through: `flag` (`--remote NAME`), else
     /// `hyperion.remote`; `None` when neither is set (one clone, no remote mode).
-    pub fn configured(store: &Store, flag: Option<&str>) -> Result<Option<Remote>> {
+    pub fn configured(store: &Store, flag: Option<&str>, vet: Vet) -> Result<Option<Remote>> {
         let name = match flag {
             Some(n) => Some(n.to_owned()),
             None => store
@@ -76,7 +111,42 @@ impl Remote {
                 .map(|v| v.to_string().trim().to_owned())
                 .filter(|v| !v.is_empty()),
         };
-        name.map(|n| Remote::named(store, &n)).transpose()
+        name.map(|n| Remote::named(store, &n, vet)).transpose()
+    }
+
+    /// Move request `id`'s local ref from `expected` (`None`: absent) to `theirs`, a tip
+    /// fetched from this remote, if the chain there passes the remote's [`Vet`] (a host
+    /// without a `pre-receive` hook takes any push: a forged chain must not be leased and
+    /// landed here) and the ref has not moved meanwhile. A refusal is logged too.
+    pub fn adopt(
+        &self,
+        store: &Store,
+        id: &str,
+        expected: Option<ObjectId>,
+        theirs: ObjectId,
+        actor: &str,
+    ) -> Result<Adopted> {
+        if expected != Some(theirs) {
+            let problems = (self.vet)(store, id, expected, theirs)?;
+            if !problems.is_empty() {
+                for p in &problems {
+                    tracing::warn!(
+                        request_id = id,
+                        remote = %self.name,
+                        tip = %theirs,
+                        code = %p.code,
+                        "not taken in from the remote: {}",
+                        p.message
+                    );
+                }
+                return Ok(Adopted::Refused(problems));
+            }
+        }
+        Ok(if store.adopt(id, expected, theirs, actor)? {
+            Adopted::Moved
+        } else {
+            Adopted::Stale
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -307,6 +377,8 @@ pub struct Fetched {
     pub ahead: Vec<String>,
     /// Requests whose local and remote chains diverged (left alone; `doctor` says more).
     pub diverged: Vec<String>,
+    /// Requests whose chain on the remote hyperion would not have written: not taken in.
+    pub refused: Vec<Refused>,
 }
 
 /// Fetch the remote's queue into the tracking namespace, then move every local request ref
@@ -339,9 +411,10 @@ fn fetch_with(store: &Store, remote: &Remote, actor: &str, landing: bool) -> Res
         match (c.relation, c.remote) {
             (Relation::RemoteOnly | Relation::Behind, Some(theirs)) => {
                 // A local ref that moved meanwhile is left for the next fetch.
-                let moved = store.adopt(&c.id, c.local, theirs, actor)?;
-                if moved {
-                    out.adopted.push(c.id);
+                match remote.adopt(store, &c.id, c.local, theirs, actor)? {
+                    Adopted::Moved => out.adopted.push(c.id),
+                    Adopted::Stale => {}
+                    Adopted::Refused(problems) => out.refused.push(Refused { id: c.id, problems }),
                 }
             }
             (Relation::Ahead | Relation::LocalOnly | Relation::Replaced, _) => out.ahead.push(c.id),
@@ -415,7 +488,7 @@ pub fn publish_new(
             let only_enqueued = store.parent_of(local)?.is_none();
             if same_request && only_enqueued {
                 if local != theirs {
-                    store.adopt(id, Some(local), theirs, actor)?;
+                    remote.adopt(store, id, Some(local), theirs, actor)?;
                 }
                 out.up_to_date.push(id.clone());
                 pending.retain(|p| p != id);
@@ -783,7 +856,7 @@ pub fn publish(store: &Store, remote: &Remote, ids: &[String], actor: &str) -> R
                 // The remote moved on without this clone's transitions (or this clone has
                 // not taken them in): the remote's stands.
                 _ => {
-                    store.adopt(id, Some(tip), t, actor)?;
+                    remote.adopt(store, id, Some(tip), t, actor)?;
                     lost.push(id.clone());
                 }
             },
@@ -829,7 +902,7 @@ pub fn publish(store: &Store, remote: &Remote, ids: &[String], actor: &str) -> R
             if let Some(theirs) = theirs {
                 // Only the tip this clone wrote is replaced; a ref that moved since is left
                 // to the next fetch.
-                store.adopt(&id, Some(mine), theirs, actor)?;
+                remote.adopt(store, &id, Some(mine), theirs, actor)?;
             }
             lost.push(id);
         }
@@ -872,7 +945,7 @@ pub fn give_way(
             }
             at = store.parent_of(c)?;
         }
-        if own && at.is_some() && store.adopt(id, Some(mine), theirs, &actor)? {
+        if own && at.is_some() && remote.adopt(store, id, Some(mine), theirs, &actor)?.moved() {
             out.push(id.clone());
         }
     }
@@ -929,7 +1002,7 @@ pub fn land(
             )
         {
             if let (Some(mine), Some(theirs)) = (mine, theirs) {
-                store.adopt(id, Some(mine), theirs, actor)?;
+                remote.adopt(store, id, Some(mine), theirs, actor)?;
             }
             lost.push(id.clone());
             continue;
@@ -1004,7 +1077,7 @@ pub fn land(
             continue;
         }
         if let (Some(mine), Some(theirs)) = (mine, theirs) {
-            store.adopt(&id, Some(mine), theirs, actor)?;
+            remote.adopt(store, &id, Some(mine), theirs, actor)?;
         }
         lost.push(id);
     }

@@ -595,6 +595,7 @@ impl Store {
 
     /// Point request `id`'s ref at `new`, a chain fetched from a remote, only if it is still
     /// at `expected` (`None`: absent). `Ok(false)` when it moved meanwhile; nothing changed.
+    /// The chain is not checked here: [`crate::queue::remote::Remote::adopt`] checks it first.
     pub fn adopt(
         &self,
         id: &str,

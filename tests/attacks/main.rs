@@ -15,6 +15,7 @@ mod common;
 mod bombs;
 mod harness;
 
+mod adopt;
 mod batch;
 mod injection;
 mod landing;

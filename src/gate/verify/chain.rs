@@ -91,6 +91,9 @@ pub struct Rules {
     pub now: jiff::Timestamp,
     /// `hyperion.target`: where a request that names no target lands.
     pub default_target: crate::request::target::Target,
+    /// Whether the commits a chain names as landed or reverted must be found on its target
+    /// (not for a chain fetched with the queue alone, without the branches).
+    pub landings: bool,
 }
 
 /// One commit of a chain, read.
@@ -266,7 +269,7 @@ impl<'a> Checker<'a> {
                     link.event.at
                 )));
             }
-            if i >= fresh_from.max(1) {
+            if i >= fresh_from.max(1) && self.rules.landings {
                 self.check_commits_named(id, links, i, &mut out.problems)?;
             }
             // The root too: it may carry an agent's transcript.
