@@ -12,8 +12,10 @@
 #                    remote (default: agent, i.e. agent/<agent>/<task>; under another name
 #                    a branch needs Hyperion-Agent and Hyperion-Task trailers)
 #   --worker ID      the worker's id (default: hyperion's: host, process id, random part)
-#   --report DIR     write ingest.json (one row per branch: queued, already_queued, skipped,
-#                    refused with its problems) and worker.jsonl there, for the job's artifacts
+#   --report DIR     write fetch.json (what the queue's fetch took in, and the chains it
+#                    refused), ingest.json (one row per branch: queued, already_queued,
+#                    skipped, refused with its problems) and worker.jsonl there, for the
+#                    job's artifacts
 #   --strict         exit 1 when a branch was refused (after the worker ran); default: the
 #                    refusal is reported and the job succeeds, so a scheduled job is not red
 #                    until the agent pushes a fixed branch
@@ -63,9 +65,13 @@ git fetch -q --prune "$remote" \
   "+refs/heads/$target:refs/heads/$target"
 
 # 2. Remote mode (idempotent), and the shared queue taken in: a request ingested by an
-#    earlier run is then already queued, not stored twice.
+#    earlier run is then already queued, not stored twice. A chain hyperion would not have
+#    written (forged on a host without a pre-receive hook) is left out and recorded
+#    (remote.forged, exit 1); the rest goes on, and the job fails at the end.
 git hyperion init --remote "$remote" --target "$target" >/dev/null
-git hyperion fetch --remote "$remote" >/dev/null
+fetch_rc=0
+git hyperion fetch --remote "$remote" --format json >"$report/fetch.json" || fetch_rc=$?
+if [ "$fetch_rc" -ge 2 ]; then exit "$fetch_rc"; fi
 
 # 3. Ingest: each branch validated as any request; refused ones are recorded, nothing stored.
 ingest_rc=0
@@ -86,7 +92,15 @@ sed 's/^/  /' "$report/ingest.json" | head -c 20000
 echo
 echo "worker:"
 sed 's/^/  /' "$report/worker.jsonl"
+if [ "$fetch_rc" -ne 0 ]; then
+  echo "fetch:"
+  sed 's/^/  /' "$report/fetch.json" | head -c 20000
+  echo
+  echo "error: the remote holds request chains hyperion would not have written; they were not taken in (fetch.json, \"refused\")" >&2
+  echo "hint: find who pushed them, remove them on the remote, and restrict who may push refs/hyperion/* (docs/errors.md, remote.forged)" >&2
+fi
 if [ "$ingest_rc" -ne 0 ]; then
   echo "note: some agent branches were refused; see the rows with \"result\": \"refused\"" >&2
   if [ "$strict" -eq 1 ]; then exit 1; fi
 fi
+if [ "$fetch_rc" -ne 0 ]; then exit 1; fi

@@ -327,3 +327,59 @@ fn the_yaml_reader_sees_a_recipe_that_stops_calling_the_script() {
     let caught = std::panic::catch_unwind(|| calls_only_the_script("broken", &entries));
     assert!(caught.is_err(), "{entries:#?}");
 }
+
+/// A host without a `pre-receive` hook takes a forged chain (a lease that never ends, which
+/// would hold the request for ever): the script's fetch leaves it out and records it, the good
+/// branch still lands, and the job fails at the end so that someone looks.
+#[test]
+fn on_a_hookless_remote_a_forged_chain_is_left_out_the_rest_lands_and_the_job_fails() {
+    use common::forge;
+    let server = TestRepo::bare();
+    let dev = TestRepo::new();
+    dev.git(&["remote", "add", "origin", server.path().to_str().unwrap()]);
+    dev.git(&["switch", "-q", "-c", "agent/claude/T-1", "main"]);
+    dev.commit(&[("good.txt", "good\n")], "Add good");
+    // A request of the attacker's own clone, with a forged lease on top, pushed as it is.
+    let id = dev
+        .enqueue(&dev.write("r.json", &common::request(1, "forged")))
+        .remove(0);
+    let root = forge::tip(&dev, &id);
+    let (ev, rec) = forge::lease(
+        &root.record,
+        "squatter",
+        &forge::at(1),
+        "9999-01-01T00:00:00Z",
+    );
+    let forged = forge::after(&dev, &id, &root, &ev, &rec);
+    forge::set(&dev, &id, &forged);
+    let r = forge::refname(&id);
+    let (pushed, err) = common::push(
+        &dev,
+        &server,
+        &["main", "agent/claude/T-1", &format!("{r}:{r}")],
+    );
+    assert!(pushed, "the hook-less server takes anything: {err}");
+
+    let ci = checkout(&server, "agent/claude/T-1");
+    let report = tempfile::tempdir().unwrap();
+    let out = run_script(&ci, report.path(), &[]);
+    expect(&out, 1, "a run next to a forged chain");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("remote.forged"), "{stderr}");
+    let fetched: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.path().join("fetch.json")).unwrap())
+            .unwrap();
+    assert_eq!(fetched["refused"][0]["id"], id.as_str(), "{fetched:#}");
+    assert_eq!(
+        fetched["refused"][0]["problems"][0]["code"], "chain.bad_lease",
+        "{fetched:#}"
+    );
+    // The good branch landed; the forged chain was never taken in by the job's clone.
+    assert_eq!(server.git(&["show", "main:good.txt"]), "good\n");
+    assert_eq!(server.landed_trailers().len(), 1);
+    assert!(
+        ci.git(&["for-each-ref", &r]).trim().is_empty(),
+        "the forged chain was taken in"
+    );
+    assert_eq!(server.git(&["rev-parse", &r]).trim(), forged);
+}
