@@ -100,7 +100,7 @@ fn set_up_remote(
 ) -> CmdResult<(hyperion::queue::remote::Remote, usize)> {
     use hyperion::git::remote::config_add_once;
     let remote =
-        hyperion::queue::remote::Remote::named(store, name, hyperion::gate::verify::vet_adoption)?;
+        hyperion::queue::remote::Remote::named(store, name, hyperion::gate::verify::REMOTE_CHECKS)?;
     let git_dir = store.git_dir();
     let mut added = 0;
     for spec in remote.fetch_refspecs() {

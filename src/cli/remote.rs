@@ -12,7 +12,7 @@ impl Ctx {
         Ok(Remote::configured(
             self.queue()?.store(),
             self.remote.as_deref(),
-            hyperion::gate::verify::vet_adoption,
+            hyperion::gate::verify::REMOTE_CHECKS,
         )?)
     }
 

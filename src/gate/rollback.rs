@@ -185,7 +185,7 @@ pub fn plan(queue: &Queue, record: &Record) -> Result<Plan, Error> {
             target: target.to_string(),
         }));
     };
-    if !land::on_first_parent_line(repo, tip, landed)? {
+    if !crate::git::tree::on_first_parent_line(repo, tip, landed)? {
         return Err(Error::Refused(Refusal::NotOnTarget {
             landed: landed_hex,
             target: target.to_string(),

@@ -93,8 +93,30 @@ fn rules(queue: &Queue) -> Rules {
     }
 }
 
+/// What remote mode holds fetched chains and notes to before a local ref moves onto them
+/// ([`crate::queue::remote::Checks`]): [`vet_adoption`] and [`vet_notes`].
+pub const REMOTE_CHECKS: crate::queue::remote::Checks = crate::queue::remote::Checks {
+    chain: vet_adoption,
+    notes: vet_notes,
+};
+
+/// The notes fetched from a remote (`theirs`), before the local notes ref (at `local`) moves
+/// onto them: held to what `verify-push` holds a push of `refs/notes/hyperion` to — notes are
+/// only added, each on a commit whose `Hyperion-Request` trailer names the request the note
+/// names. Problems, none when they may be taken in.
+pub fn vet_notes(
+    store: &crate::queue::store::Store,
+    local: Option<ObjectId>,
+    theirs: ObjectId,
+) -> Result<Vec<Problem>> {
+    let repo = store.repo();
+    let mut objects = Local::new(repo);
+    let old = local.unwrap_or_else(|| ObjectId::null(repo.object_hash()));
+    check_notes(&mut objects, old, theirs)
+}
+
 /// A chain fetched from a remote, before a local ref moves onto it (remote mode's
-/// [`crate::queue::remote::Vet`]): request `id`'s chain at `theirs` is held to everything
+/// [`crate::queue::remote::Checks`]): request `id`'s chain at `theirs` is held to everything
 /// [`chain`] holds a pushed chain to — legal transitions, the payload and the enqueue fields
 /// as enqueued, no secret, the request valid and stored under its own id, leases within
 /// `hyperion.maxLease` — but that a landed commit lie on the target (a fetch of the queue
@@ -514,7 +536,7 @@ pub fn check_local(
         if let Some(remote) = remote
             && let Some(theirs) = remote.tracked_ref(queue.store(), name)?
             && tip.is_none_or(|mine| {
-                crate::gate::land::on_first_parent_line(repo, theirs, mine).unwrap_or(false)
+                crate::git::tree::on_first_parent_line(repo, theirs, mine).unwrap_or(false)
             })
         {
             tip = Some(theirs);

@@ -1527,7 +1527,7 @@ impl<'q> Worker<'q> {
         }
         // A push with a lease may move the remote's branch anywhere: it moves it only
         // forward, from the commit the chain was built (or moved) onto.
-        if !land::on_first_parent_line(repo, chain.head, chain.onto)? {
+        if !crate::git::tree::on_first_parent_line(repo, chain.head, chain.onto)? {
             return Err(land::Error::Failed(Error::git(format!(
                 "the chain's head {} does not follow {}, the remote's tip it would land on; not pushed",
                 chain.head, chain.onto
@@ -1580,7 +1580,7 @@ impl<'q> Worker<'q> {
         }
         if let Some(local) = chain.gate.tip.target.tip(repo)?
             && local != chain.head
-            && land::on_first_parent_line(repo, chain.head, local)?
+            && crate::git::tree::on_first_parent_line(repo, chain.head, local)?
             && let Err(e) = self.advance(repo, branch, local, chain.head, reflog)
         {
             tracing::warn!(target = branch, error = %e, "the local branch did not follow the remote's");

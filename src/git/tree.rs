@@ -10,6 +10,27 @@ pub fn read_tip(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>> 
     crate::git::refs::read(repo, name)
 }
 
+/// Whether `commit` is on the first-parent history of `tip`.
+pub fn on_first_parent_line(
+    repo: &gix::Repository,
+    tip: ObjectId,
+    commit: ObjectId,
+) -> Result<bool> {
+    let mut next = Some(tip);
+    while let Some(c) = next {
+        if c == commit {
+            return Ok(true);
+        }
+        next = repo
+            .find_commit(c)
+            .map_err(|e| Error::object(format!("cannot read commit {c}"), e))?
+            .parent_ids()
+            .next()
+            .map(|p| p.detach());
+    }
+    Ok(false)
+}
+
 /// The tree of `commit`.
 pub fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId> {
     repo.find_commit(commit)

@@ -26,18 +26,28 @@ use crate::request::model::Action;
 /// Outside `refs/hyperion/`, whose every ref must be a request's.
 pub const TRACKING_ROOT: &str = "refs/hyperion-remotes/";
 
-/// Holds a chain fetched from a remote to the rules of chains before a local ref moves onto
-/// it: `(store, id, the local tip, the fetched tip)` → its problems, none when it may be
-/// taken in. The gate's chain checks (`gate::verify::vet_adoption`); the queue knows no
-/// rule of chains, and every [`Remote`] is made with one.
-pub type Vet = fn(&Store, &str, Option<ObjectId>, ObjectId) -> Result<Vec<crate::Problem>>;
+/// What a chain, or the notes, fetched from a remote must pass before a local ref moves onto
+/// them: the gate's checks (`gate::verify::REMOTE_CHECKS`). The queue knows no rule of chains
+/// or notes; every [`Remote`] is made with these.
+#[derive(Debug, Clone, Copy)]
+pub struct Checks {
+    pub chain: ChainCheck,
+    pub notes: NotesCheck,
+}
+
+/// `(store, id, the local tip, the fetched tip)` → the chain's problems, none when it may be
+/// taken in.
+pub type ChainCheck = fn(&Store, &str, Option<ObjectId>, ObjectId) -> Result<Vec<crate::Problem>>;
+
+/// `(store, the local notes tip, the fetched one)` → the notes' problems.
+pub type NotesCheck = fn(&Store, Option<ObjectId>, ObjectId) -> Result<Vec<crate::Problem>>;
 
 /// A remote the queue is shared through, by its git name.
 #[derive(Debug, Clone)]
 pub struct Remote {
     name: String,
-    /// What a fetched chain must pass before a local ref moves onto it ([`Remote::adopt`]).
-    vet: Vet,
+    /// What fetched chains and notes must pass before a local ref moves onto them.
+    checks: Checks,
 }
 
 /// How moving a local ref onto a fetched chain ended ([`Remote::adopt`]).
@@ -68,8 +78,8 @@ pub struct Refused {
 impl Remote {
     /// The remote `name`, if it is one this repository has (`remote.NAME.url`) and a name
     /// hyperion takes (it becomes part of ref names): else `remote.missing`. Fetched chains
-    /// are taken in only when `vet` finds no problem in them.
-    pub fn named(store: &Store, name: &str, vet: Vet) -> Result<Remote> {
+    /// and notes are taken in only when `checks` find no problem in them.
+    pub fn named(store: &Store, name: &str, checks: Checks) -> Result<Remote> {
         let plain = !name.is_empty()
             && !name.starts_with(['-', '.'])
             && !name.ends_with(".lock")
@@ -95,13 +105,13 @@ impl Remote {
         }
         Ok(Remote {
             name: name.to_owned(),
-            vet,
+            checks,
         })
     }
 
     /// The remote the queue is shared through: `flag` (`--remote NAME`), else
     /// `hyperion.remote`; `None` when neither is set (one clone, no remote mode).
-    pub fn configured(store: &Store, flag: Option<&str>, vet: Vet) -> Result<Option<Remote>> {
+    pub fn configured(store: &Store, flag: Option<&str>, checks: Checks) -> Result<Option<Remote>> {
         let name = match flag {
             Some(n) => Some(n.to_owned()),
             None => store
@@ -111,11 +121,11 @@ impl Remote {
                 .map(|v| v.to_string().trim().to_owned())
                 .filter(|v| !v.is_empty()),
         };
-        name.map(|n| Remote::named(store, &n, vet)).transpose()
+        name.map(|n| Remote::named(store, &n, checks)).transpose()
     }
 
     /// Move request `id`'s local ref from `expected` (`None`: absent) to `theirs`, a tip
-    /// fetched from this remote, if the chain there passes the remote's [`Vet`] (a host
+    /// fetched from this remote, if the chain there passes the remote's [`Checks`] (a host
     /// without a `pre-receive` hook takes any push: a forged chain must not be leased and
     /// landed here) and the ref has not moved meanwhile. A refusal is logged too.
     pub fn adopt(
@@ -127,7 +137,7 @@ impl Remote {
         actor: &str,
     ) -> Result<Adopted> {
         if expected != Some(theirs) {
-            let problems = (self.vet)(store, id, expected, theirs)?;
+            let problems = (self.checks.chain)(store, id, expected, theirs)?;
             if !problems.is_empty() {
                 for p in &problems {
                     tracing::warn!(
@@ -379,6 +389,10 @@ pub struct Fetched {
     pub diverged: Vec<String>,
     /// Requests whose chain on the remote hyperion would not have written: not taken in.
     pub refused: Vec<Refused>,
+    /// The local notes moved to the remote's (landings other machines annotated).
+    pub notes_taken_in: bool,
+    /// Why the remote's notes were not taken in: a note hyperion would not have written.
+    pub notes_refused: Vec<crate::Problem>,
 }
 
 /// Fetch the remote's queue into the tracking namespace, then move every local request ref
@@ -422,7 +436,56 @@ fn fetch_with(store: &Store, remote: &Remote, actor: &str, landing: bool) -> Res
             _ => {}
         }
     }
+    if landing {
+        match take_in_notes(store, remote, actor)? {
+            Ok(moved) => out.notes_taken_in = moved,
+            Err(problems) => out.notes_refused = problems,
+        }
+    }
     Ok(out)
+}
+
+/// Move the local notes (`refs/notes/hyperion`) to the remote's as fetched, when they are
+/// absent here or behind (on the first-parent line of the remote's) and the remote's notes
+/// pass the remote's [`Checks`] (only notes added, each on a commit whose trailer names its
+/// request): the landings other machines made are annotated here too. Local notes the remote
+/// lacks are left (this clone's landing pushes publish its own). `Ok(true)` when they moved;
+/// `Err` with the problems when the remote's notes were refused (logged too).
+fn take_in_notes(
+    store: &Store,
+    remote: &Remote,
+    actor: &str,
+) -> Result<std::result::Result<bool, Vec<crate::Problem>>> {
+    let notes_ref = crate::gate::land::NOTES_REF;
+    let repo = store.repo();
+    let Some(theirs) = remote.tracked_ref(store, notes_ref)? else {
+        return Ok(Ok(false));
+    };
+    let mine = crate::git::tree::read_tip(repo, notes_ref)?;
+    let behind = match mine {
+        None => true,
+        Some(m) => m != theirs && crate::git::tree::on_first_parent_line(repo, theirs, m)?,
+    };
+    if !behind {
+        return Ok(Ok(false));
+    }
+    let problems = (remote.checks.notes)(store, mine, theirs)?;
+    if !problems.is_empty() {
+        for p in &problems {
+            tracing::warn!(remote = %remote.name, tip = %theirs, code = %p.code, "notes not taken in from the remote: {}", p.message);
+        }
+        return Ok(Err(problems));
+    }
+    let log = crate::git::refs::LogLine {
+        name: actor,
+        email: "hyperion@localhost",
+        at: jiff::Timestamp::now(),
+        message: "hyperion: fetch",
+    };
+    Ok(Ok(crate::git::refs::cas(
+        repo, notes_ref, mine, theirs, &log,
+    )?
+    .done()))
 }
 
 /// What a push published.

@@ -177,3 +177,37 @@ fn a_payload_swapped_after_approval_on_a_hookless_remote_is_neither_taken_in_nor
         "the worker moved onto the forged chain: {chain}"
     );
 }
+
+/// A note on a hook-less remote that attributes a commit to a request the commit does not
+/// name (here `main`'s first commit, which no request landed) is not taken in: the local notes
+/// stay as they were, and `fetch` says why.
+#[test]
+fn a_forged_note_on_a_hookless_remote_is_not_taken_in() {
+    let server = TestRepo::bare();
+    let w = TestRepo::new();
+    w.git(&["remote", "add", "origin", server.path().to_str().unwrap()]);
+    w.git(&["push", "-q", "origin", "main"]);
+    w.ok(&["init", "--remote", "origin"]);
+
+    let agent = machine(&server);
+    agent.git(&[
+        "notes",
+        "--ref=hyperion",
+        "add",
+        "-m",
+        "request: 0123456789abcdef\nresult: applied\n",
+        "main",
+    ]);
+    agent.git(&["push", "-q", "origin", "refs/notes/hyperion"]);
+
+    let out = w.run(&["fetch"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "fetch: {stderr}");
+    assert!(stderr.contains("[remote.forged]"), "{stderr}");
+    assert!(stderr.contains("refs/notes/hyperion"), "{stderr}");
+    assert!(stderr.contains("push.notes"), "{stderr}");
+    assert!(
+        w.git(&["for-each-ref", "refs/notes/hyperion"]).is_empty(),
+        "the forged note was taken in"
+    );
+}

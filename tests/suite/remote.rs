@@ -107,6 +107,47 @@ fn enqueue_publishes_and_another_clone_sees_it_with_list_fetch() {
     );
 }
 
+/// The commit `id` landed as, from its record in `repo`.
+fn landed_commit(repo: &TestRepo, id: &str) -> String {
+    let shown = repo.json(&["show", id]);
+    shown["record"]["landed_commit"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{id} did not land: {shown}"))
+        .to_owned()
+}
+
+#[test]
+fn fetch_takes_in_the_notes_of_landings_other_machines_made() {
+    let (shared, a) = first();
+    let b = machine(&shared);
+    let id = enqueue(&a, 1, "notes");
+    a.ok(&["worker", "--drain"]);
+    let landed = landed_commit(&a, &id);
+    let notes = shared.git(&["rev-parse", "refs/notes/hyperion"]);
+    assert!(b.git(&["for-each-ref", "refs/notes/hyperion"]).is_empty());
+
+    let said = b.ok(&["fetch"]);
+    assert!(said.contains("notes taken in"), "{said}");
+    assert_eq!(b.git(&["rev-parse", "refs/notes/hyperion"]), notes);
+    let note = b.git(&["notes", "--ref=hyperion", "show", &landed]);
+    assert!(note.contains(&format!("request: {id}")), "{note}");
+
+    // B's own notes are not rewound or replaced by an older view: a second landing on A,
+    // and B, behind again, follows; a fetch with nothing new leaves them.
+    let id2 = enqueue(&a, 2, "notes");
+    a.ok(&["worker", "--drain"]);
+    let said = b.ok(&["fetch"]);
+    assert!(said.contains("notes taken in"), "{said}");
+    let note = b.git(&["notes", "--ref=hyperion", "show", &landed_commit(&a, &id2)]);
+    assert!(note.contains(&format!("request: {id2}")), "{note}");
+    let said = b.ok(&["fetch"]);
+    assert!(!said.contains("notes taken in"), "{said}");
+    assert_eq!(
+        b.git(&["rev-parse", "refs/notes/hyperion"]),
+        shared.git(&["rev-parse", "refs/notes/hyperion"])
+    );
+}
+
 #[test]
 fn a_batch_enqueue_is_one_create_only_push() {
     let (shared, a) = first();

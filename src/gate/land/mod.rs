@@ -407,27 +407,6 @@ pub fn find_landed(
     Ok(None)
 }
 
-/// Whether `commit` is on the first-parent history of `tip`.
-pub fn on_first_parent_line(
-    repo: &gix::Repository,
-    tip: ObjectId,
-    commit: ObjectId,
-) -> Result<bool> {
-    let mut next = Some(tip);
-    while let Some(c) = next {
-        if c == commit {
-            return Ok(true);
-        }
-        next = repo
-            .find_commit(c)
-            .map_err(|e| Failure::git(format!("cannot read commit {c}: {e}")))?
-            .parent_ids()
-            .next()
-            .map(|p| p.detach());
-    }
-    Ok(false)
-}
-
 /// The note of a landed commit, if there is one.
 pub fn read_note(repo: &gix::Repository, commit: ObjectId) -> Result<Option<String>> {
     let Some(tip) = read_tip(repo, NOTES_REF)? else {
