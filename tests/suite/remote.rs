@@ -48,12 +48,7 @@ fn first() -> (Shared, TestRepo) {
 
 /// Another machine: a clone of the remote, set up with `init --remote origin`.
 fn machine(shared: &Shared) -> TestRepo {
-    let r = TestRepo {
-        dir: tempfile::tempdir().unwrap(),
-        home: tempfile::tempdir().unwrap(),
-        bare: false,
-    };
-    r.git(&["clone", "-q", shared.path(), "."]);
+    let r = TestRepo::clone_of(shared.dir.path(), None);
     r.ok(&["init", "--remote", "origin"]);
     r
 }

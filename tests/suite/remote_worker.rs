@@ -51,13 +51,7 @@ fn remote() -> (TestRepo, TestRepo) {
 
 /// Another machine: a clone of the remote, set up with `init --remote origin`.
 fn machine(server: &TestRepo) -> TestRepo {
-    let r = TestRepo {
-        dir: tempfile::tempdir().unwrap(),
-        home: tempfile::tempdir().unwrap(),
-        bare: false,
-    };
-    r.git(&["clone", "-q", server.path().to_str().unwrap(), "."]);
-    r.git(&["config", "hyperion.autoDetach", "false"]);
+    let r = TestRepo::clone_of(server.path(), None);
     // A request whose lease ran out is tried again after this (30 s by default): the tests
     // wait for such requests, not for the clock.
     r.git(&["config", "hyperion.retryBackoff", "200ms"]);
