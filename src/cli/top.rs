@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use hyperion::tui::poll::{Ask, Msg, Poller};
+use hyperion::tui::poll::{Ask, Fetching, Msg, Poller};
 use hyperion::tui::state::{Action, State};
 use hyperion::tui::ui;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
@@ -20,6 +20,11 @@ use super::{Ctx, parse_duration_arg};
 /// and a detail pane with everything `inspect` reads about the selected request. `?` shows
 /// the keys; `q`, Esc or Ctrl-C quits and gives the terminal back as it was.
 ///
+/// In remote mode (`--remote NAME`, else `hyperion.remote`) the queue is fetched from the
+/// remote every `--fetch-every` (as `git hyperion fetch` does), so that what other machines
+/// enqueue, lease and land shows too; the status line says when it was fetched last, or why
+/// the fetch failed.
+///
 /// Needs a terminal (80×24 is plenty; smaller works with less); for the queue as data use
 /// `git hyperion list --format json`. Text from requests and checks is shown escaped.
 #[derive(clap::Args, Debug)]
@@ -27,19 +32,22 @@ pub struct Args {
     /// How often to read the queue (100ms to 1h); `+` and `-` change it while running.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_arg)]
     refresh: Duration,
+    /// In remote mode, how often to fetch the queue from the remote (1s to 1h; default
+    /// 10s); `0s` never fetches (this clone's view, as `list` without `--fetch`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    fetch_every: Option<Duration>,
 }
+
+/// How often `top` fetches in remote mode unless told.
+const FETCH_EVERY: Duration = Duration::from_secs(10);
 
 /// The refresh rates `--refresh` accepts: faster would spin on git, slower is not live.
 const FASTEST: Duration = Duration::from_millis(100);
 const SLOWEST: Duration = Duration::from_secs(3600);
 
 pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
-    if ctx.json() || !std::io::stdout().is_terminal() {
-        return Err(CommandError::usage(
-            "top is interactive and needs a terminal (its output is not one)",
-        )
-        .hint("for the queue as data use `git hyperion list --format json`"));
-    }
+    // The arguments and the repository first, then the terminal: each error before the
+    // screen is taken.
     if !(FASTEST..=SLOWEST).contains(&args.refresh) {
         return Err(CommandError::usage(format!(
             "--refresh {} is out of range",
@@ -47,9 +55,15 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         ))
         .hint("use a rate from 100ms to 1h, such as 500ms, 1s or 10s"));
     }
-    // A repository with a queue, or the usual error before the screen is taken.
     ctx.queue()?;
-    let poller = Poller::spawn(ctx.dir.clone(), args.refresh)
+    let fetching = fetching(&args, ctx)?;
+    if ctx.json() || !std::io::stdout().is_terminal() {
+        return Err(CommandError::usage(
+            "top is interactive and needs a terminal (its output is not one)",
+        )
+        .hint("for the queue as data use `git hyperion list --format json`"));
+    }
+    let poller = Poller::spawn(ctx.dir.clone(), args.refresh, fetching)
         .map_err(|e| CommandError::usage(format!("cannot start the poller: {e}")))?;
     // SIGTERM or SIGHUP (the ssh connection dropped) end the loop like `q`, so the terminal
     // is given back.
@@ -89,6 +103,38 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
     Ok(())
 }
 
+/// What the poller fetches before its polls: the remote in remote mode, every
+/// `--fetch-every`; nothing without a remote or with `--fetch-every 0s`.
+fn fetching(args: &Args, ctx: &Ctx) -> CmdResult<Option<Fetching>> {
+    let remote = ctx.remote()?;
+    let every = args.fetch_every;
+    let Some(remote) = remote else {
+        if every.is_some_and(|d| !d.is_zero()) {
+            return Err(CommandError::usage(
+                "--fetch-every needs remote mode: this repository shares its queue through no remote",
+            )
+            .hint("name one with --remote NAME, or set hyperion.remote (`git hyperion init --remote NAME`)"));
+        }
+        return Ok(None);
+    };
+    let every = every.unwrap_or(FETCH_EVERY);
+    if every.is_zero() {
+        return Ok(None);
+    }
+    if !(Duration::from_secs(1)..=SLOWEST).contains(&every) {
+        return Err(CommandError::usage(format!(
+            "--fetch-every {} is out of range",
+            hyperion::duration::format(every)
+        ))
+        .hint("use a period from 1s to 1h, such as 5s or 1m, or 0s not to fetch"));
+    }
+    Ok(Some(Fetching {
+        remote,
+        every,
+        actor: super::enqueue::actor(),
+    }))
+}
+
 /// Draw, take what the poller sent, handle keys, until quit. Never waits on git: the poller
 /// does, and its answers are taken with `try_recv`.
 fn event_loop(
@@ -105,6 +151,10 @@ fn event_loop(
             changed = true;
             let action = match msg {
                 Msg::Snapshot { records, at } => state.snapshot(records, at),
+                Msg::Fetched { remote, outcome } => {
+                    state.fetched(remote, outcome);
+                    None
+                }
                 Msg::Failed(m) => {
                     state.poll_failed(m);
                     None

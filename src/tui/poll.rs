@@ -16,9 +16,25 @@ use crate::queue::store::Store;
 use crate::queue::{Filter, Queue};
 use crate::request::model::Record;
 
+/// Fetching the queue from the remote it is shared through (remote mode), before the polls
+/// that are due for it: `top` then shows what every machine did, not this clone's alone.
+#[derive(Debug, Clone)]
+pub struct Fetching {
+    pub remote: crate::queue::remote::Remote,
+    /// At most this often.
+    pub every: Duration,
+    /// Who the fetch's ref updates are logged as.
+    pub actor: String,
+}
+
 /// What the poller sends.
 #[derive(Debug)]
 pub enum Msg {
+    /// A fetch from `remote` ended: when, or why it failed (or what it left out).
+    Fetched {
+        remote: String,
+        outcome: Result<jiff::Timestamp, String>,
+    },
     /// Every request, as `list` reads them, and when.
     Snapshot {
         records: Vec<Record>,
@@ -53,13 +69,18 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// Start polling the queue of the repository at `dir` every `every`, beginning now.
-    pub fn spawn(dir: PathBuf, every: Duration) -> std::io::Result<Poller> {
+    /// Start polling the queue of the repository at `dir` every `every`, beginning now, and
+    /// fetching it first when `fetching` says so.
+    pub fn spawn(
+        dir: PathBuf,
+        every: Duration,
+        fetching: Option<Fetching>,
+    ) -> std::io::Result<Poller> {
         let (ask, asked) = mpsc::channel();
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("top-poller".to_owned())
-            .spawn(move || run(dir, every, asked, tx))?;
+            .spawn(move || run(dir, every, fetching, asked, tx))?;
         Ok(Poller { ask, rx })
     }
 
@@ -70,7 +91,13 @@ impl Poller {
     }
 }
 
-fn run(dir: PathBuf, mut every: Duration, asked: Receiver<Ask>, tx: Sender<Msg>) {
+fn run(
+    dir: PathBuf,
+    mut every: Duration,
+    fetching: Option<Fetching>,
+    asked: Receiver<Ask>,
+    tx: Sender<Msg>,
+) {
     let queue = match Store::discover(&dir).and_then(Queue::open) {
         Ok(q) => q,
         Err(e) => {
@@ -78,7 +105,16 @@ fn run(dir: PathBuf, mut every: Duration, asked: Receiver<Ask>, tx: Sender<Msg>)
             return;
         }
     };
+    let mut fetched: Option<Instant> = None;
     loop {
+        if let Some(f) = &fetching
+            && fetched.is_none_or(|t| t.elapsed() >= f.every)
+        {
+            fetched = Some(Instant::now());
+            if tx.send(fetch(&queue, f)).is_err() {
+                return;
+            }
+        }
         if tx.send(poll(&queue)).is_err() {
             return;
         }
@@ -103,6 +139,32 @@ fn run(dir: PathBuf, mut every: Duration, asked: Receiver<Ask>, tx: Sender<Msg>)
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
+    }
+}
+
+/// One fetch of the queue from the remote ([`crate::queue::remote::fetch`], as `git hyperion
+/// fetch` does it): when it ended, or why it failed; chains or notes it left out (forged
+/// where the host runs no hook) are reported as a failure, the rest having been taken in.
+pub fn fetch(queue: &Queue, f: &Fetching) -> Msg {
+    let outcome = match crate::queue::remote::fetch(queue.store(), &f.remote, &f.actor) {
+        Ok(got) if got.refused.is_empty() && got.notes_refused.is_empty() => {
+            Ok(got.at.unwrap_or_else(jiff::Timestamp::now))
+        }
+        Ok(got) => Err(format!(
+            "left out {} chain(s){} hyperion would not have written [remote.forged]",
+            got.refused.len(),
+            if got.notes_refused.is_empty() {
+                ""
+            } else {
+                " and the notes"
+            }
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    queue.close_index();
+    Msg::Fetched {
+        remote: f.remote.name().to_owned(),
+        outcome,
     }
 }
 

@@ -291,6 +291,9 @@ pub struct State {
     pub polled_at: Option<Timestamp>,
     /// Why the last poll failed, until one succeeds.
     pub poll_error: Option<String>,
+    /// The last fetch from the remote (remote mode): its name, and when it ended or why it
+    /// failed.
+    pub fetched: Option<(String, Result<Timestamp, String>)>,
 }
 
 impl State {
@@ -309,12 +312,18 @@ impl State {
             help: false,
             refresh,
             polled_at: None,
+            fetched: None,
             poll_error: None,
         }
     }
 
     /// Take a new snapshot of the queue, taken at `at`: the events since the last one join
     /// the stream. An open detail pane whose request moved is inspected again.
+    /// A fetch from `remote` ended ([`crate::tui::poll::Msg::Fetched`]).
+    pub fn fetched(&mut self, remote: String, outcome: Result<Timestamp, String>) {
+        self.fetched = Some((remote, outcome));
+    }
+
     pub fn snapshot(&mut self, records: Vec<Record>, at: Timestamp) -> Option<Action> {
         let events = if self.seeded {
             diff(&self.records, &records, at)

@@ -415,6 +415,20 @@ fn status_bar(frame: &mut Frame, area: Rect, state: &State) {
             (None, Some(t)) => spans.push(Span::raw(format!("polled {}", hms(t)))),
             (None, None) => spans.push(Span::raw("reading the queue…")),
         }
+        match &state.fetched {
+            Some((remote, Ok(t))) => {
+                spans.push(sep.clone());
+                spans.push(Span::raw(format!("{} {}", shown_line(remote), hms(*t))));
+            }
+            Some((remote, Err(e))) => {
+                spans.push(sep.clone());
+                spans.push(Span::styled(
+                    format!("{}: {}", shown_line(remote), shown_line(e)),
+                    error_style(),
+                ));
+            }
+            None => {}
+        }
         spans.push(sep);
         spans.push(Span::styled("? keys  q quit", dim()));
     }

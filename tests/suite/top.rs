@@ -675,3 +675,39 @@ fn a_panic_in_top_gives_the_terminal_back() {
     assert_eq!(tmux.display("#{alternate_on}"), "0");
     assert_eq!(tmux.display("#{cursor_flag}"), "1");
 }
+
+/// In remote mode `top` fetches the queue from the remote every `--fetch-every`: a request
+/// another machine enqueues (and publishes) shows up without anyone running `fetch` here, and
+/// the status line says when the remote was fetched. `--fetch-every` without a remote is a
+/// usage error; `0s` does not fetch.
+#[test]
+fn top_in_remote_mode_shows_what_another_machine_enqueued() {
+    let server = TestRepo::bare();
+    let a = TestRepo::new();
+    a.git(&["remote", "add", "origin", server.path().to_str().unwrap()]);
+    a.git(&["push", "-q", "origin", "main"]);
+    a.ok(&["init", "--remote", "origin"]);
+    let b = TestRepo::clone_of(server.path(), None);
+
+    // Without a remote yet: the flag is refused before the screen is taken.
+    let (_, err) = b.fails(&["top", "--fetch-every", "2s"], 2);
+    assert!(err.contains("--fetch-every needs remote mode"), "{err}");
+    b.ok(&["init", "--remote", "origin"]);
+
+    let tmux = Tmux::new("hyperion-top-remote", "top", b.path(), b.home.path());
+    let script = format!(
+        "'{}' top --refresh 200ms --fetch-every 1s; exec sleep 600",
+        common::bin()
+    );
+    tmux.start(100, 30, &script);
+    tmux.wait_for("top, fetched once", |s| {
+        s.contains("requests 0/0") && s.contains("origin ")
+    });
+
+    let f = a.write("r.json", &common::request(1, "remote-top"));
+    let id = a.enqueue(&f).remove(0);
+    tmux.wait_for("the other machine's request", |s| {
+        s.contains("requests 1/1") && s.contains(&id) && s.contains("pending 1")
+    });
+    tmux.keys(&["q"]);
+}
