@@ -1,4 +1,3 @@
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,25 +63,22 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
         signal_hook::flag::register(sig, cancel.clone())
             .map_err(|e| CommandError::env(Code::EnvIo, format!("cannot handle signals: {e}")))?;
     }
-    let show = !ctx.json() && std::io::stderr().is_terminal()
-        || std::env::var_os("HYPERION_PROGRESS").is_some();
+    // What happens to each assignment, as lines on stderr: shown as every long step's
+    // progress is (`--progress`, `--no-progress`; not by default with `--format json`).
+    let mut shown = super::progress::Progress::new(ctx.progress, ctx.json());
     let mut progress = |p: &Progress| {
-        if !show {
+        if !shown.on() {
             return;
         }
-        match p {
+        let line = match p {
             Progress::Skipped {
                 assignment,
                 request,
-            } => {
-                eprintln!("hyperion: {assignment}: has request {request}, not run again")
-            }
+            } => format!("{assignment}: has request {request}, not run again"),
             Progress::Started {
                 assignment,
                 provider,
-            } => {
-                eprintln!("hyperion: {assignment}: {provider} started")
-            }
+            } => format!("{assignment}: {provider} started"),
             Progress::Finished(r) => {
                 let spent = r
                     .totals
@@ -90,16 +86,13 @@ pub fn run(args: Args, ctx: &Ctx) -> CmdResult {
                     .map(super::transcript::summary)
                     .unwrap_or_default();
                 match &r.request {
-                    Some(id) => {
-                        eprintln!("hyperion: {}: {} {id} ({spent})", r.assignment, r.status)
-                    }
-                    None => eprintln!(
-                        "hyperion: {}: {} — {} ({spent})",
-                        r.assignment, r.status, r.reason
-                    ),
+                    Some(id) => format!("{}: {} {id} ({spent})", r.assignment, r.status),
+                    None => format!("{}: {} — {} ({spent})", r.assignment, r.status, r.reason),
                 }
             }
-        }
+        };
+        // Failure reasons carry what the agent said: escaped, as everything from outside.
+        shown.line(&format!("hyperion: {}", hyperion::tui::shown_line(&line)));
     };
     let opts = Options {
         parallel: args.parallel as usize,
@@ -153,6 +146,7 @@ fn print(ctx: &Ctx, report: &Report, processed: Option<usize>) {
         print_json(&v);
         return;
     }
+    let shown = hyperion::tui::shown_line;
     for a in &report.assignments {
         let spent = a
             .totals
@@ -161,14 +155,14 @@ fn print(ctx: &Ctx, report: &Report, processed: Option<usize>) {
             .unwrap_or_default();
         println!(
             "{:<24} {:<10} {:<10} {:<16} {spent}{}",
-            a.assignment,
-            a.provider,
+            shown(&a.assignment),
+            shown(&a.provider),
             a.status,
             a.request.as_deref().unwrap_or("-"),
             if a.reason.is_empty() {
                 String::new()
             } else {
-                format!("  ({})", a.reason)
+                format!("  ({})", shown(&a.reason))
             }
         );
     }

@@ -4,7 +4,7 @@
 It speaks PROVIDER's documented headless interface (arguments in, event lines and exit
 status out; see /work/shared/agent-clis.md) without any network or key. What it does is
 chosen by the prompt: `SCENARIO=NAME` (success, max_turns, budget, ratelimit, hang, crash,
-leak, slow) and `EDIT=PATH` (the file it appends a line to). It records every call (argv,
+leak, slow, escapes) and `EDIT=PATH` (the file it appends a line to). It records every call (argv,
 stdin, environment names, cwd) as a JSON line in $FAKE_AGENT_LOG/calls.jsonl.
 """
 import json, os, re, sys, time
@@ -185,6 +185,11 @@ elif scenario == "hang":
     message("thinking")
     time.sleep(120)
     succeed()
+elif scenario == "escapes":
+    # A failure whose words would drive the terminal they are shown on.
+    message("working")
+    out({"type": "error", "message": "fell over \x1b]0;pwned\x07\x1b[2J", "class": "max_turns"})
+    sys.exit(1)
 elif scenario == "crash":
     message("about to fall over")
     sys.stderr.write("panic: something broke\n")

@@ -563,6 +563,45 @@ fn a_failed_assignment_blocks_its_dependents_and_a_second_run_retries_only_what_
     assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 1);
 }
 
+/// What an agent says when it fails reaches `run`'s summary and progress lines escaped, and
+/// the progress lines follow `--progress`/`--no-progress` as every long step's do (by default:
+/// shown in text, not with `--format json`).
+#[test]
+fn an_agents_failure_reaches_the_terminal_escaped_and_progress_follows_its_switches() {
+    let repo = TestRepo::new();
+    configure_fakes(&repo);
+    let plan = plan(
+        &repo,
+        vec![assignment(1, "command", &[], "SCENARIO=escapes")],
+    );
+    let plan = plan.to_string_lossy().into_owned();
+    let out = repo.run(&["run", "--plan", &plan]);
+    assert_eq!(out.status.code(), Some(1));
+    for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !bytes.contains(&0x1b),
+            "{what} holds a raw escape: {text:?}"
+        );
+        assert!(text.contains("fell over \\u{1b}]0;pwned"), "{what}: {text}");
+    }
+    let progress = |args: &[&str]| {
+        let out = repo.run(args);
+        String::from_utf8_lossy(&out.stderr).contains(": command started")
+    };
+    assert!(progress(&["run", "--plan", &plan]));
+    assert!(!progress(&["--no-progress", "run", "--plan", &plan]));
+    assert!(!progress(&["run", "--plan", &plan, "--format", "json"]));
+    assert!(progress(&[
+        "--progress",
+        "run",
+        "--plan",
+        &plan,
+        "--format",
+        "json"
+    ]));
+}
+
 #[test]
 fn a_plan_run_cannot_follow_is_refused_before_anything_runs() {
     let repo = TestRepo::new();
