@@ -1,4 +1,4 @@
-//! Progress of long steps (`worker`, `gc`, `doctor`) on stderr: what the library reports
+//! Progress of long steps (`worker`, `gc`, `doctor`, `run`) on stderr: what the library reports
 //! through the callbacks a command passes in (`gate::worker::Progress`, `queue::Scan`),
 //! shown one of three ways.
 //!
