@@ -692,7 +692,11 @@ fn top_in_remote_mode_shows_what_another_machine_enqueued() {
     // Without a remote yet: the flag is refused before the screen is taken.
     let (_, err) = b.fails(&["top", "--fetch-every", "2s"], 2);
     assert!(err.contains("--fetch-every needs remote mode"), "{err}");
+    assert!(err.contains("hint: "), "{err}");
     b.ok(&["init", "--remote", "origin"]);
+    let (_, err) = b.fails(&["top", "--fetch-every", "2h"], 2);
+    assert!(err.contains("--fetch-every 2h is out of range"), "{err}");
+    assert!(err.contains("hint: "), "{err}");
 
     let tmux = Tmux::new("hyperion-top-remote", "top", b.path(), b.home.path());
     let script = format!(
