@@ -61,15 +61,10 @@ fn refused(f: &remote::Fetched, remote: &str, json_printed: bool) -> CmdResult {
     if !f.notes_refused.is_empty() {
         each.push(format!("refs/notes/hyperion: {}", listed(&f.notes_refused)));
     }
-    let what = match (f.refused.len(), f.notes_refused.is_empty()) {
-        (0, _) => "its notes hold what".to_owned(),
-        (n, true) => format!("{n} request(s) there hold chains"),
-        (n, false) => format!("{n} request(s) there hold chains, and its notes what,"),
-    };
     let mut e = CommandError::refused(
         hyperion::Code::RemoteForged,
         format!(
-            "the queue on {remote}: {what} hyperion would not have written; not taken in: {}",
+            "the queue on {remote} holds what hyperion would not have written; not taken in: {}",
             each.join(" | ")
         ),
     )

@@ -549,10 +549,16 @@ pub fn publish_new(
             let same_request = store.read_record(id, local)?.dedupe_key
                 == store.read_record(id, theirs)?.dedupe_key;
             let only_enqueued = store.parent_of(local)?.is_none();
-            if same_request && only_enqueued {
-                if local != theirs {
-                    remote.adopt(store, id, Some(local), theirs, actor)?;
-                }
+            // Taken in only when hyperion would have written the chain there: a forged one
+            // under the id is not this request's.
+            if same_request
+                && only_enqueued
+                && (local == theirs
+                    || !matches!(
+                        remote.adopt(store, id, Some(local), theirs, actor)?,
+                        Adopted::Refused(_)
+                    ))
+            {
                 out.up_to_date.push(id.clone());
                 pending.retain(|p| p != id);
             } else {

@@ -205,3 +205,48 @@ fn a_forged_note_on_a_hookless_remote_is_not_taken_in() {
         "the forged note was taken in"
     );
 }
+
+/// A forged chain planted under the id of a request before its author publishes it (the id
+/// follows from the request, so anyone who can guess the request can plant one): `enqueue`
+/// must not take it for the same request already published. It stays stored locally, the
+/// publish is `remote.conflict`, and the local chain is the author's own.
+#[test]
+fn a_forged_chain_planted_under_a_requests_id_is_not_taken_for_it_on_publish() {
+    let server = TestRepo::bare();
+    let w = TestRepo::new();
+    w.git(&["remote", "add", "origin", server.path().to_str().unwrap()]);
+    w.git(&["push", "-q", "origin", "main"]);
+    let attacker = TestRepo::clone_of(server.path(), None);
+    attacker.ok(&["init"]);
+    w.ok(&["init", "--remote", "origin"]);
+
+    // The attacker stores the same request, squats it with a lease that never ends, and
+    // pushes that chain as it is.
+    let req = crate::common::request(1, "planted");
+    let id = attacker.enqueue(&attacker.write("r.json", &req)).remove(0);
+    let root = forge::tip(&attacker, &id);
+    let (ev, rec) = forge::lease(
+        &root.record,
+        "squatter",
+        &forge::at(1),
+        "9999-01-01T00:00:00Z",
+    );
+    let forged = forge::after(&attacker, &id, &root, &ev, &rec);
+    forge::set(&attacker, &id, &forged);
+    let r = forge::refname(&id);
+    attacker.git(&["push", "-q", "origin", &format!("{r}:{r}")]);
+
+    // The author enqueues it: stored here, not published, and not squatted here.
+    let f = w.write("r.json", &req);
+    let out = w.run(&["enqueue", f.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "enqueue: {stderr}");
+    assert!(stderr.contains("[remote.conflict]"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let chain = w.git(&["rev-list", &r]);
+    assert!(
+        !chain.contains(&forged),
+        "the squatted chain was taken in: {chain}"
+    );
+    assert_eq!(w.json(&["show", &id])["record"]["status"], "pending");
+}
