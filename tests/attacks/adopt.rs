@@ -60,8 +60,7 @@ fn a_payload_swapped_after_approval_on_a_hookless_remote_is_neither_taken_in_nor
         )],
         "policy",
     );
-    w.git(&["remote", "add", "origin", server.path().to_str().unwrap()]);
-    w.git(&["push", "-q", "origin", "main"]);
+    w.publish_main_to(&server);
     w.ok(&["init", "--remote", "origin"]);
     let main_before = w.git(&["rev-parse", "main"]);
 
@@ -179,8 +178,7 @@ fn a_payload_swapped_after_approval_on_a_hookless_remote_is_neither_taken_in_nor
 fn a_forged_note_on_a_hookless_remote_is_not_taken_in() {
     let server = TestRepo::bare();
     let w = TestRepo::new();
-    w.git(&["remote", "add", "origin", server.path().to_str().unwrap()]);
-    w.git(&["push", "-q", "origin", "main"]);
+    w.publish_main_to(&server);
     w.ok(&["init", "--remote", "origin"]);
 
     let agent = machine(&server);
@@ -214,8 +212,7 @@ fn a_forged_note_on_a_hookless_remote_is_not_taken_in() {
 fn a_forged_chain_planted_under_a_requests_id_is_not_taken_for_it_on_publish() {
     let server = TestRepo::bare();
     let w = TestRepo::new();
-    w.git(&["remote", "add", "origin", server.path().to_str().unwrap()]);
-    w.git(&["push", "-q", "origin", "main"]);
+    w.publish_main_to(&server);
     let attacker = TestRepo::clone_of(server.path(), None);
     attacker.ok(&["init"]);
     w.ok(&["init", "--remote", "origin"]);

@@ -64,6 +64,19 @@ impl TestRepo {
         r
     }
 
+    /// Add `server` as this repository's remote `origin` and push `main` there (through
+    /// `server`'s hooks, with git-hyperion on the PATH); hyperion's remote mode is not set up.
+    pub fn publish_main_to(&self, server: &TestRepo) {
+        self.git(&[
+            "remote",
+            "add",
+            "origin",
+            server.path().to_str().expect("utf-8 path"),
+        ]);
+        let (pushed, err) = push(self, server, &["main"]);
+        assert!(pushed, "the push of main to the remote: {err}");
+    }
+
     /// A bare repository (as on a server or CI mirror).
     pub fn bare() -> TestRepo {
         let r = TestRepo {

@@ -42,9 +42,7 @@ fn ok(repo: &TestRepo, args: &[&str]) -> String {
 fn remote() -> (TestRepo, TestRepo) {
     let server = common::server();
     let seed = TestRepo::new();
-    seed.git(&["remote", "add", "origin", server.path().to_str().unwrap()]);
-    let (pushed, err) = common::push(&seed, &server, &["main"]);
-    assert!(pushed, "{err}");
+    seed.publish_main_to(&server);
     ok(&seed, &["init", "--remote", "origin"]);
     (server, seed)
 }
@@ -477,9 +475,7 @@ fn checked_remote(log: &Path, sleep: &str) -> (TestRepo, TestRepo) {
         log = log.to_str().unwrap(),
     );
     seed.commit(&[(".hyperion/policy.toml", &policy)], "policy");
-    seed.git(&["remote", "add", "origin", server.path().to_str().unwrap()]);
-    let (pushed, err) = common::push(&seed, &server, &["main"]);
-    assert!(pushed, "{err}");
+    seed.publish_main_to(&server);
     ok(&seed, &["init", "--remote", "origin"]);
     (server, seed)
 }

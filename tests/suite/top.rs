@@ -684,8 +684,7 @@ fn a_panic_in_top_gives_the_terminal_back() {
 fn top_in_remote_mode_shows_what_another_machine_enqueued() {
     let server = TestRepo::bare();
     let a = TestRepo::new();
-    a.git(&["remote", "add", "origin", server.path().to_str().unwrap()]);
-    a.git(&["push", "-q", "origin", "main"]);
+    a.publish_main_to(&server);
     a.ok(&["init", "--remote", "origin"]);
     let b = TestRepo::clone_of(server.path(), None);
 
